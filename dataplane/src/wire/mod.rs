@@ -1,0 +1,1 @@
+//! Checked views over raw frames.
