@@ -5,4 +5,6 @@
 //! (`fwd`) never does I/O, never reads a clock and never allocates per frame.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod fwd;
+pub mod trace;
 pub mod wire;

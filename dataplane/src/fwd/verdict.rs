@@ -1,0 +1,282 @@
+//! What the engine decides: outputs or a drop reason.
+
+use super::{ParentId, PortId};
+use std::fmt;
+use std::net::IpAddr;
+
+/// Where an output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Into a port (a TAP endpoint): the frame is written as it is (after the VLAN op).
+    Port(PortId),
+    /// Onto the parent's wire (`dev_queue_xmit` on the master), byte for byte.
+    Wire(ParentId),
+    /// Into the parent's own protocol stack (`RX_HANDLER_PASS` or `dev_forward_skb(master)`).
+    /// For frames that came from the wire this means "not ours: leave it to the host".
+    HostStack(ParentId),
+    /// ipvlan L3/L3S egress: strip the L2 header and route the packet in the parent's
+    /// namespace with `oif = parent`, like `ipvlan_process_v4_outbound` /
+    /// `ipvlan_process_v6_outbound`. The I/O layer resolves the next hop from the host's
+    /// routing and neighbour tables and sends it with src MAC = parent MAC, TTL unchanged
+    /// (C29, C31).
+    Routed {
+        /// The parent to send on.
+        parent: ParentId,
+        /// The packet's destination address (the route lookup key).
+        dst: IpAddr,
+    },
+}
+
+/// What to do with an outer 802.1Q tag on the way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VlanOp {
+    /// Leave the frame as it is.
+    Keep,
+    /// Insert a tag with this VID (a network on parent `IF.VID` sending to the wire).
+    Push(u16),
+    /// Remove the outer tag (a tagged wire frame delivered to a port).
+    Pop,
+}
+
+/// The `pkt_type` the receiving stack sees (`eth_type_trans` on the target, or what the master
+/// computed for redirected wire frames).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PacketType {
+    /// `PACKET_HOST`: addressed to the receiver.
+    Host,
+    /// `PACKET_BROADCAST`.
+    Broadcast,
+    /// `PACKET_MULTICAST`.
+    Multicast,
+    /// `PACKET_OTHERHOST`: a unicast MAC that is not the receiver's; its stack discards it.
+    OtherHost,
+    /// Leaving the host (wire or routed).
+    Outgoing,
+}
+
+/// One output of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Output {
+    /// Where it goes.
+    pub target: Target,
+    /// Tag handling.
+    pub vlan: VlanOp,
+    /// What the receiver sees.
+    pub pkt_type: PacketType,
+}
+
+/// Why a frame went nowhere. A closed set: counters are indexed by it and the trace prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header (`ipvlan_queue_xmit`, `eth_type_trans`).
+    TooShort,
+    /// The ingress port does not exist (removed while frames were in flight).
+    UnknownIngress,
+    /// The ingress port is administratively down: a down device transmits nothing.
+    PortDown,
+    /// The parent is down; the ports' carrier follows it (C62).
+    ParentDown,
+    /// ipvlan `private`: port-to-port traffic is consumed (`ipvlan_xmit_mode_l2`/`_l3`, C19, C27).
+    PrivateFlag,
+    /// ipvlan L3/L3S: a broadcast or multicast destination MAC not matched to a sibling
+    /// (`ipvlan_process_outbound`, C28).
+    L3Multicast,
+    /// ipvlan L3/L3S: an outbound frame that is neither IPv4 nor IPv6
+    /// (`ipvlan_process_outbound` "Dropped outbound packet type", C30).
+    L3NonIp,
+    /// ipvlan L3/L3S: an IPv4/IPv6 frame whose header fails validation (uvlan drops it; the
+    /// kernel would route it by whatever its address field holds).
+    L3BadHeader,
+    /// ipvlan L3/L3S: an IPv4 destination whose route type is broadcast or multicast
+    /// (`ipvlan_process_v4_outbound`: neither `RTN_UNICAST` nor `RTN_LOCAL`, C29).
+    L3RouteType,
+    /// The network has no wire (no parent, or `--internal`): what the kernel would hand to the
+    /// (dummy) master is discarded, and nothing reaches a host stack.
+    NoWire,
+    /// The only destination is the sender itself; uvlan never loops a frame back to its port.
+    LoopToSender,
+    /// `ETH_P_PAUSE` is never distributed (`ipvlan_multicast_enqueue`, `macvlan_broadcast`,
+    /// C22); on ipvlan TX the wire copy is lost too.
+    Pause,
+    /// Consumed by a macvlan `source` device with `nodst` that is down (C57).
+    SourceNodst,
+    /// The passthru macvlan is down (`macvlan_handle_frame`).
+    PassthruDown,
+    /// A flood whose filters matched nobody.
+    NoReceiver,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 15] = [
+        DropReason::TooShort,
+        DropReason::UnknownIngress,
+        DropReason::PortDown,
+        DropReason::ParentDown,
+        DropReason::PrivateFlag,
+        DropReason::L3Multicast,
+        DropReason::L3NonIp,
+        DropReason::L3BadHeader,
+        DropReason::L3RouteType,
+        DropReason::NoWire,
+        DropReason::LoopToSender,
+        DropReason::Pause,
+        DropReason::SourceNodst,
+        DropReason::PassthruDown,
+        DropReason::NoReceiver,
+    ];
+
+    /// Number of reasons.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Counter index.
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short snake_case name for counters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::TooShort => "too_short",
+            DropReason::UnknownIngress => "unknown_ingress",
+            DropReason::PortDown => "port_down",
+            DropReason::ParentDown => "parent_down",
+            DropReason::PrivateFlag => "private_flag",
+            DropReason::L3Multicast => "l3_multicast",
+            DropReason::L3NonIp => "l3_non_ip",
+            DropReason::L3BadHeader => "l3_bad_header",
+            DropReason::L3RouteType => "l3_route_type",
+            DropReason::NoWire => "no_wire",
+            DropReason::LoopToSender => "loop_to_sender",
+            DropReason::Pause => "pause",
+            DropReason::SourceNodst => "source_nodst",
+            DropReason::PassthruDown => "passthru_down",
+            DropReason::NoReceiver => "no_receiver",
+        }
+    }
+
+    /// The kernel function whose rule this is.
+    pub fn kernel_rule(self) -> &'static str {
+        match self {
+            DropReason::TooShort => "ipvlan_queue_xmit / eth_type_trans",
+            DropReason::UnknownIngress => "uvlan",
+            DropReason::PortDown => "__dev_queue_xmit (device down)",
+            DropReason::ParentDown => "netif_carrier_off via *_device_event",
+            DropReason::PrivateFlag => "ipvlan_xmit_mode_l2 / ipvlan_xmit_mode_l3",
+            DropReason::L3Multicast => "ipvlan_process_outbound",
+            DropReason::L3NonIp => "ipvlan_process_outbound",
+            DropReason::L3BadHeader => "ipvlan_get_L3_hdr",
+            DropReason::L3RouteType => "ipvlan_process_v4_outbound",
+            DropReason::NoWire => "dummy master (uvlan: no wire)",
+            DropReason::LoopToSender => "uvlan (no loop to sender)",
+            DropReason::Pause => "ipvlan_multicast_enqueue / macvlan_broadcast",
+            DropReason::SourceNodst => "macvlan_forward_source",
+            DropReason::PassthruDown => "macvlan_handle_frame",
+            DropReason::NoReceiver => "ipvlan_process_multicast / macvlan_broadcast",
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A reusable output list: the datapath keeps one and the engine clears and refills it for
+/// every frame, so no decision allocates once its capacity has grown to the largest flood.
+#[derive(Debug, Default, Clone)]
+pub struct Outputs {
+    list: Vec<Output>,
+}
+
+impl Outputs {
+    /// An empty list with room for `n` outputs.
+    pub fn with_capacity(n: usize) -> Outputs {
+        Outputs {
+            list: Vec::with_capacity(n),
+        }
+    }
+
+    /// The outputs of the last decision.
+    #[inline]
+    pub fn as_slice(&self) -> &[Output] {
+        &self.list
+    }
+
+    /// Number of outputs.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// No outputs.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    #[inline]
+    pub(crate) fn clear(&mut self) {
+        self.list.clear();
+    }
+
+    #[inline]
+    pub(crate) fn push(&mut self, o: Output) {
+        self.list.push(o);
+    }
+}
+
+/// The fate of one frame: the list of outputs, or a drop with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Deliver to each output (never empty).
+    Forward(Vec<Output>),
+    /// Nowhere.
+    Drop(DropReason),
+}
+
+impl Verdict {
+    /// The outputs (empty for a drop).
+    pub fn outputs(&self) -> &[Output] {
+        match self {
+            Verdict::Forward(o) => o,
+            Verdict::Drop(_) => &[],
+        }
+    }
+
+    /// The drop reason, if dropped.
+    pub fn drop_reason(&self) -> Option<DropReason> {
+        match self {
+            Verdict::Forward(_) => None,
+            Verdict::Drop(r) => Some(*r),
+        }
+    }
+
+    /// Ports that receive the frame, in output order.
+    pub fn ports(&self) -> Vec<PortId> {
+        self.outputs()
+            .iter()
+            .filter_map(|o| match o.target {
+                Target::Port(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether any output goes to the wire (plain or routed).
+    pub fn reaches_wire(&self) -> bool {
+        self.outputs()
+            .iter()
+            .any(|o| matches!(o.target, Target::Wire(_) | Target::Routed { .. }))
+    }
+
+    /// Whether any output goes to the parent's stack.
+    pub fn reaches_host(&self) -> bool {
+        self.outputs()
+            .iter()
+            .any(|o| matches!(o.target, Target::HostStack(_)))
+    }
+}

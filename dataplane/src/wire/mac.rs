@@ -1,0 +1,107 @@
+//! MAC addresses.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A 48-bit IEEE 802 MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// `ff:ff:ff:ff:ff:ff`.
+    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+    /// `00:00:00:00:00:00`.
+    pub const ZERO: MacAddr = MacAddr([0; 6]);
+
+    /// The I/G bit is set: multicast or broadcast (`is_multicast_ether_addr`).
+    #[inline]
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 1 == 1
+    }
+
+    /// All ones (`is_broadcast_ether_addr`).
+    #[inline]
+    pub fn is_broadcast(&self) -> bool {
+        self.0 == [0xff; 6]
+    }
+
+    /// Not multicast (unicast frames carry such a destination).
+    #[inline]
+    pub fn is_unicast(&self) -> bool {
+        !self.is_multicast()
+    }
+
+    /// All zeroes.
+    #[inline]
+    pub fn is_zero(&self) -> bool {
+        self.0 == [0; 6]
+    }
+
+    /// A valid unicast station address: neither multicast nor zero (`is_valid_ether_addr`).
+    #[inline]
+    pub fn is_valid_unicast(&self) -> bool {
+        !self.is_multicast() && !self.is_zero()
+    }
+
+    /// The U/L bit is set (locally administered).
+    #[inline]
+    pub fn is_local_admin(&self) -> bool {
+        self.0[0] & 2 == 2
+    }
+
+    /// Reads a MAC from the first six bytes of `b`, if there are six.
+    #[inline]
+    pub fn from_slice(b: &[u8]) -> Option<MacAddr> {
+        let a: [u8; 6] = b.get(..6)?.try_into().ok()?;
+        Some(MacAddr(a))
+    }
+
+    /// The bytes.
+    #[inline]
+    pub fn octets(&self) -> [u8; 6] {
+        self.0
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A string that is not a MAC address of the form `aa:bb:cc:dd:ee:ff`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address {0:?}: expected six hex octets like 02:42:c0:00:02:0a")]
+pub struct ParseMacError(pub String);
+
+impl FromStr for MacAddr {
+    type Err = ParseMacError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseMacError(s.to_string());
+        let mut out = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for o in out.iter_mut() {
+            let p = parts.next().ok_or_else(err)?;
+            if p.is_empty() || p.len() > 2 {
+                return Err(err());
+            }
+            *o = u8::from_str_radix(p, 16).map_err(|_| err())?;
+        }
+        if parts.next().is_some() {
+            return Err(err());
+        }
+        Ok(MacAddr(out))
+    }
+}
