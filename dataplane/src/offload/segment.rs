@@ -73,27 +73,10 @@ impl Segmenter {
         mtu: usize,
         out: &mut impl FnMut(&[u8]),
     ) -> Result<usize, OffloadError> {
-        let gso = hdr.gso()?;
-        if gso == GsoKind::None {
-            let (l2, _) = parse::l2(frame)?;
-            let len = frame.len() - l2;
-            if len > mtu {
-                return Err(OffloadError::ExceedsMtu { len, mtu });
-            }
-            if hdr.needs_csum() {
-                self.buf.clear();
-                self.buf.extend_from_slice(frame);
-                complete_partial_csum(
-                    &mut self.buf,
-                    usize::from(hdr.csum_start),
-                    usize::from(hdr.csum_offset),
-                )?;
-                out(&self.buf);
-            } else {
-                out(frame);
-            }
-            return Ok(1);
-        }
+        let gso = match hdr.gso()? {
+            GsoKind::None => return self.no_gso(hdr, frame, mtu, out),
+            gso => gso,
+        };
         if hdr.gso_size == 0 {
             return Err(OffloadError::ZeroGsoSize);
         }
@@ -111,24 +94,42 @@ impl Segmenter {
                 }
                 self.tso(frame, &p, gso_size, mtu, out)
             }
-            GsoKind::UdpL4 => {
-                if p.proto != PROTO_UDP {
-                    return Err(mismatch());
-                }
-                self.uso(frame, &p, gso_size, mtu, out)
-            }
-            GsoKind::Ufo => {
-                if p.proto != PROTO_UDP {
-                    return Err(mismatch());
-                }
-                self.ufo(frame, &p, mtu, out)
-            }
-            GsoKind::None => Ok(0),
+            GsoKind::UdpL4 if p.proto == PROTO_UDP => self.uso(frame, &p, gso_size, mtu, out),
+            GsoKind::Ufo if p.proto == PROTO_UDP => self.ufo(frame, &p, mtu, out),
+            _ => Err(mismatch()),
         }
     }
 
+    /// A frame that is not GSO: checked against the MTU, its partial checksum completed.
+    fn no_gso(
+        &mut self,
+        hdr: &VnetHdr,
+        frame: &[u8],
+        mtu: usize,
+        out: &mut impl FnMut(&[u8]),
+    ) -> Result<usize, OffloadError> {
+        let (l2, _) = parse::l2(frame)?;
+        let len = frame.len() - l2;
+        if len > mtu {
+            return Err(OffloadError::ExceedsMtu { len, mtu });
+        }
+        if hdr.needs_csum() {
+            self.buf.clear();
+            self.buf.extend_from_slice(frame);
+            complete_partial_csum(
+                &mut self.buf,
+                usize::from(hdr.csum_start),
+                usize::from(hdr.csum_offset),
+            )?;
+            out(&self.buf);
+        } else {
+            out(frame);
+        }
+        Ok(1)
+    }
+
     /// Copies `frame[..hdrs]` then `chunk` into the scratch buffer and fixes the IP length
-    /// fields (and IPv4 identification + header checksum) for segment `i`.
+    /// fields (for IPv4 also the identification `id` and the header checksum).
     fn start_segment(&mut self, frame: &[u8], p: &IpFrame, hdrs: usize, chunk: &[u8], id: u16) {
         self.buf.clear();
         self.buf.extend_from_slice(&frame[..hdrs]);
