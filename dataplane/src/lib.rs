@@ -6,5 +6,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod fwd;
+pub mod offload;
+pub mod port;
 pub mod trace;
 pub mod wire;
