@@ -1,0 +1,3 @@
+pub mod bpf;
+pub mod ethtool;
+pub mod xdp_filter;
