@@ -109,16 +109,12 @@ impl Attr {
     }
     fn name(&mut self, off: usize, name: &str) -> &mut Self {
         // BPF_OBJ_NAME_LEN is 16 including the NUL; the kernel accepts [A-Za-z0-9_.] only.
-        let mut n = 0;
-        for b in name
+        let valid = name
             .bytes()
             .filter(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.')
-        {
-            if n == 15 {
-                break;
-            }
+            .take(15);
+        for (n, b) in valid.enumerate() {
             self.0[off + n] = b;
-            n += 1;
         }
         self
     }
