@@ -624,7 +624,8 @@ fn xdp_scenario(attach: XdpAttach, expect: XdpMode) {
     let st = parent.stats().unwrap();
     eprintln!("{st:?}");
     assert_eq!(st.filter.no_socket, 0);
-    assert!(st.filter.redirected >= 3 + 1 + 2 + 1 + 3 + 1);
+    // 3 pings to .1, 1 ARP, 2 pings to ::1, >= 1 NS, 3 vid-20 frames, 1 MAC-keyed frame.
+    assert!(st.filter.redirected >= 11, "{st:?}");
     assert!(st.filter.hit_arp >= 1 && st.filter.hit_ns >= 1 && st.filter.hit_mac >= 1);
     assert_eq!(st.queues[0].tx_frames, 6);
     assert!(st.queues[0].rx_frames as usize >= xsk.frames.len());
