@@ -982,5 +982,44 @@ fn afpacket_copy_socket_reports_pkttypes_and_ignores_own_sends() {
     let st = host.stats().unwrap();
     assert!(st.rx_frames >= 4);
     assert_eq!(seen.count(has_marker(b"uvt-")), 4);
+
+    // A group-only copy socket gets the broadcast and multicast, not the unicast.
+    let mut group = t.within(&t.host, || {
+        AfPacketSocket::open(
+            &t.hif,
+            &AfPacketOptions {
+                group_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    });
+    let tagged_bcast = eth(
+        [0xff; 6],
+        Some(20),
+        0x88b5,
+        b"uvt-tbcast-0123456789012345678901234567890123",
+    );
+    send_all(
+        &mut peer,
+        &[
+            bcast.clone(),
+            mcast.clone(),
+            host_u.clone(),
+            other.clone(),
+            tagged_bcast.clone(),
+        ],
+    );
+    let mut g = Seen::default();
+    pump_for(Duration::from_millis(300), &mut || {
+        group.recv_batch(64, &mut |f| g.take(f)).unwrap();
+    });
+    let mine: Vec<_> = g
+        .frames
+        .iter()
+        .filter(|(d, ..)| has_marker(b"uvt-")(d))
+        .map(|(d, ..)| d.clone())
+        .collect();
+    assert_eq!(mine, vec![bcast, mcast, tagged_bcast]);
     assert!(st.kernel_packets >= 4);
 }

@@ -134,6 +134,11 @@ pub struct AfPacketOptions {
     pub buf_size: usize,
     /// Capacity of each filter key map ([`AfPacketParent`] only).
     pub map_capacity: u32,
+    /// Deliver only frames with a group (broadcast/multicast) destination MAC, filtered in
+    /// the kernel by a 4-instruction classic BPF socket filter attached before `bind`. This
+    /// is the copy socket next to an [`super::xsk::XdpParent`]: unicast that the XDP filter
+    /// passed belongs to the host and is never copied to userspace.
+    pub group_only: bool,
 }
 
 impl Default for AfPacketOptions {
@@ -142,6 +147,7 @@ impl Default for AfPacketOptions {
             batch: 32,
             buf_size: 65536,
             map_capacity: 4096,
+            group_only: false,
         }
     }
 }
@@ -230,6 +236,59 @@ fn set_int(
     Ok(())
 }
 
+/// Classic BPF: accept the frame iff the I/G bit of the destination MAC is set.
+fn attach_group_only_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut prog = [
+        // A = pkt[0] (first byte of the destination MAC; offset 0 is the MAC header).
+        libc::sock_filter {
+            code: 0x30,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        // if (A & 1) goto accept else goto drop
+        libc::sock_filter {
+            code: 0x45,
+            jt: 0,
+            jf: 1,
+            k: 1,
+        },
+        // accept: whole frame
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: u32::MAX,
+        },
+        // drop
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `prog`, both live for the duration of the call; the kernel
+    // copies the program.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Re-insert an 802.1Q/802.1ad tag in front of the ethertype. `buf[HEADROOM..HEADROOM+len]`
 /// holds the untagged frame; returns the tagged frame's range in `buf`.
 fn reinsert_tag(buf: &mut [u8], len: usize, tpid: u16, tci: u16) -> Option<std::ops::Range<usize>> {
@@ -300,6 +359,9 @@ impl AfPacketSocket {
             Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => false,
             Err(e) => return Err(err("PACKET_IGNORE_OUTGOING")(e)),
         };
+        if opts.group_only {
+            attach_group_only_filter(fd.as_fd()).map_err(err("SO_ATTACH_FILTER"))?;
+        }
         // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
         let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;

@@ -362,9 +362,14 @@ const S_ETYPE: i16 = -44;
 const S_STAT: i16 = -48;
 
 fn count(a: &mut Asm, stats: BorrowedFd<'_>, idx: u32) {
+    a.st_imm(Size::W, Reg::R10, S_STAT, idx as i32);
+    count_stored(a, stats);
+}
+
+/// Increment the counter whose index is already stored at `r10 + S_STAT`.
+fn count_stored(a: &mut Asm, stats: BorrowedFd<'_>) {
     let skip = a.label();
-    a.st_imm(Size::W, Reg::R10, S_STAT, idx as i32)
-        .ld_map_fd(Reg::R1, stats)
+    a.ld_map_fd(Reg::R1, stats)
         .mov_reg(Reg::R2, Reg::R10)
         .alu_imm(Alu::Add, Reg::R2, S_STAT as i32)
         .call(helper::MAP_LOOKUP_ELEM)
@@ -528,11 +533,15 @@ pub fn assemble(
     lookup(&mut a, maps.ip6.as_fd(), K_IP6);
     a.jmp_imm(Jmp::Ne, R0, 0, hit_ns).ja(pass);
 
+    // Each hit records which key matched, then shares one counting block.
+    let count_hit = a.label();
     for (label, idx) in hits {
-        a.bind(label);
-        count(&mut a, stats, idx);
-        a.ja(matched);
+        a.bind(label)
+            .st_imm(Size::W, R10, S_STAT, idx as i32)
+            .ja(count_hit);
     }
+    a.bind(count_hit);
+    count_stored(&mut a, stats);
 
     a.bind(matched);
     match (flavor, xsks) {
@@ -751,6 +760,9 @@ mod tests {
             .unwrap()
             .len();
         assert!(n > 50 && n < 300, "{n} insns");
+        let t = assemble(Flavor::TcIngress, &maps, None).unwrap().len();
+        assert!(t > 50 && t < 300, "{t} insns");
+        eprintln!("filter program: XDP {n} insns, tc {t} insns");
         assert!(matches!(
             assemble(Flavor::Xdp, &maps, None),
             Err(FilterError::NoXskMap)
@@ -918,5 +930,6 @@ mod tests {
             .unwrap();
         assert_eq!(run.retval, XDP_PASS as u32);
         assert!(run.duration_ns < 5_000, "{} ns per run", run.duration_ns);
+        eprintln!("keyed IPv4 frame: {} ns per run", run.duration_ns);
     }
 }

@@ -1114,6 +1114,15 @@ mod tests {
     }
 
     #[test]
+    fn parent_and_socket_can_move_to_a_worker_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Xsk>();
+        assert_send::<XdpParent>();
+        assert_send::<super::super::afpacket::AfPacketParent>();
+        assert_send::<super::super::afpacket::AfPacketSocket>();
+    }
+
+    #[test]
     fn xsk_config_is_checked() {
         let cfg = XskConfig {
             ring_size: 48,
