@@ -726,8 +726,16 @@ fn xdp_zero_copy_request_falls_back_to_copy_on_veth() {
         attach: XdpAttach::Native,
         ..Default::default()
     };
-    let p = t.within(&t.host, || XdpParent::open(&t.hif, &o).unwrap());
+    let mut p = t.within(&t.host, || XdpParent::open(&t.hif, &o).unwrap());
     assert_eq!(p.bind_mode(), BindMode::Copy);
+    // Frames larger than a UMEM frame (minus TX metadata) are refused and counted.
+    assert!(!p.send(&[0u8; 4096]).unwrap());
+    assert!(p.send(&[0u8; 4096 - 24]).unwrap());
+    p.flush().unwrap();
+    let st = p.stats().unwrap();
+    assert_eq!((st.queues[0].tx_oversize, st.queues[0].tx_frames), (1, 1));
+    // A checksum field beyond the frame is refused.
+    assert!(p.transmit_with_csum(&[0u8; 60], 50, 10).is_err());
 }
 
 #[test]

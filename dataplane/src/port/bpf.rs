@@ -423,6 +423,8 @@ impl Prog {
                         // Loading with a log succeeded where the quiet load failed: report the
                         // first error with the (successful) log for diagnosis.
                         Ok(_) => first,
+                        // The log did not fit (it is truncated): keep the verifier's verdict.
+                        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => first,
                         Err(e) => e,
                     };
                 let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());

@@ -76,6 +76,11 @@ pub enum XdpAttach {
 }
 
 /// Options for [`XdpParent::open`].
+///
+/// Memory: each RX queue gets its own UMEM of `2 × ring_size × frame_size` bytes (16 MiB with
+/// the defaults), locked in RAM. In copy mode the kernel leaves 256 bytes of XDP headroom in
+/// each frame, so the largest frame is `frame_size − 256` (3840 with 4096-byte frames);
+/// larger frames are dropped by the kernel (`rx_dropped`).
 #[derive(Debug, Clone)]
 pub struct XdpOptions {
     /// Attach mode policy.
@@ -274,11 +279,14 @@ struct Ring<T> {
 }
 
 impl<T: Copy> Ring<T> {
+    /// Map a ring; `produce` says whether userspace produces (fill, TX) or consumes
+    /// (RX, completion) it, which decides which index `local` starts from.
     fn map(
         fd: BorrowedFd<'_>,
         off: &libc::xdp_ring_offset,
         size: u32,
         pgoff: u64,
+        produce: bool,
     ) -> io::Result<Ring<T>> {
         let len = off.desc as usize + size as usize * std::mem::size_of::<T>();
         let map = Mmap::new(len, Some(fd), pgoff)?;
@@ -305,7 +313,11 @@ impl<T: Copy> Ring<T> {
             size,
             local: 0,
         };
-        r.local = r.prod().load(Ordering::Relaxed);
+        r.local = if produce {
+            r.prod().load(Ordering::Relaxed)
+        } else {
+            r.cons().load(Ordering::Relaxed)
+        };
         Ok(r)
     }
 
@@ -517,6 +529,7 @@ impl Xsk {
             &off.rx,
             cfg.ring_size,
             libc::XDP_PGOFF_RX_RING as u64,
+            false,
         )
         .map_err(e("mmap(RX ring)"))?;
         let tx = Ring::map(
@@ -524,6 +537,7 @@ impl Xsk {
             &off.tx,
             cfg.ring_size,
             libc::XDP_PGOFF_TX_RING as u64,
+            true,
         )
         .map_err(e("mmap(TX ring)"))?;
         let mut fill = Ring::map(
@@ -531,6 +545,7 @@ impl Xsk {
             &off.fr,
             cfg.ring_size,
             libc::XDP_UMEM_PGOFF_FILL_RING,
+            true,
         )
         .map_err(e("mmap(fill ring)"))?;
         let comp = Ring::map(
@@ -538,6 +553,7 @@ impl Xsk {
             &off.cr,
             cfg.ring_size,
             libc::XDP_UMEM_PGOFF_COMPLETION_RING,
+            false,
         )
         .map_err(e("mmap(completion ring)"))?;
         for i in 0..cfg.ring_size as u64 {
@@ -814,6 +830,8 @@ pub struct XdpParent {
     xdp_mode: XdpMode,
     bind_mode: BindMode,
     tx_csum: bool,
+    /// Queue that the next `recv_batch` starts with (round robin, so no queue starves).
+    rx_next: usize,
 }
 
 fn attach_fallback(e: &BpfError) -> bool {
@@ -932,6 +950,7 @@ impl XdpParent {
             xdp_mode,
             bind_mode,
             tx_csum: cfg.tx_metadata,
+            rx_next: 0,
         })
     }
 
@@ -978,11 +997,17 @@ impl XdpParent {
     /// Receive up to `max` frames over all queues (see [`WireIo::recv_batch`]).
     pub fn recv_batch(&mut self, max: usize, f: &mut dyn FnMut(RxFrame<'_>)) -> usize {
         let mut n = 0;
-        for s in &mut self.socks {
+        let count = self.socks.len();
+        for i in 0..count {
             if n >= max {
                 break;
             }
-            n += s.recv(max - n, f);
+            if let Some(s) = self.socks.get_mut((self.rx_next + i) % count) {
+                n += s.recv(max - n, f);
+            }
+        }
+        if count > 0 {
+            self.rx_next = (self.rx_next + 1) % count;
         }
         n
     }
