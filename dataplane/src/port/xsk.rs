@@ -830,6 +830,7 @@ pub struct XdpParent {
     xdp_mode: XdpMode,
     bind_mode: BindMode,
     tx_csum: bool,
+    rx_vlan_offload: Option<bool>,
     /// Queue that the next `recv_batch` starts with (round robin, so no queue starves).
     rx_next: usize,
 }
@@ -951,6 +952,7 @@ impl XdpParent {
             bind_mode,
             tx_csum: cfg.tx_metadata,
             rx_next: 0,
+            rx_vlan_offload: ethtool::rx_vlan_offload(ifname).ok(),
         })
     }
 
@@ -987,6 +989,15 @@ impl XdpParent {
     /// The steering maps.
     pub fn filter_maps(&self) -> &FilterMaps {
         self.filter.maps()
+    }
+
+    /// The parent's RX VLAN offload flag as read at open time (`None`: not reported).
+    /// When it is on, a hardware NIC strips 802.1Q tags into metadata that XDP cannot see,
+    /// so VLAN-keyed steering would miss; see [`ethtool::set_rx_vlan_offload`]. (veth
+    /// reports it on but never strips: its tags arrive in the data unless the sender put
+    /// them in skb metadata.)
+    pub fn rx_vlan_offload(&self) -> Option<bool> {
+        self.rx_vlan_offload
     }
 
     /// The attached link (e.g. to check the attach type).
