@@ -5,4 +5,5 @@
 //! (`fwd`) never does I/O, never reads a clock and never allocates per frame.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod port;
 pub mod wire;
