@@ -170,26 +170,38 @@ fn answer_arp(tap: &Tap, f: &[u8]) -> bool {
     false
 }
 
-/// Reads frames from `tap` (answering ARP requests for OUR_IP) until `want` accepts one.
-fn wait_for<T>(tap: &Tap, mut want: impl FnMut(&VnetHdr, &[u8]) -> Option<T>) -> T {
+/// Sends `frame` through `tap` and reads frames (answering ARP requests for OUR_IP) until
+/// `want` accepts one. Like a real host, it re-sends every 250 ms: right after a carrier
+/// change the namespace drops what it transmits until linkwatch re-activates the qdisc.
+fn send_and_wait<T>(
+    tap: &Tap,
+    frame: &[u8],
+    mut want: impl FnMut(&VnetHdr, &[u8]) -> Option<T>,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut buf = vec![0u8; MAX_FRAME_LEN];
+    let mut next_send = Instant::now();
     while Instant::now() < deadline {
+        if Instant::now() >= next_send {
+            tap.write_frame(&VnetHdr::default(), frame)
+                .expect("write frame");
+            next_send = Instant::now() + Duration::from_millis(250);
+        }
         if !tap
-            .wait_readable(Some(Duration::from_millis(200)))
+            .wait_readable(Some(Duration::from_millis(50)))
             .expect("poll")
         {
             continue;
         }
-        let (hdr, frame) = match tap.read_frame(&mut buf) {
+        let (hdr, got) = match tap.read_frame(&mut buf) {
             Ok(x) => x,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => panic!("read_frame: {e}"),
         };
-        if let Some(t) = want(&hdr, frame) {
+        if let Some(t) = want(&hdr, got) {
             return t;
         }
-        answer_arp(tap, frame);
+        answer_arp(tap, got);
     }
     panic!("no expected frame within 5 s");
 }
@@ -197,12 +209,8 @@ fn wait_for<T>(tap: &Tap, mut want: impl FnMut(&VnetHdr, &[u8]) -> Option<T>) ->
 /// ARP for NS_IP, then ping it; returns the namespace interface's MAC.
 fn arp_and_ping(tap: &Tap, seq: u16) -> [u8; 6] {
     let bcast = [0xff; 6];
-    tap.write_frame(
-        &VnetHdr::default(),
-        &eth(bcast, 0x0806, &arp(1, [0; 6], NS_IP)),
-    )
-    .expect("write ARP request");
-    let ns_mac = wait_for(tap, |_, f| {
+    let request = eth(bcast, 0x0806, &arp(1, [0; 6], NS_IP));
+    let ns_mac = send_and_wait(tap, &request, |_, f| {
         (be16(f, 12) == Some(0x0806)
             && be16(f, 20) == Some(2)
             && f.get(28..32) == Some(&NS_IP.octets()[..])
@@ -211,12 +219,8 @@ fn arp_and_ping(tap: &Tap, seq: u16) -> [u8; 6] {
         .flatten()
     });
     let payload = b"uvlan tap test payload";
-    tap.write_frame(
-        &VnetHdr::default(),
-        &icmp_echo_request(ns_mac, 0x4242, seq, payload),
-    )
-    .expect("write echo request");
-    wait_for(tap, |_, f| {
+    let echo = icmp_echo_request(ns_mac, 0x4242, seq, payload);
+    send_and_wait(tap, &echo, |_, f| {
         let is_reply = be16(f, 12) == Some(0x0800)
             && f.get(23) == Some(&1)
             && f.get(26..30) == Some(&NS_IP.octets()[..])
@@ -400,18 +404,19 @@ fn multi_queue_tap_opens_more_queues() {
     assert_eq!(q1.ifindex(), q0.ifindex());
     assert_ne!(q1.tun_flags().unwrap() & 0x0100, 0, "IFF_MULTI_QUEUE");
     configure_ns_side(&ns, "uvtm", "192.0.2.1/24");
-    // A frame written on queue 1 reaches the stack; the reply comes on one of the queues.
-    q1.write_frame(
-        &VnetHdr::default(),
-        &eth([0xff; 6], 0x0806, &arp(1, [0; 6], NS_IP)),
-    )
-    .unwrap();
+    // Frames written on queue 1 reach the stack; replies come on one of the queues.
+    let request = eth([0xff; 6], 0x0806, &arp(1, [0; 6], NS_IP));
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut buf = vec![0u8; MAX_FRAME_LEN];
     let mut got = false;
+    let mut next_send = Instant::now();
     while !got && Instant::now() < deadline {
+        if Instant::now() >= next_send {
+            q1.write_frame(&VnetHdr::default(), &request).unwrap();
+            next_send = Instant::now() + Duration::from_millis(250);
+        }
         for q in [&q0, &q1] {
-            if let Ok((_, f)) = q.read_frame(&mut buf) {
+            while let Ok((_, f)) = q.read_frame(&mut buf) {
                 got |= be16(f, 12) == Some(0x0806) && be16(f, 20) == Some(2);
             }
         }
