@@ -646,7 +646,8 @@ impl Tap {
     /// Reads one frame. Returns its header and the frame bytes (a prefix of `buf`).
     ///
     /// Non-blocking: `ErrorKind::WouldBlock` when no frame is queued. A frame longer than
-    /// `buf` is truncated by the kernel; use [`MAX_FRAME_LEN`] bytes to be safe.
+    /// `buf` is truncated **silently** (measured: `readv` returns the truncated length), so
+    /// size buffers with [`MAX_FRAME_LEN`] when GSO offloads are on, or MTU + 18 otherwise.
     pub fn read_frame<'a>(&self, buf: &'a mut [u8]) -> io::Result<(VnetHdr, &'a [u8])> {
         let (hdr, len) = self.read_into(buf)?;
         let frame = buf.get(..len).ok_or_else(|| truncated_read(len))?;
