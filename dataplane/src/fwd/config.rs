@@ -916,25 +916,26 @@ impl Engine {
                 }
             },
         };
-        let flag =
-            match attrs.flags {
-                None => None,
-                Some(f) if f & !(IpvlanFlag::F_PRIVATE | IpvlanFlag::F_VEPA) != 0 => return err(
+        let flag = match attrs.flags {
+            None => None,
+            Some(f) if f & !(IpvlanFlag::F_PRIVATE | IpvlanFlag::F_VEPA) != 0 => {
+                return err(
                     Errno::Einval,
                     format!(
                         "unknown ipvlan flag bits {f:#x}: only private (0x1) and vepa (0x2) exist"
                     ),
-                ),
-                Some(f) => match IpvlanFlag::from_raw(f) {
-                    Some(f) => Some(f),
-                    None => {
-                        return err(
-                            Errno::Einval,
-                            "ipvlan flags private and vepa are mutually exclusive",
-                        )
-                    }
-                },
-            };
+                )
+            }
+            Some(f) => match IpvlanFlag::from_raw(f) {
+                Some(f) => Some(f),
+                None => {
+                    return err(
+                        Errno::Einval,
+                        "ipvlan flags private and vepa are mutually exclusive",
+                    )
+                }
+            },
+        };
         Ok((mode, flag))
     }
 

@@ -1,4 +1,4 @@
-//! The I/O edge towards the parent NIC: AF_XDP with an XDP filter ([`xsk`]), and AF_PACKET
+//! The I/O edge: TAP endpoints ([`tap`], with `IFF_VNET_HDR` offloads) and the parent NIC: AF_XDP with an XDP filter ([`xsk`]), and AF_PACKET
 //! ([`afpacket`]) both as a broadcast/multicast copy socket and as the fallback parent backend
 //! with a tcx-ingress drop filter. Everything is our own thin code over `libc` and `bpf(2)`
 //! ([`bpf`]); the filter program is assembled in Rust ([`xdp_filter`]).
@@ -24,6 +24,7 @@
 pub mod afpacket;
 pub mod bpf;
 pub mod ethtool;
+pub mod tap;
 pub mod xdp_filter;
 pub mod xsk;
 
