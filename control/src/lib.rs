@@ -1,3 +1,5 @@
 //! uvlan control plane: the Docker-shaped CLI, the daemon and its API, IPAM, persistent state,
 //! namespace and netlink plumbing, and the Docker and CNI front ends.
+
+pub mod ipam;
 pub mod netns;
