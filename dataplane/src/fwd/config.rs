@@ -1572,3 +1572,109 @@ impl Engine {
         Ok(())
     }
 }
+
+/// A key that steers a frame arriving on a parent to uvlan instead of the host stack. The I/O
+/// layer programs these into its XDP/tc filter; everything else stays with the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WireKey {
+    /// Frames whose destination MAC is this (an up macvlan port), on VLAN `vid` (0 = untagged).
+    DstMac {
+        /// VLAN id, 0 = untagged.
+        vid: u16,
+        /// The MAC.
+        mac: MacAddr,
+    },
+    /// Frames whose destination IP, ARP target or NS target is this (an up ipvlan port).
+    Ip {
+        /// VLAN id, 0 = untagged.
+        vid: u16,
+        /// The address.
+        addr: IpAddr,
+    },
+    /// Frames whose source MAC is this (a macvlan `source` device's allowlist).
+    SrcMac {
+        /// VLAN id, 0 = untagged.
+        vid: u16,
+        /// The MAC.
+        mac: MacAddr,
+    },
+    /// Every unicast frame on this VLAN (a macvlan `passthru` port takes them all).
+    AllUnicast {
+        /// VLAN id, 0 = untagged.
+        vid: u16,
+    },
+}
+
+impl Engine {
+    /// Every live parent.
+    pub fn parent_ids(&self) -> Vec<ParentId> {
+        (0..self.parents.len())
+            .filter(|i| self.parents[*i].is_some())
+            .map(|i| ParentId(i as u32))
+            .collect()
+    }
+
+    /// Every live port.
+    pub fn port_ids(&self) -> Vec<PortId> {
+        (0..self.ports.len())
+            .filter(|i| self.ports[*i].is_some())
+            .map(|i| PortId(i as u32))
+            .collect()
+    }
+
+    /// The keys the I/O layer must steer from `parent`'s wire to uvlan, sorted and without
+    /// duplicates: addresses of up ipvlan ports, MACs of up macvlan ports (not `source` ones,
+    /// which are not addressable by MAC, C58), source allowlists, and all unicast for passthru.
+    /// Networks without a wire (`--internal`) contribute nothing. Group frames are never keys:
+    /// the host needs them too, so the I/O layer copies them (XDP cannot clone).
+    pub fn wire_keys(&self, parent: ParentId) -> Vec<WireKey> {
+        let mut keys = Vec::new();
+        for nid in self.network_ids() {
+            let Some(net) = self.network(nid) else {
+                continue;
+            };
+            let vid = match net.master {
+                Master::Parent {
+                    parent: p,
+                    vid,
+                    wire: true,
+                } if p == parent => vid.unwrap_or(0),
+                _ => continue,
+            };
+            if net.driver == Driver::Macvlan && net.passthru {
+                keys.push(WireKey::AllUnicast { vid });
+            }
+            for &pid in &net.ports {
+                let Some(port) = self.port(pid) else { continue };
+                match net.driver {
+                    Driver::Ipvlan => {
+                        if port.up {
+                            keys.extend(port.v4.iter().map(|a| WireKey::Ip {
+                                vid,
+                                addr: IpAddr::V4(*a),
+                            }));
+                            keys.extend(port.v6.iter().map(|a| WireKey::Ip {
+                                vid,
+                                addr: IpAddr::V6(*a),
+                            }));
+                        }
+                    }
+                    Driver::Macvlan => {
+                        if port.macvlan_mode == MacvlanMode::Source {
+                            keys.extend(
+                                port.sources
+                                    .iter()
+                                    .map(|m| WireKey::SrcMac { vid, mac: *m }),
+                            );
+                        } else if port.up && !net.passthru {
+                            keys.push(WireKey::DstMac { vid, mac: port.mac });
+                        }
+                    }
+                }
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}

@@ -23,7 +23,7 @@ mod verdict;
 
 pub use config::{
     ConfigError, Engine, Errno, IpvlanAttrs, LinkRef, LinkType, MacaddrMode, MacvlanAttrs, Master,
-    NetworkInfo, NetworkSpec, Owner, ParentInfo, ParentSpec, PortInfo,
+    NetworkInfo, NetworkSpec, Owner, ParentInfo, ParentSpec, PortInfo, WireKey,
     MACVLAN_DEFAULT_BC_QUEUE_LEN,
 };
 pub use decide::Ingress;
