@@ -2,4 +2,5 @@
 //! namespace and netlink plumbing, and the Docker and CNI front ends.
 
 pub mod ipam;
+pub mod lab;
 pub mod netns;
