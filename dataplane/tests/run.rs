@@ -268,6 +268,14 @@ fn macvlan_port(
     Ok(p)
 }
 
+fn build() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
 fn spawn(opts: RunOptions, r: Box<dyn Resolver>) -> Dataplane {
     Dataplane::spawn(opts, r).expect("Dataplane::spawn")
 }
@@ -373,7 +381,8 @@ fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso() {
     assert_eq!(ping(&b, "192.0.2.1", 3), 3);
     let bps = iperf_tcp(&b, &a, "192.0.2.2", 2, false);
     eprintln!(
-        "TAP↔TAP TCP through the loop (debug build): {:.2} Gbit/s",
+        "TAP↔TAP TCP through the loop ({} build): {:.2} Gbit/s",
+        build(),
         bps / 1e9
     );
     assert!(bps > 1e6, "TCP barely moved: {bps} bit/s");
@@ -533,11 +542,14 @@ const V20_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x20, 0x10]);
 const RESP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xfe, 0x20];
 const RESP_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 254);
 
+/// (VLAN id, source MAC) of a tagged frame the responder saw.
+type TagSeen = (u16, [u8; 6]);
+
 /// Answers ARP and ICMP echo for one address on one VLAN, with an AF_PACKET socket in the
 /// upstream namespace (there is no 8021q on this kernel), and records the tags it saw.
 struct Responder {
     stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<(u16, [u8; 6])>>>,
+    seen: Arc<Mutex<Vec<TagSeen>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -767,6 +779,7 @@ fn wire_scenario(backend: WireBackend, attach: XdpAttach, mode_word: &str) {
                 IpvlanFlag::Bridge,
                 "192.0.2.10",
             )?;
+            e.add_port_addr(p1, "2001:db8::10".parse().unwrap())?;
             let n20 = e.add_network(NetworkSpec::new("v20", Driver::Macvlan, wire(Some(20))))?;
             let p3 = macvlan_port(e, n20, "e3", V20_MAC, "203.0.113.10")?;
             Ok::<_, ConfigError>((n1, p1, n20, p3))
@@ -777,7 +790,7 @@ fn wire_scenario(backend: WireBackend, attach: XdpAttach, mode_word: &str) {
     eprintln!("wire: {st:?}");
     assert!(st.mode.contains(mode_word), "{st:?}");
     assert_eq!(st.refs, 1);
-    assert_eq!(st.keys, 2, "ipvlan address + MAC on VLAN 20: {st:?}");
+    assert_eq!(st.keys, 3, "ipvlan v4 + v6 address, MAC on VLAN 20: {st:?}");
     let st = h.attach_parent(parent, &w.hif).unwrap();
     assert_eq!(st.refs, 2);
     assert!(matches!(
@@ -800,13 +813,26 @@ fn wire_scenario(backend: WireBackend, attach: XdpAttach, mode_word: &str) {
     assert_eq!(ping(&w.up, "192.0.2.10", 3), 3, "upstream → e1");
     // The host keeps its own traffic on the parent.
     assert_eq!(ping(&w.up, "192.0.2.1", 3), 3, "upstream → host");
+    // IPv6: neighbour discovery over the wire (NS for an endpoint address is steered).
+    ip(
+        &e1,
+        &["addr", "add", "2001:db8::10/64", "dev", "eth0", "nodad"],
+    );
+    ip(
+        &w.up,
+        &["addr", "add", "2001:db8::fe/64", "dev", &uif, "nodad"],
+    );
+    assert_eq!(ping(&e1, "2001:db8::fe", 3), 3, "e1 → gateway over IPv6");
+    ip(&w.up, &["neigh", "flush", "dev", &uif]);
+    assert_eq!(ping(&w.up, "2001:db8::10", 3), 3, "upstream → e1 over IPv6");
     // TCP both ways: TAP GSO frames are segmented for the wire, wire segments coalesced.
     let up_bps = iperf_tcp(&w.up, &e1, "192.0.2.254", 2, false);
     let down_bps = iperf_tcp(&w.up, &e1, "192.0.2.254", 2, true);
     eprintln!(
-        "{mode_word}: TCP e1→upstream {:.3} Gbit/s, upstream→e1 {:.3} Gbit/s (debug build)",
+        "{mode_word}: TCP e1→upstream {:.3} Gbit/s, upstream→e1 {:.3} Gbit/s ({} build)",
         up_bps / 1e9,
-        down_bps / 1e9
+        down_bps / 1e9,
+        build()
     );
     assert!(up_bps > 1e6 && down_bps > 1e6, "{up_bps} {down_bps}");
 
@@ -943,6 +969,94 @@ fn wire_af_xdp_generic() {
 #[test]
 fn wire_af_packet_fallback() {
     wire_scenario(WireBackend::AfPacket, XdpAttach::Auto, "af_packet");
+}
+
+/// The interface's promiscuity count (packet sockets raise it without showing PROMISC).
+fn promiscuity(ns: &str, ifname: &str) -> u64 {
+    json(&ip(ns, &["-d", "-j", "link", "show", ifname]))[0]["promiscuity"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
+#[test]
+fn wire_macvlan_passthru_takes_every_unicast_frame() {
+    let mut w = wire_lab();
+    let e = w.lab.ns("e");
+    let dp = spawn(
+        RunOptions {
+            netns: Some(ns_path(&w.host)),
+            wire_backend: WireBackend::AfXdp,
+            xdp: XdpOptions {
+                ring_size: 256,
+                ..XdpOptions::default()
+            },
+            ..RunOptions::default()
+        },
+        Box::new(NoRoutes),
+    );
+    let h = dp.handle();
+    let hif = w.hif.clone();
+    let (parent, port) = h
+        .with_engine(move |e| {
+            let parent = e.add_parent(ParentSpec {
+                name: hif,
+                mac: HOST_MAC,
+                mtu: 1500,
+                up: true,
+                link_type: LinkType::Ether,
+                addrs: vec![v4("192.0.2.1")],
+            })?;
+            let master = Master::Parent {
+                parent,
+                vid: None,
+                wire: true,
+            };
+            let n = e.add_network(NetworkSpec::new("pt", Driver::Macvlan, master))?;
+            // No MAC given: the passthru port takes the lower's (C43).
+            let p = e.add_macvlan_port(
+                LinkRef::Network(n),
+                "pt",
+                MacvlanAttrs::new(MacvlanMode::Passthru, None),
+            )?;
+            e.add_port_addr(p, v4("192.0.2.30"))?;
+            e.set_port_up(p, true)?;
+            Ok::<_, ConfigError>((parent, p))
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ping(&w.up, "192.0.2.1", 2),
+        2,
+        "host reachable before attach"
+    );
+    let st = h.attach_parent(parent, &w.hif).unwrap();
+    assert_eq!(st.keys, 1, "one all-unicast key: {st:?}");
+    assert_eq!(promiscuity(&w.host, &w.hif), 1);
+    endpoint(&h, port, &e, HOST_MAC, "192.0.2.30/24", false);
+    // The ARP request is broadcast (copied to the dataplane); the echo requests are unicast
+    // to the shared MAC and reach the endpoint only through the all-unicast key.
+    assert_eq!(
+        ping(&w.up, "192.0.2.30", 3),
+        3,
+        "upstream → passthru endpoint"
+    );
+    // The parent's unicast belongs to the passthru device now, the host's included.
+    assert_eq!(
+        ping(&w.up, "192.0.2.1", 2),
+        0,
+        "host kept unicast under passthru"
+    );
+    let st = h.stats().unwrap();
+    let f = st.parent(parent).unwrap().filter.unwrap();
+    assert!(f.hit_all_unicast >= 3, "{f:?}");
+    // Removing the port gives the host its traffic back.
+    h.remove_tap(port).unwrap().unwrap();
+    h.with_engine(move |e| e.remove_port(port))
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.wire_status(parent).unwrap().unwrap().keys, 0);
+    assert_eq!(promiscuity(&w.host, &w.hif), 0);
+    assert_eq!(ping(&w.up, "192.0.2.1", 2), 2, "host traffic back");
 }
 
 #[test]
@@ -1129,12 +1243,10 @@ fn throughput_tap_to_tap_vs_kernel_macvlan() {
     let ktcp = iperf_tcp(&k2, &k1, "192.0.2.2", secs, false);
     let (kudp_sent, kudp) = iperf_udp64(&k2, &k1, "192.0.2.2", secs);
 
-    let build = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    eprintln!("throughput ({build} build, {secs} s per run, one sample each):");
+    eprintln!(
+        "throughput ({} build, {secs} s per run, one sample each):",
+        build()
+    );
     eprintln!(
         "  uvlan TAP↔loop↔TAP   TCP {:7.2} Gbit/s   UDP-64 delivered {:8.0} pps (sent {:.0})",
         tcp / 1e9,

@@ -60,6 +60,21 @@
 //! interface named in [`DataplaneHandle::attach_parent`]) and turned back on when the last
 //! user detaches.
 //!
+//! # Limits (documented, not hidden)
+//! - Userspace cannot inject into the parent's own receive path: port → host traffic
+//!   (ipvlan L2 to the parent's MAC, L3 to an `RTN_LOCAL` address) is counted and dropped.
+//! - With the AF_PACKET fallback, `HostStack` verdicts are counted as `host_stack_kernel`
+//!   even for the few group frames the tcx filter kept from the host (ARP requests and NSs
+//!   whose target is an endpoint address); the host does not own those addresses.
+//! - macvlan `source` mode: unicast frames from an allowlisted MAC are steered to the
+//!   dataplane, so those addressed to the host itself no longer reach it (XDP cannot clone).
+//! - macvlan `passthru`: the parent is put in promiscuous mode even with `nopromisc`, and a
+//!   MAC given to the passthru port is not set on the real NIC (that is netlink, the control
+//!   plane's job; the engine already records it, C43).
+//! - Parent MTU above what one UMEM frame holds (3840 bytes of frame with 4096-byte frames)
+//!   needs multi-buffer AF_XDP, which is not implemented: such frames are dropped by the
+//!   kernel (`backend_rx_drops`) or refused on transmit (`wire_full`).
+//!
 //! # Allocation
 //! Nothing is allocated per frame once buffers have grown: one [`Outputs`](crate::fwd::Outputs),
 //! one TAP receive batch, one wire staging arena, one scratch frame, one segmenter and one GRO
