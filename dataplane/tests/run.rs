@@ -430,6 +430,32 @@ fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso() {
 }
 
 #[test]
+fn a_deleted_endpoint_tap_does_not_make_the_loop_spin() {
+    let mut lab = Lab::new();
+    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let h = dp.handle();
+    let (a, b, _pa, pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
+    assert_eq!(ping(&a, "192.0.2.2", 1), 1);
+    // The TAP device is deleted while the loop still holds its fd (deleting the namespace
+    // would not do it: the open TAP fd keeps the namespace and the device alive).
+    ip(&b, &["link", "del", "eth0"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = h.stats().unwrap().iterations;
+    std::thread::sleep(Duration::from_millis(500));
+    let st = h.stats().unwrap();
+    // Two stats calls wake the loop; a spinning loop would count thousands.
+    assert!(
+        st.iterations - before < 50,
+        "{} iterations",
+        st.iterations - before
+    );
+    assert!(st.port(pb).unwrap().rx_errors >= 1, "{:?}", st.port(pb));
+    // The survivor's traffic to the vanished port is counted, not fatal.
+    assert_eq!(ping(&a, "192.0.2.2", 1), 0);
+    assert!(h.remove_tap(pb).unwrap().is_some());
+}
+
+#[test]
 fn isolated_ipvlan_private_flag_stops_port_to_port() {
     let mut lab = Lab::new();
     let dp = spawn(RunOptions::default(), Box::new(NoRoutes));

@@ -75,6 +75,12 @@
 //!   needs multi-buffer AF_XDP, which is not implemented: such frames are dropped by the
 //!   kernel (`backend_rx_drops`) or refused on transmit (`wire_full`).
 //!
+//! - An open TAP fd keeps its network namespace alive (measured: after `ip netns del` the
+//!   device still exists and still forwards). The control plane must call
+//!   [`DataplaneHandle::remove_tap`] when an endpoint goes away. A TAP whose device is
+//!   deleted (its fd reports `POLLERR`) is no longer polled; frames for it are counted as
+//!   `tap_down` until the TAP is removed.
+//!
 //! # Allocation
 //! Nothing is allocated per frame once buffers have grown: one [`Outputs`](crate::fwd::Outputs),
 //! one TAP receive batch, one wire staging arena, one scratch frame, one segmenter and one GRO
