@@ -7,5 +7,6 @@ pub mod daemon;
 pub mod ids;
 pub mod inspect;
 pub mod ipam;
+pub mod lab;
 pub mod netns;
 pub mod store;

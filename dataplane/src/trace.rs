@@ -158,7 +158,7 @@ impl Names<'_> {
                     None => format!("{t} → no uvlan network"),
                 }
             }
-            Detail::Network(n) => format!("{}", self.network(n)),
+            Detail::Network(n) => self.network(n),
             Detail::L3 { kind, dst, src } => {
                 let k = match kind {
                     L3Kind::Arp => "ARP",

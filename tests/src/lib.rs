@@ -1,1 +1,228 @@
-//! Shared helpers for uvlan system tests.
+//! Shared helpers for uvlan's system tests: a private daemon in its own namespace, test
+//! namespaces with a unique prefix, the real `uvlan` binary, real `ping`. Everything a test
+//! creates is deleted when its guard drops, also when the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The `uvlan` binary built by cargo next to this test (`target/<profile>/uvlan`).
+pub fn uvlan_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("UVLAN_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/uvlan
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("uvlan");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p uvlan-control` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Panics with a clear message unless running as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "system tests need root: run scripts/test.sh with sudo"
+    );
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique short prefix for this test's namespaces (`uvt<pid><n>-`).
+pub fn prefix() -> String {
+    format!(
+        "uvt{}{}-",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Runs a command, returning its output (never panics on failure).
+pub fn sh(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("spawn command")
+}
+
+/// A test world: a daemon with its own state, running in its own `host` namespace, and the
+/// namespaces the test makes. Dropping it kills the daemon and deletes everything.
+pub struct World {
+    /// Namespace-name prefix.
+    pub prefix: String,
+    /// State directory (root and socket).
+    pub dir: PathBuf,
+    namespaces: Vec<String>,
+    daemon: Option<Child>,
+}
+
+impl World {
+    /// A world with a running daemon.
+    pub fn new() -> World {
+        require_root();
+        let prefix = prefix();
+        let dir = std::env::temp_dir().join(format!("{prefix}state"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("state dir");
+        let mut w = World {
+            prefix,
+            dir,
+            namespaces: Vec::new(),
+            daemon: None,
+        };
+        w.netns("host");
+        w.start_daemon();
+        w
+    }
+
+    /// The full name of test namespace `name`.
+    pub fn ns(&self, name: &str) -> String {
+        format!("{}{}", self.prefix, name)
+    }
+
+    /// Creates namespace `name` (with `lo` up) and returns its full name.
+    pub fn netns(&mut self, name: &str) -> String {
+        let ns = self.ns(name);
+        let o = sh(Command::new("ip").args(["netns", "add", &ns]));
+        assert!(
+            o.status.success(),
+            "ip netns add {ns}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        self.namespaces.push(ns.clone());
+        sh(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
+        ns
+    }
+
+    /// The daemon's socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("uvlan.sock")
+    }
+
+    /// Starts the daemon inside the `host` namespace and waits for its socket.
+    pub fn start_daemon(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .expect("daemon log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("host")])
+            .arg(uvlan_bin())
+            .arg("daemon")
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--socket")
+            .arg(self.socket())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start uvlan daemon");
+        self.daemon = Some(child);
+        let t = Instant::now();
+        while !self.socket().exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "daemon did not start: {}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the daemon with `signal` and reaps it.
+    pub fn kill_daemon(&mut self, signal: libc::c_int) {
+        if let Some(mut d) = self.daemon.take() {
+            // `ip netns exec` execs the daemon in place, so the child's pid is the daemon's.
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(d.id() as libc::pid_t, signal) };
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = d.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+
+    /// What the daemon logged.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Runs `uvlan ARGS` against this world's daemon.
+    pub fn uvlan(&self, args: &[&str]) -> Output {
+        sh(Command::new(uvlan_bin())
+            .args(args)
+            .env("UVLAN_SOCKET", self.socket())
+            .env("UVLAN_ROOT", self.dir.join("root")))
+    }
+
+    /// Runs `uvlan ARGS` and panics (with stderr and the daemon log) unless it succeeds.
+    pub fn uvlan_ok(&self, args: &[&str]) -> String {
+        let o = self.uvlan(args);
+        assert!(
+            o.status.success(),
+            "uvlan {} failed: {}\n--- daemon log ---\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr),
+            self.daemon_log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs a shell command inside test namespace `name`.
+    pub fn exec(&self, name: &str, cmd: &str) -> Output {
+        sh(Command::new("ip").args(["netns", "exec", &self.ns(name), "sh", "-c", cmd]))
+    }
+
+    /// Pings `addr` from namespace `name`: `tries` probes of one second each, true on the
+    /// first answer.
+    pub fn ping(&self, name: &str, addr: &str, tries: u32) -> bool {
+        let fam = if addr.contains(':') { "-6" } else { "-4" };
+        (0..tries).any(|_| {
+            sh(Command::new("ip").args([
+                "netns",
+                "exec",
+                &self.ns(name),
+                "ping",
+                fam,
+                "-n",
+                "-q",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                addr,
+            ]))
+            .status
+            .success()
+        })
+    }
+}
+
+impl Default for World {
+    fn default() -> World {
+        World::new()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.kill_daemon(libc::SIGTERM);
+        for ns in self.namespaces.iter().rev() {
+            let _ = sh(Command::new("ip").args(["netns", "delete", ns]));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

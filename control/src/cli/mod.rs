@@ -37,6 +37,13 @@ pub enum Cmd {
     Run(run::RunArgs),
     /// Explain one frame's fate in a network, stage by stage.
     Trace(TraceArgs),
+    /// Build a testbed in fresh namespaces (with a private daemon), run its checks, print
+    /// the reachability matrix (root).
+    Lab {
+        /// A testbed name (embedded, or testbeds/NAME.toml) or a TOML file; default: the
+        /// embedded IPvlan L3 example.
+        testbed: Option<String>,
+    },
 }
 
 /// `uvlan daemon`.
@@ -231,6 +238,7 @@ pub fn main() -> i32 {
         Cmd::Network(n) => network(n),
         Cmd::Run(r) => run::run(r),
         Cmd::Trace(t) => trace(t),
+        Cmd::Lab { testbed } => lab(testbed.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -455,6 +463,23 @@ fn network(cmd: NetworkCmd) -> Result<i32, Failure> {
             api::call(&sock, &Request::NetworkDisconnect { network, netns })?;
             Ok(0)
         }
+    }
+}
+
+fn lab(testbed: Option<&str>) -> Result<i32, Failure> {
+    let tb = crate::lab::load(testbed.unwrap_or(crate::lab::DEFAULT_TESTBED))
+        .map_err(|e| Failure::msg(e.to_string()))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::msg(format!("cannot find the uvlan binary: {e}")))?;
+    let report = crate::lab::run_lab(&tb, &exe, &mut |line| println!("{line}"))
+        .map_err(|e| Failure::msg(e.to_string()))?;
+    print!("{}", report.matrix());
+    if report.passed() {
+        println!("lab {}: as expected", report.testbed);
+        Ok(0)
+    } else {
+        println!("lab {}: NOT as expected", report.testbed);
+        Ok(1)
     }
 }
 

@@ -13,6 +13,9 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// Validated macvlan attributes: mode, source-list operation, source MACs.
+type ValidMacvlanAttrs = (Option<MacvlanMode>, Option<MacaddrMode>, Vec<MacAddr>);
+
 /// The errno a kernel operation would have returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Errno {
@@ -1047,9 +1050,7 @@ impl Engine {
         MacAddr(m)
     }
 
-    fn macvlan_validate(
-        attrs: &MacvlanAttrs,
-    ) -> Result<(Option<MacvlanMode>, Option<MacaddrMode>, Vec<MacAddr>), ConfigError> {
+    fn macvlan_validate(attrs: &MacvlanAttrs) -> Result<ValidMacvlanAttrs, ConfigError> {
         if let Some(a) = &attrs.address {
             mac_from_bytes(a)?;
         }

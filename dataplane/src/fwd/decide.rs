@@ -721,9 +721,9 @@ impl Engine {
             Detail::Ingress(ingress)
         );
         let r = match ingress {
-            Ingress::Port(p) => self.from_port(frame, p, out, t),
-            Ingress::Wire(parent) => self.from_wire(frame, parent, false, out, t),
-            Ingress::WireLoopback(parent) => self.from_wire(frame, parent, true, out, t),
+            Ingress::Port(p) => self.port_ingress(frame, p, out, t),
+            Ingress::Wire(parent) => self.wire_ingress(frame, parent, false, out, t),
+            Ingress::WireLoopback(parent) => self.wire_ingress(frame, parent, true, out, t),
         };
         let r = match r {
             Ok(_) if !out.is_empty() => Ok(()),
@@ -766,7 +766,7 @@ impl Engine {
     }
 
     /// The transmit path of a port.
-    fn from_port<T: Tracer>(
+    fn port_ingress<T: Tracer>(
         &self,
         frame: &[u8],
         pid: PortId,
@@ -819,7 +819,7 @@ impl Engine {
     }
 
     /// The receive path of a parent.
-    fn from_wire<T: Tracer>(
+    fn wire_ingress<T: Tracer>(
         &self,
         frame: &[u8],
         pid: ParentId,

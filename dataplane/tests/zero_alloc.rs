@@ -1,0 +1,172 @@
+//! Proves that the engine allocates nothing per unicast decision (and nothing per flood once
+//! the output list has grown), with a counting global allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use uvlan_dataplane::fwd::*;
+use uvlan_dataplane::wire::{build, MacAddr};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const M: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xaa]);
+
+fn engine(driver: Driver, mode: IpvlanMode, n: usize) -> (Engine, ParentId, Vec<PortId>) {
+    let mut e = Engine::new();
+    let parent = e
+        .add_parent(ParentSpec {
+            name: "eth0".into(),
+            mac: M,
+            mtu: 1500,
+            up: true,
+            link_type: LinkType::Ether,
+            addrs: vec![],
+        })
+        .unwrap();
+    let net = e
+        .add_network(NetworkSpec::new(
+            "n",
+            driver,
+            Master::Parent {
+                parent,
+                vid: Some(20),
+                wire: true,
+            },
+        ))
+        .unwrap();
+    let mut ports = Vec::new();
+    for i in 0..n {
+        let p = match driver {
+            Driver::Ipvlan => e
+                .add_ipvlan_port(
+                    LinkRef::Network(net),
+                    format!("p{i}"),
+                    IpvlanAttrs::new(mode, IpvlanFlag::Bridge),
+                )
+                .unwrap(),
+            Driver::Macvlan => e
+                .add_macvlan_port(
+                    LinkRef::Network(net),
+                    format!("p{i}"),
+                    MacvlanAttrs::new(MacvlanMode::Bridge, Some(mac(i))),
+                )
+                .unwrap(),
+        };
+        e.add_port_addr(p, IpAddr::V4(ip(i))).unwrap();
+        e.set_port_up(p, true).unwrap();
+        ports.push(p);
+    }
+    (e, parent, ports)
+}
+
+fn mac(i: usize) -> MacAddr {
+    MacAddr([2, 0, 0, 1, (i >> 8) as u8, i as u8])
+}
+fn ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a00_0001 + i as u32)
+}
+
+/// The counter is process-wide: tests that count run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn count(mut f: impl FnMut()) -> usize {
+    let before = ALLOCS.load(Ordering::Relaxed);
+    f();
+    ALLOCS.load(Ordering::Relaxed) - before
+}
+
+#[test]
+fn unicast_decisions_allocate_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for (driver, mode) in [
+        (Driver::Ipvlan, IpvlanMode::L2),
+        (Driver::Ipvlan, IpvlanMode::L3),
+        (Driver::Macvlan, IpvlanMode::L2),
+    ] {
+        let (e, parent, ports) = engine(driver, mode, 1000);
+        let (dst_mac, src_mac) = match driver {
+            Driver::Ipvlan => (M, M),
+            Driver::Macvlan => (mac(999), mac(0)),
+        };
+        let to_sibling = build::udp4(dst_mac, src_mac, ip(0), ip(999), (1, 2), b"payload");
+        let routed = build::udp4(
+            M,
+            M,
+            ip(0),
+            Ipv4Addr::new(198, 51, 100, 1),
+            (1, 2),
+            b"payload",
+        );
+        let from_wire = build::tagged(
+            &build::udp4(
+                dst_mac,
+                MacAddr([2, 9, 9, 9, 9, 9]),
+                Ipv4Addr::new(198, 51, 100, 1),
+                ip(500),
+                (1, 2),
+                b"x",
+            ),
+            20,
+        );
+        let mut out = Outputs::with_capacity(4);
+        let n = count(|| {
+            for _ in 0..10_000 {
+                assert!(e
+                    .decide(&to_sibling, Ingress::Port(ports[0]), &mut out)
+                    .is_ok());
+                let _ = e.decide(&routed, Ingress::Port(ports[1]), &mut out);
+                assert!(e
+                    .decide(&from_wire, Ingress::Wire(parent), &mut out)
+                    .is_ok());
+            }
+        });
+        assert_eq!(
+            n, 0,
+            "{driver:?} {mode:?}: {n} allocations in 30,000 decisions"
+        );
+    }
+}
+
+#[test]
+fn floods_allocate_nothing_once_the_output_list_has_grown() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (e, _, ports) = engine(Driver::Ipvlan, IpvlanMode::L2, 64);
+    let bcast = build::udp4(
+        MacAddr::BROADCAST,
+        M,
+        ip(0),
+        Ipv4Addr::BROADCAST,
+        (1, 2),
+        b"x",
+    );
+    let mut out = Outputs::default();
+    e.decide(&bcast, Ingress::Port(ports[0]), &mut out).unwrap();
+    assert_eq!(out.len(), 64, "63 siblings and the wire");
+    let n = count(|| {
+        for _ in 0..1000 {
+            e.decide(&bcast, Ingress::Port(ports[0]), &mut out).unwrap();
+        }
+    });
+    assert_eq!(n, 0);
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what uvlan's lab and tests need on a fresh Debian machine (run as root).
+# Idempotent: skips apt when every tool is already there.
+set -euo pipefail
+need=()
+for pair in ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 ethtool:ethtool \
+            bridge:iproute2 tc:iproute2 nsenter:util-linux; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }

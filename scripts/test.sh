@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every uvlan test: formatting, lints, unit tests, and the root system tests in network
+# namespaces. Needs root (namespaces, TAPs, XDP); installs its tools first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "scripts/test.sh needs root (it builds network namespaces): run it with sudo" >&2; exit 1; }
+scripts/deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
+cargo test --workspace --all-targets -- --test-threads="${UVLAN_TEST_THREADS:-2}"
