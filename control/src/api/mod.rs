@@ -89,14 +89,16 @@ pub struct Connect {
     pub mac: Option<String>,
 }
 
-/// `uvlan run`: a new namespace and its endpoint.
+/// `uvlan run`: attach the namespace the CLI just created (the CLI creates it, so the
+/// namespace's mount is visible in the CLI's mount namespace even when the daemon runs in
+/// another one, e.g. under `ip netns exec`). The endpoint is marked as owning the namespace:
+/// removing it with [`Request::RunRemove`] deletes the namespace too.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSetup {
     /// Network name or ID.
     pub network: String,
-    /// Namespace name to create (`None`: `uvlan-<8 hex>`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// The namespace name (under /run/netns).
+    pub netns: String,
     /// `--ip`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
@@ -163,7 +165,7 @@ pub enum Request {
         /// The namespace as given at connect (name or path).
         netns: String,
     },
-    /// `uvlan run`: create a namespace and attach it; answers [`RunInfo`].
+    /// `uvlan run`: attach a namespace the CLI created; answers [`RunInfo`].
     RunSetup(RunSetup),
     /// `uvlan run --rm`: detach and delete a namespace `RunSetup` created.
     RunRemove {
@@ -240,6 +242,14 @@ pub enum ClientError {
         /// The socket path.
         path: PathBuf,
     },
+    /// The socket exists but this user may not use it.
+    #[error(
+        "permission denied on {path}: the uvlan API is for root only; run the command as root"
+    )]
+    Denied {
+        /// The socket path.
+        path: PathBuf,
+    },
     /// The daemon refused or failed the request (Docker prints these with this prefix).
     #[error("Error response from daemon: {0}")]
     Daemon(String),
@@ -259,8 +269,16 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientErr
         path: socket.to_path_buf(),
         detail,
     };
-    let mut stream = UnixStream::connect(socket).map_err(|_| ClientError::Unreachable {
-        path: socket.to_path_buf(),
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            ClientError::Denied {
+                path: socket.to_path_buf(),
+            }
+        } else {
+            ClientError::Unreachable {
+                path: socket.to_path_buf(),
+            }
+        }
     })?;
     let mut line = serde_json::to_vec(req).map_err(|e| proto(e.to_string()))?;
     line.push(b'\n');

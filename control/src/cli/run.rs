@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use clap::Args;
 
 use crate::api::{self, Request, RunInfo, RunSetup};
+use crate::netns::{Netns, Rtnl};
 
 use super::{socket, Failure};
 
@@ -85,19 +86,51 @@ fn remove(net: &str, ns: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Creates the namespace with `lo` up.
+fn create_netns(name: &str) -> Result<(), String> {
+    let ns = Netns::create(name).map_err(|e| e.to_string())?;
+    let lo = Rtnl::open(&ns).and_then(|mut r| {
+        let lo = r.link_get("lo")?;
+        r.link_set_up(lo.index, true)
+    });
+    if let Err(e) = lo {
+        let _ = Netns::delete(name);
+        return Err(format!("cannot bring lo up in {name}: {e}"));
+    }
+    Ok(())
+}
+
 /// Runs `uvlan run`; returns the command's exit status.
 pub fn run(a: RunArgs) -> Result<i32, Failure> {
     let sock = socket();
-    let info: RunInfo = api::call_typed(
+    // Fail early (before creating anything) when the daemon is down.
+    api::call(&sock, &Request::Ping)?;
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => format!(
+            "uvlan-{}",
+            crate::ids::random_hex(4)
+                .map_err(|e| Failure::msg(format!("cannot generate a name: {e}")))?
+        ),
+    };
+    create_netns(&name).map_err(Failure::msg)?;
+    let setup = api::call_typed::<RunInfo>(
         &sock,
         &Request::RunSetup(RunSetup {
             network: a.net.clone(),
-            name: a.name.clone(),
+            netns: name.clone(),
             ip: a.ip.clone(),
             ip6: a.ip6.clone(),
             mac: a.mac_address.clone(),
         }),
-    )?;
+    );
+    let info = match setup {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = Netns::delete(&name);
+            return Err(e.into());
+        }
+    };
     let cleanup_on_error = |f: Failure| -> Failure {
         if a.rm {
             let _ = remove(&a.net, &info.netns);

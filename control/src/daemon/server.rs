@@ -60,6 +60,10 @@ fn install_stop_handlers() {
     }
 }
 
+/// Whether this build's dataplane moves frames (false while the daemon uses the
+/// configuration-only [`EngineOnly`] because the dataplane thread is not built in).
+pub const FORWARDS_FRAMES: bool = false;
+
 /// The dataplane this build uses.
 fn make_dataplane() -> Result<Arc<dyn DataplaneApi>, DaemonError> {
     Ok(Arc::new(EngineOnly::new()))

@@ -1066,42 +1066,20 @@ impl Daemon {
     fn run_setup(&self, req: &RunSetup) -> Result<RunInfo, String> {
         let mut st = self.lock();
         let i = Self::find(&st, &req.network)?;
-        let name = match &req.name {
-            Some(n) => n.clone(),
-            None => format!(
-                "uvlan-{}",
-                ids::random_hex(4).map_err(|e| format!("cannot generate a name: {e}"))?
-            ),
-        };
-        let ns = Netns::create(&name).map_err(|e| e.to_string())?;
+        let name = req.netns.clone();
+        let ns = Netns::open_name(&name).map_err(|e| e.to_string())?;
         let path = Path::new(NETNS_RUN_DIR).join(&name);
-        let lo_up = Rtnl::open(&ns).and_then(|mut r| {
-            let lo = r.link_get("lo")?;
-            r.link_set_up(lo.index, true)
-        });
         let ep_req = EpRequest {
             ip: req.ip.clone(),
             ip6: req.ip6.clone(),
             mac: req.mac.clone(),
         };
-        let r = lo_up
-            .map_err(|e| format!("cannot bring lo up in {name}: {e}"))
-            .and_then(|()| self.connect_locked(&mut st, i, ns, &name, &path, &ep_req, true));
-        match r {
-            Ok(rec) => Ok(RunInfo {
-                netns: name,
-                netns_path: rec.netns_path,
-                ifname: rec.ifname,
-            }),
-            Err(e) => {
-                if let Err(d) = Netns::delete(&name) {
-                    (self.log)(&format!(
-                        "deleting namespace {name} after a failed run: {d}"
-                    ));
-                }
-                Err(e)
-            }
-        }
+        let rec = self.connect_locked(&mut st, i, ns, &name, &path, &ep_req, true)?;
+        Ok(RunInfo {
+            netns: name,
+            netns_path: rec.netns_path,
+            ifname: rec.ifname,
+        })
     }
 
     fn run_watch(&self, network: &str, netns: &str, pid: i32) -> Result<(), String> {
