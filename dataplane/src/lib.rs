@@ -8,5 +8,6 @@
 pub mod fwd;
 pub mod offload;
 pub mod port;
+pub mod run;
 pub mod trace;
 pub mod wire;

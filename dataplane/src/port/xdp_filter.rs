@@ -17,6 +17,8 @@
 //! | `mac`  | vid:2, mac:6                       | destination MAC (macvlan endpoints)  |
 //! | `ip4`  | vid:2, pad:2, addr:4 (wire order)  | IPv4 destination, ARP target (tpa)   |
 //! | `ip6`  | vid:2, pad:2, addr:16 (wire order) | IPv6 destination, NS target          |
+//! | `src`  | vid:2, mac:6                       | source MAC (macvlan `source` mode)   |
+//! | `allu` | vid:2, pad:2                       | every unicast frame (macvlan passthru) |
 //!
 //! The program parses one outer 802.1Q tag (TPID 0x8100) in the packet data. The tc flavour
 //! first reads `__sk_buff.vlan_present/vlan_tci`, because the core receive path moves the
@@ -25,8 +27,9 @@
 //! such frames have vid 0 and can only match by MAC.
 //!
 //! # Order of checks and the broadcast rule
-//! 1. Destination MAC unicast: look up `mac`; then by ethertype: IPv4 dst, ARP tpa,
-//!    IPv6 dst, then ICMPv6 NS target.
+//! 1. Destination MAC unicast: look up `mac`, then `allu` (the VLAN is taken whole by a
+//!    passthru port), then `src` (the sender is on a source-mode allowlist); then by
+//!    ethertype: IPv4 dst, ARP tpa, IPv6 dst, then ICMPv6 NS target.
 //! 2. Destination MAC broadcast/multicast: **only** ARP tpa and ICMPv6 NS target are looked
 //!    up. XDP cannot clone, so group-addressed frames that the host may also need (DHCP, RA,
 //!    all-nodes, an IPv4 packet sent to the broadcast MAC) are always passed; the dataplane
@@ -35,6 +38,12 @@
 //!    the research): it names the endpoint, the host does not own the address and has no use
 //!    for it. The dataplane must therefore treat broadcast frames arriving on the XSK as
 //!    ordinary broadcast ingress for that VLAN.
+//!
+//! The `src` key steers *unicast* frames only (group frames are passed and copied like all
+//! others). XDP cannot clone, so a unicast frame from an allowlisted source MAC that is
+//! addressed to the host itself no longer reaches the host: the kernel's source mode would
+//! hand the host its copy too (unless the source device has `nodst`). The dataplane counts
+//! such frames as host-stack-unreachable.
 //!
 //! ARP is only keyed when it is Ethernet/IPv4 (`ptype 0x0800, hlen 6, plen 4`). The NS test
 //! needs the ICMPv6 header directly after the fixed IPv6 header (next header 58, type 135).
@@ -99,8 +108,12 @@ pub const STAT_HIT_ARP: u32 = 5;
 pub const STAT_HIT_IPV6: u32 = 6;
 /// Stats slot: matches on ICMPv6 Neighbour Solicitation target.
 pub const STAT_HIT_NS: u32 = 7;
+/// Stats slot: matches on source MAC (macvlan source mode).
+pub const STAT_HIT_SRC_MAC: u32 = 8;
+/// Stats slot: matches on the all-unicast flag of the VLAN (macvlan passthru).
+pub const STAT_HIT_ALL_UNICAST: u32 = 9;
 /// Number of stats slots.
-pub const STAT_COUNT: u32 = 8;
+pub const STAT_COUNT: u32 = 10;
 
 /// Counters of the filter program, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -121,6 +134,10 @@ pub struct FilterStats {
     pub hit_ipv6: u64,
     /// Matches on NS target.
     pub hit_ns: u64,
+    /// Matches on source MAC.
+    pub hit_src_mac: u64,
+    /// Matches on the all-unicast flag.
+    pub hit_all_unicast: u64,
 }
 
 /// Value stored for every key (reserved for an endpoint id; the program only tests presence).
@@ -132,6 +149,8 @@ pub struct FilterMaps {
     mac: Map,
     ip4: Map,
     ip6: Map,
+    src: Map,
+    allu: Map,
     stats: Map,
 }
 
@@ -156,6 +175,12 @@ fn ip4_key(vid: u16, addr: Ipv4Addr) -> [u8; 8] {
     k
 }
 
+fn vid_key(vid: u16) -> [u8; 4] {
+    let mut k = [0u8; 4];
+    k[..2].copy_from_slice(&vid.to_ne_bytes());
+    k
+}
+
 fn ip6_key(vid: u16, addr: Ipv6Addr) -> [u8; 20] {
     let mut k = [0u8; 20];
     k[..2].copy_from_slice(&vid.to_ne_bytes());
@@ -171,6 +196,9 @@ impl FilterMaps {
             mac: Map::create(MapType::Hash, 8, 4, capacity, "uvlan_mac")?,
             ip4: Map::create(MapType::Hash, 8, 4, capacity, "uvlan_ip4")?,
             ip6: Map::create(MapType::Hash, 20, 4, capacity, "uvlan_ip6")?,
+            src: Map::create(MapType::Hash, 8, 4, capacity, "uvlan_src")?,
+            // One flag per VLAN id at most (0..=4094).
+            allu: Map::create(MapType::Hash, 4, 4, 4095, "uvlan_allu")?,
             stats: Map::create(MapType::PercpuArray, 4, 8, STAT_COUNT, "uvlan_stats")?,
         })
     }
@@ -181,6 +209,8 @@ impl FilterMaps {
             mac: self.mac.try_clone()?,
             ip4: self.ip4.try_clone()?,
             ip6: self.ip6.try_clone()?,
+            src: self.src.try_clone()?,
+            allu: self.allu.try_clone()?,
             stats: self.stats.try_clone()?,
         })
     }
@@ -248,6 +278,49 @@ impl FilterMaps {
         Ok(self.ip6.lookup(&ip6_key(vid, addr), &mut v)?)
     }
 
+    /// Steer unicast frames whose *source* MAC is `mac` on `vid` (a macvlan `source` device's
+    /// allowlist). Group frames are never steered by source (see the module docs).
+    pub fn add_src_mac(&self, vid: u16, mac: [u8; 6]) -> Result<(), FilterError> {
+        check_vid(vid)?;
+        Ok(self
+            .src
+            .update(&mac_key(vid, mac), &PRESENT, UpdateFlags::Any)?)
+    }
+
+    /// Stop steering source `mac` on `vid`. Returns `false` if it was not present.
+    pub fn remove_src_mac(&self, vid: u16, mac: [u8; 6]) -> Result<bool, FilterError> {
+        check_vid(vid)?;
+        Ok(self.src.delete(&mac_key(vid, mac))?)
+    }
+
+    /// Whether source `mac` on `vid` is steered.
+    pub fn has_src_mac(&self, vid: u16, mac: [u8; 6]) -> Result<bool, FilterError> {
+        check_vid(vid)?;
+        let mut v = [0u8; 4];
+        Ok(self.src.lookup(&mac_key(vid, mac), &mut v)?)
+    }
+
+    /// Steer (`on`) or stop steering every unicast frame on `vid` (a macvlan `passthru`
+    /// port takes the whole VLAN's unicast). Returns whether the flag was set before.
+    pub fn set_all_unicast(&self, vid: u16, on: bool) -> Result<bool, FilterError> {
+        check_vid(vid)?;
+        let was = self.has_all_unicast(vid)?;
+        if on {
+            self.allu
+                .update(&vid_key(vid), &PRESENT, UpdateFlags::Any)?;
+        } else {
+            self.allu.delete(&vid_key(vid))?;
+        }
+        Ok(was)
+    }
+
+    /// Whether every unicast frame on `vid` is steered.
+    pub fn has_all_unicast(&self, vid: u16) -> Result<bool, FilterError> {
+        check_vid(vid)?;
+        let mut v = [0u8; 4];
+        Ok(self.allu.lookup(&vid_key(vid), &mut v)?)
+    }
+
     /// The program's counters, summed over CPUs.
     pub fn stats(&self) -> Result<FilterStats, FilterError> {
         let mut vals = [0u64; STAT_COUNT as usize];
@@ -263,7 +336,8 @@ impl FilterMaps {
                 })
                 .sum();
         }
-        let [redirected, passed, no_socket, hit_mac, hit_ipv4, hit_arp, hit_ipv6, hit_ns] = vals;
+        let [redirected, passed, no_socket, hit_mac, hit_ipv4, hit_arp, hit_ipv6, hit_ns, hit_src_mac, hit_all_unicast] =
+            vals;
         Ok(FilterStats {
             redirected,
             passed,
@@ -273,6 +347,8 @@ impl FilterMaps {
             hit_arp,
             hit_ipv6,
             hit_ns,
+            hit_src_mac,
+            hit_all_unicast,
         })
     }
 }
@@ -360,6 +436,8 @@ const K_IP4: i16 = -16; // vid:2 pad:2 addr:4
 const K_IP6: i16 = -40; // vid:2 pad:2 addr:16
 const S_ETYPE: i16 = -44;
 const S_STAT: i16 = -48;
+const K_SRC: i16 = -56; // vid:2 mac:6
+const K_ALLU: i16 = -60; // vid:2 pad:2
 
 fn count(a: &mut Asm, stats: BorrowedFd<'_>, idx: u32) {
     a.st_imm(Size::W, Reg::R10, S_STAT, idx as i32);
@@ -437,8 +515,10 @@ pub fn assemble(
         (a.label(), STAT_HIT_ARP),
         (a.label(), STAT_HIT_IPV6),
         (a.label(), STAT_HIT_NS),
+        (a.label(), STAT_HIT_SRC_MAC),
+        (a.label(), STAT_HIT_ALL_UNICAST),
     ];
-    let [hit_mac, hit_ipv4, hit_arp, hit_ipv6, hit_ns] = hits.map(|h| h.0);
+    let [hit_mac, hit_ipv4, hit_arp, hit_ipv6, hit_ns, hit_src, hit_allu] = hits.map(|h| h.0);
     let (data, data_end) = match flavor {
         Flavor::Xdp => (XDP_DATA, XDP_DATA_END),
         Flavor::TcIngress => (SKB_DATA, SKB_DATA_END),
@@ -476,6 +556,9 @@ pub fn assemble(
         .st_imm(Size::H, R10, K_IP4 + 2, 0)
         .stx(Size::H, R10, K_IP6, R5)
         .st_imm(Size::H, R10, K_IP6 + 2, 0)
+        .stx(Size::H, R10, K_SRC, R5)
+        .stx(Size::H, R10, K_ALLU, R5)
+        .st_imm(Size::H, R10, K_ALLU + 2, 0)
         .stx(Size::W, R10, S_ETYPE, R4)
         .ldx(Size::B, R3, R7, 0)
         .jmp_imm(Jmp::Set, R3, 1, multicast);
@@ -486,7 +569,17 @@ pub fn assemble(
         .ldx(Size::W, R2, R7, 2)
         .stx(Size::W, R10, K_MAC + 4, R2);
     lookup(&mut a, maps.mac.as_fd(), K_MAC);
-    a.jmp_imm(Jmp::Ne, R0, 0, hit_mac)
+    a.jmp_imm(Jmp::Ne, R0, 0, hit_mac);
+    // The whole VLAN's unicast (passthru), then the source MAC (source mode). The source MAC
+    // is copied in 2-byte pieces so every packet and stack access stays naturally aligned.
+    lookup(&mut a, maps.allu.as_fd(), K_ALLU);
+    a.jmp_imm(Jmp::Ne, R0, 0, hit_allu);
+    for off in [6i16, 8, 10] {
+        a.ldx(Size::H, R2, R7, off)
+            .stx(Size::H, R10, K_SRC + 2 + (off - 6), R2);
+    }
+    lookup(&mut a, maps.src.as_fd(), K_SRC);
+    a.jmp_imm(Jmp::Ne, R0, 0, hit_src)
         .ldx(Size::W, R4, R10, S_ETYPE)
         .jmp_imm(Jmp::Eq, R4, 0x0800, l_ipv4)
         .jmp_imm(Jmp::Eq, R4, 0x0806, l_arp)
@@ -745,6 +838,8 @@ mod tests {
             hit_arp: b.hit_arp - a.hit_arp,
             hit_ipv6: b.hit_ipv6 - a.hit_ipv6,
             hit_ns: b.hit_ns - a.hit_ns,
+            hit_src_mac: b.hit_src_mac - a.hit_src_mac,
+            hit_all_unicast: b.hit_all_unicast - a.hit_all_unicast,
         }
     }
 
@@ -884,6 +979,81 @@ mod tests {
         r.passed(&eth(host_mac(), None, 0x0800, &ipv4(EP4)));
         r.passed(&eth(snm_mac(EP6), Some(7), 0x86dd, &ns(EP6)));
         r.passed(&eth(EP_MAC, None, 0x88b5, &[0; 46]));
+    }
+
+    /// A frame from `src` (instead of the usual peer MAC).
+    fn from(src: [u8; 6], mut f: Vec<u8>) -> Vec<u8> {
+        f[6..12].copy_from_slice(&src);
+        f
+    }
+
+    #[test]
+    fn source_mac_steers_unicast_only_per_vlan() {
+        let r = Rig::new();
+        let client = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+        r.maps().add_src_mac(0, client).unwrap();
+        r.maps().add_src_mac(20, client).unwrap();
+        assert!(r.maps().has_src_mac(0, client).unwrap());
+        // Any ethertype, any unicast destination (even the host's MAC).
+        r.keyed(
+            &from(client, eth(host_mac(), None, 0x0800, &ipv4(HOST4))),
+            |d| d.hit_src_mac,
+        );
+        r.keyed(&from(client, eth(PEER_MAC, None, 0x88b5, &[7; 46])), |d| {
+            d.hit_src_mac
+        });
+        r.keyed(
+            &from(client, eth(host_mac(), Some(20), 0x88b5, &[7; 46])),
+            |d| d.hit_src_mac,
+        );
+        // Not on VLAN 30, not from another sender, never for group destinations.
+        r.passed(&from(client, eth(host_mac(), Some(30), 0x88b5, &[7; 46])));
+        r.passed(&eth(host_mac(), None, 0x88b5, &[7; 46]));
+        r.passed(&from(client, eth(BCAST, None, 0x88b5, &[7; 46])));
+        r.passed(&from(
+            client,
+            eth([0x01, 0, 0x5e, 0, 0, 1], None, 0x0800, &ipv4(HOST4)),
+        ));
+        // Only the last byte differs: the whole MAC is compared.
+        let mut near = client;
+        near[5] ^= 1;
+        r.passed(&from(near, eth(host_mac(), None, 0x88b5, &[7; 46])));
+        near = client;
+        near[0] ^= 2;
+        r.passed(&from(near, eth(host_mac(), None, 0x88b5, &[7; 46])));
+        assert!(r.maps().remove_src_mac(0, client).unwrap());
+        assert!(!r.maps().remove_src_mac(0, client).unwrap());
+        r.passed(&from(client, eth(host_mac(), None, 0x88b5, &[7; 46])));
+    }
+
+    #[test]
+    fn all_unicast_flag_takes_a_whole_vlan_but_no_group_frames() {
+        let r = Rig::new();
+        assert!(!r.maps().set_all_unicast(20, true).unwrap());
+        assert!(r.maps().set_all_unicast(20, true).unwrap());
+        assert!(r.maps().has_all_unicast(20).unwrap());
+        assert!(!r.maps().has_all_unicast(0).unwrap());
+        r.keyed(&eth(host_mac(), Some(20), 0x0800, &ipv4(HOST4)), |d| {
+            d.hit_all_unicast
+        });
+        r.keyed(&eth(PEER_MAC, Some(20), 0x88b5, &[3; 46]), |d| {
+            d.hit_all_unicast
+        });
+        r.passed(&eth(host_mac(), None, 0x0800, &ipv4(HOST4)));
+        r.passed(&eth(host_mac(), Some(21), 0x0800, &ipv4(HOST4)));
+        r.passed(&eth(BCAST, Some(20), 0x0806, &arp_request(OTHER4)));
+        r.passed(&eth(
+            [0x33, 0x33, 0, 0, 0, 1],
+            Some(20),
+            0x86dd,
+            &ipv6(OTHER6, 17, &[0; 8]),
+        ));
+        assert!(r.maps().set_all_unicast(20, false).unwrap());
+        r.passed(&eth(host_mac(), Some(20), 0x0800, &ipv4(HOST4)));
+        assert!(matches!(
+            r.maps().set_all_unicast(4095, true),
+            Err(FilterError::BadVid(4095))
+        ));
     }
 
     #[test]

@@ -1,0 +1,491 @@
+//! The dataplane thread: TAP endpoints ↔ forwarding engine ↔ parent wire.
+//!
+//! [`Dataplane::spawn`] starts **one** thread that owns the [`Engine`], every endpoint TAP
+//! and every parent backend. It waits in `poll(2)` on all their file descriptors plus an
+//! eventfd that [`DataplaneHandle`] uses to hand it commands:
+//!
+//! ```text
+//! loop {
+//!     poll(eventfd, taps, XSK sockets, AF_PACKET sockets)
+//!     for each readable TAP:    read_batch → engine.decide(Ingress::Port) → outputs
+//!     for each readable parent: recv_batch (XSK + copy socket, or the AF_PACKET fallback)
+//!                               → engine.decide(Ingress::Wire) → outputs; GRO per TAP
+//!     flush the GRO of every TAP that holds a super-frame; one flush per parent wire
+//!     run queued commands (engine changes, TAPs, parents), then re-derive the filter keys
+//! }
+//! ```
+//!
+//! # What each output becomes
+//! - [`Target::Port`](crate::fwd::Target::Port): written to the port's TAP. TAP → TAP the
+//!   sender's `virtio_net_hdr` is passed through unchanged, so GSO super-frames and partial
+//!   checksums survive (research §5: ×5.6 for TCP). Wire → TAP frames go through one
+//!   [`Gro`](crate::offload::Gro) per TAP and batch. `VlanOp::Pop` removes the outer tag (and
+//!   moves `csum_start` back by 4). A write that would block is dropped and counted.
+//! - [`Target::Wire`](crate::fwd::Target::Wire): `VlanOp::Push` inserts the tag (`csum_start`
+//!   +4); GSO frames are segmented to the parent MTU in software; a partial checksum is
+//!   completed, by the kernel through XSK TX metadata when the socket has it, else in
+//!   software; then the frame is queued on the parent.
+//! - [`Target::HostStack`](crate::fwd::Target::HostStack): for a frame that came from the
+//!   wire and that the host also received (AF_PACKET copy socket, AF_PACKET fallback) nothing
+//!   is left to do; it is counted per parent. For a frame steered away from the host (XSK) or
+//!   sent by a port, the kernel would inject it into the parent's own receive path, which
+//!   userspace cannot do: counted as [`IoDrop::HostStackUnreachable`] and dropped. (The
+//!   kernel's answer would never come back either, C37.)
+//! - [`Target::Routed`](crate::fwd::Target::Routed): a new Ethernet header (src = parent MAC,
+//!   dst = next hop from the [`Resolver`], EtherType from the IP version, tag if the network
+//!   has a VID, TTL untouched), then as for the wire. Answers are cached on this thread:
+//!   a MAC for 30 s, `Pending` for 250 ms, the negative answers for 1 s.
+//!
+//! # Wire ingress
+//! With AF_XDP the XDP filter redirects frames keyed to endpoints to the XSKs and passes the
+//! rest to the host; a group-only AF_PACKET copy socket hands the dataplane the broadcast and
+//! multicast that the host received (XDP cannot clone). Both are `Ingress::Wire`. With the
+//! AF_PACKET fallback one socket sees every frame of the parent, host unicast included, and
+//! the tcx filter drops the endpoint-keyed ones from the host path; every frame is decided
+//! (the engine returns `HostStack` for the host's own frames).
+//!
+//! A broadcast ARP request or NS whose target is an endpoint address is redirected by the
+//! filter and never reaches the host; the engine's verdict for it may include `HostStack`,
+//! which is then counted as unreachable (the host does not own the address; nothing is lost).
+//! The same holds for unicast frames steered by a macvlan `source` allowlist that are
+//! addressed to the host: see `port::xdp_filter`.
+//!
+//! # Filter maps
+//! After every command the loop recomputes [`Engine::wire_keys`] for each attached parent
+//! and applies the difference to the parent's `FilterMaps`. MACs of macvlan ports are also
+//! added to the parent's unicast filter (`PACKET_MR_UNICAST` on the AF_PACKET socket, as the
+//! kernel macvlan driver does with `dev_uc_add`), and a passthru network puts the parent in
+//! promiscuous mode. When a tagged network uses AF_XDP and the parent strips tags in
+//! hardware (`rxvlan` on), RX VLAN offload is turned off on that parent (only on the
+//! interface named in [`DataplaneHandle::attach_parent`]) and turned back on when the last
+//! user detaches.
+//!
+//! # Allocation
+//! Nothing is allocated per frame once buffers have grown: one [`Outputs`](crate::fwd::Outputs),
+//! one TAP receive batch, one wire staging arena, one scratch frame, one segmenter and one GRO
+//! per TAP are reused. Commands and statistics allocate (they are rare).
+//!
+//! # Threading
+//! Control threads never touch TAP fds, sockets or the engine: every [`DataplaneHandle`]
+//! method is a closure run on the dataplane thread between two batches, answered through a
+//! one-shot channel. Do not call a handle from inside a [`DataplaneHandle::with_engine`]
+//! closure: it runs on the dataplane thread, and such a call is refused with
+//! [`RunError::Reentrant`] rather than deadlocking.
+
+mod event_loop;
+mod frame;
+mod parent;
+mod resolve;
+mod stats;
+
+use std::fs::File;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::{JoinHandle, ThreadId};
+
+use crate::fwd::{Engine, ParentId, PortId};
+use crate::port::tap::Tap;
+use crate::port::xsk::XdpOptions;
+use crate::wire::MacAddr;
+
+pub use stats::{IoDrop, ParentCounters, PortCounters, Stats};
+
+use self::event_loop::Loop;
+
+/// How to reach a routed destination (ipvlan L3/L3S egress, `Target::Routed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NextHop {
+    /// Send with dst MAC = this, src MAC = the parent's MAC.
+    Mac(MacAddr),
+    /// Resolution started (ARP/NS sent by the host); drop this packet, count it, retry later.
+    Pending,
+    /// The route is `RTN_LOCAL`: the destination is the host itself (hand to host stack = not
+    /// possible from userspace; count and drop: the kernel's reply would never come back, C37).
+    Local,
+    /// Route type broadcast/multicast/other (C29): drop, count as `l3_route_type`.
+    BadRouteType,
+    /// No route (IPv6) or other failure: drop.
+    Unreachable,
+}
+
+/// Looks up next hops in the host's routing and neighbour tables (the control plane
+/// implements it with netlink in the parent's namespace).
+///
+/// Called on the dataplane thread; the run loop caches answers (a MAC for 30 s, `Pending`
+/// for 250 ms, `Local`/`BadRouteType`/`Unreachable` for 1 s), so it is not called per packet.
+/// It should return quickly: the loop forwards nothing while it runs.
+pub trait Resolver: Send + 'static {
+    /// The next hop for `dst` leaving through the interface `parent_ifindex` (the index in
+    /// the namespace the dataplane opened the parent in).
+    fn resolve(&mut self, parent_ifindex: u32, dst: IpAddr) -> NextHop;
+}
+
+/// Which parent backend [`DataplaneHandle::attach_parent`] opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WireBackend {
+    /// AF_XDP behind the XDP filter; when that cannot attach (no `CONFIG_XDP_SOCKETS`, the
+    /// XDP hook taken), AF_PACKET with the tcx-ingress filter.
+    #[default]
+    Auto,
+    /// AF_XDP only: attaching fails when it cannot be opened.
+    AfXdp,
+    /// AF_PACKET + tcx only.
+    AfPacket,
+}
+
+/// Options of [`Dataplane::spawn`]. Build with `RunOptions { .., ..Default::default() }`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Frames read per TAP or parent per loop iteration (1..=1024; default 64).
+    pub batch: usize,
+    /// Which parent backend to open (default [`WireBackend::Auto`]).
+    pub wire_backend: WireBackend,
+    /// Run the dataplane thread inside this network namespace (`/run/netns/NAME`,
+    /// `/proc/PID/ns/net`): parents are looked up and opened there. For tests and labs that
+    /// keep the "host" side of a topology in a namespace; `None` (the default) keeps the
+    /// namespace of the process. TAPs are independent of it (their fds work from anywhere).
+    pub netns: Option<PathBuf>,
+    /// AF_XDP settings (attach mode, ring sizes, TX checksum metadata).
+    pub xdp: XdpOptions,
+    /// Turn a parent's RX VLAN offload off while a tagged network uses it through AF_XDP
+    /// (restored on the last detach). Default true.
+    pub manage_rx_vlan_offload: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            batch: 64,
+            wire_backend: WireBackend::Auto,
+            netns: None,
+            xdp: XdpOptions::default(),
+            manage_rx_vlan_offload: true,
+        }
+    }
+}
+
+/// The state of a parent's wire, as [`DataplaneHandle::attach_parent`] and
+/// [`DataplaneHandle::wire_status`] report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireStatus {
+    /// The backend in use, e.g. `"af_xdp (native xdp, copy, 1 queue(s))"` or
+    /// `"af_packet (tcx ingress filter)"`.
+    pub mode: String,
+    /// The interface.
+    pub ifname: String,
+    /// Its index in the dataplane's namespace.
+    pub ifindex: u32,
+    /// How many attaches hold it.
+    pub refs: u32,
+    /// An AF_PACKET copy socket receives the group frames passed to the host (AF_XDP mode).
+    pub copy_socket: bool,
+    /// Why AF_XDP was not used, when [`WireBackend::Auto`] fell back to AF_PACKET.
+    pub fallback_reason: Option<String>,
+    /// RX VLAN offload was turned off by uvlan and will be restored on the last detach.
+    pub rx_vlan_offload_disabled: bool,
+    /// Filter keys installed.
+    pub keys: usize,
+    /// The last error while installing filter keys or memberships (retried after every
+    /// command), if any.
+    pub last_error: Option<String>,
+}
+
+/// Errors of the dataplane handle.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The dataplane thread is gone (shut down, or it failed).
+    #[error("the dataplane thread has stopped; restart the daemon")]
+    Stopped,
+    /// A handle method was called from the dataplane thread itself (inside a
+    /// `with_engine` closure).
+    #[error(
+        "a DataplaneHandle method was called on the dataplane thread (from inside a \
+         with_engine/read_engine closure): return a value and call it afterwards"
+    )]
+    Reentrant,
+    /// A system call failed.
+    #[error("dataplane I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The parent's wire could not be opened.
+    #[error("cannot open the wire on {ifname}: {reason}")]
+    Wire {
+        /// The interface.
+        ifname: String,
+        /// What went wrong, with the backends' own errors.
+        reason: String,
+    },
+    /// The engine has no such port.
+    #[error("{0} does not exist in the engine: add the port before its TAP")]
+    NoSuchPort(PortId),
+    /// The engine has no such parent.
+    #[error("{0} does not exist in the engine: register the parent before attaching it")]
+    NoSuchParent(ParentId),
+    /// The parent is already attached under another interface name.
+    #[error("{parent} is attached as {attached}, not {requested}")]
+    ParentNameMismatch {
+        /// The parent.
+        parent: ParentId,
+        /// The interface it is attached on.
+        attached: String,
+        /// The interface requested now.
+        requested: String,
+    },
+    /// `detach_parent` without a matching attach.
+    #[error("{0} is not attached")]
+    NotAttached(ParentId),
+    /// `add_tap` refused the TAP; it is handed back unchanged.
+    #[error("{port} already has a TAP; remove_tap it first (the new TAP is returned)")]
+    PortBusy {
+        /// The port.
+        port: PortId,
+        /// The refused TAP, returned so the caller can keep or close it.
+        tap: Box<Tap>,
+    },
+    /// A command closure panicked on the dataplane thread (the loop keeps running).
+    #[error("a dataplane command panicked: {0}")]
+    Panicked(String),
+}
+
+/// A command run on the dataplane thread.
+type Cmd = Box<dyn FnOnce(&mut Loop) + Send>;
+
+/// The dataplane thread. Dropping it shuts the thread down (as [`Dataplane::shutdown`]).
+#[derive(Debug)]
+pub struct Dataplane {
+    handle: DataplaneHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A cloneable, thread-safe way to talk to the dataplane thread.
+#[derive(Clone, Debug)]
+pub struct DataplaneHandle {
+    tx: mpsc::Sender<Cmd>,
+    wake: Arc<OwnedFd>,
+    thread: ThreadId,
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain eventfd(2) call; the result is checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn enter_netns(path: &std::path::Path) -> io::Result<()> {
+    let f = File::open(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot open network namespace {}: {e}", path.display()),
+        )
+    })?;
+    // SAFETY: setns on an open namespace fd changes only the calling thread's network
+    // namespace; this is the dataplane thread, which stays there for its whole life.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot enter network namespace {}: {e}", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+impl Dataplane {
+    /// Starts the dataplane thread with an empty engine. Fails when the options are invalid,
+    /// the eventfd cannot be created, or the thread cannot enter `opts.netns`.
+    pub fn spawn(opts: RunOptions, resolver: Box<dyn Resolver>) -> io::Result<Dataplane> {
+        if !(1..=1024).contains(&opts.batch) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("RunOptions.batch {} must be in 1..=1024", opts.batch),
+            ));
+        }
+        let wake = Arc::new(eventfd()?);
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
+        let thread_wake = Arc::clone(&wake);
+        let thread = std::thread::Builder::new()
+            .name("uvlan-dataplane".into())
+            .spawn(move || {
+                if let Some(ns) = &opts.netns {
+                    if let Err(e) = enter_netns(ns) {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                }
+                let mut lp = Loop::new(opts, resolver, rx, thread_wake);
+                let _ = ready_tx.send(Ok(()));
+                lp.run();
+            })?;
+        let id = thread.thread().id();
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(io::Error::other("the dataplane thread died while starting"));
+            }
+        }
+        Ok(Dataplane {
+            handle: DataplaneHandle {
+                tx,
+                wake,
+                thread: id,
+            },
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> DataplaneHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the thread and waits for it. TAP fds are closed (persistent TAPs stay), parent
+    /// programs are detached and RX VLAN offload is restored. Handles then return
+    /// [`RunError::Stopped`].
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.handle.call(|lp| {
+                lp.stop = true;
+                Ok(())
+            });
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
+impl DataplaneHandle {
+    /// Runs `f` on the dataplane thread and waits for its answer.
+    fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Loop) -> Result<R, RunError> + Send + 'static,
+    ) -> Result<R, RunError> {
+        if std::thread::current().id() == self.thread {
+            return Err(RunError::Reentrant);
+        }
+        let (tx, rx) = mpsc::sync_channel::<Result<R, RunError>>(1);
+        let cmd: Cmd = Box::new(move |lp: &mut Loop| {
+            let r = catch_unwind(AssertUnwindSafe(|| f(lp)))
+                .unwrap_or_else(|p| Err(RunError::Panicked(panic_text(p))));
+            let _ = tx.send(r);
+        });
+        self.tx.send(cmd).map_err(|_| RunError::Stopped)?;
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a live u64 to an eventfd we own (shared by Arc).
+        let n = unsafe {
+            libc::write(
+                self.wake.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            // EAGAIN: the counter is saturated, the thread is being woken anyway.
+            if e.kind() != io::ErrorKind::WouldBlock {
+                return Err(RunError::Io(e));
+            }
+        }
+        rx.recv().map_err(|_| RunError::Stopped)?
+    }
+
+    /// Runs `f` on the dataplane thread between two batches with exclusive access to the
+    /// engine, and returns its result. Afterwards the loop re-derives its own state from the
+    /// engine: filter keys (`Engine::wire_keys`), unicast memberships, TAPs of ports that no
+    /// longer exist (closed) and wires of parents that no longer exist (closed).
+    pub fn with_engine<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> R + Send + 'static,
+    ) -> Result<R, RunError> {
+        self.call(move |lp| {
+            let r = catch_unwind(AssertUnwindSafe(|| f(&mut lp.core.engine)));
+            lp.resync();
+            r.map_err(|p| RunError::Panicked(panic_text(p)))
+        })
+    }
+
+    /// Reads the engine without changing it (same thread hop, no resync).
+    pub fn read_engine<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine) -> R + Send + 'static,
+    ) -> Result<R, RunError> {
+        self.call(move |lp| Ok(f(&lp.core.engine)))
+    }
+
+    /// Hands a TAP to the loop for an engine port (the port must exist in the engine).
+    /// A port that already has a TAP refuses it with [`RunError::PortBusy`], which returns it.
+    pub fn add_tap(&self, port: PortId, tap: Tap) -> Result<(), RunError> {
+        self.call(move |lp| lp.add_tap(port, tap))
+    }
+
+    /// Takes a port's TAP back out (e.g. before the port is removed from the engine).
+    /// `None` if the port had no TAP.
+    pub fn remove_tap(&self, port: PortId) -> Result<Option<Tap>, RunError> {
+        self.call(move |lp| Ok(lp.remove_tap(port)))
+    }
+
+    /// Opens the wire on a parent registered in the engine (AF_XDP with the filter, else
+    /// AF_PACKET + tcx; plus the AF_PACKET copy socket for group frames). Reference counted:
+    /// attach once per network using it; the last detach closes it. `ifname` is looked up in
+    /// the dataplane's namespace.
+    pub fn attach_parent(&self, parent: ParentId, ifname: &str) -> Result<WireStatus, RunError> {
+        let ifname = ifname.to_string();
+        self.call(move |lp| lp.attach_parent(parent, &ifname))
+    }
+
+    /// Drops one reference to a parent's wire; the last one closes it (the program is
+    /// detached, RX VLAN offload restored).
+    pub fn detach_parent(&self, parent: ParentId) -> Result<(), RunError> {
+        self.call(move |lp| lp.detach_parent(parent))
+    }
+
+    /// The wire state of a parent (`None`: not attached).
+    pub fn wire_status(&self, parent: ParentId) -> Result<Option<WireStatus>, RunError> {
+        self.call(move |lp| Ok(lp.wire_status(parent)))
+    }
+
+    /// Counters: per port, per parent, drops by engine reason and by I/O reason.
+    pub fn stats(&self) -> Result<Stats, RunError> {
+        self.call(|lp| Ok(lp.stats()))
+    }
+
+    /// Forgets every cached next hop (e.g. after the host's routes or neighbours changed).
+    pub fn flush_route_cache(&self) -> Result<(), RunError> {
+        self.call(|lp| {
+            lp.core.io.nh.clear();
+            Ok(())
+        })
+    }
+}

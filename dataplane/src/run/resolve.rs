@@ -1,0 +1,118 @@
+//! The next-hop cache in front of the control plane's [`Resolver`].
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+
+use super::{NextHop, Resolver};
+
+/// How long a resolved MAC is trusted.
+pub(crate) const TTL_MAC: Duration = Duration::from_secs(30);
+/// How long a `Pending` answer holds before the resolver is asked again. Short: the host is
+/// resolving at that moment, and every packet in this window is dropped.
+pub(crate) const TTL_PENDING: Duration = Duration::from_millis(250);
+/// How long `Local`, `BadRouteType` and `Unreachable` answers hold.
+pub(crate) const TTL_NEGATIVE: Duration = Duration::from_secs(1);
+/// Expired entries are swept when the cache grows beyond this.
+const SWEEP_AT: usize = 4096;
+
+/// Answers of the resolver per (parent ifindex, destination), each with an expiry time.
+#[derive(Debug, Default)]
+pub(crate) struct NhCache {
+    map: AHashMap<(u32, IpAddr), (NextHop, Instant)>,
+    /// Calls made to the resolver (for tests and stats).
+    pub(crate) lookups: u64,
+}
+
+impl NhCache {
+    /// The cached answer, or a fresh one from `resolver` (then cached).
+    pub(crate) fn get(
+        &mut self,
+        resolver: &mut dyn Resolver,
+        ifindex: u32,
+        dst: IpAddr,
+        now: Instant,
+    ) -> NextHop {
+        if let Some((nh, until)) = self.map.get(&(ifindex, dst)) {
+            if *until > now {
+                return *nh;
+            }
+        }
+        self.lookups += 1;
+        let nh = resolver.resolve(ifindex, dst);
+        let ttl = match nh {
+            NextHop::Mac(_) => TTL_MAC,
+            NextHop::Pending => TTL_PENDING,
+            NextHop::Local | NextHop::BadRouteType | NextHop::Unreachable => TTL_NEGATIVE,
+        };
+        if self.map.len() >= SWEEP_AT {
+            self.map.retain(|_, (_, until)| *until > now);
+        }
+        self.map.insert((ifindex, dst), (nh, now + ttl));
+        nh
+    }
+
+    /// Forgets everything.
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// Forgets the answers for one interface (its wire was closed).
+    pub(crate) fn forget_ifindex(&mut self, ifindex: u32) {
+        self.map.retain(|(i, _), _| *i != ifindex);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::MacAddr;
+    use std::net::Ipv4Addr;
+
+    struct Script(Vec<NextHop>, u32);
+    impl Resolver for Script {
+        fn resolve(&mut self, _ifindex: u32, _dst: IpAddr) -> NextHop {
+            self.1 += 1;
+            self.0.remove(0)
+        }
+    }
+
+    #[test]
+    fn answers_are_cached_for_their_ttl() {
+        let m = MacAddr([2, 0, 0, 0, 0, 1]);
+        let mut r = Script(
+            vec![NextHop::Pending, NextHop::Mac(m), NextHop::Unreachable],
+            0,
+        );
+        let mut c = NhCache::default();
+        let d = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let t0 = Instant::now();
+        assert_eq!(c.get(&mut r, 3, d, t0), NextHop::Pending);
+        assert_eq!(c.get(&mut r, 3, d, t0 + TTL_PENDING / 2), NextHop::Pending);
+        assert_eq!(r.1, 1);
+        let t1 = t0 + TTL_PENDING;
+        assert_eq!(c.get(&mut r, 3, d, t1), NextHop::Mac(m));
+        assert_eq!(c.get(&mut r, 3, d, t1 + TTL_MAC / 2), NextHop::Mac(m));
+        assert_eq!(r.1, 2);
+        assert_eq!(c.get(&mut r, 3, d, t1 + TTL_MAC), NextHop::Unreachable);
+        assert_eq!(c.lookups, 3);
+    }
+
+    #[test]
+    fn entries_are_per_interface_and_can_be_forgotten() {
+        let m = MacAddr([2, 0, 0, 0, 0, 1]);
+        let mut r = Script(vec![NextHop::Mac(m), NextHop::Local, NextHop::Mac(m)], 0);
+        let mut c = NhCache::default();
+        let d = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let t = Instant::now();
+        assert_eq!(c.get(&mut r, 3, d, t), NextHop::Mac(m));
+        assert_eq!(c.get(&mut r, 4, d, t), NextHop::Local);
+        c.forget_ifindex(3);
+        assert_eq!(c.get(&mut r, 4, d, t), NextHop::Local);
+        assert_eq!(c.get(&mut r, 3, d, t), NextHop::Mac(m));
+        assert_eq!(r.1, 3);
+        c.clear();
+        assert!(c.map.is_empty());
+    }
+}

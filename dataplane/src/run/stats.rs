@@ -1,0 +1,227 @@
+//! Counters of the dataplane thread.
+
+use std::fmt;
+
+use crate::fwd::{DropReason, ParentId, PortId};
+use crate::port::xdp_filter::FilterStats;
+
+/// Why the I/O layer (not the engine) dropped a frame or an output. A closed set, like
+/// [`DropReason`]: counters are indexed by it and `uvlan` prints every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum IoDrop {
+    /// The verdict wants the parent's own stack, which userspace cannot feed: the frame was
+    /// sent by a port, or steered away from the host by the filter.
+    HostStackUnreachable,
+    /// The target port has no TAP attached (yet).
+    NoTap,
+    /// The TAP's queue was full (`EAGAIN`).
+    TapFull,
+    /// The TAP refused the frame because its interface is down (`EIO`) or gone.
+    TapDown,
+    /// The verdict wants a parent's wire that is not attached.
+    NoWire,
+    /// The parent's transmit queue was full, or the frame was larger than a TX buffer.
+    WireFull,
+    /// The frame could not be segmented or checksummed (bad headers, or a packet over the
+    /// parent MTU that may not be split).
+    Offload,
+    /// The next hop of a routed packet is being resolved.
+    NeighbourPending,
+    /// The routed destination is the host itself (`RTN_LOCAL`, C37).
+    RouteLocal,
+    /// No route to the routed destination.
+    RouteUnreachable,
+}
+
+impl IoDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [IoDrop; 10] = [
+        IoDrop::HostStackUnreachable,
+        IoDrop::NoTap,
+        IoDrop::TapFull,
+        IoDrop::TapDown,
+        IoDrop::NoWire,
+        IoDrop::WireFull,
+        IoDrop::Offload,
+        IoDrop::NeighbourPending,
+        IoDrop::RouteLocal,
+        IoDrop::RouteUnreachable,
+    ];
+
+    /// Number of reasons.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Counter index.
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short snake_case name for counters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoDrop::HostStackUnreachable => "host_stack_unreachable",
+            IoDrop::NoTap => "no_tap",
+            IoDrop::TapFull => "tap_full",
+            IoDrop::TapDown => "tap_down",
+            IoDrop::NoWire => "wire_not_attached",
+            IoDrop::WireFull => "wire_full",
+            IoDrop::Offload => "offload_error",
+            IoDrop::NeighbourPending => "neighbour_pending",
+            IoDrop::RouteLocal => "route_local",
+            IoDrop::RouteUnreachable => "route_unreachable",
+        }
+    }
+}
+
+impl fmt::Display for IoDrop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counters of one port's TAP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Frames read from the TAP (sent by the endpoint).
+    pub rx_frames: u64,
+    /// Bytes read (frames, without the vnet header).
+    pub rx_bytes: u64,
+    /// Of `rx_frames`, GSO super-frames.
+    pub rx_gso_frames: u64,
+    /// Read errors other than "nothing queued".
+    pub rx_errors: u64,
+    /// Frames written to the TAP (received by the endpoint).
+    pub tx_frames: u64,
+    /// Bytes written.
+    pub tx_bytes: u64,
+    /// Of `tx_frames`, GSO super-frames (passed through or built by GRO).
+    pub tx_gso_frames: u64,
+    /// Frames that could not be written (queue full, interface down, errors).
+    pub tx_dropped: u64,
+}
+
+/// Counters of one parent's wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParentCounters {
+    /// Interface name.
+    pub ifname: String,
+    /// Backend in use (as [`super::WireStatus::mode`]).
+    pub mode: String,
+    /// Frames received from the XSKs (AF_XDP) or the fallback socket (every frame).
+    pub rx_steered: u64,
+    /// Frames received from the group-only copy socket (AF_XDP mode).
+    pub rx_copied: u64,
+    /// Bytes received (both).
+    pub rx_bytes: u64,
+    /// Frames queued for transmission (after segmentation).
+    pub tx_frames: u64,
+    /// Bytes queued.
+    pub tx_bytes: u64,
+    /// Frames the backend refused (ring/queue full, too large).
+    pub tx_dropped: u64,
+    /// GSO super-frames segmented in software.
+    pub tx_segmented: u64,
+    /// Partial checksums handed to the kernel through XSK TX metadata.
+    pub tx_csum_offloaded: u64,
+    /// Frames that could not be segmented or checksummed.
+    pub tx_offload_errors: u64,
+    /// `HostStack` verdicts for wire frames the host received itself (nothing to do).
+    pub host_stack_kernel: u64,
+    /// Kernel-side receive drops of the backend: XSK `rx_dropped + rx_ring_full +
+    /// rx_fill_ring_empty_descs` summed over queues, or AF_PACKET `tp_drops`, plus the copy
+    /// socket's `tp_drops`.
+    pub backend_rx_drops: u64,
+    /// Filter key or membership updates that failed (retried after every command).
+    pub key_errors: u64,
+    /// Receive or transmit system calls that failed.
+    pub io_errors: u64,
+    /// The filter program's counters.
+    pub filter: Option<FilterStats>,
+}
+
+/// A snapshot of every counter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Per port with a TAP.
+    pub ports: Vec<(PortId, PortCounters)>,
+    /// Per engine [`DropReason`], all of them listed (zeros included), in counter order.
+    pub drops: Vec<(DropReason, u64)>,
+    /// Per [`IoDrop`], all of them listed, in counter order.
+    pub io_drops: Vec<(IoDrop, u64)>,
+    /// System calls that failed (poll, reads, writes, sends), all sources together.
+    pub io_errors: u64,
+    /// Per attached parent.
+    pub parents: Vec<(ParentId, ParentCounters)>,
+    /// Loop iterations so far.
+    pub iterations: u64,
+    /// Commands run so far.
+    pub commands: u64,
+}
+
+impl Stats {
+    /// The counter of one engine drop reason.
+    pub fn drop_count(&self, r: DropReason) -> u64 {
+        self.drops
+            .iter()
+            .find(|(d, _)| *d == r)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// The counter of one I/O drop reason.
+    pub fn io_drop_count(&self, r: IoDrop) -> u64 {
+        self.io_drops
+            .iter()
+            .find(|(d, _)| *d == r)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// The counters of a port, if it has a TAP.
+    pub fn port(&self, p: PortId) -> Option<&PortCounters> {
+        self.ports.iter().find(|(q, _)| *q == p).map(|(_, c)| c)
+    }
+
+    /// The counters of a parent, if attached.
+    pub fn parent(&self, p: ParentId) -> Option<&ParentCounters> {
+        self.parents.iter().find(|(q, _)| *q == p).map(|(_, c)| c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_drop_names_are_unique_and_indexed_in_order() {
+        for (i, d) in IoDrop::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i);
+        }
+        let mut names: Vec<_> = IoDrop::ALL.iter().map(|d| d.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), IoDrop::COUNT);
+    }
+
+    #[test]
+    fn lookups_find_counters() {
+        let s = Stats {
+            drops: vec![(DropReason::NoWire, 3)],
+            io_drops: vec![(IoDrop::TapFull, 2)],
+            ports: vec![(
+                PortId(4),
+                PortCounters {
+                    rx_frames: 9,
+                    ..Default::default()
+                },
+            )],
+            ..Default::default()
+        };
+        assert_eq!(s.drop_count(DropReason::NoWire), 3);
+        assert_eq!(s.drop_count(DropReason::Pause), 0);
+        assert_eq!(s.io_drop_count(IoDrop::TapFull), 2);
+        assert_eq!(s.port(PortId(4)).map(|c| c.rx_frames), Some(9));
+        assert!(s.port(PortId(5)).is_none());
+        assert!(s.parent(ParentId(0)).is_none());
+    }
+}

@@ -1,0 +1,1157 @@
+//! Root tests of the dataplane thread (`uvlan_dataplane::run`) with real traffic.
+//!
+//! Every test builds an [`Engine`] by hand (no control plane) through
+//! `DataplaneHandle::with_engine`, creates its own `uvt-<pid>-<n>…` namespaces, puts one TAP
+//! endpoint (`eth0`) in each with `Tap::create_in_netns`, addresses it with `ip -n`, and
+//! then pings, runs iperf3 or answers frames by hand. The wire tests join a "host"
+//! namespace (where the dataplane thread runs, through `RunOptions::netns`, and where the
+//! parent veth lives) to an "upstream" namespace holding the gateway. A `Lab` guard deletes
+//! every namespace it made (and with them the veths and TAPs), also when a test fails; the
+//! dataplane is declared after the lab in each test, so it stops first.
+//!
+//! Addresses are documentation ranges only: 192.0.2.0/24 (parent subnet), 198.51.100.0/24
+//! (ipvlan L3 subnet), 203.0.113.0/24 (VLAN 20).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use uvlan_dataplane::fwd::{
+    ConfigError, Driver, DropReason, Engine, IpvlanAttrs, IpvlanFlag, IpvlanMode, LinkRef,
+    LinkType, MacvlanAttrs, MacvlanMode, Master, NetworkId, NetworkSpec, ParentId, ParentSpec,
+    PortId,
+};
+use uvlan_dataplane::port::afpacket::{AfPacketOptions, AfPacketSocket};
+use uvlan_dataplane::port::tap::{Tap, TapOptions};
+use uvlan_dataplane::port::xsk::{XdpAttach, XdpOptions};
+use uvlan_dataplane::run::{
+    Dataplane, DataplaneHandle, IoDrop, NextHop, Resolver, RunError, RunOptions, WireBackend,
+};
+use uvlan_dataplane::wire::MacAddr;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn run(cmd: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ))
+    }
+}
+
+fn must(cmd: &[&str]) -> String {
+    run(cmd).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ip(ns: &str, args: &[&str]) -> String {
+    let mut c = vec!["ip", "-n", ns];
+    c.extend_from_slice(args);
+    must(&c)
+}
+
+fn exec(ns: &str, args: &[&str]) -> Result<String, String> {
+    let mut c = vec!["ip", "netns", "exec", ns];
+    c.extend_from_slice(args);
+    run(&c)
+}
+
+fn ns_path(ns: &str) -> PathBuf {
+    PathBuf::from(format!("/run/netns/{ns}"))
+}
+
+/// Namespaces made by one test; all deleted on drop.
+struct Lab {
+    n: u32,
+    names: Vec<String>,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        Lab {
+            n: SEQ.fetch_add(1, Ordering::SeqCst),
+            names: Vec::new(),
+        }
+    }
+
+    fn ns(&mut self, name: &str) -> String {
+        let full = format!("uvt-{}-{}{}", std::process::id(), self.n, name);
+        let _ = run(&["ip", "netns", "del", &full]);
+        must(&["ip", "netns", "add", &full]);
+        self.names.push(full.clone());
+        ip(&full, &["link", "set", "lo", "up"]);
+        full
+    }
+
+    /// A short interface name unique to this test (≤ 15 bytes).
+    fn ifname(&self, suffix: &str) -> String {
+        let s = format!("uvt{}{}{}", std::process::id() % 100_000, self.n, suffix);
+        assert!(s.len() <= 15, "{s}");
+        s
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = run(&["ip", "netns", "del", n]);
+        }
+    }
+}
+
+/// A child process killed on drop.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Routes nothing: for networks without a wire.
+struct NoRoutes;
+
+impl Resolver for NoRoutes {
+    fn resolve(&mut self, _ifindex: u32, _dst: IpAddr) -> NextHop {
+        NextHop::Unreachable
+    }
+}
+
+/// Answers from the host namespace's routing and neighbour tables with `ip -j` (what the
+/// control plane does with netlink).
+struct IpResolver {
+    ns: String,
+    ifname: String,
+    ifindex: u32,
+    calls: Arc<AtomicU32>,
+    wrong_ifindex: Arc<AtomicBool>,
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
+}
+
+impl Resolver for IpResolver {
+    fn resolve(&mut self, ifindex: u32, dst: IpAddr) -> NextHop {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if ifindex != self.ifindex {
+            self.wrong_ifindex.store(true, Ordering::SeqCst);
+            return NextHop::Unreachable;
+        }
+        let d = dst.to_string();
+        let Ok(r) = run(&[
+            "ip",
+            "-n",
+            &self.ns,
+            "-j",
+            "route",
+            "get",
+            &d,
+            "oif",
+            &self.ifname,
+        ]) else {
+            return NextHop::Unreachable;
+        };
+        let r = json(&r);
+        let route = &r[0];
+        match route["type"].as_str() {
+            None | Some("unicast") => {}
+            Some("local") => return NextHop::Local,
+            Some(_) => return NextHop::BadRouteType,
+        }
+        let nh = route["gateway"].as_str().unwrap_or(&d).to_string();
+        let Ok(n) = run(&[
+            "ip",
+            "-n",
+            &self.ns,
+            "-j",
+            "neigh",
+            "show",
+            "to",
+            &nh,
+            "dev",
+            &self.ifname,
+        ]) else {
+            return NextHop::Pending;
+        };
+        match json(&n)[0]["lladdr"].as_str().map(str::parse::<MacAddr>) {
+            Some(Ok(m)) => NextHop::Mac(m),
+            _ => NextHop::Pending,
+        }
+    }
+}
+
+fn received(ping_out: &str) -> u32 {
+    ping_out
+        .split(',')
+        .find(|s| s.contains(" received"))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Pings `dst` `count` times from `ns`; returns the number of replies.
+fn ping(ns: &str, dst: &str, count: u32) -> u32 {
+    let c = count.to_string();
+    let out = match exec(ns, &["ping", "-c", &c, "-i", "0.2", "-W", "1", dst]) {
+        Ok(o) => o,
+        Err(e) => e,
+    };
+    received(&out)
+}
+
+/// A TAP endpoint `eth0` in `ns` for `port`: MAC, address, up, handed to the dataplane.
+fn endpoint(dp: &DataplaneHandle, port: PortId, ns: &str, mac: MacAddr, cidr: &str, l3: bool) {
+    let tap = Tap::create_in_netns(
+        &ns_path(ns),
+        &TapOptions {
+            name: Some("eth0".into()),
+            ..TapOptions::default()
+        },
+    )
+    .expect("TAP in the endpoint namespace");
+    let m = mac.to_string();
+    ip(ns, &["link", "set", "eth0", "address", &m]);
+    if l3 {
+        ip(ns, &["link", "set", "eth0", "arp", "off"]);
+    }
+    ip(ns, &["addr", "add", cidr, "dev", "eth0"]);
+    ip(ns, &["link", "set", "eth0", "up"]);
+    dp.add_tap(port, tap).expect("add_tap");
+}
+
+fn v4(s: &str) -> IpAddr {
+    IpAddr::V4(s.parse().unwrap())
+}
+
+fn ipvlan_port(
+    e: &mut Engine,
+    net: NetworkId,
+    name: &str,
+    mode: IpvlanMode,
+    flag: IpvlanFlag,
+    addr: &str,
+) -> Result<PortId, ConfigError> {
+    let p = e.add_ipvlan_port(LinkRef::Network(net), name, IpvlanAttrs::new(mode, flag))?;
+    e.add_port_addr(p, v4(addr))?;
+    e.set_port_up(p, true)?;
+    Ok(p)
+}
+
+fn macvlan_port(
+    e: &mut Engine,
+    net: NetworkId,
+    name: &str,
+    mac: MacAddr,
+    addr: &str,
+) -> Result<PortId, ConfigError> {
+    let p = e.add_macvlan_port(
+        LinkRef::Network(net),
+        name,
+        MacvlanAttrs::new(MacvlanMode::Bridge, Some(mac)),
+    )?;
+    e.add_port_addr(p, v4(addr))?;
+    e.set_port_up(p, true)?;
+    Ok(p)
+}
+
+fn spawn(opts: RunOptions, r: Box<dyn Resolver>) -> Dataplane {
+    Dataplane::spawn(opts, r).expect("Dataplane::spawn")
+}
+
+// ---- iperf3 -------------------------------------------------------------------------------
+
+/// Starts a one-shot iperf3 server in `ns` and waits until it listens.
+fn iperf_server(ns: &str) -> ChildGuard {
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, "iperf3", "-s", "-1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 -s");
+    let g = ChildGuard(child);
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if exec(ns, &["ss", "-Hltn", "sport = :5201"]).is_ok_and(|o| !o.trim().is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    g
+}
+
+/// TCP bits/s received, client in `client` towards `dst` (server in `server`); `reverse`
+/// makes the server send.
+fn iperf_tcp(server: &str, client: &str, dst: &str, secs: u32, reverse: bool) -> f64 {
+    let mut srv = iperf_server(server);
+    let t = secs.to_string();
+    let mut args = vec!["iperf3", "-c", dst, "-t", &t, "-J"];
+    if reverse {
+        args.push("-R");
+    }
+    let out = exec(client, &args).unwrap_or_else(|e| panic!("iperf3 client: {e}"));
+    let _ = srv.0.wait();
+    json(&out)["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+/// 64-byte UDP flood: (sent pps, delivered pps).
+fn iperf_udp64(server: &str, client: &str, dst: &str, secs: u32) -> (f64, f64) {
+    let mut srv = iperf_server(server);
+    let t = secs.to_string();
+    let out = exec(
+        client,
+        &[
+            "iperf3", "-c", dst, "-t", &t, "-u", "-l", "64", "-b", "0", "-J",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("iperf3 client: {e}"));
+    let _ = srv.0.wait();
+    let v = json(&out);
+    let sum = &v["end"]["sum"];
+    let packets = sum["packets"].as_f64().unwrap_or(0.0);
+    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+    let s = sum["seconds"].as_f64().unwrap_or(1.0).max(0.001);
+    (packets / s, (packets - lost).max(0.0) / s)
+}
+
+// ---- isolated networks (TAP ↔ TAP) ---------------------------------------------------------
+
+const ISO_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x10, 0x01]);
+
+/// Two ipvlan ports on an isolated network, endpoints in `a` (192.0.2.1) and `b` (.2).
+fn isolated_ipvlan_pair(
+    lab: &mut Lab,
+    h: &DataplaneHandle,
+    mode: IpvlanMode,
+    flag: IpvlanFlag,
+) -> (String, String, PortId, PortId) {
+    let a = lab.ns("a");
+    let b = lab.ns("b");
+    let (pa, pb) = h
+        .with_engine(move |e| {
+            let n = e.add_network(NetworkSpec::new(
+                "iso",
+                Driver::Ipvlan,
+                Master::Isolated {
+                    mac: ISO_MAC,
+                    mtu: 1500,
+                },
+            ))?;
+            let pa = ipvlan_port(e, n, "a", mode, flag, "192.0.2.1")?;
+            let pb = ipvlan_port(e, n, "b", mode, flag, "192.0.2.2")?;
+            Ok::<_, ConfigError>((pa, pb))
+        })
+        .unwrap()
+        .unwrap();
+    endpoint(h, pa, &a, ISO_MAC, "192.0.2.1/24", false);
+    endpoint(h, pb, &b, ISO_MAC, "192.0.2.2/24", false);
+    (a, b, pa, pb)
+}
+
+#[test]
+fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso() {
+    let mut lab = Lab::new();
+    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let h = dp.handle();
+    let (a, b, pa, pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
+    assert_eq!(ping(&a, "192.0.2.2", 3), 3);
+    assert_eq!(ping(&b, "192.0.2.1", 3), 3);
+    let bps = iperf_tcp(&b, &a, "192.0.2.2", 2, false);
+    eprintln!(
+        "TAP↔TAP TCP through the loop (debug build): {:.2} Gbit/s",
+        bps / 1e9
+    );
+    assert!(bps > 1e6, "TCP barely moved: {bps} bit/s");
+    let st = h.stats().unwrap();
+    let ca = *st.port(pa).unwrap();
+    let cb = *st.port(pb).unwrap();
+    eprintln!("port a: {ca:?}\nport b: {cb:?}");
+    // The sender's GSO super-frames crossed the loop unsegmented.
+    assert!(ca.rx_gso_frames > 0, "no GSO frame read from a: {ca:?}");
+    assert!(cb.tx_gso_frames > 0, "no GSO frame written to b: {cb:?}");
+    assert_eq!(cb.tx_dropped, 0);
+    // No wire: the broadcasts' wire copies are the only drops, counted as NoWire.
+    assert_eq!(st.drop_count(DropReason::PrivateFlag), 0);
+    assert_eq!(st.drops.len(), DropReason::COUNT);
+    assert_eq!(st.io_drops.len(), IoDrop::COUNT);
+    // The loop gives the TAP back, and a second TAP for a port is refused and returned.
+    let tap = h.remove_tap(pb).unwrap().expect("b had a TAP");
+    assert_eq!(ping(&a, "192.0.2.2", 1), 0);
+    h.add_tap(pb, tap).unwrap();
+    let dup = Tap::create_in_netns(
+        &ns_path(&b),
+        &TapOptions {
+            name: Some("eth1".into()),
+            ..TapOptions::default()
+        },
+    )
+    .unwrap();
+    match h.add_tap(pb, dup) {
+        Err(RunError::PortBusy { port, tap }) => {
+            assert_eq!(port, pb);
+            assert_eq!(tap.name().unwrap(), "eth1");
+        }
+        other => panic!("expected PortBusy, got {other:?}"),
+    }
+    assert_eq!(ping(&a, "192.0.2.2", 2), 2);
+    assert!(matches!(
+        h.add_tap(
+            PortId(99),
+            Tap::create_in_netns(&ns_path(&b), &TapOptions::default()).unwrap()
+        ),
+        Err(RunError::NoSuchPort(PortId(99)))
+    ));
+    drop(dp);
+    assert!(matches!(h.stats(), Err(RunError::Stopped)));
+}
+
+#[test]
+fn isolated_ipvlan_private_flag_stops_port_to_port() {
+    let mut lab = Lab::new();
+    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let h = dp.handle();
+    let (a, _b, _pa, _pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Private);
+    assert_eq!(ping(&a, "192.0.2.2", 3), 0);
+    let st = h.stats().unwrap();
+    assert!(st.drop_count(DropReason::PrivateFlag) > 0, "{:?}", st.drops);
+    // Switching the flag back to bridge (a changelink on any port) lets it through.
+    h.with_engine(move |e| {
+        let p = e.port_ids()[0];
+        e.ipvlan_changelink(p, IpvlanAttrs::new(IpvlanMode::L2, IpvlanFlag::Bridge))
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(ping(&a, "192.0.2.2", 3), 3);
+}
+
+#[test]
+fn isolated_ipvlan_l3_routes_between_subnets() {
+    let mut lab = Lab::new();
+    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let h = dp.handle();
+    let a = lab.ns("a");
+    let b = lab.ns("b");
+    let (pa, pb) = h
+        .with_engine(|e| {
+            let n = e.add_network(NetworkSpec::new(
+                "l3",
+                Driver::Ipvlan,
+                Master::Isolated {
+                    mac: ISO_MAC,
+                    mtu: 1500,
+                },
+            ))?;
+            let pa = ipvlan_port(e, n, "a", IpvlanMode::L3, IpvlanFlag::Bridge, "192.0.2.10")?;
+            let pb = ipvlan_port(
+                e,
+                n,
+                "b",
+                IpvlanMode::L3,
+                IpvlanFlag::Bridge,
+                "198.51.100.10",
+            )?;
+            Ok::<_, ConfigError>((pa, pb))
+        })
+        .unwrap()
+        .unwrap();
+    endpoint(&h, pa, &a, ISO_MAC, "192.0.2.10/24", true);
+    endpoint(&h, pb, &b, ISO_MAC, "198.51.100.10/24", true);
+    ip(&a, &["route", "add", "default", "dev", "eth0"]);
+    ip(&b, &["route", "add", "default", "dev", "eth0"]);
+    assert_eq!(ping(&a, "198.51.100.10", 3), 3);
+    assert_eq!(ping(&b, "192.0.2.10", 3), 3);
+    // Off-network destinations would be routed through the parent: none here.
+    assert_eq!(ping(&a, "203.0.113.1", 1), 0);
+    let st = h.stats().unwrap();
+    assert!(st.drop_count(DropReason::NoWire) > 0, "{:?}", st.drops);
+}
+
+#[test]
+fn isolated_macvlan_bridge_pings_by_mac() {
+    let mut lab = Lab::new();
+    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let h = dp.handle();
+    let a = lab.ns("a");
+    let b = lab.ns("b");
+    let ma = MacAddr([0x02, 0, 0, 0, 0x20, 0x01]);
+    let mb = MacAddr([0x02, 0, 0, 0, 0x20, 0x02]);
+    let (pa, pb) = h
+        .with_engine(move |e| {
+            let n = e.add_network(NetworkSpec::new(
+                "mv",
+                Driver::Macvlan,
+                Master::Isolated {
+                    mac: ISO_MAC,
+                    mtu: 1500,
+                },
+            ))?;
+            let pa = macvlan_port(e, n, "a", ma, "192.0.2.1")?;
+            let pb = macvlan_port(e, n, "b", mb, "192.0.2.2")?;
+            Ok::<_, ConfigError>((pa, pb))
+        })
+        .unwrap()
+        .unwrap();
+    endpoint(&h, pa, &a, ma, "192.0.2.1/24", false);
+    endpoint(&h, pb, &b, mb, "192.0.2.2/24", false);
+    assert_eq!(ping(&a, "192.0.2.2", 3), 3);
+    assert_eq!(ping(&b, "192.0.2.1", 3), 3);
+    let neigh = ip(&a, &["neigh", "show", "192.0.2.2"]);
+    assert!(neigh.contains(&mb.to_string()), "{neigh}");
+    // A port that goes down stops receiving; its TAP stays attached.
+    h.with_engine(move |e| e.set_port_up(pb, false))
+        .unwrap()
+        .unwrap();
+    ip(&a, &["neigh", "flush", "dev", "eth0"]);
+    assert_eq!(ping(&a, "192.0.2.2", 2), 0);
+    assert!(h.stats().unwrap().port(pb).is_some());
+    // Removing the port from the engine closes its TAP.
+    h.with_engine(move |e| e.remove_port(pb)).unwrap().unwrap();
+    assert!(h.stats().unwrap().port(pb).is_none());
+}
+
+// ---- the wire --------------------------------------------------------------------------
+
+const HOST_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
+const UP_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xfe]);
+const MV_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x21, 0x01]);
+const V20_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x20, 0x10]);
+const RESP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xfe, 0x20];
+const RESP_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 254);
+
+/// Answers ARP and ICMP echo for one address on one VLAN, with an AF_PACKET socket in the
+/// upstream namespace (there is no 8021q on this kernel), and records the tags it saw.
+struct Responder {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<(u16, [u8; 6])>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn csum(data: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in data.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// The reply to a tagged frame, if it asks for `ip`.
+fn answer(f: &[u8], vid: u16, ip: Ipv4Addr) -> Option<Vec<u8>> {
+    if f.len() < 18
+        || f[12..14] != [0x81, 0x00]
+        || u16::from_be_bytes([f[14], f[15]]) & 0xfff != vid
+    {
+        return None;
+    }
+    let (etype, p) = (u16::from_be_bytes([f[16], f[17]]), &f[18..]);
+    let mut r = Vec::new();
+    r.extend_from_slice(&f[6..12]);
+    r.extend_from_slice(&RESP_MAC);
+    r.extend_from_slice(&f[12..18]);
+    match etype {
+        0x0806 if p.len() >= 28 && p[7] == 1 && p[24..28] == ip.octets() => {
+            r.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+            r.extend_from_slice(&RESP_MAC);
+            r.extend_from_slice(&ip.octets());
+            r.extend_from_slice(&p[8..18]);
+            Some(r)
+        }
+        0x0800 if p.len() >= 28 && p[9] == 1 && p[16..20] == ip.octets() => {
+            let ihl = usize::from(p[0] & 0xf) * 4;
+            let tot = usize::from(u16::from_be_bytes([p[2], p[3]]));
+            if p.get(ihl).copied() != Some(8) || tot > p.len() || tot < ihl + 8 {
+                return None;
+            }
+            let mut q = p[..tot].to_vec();
+            q[12..16].copy_from_slice(&ip.octets());
+            q[16..20].copy_from_slice(&p[12..16]);
+            q[ihl] = 0;
+            q[ihl + 2] = 0;
+            q[ihl + 3] = 0;
+            let c = csum(&q[ihl..]);
+            q[ihl + 2..ihl + 4].copy_from_slice(&c.to_be_bytes());
+            r.extend_from_slice(&q);
+            Some(r)
+        }
+        _ => None,
+    }
+}
+
+fn responder(ns: &str, ifname: &str, vid: u16) -> Responder {
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (ns, ifname) = (ns.to_string(), ifname.to_string());
+    let (st, sn) = (Arc::clone(&stop), Arc::clone(&seen));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let f = std::fs::File::open(ns_path(&ns)).unwrap();
+        // SAFETY: moves only this test thread into the upstream namespace for its lifetime.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let mut sock = AfPacketSocket::open(&ifname, &AfPacketOptions::default()).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut replies = Vec::new();
+        while !st.load(Ordering::SeqCst) {
+            sock.recv_batch(64, &mut |fr| {
+                let d = fr.data;
+                if d.len() >= 16 && d[12..14] == [0x81, 0x00] {
+                    let mut src = [0u8; 6];
+                    src.copy_from_slice(&d[6..12]);
+                    sn.lock()
+                        .unwrap()
+                        .push((u16::from_be_bytes([d[14], d[15]]) & 0xfff, src));
+                }
+                if let Some(r) = answer(d, vid, RESP_IP) {
+                    replies.push(r);
+                }
+            })
+            .unwrap();
+            for r in replies.drain(..) {
+                sock.send(&r).unwrap();
+            }
+            sock.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    ready_rx.recv().unwrap();
+    Responder {
+        stop,
+        seen,
+        thread: Some(thread),
+    }
+}
+
+struct WireLab {
+    lab: Lab,
+    host: String,
+    up: String,
+    hif: String,
+}
+
+/// host ns (parent `hif`, 192.0.2.1/24) —veth— upstream ns (`uif`, gateway 192.0.2.254/24,
+/// route to the ipvlan L3 subnet 198.51.100.0/24 via the host).
+fn wire_lab() -> WireLab {
+    let mut lab = Lab::new();
+    let host = lab.ns("h");
+    let up = lab.ns("u");
+    let hif = lab.ifname("h");
+    let uif = lab.ifname("u");
+    let (hm, um) = (HOST_MAC.to_string(), UP_MAC.to_string());
+    must(&[
+        "ip", "link", "add", &hif, "netns", &host, "address", &hm, "type", "veth", "peer", "name",
+        &uif, "netns", &up, "address", &um,
+    ]);
+    ip(&host, &["link", "set", &hif, "up"]);
+    ip(&up, &["link", "set", &uif, "up"]);
+    // Frames from a local stack carry partial checksums: finish them on the sender.
+    exec(&up, &["ethtool", "-K", &uif, "tx", "off"]).unwrap();
+    ip(&host, &["addr", "add", "192.0.2.1/24", "dev", &hif]);
+    ip(&up, &["addr", "add", "192.0.2.254/24", "dev", &uif]);
+    ip(
+        &up,
+        &["route", "add", "198.51.100.0/24", "via", "192.0.2.1"],
+    );
+    ip(
+        &host,
+        &[
+            "neigh",
+            "replace",
+            "192.0.2.254",
+            "lladdr",
+            &um,
+            "dev",
+            &hif,
+            "nud",
+            "permanent",
+        ],
+    );
+    WireLab { lab, host, up, hif }
+}
+
+fn rx_vlan_offload(ns: &str, ifname: &str) -> String {
+    let k = exec(ns, &["ethtool", "-k", ifname]).unwrap();
+    k.lines()
+        .find(|l| l.starts_with("rx-vlan-offload:"))
+        .unwrap_or("")
+        .to_string()
+}
+
+fn wire_scenario(backend: WireBackend, attach: XdpAttach, mode_word: &str) {
+    let mut w = wire_lab();
+    let (e1, e2, e3, e4) = (
+        w.lab.ns("e1"),
+        w.lab.ns("e2"),
+        w.lab.ns("e3"),
+        w.lab.ns("e4"),
+    );
+    let calls = Arc::new(AtomicU32::new(0));
+    let wrong = Arc::new(AtomicBool::new(false));
+    let ifindex: u32 = json(&ip(&w.host, &["-j", "link", "show", &w.hif]))[0]["ifindex"]
+        .as_u64()
+        .unwrap() as u32;
+    let resolver = IpResolver {
+        ns: w.host.clone(),
+        ifname: w.hif.clone(),
+        ifindex,
+        calls: Arc::clone(&calls),
+        wrong_ifindex: Arc::clone(&wrong),
+    };
+    let dp = spawn(
+        RunOptions {
+            netns: Some(ns_path(&w.host)),
+            wire_backend: backend,
+            xdp: XdpOptions {
+                attach,
+                ring_size: 512,
+                ..XdpOptions::default()
+            },
+            ..RunOptions::default()
+        },
+        Box::new(resolver),
+    );
+    let h = dp.handle();
+    let hif = w.hif.clone();
+    let parent: ParentId = h
+        .with_engine(move |e| {
+            e.add_parent(ParentSpec {
+                name: hif,
+                mac: HOST_MAC,
+                mtu: 1500,
+                up: true,
+                link_type: LinkType::Ether,
+                addrs: vec![v4("192.0.2.1")],
+            })
+        })
+        .unwrap()
+        .unwrap();
+    let wire = move |vid| Master::Parent {
+        parent,
+        vid,
+        wire: true,
+    };
+
+    // 1. ipvlan L2 on the parent, macvlan bridge on VLAN 20 of the same parent.
+    let (n1, p1, n20, p3) = h
+        .with_engine(move |e| {
+            let n1 = e.add_network(NetworkSpec::new("l2", Driver::Ipvlan, wire(None)))?;
+            let p1 = ipvlan_port(
+                e,
+                n1,
+                "e1",
+                IpvlanMode::L2,
+                IpvlanFlag::Bridge,
+                "192.0.2.10",
+            )?;
+            let n20 = e.add_network(NetworkSpec::new("v20", Driver::Macvlan, wire(Some(20))))?;
+            let p3 = macvlan_port(e, n20, "e3", V20_MAC, "203.0.113.10")?;
+            Ok::<_, ConfigError>((n1, p1, n20, p3))
+        })
+        .unwrap()
+        .unwrap();
+    let st = h.attach_parent(parent, &w.hif).unwrap();
+    eprintln!("wire: {st:?}");
+    assert!(st.mode.contains(mode_word), "{st:?}");
+    assert_eq!(st.refs, 1);
+    assert_eq!(st.keys, 2, "ipvlan address + MAC on VLAN 20: {st:?}");
+    let st = h.attach_parent(parent, &w.hif).unwrap();
+    assert_eq!(st.refs, 2);
+    assert!(matches!(
+        h.attach_parent(parent, "uvt-other"),
+        Err(RunError::ParentNameMismatch { .. })
+    ));
+    if backend != WireBackend::AfPacket {
+        // A tagged network on AF_XDP: RX VLAN offload off while attached.
+        assert!(st.rx_vlan_offload_disabled, "{st:?}");
+        assert!(rx_vlan_offload(&w.host, &w.hif).ends_with(": off"));
+    }
+    endpoint(&h, p1, &e1, HOST_MAC, "192.0.2.10/24", false);
+    ip(&e1, &["route", "add", "default", "via", "192.0.2.254"]);
+    endpoint(&h, p3, &e3, V20_MAC, "203.0.113.10/24", false);
+    let uif = w.lab.ifname("u");
+    let resp = responder(&w.up, &uif, 20);
+
+    // The L2 endpoint resolves the gateway over the wire and reaches it, both ways.
+    assert_eq!(ping(&e1, "192.0.2.254", 3), 3, "e1 → gateway");
+    assert_eq!(ping(&w.up, "192.0.2.10", 3), 3, "upstream → e1");
+    // The host keeps its own traffic on the parent.
+    assert_eq!(ping(&w.up, "192.0.2.1", 3), 3, "upstream → host");
+    // TCP both ways: TAP GSO frames are segmented for the wire, wire segments coalesced.
+    let up_bps = iperf_tcp(&w.up, &e1, "192.0.2.254", 2, false);
+    let down_bps = iperf_tcp(&w.up, &e1, "192.0.2.254", 2, true);
+    eprintln!(
+        "{mode_word}: TCP e1→upstream {:.3} Gbit/s, upstream→e1 {:.3} Gbit/s (debug build)",
+        up_bps / 1e9,
+        down_bps / 1e9
+    );
+    assert!(up_bps > 1e6 && down_bps > 1e6, "{up_bps} {down_bps}");
+
+    // VLAN 20: the tagged endpoint reaches the responder; every frame it sent carried tag 20.
+    assert_eq!(ping(&e3, "203.0.113.254", 3), 3, "e3 → VLAN-20 gateway");
+    {
+        let seen = resp.seen.lock().unwrap();
+        let from_e3: Vec<_> = seen.iter().filter(|(_, s)| *s == V20_MAC.0).collect();
+        assert!(from_e3.len() >= 4, "ARP + 3 echo requests: {seen:?}");
+        assert!(from_e3.iter().all(|(v, _)| *v == 20), "{seen:?}");
+        assert!(
+            !seen.iter().any(|(_, s)| *s == HOST_MAC.0),
+            "untagged traffic came out tagged: {seen:?}"
+        );
+    }
+    drop(resp);
+
+    let stats = h.stats().unwrap();
+    let pc = stats.parent(parent).unwrap().clone();
+    eprintln!("parent: {pc:?}");
+    assert!(pc.rx_steered > 0 && pc.tx_frames > 0, "{pc:?}");
+    assert!(
+        pc.tx_segmented > 0,
+        "TCP GSO frames were not segmented: {pc:?}"
+    );
+    let c1 = *stats.port(p1).unwrap();
+    eprintln!("e1 port: {c1:?}");
+    assert!(c1.rx_gso_frames > 0 && c1.tx_frames > 0);
+
+    // 2. Replace the untagged ipvlan network with a macvlan bridge network.
+    h.remove_tap(p1).unwrap().unwrap();
+    h.with_engine(move |e| {
+        e.remove_port(p1)?;
+        e.remove_network(n1)
+    })
+    .unwrap()
+    .unwrap();
+    h.detach_parent(parent).unwrap();
+    assert_eq!(h.wire_status(parent).unwrap().unwrap().refs, 1);
+    let (n2, p2) = h
+        .with_engine(move |e| {
+            let n2 = e.add_network(NetworkSpec::new("mv", Driver::Macvlan, wire(None)))?;
+            let p2 = macvlan_port(e, n2, "e2", MV_MAC, "192.0.2.21")?;
+            Ok::<_, ConfigError>((n2, p2))
+        })
+        .unwrap()
+        .unwrap();
+    h.attach_parent(parent, &w.hif).unwrap();
+    endpoint(&h, p2, &e2, MV_MAC, "192.0.2.21/24", false);
+    ip(&e2, &["route", "add", "default", "via", "192.0.2.254"]);
+    assert_eq!(ping(&e2, "192.0.2.254", 3), 3, "macvlan e2 → gateway");
+    // The upstream sees the endpoint's own MAC.
+    let neigh = ip(&w.up, &["neigh", "show", "192.0.2.21"]);
+    assert!(neigh.contains(&MV_MAC.to_string()), "{neigh}");
+    assert_eq!(ping(&w.up, "192.0.2.21", 2), 2, "upstream → e2");
+
+    // 3. Replace it with an ipvlan L3 network: e4 reaches the gateway through Routed.
+    h.remove_tap(p2).unwrap().unwrap();
+    h.with_engine(move |e| {
+        e.remove_port(p2)?;
+        e.remove_network(n2)
+    })
+    .unwrap()
+    .unwrap();
+    h.detach_parent(parent).unwrap();
+    let p4 = h
+        .with_engine(move |e| {
+            let n4 = e.add_network(NetworkSpec::new("l3", Driver::Ipvlan, wire(None)))?;
+            ipvlan_port(
+                e,
+                n4,
+                "e4",
+                IpvlanMode::L3,
+                IpvlanFlag::Bridge,
+                "198.51.100.10",
+            )
+        })
+        .unwrap()
+        .unwrap();
+    h.attach_parent(parent, &w.hif).unwrap();
+    endpoint(&h, p4, &e4, HOST_MAC, "198.51.100.10/24", true);
+    ip(&e4, &["route", "add", "default", "dev", "eth0"]);
+    assert_eq!(
+        ping(&e4, "192.0.2.254", 3),
+        3,
+        "ipvlan L3 e4 → gateway (routed)"
+    );
+    // The host's own address is RTN_LOCAL: the engine hands it to the host stack, which
+    // userspace cannot reach (counted).
+    assert_eq!(ping(&e4, "192.0.2.1", 1), 0);
+    let stats = h.stats().unwrap();
+    assert!(stats.io_drop_count(IoDrop::HostStackUnreachable) > 0);
+    assert!(calls.load(Ordering::SeqCst) >= 1);
+    assert!(
+        !wrong.load(Ordering::SeqCst),
+        "resolver got another ifindex"
+    );
+    // Routed answers are cached: three pings, one lookup (the MAC is good for 30 s).
+    assert!(
+        calls.load(Ordering::SeqCst) <= 2,
+        "{}",
+        calls.load(Ordering::SeqCst)
+    );
+    eprintln!("io drops: {:?}", stats.io_drops);
+
+    // Last detaches (the L3 network, then the VLAN-20 one): the wire closes and RX VLAN
+    // offload comes back.
+    h.detach_parent(parent).unwrap();
+    assert_eq!(h.wire_status(parent).unwrap().unwrap().refs, 1);
+    h.detach_parent(parent).unwrap();
+    assert!(h.wire_status(parent).unwrap().is_none());
+    assert!(matches!(
+        h.detach_parent(parent),
+        Err(RunError::NotAttached(_))
+    ));
+    assert!(rx_vlan_offload(&w.host, &w.hif).ends_with(": on"));
+    assert!(
+        !ip(&w.host, &["link", "show", &w.hif]).contains("xdp"),
+        "XDP program left attached"
+    );
+    let _ = (n20, p3);
+}
+
+#[test]
+fn wire_af_xdp_native() {
+    wire_scenario(WireBackend::AfXdp, XdpAttach::Native, "native");
+}
+
+#[test]
+fn wire_af_xdp_generic() {
+    wire_scenario(WireBackend::AfXdp, XdpAttach::Generic, "generic");
+}
+
+#[test]
+fn wire_af_packet_fallback() {
+    wire_scenario(WireBackend::AfPacket, XdpAttach::Auto, "af_packet");
+}
+
+#[test]
+fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken() {
+    let w = wire_lab();
+    let dp = spawn(
+        RunOptions {
+            netns: Some(ns_path(&w.host)),
+            xdp: XdpOptions {
+                ring_size: 64,
+                ..XdpOptions::default()
+            },
+            ..RunOptions::default()
+        },
+        Box::new(NoRoutes),
+    );
+    let h = dp.handle();
+    let hif = w.hif.clone();
+    let parent = h
+        .with_engine(move |e| {
+            e.add_parent(ParentSpec {
+                name: hif,
+                mac: HOST_MAC,
+                mtu: 1500,
+                up: true,
+                link_type: LinkType::Ether,
+                addrs: vec![],
+            })
+        })
+        .unwrap()
+        .unwrap();
+    // Someone else (here: a second dataplane) holds the XDP hook of the parent.
+    let other = spawn(
+        RunOptions {
+            netns: Some(ns_path(&w.host)),
+            wire_backend: WireBackend::AfXdp,
+            xdp: XdpOptions {
+                ring_size: 64,
+                attach: XdpAttach::Generic,
+                ..XdpOptions::default()
+            },
+            ..RunOptions::default()
+        },
+        Box::new(NoRoutes),
+    );
+    let oh = other.handle();
+    let hif = w.hif.clone();
+    let op = oh
+        .with_engine(move |e| {
+            e.add_parent(ParentSpec {
+                name: hif,
+                mac: HOST_MAC,
+                mtu: 1500,
+                up: true,
+                link_type: LinkType::Ether,
+                addrs: vec![],
+            })
+        })
+        .unwrap()
+        .unwrap();
+    oh.attach_parent(op, &w.hif)
+        .expect("first dataplane takes the XDP hook");
+    let st = h.attach_parent(parent, &w.hif).unwrap();
+    eprintln!("{st:?}");
+    assert!(st.mode.starts_with("af_packet"), "{st:?}");
+    assert!(st
+        .fallback_reason
+        .as_deref()
+        .unwrap_or("")
+        .contains("AF_XDP"));
+    assert!(!st.copy_socket);
+    // Forcing AF_XDP fails with both reasons spelled out.
+    drop(dp);
+    let forced = spawn(
+        RunOptions {
+            netns: Some(ns_path(&w.host)),
+            wire_backend: WireBackend::AfXdp,
+            xdp: XdpOptions {
+                ring_size: 64,
+                ..XdpOptions::default()
+            },
+            ..RunOptions::default()
+        },
+        Box::new(NoRoutes),
+    );
+    let fh = forced.handle();
+    let hif = w.hif.clone();
+    let fp = fh
+        .with_engine(move |e| {
+            e.add_parent(ParentSpec {
+                name: hif,
+                mac: HOST_MAC,
+                mtu: 1500,
+                up: true,
+                link_type: LinkType::Ether,
+                addrs: vec![],
+            })
+        })
+        .unwrap()
+        .unwrap();
+    let e = fh.attach_parent(fp, &w.hif).unwrap_err();
+    eprintln!("{e}");
+    assert!(matches!(e, RunError::Wire { .. }), "{e}");
+    assert!(e.to_string().contains(&w.hif));
+    // A closure that calls back into the handle from the dataplane thread is refused.
+    let fh2 = fh.clone();
+    let r = fh.read_engine(move |_| fh2.stats().map(|_| ())).unwrap();
+    assert!(matches!(r, Err(RunError::Reentrant)));
+    // A panicking command is reported, and the loop keeps going.
+    let r = fh.read_engine(|_| -> u32 { panic!("uvt test panic") });
+    assert!(
+        matches!(&r, Err(RunError::Panicked(m)) if m.contains("uvt test panic")),
+        "{r:?}"
+    );
+    assert!(fh.stats().is_ok());
+    drop(forced);
+    drop(other);
+}
+
+#[test]
+fn spawn_refuses_a_missing_namespace_and_bad_batch() {
+    let e = Dataplane::spawn(
+        RunOptions {
+            netns: Some(PathBuf::from("/run/netns/uvt-does-not-exist")),
+            ..RunOptions::default()
+        },
+        Box::new(NoRoutes),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("uvt-does-not-exist"), "{e}");
+    let e = Dataplane::spawn(
+        RunOptions {
+            batch: 0,
+            ..RunOptions::default()
+        },
+        Box::new(NoRoutes),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+// ---- throughput sanity check (printed, not asserted beyond "it moved") ----------------------
+
+#[test]
+fn throughput_tap_to_tap_vs_kernel_macvlan() {
+    let secs: u32 = std::env::var("UVLAN_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let mut lab = Lab::new();
+    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let h = dp.handle();
+    let (a, b, _pa, _pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
+    assert_eq!(ping(&a, "192.0.2.2", 1), 1);
+    let tcp = iperf_tcp(&b, &a, "192.0.2.2", secs, false);
+    let (udp_sent, udp) = iperf_udp64(&b, &a, "192.0.2.2", secs);
+    drop(dp);
+
+    // The kernel's macvlan bridge on a veth parent, in the same run.
+    let k = lab.ns("k");
+    let k1 = lab.ns("k1");
+    let k2 = lab.ns("k2");
+    let (kp, kq) = (lab.ifname("kp"), lab.ifname("kq"));
+    ip(
+        &k,
+        &["link", "add", &kp, "type", "veth", "peer", "name", &kq],
+    );
+    ip(&k, &["link", "set", &kp, "up"]);
+    ip(&k, &["link", "set", &kq, "up"]);
+    for (i, ns) in [(1, &k1), (2, &k2)] {
+        let mv = lab.ifname(&format!("mv{i}"));
+        ip(
+            &k,
+            &[
+                "link", "add", &mv, "link", &kp, "type", "macvlan", "mode", "bridge",
+            ],
+        );
+        ip(&k, &["link", "set", &mv, "netns", ns]);
+        let a = format!("192.0.2.{i}/24");
+        ip(ns, &["addr", "add", &a, "dev", &mv]);
+        ip(ns, &["link", "set", &mv, "up"]);
+    }
+    assert_eq!(ping(&k1, "192.0.2.2", 1), 1);
+    let ktcp = iperf_tcp(&k2, &k1, "192.0.2.2", secs, false);
+    let (kudp_sent, kudp) = iperf_udp64(&k2, &k1, "192.0.2.2", secs);
+
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    eprintln!("throughput ({build} build, {secs} s per run, one sample each):");
+    eprintln!(
+        "  uvlan TAP↔loop↔TAP   TCP {:7.2} Gbit/s   UDP-64 delivered {:8.0} pps (sent {:.0})",
+        tcp / 1e9,
+        udp,
+        udp_sent
+    );
+    eprintln!(
+        "  kernel macvlan bridge TCP {:7.2} Gbit/s   UDP-64 delivered {:8.0} pps (sent {:.0})",
+        ktcp / 1e9,
+        kudp,
+        kudp_sent
+    );
+    eprintln!(
+        "  ratio uvlan/kernel    TCP {:.3}   UDP-64 {:.3}",
+        tcp / ktcp.max(1.0),
+        udp / kudp.max(1.0)
+    );
+    assert!(tcp > 1e6 && udp > 100.0, "no traffic through the loop");
+    assert!(ktcp > 1e6, "no traffic through the kernel macvlan");
+}
