@@ -364,7 +364,7 @@ fn error_matrix_one_line_and_state_unchanged() {
         (vec!["network", "connect", "--ip", "203.0.113.5", "held", &b], format!("{d}invalid endpoint settings: no configured subnet contains IP address 203.0.113.5")),
         (vec!["network", "connect", "--ip", "192.0.2.10", "held", &b], format!("{d}Address already in use")),
         (vec!["network", "connect", "--ip", "192.0.2.1", "held", &b], format!("{d}Address already in use")),
-        (vec!["network", "connect", "--mac-address", "02:00:00:00:aa:02", "held", &b], format!("{d}failed to create endpoint {b} on network held: ipvlan interfaces do not support custom mac address assignment (network held)")),
+        (vec!["network", "connect", "--mac-address", "02:00:00:00:aa:02", "held", &b], format!("{d}failed to create endpoint {b} on network held: ipvlan interfaces do not support custom mac address assignment")),
         (vec!["network", "connect", "--mac-address", "02:00:00:00:aa:01", "mv", &b], format!("{d}failed to create endpoint {b} on network mv: MAC address 02:00:00:00:aa:01 is already used by endpoint {a} of network mv: macvlan MACs must be unique on a parent")),
         (vec!["network", "disconnect", "held", &b], format!("{d}container {b} is not connected to the network held")),
         (vec!["network", "connect", "nonet", &b], format!("{d}network nonet not found")),

@@ -2,11 +2,9 @@
 //!
 //! [`DataplaneApi`] is the part of `uvlan_dataplane::run::DataplaneHandle` (see
 //! `run-api.md`) the daemon uses, in object-safe form. Two implementations:
-//! - `RunDataplane` (in `real.rs`, once `uvlan_dataplane::run` exists): the real thread
-//!   that moves frames;
-//! - [`EngineOnly`]: keeps the engine and the TAP fds in the daemon and applies every
-//!   configuration change, but moves no frames. Tests of the control logic use it, and the
-//!   daemon falls back to it (with a warning at start) when built without the run loop.
+//! - [`super::real::RunDataplane`]: the real thread that moves frames (what the daemon uses);
+//! - [`EngineOnly`]: keeps the engine and the TAP fds in the caller and applies every
+//!   configuration change, but moves no frames: unit tests of the control logic use it.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -120,7 +118,7 @@ impl DataplaneApi for EngineOnly {
             .map_err(poisoned)?
             .entry(parent)
             .or_default() += 1;
-        Ok("none (configuration only: this uvlan has no dataplane thread)".to_string())
+        Ok("none (configuration only: no frames are forwarded)".to_string())
     }
 
     fn detach_parent(&self, parent: ParentId) -> Result<(), DpError> {
@@ -136,8 +134,7 @@ impl DataplaneApi for EngineOnly {
     }
 
     fn describe(&self) -> String {
-        "configuration only: networks and endpoints are set up, but no frames are forwarded \
-         (this build has no dataplane thread)"
+        "configuration only: networks and endpoints are set up, but no frames are forwarded"
             .to_string()
     }
 }

@@ -83,6 +83,9 @@ pub struct IfPlan {
     pub link_local: Option<Ipv6Addr>,
     /// ipvlan L3/L3S: `arp off`.
     pub noarp: bool,
+    /// ipvlan: `addrgenmode none` (all ports share one MAC, so EUI-64 link-locals would
+    /// collide; the per-port one is `link_local`).
+    pub addr_gen_none: bool,
     /// Default routes.
     pub routes: RoutePlan,
 }
@@ -121,8 +124,7 @@ pub fn configure_interface(netns: &Netns, idx: u32, plan: &IfPlan) -> Result<(),
         .map_err(nerr("cannot set the endpoint's MAC"))?;
     rtnl.link_set_mtu(idx, plan.mtu)
         .map_err(nerr("cannot set the endpoint's MTU"))?;
-    if plan.link_local.is_some() || plan.noarp {
-        // ipvlan: no EUI-64 link-local (it would collide between ports sharing a MAC).
+    if plan.addr_gen_none {
         rtnl.link_set_addr_gen_mode(idx, AddrGenMode::None)
             .map_err(nerr("cannot set addrgenmode none"))?;
     }

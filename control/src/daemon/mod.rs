@@ -9,6 +9,7 @@ pub mod dp;
 pub mod endpoint;
 pub mod host;
 pub mod options;
+pub mod real;
 mod server;
 mod state;
 mod trace;

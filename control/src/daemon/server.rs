@@ -11,8 +11,9 @@ use std::sync::Arc;
 use crate::api::{self, ListenError};
 use crate::store::{Store, StoreError};
 
-use super::dp::{DataplaneApi, EngineOnly};
+use super::dp::DataplaneApi;
 use super::host::RtnlHost;
+use super::real::RunDataplane;
 use super::state::Daemon;
 use super::Logger;
 
@@ -60,13 +61,14 @@ fn install_stop_handlers() {
     }
 }
 
-/// Whether this build's dataplane moves frames (false while the daemon uses the
-/// configuration-only [`EngineOnly`] because the dataplane thread is not built in).
-pub const FORWARDS_FRAMES: bool = false;
+/// Whether this build's daemon moves frames: true since it runs the dataplane thread
+/// (`uvlan_dataplane::run`); the configuration-only `EngineOnly` is for unit tests.
+pub const FORWARDS_FRAMES: bool = true;
 
-/// The dataplane this build uses.
+/// The dataplane this build uses: the real thread.
 fn make_dataplane() -> Result<Arc<dyn DataplaneApi>, DaemonError> {
-    Ok(Arc::new(EngineOnly::new()))
+    let dp = RunDataplane::spawn().map_err(DaemonError::Dataplane)?;
+    Ok(Arc::new(dp))
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.

@@ -725,6 +725,7 @@ impl Daemon {
             addrs: ep.addrs,
             link_local,
             noarp: driver == Driver::Ipvlan && mode.is_some_and(|m| m.is_l3()),
+            addr_gen_none: driver == Driver::Ipvlan,
             routes: endpoint::route_plan(
                 driver,
                 mode,
@@ -826,11 +827,9 @@ impl Daemon {
         let driver = options::parse_driver(&net.rec.driver)?;
         if driver == Driver::Ipvlan {
             if req.is_some() {
-                return Err(format!(
-                    "ipvlan interfaces do not support custom mac address assignment (network \
-                     {})",
-                    net.rec.name
-                ));
+                return Err(
+                    "ipvlan interfaces do not support custom mac address assignment".to_string(),
+                );
             }
             return Ok(MacAddr::ZERO);
         }
