@@ -688,3 +688,94 @@ fn non_root_clients_are_refused() {
 }
 
 use std::os::unix::process::CommandExt;
+
+#[test]
+fn learned_addresses_and_proc_paths() {
+    let mut w = World::new();
+    let a = w.netns("a");
+    let b = w.netns("b");
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "l2",
+    ]);
+    w.ok(&["network", "connect", "--ip", "192.0.2.10", "l2", &a]);
+    // Attach b by the netns file of a process living in it.
+    let mut sleeper = Command::new("ip")
+        .args(["netns", "exec", &b, "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let path = format!("/proc/{}/ns/net", sleeper.id());
+    let t = Instant::now();
+    while std::fs::read_link(&path).ok() == std::fs::read_link("/proc/self/ns/net").ok() {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.ok(&["network", "connect", "--ip", "192.0.2.20", "l2", &path]);
+    let n = inspect(&w, "l2");
+    assert!(n["Containers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .any(|e| e["Name"] == path.as_str()));
+    // An address added inside a is learned (the engine delivers it to a) ...
+    let o = sh(Command::new("ip").args(["-n", &a, "addr", "add", "192.0.2.77/24", "dev", "eth0"]));
+    assert!(o.status.success());
+    let owner = |w: &World| {
+        let t = w.ok(&["trace", "l2", "--from", &path, "--to", "192.0.2.77"]);
+        t.lines().last().unwrap_or_default().to_string()
+    };
+    let t = Instant::now();
+    while owner(&w) != format!("verdict: deliver to port {a} (PACKET_HOST)") {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", owner(&w));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(w.ping("b", "192.0.2.77"), "{}", w.log());
+    // ... the same address added in b conflicts: the first owner keeps it, logged.
+    sh(Command::new("ip").args([
+        "netns",
+        "exec",
+        &b,
+        "ip",
+        "addr",
+        "add",
+        "192.0.2.77/24",
+        "dev",
+        "eth0",
+    ]));
+    let t = Instant::now();
+    while !w.log().contains("address conflict: 192.0.2.77") {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", w.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        owner(&w),
+        format!("verdict: deliver to port {a} (PACKET_HOST)")
+    );
+    // Removed inside a: no owner any more.
+    sh(Command::new("ip").args(["-n", &a, "addr", "del", "192.0.2.77/24", "dev", "eth0"]));
+    let t = Instant::now();
+    while owner(&w).contains("deliver to port") {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", owner(&w));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Link down inside a: its addresses stop matching (C12).
+    sh(Command::new("ip").args(["-n", &a, "link", "set", "eth0", "down"]));
+    let t = Instant::now();
+    loop {
+        let v = w.ok(&["trace", "l2", "--from", &path, "--to", "192.0.2.10"]);
+        if !v.contains(&format!("deliver to port {a}")) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.ok(&["network", "disconnect", "l2", &path]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
