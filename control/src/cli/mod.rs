@@ -18,7 +18,7 @@ use crate::ipam::{group_cli, IpamRequest};
 /// Userspace ipvlan/macvlan networks for kernels without those drivers, driven like
 /// `docker network`.
 #[derive(Parser, Debug)]
-#[command(name = "uvlan", version, about, long_about = None)]
+#[command(name = "uvlan", version)]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]
