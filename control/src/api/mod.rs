@@ -460,7 +460,14 @@ mod tests {
 
     #[test]
     fn socket_serves_root_and_round_trips() {
+        struct Cleanup(PathBuf);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
         let dir = std::env::temp_dir().join(format!("uvlan-api-{}", std::process::id()));
+        let _cleanup = Cleanup(dir.clone());
         let path = dir.join("s.sock");
         let l = listen(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -491,7 +498,6 @@ mod tests {
         }
         // The daemon is gone: the stale socket is replaced by a new listener.
         let _l2 = listen(&path).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn unsafe_free_uid() -> u32 {
