@@ -1,6 +1,12 @@
 //! uvlan control plane: the Docker-shaped CLI, the daemon and its API, IPAM, persistent state,
 //! namespace and netlink plumbing, and the Docker and CNI front ends.
 
+pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod ids;
+pub mod inspect;
 pub mod ipam;
 pub mod lab;
 pub mod netns;
+pub mod store;

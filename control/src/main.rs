@@ -1,4 +1,5 @@
+//! The `uvlan` binary: see `uvlan --help`.
+
 fn main() {
-    eprintln!("uvlan: not built yet");
-    std::process::exit(1);
+    std::process::exit(uvlan_control::cli::main());
 }

@@ -70,6 +70,8 @@ pub struct LinkInfo {
     pub kind: Option<String>,
     /// IPv6 address generation mode, when the kernel reports IPv6 settings.
     pub addr_gen_mode: Option<AddrGenMode>,
+    /// Link-layer type (`ARPHRD_*`: 1 Ethernet, 772 loopback, 65534 none, ...).
+    pub link_type: u16,
 }
 
 impl LinkInfo {
@@ -81,6 +83,11 @@ impl LinkInfo {
     /// Carrier present (`IFF_LOWER_UP`).
     pub fn is_lower_up(&self) -> bool {
         self.flags & libc::IFF_LOWER_UP as u32 != 0
+    }
+
+    /// The loopback device (`IFF_LOOPBACK`).
+    pub fn is_loopback(&self) -> bool {
+        self.flags & libc::IFF_LOOPBACK as u32 != 0
     }
 
     /// ARP disabled (`IFF_NOARP`).
@@ -98,6 +105,7 @@ impl LinkInfo {
             operstate: OperState::Unknown,
             kind: None,
             addr_gen_mode: None,
+            link_type: u16::from(m.header.link_layer_type),
         };
         for a in &m.attributes {
             match a {

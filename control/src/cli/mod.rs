@@ -1,0 +1,503 @@
+//! The `uvlan` command line, mirroring docker's words (DESIGN.md §2).
+//!
+//! Client commands talk to the daemon over its socket (`--socket`/`$UVLAN_SOCKET`). Errors
+//! print one line on stderr and exit 1; errors from the daemon are prefixed
+//! `Error response from daemon: `, as docker's CLI does.
+
+mod run;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::{self, ClientError, Connect, CreateNetwork, NetworkSummary, Request};
+use crate::inspect::{to_docker_json, NetworkResource};
+use crate::ipam::{group_cli, IpamRequest};
+
+/// Userspace ipvlan/macvlan networks for kernels without those drivers, driven like
+/// `docker network`.
+#[derive(Parser, Debug)]
+#[command(name = "uvlan", version)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the daemon (root): owns the dataplane, the endpoints and the state.
+    Daemon(DaemonArgs),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Run a command in a new network namespace attached to a network.
+    Run(run::RunArgs),
+    /// Explain one frame's fate in a network, stage by stage.
+    Trace(TraceArgs),
+    /// Build a testbed in fresh namespaces (with a private daemon), run its checks, print
+    /// the reachability matrix (root).
+    Lab {
+        /// A testbed name (embedded, or testbeds/NAME.toml) or a TOML file; default: the
+        /// embedded IPvlan L3 example.
+        testbed: Option<String>,
+    },
+}
+
+/// `uvlan daemon`.
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// State directory [env: UVLAN_ROOT] [default: /var/lib/uvlan].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// API socket [env: UVLAN_SOCKET] [default: /run/uvlan/uvlan.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// `uvlan network ...`.
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Create a network; prints its ID.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Show networks as a JSON array (like docker network inspect).
+    Inspect {
+        /// Network names or IDs.
+        #[arg(required = true, value_name = "NETWORK")]
+        names: Vec<String>,
+    },
+    /// Remove networks; prints each removed name.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Network names or IDs.
+        #[arg(required = true, value_name = "NETWORK")]
+        names: Vec<String>,
+    },
+    /// Attach a network namespace to a network (the endpoint appears as eth0, or the next
+    /// free ethN).
+    Connect(ConnectArgs),
+    /// Detach a network namespace from a network.
+    Disconnect {
+        /// Network name or ID.
+        network: String,
+        /// Namespace: a name under /run/netns, or a path to a netns file.
+        netns: String,
+    },
+}
+
+/// `uvlan network create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Driver: ipvlan or macvlan (required: uvlan has no bridge driver).
+    #[arg(short = 'd', long = "driver", value_name = "DRIVER")]
+    pub driver: Option<String>,
+    /// Subnet in CIDR format (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Vec<String>,
+    /// Gateway for a subnet (repeatable; default: the first usable address).
+    #[arg(long, value_name = "IP")]
+    pub gateway: Vec<String>,
+    /// Allocate container addresses from a sub-range (repeatable, one per subnet).
+    #[arg(long = "ip-range", value_name = "CIDR")]
+    pub ip_range: Vec<String>,
+    /// Reserve an address: NAME=IP (repeatable).
+    #[arg(long = "aux-address", value_name = "NAME=IP")]
+    pub aux_address: Vec<String>,
+    /// Enable IPv6.
+    #[arg(long)]
+    pub ipv6: bool,
+    /// No wire and no default route (ipvlan l3/l3s keep `default dev eth0`).
+    #[arg(long)]
+    pub internal: bool,
+    /// Driver option KEY=VALUE: parent=IF[.VID], ipvlan_mode=l2|l3|l3s,
+    /// ipvlan_flag=bridge|private|vepa, macvlan_mode=bridge|vepa|private|passthru|source.
+    /// A parent IF.VID makes uvlan tag with VID on IF (no kernel VLAN device is created).
+    #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
+    pub opt: Vec<String>,
+    /// Network name.
+    pub name: String,
+}
+
+/// `uvlan network ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// `json`: one JSON object per line (for scripts).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Only print IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate IDs.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+}
+
+/// `uvlan network connect`.
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// IPv4 address (default: the next free one).
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+    /// IPv6 address (default: the next free one, if the network has IPv6).
+    #[arg(long, value_name = "IP")]
+    pub ip6: Option<String>,
+    /// MAC address (macvlan only; default: random, locally administered).
+    #[arg(long = "mac-address", value_name = "MAC")]
+    pub mac_address: Option<String>,
+    /// Network name or ID.
+    pub network: String,
+    /// Namespace: a name under /run/netns, or a path to a netns file (/proc/PID/ns/net).
+    pub netns: String,
+}
+
+/// `uvlan trace`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+The frame is built like a real one and decided by the daemon's live engine with the same code
+the dataplane uses; each stage names the kernel rule it emulates.
+
+Examples:
+  uvlan trace net1 --from c1 --to 192.0.2.3            ICMP echo from endpoint c1
+  uvlan trace net1 --from c1 --to 192.0.2.3 --proto arp
+  uvlan trace net1 --from wire --to 192.0.2.3          arrives on the parent (tagged with
+                                                       the network's VID)
+  uvlan trace net1 --from wire --to 192.0.2.3 --vid 30 a frame with another tag
+  uvlan trace net1 --from c1 --to 02:42:c0:00:02:03    to that endpoint's MAC")]
+pub struct TraceArgs {
+    /// Network name or ID.
+    pub network: String,
+    /// Where the frame enters: `wire` (the network's parent) or an endpoint (the namespace
+    /// name shown by inspect, or an endpoint ID prefix).
+    #[arg(long, value_name = "ENDPOINT|wire")]
+    pub from: String,
+    /// Destination: an IP address, or a MAC address of an endpoint.
+    #[arg(long, value_name = "IP|MAC")]
+    pub to: String,
+    /// Packet: icmp (echo request), udp, arp (request for --to), ns (neighbour solicitation
+    /// for --to).
+    #[arg(long, value_name = "PROTO", default_value = "icmp",
+          value_parser = ["icmp", "udp", "arp", "ns"])]
+    pub proto: String,
+    /// 802.1Q VID of a frame from the wire (default: the network's VID; 0: untagged).
+    #[arg(long, value_name = "N")]
+    pub vid: Option<u16>,
+    /// Destination MAC (default: the MAC of the endpoint holding --to; ipvlan: the master's).
+    #[arg(long = "dst-mac", value_name = "MAC")]
+    pub dst_mac: Option<String>,
+    /// Source MAC of a frame from the wire (default 00:00:5e:00:53:01).
+    #[arg(long = "src-mac", value_name = "MAC")]
+    pub src_mac: Option<String>,
+    /// Source IP (default: the endpoint's address; from the wire 192.0.2.1 / 2001:db8::1).
+    #[arg(long = "src-ip", value_name = "IP")]
+    pub src_ip: Option<String>,
+}
+
+/// A CLI failure: the text to print and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// One line for stderr.
+    pub message: String,
+    /// Exit status.
+    pub code: i32,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure {
+            message: e.to_string(),
+            code: 1,
+        }
+    }
+}
+
+impl Failure {
+    fn msg(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+/// Runs the CLI; returns the process exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Daemon(a) => {
+            let root = api::root_path(a.root.as_deref());
+            let socket = api::socket_path(a.socket.as_deref());
+            crate::daemon::run_daemon(&root, &socket, crate::daemon::stderr_logger())
+                .map(|()| 0)
+                .map_err(|e| Failure::msg(format!("uvlan daemon: {e}")))
+        }
+        Cmd::Network(n) => network(n),
+        Cmd::Run(r) => run::run(r),
+        Cmd::Trace(t) => trace(t),
+        Cmd::Lab { testbed } => lab(testbed.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("{}", crate::daemon::one_line(&f.message));
+            f.code
+        }
+    }
+}
+
+fn socket() -> PathBuf {
+    api::socket_path(None)
+}
+
+/// Splits `KEY=VALUE` at the first `=` (a value without `=` is `(KEY, "")`, as docker's
+/// map options).
+pub fn split_kv(s: &str) -> (String, String) {
+    match s.split_once('=') {
+        Some((k, v)) => (k.to_string(), v.to_string()),
+        None => (s.to_string(), String::new()),
+    }
+}
+
+/// Builds the daemon request for `network create` (the CLI's part of Docker's checks:
+/// `-d` present, IPAM flags grouped by subnet).
+pub fn create_request(a: &CreateArgs) -> Result<CreateNetwork, String> {
+    let driver = match a.driver.as_deref() {
+        None | Some("") => return Err(crate::daemon::options::missing_driver()),
+        Some(d) => d.to_string(),
+    };
+    let req = IpamRequest {
+        subnets: a.subnet.clone(),
+        gateways: a.gateway.clone(),
+        ip_ranges: a.ip_range.clone(),
+        aux: a.aux_address.iter().map(|s| split_kv(s)).collect(),
+        ipv6: a.ipv6,
+        want_gateway: true,
+    };
+    let ipam = group_cli(&req).map_err(|e| e.to_string())?;
+    let options: BTreeMap<String, String> = a.opt.iter().map(|s| split_kv(s)).collect();
+    Ok(CreateNetwork {
+        name: a.name.clone(),
+        driver,
+        options,
+        ipam,
+        ipv6: a.ipv6,
+        internal: a.internal,
+    })
+}
+
+/// Docker's "natural" order: digit runs compare by value.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let nx = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                let ny = y.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (dx, dy) = (&x[..nx], &y[..ny]);
+                let tx = dx.iter().skip_while(|c| **c == b'0').count();
+                let ty = dy.iter().skip_while(|c| **c == b'0').count();
+                let o = tx
+                    .cmp(&ty)
+                    .then_with(|| dx[nx - tx..].cmp(&dy[ny - ty..]))
+                    .then_with(|| nx.cmp(&ny));
+                if o != Ordering::Equal {
+                    return o;
+                }
+                x = &x[nx..];
+                y = &y[ny..];
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                x = &x[1..];
+                y = &y[1..];
+            }
+        }
+    }
+}
+
+/// Docker's `network ls` table: tabwriter with minimum width 10 and padding 3.
+pub fn ls_table(rows: &[NetworkSummary], no_trunc: bool) -> String {
+    let mut cells: Vec<[String; 4]> = vec![[
+        "NETWORK ID".into(),
+        "NAME".into(),
+        "DRIVER".into(),
+        "SCOPE".into(),
+    ]];
+    for r in rows {
+        let id = if no_trunc {
+            r.id.clone()
+        } else {
+            crate::ids::short_id(&r.id).to_string()
+        };
+        cells.push([id, r.name.clone(), r.driver.clone(), r.scope.clone()]);
+    }
+    let widths: Vec<usize> = (0..3)
+        .map(|c| {
+            let w = cells
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0);
+            (w + 3).max(10)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in &cells {
+        for (c, w) in widths.iter().enumerate() {
+            out.push_str(&format!("{:<w$}", r[c]));
+        }
+        out.push_str(&r[3]);
+        out.push('\n');
+    }
+    out
+}
+
+fn network(cmd: NetworkCmd) -> Result<i32, Failure> {
+    let sock = socket();
+    match cmd {
+        NetworkCmd::Create(a) => {
+            let req = create_request(&a).map_err(Failure::msg)?;
+            let id: String = api::call_typed(&sock, &Request::NetworkCreate(req))?;
+            println!("{id}");
+            Ok(0)
+        }
+        NetworkCmd::Ls(a) => {
+            let mut rows: Vec<NetworkSummary> = api::call_typed(&sock, &Request::NetworkLs)?;
+            rows.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+            match a.format.as_deref() {
+                Some("json") => {
+                    for r in &rows {
+                        let id = if a.no_trunc {
+                            r.id.clone()
+                        } else {
+                            crate::ids::short_id(&r.id).to_string()
+                        };
+                        let v = serde_json::json!({
+                            "CreatedAt": r.created,
+                            "Driver": r.driver,
+                            "ID": id,
+                            "IPv6": r.ipv6.to_string(),
+                            "Internal": r.internal.to_string(),
+                            "Labels": "",
+                            "Name": r.name,
+                            "Scope": r.scope,
+                        });
+                        println!("{v}");
+                    }
+                }
+                Some("table") | None if a.quiet => {
+                    for r in &rows {
+                        if a.no_trunc {
+                            println!("{}", r.id);
+                        } else {
+                            println!("{}", crate::ids::short_id(&r.id));
+                        }
+                    }
+                }
+                Some("table") | None => print!("{}", ls_table(&rows, a.no_trunc)),
+                Some(other) => {
+                    return Err(Failure::msg(format!(
+                        "unknown --format {other:?}: use json (or table)"
+                    )))
+                }
+            }
+            Ok(0)
+        }
+        NetworkCmd::Inspect { names } => {
+            let mut found: Vec<NetworkResource> = Vec::new();
+            let mut errors = Vec::new();
+            for n in &names {
+                match api::call_typed::<NetworkResource>(
+                    &sock,
+                    &Request::NetworkInspect { name: n.clone() },
+                ) {
+                    Ok(r) => found.push(r),
+                    Err(ClientError::Daemon(m)) if m.ends_with("not found") => {
+                        errors.push(format!("Error: No such network: {n}"))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            println!("{}", to_docker_json(&found));
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            Ok(if errors.is_empty() { 0 } else { 1 })
+        }
+        NetworkCmd::Rm { names } => {
+            let mut status = 0;
+            for n in &names {
+                match api::call_typed::<String>(&sock, &Request::NetworkRm { name: n.clone() }) {
+                    Ok(name) => println!("{name}"),
+                    Err(e @ ClientError::Daemon(_)) => {
+                        eprintln!("{}", crate::daemon::one_line(&e.to_string()));
+                        status = 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(status)
+        }
+        NetworkCmd::Connect(a) => {
+            let req = Connect {
+                network: a.network,
+                netns: a.netns,
+                ip: a.ip,
+                ip6: a.ip6,
+                mac: a.mac_address,
+            };
+            let _ifname: String = api::call_typed(&sock, &Request::NetworkConnect(req))?;
+            Ok(0)
+        }
+        NetworkCmd::Disconnect { network, netns } => {
+            api::call(&sock, &Request::NetworkDisconnect { network, netns })?;
+            Ok(0)
+        }
+    }
+}
+
+fn lab(testbed: Option<&str>) -> Result<i32, Failure> {
+    let tb = crate::lab::load(testbed.unwrap_or(crate::lab::DEFAULT_TESTBED))
+        .map_err(|e| Failure::msg(e.to_string()))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::msg(format!("cannot find the uvlan binary: {e}")))?;
+    let report = crate::lab::run_lab(&tb, &exe, &mut |line| println!("{line}"))
+        .map_err(|e| Failure::msg(e.to_string()))?;
+    print!("{}", report.matrix());
+    if report.passed() {
+        println!("lab {}: as expected", report.testbed);
+        Ok(0)
+    } else {
+        println!("lab {}: NOT as expected", report.testbed);
+        Ok(1)
+    }
+}
+
+fn trace(a: TraceArgs) -> Result<i32, Failure> {
+    let req = api::TraceRequest {
+        network: a.network,
+        from: a.from,
+        to: a.to,
+        proto: Some(a.proto),
+        vid: a.vid,
+        dst_mac: a.dst_mac,
+        src_mac: a.src_mac,
+        src_ip: a.src_ip,
+    };
+    let text: String = api::call_typed(&socket(), &Request::Trace(req))?;
+    println!("{text}");
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests;

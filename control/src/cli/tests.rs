@@ -1,0 +1,147 @@
+use super::*;
+use clap::CommandFactory;
+
+fn parse(args: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once("uvlan").chain(args.iter().copied())).unwrap()
+}
+
+fn create_args(args: &[&str]) -> CreateArgs {
+    let mut v = vec!["network", "create"];
+    v.extend_from_slice(args);
+    match parse(&v).cmd {
+        Cmd::Network(NetworkCmd::Create(a)) => a,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn cli_definition_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn create_builds_the_grouped_request() {
+    let a = create_args(&[
+        "-d",
+        "ipvlan",
+        "--subnet",
+        "192.0.2.0/24",
+        "--gateway",
+        "192.0.2.254",
+        "--ip-range",
+        "192.0.2.128/25",
+        "--aux-address",
+        "router=192.0.2.2",
+        "--ipv6",
+        "--subnet",
+        "2001:db8::/64",
+        "-o",
+        "parent=eth0.20",
+        "-o",
+        "ipvlan_mode=l3",
+        "--internal",
+        "n1",
+    ]);
+    let r = create_request(&a).unwrap();
+    assert_eq!(r.name, "n1");
+    assert_eq!(r.driver, "ipvlan");
+    assert!(r.ipv6 && r.internal);
+    assert_eq!(r.options.get("parent").map(String::as_str), Some("eth0.20"));
+    assert_eq!(r.ipam.len(), 2);
+    assert_eq!(r.ipam[0].gateway.as_deref(), Some("192.0.2.254"));
+    assert_eq!(r.ipam[0].ip_range.as_deref(), Some("192.0.2.128/25"));
+    assert_eq!(
+        r.ipam[0].aux.get("router").map(String::as_str),
+        Some("192.0.2.2")
+    );
+    assert_eq!(r.ipam[1].subnet, "2001:db8::/64");
+}
+
+#[test]
+fn create_cli_errors_have_dockers_texts() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["n"], "no network driver given: use -d ipvlan or -d macvlan (uvlan has no bridge driver, so unlike docker it needs -d)"),
+        (&["-d", "ipvlan", "--subnet", "192.0.2.0/24", "--gateway", "198.51.100.1", "n"],
+         "no matching subnet for gateway 198.51.100.1"),
+        (&["-d", "ipvlan", "--subnet", "192.0.2.0/24", "--ip-range", "198.51.100.0/25", "n"],
+         "no matching subnet for range 198.51.100.0/25"),
+        (&["-d", "ipvlan", "--subnet", "192.0.2.0/24", "--aux-address", "a=198.51.100.9", "n"],
+         "no matching subnet for aux-address 198.51.100.9"),
+        (&["-d", "ipvlan", "--subnet", "192.0.2.0/24", "--subnet", "192.0.2.0/25", "n"],
+         "multiple overlapping subnet configuration is not supported"),
+        (&["-d", "ipvlan", "--gateway", "192.0.2.1", "n"],
+         "every ip-range or gateway must have a corresponding subnet"),
+    ];
+    for (args, want) in cases {
+        let e = create_request(&create_args(args)).unwrap_err();
+        assert_eq!(&e, want, "{args:?}");
+    }
+}
+
+#[test]
+fn opt_values_split_at_the_first_equals() {
+    assert_eq!(split_kv("a=b=c"), ("a".into(), "b=c".into()));
+    assert_eq!(split_kv("parent"), ("parent".into(), String::new()));
+}
+
+#[test]
+fn run_takes_the_command_after_dashes() {
+    match parse(&[
+        "run",
+        "--net",
+        "n1",
+        "--rm",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "192.0.2.3",
+    ])
+    .cmd
+    {
+        Cmd::Run(r) => {
+            assert_eq!(r.net, "n1");
+            assert!(r.rm && !r.detach);
+            assert_eq!(r.cmd, ["ping", "-c", "1", "192.0.2.3"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse(&["run", "--network", "n1", "-d", "--name", "c1", "sleep", "9"]).cmd {
+        Cmd::Run(r) => {
+            assert!(r.detach);
+            assert_eq!(r.name.as_deref(), Some("c1"));
+            assert_eq!(r.cmd, ["sleep", "9"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ls_table_is_tabwriter_shaped_and_natural_sorted() {
+    let row = |name: &str, id: char| NetworkSummary {
+        id: id.to_string().repeat(64),
+        name: name.into(),
+        driver: "macvlan".into(),
+        scope: "local".into(),
+        ipv6: false,
+        internal: false,
+        created: String::new(),
+    };
+    let mut rows = vec![
+        row("net10", 'a'),
+        row("net9", 'b'),
+        row("a-much-longer-name", 'c'),
+    ];
+    rows.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+    assert_eq!(
+        ls_table(&rows, false),
+        "NETWORK ID     NAME                 DRIVER    SCOPE\n\
+         cccccccccccc   a-much-longer-name   macvlan   local\n\
+         bbbbbbbbbbbb   net9                 macvlan   local\n\
+         aaaaaaaaaaaa   net10                macvlan   local\n"
+    );
+    use std::cmp::Ordering::*;
+    assert_eq!(natural_cmp("a2", "a10"), Less);
+    assert_eq!(natural_cmp("a02", "a2"), Greater);
+    assert_eq!(natural_cmp("b", "a10"), Greater);
+}

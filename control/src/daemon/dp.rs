@@ -1,0 +1,140 @@
+//! The seam between the daemon and the dataplane thread.
+//!
+//! [`DataplaneApi`] is the part of `uvlan_dataplane::run::DataplaneHandle` (see
+//! `run-api.md`) the daemon uses, in object-safe form. Two implementations:
+//! - [`super::real::RunDataplane`]: the real thread that moves frames (what the daemon uses);
+//! - [`EngineOnly`]: keeps the engine and the TAP fds in the caller and applies every
+//!   configuration change, but moves no frames: unit tests of the control logic use it.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use uvlan_dataplane::fwd::{Engine, ParentId, PortId};
+use uvlan_dataplane::port::tap::Tap;
+
+/// Errors from the dataplane.
+#[derive(Debug, thiserror::Error)]
+pub enum DpError {
+    /// The dataplane thread is gone.
+    #[error("the dataplane thread has stopped (see the daemon log); restart the daemon")]
+    Stopped,
+    /// The dataplane refused or failed an operation.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A job run on the dataplane thread with exclusive access to the engine.
+pub type EngineJob = Box<dyn FnOnce(&mut Engine) -> Box<dyn Any + Send> + Send>;
+
+/// What the daemon needs from the dataplane thread.
+pub trait DataplaneApi: Send + Sync {
+    /// Runs `job` on the engine between two batches and returns its result.
+    fn with_engine_boxed(&self, job: EngineJob) -> Result<Box<dyn Any + Send>, DpError>;
+    /// Hands a TAP to the loop for an engine port.
+    fn add_tap(&self, port: PortId, tap: Tap) -> Result<(), DpError>;
+    /// Takes a port's TAP back.
+    fn remove_tap(&self, port: PortId) -> Result<Option<Tap>, DpError>;
+    /// Opens the wire on a registered parent (reference counted); returns the mode in use.
+    fn attach_parent(&self, parent: ParentId, ifname: &str) -> Result<String, DpError>;
+    /// Drops one reference on a parent's wire.
+    fn detach_parent(&self, parent: ParentId) -> Result<(), DpError>;
+    /// One line on what this dataplane is, for the daemon's start-up log.
+    fn describe(&self) -> String;
+}
+
+/// Runs `f` on the engine and returns its typed result.
+pub fn with_engine<R: Send + 'static>(
+    dp: &dyn DataplaneApi,
+    f: impl FnOnce(&mut Engine) -> R + Send + 'static,
+) -> Result<R, DpError> {
+    let any = dp.with_engine_boxed(Box::new(move |e| Box::new(f(e)) as Box<dyn Any + Send>))?;
+    any.downcast::<R>()
+        .map(|b| *b)
+        .map_err(|_| DpError::Failed("internal error: engine job returned another type".into()))
+}
+
+/// The configuration-only dataplane (see the module docs).
+#[derive(Default)]
+pub struct EngineOnly {
+    engine: Mutex<Engine>,
+    taps: Mutex<HashMap<PortId, Tap>>,
+    wires: Mutex<HashMap<ParentId, usize>>,
+}
+
+impl EngineOnly {
+    /// An empty engine.
+    pub fn new() -> EngineOnly {
+        EngineOnly::default()
+    }
+
+    /// Number of TAPs held (for tests).
+    pub fn tap_count(&self) -> usize {
+        self.taps.lock().map(|t| t.len()).unwrap_or(0)
+    }
+}
+
+fn poisoned<T>(_: T) -> DpError {
+    DpError::Failed("internal error: a dataplane lock was poisoned by a panic".into())
+}
+
+impl DataplaneApi for EngineOnly {
+    fn with_engine_boxed(&self, job: EngineJob) -> Result<Box<dyn Any + Send>, DpError> {
+        let mut e = self.engine.lock().map_err(poisoned)?;
+        Ok(job(&mut e))
+    }
+
+    fn add_tap(&self, port: PortId, tap: Tap) -> Result<(), DpError> {
+        let known = self
+            .engine
+            .lock()
+            .map_err(poisoned)?
+            .port_info(port)
+            .is_some();
+        if !known {
+            return Err(DpError::Failed(format!("no engine port {port}")));
+        }
+        self.taps.lock().map_err(poisoned)?.insert(port, tap);
+        Ok(())
+    }
+
+    fn remove_tap(&self, port: PortId) -> Result<Option<Tap>, DpError> {
+        Ok(self.taps.lock().map_err(poisoned)?.remove(&port))
+    }
+
+    fn attach_parent(&self, parent: ParentId, _ifname: &str) -> Result<String, DpError> {
+        let known = self
+            .engine
+            .lock()
+            .map_err(poisoned)?
+            .parent_info(parent)
+            .is_some();
+        if !known {
+            return Err(DpError::Failed(format!("no engine parent {parent}")));
+        }
+        *self
+            .wires
+            .lock()
+            .map_err(poisoned)?
+            .entry(parent)
+            .or_default() += 1;
+        Ok("none (configuration only: no frames are forwarded)".to_string())
+    }
+
+    fn detach_parent(&self, parent: ParentId) -> Result<(), DpError> {
+        let mut w = self.wires.lock().map_err(poisoned)?;
+        match w.get_mut(&parent) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                w.remove(&parent);
+            }
+            None => return Err(DpError::Failed(format!("parent {parent} is not attached"))),
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "configuration only: networks and endpoints are set up, but no frames are forwarded"
+            .to_string()
+    }
+}

@@ -1,0 +1,324 @@
+//! Endpoint plumbing inside a namespace: the TAP, its MAC/MTU/addresses/routes, and the
+//! address watcher that mirrors later changes into the engine.
+//!
+//! Routes follow the first table of `spec/docker-control-plane.md` (Docker ≤ 27):
+//! - ipvlan l3/l3s: `default dev eth0` for each family the endpoint has, always (also
+//!   without a parent, and with `--internal`);
+//! - ipvlan l2 and macvlan: `default via GATEWAY` when the network has a parent, is not
+//!   `--internal`, and the endpoint's subnet has a gateway; otherwise only the connected
+//!   route the kernel adds with the address.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::ipam::EndpointAddrs;
+use crate::netns::{
+    set_arp_notify, set_ipv6_disabled, AddrEvent, AddrGenMode, AddrOptions, AddrWatcher, Netns,
+    NetnsError, Route, Rtnl,
+};
+use uvlan_dataplane::fwd::{Driver, Errno, IpvlanMode, PortId};
+use uvlan_dataplane::port::tap::{Tap, TapError, TapOptions};
+use uvlan_dataplane::wire::MacAddr;
+
+use super::dp::{with_engine, DataplaneApi};
+use super::Logger;
+
+/// The default routes an endpoint gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutePlan {
+    /// IPv4 default route, if any.
+    pub v4: Option<DefaultRoute>,
+    /// IPv6 default route, if any.
+    pub v6: Option<DefaultRoute>,
+}
+
+/// One default route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultRoute {
+    /// `default via GW dev IF`.
+    Via(IpAddr),
+    /// `default dev IF` (ipvlan L3 style).
+    Dev,
+}
+
+/// The routes of an endpoint (see the module docs).
+pub fn route_plan(
+    driver: Driver,
+    ipvlan_mode: Option<IpvlanMode>,
+    has_parent: bool,
+    internal: bool,
+    addrs: &EndpointAddrs,
+) -> RoutePlan {
+    let l3 = driver == Driver::Ipvlan && ipvlan_mode.is_some_and(IpvlanMode::is_l3);
+    let pick = |a: Option<crate::ipam::EndpointAddr>| {
+        let a = a?;
+        if l3 {
+            Some(DefaultRoute::Dev)
+        } else if has_parent && !internal {
+            a.gateway.map(DefaultRoute::Via)
+        } else {
+            None
+        }
+    };
+    RoutePlan {
+        v4: pick(addrs.v4),
+        v6: pick(addrs.v6),
+    }
+}
+
+/// Everything needed to build an endpoint's interface.
+#[derive(Clone, Debug)]
+pub struct IfPlan {
+    /// Interface name inside (`eth0`).
+    pub ifname: String,
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// Its MTU.
+    pub mtu: u32,
+    /// Its addresses.
+    pub addrs: EndpointAddrs,
+    /// ipvlan: the per-slave link-local (EUI-48 with `dev_id`), set by hand with
+    /// `addr_gen_mode none` so ports sharing one MAC get distinct link-locals.
+    pub link_local: Option<Ipv6Addr>,
+    /// ipvlan L3/L3S: `arp off`.
+    pub noarp: bool,
+    /// ipvlan: `addrgenmode none` (all ports share one MAC, so EUI-64 link-locals would
+    /// collide; the per-port one is `link_local`).
+    pub addr_gen_none: bool,
+    /// Default routes.
+    pub routes: RoutePlan,
+}
+
+fn nerr(what: &str) -> impl FnOnce(NetnsError) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// TAP options for endpoints: persistent (survives a daemon restart), vnet_hdr offloads.
+pub fn tap_options(ifname: &str) -> TapOptions {
+    TapOptions {
+        name: Some(ifname.to_string()),
+        persist: true,
+        ..TapOptions::default()
+    }
+}
+
+/// Creates the TAP inside the namespace and configures it as `plan` says. On failure the
+/// TAP is removed again.
+pub fn create_interface(netns: &Netns, netns_path: &Path, plan: &IfPlan) -> Result<Tap, String> {
+    let tap = Tap::create_in_netns(netns_path, &tap_options(&plan.ifname))
+        .map_err(|e| format!("cannot create the endpoint's TAP {}: {e}", plan.ifname))?;
+    match configure_interface(netns, tap.ifindex(), plan) {
+        Ok(()) => Ok(tap),
+        Err(e) => {
+            destroy_tap(tap);
+            Err(e)
+        }
+    }
+}
+
+/// Applies MAC, MTU, ARP, IPv6 settings, addresses, link up and routes to an interface.
+pub fn configure_interface(netns: &Netns, idx: u32, plan: &IfPlan) -> Result<(), String> {
+    let mut rtnl = Rtnl::open(netns).map_err(nerr("cannot reach the namespace"))?;
+    rtnl.link_set_mac(idx, plan.mac.0)
+        .map_err(nerr("cannot set the endpoint's MAC"))?;
+    rtnl.link_set_mtu(idx, plan.mtu)
+        .map_err(nerr("cannot set the endpoint's MTU"))?;
+    if plan.addr_gen_none {
+        rtnl.link_set_addr_gen_mode(idx, AddrGenMode::None)
+            .map_err(nerr("cannot set addrgenmode none"))?;
+    }
+    if plan.noarp {
+        rtnl.link_set_arp(idx, false)
+            .map_err(nerr("cannot turn ARP off (ipvlan l3/l3s)"))?;
+    }
+    let has_v6 = plan.addrs.v6.is_some();
+    set_ipv6_disabled(netns, &plan.ifname, !has_v6)
+        .map_err(nerr("cannot set disable_ipv6 on the endpoint"))?;
+    if !plan.noarp {
+        set_arp_notify(netns, &plan.ifname, true).map_err(nerr("cannot set arp_notify"))?;
+    }
+    let nodad = AddrOptions { nodad: true };
+    if let Some(a) = plan.addrs.v4 {
+        rtnl.addr_add(idx, a.addr, a.prefix_len(), AddrOptions::default())
+            .map_err(nerr("cannot add the IPv4 address"))?;
+    }
+    if let Some(a) = plan.addrs.v6 {
+        rtnl.addr_add(idx, a.addr, a.prefix_len(), nodad)
+            .map_err(nerr("cannot add the IPv6 address"))?;
+        if let Some(ll) = plan.link_local {
+            rtnl.addr_add(idx, IpAddr::V6(ll), 64, nodad)
+                .map_err(nerr("cannot add the link-local address"))?;
+        }
+    }
+    rtnl.link_set_up(idx, true)
+        .map_err(nerr("cannot bring the endpoint up"))?;
+    for (route, v6) in [(plan.routes.v4, false), (plan.routes.v6, true)] {
+        let r = match route {
+            None => continue,
+            Some(DefaultRoute::Via(gw)) => Route::default_via(gw, Some(idx)),
+            Some(DefaultRoute::Dev) => Route::default_dev(v6, idx),
+        };
+        rtnl.route_replace(&r)
+            .map_err(nerr("cannot add the default route"))?;
+    }
+    Ok(())
+}
+
+/// Removes a TAP for good: clears persistence and closes the fd (the device goes away).
+pub fn destroy_tap(tap: Tap) {
+    let _ = tap.set_persist(false);
+    drop(tap);
+}
+
+/// Re-attaches to an endpoint's persistent TAP after a restart. `Ok(None)` when the TAP no
+/// longer exists in the namespace (it must be created again).
+pub fn reattach_tap(netns_path: &Path, ifname: &str) -> Result<Option<Tap>, String> {
+    match Tap::attach_in_netns(netns_path, ifname, &tap_options(ifname)) {
+        Ok(t) => Ok(Some(t)),
+        Err(TapError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(format!(
+            "cannot re-attach to the endpoint's TAP {ifname}: {e}"
+        )),
+    }
+}
+
+/// Deletes the interface `idx` in the namespace if it still exists (after its TAP fd was
+/// closed it normally is gone already).
+pub fn delete_link(netns: &Netns, idx: u32) {
+    if let Ok(mut r) = Rtnl::open(netns) {
+        if r.link_get_by_index(idx).is_ok() {
+            let _ = r.link_delete(idx);
+        }
+    }
+}
+
+/// Mirrors the endpoint interface's addresses and up/down state into the engine (spec
+/// kernel-semantics §5: the same events ipvlan's notifiers see). First owner wins: an
+/// address another port holds is refused by the engine and logged as a conflict.
+pub fn start_watcher(
+    dp: Arc<dyn DataplaneApi>,
+    log: Logger,
+    netns: &Netns,
+    ifindex: u32,
+    port: PortId,
+    label: String,
+) -> Result<AddrWatcher, String> {
+    AddrWatcher::start(netns, ifindex, move |ev| {
+        on_event(&*dp, &log, port, &label, ev);
+    })
+    .map_err(|e| format!("cannot watch the endpoint's addresses: {e}"))
+}
+
+fn on_event(dp: &dyn DataplaneApi, log: &Logger, port: PortId, label: &str, ev: AddrEvent) {
+    match ev {
+        AddrEvent::AddrAdded(a) => {
+            let addr = a.addr;
+            match with_engine(dp, move |e| e.add_port_addr(port, addr)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.errno == Errno::Eaddrinuse => log(&format!(
+                    "address conflict: {addr} was added inside {label}, but another endpoint \
+                     on the same parent (or the parent itself) owns it; the first owner keeps \
+                     it, so {label} does not receive traffic for it ({e}). Remove it inside \
+                     the namespace."
+                )),
+                Ok(Err(e)) if e.errno == Errno::Enodev => {}
+                Ok(Err(e)) => log(&format!("{label}: cannot learn address {addr}: {e}")),
+                Err(e) => log(&format!("{label}: cannot learn address {addr}: {e}")),
+            }
+        }
+        AddrEvent::AddrRemoved(a) => {
+            let addr = a.addr;
+            // EADDRNOTAVAIL: it was never ours (a refused duplicate); nothing to undo.
+            let _ = with_engine(dp, move |e| e.del_port_addr(port, addr));
+        }
+        AddrEvent::LinkUp { .. } | AddrEvent::LinkDown { .. } => {
+            let up = matches!(ev, AddrEvent::LinkUp { .. });
+            match with_engine(dp, move |e| e.set_port_up(port, up)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.errno == Errno::Enodev => {}
+                Ok(Err(e)) => log(&format!(
+                    "{label}: the interface went {} but the engine refused: {e}",
+                    if up { "up" } else { "down" }
+                )),
+                Err(e) => log(&format!("{label}: cannot mirror link state: {e}")),
+            }
+        }
+        AddrEvent::LinkRemoved { .. } => {
+            log(&format!(
+                "{label}: the endpoint interface was deleted inside the namespace; the \
+                 endpoint stays registered (and its addresses reserved) until \"uvlan network \
+                 disconnect\""
+            ));
+            let _ = with_engine(dp, move |e| e.set_port_up(port, false));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::{EndpointAddr, Prefix};
+
+    fn addrs(v4: bool, v6: bool, gw: bool) -> EndpointAddrs {
+        let a4 = EndpointAddr {
+            addr: "192.0.2.2".parse().unwrap(),
+            subnet: "192.0.2.0/24".parse::<Prefix>().unwrap(),
+            gateway: gw.then(|| "192.0.2.1".parse().unwrap()),
+        };
+        let a6 = EndpointAddr {
+            addr: "2001:db8::2".parse().unwrap(),
+            subnet: "2001:db8::/64".parse::<Prefix>().unwrap(),
+            gateway: gw.then(|| "2001:db8::1".parse().unwrap()),
+        };
+        EndpointAddrs {
+            v4: v4.then_some(a4),
+            v6: v6.then_some(a6),
+        }
+    }
+
+    #[test]
+    fn l2_and_macvlan_route_via_the_gateway_only_with_a_wire() {
+        let a = addrs(true, true, true);
+        let via4 = Some(DefaultRoute::Via("192.0.2.1".parse().unwrap()));
+        let via6 = Some(DefaultRoute::Via("2001:db8::1".parse().unwrap()));
+        for (d, m) in [
+            (Driver::Ipvlan, Some(IpvlanMode::L2)),
+            (Driver::Macvlan, None),
+        ] {
+            let p = route_plan(d, m, true, false, &a);
+            assert_eq!((p.v4, p.v6), (via4, via6));
+            let internal = route_plan(d, m, true, true, &a);
+            assert_eq!((internal.v4, internal.v6), (None, None));
+            let no_parent = route_plan(d, m, false, false, &a);
+            assert_eq!((no_parent.v4, no_parent.v6), (None, None));
+            let no_gw = route_plan(d, m, true, false, &addrs(true, false, false));
+            assert_eq!((no_gw.v4, no_gw.v6), (None, None));
+        }
+    }
+
+    #[test]
+    fn l3_routes_default_dev_always() {
+        for mode in [IpvlanMode::L3, IpvlanMode::L3s] {
+            for (parent, internal) in [(true, false), (true, true), (false, false)] {
+                let p = route_plan(
+                    Driver::Ipvlan,
+                    Some(mode),
+                    parent,
+                    internal,
+                    &addrs(true, true, true),
+                );
+                assert_eq!(p.v4, Some(DefaultRoute::Dev));
+                assert_eq!(p.v6, Some(DefaultRoute::Dev));
+            }
+            let v4only = route_plan(
+                Driver::Ipvlan,
+                Some(mode),
+                false,
+                false,
+                &addrs(true, false, true),
+            );
+            assert_eq!((v4only.v4, v4only.v6), (Some(DefaultRoute::Dev), None));
+        }
+    }
+}

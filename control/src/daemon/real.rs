@@ -1,0 +1,99 @@
+//! The real dataplane: `uvlan_dataplane::run` (one thread polling every TAP and parent),
+//! behind [`DataplaneApi`], with a [`Resolver`] answering next-hop questions from the host's
+//! routing and neighbour tables over netlink.
+
+use std::any::Any;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use uvlan_dataplane::fwd::{ParentId, PortId};
+use uvlan_dataplane::port::tap::Tap;
+use uvlan_dataplane::run::{Dataplane, DataplaneHandle, NextHop, Resolver, RunError, RunOptions};
+
+use crate::netns::{Netns, Rtnl};
+
+use super::dp::{DataplaneApi, DpError, EngineJob};
+use super::host::{resolve_next_hop, HopAnswer};
+
+fn dp_err(e: RunError) -> DpError {
+    match e {
+        RunError::Stopped => DpError::Stopped,
+        other => DpError::Failed(other.to_string()),
+    }
+}
+
+/// Next hops from the daemon's namespace (`ip route get`, `ip neigh`).
+pub struct HostResolver {
+    rtnl: Rtnl,
+}
+
+impl HostResolver {
+    /// A resolver with its own netlink socket in the caller's namespace.
+    pub fn open() -> Result<HostResolver, String> {
+        let ns = Netns::current().map_err(|e| e.to_string())?;
+        let rtnl = Rtnl::open(&ns).map_err(|e| e.to_string())?;
+        Ok(HostResolver { rtnl })
+    }
+}
+
+impl Resolver for HostResolver {
+    fn resolve(&mut self, parent_ifindex: u32, dst: IpAddr) -> NextHop {
+        match resolve_next_hop(&mut self.rtnl, parent_ifindex, dst) {
+            HopAnswer::Mac(m) => NextHop::Mac(m),
+            HopAnswer::Pending => NextHop::Pending,
+            HopAnswer::Local => NextHop::Local,
+            HopAnswer::BadRouteType => NextHop::BadRouteType,
+            HopAnswer::Unreachable => NextHop::Unreachable,
+        }
+    }
+}
+
+/// The dataplane thread, owned by the daemon.
+pub struct RunDataplane {
+    handle: DataplaneHandle,
+    /// Kept so the thread lives as long as the daemon; shut down on drop.
+    _thread: Mutex<Dataplane>,
+}
+
+impl RunDataplane {
+    /// Starts the dataplane thread with default options.
+    pub fn spawn() -> Result<RunDataplane, String> {
+        let resolver = HostResolver::open()?;
+        let dp = Dataplane::spawn(RunOptions::default(), Box::new(resolver))
+            .map_err(|e| e.to_string())?;
+        Ok(RunDataplane {
+            handle: dp.handle(),
+            _thread: Mutex::new(dp),
+        })
+    }
+}
+
+impl DataplaneApi for RunDataplane {
+    fn with_engine_boxed(&self, job: EngineJob) -> Result<Box<dyn Any + Send>, DpError> {
+        self.handle.with_engine(job).map_err(dp_err)
+    }
+
+    fn add_tap(&self, port: PortId, tap: Tap) -> Result<(), DpError> {
+        self.handle.add_tap(port, tap).map_err(dp_err)
+    }
+
+    fn remove_tap(&self, port: PortId) -> Result<Option<Tap>, DpError> {
+        self.handle.remove_tap(port).map_err(dp_err)
+    }
+
+    fn attach_parent(&self, parent: ParentId, ifname: &str) -> Result<String, DpError> {
+        let st = self.handle.attach_parent(parent, ifname).map_err(dp_err)?;
+        Ok(match st.fallback_reason {
+            Some(why) => format!("{} (AF_XDP not used: {why})", st.mode),
+            None => st.mode,
+        })
+    }
+
+    fn detach_parent(&self, parent: ParentId) -> Result<(), DpError> {
+        self.handle.detach_parent(parent).map_err(dp_err)
+    }
+
+    fn describe(&self) -> String {
+        "the uvlan dataplane thread (TAP endpoints; AF_XDP or AF_PACKET on parents)".to_string()
+    }
+}

@@ -1,0 +1,129 @@
+//! `uvlan daemon`: start-up, the accept loop, and shutdown on SIGINT/SIGTERM.
+//!
+//! Shutdown leaves every endpoint in place: TAPs are persistent, so the namespaces keep
+//! their `eth0` (without carrier) until the next daemon re-attaches and traffic resumes.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::api::{self, ListenError};
+use crate::store::{Store, StoreError};
+
+use super::dp::DataplaneApi;
+use super::host::RtnlHost;
+use super::real::RunDataplane;
+use super::state::Daemon;
+use super::Logger;
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Not root.
+    #[error(
+        "uvlan daemon must run as root (it creates namespaces' interfaces and opens the wire)"
+    )]
+    NotRoot,
+    /// The store cannot be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored state is inconsistent.
+    #[error("{0}")]
+    State(String),
+    /// The host namespace cannot be read.
+    #[error("cannot read the host's interfaces: {0}")]
+    Host(String),
+    /// The socket cannot be set up.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// The dataplane cannot start.
+    #[error("cannot start the dataplane: {0}")]
+    Dataplane(String),
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_sig: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_stop_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
+        // sigaction struct is fully initialised (zeroed, then handler set) for the call.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Whether this build's daemon moves frames: true since it runs the dataplane thread
+/// (`uvlan_dataplane::run`); the configuration-only `EngineOnly` is for unit tests.
+pub const FORWARDS_FRAMES: bool = true;
+
+/// The dataplane this build uses: the real thread.
+fn make_dataplane() -> Result<Arc<dyn DataplaneApi>, DaemonError> {
+    let dp = RunDataplane::spawn().map_err(DaemonError::Dataplane)?;
+    Ok(Arc::new(dp))
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub fn run_daemon(root: &Path, socket: &Path, log: Logger) -> Result<(), DaemonError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(DaemonError::NotRoot);
+    }
+    let store = Store::open(root)?;
+    let _lock = store.lock()?;
+    let host = RtnlHost::open().map_err(DaemonError::Host)?;
+    let dp = make_dataplane()?;
+    log(&format!("dataplane: {}", dp.describe()));
+    let daemon = Daemon::start(store, Box::new(host), dp, log.clone())?;
+    let listener = api::listen(socket)?;
+    install_stop_handlers();
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ListenError::Io {
+            op: "configure",
+            path: socket.to_path_buf(),
+            source,
+        })?;
+    log(&format!(
+        "listening on {} (state in {})",
+        socket.display(),
+        root.display()
+    ));
+    while !STOP.load(Ordering::SeqCst) {
+        let mut pfd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: pfd is one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, 200) };
+        if r <= 0 {
+            continue;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let _ = stream.set_nonblocking(false);
+                let d = daemon.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("uvlan-api".to_string())
+                    .spawn(move || api::serve_connection(stream, &|req| d.handle(req)));
+                if let Err(e) = spawned {
+                    log(&format!("cannot start a connection thread: {e}"));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => log(&format!("accept: {e}")),
+        }
+    }
+    log("stopping; endpoints stay in place (their TAPs are persistent)");
+    let _ = std::fs::remove_file(socket);
+    Ok(())
+}

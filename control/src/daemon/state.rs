@@ -1,0 +1,1197 @@
+//! The daemon's state and operations.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use uvlan_dataplane::fwd::{
+    ConfigError, Driver, Engine, Errno, IpvlanAttrs, LinkRef, MacvlanAttrs, Master, NetworkId,
+    NetworkSpec, ParentId, PortId,
+};
+use uvlan_dataplane::port::tap::Tap;
+use uvlan_dataplane::wire::MacAddr;
+
+use crate::api::{Connect, CreateNetwork, NetworkSummary, Request, Response, RunInfo, RunSetup};
+use crate::ids;
+use crate::inspect::NetworkResource;
+use crate::ipam::{AddrRequest, AddressSpace, DefaultPools, StoredNetwork};
+use crate::netns::{AddrWatcher, Netns, Rtnl, NETNS_RUN_DIR};
+use crate::store::{
+    AutoRemove, DriverConfig, EndpointRecord, HostRecord, NetworkRecord, ParentRef, Store,
+    RECORD_VERSION,
+};
+
+use super::dp::{with_engine, DataplaneApi};
+use super::endpoint::{self, IfPlan};
+use super::host::HostNet;
+use super::options::{self, HostIf};
+use super::{one_line, DaemonError, Logger};
+
+/// A network's presence in the engine.
+struct NetRt {
+    nid: NetworkId,
+    parent: Option<ParentId>,
+    /// The wire mode when the network uses the wire (`attach_parent` done).
+    wire: Option<String>,
+}
+
+/// A live endpoint.
+struct EpRt {
+    port: PortId,
+    ifindex: u32,
+    netns: Netns,
+    watcher: Option<AddrWatcher>,
+}
+
+struct Net {
+    rec: NetworkRecord,
+    rt: Option<NetRt>,
+    /// Why the network is not in the engine (restore failed).
+    problem: Option<String>,
+    eps: HashMap<String, EpRt>,
+}
+
+struct State {
+    host: Box<dyn HostNet>,
+    space: AddressSpace,
+    nets: Vec<Net>,
+    next_seq: u64,
+}
+
+/// The daemon: state, store, dataplane.
+pub struct Daemon {
+    store: Store,
+    dp: Arc<dyn DataplaneApi>,
+    log: Logger,
+    st: Mutex<State>,
+    me: Weak<Daemon>,
+}
+
+/// What an endpoint asks for.
+struct EpRequest {
+    ip: Option<String>,
+    ip6: Option<String>,
+    mac: Option<String>,
+}
+
+fn engine_err(e: super::dp::DpError) -> String {
+    e.to_string()
+}
+
+fn port_err(driver: Driver, e: ConfigError) -> String {
+    if e.errno == Errno::Eaddrinuse {
+        format!("Address already in use ({})", e.message)
+    } else {
+        format!("failed to create the {} port: {e}", driver.as_str())
+    }
+}
+
+/// `/proc/PID/stat` field 22 (start time in clock ticks since boot).
+fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 1..)?;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Daemon {
+    /// Loads the store, rebuilds IPAM, re-creates every network in the engine and
+    /// re-attaches every endpoint's TAP. A corrupt file or inconsistent state is an error;
+    /// an endpoint whose namespace is gone is removed (logged).
+    pub fn start(
+        store: Store,
+        mut host: Box<dyn HostNet>,
+        dp: Arc<dyn DataplaneApi>,
+        log: Logger,
+    ) -> Result<Arc<Daemon>, DaemonError> {
+        let host_rec = store.load_or_init_host(|| {
+            Ok(HostRecord {
+                host_id: ids::new_id()?,
+            })
+        })?;
+        let defaults =
+            DefaultPools::for_host(&host_rec.host_id).with_reserved(host.reserved_prefixes());
+        let mut records = store.load_networks(&mut |m| log(&m))?;
+        let stored: Vec<StoredNetwork> = records
+            .iter()
+            .map(|r| StoredNetwork {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                ipam: r.ipam.clone(),
+                endpoints: r.endpoints.iter().flat_map(|e| e.addrs.addrs()).collect(),
+            })
+            .collect();
+        let space = AddressSpace::restore(defaults, stored).map_err(|e| {
+            DaemonError::State(format!(
+                "the stored networks under {} do not add up: {e}",
+                store.root().join("networks").display()
+            ))
+        })?;
+        let next_seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
+        let daemon = Arc::new_cyclic(|me| Daemon {
+            store,
+            dp,
+            log,
+            st: Mutex::new(State {
+                host,
+                space,
+                nets: Vec::new(),
+                next_seq,
+            }),
+            me: me.clone(),
+        });
+        let mut reapers = Vec::new();
+        {
+            let mut st = daemon.lock();
+            for rec in records.drain(..) {
+                let net = daemon.restore_network(&mut st, rec);
+                for ep in &net.rec.endpoints {
+                    if let Some(a) = ep.auto_remove {
+                        reapers.push((net.rec.id.clone(), ep.id.clone(), a));
+                    }
+                }
+                st.nets.push(net);
+            }
+        }
+        for (net, ep, a) in reapers {
+            daemon.spawn_reaper(net, ep, a);
+        }
+        Ok(daemon)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock must not wedge the daemon: the state is only
+        // changed at commit points, so the last committed state is usable.
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The one-line description of the dataplane in use.
+    pub fn dataplane_description(&self) -> String {
+        self.dp.describe()
+    }
+
+    /// Serves one API request.
+    pub fn handle(&self, req: Request) -> Response {
+        let r = match req {
+            Request::Ping => Ok(serde_json::Value::from("pong")),
+            Request::NetworkCreate(c) => self.create_network(&c).map(Into::into),
+            Request::NetworkLs => to_value(self.list()),
+            Request::NetworkInspect { name } => self.inspect(&name).and_then(to_value),
+            Request::NetworkRm { name } => self.remove_network(&name).map(Into::into),
+            Request::NetworkConnect(c) => self.connect(&c).map(Into::into),
+            Request::NetworkDisconnect { network, netns } => self
+                .disconnect(&network, &netns, false)
+                .map(|()| serde_json::Value::Null),
+            Request::RunSetup(r) => self.run_setup(&r).and_then(to_value),
+            Request::RunRemove { network, netns } => self
+                .disconnect(&network, &netns, true)
+                .map(|()| serde_json::Value::Null),
+            Request::RunWatch {
+                network,
+                netns,
+                pid,
+            } => self
+                .run_watch(&network, &netns, pid)
+                .map(|()| serde_json::Value::Null),
+            Request::Trace(t) => self.trace(&t).map(Into::into),
+        };
+        match r {
+            Ok(result) => Response::Ok { result },
+            Err(message) => Response::Error {
+                message: one_line(&message),
+            },
+        }
+    }
+
+    // ---- lookups -------------------------------------------------------------------------
+
+    fn find(st: &State, key: &str) -> Result<usize, String> {
+        if let Some(i) = st.nets.iter().position(|n| n.rec.name == key) {
+            return Ok(i);
+        }
+        if let Some(i) = st.nets.iter().position(|n| n.rec.id == key) {
+            return Ok(i);
+        }
+        let hex = !key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit());
+        let hits: Vec<usize> = if hex {
+            (0..st.nets.len())
+                .filter(|i| st.nets[*i].rec.id.starts_with(key))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        match hits.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(format!("network {key} not found")),
+            many => Err(format!(
+                "{} matches found based on ID prefix: {key}",
+                many.len()
+            )),
+        }
+    }
+
+    // ---- networks ------------------------------------------------------------------------
+
+    fn create_network(&self, req: &CreateNetwork) -> Result<String, String> {
+        let mut st = self.lock();
+        if req.name.is_empty() {
+            return Err("invalid name: name is empty".to_string());
+        }
+        if st.nets.iter().any(|n| n.rec.name == req.name) {
+            return Err(format!("network with name {} already exists", req.name));
+        }
+        let driver = options::parse_driver(&req.driver)?;
+        let id = ids::new_id().map_err(|e| format!("cannot generate a network ID: {e}"))?;
+
+        // IPAM first, as Docker does, on a copy: nothing is reserved unless all succeeds.
+        let mut space = st.space.clone();
+        let ipam = space
+            .create_network_from_config(&id, &req.name, &req.ipam, req.ipv6, true)
+            .map_err(|e| e.to_string())?;
+
+        let opts = options::parse_driver_opts(driver, &req.options)?;
+        let parent = match &opts.parent {
+            None => None,
+            Some(given) => {
+                let mut lookup_err = None;
+                let host = &mut st.host;
+                let mut probe = |name: &str| match host.link(name) {
+                    Ok(Some(l)) => l.kind,
+                    Ok(None) => HostIf::Missing,
+                    Err(e) => {
+                        lookup_err = Some(e);
+                        HostIf::Missing
+                    }
+                };
+                let resolved = options::resolve_parent(driver, given, &mut probe);
+                if let Some(e) = lookup_err {
+                    return Err(format!("cannot look up parent {given} on the host: {e}"));
+                }
+                let resolved = resolved?;
+                Some(ParentRef {
+                    given: given.clone(),
+                    ifname: resolved.ifname,
+                    vid: resolved.vid,
+                })
+            }
+        };
+        if let Some(p) = &parent {
+            let holder = st.nets.iter().find(|n| {
+                n.rec
+                    .driver_config
+                    .parent
+                    .as_ref()
+                    .is_some_and(|q| q.ifname == p.ifname && q.vid == p.vid)
+            });
+            if let Some(h) = holder {
+                return Err(format!(
+                    "network {} ({}) is already using parent interface {}",
+                    h.rec.name,
+                    ids::short_id(&h.rec.id),
+                    p.given
+                ));
+            }
+        }
+        let isolated_mac = match parent {
+            None => Some(
+                ids::random_mac()
+                    .map_err(|e| format!("cannot generate a MAC: {e}"))?
+                    .to_string(),
+            ),
+            Some(_) => None,
+        };
+        let rec = NetworkRecord {
+            version: RECORD_VERSION,
+            seq: st.next_seq,
+            id: id.clone(),
+            name: req.name.clone(),
+            created: ids::now_rfc3339(),
+            driver: driver.as_str().to_string(),
+            options: req.options.clone(),
+            internal: req.internal,
+            ipv6: req.ipv6,
+            ipam_config: req.ipam.clone(),
+            ipam,
+            driver_config: DriverConfig {
+                parent,
+                ipvlan_mode: opts.ipvlan_mode.map(|m| m.as_str().to_string()),
+                ipvlan_flag: opts.ipvlan_flag.map(|f| f.as_str().to_string()),
+                macvlan_mode: opts.macvlan_mode.map(|m| m.as_str().to_string()),
+                isolated_mac,
+            },
+            endpoints: Vec::new(),
+        };
+        let rt = self.engine_add_network(&mut st, &rec)?;
+        if let Err(e) = self.store.save_network(&rec) {
+            self.engine_remove_network(&rt);
+            return Err(e.to_string());
+        }
+        st.space = space;
+        st.next_seq += 1;
+        st.nets.push(Net {
+            rec,
+            rt: Some(rt),
+            problem: None,
+            eps: HashMap::new(),
+        });
+        Ok(id)
+    }
+
+    /// Registers the network (and its parent, if new) in the engine and opens the wire.
+    fn engine_add_network(&self, st: &mut State, rec: &NetworkRecord) -> Result<NetRt, String> {
+        let driver = options::parse_driver(&rec.driver)?;
+        let dc = &rec.driver_config;
+        let (master_parent, host_link) = match &dc.parent {
+            None => (None, None),
+            Some(p) => {
+                let link = st
+                    .host
+                    .link(&p.ifname)
+                    .map_err(|e| format!("cannot look up parent {} on the host: {e}", p.ifname))?
+                    .ok_or_else(|| {
+                        format!(
+                            "-o parent interface was not found on the host: {}",
+                            p.ifname
+                        )
+                    })?;
+                (Some(p.clone()), Some(link))
+            }
+        };
+        let name = rec.name.clone();
+        let internal = rec.internal;
+        let isolated = dc.isolated_mac();
+        let spec = host_link.as_ref().map(|l| l.parent_spec());
+        let (parent, nid) = with_engine(&*self.dp, move |e: &mut Engine| {
+            let (parent, fresh) = match (&master_parent, spec) {
+                (Some(p), Some(spec)) => match e.parent_by_name(&p.ifname) {
+                    Some(id) => (Some(id), false),
+                    None => (Some(e.add_parent(spec)?), true),
+                },
+                _ => (None, false),
+            };
+            let master = match (parent, &master_parent) {
+                (Some(pid), Some(p)) => Master::Parent {
+                    parent: pid,
+                    vid: p.vid,
+                    wire: !internal,
+                },
+                _ => Master::Isolated {
+                    mac: isolated.unwrap_or_default(),
+                    mtu: 1500,
+                },
+            };
+            match e.add_network(NetworkSpec::new(name, driver, master)) {
+                Ok(nid) => Ok((parent, nid)),
+                Err(err) => {
+                    if let (Some(pid), true) = (parent, fresh) {
+                        let _ = e.remove_parent(pid);
+                    }
+                    Err(err)
+                }
+            }
+        })
+        .map_err(engine_err)?
+        .map_err(|e: ConfigError| format!("cannot set up the network in the engine: {e}"))?;
+        let mut rt = NetRt {
+            nid,
+            parent,
+            wire: None,
+        };
+        if let (Some(pid), Some(p), false) = (parent, &dc.parent, internal) {
+            match self.dp.attach_parent(pid, &p.ifname) {
+                Ok(mode) => rt.wire = Some(mode),
+                Err(e) => {
+                    self.engine_remove_network(&rt);
+                    return Err(format!(
+                        "cannot open the wire on parent interface {} for network {}: {e}",
+                        p.ifname, rec.name
+                    ));
+                }
+            }
+        }
+        Ok(rt)
+    }
+
+    /// Closes the wire and removes the network (and its parent when unused) from the engine.
+    fn engine_remove_network(&self, rt: &NetRt) {
+        if let (Some(pid), Some(_)) = (rt.parent, &rt.wire) {
+            if let Err(e) = self.dp.detach_parent(pid) {
+                (self.log)(&format!("closing the wire of {pid}: {e}"));
+            }
+        }
+        let nid = rt.nid;
+        let parent = rt.parent;
+        let r = with_engine(&*self.dp, move |e: &mut Engine| {
+            e.remove_network(nid)?;
+            if let Some(pid) = parent {
+                let used = e.network_ids().into_iter().any(|n| {
+                    matches!(e.network_info(n).map(|i| i.master),
+                        Some(Master::Parent { parent, .. }) if parent == pid)
+                });
+                if !used {
+                    e.remove_parent(pid)?;
+                }
+            }
+            Ok::<(), ConfigError>(())
+        });
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => (self.log)(&format!("removing {nid} from the engine: {e}")),
+            Err(e) => (self.log)(&format!("removing {nid} from the engine: {e}")),
+        }
+    }
+
+    fn list(&self) -> Vec<NetworkSummary> {
+        let st = self.lock();
+        st.nets
+            .iter()
+            .map(|n| NetworkSummary {
+                id: n.rec.id.clone(),
+                name: n.rec.name.clone(),
+                driver: n.rec.driver.clone(),
+                scope: "local".to_string(),
+                ipv6: n.rec.ipv6,
+                internal: n.rec.internal,
+                created: n.rec.created.clone(),
+            })
+            .collect()
+    }
+
+    fn wire_mode(net: &Net) -> String {
+        if let Some(p) = &net.problem {
+            return format!("down: {p}");
+        }
+        let parent = net.rec.driver_config.parent.as_ref();
+        match (parent, net.rt.as_ref().and_then(|r| r.wire.clone())) {
+            (None, _) => "isolated (no parent: nothing leaves the host)".to_string(),
+            (Some(_), _) if net.rec.internal => {
+                "internal (the parent is held but no frame is sent or received on it)".to_string()
+            }
+            (Some(_), Some(mode)) => mode,
+            (Some(_), None) => "not attached".to_string(),
+        }
+    }
+
+    fn inspect(&self, key: &str) -> Result<NetworkResource, String> {
+        let st = self.lock();
+        let i = Self::find(&st, key)?;
+        let net = &st.nets[i];
+        let status = st.space.status(&net.rec.id).map_err(|e| e.to_string())?;
+        Ok(NetworkResource::build(
+            &net.rec,
+            status,
+            Self::wire_mode(net),
+        ))
+    }
+
+    fn remove_network(&self, key: &str) -> Result<String, String> {
+        let mut st = self.lock();
+        let i = Self::find(&st, key)?;
+        let net = &st.nets[i];
+        if !net.rec.endpoints.is_empty() {
+            let eps: Vec<String> = net
+                .rec
+                .endpoints
+                .iter()
+                .map(|e| format!("name:{:?} id:{:?}", e.name, ids::short_id(&e.sandbox_id)))
+                .collect();
+            return Err(format!(
+                "error while removing network: network {} has active endpoints ({})",
+                net.rec.name,
+                eps.join(", ")
+            ));
+        }
+        let mut space = st.space.clone();
+        space
+            .remove_network(&net.rec.id)
+            .map_err(|e| format!("error while removing network: {e}"))?;
+        self.store
+            .delete_network(&net.rec.id)
+            .map_err(|e| e.to_string())?;
+        let net = st.nets.remove(i);
+        st.space = space;
+        if let Some(rt) = &net.rt {
+            self.engine_remove_network(rt);
+        }
+        Ok(net.rec.name)
+    }
+
+    fn restore_network(&self, st: &mut State, mut rec: NetworkRecord) -> Net {
+        let mut net = match self.engine_add_network(st, &rec) {
+            Ok(rt) => Net {
+                rec: rec.clone(),
+                rt: Some(rt),
+                problem: None,
+                eps: HashMap::new(),
+            },
+            Err(e) => {
+                (self.log)(&format!(
+                    "network {}: {e}; it stays listed, but its endpoints do not work until \
+                     this is fixed and the daemon restarted",
+                    rec.name
+                ));
+                return Net {
+                    rec,
+                    rt: None,
+                    problem: Some(e),
+                    eps: HashMap::new(),
+                };
+            }
+        };
+        let mut gone = Vec::new();
+        for ep in &rec.endpoints {
+            match self.restore_endpoint(&net, ep) {
+                Ok(Some(rt)) => {
+                    net.eps.insert(ep.id.clone(), rt);
+                }
+                Ok(None) => gone.push(ep.id.clone()),
+                Err(e) => (self.log)(&format!(
+                    "network {}: endpoint {} could not be restored: {e}; it stays registered \
+                     (disconnect it to free its addresses)",
+                    rec.name, ep.name
+                )),
+            }
+        }
+        if !gone.is_empty() {
+            let removed: Vec<EndpointRecord> = rec
+                .endpoints
+                .iter()
+                .filter(|e| gone.contains(&e.id))
+                .cloned()
+                .collect();
+            rec.endpoints.retain(|e| !gone.contains(&e.id));
+            let mut space = st.space.clone();
+            let released = removed
+                .iter()
+                .try_for_each(|e| space.release(&rec.id, &e.addrs));
+            match released
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.store.save_network(&rec).map_err(|e| e.to_string()))
+            {
+                Ok(()) => {
+                    st.space = space;
+                    net.rec = rec;
+                }
+                Err(e) => (self.log)(&format!(
+                    "network {}: cannot drop endpoints whose namespace is gone: {e}",
+                    rec.name
+                )),
+            }
+        }
+        net
+    }
+
+    /// Re-creates an endpoint after a restart. `Ok(None)`: its namespace is gone, so the
+    /// endpoint is dropped (logged).
+    fn restore_endpoint(&self, net: &Net, ep: &EndpointRecord) -> Result<Option<EpRt>, String> {
+        let Some(rt) = &net.rt else {
+            return Err("its network is down".to_string());
+        };
+        let path = Path::new(&ep.netns_path);
+        let ns = match Netns::open_path(path) {
+            Ok(ns) if ns.inode() == ep.netns_inode => ns,
+            Ok(_) => {
+                (self.log)(&format!(
+                    "network {}: endpoint {}: {} is now another namespace than the one it was \
+                     attached to; removing the endpoint",
+                    net.rec.name, ep.name, ep.netns_path
+                ));
+                return Ok(None);
+            }
+            Err(e) => {
+                (self.log)(&format!(
+                    "network {}: endpoint {}: its namespace is gone ({e}); removing the \
+                     endpoint",
+                    net.rec.name, ep.name
+                ));
+                return Ok(None);
+            }
+        };
+        let driver = options::parse_driver(&net.rec.driver)?;
+        let mac = ep
+            .mac()
+            .ok_or_else(|| format!("stored MAC {:?} is invalid", ep.mac))?;
+        let (port, info_mac, mtu, link_local) =
+            self.engine_add_port(rt.nid, driver, &net.rec.driver_config, ep, mac)?;
+        let undo_port = |why: String| {
+            let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
+            why
+        };
+        let (tap, fresh) = match endpoint::reattach_tap(path, &ep.ifname) {
+            Ok(Some(t)) => (t, false),
+            Ok(None) => {
+                (self.log)(&format!(
+                    "network {}: endpoint {}: its interface {} was gone; creating it again",
+                    net.rec.name, ep.name, ep.ifname
+                ));
+                let plan = self.if_plan(
+                    net,
+                    driver,
+                    ep.ifname.clone(),
+                    info_mac,
+                    mtu,
+                    ep,
+                    link_local,
+                );
+                let t = endpoint::create_interface(&ns, path, &plan).map_err(&undo_port)?;
+                (t, true)
+            }
+            Err(e) => return Err(undo_port(e)),
+        };
+        let ifindex = tap.ifindex();
+        let up = Rtnl::open(&ns)
+            .and_then(|mut r| r.link_get_by_index(ifindex))
+            .map(|l| l.is_up())
+            .unwrap_or(fresh);
+        let rt_ep = self.finish_endpoint(port, tap, ifindex, ns, up, &ep.name, driver)?;
+        Ok(Some(rt_ep))
+    }
+
+    // ---- endpoints -----------------------------------------------------------------------
+
+    /// Adds the engine port with its declared addresses (and the ipvlan link-local when the
+    /// endpoint has IPv6). Returns the port, its MAC and MTU, and the link-local.
+    fn engine_add_port(
+        &self,
+        nid: NetworkId,
+        driver: Driver,
+        dc: &DriverConfig,
+        ep: &EndpointRecord,
+        mac: MacAddr,
+    ) -> Result<(PortId, MacAddr, u32, Option<Ipv6Addr>), String> {
+        let name = ep.name.clone();
+        let addrs: Vec<IpAddr> = ep.addrs.addrs().collect();
+        let has_v6 = ep.addrs.v6.is_some();
+        let ipvlan = (dc.ipvlan_mode(), dc.ipvlan_flag());
+        let mmode = dc.macvlan_mode();
+        with_engine(&*self.dp, move |e: &mut Engine| {
+            let pid = match (driver, ipvlan, mmode) {
+                (Driver::Ipvlan, (Some(m), Some(f)), _) => {
+                    e.add_ipvlan_port(LinkRef::Network(nid), name, IpvlanAttrs::new(m, f))?
+                }
+                (Driver::Macvlan, _, Some(m)) => e.add_macvlan_port(
+                    LinkRef::Network(nid),
+                    name,
+                    MacvlanAttrs::new(m, Some(mac)),
+                )?,
+                _ => {
+                    return Err(ConfigError {
+                        errno: Errno::Einval,
+                        message: "the network's stored driver options are incomplete".into(),
+                    })
+                }
+            };
+            let ll = if driver == Driver::Ipvlan && has_v6 {
+                e.port_link_local(pid)
+            } else {
+                None
+            };
+            let all = addrs.into_iter().chain(ll.map(IpAddr::V6));
+            for a in all {
+                if let Err(err) = e.add_port_addr(pid, a) {
+                    let _ = e.remove_port(pid);
+                    return Err(err);
+                }
+            }
+            let Some(info) = e.port_info(pid) else {
+                return Err(ConfigError {
+                    errno: Errno::Enodev,
+                    message: "the new port vanished".into(),
+                });
+            };
+            Ok((pid, info.mac, info.mtu, ll))
+        })
+        .map_err(engine_err)?
+        .map_err(|e| port_err(driver, e))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn if_plan(
+        &self,
+        net: &Net,
+        driver: Driver,
+        ifname: String,
+        mac: MacAddr,
+        mtu: u32,
+        ep: &EndpointRecord,
+        link_local: Option<Ipv6Addr>,
+    ) -> IfPlan {
+        let dc = &net.rec.driver_config;
+        let mode = dc.ipvlan_mode();
+        IfPlan {
+            ifname,
+            mac,
+            mtu,
+            addrs: ep.addrs,
+            link_local,
+            noarp: driver == Driver::Ipvlan && mode.is_some_and(|m| m.is_l3()),
+            addr_gen_none: driver == Driver::Ipvlan,
+            routes: endpoint::route_plan(
+                driver,
+                mode,
+                dc.parent.is_some(),
+                net.rec.internal,
+                &ep.addrs,
+            ),
+        }
+    }
+
+    /// Port up, TAP to the dataplane, watcher started. On failure the TAP and port are
+    /// removed.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_endpoint(
+        &self,
+        port: PortId,
+        tap: Tap,
+        ifindex: u32,
+        ns: Netns,
+        up: bool,
+        label: &str,
+        driver: Driver,
+    ) -> Result<EpRt, String> {
+        let undo = |tap: Option<Tap>| {
+            match tap {
+                Some(t) => endpoint::destroy_tap(t),
+                None => {
+                    if let Ok(Some(t)) = self.dp.remove_tap(port) {
+                        endpoint::destroy_tap(t);
+                    }
+                }
+            }
+            endpoint::delete_link(&ns, ifindex);
+            let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
+        };
+        match with_engine(&*self.dp, move |e: &mut Engine| e.set_port_up(port, up)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                undo(Some(tap));
+                return Err(port_err(driver, e));
+            }
+            Err(e) => {
+                undo(Some(tap));
+                return Err(e.to_string());
+            }
+        }
+        if let Err(e) = self.dp.add_tap(port, tap) {
+            undo(None);
+            return Err(format!(
+                "cannot hand the endpoint's TAP to the dataplane: {e}"
+            ));
+        }
+        let watcher = match endpoint::start_watcher(
+            self.dp.clone(),
+            self.log.clone(),
+            &ns,
+            ifindex,
+            port,
+            label.to_string(),
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                undo(None);
+                return Err(e);
+            }
+        };
+        Ok(EpRt {
+            port,
+            ifindex,
+            netns: ns,
+            watcher: Some(watcher),
+        })
+    }
+
+    fn teardown_endpoint(&self, mut rt: EpRt) {
+        drop(rt.watcher.take());
+        match self.dp.remove_tap(rt.port) {
+            Ok(Some(t)) => endpoint::destroy_tap(t),
+            Ok(None) => {}
+            Err(e) => (self.log)(&format!("taking the TAP of {} back: {e}", rt.port)),
+        }
+        endpoint::delete_link(&rt.netns, rt.ifindex);
+        let port = rt.port;
+        match with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port)) {
+            Ok(Ok(()))
+            | Ok(Err(ConfigError {
+                errno: Errno::Enodev,
+                ..
+            })) => {}
+            Ok(Err(e)) => (self.log)(&format!("removing {port} from the engine: {e}")),
+            Err(e) => (self.log)(&format!("removing {port} from the engine: {e}")),
+        }
+    }
+
+    /// Chooses the endpoint's MAC: ipvlan none (the engine gives the master's), macvlan the
+    /// requested one (checked) or a random unique one.
+    fn choose_mac(st: &mut State, net_idx: usize, req: Option<&str>) -> Result<MacAddr, String> {
+        let net = &st.nets[net_idx];
+        let driver = options::parse_driver(&net.rec.driver)?;
+        if driver == Driver::Ipvlan {
+            if req.is_some() {
+                return Err(
+                    "ipvlan interfaces do not support custom mac address assignment".to_string(),
+                );
+            }
+            return Ok(MacAddr::ZERO);
+        }
+        let parent = net.rec.driver_config.parent.clone();
+        // MACs in use on the same parent (any VID), or on this network without a parent.
+        let mut taken: Vec<(MacAddr, String, String)> = Vec::new();
+        let mut all: BTreeSet<MacAddr> = BTreeSet::new();
+        for n in &st.nets {
+            let same = match (&parent, &n.rec.driver_config.parent) {
+                (Some(p), Some(q)) => p.ifname == q.ifname,
+                (None, None) => n.rec.id == net.rec.id,
+                _ => false,
+            };
+            for ep in &n.rec.endpoints {
+                if let Some(m) = ep.mac() {
+                    all.insert(m);
+                    if same && n.rec.driver == "macvlan" {
+                        taken.push((m, ep.name.clone(), n.rec.name.clone()));
+                    }
+                }
+            }
+        }
+        let parent_mac = match &parent {
+            Some(p) => st.host.link(&p.ifname).ok().flatten().and_then(|l| l.mac),
+            None => None,
+        };
+        match req {
+            Some(text) => {
+                let m: MacAddr = text.parse().map_err(|e| format!("{e}"))?;
+                if !m.is_valid_unicast() {
+                    return Err(format!(
+                        "MAC address {m} is a multicast or zero address: an endpoint needs a \
+                         unicast MAC"
+                    ));
+                }
+                if let Some((_, ep, n)) = taken.iter().find(|(t, _, _)| *t == m) {
+                    return Err(format!(
+                        "MAC address {m} is already used by endpoint {ep} of network {n}: \
+                         macvlan MACs must be unique on a parent"
+                    ));
+                }
+                if parent_mac == Some(m) {
+                    return Err(format!(
+                        "MAC address {m} is the parent interface's own MAC: pick another one"
+                    ));
+                }
+                Ok(m)
+            }
+            None => loop {
+                let m = ids::random_mac().map_err(|e| format!("cannot generate a MAC: {e}"))?;
+                if !all.contains(&m) && parent_mac != Some(m) {
+                    return Ok(m);
+                }
+            },
+        }
+    }
+
+    fn connect(&self, req: &Connect) -> Result<String, String> {
+        let mut st = self.lock();
+        let i = Self::find(&st, &req.network)?;
+        let ns = Netns::open(&req.netns).map_err(|e| e.to_string())?;
+        let path = if req.netns.contains('/') {
+            PathBuf::from(&req.netns)
+        } else {
+            Path::new(NETNS_RUN_DIR).join(&req.netns)
+        };
+        let ep_req = EpRequest {
+            ip: req.ip.clone(),
+            ip6: req.ip6.clone(),
+            mac: req.mac.clone(),
+        };
+        let rec = self.connect_locked(&mut st, i, ns, &req.netns, &path, &ep_req, false)?;
+        Ok(rec.ifname)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn connect_locked(
+        &self,
+        st: &mut State,
+        i: usize,
+        ns: Netns,
+        name: &str,
+        path: &Path,
+        req: &EpRequest,
+        owns_netns: bool,
+    ) -> Result<EndpointRecord, String> {
+        let netname = st.nets[i].rec.name.clone();
+        if let Some(p) = &st.nets[i].problem {
+            return Err(format!("network {netname} is down: {p}"));
+        }
+        let Some(nid) = st.nets[i].rt.as_ref().map(|r| r.nid) else {
+            return Err(format!("network {netname} is not set up in the dataplane"));
+        };
+        if st.nets[i]
+            .rec
+            .endpoints
+            .iter()
+            .any(|e| e.netns_inode == ns.inode())
+        {
+            return Err(format!(
+                "endpoint with name {name} already exists in network {netname}"
+            ));
+        }
+        let driver = options::parse_driver(&st.nets[i].rec.driver)?;
+        let mac = Self::choose_mac(st, i, req.mac.as_deref())
+            .map_err(|e| format!("failed to create endpoint {name} on network {netname}: {e}"))?;
+        let net_id = st.nets[i].rec.id.clone();
+        let mut space = st.space.clone();
+        let addrs = space
+            .allocate(
+                &net_id,
+                &AddrRequest::with_ips(req.ip.as_deref(), req.ip6.as_deref()),
+            )
+            .map_err(|e| e.to_string())?;
+        let ifname = Rtnl::open(&ns)
+            .and_then(|mut r| r.next_free_name("eth"))
+            .map_err(|e| format!("cannot pick an interface name in {name}: {e}"))?;
+        let mut rec = EndpointRecord {
+            id: ids::new_id().map_err(|e| e.to_string())?,
+            sandbox_id: ids::new_id().map_err(|e| e.to_string())?,
+            name: name.to_string(),
+            netns_path: path.display().to_string(),
+            netns_inode: ns.inode(),
+            ifname: ifname.clone(),
+            mac: mac.to_string(),
+            addrs,
+            req_ip: req.ip.clone(),
+            req_ip6: req.ip6.clone(),
+            req_mac: req.mac.clone(),
+            created: ids::now_rfc3339(),
+            owns_netns,
+            auto_remove: None,
+        };
+        let (port, port_mac, mtu, link_local) =
+            self.engine_add_port(nid, driver, &st.nets[i].rec.driver_config, &rec, mac)?;
+        rec.mac = port_mac.to_string();
+        let plan = self.if_plan(&st.nets[i], driver, ifname, port_mac, mtu, &rec, link_local);
+        let tap = match endpoint::create_interface(&ns, path, &plan) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
+                return Err(e);
+            }
+        };
+        let ifindex = tap.ifindex();
+        let rt = self.finish_endpoint(port, tap, ifindex, ns, true, name, driver)?;
+        let mut netrec = st.nets[i].rec.clone();
+        netrec.endpoints.push(rec.clone());
+        if let Err(e) = self.store.save_network(&netrec) {
+            self.teardown_endpoint(rt);
+            return Err(e.to_string());
+        }
+        st.space = space;
+        st.nets[i].rec = netrec;
+        st.nets[i].eps.insert(rec.id.clone(), rt);
+        Ok(rec)
+    }
+
+    /// Finds the endpoint of network `i` for a namespace given by name/path (as at
+    /// connect), or by what it resolves to now.
+    fn find_endpoint(st: &State, i: usize, netns: &str) -> Option<usize> {
+        let eps = &st.nets[i].rec.endpoints;
+        if let Some(k) = eps.iter().position(|e| e.name == netns) {
+            return Some(k);
+        }
+        let inode = Netns::open(netns).ok()?.inode();
+        eps.iter().position(|e| e.netns_inode == inode)
+    }
+
+    fn disconnect(&self, network: &str, netns: &str, delete_netns: bool) -> Result<(), String> {
+        let mut st = self.lock();
+        self.disconnect_locked(&mut st, network, netns, delete_netns)
+    }
+
+    fn disconnect_locked(
+        &self,
+        st: &mut State,
+        network: &str,
+        netns: &str,
+        delete_netns: bool,
+    ) -> Result<(), String> {
+        let i = Self::find(st, network)?;
+        let Some(k) = Self::find_endpoint(st, i, netns) else {
+            return Err(format!(
+                "container {netns} is not connected to the network {}",
+                st.nets[i].rec.name
+            ));
+        };
+        let mut netrec = st.nets[i].rec.clone();
+        let ep = netrec.endpoints.remove(k);
+        if delete_netns && !ep.owns_netns {
+            return Err(format!(
+                "namespace {} was not created by \"uvlan run\"; use \"uvlan network \
+                 disconnect\"",
+                ep.name
+            ));
+        }
+        let mut space = st.space.clone();
+        space
+            .release(&netrec.id, &ep.addrs)
+            .map_err(|e| e.to_string())?;
+        self.store
+            .save_network(&netrec)
+            .map_err(|e| e.to_string())?;
+        st.space = space;
+        st.nets[i].rec = netrec;
+        if let Some(rt) = st.nets[i].eps.remove(&ep.id) {
+            self.teardown_endpoint(rt);
+        }
+        if delete_netns {
+            let name = Path::new(&ep.netns_path)
+                .strip_prefix(NETNS_RUN_DIR)
+                .ok()
+                .and_then(|p| p.to_str())
+                .map(str::to_string);
+            match name {
+                Some(n) => {
+                    if let Err(e) = Netns::delete(&n) {
+                        (self.log)(&format!("deleting namespace {n}: {e}"));
+                    }
+                }
+                None => (self.log)(&format!(
+                    "not deleting {}: not a named namespace",
+                    ep.netns_path
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    // ---- run -----------------------------------------------------------------------------
+
+    fn run_setup(&self, req: &RunSetup) -> Result<RunInfo, String> {
+        let mut st = self.lock();
+        let i = Self::find(&st, &req.network)?;
+        let name = req.netns.clone();
+        let ns = Netns::open_name(&name).map_err(|e| e.to_string())?;
+        let path = Path::new(NETNS_RUN_DIR).join(&name);
+        let ep_req = EpRequest {
+            ip: req.ip.clone(),
+            ip6: req.ip6.clone(),
+            mac: req.mac.clone(),
+        };
+        let rec = self.connect_locked(&mut st, i, ns, &name, &path, &ep_req, true)?;
+        Ok(RunInfo {
+            netns: name,
+            netns_path: rec.netns_path,
+            ifname: rec.ifname,
+        })
+    }
+
+    fn run_watch(&self, network: &str, netns: &str, pid: i32) -> Result<(), String> {
+        let mut st = self.lock();
+        let i = Self::find(&st, network)?;
+        let Some(k) = Self::find_endpoint(&st, i, netns) else {
+            return Err(format!(
+                "container {netns} is not connected to the network {}",
+                st.nets[i].rec.name
+            ));
+        };
+        let Some(start_time) = process_start_time(pid) else {
+            // Already gone: remove now.
+            return self.disconnect_locked(&mut st, network, netns, true);
+        };
+        let auto = AutoRemove { pid, start_time };
+        let mut netrec = st.nets[i].rec.clone();
+        netrec.endpoints[k].auto_remove = Some(auto);
+        self.store
+            .save_network(&netrec)
+            .map_err(|e| e.to_string())?;
+        let (net_id, ep_id) = (netrec.id.clone(), netrec.endpoints[k].id.clone());
+        st.nets[i].rec = netrec;
+        drop(st);
+        self.spawn_reaper(net_id, ep_id, auto);
+        Ok(())
+    }
+
+    /// Waits (on its own thread) for an auto-remove process to exit, then removes its
+    /// endpoint and namespace.
+    fn spawn_reaper(&self, net_id: String, ep_id: String, auto: AutoRemove) {
+        let Some(me) = self.me.upgrade() else { return };
+        let spawned = std::thread::Builder::new()
+            .name(format!("uvlan-reap-{}", auto.pid))
+            .spawn(move || {
+                if process_start_time(auto.pid) == Some(auto.start_time) {
+                    wait_for_exit(auto.pid);
+                }
+                let mut st = me.lock();
+                let Some(i) = st.nets.iter().position(|n| n.rec.id == net_id) else {
+                    return;
+                };
+                let Some(ep) = st.nets[i].rec.endpoints.iter().find(|e| e.id == ep_id) else {
+                    return;
+                };
+                let name = ep.name.clone();
+                if let Err(e) = me.disconnect_locked(&mut st, &net_id, &name, true) {
+                    (me.log)(&format!(
+                        "auto-removing {name} after its process exited: {e}"
+                    ));
+                }
+            });
+        if let Err(e) = spawned {
+            (self.log)(&format!("cannot start the auto-remove thread: {e}"));
+        }
+    }
+
+    // ---- trace ---------------------------------------------------------------------------
+
+    fn trace(&self, req: &crate::api::TraceRequest) -> Result<String, String> {
+        let st = self.lock();
+        let i = Self::find(&st, &req.network)?;
+        let net = &st.nets[i];
+        let Some(rt) = &net.rt else {
+            return Err(format!(
+                "network {} is down: {}",
+                net.rec.name,
+                net.problem.clone().unwrap_or_default()
+            ));
+        };
+        let ports: Vec<(EndpointRecord, PortId)> = net
+            .rec
+            .endpoints
+            .iter()
+            .filter_map(|e| net.eps.get(&e.id).map(|r| (e.clone(), r.port)))
+            .collect();
+        let input = super::trace::TraceInput {
+            rec: &net.rec,
+            nid: rt.nid,
+            parent: rt.parent,
+            ports: &ports,
+        };
+        super::trace::run(&*self.dp, &input, req)
+    }
+}
+
+/// Blocks until process `pid` exits (pidfd + poll).
+fn wait_for_exit(pid: i32) {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is
+    // passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return; // ESRCH: already gone
+    }
+    let fd = fd as libc::c_int;
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: pfd is one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if r > 0
+            || (r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
+        {
+            break;
+        }
+    }
+    // SAFETY: fd was returned by pidfd_open above and is closed exactly once.
+    unsafe { libc::close(fd) };
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<serde_json::Value, String> {
+    serde_json::to_value(v).map_err(|e| format!("internal error encoding the answer: {e}"))
+}

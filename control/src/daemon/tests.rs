@@ -1,0 +1,468 @@
+//! Control logic on a fake host with the configuration-only dataplane (no root needed):
+//! network create/ls/inspect/rm, Docker's error texts, state unchanged after each error,
+//! persistence across a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::dp::EngineOnly;
+use super::host::{HostLink, HostNet};
+use super::options::HostIf;
+use super::Daemon;
+use crate::api::{CreateNetwork, Request, Response};
+use crate::inspect::{to_docker_json, NetworkResource};
+use crate::ipam::{IpamConfig, Prefix};
+use crate::store::Store;
+use uvlan_dataplane::wire::MacAddr;
+
+struct FakeHost(HashMap<String, HostLink>);
+
+impl FakeHost {
+    fn new() -> FakeHost {
+        let mut m = HashMap::new();
+        let link = |index, name: &str, kind, mac: Option<[u8; 6]>| HostLink {
+            index,
+            name: name.to_string(),
+            mac: mac.map(MacAddr),
+            mtu: if kind == HostIf::Loopback {
+                65536
+            } else {
+                1500
+            },
+            up: true,
+            kind,
+            addrs: Vec::<IpAddr>::new(),
+        };
+        m.insert("lo".into(), link(1, "lo", HostIf::Loopback, None));
+        m.insert(
+            "eth0".into(),
+            link(2, "eth0", HostIf::Ether, Some([2, 0, 0, 0, 0, 0xe0])),
+        );
+        m.insert(
+            "eth1".into(),
+            link(3, "eth1", HostIf::Ether, Some([2, 0, 0, 0, 0, 0xe1])),
+        );
+        m.insert("tun0".into(), link(4, "tun0", HostIf::Other(65534), None));
+        FakeHost(m)
+    }
+}
+
+impl HostNet for FakeHost {
+    fn link(&mut self, name: &str) -> Result<Option<HostLink>, String> {
+        Ok(self.0.get(name).cloned())
+    }
+    fn reserved_prefixes(&mut self) -> Vec<Prefix> {
+        Vec::new()
+    }
+}
+
+struct TempRoot(PathBuf);
+
+impl TempRoot {
+    fn new(tag: &str) -> TempRoot {
+        let p = std::env::temp_dir().join(format!(
+            "uvlan-dt-{}-{tag}-{}",
+            std::process::id(),
+            crate::ids::random_hex(4).unwrap()
+        ));
+        TempRoot(p)
+    }
+}
+
+impl Drop for TempRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start(root: &TempRoot) -> Result<Arc<Daemon>, super::DaemonError> {
+    let store = Store::open(&root.0)?;
+    Daemon::start(
+        store,
+        Box::new(FakeHost::new()),
+        Arc::new(EngineOnly::new()),
+        Arc::new(|_m: &str| {}),
+    )
+}
+
+fn ok(d: &Daemon, r: Request) -> serde_json::Value {
+    match d.handle(r.clone()) {
+        Response::Ok { result } => result,
+        Response::Error { message } => panic!("{r:?} failed: {message}"),
+    }
+}
+
+fn err(d: &Daemon, r: Request) -> String {
+    match d.handle(r.clone()) {
+        Response::Ok { result } => panic!("{r:?} unexpectedly succeeded: {result}"),
+        Response::Error { message } => message,
+    }
+}
+
+fn create(name: &str, driver: &str, opts: &[(&str, &str)], subnets: &[&str]) -> Request {
+    Request::NetworkCreate(CreateNetwork {
+        name: name.to_string(),
+        driver: driver.to_string(),
+        options: opts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ipam: subnets
+            .iter()
+            .map(|s| IpamConfig {
+                subnet: s.to_string(),
+                ..IpamConfig::default()
+            })
+            .collect(),
+        ipv6: false,
+        internal: false,
+    })
+}
+
+/// Everything a user can observe: ls, inspect of every network, the store files.
+fn snapshot(d: &Daemon, root: &TempRoot) -> String {
+    let ls = ok(d, Request::NetworkLs);
+    let mut out = ls.to_string();
+    for n in ls.as_array().unwrap() {
+        let name = n["name"].as_str().unwrap().to_string();
+        out.push_str(&ok(d, Request::NetworkInspect { name }).to_string());
+    }
+    let mut files: Vec<_> = std::fs::read_dir(root.0.join("networks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files {
+        out.push_str(&std::fs::read_to_string(f).unwrap());
+    }
+    out
+}
+
+fn inspect(d: &Daemon, name: &str) -> NetworkResource {
+    serde_json::from_value(ok(
+        d,
+        Request::NetworkInspect {
+            name: name.to_string(),
+        },
+    ))
+    .unwrap()
+}
+
+#[test]
+fn default_pools_gateway_and_inspect_shape() {
+    let root = TempRoot::new("shape");
+    let d = start(&root).unwrap();
+    let id = ok(&d, create("n1", "ipvlan", &[], &[]));
+    let id = id.as_str().unwrap().to_string();
+    assert!(crate::ids::is_valid_id(&id));
+    ok(&d, create("n2", "macvlan", &[("parent", "eth0.20")], &[]));
+    let n1 = inspect(&d, "n1");
+    assert_eq!(n1.id, id);
+    assert_eq!(n1.ipam.config[0].subnet, "172.17.0.0/16");
+    assert_eq!(n1.ipam.config[0].gateway.as_deref(), Some("172.17.0.1"));
+    assert_eq!(inspect(&d, "n2").ipam.config[0].subnet, "172.18.0.0/16");
+    // By ID and by unique ID prefix.
+    assert_eq!(inspect(&d, &id).name, "n1");
+    assert_eq!(inspect(&d, &id[..6]).name, "n1");
+
+    let n2 = inspect(&d, "n2");
+    assert_eq!(
+        n2.options,
+        BTreeMap::from([("parent".to_string(), "eth0.20".to_string())]),
+        "Options is exactly the -o map, defaults are not written back"
+    );
+    assert_eq!(n2.uvlan_wire.parent, "eth0");
+    assert_eq!(n2.uvlan_wire.vlan_id, 20);
+    assert!(n2.uvlan_wire.mode.starts_with("none (configuration only"));
+    assert_eq!(n1.uvlan_wire.vlan_id, 0);
+    assert!(n1.uvlan_wire.mode.starts_with("isolated"));
+
+    let text = to_docker_json(&[n1]);
+    let keys: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("        \"") && !l.starts_with("         "))
+        .map(|l| l.trim().split('"').nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "Name",
+            "Id",
+            "Created",
+            "Scope",
+            "Driver",
+            "EnableIPv4",
+            "EnableIPv6",
+            "IPAM",
+            "Internal",
+            "Attachable",
+            "Ingress",
+            "ConfigFrom",
+            "ConfigOnly",
+            "Options",
+            "Labels",
+            "Containers",
+            "Status",
+            "UvlanWire"
+        ]
+    );
+    assert!(text.starts_with("[\n    {\n        \"Name\": \"n1\",\n"));
+    assert!(text.contains("\"Options\": {},\n"));
+    assert!(text.contains("\"Scope\": \"local\""));
+    assert!(text.contains("\"IPsInUse\": 3"), "{text}");
+    assert!(text.contains("\"DynamicIPsAvailable\": 65533"), "{text}");
+}
+
+#[test]
+fn create_errors_have_dockers_texts_and_change_nothing() {
+    let root = TempRoot::new("errs");
+    let d = start(&root).unwrap();
+    let held = ok(
+        &d,
+        create(
+            "held",
+            "ipvlan",
+            &[("parent", "eth0.20")],
+            &["192.0.2.0/25"],
+        ),
+    );
+    let held12 = held.as_str().unwrap()[..12].to_string();
+    let before = snapshot(&d, &root);
+    let cases: Vec<(Request, String)> = vec![
+        (
+            create("held", "ipvlan", &[], &[]),
+            "network with name held already exists".into(),
+        ),
+        (
+            create("x", "", &[], &[]),
+            "no network driver given: use -d ipvlan or -d macvlan (uvlan has no bridge \
+             driver, so unlike docker it needs -d)"
+                .into(),
+        ),
+        (
+            create("x", "bridge", &[], &[]),
+            "unknown network driver \"bridge\": uvlan provides the ipvlan and macvlan drivers \
+             (-d ipvlan or -d macvlan); it has no bridge, overlay or host driver"
+                .into(),
+        ),
+        (
+            create("x", "ipvlan", &[("ipvlan_mod", "l3")], &[]),
+            "unknown ipvlan option \"ipvlan_mod\": the known options are parent, ipvlan_mode, \
+             ipvlan_flag (and com.docker.network.* keys, which are stored)"
+                .into(),
+        ),
+        (
+            create("x", "ipvlan", &[("ipvlan_mode", "l4")], &[]),
+            "requested ipvlan mode 'l4' is not valid, 'l2' mode is the ipvlan driver default"
+                .into(),
+        ),
+        (
+            create("x", "ipvlan", &[("ipvlan_flag", "x")], &[]),
+            "requested ipvlan flag 'x' is not valid, 'bridge' is the ipvlan driver default".into(),
+        ),
+        (
+            create("x", "macvlan", &[("macvlan_mode", "l2")], &[]),
+            "requested macvlan mode 'l2' is not valid, 'bridge' mode is the macvlan driver \
+             default"
+                .into(),
+        ),
+        (
+            create("x", "ipvlan", &[("parent", "eth0.4095")], &[]),
+            "vlan id must be between 1-4094, received: 4095".into(),
+        ),
+        (
+            create("x", "macvlan", &[("parent", "eth0.0")], &[]),
+            "vlan id must be between 1-4094, received: 0".into(),
+        ),
+        (
+            create("x", "ipvlan", &[("parent", "eth9")], &[]),
+            "invalid subinterface vlan name eth9, example formatting is eth0.10".into(),
+        ),
+        (
+            create("x", "ipvlan", &[("parent", "eth0.1.2")], &[]),
+            "required interface name format is: name.vlan_id, ex. eth0.10 for vlan 10, instead \
+             received eth0.1.2"
+                .into(),
+        ),
+        (
+            create("x", "ipvlan", &[("parent", "eth0.x")], &[]),
+            "unable to parse a valid vlan id from: x (ex. eth0.10 for vlan 10)".into(),
+        ),
+        (
+            create("x", "macvlan", &[("parent", "eth9.10")], &[]),
+            "-o parent interface was not found on the host: eth9".into(),
+        ),
+        (
+            create("x", "ipvlan", &[("parent", "lo")], &[]),
+            "loopback interface is not a valid ipvlan parent link".into(),
+        ),
+        (
+            create("x", "macvlan", &[("parent", "lo.5")], &[]),
+            "loopback interface is not a valid macvlan parent link".into(),
+        ),
+        (
+            create("x", "ipvlan", &[("parent", "eth0.20")], &[]),
+            format!("network held ({held12}) is already using parent interface eth0.20"),
+        ),
+        (
+            create("x", "macvlan", &[("parent", "eth0.020")], &[]),
+            format!("network held ({held12}) is already using parent interface eth0.020"),
+        ),
+        (
+            create("x", "ipvlan", &[], &["192.0.2.0/24"]),
+            "invalid pool request: Pool overlaps with other one on this address space".into(),
+        ),
+        (
+            Request::NetworkCreate(CreateNetwork {
+                name: "x".into(),
+                driver: "ipvlan".into(),
+                ipam: vec![IpamConfig {
+                    subnet: "198.51.100.0/24".into(),
+                    gateway: Some("203.0.113.1".into()),
+                    ..IpamConfig::default()
+                }],
+                ..CreateNetwork::default()
+            }),
+            "invalid network config: invalid gateway 203.0.113.1: parent subnet \
+             198.51.100.0/24 doesn't contain this address"
+                .into(),
+        ),
+        (
+            Request::NetworkCreate(CreateNetwork {
+                name: "x".into(),
+                driver: "ipvlan".into(),
+                ipam: vec![IpamConfig {
+                    subnet: "198.51.100.0/24".into(),
+                    ip_range: Some("203.0.113.0/25".into()),
+                    ..IpamConfig::default()
+                }],
+                ..CreateNetwork::default()
+            }),
+            "invalid network config: invalid ip-range 203.0.113.0/25: parent subnet \
+             198.51.100.0/24 doesn't contain ip-range"
+                .into(),
+        ),
+        (
+            Request::NetworkCreate(CreateNetwork {
+                name: "x".into(),
+                driver: "ipvlan".into(),
+                ipam: vec![IpamConfig {
+                    subnet: "198.51.100.0/24".into(),
+                    aux: BTreeMap::from([("r".to_string(), "203.0.113.9".to_string())]),
+                    ..IpamConfig::default()
+                }],
+                ..CreateNetwork::default()
+            }),
+            "invalid network config: invalid auxiliary address r: parent subnet \
+             198.51.100.0/24 doesn't contain this address"
+                .into(),
+        ),
+        (
+            Request::NetworkRm {
+                name: "nope".into(),
+            },
+            "network nope not found".into(),
+        ),
+        (
+            Request::NetworkInspect {
+                name: "nope".into(),
+            },
+            "network nope not found".into(),
+        ),
+        (
+            create("x", "ipvlan", &[("parent", "tun0")], &[]),
+            "parent interface tun0 is not an Ethernet device (link type 65534): ipvlan needs \
+             an Ethernet parent"
+                .into(),
+        ),
+    ];
+    for (req, want) in cases {
+        assert_eq!(err(&d, req.clone()), want, "{req:?}");
+        assert_eq!(snapshot(&d, &root), before, "state changed after {req:?}");
+    }
+    // A create that fails after IPAM allocated (bad mode) releases the subnet again.
+    err(
+        &d,
+        create("x", "ipvlan", &[("ipvlan_mode", "l4")], &["203.0.113.0/24"]),
+    );
+    ok(&d, create("ok", "ipvlan", &[], &["203.0.113.0/24"]));
+}
+
+#[test]
+fn parent_sharing_is_per_parent_and_vid() {
+    let root = TempRoot::new("share");
+    let d = start(&root).unwrap();
+    ok(&d, create("a", "ipvlan", &[("parent", "eth0")], &[]));
+    ok(&d, create("b", "macvlan", &[("parent", "eth0.10")], &[]));
+    ok(&d, create("c", "ipvlan", &[("parent", "eth0.11")], &[]));
+    ok(&d, create("d", "macvlan", &[("parent", "eth1")], &[]));
+    let e = err(&d, create("e", "macvlan", &[("parent", "eth0")], &[]));
+    assert!(e.starts_with("network a ("), "{e}");
+    assert!(
+        e.ends_with(") is already using parent interface eth0"),
+        "{e}"
+    );
+    // Removing the holder frees the parent.
+    assert_eq!(ok(&d, Request::NetworkRm { name: "a".into() }), "a");
+    ok(&d, create("e", "macvlan", &[("parent", "eth0")], &[]));
+}
+
+#[test]
+fn state_survives_a_restart_and_rm_frees_everything() {
+    let root = TempRoot::new("restart");
+    let before;
+    {
+        let d = start(&root).unwrap();
+        ok(
+            &d,
+            create("n1", "ipvlan", &[("ipvlan_mode", "l3")], &["192.0.2.0/24"]),
+        );
+        ok(&d, create("n2", "macvlan", &[("parent", "eth1.7")], &[]));
+        before = snapshot(&d, &root);
+    }
+    let d = start(&root).unwrap();
+    assert_eq!(snapshot(&d, &root), before);
+    // The restored IPAM still holds the subnets.
+    assert_eq!(
+        err(&d, create("n3", "ipvlan", &[], &["192.0.2.0/25"])),
+        "invalid pool request: Pool overlaps with other one on this address space"
+    );
+    ok(&d, Request::NetworkRm { name: "n1".into() });
+    ok(&d, Request::NetworkRm { name: "n2".into() });
+    assert_eq!(ok(&d, Request::NetworkLs), serde_json::json!([]));
+    assert_eq!(
+        std::fs::read_dir(root.0.join("networks")).unwrap().count(),
+        0
+    );
+    ok(&d, create("n3", "ipvlan", &[], &["192.0.2.0/24"]));
+}
+
+#[test]
+fn a_corrupt_state_file_stops_the_daemon_naming_it() {
+    let root = TempRoot::new("corrupt");
+    {
+        let d = start(&root).unwrap();
+        ok(&d, create("n1", "ipvlan", &[], &[]));
+    }
+    let file = std::fs::read_dir(root.0.join("networks"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &good[..good.len() / 2]).unwrap();
+    let e = start(&root)
+        .err()
+        .expect("a corrupt file must stop the daemon");
+    let msg = e.to_string();
+    assert!(msg.contains(&file.display().to_string()), "{msg}");
+    assert!(msg.contains("is corrupt"), "{msg}");
+    // Untouched: the operator can repair it.
+    assert_eq!(std::fs::read(&file).unwrap(), &good[..good.len() / 2]);
+    std::fs::write(&file, &good).unwrap();
+    let d = start(&root).unwrap();
+    assert_eq!(inspect(&d, "n1").name, "n1");
+}

@@ -1,0 +1,215 @@
+//! `uvlan network inspect` output, shaped like `docker network inspect` (API ≥ 1.52, with
+//! `Status`), plus one uvlan field, `UvlanWire`.
+//!
+//! The daemon builds [`NetworkResource`] values; the CLI prints them as a JSON array with a
+//! 4-space indent, as Docker's CLI does. Field order is Docker's (see
+//! `spec/docker-control-plane.md` §5); maps are printed sorted by key, as Go's encoder does.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ipam::{IpamConfig, SubnetStatus};
+use crate::store::NetworkRecord;
+
+/// `IPAM` of a network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamView {
+    /// Always `default`.
+    #[serde(rename = "Driver")]
+    pub driver: String,
+    /// IPAM options (always empty in uvlan).
+    #[serde(rename = "Options")]
+    pub options: BTreeMap<String, String>,
+    /// One entry per allocated subnet, IPv4 first.
+    #[serde(rename = "Config")]
+    pub config: Vec<IpamConfig>,
+}
+
+/// `ConfigFrom`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigFrom {
+    /// Always empty.
+    #[serde(rename = "Network")]
+    pub network: String,
+}
+
+/// One `Containers` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointView {
+    /// The namespace (as given to connect/run).
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Endpoint ID.
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    /// macvlan: the MAC; ipvlan: `""` (as Docker shows it).
+    #[serde(rename = "MacAddress")]
+    pub mac_address: String,
+    /// `ADDR/LEN` or `""`.
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    /// `ADDR/LEN` or `""`.
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
+}
+
+/// `Status.IPAM`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamStatus {
+    /// Per subnet usage.
+    #[serde(rename = "Subnets")]
+    pub subnets: BTreeMap<String, SubnetStatus>,
+}
+
+/// `Status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    /// IPAM usage.
+    #[serde(rename = "IPAM")]
+    pub ipam: IpamStatus,
+}
+
+/// uvlan's own field: how the network reaches the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UvlanWire {
+    /// The host interface frames use (`eth0` for `parent=eth0.20`), `""` without a parent.
+    #[serde(rename = "Parent")]
+    pub parent: String,
+    /// The 802.1Q VID uvlan tags with on `Parent` (no kernel VLAN device exists); 0 = none.
+    #[serde(rename = "VlanID")]
+    pub vlan_id: u16,
+    /// What the dataplane uses, or why there is no wire.
+    #[serde(rename = "Mode")]
+    pub mode: String,
+}
+
+/// One network, as `docker network inspect` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkResource {
+    /// Name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// ID (64 hex).
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// Creation time, RFC 3339 with nanoseconds.
+    #[serde(rename = "Created")]
+    pub created: String,
+    /// Always `local`.
+    #[serde(rename = "Scope")]
+    pub scope: String,
+    /// `ipvlan` or `macvlan`.
+    #[serde(rename = "Driver")]
+    pub driver: String,
+    /// Always true.
+    #[serde(rename = "EnableIPv4")]
+    pub enable_ipv4: bool,
+    /// `--ipv6`.
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    /// IPAM.
+    #[serde(rename = "IPAM")]
+    pub ipam: IpamView,
+    /// `--internal` as given.
+    #[serde(rename = "Internal")]
+    pub internal: bool,
+    /// Always false.
+    #[serde(rename = "Attachable")]
+    pub attachable: bool,
+    /// Always false.
+    #[serde(rename = "Ingress")]
+    pub ingress: bool,
+    /// Always `{"Network": ""}`.
+    #[serde(rename = "ConfigFrom")]
+    pub config_from: ConfigFrom,
+    /// Always false.
+    #[serde(rename = "ConfigOnly")]
+    pub config_only: bool,
+    /// Exactly the `-o` map.
+    #[serde(rename = "Options")]
+    pub options: BTreeMap<String, String>,
+    /// Labels (none in uvlan).
+    #[serde(rename = "Labels")]
+    pub labels: BTreeMap<String, String>,
+    /// Endpoints by sandbox ID.
+    #[serde(rename = "Containers")]
+    pub containers: BTreeMap<String, EndpointView>,
+    /// IPAM usage.
+    #[serde(rename = "Status")]
+    pub status: NetworkStatus,
+    /// uvlan: parent, VID and wire mode.
+    #[serde(rename = "UvlanWire")]
+    pub uvlan_wire: UvlanWire,
+}
+
+impl NetworkResource {
+    /// The view of a stored network with its IPAM usage and wire description.
+    pub fn build(
+        rec: &NetworkRecord,
+        subnets: BTreeMap<String, SubnetStatus>,
+        wire_mode: String,
+    ) -> NetworkResource {
+        let macvlan = rec.driver == "macvlan";
+        let containers = rec
+            .endpoints
+            .iter()
+            .map(|ep| {
+                let view = EndpointView {
+                    name: ep.name.clone(),
+                    endpoint_id: ep.id.clone(),
+                    mac_address: if macvlan {
+                        ep.mac.clone()
+                    } else {
+                        String::new()
+                    },
+                    ipv4_address: ep.addrs.v4.map(|a| a.cidr()).unwrap_or_default(),
+                    ipv6_address: ep.addrs.v6.map(|a| a.cidr()).unwrap_or_default(),
+                };
+                (ep.sandbox_id.clone(), view)
+            })
+            .collect();
+        let parent = rec.driver_config.parent.as_ref();
+        NetworkResource {
+            name: rec.name.clone(),
+            id: rec.id.clone(),
+            created: rec.created.clone(),
+            scope: "local".to_string(),
+            driver: rec.driver.clone(),
+            enable_ipv4: true,
+            enable_ipv6: rec.ipv6,
+            ipam: IpamView {
+                driver: "default".to_string(),
+                options: BTreeMap::new(),
+                config: rec.ipam.config_view(),
+            },
+            internal: rec.internal,
+            attachable: false,
+            ingress: false,
+            config_from: ConfigFrom::default(),
+            config_only: false,
+            options: rec.options.clone(),
+            labels: BTreeMap::new(),
+            containers,
+            status: NetworkStatus {
+                ipam: IpamStatus { subnets },
+            },
+            uvlan_wire: UvlanWire {
+                parent: parent.map(|p| p.ifname.clone()).unwrap_or_default(),
+                vlan_id: parent.and_then(|p| p.vid).unwrap_or(0),
+                mode: wire_mode,
+            },
+        }
+    }
+}
+
+/// Prints values as Docker's CLI does: an indented JSON array, 4 spaces.
+pub fn to_docker_json<T: Serialize>(items: &[T]) -> String {
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    if items.serialize(&mut ser).is_err() {
+        return "[]".to_string();
+    }
+    String::from_utf8(out).unwrap_or_else(|_| "[]".to_string())
+}

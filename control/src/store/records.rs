@@ -1,0 +1,256 @@
+//! The records the daemon persists.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids;
+use crate::ipam::{EndpointAddrs, IpamConfig, NetworkIpam};
+use uvlan_dataplane::fwd::{IpvlanFlag, IpvlanMode, MacvlanMode};
+use uvlan_dataplane::wire::MacAddr;
+
+/// The record format version written by this build.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Per-host facts kept across restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// A random ID generated on the first start; seeds the IPv6 ULA default pool exactly as
+    /// Docker derives it from its host ID.
+    pub host_id: String,
+}
+
+impl HostRecord {
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.host_id.is_empty() {
+            return Err("empty host_id".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Where a network's parent is: the host interface and the VID uvlan tags with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    /// The `-o parent=` value as the user gave it (`eth0.20`).
+    pub given: String,
+    /// The host interface frames go out on (`eth0`).
+    pub ifname: String,
+    /// The 802.1Q VID uvlan pushes and pops (`20`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vid: Option<u16>,
+}
+
+/// The driver part of a network (what Docker's driver stores), in parsed form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverConfig {
+    /// The parent, if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    /// ipvlan mode (`l2`, `l3`, `l3s`); ipvlan networks only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan_mode: Option<String>,
+    /// ipvlan flag (`bridge`, `private`, `vepa`); ipvlan networks only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan_flag: Option<String>,
+    /// macvlan mode; macvlan networks only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macvlan_mode: Option<String>,
+    /// For a network without a parent: the fixed random MAC its ipvlan ports carry (the MAC
+    /// Docker's dummy link would have had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolated_mac: Option<String>,
+}
+
+impl DriverConfig {
+    /// The ipvlan mode, parsed.
+    pub fn ipvlan_mode(&self) -> Option<IpvlanMode> {
+        self.ipvlan_mode.as_deref().and_then(IpvlanMode::parse)
+    }
+
+    /// The ipvlan flag, parsed.
+    pub fn ipvlan_flag(&self) -> Option<IpvlanFlag> {
+        self.ipvlan_flag.as_deref().and_then(IpvlanFlag::parse)
+    }
+
+    /// The macvlan mode, parsed.
+    pub fn macvlan_mode(&self) -> Option<MacvlanMode> {
+        self.macvlan_mode.as_deref().and_then(MacvlanMode::parse)
+    }
+
+    /// The isolated network's MAC, parsed.
+    pub fn isolated_mac(&self) -> Option<MacAddr> {
+        self.isolated_mac.as_deref().and_then(|m| m.parse().ok())
+    }
+}
+
+/// `uvlan run -d --rm`: the daemon removes the endpoint and its namespace when this process
+/// exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoRemove {
+    /// The process.
+    pub pid: i32,
+    /// Its start time (field 22 of `/proc/PID/stat`), so a reused PID is not mistaken for it.
+    pub start_time: u64,
+}
+
+/// One endpoint: a TAP inside a network namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    /// Endpoint ID (64 hex).
+    pub id: String,
+    /// The "container" ID shown as the key of inspect's `Containers` (64 hex, one per
+    /// namespace attachment).
+    pub sandbox_id: String,
+    /// The namespace as the user named it (`NAME` or a path); shown as `Name`.
+    pub name: String,
+    /// The namespace file (`/run/netns/NAME` or the given path).
+    pub netns_path: String,
+    /// The namespace's nsfs inode when the endpoint was made (detects a namespace replaced
+    /// by another one under the same name).
+    pub netns_inode: u64,
+    /// The interface name inside the namespace (`eth0`).
+    pub ifname: String,
+    /// The interface's MAC.
+    pub mac: String,
+    /// The addresses IPAM gave it.
+    pub addrs: EndpointAddrs,
+    /// `--ip` as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req_ip: Option<String>,
+    /// `--ip6` as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req_ip6: Option<String>,
+    /// `--mac-address` as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req_mac: Option<String>,
+    /// Creation time.
+    pub created: String,
+    /// The namespace was created by `uvlan run` (and is deleted with the endpoint by
+    /// `--rm`).
+    #[serde(default)]
+    pub owns_netns: bool,
+    /// `run -d --rm`: remove when this process exits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_remove: Option<AutoRemove>,
+}
+
+impl EndpointRecord {
+    /// The MAC, parsed.
+    pub fn mac(&self) -> Option<MacAddr> {
+        self.mac.parse().ok()
+    }
+}
+
+/// One network and its endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    /// Format version ([`RECORD_VERSION`]).
+    pub version: u32,
+    /// Creation order (IPAM replays networks in this order).
+    pub seq: u64,
+    /// Network ID (64 hex).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Creation time (RFC 3339, UTC).
+    pub created: String,
+    /// `ipvlan` or `macvlan`.
+    pub driver: String,
+    /// Exactly the `-o` map.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// `--internal`.
+    #[serde(default)]
+    pub internal: bool,
+    /// `--ipv6`.
+    #[serde(default)]
+    pub ipv6: bool,
+    /// The IPAM configuration as requested (grouped by the CLI).
+    #[serde(default)]
+    pub ipam_config: Vec<IpamConfig>,
+    /// What IPAM allocated.
+    pub ipam: NetworkIpam,
+    /// The parsed driver options.
+    pub driver_config: DriverConfig,
+    /// Endpoints, in connection order.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointRecord>,
+}
+
+impl NetworkRecord {
+    /// Structural checks done when the record is loaded.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.version != RECORD_VERSION {
+            return Err(format!(
+                "record version {} is not supported by this uvlan (it reads version \
+                 {RECORD_VERSION})",
+                self.version
+            ));
+        }
+        if !ids::is_valid_id(&self.id) {
+            return Err(format!("network ID {:?} is not 64 hex characters", self.id));
+        }
+        if self.name.is_empty() {
+            return Err("empty network name".to_string());
+        }
+        let dc = &self.driver_config;
+        match self.driver.as_str() {
+            "ipvlan" => {
+                if dc.ipvlan_mode().is_none() || dc.ipvlan_flag().is_none() {
+                    return Err(format!(
+                        "ipvlan network with bad ipvlan_mode {:?} / ipvlan_flag {:?}",
+                        dc.ipvlan_mode, dc.ipvlan_flag
+                    ));
+                }
+            }
+            "macvlan" => {
+                if dc.macvlan_mode().is_none() {
+                    return Err(format!(
+                        "macvlan network with bad macvlan_mode {:?}",
+                        dc.macvlan_mode
+                    ));
+                }
+            }
+            other => return Err(format!("unknown driver {other:?}")),
+        }
+        match &dc.parent {
+            Some(p) => {
+                if p.ifname.is_empty() || p.vid.is_some_and(|v| !(1..=4094).contains(&v)) {
+                    return Err(format!("bad parent {p:?}"));
+                }
+            }
+            None => {
+                if dc.isolated_mac().is_none_or(|m| !m.is_valid_unicast()) {
+                    return Err(format!(
+                        "network without a parent needs a valid isolated_mac, found {:?}",
+                        dc.isolated_mac
+                    ));
+                }
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for ep in &self.endpoints {
+            if !ids::is_valid_id(&ep.id) || !ids::is_valid_id(&ep.sandbox_id) {
+                return Err(format!("endpoint {:?} has a malformed ID", ep.name));
+            }
+            if !seen.insert(ep.netns_inode) {
+                return Err(format!(
+                    "two endpoints in the same network namespace ({:?})",
+                    ep.name
+                ));
+            }
+            if ep.mac().is_none_or(|m| !m.is_valid_unicast()) {
+                return Err(format!("endpoint {:?} has a bad MAC {:?}", ep.name, ep.mac));
+            }
+            if !Path::new(&ep.netns_path).is_absolute() || ep.ifname.is_empty() {
+                return Err(format!(
+                    "endpoint {:?} has a bad namespace path {:?} or interface {:?}",
+                    ep.name, ep.netns_path, ep.ifname
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,781 @@
+//! The real `uvlan` binary against a private daemon (root): network create/ls/inspect/rm,
+//! Docker's error texts with the state unchanged, endpoints in namespaces, restart after
+//! `kill -9`, `run --rm`, trace.
+//!
+//! Each test builds its own world: a `uvt-<pid>-<n>h` namespace the daemon runs in (so a
+//! parent is always a veth the test made there), its own state directory and socket, and
+//! `uvt-<pid>-<n>X` namespaces for endpoints. Drop guards kill the daemon and delete the
+//! namespaces even when a test fails.
+//!
+//! Traffic (ping between endpoints) needs the dataplane thread: it is checked when
+//! `uvlan_control::daemon::FORWARDS_FRAMES` is true, which the build that wires the
+//! dataplane in sets; until then these tests check the configuration only and say so.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_uvlan");
+static WORLDS: AtomicUsize = AtomicUsize::new(0);
+
+fn sh(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+struct World {
+    prefix: String,
+    dir: PathBuf,
+    namespaces: Vec<String>,
+    daemon: Option<Child>,
+}
+
+impl World {
+    fn new() -> World {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "these tests need root");
+        let n = WORLDS.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("uvt-{}-{n}", std::process::id());
+        assert!(prefix.len() <= 13, "{prefix}");
+        let dir = std::env::temp_dir().join(format!("{prefix}-state"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut w = World {
+            prefix,
+            dir,
+            namespaces: Vec::new(),
+            daemon: None,
+        };
+        w.netns("h");
+        w.start_daemon();
+        w
+    }
+
+    fn ns(&self, s: &str) -> String {
+        format!("{}{s}", self.prefix)
+    }
+
+    fn netns(&mut self, s: &str) -> String {
+        let ns = self.ns(s);
+        let o = sh(Command::new("ip").args(["netns", "add", &ns]));
+        assert!(o.status.success(), "ip netns add {ns}: {}", text(&o.stderr));
+        self.namespaces.push(ns.clone());
+        sh(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
+        ns
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("uvlan.sock")
+    }
+
+    fn start_daemon(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("h"), BIN, "daemon"])
+            .env("UVLAN_ROOT", self.dir.join("root"))
+            .env("UVLAN_SOCKET", self.socket())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let t = Instant::now();
+        while self.uvlan(&["network", "ls", "-q"]).status.code() != Some(0) {
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "daemon did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_daemon(&mut self, sig: libc::c_int) {
+        if let Some(mut d) = self.daemon.take() {
+            // SAFETY: kill(2) on our own child (`ip netns exec` execs the daemon in place).
+            unsafe { libc::kill(d.id() as libc::pid_t, sig) };
+            let _ = d.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn uvlan(&self, args: &[&str]) -> Output {
+        sh(Command::new(BIN)
+            .args(args)
+            .env("UVLAN_ROOT", self.dir.join("root"))
+            .env("UVLAN_SOCKET", self.socket()))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.uvlan(args);
+        assert!(
+            o.status.success(),
+            "uvlan {} failed: {}\n--- daemon log ---\n{}",
+            args.join(" "),
+            text(&o.stderr),
+            self.log()
+        );
+        text(&o.stdout)
+    }
+
+    /// Runs a failing command: exit ≠ 0, exactly one line on stderr, which is returned.
+    fn fail(&self, args: &[&str]) -> String {
+        let o = self.uvlan(args);
+        let err = text(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "uvlan {} succeeded: {}",
+            args.join(" "),
+            text(&o.stdout)
+        );
+        assert_eq!(err.lines().count(), 1, "uvlan {}: {err:?}", args.join(" "));
+        err.trim_end().to_string()
+    }
+
+    fn ip(&self, s: &str, args: &[&str]) -> String {
+        let ns = self.ns(s);
+        let o = sh(Command::new("ip").arg("-n").arg(&ns).args(args));
+        text(&o.stdout)
+    }
+
+    fn ping(&self, s: &str, addr: &str) -> bool {
+        (0..3).any(|_| {
+            sh(Command::new("ip").args([
+                "netns",
+                "exec",
+                &self.ns(s),
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                addr,
+            ]))
+            .status
+            .success()
+        })
+    }
+
+    /// What a user can observe of the networks: ls (JSON) and inspect of every network.
+    fn observe(&self) -> String {
+        let ls = self.ok(&["network", "ls", "--format", "json", "--no-trunc"]);
+        let mut out = ls.clone();
+        for line in ls.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            out.push_str(&self.ok(&["network", "inspect", v["Name"].as_str().unwrap()]));
+        }
+        out
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.kill_daemon(libc::SIGKILL);
+        for ns in self.namespaces.iter().rev() {
+            let _ = sh(Command::new("ip").args(["netns", "delete", ns]));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn inspect(w: &World, net: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&w.ok(&["network", "inspect", net])).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn create_ls_inspect_rm() {
+    let w = World::new();
+    sh(Command::new("ip").args([
+        "-n",
+        &w.ns("h"),
+        "link",
+        "add",
+        "p0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "p1",
+    ]));
+    let id = w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet",
+        "192.0.2.0/24",
+        "-o",
+        "ipvlan_mode=l3",
+        "net2",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64);
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=p0.20",
+        "net10",
+    ]);
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--internal",
+        "-o",
+        "parent=p0",
+        "net1",
+    ]);
+
+    let ls = w.ok(&["network", "ls"]);
+    let lines: Vec<&str> = ls.lines().collect();
+    assert_eq!(lines[0], "NETWORK ID     NAME      DRIVER    SCOPE");
+    assert_eq!(lines.len(), 4);
+    assert!(lines[1].contains("  net1  "), "natural order: {ls}");
+    assert!(
+        lines[2].starts_with(&format!("{}   net2 ", &id[..12])),
+        "{ls}"
+    );
+    assert!(lines[3].contains("net10     macvlan   local"), "{ls}");
+
+    let n2 = inspect(&w, "net2");
+    assert_eq!(n2["Id"], id);
+    assert_eq!(n2["Driver"], "ipvlan");
+    assert_eq!(n2["Options"], serde_json::json!({"ipvlan_mode": "l3"}));
+    assert_eq!(n2["IPAM"]["Config"][0]["Subnet"], "192.0.2.0/24");
+    assert_eq!(n2["IPAM"]["Config"][0]["Gateway"], "192.0.2.1");
+    let n10 = inspect(&w, "net10");
+    assert_eq!(n10["UvlanWire"]["Parent"], "p0");
+    assert_eq!(n10["UvlanWire"]["VlanID"], 20);
+    assert_eq!(n10["IPAM"]["Config"][0]["Subnet"], "172.17.0.0/16");
+    let n1 = inspect(&w, "net1");
+    assert_eq!(n1["Internal"], true);
+    assert!(n1["UvlanWire"]["Mode"]
+        .as_str()
+        .unwrap()
+        .starts_with("internal"));
+    // Output format: a JSON array with 4-space indent.
+    assert!(w
+        .ok(&["network", "inspect", "net2"])
+        .starts_with("[\n    {\n        \"Name\": \"net2\",\n"));
+
+    let rm = w.ok(&["network", "rm", "net1", "net2", "net10"]);
+    assert_eq!(rm, "net1\nnet2\nnet10\n");
+    assert_eq!(w.ok(&["network", "ls", "-q"]), "");
+    let files = std::fs::read_dir(w.dir.join("root/networks"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 0, "rm leaves no state behind");
+    let o = w.uvlan(&["network", "inspect", "net2"]);
+    assert_eq!(text(&o.stdout), "[]\n");
+    assert_eq!(text(&o.stderr), "Error: No such network: net2\n");
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn error_matrix_one_line_and_state_unchanged() {
+    let mut w = World::new();
+    sh(Command::new("ip").args([
+        "-n",
+        &w.ns("h"),
+        "link",
+        "add",
+        "p0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "p1",
+    ]));
+    let a = w.netns("a");
+    let b = w.netns("b");
+    let held = w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet",
+        "192.0.2.0/24",
+        "-o",
+        "parent=p0.20",
+        "held",
+    ]);
+    let held12 = held.trim()[..12].to_string();
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "198.51.100.0/24",
+        "mv",
+    ]);
+    w.ok(&["network", "connect", "--ip", "192.0.2.10", "held", &a]);
+    w.ok(&[
+        "network",
+        "connect",
+        "--mac-address",
+        "02:00:00:00:aa:01",
+        "mv",
+        &a,
+    ]);
+    let before = w.observe();
+    let addrs_before = (w.ip("a", &["-br", "addr"]), w.ip("b", &["-br", "addr"]));
+    let d = "Error response from daemon: ";
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["network", "create", "n"], "no network driver given: use -d ipvlan or -d macvlan (uvlan has no bridge driver, so unlike docker it needs -d)".into()),
+        (vec!["network", "create", "-d", "bridge", "n"], format!("{d}unknown network driver \"bridge\": uvlan provides the ipvlan and macvlan drivers (-d ipvlan or -d macvlan); it has no bridge, overlay or host driver")),
+        (vec!["network", "create", "-d", "ipvlan", "-o", "ipvlan_mod=l3", "n"], format!("{d}unknown ipvlan option \"ipvlan_mod\": the known options are parent, ipvlan_mode, ipvlan_flag (and com.docker.network.* keys, which are stored)")),
+        (vec!["network", "create", "-d", "ipvlan", "-o", "ipvlan_mode=L3", "n"], format!("{d}requested ipvlan mode 'L3' is not valid, 'l2' mode is the ipvlan driver default")),
+        (vec!["network", "create", "-d", "ipvlan", "-o", "ipvlan_flag=no", "n"], format!("{d}requested ipvlan flag 'no' is not valid, 'bridge' is the ipvlan driver default")),
+        (vec!["network", "create", "-d", "macvlan", "-o", "macvlan_mode=l2", "n"], format!("{d}requested macvlan mode 'l2' is not valid, 'bridge' mode is the macvlan driver default")),
+        (vec!["network", "create", "-d", "macvlan", "-o", "parent=p0.4095", "n"], format!("{d}vlan id must be between 1-4094, received: 4095")),
+        (vec!["network", "create", "-d", "ipvlan", "-o", "parent=p0.x", "n"], format!("{d}unable to parse a valid vlan id from: x (ex. eth0.10 for vlan 10)")),
+        (vec!["network", "create", "-d", "ipvlan", "-o", "parent=p0.1.2", "n"], format!("{d}required interface name format is: name.vlan_id, ex. eth0.10 for vlan 10, instead received p0.1.2")),
+        (vec!["network", "create", "-d", "ipvlan", "-o", "parent=nope0", "n"], format!("{d}invalid subinterface vlan name nope0, example formatting is eth0.10")),
+        (vec!["network", "create", "-d", "ipvlan", "-o", "parent=nope0.5", "n"], format!("{d}-o parent interface was not found on the host: nope0")),
+        (vec!["network", "create", "-d", "macvlan", "-o", "parent=lo", "n"], format!("{d}loopback interface is not a valid macvlan parent link")),
+        (vec!["network", "create", "-d", "macvlan", "-o", "parent=p0.20", "n"], format!("{d}network held ({held12}) is already using parent interface p0.20")),
+        (vec!["network", "create", "-d", "ipvlan", "--subnet", "192.0.2.0/24", "--gateway", "198.51.100.1", "n"], "no matching subnet for gateway 198.51.100.1".into()),
+        (vec!["network", "create", "-d", "ipvlan", "--subnet", "203.0.113.0/24", "--ip-range", "192.0.2.0/25", "n"], "no matching subnet for range 192.0.2.0/25".into()),
+        (vec!["network", "create", "-d", "ipvlan", "--subnet", "203.0.113.0/24", "--aux-address", "r=192.0.2.9", "n"], "no matching subnet for aux-address 192.0.2.9".into()),
+        (vec!["network", "create", "-d", "ipvlan", "--subnet", "192.0.2.0/25", "n"], format!("{d}invalid pool request: Pool overlaps with other one on this address space")),
+        (vec!["network", "create", "-d", "ipvlan", "held"], format!("{d}network with name held already exists")),
+        (vec!["network", "connect", "held", "uvt-no-such"], format!("{d}network namespace \"uvt-no-such\" not found: is it under /run/netns? (create it with \"ip netns add uvt-no-such\")")),
+        (vec!["network", "connect", "held", &a], format!("{d}endpoint with name {a} already exists in network held")),
+        (vec!["network", "connect", "--ip", "203.0.113.5", "held", &b], format!("{d}invalid endpoint settings: no configured subnet contains IP address 203.0.113.5")),
+        (vec!["network", "connect", "--ip", "192.0.2.10", "held", &b], format!("{d}Address already in use")),
+        (vec!["network", "connect", "--ip", "192.0.2.1", "held", &b], format!("{d}Address already in use")),
+        (vec!["network", "connect", "--mac-address", "02:00:00:00:aa:02", "held", &b], format!("{d}failed to create endpoint {b} on network held: ipvlan interfaces do not support custom mac address assignment")),
+        (vec!["network", "connect", "--mac-address", "02:00:00:00:aa:01", "mv", &b], format!("{d}failed to create endpoint {b} on network mv: MAC address 02:00:00:00:aa:01 is already used by endpoint {a} of network mv: macvlan MACs must be unique on a parent")),
+        (vec!["network", "disconnect", "held", &b], format!("{d}container {b} is not connected to the network held")),
+        (vec!["network", "connect", "nonet", &b], format!("{d}network nonet not found")),
+    ];
+    for (args, want) in &cases {
+        assert_eq!(&w.fail(args), want, "uvlan {}", args.join(" "));
+        assert_eq!(
+            w.observe(),
+            before,
+            "state changed after uvlan {}",
+            args.join(" ")
+        );
+    }
+    // rm of a network with endpoints: one line, exit 1, nothing removed.
+    let e = w.fail(&["network", "rm", "held"]);
+    assert!(
+        e.starts_with(&format!(
+            "{d}error while removing network: network held has active endpoints (name:\"{a}\" id:\""
+        )),
+        "{e}"
+    );
+    assert_eq!(w.observe(), before);
+    assert_eq!(
+        (w.ip("a", &["-br", "addr"]), w.ip("b", &["-br", "addr"])),
+        addrs_before,
+        "no interface appeared or changed"
+    );
+    // The daemon down: the client says so.
+    w.kill_daemon(libc::SIGTERM);
+    assert_eq!(
+        w.fail(&["network", "ls"]),
+        format!(
+            "cannot reach the uvlan daemon at {}: is \"uvlan daemon\" running?",
+            w.socket().display()
+        )
+    );
+}
+
+#[test]
+fn internal_ipvlan_l2_endpoints() {
+    let mut w = World::new();
+    let a = w.netns("a");
+    let b = w.netns("b");
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "--ipv6",
+        "--subnet",
+        "2001:db8:1::/64",
+        "l2net",
+    ]);
+    w.ok(&["network", "connect", "l2net", &a]);
+    w.ok(&["network", "connect", "--ip", "192.0.2.20", "l2net", &b]);
+    let la = w.ip("a", &["-d", "addr", "show", "eth0"]);
+    assert!(la.contains("inet 192.0.2.2/24"), "{la}");
+    assert!(la.contains("inet6 2001:db8:1::2/64"), "{la}");
+    let link = w.ip("a", &["-d", "link", "show", "eth0"]);
+    assert!(link.contains("addrgenmode none"), "{link}");
+    assert!(!la.contains("NOARP"), "l2 keeps ARP: {la}");
+    let lb = w.ip("b", &["addr", "show", "eth0"]);
+    assert!(lb.contains("inet 192.0.2.20/24"), "{lb}");
+    // Both carry the network's one MAC; their link-locals differ (per-port dev_id).
+    let mac = |s: &str| {
+        s.split("link/ether ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(mac(&la), mac(&lb));
+    let ll = |s: &str| {
+        s.lines()
+            .find(|l| l.contains("inet6 fe80"))
+            .map(str::to_string)
+            .unwrap()
+    };
+    assert_ne!(ll(&la), ll(&lb));
+    // Internal l2: connected routes only.
+    assert!(!w.ip("a", &["route"]).contains("default"));
+    assert!(!w.ip("a", &["-6", "route"]).contains("default"));
+    let n = inspect(&w, "l2net");
+    let eps = n["Containers"].as_object().unwrap();
+    assert_eq!(eps.len(), 2);
+    assert!(eps.values().all(|e| e["MacAddress"] == ""));
+    assert!(w
+        .ok(&["trace", "l2net", "--from", &a, "--to", "192.0.2.20"])
+        .contains(&format!("verdict: deliver to port {b}")));
+    if uvlan_control::daemon::FORWARDS_FRAMES {
+        assert!(w.ping("a", "192.0.2.20"), "{}", w.log());
+        assert!(w.ping("b", "2001:db8:1::2"), "{}", w.log());
+    } else {
+        eprintln!("traffic not checked: this build's daemon has no dataplane thread yet");
+    }
+    w.ok(&["network", "disconnect", "l2net", &a]);
+    w.ok(&["network", "disconnect", "l2net", &b]);
+    assert!(
+        !w.ip("a", &["-br", "link"]).contains("eth0"),
+        "disconnect leaves no TAP"
+    );
+    assert!(!w.ip("b", &["-br", "link"]).contains("eth0"));
+    assert_eq!(inspect(&w, "l2net")["Containers"], serde_json::json!({}));
+    // Addresses were freed: a new endpoint gets .2 again.
+    w.ok(&["network", "connect", "l2net", &b]);
+    assert!(w.ip("b", &["addr"]).contains("192.0.2.2/24"));
+}
+
+#[test]
+fn routes_and_macs_per_mode() {
+    let mut w = World::new();
+    sh(Command::new("ip").args([
+        "-n",
+        &w.ns("h"),
+        "link",
+        "add",
+        "p0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "p1",
+    ]));
+    sh(Command::new("ip").args(["-n", &w.ns("h"), "link", "set", "p0", "up"]));
+    let a = w.netns("a");
+    let b = w.netns("b");
+    // l3 without a parent: default dev eth0, NOARP.
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "-o",
+        "ipvlan_mode=l3",
+        "--subnet",
+        "192.0.2.0/24",
+        "l3net",
+    ]);
+    w.ok(&["network", "connect", "l3net", &a]);
+    let r = w.ip("a", &["route"]);
+    assert!(r.contains("default dev eth0"), "{r}");
+    assert!(w.ip("a", &["link", "show", "eth0"]).contains("NOARP"));
+    // macvlan with a parent: default via the gateway, a random local MAC, eth1 next.
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=p0",
+        "--subnet",
+        "198.51.100.0/24",
+        "mv",
+    ]);
+    w.ok(&["network", "connect", "mv", &a]);
+    let r = w.ip("a", &["route"]);
+    assert!(r.contains("default via 198.51.100.1 dev eth1"), "{r}");
+    let n = inspect(&w, "mv");
+    let ep = n["Containers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    let mac = ep["MacAddress"].as_str().unwrap().to_string();
+    let first = u8::from_str_radix(&mac[..2], 16).unwrap();
+    assert_eq!(first & 3, 2, "unicast, locally administered: {mac}");
+    assert!(w.ip("a", &["link", "show", "eth1"]).contains(&mac));
+    assert!(n["UvlanWire"]["Mode"].as_str().is_some());
+    // ipvlan l2 on a parent: the parent's MAC.
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "-o",
+        "parent=p0.7",
+        "--subnet",
+        "203.0.113.0/24",
+        "l2vlan",
+    ]);
+    w.ok(&["network", "connect", "l2vlan", &b]);
+    let pmac = w.ip("h", &["link", "show", "p0"]);
+    let pmac = pmac
+        .split("link/ether ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert!(w.ip("b", &["link", "show", "eth0"]).contains(pmac));
+    assert!(w
+        .ip("b", &["route"])
+        .contains("default via 203.0.113.1 dev eth0"));
+    let t = w.ok(&["trace", "l2vlan", "--from", "wire", "--to", "203.0.113.2"]);
+    assert!(t.contains("(802.1Q VID 7)"), "{t}");
+    assert!(t.contains(&format!("deliver to port {b}")), "{t}");
+}
+
+#[test]
+fn kill_9_and_restart_keep_eth0() {
+    let mut w = World::new();
+    let a = w.netns("a");
+    let b = w.netns("b");
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "l2",
+    ]);
+    w.ok(&["network", "connect", "l2", &a]);
+    w.ok(&["network", "connect", "l2", &b]);
+    let before = w.observe();
+    w.kill_daemon(libc::SIGKILL);
+    let la = w.ip("a", &["addr", "show", "eth0"]);
+    assert!(
+        la.contains("inet 192.0.2.2/24"),
+        "eth0 survives the daemon: {la}"
+    );
+    w.start_daemon();
+    assert_eq!(w.observe(), before);
+    let la = w.ip("a", &["addr", "show", "eth0"]);
+    assert!(la.contains("LOWER_UP"), "re-attached: {la}");
+    if uvlan_control::daemon::FORWARDS_FRAMES {
+        assert!(w.ping("a", "192.0.2.3"), "{}", w.log());
+    } else {
+        eprintln!("traffic not checked: this build's daemon has no dataplane thread yet");
+    }
+    // A namespace deleted while the daemon was down: its endpoint is dropped at restart.
+    w.kill_daemon(libc::SIGKILL);
+    sh(Command::new("ip").args(["netns", "delete", &b]));
+    w.start_daemon();
+    let n = inspect(&w, "l2");
+    assert_eq!(n["Containers"].as_object().unwrap().len(), 1);
+    assert!(w.log().contains("its namespace is gone"), "{}", w.log());
+    w.ok(&["network", "disconnect", "l2", &a]);
+    w.ok(&["network", "rm", "l2"]);
+}
+
+#[test]
+fn run_rm_and_detach() {
+    let w = World::new();
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "mv",
+    ]);
+    let name = w.ns("r1");
+    let out = w.ok(&[
+        "run", "--net", "mv", "--name", &name, "--rm", "--", "ip", "-br", "addr", "show", "eth0",
+    ]);
+    assert!(out.contains("192.0.2.2/24"), "{out}");
+    let list = text(&sh(Command::new("ip").args(["netns", "list"])).stdout);
+    assert!(
+        !list.contains(&name),
+        "run --rm deletes the namespace: {list}"
+    );
+    assert_eq!(inspect(&w, "mv")["Containers"], serde_json::json!({}));
+    // The command's exit status is uvlan's.
+    let o = w.uvlan(&["run", "--net", "mv", "--rm", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    let o = w.uvlan(&["run", "--net", "mv", "--rm", "--", "/no/such/cmd"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert_eq!(inspect(&w, "mv")["Containers"], serde_json::json!({}));
+    // -d --rm: the daemon removes it when the process exits.
+    let name2 = w.ns("r2");
+    let printed = w.ok(&[
+        "run", "--net", "mv", "--name", &name2, "-d", "--rm", "--", "sleep", "1",
+    ]);
+    assert_eq!(printed.trim(), name2);
+    assert_eq!(
+        inspect(&w, "mv")["Containers"].as_object().unwrap().len(),
+        1
+    );
+    let t = Instant::now();
+    loop {
+        let gone = inspect(&w, "mv")["Containers"] == serde_json::json!({})
+            && !text(&sh(Command::new("ip").args(["netns", "list"])).stdout).contains(&name2);
+        if gone {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", w.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let files: Vec<_> = std::fs::read_dir(w.dir.join("root/networks"))
+        .unwrap()
+        .collect();
+    assert_eq!(files.len(), 1);
+    w.ok(&["network", "rm", "mv"]);
+}
+
+#[test]
+fn non_root_clients_are_refused() {
+    let w = World::new();
+    let o = sh(Command::new(BIN)
+        .args(["network", "ls"])
+        .env("UVLAN_SOCKET", w.socket())
+        .uid(65534)
+        .gid(65534));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "permission denied on {}: the uvlan API is for root only; run the command as root\n",
+            w.socket().display()
+        )
+    );
+}
+
+use std::os::unix::process::CommandExt;
+
+#[test]
+fn learned_addresses_and_proc_paths() {
+    let mut w = World::new();
+    let a = w.netns("a");
+    let b = w.netns("b");
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "l2",
+    ]);
+    w.ok(&["network", "connect", "--ip", "192.0.2.10", "l2", &a]);
+    // Attach b by the netns file of a process living in it.
+    let mut sleeper = Command::new("ip")
+        .args(["netns", "exec", &b, "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let path = format!("/proc/{}/ns/net", sleeper.id());
+    let t = Instant::now();
+    while std::fs::read_link(&path).ok() == std::fs::read_link("/proc/self/ns/net").ok() {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.ok(&["network", "connect", "--ip", "192.0.2.20", "l2", &path]);
+    let n = inspect(&w, "l2");
+    assert!(n["Containers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .any(|e| e["Name"] == path.as_str()));
+    // An address added inside a is learned (the engine delivers it to a) ...
+    let o = sh(Command::new("ip").args(["-n", &a, "addr", "add", "192.0.2.77/24", "dev", "eth0"]));
+    assert!(o.status.success());
+    let owner = |w: &World| {
+        let t = w.ok(&["trace", "l2", "--from", &path, "--to", "192.0.2.77"]);
+        t.lines().last().unwrap_or_default().to_string()
+    };
+    let t = Instant::now();
+    while owner(&w) != format!("verdict: deliver to port {a} (PACKET_HOST)") {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", owner(&w));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(w.ping("b", "192.0.2.77"), "{}", w.log());
+    // ... the same address added in b conflicts: the first owner keeps it, logged.
+    sh(Command::new("ip").args([
+        "netns",
+        "exec",
+        &b,
+        "ip",
+        "addr",
+        "add",
+        "192.0.2.77/24",
+        "dev",
+        "eth0",
+    ]));
+    let t = Instant::now();
+    while !w.log().contains("address conflict: 192.0.2.77") {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", w.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        owner(&w),
+        format!("verdict: deliver to port {a} (PACKET_HOST)")
+    );
+    // Removed inside a: no owner any more.
+    sh(Command::new("ip").args(["-n", &a, "addr", "del", "192.0.2.77/24", "dev", "eth0"]));
+    let t = Instant::now();
+    while owner(&w).contains("deliver to port") {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", owner(&w));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Link down inside a: its addresses stop matching (C12).
+    sh(Command::new("ip").args(["-n", &a, "link", "set", "eth0", "down"]));
+    let t = Instant::now();
+    loop {
+        let v = w.ok(&["trace", "l2", "--from", &path, "--to", "192.0.2.10"]);
+        if !v.contains(&format!("deliver to port {a}")) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.ok(&["network", "disconnect", "l2", &path]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
