@@ -8,4 +8,6 @@ scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
-cargo test --workspace --all-targets -- --test-threads="${UVLAN_TEST_THREADS:-2}"
+cargo build --workspace --bins
+cargo test --workspace --lib --bins --tests -- --test-threads="${UVLAN_TEST_THREADS:-2}"
+cargo test --workspace --doc

@@ -81,6 +81,51 @@ pub struct Testbed {
     /// Reachability checks.
     #[serde(default)]
     pub check: Vec<CheckSpec>,
+    /// A full matrix: every ordered pair of `nodes` is checked.
+    #[serde(default)]
+    pub matrix: Option<MatrixSpec>,
+}
+
+/// A reachability matrix: every ordered pair of nodes is pinged (IPv4, or IPv6 with
+/// `ipv6 = true`); two nodes reach each other exactly when one group holds both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixSpec {
+    /// Endpoints or namespaces, in row/column order.
+    pub nodes: Vec<String>,
+    /// Groups of mutually reachable nodes.
+    #[serde(default)]
+    pub groups: Vec<Vec<String>>,
+    /// Ping the nodes' IPv6 addresses instead of IPv4.
+    #[serde(default)]
+    pub ipv6: bool,
+}
+
+impl Testbed {
+    /// The explicit checks followed by the ones the matrix generates.
+    pub fn all_checks(&self) -> Vec<CheckSpec> {
+        let mut v = self.check.clone();
+        if let Some(m) = &self.matrix {
+            for a in &m.nodes {
+                for b in &m.nodes {
+                    if a == b {
+                        continue;
+                    }
+                    let together = m.groups.iter().any(|g| g.contains(a) && g.contains(b));
+                    v.push(CheckSpec {
+                        from: a.clone(),
+                        to: if m.ipv6 { format!("{b}/6") } else { b.clone() },
+                        expect: if together {
+                            Expect::Reach
+                        } else {
+                            Expect::Unreachable
+                        },
+                    });
+                }
+            }
+        }
+        v
+    }
 }
 
 /// A namespace of the testbed.
@@ -239,6 +284,8 @@ impl LabReport {
             }
             cells.insert((r.check.from.clone(), r.check.to.clone()), r);
         }
+        // columns in row order where they are also rows (a square matrix reads naturally)
+        cols.sort_by_key(|c| rows.iter().position(|r| r == c).unwrap_or(usize::MAX));
         let w = cols.iter().map(|c| c.len()).chain([9]).max().unwrap_or(9) + 2;
         let rw = rows.iter().map(|r| r.len()).max().unwrap_or(4).max(9) + 2;
         let mut s = String::new();
@@ -251,6 +298,7 @@ impl LabReport {
             let _ = write!(s, "{r:rw$}");
             for c in &cols {
                 let cell = match cells.get(&(r.clone(), c.clone())) {
+                    None if r == c => "-".to_string(),
                     None => "·".to_string(),
                     Some(x) => {
                         let want = if x.check.expect == Expect::Reach {
@@ -329,7 +377,14 @@ pub fn validate(tb: &Testbed) -> Result<(), LabError> {
             }
         }
     }
-    for c in &tb.check {
+    if let Some(m) = &tb.matrix {
+        for n in m.nodes.iter().chain(m.groups.iter().flatten()) {
+            if !names.contains(&n.as_str()) {
+                return bad(format!("matrix node {n:?}: no such endpoint or namespace"));
+            }
+        }
+    }
+    for c in &tb.all_checks() {
         if !names.contains(&c.from.as_str()) {
             return bad(format!(
                 "check from {:?}: no such endpoint or namespace",
@@ -344,7 +399,7 @@ pub fn validate(tb: &Testbed) -> Result<(), LabError> {
             ));
         }
     }
-    if tb.check.is_empty() {
+    if tb.all_checks().is_empty() {
         return bad("a testbed needs at least one check".into());
     }
     Ok(())
@@ -645,7 +700,7 @@ pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<La
         ));
     }
     let mut results = Vec::new();
-    for c in &tb.check {
+    for c in &tb.all_checks() {
         interrupted()?;
         let (target, v6) = match c.to.strip_suffix("/6") {
             Some(t) => (t, true),
