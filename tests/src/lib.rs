@@ -155,6 +155,18 @@ impl World {
         }
     }
 
+    /// The daemon's pid (`ip netns exec` execs it in place).
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().map(Child::id).expect("daemon running")
+    }
+
+    /// How many file descriptors the daemon holds.
+    pub fn daemon_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.daemon_pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     /// What the daemon logged.
     pub fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
