@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod docker;
 pub mod ids;
 pub mod inspect;
 pub mod ipam;

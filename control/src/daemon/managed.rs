@@ -454,7 +454,12 @@ impl Daemon {
                 a.key, st.nets[i].rec.name, ep.netns_path, ep.ifname
             ));
         }
-        let ns = Netns::open(&a.netns).map_err(|e| e.to_string())?;
+        // Docker's sandbox does not exist yet at Join: the TAP is followed there later.
+        let ns = match &a.host_name {
+            Some(_) => Netns::current(),
+            None => Netns::open(&a.netns),
+        }
+        .map_err(|e| e.to_string())?;
         let path = if a.netns.contains('/') {
             PathBuf::from(&a.netns)
         } else {
@@ -796,9 +801,11 @@ impl Daemon {
             return Ok(true);
         }
         let ep = st.nets[i].rec.endpoints[k].clone();
+        // Docker creates the sandbox after Join (when the container's process exists).
         let ns = match Netns::open_path(Path::new(&ep.netns_path)) {
-            Ok(ns) if ns.inode() == ep.netns_inode => ns,
-            _ => return Err(format!("its sandbox {} is gone", ep.netns_path)),
+            Ok(ns) if ep.netns_inode == 0 || ns.inode() == ep.netns_inode => ns,
+            Ok(_) => return Err(format!("its sandbox {} was replaced", ep.netns_path)),
+            Err(_) => return Ok(false),
         };
         let link = Rtnl::open(&ns)
             .and_then(|mut r| r.link_get_by_index(ifindex))
@@ -837,6 +844,7 @@ impl Daemon {
         )?;
         let mut netrec = st.nets[i].rec.clone();
         netrec.endpoints[k].ifname = link.name.clone();
+        netrec.endpoints[k].netns_inode = ns.inode();
         self.store
             .save_network(&netrec)
             .map_err(|e| e.to_string())?;

@@ -747,6 +747,36 @@ impl Daemon {
             return Err("its network is down".to_string());
         };
         let path = Path::new(&ep.netns_path);
+        let driver = options::parse_driver(&net.rec.driver)?;
+        // An endpoint the front end had not moved yet when the daemon stopped: its TAP is
+        // still in the daemon's namespace under its host name; follow it again.
+        if ep.netns_inode == 0 && ep.host_name.is_some() {
+            let mac = ep
+                .mac()
+                .ok_or_else(|| format!("stored MAC {:?} is invalid", ep.mac))?;
+            let Some(tap) = endpoint::reattach_host_tap(&ep.ifname)? else {
+                (self.log)(&format!(
+                    "network {}: endpoint {}: its interface {} is neither in the daemon's \
+                     namespace nor settled in its sandbox; removing the endpoint",
+                    net.rec.name, ep.name, ep.ifname
+                ));
+                return Ok(None);
+            };
+            let (port, info_mac, _, _) =
+                match self.engine_add_port(rt.nid, driver, &net.rec.driver_config, ep, mac) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        drop(tap);
+                        return Err(e);
+                    }
+                };
+            let ifindex = tap.ifindex();
+            let host = Netns::current().map_err(|e| e.to_string())?;
+            let rt_ep =
+                self.finish_endpoint(port, tap, ifindex, host, false, &ep.name, driver, false)?;
+            self.spawn_follow(&net.rec.id, &ep.id, port, ifindex, info_mac);
+            return Ok(Some(rt_ep));
+        }
         let ns = match Netns::open_path(path) {
             Ok(ns) if ns.inode() == ep.netns_inode => ns,
             Ok(_) => {
@@ -766,7 +796,6 @@ impl Daemon {
                 return Ok(None);
             }
         };
-        let driver = options::parse_driver(&net.rec.driver)?;
         let mac = ep
             .mac()
             .ok_or_else(|| format!("stored MAC {:?} is invalid", ep.mac))?;
@@ -776,18 +805,6 @@ impl Daemon {
             let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
             why
         };
-        // An endpoint the front end was still moving when the daemon stopped: its TAP may
-        // still be in the daemon's namespace under its host name; follow it again.
-        if ep.host_name.as_deref() == Some(ep.ifname.as_str()) {
-            if let Ok(Some(tap)) = endpoint::reattach_host_tap(&ep.ifname) {
-                let ifindex = tap.ifindex();
-                let host = Netns::current().map_err(|e| undo_port(e.to_string()))?;
-                let rt_ep =
-                    self.finish_endpoint(port, tap, ifindex, host, false, &ep.name, driver, false)?;
-                self.spawn_follow(&net.rec.id, &ep.id, port, ifindex, info_mac);
-                return Ok(Some(rt_ep));
-            }
-        }
         let (tap, fresh) = match endpoint::reattach_tap(path, &ep.ifname) {
             Ok(Some(t)) => (t, false),
             Ok(None) => {
@@ -1123,11 +1140,17 @@ impl Daemon {
         let Some(nid) = st.nets[i].rt.as_ref().map(|r| r.nid) else {
             return Err(format!("network {netname} is not set up in the dataplane"));
         };
-        if st.nets[i]
-            .rec
-            .endpoints
-            .iter()
-            .any(|e| e.netns_inode == place.ns.inode())
+        // A TAP the front end moves has no namespace yet (its inode is learned on arrival).
+        let inode = match place.host_name {
+            Some(_) => 0,
+            None => place.ns.inode(),
+        };
+        if inode != 0
+            && st.nets[i]
+                .rec
+                .endpoints
+                .iter()
+                .any(|e| e.netns_inode == inode)
         {
             return Err(format!(
                 "endpoint with name {name} already exists in network {netname}"
@@ -1170,7 +1193,7 @@ impl Daemon {
             sandbox_id: ids::new_id().map_err(|e| e.to_string())?,
             name: name.clone(),
             netns_path: place.path.display().to_string(),
-            netns_inode: place.ns.inode(),
+            netns_inode: inode,
             ifname: ifname.clone(),
             mac: mac.to_string(),
             addrs,

@@ -291,7 +291,8 @@ impl NetworkRecord {
             if !ids::is_valid_id(&ep.id) || !ids::is_valid_id(&ep.sandbox_id) {
                 return Err(format!("endpoint {:?} has a malformed ID", ep.name));
             }
-            if !seen.insert(ep.netns_inode) {
+            // Inode 0: a TAP a front end is still moving into its sandbox.
+            if ep.netns_inode != 0 && !seen.insert(ep.netns_inode) {
                 return Err(format!(
                     "two endpoints in the same network namespace ({:?})",
                     ep.name
