@@ -362,7 +362,7 @@ pub enum Request {
         spec: EndpointSpec,
     },
     /// Attach an endpoint of a managed network to a namespace; answers [`AttachInfo`].
-    EndpointAttach(AttachEndpoint),
+    EndpointAttach(Box<AttachEndpoint>),
     /// Detach an endpoint of a managed network; answers whether something was removed.
     /// Unknown keys and networks succeed (CNI DEL and Docker's Leave are idempotent).
     EndpointDetach {

@@ -428,7 +428,7 @@ fn add(
         mtu: conf.mtu.filter(|m| *m > 0),
         label: inv.key(),
     };
-    let info: AttachInfo = api::call_typed(&inv.socket, &Request::EndpointAttach(req))
+    let info: AttachInfo = api::call_typed(&inv.socket, &Request::EndpointAttach(Box::new(req)))
         .map_err(daemon_error)
         .map_err(release)?;
     let result = CniResult {

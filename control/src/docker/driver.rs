@@ -352,7 +352,7 @@ fn join(b: &dyn Backend, body: &[u8]) -> Result<Value, String> {
         mtu: None,
         label: r.sandbox_key,
     };
-    let info: AttachInfo = serde_json::from_value(call(b, Request::EndpointAttach(req))?)
+    let info: AttachInfo = serde_json::from_value(call(b, Request::EndpointAttach(Box::new(req)))?)
         .map_err(|e| format!("internal error: unexpected attach answer: {e}"))?;
     Ok(join_answer(&info))
 }
