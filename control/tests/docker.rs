@@ -596,6 +596,21 @@ fn docker_remote_driver_end_to_end() {
     env.container("uvt-ib", "uvt-int", &[]);
     assert_eq!(default_routes(&env, "uvt-ia").0, "");
     env.assert_ping("uvt-ia", "192.0.2.131");
+    // docker network connect: Join for a sandbox that already exists; eth1 appears.
+    env.ok(&[
+        "network",
+        "connect",
+        "--ip",
+        "192.0.2.140",
+        "uvt-int",
+        "uvt-a",
+    ]);
+    let eth1 = env.exec_out("uvt-a", &["ip", "-o", "addr", "show", "eth1"]);
+    assert!(eth1.contains("inet 192.0.2.140/25"), "{eth1}");
+    env.assert_ping("uvt-a", "192.0.2.131");
+    env.ok(&["network", "disconnect", "uvt-int", "uvt-a"]);
+    let gone = env.exec("uvt-a", &["ip", "link", "show", "eth1"]);
+    assert!(!gone.status.success(), "eth1 left after disconnect");
 
     // -- macvlan on VLAN 20 of the veth: MACs, and tagged frames on the wire.
     let vlan20 = format!("parent={p0}.20");

@@ -375,6 +375,34 @@ impl Daemon {
                 ))
             }
         }
+        // Docker removes a network only when it has no endpoint left in its own view: any
+        // endpoint or reservation uvlan still holds is stale (a DeleteEndpoint that did not
+        // reach uvlan), so it goes too.
+        if owner == crate::api::OWNER_DOCKER {
+            let keys: Vec<String> = st.nets[i]
+                .rec
+                .endpoints
+                .iter()
+                .filter_map(|e| e.key.clone())
+                .chain(
+                    st.nets[i]
+                        .rec
+                        .managed
+                        .iter()
+                        .flat_map(|m| m.reserved.iter().map(|r| r.key.clone())),
+                )
+                .collect();
+            let id = st.nets[i].rec.id.clone();
+            drop(st);
+            for k in keys {
+                (self.log)(&format!("network {id}: dropping stale endpoint {k}"));
+                self.detach_endpoint(&id, &k, true, false)?;
+            }
+            st = self.lock();
+        }
+        let Some(i) = Self::find_exact(&st, network) else {
+            return Ok(false);
+        };
         self.remove_locked(&mut st, i).map(|_| true)
     }
 
@@ -860,7 +888,7 @@ impl Daemon {
 
 /// Deletes a TAP left in the daemon's namespace under `name` (Docker moves an endpoint's
 /// interface back there after Leave), if there is one.
-fn delete_host_tap(name: &str) {
+pub(super) fn delete_host_tap(name: &str) {
     let Ok(here) = Netns::current() else { return };
     let Ok(mut r) = Rtnl::open(&here) else { return };
     if let Ok(l) = r.link_get(name) {

@@ -716,6 +716,13 @@ impl Daemon {
                 .cloned()
                 .collect();
             rec.endpoints.retain(|e| !gone.contains(&e.id));
+            // A front end's TAP may be back in the daemon's namespace (Docker moves it there
+            // when it tears the sandbox down): remove it.
+            for e in &removed {
+                if let Some(h) = &e.host_name {
+                    super::managed::delete_host_tap(h);
+                }
+            }
             let mut space = st.space.clone();
             let released = match rec.managed {
                 Some(_) => Ok(()),
