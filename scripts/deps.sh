@@ -8,9 +8,18 @@ for pair in ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 ethtool:
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
+# The Docker and CNI system tests: Debian's dockerd 20.10 and client (docker.io), a static
+# busybox for the test image (busybox-static), and the standard CNI plugins
+# (containernetworking-plugins: host-local, tuning in /usr/lib/cni).
+for pair in /usr/sbin/dockerd:docker.io /usr/bin/docker:docker.io /bin/busybox:busybox-static \
+            /usr/lib/cni/host-local:containernetworking-plugins; do
+  path=${pair%%:*}; pkg=${pair#*:}
+  [ -e "$path" ] || need+=("$pkg")
+done
 if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # policy-rc.d-less machines may start dockerd from the package: the tests start their own.
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }

@@ -3,7 +3,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod cni;
 pub mod daemon;
+pub mod docker;
 pub mod ids;
 pub mod inspect;
 pub mod ipam;

@@ -136,6 +136,163 @@ pub struct TraceRequest {
     pub src_ip: Option<String>,
 }
 
+/// Who manages a network when the uvlan CLI does not: the Docker remote driver.
+pub const OWNER_DOCKER: &str = "docker";
+/// Who manages a network when the uvlan CLI does not: the CNI plugin.
+pub const OWNER_CNI: &str = "cni";
+
+/// A network a front end (the Docker remote driver, the CNI plugin) manages with its own
+/// IPAM: uvlan validates the driver options exactly as for `uvlan network create`, sets the
+/// network up in the engine, and takes the addresses the front end gives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnsureNetwork {
+    /// The network ID to use (Docker's); `None`: uvlan picks one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The uvlan name (CNI: the configuration's `name`; Docker: its short ID until Docker's
+    /// name is known).
+    pub name: String,
+    /// [`OWNER_DOCKER`] or [`OWNER_CNI`].
+    pub owner: String,
+    /// `ipvlan` or `macvlan`.
+    pub driver: String,
+    /// Driver options, in `-o` form (`parent`, `ipvlan_mode`, ...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Subnets with their gateway and aux addresses as the front end's IPAM allocated them;
+    /// empty when the IPAM allocates per endpoint (CNI).
+    #[serde(default)]
+    pub subnets: Vec<IpamConfig>,
+    /// IPv6 enabled.
+    #[serde(default)]
+    pub ipv6: bool,
+    /// `--internal`.
+    #[serde(default)]
+    pub internal: bool,
+    /// Without a `parent` option, use the interface of the IPv4 default route in the
+    /// daemon's namespace (the CNI plugins' default for `master`) instead of no parent.
+    #[serde(default)]
+    pub parent_from_default_route: bool,
+}
+
+/// An endpoint's addresses and MAC as a front end's IPAM chose them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    /// The front end's key: Docker's endpoint ID, CNI's `CONTAINERID/IFNAME`.
+    pub key: String,
+    /// IPv4 address with prefix length (`192.0.2.2/24`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// IPv6 address with prefix length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_v6: Option<String>,
+    /// IPv4 gateway; `None`: the gateway of the network's subnet holding the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// IPv6 gateway; `None`: as for `gateway`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_v6: Option<String>,
+    /// Requested MAC (macvlan only; ipvlan refuses one, as Docker does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// One route to install in an endpoint's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    /// Destination in CIDR form (`0.0.0.0/0`).
+    pub dst: String,
+    /// Next hop; `None`: directly connected (`dev IF`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<String>,
+}
+
+/// Attach an endpoint of a managed network to a namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachEndpoint {
+    /// Network name or ID.
+    pub network: String,
+    /// Create the network first when no network has `ensure.name` (CNI ADD); an existing one
+    /// must match it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensure: Option<EnsureNetwork>,
+    /// A new endpoint; `None`: the endpoint reserved under `key` (Docker's Join).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<EndpointSpec>,
+    /// The endpoint's key (as in [`EndpointSpec::key`]).
+    pub key: String,
+    /// The namespace the interface ends up in: a path (`CNI_NETNS`, Docker's SandboxKey)
+    /// or a name under /run/netns.
+    pub netns: String,
+    /// `Some(NAME)`: create the TAP in the daemon's own namespace under NAME, configured
+    /// but without addresses, for the front end to move into `netns` (Docker); the daemon
+    /// follows it there. `None`: create it inside `netns`, addressed and routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_name: Option<String>,
+    /// The interface name inside (`None`: the next free `ethN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Routes to install instead of the driver's default routes (CNI: the IPAM result's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<RouteSpec>>,
+    /// Interface MTU (at most the parent's; default: the parent's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// What inspect shows as the endpoint's `Name`.
+    pub label: String,
+}
+
+/// A default route the driver gives an endpoint (Docker's Join answer is built from it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefaultRouteView {
+    /// `default via GW`; `None`: `default dev IF` (ipvlan l3/l3s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+/// The answer to [`Request::EndpointAttach`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachInfo {
+    /// The network's ID.
+    pub network_id: String,
+    /// The endpoint's ID.
+    pub endpoint_id: String,
+    /// The interface name: inside the namespace, or in the daemon's namespace when
+    /// `host_name` was given.
+    pub ifname: String,
+    /// Its MAC.
+    pub mac: String,
+    /// Its MTU.
+    pub mtu: u32,
+    /// The IPv4 default route the driver gives it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_v4: Option<DefaultRouteView>,
+    /// The IPv6 default route the driver gives it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_v6: Option<DefaultRouteView>,
+}
+
+/// One endpoint of a managed network, as [`Request::EndpointList`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedEndpoint {
+    /// The front end's key.
+    pub key: String,
+    /// Endpoint ID (empty while only reserved).
+    pub endpoint_id: String,
+    /// The namespace path (empty while only reserved).
+    pub netns: String,
+    /// The interface name inside (empty while only reserved).
+    pub ifname: String,
+    /// Its MAC.
+    pub mac: String,
+    /// IPv4 address with prefix length, or empty.
+    pub address: String,
+    /// IPv6 address with prefix length, or empty.
+    pub address_v6: String,
+    /// True once attached to a namespace.
+    pub attached: bool,
+}
+
 /// A request to the daemon.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -185,6 +342,46 @@ pub enum Request {
     },
     /// Explain one frame's fate; answers the printed trace.
     Trace(TraceRequest),
+    /// Create a managed network, or check that the existing one with this ID (or, without
+    /// an ID, this name and owner) matches; answers the ID.
+    NetworkEnsure(EnsureNetwork),
+    /// Remove a managed network by its owner; answers whether it existed (removing an
+    /// unknown network succeeds, so owners can retry).
+    NetworkDelete {
+        /// Network name or ID.
+        network: String,
+        /// Its owner ([`OWNER_DOCKER`], [`OWNER_CNI`]).
+        owner: String,
+    },
+    /// Declare an endpoint of a managed network with its addresses (Docker's
+    /// CreateEndpoint); answers its MAC (`""` for ipvlan: the port takes the parent's).
+    EndpointReserve {
+        /// Network name or ID.
+        network: String,
+        /// The endpoint.
+        spec: EndpointSpec,
+    },
+    /// Attach an endpoint of a managed network to a namespace; answers [`AttachInfo`].
+    EndpointAttach(Box<AttachEndpoint>),
+    /// Detach an endpoint of a managed network; answers whether something was removed.
+    /// Unknown keys and networks succeed (CNI DEL and Docker's Leave are idempotent).
+    EndpointDetach {
+        /// Network name or ID.
+        network: String,
+        /// The endpoint's key.
+        key: String,
+        /// Also drop the reservation (Docker's DeleteEndpoint, CNI DEL); otherwise an
+        /// attached endpoint goes back to reserved (Docker's Leave).
+        forget: bool,
+        /// Remove the network when this was its last endpoint (CNI).
+        remove_empty_network: bool,
+    },
+    /// The endpoints (attached and reserved) of a managed network; answers a list of
+    /// [`ManagedEndpoint`].
+    EndpointList {
+        /// Network name or ID.
+        network: String,
+    },
 }
 
 /// The daemon's answer.

@@ -55,6 +55,25 @@ pub struct DaemonArgs {
     /// API socket [env: UVLAN_SOCKET] [default: /run/uvlan/uvlan.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Also be Docker's remote network driver: serve uvlan-ipvlan.sock and
+    /// uvlan-macvlan.sock in the plugin directory (docker network create -d uvlan-ipvlan).
+    #[arg(long = "docker-plugin")]
+    pub docker_plugin: bool,
+    /// Where the Docker plugin sockets go [default: /run/docker/plugins].
+    #[arg(
+        long = "docker-plugin-dir",
+        value_name = "DIR",
+        requires = "docker_plugin"
+    )]
+    pub docker_plugin_dir: Option<PathBuf>,
+    /// Docker's API socket, to show Docker's network names [env: DOCKER_HOST]
+    /// [default: unix:///var/run/docker.sock].
+    #[arg(
+        long = "docker-host",
+        value_name = "unix://PATH",
+        requires = "docker_plugin"
+    )]
+    pub docker_host: Option<String>,
 }
 
 /// `uvlan network ...`.
@@ -231,7 +250,14 @@ pub fn main() -> i32 {
         Cmd::Daemon(a) => {
             let root = api::root_path(a.root.as_deref());
             let socket = api::socket_path(a.socket.as_deref());
-            crate::daemon::run_daemon(&root, &socket, crate::daemon::stderr_logger())
+            let docker = a.docker_plugin.then(|| {
+                crate::docker::PluginConfig::from_flags(
+                    a.docker_plugin_dir.as_deref(),
+                    a.docker_host.as_deref(),
+                )
+            });
+            let log = crate::daemon::stderr_logger();
+            crate::daemon::run_daemon(&root, &socket, docker.as_ref(), log)
                 .map(|()| 0)
                 .map_err(|e| Failure::msg(format!("uvlan daemon: {e}")))
         }

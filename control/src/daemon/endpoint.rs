@@ -88,6 +88,19 @@ pub struct IfPlan {
     pub addr_gen_none: bool,
     /// Default routes.
     pub routes: RoutePlan,
+    /// Routes a front end chose (CNI: the IPAM result's), installed instead of `routes`.
+    pub custom_routes: Option<Vec<CustomRoute>>,
+}
+
+/// One route a front end asks for: `DST/LEN [via GW] dev IF`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CustomRoute {
+    /// Destination network address.
+    pub dst: IpAddr,
+    /// Destination prefix length.
+    pub prefix_len: u8,
+    /// Next hop; `None`: directly connected.
+    pub gateway: Option<IpAddr>,
 }
 
 fn nerr(what: &str) -> impl FnOnce(NetnsError) -> String + '_ {
@@ -153,6 +166,20 @@ pub fn configure_interface(netns: &Netns, idx: u32, plan: &IfPlan) -> Result<(),
     }
     rtnl.link_set_up(idx, true)
         .map_err(nerr("cannot bring the endpoint up"))?;
+    if let Some(routes) = &plan.custom_routes {
+        for r in routes {
+            let route = Route::to(r.dst, r.prefix_len, r.gateway, Some(idx));
+            rtnl.route_replace(&route).map_err(|e| {
+                format!(
+                    "cannot add the route {}/{}{}: {e}",
+                    r.dst,
+                    r.prefix_len,
+                    r.gateway.map(|g| format!(" via {g}")).unwrap_or_default()
+                )
+            })?;
+        }
+        return Ok(());
+    }
     for (route, v6) in [(plan.routes.v4, false), (plan.routes.v6, true)] {
         let r = match route {
             None => continue,
@@ -163,6 +190,80 @@ pub fn configure_interface(netns: &Netns, idx: u32, plan: &IfPlan) -> Result<(),
             .map_err(nerr("cannot add the default route"))?;
     }
     Ok(())
+}
+
+/// Creates the TAP in the calling thread's namespace (the daemon's) under `name`, for a
+/// front end to move into its sandbox (Docker): MAC, MTU and ARP are set, since they follow
+/// the device; addresses, routes and per-namespace settings are not (the front end
+/// addresses it; [`settle_moved`] does the rest once it arrived). On failure the TAP is
+/// removed again.
+pub fn create_for_move(name: &str, plan: &IfPlan) -> Result<Tap, String> {
+    let tap = Tap::create(&tap_options(name))
+        .map_err(|e| format!("cannot create the endpoint's TAP {name}: {e}"))?;
+    let set = || -> Result<(), String> {
+        let here = Netns::current().map_err(nerr("cannot open the daemon's namespace"))?;
+        let mut rtnl = Rtnl::open(&here).map_err(nerr("cannot reach the daemon's namespace"))?;
+        let idx = tap.ifindex();
+        rtnl.link_set_mac(idx, plan.mac.0)
+            .map_err(nerr("cannot set the endpoint's MAC"))?;
+        rtnl.link_set_mtu(idx, plan.mtu)
+            .map_err(nerr("cannot set the endpoint's MTU"))?;
+        if plan.noarp {
+            rtnl.link_set_arp(idx, false)
+                .map_err(nerr("cannot turn ARP off (ipvlan l3/l3s)"))?;
+        }
+        Ok(())
+    };
+    match set() {
+        Ok(()) => Ok(tap),
+        Err(e) => {
+            destroy_tap(tap);
+            Err(e)
+        }
+    }
+}
+
+/// Finishes an endpoint a front end moved into `netns` (interface `idx`, now called
+/// `ifname`): the settings that do not follow a device across namespaces. ipvlan with IPv6:
+/// `addrgenmode none` and the port's own link-local instead of the EUI-64 one the kernel
+/// may have made from the shared MAC; otherwise `arp_notify`.
+pub fn settle_moved(netns: &Netns, idx: u32, ifname: &str, plan: &IfPlan) -> Result<(), String> {
+    let mut rtnl = Rtnl::open(netns).map_err(nerr("cannot reach the sandbox"))?;
+    if plan.addr_gen_none {
+        rtnl.link_set_addr_gen_mode(idx, AddrGenMode::None)
+            .map_err(nerr("cannot set addrgenmode none"))?;
+        if let Some(ll) = plan.link_local {
+            let stale: Vec<_> = rtnl
+                .addr_list(Some(idx))
+                .map_err(nerr("cannot list the endpoint's addresses"))?
+                .into_iter()
+                .filter(|a| matches!(a.addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 && v6 != ll))
+                .collect();
+            for a in stale {
+                let _ = rtnl.addr_del(idx, a.addr, a.prefix_len);
+            }
+            match rtnl.addr_add(idx, IpAddr::V6(ll), 64, AddrOptions { nodad: true }) {
+                Ok(()) => {}
+                Err(NetnsError::Netlink { source, .. })
+                    if source.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(format!("cannot add the link-local address: {e}")),
+            }
+        }
+    }
+    if !plan.noarp {
+        set_arp_notify(netns, ifname, true).map_err(nerr("cannot set arp_notify"))?;
+    }
+    Ok(())
+}
+
+/// Re-attaches to a persistent TAP still in the daemon's namespace (a front end had not
+/// moved it yet when the daemon stopped). `Ok(None)` when there is none by that name.
+pub fn reattach_host_tap(name: &str) -> Result<Option<Tap>, String> {
+    match Tap::attach(name, &tap_options(name)) {
+        Ok(t) => Ok(Some(t)),
+        Err(TapError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(format!("cannot re-attach to the TAP {name}: {e}")),
+    }
 }
 
 /// Removes a TAP for good: clears persistence and closes the fd (the device goes away).

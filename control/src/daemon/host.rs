@@ -58,6 +58,10 @@ pub trait HostNet: Send {
     /// Prefixes dynamic subnets must avoid: on-link IPv4 routes and the nameservers of
     /// `/etc/resolv.conf` (Docker's `InferReservedNetworks`).
     fn reserved_prefixes(&mut self) -> Vec<Prefix>;
+    /// The interface of the IPv4 default route (the CNI plugins' default `master`).
+    fn default_route_link(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// The host namespace through netlink.
@@ -106,6 +110,12 @@ impl HostNet for RtnlHost {
             kind,
             addrs,
         }))
+    }
+
+    fn default_route_link(&mut self) -> Option<String> {
+        let routes = self.rtnl.route_list(false).ok()?;
+        let oif = routes.iter().find(|r| r.is_default())?.oif?;
+        self.rtnl.link_get_by_index(oif).ok().map(|l| l.name)
     }
 
     fn reserved_prefixes(&mut self) -> Vec<Prefix> {

@@ -8,6 +8,7 @@
 pub mod dp;
 pub mod endpoint;
 pub mod host;
+mod managed;
 pub mod options;
 pub mod real;
 mod server;

@@ -40,6 +40,9 @@ pub enum DaemonError {
     /// The dataplane cannot start.
     #[error("cannot start the dataplane: {0}")]
     Dataplane(String),
+    /// The Docker plugin sockets cannot be served.
+    #[error(transparent)]
+    DockerPlugin(#[from] crate::docker::PluginError),
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -71,8 +74,14 @@ fn make_dataplane() -> Result<Arc<dyn DataplaneApi>, DaemonError> {
     Ok(Arc::new(dp))
 }
 
-/// Runs the daemon until SIGINT/SIGTERM.
-pub fn run_daemon(root: &Path, socket: &Path, log: Logger) -> Result<(), DaemonError> {
+/// Runs the daemon until SIGINT/SIGTERM; with `docker`, also as Docker's remote network
+/// driver (`uvlan daemon --docker-plugin`).
+pub fn run_daemon(
+    root: &Path,
+    socket: &Path,
+    docker: Option<&crate::docker::PluginConfig>,
+    log: Logger,
+) -> Result<(), DaemonError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(DaemonError::NotRoot);
@@ -84,6 +93,16 @@ pub fn run_daemon(root: &Path, socket: &Path, log: Logger) -> Result<(), DaemonE
     log(&format!("dataplane: {}", dp.describe()));
     let daemon = Daemon::start(store, Box::new(host), dp, log.clone())?;
     let listener = api::listen(socket)?;
+    let plugin = match docker {
+        Some(cfg) => {
+            let p = crate::docker::serve(daemon.clone(), cfg, log.clone())?;
+            for s in p.sockets() {
+                log(&format!("Docker network driver on {}", s.display()));
+            }
+            Some(p)
+        }
+        None => None,
+    };
     install_stop_handlers();
     listener
         .set_nonblocking(true)
@@ -124,6 +143,7 @@ pub fn run_daemon(root: &Path, socket: &Path, log: Logger) -> Result<(), DaemonE
         }
     }
     log("stopping; endpoints stay in place (their TAPs are persistent)");
+    drop(plugin);
     let _ = std::fs::remove_file(socket);
     Ok(())
 }

@@ -15,7 +15,7 @@ use uvlan_dataplane::wire::MacAddr;
 use crate::api::{Connect, CreateNetwork, NetworkSummary, Request, Response, RunInfo, RunSetup};
 use crate::ids;
 use crate::inspect::NetworkResource;
-use crate::ipam::{AddrRequest, AddressSpace, DefaultPools, StoredNetwork};
+use crate::ipam::{AddrRequest, AddressSpace, DefaultPools, EndpointAddrs, StoredNetwork};
 use crate::netns::{AddrWatcher, Netns, Rtnl, NETNS_RUN_DIR};
 use crate::store::{
     AutoRemove, DriverConfig, EndpointRecord, HostRecord, NetworkRecord, ParentRef, Store,
@@ -29,57 +29,134 @@ use super::options::{self, HostIf};
 use super::{one_line, DaemonError, Logger};
 
 /// A network's presence in the engine.
-struct NetRt {
-    nid: NetworkId,
-    parent: Option<ParentId>,
+pub(super) struct NetRt {
+    pub(super) nid: NetworkId,
+    pub(super) parent: Option<ParentId>,
     /// The wire mode when the network uses the wire (`attach_parent` done).
-    wire: Option<String>,
+    pub(super) wire: Option<String>,
 }
 
 /// A live endpoint.
-struct EpRt {
-    port: PortId,
-    ifindex: u32,
-    netns: Netns,
-    watcher: Option<AddrWatcher>,
+pub(super) struct EpRt {
+    pub(super) port: PortId,
+    pub(super) ifindex: u32,
+    pub(super) netns: Netns,
+    pub(super) watcher: Option<AddrWatcher>,
 }
 
-struct Net {
-    rec: NetworkRecord,
-    rt: Option<NetRt>,
+pub(super) struct Net {
+    pub(super) rec: NetworkRecord,
+    pub(super) rt: Option<NetRt>,
     /// Why the network is not in the engine (restore failed).
-    problem: Option<String>,
-    eps: HashMap<String, EpRt>,
+    pub(super) problem: Option<String>,
+    pub(super) eps: HashMap<String, EpRt>,
+    /// Managed networks: TAPs of endpoints a front end took out of their sandbox (Docker's
+    /// Leave), by key, until the endpoint is forgotten (DeleteEndpoint).
+    pub(super) parked: HashMap<String, Tap>,
 }
 
-struct State {
-    host: Box<dyn HostNet>,
-    space: AddressSpace,
-    nets: Vec<Net>,
-    next_seq: u64,
+pub(super) struct State {
+    pub(super) host: Box<dyn HostNet>,
+    pub(super) space: AddressSpace,
+    pub(super) nets: Vec<Net>,
+    pub(super) next_seq: u64,
 }
 
 /// The daemon: state, store, dataplane.
 pub struct Daemon {
-    store: Store,
-    dp: Arc<dyn DataplaneApi>,
-    log: Logger,
+    pub(super) store: Store,
+    pub(super) dp: Arc<dyn DataplaneApi>,
+    pub(super) log: Logger,
     st: Mutex<State>,
-    me: Weak<Daemon>,
+    pub(super) me: Weak<Daemon>,
 }
 
-/// What an endpoint asks for.
-struct EpRequest {
-    ip: Option<String>,
-    ip6: Option<String>,
-    mac: Option<String>,
+/// A network to create: from the CLI (own IPAM) or a front end (external IPAM).
+pub(super) struct NewNetwork {
+    /// A given ID (Docker's), else a new one.
+    pub(super) id: Option<String>,
+    pub(super) name: String,
+    pub(super) driver: String,
+    pub(super) options: std::collections::BTreeMap<String, String>,
+    pub(super) ipam: NewIpam,
+    pub(super) ipv6: bool,
+    pub(super) internal: bool,
+    pub(super) managed: Option<crate::store::Managed>,
+    /// The parent to use when the options name none (CNI's default-route `master`).
+    pub(super) default_parent: Option<String>,
 }
 
-fn engine_err(e: super::dp::DpError) -> String {
+/// Where a new network's addresses come from.
+pub(super) enum NewIpam {
+    /// uvlan's IPAM, from the grouped CLI flags.
+    Own(Vec<crate::ipam::IpamConfig>),
+    /// The front end's IPAM: subnets, gateways and aux addresses as given.
+    External(Vec<crate::ipam::IpamConfig>),
+}
+
+/// Where an endpoint's addresses come from.
+pub(super) enum EpAddrs {
+    /// uvlan's IPAM: `--ip`/`--ip6` or dynamic.
+    Allocate {
+        ip: Option<String>,
+        ip6: Option<String>,
+    },
+    /// The front end's IPAM.
+    Given(EndpointAddrs),
+}
+
+/// How an endpoint's MAC is chosen.
+pub(super) enum EpMac {
+    /// ipvlan: none (the port's); macvlan: this one (checked) or a random unique one.
+    Choose(Option<String>),
+    /// Already chosen (a reserved endpoint's).
+    Fixed(MacAddr),
+}
+
+/// Where and how an endpoint's interface is made.
+pub(super) struct EpPlace {
+    /// The namespace the interface ends up in.
+    pub(super) ns: Netns,
+    /// Inspect's `Name`.
+    pub(super) name: String,
+    /// The namespace file.
+    pub(super) path: PathBuf,
+    /// `uvlan run` made the namespace.
+    pub(super) owns_netns: bool,
+    /// The interface name inside (`None`: next free ethN).
+    pub(super) ifname: Option<String>,
+    /// Create the TAP in the daemon's namespace under this name, for the front end to move.
+    pub(super) host_name: Option<String>,
+    /// Routes replacing the driver's default routes.
+    pub(super) routes: Option<Vec<endpoint::CustomRoute>>,
+    /// MTU (≤ the port's).
+    pub(super) mtu: Option<u32>,
+    /// The front end's key.
+    pub(super) key: Option<String>,
+}
+
+impl EpPlace {
+    /// The CLI's placement: inside `ns`, next free ethN, the driver's routes.
+    pub(super) fn simple(ns: Netns, name: &str, path: PathBuf, owns_netns: bool) -> EpPlace {
+        EpPlace {
+            ns,
+            name: name.to_string(),
+            path,
+            owns_netns,
+            ifname: None,
+            host_name: None,
+            routes: None,
+            mtu: None,
+            key: None,
+        }
+    }
+}
+
+pub(super) fn engine_err(e: super::dp::DpError) -> String {
     e.to_string()
 }
 
-fn port_err(driver: Driver, e: ConfigError) -> String {
+pub(super) fn port_err(driver: Driver, e: ConfigError) -> String {
     if e.errno == Errno::Eaddrinuse {
         format!("Address already in use ({})", e.message)
     } else {
@@ -114,6 +191,7 @@ impl Daemon {
         let mut records = store.load_networks(&mut |m| log(&m))?;
         let stored: Vec<StoredNetwork> = records
             .iter()
+            .filter(|r| r.managed.is_none())
             .map(|r| StoredNetwork {
                 id: r.id.clone(),
                 name: r.name.clone(),
@@ -159,7 +237,7 @@ impl Daemon {
         Ok(daemon)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock must not wedge the daemon: the state is only
         // changed at commit points, so the last committed state is usable.
         self.st.lock().unwrap_or_else(|p| p.into_inner())
@@ -194,6 +272,23 @@ impl Daemon {
                 .run_watch(&network, &netns, pid)
                 .map(|()| serde_json::Value::Null),
             Request::Trace(t) => self.trace(&t).map(Into::into),
+            Request::NetworkEnsure(e) => self.ensure_network(&e).map(Into::into),
+            Request::NetworkDelete { network, owner } => {
+                self.delete_managed(&network, &owner).map(Into::into)
+            }
+            Request::EndpointReserve { network, spec } => {
+                self.reserve_endpoint(&network, &spec).map(Into::into)
+            }
+            Request::EndpointAttach(a) => self.attach_endpoint(&a).and_then(to_value),
+            Request::EndpointDetach {
+                network,
+                key,
+                forget,
+                remove_empty_network,
+            } => self
+                .detach_endpoint(&network, &key, forget, remove_empty_network)
+                .map(Into::into),
+            Request::EndpointList { network } => self.list_endpoints(&network).and_then(to_value),
         };
         match r {
             Ok(result) => Response::Ok { result },
@@ -205,7 +300,7 @@ impl Daemon {
 
     // ---- lookups -------------------------------------------------------------------------
 
-    fn find(st: &State, key: &str) -> Result<usize, String> {
+    pub(super) fn find(st: &State, key: &str) -> Result<usize, String> {
         if let Some(i) = st.nets.iter().position(|n| n.rec.name == key) {
             return Ok(i);
         }
@@ -234,6 +329,23 @@ impl Daemon {
 
     fn create_network(&self, req: &CreateNetwork) -> Result<String, String> {
         let mut st = self.lock();
+        let new = NewNetwork {
+            id: None,
+            name: req.name.clone(),
+            driver: req.driver.clone(),
+            options: req.options.clone(),
+            ipam: NewIpam::Own(req.ipam.clone()),
+            ipv6: req.ipv6,
+            internal: req.internal,
+            managed: None,
+            default_parent: None,
+        };
+        self.create_locked(&mut st, new)
+    }
+
+    /// Creates a network under the lock: name check, IPAM (own, on a copy, or taken as the
+    /// front end gives it), driver options, parent, engine, store. Nothing changes on error.
+    pub(super) fn create_locked(&self, st: &mut State, req: NewNetwork) -> Result<String, String> {
         if req.name.is_empty() {
             return Err("invalid name: name is empty".to_string());
         }
@@ -241,16 +353,29 @@ impl Daemon {
             return Err(format!("network with name {} already exists", req.name));
         }
         let driver = options::parse_driver(&req.driver)?;
-        let id = ids::new_id().map_err(|e| format!("cannot generate a network ID: {e}"))?;
+        let id = match &req.id {
+            Some(id) => id.clone(),
+            None => ids::new_id().map_err(|e| format!("cannot generate a network ID: {e}"))?,
+        };
+        if st.nets.iter().any(|n| n.rec.id == id) {
+            return Err(format!("network with ID {id} already exists"));
+        }
 
         // IPAM first, as Docker does, on a copy: nothing is reserved unless all succeeds.
         let mut space = st.space.clone();
-        let ipam = space
-            .create_network_from_config(&id, &req.name, &req.ipam, req.ipv6, true)
-            .map_err(|e| e.to_string())?;
+        let (ipam, ipam_config) = match &req.ipam {
+            NewIpam::Own(cfg) => (
+                space
+                    .create_network_from_config(&id, &req.name, cfg, req.ipv6, true)
+                    .map_err(|e| e.to_string())?,
+                cfg.clone(),
+            ),
+            NewIpam::External(cfg) => (super::managed::external_ipam(cfg)?, cfg.clone()),
+        };
 
         let opts = options::parse_driver_opts(driver, &req.options)?;
-        let parent = match &opts.parent {
+        let given_parent = opts.parent.clone().or(req.default_parent.clone());
+        let parent = match &given_parent {
             None => None,
             Some(given) => {
                 let mut lookup_err = None;
@@ -310,7 +435,7 @@ impl Daemon {
             options: req.options.clone(),
             internal: req.internal,
             ipv6: req.ipv6,
-            ipam_config: req.ipam.clone(),
+            ipam_config,
             ipam,
             driver_config: DriverConfig {
                 parent,
@@ -320,8 +445,9 @@ impl Daemon {
                 isolated_mac,
             },
             endpoints: Vec::new(),
+            managed: req.managed,
         };
-        let rt = self.engine_add_network(&mut st, &rec)?;
+        let rt = self.engine_add_network(st, &rec)?;
         if let Err(e) = self.store.save_network(&rec) {
             self.engine_remove_network(&rt);
             return Err(e.to_string());
@@ -333,12 +459,17 @@ impl Daemon {
             rt: Some(rt),
             problem: None,
             eps: HashMap::new(),
+            parked: HashMap::new(),
         });
         Ok(id)
     }
 
     /// Registers the network (and its parent, if new) in the engine and opens the wire.
-    fn engine_add_network(&self, st: &mut State, rec: &NetworkRecord) -> Result<NetRt, String> {
+    pub(super) fn engine_add_network(
+        &self,
+        st: &mut State,
+        rec: &NetworkRecord,
+    ) -> Result<NetRt, String> {
         let driver = options::parse_driver(&rec.driver)?;
         let dc = &rec.driver_config;
         let (master_parent, host_link) = match &dc.parent {
@@ -413,7 +544,7 @@ impl Daemon {
     }
 
     /// Closes the wire and removes the network (and its parent when unused) from the engine.
-    fn engine_remove_network(&self, rt: &NetRt) {
+    pub(super) fn engine_remove_network(&self, rt: &NetRt) {
         if let (Some(pid), Some(_)) = (rt.parent, &rt.wire) {
             if let Err(e) = self.dp.detach_parent(pid) {
                 (self.log)(&format!("closing the wire of {pid}: {e}"));
@@ -476,24 +607,45 @@ impl Daemon {
         let st = self.lock();
         let i = Self::find(&st, key)?;
         let net = &st.nets[i];
-        let status = st.space.status(&net.rec.id).map_err(|e| e.to_string())?;
-        Ok(NetworkResource::build(
-            &net.rec,
-            status,
-            Self::wire_mode(net),
-        ))
+        let status = match &net.rec.managed {
+            None => st.space.status(&net.rec.id).map_err(|e| e.to_string())?,
+            Some(_) => super::managed::external_status(&net.rec),
+        };
+        let mut view = NetworkResource::build(&net.rec, status, Self::wire_mode(net));
+        if let Some(m) = &net.rec.managed {
+            super::managed::decorate_inspect(&mut view, m);
+        }
+        Ok(view)
     }
 
     fn remove_network(&self, key: &str) -> Result<String, String> {
         let mut st = self.lock();
         let i = Self::find(&st, key)?;
+        if let Some(m) = &st.nets[i].rec.managed {
+            return Err(super::managed::refuse_cli(
+                &st.nets[i].rec.name,
+                m,
+                "removed",
+            ));
+        }
+        self.remove_locked(&mut st, i)
+    }
+
+    /// Removes network `i` (no endpoints allowed) from IPAM, store and engine.
+    pub(super) fn remove_locked(&self, st: &mut State, i: usize) -> Result<String, String> {
         let net = &st.nets[i];
-        if !net.rec.endpoints.is_empty() {
+        let reserved = net.rec.managed.as_ref().map_or(0, |m| m.reserved.len());
+        if !net.rec.endpoints.is_empty() || reserved > 0 {
+            let reserved = net.rec.managed.iter().flat_map(|m| m.reserved.iter());
             let eps: Vec<String> = net
                 .rec
                 .endpoints
                 .iter()
                 .map(|e| format!("name:{:?} id:{:?}", e.name, ids::short_id(&e.sandbox_id)))
+                .chain(
+                    reserved
+                        .map(|r| format!("name:\"(not joined)\" id:{:?}", ids::short_id(&r.key))),
+                )
                 .collect();
             return Err(format!(
                 "error while removing network: network {} has active endpoints ({})",
@@ -502,9 +654,11 @@ impl Daemon {
             ));
         }
         let mut space = st.space.clone();
-        space
-            .remove_network(&net.rec.id)
-            .map_err(|e| format!("error while removing network: {e}"))?;
+        if net.rec.managed.is_none() {
+            space
+                .remove_network(&net.rec.id)
+                .map_err(|e| format!("error while removing network: {e}"))?;
+        }
         self.store
             .delete_network(&net.rec.id)
             .map_err(|e| e.to_string())?;
@@ -523,6 +677,7 @@ impl Daemon {
                 rt: Some(rt),
                 problem: None,
                 eps: HashMap::new(),
+                parked: HashMap::new(),
             },
             Err(e) => {
                 (self.log)(&format!(
@@ -535,6 +690,7 @@ impl Daemon {
                     rt: None,
                     problem: Some(e),
                     eps: HashMap::new(),
+                    parked: HashMap::new(),
                 };
             }
         };
@@ -560,10 +716,20 @@ impl Daemon {
                 .cloned()
                 .collect();
             rec.endpoints.retain(|e| !gone.contains(&e.id));
+            // A front end's TAP may be back in the daemon's namespace (Docker moves it there
+            // when it tears the sandbox down): remove it.
+            for e in &removed {
+                if let Some(h) = &e.host_name {
+                    super::managed::delete_host_tap(h);
+                }
+            }
             let mut space = st.space.clone();
-            let released = removed
-                .iter()
-                .try_for_each(|e| space.release(&rec.id, &e.addrs));
+            let released = match rec.managed {
+                Some(_) => Ok(()),
+                None => removed
+                    .iter()
+                    .try_for_each(|e| space.release(&rec.id, &e.addrs)),
+            };
             match released
                 .map_err(|e| e.to_string())
                 .and_then(|()| self.store.save_network(&rec).map_err(|e| e.to_string()))
@@ -588,6 +754,36 @@ impl Daemon {
             return Err("its network is down".to_string());
         };
         let path = Path::new(&ep.netns_path);
+        let driver = options::parse_driver(&net.rec.driver)?;
+        // An endpoint the front end had not moved yet when the daemon stopped: its TAP is
+        // still in the daemon's namespace under its host name; follow it again.
+        if ep.netns_inode == 0 && ep.host_name.is_some() {
+            let mac = ep
+                .mac()
+                .ok_or_else(|| format!("stored MAC {:?} is invalid", ep.mac))?;
+            let Some(tap) = endpoint::reattach_host_tap(&ep.ifname)? else {
+                (self.log)(&format!(
+                    "network {}: endpoint {}: its interface {} is neither in the daemon's \
+                     namespace nor settled in its sandbox; removing the endpoint",
+                    net.rec.name, ep.name, ep.ifname
+                ));
+                return Ok(None);
+            };
+            let (port, info_mac, _, _) =
+                match self.engine_add_port(rt.nid, driver, &net.rec.driver_config, ep, mac) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        drop(tap);
+                        return Err(e);
+                    }
+                };
+            let ifindex = tap.ifindex();
+            let host = Netns::current().map_err(|e| e.to_string())?;
+            let rt_ep =
+                self.finish_endpoint(port, tap, ifindex, host, false, &ep.name, driver, false)?;
+            self.spawn_follow(&net.rec.id, &ep.id, port, ifindex, info_mac);
+            return Ok(Some(rt_ep));
+        }
         let ns = match Netns::open_path(path) {
             Ok(ns) if ns.inode() == ep.netns_inode => ns,
             Ok(_) => {
@@ -607,7 +803,6 @@ impl Daemon {
                 return Ok(None);
             }
         };
-        let driver = options::parse_driver(&net.rec.driver)?;
         let mac = ep
             .mac()
             .ok_or_else(|| format!("stored MAC {:?} is invalid", ep.mac))?;
@@ -643,7 +838,7 @@ impl Daemon {
             .and_then(|mut r| r.link_get_by_index(ifindex))
             .map(|l| l.is_up())
             .unwrap_or(fresh);
-        let rt_ep = self.finish_endpoint(port, tap, ifindex, ns, up, &ep.name, driver)?;
+        let rt_ep = self.finish_endpoint(port, tap, ifindex, ns, up, &ep.name, driver, true)?;
         Ok(Some(rt_ep))
     }
 
@@ -651,7 +846,7 @@ impl Daemon {
 
     /// Adds the engine port with its declared addresses (and the ipvlan link-local when the
     /// endpoint has IPv6). Returns the port, its MAC and MTU, and the link-local.
-    fn engine_add_port(
+    pub(super) fn engine_add_port(
         &self,
         nid: NetworkId,
         driver: Driver,
@@ -706,7 +901,7 @@ impl Daemon {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn if_plan(
+    pub(super) fn if_plan(
         &self,
         net: &Net,
         driver: Driver,
@@ -733,13 +928,14 @@ impl Daemon {
                 net.rec.internal,
                 &ep.addrs,
             ),
+            custom_routes: None,
         }
     }
 
     /// Port up, TAP to the dataplane, watcher started. On failure the TAP and port are
     /// removed.
     #[allow(clippy::too_many_arguments)]
-    fn finish_endpoint(
+    pub(super) fn finish_endpoint(
         &self,
         port: PortId,
         tap: Tap,
@@ -748,6 +944,7 @@ impl Daemon {
         up: bool,
         label: &str,
         driver: Driver,
+        watch: bool,
     ) -> Result<EpRt, String> {
         let undo = |tap: Option<Tap>| {
             match tap {
@@ -778,6 +975,14 @@ impl Daemon {
                 "cannot hand the endpoint's TAP to the dataplane: {e}"
             ));
         }
+        if !watch {
+            return Ok(EpRt {
+                port,
+                ifindex,
+                netns: ns,
+                watcher: None,
+            });
+        }
         let watcher = match endpoint::start_watcher(
             self.dp.clone(),
             self.log.clone(),
@@ -800,7 +1005,7 @@ impl Daemon {
         })
     }
 
-    fn teardown_endpoint(&self, mut rt: EpRt) {
+    pub(super) fn teardown_endpoint(&self, mut rt: EpRt) {
         drop(rt.watcher.take());
         match self.dp.remove_tap(rt.port) {
             Ok(Some(t)) => endpoint::destroy_tap(t),
@@ -822,7 +1027,11 @@ impl Daemon {
 
     /// Chooses the endpoint's MAC: ipvlan none (the engine gives the master's), macvlan the
     /// requested one (checked) or a random unique one.
-    fn choose_mac(st: &mut State, net_idx: usize, req: Option<&str>) -> Result<MacAddr, String> {
+    pub(super) fn choose_mac(
+        st: &mut State,
+        net_idx: usize,
+        req: Option<&str>,
+    ) -> Result<MacAddr, String> {
         let net = &st.nets[net_idx];
         let driver = options::parse_driver(&net.rec.driver)?;
         if driver == Driver::Ipvlan {
@@ -843,11 +1052,18 @@ impl Daemon {
                 (None, None) => n.rec.id == net.rec.id,
                 _ => false,
             };
-            for ep in &n.rec.endpoints {
-                if let Some(m) = ep.mac() {
+            let reserved = n.rec.managed.iter().flat_map(|m| m.reserved.iter());
+            let macs = n
+                .rec
+                .endpoints
+                .iter()
+                .map(|ep| (ep.mac(), ep.name.clone()))
+                .chain(reserved.map(|r| (r.mac.parse().ok(), r.key.clone())));
+            for (mac, holder) in macs {
+                if let Some(m) = mac {
                     all.insert(m);
                     if same && n.rec.driver == "macvlan" {
-                        taken.push((m, ep.name.clone(), n.rec.name.clone()));
+                        taken.push((m, holder, n.rec.name.clone()));
                     }
                 }
             }
@@ -890,32 +1106,40 @@ impl Daemon {
     fn connect(&self, req: &Connect) -> Result<String, String> {
         let mut st = self.lock();
         let i = Self::find(&st, &req.network)?;
+        if let Some(m) = &st.nets[i].rec.managed {
+            return Err(super::managed::refuse_cli(
+                &st.nets[i].rec.name,
+                m,
+                "attached to",
+            ));
+        }
         let ns = Netns::open(&req.netns).map_err(|e| e.to_string())?;
         let path = if req.netns.contains('/') {
             PathBuf::from(&req.netns)
         } else {
             Path::new(NETNS_RUN_DIR).join(&req.netns)
         };
-        let ep_req = EpRequest {
+        let place = EpPlace::simple(ns, &req.netns, path, false);
+        let addrs = EpAddrs::Allocate {
             ip: req.ip.clone(),
             ip6: req.ip6.clone(),
-            mac: req.mac.clone(),
         };
-        let rec = self.connect_locked(&mut st, i, ns, &req.netns, &path, &ep_req, false)?;
+        let rec = self.connect_locked(&mut st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
         Ok(rec.ifname)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn connect_locked(
+    /// Creates an endpoint of network `i`: MAC, addresses (allocated or given), engine
+    /// port, TAP (in the namespace, or in the daemon's namespace for the front end to move),
+    /// dataplane, watcher, store. Nothing changes on error.
+    pub(super) fn connect_locked(
         &self,
         st: &mut State,
         i: usize,
-        ns: Netns,
-        name: &str,
-        path: &Path,
-        req: &EpRequest,
-        owns_netns: bool,
+        place: EpPlace,
+        addrs: EpAddrs,
+        mac: EpMac,
     ) -> Result<EndpointRecord, String> {
+        let name = place.name.clone();
         let netname = st.nets[i].rec.name.clone();
         if let Some(p) = &st.nets[i].problem {
             return Err(format!("network {netname} is down: {p}"));
@@ -923,59 +1147,121 @@ impl Daemon {
         let Some(nid) = st.nets[i].rt.as_ref().map(|r| r.nid) else {
             return Err(format!("network {netname} is not set up in the dataplane"));
         };
-        if st.nets[i]
-            .rec
-            .endpoints
-            .iter()
-            .any(|e| e.netns_inode == ns.inode())
+        // A TAP the front end moves has no namespace yet (its inode is learned on arrival).
+        let inode = match place.host_name {
+            Some(_) => 0,
+            None => place.ns.inode(),
+        };
+        if inode != 0
+            && st.nets[i]
+                .rec
+                .endpoints
+                .iter()
+                .any(|e| e.netns_inode == inode)
         {
             return Err(format!(
                 "endpoint with name {name} already exists in network {netname}"
             ));
         }
         let driver = options::parse_driver(&st.nets[i].rec.driver)?;
-        let mac = Self::choose_mac(st, i, req.mac.as_deref())
-            .map_err(|e| format!("failed to create endpoint {name} on network {netname}: {e}"))?;
+        let (mac, req_mac) = match mac {
+            EpMac::Choose(req) => (
+                Self::choose_mac(st, i, req.as_deref()).map_err(|e| {
+                    format!("failed to create endpoint {name} on network {netname}: {e}")
+                })?,
+                req,
+            ),
+            EpMac::Fixed(m) => (m, None),
+        };
         let net_id = st.nets[i].rec.id.clone();
         let mut space = st.space.clone();
-        let addrs = space
-            .allocate(
-                &net_id,
-                &AddrRequest::with_ips(req.ip.as_deref(), req.ip6.as_deref()),
-            )
-            .map_err(|e| e.to_string())?;
-        let ifname = Rtnl::open(&ns)
-            .and_then(|mut r| r.next_free_name("eth"))
-            .map_err(|e| format!("cannot pick an interface name in {name}: {e}"))?;
+        let (addrs, req_ip, req_ip6) = match addrs {
+            EpAddrs::Allocate { ip, ip6 } => (
+                space
+                    .allocate(
+                        &net_id,
+                        &AddrRequest::with_ips(ip.as_deref(), ip6.as_deref()),
+                    )
+                    .map_err(|e| e.to_string())?,
+                ip,
+                ip6,
+            ),
+            EpAddrs::Given(a) => (a, None, None),
+        };
+        let ifname = match (&place.ifname, &place.host_name) {
+            (_, Some(host)) => host.clone(),
+            (Some(n), None) => n.clone(),
+            (None, None) => Rtnl::open(&place.ns)
+                .and_then(|mut r| r.next_free_name("eth"))
+                .map_err(|e| format!("cannot pick an interface name in {name}: {e}"))?,
+        };
         let mut rec = EndpointRecord {
             id: ids::new_id().map_err(|e| e.to_string())?,
             sandbox_id: ids::new_id().map_err(|e| e.to_string())?,
-            name: name.to_string(),
-            netns_path: path.display().to_string(),
-            netns_inode: ns.inode(),
+            name: name.clone(),
+            netns_path: place.path.display().to_string(),
+            netns_inode: inode,
             ifname: ifname.clone(),
             mac: mac.to_string(),
             addrs,
-            req_ip: req.ip.clone(),
-            req_ip6: req.ip6.clone(),
-            req_mac: req.mac.clone(),
+            req_ip,
+            req_ip6,
+            req_mac,
             created: ids::now_rfc3339(),
-            owns_netns,
+            owns_netns: place.owns_netns,
             auto_remove: None,
+            key: place.key.clone(),
+            host_name: place.host_name.clone(),
         };
-        let (port, port_mac, mtu, link_local) =
+        if let Some(k) = &place.key {
+            if ids::is_valid_id(k)
+                && st
+                    .nets
+                    .iter()
+                    .all(|n| n.rec.endpoints.iter().all(|e| e.id != *k))
+            {
+                // Docker's endpoint ID doubles as uvlan's.
+                rec.id = k.clone();
+            }
+        }
+        let (port, port_mac, port_mtu, link_local) =
             self.engine_add_port(nid, driver, &st.nets[i].rec.driver_config, &rec, mac)?;
         rec.mac = port_mac.to_string();
-        let plan = self.if_plan(&st.nets[i], driver, ifname, port_mac, mtu, &rec, link_local);
-        let tap = match endpoint::create_interface(&ns, path, &plan) {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
-                return Err(e);
+        let undo_port = |why: String| {
+            let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
+            why
+        };
+        let mtu = match place.mtu {
+            None | Some(0) => port_mtu,
+            Some(m) if (68..=port_mtu).contains(&m) => m,
+            Some(m) => {
+                return Err(undo_port(format!(
+                    "invalid MTU {m}: it must be between 68 and the parent's MTU {port_mtu}"
+                )))
+            }
+        };
+        let mut plan = self.if_plan(&st.nets[i], driver, ifname, port_mac, mtu, &rec, link_local);
+        plan.custom_routes = place.routes.clone();
+        let (tap, ns, up, watch) = match &place.host_name {
+            None => {
+                let tap =
+                    endpoint::create_interface(&place.ns, &place.path, &plan).map_err(undo_port)?;
+                (tap, place.ns, true, true)
+            }
+            Some(host) => {
+                let tap = endpoint::create_for_move(host, &plan).map_err(undo_port)?;
+                let here = match Netns::current() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        endpoint::destroy_tap(tap);
+                        return Err(undo_port(e.to_string()));
+                    }
+                };
+                (tap, here, false, false)
             }
         };
         let ifindex = tap.ifindex();
-        let rt = self.finish_endpoint(port, tap, ifindex, ns, true, name, driver)?;
+        let rt = self.finish_endpoint(port, tap, ifindex, ns, up, &name, driver, watch)?;
         let mut netrec = st.nets[i].rec.clone();
         netrec.endpoints.push(rec.clone());
         if let Err(e) = self.store.save_network(&netrec) {
@@ -985,6 +1271,9 @@ impl Daemon {
         st.space = space;
         st.nets[i].rec = netrec;
         st.nets[i].eps.insert(rec.id.clone(), rt);
+        if place.host_name.is_some() {
+            self.spawn_follow(&net_id, &rec.id, port, ifindex, port_mac);
+        }
         Ok(rec)
     }
 
@@ -1012,6 +1301,13 @@ impl Daemon {
         delete_netns: bool,
     ) -> Result<(), String> {
         let i = Self::find(st, network)?;
+        if let Some(m) = &st.nets[i].rec.managed {
+            return Err(super::managed::refuse_cli(
+                &st.nets[i].rec.name,
+                m,
+                "detached from",
+            ));
+        }
         let Some(k) = Self::find_endpoint(st, i, netns) else {
             return Err(format!(
                 "container {netns} is not connected to the network {}",
@@ -1067,13 +1363,20 @@ impl Daemon {
         let i = Self::find(&st, &req.network)?;
         let name = req.netns.clone();
         let ns = Netns::open_name(&name).map_err(|e| e.to_string())?;
+        if let Some(m) = &st.nets[i].rec.managed {
+            return Err(super::managed::refuse_cli(
+                &st.nets[i].rec.name,
+                m,
+                "attached to",
+            ));
+        }
         let path = Path::new(NETNS_RUN_DIR).join(&name);
-        let ep_req = EpRequest {
+        let place = EpPlace::simple(ns, &name, path, true);
+        let addrs = EpAddrs::Allocate {
             ip: req.ip.clone(),
             ip6: req.ip6.clone(),
-            mac: req.mac.clone(),
         };
-        let rec = self.connect_locked(&mut st, i, ns, &name, &path, &ep_req, true)?;
+        let rec = self.connect_locked(&mut st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
         Ok(RunInfo {
             netns: name,
             netns_path: rec.netns_path,
@@ -1192,6 +1495,6 @@ fn wait_for_exit(pid: i32) {
     unsafe { libc::close(fd) };
 }
 
-fn to_value<T: serde::Serialize>(v: T) -> Result<serde_json::Value, String> {
+pub(super) fn to_value<T: serde::Serialize>(v: T) -> Result<serde_json::Value, String> {
     serde_json::to_value(v).map_err(|e| format!("internal error encoding the answer: {e}"))
 }

@@ -466,3 +466,181 @@ fn a_corrupt_state_file_stops_the_daemon_naming_it() {
     let d = start(&root).unwrap();
     assert_eq!(inspect(&d, "n1").name, "n1");
 }
+
+fn ensure(
+    id: Option<&str>,
+    owner: &str,
+    opts: &[(&str, &str)],
+    subnets: &[(&str, &str)],
+) -> Request {
+    Request::NetworkEnsure(crate::api::EnsureNetwork {
+        id: id.map(str::to_string),
+        name: id.map_or("cninet".to_string(), |i| {
+            crate::ids::short_id(i).to_string()
+        }),
+        owner: owner.to_string(),
+        driver: "ipvlan".to_string(),
+        options: opts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        subnets: subnets
+            .iter()
+            .map(|(s, g)| IpamConfig {
+                subnet: s.to_string(),
+                gateway: Some(g.to_string()),
+                ..IpamConfig::default()
+            })
+            .collect(),
+        ipv6: false,
+        internal: false,
+        parent_from_default_route: false,
+    })
+}
+
+fn reserve(net: &str, key: &str, addr: &str, mac: Option<&str>) -> Request {
+    Request::EndpointReserve {
+        network: net.to_string(),
+        spec: crate::api::EndpointSpec {
+            key: key.to_string(),
+            address: Some(addr.to_string()),
+            mac: mac.map(str::to_string),
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn managed_networks_take_the_front_ends_ipam_and_refuse_the_cli() {
+    let root = TempRoot::new("managed");
+    let d = start(&root).unwrap();
+    ok(
+        &d,
+        create("own", "ipvlan", &[("parent", "eth0")], &["192.0.2.0/24"]),
+    );
+    let id = "ab".repeat(32);
+    let opts = [("parent", "eth1"), ("ipvlan_mode", "l3")];
+    // The front end's subnet may overlap uvlan's own networks: its IPAM decides.
+    let e = ensure(
+        Some(&id),
+        "docker",
+        &opts,
+        &[("192.0.2.0/24", "192.0.2.1/24")],
+    );
+    assert_eq!(ok(&d, e.clone()), serde_json::json!(id));
+    assert_eq!(ok(&d, e), serde_json::json!(id), "idempotent");
+    let other = ensure(
+        Some(&id),
+        "docker",
+        &[("parent", "eth1")],
+        &[("192.0.2.0/24", "192.0.2.1/24")],
+    );
+    assert!(err(&d, other).contains("already exists with another configuration"));
+    let bad = ensure(
+        Some(&"cd".repeat(32)),
+        "docker",
+        &[("ipvlan_mode", "l4")],
+        &[],
+    );
+    assert_eq!(
+        err(&d, bad),
+        "requested ipvlan mode 'l4' is not valid, 'l2' mode is the ipvlan driver default"
+    );
+    let shared = ensure(Some(&"cd".repeat(32)), "docker", &[("parent", "eth0")], &[]);
+    assert!(err(&d, shared).contains("is already using parent interface eth0"));
+    let not_cni = ensure(Some(&id), "cni", &opts, &[("192.0.2.0/24", "192.0.2.1/24")]);
+    assert!(err(&d, not_cni).contains("is not managed by cni"));
+    let short = crate::ids::short_id(&id).to_string();
+    // The uvlan CLI leaves it alone.
+    let rm = err(
+        &d,
+        Request::NetworkRm {
+            name: short.clone(),
+        },
+    );
+    assert!(rm.contains("is managed by docker"), "{rm}");
+    // Inspect: Docker's gateway, the owner label, external IPAM.
+    let v = inspect(&d, &short);
+    assert_eq!(
+        v.labels.get("uvlan.managed-by").map(String::as_str),
+        Some("docker")
+    );
+    assert_eq!(v.ipam.driver, "external");
+    assert_eq!(v.ipam.config[0].gateway.as_deref(), Some("192.0.2.1"));
+    // Endpoints: ipvlan refuses a MAC with Docker's text; addresses are taken as given.
+    let key = "ef".repeat(32);
+    assert_eq!(
+        err(
+            &d,
+            reserve(&id, &key, "192.0.2.7/24", Some("02:00:00:00:00:09"))
+        ),
+        "ipvlan interfaces do not support custom mac address assignment"
+    );
+    assert_eq!(
+        ok(&d, reserve(&id, &key, "192.0.2.7/24", None)),
+        serde_json::json!("")
+    );
+    let list = ok(
+        &d,
+        Request::EndpointList {
+            network: id.clone(),
+        },
+    );
+    assert_eq!(list[0]["address"], "192.0.2.7/24");
+    assert_eq!(list[0]["attached"], false);
+    assert_eq!(v.status.ipam.subnets["192.0.2.0/24"].ips_in_use, 3);
+    let busy = err(
+        &d,
+        Request::NetworkRm {
+            name: short.clone(),
+        },
+    );
+    assert!(busy.contains("is managed by docker"), "{busy}");
+    // Names follow Docker's once learned; a taken name is not stolen.
+    assert!(d.rename_managed(&id, "docker", "mynet").unwrap());
+    assert!(!d.rename_managed(&id, "docker", "own").unwrap());
+    // Persistence across a restart: network and reservation.
+    drop(d);
+    let d = start(&root).unwrap();
+    let list = ok(
+        &d,
+        Request::EndpointList {
+            network: "mynet".into(),
+        },
+    );
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let detach = |forget| Request::EndpointDetach {
+        network: id.clone(),
+        key: key.clone(),
+        forget,
+        remove_empty_network: false,
+    };
+    assert_eq!(ok(&d, detach(true)), serde_json::json!(true));
+    assert_eq!(ok(&d, detach(true)), serde_json::json!(false), "idempotent");
+    let del = || Request::NetworkDelete {
+        network: id.clone(),
+        owner: "docker".into(),
+    };
+    // Docker's DeleteNetwork drops a stale reservation (a DeleteEndpoint uvlan missed).
+    ok(&d, reserve(&id, &key, "192.0.2.7/24", None));
+    assert_eq!(ok(&d, del()), serde_json::json!(true));
+    assert_eq!(ok(&d, del()), serde_json::json!(false), "idempotent");
+    let names: Vec<String> = ok(&d, Request::NetworkLs)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, vec!["own"]);
+    // uvlan's own IPAM was never touched: its subnet is still whole.
+    assert_eq!(
+        inspect(&d, "own").status.ipam.subnets["192.0.2.0/24"].ips_in_use,
+        3
+    );
+    // A CNI network without a master and no default route in the daemon's namespace.
+    let mut cni = ensure(None, "cni", &[], &[]);
+    if let Request::NetworkEnsure(e) = &mut cni {
+        e.parent_from_default_route = true;
+    }
+    assert!(err(&d, cni).contains("no IPv4 default route"));
+}

@@ -31,7 +31,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use records::{
-    AutoRemove, DriverConfig, EndpointRecord, HostRecord, NetworkRecord, ParentRef, RECORD_VERSION,
+    AutoRemove, DriverConfig, EndpointRecord, HostRecord, Managed, NetworkRecord, ParentRef,
+    ReservedEndpoint, RECORD_VERSION,
 };
 
 /// Errors of the state store.

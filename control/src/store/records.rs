@@ -134,6 +134,14 @@ pub struct EndpointRecord {
     /// `run -d --rm`: remove when this process exits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_remove: Option<AutoRemove>,
+    /// Endpoints of managed networks: the front end's key (Docker's endpoint ID, CNI's
+    /// `CONTAINERID/IFNAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Endpoints a front end moves into the sandbox itself (Docker): the TAP's name in the
+    /// daemon's namespace before the move (the name Docker renames it back to on leave).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_name: Option<String>,
 }
 
 impl EndpointRecord {
@@ -141,6 +149,39 @@ impl EndpointRecord {
     pub fn mac(&self) -> Option<MacAddr> {
         self.mac.parse().ok()
     }
+}
+
+/// An endpoint a front end declared (Docker's `CreateEndpoint`) but has not placed in a
+/// sandbox yet (or took out of it again with `Leave`): its addresses and MAC are held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservedEndpoint {
+    /// The front end's key (Docker's endpoint ID).
+    pub key: String,
+    /// The addresses the front end's IPAM gave it.
+    pub addrs: EndpointAddrs,
+    /// The MAC (macvlan: requested or chosen; ipvlan: empty, the port gets the parent's).
+    #[serde(default)]
+    pub mac: String,
+    /// The MAC as requested (Docker's `--mac-address`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req_mac: Option<String>,
+    /// Creation time.
+    pub created: String,
+    /// After a Leave: the TAP's name in the daemon's namespace (Docker moves it back there
+    /// under this name), so DeleteEndpoint can delete it even after a daemon restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_name: Option<String>,
+}
+
+/// A network managed by a front end that does its own IPAM (Docker, CNI): uvlan allocates
+/// no address for it, and the uvlan CLI does not remove it or attach to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Managed {
+    /// `docker` or `cni`.
+    pub owner: String,
+    /// Endpoints declared but not attached (see [`ReservedEndpoint`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reserved: Vec<ReservedEndpoint>,
 }
 
 /// One network and its endpoints.
@@ -177,6 +218,9 @@ pub struct NetworkRecord {
     /// Endpoints, in connection order.
     #[serde(default)]
     pub endpoints: Vec<EndpointRecord>,
+    /// Set when a front end (Docker, CNI) manages the network and its addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<Managed>,
 }
 
 impl NetworkRecord {
@@ -230,12 +274,25 @@ impl NetworkRecord {
                 }
             }
         }
+        let mut keys = std::collections::BTreeSet::new();
+        let reserved = self.managed.iter().flat_map(|m| m.reserved.iter());
+        let all_keys = self
+            .endpoints
+            .iter()
+            .filter_map(|e| e.key.as_deref())
+            .chain(reserved.map(|r| r.key.as_str()));
+        for k in all_keys {
+            if !keys.insert(k) {
+                return Err(format!("endpoint key {k:?} appears twice"));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for ep in &self.endpoints {
             if !ids::is_valid_id(&ep.id) || !ids::is_valid_id(&ep.sandbox_id) {
                 return Err(format!("endpoint {:?} has a malformed ID", ep.name));
             }
-            if !seen.insert(ep.netns_inode) {
+            // Inode 0: a TAP a front end is still moving into its sandbox.
+            if ep.netns_inode != 0 && !seen.insert(ep.netns_inode) {
                 return Err(format!(
                     "two endpoints in the same network namespace ({:?})",
                     ep.name

@@ -80,6 +80,7 @@ fn sample(id: &str) -> NetworkRecord {
             isolated_mac: Some("02:11:22:33:44:55".into()),
         },
         endpoints: Vec::new(),
+        managed: None,
     }
 }
 

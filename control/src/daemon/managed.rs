@@ -1,0 +1,899 @@
+//! Networks managed by a front end with its own IPAM: the Docker remote driver and the CNI
+//! plugin.
+//!
+//! Such a network is set up exactly like one made with `uvlan network create` (the same
+//! option validation and texts, the same parent rules, engine, TAPs and watchers), but
+//! uvlan allocates no address for it: subnets, gateways and every endpoint's addresses come
+//! from the front end (Docker's IPAM, a CNI IPAM plugin), and the uvlan CLI refuses to
+//! remove it or to attach or detach its endpoints.
+//!
+//! Endpoint life cycle, keyed by the front end's key (Docker's endpoint ID, CNI's
+//! `CONTAINERID/IFNAME`):
+//! - reserve (Docker's CreateEndpoint): addresses and MAC are recorded;
+//! - attach (Docker's Join, CNI ADD): the TAP is made, either inside the namespace,
+//!   addressed and routed (CNI), or in the daemon's namespace for Docker to move into its
+//!   sandbox: the daemon then follows it there (by interface index and MAC), finishes the
+//!   settings that do not survive a move, and starts the address watcher;
+//! - detach (Docker's Leave): the endpoint goes back to reserved; its TAP is kept ("parked")
+//!   because Docker moves it back to the host namespace after Leave;
+//! - forget (Docker's DeleteEndpoint, CNI DEL): everything goes.
+//!
+//! Detaching or forgetting what is not there succeeds (CNI DEL and Docker's retries are
+//! idempotent).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use uvlan_dataplane::fwd::{Driver, Engine, PortId};
+use uvlan_dataplane::port::tap::Tap;
+use uvlan_dataplane::wire::MacAddr;
+
+use crate::api::{
+    AttachEndpoint, AttachInfo, DefaultRouteView, EndpointSpec, EnsureNetwork, ManagedEndpoint,
+    RouteSpec,
+};
+use crate::ids;
+use crate::inspect::NetworkResource;
+use crate::ipam::{
+    EndpointAddr, EndpointAddrs, IpamConfig, NetworkIpam, Prefix, SubnetAlloc, SubnetStatus,
+};
+use crate::netns::{Netns, Rtnl, NETNS_RUN_DIR};
+use crate::store::{Managed, NetworkRecord, ReservedEndpoint};
+
+use super::dp::with_engine;
+use super::endpoint::{self, CustomRoute, DefaultRoute};
+use super::options;
+use super::state::{Daemon, EpAddrs, EpMac, EpPlace, EpRt, NewIpam, NewNetwork, State};
+
+/// The inspect label naming a managed network's owner.
+pub const OWNER_LABEL: &str = "uvlan.managed-by";
+
+/// How long the daemon waits for a front end to move a TAP into its sandbox.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often it looks.
+const FOLLOW_POLL: Duration = Duration::from_millis(20);
+
+/// Parses `ADDR/LEN` into the address and its (masked) subnet.
+pub fn parse_cidr_addr(text: &str) -> Result<(IpAddr, Prefix), String> {
+    let bad = || format!("invalid address {text:?}: expected ADDRESS/PREFIXLEN");
+    let (a, l) = text.split_once('/').ok_or_else(bad)?;
+    let addr: IpAddr = a.parse().map_err(|_| bad())?;
+    let len: u8 = l.parse().map_err(|_| bad())?;
+    let prefix = Prefix::new(addr, len).ok_or_else(bad)?;
+    Ok((addr, prefix.masked()))
+}
+
+/// Parses an address given either bare or as `ADDR/LEN` (Docker sends gateways and aux
+/// addresses with the pool's length).
+fn parse_bare_or_cidr(text: &str) -> Result<IpAddr, String> {
+    let a = text.split_once('/').map_or(text, |(a, _)| a);
+    a.parse()
+        .map_err(|_| format!("invalid address {text:?}: expected an IP address"))
+}
+
+/// The allocation of a network whose front end did the IPAM: its subnets, gateways and aux
+/// addresses as given (checked for form and containment only).
+pub fn external_ipam(cfg: &[IpamConfig]) -> Result<NetworkIpam, String> {
+    let mut ipam = NetworkIpam::default();
+    for c in cfg {
+        let (_, subnet) = parse_cidr_addr(&c.subnet)
+            .map_err(|e| format!("invalid subnet {:?}: {e}", c.subnet))?;
+        let inside = |what: &str, a: IpAddr| {
+            if subnet.contains(a) {
+                Ok(a)
+            } else {
+                Err(format!(
+                    "invalid {what} {a}: parent subnet {subnet} doesn't contain this address"
+                ))
+            }
+        };
+        let gateway = match &c.gateway {
+            Some(g) if !g.is_empty() => Some(inside("gateway", parse_bare_or_cidr(g)?)?),
+            _ => None,
+        };
+        let ip_range = match &c.ip_range {
+            Some(r) if !r.is_empty() => Some(parse_cidr_addr(r)?.1),
+            _ => None,
+        };
+        let mut aux = BTreeMap::new();
+        for (name, a) in &c.aux {
+            aux.insert(
+                name.clone(),
+                inside("auxiliary address", parse_bare_or_cidr(a)?)?,
+            );
+        }
+        let alloc = SubnetAlloc {
+            subnet,
+            ip_range,
+            gateway,
+            aux,
+            dynamic: false,
+        };
+        match subnet.addr() {
+            IpAddr::V4(_) => ipam.v4.push(alloc),
+            IpAddr::V6(_) => ipam.v6.push(alloc),
+        }
+    }
+    Ok(ipam)
+}
+
+/// `Status.IPAM` for a managed network: the addresses uvlan knows of in each subnet
+/// (network and broadcast or anycast, gateway, aux, endpoints, reservations); the free
+/// count is the subnet's size minus those (the front end's IPAM may know more).
+pub fn external_status(rec: &NetworkRecord) -> BTreeMap<String, SubnetStatus> {
+    let mut held: Vec<IpAddr> = rec.endpoints.iter().flat_map(|e| e.addrs.addrs()).collect();
+    if let Some(m) = &rec.managed {
+        held.extend(m.reserved.iter().flat_map(|r| r.addrs.addrs()));
+    }
+    rec.ipam
+        .subnets()
+        .map(|s| {
+            let v4 = s.subnet.addr().is_ipv4();
+            let reserved: u64 = match (v4, s.subnet.host_bits()) {
+                (true, b) if b > 1 => 2,
+                (true, _) => 0,
+                (false, _) => 1,
+            };
+            let used = reserved
+                + s.gateway.iter().count() as u64
+                + s.aux.len() as u64
+                + held.iter().filter(|a| s.subnet.contains(**a)).count() as u64;
+            let size = u64::try_from(s.subnet.size()).unwrap_or(u64::MAX);
+            (
+                s.subnet.to_string(),
+                SubnetStatus {
+                    ips_in_use: used,
+                    dynamic_ips_available: size.saturating_sub(used),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Marks a managed network in inspect: the owner label, and `IPAM.Driver` `external`.
+pub fn decorate_inspect(view: &mut NetworkResource, m: &Managed) {
+    view.labels.insert(OWNER_LABEL.to_string(), m.owner.clone());
+    view.ipam.driver = "external".to_string();
+}
+
+/// The error for a uvlan CLI operation on a managed network.
+pub fn refuse_cli(name: &str, m: &Managed, verb: &str) -> String {
+    let how = match m.owner.as_str() {
+        "docker" => "use docker (docker network rm, docker run --network, docker network connect/disconnect)",
+        "cni" => "its endpoints come and go with the container runtime's CNI ADD and DEL",
+        _ => "use the tool that created it",
+    };
+    format!(
+        "network {name} is managed by {} and cannot be {verb} with the uvlan CLI: {how}",
+        m.owner
+    )
+}
+
+/// The endpoint addresses a front end gave, with each family's gateway: the given one, else
+/// the gateway of the network's subnet holding the address.
+fn spec_addrs(rec: &NetworkRecord, spec: &EndpointSpec) -> Result<EndpointAddrs, String> {
+    let one = |text: &Option<String>,
+               gw: &Option<String>,
+               v6: bool|
+     -> Result<Option<EndpointAddr>, String> {
+        let Some(text) = text.as_deref().filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        let (addr, subnet) = parse_cidr_addr(text)?;
+        if addr.is_ipv6() != v6 {
+            return Err(format!(
+                "address {text} is not an IPv{} address",
+                if v6 { 6 } else { 4 }
+            ));
+        }
+        let gateway = match gw.as_deref().filter(|g| !g.is_empty()) {
+            Some(g) => Some(parse_bare_or_cidr(g)?),
+            None => rec.ipam.subnet_for(addr).and_then(|s| s.gateway),
+        };
+        Ok(Some(EndpointAddr {
+            addr,
+            subnet,
+            gateway,
+        }))
+    };
+    Ok(EndpointAddrs {
+        v4: one(&spec.address, &spec.gateway, false)?,
+        v6: one(&spec.address_v6, &spec.gateway_v6, true)?,
+    })
+}
+
+fn parse_routes(routes: &[RouteSpec]) -> Result<Vec<CustomRoute>, String> {
+    routes
+        .iter()
+        .map(|r| {
+            let (_, dst) = parse_cidr_addr(&r.dst).map_err(|e| format!("route: {e}"))?;
+            let gateway = match r.gw.as_deref().filter(|g| !g.is_empty()) {
+                Some(g) => Some(
+                    g.parse::<IpAddr>()
+                        .map_err(|_| format!("route to {}: invalid gateway {g:?}", r.dst))?,
+                ),
+                None => None,
+            };
+            if gateway.is_some_and(|g| g.is_ipv4() != dst.addr().is_ipv4()) {
+                return Err(format!(
+                    "route to {}: gateway of the other IP family",
+                    r.dst
+                ));
+            }
+            Ok(CustomRoute {
+                dst: dst.addr(),
+                prefix_len: dst.bits(),
+                gateway,
+            })
+        })
+        .collect()
+}
+
+fn route_view(r: Option<DefaultRoute>) -> Option<DefaultRouteView> {
+    r.map(|r| DefaultRouteView {
+        via: match r {
+            DefaultRoute::Via(gw) => Some(gw.to_string()),
+            DefaultRoute::Dev => None,
+        },
+    })
+}
+
+/// What differs between an existing managed network and a request for it.
+fn config_diff(rec: &NetworkRecord, e: &EnsureNetwork) -> Option<String> {
+    if rec.driver != e.driver {
+        return Some(format!("driver {} instead of {}", rec.driver, e.driver));
+    }
+    if rec.options != e.options {
+        return Some(format!(
+            "options {:?} instead of {:?}",
+            rec.options, e.options
+        ));
+    }
+    if rec.internal != e.internal {
+        return Some(format!(
+            "internal {} instead of {}",
+            rec.internal, e.internal
+        ));
+    }
+    if rec.ipv6 != e.ipv6 {
+        return Some(format!("ipv6 {} instead of {}", rec.ipv6, e.ipv6));
+    }
+    if rec.ipam_config != e.subnets {
+        return Some("other subnets".to_string());
+    }
+    None
+}
+
+impl Daemon {
+    /// A network by exact name or ID (managed operations never guess by prefix).
+    fn find_exact(st: &State, key: &str) -> Option<usize> {
+        st.nets
+            .iter()
+            .position(|n| n.rec.id == key)
+            .or_else(|| st.nets.iter().position(|n| n.rec.name == key))
+    }
+
+    fn unknown(network: &str) -> String {
+        format!(
+            "network {network} is not known to uvlan (was it made while uvlan's daemon was \
+             not running, or was uvlan's state directory removed?): remove the network and \
+             create it again"
+        )
+    }
+
+    fn managed_index(st: &State, network: &str) -> Result<usize, String> {
+        let i = Self::find_exact(st, network).ok_or_else(|| Self::unknown(network))?;
+        if st.nets[i].rec.managed.is_none() {
+            return Err(format!(
+                "network {} was made with the uvlan CLI, not by a container runtime: use \
+                 \"uvlan network connect\"",
+                st.nets[i].rec.name
+            ));
+        }
+        Ok(i)
+    }
+
+    /// [`crate::api::Request::NetworkEnsure`].
+    pub(super) fn ensure_network(&self, e: &EnsureNetwork) -> Result<String, String> {
+        let mut st = self.lock();
+        self.ensure_locked(&mut st, e)
+            .map(|i| st.nets[i].rec.id.clone())
+    }
+
+    fn ensure_locked(&self, st: &mut State, e: &EnsureNetwork) -> Result<usize, String> {
+        if e.owner.is_empty() {
+            return Err("a managed network needs an owner".to_string());
+        }
+        if let Some(id) = &e.id {
+            if !ids::is_valid_id(id) {
+                return Err(format!("network ID {id:?} is not 64 hex characters"));
+            }
+        }
+        let existing = match &e.id {
+            Some(id) => st.nets.iter().position(|n| n.rec.id == *id),
+            None => st.nets.iter().position(|n| n.rec.name == e.name),
+        };
+        if let Some(i) = existing {
+            let rec = &st.nets[i].rec;
+            if rec.managed.as_ref().map(|m| m.owner.as_str()) != Some(e.owner.as_str()) {
+                return Err(format!(
+                    "network {} already exists and is not managed by {}: pick another name",
+                    rec.name, e.owner
+                ));
+            }
+            return match config_diff(rec, e) {
+                None => Ok(i),
+                Some(d) => Err(format!(
+                    "network {} already exists with another configuration ({d}); remove its \
+                     endpoints so it goes away, or use another network name",
+                    rec.name
+                )),
+            };
+        }
+        let has_parent = e.options.get("parent").is_some_and(|p| !p.is_empty());
+        let default_parent = if e.parent_from_default_route && !has_parent {
+            Some(st.host.default_route_link().ok_or_else(|| {
+                "no master given and the uvlan daemon's namespace has no IPv4 default route to \
+                 take it from: set \"master\""
+                    .to_string()
+            })?)
+        } else {
+            None
+        };
+        let new = NewNetwork {
+            id: e.id.clone(),
+            name: e.name.clone(),
+            driver: e.driver.clone(),
+            options: e.options.clone(),
+            ipam: NewIpam::External(e.subnets.clone()),
+            ipv6: e.ipv6,
+            internal: e.internal,
+            managed: Some(Managed {
+                owner: e.owner.clone(),
+                reserved: Vec::new(),
+            }),
+            default_parent,
+        };
+        let id = self.create_locked(st, new)?;
+        Self::find_exact(st, &id).ok_or_else(|| "the new network vanished".to_string())
+    }
+
+    /// [`crate::api::Request::NetworkDelete`].
+    pub(super) fn delete_managed(&self, network: &str, owner: &str) -> Result<bool, String> {
+        let mut st = self.lock();
+        let Some(i) = Self::find_exact(&st, network) else {
+            return Ok(false);
+        };
+        match &st.nets[i].rec.managed {
+            Some(m) if m.owner == owner => {}
+            _ => {
+                return Err(format!(
+                    "network {} is not managed by {owner}",
+                    st.nets[i].rec.name
+                ))
+            }
+        }
+        // Docker removes a network only when it has no endpoint left in its own view: any
+        // endpoint or reservation uvlan still holds is stale (a DeleteEndpoint that did not
+        // reach uvlan), so it goes too.
+        if owner == crate::api::OWNER_DOCKER {
+            let keys: Vec<String> = st.nets[i]
+                .rec
+                .endpoints
+                .iter()
+                .filter_map(|e| e.key.clone())
+                .chain(
+                    st.nets[i]
+                        .rec
+                        .managed
+                        .iter()
+                        .flat_map(|m| m.reserved.iter().map(|r| r.key.clone())),
+                )
+                .collect();
+            let id = st.nets[i].rec.id.clone();
+            drop(st);
+            for k in keys {
+                (self.log)(&format!("network {id}: dropping stale endpoint {k}"));
+                self.detach_endpoint(&id, &k, true, false)?;
+            }
+            st = self.lock();
+        }
+        let Some(i) = Self::find_exact(&st, network) else {
+            return Ok(false);
+        };
+        self.remove_locked(&mut st, i).map(|_| true)
+    }
+
+    /// [`crate::api::Request::EndpointReserve`]: answers the MAC (`""` for ipvlan).
+    pub(super) fn reserve_endpoint(
+        &self,
+        network: &str,
+        spec: &EndpointSpec,
+    ) -> Result<String, String> {
+        let mut st = self.lock();
+        let i = Self::managed_index(&st, network)?;
+        let rec = &st.nets[i].rec;
+        let macvlan = rec.driver == Driver::Macvlan.as_str();
+        if let Some(r) = rec
+            .managed
+            .iter()
+            .flat_map(|m| m.reserved.iter())
+            .find(|r| r.key == spec.key)
+        {
+            return Ok(r.mac.clone());
+        }
+        if rec
+            .endpoints
+            .iter()
+            .any(|e| e.key.as_deref() == Some(spec.key.as_str()))
+        {
+            return Err(format!(
+                "endpoint {} already exists in network {}",
+                spec.key, rec.name
+            ));
+        }
+        let addrs = spec_addrs(rec, spec)?;
+        let mac = Self::choose_mac(&mut st, i, spec.mac.as_deref())?;
+        let mac = if macvlan {
+            mac.to_string()
+        } else {
+            String::new()
+        };
+        let mut netrec = st.nets[i].rec.clone();
+        if let Some(m) = netrec.managed.as_mut() {
+            m.reserved.push(ReservedEndpoint {
+                key: spec.key.clone(),
+                addrs,
+                mac: mac.clone(),
+                req_mac: spec.mac.clone(),
+                created: ids::now_rfc3339(),
+                host_name: None,
+            });
+        }
+        self.store
+            .save_network(&netrec)
+            .map_err(|e| e.to_string())?;
+        st.nets[i].rec = netrec;
+        Ok(mac)
+    }
+
+    /// [`crate::api::Request::EndpointAttach`].
+    pub(super) fn attach_endpoint(&self, a: &AttachEndpoint) -> Result<AttachInfo, String> {
+        let mut st = self.lock();
+        let i = match &a.ensure {
+            Some(e) => self.ensure_locked(&mut st, e)?,
+            None => Self::managed_index(&st, &a.network)?,
+        };
+        if st.nets[i].rec.managed.is_none() {
+            return Err(Self::managed_index(&st, &a.network)
+                .err()
+                .unwrap_or_default());
+        }
+        if let Some(ep) = st.nets[i]
+            .rec
+            .endpoints
+            .iter()
+            .find(|e| e.key.as_deref() == Some(a.key.as_str()))
+        {
+            return Err(format!(
+                "endpoint {} of network {} is already attached (to {} as {})",
+                a.key, st.nets[i].rec.name, ep.netns_path, ep.ifname
+            ));
+        }
+        // Docker's sandbox does not exist yet at Join: the TAP is followed there later.
+        let ns = match &a.host_name {
+            Some(_) => Netns::current(),
+            None => Netns::open(&a.netns),
+        }
+        .map_err(|e| e.to_string())?;
+        let path = if a.netns.contains('/') {
+            PathBuf::from(&a.netns)
+        } else {
+            Path::new(NETNS_RUN_DIR).join(&a.netns)
+        };
+        let routes = a.routes.as_deref().map(parse_routes).transpose()?;
+        // The endpoint's addresses and MAC: given now, or reserved earlier.
+        let mut taken: Option<(usize, ReservedEndpoint)> = None;
+        let (addrs, mac) = match &a.spec {
+            Some(spec) => {
+                if spec.key != a.key {
+                    return Err(format!(
+                        "endpoint key mismatch: {:?} and {:?}",
+                        spec.key, a.key
+                    ));
+                }
+                (
+                    spec_addrs(&st.nets[i].rec, spec)?,
+                    EpMac::Choose(spec.mac.clone()),
+                )
+            }
+            None => {
+                let m = st.nets[i].rec.managed.as_ref();
+                let k = m
+                    .and_then(|m| m.reserved.iter().position(|r| r.key == a.key))
+                    .ok_or_else(|| {
+                        format!(
+                            "endpoint {} of network {} was not created first (or uvlan's \
+                             state was lost): remove the container and run it again",
+                            a.key, st.nets[i].rec.name
+                        )
+                    })?;
+                let r = st.nets[i]
+                    .rec
+                    .managed
+                    .as_mut()
+                    .map(|m| m.reserved.remove(k))
+                    .ok_or_else(|| "internal error: reservation vanished".to_string())?;
+                let mac = match r.mac.parse::<MacAddr>() {
+                    Ok(m) => EpMac::Fixed(m),
+                    Err(_) => EpMac::Choose(None),
+                };
+                let addrs = r.addrs;
+                taken = Some((k, r));
+                (addrs, mac)
+            }
+        };
+        let place = EpPlace {
+            ns,
+            name: a.label.clone(),
+            path,
+            owns_netns: false,
+            ifname: a.ifname.clone(),
+            host_name: a.host_name.clone(),
+            routes,
+            mtu: a.mtu,
+            key: Some(a.key.clone()),
+        };
+        let made = self.connect_locked(&mut st, i, place, EpAddrs::Given(addrs), mac);
+        let rec = match made {
+            Ok(rec) => rec,
+            Err(e) => {
+                if let (Some((k, r)), Some(m)) = (taken, st.nets[i].rec.managed.as_mut()) {
+                    m.reserved.insert(k.min(m.reserved.len()), r);
+                }
+                return Err(e);
+            }
+        };
+        // A parked TAP of an earlier attachment under this key is no longer needed.
+        if let Some(old) = st.nets[i].parked.remove(&a.key) {
+            endpoint::destroy_tap(old);
+        }
+        let net = &st.nets[i].rec;
+        let driver = options::parse_driver(&net.driver)?;
+        let plan = endpoint::route_plan(
+            driver,
+            net.driver_config.ipvlan_mode(),
+            net.driver_config.parent.is_some(),
+            net.internal,
+            &rec.addrs,
+        );
+        let info = AttachInfo {
+            network_id: net.id.clone(),
+            endpoint_id: rec.id.clone(),
+            ifname: rec.ifname.clone(),
+            mac: rec.mac.clone(),
+            mtu: st.nets[i]
+                .eps
+                .get(&rec.id)
+                .and_then(|rt| {
+                    let ns = &rt.netns;
+                    Rtnl::open(ns)
+                        .and_then(|mut r| r.link_get_by_index(rt.ifindex))
+                        .ok()
+                        .map(|l| l.mtu)
+                })
+                .unwrap_or(0),
+            default_v4: route_view(plan.v4),
+            default_v6: route_view(plan.v6),
+        };
+        Ok(info)
+    }
+
+    /// [`crate::api::Request::EndpointDetach`].
+    pub(super) fn detach_endpoint(
+        &self,
+        network: &str,
+        key: &str,
+        forget: bool,
+        remove_empty_network: bool,
+    ) -> Result<bool, String> {
+        let mut st = self.lock();
+        let Some(i) = Self::find_exact(&st, network) else {
+            return Ok(false);
+        };
+        if st.nets[i].rec.managed.is_none() {
+            return Err(Self::managed_index(&st, network).err().unwrap_or_default());
+        }
+        let mut changed = false;
+        let mut host_name = None;
+        let mut netrec = st.nets[i].rec.clone();
+        let macvlan = netrec.driver == Driver::Macvlan.as_str();
+        if let Some(k) = netrec
+            .endpoints
+            .iter()
+            .position(|e| e.key.as_deref() == Some(key))
+        {
+            let ep = netrec.endpoints.remove(k);
+            host_name = ep.host_name.clone();
+            if !forget {
+                if let Some(m) = netrec.managed.as_mut() {
+                    m.reserved.push(ReservedEndpoint {
+                        key: key.to_string(),
+                        addrs: ep.addrs,
+                        mac: if macvlan {
+                            ep.mac.clone()
+                        } else {
+                            String::new()
+                        },
+                        req_mac: ep.req_mac.clone(),
+                        created: ep.created.clone(),
+                        host_name: ep.host_name.clone(),
+                    });
+                }
+            }
+            self.store
+                .save_network(&netrec)
+                .map_err(|e| e.to_string())?;
+            st.nets[i].rec = netrec;
+            if let Some(rt) = st.nets[i].eps.remove(&ep.id) {
+                if forget || ep.host_name.is_none() {
+                    self.teardown_endpoint(rt);
+                } else if let Some(tap) = self.park(rt) {
+                    st.nets[i].parked.insert(key.to_string(), tap);
+                }
+            }
+            changed = true;
+        } else if forget {
+            let pos = netrec
+                .managed
+                .as_ref()
+                .and_then(|m| m.reserved.iter().position(|r| r.key == key));
+            if let (Some(k), Some(m)) = (pos, netrec.managed.as_mut()) {
+                let r = m.reserved.remove(k);
+                host_name = r.host_name.clone();
+                self.store
+                    .save_network(&netrec)
+                    .map_err(|e| e.to_string())?;
+                st.nets[i].rec = netrec;
+                changed = true;
+            }
+        }
+        if forget {
+            match st.nets[i].parked.remove(key) {
+                Some(tap) => endpoint::destroy_tap(tap),
+                None => {
+                    if let Some(name) = host_name {
+                        delete_host_tap(&name);
+                    }
+                }
+            }
+        }
+        let net = &st.nets[i].rec;
+        let empty =
+            net.endpoints.is_empty() && net.managed.as_ref().is_none_or(|m| m.reserved.is_empty());
+        if remove_empty_network && empty {
+            if let Err(e) = self.remove_locked(&mut st, i) {
+                (self.log)(&format!("removing the empty network {network}: {e}"));
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Takes an attached endpoint out of the engine and the dataplane but keeps its TAP.
+    fn park(&self, mut rt: EpRt) -> Option<Tap> {
+        drop(rt.watcher.take());
+        let tap = match self.dp.remove_tap(rt.port) {
+            Ok(t) => t,
+            Err(e) => {
+                (self.log)(&format!("taking the TAP of {} back: {e}", rt.port));
+                None
+            }
+        };
+        let port = rt.port;
+        if let Ok(Err(e)) = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port)) {
+            (self.log)(&format!("removing {port} from the engine: {e}"));
+        }
+        tap
+    }
+
+    /// [`crate::api::Request::EndpointList`].
+    pub(super) fn list_endpoints(&self, network: &str) -> Result<Vec<ManagedEndpoint>, String> {
+        let st = self.lock();
+        let i = Self::managed_index(&st, network)?;
+        let rec = &st.nets[i].rec;
+        let cidr = |a: Option<EndpointAddr>| a.map(|a| a.cidr()).unwrap_or_default();
+        let mut out: Vec<ManagedEndpoint> = rec
+            .endpoints
+            .iter()
+            .map(|e| ManagedEndpoint {
+                key: e.key.clone().unwrap_or_default(),
+                endpoint_id: e.id.clone(),
+                netns: e.netns_path.clone(),
+                ifname: e.ifname.clone(),
+                mac: e.mac.clone(),
+                address: cidr(e.addrs.v4),
+                address_v6: cidr(e.addrs.v6),
+                attached: true,
+            })
+            .collect();
+        for r in rec.managed.iter().flat_map(|m| m.reserved.iter()) {
+            out.push(ManagedEndpoint {
+                key: r.key.clone(),
+                endpoint_id: String::new(),
+                netns: String::new(),
+                ifname: String::new(),
+                mac: r.mac.clone(),
+                address: cidr(r.addrs.v4),
+                address_v6: cidr(r.addrs.v6),
+                attached: false,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The managed networks of `owner`, as `(id, name)`.
+    pub fn managed_networks(&self, owner: &str) -> Vec<(String, String)> {
+        let st = self.lock();
+        st.nets
+            .iter()
+            .filter(|n| n.rec.managed.as_ref().is_some_and(|m| m.owner == owner))
+            .map(|n| (n.rec.id.clone(), n.rec.name.clone()))
+            .collect()
+    }
+
+    /// Renames a managed network (the Docker driver shows Docker's name once it learns it).
+    /// Answers false when the name is taken by another network (the name stays).
+    pub fn rename_managed(&self, id: &str, owner: &str, name: &str) -> Result<bool, String> {
+        let mut st = self.lock();
+        let i = Self::find_exact(&st, id).ok_or_else(|| Self::unknown(id))?;
+        if st.nets[i].rec.managed.as_ref().map(|m| m.owner.as_str()) != Some(owner) {
+            return Err(format!("network {id} is not managed by {owner}"));
+        }
+        if st.nets[i].rec.name == name {
+            return Ok(true);
+        }
+        if name.is_empty() || st.nets.iter().any(|n| n.rec.name == name) {
+            return Ok(false);
+        }
+        let mut rec = st.nets[i].rec.clone();
+        rec.name = name.to_string();
+        self.store.save_network(&rec).map_err(|e| e.to_string())?;
+        st.nets[i].rec = rec;
+        Ok(true)
+    }
+
+    /// Follows a TAP a front end moves into its sandbox (see the module docs): waits until
+    /// the interface with `ifindex` and `mac` is up in the endpoint's namespace, then
+    /// settles it, starts its watcher and records its final name.
+    pub(super) fn spawn_follow(
+        &self,
+        net_id: &str,
+        ep_id: &str,
+        port: PortId,
+        ifindex: u32,
+        mac: MacAddr,
+    ) {
+        let Some(me) = self.me.upgrade() else { return };
+        let (net_id, ep_id) = (net_id.to_string(), ep_id.to_string());
+        let label = ep_id.clone();
+        let spawned = std::thread::Builder::new()
+            .name("uvlan-follow".to_string())
+            .spawn(move || {
+                let start = Instant::now();
+                loop {
+                    std::thread::sleep(FOLLOW_POLL);
+                    match me.follow_step(&net_id, &ep_id, port, ifindex, mac) {
+                        Ok(true) => return,
+                        Ok(false) => {}
+                        Err(e) => {
+                            (me.log)(&format!("endpoint {ep_id}: {e}"));
+                            return;
+                        }
+                    }
+                    if start.elapsed() > FOLLOW_TIMEOUT {
+                        (me.log)(&format!(
+                            "endpoint {ep_id}: its interface did not arrive in its sandbox \
+                             within {} s; it gets no traffic until it does and the daemon is \
+                             restarted",
+                            FOLLOW_TIMEOUT.as_secs()
+                        ));
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            (self.log)(&format!("cannot start the thread following {label}: {e}"));
+        }
+    }
+
+    /// One look: `Ok(true)` when done (settled, or the endpoint is gone), `Ok(false)` to
+    /// look again.
+    fn follow_step(
+        &self,
+        net_id: &str,
+        ep_id: &str,
+        port: PortId,
+        ifindex: u32,
+        mac: MacAddr,
+    ) -> Result<bool, String> {
+        let mut st = self.lock();
+        let Some(i) = st.nets.iter().position(|n| n.rec.id == net_id) else {
+            return Ok(true);
+        };
+        let Some(k) = st.nets[i].rec.endpoints.iter().position(|e| e.id == ep_id) else {
+            return Ok(true);
+        };
+        if st.nets[i].eps.get(ep_id).map(|r| r.port) != Some(port) {
+            return Ok(true);
+        }
+        let ep = st.nets[i].rec.endpoints[k].clone();
+        // Docker creates the sandbox after Join (when the container's process exists).
+        let ns = match Netns::open_path(Path::new(&ep.netns_path)) {
+            Ok(ns) if ep.netns_inode == 0 || ns.inode() == ep.netns_inode => ns,
+            Ok(_) => return Err(format!("its sandbox {} was replaced", ep.netns_path)),
+            Err(_) => return Ok(false),
+        };
+        let link = Rtnl::open(&ns)
+            .and_then(|mut r| r.link_get_by_index(ifindex))
+            .ok()
+            .filter(|l| l.mac == Some(mac.0) && l.is_up());
+        let Some(link) = link else {
+            return Ok(false);
+        };
+        let driver = options::parse_driver(&st.nets[i].rec.driver)?;
+        let link_local = if driver == Driver::Ipvlan && ep.addrs.v6.is_some() {
+            with_engine(&*self.dp, move |e: &mut Engine| e.port_link_local(port))
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let plan = self.if_plan(
+            &st.nets[i],
+            driver,
+            link.name.clone(),
+            mac,
+            link.mtu,
+            &ep,
+            link_local,
+        );
+        if let Err(e) = endpoint::settle_moved(&ns, ifindex, &link.name, &plan) {
+            (self.log)(&format!("endpoint {ep_id}: {e}"));
+        }
+        let watcher = endpoint::start_watcher(
+            self.dp.clone(),
+            self.log.clone(),
+            &ns,
+            ifindex,
+            port,
+            ep.name.clone(),
+        )?;
+        let mut netrec = st.nets[i].rec.clone();
+        netrec.endpoints[k].ifname = link.name.clone();
+        netrec.endpoints[k].netns_inode = ns.inode();
+        self.store
+            .save_network(&netrec)
+            .map_err(|e| e.to_string())?;
+        st.nets[i].rec = netrec;
+        if let Some(rt) = st.nets[i].eps.get_mut(ep_id) {
+            rt.netns = ns;
+            rt.ifindex = ifindex;
+            rt.watcher = Some(watcher);
+        }
+        Ok(true)
+    }
+}
+
+/// Deletes a TAP left in the daemon's namespace under `name` (Docker moves an endpoint's
+/// interface back there after Leave), if there is one.
+pub(super) fn delete_host_tap(name: &str) {
+    let Ok(here) = Netns::current() else { return };
+    let Ok(mut r) = Rtnl::open(&here) else { return };
+    if let Ok(l) = r.link_get(name) {
+        if l.kind.as_deref() == Some("tun") {
+            let _ = r.link_delete(l.index);
+        }
+    }
+}

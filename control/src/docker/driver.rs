@@ -1,0 +1,607 @@
+//! libnetwork's remote network driver protocol (`moby/libnetwork docs/remote.md`), as
+//! Docker 20.10 speaks it, translated into daemon requests on managed networks.
+//!
+//! Every call is `POST /<Method>` with a JSON body; the answer is JSON, `{"Err": "..."}` on
+//! failure (HTTP 200, so Docker prints `remote: TEXT`); unknown methods get 404, which Docker
+//! takes as "not implemented".
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use uvlan_dataplane::fwd::Driver;
+
+use crate::api::{
+    AttachEndpoint, AttachInfo, DefaultRouteView, EndpointSpec, EnsureNetwork, Request, Response,
+    OWNER_DOCKER,
+};
+use crate::ids;
+use crate::ipam::IpamConfig;
+
+/// The plugin name (socket `NAME.sock`, `docker network create -d NAME`) of a driver.
+pub fn plugin_name(driver: Driver) -> &'static str {
+    match driver {
+        Driver::Ipvlan => "uvlan-ipvlan",
+        Driver::Macvlan => "uvlan-macvlan",
+    }
+}
+
+/// Docker's generic options key: the `-o` map.
+const GENERIC: &str = "com.docker.network.generic";
+/// Docker's `--ipv6`.
+const ENABLE_IPV6: &str = "com.docker.network.enable_ipv6";
+/// Docker's `--internal`.
+const INTERNAL: &str = "com.docker.network.internal";
+
+/// The prefix of the TAP names the driver hands Docker (`uvd` + 12 hex of the endpoint
+/// ID: 15 characters, Linux's limit).
+pub const HOST_PREFIX: &str = "uvd";
+
+/// One answer: HTTP status and JSON body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Value,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Reply {
+        Reply { status: 200, body }
+    }
+
+    fn err(text: impl Into<String>) -> Reply {
+        Reply {
+            status: 200,
+            body: json!({ "Err": text.into() }),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct IpamData {
+    #[serde(default)]
+    pool: String,
+    #[serde(default)]
+    gateway: String,
+    #[serde(default)]
+    aux_addresses: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateNetworkReq {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "Options", default)]
+    options: Option<BTreeMap<String, Value>>,
+    #[serde(rename = "IPv4Data", default)]
+    ipv4: Option<Vec<IpamData>>,
+    #[serde(rename = "IPv6Data", default)]
+    ipv6: Option<Vec<IpamData>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NetworkReq {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EndpointInterface {
+    #[serde(default)]
+    address: String,
+    #[serde(rename = "AddressIPv6", default)]
+    address_v6: String,
+    #[serde(default)]
+    mac_address: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct EndpointReq {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+    #[serde(rename = "Interface", default)]
+    interface: Option<EndpointInterface>,
+    #[serde(rename = "SandboxKey", default)]
+    sandbox_key: String,
+}
+
+/// Something the driver needs from the daemon: the daemon itself, or a test double.
+pub trait Backend: Send + Sync {
+    /// Serves one daemon request.
+    fn call(&self, req: Request) -> Response;
+    /// A network was created: learn Docker's name for it (see `names`).
+    fn network_created(&self, _id: &str) {}
+}
+
+fn call(b: &dyn Backend, req: Request) -> Result<Value, String> {
+    match b.call(req) {
+        Response::Ok { result } => Ok(result),
+        Response::Error { message } => Err(message),
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], method: &str) -> Result<T, String> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| format!("malformed {method} request from Docker: {e}"))
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), String> {
+    if ids::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(format!("{what} {id:?} is not 64 hex characters"))
+    }
+}
+
+/// The options Docker sends at CreateNetwork, as uvlan's `-o` map, IPv6 and internal flags.
+fn network_options(
+    options: &BTreeMap<String, Value>,
+) -> Result<(BTreeMap<String, String>, bool, bool), String> {
+    let mut out = BTreeMap::new();
+    if let Some(generic) = options.get(GENERIC) {
+        let Value::Object(map) = generic else {
+            return Err(format!("{GENERIC} is not an object"));
+        };
+        for (k, v) in map {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                other => return Err(format!("option {k} has a value uvlan cannot use: {other}")),
+            };
+            out.insert(k.clone(), text);
+        }
+    }
+    let flag = |key: &str| match options.get(key) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    };
+    Ok((out, flag(ENABLE_IPV6), flag(INTERNAL)))
+}
+
+fn ipam_configs(data: Option<Vec<IpamData>>) -> Vec<IpamConfig> {
+    data.unwrap_or_default()
+        .into_iter()
+        .filter(|d| !d.pool.is_empty())
+        .map(|d| IpamConfig {
+            subnet: d.pool,
+            ip_range: None,
+            gateway: (!d.gateway.is_empty()).then_some(d.gateway),
+            aux: d.aux_addresses.unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The Join answer for an attached endpoint: Docker moves `SrcName` into the sandbox as
+/// `ethN`; l2/macvlan endpoints with a wire get `Gateway`s, l3/l3s ones a connected default
+/// route per family (so Docker adds no gateway bridge).
+pub fn join_answer(info: &AttachInfo) -> Value {
+    let mut answer = json!({
+        "InterfaceName": { "SrcName": info.ifname, "DstPrefix": "eth" },
+        "DisableGatewayService": true,
+    });
+    let mut routes = Vec::new();
+    for (route, key, dst) in [
+        (&info.default_v4, "Gateway", "0.0.0.0/0"),
+        (&info.default_v6, "GatewayIPv6", "::/0"),
+    ] {
+        match route {
+            Some(DefaultRouteView { via: Some(gw) }) => {
+                answer[key] = json!(gw);
+            }
+            Some(DefaultRouteView { via: None }) => {
+                routes.push(json!({ "Destination": dst, "RouteType": 1 }));
+            }
+            None => {}
+        }
+    }
+    if !routes.is_empty() {
+        answer["StaticRoutes"] = Value::Array(routes);
+    }
+    answer
+}
+
+/// Serves one call for the plugin of `driver`.
+pub fn handle(b: &dyn Backend, driver: Driver, method: &str, body: &[u8]) -> Reply {
+    match dispatch(b, driver, method, body) {
+        Some(Ok(v)) => Reply::ok(v),
+        Some(Err(e)) => Reply::err(e),
+        None => Reply {
+            status: 404,
+            body: json!({
+                "Err": format!("{method} is not implemented by uvlan's {} driver", plugin_name(driver))
+            }),
+        },
+    }
+}
+
+fn dispatch(
+    b: &dyn Backend,
+    driver: Driver,
+    method: &str,
+    body: &[u8],
+) -> Option<Result<Value, String>> {
+    let r = match method {
+        "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver"] })),
+        "NetworkDriver.GetCapabilities" => {
+            Ok(json!({ "Scope": "local", "ConnectivityScope": "local" }))
+        }
+        "NetworkDriver.CreateNetwork" => create_network(b, driver, body),
+        "NetworkDriver.DeleteNetwork" => parse::<NetworkReq>(body, method).and_then(|r| {
+            call(
+                b,
+                Request::NetworkDelete {
+                    network: r.network_id,
+                    owner: OWNER_DOCKER.to_string(),
+                },
+            )
+            .map(|_| json!({}))
+        }),
+        "NetworkDriver.CreateEndpoint" => create_endpoint(b, body),
+        "NetworkDriver.EndpointOperInfo" => {
+            parse::<EndpointReq>(body, method).map(|_| json!({ "Value": {} }))
+        }
+        "NetworkDriver.DeleteEndpoint" | "NetworkDriver.Leave" => {
+            let forget = method == "NetworkDriver.DeleteEndpoint";
+            parse::<EndpointReq>(body, method).and_then(|r| {
+                call(
+                    b,
+                    Request::EndpointDetach {
+                        network: r.network_id,
+                        key: r.endpoint_id,
+                        forget,
+                        remove_empty_network: false,
+                    },
+                )
+                .map(|_| json!({}))
+            })
+        }
+        "NetworkDriver.Join" => join(b, body),
+        "NetworkDriver.DiscoverNew"
+        | "NetworkDriver.DiscoverDelete"
+        | "NetworkDriver.ProgramExternalConnectivity"
+        | "NetworkDriver.RevokeExternalConnectivity"
+        | "NetworkDriver.AllocateNetwork"
+        | "NetworkDriver.FreeNetwork" => Ok(json!({})),
+        _ => return None,
+    };
+    Some(r)
+}
+
+fn create_network(b: &dyn Backend, driver: Driver, body: &[u8]) -> Result<Value, String> {
+    let r: CreateNetworkReq = parse(body, "CreateNetwork")?;
+    check_id("network ID", &r.network_id)?;
+    let (options, ipv6, internal) = network_options(&r.options.unwrap_or_default())?;
+    let mut subnets = ipam_configs(r.ipv4);
+    if ipv6 {
+        subnets.extend(ipam_configs(r.ipv6));
+    }
+    let req = EnsureNetwork {
+        id: Some(r.network_id.clone()),
+        name: ids::short_id(&r.network_id).to_string(),
+        owner: OWNER_DOCKER.to_string(),
+        driver: driver.as_str().to_string(),
+        options,
+        subnets,
+        ipv6,
+        internal,
+        parent_from_default_route: false,
+    };
+    call(b, Request::NetworkEnsure(req))?;
+    b.network_created(&r.network_id);
+    Ok(json!({}))
+}
+
+fn create_endpoint(b: &dyn Backend, body: &[u8]) -> Result<Value, String> {
+    let r: EndpointReq = parse(body, "CreateEndpoint")?;
+    check_id("endpoint ID", &r.endpoint_id)?;
+    let iface = r.interface.unwrap_or_default();
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let spec = EndpointSpec {
+        key: r.endpoint_id,
+        address: nonempty(&iface.address),
+        address_v6: nonempty(&iface.address_v6),
+        gateway: None,
+        gateway_v6: None,
+        mac: nonempty(&iface.mac_address),
+    };
+    let mac = call(
+        b,
+        Request::EndpointReserve {
+            network: r.network_id,
+            spec,
+        },
+    )?;
+    let mac = mac.as_str().unwrap_or_default();
+    // Docker already chose the addresses: only a MAC it did not send goes back (macvlan).
+    if iface.mac_address.is_empty() && !mac.is_empty() {
+        Ok(json!({ "Interface": { "MacAddress": mac } }))
+    } else {
+        Ok(json!({ "Interface": {} }))
+    }
+}
+
+fn join(b: &dyn Backend, body: &[u8]) -> Result<Value, String> {
+    let r: EndpointReq = parse(body, "Join")?;
+    check_id("endpoint ID", &r.endpoint_id)?;
+    if r.sandbox_key.is_empty() {
+        return Err("Join without a SandboxKey: uvlan needs the container's namespace".into());
+    }
+    let host_name = format!("{HOST_PREFIX}{}", ids::short_id(&r.endpoint_id));
+    let req = AttachEndpoint {
+        network: r.network_id,
+        ensure: None,
+        spec: None,
+        key: r.endpoint_id,
+        netns: r.sandbox_key.clone(),
+        host_name: Some(host_name),
+        ifname: None,
+        routes: None,
+        mtu: None,
+        label: r.sandbox_key,
+    };
+    let info: AttachInfo = serde_json::from_value(call(b, Request::EndpointAttach(Box::new(req)))?)
+        .map_err(|e| format!("internal error: unexpected attach answer: {e}"))?;
+    Ok(join_answer(&info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records requests and answers from a script.
+    struct Fake {
+        seen: Mutex<Vec<Request>>,
+        answer: Box<dyn Fn(&Request) -> Response + Send + Sync>,
+    }
+
+    impl Backend for Fake {
+        fn call(&self, req: Request) -> Response {
+            let a = (self.answer)(&req);
+            self.seen.lock().unwrap().push(req);
+            a
+        }
+    }
+
+    fn fake(answer: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Fake {
+        Fake {
+            seen: Mutex::new(Vec::new()),
+            answer: Box::new(answer),
+        }
+    }
+
+    fn ok(v: Value) -> Response {
+        Response::Ok { result: v }
+    }
+
+    const NID: &str = "1e8c9969c8eda1d9528b8e468341456b2b4db9db632421259a7a645b6b76e2e2";
+    const EID: &str = "d38095591cdd2f1b9f154acdbe3daa1a0f403e5d2c5139271e6d8abf15245324";
+
+    #[test]
+    fn handshake_and_unknown_methods() {
+        let b = fake(|_| ok(Value::Null));
+        let r = handle(&b, Driver::Ipvlan, "Plugin.Activate", b"");
+        assert_eq!(r, Reply::ok(json!({"Implements": ["NetworkDriver"]})));
+        let r = handle(&b, Driver::Macvlan, "NetworkDriver.GetCapabilities", b"{}");
+        assert_eq!(
+            r.body,
+            json!({"Scope": "local", "ConnectivityScope": "local"})
+        );
+        let r = handle(&b, Driver::Ipvlan, "IpamDriver.RequestPool", b"{}");
+        assert_eq!(r.status, 404);
+        assert!(r.body["Err"].as_str().unwrap().contains("uvlan-ipvlan"));
+        for m in ["DiscoverNew", "ProgramExternalConnectivity", "FreeNetwork"] {
+            let r = handle(&b, Driver::Ipvlan, &format!("NetworkDriver.{m}"), b"{}");
+            assert_eq!(r, Reply::ok(json!({})));
+        }
+        assert!(b.seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn create_network_as_docker_20_10_sends_it() {
+        let b = fake(|_| ok(json!(NID)));
+        let body = format!(
+            r#"{{"NetworkID":"{NID}","Options":{{"com.docker.network.enable_ipv6":true,"com.docker.network.generic":{{"parent":"eth0.20","ipvlan_mode":"l3"}},"com.docker.network.internal":true}},"IPv4Data":[{{"AddressSpace":"LocalDefault","AuxAddresses":{{"r":"192.0.2.9/24"}},"Gateway":"192.0.2.1/24","Pool":"192.0.2.0/24"}}],"IPv6Data":[{{"AddressSpace":"LocalDefault","Gateway":"2001:db8:1::1/64","Pool":"2001:db8:1::/64"}}]}}"#
+        );
+        let r = handle(
+            &b,
+            Driver::Ipvlan,
+            "NetworkDriver.CreateNetwork",
+            body.as_bytes(),
+        );
+        assert_eq!(r, Reply::ok(json!({})));
+        let seen = b.seen.lock().unwrap();
+        let Request::NetworkEnsure(e) = &seen[0] else {
+            panic!("{seen:?}")
+        };
+        assert_eq!(e.id.as_deref(), Some(NID));
+        assert_eq!(e.name, "1e8c9969c8ed");
+        assert_eq!((e.owner.as_str(), e.driver.as_str()), ("docker", "ipvlan"));
+        assert_eq!(e.options.get("parent").map(String::as_str), Some("eth0.20"));
+        assert_eq!(e.options.get("ipvlan_mode").map(String::as_str), Some("l3"));
+        assert!(e.ipv6 && e.internal);
+        assert_eq!(e.subnets.len(), 2);
+        assert_eq!(e.subnets[0].gateway.as_deref(), Some("192.0.2.1/24"));
+        assert_eq!(
+            e.subnets[0].aux.get("r").map(String::as_str),
+            Some("192.0.2.9/24")
+        );
+        assert_eq!(e.subnets[1].subnet, "2001:db8:1::/64");
+    }
+
+    #[test]
+    fn daemon_errors_become_err_answers() {
+        let b = fake(|_| Response::Error {
+            message:
+                "requested ipvlan mode 'l4' is not valid, 'l2' mode is the ipvlan driver default"
+                    .into(),
+        });
+        let body = format!(
+            r#"{{"NetworkID":"{NID}","Options":{{"com.docker.network.generic":{{"ipvlan_mode":"l4"}}}},"IPv4Data":null,"IPv6Data":null}}"#
+        );
+        let r = handle(
+            &b,
+            Driver::Ipvlan,
+            "NetworkDriver.CreateNetwork",
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.body["Err"],
+            "requested ipvlan mode 'l4' is not valid, 'l2' mode is the ipvlan driver default"
+        );
+        let r = handle(
+            &b,
+            Driver::Ipvlan,
+            "NetworkDriver.CreateNetwork",
+            b"{not json",
+        );
+        assert!(r.body["Err"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed CreateNetwork request"));
+        let r = handle(
+            &b,
+            Driver::Ipvlan,
+            "NetworkDriver.CreateNetwork",
+            br#"{"NetworkID":"x"}"#,
+        );
+        assert!(r.body["Err"].as_str().unwrap().contains("64 hex"));
+    }
+
+    #[test]
+    fn create_endpoint_answers_a_mac_only_when_docker_sent_none() {
+        for (sent, chosen, want) in [
+            (
+                "",
+                "02:aa:bb:cc:dd:ee",
+                json!({"Interface": {"MacAddress": "02:aa:bb:cc:dd:ee"}}),
+            ),
+            (
+                "02:00:00:00:00:09",
+                "02:00:00:00:00:09",
+                json!({"Interface": {}}),
+            ),
+            ("", "", json!({"Interface": {}})),
+        ] {
+            let chosen = chosen.to_string();
+            let b = fake(move |_| ok(json!(chosen)));
+            let body = format!(
+                r#"{{"NetworkID":"{NID}","EndpointID":"{EID}","Interface":{{"Address":"192.0.2.2/24","AddressIPv6":"","MacAddress":"{sent}"}},"Options":{{}}}}"#
+            );
+            let r = handle(
+                &b,
+                Driver::Macvlan,
+                "NetworkDriver.CreateEndpoint",
+                body.as_bytes(),
+            );
+            assert_eq!(r, Reply::ok(want));
+            let seen = b.seen.lock().unwrap();
+            let Request::EndpointReserve { spec, .. } = &seen[0] else {
+                panic!()
+            };
+            assert_eq!(spec.address.as_deref(), Some("192.0.2.2/24"));
+            assert_eq!(spec.address_v6, None);
+            assert_eq!(spec.mac.as_deref(), (!sent.is_empty()).then_some(sent));
+        }
+    }
+
+    #[test]
+    fn join_answers_by_mode() {
+        let info = |v4: Option<Option<&str>>, v6: Option<Option<&str>>| AttachInfo {
+            network_id: NID.into(),
+            endpoint_id: EID.into(),
+            ifname: "uvdd38095591cdd".into(),
+            mac: "02:00:00:00:00:01".into(),
+            mtu: 1500,
+            default_v4: v4.map(|v| DefaultRouteView {
+                via: v.map(str::to_string),
+            }),
+            default_v6: v6.map(|v| DefaultRouteView {
+                via: v.map(str::to_string),
+            }),
+        };
+        let l2 = join_answer(&info(Some(Some("192.0.2.1")), Some(Some("2001:db8::1"))));
+        assert_eq!(
+            l2,
+            json!({"InterfaceName": {"SrcName": "uvdd38095591cdd", "DstPrefix": "eth"},
+                   "DisableGatewayService": true, "Gateway": "192.0.2.1", "GatewayIPv6": "2001:db8::1"})
+        );
+        let l3 = join_answer(&info(Some(None), Some(None)));
+        assert_eq!(
+            l3["StaticRoutes"],
+            json!([{"Destination": "0.0.0.0/0", "RouteType": 1}, {"Destination": "::/0", "RouteType": 1}])
+        );
+        assert!(l3.get("Gateway").is_none());
+        let internal = join_answer(&info(None, None));
+        assert!(internal.get("Gateway").is_none() && internal.get("StaticRoutes").is_none());
+    }
+
+    #[test]
+    fn join_leave_delete_requests() {
+        let attach = AttachInfo {
+            network_id: NID.into(),
+            endpoint_id: EID.into(),
+            ifname: "uvdd38095591cdd".into(),
+            mac: "02:00:00:00:00:01".into(),
+            mtu: 1500,
+            default_v4: None,
+            default_v6: None,
+        };
+        let a = serde_json::to_value(&attach).unwrap();
+        let b = fake(move |r| match r {
+            Request::EndpointAttach(_) => ok(a.clone()),
+            _ => ok(json!(true)),
+        });
+        let body = format!(
+            r#"{{"NetworkID":"{NID}","EndpointID":"{EID}","SandboxKey":"/run/docker/netns/abc","Options":{{}}}}"#
+        );
+        let r = handle(&b, Driver::Ipvlan, "NetworkDriver.Join", body.as_bytes());
+        assert_eq!(r.body["InterfaceName"]["SrcName"], "uvdd38095591cdd");
+        handle(&b, Driver::Ipvlan, "NetworkDriver.Leave", body.as_bytes());
+        handle(
+            &b,
+            Driver::Ipvlan,
+            "NetworkDriver.DeleteEndpoint",
+            body.as_bytes(),
+        );
+        let seen = b.seen.lock().unwrap();
+        let Request::EndpointAttach(j) = &seen[0] else {
+            panic!()
+        };
+        assert_eq!(j.host_name.as_deref(), Some("uvdd38095591cdd"));
+        assert_eq!(
+            (j.netns.as_str(), j.key.as_str()),
+            ("/run/docker/netns/abc", EID)
+        );
+        assert!(matches!(
+            &seen[1],
+            Request::EndpointDetach { forget: false, .. }
+        ));
+        assert!(matches!(
+            &seen[2],
+            Request::EndpointDetach { forget: true, .. }
+        ));
+        let no_sandbox = format!(r#"{{"NetworkID":"{NID}","EndpointID":"{EID}"}}"#);
+        let r = handle(
+            &b,
+            Driver::Ipvlan,
+            "NetworkDriver.Join",
+            no_sandbox.as_bytes(),
+        );
+        assert!(r.body["Err"].as_str().unwrap().contains("SandboxKey"));
+    }
+}

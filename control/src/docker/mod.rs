@@ -1,0 +1,296 @@
+//! The Docker remote network driver: `uvlan daemon --docker-plugin` serves
+//! `uvlan-ipvlan.sock` and `uvlan-macvlan.sock` in Docker's plugin directory
+//! (`/run/docker/plugins` by default), so `docker network create -d uvlan-ipvlan ...` takes
+//! exactly the built-in drivers' options.
+//!
+//! Docker does the IPAM: each Docker network is a managed uvlan network (see
+//! `daemon::managed`) with Docker's ID, subnets, gateways and endpoint addresses. At Join
+//! the daemon makes a TAP in its own namespace, Docker moves it into the container and
+//! renames it `ethN`; the daemon keeps serving it (the fd follows the device) and follows it
+//! into the sandbox. Docker does not send network names: a network shows in `uvlan network
+//! ls` under its 12-hex short ID until the driver learns Docker's name from Docker's API
+//! (`--docker-host`), then under that name.
+
+pub mod driver;
+pub mod http;
+mod names;
+
+use std::io::BufReader;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use uvlan_dataplane::fwd::Driver;
+
+use crate::api::{Request, Response, OWNER_DOCKER};
+use crate::daemon::{Daemon, Logger};
+
+pub use driver::{plugin_name, Backend, Reply};
+
+/// Docker's plugin socket directory.
+pub const DEFAULT_PLUGIN_DIR: &str = "/run/docker/plugins";
+/// Docker's API socket when neither `--docker-host` nor `$DOCKER_HOST` says otherwise.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// How the Docker front end is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginConfig {
+    /// Where the plugin sockets go.
+    pub dir: PathBuf,
+    /// Docker's API socket (`unix://PATH`), to learn network names.
+    pub docker_host: String,
+}
+
+impl PluginConfig {
+    /// The configuration from the daemon's flags: `--docker-plugin-dir` (default
+    /// [`DEFAULT_PLUGIN_DIR`]) and `--docker-host`, else `$DOCKER_HOST`, else
+    /// [`DEFAULT_DOCKER_HOST`].
+    pub fn from_flags(dir: Option<&Path>, docker_host: Option<&str>) -> PluginConfig {
+        PluginConfig {
+            dir: dir.map_or_else(|| PathBuf::from(DEFAULT_PLUGIN_DIR), Path::to_path_buf),
+            docker_host: docker_host
+                .map(str::to_string)
+                .or_else(|| std::env::var("DOCKER_HOST").ok())
+                .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_string()),
+        }
+    }
+}
+
+/// Errors starting the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// Another process serves the socket.
+    #[error(
+        "another process already serves the Docker plugin socket {0}: stop it first (only one \
+         uvlan daemon can be Docker's uvlan driver), or use --docker-plugin-dir"
+    )]
+    InUse(PathBuf),
+    /// A system call failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `--docker-host` is not a unix socket address.
+    #[error(
+        "unsupported Docker host {0:?}: uvlan talks to Docker over a unix socket \
+         (unix:///PATH)"
+    )]
+    DockerHost(String),
+}
+
+/// The daemon as the driver's backend.
+struct DaemonBackend {
+    daemon: Arc<Daemon>,
+    names: names::NameLearner,
+}
+
+impl Backend for DaemonBackend {
+    fn call(&self, req: Request) -> Response {
+        self.daemon.handle(req)
+    }
+
+    fn network_created(&self, id: &str) {
+        self.names.learn(vec![id.to_string()]);
+    }
+}
+
+/// The running plugin: its sockets are removed when it is dropped.
+pub struct PluginServer {
+    stop: Arc<AtomicBool>,
+    sockets: Vec<PathBuf>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl PluginServer {
+    /// The socket paths served.
+    pub fn sockets(&self) -> &[PathBuf] {
+        &self.sockets
+    }
+}
+
+impl Drop for PluginServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        for s in &self.sockets {
+            let _ = std::fs::remove_file(s);
+        }
+    }
+}
+
+fn bind(path: &Path) -> Result<UnixListener, PluginError> {
+    let ioe = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| PluginError::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(ioe("create the plugin directory", dir))?;
+        }
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(PluginError::InUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(ioe("remove the stale socket", path))?;
+    }
+    let l = UnixListener::bind(path).map_err(ioe("bind the plugin socket", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(ioe("set mode 0600 on", path))?;
+    l.set_nonblocking(true)
+        .map_err(ioe("configure the plugin socket", path))?;
+    Ok(l)
+}
+
+/// Starts serving both plugin sockets for `daemon`.
+pub fn serve(
+    daemon: Arc<Daemon>,
+    cfg: &PluginConfig,
+    log: Logger,
+) -> Result<PluginServer, PluginError> {
+    let docker_sock = cfg
+        .docker_host
+        .strip_prefix("unix://")
+        .map(PathBuf::from)
+        .ok_or_else(|| PluginError::DockerHost(cfg.docker_host.clone()))?;
+    let names = names::NameLearner::new(daemon.clone(), docker_sock, log.clone());
+    // Networks still named by their short ID (made while Docker's API was unreachable).
+    let unnamed: Vec<String> = daemon
+        .managed_networks(OWNER_DOCKER)
+        .into_iter()
+        .filter(|(id, name)| crate::ids::short_id(id) == name)
+        .map(|(id, _)| id)
+        .collect();
+    if !unnamed.is_empty() {
+        names.learn(unnamed);
+    }
+    let backend: Arc<dyn Backend> = Arc::new(DaemonBackend { daemon, names });
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut server = PluginServer {
+        stop: stop.clone(),
+        sockets: Vec::new(),
+        threads: Vec::new(),
+    };
+    for driver in [Driver::Ipvlan, Driver::Macvlan] {
+        let path = cfg.dir.join(format!("{}.sock", plugin_name(driver)));
+        let listener = bind(&path)?;
+        server.sockets.push(path.clone());
+        let (stop, backend, log) = (stop.clone(), backend.clone(), log.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("uvlan-{}", plugin_name(driver)))
+            .spawn(move || accept_loop(listener, driver, backend, stop, log))
+            .map_err(|source| PluginError::Io {
+                op: "start the thread for",
+                path,
+                source,
+            })?;
+        server.threads.push(t);
+    }
+    Ok(server)
+}
+
+fn accept_loop(
+    listener: UnixListener,
+    driver: Driver,
+    backend: Arc<dyn Backend>,
+    stop: Arc<AtomicBool>,
+    log: Logger,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let mut pfd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: pfd is one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, 200) };
+        if r <= 0 {
+            continue;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let (backend, conn_log) = (backend.clone(), log.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("uvlan-docker-conn".to_string())
+                    .spawn(move || serve_connection(stream, driver, &*backend, &conn_log));
+                if let Err(e) = spawned {
+                    log(&format!(
+                        "docker plugin: cannot start a connection thread: {e}"
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => log(&format!("docker plugin: accept: {e}")),
+        }
+    }
+}
+
+/// Serves one connection from Docker: requests until it closes (keep-alive). Only root
+/// (dockerd) is served.
+pub fn serve_connection(stream: UnixStream, driver: Driver, backend: &dyn Backend, log: &Logger) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
+    let root = matches!(crate::api::peer_uid(&stream), Ok(0));
+    let mut reader = BufReader::new(&stream);
+    let mut writer = &stream;
+    loop {
+        let req = match http::read_request(&mut reader) {
+            Ok(r) => r,
+            Err(http::HttpError::Closed) => return,
+            Err(e) => {
+                let body = serde_json::json!({ "Err": e.to_string() }).to_string();
+                let status = if matches!(e, http::HttpError::TooLarge(_)) {
+                    413
+                } else {
+                    400
+                };
+                let _ = http::write_response(&mut writer, status, body.as_bytes(), true);
+                return;
+            }
+        };
+        let method = req.path.trim_start_matches('/');
+        let reply = if !root {
+            Reply {
+                status: 200,
+                body: serde_json::json!({
+                    "Err": "permission denied: uvlan's Docker plugin serves root (dockerd) only"
+                }),
+            }
+        } else if req.method != "POST" {
+            Reply {
+                status: 404,
+                body: serde_json::json!({ "Err": format!("{} {} is not a plugin call", req.method, req.path) }),
+            }
+        } else {
+            driver::handle(backend, driver, method, &req.body)
+        };
+        if let Some(e) = reply.body.get("Err").and_then(|e| e.as_str()) {
+            log(&format!("docker {}: {method}: {e}", plugin_name(driver)));
+        }
+        let body = reply.body.to_string();
+        if http::write_response(&mut writer, reply.status, body.as_bytes(), req.close).is_err()
+            || req.close
+        {
+            return;
+        }
+    }
+}

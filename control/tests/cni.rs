@@ -1,0 +1,457 @@
+//! The CNI plugin driven as a container runtime drives it (root): environment + stdin,
+//! the standard `host-local` IPAM and `tuning` plugins from Debian's
+//! containernetworking-plugins, and a conflist applied plugin by plugin (ADD in order with
+//! `prevResult` chaining, CHECK, DEL in reverse order), against a uvlan daemon the test
+//! runs in its own namespace (its parent is a veth the test made there).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_uvlan");
+const CNI_BIN: &str = env!("CARGO_BIN_EXE_uvlan-cni");
+const UPSTREAM: &str = "/usr/lib/cni";
+static WORLDS: AtomicUsize = AtomicUsize::new(0);
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn sh(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn")
+}
+
+struct World {
+    prefix: String,
+    dir: PathBuf,
+    namespaces: Vec<String>,
+    daemon: Option<Child>,
+}
+
+impl World {
+    fn new() -> World {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
+        for p in ["host-local", "tuning"] {
+            assert!(
+                std::path::Path::new(UPSTREAM).join(p).exists(),
+                "{UPSTREAM}/{p} is missing: run scripts/deps.sh (containernetworking-plugins)"
+            );
+        }
+        let n = WORLDS.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("uvc-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("{prefix}-cni"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        for name in ["uvlan-ipvlan", "uvlan-macvlan"] {
+            std::os::unix::fs::symlink(CNI_BIN, dir.join("bin").join(name)).unwrap();
+        }
+        for name in ["host-local", "tuning"] {
+            std::os::unix::fs::symlink(format!("{UPSTREAM}/{name}"), dir.join("bin").join(name))
+                .unwrap();
+        }
+        let mut w = World {
+            prefix,
+            dir,
+            namespaces: Vec::new(),
+            daemon: None,
+        };
+        let (h, wire) = (w.netns("h"), w.netns("w"));
+        for args in [
+            vec![
+                "-n", &h, "link", "add", "p0", "type", "veth", "peer", "name", "p1", "netns", &wire,
+            ],
+            vec!["-n", &h, "link", "set", "p0", "up"],
+            vec!["-n", &wire, "link", "set", "p1", "up"],
+        ] {
+            let o = sh(Command::new("ip").args(&args));
+            assert!(o.status.success(), "ip {args:?}: {}", text(&o.stderr));
+        }
+        w.start_daemon();
+        w
+    }
+
+    fn ns(&self, s: &str) -> String {
+        format!("{}{s}", self.prefix)
+    }
+
+    fn netns(&mut self, s: &str) -> String {
+        let ns = self.ns(s);
+        let o = sh(Command::new("ip").args(["netns", "add", &ns]));
+        assert!(o.status.success(), "ip netns add {ns}: {}", text(&o.stderr));
+        self.namespaces.push(ns.clone());
+        sh(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
+        ns
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("uvlan.sock")
+    }
+
+    fn start_daemon(&mut self) {
+        let log = std::fs::File::create(self.dir.join("daemon.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("h"), BIN, "daemon"])
+            .env("UVLAN_ROOT", self.dir.join("root"))
+            .env("UVLAN_SOCKET", self.socket())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let t = Instant::now();
+        while !self.uvlan_cmd(&["network", "ls"]).status.success() {
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn uvlan_cmd(&self, args: &[&str]) -> Output {
+        sh(Command::new(BIN)
+            .args(args)
+            .env("UVLAN_SOCKET", self.socket()))
+    }
+
+    fn networks(&self) -> String {
+        text(
+            &self
+                .uvlan_cmd(&["network", "ls", "--format", "json"])
+                .stdout,
+        )
+    }
+
+    /// Runs one plugin as a runtime does. Returns the exit code and the JSON printed.
+    fn plugin(&self, cmd: &str, conf: &Value, container: &str, ifname: &str) -> (i32, Value) {
+        let ty = conf["type"].as_str().unwrap().to_string();
+        let netns = format!("/run/netns/{}", self.ns(container));
+        let mut child = Command::new(self.dir.join("bin").join(&ty))
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", format!("ctr-{container}"))
+            .env("CNI_NETNS", &netns)
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_ARGS", "IgnoreUnknown=1")
+            .env("CNI_PATH", self.dir.join("bin"))
+            .env("UVLAN_SOCKET", self.socket())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = text(&out.stdout);
+        let v = if stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{ty} {cmd}: {e}: {stdout:?}"))
+        };
+        (out.status.code().unwrap_or(-1), v)
+    }
+
+    fn plugin_ok(&self, cmd: &str, conf: &Value, container: &str, ifname: &str) -> Value {
+        let (code, v) = self.plugin(cmd, conf, container, ifname);
+        assert_eq!(
+            code,
+            0,
+            "{} {cmd} failed: {v}\n{}",
+            conf["type"],
+            self.log()
+        );
+        v
+    }
+
+    /// The runtime's side of a conflist: each plugin's configuration with the list's name
+    /// and version, and `prevResult` when there is one.
+    fn plugin_conf(list: &Value, i: usize, prev: Option<&Value>) -> Value {
+        let mut c = list["plugins"][i].clone();
+        c["name"] = list["name"].clone();
+        c["cniVersion"] = list["cniVersion"].clone();
+        if let Some(p) = prev {
+            c["prevResult"] = p.clone();
+        }
+        c
+    }
+
+    fn list_add(&self, list: &Value, container: &str) -> Value {
+        let mut prev: Option<Value> = None;
+        for i in 0..list["plugins"].as_array().unwrap().len() {
+            let c = Self::plugin_conf(list, i, prev.as_ref());
+            prev = Some(self.plugin_ok("ADD", &c, container, "eth0"));
+        }
+        prev.unwrap()
+    }
+
+    fn list_run(
+        &self,
+        cmd: &str,
+        list: &Value,
+        container: &str,
+        result: &Value,
+    ) -> Vec<(i32, Value)> {
+        let n = list["plugins"].as_array().unwrap().len();
+        let order: Vec<usize> = if cmd == "DEL" {
+            (0..n).rev().collect()
+        } else {
+            (0..n).collect()
+        };
+        order
+            .into_iter()
+            .map(|i| {
+                self.plugin(
+                    cmd,
+                    &Self::plugin_conf(list, i, Some(result)),
+                    container,
+                    "eth0",
+                )
+            })
+            .collect()
+    }
+
+    fn exec(&self, container: &str, args: &[&str]) -> Output {
+        sh(Command::new("ip")
+            .args(["netns", "exec", &self.ns(container)])
+            .args(args))
+    }
+
+    fn ping(&self, container: &str, addr: &str) -> bool {
+        (0..3).any(|_| {
+            self.exec(container, &["ping", "-n", "-q", "-c", "1", "-W", "1", addr])
+                .status
+                .success()
+        })
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            // SAFETY: kill(2) on our own child (`ip netns exec` execs the daemon in place).
+            unsafe { libc::kill(d.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = d.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = sh(Command::new("ip").args(["netns", "delete", ns]));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn addr_of(result: &Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn cni_macvlan_conflist_with_host_local_and_tuning() {
+    let mut w = World::new();
+    w.netns("a");
+    w.netns("b");
+    let list = json!({
+        "cniVersion": "1.0.0",
+        "name": "uvt-cnimv",
+        "plugins": [
+            {
+                "type": "uvlan-macvlan", "master": "p0", "mode": "bridge",
+                "ipam": {
+                    "type": "host-local", "dataDir": w.dir.join("ipam"),
+                    "ranges": [[{"subnet": "203.0.113.0/24", "gateway": "203.0.113.1"}]],
+                    "routes": [{"dst": "0.0.0.0/0"}]
+                }
+            },
+            { "type": "tuning", "mtu": 1400 }
+        ]
+    });
+    let ra = w.list_add(&list, "a");
+    let rb = w.list_add(&list, "b");
+    // The result follows the schema: interface in the sandbox, its address and route.
+    assert_eq!(ra["cniVersion"], "1.0.0");
+    assert_eq!(ra["interfaces"][0]["name"], "eth0");
+    assert_eq!(
+        ra["interfaces"][0]["sandbox"],
+        format!("/run/netns/{}", w.ns("a"))
+    );
+    assert_eq!(ra["ips"][0]["interface"], 0);
+    assert_eq!(ra["ips"][0]["gateway"], "203.0.113.1");
+    assert_eq!(ra["routes"][0]["dst"], "0.0.0.0/0");
+    let (a, b) = (addr_of(&ra), addr_of(&rb));
+    assert_ne!(a, b);
+    let link = text(&w.exec("a", &["ip", "-o", "link", "show", "eth0"]).stdout);
+    let mac = ra["interfaces"][0]["mac"].as_str().unwrap();
+    assert!(link.contains("mtu 1400"), "tuning applied on top: {link}");
+    assert!(link.contains(mac), "{link} has {mac}");
+    let routes = text(&w.exec("a", &["ip", "route"]).stdout);
+    assert!(
+        routes.contains("default via 203.0.113.1 dev eth0"),
+        "{routes}"
+    );
+    assert!(w.ping("a", &b), "a cannot ping {b}\n{}", w.log());
+    assert!(w.ping("b", &a), "b cannot ping {a}");
+    // The network shows in uvlan, managed by CNI; the CLI leaves it alone.
+    assert!(
+        w.networks().contains("\"Name\":\"uvt-cnimv\""),
+        "{}",
+        w.networks()
+    );
+    let rm = w.uvlan_cmd(&["network", "rm", "uvt-cnimv"]);
+    assert!(
+        text(&rm.stderr).contains("managed by cni"),
+        "{}",
+        text(&rm.stderr)
+    );
+    // CHECK against the final result passes for every plugin.
+    for (code, v) in w.list_run("CHECK", &list, "a", &ra) {
+        assert_eq!(code, 0, "CHECK: {v}");
+    }
+    // DEL in reverse order; twice (idempotent).
+    for _ in 0..2 {
+        for (code, v) in w.list_run("DEL", &list, "a", &ra) {
+            assert_eq!(code, 0, "DEL: {v}");
+        }
+    }
+    assert!(!text(&w.exec("a", &["ip", "-o", "link"]).stdout).contains("eth0"));
+    // CHECK now reports the container unknown to uvlan.
+    let (code, v) = w.plugin(
+        "CHECK",
+        &World::plugin_conf(&list, 0, Some(&ra)),
+        "a",
+        "eth0",
+    );
+    assert_eq!((code, v["code"].as_u64()), (1, Some(3)), "{v}");
+    // DEL succeeds when the namespace is gone.
+    let o = sh(Command::new("ip").args(["netns", "delete", &w.ns("b")]));
+    assert!(o.status.success());
+    for (code, v) in w.list_run("DEL", &list, "b", &rb) {
+        assert_eq!(code, 0, "DEL after the namespace went: {v}");
+    }
+    // The last endpoint took the network with it; host-local released both addresses.
+    assert!(!w.networks().contains("uvt-cnimv"), "{}", w.networks());
+    assert_eq!(held_addrs(&w, "uvt-cnimv"), Vec::<String>::new());
+}
+
+/// The addresses host-local holds for a network (one file per address in its data dir).
+fn held_addrs(w: &World, net: &str) -> Vec<String> {
+    std::fs::read_dir(w.dir.join("ipam").join(net))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn cni_ipvlan_l3_vlan_ipv6_status_gc_and_errors() {
+    let mut w = World::new();
+    w.netns("a");
+    w.netns("b");
+    let conf = |mode: &str| {
+        json!({
+            "cniVersion": "1.1.0", "name": "uvt-cniip", "type": "uvlan-ipvlan",
+            "master": "p0", "vlan": 20, "mode": mode,
+            "ipam": {
+                "type": "host-local", "dataDir": w.dir.join("ipam"),
+                "ranges": [[{"subnet": "198.51.100.0/24"}], [{"subnet": "2001:db8:5::/64"}]],
+                "routes": [{"dst": "0.0.0.0/0"}]
+            }
+        })
+    };
+    // VERSION.
+    let (code, v) = w.plugin(
+        "VERSION",
+        &json!({"cniVersion": "1.1.0", "type": "uvlan-ipvlan"}),
+        "a",
+        "eth0",
+    );
+    assert_eq!(code, 0);
+    assert!(v["supportedVersions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("1.1.0")));
+    // A bad mode: uvlan's (Docker's) text, CNI's error format, the address given back.
+    let (code, v) = w.plugin("ADD", &conf("l4"), "a", "eth0");
+    assert_eq!(code, 1);
+    assert_eq!(v["cniVersion"], "1.1.0");
+    assert_eq!(v["code"], 100);
+    assert_eq!(
+        v["msg"],
+        "requested ipvlan mode 'l4' is not valid, 'l2' mode is the ipvlan driver default"
+    );
+    assert!(!w.networks().contains("uvt-cniip"));
+    assert_eq!(
+        held_addrs(&w, "uvt-cniip"),
+        Vec::<String>::new(),
+        "IPAM released"
+    );
+    // STATUS: the daemon answers.
+    let (code, v) = w.plugin("STATUS", &conf("l3"), "a", "eth0");
+    assert_eq!(code, 0, "STATUS: {v}");
+    // ADD two containers (host-local 1.1.1 speaks up to 1.0.0: the plugin negotiates).
+    let ra = w.plugin_ok("ADD", &conf("l3"), "a", "eth0");
+    let rb = w.plugin_ok("ADD", &conf("l3"), "b", "eth0");
+    assert_eq!(ra["cniVersion"], "1.1.0");
+    assert_eq!(ra["ips"].as_array().unwrap().len(), 2, "{ra}");
+    assert_eq!(ra["interfaces"][0]["mtu"], 1500);
+    let a4 = addr_of(&ra);
+    assert!(a4.starts_with("198.51.100."), "{a4}");
+    let b6 = rb["ips"][1]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let la = text(&w.exec("a", &["ip", "-d", "link", "show", "eth0"]).stdout);
+    assert!(la.contains("NOARP"), "l3: {la}");
+    assert!(w.ping("a", &addr_of(&rb)), "{}", w.log());
+    assert!(w.ping("a", &b6), "IPv6 {b6}\n{}", w.log());
+    let inspect: Value =
+        serde_json::from_slice(&w.uvlan_cmd(&["network", "inspect", "uvt-cniip"]).stdout).unwrap();
+    assert_eq!(inspect[0]["UvlanWire"]["VlanID"], 20);
+    assert_eq!(inspect[0]["Labels"]["uvlan.managed-by"], "cni");
+    assert_eq!(inspect[0]["Containers"].as_object().unwrap().len(), 2);
+    // GC: only a's attachment is still valid, so b's goes.
+    let mut gc = conf("l3");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-a", "ifname": "eth0"}]);
+    let (code, v) = w.plugin("GC", &gc, "a", "eth0");
+    assert_eq!((code, v), (0, Value::Null));
+    assert!(!text(&w.exec("b", &["ip", "-o", "link"]).stdout).contains("eth0"));
+    assert!(w.ping("a", &a4));
+    let mut prev = conf("l3");
+    prev["prevResult"] = ra.clone();
+    assert_eq!(w.plugin("CHECK", &prev, "a", "eth0").0, 0);
+    // Removing a's address inside makes CHECK fail.
+    let o = w.exec(
+        "a",
+        &["ip", "addr", "del", &format!("{a4}/24"), "dev", "eth0"],
+    );
+    assert!(o.status.success());
+    let (code, v) = w.plugin("CHECK", &prev, "a", "eth0");
+    assert_eq!((code, v["code"].as_u64()), (1, Some(101)), "{v}");
+    assert_eq!(w.plugin("DEL", &prev, "a", "eth0").0, 0);
+    assert!(!w.networks().contains("uvt-cniip"), "{}", w.networks());
+}

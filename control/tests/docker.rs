@@ -1,0 +1,714 @@
+//! A real dockerd (Debian's docker.io 20.10) with uvlan as its remote network driver (root).
+//!
+//! The test starts its own dockerd with an isolated data root, exec root, API socket and
+//! pid file (no iptables, no bridge, vfs storage), imports a busybox rootfs (no registry is
+//! reachable), and starts `uvlan daemon --docker-plugin` in the root namespace, where
+//! Docker's containers' parents are. Docker finds plugins only in `/run/docker/plugins`, so
+//! the plugin sockets are the default ones; the test refuses to run when another process
+//! serves them. Parents are a veth the test creates in the root namespace (`uvt<pid>p0`,
+//! its peer in the test namespace `uvt<pid>dk`), never a real interface. Everything is
+//! stopped and removed at the end, even on failure.
+//!
+//! The seed documents' docker commands run with `-d uvlan-ipvlan` / `-d uvlan-macvlan`
+//! and give the documented results.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_uvlan");
+/// Debian's client, matching the 20.10 daemon (a newer client may be first on PATH).
+const DOCKER: &str = "/usr/bin/docker";
+const IMAGE: &str = "uvlan-busybox:test";
+const PLUGIN_DIR: &str = "/run/docker/plugins";
+
+/// One plugin socket path for the whole machine: tests using it run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn")
+}
+
+struct Env {
+    base: PathBuf,
+    tag: String,
+    dockerd: Option<Child>,
+    uvlan: Option<Child>,
+}
+
+impl Env {
+    fn new() -> Env {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
+        for tool in [DOCKER, "/usr/sbin/dockerd", "/bin/busybox", "/usr/bin/tar"] {
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} is missing: run scripts/deps.sh (docker.io, busybox-static)"
+            );
+        }
+        for d in ["ipvlan", "macvlan"] {
+            let sock = Path::new(PLUGIN_DIR).join(format!("uvlan-{d}.sock"));
+            assert!(
+                std::os::unix::net::UnixStream::connect(&sock).is_err(),
+                "another process serves {}: stop it (a running uvlan daemon --docker-plugin) \
+                 before running this test",
+                sock.display()
+            );
+        }
+        let tag = format!("uvt{}", std::process::id());
+        let base = std::env::temp_dir().join(format!("{tag}-docker"));
+        let mut env = Env {
+            base,
+            tag,
+            dockerd: None,
+            uvlan: None,
+        };
+        env.cleanup_dirs();
+        std::fs::create_dir_all(&env.base).unwrap();
+        env.topology();
+        env.start_uvlan();
+        env.start_dockerd();
+        env.import_busybox();
+        env
+    }
+
+    fn p0(&self) -> String {
+        format!("{}p0", self.tag)
+    }
+
+    fn peer_ns(&self) -> String {
+        format!("{}dk", self.tag)
+    }
+
+    /// The parent: a veth in the root namespace, its peer in a test namespace.
+    fn topology(&self) {
+        let (p0, p1, ns) = (self.p0(), format!("{}p1", self.tag), self.peer_ns());
+        assert!(p0.len() <= 15 && p1.len() <= 15);
+        for args in [
+            vec!["netns", "add", &ns],
+            vec!["link", "add", &p0, "type", "veth", "peer", "name", &p1],
+            vec!["link", "set", &p1, "netns", &ns],
+            vec!["link", "set", &p0, "up"],
+            vec!["-n", &ns, "link", "set", &p1, "up"],
+            vec!["-n", &ns, "link", "set", "lo", "up"],
+        ] {
+            let o = run(Command::new("ip").args(&args));
+            assert!(o.status.success(), "ip {args:?}: {}", text(&o.stderr));
+        }
+    }
+
+    fn docker_sock(&self) -> PathBuf {
+        self.base.join("docker.sock")
+    }
+
+    fn start_uvlan(&mut self) {
+        let log = std::fs::File::create(self.base.join("uvlan.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["daemon", "--docker-plugin", "--docker-host"])
+            .arg(format!("unix://{}", self.docker_sock().display()))
+            .env("UVLAN_ROOT", self.base.join("uvlan-root"))
+            .env("UVLAN_SOCKET", self.base.join("uvlan.sock"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.uvlan = Some(child);
+        self.wait_for("the uvlan daemon", || {
+            self.uvlan_cmd(&["network", "ls", "-q"]).status.success()
+                && Path::new(PLUGIN_DIR).join("uvlan-macvlan.sock").exists()
+        });
+    }
+
+    fn stop_uvlan(&mut self, sig: libc::c_int) {
+        if let Some(mut c) = self.uvlan.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+            let _ = c.wait();
+        }
+    }
+
+    fn start_dockerd(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.base.join("dockerd.log"))
+            .unwrap();
+        let b = &self.base;
+        let child = Command::new("/usr/sbin/dockerd")
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .args(["--storage-driver=vfs", "--data-root"])
+            .arg(b.join("data"))
+            .arg("--exec-root")
+            .arg(b.join("exec"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.docker_sock().display()))
+            .arg("--pidfile")
+            .arg(b.join("dockerd.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.dockerd = Some(child);
+        let t = Instant::now();
+        while !self.docker(&["version"]).status.success() {
+            if let Some(Ok(Some(st))) = self.dockerd.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "dockerd could not start on this kernel (exit {st}); its log:\n{}",
+                    self.read("dockerd.log")
+                );
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "dockerd did not answer within 60 s; its log:\n{}",
+                self.read("dockerd.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops dockerd (SIGTERM: it stops the containers, which Leave their networks).
+    fn stop_dockerd(&mut self) {
+        if let Some(mut c) = self.dockerd.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let t = Instant::now();
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if t.elapsed() > Duration::from_secs(40) {
+                    // SAFETY: kill(2) on our own child.
+                    unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGKILL) };
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.base.join(file)).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "--- uvlan daemon log ---\n{}\n--- dockerd log (tail) ---\n{}",
+            self.read("uvlan.log"),
+            self.read("dockerd.log")
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+
+    fn wait_for(&self, what: &str, mut ok: impl FnMut() -> bool) {
+        let t = Instant::now();
+        while !ok() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{what} not ready after 30 s\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn import_busybox(&self) {
+        let root = self.base.join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+        for app in ["sh", "ping", "ping6", "ip", "sleep", "cat", "true"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
+        }
+        let tar = self.base.join("rootfs.tar");
+        let o = run(Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."));
+        assert!(o.status.success(), "tar: {}", text(&o.stderr));
+        let o = self.docker(&["import", tar.to_str().unwrap(), IMAGE]);
+        assert!(o.status.success(), "docker import: {}", text(&o.stderr));
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        run(Command::new(DOCKER)
+            .arg("-H")
+            .arg(format!("unix://{}", self.docker_sock().display()))
+            .args(args))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            o.status.success(),
+            "docker {} failed: {}\n{}",
+            args.join(" "),
+            text(&o.stderr),
+            self.logs()
+        );
+        text(&o.stdout)
+    }
+
+    /// A failing docker command; returns its stderr.
+    fn fail(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            !o.status.success(),
+            "docker {} succeeded: {}",
+            args.join(" "),
+            text(&o.stdout)
+        );
+        text(&o.stderr)
+    }
+
+    fn uvlan_cmd(&self, args: &[&str]) -> Output {
+        run(Command::new(BIN)
+            .args(args)
+            .env("UVLAN_ROOT", self.base.join("uvlan-root"))
+            .env("UVLAN_SOCKET", self.base.join("uvlan.sock")))
+    }
+
+    fn uvlan(&self, args: &[&str]) -> String {
+        let o = self.uvlan_cmd(args);
+        assert!(
+            o.status.success(),
+            "uvlan {} failed: {}",
+            args.join(" "),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    fn inspect(&self, net: &str) -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.uvlan(&["network", "inspect", net])).unwrap();
+        v[0].clone()
+    }
+
+    /// `docker run -d` a sleeping container.
+    fn container(&self, name: &str, net: &str, extra: &[&str]) {
+        let mut args = vec!["run", "-d", "--name", name, "--network", net];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, "sleep", "3600"]);
+        self.ok(&args);
+    }
+
+    fn exec(&self, ctr: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", ctr];
+        args.extend_from_slice(cmd);
+        self.docker(&args)
+    }
+
+    fn exec_out(&self, ctr: &str, cmd: &[&str]) -> String {
+        let o = self.exec(ctr, cmd);
+        assert!(o.status.success(), "{ctr}: {cmd:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    }
+
+    /// Pings from a container (a few tries: the endpoint settles right after start).
+    fn ping(&self, ctr: &str, addr: &str) -> bool {
+        (0..4).any(|_| {
+            self.exec(ctr, &["ping", "-c", "1", "-W", "1", addr])
+                .status
+                .success()
+        })
+    }
+
+    fn assert_ping(&self, ctr: &str, addr: &str) {
+        assert!(
+            self.ping(ctr, addr),
+            "{ctr} cannot ping {addr}\n{}",
+            self.logs()
+        );
+    }
+
+    /// Lazily unmounts everything dockerd left under the base directory, then removes it.
+    fn cleanup_dirs(&self) {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|p| Path::new(p).starts_with(&self.base))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = run(Command::new("umount").args(["-l", p]));
+        }
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.dockerd.is_some() {
+            for c in [
+                "uvt-a", "uvt-b", "uvt-la", "uvt-lb", "uvt-ia", "uvt-ib", "uvt-ma", "uvt-mb",
+            ] {
+                let _ = self.docker(&["rm", "-f", c]);
+            }
+        }
+        self.stop_dockerd();
+        self.stop_uvlan(libc::SIGTERM);
+        self.cleanup_dirs();
+        let _ = run(Command::new("ip").args(["link", "del", &self.p0()]));
+        let _ = run(Command::new("ip").args(["netns", "del", &self.peer_ns()]));
+        // TAPs the driver handed Docker are named uvd<12 hex>; none may be left.
+        let links = text(&run(Command::new("ip").args(["-o", "link"])).stdout);
+        for l in links.lines() {
+            if let Some(name) = l
+                .split(": ")
+                .nth(1)
+                .map(|n| n.split('@').next().unwrap_or(n))
+            {
+                if name.starts_with("uvd") && name.len() == 15 {
+                    let _ = run(Command::new("ip").args(["link", "del", name]));
+                }
+            }
+        }
+    }
+}
+
+fn default_routes(env: &Env, ctr: &str) -> (String, String) {
+    let v4 = env.exec_out(ctr, &["ip", "route"]);
+    let v6 = text(&env.exec(ctr, &["ip", "-6", "route"]).stdout);
+    let pick = |t: &str| {
+        t.lines()
+            .filter(|l| l.starts_with("default"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    (pick(&v4), pick(&v6))
+}
+
+#[test]
+fn docker_remote_driver_end_to_end() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut env = Env::new();
+    let p0 = env.p0();
+
+    // -- Option validation: uvlan network create's texts, nothing left behind.
+    let bad_mode = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-ipvlan",
+        "-o",
+        "ipvlan_mode=l4",
+        "x1",
+    ]);
+    assert!(
+        bad_mode.contains(
+            "requested ipvlan mode 'l4' is not valid, 'l2' mode is the ipvlan driver default"
+        ),
+        "{bad_mode}"
+    );
+    let typo = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-ipvlan",
+        "-o",
+        "ipvlan_mod=l3",
+        "x2",
+    ]);
+    assert!(
+        typo.contains("unknown ipvlan option \"ipvlan_mod\""),
+        "{typo}"
+    );
+    let missing = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-macvlan",
+        "-o",
+        "parent=uvtnosuch0.20",
+        "x3",
+    ]);
+    assert!(
+        missing.contains("-o parent interface was not found on the host: uvtnosuch0"),
+        "{missing}"
+    );
+    let bad_flag = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-ipvlan",
+        "-o",
+        "ipvlan_flag=open",
+        "x4",
+    ]);
+    assert!(
+        bad_flag.contains("requested ipvlan flag 'open' is not valid"),
+        "{bad_flag}"
+    );
+    assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
+
+    // -- ipvlan l2 on the veth (seed: docker network create -d ipvlan --subnet ... -o parent=eth0).
+    let parent = format!("parent={p0}");
+    env.ok(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-ipvlan",
+        "--subnet",
+        "192.0.2.0/25",
+        "--gateway",
+        "192.0.2.1",
+        "-o",
+        &parent,
+        "-o",
+        "ipvlan_mode=l2",
+        "uvt-l2",
+    ]);
+    // Docker's name shows in uvlan once the driver learned it from Docker's API.
+    env.wait_for("the Docker name in uvlan network ls", || {
+        env.uvlan(&["network", "ls"]).contains("uvt-l2")
+    });
+    let l2 = env.inspect("uvt-l2");
+    assert_eq!(l2["Labels"]["uvlan.managed-by"], "docker", "{l2}");
+    assert_eq!(l2["Options"]["parent"], p0.as_str());
+    assert_eq!(l2["IPAM"]["Config"][0]["Gateway"], "192.0.2.1");
+    let docker_id = env.ok(&["network", "inspect", "-f", "{{.Id}}", "uvt-l2"]);
+    assert_eq!(l2["Id"], docker_id.trim(), "uvlan uses Docker's network ID");
+    // One network per parent, as uvlan network create.
+    let shared = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-macvlan",
+        "-o",
+        &parent,
+        "x5",
+    ]);
+    assert!(
+        shared.contains("is already using parent interface"),
+        "{shared}"
+    );
+    // The uvlan CLI does not remove Docker's networks.
+    let o = env.uvlan_cmd(&["network", "rm", "uvt-l2"]);
+    assert!(
+        text(&o.stderr).contains("managed by docker"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    env.container("uvt-a", "uvt-l2", &[]);
+    env.container("uvt-b", "uvt-l2", &["--ip", "192.0.2.77"]);
+    let b_addr = env.exec_out("uvt-b", &["ip", "-o", "addr", "show", "eth0"]);
+    assert!(
+        b_addr.contains("inet 192.0.2.77/25"),
+        "--ip honoured: {b_addr}"
+    );
+    assert_eq!(
+        default_routes(&env, "uvt-a").0,
+        "default via 192.0.2.1 dev eth0"
+    );
+    env.assert_ping("uvt-a", "192.0.2.77");
+    env.assert_ping("uvt-b", "192.0.2.2");
+    let l2 = env.inspect("uvt-l2");
+    let containers = l2["Containers"].as_object().unwrap();
+    assert_eq!(containers.len(), 2, "{l2}");
+    assert!(containers
+        .values()
+        .any(|c| c["IPv4Address"] == "192.0.2.77/25"));
+    // ipvlan refuses a MAC, with Docker's text.
+    let mac = env.fail(&[
+        "run",
+        "--rm",
+        "--network",
+        "uvt-l2",
+        "--mac-address",
+        "02:00:00:00:00:09",
+        IMAGE,
+        "true",
+    ]);
+    assert!(
+        mac.contains("ipvlan interfaces do not support custom mac address assignment"),
+        "{mac}"
+    );
+
+    // -- ipvlan l3, two subnets and IPv6 on a VLAN parent (seed: L3 multi-subnet example).
+    let vlan30 = format!("parent={p0}.30");
+    env.ok(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-ipvlan",
+        "--ipv6",
+        "--subnet",
+        "198.51.100.0/25",
+        "--subnet",
+        "198.51.100.128/25",
+        "--subnet",
+        "2001:db8:3::/64",
+        "-o",
+        &vlan30,
+        "-o",
+        "ipvlan_mode=l3",
+        "uvt-l3",
+    ]);
+    env.container(
+        "uvt-la",
+        "uvt-l3",
+        &["--ip", "198.51.100.10", "--ip6", "2001:db8:3::10"],
+    );
+    env.container(
+        "uvt-lb",
+        "uvt-l3",
+        &["--ip", "198.51.100.200", "--ip6", "2001:db8:3::20"],
+    );
+    let (v4, v6) = default_routes(&env, "uvt-la");
+    assert_eq!(v4, "default dev eth0 scope link");
+    assert!(v6.starts_with("default dev eth0"), "{v6}");
+    env.assert_ping("uvt-la", "198.51.100.200");
+    env.assert_ping("uvt-lb", "198.51.100.10");
+    env.assert_ping("uvt-la", "2001:db8:3::20");
+    assert_eq!(env.inspect("uvt-l3")["UvlanWire"]["VlanID"], 30);
+
+    // -- --internal: endpoints talk, no default route.
+    env.ok(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-ipvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.128/25",
+        "uvt-int",
+    ]);
+    env.container("uvt-ia", "uvt-int", &[]);
+    env.container("uvt-ib", "uvt-int", &[]);
+    assert_eq!(default_routes(&env, "uvt-ia").0, "");
+    env.assert_ping("uvt-ia", "192.0.2.131");
+    // docker network connect: Join for a sandbox that already exists; eth1 appears.
+    env.ok(&[
+        "network",
+        "connect",
+        "--ip",
+        "192.0.2.140",
+        "uvt-int",
+        "uvt-a",
+    ]);
+    let eth1 = env.exec_out("uvt-a", &["ip", "-o", "addr", "show", "eth1"]);
+    assert!(eth1.contains("inet 192.0.2.140/25"), "{eth1}");
+    env.assert_ping("uvt-a", "192.0.2.131");
+    env.ok(&["network", "disconnect", "uvt-int", "uvt-a"]);
+    let gone = env.exec("uvt-a", &["ip", "link", "show", "eth1"]);
+    assert!(!gone.status.success(), "eth1 left after disconnect");
+
+    // -- macvlan on VLAN 20 of the veth: MACs, and tagged frames on the wire.
+    let vlan20 = format!("parent={p0}.20");
+    env.ok(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-macvlan",
+        "--subnet",
+        "203.0.113.0/24",
+        "-o",
+        &vlan20,
+        "uvt-mv",
+    ]);
+    env.container("uvt-ma", "uvt-mv", &[]);
+    env.container("uvt-mb", "uvt-mv", &["--mac-address", "02:00:00:00:00:09"]);
+    env.assert_ping("uvt-ma", "203.0.113.3");
+    let mv = env.inspect("uvt-mv");
+    let macs: Vec<String> = mv["Containers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["MacAddress"].as_str().unwrap().to_string())
+        .collect();
+    assert!(macs.contains(&"02:00:00:00:00:09".to_string()), "{macs:?}");
+    let ma_link = env.exec_out("uvt-ma", &["ip", "-o", "link", "show", "eth0"]);
+    let other = macs.iter().find(|m| *m != "02:00:00:00:00:09").unwrap();
+    assert!(ma_link.contains(other.as_str()), "{ma_link} vs {other}");
+    // An address nobody on the network has: the ARP request leaves tagged with VID 20.
+    let dump = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &env.peer_ns(),
+            "timeout",
+            "8",
+            "tcpdump",
+            "-l",
+            "-n",
+            "-e",
+        ])
+        .args([
+            "-i",
+            &format!("{}p1", env.tag),
+            "-c",
+            "1",
+            "vlan 20 and arp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = env.exec("uvt-ma", &["ping", "-c", "2", "-W", "1", "203.0.113.99"]);
+    let dump = dump.wait_with_output().unwrap();
+    let seen = text(&dump.stdout);
+    assert!(
+        seen.contains("vlan 20") && seen.contains("203.0.113.99"),
+        "tcpdump: {seen:?}"
+    );
+
+    // -- The uvlan daemon restarts (kill -9): containers keep their eth0 and traffic resumes.
+    env.stop_uvlan(libc::SIGKILL);
+    env.start_uvlan();
+    env.assert_ping("uvt-a", "192.0.2.77");
+    env.assert_ping("uvt-la", "198.51.100.200");
+    env.assert_ping("uvt-ma", "203.0.113.3");
+
+    // -- dockerd restarts: it stops the containers (Leave, DeleteEndpoint) and does not
+    // re-create networks; uvlan kept them, and restarted containers work again.
+    env.stop_dockerd();
+    for net in ["uvt-l2", "uvt-l3", "uvt-int", "uvt-mv"] {
+        assert_eq!(
+            env.inspect(net)["Containers"],
+            serde_json::json!({}),
+            "{net}"
+        );
+    }
+    env.start_dockerd();
+    env.ok(&["start", "uvt-a", "uvt-b", "uvt-ma", "uvt-mb"]);
+    env.assert_ping("uvt-a", "192.0.2.77");
+    env.assert_ping("uvt-mb", "203.0.113.2");
+
+    // -- docker rm / network rm clean up: no TAP, no state.
+    env.ok(&[
+        "rm", "-f", "uvt-a", "uvt-b", "uvt-la", "uvt-lb", "uvt-ia", "uvt-ib", "uvt-ma", "uvt-mb",
+    ]);
+    env.ok(&["network", "rm", "uvt-l2", "uvt-l3", "uvt-int", "uvt-mv"]);
+    assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
+    let left = std::fs::read_dir(env.base.join("uvlan-root/networks"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "state files left");
+    let links = text(&run(Command::new("ip").args(["-o", "link"])).stdout);
+    assert!(
+        !links.lines().any(|l| l.contains(": uvd")),
+        "TAPs left in the root namespace: {links}"
+    );
+    let log = env.read("uvlan.log");
+    assert!(!log.contains("did not arrive"), "{log}");
+}
