@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what uvlan's lab and tests need on a fresh Debian machine (run as root).
-# Idempotent: skips apt when every tool is already there.
+# Installs what uvlan's lab needs on a fresh Debian machine (run as root); with --test also
+# what the tests need (dockerd, busybox, the CNI plugins). Idempotent: skips apt when every
+# tool is already there.
 set -euo pipefail
 need=()
 for pair in ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 ethtool:ethtool \
@@ -11,7 +12,7 @@ done
 # The Docker and CNI system tests: Debian's dockerd 20.10 and client (docker.io), a static
 # busybox for the test image (busybox-static), and the standard CNI plugins
 # (containernetworking-plugins: host-local, tuning in /usr/lib/cni).
-for pair in /usr/sbin/dockerd:docker.io /usr/bin/docker:docker.io /bin/busybox:busybox-static \
+[ "${1:-}" = "--test" ] && for pair in /usr/sbin/dockerd:docker.io /usr/bin/docker:docker.io /bin/busybox:busybox-static \
             /usr/lib/cni/host-local:containernetworking-plugins; do
   path=${pair%%:*}; pkg=${pair#*:}
   [ -e "$path" ] || need+=("$pkg")
