@@ -9,5 +9,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 cargo build --workspace --bins
-cargo test --workspace --lib --bins --tests -- --test-threads="${UVLAN_TEST_THREADS:-2}"
+cargo test --workspace --no-fail-fast --lib --bins --tests -- --test-threads="${UVLAN_TEST_THREADS:-2}"
 cargo test --workspace --doc
