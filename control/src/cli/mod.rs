@@ -9,7 +9,7 @@ mod run;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::{self, ClientError, Connect, CreateNetwork, NetworkSummary, Request};
 use crate::inspect::{to_docker_json, NetworkResource};
@@ -55,6 +55,34 @@ pub struct DaemonArgs {
     /// API socket [env: UVLAN_SOCKET] [default: /run/uvlan/uvlan.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// How parents are opened: `auto` tries AF_XDP and falls back to AF_PACKET; `af_xdp` or
+    /// `af_packet` force one backend (attaching a parent fails if it cannot be opened).
+    #[arg(long, value_enum, value_name = "BACKEND", default_value = "auto")]
+    pub wire_backend: WireBackendArg,
+}
+
+/// `uvlan daemon --wire-backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WireBackendArg {
+    /// AF_XDP behind the XDP filter; AF_PACKET + tcx when AF_XDP cannot be opened.
+    #[value(name = "auto")]
+    Auto,
+    /// AF_XDP only.
+    #[value(name = "af_xdp")]
+    AfXdp,
+    /// AF_PACKET + tcx ingress filter only.
+    #[value(name = "af_packet")]
+    AfPacket,
+}
+
+impl From<WireBackendArg> for uvlan_dataplane::run::WireBackend {
+    fn from(a: WireBackendArg) -> Self {
+        match a {
+            WireBackendArg::Auto => uvlan_dataplane::run::WireBackend::Auto,
+            WireBackendArg::AfXdp => uvlan_dataplane::run::WireBackend::AfXdp,
+            WireBackendArg::AfPacket => uvlan_dataplane::run::WireBackend::AfPacket,
+        }
+    }
 }
 
 /// `uvlan network ...`.
@@ -231,7 +259,8 @@ pub fn main() -> i32 {
         Cmd::Daemon(a) => {
             let root = api::root_path(a.root.as_deref());
             let socket = api::socket_path(a.socket.as_deref());
-            crate::daemon::run_daemon(&root, &socket, crate::daemon::stderr_logger())
+            let log = crate::daemon::stderr_logger();
+            crate::daemon::run_daemon_with(&root, &socket, log, a.wire_backend.into())
                 .map(|()| 0)
                 .map_err(|e| Failure::msg(format!("uvlan daemon: {e}")))
         }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::api::{self, ListenError};
 use crate::store::{Store, StoreError};
+use uvlan_dataplane::run::{RunOptions, WireBackend};
 
 use super::dp::DataplaneApi;
 use super::host::RtnlHost;
@@ -65,14 +66,29 @@ fn install_stop_handlers() {
 /// (`uvlan_dataplane::run`); the configuration-only `EngineOnly` is for unit tests.
 pub const FORWARDS_FRAMES: bool = true;
 
-/// The dataplane this build uses: the real thread.
-fn make_dataplane() -> Result<Arc<dyn DataplaneApi>, DaemonError> {
-    let dp = RunDataplane::spawn().map_err(DaemonError::Dataplane)?;
+/// The dataplane this build uses: the real thread, opening parents with `backend`.
+fn make_dataplane(backend: WireBackend) -> Result<Arc<dyn DataplaneApi>, DaemonError> {
+    let dp = RunDataplane::spawn_with(RunOptions {
+        wire_backend: backend,
+        ..RunOptions::default()
+    })
+    .map_err(DaemonError::Dataplane)?;
     Ok(Arc::new(dp))
 }
 
-/// Runs the daemon until SIGINT/SIGTERM.
+/// Runs the daemon until SIGINT/SIGTERM (parents opened with [`WireBackend::Auto`]).
 pub fn run_daemon(root: &Path, socket: &Path, log: Logger) -> Result<(), DaemonError> {
+    run_daemon_with(root, socket, log, WireBackend::Auto)
+}
+
+/// Runs the daemon until SIGINT/SIGTERM; parents are opened with `backend`
+/// (`uvlan daemon --wire-backend`).
+pub fn run_daemon_with(
+    root: &Path,
+    socket: &Path,
+    log: Logger,
+    backend: WireBackend,
+) -> Result<(), DaemonError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(DaemonError::NotRoot);
@@ -80,8 +96,11 @@ pub fn run_daemon(root: &Path, socket: &Path, log: Logger) -> Result<(), DaemonE
     let store = Store::open(root)?;
     let _lock = store.lock()?;
     let host = RtnlHost::open().map_err(DaemonError::Host)?;
-    let dp = make_dataplane()?;
-    log(&format!("dataplane: {}", dp.describe()));
+    let dp = make_dataplane(backend)?;
+    log(&format!(
+        "dataplane: {} (wire backend: {backend:?})",
+        dp.describe()
+    ));
     let daemon = Daemon::start(store, Box::new(host), dp, log.clone())?;
     let listener = api::listen(socket)?;
     install_stop_handlers();
