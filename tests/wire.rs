@@ -9,7 +9,7 @@
 use uvlan_system_tests::capture::{dst_mac, src_mac, vlan};
 use uvlan_system_tests::net::{
     ethtool_feature, has_xdp, link_json, mtu, neigh_mac, neigh_state, ping_all, sa, tcp_echo,
-    EXT_IP, EXT_NET, GW_IP, GW_IP6, GW_MAC, HOST_IP, HOST_MAC, HOST_PORT, PARENT,
+    EXT_IP, EXT_NET, GW_IP, GW_IP6, GW_MAC, HOST_IP, HOST_IP6, HOST_MAC, HOST_PORT, PARENT,
 };
 use uvlan_system_tests::trunk::tcx_ingress_programs;
 use uvlan_system_tests::{Backend, Capture, LanOptions, VlanTrunk, World};
@@ -252,10 +252,19 @@ fn ipvlan_l3_on_the_wire(b: Backend) {
     let mut w = World::with_backend(b);
     let lan = w.lan(LanOptions::default());
     w.create(&format!(
-        "-d ipvlan -o ipvlan_mode=l3 --subnet 198.51.100.0/24 -o parent={PARENT} l3"
+        "-d ipvlan -o ipvlan_mode=l3 --subnet 198.51.100.0/24 --ipv6 --subnet 2001:db8:1::/64 \
+         -o parent={PARENT} l3"
     ));
     assert_backend(&w, "l3", b);
-    let e1 = w.connect("l3", "e1", &["--ip", "198.51.100.10"]);
+    let e1 = w.connect(
+        "l3",
+        "e1",
+        &["--ip", "198.51.100.10", "--ip6", "2001:db8:1::10"],
+    );
+    w.ip(
+        "gw",
+        &format!("-6 route add 2001:db8:1::/64 via {HOST_IP6}"),
+    );
     // NOARP: the gateway asks on-link for the endpoint; nobody answers.
     w.ip("gw", "route add 198.51.100.10/32 dev eth0");
     let cap = Capture::start(&lan.gw, "eth0", &[], "arp");
@@ -317,13 +326,40 @@ fn ipvlan_l3_on_the_wire(b: Backend) {
             (lan.gw.clone(), "198.51.100.10".into()),
             (lan.ext.clone(), "198.51.100.10".into()),
             (e1.clone(), GW_IP.into()),
+            (e1.clone(), GW_IP6.into()),
+            (lan.gw.clone(), "2001:db8:1::10".into()),
         ],
         6,
     );
     assert_eq!(
-        r, [true; 3],
-        "gw → e1, ext → e1 (route via the host), e1 → gw"
+        r, [true; 5],
+        "gw → e1, ext → e1 (route via the host), e1 → gw, e1 ↔ gw over IPv6"
     );
+    // The next hop's MAC comes from the host's neighbour table: a route via a static
+    // neighbour with a MAC nobody owns sends the frame there.
+    w.ip("host", "route add 203.0.113.99/32 via 192.0.2.253");
+    w.ip(
+        "host",
+        &format!("neigh replace 192.0.2.253 lladdr 02:00:00:00:fe:99 dev {PARENT} nud permanent"),
+    );
+    let cap = Capture::start(&lan.sw, HOST_PORT, &["-Q", "in"], "icmp");
+    assert!(
+        !w.reach("e1", "203.0.113.99", 2),
+        "nobody owns 203.0.113.99"
+    );
+    let lines = cap.stop();
+    let req = lines_with(&lines, "198.51.100.10 > 203.0.113.99: ICMP echo request");
+    assert!(
+        !req.is_empty(),
+        "no echo request towards the static next hop: {lines:#?}"
+    );
+    for l in req {
+        assert_eq!(
+            (src_mac(l), dst_mac(l)),
+            (Some(HOST_MAC), Some("02:00:00:00:fe:99")),
+            "{l}"
+        );
+    }
     tcp_echo(&lan.ext, sa(EXT_IP, 7000), &e1, ECHO_BYTES).expect("e1 ↔ ext routed TCP echo");
     // The host: e1 → the parent's own address is RTN_LOCAL (the reply never comes back,
     // C37); the host's ARP for e1 on an on-link route is not answered (NOARP).
