@@ -15,6 +15,15 @@ fn every_testbed_runs_green() {
         .collect();
     files.sort();
     assert!(!files.is_empty());
+    let labs_ns = || -> Vec<String> {
+        String::from_utf8_lossy(&sh(Command::new("ip").args(["netns", "list"])).stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("ulab"))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = labs_ns();
     let mut failed = Vec::new();
     for f in &files {
         let o = sh(Command::new(uvlan_bin()).arg("lab").arg(f));

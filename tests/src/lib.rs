@@ -2,6 +2,14 @@
 //! namespaces with a unique prefix, the real `uvlan` binary, real `ping`. Everything a test
 //! creates is deleted when its guard drops, also when the test fails.
 
+pub mod capture;
+pub mod net;
+pub mod trunk;
+
+pub use capture::Capture;
+pub use net::{Backend, Lan, LanOptions, Switch, BACKENDS};
+pub use trunk::VlanTrunk;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,11 +67,27 @@ pub struct World {
     pub dir: PathBuf,
     namespaces: Vec<String>,
     daemon: Option<Child>,
+    backend: Option<Backend>,
 }
 
 impl World {
-    /// A world with a running daemon.
+    /// A world with a running daemon (wire backend `auto`).
     pub fn new() -> World {
+        World::build(None, true)
+    }
+
+    /// A world whose daemon opens parents with `backend` only
+    /// (`uvlan daemon --wire-backend`).
+    pub fn with_backend(backend: Backend) -> World {
+        World::build(Some(backend), true)
+    }
+
+    /// A world with its `host` namespace but no daemon (kernel-only topologies).
+    pub fn without_daemon() -> World {
+        World::build(None, false)
+    }
+
+    fn build(backend: Option<Backend>, daemon: bool) -> World {
         require_root();
         let prefix = prefix();
         let dir = std::env::temp_dir().join(format!("{prefix}state"));
@@ -74,9 +98,12 @@ impl World {
             dir,
             namespaces: Vec::new(),
             daemon: None,
+            backend,
         };
         w.netns("host");
-        w.start_daemon();
+        if daemon {
+            w.start_daemon();
+        }
         w
     }
 
@@ -112,14 +139,18 @@ impl World {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .expect("daemon log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns("host")])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns("host")])
             .arg(uvlan_bin())
             .arg("daemon")
             .arg("--root")
             .arg(self.dir.join("root"))
             .arg("--socket")
-            .arg(self.socket())
+            .arg(self.socket());
+        if let Some(b) = self.backend {
+            cmd.args(["--wire-backend", b.arg()]);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -9,7 +9,7 @@ mod run;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::{self, ClientError, Connect, CreateNetwork, NetworkSummary, Request};
 use crate::inspect::{to_docker_json, NetworkResource};
@@ -74,6 +74,34 @@ pub struct DaemonArgs {
         requires = "docker_plugin"
     )]
     pub docker_host: Option<String>,
+    /// How parents are opened: `auto` tries AF_XDP and falls back to AF_PACKET; `af_xdp` or
+    /// `af_packet` force one backend (attaching a parent fails if it cannot be opened).
+    #[arg(long, value_enum, value_name = "BACKEND", default_value = "auto")]
+    pub wire_backend: WireBackendArg,
+}
+
+/// `uvlan daemon --wire-backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WireBackendArg {
+    /// AF_XDP behind the XDP filter; AF_PACKET + tcx when AF_XDP cannot be opened.
+    #[value(name = "auto")]
+    Auto,
+    /// AF_XDP only.
+    #[value(name = "af_xdp")]
+    AfXdp,
+    /// AF_PACKET + tcx ingress filter only.
+    #[value(name = "af_packet")]
+    AfPacket,
+}
+
+impl From<WireBackendArg> for uvlan_dataplane::run::WireBackend {
+    fn from(a: WireBackendArg) -> Self {
+        match a {
+            WireBackendArg::Auto => uvlan_dataplane::run::WireBackend::Auto,
+            WireBackendArg::AfXdp => uvlan_dataplane::run::WireBackend::AfXdp,
+            WireBackendArg::AfPacket => uvlan_dataplane::run::WireBackend::AfPacket,
+        }
+    }
 }
 
 /// `uvlan network ...`.
@@ -257,7 +285,11 @@ pub fn main() -> i32 {
                 )
             });
             let log = crate::daemon::stderr_logger();
-            crate::daemon::run_daemon(&root, &socket, docker.as_ref(), log)
+            let opts = crate::daemon::DaemonOptions {
+                docker,
+                wire_backend: a.wire_backend.into(),
+            };
+            crate::daemon::run_daemon(&root, &socket, &opts, log)
                 .map(|()| 0)
                 .map_err(|e| Failure::msg(format!("uvlan daemon: {e}")))
         }

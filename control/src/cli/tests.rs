@@ -145,3 +145,27 @@ fn ls_table_is_tabwriter_shaped_and_natural_sorted() {
     assert_eq!(natural_cmp("a02", "a2"), Greater);
     assert_eq!(natural_cmp("b", "a10"), Greater);
 }
+
+#[test]
+fn daemon_wire_backend_defaults_to_auto_and_takes_the_three_words() {
+    use uvlan_dataplane::run::WireBackend;
+    let backend = |args: &[&str]| match parse(args).cmd {
+        Cmd::Daemon(a) => WireBackend::from(a.wire_backend),
+        other => panic!("not the daemon: {other:?}"),
+    };
+    assert_eq!(backend(&["daemon"]), WireBackend::Auto);
+    assert_eq!(
+        backend(&["daemon", "--wire-backend", "auto"]),
+        WireBackend::Auto
+    );
+    assert_eq!(
+        backend(&["daemon", "--wire-backend", "af_xdp"]),
+        WireBackend::AfXdp
+    );
+    assert_eq!(
+        backend(&["daemon", "--wire-backend", "af_packet"]),
+        WireBackend::AfPacket
+    );
+    let err = Cli::try_parse_from(["uvlan", "daemon", "--wire-backend", "xdp"]).unwrap_err();
+    assert!(err.to_string().contains("af_xdp"), "{err}");
+}

@@ -20,7 +20,7 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use server::{run_daemon, DaemonError, FORWARDS_FRAMES};
+pub use server::{run_daemon, DaemonError, DaemonOptions, FORWARDS_FRAMES};
 pub use state::Daemon;
 
 /// Where the daemon writes its log lines (stderr in the binary).

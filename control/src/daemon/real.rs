@@ -58,9 +58,13 @@ pub struct RunDataplane {
 impl RunDataplane {
     /// Starts the dataplane thread with default options.
     pub fn spawn() -> Result<RunDataplane, String> {
+        RunDataplane::spawn_with(RunOptions::default())
+    }
+
+    /// Starts the dataplane thread with `opts` (e.g. a forced wire backend).
+    pub fn spawn_with(opts: RunOptions) -> Result<RunDataplane, String> {
         let resolver = HostResolver::open()?;
-        let dp = Dataplane::spawn(RunOptions::default(), Box::new(resolver))
-            .map_err(|e| e.to_string())?;
+        let dp = Dataplane::spawn(opts, Box::new(resolver)).map_err(|e| e.to_string())?;
         Ok(RunDataplane {
             handle: dp.handle(),
             _thread: Mutex::new(dp),

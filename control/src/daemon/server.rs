@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::api::{self, ListenError};
 use crate::store::{Store, StoreError};
+use uvlan_dataplane::run::{RunOptions, WireBackend};
 
 use super::dp::DataplaneApi;
 use super::host::RtnlHost;
@@ -68,18 +69,31 @@ fn install_stop_handlers() {
 /// (`uvlan_dataplane::run`); the configuration-only `EngineOnly` is for unit tests.
 pub const FORWARDS_FRAMES: bool = true;
 
-/// The dataplane this build uses: the real thread.
-fn make_dataplane() -> Result<Arc<dyn DataplaneApi>, DaemonError> {
-    let dp = RunDataplane::spawn().map_err(DaemonError::Dataplane)?;
+/// The dataplane this build uses: the real thread, opening parents with `backend`.
+fn make_dataplane(backend: WireBackend) -> Result<Arc<dyn DataplaneApi>, DaemonError> {
+    let dp = RunDataplane::spawn_with(RunOptions {
+        wire_backend: backend,
+        ..RunOptions::default()
+    })
+    .map_err(DaemonError::Dataplane)?;
     Ok(Arc::new(dp))
 }
 
-/// Runs the daemon until SIGINT/SIGTERM; with `docker`, also as Docker's remote network
-/// driver (`uvlan daemon --docker-plugin`).
+/// How the daemon runs besides its API: as Docker's remote network driver, and which wire
+/// backend opens parents (`uvlan daemon --docker-plugin --wire-backend ...`).
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// Serve Docker's remote network driver sockets.
+    pub docker: Option<crate::docker::PluginConfig>,
+    /// How parents are opened.
+    pub wire_backend: WireBackend,
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
 pub fn run_daemon(
     root: &Path,
     socket: &Path,
-    docker: Option<&crate::docker::PluginConfig>,
+    opts: &DaemonOptions,
     log: Logger,
 ) -> Result<(), DaemonError> {
     // SAFETY: geteuid has no preconditions.
@@ -89,11 +103,15 @@ pub fn run_daemon(
     let store = Store::open(root)?;
     let _lock = store.lock()?;
     let host = RtnlHost::open().map_err(DaemonError::Host)?;
-    let dp = make_dataplane()?;
-    log(&format!("dataplane: {}", dp.describe()));
+    let backend = opts.wire_backend;
+    let dp = make_dataplane(backend)?;
+    log(&format!(
+        "dataplane: {} (wire backend: {backend:?})",
+        dp.describe()
+    ));
     let daemon = Daemon::start(store, Box::new(host), dp, log.clone())?;
     let listener = api::listen(socket)?;
-    let plugin = match docker {
+    let plugin = match &opts.docker {
         Some(cfg) => {
             let p = crate::docker::serve(daemon.clone(), cfg, log.clone())?;
             for s in p.sockets() {

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Wire ↔ endpoint throughput through uvlan (the real daemon, release build, forced to AF_XDP
+# and then to AF_PACKET) against the kernel's macvlan, measured in the same run.
+# Root only; namespaces and veths only (nothing touches the real uplink); documentation
+# addresses only; everything is deleted on exit.
+#
+# Topology (one per implementation, built fresh):
+#   ns H: parent veth up0 (02:00:00:00:01:01) ──── ns U: eth0 192.0.2.254 (the "wire" peer,
+#         tx checksum offload off: a veth feeding an XSK needs complete checksums)
+#   ns E: the endpoint eth0 192.0.2.10, MAC 02:00:00:00:00:10, macvlan bridge on up0:
+#         kernel:  ip link add … link up0 type macvlan mode bridge, moved into E
+#         uvlan:   uvlan network create -d macvlan -o parent=up0 …; uvlan network connect
+# Measurements (iperf3, server in U, client in E), each RUNS times, median printed:
+#   TCP E→U, TCP U→E (-R): receiver Mbit/s
+#   UDP 64-byte payload E→U and U→E (-u -l 64 -b 0): datagrams delivered per second
+# Numbers are printed, never asserted; ratio = uvlan / kernel.
+#
+# Usage: bench/wire_throughput.sh [SECONDS_PER_RUN (default 5)] [RUNS (default 3)]
+set -euo pipefail
+secs=${1:-5}
+runs=${2:-3}
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+    echo "wire_throughput.sh: run as root (it creates namespaces and veths)" >&2
+    exit 1
+fi
+for t in iperf3 ethtool ip; do
+    command -v "$t" >/dev/null || { echo "wire_throughput.sh: $t is not installed" >&2; exit 1; }
+done
+
+cargo build -q --release -p uvlan-control --bin uvlan
+uvlan=$PWD/target/release/uvlan
+p="uvb$$"
+res=$(mktemp -d "/tmp/$p.XXXX")
+tmp=$res/run
+daemon_pid=""
+iperf_pid=""
+
+# Stops what one measurement started and deletes its namespaces.
+cleanup() {
+    if [ -n "$iperf_pid" ]; then kill "$iperf_pid" 2>/dev/null || true; wait "$iperf_pid" 2>/dev/null || true; fi
+    if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+    for n in H U E; do ip netns del "$p-$n" 2>/dev/null || true; done
+    rm -rf "$tmp"
+    iperf_pid=""
+    daemon_pid=""
+}
+trap 'cleanup; rm -rf "$res"' EXIT
+
+topology() {
+    mkdir -p "$tmp"
+    for n in H U E; do
+        ip netns add "$p-$n"
+        ip -n "$p-$n" link set lo up
+    done
+    ip -n "$p-H" link add name up0 type veth peer name eth0 netns "$p-U"
+    ip -n "$p-H" link set up0 address 02:00:00:00:01:01 up
+    ip -n "$p-U" link set eth0 address 02:00:00:00:fe:01 up
+    ip netns exec "$p-U" ethtool -K eth0 tx off >/dev/null
+    ip -n "$p-U" addr add 192.0.2.254/24 dev eth0
+    ip netns exec "$p-U" iperf3 -s -i 0 >/dev/null 2>&1 &
+    iperf_pid=$!
+}
+
+# Median of the numbers on stdin.
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}'; }
+
+# TCP receiver Mbit/s of one iperf3 run (args passed on).
+tcp() {
+    ip netns exec "$p-E" iperf3 -c 192.0.2.254 -t "$secs" -f m "$@" 2>&1 |
+        awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i-1) }'
+}
+
+# UDP 64-byte datagrams delivered per second of one iperf3 run.
+udp() {
+    ip netns exec "$p-E" iperf3 -c 192.0.2.254 -t "$secs" -u -l 64 -b 0 "$@" 2>&1 |
+        awk '/receiver/ {
+            split($3, iv, "-"); d = iv[2] - iv[1];
+            for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\/[0-9]+$/) { split($i, lt, "/"); print int((lt[2] - lt[1]) / d) }
+        }'
+}
+
+# Runs every measurement RUNS times; writes "tcp_up tcp_down udp_up udp_down" (medians)
+# to $res/NAME.
+measure() {
+    local name=$1 a b c d
+    # Wait until the endpoint reaches the peer (ARP, daemon attach).
+    for _ in $(seq 50); do
+        ip netns exec "$p-E" ping -c 1 -W 1 192.0.2.254 >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    : >"$tmp/tu"; : >"$tmp/td"; : >"$tmp/uu"; : >"$tmp/ud"
+    for i in $(seq "$runs"); do
+        a=$(tcp); b=$(tcp -R); c=$(udp); d=$(udp -R)
+        echo "  $name run $i/$runs: TCP E→U ${a:-?} Mbit/s, U→E ${b:-?} Mbit/s; UDP 64 B E→U ${c:-?} pps, U→E ${d:-?} pps"
+        echo "${a:-nan}" >>"$tmp/tu"; echo "${b:-nan}" >>"$tmp/td"
+        echo "${c:-nan}" >>"$tmp/uu"; echo "${d:-nan}" >>"$tmp/ud"
+    done
+    echo "$(median <"$tmp/tu") $(median <"$tmp/td") $(median <"$tmp/uu") $(median <"$tmp/ud")" \
+        >"$res/${name//\//_}"
+}
+
+kernel() {
+    topology
+    ip -n "$p-H" link add name mvb link up0 address 02:00:00:00:00:10 type macvlan mode bridge
+    ip -n "$p-H" link set mvb netns "$p-E"
+    ip -n "$p-E" link set mvb name eth0
+    ip -n "$p-E" link set eth0 up
+    ip -n "$p-E" addr add 192.0.2.10/24 dev eth0
+    measure kernel
+    cleanup
+}
+
+uvlan_run() {
+    local backend=$1
+    topology
+    mkdir -p "$tmp/root"
+    ip netns exec "$p-H" "$uvlan" daemon --root "$tmp/root" --socket "$tmp/sock" \
+        --wire-backend "$backend" 2>"$tmp/daemon.log" &
+    daemon_pid=$!
+    for _ in $(seq 100); do [ -S "$tmp/sock" ] && break; sleep 0.05; done
+    export UVLAN_SOCKET=$tmp/sock UVLAN_ROOT=$tmp/root
+    "$uvlan" network create -d macvlan -o parent=up0 --subnet 192.0.2.0/24 \
+        --gateway 192.0.2.254 bench >/dev/null
+    "$uvlan" network inspect bench | grep '"Mode"' | sed 's/^ */  wire: /'
+    "$uvlan" network connect --ip 192.0.2.10 --mac-address 02:00:00:00:00:10 bench "$p-E"
+    measure "uvlan/$backend"
+    "$uvlan" network disconnect bench "$p-E"
+    "$uvlan" network rm bench >/dev/null
+    cleanup
+}
+
+echo "wire ↔ endpoint, macvlan bridge, ${secs}s × ${runs} runs per figure (medians); $(uname -r), $(nproc) vCPU"
+kernel
+for backend in af_xdp af_packet; do
+    uvlan_run "$backend"
+done
+read -r k_tu k_td k_uu k_ud <"$res/kernel"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
+printf '\n%-18s %14s %14s %16s %16s\n' "" "TCP E→U Mb/s" "TCP U→E Mb/s" "UDP64 E→U pps" "UDP64 U→E pps"
+printf '%-18s %14s %14s %16s %16s\n' "kernel macvlan" "$k_tu" "$k_td" "$k_uu" "$k_ud"
+for b in af_xdp af_packet; do
+    read -r u_tu u_td u_uu u_ud <"$res/uvlan_$b"
+    printf '%-18s %14s %14s %16s %16s\n' "uvlan $b" "$u_tu" "$u_td" "$u_uu" "$u_ud"
+    printf '%-18s %14s %14s %16s %16s\n' "  ratio" "$(ratio "$u_tu" "$k_tu")" \
+        "$(ratio "$u_td" "$k_td")" "$(ratio "$u_uu" "$k_uu")" "$(ratio "$u_ud" "$k_ud")"
+done

@@ -1,0 +1,165 @@
+//! `tcpdump` in a test namespace: start, wait until it listens, stop, read the lines.
+//!
+//! tcpdump shows 802.1Q tags with `-e` even where the kernel moved them into packet metadata
+//! (it reads `PACKET_AUXDATA`), so it is the witness for tags on the wire.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `tcpdump -l -n -e` (plus extra flags) on one interface.
+pub struct Capture {
+    child: Option<Child>,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Capture {
+    /// Starts `tcpdump -i IFNAME -l -n -e FLAGS FILTER` in namespace `full` and waits until it
+    /// listens. `flags` e.g. `["-v"]` (TTL) or `["-Q", "in"]` (one direction).
+    pub fn start(full: &str, ifname: &str, flags: &[&str], filter: &str) -> Capture {
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let base = std::env::temp_dir().join(format!("{full}-cap{n}"));
+        let out = base.with_extension("out");
+        let err = base.with_extension("err");
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", full, "tcpdump", "-i", ifname, "-l", "-n", "-e",
+            ])
+            .args(flags)
+            .args(filter.split_whitespace())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("capture file"))
+            .stderr(std::fs::File::create(&err).expect("capture file"))
+            .spawn()
+            .expect("tcpdump");
+        let mut c = Capture {
+            child: Some(child),
+            out,
+            err,
+        };
+        let t = Instant::now();
+        loop {
+            let e = std::fs::read_to_string(&c.err).unwrap_or_default();
+            if e.contains("listening on") {
+                break;
+            }
+            if let Some(Ok(Some(st))) = c.child.as_mut().map(Child::try_wait) {
+                panic!("tcpdump on {full}/{ifname} exited ({st}): {e}");
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "tcpdump on {full}/{ifname} did not start: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c
+    }
+
+    /// Stops tcpdump (SIGINT, so it flushes) and returns one record per frame (`-v`
+    /// continuation lines are joined to their frame's line).
+    pub fn stop(mut self) -> Vec<String> {
+        // Give in-flight frames a moment to be printed.
+        std::thread::sleep(Duration::from_millis(300));
+        self.end();
+        records(&std::fs::read_to_string(&self.out).unwrap_or_default())
+    }
+
+    fn end(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // `ip netns exec` execs tcpdump in place: the child's pid is tcpdump's.
+            // SAFETY: kill(2) on our own child process.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGINT) };
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(3) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.end();
+        let _ = std::fs::remove_file(&self.out);
+        let _ = std::fs::remove_file(&self.err);
+    }
+}
+
+/// tcpdump's output as one string per frame: lines that start with whitespace continue the
+/// previous frame.
+pub fn records(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for l in out.lines() {
+        match v.last_mut() {
+            Some(last) if l.starts_with(char::is_whitespace) => {
+                last.push(' ');
+                last.push_str(l.trim());
+            }
+            _ => v.push(l.to_string()),
+        }
+    }
+    v
+}
+
+/// The source MAC of a `tcpdump -e` line (`HH:MM:SS.us SRC > DST, ...`).
+pub fn src_mac(line: &str) -> Option<&str> {
+    let mut w = line.split_whitespace();
+    w.next()?;
+    let s = w.next()?;
+    (s.len() == 17 && s.matches(':').count() == 5).then_some(s)
+}
+
+/// The destination MAC of a `tcpdump -e` line.
+pub fn dst_mac(line: &str) -> Option<&str> {
+    let mut w = line.split_whitespace();
+    w.next()?;
+    w.next()?;
+    if w.next()? != ">" {
+        return None;
+    }
+    let d = w.next()?.trim_end_matches(',');
+    (d.len() == 17).then_some(d)
+}
+
+/// The 802.1Q VID of a `tcpdump -e` line (`... vlan 20, p 0, ...`), if it is tagged.
+pub fn vlan(line: &str) -> Option<u16> {
+    let i = line.find("vlan ")?;
+    let rest = line.get(i + 5..)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tcpdump_lines() {
+        let l = "12:00:00.000001 02:00:00:00:01:01 > 02:00:00:00:fe:01, ethertype 802.1Q \
+                 (0x8100), length 102: vlan 20, p 0, ethertype IPv4 (0x0800), 203.0.113.10 > \
+                 203.0.113.254: ICMP echo request";
+        assert_eq!(src_mac(l), Some("02:00:00:00:01:01"));
+        assert_eq!(dst_mac(l), Some("02:00:00:00:fe:01"));
+        assert_eq!(vlan(l), Some(20));
+        let u = "12:00:00.000001 02:00:00:00:01:01 > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), \
+                 length 42: Request who-has 192.0.2.254 tell 192.0.2.10, length 28";
+        assert_eq!(vlan(u), None);
+        assert_eq!(dst_mac(u), Some("ff:ff:ff:ff:ff:ff"));
+        assert_eq!(src_mac("    0x0000:  4500"), None);
+        let r = records("a b > c, x: (ttl 64)\n    1.2.3.4 > 5.6.7.8: ICMP\nnext\n");
+        assert_eq!(
+            r,
+            vec!["a b > c, x: (ttl 64) 1.2.3.4 > 5.6.7.8: ICMP", "next"]
+        );
+    }
+}
