@@ -53,18 +53,8 @@ type Accepted = (&'static str, bool, &'static str, &'static str);
 /// Differences docs/conformance.md explains (none so far).
 const DOCUMENTED: &[Accepted] = &[];
 
-const PASSTHRU_MAC: &str = "BUG (reported, control plane): a passthru endpoint gets a random \
-    MAC instead of the parent's (kernel: the macvlan takes the lower's MAC, C43; \
-    docs/modes.md: the port takes over the parent's MAC). Daemon::choose_mac does not \
-    special-case passthru and even refuses the parent's MAC when asked for it.";
-
 /// Reported uvlan bugs, kept visible until fixed.
-const KNOWN_BUGS: &[Accepted] = &[
-    ("passthru", false, "gw neigh e1", PASSTHRU_MAC),
-    ("passthru", false, "wire src MACs (host side)", PASSTHRU_MAC),
-    ("passthru", true, "gw neigh e1", PASSTHRU_MAC),
-    ("passthru", true, "wire src MACs (host side)", PASSTHRU_MAC),
-];
+const KNOWN_BUGS: &[Accepted] = &[];
 
 /// What one implementation showed in one configuration.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use uvlan_dataplane::fwd::{
-    ConfigError, Driver, Engine, Errno, IpvlanAttrs, LinkRef, MacvlanAttrs, Master, NetworkId,
-    NetworkSpec, ParentId, PortId,
+    ConfigError, Driver, Engine, Errno, IpvlanAttrs, LinkRef, MacvlanAttrs, MacvlanMode, Master,
+    NetworkId, NetworkSpec, ParentId, PortId,
 };
 use uvlan_dataplane::port::tap::Tap;
 use uvlan_dataplane::wire::MacAddr;
@@ -1072,6 +1072,19 @@ impl Daemon {
             Some(p) => st.host.link(&p.ifname).ok().flatten().and_then(|l| l.mac),
             None => None,
         };
+        // A passthru macvlan carries the lower's MAC (C43). The kernel would write a requested
+        // MAC onto the lower; uvlan never reprograms the host's NIC, so it refuses one.
+        if net.rec.driver_config.macvlan_mode() == Some(MacvlanMode::Passthru) {
+            if let Some(m) = parent_mac {
+                return match req {
+                    None => Ok(m),
+                    Some(_) => Err(
+                        "a passthru macvlan endpoint carries the parent interface's MAC:                          --mac-address would have to change the parent's own MAC, which uvlan                          never does"
+                            .to_string(),
+                    ),
+                };
+            }
+        }
         match req {
             Some(text) => {
                 let m: MacAddr = text.parse().map_err(|e| format!("{e}"))?;
