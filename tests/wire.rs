@@ -321,6 +321,15 @@ fn ipvlan_l3_on_the_wire(b: Backend) {
         );
         assert!(l.contains("ttl 64,"), "TTL must be unchanged (64): {l}");
     }
+    // A route change applies at once, as in the kernel (the daemon drops cached next hops on
+    // route/neighbour notifications).
+    w.ip("host", &format!("route del {EXT_NET}"));
+    assert!(
+        !w.reach("e1", EXT_IP, 2),
+        "e1 → ext right after the host route was deleted"
+    );
+    w.ip("host", &format!("route add {EXT_NET} via {GW_IP}"));
+    assert!(w.reach("e1", EXT_IP, 6), "e1 → ext once the route is back");
     let r = ping_all(
         &[
             (lan.gw.clone(), "198.51.100.10".into()),

@@ -10,7 +10,7 @@ use uvlan_dataplane::fwd::{ParentId, PortId};
 use uvlan_dataplane::port::tap::Tap;
 use uvlan_dataplane::run::{Dataplane, DataplaneHandle, NextHop, Resolver, RunError, RunOptions};
 
-use crate::netns::{Netns, Rtnl};
+use crate::netns::{Netns, RouteWatcher, Rtnl};
 
 use super::dp::{DataplaneApi, DpError, EngineJob};
 use super::host::{resolve_next_hop, HopAnswer};
@@ -51,6 +51,10 @@ impl Resolver for HostResolver {
 /// The dataplane thread, owned by the daemon.
 pub struct RunDataplane {
     handle: DataplaneHandle,
+    /// Drops the dataplane's cached next hops whenever a host route or neighbour changes, so
+    /// routed egress follows the host's tables as the kernel's does (dropped before the
+    /// thread).
+    _routes: RouteWatcher,
     /// Kept so the thread lives as long as the daemon; shut down on drop.
     _thread: Mutex<Dataplane>,
 }
@@ -65,8 +69,15 @@ impl RunDataplane {
     pub fn spawn_with(opts: RunOptions) -> Result<RunDataplane, String> {
         let resolver = HostResolver::open()?;
         let dp = Dataplane::spawn(opts, Box::new(resolver)).map_err(|e| e.to_string())?;
+        let h = dp.handle();
+        let ns = Netns::current().map_err(|e| e.to_string())?;
+        let routes = RouteWatcher::start(&ns, move || {
+            let _ = h.flush_route_cache();
+        })
+        .map_err(|e| format!("cannot watch the host's routes: {e}"))?;
         Ok(RunDataplane {
             handle: dp.handle(),
+            _routes: routes,
             _thread: Mutex::new(dp),
         })
     }

@@ -238,16 +238,8 @@ fn watch_loop(
     mut on_event: impl FnMut(AddrEvent),
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
     while !stop.load(Ordering::Relaxed) {
-        pfd.revents = 0;
-        // SAFETY: pfd is one valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, STOP_POLL.as_millis() as libc::c_int) };
-        if r <= 0 {
+        if !poll_readable(&sock) {
             continue; // timeout or EINTR: re-check the stop flag
         }
         loop {
@@ -276,4 +268,82 @@ fn watch_loop(
             }
         }
     }
+}
+
+/// `RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE`.
+const ROUTE_GROUPS: u32 = 0x4 | 0x40 | 0x400;
+
+/// Calls a function whenever a route or neighbour entry changes in a namespace (the daemon
+/// drops its cached next hops then, so routed L3 egress follows the host's tables at once).
+/// Runs on its own thread until dropped.
+pub struct RouteWatcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RouteWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteWatcher").finish()
+    }
+}
+
+impl RouteWatcher {
+    /// Starts watching `ns`; `on_change` runs on the watcher's thread, once per burst of
+    /// notifications (and once when notifications were lost).
+    pub fn start(ns: &Netns, mut on_change: impl FnMut() + Send + 'static) -> Result<RouteWatcher> {
+        let sock = open_socket(ns, ROUTE_GROUPS)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("uvlan-routewatch".into())
+            .spawn(move || {
+                let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+                while !stop2.load(Ordering::Relaxed) {
+                    if !poll_readable(&sock) {
+                        continue;
+                    }
+                    let mut changed = false;
+                    loop {
+                        buf.clear();
+                        buf.reserve(64 * 1024);
+                        match sock.recv(&mut buf, libc::MSG_DONTWAIT) {
+                            Ok(_) => changed = true,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => changed = true,
+                            Err(_) => return,
+                        }
+                    }
+                    if changed {
+                        on_change();
+                    }
+                }
+            })
+            .map_err(|source| NetnsError::Thread { source })?;
+        Ok(RouteWatcher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for RouteWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits up to [`STOP_POLL`] for `sock` to become readable.
+fn poll_readable(sock: &Socket) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: pfd is one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&mut pfd, 1, STOP_POLL.as_millis() as libc::c_int) };
+    r > 0
 }
