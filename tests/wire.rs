@@ -540,8 +540,22 @@ fn mtu_follows_the_parent(b: Backend) {
 /// is not delivered, `inspect` shows the sub-interface, and removing the networks leaves
 /// nothing behind (XDP/tcx detached, RX VLAN offload, promiscuity and allmulti restored).
 fn vlans_share_one_parent(b: Backend) {
+    vlans_on_one_parent(b, false);
+}
+
+/// The same, with the switch handing tags over as skb metadata (a bridge port's default
+/// `txvlan on`): XDP cannot see those tags, so the AF_PACKET copy socket must pick up the
+/// VLAN-keyed unicast the XDP filter passed.
+fn vlans_with_tags_in_skb_metadata(b: Backend) {
+    vlans_on_one_parent(b, true);
+}
+
+fn vlans_on_one_parent(b: Backend, tags_as_metadata: bool) {
     let mut w = World::with_backend(b);
-    let lan = w.lan(LanOptions::default());
+    let lan = w.lan(LanOptions {
+        tags_as_metadata,
+        ..LanOptions::default()
+    });
     let host = w.ns("host");
     let before = link_json(&host, PARENT);
     let rxvlan_before = ethtool_feature(&host, PARENT, "rx-vlan-offload");
@@ -696,4 +710,5 @@ with_both_backends!(
     private_never_delivers_port_to_port,
     mtu_follows_the_parent,
     vlans_share_one_parent,
+    vlans_with_tags_in_skb_metadata,
 );

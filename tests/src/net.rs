@@ -331,6 +331,9 @@ pub struct LanOptions {
     pub parent_mtu: u32,
     /// Hairpin on the switch port facing the host (reflective relay for VEPA).
     pub hairpin: bool,
+    /// The switch hands 802.1Q tags to the namespaces as skb metadata (`txvlan on`, the
+    /// bridge's default) instead of in the frame data as a real wire carries them.
+    pub tags_as_metadata: bool,
 }
 
 impl Default for LanOptions {
@@ -338,6 +341,7 @@ impl Default for LanOptions {
         LanOptions {
             parent_mtu: 1500,
             hairpin: false,
+            tags_as_metadata: false,
         }
     }
 }
@@ -348,6 +352,8 @@ impl Default for LanOptions {
 pub struct Switch {
     /// The switch namespace (full name).
     pub ns: String,
+    /// Ports hand tags over as skb metadata (`txvlan on`).
+    pub tags_as_metadata: bool,
 }
 
 impl Switch {
@@ -358,14 +364,11 @@ impl Switch {
     /// needs this: research §2.3), and it puts 802.1Q tags into the frame data rather than
     /// into skb metadata (`txvlan off`), as a tag travels on a real wire. With `txvlan on`
     /// a bridge hands a veth peer its tags as skb metadata, which the XDP filter cannot see
-    /// (docs/performance.md, "Wire ↔ endpoint"). `UVLAN_TEST_SWITCH_TXVLAN=on` keeps the
-    /// bridge's default to reproduce that.
+    /// (the AF_PACKET copy socket picks such frames up); `tags_as_metadata` keeps the
+    /// bridge's default to exercise that path.
     pub fn plug(&self, full: &str, ifname: &str, mac: &str, port: &str) {
         cable(full, ifname, Some(mac), &self.ns, port);
-        let txvlan = match std::env::var("UVLAN_TEST_SWITCH_TXVLAN").as_deref() {
-            Ok("on") => "on",
-            _ => "off",
-        };
+        let txvlan = if self.tags_as_metadata { "on" } else { "off" };
         sh_in(
             &self.ns,
             &format!("ethtool -K {port} tx off txvlan {txvlan} >/dev/null"),
@@ -444,6 +447,7 @@ impl World {
     pub fn switch(&mut self) -> Switch {
         let sw = Switch {
             ns: self.netns("sw"),
+            tags_as_metadata: false,
         };
         ip_in(
             &sw.ns,
@@ -459,7 +463,8 @@ impl World {
     /// parent `up0` in `host` with [`HOST_IP`]/[`HOST_IP6`] and a route to [`EXT_NET`] via
     /// the gateway; the gateway forwards and routes [`L3_NET`] back via the host.
     pub fn lan(&mut self, opts: LanOptions) -> Lan {
-        let switch = self.switch();
+        let mut switch = self.switch();
+        switch.tags_as_metadata = opts.tags_as_metadata;
         let lan = Lan {
             host: self.ns("host"),
             sw: switch.ns.clone(),

@@ -139,6 +139,12 @@ pub struct AfPacketOptions {
     /// is the copy socket next to an [`super::xsk::XdpParent`]: unicast that the XDP filter
     /// passed belongs to the host and is never copied to userspace.
     pub group_only: bool,
+    /// With `group_only`: also deliver frames that carry an 802.1Q tag. The kernel holds tags
+    /// in skb metadata when the sender or the NIC offloaded them (a veth peer with `txvlan`
+    /// on, a NIC with `rxvlan` on); XDP cannot see such a tag, so the XDP filter passes
+    /// VLAN-keyed unicast to the host, and this socket (which sees the tag in auxdata) picks
+    /// it up. Tagged frames XDP redirected never reach the socket.
+    pub with_tagged: bool,
 }
 
 impl Default for AfPacketOptions {
@@ -148,6 +154,7 @@ impl Default for AfPacketOptions {
             buf_size: 65536,
             map_capacity: 4096,
             group_only: false,
+            with_tagged: false,
         }
     }
 }
@@ -236,9 +243,29 @@ fn set_int(
     Ok(())
 }
 
-/// Classic BPF: accept the frame iff the I/G bit of the destination MAC is set.
-fn attach_group_only_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let mut prog = [
+/// `SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT`: classic BPF's "the skb carries a VLAN tag".
+const SKF_AD_VLAN_TAG_PRESENT: u32 = 0xffff_f000 + 48;
+
+/// Classic BPF: accept the frame iff the I/G bit of the destination MAC is set, or (with
+/// `with_tagged`) iff the frame carries an 802.1Q tag.
+fn attach_group_only_filter(fd: BorrowedFd<'_>, with_tagged: bool) -> io::Result<()> {
+    let tagged_prefix = [
+        // A = "has a VLAN tag" (ancillary load)
+        libc::sock_filter {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: SKF_AD_VLAN_TAG_PRESENT,
+        },
+        // if (A == 0) fall through to the group test, else goto accept (4 ahead)
+        libc::sock_filter {
+            code: 0x15,
+            jt: 0,
+            jf: 2,
+            k: 0,
+        },
+    ];
+    let group = [
         // A = pkt[0] (first byte of the destination MAC; offset 0 is the MAC header).
         libc::sock_filter {
             code: 0x30,
@@ -268,6 +295,11 @@ fn attach_group_only_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
             k: 0,
         },
     ];
+    let mut prog: Vec<libc::sock_filter> = Vec::with_capacity(6);
+    if with_tagged {
+        prog.extend_from_slice(&tagged_prefix);
+    }
+    prog.extend_from_slice(&group);
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_mut_ptr(),
@@ -360,7 +392,8 @@ impl AfPacketSocket {
             Err(e) => return Err(err("PACKET_IGNORE_OUTGOING")(e)),
         };
         if opts.group_only {
-            attach_group_only_filter(fd.as_fd()).map_err(err("SO_ATTACH_FILTER"))?;
+            attach_group_only_filter(fd.as_fd(), opts.with_tagged)
+                .map_err(err("SO_ATTACH_FILTER"))?;
         }
         // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
         let mut sll: libc::sockaddr_ll = unsafe { zeroed() };

@@ -145,6 +145,7 @@ pub(crate) fn open_backend(
             ifname,
             &AfPacketOptions {
                 group_only: true,
+                with_tagged: true,
                 ..pk_opts.clone()
             },
         )
