@@ -358,35 +358,41 @@ impl<T: Tracer> Cx<'_, T> {
                 return Ok(());
             }
         }
-        self.ipvlan_outbound(eth)
+        self.ipvlan_outbound(eth, &h)
     }
 
     /// `ipvlan_process_outbound`: route in the master's namespace.
-    fn ipvlan_outbound(&mut self, eth: &EthView<'_>) -> Result<(), DropReason> {
+    fn ipvlan_outbound(&mut self, eth: &EthView<'_>, h: &L3Hdr) -> Result<(), DropReason> {
         const K: &str = "ipvlan_process_outbound";
         if self.check(K, "dst MAC is multicast/broadcast", eth.dst.is_multicast()) {
             return Err(DropReason::L3Multicast);
         }
         match eth.ethertype {
             ethertype::IPV4 => {
-                let Ok(ip) = Ipv4View::parse(eth.payload) else {
+                // ipvlan_get_L3_hdr already validated the header (same checks): reuse it.
+                let (L3Kind::Ipv4, Some(IpAddr::V4(dst))) = (h.kind, h.dst) else {
                     return Err(DropReason::L3BadHeader);
                 };
                 const K4: &str = "ipvlan_process_v4_outbound";
                 // ip_route_output_flow(oif = master): a limited-broadcast or multicast
                 // destination yields a route type that is neither unicast nor local.
-                let bad_type = ip.dst == Ipv4Addr::BROADCAST || ip.dst.is_multicast();
+                let bad_type = dst == Ipv4Addr::BROADCAST || dst.is_multicast();
                 if self.check(K4, "route type is broadcast/multicast", bad_type) {
                     return Err(DropReason::L3RouteType);
                 }
-                self.route(IpAddr::V4(ip.dst), eth.dst, K4);
+                self.route(IpAddr::V4(dst), eth.dst, K4);
                 Ok(())
             }
             ethertype::IPV6 => {
-                let Ok(ip) = Ipv6View::parse(eth.payload) else {
-                    return Err(DropReason::L3BadHeader);
+                let dst = match (h.kind, h.dst) {
+                    (L3Kind::Ipv6, Some(IpAddr::V6(d))) => d,
+                    // ICMPv6 from `::`: the key was the NS target; the route key is daddr.
+                    _ => match Ipv6View::parse(eth.payload) {
+                        Ok(ip) => ip.dst,
+                        Err(_) => return Err(DropReason::L3BadHeader),
+                    },
                 };
-                self.route(IpAddr::V6(ip.dst), eth.dst, "ipvlan_process_v6_outbound");
+                self.route(IpAddr::V6(dst), eth.dst, "ipvlan_process_v6_outbound");
                 Ok(())
             }
             _ => Err(DropReason::L3NonIp),
@@ -528,6 +534,9 @@ impl<T: Tracer> Cx<'_, T> {
     /// `macvlan_forward_source`: clones to up source-mode ports listing the source MAC.
     /// Returns true when an owner has NODST (the frame is consumed).
     fn macvlan_forward_source(&mut self, eth: &EthView<'_>, lower_mac: MacAddr) -> bool {
+        if self.net.sources.is_empty() {
+            return false; // no source-mode device on this lower: nothing to hash
+        }
         let Some(owners) = self.net.sources.get(&eth.src) else {
             return false;
         };
