@@ -1,56 +1,180 @@
 //! `uvlan lab`: builds a testbed in fresh network namespaces, drives the real `uvlan` binary
-//! through it, prints the reachability matrix against the expected one, and cleans up.
+//! through it, checks reachability, wire captures and command output against what the seed
+//! documents, prints the matrices, and cleans up.
 //!
-//! A testbed is a TOML file (see `testbeds/` and `docs/labs.md`):
+//! # The testbed format (TOML; `testbeds/*.toml`, walk-through in `docs/labs.md`)
 //!
 //! ```toml
-//! name = "ipvlan-l3-no-parent"
-//! title = "IPvlan L3, two subnets, no parent"
-//! seed = "docker ipvlan driver: IPvlan L3 mode example"
+//! name = "ipvlan-8021q-trunk"      # = the file stem; `uvlan lab NAME`
+//! title = "IPvlan L2 on an 802.1Q trunk"
+//! seed = "docker ipvlan driver: VLAN ID 20 / VLAN ID 30"
+//! description = "what the lab shows; how it differs from the seed's physical setup"
 //!
-//! [[namespace]]            # extra namespaces; "host" (the daemon's) always exists
-//! name = "up"
-//! setup = ["ip addr add 192.0.2.1/24 dev p0"]
+//! [[host]]                   # a uvlan host: a namespace with its own private daemon.
+//! name = "host"              # Without any [[host]] there is one, named "host".
+//! setup = ["ip addr add 192.168.1.250/24 dev eth0"]
 //!
-//! [[link]]                 # veth pairs, created before any setup command
+//! [[namespace]]              # other namespaces: switches, routers, upstream hosts
+//! name = "gw20"
+//! setup = ["ip addr add 192.168.20.1/24 dev p0"]
+//!
+//! [[link]]                   # a veth pair, NAMESPACE/IFNAME at each end
 //! a = "host/eth0"
-//! b = "up/p0"
+//! b = "sw/trunk"
+//!
+//! [[bridge]]                 # a Linux bridge (no VLAN filtering, STP and snooping off)
+//! ns = "sw"
+//! name = "br0"
+//! ports = ["trunk", "p20"]
+//! hairpin = []               # ports that reflect frames back (VEPA's reflective relay)
+//!
+//! [[vlan_access]]            # the host behind this device sits on VLAN `vid` untagged
+//! dev = "gw20/p0"            # (tcx programs: pop on ingress, push on egress)
+//! vid = 20
 //!
 //! [[network]]
-//! create = "network create -d ipvlan --subnet 192.168.214.0/24 -o ipvlan_mode=l3 ipnet210"
+//! host = "host"              # optional when there is a single host
+//! create = "network create -d ipvlan --subnet=192.168.20.0/24 -o parent=eth0.20 ipvlan20"
 //!
-//! [[endpoint]]
-//! name = "c1"
-//! network = "ipnet210"
-//! ip = "192.168.214.10"
+//! [[endpoint]]               # a namespace connected with `uvlan network connect`
+//! name = "ivlan_test1"       # (the seed's `docker run --name`)
+//! network = "ipvlan20"
+//! ip = "192.168.20.10"       # optional: --ip, ip6 = --ip6, mac = --mac-address
 //!
-//! [[check]]
-//! from = "c1"
-//! to = "c2"                # an endpoint (its IPv4; "c2/6" for IPv6), a namespace, or an IP
-//! expect = "reach"         # or "unreachable"
+//! [[run]]                    # a command: `ns` + `cmd` (shell), or `uvlan` (+ `host`)
+//! ns = "ivlan_test1"
+//! cmd = "ip route"
+//! show = true                # print its output
+//! expect = ["default via 192.168.20.1 dev eth0"]   # makes it a check (also: absent, fails)
+//!
+//! [[check]]                  # one ping; an explicit check overrides the matrix cell
+//! from = "ivlan_test1"
+//! to = "gw20"                # endpoint/namespace (its first global IPv4; "gw20/6" for
+//! expect = "reach"           # IPv6) or an address; "reach" or "unreachable"
+//!
+//! [matrix]                   # or [[matrix]] several times (e.g. one with ipv6 = true)
+//! nodes = ["ivlan_test1", "ivlan_test2", "gw20"]
+//! groups = [["ivlan_test1", "ivlan_test2", "gw20"]]   # reach iff a group holds both
+//!
+//! [[capture]]                # tcpdump on a device while the stage runs
+//! ns = "sw"
+//! dev = "trunk"
+//! filter = "vlan 20 and icmp"  # a pcap filter; placeholders allowed
+//! expect = "seen"            # or "none"
+//!
+//! [[step]]                   # a later stage: more commands, then its own checks
+//! title = "the router comes up"
+//! [[step.run]]
+//! ns = "rtr"
+//! cmd = "ip link set p0 up"
+//! [step.matrix]
+//! nodes = ["a", "b"]
+//! groups = [["a", "b"]]
 //! ```
 //!
-//! Every namespace gets a unique prefix (`ulab<pid>-`) and is deleted on the way out, even on
-//! failure or Ctrl-C. The daemon runs inside the testbed's own `host` namespace with its own
-//! state directory, so a lab never touches the machine's network or another uvlan instance.
+//! Placeholders in commands, filters and expectations: `{prefix}` (the lab's namespace
+//! prefix), `{ns:NAME}` (the full namespace name, e.g. for `uvlan network connect NET
+//! {ns:c1}`), `{mac:NAME}` (the MAC of endpoint NAME's `eth0`) and `{mac:NS/IF}`.
+//!
+//! # How a lab runs
+//! 1. Namespaces for hosts, `[[namespace]]`s and endpoints (prefix `ulab<pid>-`), then the
+//!    veth pairs (brought up; TX VLAN offload turned off on every end unless
+//!    `veth_tx_vlan_offload = true`, so tags travel inside the frame as on a physical wire),
+//!    bridges, VLAN access ports, and the setup commands (hosts first).
+//! 2. One `uvlan daemon` per host, inside the host's namespace, with its own state directory
+//!    and socket; then the networks and endpoints, in file order.
+//! 3. Stages: stage 1 is the top-level `run`/`check`/`matrix`/`capture`, each `[[step]]` is
+//!    one more. In a stage: captures start, commands run, every ping runs in parallel
+//!    (`ping -c 1 -i 0.2 -w 3`: the same patience whatever the expectation), captures stop
+//!    and are evaluated.
+//! 4. Everything is torn down on the way out, also on failure or Ctrl-C: captures,
+//!    VLAN access programs, daemons, namespaces, the state directory. With the environment
+//!    variable `UVLAN_LAB_HOLD` set, the lab stays up after the last stage (with hints on
+//!    what to look at) until Enter or Ctrl-C.
+//!
+//! A lab never touches the machine's own interfaces or another uvlan instance.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use uvlan_dataplane::port::vlan_access::VlanAccess;
 
-/// The testbeds shipped inside the binary (name, TOML text).
-pub const EMBEDDED: &[(&str, &str)] = &[(
-    "ipvlan-l3-no-parent",
-    include_str!("../../testbeds/ipvlan-l3-no-parent.toml"),
-)];
+/// The testbeds shipped inside the binary (name, TOML text), so `uvlan lab NAME` works from
+/// any directory.
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("ipvlan-l2", include_str!("../../testbeds/ipvlan-l2.toml")),
+    (
+        "ipvlan-8021q-trunk",
+        include_str!("../../testbeds/ipvlan-8021q-trunk.toml"),
+    ),
+    (
+        "ipvlan-l2-multi-subnet",
+        include_str!("../../testbeds/ipvlan-l2-multi-subnet.toml"),
+    ),
+    (
+        "ipvlan-l3-no-parent",
+        include_str!("../../testbeds/ipvlan-l3-no-parent.toml"),
+    ),
+    (
+        "ipvlan-l3-parent",
+        include_str!("../../testbeds/ipvlan-l3-parent.toml"),
+    ),
+    (
+        "ipvlan-l2-dual-stack",
+        include_str!("../../testbeds/ipvlan-l2-dual-stack.toml"),
+    ),
+    (
+        "ipvlan-l3-dual-stack",
+        include_str!("../../testbeds/ipvlan-l3-dual-stack.toml"),
+    ),
+    (
+        "ipvlan-internal",
+        include_str!("../../testbeds/ipvlan-internal.toml"),
+    ),
+    (
+        "macvlan-bridge",
+        include_str!("../../testbeds/macvlan-bridge.toml"),
+    ),
+    (
+        "macvlan-8021q",
+        include_str!("../../testbeds/macvlan-8021q.toml"),
+    ),
+    (
+        "cookbook-macvlan-interfaces",
+        include_str!("../../testbeds/cookbook-macvlan-interfaces.toml"),
+    ),
+    (
+        "cookbook-macvlan-driver",
+        include_str!("../../testbeds/cookbook-macvlan-driver.toml"),
+    ),
+    (
+        "cookbook-ipvlan-interfaces",
+        include_str!("../../testbeds/cookbook-ipvlan-interfaces.toml"),
+    ),
+    (
+        "cookbook-ipvlan-driver",
+        include_str!("../../testbeds/cookbook-ipvlan-driver.toml"),
+    ),
+    (
+        "cookbook-vlan-tagging",
+        include_str!("../../testbeds/cookbook-vlan-tagging.toml"),
+    ),
+];
 
 /// The testbed `uvlan lab` runs without an argument.
 pub const DEFAULT_TESTBED: &str = "ipvlan-l3-no-parent";
+
+/// The host name used when a testbed declares no `[[host]]`.
+pub const DEFAULT_HOST: &str = "host";
+
+/// How long one ping check may take (`ping -w`), in seconds.
+const PING_DEADLINE_S: &str = "3";
 
 /// A testbed file.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,24 +190,264 @@ pub struct Testbed {
     /// What the lab shows, for the reader.
     #[serde(default)]
     pub description: String,
-    /// Extra namespaces (and setup commands for `host`).
+    /// Keep the kernel's default TX VLAN offload on the veths the lab creates. By default it
+    /// is turned off so that 802.1Q tags are written into the frames as on a physical wire
+    /// (see the module docs).
+    #[serde(default)]
+    pub veth_tx_vlan_offload: bool,
+    /// uvlan hosts (a namespace and a daemon each). Empty: one host named `host`.
+    #[serde(default)]
+    pub host: Vec<HostSpec>,
+    /// Other namespaces (an entry named like a host adds setup commands to that host).
     #[serde(default)]
     pub namespace: Vec<NamespaceSpec>,
     /// veth pairs between namespaces.
     #[serde(default)]
     pub link: Vec<LinkSpec>,
+    /// Linux bridges ("switches").
+    #[serde(default)]
+    pub bridge: Vec<BridgeSpec>,
+    /// VLAN access ports on devices of the testbed.
+    #[serde(default)]
+    pub vlan_access: Vec<VlanAccessSpec>,
     /// `uvlan` commands that create networks, in order.
     #[serde(default)]
     pub network: Vec<NetworkSpec>,
     /// Endpoints: one namespace each, connected to a network.
     #[serde(default)]
     pub endpoint: Vec<EndpointSpec>,
-    /// Reachability checks.
+    /// Stage 1: commands.
+    #[serde(default)]
+    pub run: Vec<ActionSpec>,
+    /// Stage 1: explicit reachability checks.
     #[serde(default)]
     pub check: Vec<CheckSpec>,
-    /// A full matrix: every ordered pair of `nodes` is checked.
+    /// Stage 1: reachability matrices (`[matrix]` or `[[matrix]]`).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub matrix: Vec<MatrixSpec>,
+    /// Stage 1: captures.
     #[serde(default)]
-    pub matrix: Option<MatrixSpec>,
+    pub capture: Vec<CaptureSpec>,
+    /// Later stages.
+    #[serde(default)]
+    pub step: Vec<StepSpec>,
+}
+
+/// Accepts a single table or an array of tables.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = toml::Value::deserialize(d)?;
+    match v {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|i| i.try_into::<T>().map_err(serde::de::Error::custom))
+            .collect(),
+        other => Ok(vec![other
+            .try_into::<T>()
+            .map_err(serde::de::Error::custom)?]),
+    }
+}
+
+/// A uvlan host: a namespace running its own daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// Name (its namespace is `<prefix><name>`).
+    pub name: String,
+    /// Shell commands run inside it after links, bridges and access ports exist, before its
+    /// daemon starts.
+    #[serde(default)]
+    pub setup: Vec<String>,
+}
+
+/// A namespace of the testbed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSpec {
+    /// Name inside the testbed.
+    pub name: String,
+    /// Shell commands run inside it after the links, bridges and access ports exist.
+    #[serde(default)]
+    pub setup: Vec<String>,
+}
+
+/// A veth pair: `ns/ifname` on both ends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// One end.
+    pub a: String,
+    /// The other end.
+    pub b: String,
+}
+
+/// A Linux bridge in a namespace: STP off, multicast snooping off, no VLAN filtering (so
+/// tagged frames are forwarded as they are).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSpec {
+    /// The namespace.
+    pub ns: String,
+    /// The bridge device name.
+    pub name: String,
+    /// Link ends in `ns` to enslave.
+    pub ports: Vec<String>,
+    /// Ports with hairpin mode on (frames may leave by the port they came in on).
+    #[serde(default)]
+    pub hairpin: Vec<String>,
+}
+
+/// A VLAN access port (see [`uvlan_dataplane::port::vlan_access`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VlanAccessSpec {
+    /// `NAMESPACE/IFNAME`.
+    pub dev: String,
+    /// The VLAN id (1..=4094).
+    pub vid: u16,
+}
+
+/// A network to create.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// The host whose daemon creates it (default: the only host).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The `uvlan` arguments, e.g. `network create -d ipvlan ... NAME` (a leading `uvlan`
+    /// is allowed; quotes and backslash-newlines are handled as a shell would).
+    pub create: String,
+}
+
+impl NetworkSpec {
+    /// The network's name: the last word of the create command.
+    pub fn name(&self) -> Option<String> {
+        split_args(&self.create).ok()?.pop()
+    }
+}
+
+/// An endpoint: a namespace connected to a network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// Name (its namespace is `<prefix><name>`).
+    pub name: String,
+    /// The network.
+    pub network: String,
+    /// The host holding the network (default: the one host that has a network of that name).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// `--ip`.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// `--ip6`.
+    #[serde(default)]
+    pub ip6: Option<String>,
+    /// `--mac-address`.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Shell commands run inside after the connect.
+    #[serde(default)]
+    pub setup: Vec<String>,
+}
+
+/// A command run during a stage. Without `expect`, `absent` or `fails` it is part of the
+/// setup and a failure stops the lab; with them it is a check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    /// The namespace for `cmd`.
+    #[serde(default)]
+    pub ns: Option<String>,
+    /// A shell command run in `ns`.
+    #[serde(default)]
+    pub cmd: Option<String>,
+    /// `uvlan` arguments (run against `host`'s daemon).
+    #[serde(default)]
+    pub uvlan: Option<String>,
+    /// The host for `uvlan` (default: the only host).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Substrings the output (stdout and stderr) must contain.
+    #[serde(default)]
+    pub expect: Vec<String>,
+    /// Substrings the output must not contain.
+    #[serde(default)]
+    pub absent: Vec<String>,
+    /// The command is expected to fail (non-zero exit).
+    #[serde(default)]
+    pub fails: bool,
+    /// Print the output.
+    #[serde(default)]
+    pub show: bool,
+}
+
+impl ActionSpec {
+    /// Whether the action is a check (rather than setup).
+    pub fn is_check(&self) -> bool {
+        !self.expect.is_empty() || !self.absent.is_empty() || self.fails
+    }
+
+    fn describe(&self) -> String {
+        match (&self.cmd, &self.uvlan) {
+            (Some(c), _) => format!("[{}] {c}", self.ns.as_deref().unwrap_or("?")),
+            (None, Some(u)) => match &self.host {
+                Some(h) => format!("[{h}] uvlan {u}"),
+                None => format!("uvlan {u}"),
+            },
+            (None, None) => "(nothing)".into(),
+        }
+    }
+}
+
+/// What a capture must show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureExpect {
+    /// At least one frame matches the filter.
+    Seen,
+    /// No frame matches.
+    None,
+}
+
+/// A tcpdump capture on a device for the duration of a stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSpec {
+    /// The namespace.
+    pub ns: String,
+    /// The device.
+    pub dev: String,
+    /// A pcap filter expression (placeholders allowed).
+    pub filter: String,
+    /// What the capture must show.
+    pub expect: CaptureExpect,
+    /// What the capture demonstrates (printed).
+    #[serde(default)]
+    pub title: String,
+}
+
+/// A later stage: commands, then checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// What changes in this stage.
+    pub title: String,
+    /// Commands.
+    #[serde(default)]
+    pub run: Vec<ActionSpec>,
+    /// Explicit reachability checks.
+    #[serde(default)]
+    pub check: Vec<CheckSpec>,
+    /// Reachability matrices.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub matrix: Vec<MatrixSpec>,
+    /// Captures.
+    #[serde(default)]
+    pub capture: Vec<CaptureSpec>,
 }
 
 /// A reachability matrix: every ordered pair of nodes is pinged (IPv4, or IPv6 with
@@ -99,84 +463,6 @@ pub struct MatrixSpec {
     /// Ping the nodes' IPv6 addresses instead of IPv4.
     #[serde(default)]
     pub ipv6: bool,
-}
-
-impl Testbed {
-    /// The explicit checks followed by the ones the matrix generates.
-    pub fn all_checks(&self) -> Vec<CheckSpec> {
-        let mut v = self.check.clone();
-        if let Some(m) = &self.matrix {
-            for a in &m.nodes {
-                for b in &m.nodes {
-                    if a == b {
-                        continue;
-                    }
-                    let together = m.groups.iter().any(|g| g.contains(a) && g.contains(b));
-                    v.push(CheckSpec {
-                        from: a.clone(),
-                        to: if m.ipv6 { format!("{b}/6") } else { b.clone() },
-                        expect: if together {
-                            Expect::Reach
-                        } else {
-                            Expect::Unreachable
-                        },
-                    });
-                }
-            }
-        }
-        v
-    }
-}
-
-/// A namespace of the testbed.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NamespaceSpec {
-    /// Name inside the testbed (`host` is the daemon's).
-    pub name: String,
-    /// Shell commands run inside it after the links exist.
-    #[serde(default)]
-    pub setup: Vec<String>,
-}
-
-/// A veth pair: `ns/ifname` on both ends.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LinkSpec {
-    /// One end.
-    pub a: String,
-    /// The other end.
-    pub b: String,
-}
-
-/// A network to create.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkSpec {
-    /// The `uvlan` arguments, e.g. `network create -d ipvlan ... NAME`.
-    pub create: String,
-}
-
-/// An endpoint: a namespace connected to a network.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EndpointSpec {
-    /// Name (its namespace is `<prefix><name>`).
-    pub name: String,
-    /// The network.
-    pub network: String,
-    /// `--ip`.
-    #[serde(default)]
-    pub ip: Option<String>,
-    /// `--ip6`.
-    #[serde(default)]
-    pub ip6: Option<String>,
-    /// `--mac-address`.
-    #[serde(default)]
-    pub mac: Option<String>,
-    /// Shell commands run inside after the connect.
-    #[serde(default)]
-    pub setup: Vec<String>,
 }
 
 /// Whether a check expects an answer.
@@ -197,8 +483,140 @@ pub struct CheckSpec {
     pub from: String,
     /// An endpoint (`c2`, or `c2/6` for its IPv6), a namespace, or a literal address.
     pub to: String,
-    /// The expected outcome.
+    /// The expected outcome with uvlan.
     pub expect: Expect,
+    /// A known divergence: what the kernel driver (and the seed) give where uvlan knowingly
+    /// differs. Shown as `*` in the matrix; must differ from `expect`.
+    #[serde(default)]
+    pub kernel: Option<Expect>,
+}
+
+/// One stage as the runner sees it.
+#[derive(Debug, Clone)]
+pub struct Stage<'a> {
+    /// Title ("as built" for the first).
+    pub title: &'a str,
+    /// Commands.
+    pub run: &'a [ActionSpec],
+    /// Explicit checks.
+    pub check: &'a [CheckSpec],
+    /// Matrices.
+    pub matrix: &'a [MatrixSpec],
+    /// Captures.
+    pub capture: &'a [CaptureSpec],
+}
+
+impl Stage<'_> {
+    /// The matrices' checks, then the explicit ones; an explicit check replaces the matrix
+    /// check of the same ordered pair.
+    pub fn all_checks(&self) -> Vec<CheckSpec> {
+        let mut v: Vec<CheckSpec> = Vec::new();
+        for m in self.matrix {
+            for a in &m.nodes {
+                for b in &m.nodes {
+                    if a == b {
+                        continue;
+                    }
+                    let together = m.groups.iter().any(|g| g.contains(a) && g.contains(b));
+                    v.push(CheckSpec {
+                        from: a.clone(),
+                        to: if m.ipv6 { format!("{b}/6") } else { b.clone() },
+                        expect: if together {
+                            Expect::Reach
+                        } else {
+                            Expect::Unreachable
+                        },
+                        kernel: None,
+                    });
+                }
+            }
+        }
+        for c in self.check {
+            match v.iter_mut().find(|x| x.from == c.from && x.to == c.to) {
+                Some(slot) => *slot = c.clone(),
+                None => v.push(c.clone()),
+            }
+        }
+        v
+    }
+
+    /// Whether the stage checks anything.
+    pub fn checks_something(&self) -> bool {
+        !self.all_checks().is_empty()
+            || !self.capture.is_empty()
+            || self.run.iter().any(ActionSpec::is_check)
+    }
+}
+
+impl Testbed {
+    /// The host names (`host` when none is declared).
+    pub fn host_names(&self) -> Vec<&str> {
+        if self.host.is_empty() {
+            vec![DEFAULT_HOST]
+        } else {
+            self.host.iter().map(|h| h.name.as_str()).collect()
+        }
+    }
+
+    /// Stage 1 (the top-level checks) followed by the steps.
+    pub fn stages(&self) -> Vec<Stage<'_>> {
+        let mut v = vec![Stage {
+            title: "as built",
+            run: &self.run,
+            check: &self.check,
+            matrix: &self.matrix,
+            capture: &self.capture,
+        }];
+        for s in &self.step {
+            v.push(Stage {
+                title: &s.title,
+                run: &s.run,
+                check: &s.check,
+                matrix: &s.matrix,
+                capture: &s.capture,
+            });
+        }
+        v
+    }
+
+    /// Every check of every stage (matrix checks included).
+    pub fn all_checks(&self) -> Vec<CheckSpec> {
+        self.stages().iter().flat_map(Stage::all_checks).collect()
+    }
+
+    fn host_of_network(&self, net: &str, host: Option<&str>) -> Result<String, String> {
+        let hosts = self.host_names();
+        let holders: Vec<String> = self
+            .network
+            .iter()
+            .filter(|n| n.name().as_deref() == Some(net))
+            .map(|n| n.host.clone().unwrap_or_else(|| hosts[0].to_string()))
+            .collect();
+        match host {
+            Some(h) if holders.iter().any(|x| x == h) => Ok(h.to_string()),
+            Some(h) => Err(format!("host {h:?} creates no network {net:?}")),
+            None => match holders.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => Err(format!("no [[network]] creates {net:?}")),
+                _ => Err(format!(
+                    "several hosts create a network {net:?}: say which with `host = ...`"
+                )),
+            },
+        }
+    }
+
+    fn default_host(&self, host: &Option<String>) -> Result<String, String> {
+        let hosts = self.host_names();
+        match host {
+            Some(h) if hosts.contains(&h.as_str()) => Ok(h.clone()),
+            Some(h) => Err(format!("no host {h:?} (hosts: {})", hosts.join(", "))),
+            None if hosts.len() == 1 => Ok(hosts[0].to_string()),
+            None => Err(format!(
+                "this testbed has several hosts ({}): say which with `host = ...`",
+                hosts.join(", ")
+            )),
+        }
+    }
 }
 
 /// What went wrong running a lab.
@@ -237,7 +655,7 @@ pub enum LabError {
     Io(String, std::io::Error),
 }
 
-/// The outcome of one check.
+/// The outcome of one ping check.
 #[derive(Debug, Clone)]
 pub struct CheckResult {
     /// The check.
@@ -255,74 +673,330 @@ impl CheckResult {
     }
 }
 
-/// The outcome of a lab.
+/// The outcome of a capture.
 #[derive(Debug, Clone)]
-pub struct LabReport {
-    /// The testbed.
-    pub testbed: String,
-    /// Every check.
-    pub results: Vec<CheckResult>,
+pub struct CaptureResult {
+    /// The capture (filter with placeholders expanded).
+    pub capture: CaptureSpec,
+    /// Frames matching the filter, when the capture could be read.
+    pub frames: Option<usize>,
+    /// Why the capture could not be evaluated.
+    pub error: Option<String>,
 }
 
-impl LabReport {
-    /// All checks as expected.
+impl CaptureResult {
+    /// Observed equals expected.
+    pub fn ok(&self) -> bool {
+        match (self.frames, self.capture.expect) {
+            (Some(n), CaptureExpect::Seen) => n > 0,
+            (Some(n), CaptureExpect::None) => n == 0,
+            (None, _) => false,
+        }
+    }
+}
+
+/// The outcome of a command that is a check.
+#[derive(Debug, Clone)]
+pub struct ActionResult {
+    /// The command, as written.
+    pub what: String,
+    /// What did not match (empty when as expected).
+    pub problems: Vec<String>,
+}
+
+impl ActionResult {
+    /// Observed equals expected.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The outcome of one stage.
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    /// The stage's title.
+    pub title: String,
+    /// Ping checks.
+    pub results: Vec<CheckResult>,
+    /// Captures.
+    pub captures: Vec<CaptureResult>,
+    /// Commands that are checks.
+    pub actions: Vec<ActionResult>,
+}
+
+impl StageReport {
+    /// Everything in the stage as expected.
     pub fn passed(&self) -> bool {
-        !self.results.is_empty() && self.results.iter().all(CheckResult::ok)
+        self.results.iter().all(CheckResult::ok)
+            && self.captures.iter().all(CaptureResult::ok)
+            && self.actions.iter().all(ActionResult::ok)
     }
 
-    /// The reachability matrix, expected against observed.
+    fn checked(&self) -> usize {
+        self.results.len() + self.captures.len() + self.actions.len()
+    }
+
+    /// The reachability matrix (expected against observed), then captures and command checks.
     pub fn matrix(&self) -> String {
-        let mut rows: Vec<String> = Vec::new();
-        let mut cols: Vec<String> = Vec::new();
-        let mut cells: BTreeMap<(String, String), &CheckResult> = BTreeMap::new();
-        for r in &self.results {
-            if !rows.contains(&r.check.from) {
-                rows.push(r.check.from.clone());
-            }
-            if !cols.contains(&r.check.to) {
-                cols.push(r.check.to.clone());
-            }
-            cells.insert((r.check.from.clone(), r.check.to.clone()), r);
+        let mut s = render_matrix(&self.results);
+        for c in &self.captures {
+            let want = match c.capture.expect {
+                CaptureExpect::Seen => "seen",
+                CaptureExpect::None => "none",
+            };
+            let got = match (c.frames, &c.error) {
+                (Some(n), _) => format!("{n} frame(s)"),
+                (None, Some(e)) => format!("error: {e}"),
+                (None, None) => "not run".into(),
+            };
+            let title = if c.capture.title.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", c.capture.title)
+            };
+            let _ = writeln!(
+                s,
+                "capture {title}[{}/{}] `{}`: {got}, expected {want}{}",
+                c.capture.ns,
+                c.capture.dev,
+                c.capture.filter,
+                if c.ok() { "" } else { "   <-- NOT AS EXPECTED" }
+            );
         }
-        // columns in row order where they are also rows (a square matrix reads naturally)
-        cols.sort_by_key(|c| rows.iter().position(|r| r == c).unwrap_or(usize::MAX));
-        let w = cols.iter().map(|c| c.len()).chain([9]).max().unwrap_or(9) + 2;
-        let rw = rows.iter().map(|r| r.len()).max().unwrap_or(4).max(9) + 2;
-        let mut s = String::new();
-        let _ = write!(s, "{:rw$}", "from \\ to");
-        for c in &cols {
-            let _ = write!(s, "{c:>w$}");
-        }
-        s.push('\n');
-        for r in &rows {
-            let _ = write!(s, "{r:rw$}");
-            for c in &cols {
-                let cell = match cells.get(&(r.clone(), c.clone())) {
-                    None if r == c => "-".to_string(),
-                    None => "·".to_string(),
-                    Some(x) => {
-                        let want = if x.check.expect == Expect::Reach {
-                            "yes"
-                        } else {
-                            "no"
-                        };
-                        let got = if x.reached { "yes" } else { "no" };
-                        if x.ok() {
-                            got.to_string()
-                        } else {
-                            format!("{got}!={want}")
-                        }
-                    }
-                };
-                let _ = write!(s, "{cell:>w$}");
+        for a in &self.actions {
+            if a.ok() {
+                let _ = writeln!(s, "command {}: as expected", a.what);
+            } else {
+                let _ = writeln!(
+                    s,
+                    "command {}: {}   <-- NOT AS EXPECTED",
+                    a.what,
+                    a.problems.join("; ")
+                );
             }
-            s.push('\n');
         }
         s
     }
 }
 
-/// Loads a testbed by embedded name or file path.
+/// The outcome of a lab.
+#[derive(Debug, Clone)]
+pub struct LabReport {
+    /// The testbed.
+    pub testbed: String,
+    /// Every stage, in order.
+    pub stages: Vec<StageReport>,
+}
+
+impl LabReport {
+    /// Something was checked and everything was as expected.
+    pub fn passed(&self) -> bool {
+        self.stages.iter().map(StageReport::checked).sum::<usize>() > 0
+            && self.stages.iter().all(StageReport::passed)
+    }
+
+    /// Every stage's reachability matrix (expected against observed: `yes`/`no`, or
+    /// `got!=want`), capture and command results.
+    pub fn matrix(&self) -> String {
+        let mut s = String::new();
+        let n = self.stages.len();
+        for (i, st) in self.stages.iter().enumerate() {
+            let _ = writeln!(s, "stage {}/{n}: {}", i + 1, st.title);
+            s.push_str(&st.matrix());
+        }
+        s
+    }
+}
+
+/// Renders the checks as matrices: one for IPv4 targets and one for IPv6 targets (`x/6`).
+fn render_matrix(results: &[CheckResult]) -> String {
+    let (v6, v4): (Vec<&CheckResult>, Vec<&CheckResult>) =
+        results.iter().partition(|r| r.check.to.ends_with("/6"));
+    let mut s = String::new();
+    for (fam, set, suffix) in [("IPv4", &v4, ""), ("IPv6", &v6, "/6")] {
+        for part in components(set, suffix) {
+            if !v4.is_empty() && !v6.is_empty() {
+                let _ = writeln!(s, "{fam}:");
+            }
+            s.push_str(&render_table(&part, suffix));
+        }
+    }
+    s
+}
+
+/// Splits checks into groups that share no node, so unrelated matrices print apart.
+fn components<'a>(results: &[&'a CheckResult], suffix: &str) -> Vec<Vec<&'a CheckResult>> {
+    let mut groups: Vec<(Vec<String>, Vec<&'a CheckResult>)> = Vec::new();
+    for r in results {
+        let to = r
+            .check
+            .to
+            .strip_suffix(suffix)
+            .unwrap_or(&r.check.to)
+            .to_string();
+        let names = [r.check.from.clone(), to];
+        let hits: Vec<usize> = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| names.iter().any(|x| n.contains(x)))
+            .map(|(i, _)| i)
+            .collect();
+        let mut merged: (Vec<String>, Vec<&'a CheckResult>) = (names.to_vec(), vec![*r]);
+        for i in hits.into_iter().rev() {
+            let (n, rs) = groups.remove(i);
+            merged.0.extend(n);
+            let mut rs = rs;
+            rs.append(&mut merged.1);
+            merged.1 = rs;
+        }
+        groups.push(merged);
+    }
+    // Keep the order in which the groups first appeared.
+    groups.sort_by_key(|(_, rs)| {
+        rs.iter()
+            .filter_map(|r| results.iter().position(|x| std::ptr::eq(*x, *r)))
+            .min()
+            .unwrap_or(usize::MAX)
+    });
+    groups
+        .into_iter()
+        .map(|(_, mut rs)| {
+            rs.sort_by_key(|r| results.iter().position(|x| std::ptr::eq(*x, *r)));
+            rs
+        })
+        .collect()
+}
+
+fn render_table(results: &[&CheckResult], suffix: &str) -> String {
+    let col = |to: &str| to.strip_suffix(suffix).unwrap_or(to).to_string();
+    let mut rows: Vec<String> = Vec::new();
+    let mut cols: Vec<String> = Vec::new();
+    let mut cells: BTreeMap<(String, String), &CheckResult> = BTreeMap::new();
+    for r in results {
+        let c = col(&r.check.to);
+        if !rows.contains(&r.check.from) {
+            rows.push(r.check.from.clone());
+        }
+        if !cols.contains(&c) {
+            cols.push(c.clone());
+        }
+        cells.insert((r.check.from.clone(), c), r);
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    // columns in row order where they are also rows (a square matrix reads naturally)
+    cols.sort_by_key(|c| rows.iter().position(|r| r == c).unwrap_or(usize::MAX));
+    // Each column as wide as its name (at least "yes!=no"), plus two spaces.
+    let widths: Vec<usize> = cols.iter().map(|c| c.len().max(7) + 2).collect();
+    let rw = rows.iter().map(|r| r.len()).max().unwrap_or(4).max(9) + 2;
+    let mut s = String::new();
+    let _ = write!(s, "{:rw$}", "from \\ to");
+    for (c, w) in cols.iter().zip(&widths) {
+        let _ = write!(s, "{c:>w$}");
+    }
+    s.push('\n');
+    for r in &rows {
+        let _ = write!(s, "{r:rw$}");
+        for (c, w) in cols.iter().zip(&widths) {
+            let cell = match cells.get(&(r.clone(), c.clone())) {
+                None if r == c => "-".to_string(),
+                None => "·".to_string(),
+                Some(x) => {
+                    let want = if x.check.expect == Expect::Reach {
+                        "yes"
+                    } else {
+                        "no"
+                    };
+                    let got = if x.reached { "yes" } else { "no" };
+                    let star = if x.check.kernel.is_some() { "*" } else { "" };
+                    if x.ok() {
+                        format!("{got}{star}")
+                    } else {
+                        format!("{got}!={want}{star}")
+                    }
+                }
+            };
+            let _ = write!(s, "{cell:>w$}");
+        }
+        s.push('\n');
+    }
+    if results.iter().any(|r| r.check.kernel.is_some()) {
+        s.push_str("  * known divergence: the kernel driver gives the opposite (see the testbed's description)\n");
+    }
+    s
+}
+
+/// Splits a command line as a shell would for plain words: whitespace separates, single
+/// and double quotes group (and are removed), a backslash escapes the next character, and a
+/// backslash before a newline joins lines.
+pub fn split_args(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut have = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('\n') => {}
+                Some(n) => {
+                    cur.push(n);
+                    have = true;
+                }
+                None => return Err("a trailing backslash".into()),
+            },
+            '\'' => {
+                have = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(n) => cur.push(n),
+                        None => return Err("an unclosed single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                have = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(n) => cur.push(n),
+                            None => return Err("an unclosed double quote".into()),
+                        },
+                        Some(n) => cur.push(n),
+                        None => return Err("an unclosed double quote".into()),
+                    }
+                }
+            }
+            c if c.is_whitespace() => {
+                if have {
+                    out.push(std::mem::take(&mut cur));
+                    have = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                have = true;
+            }
+        }
+    }
+    if have {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// `uvlan` arguments from a testbed string: shell-split, a leading `uvlan` dropped.
+fn uvlan_args(s: &str) -> Result<Vec<String>, String> {
+    let mut v = split_args(s)?;
+    if v.first().map(String::as_str) == Some("uvlan") {
+        v.remove(0);
+    }
+    Ok(v)
+}
+
+/// Loads a testbed by embedded name or file path (or `testbeds/NAME.toml`).
 pub fn load(name_or_path: &str) -> Result<Testbed, LabError> {
     let (path, text) = match EMBEDDED.iter().find(|(n, _)| *n == name_or_path) {
         Some((n, t)) => (format!("{n} (embedded)"), t.to_string()),
@@ -346,22 +1020,45 @@ pub fn load(name_or_path: &str) -> Result<Testbed, LabError> {
             (p.display().to_string(), t)
         }
     };
-    let tb: Testbed = toml::from_str(&text).map_err(|e| LabError::Parse {
-        path: path.clone(),
+    parse(&path, &text)
+}
+
+/// Parses and validates testbed text (`path` names it in errors).
+pub fn parse(path: &str, text: &str) -> Result<Testbed, LabError> {
+    let tb: Testbed = toml::from_str(text).map_err(|e| LabError::Parse {
+        path: path.to_string(),
         msg: e.to_string(),
     })?;
     validate(&tb)?;
     Ok(tb)
 }
 
-/// Checks that names used by links, endpoints and checks are defined.
+fn split_dev(s: &str) -> Option<(&str, &str)> {
+    match s.split_once('/') {
+        Some((ns, ifn)) if !ns.is_empty() && !ifn.is_empty() && ifn.len() <= 15 => Some((ns, ifn)),
+        _ => None,
+    }
+}
+
+/// Checks that every name a testbed uses is defined, and that it checks something.
 pub fn validate(tb: &Testbed) -> Result<(), LabError> {
     let bad = |m: String| Err(LabError::Invalid(tb.name.clone(), m));
-    let mut names: Vec<&str> = vec!["host"];
-    for n in &tb.namespace {
-        if n.name != "host" {
-            names.push(&n.name);
+    let hosts = tb.host_names();
+    let mut names: Vec<&str> = Vec::new();
+    for h in &hosts {
+        if names.contains(h) {
+            return bad(format!("host {h:?} is declared twice"));
         }
+        names.push(h);
+    }
+    for n in &tb.namespace {
+        if hosts.contains(&n.name.as_str()) {
+            continue;
+        }
+        if names.contains(&n.name.as_str()) {
+            return bad(format!("namespace {:?} is declared twice", n.name));
+        }
+        names.push(&n.name);
     }
     for e in &tb.endpoint {
         if names.contains(&e.name.as_str()) {
@@ -369,38 +1066,149 @@ pub fn validate(tb: &Testbed) -> Result<(), LabError> {
         }
         names.push(&e.name);
     }
+    for n in &names {
+        if n.is_empty() || n.contains('/') || n.contains(char::is_whitespace) {
+            return bad(format!("{n:?} is not a usable namespace name"));
+        }
+    }
+    let mut ends: Vec<(&str, &str)> = Vec::new();
     for l in &tb.link {
         for end in [&l.a, &l.b] {
-            match end.split_once('/') {
-                Some((ns, ifn)) if names.contains(&ns) && !ifn.is_empty() && ifn.len() <= 15 => {}
+            match split_dev(end) {
+                Some((ns, ifn)) if names.contains(&ns) => {
+                    if ends.contains(&(ns, ifn)) {
+                        return bad(format!("link end {end:?} is used twice"));
+                    }
+                    ends.push((ns, ifn));
+                }
                 _ => return bad(format!("link end {end:?} must be NAMESPACE/IFNAME with a known namespace and a name of at most 15 characters")),
             }
         }
     }
-    if let Some(m) = &tb.matrix {
-        for n in m.nodes.iter().chain(m.groups.iter().flatten()) {
-            if !names.contains(&n.as_str()) {
-                return bad(format!("matrix node {n:?}: no such endpoint or namespace"));
+    for b in &tb.bridge {
+        if !names.contains(&b.ns.as_str()) {
+            return bad(format!("bridge {}: no namespace {:?}", b.name, b.ns));
+        }
+        if b.name.is_empty() || b.name.len() > 15 {
+            return bad(format!("bridge name {:?} must be 1..15 characters", b.name));
+        }
+        for p in b.ports.iter().chain(&b.hairpin) {
+            if !ends.contains(&(b.ns.as_str(), p.as_str())) {
+                return bad(format!(
+                    "bridge {}: port {p:?} is not a link end in namespace {}",
+                    b.name, b.ns
+                ));
+            }
+        }
+        for p in &b.hairpin {
+            if !b.ports.contains(p) {
+                return bad(format!(
+                    "bridge {}: hairpin port {p:?} is not one of its ports",
+                    b.name
+                ));
             }
         }
     }
-    for c in &tb.all_checks() {
-        if !names.contains(&c.from.as_str()) {
-            return bad(format!(
-                "check from {:?}: no such endpoint or namespace",
-                c.from
-            ));
+    for v in &tb.vlan_access {
+        match split_dev(&v.dev) {
+            Some((ns, _)) if names.contains(&ns) => {}
+            _ => {
+                return bad(format!(
+                    "vlan_access dev {:?} must be NAMESPACE/IFNAME with a known namespace",
+                    v.dev
+                ))
+            }
         }
-        let target = c.to.trim_end_matches("/6");
-        if target.parse::<IpAddr>().is_err() && !names.contains(&target) {
+        if v.vid == 0 || v.vid > 4094 {
             return bad(format!(
-                "check to {:?}: not an address, endpoint or namespace",
-                c.to
+                "vlan_access {}: VLAN id {} is out of range 1..=4094",
+                v.dev, v.vid
             ));
         }
     }
-    if tb.all_checks().is_empty() {
-        return bad("a testbed needs at least one check".into());
+    for n in &tb.network {
+        if let Err(m) = tb.default_host(&n.host) {
+            return bad(format!("network `{}`: {m}", n.create));
+        }
+        match uvlan_args(&n.create) {
+            Ok(a) if a.len() >= 3 && a[0] == "network" && a[1] == "create" => {}
+            Ok(_) => {
+                return bad(format!(
+                    "network `{}` must be `network create ... NAME`",
+                    n.create
+                ))
+            }
+            Err(e) => return bad(format!("network `{}`: {e}", n.create)),
+        }
+    }
+    for e in &tb.endpoint {
+        if let Err(m) = tb.host_of_network(&e.network, e.host.as_deref()) {
+            return bad(format!("endpoint {}: {m}", e.name));
+        }
+    }
+    let stages = tb.stages();
+    for st in &stages {
+        for a in st.run {
+            match (&a.ns, &a.cmd, &a.uvlan) {
+                (Some(ns), Some(_), None) if names.contains(&ns.as_str()) => {}
+                (Some(ns), Some(_), None) => {
+                    return bad(format!("command {}: no namespace {ns:?}", a.describe()))
+                }
+                (None, None, Some(u)) => {
+                    if let Err(m) = tb.default_host(&a.host) {
+                        return bad(format!("command uvlan {u}: {m}"));
+                    }
+                    if let Err(m) = uvlan_args(u) {
+                        return bad(format!("command uvlan {u}: {m}"));
+                    }
+                }
+                _ => {
+                    return bad(format!(
+                        "command {}: give either `ns` and `cmd`, or `uvlan` (and `host`)",
+                        a.describe()
+                    ))
+                }
+            }
+        }
+        for m in st.matrix {
+            for n in m.nodes.iter().chain(m.groups.iter().flatten()) {
+                if !names.contains(&n.as_str()) {
+                    return bad(format!("matrix node {n:?}: no such endpoint or namespace"));
+                }
+            }
+        }
+        for c in &st.all_checks() {
+            if c.kernel == Some(c.expect) {
+                return bad(format!(
+                    "check {} -> {}: `kernel` marks a divergence, it must differ from `expect`",
+                    c.from, c.to
+                ));
+            }
+            if !names.contains(&c.from.as_str()) {
+                return bad(format!(
+                    "check from {:?}: no such endpoint or namespace",
+                    c.from
+                ));
+            }
+            let target = c.to.strip_suffix("/6").unwrap_or(&c.to);
+            if target.parse::<IpAddr>().is_err() && !names.contains(&target) {
+                return bad(format!(
+                    "check to {:?}: not an address, endpoint or namespace",
+                    c.to
+                ));
+            }
+        }
+        for c in st.capture {
+            if !names.contains(&c.ns.as_str()) {
+                return bad(format!("capture on {}/{}: no such namespace", c.ns, c.dev));
+            }
+            if c.filter.trim().is_empty() {
+                return bad(format!("capture on {}/{}: empty filter", c.ns, c.dev));
+            }
+        }
+    }
+    if !stages.iter().any(Stage::checks_something) {
+        return bad("a testbed needs at least one check, capture or command expectation".into());
     }
     Ok(())
 }
@@ -417,6 +1225,17 @@ fn interrupted() -> Result<(), LabError> {
     } else {
         Ok(())
     }
+}
+
+/// Runs a command and returns (success, stdout + stderr).
+fn output(cmd: &mut Command, step: &str) -> Result<(bool, String), LabError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError::Io(step.to_string(), e))?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
 }
 
 fn run(cmd: &mut Command, step: &str) -> Result<String, LabError> {
@@ -438,11 +1257,41 @@ fn run(cmd: &mut Command, step: &str) -> Result<String, LabError> {
     }
 }
 
-/// Namespaces, daemon and state of a running lab; torn down on drop.
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: plain kill(2) on the pid of a child we spawned and have not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+}
+
+/// Stops a child politely (`sig`), then for good after `grace`.
+fn stop(child: &mut Child, sig: libc::c_int, grace: Duration) {
+    signal(child, sig);
+    let t = Instant::now();
+    while t.elapsed() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A running tcpdump writing a pcap file.
+struct Capturer {
+    ns: String,
+    dev: String,
+    file: PathBuf,
+    child: Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+/// Namespaces, daemons, programs and captures of a running lab; torn down on drop.
 struct Env {
     prefix: String,
     namespaces: Vec<String>,
-    daemon: Option<Child>,
+    daemons: Vec<(String, Child)>,
+    access: Vec<VlanAccess>,
+    captures: Vec<Capturer>,
     dir: PathBuf,
     exe: PathBuf,
 }
@@ -450,6 +1299,10 @@ struct Env {
 impl Env {
     fn ns(&self, name: &str) -> String {
         format!("{}{}", self.prefix, name)
+    }
+
+    fn host_dir(&self, host: &str) -> PathBuf {
+        self.dir.join(host)
     }
 
     fn add_ns(&mut self, name: &str) -> Result<String, LabError> {
@@ -466,39 +1319,179 @@ impl Env {
         Ok(ns)
     }
 
-    fn sh(&self, name: &str, cmd: &str) -> Result<String, LabError> {
-        let ns = self.ns(name);
+    fn ip(&self, ns: &str, args: &[&str]) -> Result<String, LabError> {
+        let full = self.ns(ns);
         run(
-            Command::new("ip").args(["netns", "exec", &ns, "sh", "-c", cmd]),
+            Command::new("ip").arg("-n").arg(&full).args(args),
+            &format!("[{ns}] ip {}", args.join(" ")),
+        )
+    }
+
+    fn sh(&self, name: &str, cmd: &str) -> Result<String, LabError> {
+        let cmd = self.expand(cmd)?;
+        run(
+            Command::new("ip").args(["netns", "exec", &self.ns(name), "sh", "-c", &cmd]),
             &format!("[{name}] {cmd}"),
         )
     }
 
-    fn uvlan(&self, args: &[&str]) -> Result<String, LabError> {
+    fn uvlan_cmd(&self, host: &str, args: &[String]) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.args(args)
+            .env("UVLAN_SOCKET", self.host_dir(host).join("uvlan.sock"))
+            .env("UVLAN_ROOT", self.host_dir(host).join("root"));
+        c
+    }
+
+    fn uvlan(&self, host: &str, args: &[String]) -> Result<String, LabError> {
         run(
-            Command::new(&self.exe)
-                .args(args)
-                .env("UVLAN_SOCKET", self.dir.join("uvlan.sock"))
-                .env("UVLAN_ROOT", self.dir.join("root")),
-            &format!("uvlan {}", args.join(" ")),
+            &mut self.uvlan_cmd(host, args),
+            &format!("[{host}] uvlan {}", args.join(" ")),
         )
+        .map_err(|e| self.with_daemon_log(host, e))
+    }
+
+    /// Adds the tail of a host's daemon log to a failed step.
+    fn with_daemon_log(&self, host: &str, e: LabError) -> LabError {
+        match e {
+            LabError::Step { step, detail } => {
+                let log = std::fs::read_to_string(self.host_dir(host).join("daemon.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                if tail.is_empty() {
+                    LabError::Step { step, detail }
+                } else {
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    LabError::Step {
+                        step,
+                        detail: format!(
+                            "{detail}\n  daemon log ({host}):\n    {}",
+                            tail.join("\n    ")
+                        ),
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn mac(&self, dev: &str) -> Result<String, LabError> {
+        let (ns, ifn) = split_dev(dev).unwrap_or((dev, "eth0"));
+        let out = self.ip(ns, &["-j", "link", "show", "dev", ifn])?;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+        v.get(0)
+            .and_then(|l| l["address"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| LabError::Step {
+                step: format!("find the MAC address of {ns}/{ifn}"),
+                detail: "it has none".into(),
+            })
+    }
+
+    /// Expands `{prefix}`, `{ns:NAME}` and `{mac:NAME}` / `{mac:NS/IF}`.
+    fn expand(&self, s: &str) -> Result<String, LabError> {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(i) = rest.find('{') {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            let Some(j) = tail.find('}') else {
+                out.push_str(tail);
+                return Ok(out);
+            };
+            let inner = &tail[1..j];
+            if inner == "prefix" {
+                out.push_str(&self.prefix);
+            } else if let Some(n) = inner.strip_prefix("ns:") {
+                out.push_str(&self.ns(n));
+            } else if let Some(d) = inner.strip_prefix("mac:") {
+                out.push_str(&self.mac(d)?);
+            } else {
+                out.push_str(&tail[..=j]);
+            }
+            rest = &tail[j + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn start_capture(&mut self, ns: &str, dev: &str, n: usize) -> Result<(), LabError> {
+        let file = self.dir.join(format!("capture-{n}.pcap"));
+        let f = std::fs::File::create(&file)
+            .map_err(|e| LabError::Io(file.display().to_string(), e))?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(ns), "tcpdump", "-i", dev])
+            .args(["-nn", "-U", "--immediate-mode", "-w", "-"])
+            .stdin(Stdio::null())
+            .stdout(f)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| LabError::Io(format!("start tcpdump on {ns}/{dev}"), e))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(err) = child.stderr.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut cap = Capturer {
+            ns: ns.to_string(),
+            dev: dev.to_string(),
+            file,
+            child,
+            stderr: rx,
+        };
+        let t = Instant::now();
+        let mut said = String::new();
+        loop {
+            match cap.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains("listening on") => break,
+                Ok(line) => {
+                    said.push_str(&line);
+                    said.push('\n');
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = cap.child.wait();
+                    return Err(LabError::Step {
+                        step: format!("tcpdump on {ns}/{dev}"),
+                        detail: said.trim().to_string(),
+                    });
+                }
+            }
+            if t.elapsed() > Duration::from_secs(5) {
+                stop(&mut cap.child, libc::SIGKILL, Duration::ZERO);
+                return Err(LabError::Step {
+                    step: format!("tcpdump on {ns}/{dev}"),
+                    detail: format!("not listening after 5 s. {}", said.trim()),
+                });
+            }
+            interrupted()?;
+        }
+        self.captures.push(cap);
+        Ok(())
+    }
+
+    /// Stops every capture; returns (ns, dev, file) of each.
+    fn stop_captures(&mut self) -> Vec<(String, String, PathBuf)> {
+        let mut v = Vec::new();
+        for mut c in self.captures.drain(..) {
+            stop(&mut c.child, libc::SIGINT, Duration::from_secs(3));
+            v.push((c.ns, c.dev, c.file));
+        }
+        v
     }
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe { libc::kill(d.id() as libc::pid_t, libc::SIGTERM) };
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(3) {
-                if let Ok(Some(_)) = d.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = d.kill();
-            let _ = d.wait();
+        let _ = self.stop_captures();
+        self.access.clear();
+        for (_, d) in self.daemons.iter_mut() {
+            stop(d, libc::SIGTERM, Duration::from_secs(3));
         }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip")
@@ -512,19 +1505,7 @@ impl Drop for Env {
 
 fn first_addr(env: &Env, name: &str, v6: bool) -> Result<IpAddr, LabError> {
     let fam = if v6 { "-6" } else { "-4" };
-    let out = run(
-        Command::new("ip").args([
-            "-n",
-            &env.ns(name),
-            "-j",
-            fam,
-            "addr",
-            "show",
-            "scope",
-            "global",
-        ]),
-        &format!("addresses of {name}"),
-    )?;
+    let out = env.ip(name, &["-j", fam, "addr", "show", "scope", "global"])?;
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
     v.as_array()
         .into_iter()
@@ -540,37 +1521,255 @@ fn first_addr(env: &Env, name: &str, v6: bool) -> Result<IpAddr, LabError> {
         })
 }
 
-fn ping(env: &Env, from: &str, addr: IpAddr, want: Expect) -> Result<bool, LabError> {
-    // An expected answer gets a few tries (the first may wait for ARP/ND); an expected silence
-    // is established by two unanswered probes.
-    let tries = if want == Expect::Reach { 4 } else { 2 };
-    for _ in 0..tries {
-        interrupted()?;
+/// Pings every check at once; an answer within the deadline counts as reached, whatever
+/// was expected (the same patience for both outcomes).
+fn ping_all(env: &Env, checks: &[CheckSpec]) -> Result<Vec<CheckResult>, LabError> {
+    let mut running: Vec<(CheckSpec, IpAddr, Child, Option<bool>)> = Vec::new();
+    let reap = |running: &mut Vec<(CheckSpec, IpAddr, Child, Option<bool>)>| {
+        for (_, _, c, _) in running.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    };
+    for c in checks {
+        let (target, v6) = match c.to.strip_suffix("/6") {
+            Some(t) => (t, true),
+            None => (c.to.as_str(), false),
+        };
+        let addr = match target.parse::<IpAddr>() {
+            Ok(a) => a,
+            Err(_) => match first_addr(env, target, v6) {
+                Ok(a) => a,
+                Err(e) => {
+                    reap(&mut running);
+                    return Err(e);
+                }
+            },
+        };
         let fam = if addr.is_ipv6() { "-6" } else { "-4" };
-        let st = Command::new("ip")
+        let child = Command::new("ip")
+            .args(["netns", "exec", &env.ns(&c.from), "ping", fam, "-n", "-q"])
             .args([
-                "netns",
-                "exec",
-                &env.ns(from),
-                "ping",
-                fam,
-                "-n",
-                "-q",
                 "-c",
                 "1",
-                "-W",
-                "1",
+                "-i",
+                "0.2",
+                "-w",
+                PING_DEADLINE_S,
                 &addr.to_string(),
             ])
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
-            .map_err(|e| LabError::Io("ping".into(), e))?;
-        if st.success() {
-            return Ok(true);
+            .spawn();
+        match child {
+            Ok(ch) => running.push((c.clone(), addr, ch, None)),
+            Err(e) => {
+                reap(&mut running);
+                return Err(LabError::Io("ping".into(), e));
+            }
         }
     }
-    Ok(false)
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            reap(&mut running);
+            return Err(LabError::Interrupted);
+        }
+        let mut pending = false;
+        for (_, _, ch, done) in running.iter_mut() {
+            if done.is_none() {
+                match ch.try_wait() {
+                    Ok(Some(st)) => *done = Some(st.success()),
+                    Ok(None) => pending = true,
+                    Err(_) => *done = Some(false),
+                }
+            }
+        }
+        if !pending {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(running
+        .into_iter()
+        .map(|(check, addr, _, done)| CheckResult {
+            check,
+            addr,
+            reached: done == Some(true),
+        })
+        .collect())
+}
+
+/// Runs a stage command; returns its result when it is a check.
+fn run_action(
+    env: &Env,
+    tb: &Testbed,
+    a: &ActionSpec,
+    log: &mut dyn FnMut(&str),
+) -> Result<Option<ActionResult>, LabError> {
+    interrupted()?;
+    let what = a.describe();
+    let (ok_exit, text) = match (&a.ns, &a.cmd, &a.uvlan) {
+        (Some(ns), Some(cmd), _) => {
+            let cmd = env.expand(cmd)?;
+            output(
+                Command::new("ip").args(["netns", "exec", &env.ns(ns), "sh", "-c", &cmd]),
+                &what,
+            )?
+        }
+        (_, _, Some(u)) => {
+            let host = tb
+                .default_host(&a.host)
+                .map_err(|m| LabError::Invalid(tb.name.clone(), m))?;
+            let args = uvlan_args(&env.expand(u)?)
+                .map_err(|m| LabError::Invalid(tb.name.clone(), format!("uvlan {u}: {m}")))?;
+            output(&mut env.uvlan_cmd(&host, &args), &what)?
+        }
+        _ => {
+            return Err(LabError::Invalid(
+                tb.name.clone(),
+                format!("command {what}: nothing to run"),
+            ))
+        }
+    };
+    log(&format!("  $ {what}"));
+    let show = |log: &mut dyn FnMut(&str)| {
+        for l in text.lines() {
+            log(&format!("    {l}"));
+        }
+    };
+    if !a.is_check() {
+        if !ok_exit {
+            show(log);
+            return Err(LabError::Step {
+                step: what,
+                detail: text.trim().to_string(),
+            });
+        }
+        if a.show {
+            show(log);
+        }
+        return Ok(None);
+    }
+    let mut problems = Vec::new();
+    if ok_exit && a.fails {
+        problems.push("succeeded, expected to fail".to_string());
+    }
+    if !ok_exit && !a.fails {
+        problems.push("failed".to_string());
+    }
+    for e in &a.expect {
+        let e = env.expand(e)?;
+        if !text.contains(&e) {
+            problems.push(format!("no {e:?} in the output"));
+        }
+    }
+    for e in &a.absent {
+        let e = env.expand(e)?;
+        if text.contains(&e) {
+            problems.push(format!("{e:?} in the output"));
+        }
+    }
+    if a.show || !problems.is_empty() {
+        show(log);
+    }
+    if !problems.is_empty() {
+        log(&format!("    <-- NOT AS EXPECTED: {}", problems.join("; ")));
+    }
+    Ok(Some(ActionResult { what, problems }))
+}
+
+fn count_frames(file: &Path, filter: &str) -> Result<usize, String> {
+    let out = Command::new("tcpdump")
+        .arg("-r")
+        .arg(file)
+        .args(["-nn", filter])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run tcpdump: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+}
+
+fn run_stage(
+    env: &mut Env,
+    tb: &Testbed,
+    st: &Stage<'_>,
+    log: &mut dyn FnMut(&str),
+) -> Result<StageReport, LabError> {
+    // One tcpdump per device.
+    let mut devs: Vec<(String, String)> = Vec::new();
+    for c in st.capture {
+        let k = (c.ns.clone(), c.dev.clone());
+        if !devs.contains(&k) {
+            devs.push(k);
+        }
+    }
+    for (i, (ns, dev)) in devs.iter().enumerate() {
+        env.start_capture(ns, dev, i)?;
+    }
+    let mut actions = Vec::new();
+    for a in st.run {
+        if let Some(r) = run_action(env, tb, a, log)? {
+            actions.push(r);
+        }
+    }
+    let checks = st.all_checks();
+    if !checks.is_empty() {
+        log(&format!("  pinging {} pair(s) in parallel", checks.len()));
+    }
+    let results = ping_all(env, &checks)?;
+    for r in results.iter().filter(|r| !r.ok()) {
+        log(&format!(
+            "  ping {} -> {} ({}): {}   <-- NOT AS EXPECTED",
+            r.check.from,
+            r.check.to,
+            r.addr,
+            if r.reached { "reached" } else { "no answer" }
+        ));
+    }
+    let files = env.stop_captures();
+    let mut captures = Vec::new();
+    for c in st.capture {
+        let mut spec = c.clone();
+        let (frames, error) = match env.expand(&c.filter) {
+            Ok(f) => {
+                spec.filter = f;
+                match files.iter().find(|(n, d, _)| *n == c.ns && *d == c.dev) {
+                    Some((_, _, file)) => match count_frames(file, &spec.filter) {
+                        Ok(n) => (Some(n), None),
+                        Err(e) => (None, Some(e)),
+                    },
+                    None => (None, Some("no capture file".into())),
+                }
+            }
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let r = CaptureResult {
+            capture: spec,
+            frames,
+            error,
+        };
+        if !r.ok() {
+            log(&format!(
+                "  capture [{}/{}] `{}`: {:?} frame(s) {}   <-- NOT AS EXPECTED",
+                r.capture.ns,
+                r.capture.dev,
+                r.capture.filter,
+                r.frames,
+                r.error.as_deref().unwrap_or("")
+            ));
+        }
+        captures.push(r);
+    }
+    Ok(StageReport {
+        title: st.title.to_string(),
+        results,
+        captures,
+        actions,
+    })
 }
 
 /// Runs a testbed; `log` receives progress lines. Returns the report (also when checks fail);
@@ -580,6 +1779,7 @@ pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<La
     if unsafe { libc::geteuid() } != 0 {
         return Err(LabError::NotRoot);
     }
+    validate(tb)?;
     INTERRUPTED.store(false, Ordering::SeqCst);
     // SAFETY: installs a handler that only stores to an atomic (async-signal-safe).
     unsafe {
@@ -592,7 +1792,9 @@ pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<La
     let mut env = Env {
         prefix: format!("ulab{pid}-"),
         namespaces: Vec::new(),
-        daemon: None,
+        daemons: Vec::new(),
+        access: Vec::new(),
+        captures: Vec::new(),
         dir,
         exe: exe.to_path_buf(),
     };
@@ -600,19 +1802,24 @@ pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<La
     if !tb.seed.is_empty() {
         log(&format!("  reproduces: {}", tb.seed));
     }
-    // namespaces and links
-    env.add_ns("host")?;
+    let hosts = tb.host_names();
+    // namespaces
+    for h in &hosts {
+        env.add_ns(h)?;
+    }
     for n in &tb.namespace {
-        if n.name != "host" {
+        if !hosts.contains(&n.name.as_str()) {
             env.add_ns(&n.name)?;
         }
     }
     for e in &tb.endpoint {
         env.add_ns(&e.name)?;
     }
+    // links
     for l in &tb.link {
-        let (an, ai) = l.a.split_once('/').unwrap_or(("", ""));
-        let (bn, bi) = l.b.split_once('/').unwrap_or(("", ""));
+        interrupted()?;
+        let (an, ai) = split_dev(&l.a).unwrap_or(("", ""));
+        let (bn, bi) = split_dev(&l.b).unwrap_or(("", ""));
         let (ans, bns) = (env.ns(an), env.ns(bn));
         run(
             Command::new("ip").args([
@@ -620,116 +1827,263 @@ pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<La
             ]),
             &format!("veth {} <-> {}", l.a, l.b),
         )?;
-        run(
-            Command::new("ip").args(["-n", &ans, "link", "set", ai, "up"]),
-            "link up",
+        for (ns, ifn) in [(an, ai), (bn, bi)] {
+            if !tb.veth_tx_vlan_offload {
+                run(
+                    Command::new("ip").args([
+                        "netns",
+                        "exec",
+                        &env.ns(ns),
+                        "ethtool",
+                        "-K",
+                        ifn,
+                        "txvlan",
+                        "off",
+                    ]),
+                    &format!("[{ns}] ethtool -K {ifn} txvlan off"),
+                )?;
+            }
+            env.ip(ns, &["link", "set", ifn, "up"])?;
+        }
+    }
+    // bridges
+    for b in &tb.bridge {
+        env.ip(
+            &b.ns,
+            &[
+                "link",
+                "add",
+                &b.name,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "mcast_snooping",
+                "0",
+            ],
         )?;
-        run(
-            Command::new("ip").args(["-n", &bns, "link", "set", bi, "up"]),
-            "link up",
-        )?;
+        for p in &b.ports {
+            env.ip(&b.ns, &["link", "set", p, "master", &b.name])?;
+        }
+        for p in &b.hairpin {
+            env.ip(
+                &b.ns,
+                &[
+                    "link",
+                    "set",
+                    "dev",
+                    p,
+                    "type",
+                    "bridge_slave",
+                    "hairpin",
+                    "on",
+                ],
+            )?;
+        }
+        env.ip(&b.ns, &["link", "set", &b.name, "up"])?;
+        log(&format!(
+            "  bridge {}/{}: {}{}",
+            b.ns,
+            b.name,
+            b.ports.join(", "),
+            if b.hairpin.is_empty() {
+                String::new()
+            } else {
+                format!(" (hairpin: {})", b.hairpin.join(", "))
+            }
+        ));
+    }
+    // VLAN access ports
+    for v in &tb.vlan_access {
+        let (ns, ifn) = split_dev(&v.dev).unwrap_or(("", ""));
+        let path = Path::new("/run/netns").join(env.ns(ns));
+        let acc = VlanAccess::attach_in_netns(&path, ifn, v.vid).map_err(|e| LabError::Step {
+            step: format!("VLAN access port {} (VID {})", v.dev, v.vid),
+            detail: e.to_string(),
+        })?;
+        env.access.push(acc);
+        log(&format!("  vlan access {}: VID {} untagged", v.dev, v.vid));
+    }
+    // setup commands: hosts first
+    for h in &tb.host {
+        for c in &h.setup {
+            interrupted()?;
+            env.sh(&h.name, c)?;
+        }
     }
     for n in &tb.namespace {
         for c in &n.setup {
             interrupted()?;
-            env.sh(&n.name, &c.replace("{prefix}", &env.prefix))?;
+            env.sh(&n.name, c)?;
         }
     }
-    // the daemon, inside the host namespace
-    let sock = env.dir.join("uvlan.sock");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &env.ns("host")])
-        .arg(&env.exe)
-        .arg("daemon")
-        .arg("--root")
-        .arg(env.dir.join("root"))
-        .arg("--socket")
-        .arg(&sock)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(env.dir.join("daemon.log"))
-                .map_err(|e| LabError::Io("daemon log".into(), e))?,
-        )
-        .spawn()
-        .map_err(|e| LabError::Io("start uvlan daemon".into(), e))?;
-    env.daemon = Some(child);
-    let t = Instant::now();
-    while !sock.exists() {
-        interrupted()?;
-        if t.elapsed() > Duration::from_secs(10) {
-            let logtext = std::fs::read_to_string(env.dir.join("daemon.log")).unwrap_or_default();
-            return Err(LabError::Step {
-                step: "start uvlan daemon".into(),
-                detail: logtext.trim().to_string(),
-            });
+    // daemons
+    for h in &hosts {
+        let hd = env.host_dir(h);
+        std::fs::create_dir_all(&hd).map_err(|e| LabError::Io(hd.display().to_string(), e))?;
+        let sock = hd.join("uvlan.sock");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &env.ns(h)])
+            .arg(&env.exe)
+            .arg("daemon")
+            .arg("--root")
+            .arg(hd.join("root"))
+            .arg("--socket")
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(hd.join("daemon.log"))
+                    .map_err(|e| LabError::Io("daemon log".into(), e))?,
+            )
+            .spawn()
+            .map_err(|e| LabError::Io("start uvlan daemon".into(), e))?;
+        env.daemons.push((h.to_string(), child));
+        let t = Instant::now();
+        while !sock.exists() {
+            interrupted()?;
+            if t.elapsed() > Duration::from_secs(10) {
+                let logtext = std::fs::read_to_string(hd.join("daemon.log")).unwrap_or_default();
+                return Err(LabError::Step {
+                    step: format!("start uvlan daemon on {h}"),
+                    detail: logtext.trim().to_string(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
     for n in &tb.network {
         interrupted()?;
-        let args: Vec<&str> = n.create.split_whitespace().collect();
-        env.uvlan(&args)?;
-        log(&format!("  uvlan {}", n.create));
+        let host = tb
+            .default_host(&n.host)
+            .map_err(|m| LabError::Invalid(tb.name.clone(), m))?;
+        let args = uvlan_args(&n.create).map_err(|m| LabError::Invalid(tb.name.clone(), m))?;
+        env.uvlan(&host, &args)?;
+        if hosts.len() > 1 {
+            log(&format!("  [{host}] uvlan {}", args.join(" ")));
+        } else {
+            log(&format!("  uvlan {}", args.join(" ")));
+        }
     }
     for e in &tb.endpoint {
         interrupted()?;
+        let host = tb
+            .host_of_network(&e.network, e.host.as_deref())
+            .map_err(|m| LabError::Invalid(tb.name.clone(), m))?;
         let ns = env.ns(&e.name);
-        let mut args: Vec<&str> = vec!["network", "connect"];
+        let mut args: Vec<String> = vec!["network".into(), "connect".into()];
         if let Some(ip) = &e.ip {
-            args.extend(["--ip", ip]);
+            args.extend(["--ip".into(), ip.clone()]);
         }
         if let Some(ip) = &e.ip6 {
-            args.extend(["--ip6", ip]);
+            args.extend(["--ip6".into(), ip.clone()]);
         }
         if let Some(m) = &e.mac {
-            args.extend(["--mac-address", m]);
+            args.extend(["--mac-address".into(), m.clone()]);
         }
-        args.extend([e.network.as_str(), ns.as_str()]);
-        env.uvlan(&args)?;
+        args.extend([e.network.clone(), ns]);
+        env.uvlan(&host, &args)?;
         for c in &e.setup {
-            env.sh(&e.name, &c.replace("{prefix}", &env.prefix))?;
+            env.sh(&e.name, c)?;
         }
+        let shown: Vec<&str> = [e.ip.as_deref(), e.ip6.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
         log(&format!(
-            "  endpoint {} on {}{}",
+            "  endpoint {} on {}{}{}",
             e.name,
             e.network,
-            e.ip.as_deref()
-                .map(|i| format!(" ({i})"))
-                .unwrap_or_default()
+            if hosts.len() > 1 {
+                format!(" ({host})")
+            } else {
+                String::new()
+            },
+            if shown.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", shown.join(", "))
+            }
         ));
     }
-    let mut results = Vec::new();
-    for c in &tb.all_checks() {
+    let stages = tb.stages();
+    let mut reports = Vec::new();
+    for (i, st) in stages.iter().enumerate() {
         interrupted()?;
-        let (target, v6) = match c.to.strip_suffix("/6") {
-            Some(t) => (t, true),
-            None => (c.to.as_str(), false),
-        };
-        let addr = match target.parse::<IpAddr>() {
-            Ok(a) => a,
-            Err(_) => first_addr(&env, target, v6)?,
-        };
-        let reached = ping(&env, &c.from, addr, c.expect)?;
-        let r = CheckResult {
-            check: c.clone(),
-            addr,
-            reached,
-        };
+        log(&format!("stage {}/{}: {}", i + 1, stages.len(), st.title));
+        let r = run_stage(&mut env, tb, st, log)?;
         log(&format!(
-            "  ping {} -> {} ({}): {}{}",
-            c.from,
-            c.to,
-            addr,
-            if reached { "reached" } else { "no answer" },
-            if r.ok() { "" } else { "   <-- NOT AS EXPECTED" }
+            "  stage {}: {}",
+            i + 1,
+            if r.passed() {
+                "as expected"
+            } else {
+                "NOT as expected"
+            }
         ));
-        results.push(r);
+        reports.push(r);
     }
-    Ok(LabReport {
+    let report = LabReport {
         testbed: tb.name.clone(),
-        results,
-    })
+        stages: reports,
+    };
+    if std::env::var_os("UVLAN_LAB_HOLD").is_some() {
+        for l in report.matrix().lines() {
+            log(l);
+        }
+        hold(&env, tb, log);
+    }
+    Ok(report)
+}
+
+/// With `UVLAN_LAB_HOLD` set: leave the lab standing for exploration until Enter, end of input
+/// or Ctrl-C.
+fn hold(env: &Env, tb: &Testbed, log: &mut dyn FnMut(&str)) {
+    let host = tb.host_names()[0];
+    log("holding the lab (UVLAN_LAB_HOLD is set); try, in another shell:");
+    log(&format!("  ip netns list | grep {}", env.prefix));
+    if let Some(e) = tb.endpoint.first() {
+        log(&format!("  ip netns exec {} ip route", env.ns(&e.name)));
+        log(&format!(
+            "  UVLAN_SOCKET={} {} network inspect {}",
+            env.host_dir(host).join("uvlan.sock").display(),
+            env.exe.display(),
+            e.network
+        ));
+    }
+    if let Some(l) = tb.link.first() {
+        if let Some((ns, ifn)) = split_dev(&l.b) {
+            log(&format!(
+                "  ip netns exec {} tcpdump -eni {ifn}",
+                env.ns(ns)
+            ));
+        }
+    }
+    log("press Enter (or Ctrl-C) to tear it down");
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut pfd = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd that lives across the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, 200) };
+        if r < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if r > 0 {
+            // A line, or end of input / a closed stdin: either way, tear down.
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -746,7 +2100,7 @@ mod tests {
     }
 
     #[test]
-    fn every_testbed_file_parses_and_validates() {
+    fn every_testbed_file_parses_validates_and_is_embedded() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testbeds");
         let mut n = 0;
         for e in std::fs::read_dir(dir).unwrap() {
@@ -757,51 +2111,307 @@ mod tests {
                     Some(tb.name.as_str()),
                     p.file_stem().and_then(|s| s.to_str())
                 );
+                let text = std::fs::read_to_string(&p).unwrap();
+                assert!(
+                    EMBEDDED.iter().any(|(n, t)| *n == tb.name && *t == text),
+                    "{} is not in lab::EMBEDDED",
+                    tb.name
+                );
                 n += 1;
             }
         }
-        assert!(n >= EMBEDDED.len());
+        assert_eq!(n, EMBEDDED.len());
     }
 
-    #[test]
-    fn validation_names_what_is_wrong() {
-        let bad = r#"
+    const MINI: &str = r#"
 name = "x"
 title = "x"
 [[endpoint]]
 name = "c1"
 network = "n"
-[[check]]
-from = "c9"
-to = "c1"
-expect = "reach"
+[[network]]
+create = "network create -d ipvlan n"
 "#;
-        let tb: Testbed = toml::from_str(bad).unwrap();
-        let e = validate(&tb).unwrap_err().to_string();
+
+    #[test]
+    fn validation_names_what_is_wrong() {
+        let with = |extra: &str| parse("t", &format!("{MINI}{extra}"));
+        let e = with("[[check]]\nfrom = \"c9\"\nto = \"c1\"\nexpect = \"reach\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("c9"), "{e}");
         assert!(toml::from_str::<Testbed>("name='x'\ntitle='y'\nbogus=1").is_err());
+        // No checks at all.
+        let e = with("").unwrap_err().to_string();
+        assert!(e.contains("at least one check"), "{e}");
+        // A link to an unknown namespace.
+        let e = with("[[link]]\na = \"host/eth0\"\nb = \"sw/p1\"\n[[check]]\nfrom = \"c1\"\nto = \"host\"\nexpect = \"reach\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sw/p1"), "{e}");
+        // A bridge port that is not a link end.
+        let e = with("[[namespace]]\nname = \"sw\"\n[[bridge]]\nns = \"sw\"\nname = \"br0\"\nports = [\"p9\"]\n[[check]]\nfrom = \"c1\"\nto = \"sw\"\nexpect = \"reach\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("p9"), "{e}");
+        // A bad VID.
+        let e = with("[[vlan_access]]\ndev = \"c1/eth9\"\nvid = 4095\n[[check]]\nfrom = \"c1\"\nto = \"host\"\nexpect = \"reach\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("4095"), "{e}");
+        // An endpoint on a network nobody creates.
+        let e = parse("t", "name='x'\ntitle='x'\n[[endpoint]]\nname='c1'\nnetwork='nope'\n[[check]]\nfrom='c1'\nto='host'\nexpect='reach'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+        // A command with neither cmd nor uvlan.
+        let e = with("[[run]]\nns = \"c1\"\nexpect = [\"x\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("either"), "{e}");
+        // A capture alone is a check.
+        with("[[capture]]\nns = \"host\"\ndev = \"eth0\"\nfilter = \"icmp\"\nexpect = \"none\"\n")
+            .unwrap();
     }
 
     #[test]
-    fn matrix_marks_mismatches() {
-        let mk = |from: &str, to: &str, expect, reached| CheckResult {
+    fn two_hosts_need_explicit_hosts_for_shared_network_names() {
+        let base = r#"
+name = "x"
+title = "x"
+[[host]]
+name = "d1"
+[[host]]
+name = "d2"
+[[network]]
+host = "d1"
+create = "network create -d macvlan net"
+[[network]]
+host = "d2"
+create = "network create -d macvlan net"
+[[check]]
+from = "d1"
+to = "d2"
+expect = "reach"
+"#;
+        let e = parse(
+            "t",
+            &format!("{base}[[endpoint]]\nname='w'\nnetwork='net'\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("several hosts"), "{e}");
+        let tb = parse(
+            "t",
+            &format!("{base}[[endpoint]]\nname='w'\nnetwork='net'\nhost='d2'\n"),
+        )
+        .unwrap();
+        assert_eq!(tb.host_names(), vec!["d1", "d2"]);
+        assert_eq!(
+            tb.host_of_network("net", Some("d2")).unwrap(),
+            "d2".to_string()
+        );
+        // A network without a host in a two-host testbed is ambiguous.
+        let e = parse("t", &base.replace("host = \"d1\"\ncreate", "create"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("several hosts"), "{e}");
+    }
+
+    #[test]
+    fn matrix_is_one_or_many_and_explicit_checks_override_cells() {
+        let one = parse(
+            "t",
+            &format!("{MINI}[[endpoint]]\nname='c2'\nnetwork='n'\n[matrix]\nnodes=['c1','c2']\ngroups=[['c1','c2']]\n"),
+        )
+        .unwrap();
+        assert_eq!(one.matrix.len(), 1);
+        assert_eq!(one.all_checks().len(), 2);
+        let many = parse(
+            "t",
+            &format!(
+                "{MINI}[[endpoint]]\nname='c2'\nnetwork='n'\n\
+                 [[matrix]]\nnodes=['c1','c2']\ngroups=[['c1','c2']]\n\
+                 [[matrix]]\nnodes=['c1','c2']\nipv6=true\n\
+                 [[check]]\nfrom='c1'\nto='c2/6'\nexpect='reach'\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(many.matrix.len(), 2);
+        let checks = many.all_checks();
+        assert_eq!(checks.len(), 4);
+        let c = checks
+            .iter()
+            .find(|c| c.from == "c1" && c.to == "c2/6")
+            .unwrap();
+        assert_eq!(c.expect, Expect::Reach, "the explicit check wins");
+        let c = checks
+            .iter()
+            .find(|c| c.from == "c2" && c.to == "c1/6")
+            .unwrap();
+        assert_eq!(c.expect, Expect::Unreachable);
+        // A bad matrix entry keeps a useful message.
+        let e = parse("t", &format!("{MINI}[matrix]\nnodes=['c1']\nbogus=1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn steps_are_stages_with_their_own_checks() {
+        let tb = parse(
+            "t",
+            &format!(
+                "{MINI}[[namespace]]\nname='up'\n\
+                 [[step]]\ntitle='route added'\n\
+                 [[step.run]]\nns='up'\ncmd='ip route add 10.0.0.0/8 dev lo'\n\
+                 [[step.check]]\nfrom='up'\nto='c1'\nexpect='reach'\n\
+                 [[step.capture]]\nns='up'\ndev='lo'\nfilter='icmp'\nexpect='seen'\n"
+            ),
+        )
+        .unwrap();
+        let st = tb.stages();
+        assert_eq!(st.len(), 2);
+        assert_eq!(st[0].title, "as built");
+        assert!(!st[0].checks_something());
+        assert_eq!(st[1].title, "route added");
+        assert_eq!(st[1].all_checks().len(), 1);
+        assert_eq!(st[1].capture.len(), 1);
+        assert!(!st[1].run[0].is_check());
+    }
+
+    #[test]
+    fn split_args_handles_quotes_and_continuations() {
+        assert_eq!(
+            split_args("network create -d macvlan \\\n  --aux-address=\"my-router=192.168.32.129\" 'a b' c\\ d").unwrap(),
+            vec![
+                "network",
+                "create",
+                "-d",
+                "macvlan",
+                "--aux-address=my-router=192.168.32.129",
+                "a b",
+                "c d"
+            ]
+        );
+        assert_eq!(split_args("  ").unwrap(), Vec::<String>::new());
+        assert_eq!(split_args("''").unwrap(), vec![""]);
+        assert!(split_args("\"open").is_err());
+        assert!(split_args("'open").is_err());
+        assert!(split_args("x\\").is_err());
+        assert_eq!(
+            uvlan_args("uvlan network ls").unwrap(),
+            vec!["network", "ls"]
+        );
+        let n = NetworkSpec {
+            host: None,
+            create: "network create -d ipvlan \\\n --subnet=192.168.1.0/24 db_net".into(),
+        };
+        assert_eq!(n.name().as_deref(), Some("db_net"));
+    }
+
+    #[test]
+    fn placeholders_expand_prefix_and_namespaces_and_leave_other_braces() {
+        let env = Env {
+            prefix: "ulab1-".into(),
+            namespaces: Vec::new(),
+            daemons: Vec::new(),
+            access: Vec::new(),
+            captures: Vec::new(),
+            dir: std::env::temp_dir().join("uvlan-lab-test-placeholders-never-created"),
+            exe: PathBuf::from("/bin/false"),
+        };
+        assert_eq!(
+            env.expand("connect n {ns:c1} {prefix}x awk '{print $1}' {")
+                .unwrap(),
+            "connect n ulab1-c1 ulab1-x awk '{print $1}' {"
+        );
+        // A MAC of a namespace that does not exist is an error naming it.
+        let e = env.expand("{mac:nope/eth0}").unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    fn result(from: &str, to: &str, expect: Expect, reached: bool) -> CheckResult {
+        CheckResult {
             check: CheckSpec {
                 from: from.into(),
                 to: to.into(),
                 expect,
+                kernel: None,
             },
             addr: "192.0.2.1".parse().unwrap(),
             reached,
-        };
+        }
+    }
+
+    #[test]
+    fn matrix_marks_mismatches() {
         let r = LabReport {
             testbed: "t".into(),
-            results: vec![
-                mk("c1", "c2", Expect::Reach, true),
-                mk("c2", "c1", Expect::Unreachable, true),
-            ],
+            stages: vec![StageReport {
+                title: "as built".into(),
+                results: vec![
+                    result("c1", "c2", Expect::Reach, true),
+                    result("c2", "c1", Expect::Unreachable, true),
+                ],
+                captures: vec![],
+                actions: vec![],
+            }],
         };
         assert!(!r.passed());
         let m = r.matrix();
         assert!(m.contains("yes!=no"), "{m}");
+        assert!(m.contains("stage 1/1: as built"), "{m}");
+    }
+
+    #[test]
+    fn captures_and_commands_count_in_the_verdict() {
+        let cap = |expect, frames| CaptureResult {
+            capture: CaptureSpec {
+                ns: "sw".into(),
+                dev: "p1".into(),
+                filter: "vlan 20".into(),
+                expect,
+                title: "tags on the wire".into(),
+            },
+            frames,
+            error: None,
+        };
+        assert!(cap(CaptureExpect::Seen, Some(3)).ok());
+        assert!(!cap(CaptureExpect::Seen, Some(0)).ok());
+        assert!(cap(CaptureExpect::None, Some(0)).ok());
+        assert!(!cap(CaptureExpect::None, Some(1)).ok());
+        assert!(!cap(CaptureExpect::None, None).ok());
+        let stage = |captures, actions| LabReport {
+            testbed: "t".into(),
+            stages: vec![StageReport {
+                title: "s".into(),
+                results: vec![result("a", "b", Expect::Reach, true)],
+                captures,
+                actions,
+            }],
+        };
+        assert!(stage(vec![cap(CaptureExpect::Seen, Some(1))], vec![]).passed());
+        let r = stage(vec![cap(CaptureExpect::Seen, Some(0))], vec![]);
+        assert!(!r.passed());
+        assert!(r.matrix().contains("NOT AS EXPECTED"), "{}", r.matrix());
+        let bad = ActionResult {
+            what: "[c1] ip route".into(),
+            problems: vec!["no \"default\" in the output".into()],
+        };
+        let r = stage(vec![], vec![bad]);
+        assert!(!r.passed());
+        assert!(r.matrix().contains("ip route"), "{}", r.matrix());
+        // Nothing checked at all is not a pass.
+        let empty = LabReport {
+            testbed: "t".into(),
+            stages: vec![StageReport {
+                title: "s".into(),
+                results: vec![],
+                captures: vec![],
+                actions: vec![],
+            }],
+        };
+        assert!(!empty.passed());
     }
 }
