@@ -266,6 +266,39 @@ pub(crate) struct Parent {
     pub(crate) tagged: AHashMap<u16, NetworkId>,
 }
 
+/// An ipvlan master's address table (`port->hlhead`): exact-match IPv4 and IPv6 keys, hashed
+/// as one integer each.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AddrTable {
+    v4: AHashMap<u32, Owner>,
+    v6: AHashMap<u128, Owner>,
+}
+
+impl AddrTable {
+    /// The owner of `a`.
+    #[inline]
+    pub(crate) fn get(&self, a: IpAddr) -> Option<Owner> {
+        match a {
+            IpAddr::V4(a) => self.v4.get(&a.to_bits()).copied(),
+            IpAddr::V6(a) => self.v6.get(&a.to_bits()).copied(),
+        }
+    }
+
+    fn insert(&mut self, a: IpAddr, o: Owner) {
+        match a {
+            IpAddr::V4(a) => self.v4.insert(a.to_bits(), o),
+            IpAddr::V6(a) => self.v6.insert(a.to_bits(), o),
+        };
+    }
+
+    fn remove(&mut self, a: IpAddr) {
+        match a {
+            IpAddr::V4(a) => self.v4.remove(&a.to_bits()),
+            IpAddr::V6(a) => self.v6.remove(&a.to_bits()),
+        };
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Network {
     pub(crate) name: String,
@@ -275,13 +308,16 @@ pub(crate) struct Network {
     pub(crate) ipvlan_mode: IpvlanMode,
     pub(crate) ipvlan_flag: IpvlanFlag,
     pub(crate) ports: Vec<PortId>,
-    pub(crate) v4: AHashMap<Ipv4Addr, Owner>,
-    pub(crate) v6: AHashMap<Ipv6Addr, Owner>,
+    pub(crate) addrs: AddrTable,
     pub(crate) macs: AHashMap<MacAddr, PortId>,
     pub(crate) sources: AHashMap<MacAddr, Vec<PortId>>,
     pub(crate) passthru: bool,
     pub(crate) dev_id_start: u16,
     pub(crate) dev_ids: AHashSet<u16>,
+    /// The master's MAC (M) and whether it is up, cached from the parent for the datapath
+    /// (kept current by [`Engine::refresh_masters`] after every change to a parent).
+    pub(crate) cached_mac: MacAddr,
+    pub(crate) cached_up: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -467,10 +503,29 @@ impl Engine {
     }
 
     /// The master MAC (M) of a network.
+    #[inline]
     pub(crate) fn master_mac(&self, net: &Network) -> MacAddr {
-        match net.master {
-            Master::Parent { parent, .. } => self.parent(parent).map(|p| p.mac).unwrap_or_default(),
-            Master::Isolated { mac, .. } => mac,
+        net.cached_mac
+    }
+
+    /// Recomputes every network's cached master MAC and state from its parent (called after
+    /// any change to a parent's MAC or state).
+    fn refresh_masters(&mut self) {
+        for i in 0..self.networks.len() {
+            let Some(master) = self.networks[i].as_ref().map(|n| n.master) else {
+                continue;
+            };
+            let (mac, up) = match master {
+                Master::Parent { parent, .. } => self
+                    .parent(parent)
+                    .map(|p| (p.mac, p.up))
+                    .unwrap_or((MacAddr::ZERO, false)),
+                Master::Isolated { mac, .. } => (mac, true),
+            };
+            if let Some(Some(n)) = self.networks.get_mut(i) {
+                n.cached_mac = mac;
+                n.cached_up = up;
+            }
         }
     }
 
@@ -582,11 +637,9 @@ impl Engine {
         }
     }
 
+    #[inline]
     pub(crate) fn master_up(&self, net: &Network) -> bool {
-        match net.master {
-            Master::Parent { parent, .. } => self.parent(parent).is_some_and(|p| p.up),
-            Master::Isolated { .. } => true,
-        }
+        net.cached_up
     }
 
     /// The IPv6 link-local address the kernel would give an ipvlan port
@@ -670,6 +723,7 @@ impl Engine {
     /// Parent up/down. Ports' operational state follows (C62).
     pub fn set_parent_up(&mut self, id: ParentId, up: bool) -> Result<(), ConfigError> {
         self.parent_mut(id)?.up = up;
+        self.refresh_masters();
         Ok(())
     }
 
@@ -682,6 +736,7 @@ impl Engine {
             );
         }
         self.parent_mut(id)?.mac = mac;
+        self.refresh_masters();
         self.sync_ipvlan_macs(id);
         Ok(())
     }
@@ -745,27 +800,13 @@ impl Engine {
                 continue;
             }
             for a in &old {
-                match a {
-                    IpAddr::V4(a) => {
-                        if net.v4.get(a) == Some(&Owner::Host) {
-                            net.v4.remove(a);
-                        }
-                    }
-                    IpAddr::V6(a) => {
-                        if net.v6.get(a) == Some(&Owner::Host) {
-                            net.v6.remove(a);
-                        }
-                    }
+                if net.addrs.get(*a) == Some(Owner::Host) {
+                    net.addrs.remove(*a);
                 }
             }
             for a in &addrs {
-                match a {
-                    IpAddr::V4(a) => {
-                        net.v4.entry(*a).or_insert(Owner::Host);
-                    }
-                    IpAddr::V6(a) => {
-                        net.v6.entry(*a).or_insert(Owner::Host);
-                    }
+                if net.addrs.get(*a).is_none() {
+                    net.addrs.insert(*a, Owner::Host);
                 }
             }
         }
@@ -831,13 +872,14 @@ impl Engine {
             ipvlan_mode: IpvlanMode::L3,
             ipvlan_flag: IpvlanFlag::Bridge,
             ports: Vec::new(),
-            v4: AHashMap::new(),
-            v6: AHashMap::new(),
+            addrs: AddrTable::default(),
             macs: AHashMap::new(),
             sources: AHashMap::new(),
             passthru: false,
             dev_id_start: 1,
             dev_ids: AHashSet::new(),
+            cached_mac: MacAddr::ZERO,
+            cached_up: false,
         };
         let id = NetworkId(slot_insert(&mut self.networks, net));
         if let Master::Parent { parent, vid, .. } = spec.master {
@@ -853,16 +895,10 @@ impl Engine {
             };
             let net = self.network_mut(id)?;
             for a in addrs {
-                match a {
-                    IpAddr::V4(a) => {
-                        net.v4.insert(a, Owner::Host);
-                    }
-                    IpAddr::V6(a) => {
-                        net.v6.insert(a, Owner::Host);
-                    }
-                }
+                net.addrs.insert(a, Owner::Host);
             }
         }
+        self.refresh_masters();
         Ok(id)
     }
 
@@ -1260,6 +1296,7 @@ impl Engine {
         if mode == MacvlanMode::Passthru {
             net.passthru = true;
         }
+        self.refresh_masters();
         self.rebuild_sources(nid);
         Ok(pid)
     }
@@ -1398,6 +1435,7 @@ impl Engine {
             }
             net.macs.insert(mac, port);
         }
+        self.refresh_masters();
         self.port_mut(port)?.mac = mac;
         Ok(())
     }
@@ -1446,11 +1484,7 @@ impl Engine {
         }
         let net = self.network_mut(nid)?;
         if net.driver == Driver::Ipvlan {
-            let owner = match addr {
-                IpAddr::V4(a) => net.v4.get(&a).copied(),
-                IpAddr::V6(a) => net.v6.get(&a).copied(),
-            };
-            match owner {
+            match net.addrs.get(addr) {
                 Some(Owner::Port(other)) if other != port => {
                     return err(
                         Errno::Eaddrinuse,
@@ -1467,14 +1501,7 @@ impl Engine {
                 }
                 _ => {}
             }
-            match addr {
-                IpAddr::V4(a) => {
-                    net.v4.insert(a, Owner::Port(port));
-                }
-                IpAddr::V6(a) => {
-                    net.v6.insert(a, Owner::Port(port));
-                }
-            }
+            net.addrs.insert(addr, Owner::Port(port));
         }
         let p = self.port_mut(port)?;
         match addr {
@@ -1515,24 +1542,11 @@ impl Engine {
         }
         let host = parent_addrs.contains(&addr);
         let net = self.network_mut(nid)?;
-        match addr {
-            IpAddr::V4(a) => {
-                if net.v4.get(&a) == Some(&Owner::Port(port)) {
-                    if host {
-                        net.v4.insert(a, Owner::Host);
-                    } else {
-                        net.v4.remove(&a);
-                    }
-                }
-            }
-            IpAddr::V6(a) => {
-                if net.v6.get(&a) == Some(&Owner::Port(port)) {
-                    if host {
-                        net.v6.insert(a, Owner::Host);
-                    } else {
-                        net.v6.remove(&a);
-                    }
-                }
+        if net.addrs.get(addr) == Some(Owner::Port(port)) {
+            if host {
+                net.addrs.insert(addr, Owner::Host);
+            } else {
+                net.addrs.remove(addr);
             }
         }
         Ok(())
@@ -1569,6 +1583,7 @@ impl Engine {
             }
         }
         self.ports[port.index()] = None;
+        self.refresh_masters();
         self.rebuild_sources(nid);
         Ok(())
     }

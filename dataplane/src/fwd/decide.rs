@@ -241,10 +241,7 @@ impl<T: Tracer> Cx<'_, T> {
     #[inline]
     fn lookup(&mut self, key: Option<IpAddr>, use_dest: bool) -> Option<Owner> {
         let key = key?;
-        let owner = match key {
-            IpAddr::V4(a) => self.net.v4.get(&a).copied(),
-            IpAddr::V6(a) => self.net.v6.get(&a).copied(),
-        };
+        let owner = self.net.addrs.get(key);
         let owner = match owner {
             Some(Owner::Port(p)) if !self.port(p).is_some_and(|p| p.up) => None,
             o => o,
@@ -346,8 +343,11 @@ impl<T: Tracer> Cx<'_, T> {
         const K: &str = "ipvlan_xmit_mode_l3";
         let flag = self.net.ipvlan_flag;
         let h = self.l3_hdr(eth.ethertype, eth.payload);
+        let mut seen = None;
         if h.kind != L3Kind::None && !self.check(K, "vepa flag set", flag == IpvlanFlag::Vepa) {
-            if let Some(Owner::Port(t)) = self.lookup(h.dst, true) {
+            let owner = self.lookup(h.dst, true);
+            seen = h.dst.map(|k| (k, owner));
+            if let Some(Owner::Port(t)) = owner {
                 if self.check(K, "private flag set", flag == IpvlanFlag::Private) {
                     return Err(DropReason::PrivateFlag);
                 }
@@ -358,11 +358,17 @@ impl<T: Tracer> Cx<'_, T> {
                 return Ok(());
             }
         }
-        self.ipvlan_outbound(eth, &h)
+        self.ipvlan_outbound(eth, &h, seen)
     }
 
-    /// `ipvlan_process_outbound`: route in the master's namespace.
-    fn ipvlan_outbound(&mut self, eth: &EthView<'_>, h: &L3Hdr) -> Result<(), DropReason> {
+    /// `ipvlan_process_outbound`: route in the master's namespace. `seen` is the table
+    /// lookup `ipvlan_xmit_mode_l3` already made (key, owner), reused for the local check.
+    fn ipvlan_outbound(
+        &mut self,
+        eth: &EthView<'_>,
+        h: &L3Hdr,
+        seen: Option<(IpAddr, Option<Owner>)>,
+    ) -> Result<(), DropReason> {
         const K: &str = "ipvlan_process_outbound";
         if self.check(K, "dst MAC is multicast/broadcast", eth.dst.is_multicast()) {
             return Err(DropReason::L3Multicast);
@@ -380,7 +386,7 @@ impl<T: Tracer> Cx<'_, T> {
                 if self.check(K4, "route type is broadcast/multicast", bad_type) {
                     return Err(DropReason::L3RouteType);
                 }
-                self.route(IpAddr::V4(dst), eth.dst, K4);
+                self.route(IpAddr::V4(dst), eth.dst, K4, seen);
                 Ok(())
             }
             ethertype::IPV6 => {
@@ -392,7 +398,7 @@ impl<T: Tracer> Cx<'_, T> {
                         Err(_) => return Err(DropReason::L3BadHeader),
                     },
                 };
-                self.route(IpAddr::V6(dst), eth.dst, "ipvlan_process_v6_outbound");
+                self.route(IpAddr::V6(dst), eth.dst, "ipvlan_process_v6_outbound", seen);
                 Ok(())
             }
             _ => Err(DropReason::L3NonIp),
@@ -401,11 +407,18 @@ impl<T: Tracer> Cx<'_, T> {
 
     /// The routing step: a destination that is one of the parent's own addresses is
     /// `RTN_LOCAL` and reaches the host stack (C37); anything else leaves through the parent.
-    fn route(&mut self, dst: IpAddr, dst_mac: MacAddr, kernel: &'static str) {
-        let local = match dst {
-            IpAddr::V4(a) => self.net.v4.get(&a) == Some(&Owner::Host),
-            IpAddr::V6(a) => self.net.v6.get(&a) == Some(&Owner::Host),
-        } || dst.is_unspecified();
+    fn route(
+        &mut self,
+        dst: IpAddr,
+        dst_mac: MacAddr,
+        kernel: &'static str,
+        seen: Option<(IpAddr, Option<Owner>)>,
+    ) {
+        let owner = match seen {
+            Some((k, o)) if k == dst => o,
+            _ => self.net.addrs.get(dst),
+        };
+        let local = owner == Some(Owner::Host) || dst.is_unspecified();
         if self.check(
             kernel,
             "destination is the parent's own address (RTN_LOCAL)",
@@ -579,7 +592,12 @@ impl<T: Tracer> Cx<'_, T> {
 
     /// `macvlan_handle_frame` (also reached by bridge-mode unicast re-entering the lower
     /// through `dev_forward_skb(lowerdev)`).
-    fn macvlan_rx(&mut self, eth: &EthView<'_>, loopback: bool) -> Result<(), DropReason> {
+    fn macvlan_rx(
+        &mut self,
+        eth: &EthView<'_>,
+        loopback: bool,
+        dst_known: Option<PortId>,
+    ) -> Result<(), DropReason> {
         const K: &str = "macvlan_handle_frame";
         if self.check(K, "PACKET_LOOPBACK", loopback) {
             self.emit_host(eth.dst, "RX_HANDLER_PASS");
@@ -646,6 +664,18 @@ impl<T: Tracer> Cx<'_, T> {
                 }
             }
             first
+        } else if let Some(d) = dst_known {
+            // Re-entry from a bridge-mode sender: the lookup already happened there.
+            step!(
+                self.t,
+                Lookup,
+                "macvlan_hash_lookup",
+                Detail::Mac {
+                    mac: eth.dst,
+                    port: Some(d)
+                }
+            );
+            Some(d)
         } else {
             self.mac_lookup(eth.dst)
         };
@@ -683,7 +713,7 @@ impl<T: Tracer> Cx<'_, T> {
                         "dev_forward_skb(lowerdev)",
                         Detail::Note("re-enters macvlan_handle_frame on the lower")
                     );
-                    return self.macvlan_rx(eth, false);
+                    return self.macvlan_rx(eth, false, Some(d));
                 }
             }
         }
@@ -905,7 +935,7 @@ impl Engine {
                 IpvlanMode::L3 => cx.ipvlan_rx_l3(&eth),
                 IpvlanMode::L3s => cx.ipvlan_rx_l3s(&eth),
             },
-            Driver::Macvlan => cx.macvlan_rx(&eth, loopback)?,
+            Driver::Macvlan => cx.macvlan_rx(&eth, loopback, None)?,
         }
         Ok(cx.pending)
     }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A 48-bit IEEE 802 MAC address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
@@ -60,6 +60,17 @@ impl MacAddr {
     #[inline]
     pub fn octets(&self) -> [u8; 6] {
         self.0
+    }
+}
+
+impl std::hash::Hash for MacAddr {
+    /// One 64-bit write (the MAC tables hash this on every frame).
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let b = self.0;
+        state.write_u64(u64::from_le_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], 0, 0,
+        ]));
     }
 }
 
