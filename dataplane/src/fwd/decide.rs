@@ -41,7 +41,7 @@ const NO_L3: L3Hdr = L3Hdr {
 };
 
 /// `ipvlan_get_L3_hdr` followed by the key choice of `ipvlan_addr_lookup`.
-#[inline]
+#[inline(always)]
 fn get_l3_hdr(proto: u16, payload: &[u8]) -> L3Hdr {
     match proto {
         ethertype::ARP => match (ArpView::target_ip(payload), ArpView::sender_ip(payload)) {
@@ -238,7 +238,7 @@ impl<T: Tracer> Cx<'_, T> {
 
     /// `ipvlan_addr_lookup`: exact match in the master's table; a port's entries count only
     /// while it is up (`ipvlan_open`/`ipvlan_stop` add and remove them).
-    #[inline]
+    #[inline(always)]
     fn lookup(&mut self, key: Option<IpAddr>, use_dest: bool) -> Option<Owner> {
         let key = key?;
         let owner = self.net.addrs.get(key);
@@ -259,7 +259,7 @@ impl<T: Tracer> Cx<'_, T> {
         owner
     }
 
-    #[inline]
+    #[inline(always)]
     fn l3_hdr(&mut self, proto: u16, payload: &[u8]) -> L3Hdr {
         let h = get_l3_hdr(proto, payload);
         step!(
@@ -339,6 +339,7 @@ impl<T: Tracer> Cx<'_, T> {
     }
 
     /// `ipvlan_xmit_mode_l3` and `ipvlan_process_outbound` (L3 and L3S transmit alike).
+    #[inline]
     fn ipvlan_xmit_l3(&mut self, eth: &EthView<'_>) -> Result<(), DropReason> {
         const K: &str = "ipvlan_xmit_mode_l3";
         let flag = self.net.ipvlan_flag;
@@ -363,6 +364,7 @@ impl<T: Tracer> Cx<'_, T> {
 
     /// `ipvlan_process_outbound`: route in the master's namespace. `seen` is the table
     /// lookup `ipvlan_xmit_mode_l3` already made (key, owner), reused for the local check.
+    #[inline(always)]
     fn ipvlan_outbound(
         &mut self,
         eth: &EthView<'_>,
@@ -407,6 +409,7 @@ impl<T: Tracer> Cx<'_, T> {
 
     /// The routing step: a destination that is one of the parent's own addresses is
     /// `RTN_LOCAL` and reaches the host stack (C37); anything else leaves through the parent.
+    #[inline(always)]
     fn route(
         &mut self,
         dst: IpAddr,
