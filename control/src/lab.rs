@@ -1258,8 +1258,8 @@ fn run(cmd: &mut Command, step: &str) -> Result<String, LabError> {
 }
 
 fn signal(child: &Child, sig: libc::c_int) {
-    // SAFETY: plain kill(2) on the pid of a child we spawned and have not yet reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    // The child is ours and not yet reaped, so its pid is still its own.
+    let _ = crate::sys::send_signal(child.id(), sig);
 }
 
 /// Stops a child politely (`sig`), then for good after `grace`.
@@ -1775,17 +1775,13 @@ fn run_stage(
 /// Runs a testbed; `log` receives progress lines. Returns the report (also when checks fail);
 /// `Err` only when the lab could not be built.
 pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<LabReport, LabError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::sys::is_root() {
         return Err(LabError::NotRoot);
     }
     validate(tb)?;
     INTERRUPTED.store(false, Ordering::SeqCst);
-    // SAFETY: installs a handler that only stores to an atomic (async-signal-safe).
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    // The handler only stores to an atomic: async-signal-safe.
+    crate::sys::on_signals(&[libc::SIGINT, libc::SIGTERM], on_signal);
     let pid = std::process::id();
     let dir = std::env::temp_dir().join(format!("uvlan-lab-{pid}"));
     std::fs::create_dir_all(&dir).map_err(|e| LabError::Io(dir.display().to_string(), e))?;
@@ -2064,20 +2060,11 @@ fn hold(env: &Env, tb: &Testbed, log: &mut dyn FnMut(&str)) {
         if INTERRUPTED.load(Ordering::SeqCst) {
             return;
         }
-        let mut pfd = libc::pollfd {
-            fd: 0,
-            events: libc::POLLIN,
-            revents: 0,
+        let r = match crate::sys::wait_readable(std::os::fd::AsFd::as_fd(&std::io::stdin()), 200) {
+            Ok(r) => r,
+            Err(_) => return,
         };
-        // SAFETY: `pfd` is one valid pollfd that lives across the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, 200) };
-        if r < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
-        }
-        if r > 0 {
+        if r {
             // A line, or end of input / a closed stdin: either way, tear down.
             let mut line = String::new();
             let _ = std::io::stdin().read_line(&mut line);

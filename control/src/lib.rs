@@ -12,3 +12,4 @@ pub mod ipam;
 pub mod lab;
 pub mod netns;
 pub mod store;
+pub mod sys;

@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -567,27 +566,7 @@ pub fn listen(path: &Path) -> Result<UnixListener, ListenError> {
 
 /// The uid of the process at the other end (`SO_PEERCRED`).
 pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: u32::MAX,
-        gid: u32::MAX,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` is a writable ucred and `len` holds its size, as SO_PEERCRED expects;
-    // the fd is owned by `stream` and open.
-    let r = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cred.uid)
+    crate::sys::peer_uid(std::os::fd::AsFd::as_fd(stream))
 }
 
 /// Serves one connection: checks the peer is root, reads one request, answers with
@@ -685,7 +664,7 @@ mod tests {
                 });
             }
         });
-        let uid = unsafe_free_uid();
+        let uid = own_uid();
         let got = call(&path, &Request::Ping);
         t.join().unwrap();
         if uid == 0 {
@@ -697,7 +676,7 @@ mod tests {
         let _l2 = listen(&path).unwrap();
     }
 
-    fn unsafe_free_uid() -> u32 {
+    fn own_uid() -> u32 {
         std::fs::metadata("/proc/self")
             .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
             .unwrap_or(u32::MAX)

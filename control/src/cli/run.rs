@@ -2,7 +2,6 @@
 //! enters the namespace (`setns`) and runs the command there.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 
@@ -49,30 +48,15 @@ extern "C" fn ignore_signal(_sig: libc::c_int) {}
 /// cleans up. A handler (not SIG_IGN) is used so the command, after exec, gets the default
 /// dispositions back.
 fn survive_signals() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler does nothing (async-signal-safe); the sigaction struct is
-        // fully initialised for the call.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
+    crate::sys::on_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP], ignore_signal);
 }
 
 /// Moves this (single-threaded) process into the namespace at `path`.
 fn enter_netns(path: &str) -> Result<(), String> {
     let f = File::open(path).map_err(|e| format!("cannot open namespace {path}: {e}"))?;
-    // SAFETY: setns on an fd we own; it changes only this thread's network namespace, and
-    // the CLI runs no other threads.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(format!(
-            "cannot enter namespace {path}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    // The CLI runs no other threads: changing this thread's namespace is safe.
+    crate::sys::enter_netns(std::os::fd::AsFd::as_fd(&f))
+        .map_err(|e| format!("cannot enter namespace {path}: {e}"))
 }
 
 fn remove(net: &str, ns: &str) -> Result<(), Failure> {

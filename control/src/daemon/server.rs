@@ -3,7 +3,7 @@
 //! Shutdown leaves every endpoint in place: TAPs are persistent, so the namespaces keep
 //! their `eth0` (without carrier) until the next daemon re-attaches and traffic resumes.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,16 +53,8 @@ extern "C" fn on_stop_signal(_sig: libc::c_int) {
 }
 
 fn install_stop_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
-        // sigaction struct is fully initialised (zeroed, then handler set) for the call.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
+    // The handler only stores to an atomic: async-signal-safe.
+    crate::sys::on_signals(&[libc::SIGINT, libc::SIGTERM], on_stop_signal);
 }
 
 /// Whether this build's daemon moves frames: true since it runs the dataplane thread
@@ -96,8 +88,7 @@ pub fn run_daemon(
     opts: &DaemonOptions,
     log: Logger,
 ) -> Result<(), DaemonError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::sys::is_root() {
         return Err(DaemonError::NotRoot);
     }
     let store = Store::open(root)?;
@@ -135,14 +126,7 @@ pub fn run_daemon(
         root.display()
     ));
     while !STOP.load(Ordering::SeqCst) {
-        let mut pfd = libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: pfd is one valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, 200) };
-        if r <= 0 {
+        if !crate::sys::wait_readable(listener.as_fd(), 200).unwrap_or(false) {
             continue;
         }
         match listener.accept() {

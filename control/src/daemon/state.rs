@@ -1431,7 +1431,7 @@ impl Daemon {
             .name(format!("uvlan-reap-{}", auto.pid))
             .spawn(move || {
                 if process_start_time(auto.pid) == Some(auto.start_time) {
-                    wait_for_exit(auto.pid);
+                    crate::sys::wait_for_exit(auto.pid);
                 }
                 let mut st = me.lock();
                 let Some(i) = st.nets.iter().position(|n| n.rec.id == net_id) else {
@@ -1479,33 +1479,6 @@ impl Daemon {
         };
         super::trace::run(&*self.dp, &input, req)
     }
-}
-
-/// Blocks until process `pid` exits (pidfd + poll).
-fn wait_for_exit(pid: i32) {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is
-    // passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return; // ESRCH: already gone
-    }
-    let fd = fd as libc::c_int;
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: pfd is one valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
-        if r > 0
-            || (r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
-        {
-            break;
-        }
-    }
-    // SAFETY: fd was returned by pidfd_open above and is closed exactly once.
-    unsafe { libc::close(fd) };
 }
 
 pub(super) fn to_value<T: serde::Serialize>(v: T) -> Result<serde_json::Value, String> {

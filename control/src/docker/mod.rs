@@ -16,7 +16,7 @@ pub mod http;
 mod names;
 
 use std::io::BufReader;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -216,14 +216,7 @@ fn accept_loop(
     log: Logger,
 ) {
     while !stop.load(Ordering::SeqCst) {
-        let mut pfd = libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: pfd is one valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, 200) };
-        if r <= 0 {
+        if !crate::sys::wait_readable(listener.as_fd(), 200).unwrap_or(false) {
             continue;
         }
         match listener.accept() {

@@ -23,7 +23,6 @@ mod records;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -179,16 +178,14 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .map_err(io_err("open", &path))?;
-        // SAFETY: flock on an fd we own; no memory is involved.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        let locked = crate::sys::try_lock_exclusive(std::os::fd::AsFd::as_fd(&file));
+        if !matches!(locked, Ok(true)) {
+            let Err(e) = locked else {
                 return Err(StoreError::Locked {
                     root: self.root.clone(),
                     lock: path,
                 });
-            }
+            };
             return Err(StoreError::Io {
                 op: "lock",
                 path,
