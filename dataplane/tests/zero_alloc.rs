@@ -2,8 +2,9 @@
 //! the output list has grown), with a counting global allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use uvlan_dataplane::fwd::sample::{flat, port_ip as ip, port_mac as mac, PARENT_MAC as M};
 use uvlan_dataplane::fwd::*;
 use uvlan_dataplane::wire::{build, MacAddr};
 
@@ -42,63 +43,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const M: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xaa]);
-
-fn engine(driver: Driver, mode: IpvlanMode, n: usize) -> (Engine, ParentId, Vec<PortId>) {
-    let mut e = Engine::new();
-    let parent = e
-        .add_parent(ParentSpec {
-            name: "eth0".into(),
-            mac: M,
-            mtu: 1500,
-            up: true,
-            link_type: LinkType::Ether,
-            addrs: vec![],
-        })
-        .unwrap();
-    let net = e
-        .add_network(NetworkSpec::new(
-            "n",
-            driver,
-            Master::Parent {
-                parent,
-                vid: Some(20),
-                wire: true,
-            },
-        ))
-        .unwrap();
-    let mut ports = Vec::new();
-    for i in 0..n {
-        let p = match driver {
-            Driver::Ipvlan => e
-                .add_ipvlan_port(
-                    LinkRef::Network(net),
-                    format!("p{i}"),
-                    IpvlanAttrs::new(mode, IpvlanFlag::Bridge),
-                )
-                .unwrap(),
-            Driver::Macvlan => e
-                .add_macvlan_port(
-                    LinkRef::Network(net),
-                    format!("p{i}"),
-                    MacvlanAttrs::new(MacvlanMode::Bridge, Some(mac(i))),
-                )
-                .unwrap(),
-        };
-        e.add_port_addr(p, IpAddr::V4(ip(i))).unwrap();
-        e.set_port_up(p, true).unwrap();
-        ports.push(p);
-    }
-    (e, parent, ports)
-}
-
-fn mac(i: usize) -> MacAddr {
-    MacAddr([2, 0, 0, 1, (i >> 8) as u8, i as u8])
-}
-fn ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(0x0a00_0001 + i as u32)
-}
-
 /// The counter is process-wide: tests that count run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -118,7 +62,8 @@ fn unicast_decisions_allocate_nothing() {
         (Driver::Ipvlan, IpvlanMode::L3),
         (Driver::Macvlan, IpvlanMode::L2),
     ] {
-        let (e, parent, ports) = engine(driver, mode, 1000);
+        let s = flat(driver, mode, Some(20), 1000).unwrap();
+        let (e, parent, ports) = (&s.engine, s.parent, &s.ports);
         let (dst_mac, src_mac) = match driver {
             Driver::Ipvlan => (M, M),
             Driver::Macvlan => (mac(999), mac(0)),
@@ -165,7 +110,8 @@ fn unicast_decisions_allocate_nothing() {
 #[test]
 fn floods_allocate_nothing_once_the_output_list_has_grown() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (e, _, ports) = engine(Driver::Ipvlan, IpvlanMode::L2, 64);
+    let s = flat(Driver::Ipvlan, IpvlanMode::L2, None, 64).unwrap();
+    let (e, ports) = (&s.engine, &s.ports);
     let bcast = build::udp4(
         MacAddr::BROADCAST,
         M,

@@ -88,27 +88,6 @@ pub struct Connect {
     pub mac: Option<String>,
 }
 
-/// `uvlan run`: attach the namespace the CLI just created (the CLI creates it, so the
-/// namespace's mount is visible in the CLI's mount namespace even when the daemon runs in
-/// another one, e.g. under `ip netns exec`). The endpoint is marked as owning the namespace:
-/// removing it with [`Request::RunRemove`] deletes the namespace too.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunSetup {
-    /// Network name or ID.
-    pub network: String,
-    /// The namespace name (under /run/netns).
-    pub netns: String,
-    /// `--ip`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
-    /// `--ip6`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip6: Option<String>,
-    /// `--mac-address`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
-}
-
 /// `uvlan trace`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceRequest {
@@ -321,8 +300,12 @@ pub enum Request {
         /// The namespace as given at connect (name or path).
         netns: String,
     },
-    /// `uvlan run`: attach a namespace the CLI created; answers [`RunInfo`].
-    RunSetup(RunSetup),
+    /// `uvlan run`: attach the namespace the CLI just created (a name under /run/netns);
+    /// answers [`RunInfo`]. The CLI creates it so the namespace's mount is visible in the
+    /// CLI's mount namespace even when the daemon runs in another one (e.g. under
+    /// `ip netns exec`). The endpoint is marked as owning the namespace: removing it with
+    /// [`Request::RunRemove`] deletes the namespace too.
+    RunSetup(Connect),
     /// `uvlan run --rm`: detach and delete a namespace `RunSetup` created.
     RunRemove {
         /// Network name or ID.

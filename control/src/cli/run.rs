@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use clap::Args;
 
-use crate::api::{self, Request, RunInfo, RunSetup};
+use crate::api::{self, Connect, Request, RunInfo};
 use crate::netns::{Netns, Rtnl};
 
 use super::{socket, Failure};
@@ -100,7 +100,7 @@ pub fn run(a: RunArgs) -> Result<i32, Failure> {
     create_netns(&name).map_err(Failure::msg)?;
     let setup = api::call_typed::<RunInfo>(
         &sock,
-        &Request::RunSetup(RunSetup {
+        &Request::RunSetup(Connect {
             network: a.net.clone(),
             netns: name.clone(),
             ip: a.ip.clone(),

@@ -12,7 +12,7 @@ use uvlan_dataplane::fwd::{
 use uvlan_dataplane::port::tap::Tap;
 use uvlan_dataplane::wire::MacAddr;
 
-use crate::api::{Connect, CreateNetwork, NetworkSummary, Request, Response, RunInfo, RunSetup};
+use crate::api::{Connect, CreateNetwork, NetworkSummary, Request, Response, RunInfo};
 use crate::ids;
 use crate::inspect::NetworkResource;
 use crate::ipam::{AddrRequest, AddressSpace, DefaultPools, EndpointAddrs, StoredNetwork};
@@ -1371,7 +1371,7 @@ impl Daemon {
 
     // ---- run -----------------------------------------------------------------------------
 
-    fn run_setup(&self, req: &RunSetup) -> Result<RunInfo, String> {
+    fn run_setup(&self, req: &Connect) -> Result<RunInfo, String> {
         let mut st = self.lock();
         let i = Self::find(&st, &req.network)?;
         let name = req.netns.clone();

@@ -18,6 +18,7 @@
 mod config;
 mod decide;
 pub mod observe;
+pub mod sample;
 mod types;
 mod verdict;
 
