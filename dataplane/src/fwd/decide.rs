@@ -842,12 +842,11 @@ impl Engine {
                 len: frame.len()
             }
         );
-        step!(
-            t,
-            VlanDemux,
-            "ipvlan_start_xmit / macvlan_start_xmit",
-            Detail::Network(nid)
-        );
+        let xmit = match net.driver {
+            Driver::Ipvlan => "ipvlan_start_xmit",
+            Driver::Macvlan => "macvlan_start_xmit",
+        };
+        step!(t, VlanDemux, xmit, Detail::Network(nid));
         let mode = port.macvlan_mode;
         let mut cx = self.cx(net, Some(pid), false, out, t);
         match net.driver {
