@@ -11,13 +11,13 @@
 //! `uvlan_control::daemon::FORWARDS_FRAMES` is true, which the build that wires the
 //! dataplane in sets; until then these tests check the configuration only and say so.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use uvlan_system_tests::World as Base;
+
 const BIN: &str = env!("CARGO_BIN_EXE_uvlan");
-static WORLDS: AtomicUsize = AtomicUsize::new(0);
 
 fn sh(cmd: &mut Command) -> Output {
     cmd.output().expect("spawn")
@@ -27,95 +27,32 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-struct World {
-    prefix: String,
-    dir: PathBuf,
-    namespaces: Vec<String>,
-    daemon: Option<Child>,
+/// The system tests' world (a private daemon in its own `host` namespace, test namespaces,
+/// cleanup on drop) with this file's assertions on top.
+struct World(Base);
+
+impl Deref for World {
+    type Target = Base;
+    fn deref(&self) -> &Base {
+        &self.0
+    }
+}
+
+impl DerefMut for World {
+    fn deref_mut(&mut self) -> &mut Base {
+        &mut self.0
+    }
 }
 
 impl World {
     fn new() -> World {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "these tests need root");
-        let n = WORLDS.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("uvt-{}-{n}", std::process::id());
-        assert!(prefix.len() <= 13, "{prefix}");
-        let dir = std::env::temp_dir().join(format!("{prefix}-state"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut w = World {
-            prefix,
-            dir,
-            namespaces: Vec::new(),
-            daemon: None,
-        };
-        w.netns("h");
-        w.start_daemon();
-        w
-    }
-
-    fn ns(&self, s: &str) -> String {
-        format!("{}{s}", self.prefix)
-    }
-
-    fn netns(&mut self, s: &str) -> String {
-        let ns = self.ns(s);
-        let o = sh(Command::new("ip").args(["netns", "add", &ns]));
-        assert!(o.status.success(), "ip netns add {ns}: {}", text(&o.stderr));
-        self.namespaces.push(ns.clone());
-        sh(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
-        ns
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("uvlan.sock")
-    }
-
-    fn start_daemon(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("daemon.log"))
-            .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns("h"), BIN, "daemon"])
-            .env("UVLAN_ROOT", self.dir.join("root"))
-            .env("UVLAN_SOCKET", self.socket())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        let t = Instant::now();
-        while self.uvlan(&["network", "ls", "-q"]).status.code() != Some(0) {
-            assert!(
-                t.elapsed() < Duration::from_secs(15),
-                "daemon did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill_daemon(&mut self, sig: libc::c_int) {
-        if let Some(mut d) = self.daemon.take() {
-            // SAFETY: kill(2) on our own child (`ip netns exec` execs the daemon in place).
-            unsafe { libc::kill(d.id() as libc::pid_t, sig) };
-            let _ = d.wait();
-        }
+        // The harness finds target/<profile>/uvlan: the binary this package builds.
+        assert_eq!(uvlan_system_tests::uvlan_bin(), std::path::Path::new(BIN));
+        World(Base::new())
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
-    }
-
-    fn uvlan(&self, args: &[&str]) -> Output {
-        sh(Command::new(BIN)
-            .args(args)
-            .env("UVLAN_ROOT", self.dir.join("root"))
-            .env("UVLAN_SOCKET", self.socket()))
+        self.daemon_log()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -151,23 +88,7 @@ impl World {
     }
 
     fn ping(&self, s: &str, addr: &str) -> bool {
-        (0..3).any(|_| {
-            sh(Command::new("ip").args([
-                "netns",
-                "exec",
-                &self.ns(s),
-                "ping",
-                "-n",
-                "-q",
-                "-c",
-                "1",
-                "-W",
-                "1",
-                addr,
-            ]))
-            .status
-            .success()
-        })
+        self.0.ping(s, addr, 3)
     }
 
     /// What a user can observe of the networks: ls (JSON) and inspect of every network.
@@ -182,16 +103,6 @@ impl World {
     }
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        self.kill_daemon(libc::SIGKILL);
-        for ns in self.namespaces.iter().rev() {
-            let _ = sh(Command::new("ip").args(["netns", "delete", ns]));
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn inspect(w: &World, net: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(&w.ok(&["network", "inspect", net])).unwrap();
     v[0].clone()
@@ -202,7 +113,7 @@ fn create_ls_inspect_rm() {
     let w = World::new();
     sh(Command::new("ip").args([
         "-n",
-        &w.ns("h"),
+        &w.ns("host"),
         "link",
         "add",
         "p0",
@@ -295,7 +206,7 @@ fn error_matrix_one_line_and_state_unchanged() {
     let mut w = World::new();
     sh(Command::new("ip").args([
         "-n",
-        &w.ns("h"),
+        &w.ns("host"),
         "link",
         "add",
         "p0",
@@ -481,7 +392,7 @@ fn routes_and_macs_per_mode() {
     let mut w = World::new();
     sh(Command::new("ip").args([
         "-n",
-        &w.ns("h"),
+        &w.ns("host"),
         "link",
         "add",
         "p0",
@@ -491,7 +402,7 @@ fn routes_and_macs_per_mode() {
         "name",
         "p1",
     ]));
-    sh(Command::new("ip").args(["-n", &w.ns("h"), "link", "set", "p0", "up"]));
+    sh(Command::new("ip").args(["-n", &w.ns("host"), "link", "set", "p0", "up"]));
     let a = w.netns("a");
     let b = w.netns("b");
     // l3 without a parent: default dev eth0, NOARP.
@@ -551,7 +462,7 @@ fn routes_and_macs_per_mode() {
         "l2vlan",
     ]);
     w.ok(&["network", "connect", "l2vlan", &b]);
-    let pmac = w.ip("h", &["link", "show", "p0"]);
+    let pmac = w.ip("host", &["link", "show", "p0"]);
     let pmac = pmac
         .split("link/ether ")
         .nth(1)

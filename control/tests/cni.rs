@@ -4,17 +4,14 @@
 //! `prevResult` chaining, CHECK, DEL in reverse order), against a uvlan daemon the test
 //! runs in its own namespace (its parent is a veth the test made there).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::ops::Deref;
+use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
+use uvlan_system_tests::World as Base;
 
-const BIN: &str = env!("CARGO_BIN_EXE_uvlan");
 const CNI_BIN: &str = env!("CARGO_BIN_EXE_uvlan-cni");
 const UPSTREAM: &str = "/usr/lib/cni";
-static WORLDS: AtomicUsize = AtomicUsize::new(0);
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -24,42 +21,37 @@ fn sh(cmd: &mut Command) -> Output {
     cmd.output().expect("spawn")
 }
 
-struct World {
-    prefix: String,
-    dir: PathBuf,
-    namespaces: Vec<String>,
-    daemon: Option<Child>,
+/// The system tests' world (a private daemon in its own `host` namespace, cleanup on drop)
+/// plus a CNI_PATH directory with uvlan's plugin under both names and the upstream IPAM and
+/// tuning plugins, and a parent veth `p0` in the daemon's namespace.
+struct World(Base);
+
+impl Deref for World {
+    type Target = Base;
+    fn deref(&self) -> &Base {
+        &self.0
+    }
 }
 
 impl World {
     fn new() -> World {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
         for p in ["host-local", "tuning"] {
             assert!(
                 std::path::Path::new(UPSTREAM).join(p).exists(),
-                "{UPSTREAM}/{p} is missing: run scripts/deps.sh (containernetworking-plugins)"
+                "{UPSTREAM}/{p} is missing: run scripts/deps.sh --test (containernetworking-plugins)"
             );
         }
-        let n = WORLDS.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("uvc-{}-{n}", std::process::id());
-        let dir = std::env::temp_dir().join(format!("{prefix}-cni"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let mut w = World(Base::new());
+        let bin = w.dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
         for name in ["uvlan-ipvlan", "uvlan-macvlan"] {
-            std::os::unix::fs::symlink(CNI_BIN, dir.join("bin").join(name)).unwrap();
+            std::os::unix::fs::symlink(CNI_BIN, bin.join(name)).unwrap();
         }
         for name in ["host-local", "tuning"] {
-            std::os::unix::fs::symlink(format!("{UPSTREAM}/{name}"), dir.join("bin").join(name))
-                .unwrap();
+            std::os::unix::fs::symlink(format!("{UPSTREAM}/{name}"), bin.join(name)).unwrap();
         }
-        let mut w = World {
-            prefix,
-            dir,
-            namespaces: Vec::new(),
-            daemon: None,
-        };
-        let (h, wire) = (w.netns("h"), w.netns("w"));
+        let h = w.ns("host");
+        let wire = w.0.netns("w");
         for args in [
             vec![
                 "-n", &h, "link", "add", "p0", "type", "veth", "peer", "name", "p1", "netns", &wire,
@@ -70,57 +62,15 @@ impl World {
             let o = sh(Command::new("ip").args(&args));
             assert!(o.status.success(), "ip {args:?}: {}", text(&o.stderr));
         }
-        w.start_daemon();
         w
     }
 
-    fn ns(&self, s: &str) -> String {
-        format!("{}{s}", self.prefix)
-    }
-
-    fn netns(&mut self, s: &str) -> String {
-        let ns = self.ns(s);
-        let o = sh(Command::new("ip").args(["netns", "add", &ns]));
-        assert!(o.status.success(), "ip netns add {ns}: {}", text(&o.stderr));
-        self.namespaces.push(ns.clone());
-        sh(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
-        ns
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("uvlan.sock")
-    }
-
-    fn start_daemon(&mut self) {
-        let log = std::fs::File::create(self.dir.join("daemon.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns("h"), BIN, "daemon"])
-            .env("UVLAN_ROOT", self.dir.join("root"))
-            .env("UVLAN_SOCKET", self.socket())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        let t = Instant::now();
-        while !self.uvlan_cmd(&["network", "ls"]).status.success() {
-            assert!(
-                t.elapsed() < Duration::from_secs(15),
-                "daemon did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+        self.daemon_log()
     }
 
     fn uvlan_cmd(&self, args: &[&str]) -> Output {
-        sh(Command::new(BIN)
-            .args(args)
-            .env("UVLAN_SOCKET", self.socket()))
+        self.uvlan(args)
     }
 
     fn networks(&self) -> String {
@@ -241,20 +191,6 @@ impl World {
     }
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            // SAFETY: kill(2) on our own child (`ip netns exec` execs the daemon in place).
-            unsafe { libc::kill(d.id() as libc::pid_t, libc::SIGKILL) };
-            let _ = d.wait();
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = sh(Command::new("ip").args(["netns", "delete", ns]));
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn addr_of(result: &Value) -> String {
     result["ips"][0]["address"]
         .as_str()
@@ -268,8 +204,8 @@ fn addr_of(result: &Value) -> String {
 #[test]
 fn cni_macvlan_conflist_with_host_local_and_tuning() {
     let mut w = World::new();
-    w.netns("a");
-    w.netns("b");
+    w.0.netns("a");
+    w.0.netns("b");
     let list = json!({
         "cniVersion": "1.0.0",
         "name": "uvt-cnimv",
@@ -367,8 +303,8 @@ fn held_addrs(w: &World, net: &str) -> Vec<String> {
 #[test]
 fn cni_ipvlan_l3_vlan_ipv6_status_gc_and_errors() {
     let mut w = World::new();
-    w.netns("a");
-    w.netns("b");
+    w.0.netns("a");
+    w.0.netns("b");
     let conf = |mode: &str| {
         json!({
             "cniVersion": "1.1.0", "name": "uvt-cniip", "type": "uvlan-ipvlan",

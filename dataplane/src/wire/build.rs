@@ -147,7 +147,7 @@ pub fn icmp6_echo(
     v
 }
 
-/// The solicited-node multicast address of `a` (ff02::1:ffXX:XXXX).
+/// The solicited-node multicast address of `a`: ff02::1:ff00:0/104 plus its low 24 bits.
 pub fn solicited_node(a: Ipv6Addr) -> Ipv6Addr {
     let o = a.octets();
     Ipv6Addr::new(
