@@ -16,7 +16,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use uvlan_dataplane::port::afpacket::{AfPacketOptions, AfPacketParent, AfPacketSocket};
+use uvlan_dataplane::offload::{kernel_gso_header, VnetHdr};
+use uvlan_dataplane::port::afpacket::{
+    AfPacketOptions, AfPacketParent, AfPacketSocket, GsoTxSocket,
+};
 use uvlan_dataplane::port::xsk::{BindMode, XdpAttach, XdpMode, XdpOptions, XdpParent};
 use uvlan_dataplane::port::{PacketType, RxFrame, Steering, WireIo, WireMode};
 
@@ -1130,4 +1133,113 @@ fn rx_vlan_offload_can_be_read_and_toggled() {
         .unwrap();
         assert_eq!(p.rx_vlan_offload(), Some(before));
     });
+}
+
+// ---- GSO TX socket -------------------------------------------------------------------------
+
+/// A TCP super-frame from HOST to PEER as a TAP hands it over: partial checksum (the
+/// pseudo-header sum), and its virtio header asking for segments of `mss` bytes.
+fn tcp_super_frame(v6: bool, vid: Option<u16>, payload: &[u8], mss: u16) -> (VnetHdr, Vec<u8>) {
+    let l4_len = 20 + payload.len();
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&40000u16.to_be_bytes());
+    tcp.extend_from_slice(&7u16.to_be_bytes());
+    tcp.extend_from_slice(&1_000u32.to_be_bytes());
+    tcp.extend_from_slice(&1u32.to_be_bytes());
+    tcp.extend_from_slice(&[0x50, 0x18, 0x01, 0xf6, 0, 0, 0, 0]);
+    tcp.extend_from_slice(payload);
+    let (ip, ethertype, pseudo) = if v6 {
+        let (src, dst) = (
+            "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets(),
+            "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets(),
+        );
+        let mut ip = vec![0x60, 0, 0, 0];
+        ip.extend_from_slice(&(l4_len as u16).to_be_bytes());
+        ip.extend_from_slice(&[6, 64]);
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        let mut ps = Vec::new();
+        ps.extend_from_slice(&src);
+        ps.extend_from_slice(&dst);
+        ps.extend_from_slice(&(l4_len as u32).to_be_bytes());
+        ps.extend_from_slice(&[0, 0, 0, 6]);
+        (ip, 0x86dd, ps)
+    } else {
+        let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0];
+        ip[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+        ip.extend_from_slice(&EP4.octets());
+        ip.extend_from_slice(&PEER4.octets());
+        let hc = !csum_fold(csum_add(0, &ip));
+        ip[10..12].copy_from_slice(&hc.to_be_bytes());
+        let mut ps = Vec::new();
+        ps.extend_from_slice(&EP4.octets());
+        ps.extend_from_slice(&PEER4.octets());
+        ps.extend_from_slice(&[0, 6]);
+        ps.extend_from_slice(&(l4_len as u16).to_be_bytes());
+        (ip, 0x0800, ps)
+    };
+    let partial = csum_fold(csum_add(0, &pseudo));
+    tcp[16..18].copy_from_slice(&partial.to_be_bytes());
+    let mut body = ip;
+    body.extend_from_slice(&tcp);
+    let mut f = eth(PEER_MAC, vid, ethertype, &body);
+    f[6..12].copy_from_slice(&HOST_MAC);
+    let l4 = f.len() - l4_len;
+    let hdr = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: if v6 {
+            VnetHdr::GSO_TCPV6
+        } else {
+            VnetHdr::GSO_TCPV4
+        },
+        hdr_len: 0,
+        gso_size: mss,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+        num_buffers: 0,
+    };
+    (hdr, f)
+}
+
+#[test]
+fn gso_tx_socket_hands_super_frames_to_the_kernel() {
+    let t = Topo::new(None);
+    let mut gso = t.within(&t.host, || GsoTxSocket::open(&t.hif).unwrap());
+    let mut peer = t.within(&t.peer, || {
+        AfPacketSocket::open(&t.pif, &AfPacketOptions::default()).unwrap()
+    });
+    let payload: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
+    for (v6, vid) in [
+        (false, None),
+        (false, Some(20)),
+        (true, None),
+        (true, Some(30)),
+    ] {
+        let (h, f) = tcp_super_frame(v6, vid, &payload, 1448);
+        let kh = kernel_gso_header(&h, &f, 1500).unwrap();
+        assert!(gso.send(&kh, &f).unwrap(), "{v6} {vid:?}");
+        // The peer sees the data whole (one super-frame over veth, or segments), tagged
+        // as it was sent.
+        let hdrs = f.len() - payload.len();
+        let l3 = if vid.is_some() { 18 } else { 14 };
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < payload.len() && Instant::now() < deadline {
+            peer.recv_batch(64, &mut |fr| {
+                let d = fr.data;
+                if d.len() > hdrs
+                    && d[..l3] == f[..l3]
+                    && d[hdrs - 20..hdrs - 16] == f[hdrs - 20..hdrs - 16]
+                {
+                    got.extend_from_slice(&d[hdrs..]);
+                }
+            })
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(got, payload, "v6 {v6} vid {vid:?}");
+    }
+    let s = gso.stats();
+    assert_eq!((s.frames, s.full, s.refused), (4, 0, 0), "{s:?}");
+    assert_eq!(gso.ifname(), t.hif);
 }

@@ -7,7 +7,9 @@
 //! carry a partial checksum (`NEEDS_CSUM`) or be GSO super-frames of up to 64 KiB. TAP→TAP they
 //! pass through unchanged, but the parent NIC path (AF_XDP, AF_PACKET) has no offloads, so:
 //!
-//! * TAP → wire: [`Segmenter::segment`] turns every frame into complete, MTU-sized frames.
+//! * TAP → wire: [`kernel_gso_header`] checks a TCP/UDP super-frame for a kernel that
+//!   segments it itself (an AF_PACKET socket with `PACKET_VNET_HDR`); otherwise
+//!   [`Segmenter::segment`] turns every frame into complete, MTU-sized frames.
 //! * wire → TAP: [`Gro`] coalesces consecutive in-order TCP segments of one flow into a GSO
 //!   super-frame with a `NEEDS_CSUM` virtio header, so TCP is not bound to one `write(2)` per
 //!   1,500 bytes.
@@ -38,7 +40,7 @@ pub use csum::{
     ones_complement_sum, pseudo_header_sum_v4, pseudo_header_sum_v6,
 };
 pub use gro::{Gro, GroStats};
-pub use segment::Segmenter;
+pub use segment::{kernel_gso_header, Segmenter};
 pub use vnet::{GsoKind, VnetHdr};
 
 /// Why a frame could not be segmented, checksummed or parsed. The caller drops the frame and

@@ -343,3 +343,93 @@ impl Segmenter {
         Ok(nfrag)
     }
 }
+
+/// Checks a TCP (TSO) or UDP (USO) GSO super-frame for a kernel that segments it itself — a
+/// packet socket with `PACKET_VNET_HDR`, which hands it on as a GSO skb, as the kernel's
+/// upper devices do with theirs — and returns the header to send with it: `NEEDS_CSUM` at the
+/// L4 checksum, `hdr_len` the exact header length (Ethernet to the end of the L4 header),
+/// `gso_type`/`gso_size` as given, and `gso_size` lowered if a segment would not fit `mtu`.
+///
+/// Errors for anything else (not GSO, UFO, no partial checksum, inconsistent headers): such
+/// frames take [`Segmenter::segment`] instead.
+pub fn kernel_gso_header(hdr: &VnetHdr, frame: &[u8], mtu: usize) -> Result<VnetHdr, OffloadError> {
+    let kind = hdr.gso()?;
+    if hdr.gso_size == 0 {
+        return Err(OffloadError::ZeroGsoSize);
+    }
+    if !hdr.needs_csum() {
+        return Err(OffloadError::Unsupported {
+            what: "GSO frame without a partial checksum",
+        });
+    }
+    let p = parse::ip(frame)?;
+    let mismatch = OffloadError::GsoMismatch {
+        gso_type: hdr.gso_type,
+        ip_version: p.ip_version(),
+        proto: p.proto,
+    };
+    let (l4_len, csum_offset) = match kind {
+        GsoKind::TcpV4 | GsoKind::TcpV6 => {
+            if p.proto != PROTO_TCP || p.v6 != (kind == GsoKind::TcpV6) {
+                return Err(mismatch);
+            }
+            let doff = frame.get(p.l4 + 12).copied().unwrap_or(0) >> 4;
+            let len = usize::from(doff) * 4;
+            if len < 20 {
+                return Err(OffloadError::Malformed {
+                    what: "TCP data offset below 20 bytes",
+                });
+            }
+            (len, 16)
+        }
+        GsoKind::UdpL4 if p.proto == PROTO_UDP => (8, 6),
+        GsoKind::None => {
+            return Err(OffloadError::Unsupported {
+                what: "not a GSO frame",
+            })
+        }
+        GsoKind::Ufo => {
+            return Err(OffloadError::Unsupported {
+                what: "UFO is segmented in software",
+            })
+        }
+        GsoKind::UdpL4 => return Err(mismatch),
+    };
+    let hdr_end = p.l4 + l4_len;
+    if hdr_end > p.end {
+        return Err(parse::truncated("L4 header", hdr_end, p.end));
+    }
+    if usize::from(hdr.csum_start) != p.l4 || usize::from(hdr.csum_offset) != csum_offset {
+        return Err(OffloadError::Malformed {
+            what: "csum_start/csum_offset do not point at the L4 checksum",
+        });
+    }
+    let headers = hdr_end - p.l3;
+    if mtu <= headers {
+        return Err(OffloadError::ExceedsMtu {
+            len: headers + 1,
+            mtu,
+        });
+    }
+    let room = mtu - headers;
+    let mut gso_size = usize::from(hdr.gso_size);
+    if gso_size > room {
+        if kind == GsoKind::UdpL4 {
+            // Datagram boundaries are the sender's: they cannot be cut smaller.
+            return Err(OffloadError::ExceedsMtu {
+                len: headers + gso_size,
+                mtu,
+            });
+        }
+        gso_size = room;
+    }
+    Ok(VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: hdr.gso_type,
+        hdr_len: u16::try_from(hdr_end).unwrap_or(u16::MAX),
+        gso_size: u16::try_from(gso_size).unwrap_or(u16::MAX),
+        csum_start: hdr.csum_start,
+        csum_offset: hdr.csum_offset,
+        num_buffers: 0,
+    })
+}

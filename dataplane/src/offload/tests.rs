@@ -1230,3 +1230,134 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn kernel_gso_header_points_at_the_l4_header() {
+    // TCP over IPv6 behind a VLAN tag, with options: hdr_len is exact whatever the TAP said.
+    let spec = Spec {
+        vlan: Some(20),
+        opts: timestamps(),
+        ..Spec::tcp(true, pattern(4000, 1))
+    };
+    let big = spec.build(Fill::Partial);
+    let mut given = spec.gso_hdr(1428);
+    given.hdr_len = 128;
+    given.num_buffers = 3;
+    let h = kernel_gso_header(&given, &big, 1500).unwrap();
+    assert_eq!(
+        h,
+        VnetHdr {
+            hdr_len: spec.hdrs_len() as u16,
+            num_buffers: 0,
+            ..spec.gso_hdr(1428)
+        }
+    );
+    // USO over IPv4.
+    let spec = Spec::udp(false, pattern(3000, 2));
+    let big = spec.build(Fill::Partial);
+    let h = kernel_gso_header(&spec.gso_hdr(1000), &big, 1500).unwrap();
+    assert_eq!((h.hdr_len, h.gso_size), (14 + 20 + 8, 1000));
+}
+
+#[test]
+fn kernel_gso_header_lowers_the_mss_to_the_mtu_but_never_cuts_datagrams() {
+    let spec = Spec::tcp(false, pattern(5000, 3));
+    let big = spec.build(Fill::Partial);
+    let h = kernel_gso_header(&spec.gso_hdr(1448), &big, 1000).unwrap();
+    assert_eq!(h.gso_size, 960);
+    assert_eq!(
+        kernel_gso_header(&spec.gso_hdr(1448), &big, 40),
+        Err(OffloadError::ExceedsMtu { len: 41, mtu: 40 })
+    );
+    let spec = Spec::udp(true, pattern(3000, 2));
+    let big = spec.build(Fill::Partial);
+    assert_eq!(
+        kernel_gso_header(&spec.gso_hdr(1400), &big, 1000),
+        Err(OffloadError::ExceedsMtu {
+            len: 48 + 1400,
+            mtu: 1000
+        })
+    );
+}
+
+#[test]
+fn kernel_gso_header_refuses_what_software_must_do() {
+    let spec = Spec::tcp(false, pattern(3000, 4));
+    let big = spec.build(Fill::Partial);
+    let good = spec.gso_hdr(1448);
+    let refused = |h: VnetHdr, f: &[u8]| kernel_gso_header(&h, f, 1500).is_err();
+    assert!(refused(VnetHdr::default(), &big), "not GSO");
+    assert!(
+        refused(
+            VnetHdr {
+                gso_type: VnetHdr::GSO_UDP,
+                ..good
+            },
+            &big
+        ),
+        "UFO"
+    );
+    assert!(refused(VnetHdr { flags: 0, ..good }, &big), "no NEEDS_CSUM");
+    assert!(
+        refused(
+            VnetHdr {
+                gso_size: 0,
+                ..good
+            },
+            &big
+        ),
+        "zero gso_size"
+    );
+    assert!(
+        refused(
+            VnetHdr {
+                gso_type: VnetHdr::GSO_TCPV6,
+                ..good
+            },
+            &big
+        ),
+        "IPv6 type on IPv4"
+    );
+    assert!(
+        refused(
+            VnetHdr {
+                csum_offset: 6,
+                ..good
+            },
+            &big
+        ),
+        "checksum field"
+    );
+    assert!(
+        refused(
+            VnetHdr {
+                csum_start: 30,
+                ..good
+            },
+            &big
+        ),
+        "checksum start"
+    );
+    let mut bad = big.clone();
+    bad[14 + 20 + 12] = 0x40; // data offset 16 bytes
+    assert!(refused(good, &bad), "TCP data offset");
+    assert!(refused(good, &big[..14 + 20 + 10]), "truncated");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    /// Any bytes and header: an answer, never a panic, and an accepted header always lies
+    /// inside the frame.
+    #[test]
+    fn kernel_gso_header_never_panics(
+        frame in proptest::collection::vec(any::<u8>(), 0..200),
+        raw in any::<[u8; 12]>(),
+        mtu in 0usize..2000,
+    ) {
+        let h = VnetHdr::from_bytes(&raw);
+        if let Ok(k) = kernel_gso_header(&h, &frame, mtu) {
+            prop_assert!(usize::from(k.hdr_len) <= frame.len());
+            prop_assert!(usize::from(k.csum_start) + usize::from(k.csum_offset) + 2 <= usize::from(k.hdr_len));
+        }
+    }
+}

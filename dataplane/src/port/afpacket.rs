@@ -35,6 +35,7 @@ use super::bpf::{BpfError, Link};
 use super::ethtool;
 use super::xdp_filter::{Filter, FilterError, FilterMaps, FilterStats};
 use super::{PacketType, RxFrame, Steering, WireIo, WireMode};
+use crate::offload::VnetHdr;
 
 const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
 const PACKET_DROP_MEMBERSHIP: libc::c_int = 2;
@@ -758,6 +759,146 @@ impl WireIo for AfPacketSocket {
     }
     fn filter_maps(&self) -> Option<&FilterMaps> {
         None
+    }
+}
+
+/// A transmit-only AF_PACKET socket with `PACKET_VNET_HDR`: one `writev` hands the kernel a
+/// TCP/UDP GSO super-frame with its virtio_net_hdr, and the kernel treats it as the GSO skb an
+/// upper device (macvlan, ipvlan) would pass down: segmented by the NIC (TSO), by the core
+/// (software GSO) or handed on unsegmented (veth). Neither AF_XDP nor a plain packet socket
+/// can send GSO, so without this the dataplane segments in software and sends every 1,500
+/// bytes on its own.
+///
+/// Bound with protocol 0, it receives nothing. `SOCK_RAW` with protocol 0: the kernel reads
+/// the ethertype from the frame (`packet_parse_headers`), so 802.1Q-tagged frames work too.
+#[derive(Debug)]
+pub struct GsoTxSocket {
+    fd: OwnedFd,
+    ifname: String,
+    stats: GsoTxStats,
+}
+
+/// Counters of a [`GsoTxSocket`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GsoTxStats {
+    /// Super-frames the kernel took.
+    pub frames: u64,
+    /// Their bytes (headers counted once).
+    pub bytes: u64,
+    /// Refused because the socket buffer or device queue was full.
+    pub full: u64,
+    /// Refused by the kernel's header checks (`EINVAL`).
+    pub refused: u64,
+}
+
+/// The virtio_net_hdr of `PACKET_VNET_HDR` has no `num_buffers`.
+const PACKET_VNET_HDR_LEN: usize = 10;
+const PACKET_VNET_HDR: libc::c_int = 15;
+
+impl GsoTxSocket {
+    /// Open the socket on `ifname` (in the calling thread's netns).
+    pub fn open(ifname: &str) -> Result<GsoTxSocket, AfPacketError> {
+        let ifindex = ethtool::if_index(ifname).map_err(|source| AfPacketError::Interface {
+            ifname: ifname.to_string(),
+            source,
+        })?;
+        let err = |step: &'static str| {
+            move |source: io::Error| AfPacketError::Socket {
+                ifname: ifname.to_string(),
+                step,
+                source,
+            }
+        };
+        // SAFETY: plain socket(2) call; the result is checked.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(err("socket(AF_PACKET)")(io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a fresh fd owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        set_int(fd.as_fd(), libc::SOL_PACKET, PACKET_VNET_HDR, 1)
+            .map_err(err("PACKET_VNET_HDR"))?;
+        // Room for a few super-frames in flight; root may exceed rmem/wmem_max. Best effort:
+        // a smaller buffer only means more "full" refusals.
+        let _ = set_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
+        // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = 0;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll and its exact size is passed.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(err("bind")(io::Error::last_os_error()));
+        }
+        Ok(GsoTxSocket {
+            fd,
+            ifname: ifname.to_string(),
+            stats: GsoTxStats::default(),
+        })
+    }
+
+    /// The interface name.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// Sends one frame with its offload header (see [`crate::offload::kernel_gso_header`]
+    /// for one the kernel accepts). `Ok(false)`: the queue was full and the frame was
+    /// dropped. `Err` with kind `InvalidInput`: the kernel refused the header and the frame
+    /// was not sent (the caller may segment it itself).
+    pub fn send(&mut self, hdr: &VnetHdr, frame: &[u8]) -> io::Result<bool> {
+        let h = hdr.to_bytes();
+        let iov = [
+            libc::iovec {
+                iov_base: h.as_ptr() as *mut libc::c_void,
+                iov_len: PACKET_VNET_HDR_LEN,
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        loop {
+            // SAFETY: both iovecs point into live buffers of the stated lengths (the first
+            // 10 of the 12 header bytes); writev only reads from them.
+            let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+            if n >= 0 {
+                self.stats.frames += 1;
+                self.stats.bytes += frame.len() as u64;
+                return Ok(true);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                    self.stats.full += 1;
+                    return Ok(false);
+                }
+                Some(libc::EINVAL) | Some(libc::EMSGSIZE) => {
+                    self.stats.refused += 1;
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> GsoTxStats {
+        self.stats
     }
 }
 

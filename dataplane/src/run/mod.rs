@@ -22,9 +22,12 @@
 //!   [`Gro`](crate::offload::Gro) per TAP and batch. `VlanOp::Pop` removes the outer tag (and
 //!   moves `csum_start` back by 4). A write that would block is dropped and counted.
 //! - [`Target::Wire`](crate::fwd::Target::Wire): `VlanOp::Push` inserts the tag (`csum_start`
-//!   +4); GSO frames are segmented to the parent MTU in software; a partial checksum is
-//!   completed, by the kernel through XSK TX metadata when the socket has it, else in
-//!   software; then the frame is queued on the parent.
+//!   +4); a TCP/UDP GSO super-frame goes to the kernel whole through the parent's AF_PACKET
+//!   GSO TX socket (`PACKET_VNET_HDR`; the kernel segments it, or a veth/TSO NIC takes it
+//!   as is), after the frames already queued on the backend; without that socket, or for a
+//!   frame the kernel refuses (and for UFO), it is segmented to the parent MTU in software.
+//!   A partial checksum is completed, by the kernel through XSK TX metadata when the socket
+//!   has it, else in software; then the frame is queued on the parent.
 //! - [`Target::HostStack`](crate::fwd::Target::HostStack): for a frame that came from the
 //!   wire and that the host also received (AF_PACKET copy socket, AF_PACKET fallback) nothing
 //!   is left to do; it is counted per parent. For a frame steered away from the host (XSK) or
@@ -176,6 +179,12 @@ pub struct RunOptions {
     /// Turn a parent's RX VLAN offload off while a tagged network uses it through AF_XDP
     /// (restored on the last detach). Default true.
     pub manage_rx_vlan_offload: bool,
+    /// Hand GSO super-frames from endpoints to the kernel whole, through an AF_PACKET
+    /// socket with `PACKET_VNET_HDR` on the parent, which segments them as it does for the
+    /// kernel drivers (NIC TSO or software GSO). Default true; off, or when that socket
+    /// cannot be opened, the dataplane segments them itself and sends each segment through
+    /// the backend.
+    pub kernel_gso: bool,
 }
 
 impl Default for RunOptions {
@@ -186,6 +195,7 @@ impl Default for RunOptions {
             netns: None,
             xdp: XdpOptions::default(),
             manage_rx_vlan_offload: true,
+            kernel_gso: true,
         }
     }
 }

@@ -5,7 +5,9 @@ use std::io;
 use std::os::fd::BorrowedFd;
 
 use crate::fwd::WireKey;
-use crate::port::afpacket::{AfPacketOptions, AfPacketParent, AfPacketSocket, Membership};
+use crate::port::afpacket::{
+    AfPacketOptions, AfPacketParent, AfPacketSocket, GsoTxSocket, Membership,
+};
 use crate::port::ethtool;
 use crate::port::xdp_filter::{FilterError, FilterMaps, FilterStats};
 use crate::port::xsk::{XdpOptions, XdpParent};
@@ -179,6 +181,8 @@ pub(crate) fn open_backend(
 /// An attached parent.
 pub(crate) struct ParentSlot {
     pub(crate) backend: Backend,
+    /// Sends GSO super-frames for the kernel to segment (`None`: software segmentation).
+    pub(crate) gso: Option<GsoTxSocket>,
     pub(crate) ifname: String,
     /// The parent's name in the engine when it was attached (a different name later means
     /// the id was reused for another parent).
@@ -209,11 +213,16 @@ impl ParentSlot {
         engine_name: String,
         fallback_reason: Option<String>,
         manage_rxvlan: bool,
+        gso: Option<GsoTxSocket>,
     ) -> ParentSlot {
-        let mode = backend.mode();
+        let mut mode = backend.mode();
+        if gso.is_some() {
+            mode.push_str(" + AF_PACKET GSO TX");
+        }
         ParentSlot {
             ifindex: backend.ifindex(),
             backend,
+            gso,
             ifname: ifname.to_string(),
             engine_name,
             refs: 1,
@@ -380,6 +389,11 @@ impl ParentSlot {
             ),
         };
         c.backend_rx_drops = drops;
+        if let Some(g) = &self.gso {
+            let g = g.stats();
+            c.tx_gso_full = g.full;
+            c.tx_gso_refused = g.refused;
+        }
         c.filter = filter;
         c
     }

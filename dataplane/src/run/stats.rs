@@ -123,6 +123,12 @@ pub struct ParentCounters {
     pub tx_dropped: u64,
     /// GSO super-frames segmented in software.
     pub tx_segmented: u64,
+    /// GSO super-frames handed to the kernel whole (AF_PACKET GSO TX socket).
+    pub tx_gso_kernel: u64,
+    /// Super-frames the GSO TX socket dropped because its queue was full.
+    pub tx_gso_full: u64,
+    /// Super-frames the kernel refused on the GSO TX socket (then segmented in software).
+    pub tx_gso_refused: u64,
     /// Partial checksums handed to the kernel through XSK TX metadata.
     pub tx_csum_offloaded: u64,
     /// Frames that could not be segmented or checksummed.
