@@ -691,6 +691,128 @@ fn vlans_on_one_parent(b: Backend, tags_as_metadata: bool) {
     }
 }
 
+// ---- the parent changes ----------------------------------------------------------------
+
+/// Polls `cond` for up to 10 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < end, "timed out waiting: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Endpoints follow their parent as the kernel's slaves do, while the daemon runs: its MTU
+/// (C63: ipvlan reset on every change; C45: macvlan clamped only), its MAC (C7: ipvlan;
+/// macvlan keeps its own), its state (C62: no carrier while the parent is down), its own
+/// addresses (refused to endpoints), and a parent deleted and created again under its name
+/// gets its wire back.
+fn endpoints_follow_the_parent(b: Backend) {
+    let mut w = World::with_backend(b);
+    let lan = w.lan(LanOptions::default());
+    let host = lan.host.clone();
+    w.create(&format!(
+        "-d ipvlan --subnet 192.0.2.0/24 --gateway {GW_IP} -o parent={PARENT} ipv"
+    ));
+    w.create(&format!(
+        "-d macvlan --subnet 198.51.100.0/24 -o parent={PARENT}.30 mv"
+    ));
+    let e1 = w.connect("ipv", "e1", &["--ip", "192.0.2.10"]);
+    let e2 = w.connect("mv", "e2", &["--mac-address", E2_MAC]);
+    assert!(w.reach("e1", GW_IP, 4), "e1 → gateway");
+    let e2_mac = || {
+        link_json(&e2, "eth0")["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // MTU down: both follow; up: ipvlan follows, macvlan keeps its clamped MTU.
+    w.ip("host", &format!("link set {PARENT} mtu 1400"));
+    eventually("endpoint MTUs 1400", || {
+        mtu(&e1, "eth0") == 1400 && mtu(&e2, "eth0") == 1400
+    });
+    w.ip("host", &format!("link set {PARENT} mtu 1500"));
+    eventually("ipvlan MTU back to 1500", || mtu(&e1, "eth0") == 1500);
+    assert_eq!(mtu(&e2, "eth0"), 1400, "macvlan MTU is only ever clamped");
+
+    // MAC: the ipvlan endpoint takes the parent's new MAC; the macvlan keeps its own.
+    let new_mac = "02:00:00:00:01:99";
+    w.ip("host", &format!("link set {PARENT} address {new_mac}"));
+    eventually("ipvlan MAC follows the parent", || {
+        link_json(&e1, "eth0")["address"] == new_mac
+    });
+    assert_eq!(e2_mac(), E2_MAC);
+    w.ip("gw", "neigh flush all");
+    assert!(w.reach("e1", GW_IP, 4), "e1 → gateway with the new MAC");
+    assert_eq!(neigh_mac(&lan.gw, "192.0.2.10").as_deref(), Some(new_mac));
+
+    // Down: no carrier, no traffic; up again: both back.
+    w.ip("host", &format!("link set {PARENT} down"));
+    let no_carrier = |ns: &str| {
+        link_json(ns, "eth0")["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "NO-CARRIER"))
+    };
+    eventually("endpoints lose their carrier", || {
+        no_carrier(&e1) && no_carrier(&e2)
+    });
+    assert!(!w.reach("e1", GW_IP, 2), "traffic while the parent is down");
+    w.ip("host", &format!("link set {PARENT} up"));
+    eventually("endpoints get their carrier back", || {
+        !no_carrier(&e1) && !no_carrier(&e2)
+    });
+    assert!(
+        w.reach("e1", GW_IP, 6),
+        "e1 → gateway after the parent came back up"
+    );
+
+    // An address the parent gains is the host's: no endpoint may take it.
+    w.ip("host", &format!("addr add 192.0.2.77/24 dev {PARENT}"));
+    let ns3 = w.netns("e3");
+    eventually("the parent's new address is refused", || {
+        let o = w.uvlan(&["network", "connect", "--ip", "192.0.2.77", "ipv", &ns3]);
+        if o.status.success() {
+            w.uvlan_ok(&["network", "disconnect", "ipv", &ns3]);
+            return false;
+        }
+        String::from_utf8_lossy(&o.stderr).contains("192.0.2.77")
+    });
+
+    // An address the parent takes after an endpoint holds it stays the endpoint's (first
+    // owner wins), also across a daemon restart.
+    w.ip("host", &format!("addr add 192.0.2.10/32 dev {PARENT}"));
+    w.kill_daemon(libc::SIGKILL);
+    w.start_daemon();
+    let log = w.daemon_log();
+    assert!(!log.contains("could not be restored"), "{log}");
+    w.ip("gw", "neigh flush all");
+    assert!(w.reach("e1", GW_IP, 6), "e1 → gateway after the restart");
+    w.ip("host", &format!("addr del 192.0.2.10/32 dev {PARENT}"));
+
+    // Deleted and plugged in again (a new interface under the same name): the wire is
+    // opened again on it.
+    w.ip("host", &format!("link del {PARENT}"));
+    eventually("endpoints lose their carrier with the parent gone", || {
+        no_carrier(&e1)
+    });
+    lan.switch.plug(&host, PARENT, HOST_MAC, HOST_PORT);
+    eventually("endpoints get their carrier back on the new parent", || {
+        !no_carrier(&e1)
+    });
+    eventually("ipvlan MAC follows the new parent", || {
+        link_json(&e1, "eth0")["address"] == HOST_MAC
+    });
+    w.ip("gw", "neigh flush all");
+    assert!(
+        w.reach("e1", GW_IP, 6),
+        "e1 → gateway through the new parent"
+    );
+    assert_backend(&w, "ipv", b);
+    let log = w.daemon_log();
+    assert!(log.contains("opened again"), "{log}");
+}
+
 macro_rules! with_both_backends {
     ($($name:ident),* $(,)?) => {
         mod af_xdp {
@@ -708,6 +830,7 @@ with_both_backends!(
     ipvlan_l3_on_the_wire,
     vepa_needs_a_hairpinning_switch,
     private_never_delivers_port_to_port,
+    endpoints_follow_the_parent,
     mtu_follows_the_parent,
     vlans_share_one_parent,
     vlans_with_tags_in_skb_metadata,

@@ -7,9 +7,7 @@
 //! `uvt-<pid>-<n>X` namespaces for endpoints. Drop guards kill the daemon and delete the
 //! namespaces even when a test fails.
 //!
-//! Traffic (ping between endpoints) needs the dataplane thread: it is checked when
-//! `uvlan_control::daemon::FORWARDS_FRAMES` is true, which the build that wires the
-//! dataplane in sets; until then these tests check the configuration only and say so.
+//! Traffic between endpoints is checked with real `ping`.
 
 use std::ops::{Deref, DerefMut};
 use std::process::{Command, Output};
@@ -239,6 +237,8 @@ fn error_matrix_one_line_and_state_unchanged() {
         "198.51.100.0/24",
         "mv",
     ]);
+    // Subnets from the default pools (none given).
+    w.ok(&["network", "create", "-d", "ipvlan", "pooled"]);
     w.ok(&["network", "connect", "--ip", "192.0.2.10", "held", &a]);
     w.ok(&[
         "network",
@@ -274,6 +274,8 @@ fn error_matrix_one_line_and_state_unchanged() {
         (vec!["network", "connect", "held", &a], format!("{d}endpoint with name {a} already exists in network held")),
         (vec!["network", "connect", "--ip", "203.0.113.5", "held", &b], format!("{d}invalid endpoint settings: no configured subnet contains IP address 203.0.113.5")),
         (vec!["network", "connect", "--ip", "192.0.2.10", "held", &b], format!("{d}Address already in use")),
+        (vec!["network", "connect", "--ip", "172.17.0.50", "pooled", &b], format!("{d}user specified IP address is supported only when connecting to networks with user configured subnets")),
+        (vec!["network", "connect", "--ip6", "2001:db8::5", "held", &b], format!("{d}user specified IP address is supported only when connecting to networks with user configured subnets")),
         (vec!["network", "connect", "--ip", "192.0.2.1", "held", &b], format!("{d}Address already in use")),
         (vec!["network", "connect", "--mac-address", "02:00:00:00:aa:02", "held", &b], format!("{d}failed to create endpoint {b} on network held: ipvlan interfaces do not support custom mac address assignment")),
         (vec!["network", "connect", "--mac-address", "02:00:00:00:aa:01", "mv", &b], format!("{d}failed to create endpoint {b} on network mv: MAC address 02:00:00:00:aa:01 is already used by endpoint {a} of network mv: macvlan MACs must be unique on a parent")),
@@ -368,12 +370,8 @@ fn internal_ipvlan_l2_endpoints() {
     assert!(w
         .ok(&["trace", "l2net", "--from", &a, "--to", "192.0.2.20"])
         .contains(&format!("verdict: deliver to port {b}")));
-    if uvlan_control::daemon::FORWARDS_FRAMES {
-        assert!(w.ping("a", "192.0.2.20"), "{}", w.log());
-        assert!(w.ping("b", "2001:db8:1::2"), "{}", w.log());
-    } else {
-        eprintln!("traffic not checked: this build's daemon has no dataplane thread yet");
-    }
+    assert!(w.ping("a", "192.0.2.20"), "{}", w.log());
+    assert!(w.ping("b", "2001:db8:1::2"), "{}", w.log());
     w.ok(&["network", "disconnect", "l2net", &a]);
     w.ok(&["network", "disconnect", "l2net", &b]);
     assert!(
@@ -507,11 +505,7 @@ fn kill_9_and_restart_keep_eth0() {
     assert_eq!(w.observe(), before);
     let la = w.ip("a", &["addr", "show", "eth0"]);
     assert!(la.contains("LOWER_UP"), "re-attached: {la}");
-    if uvlan_control::daemon::FORWARDS_FRAMES {
-        assert!(w.ping("a", "192.0.2.3"), "{}", w.log());
-    } else {
-        eprintln!("traffic not checked: this build's daemon has no dataplane thread yet");
-    }
+    assert!(w.ping("a", "192.0.2.3"), "{}", w.log());
     // A namespace deleted while the daemon was down: its endpoint is dropped at restart.
     w.kill_daemon(libc::SIGKILL);
     sh(Command::new("ip").args(["netns", "delete", &b]));

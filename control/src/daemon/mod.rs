@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod host;
 mod managed;
 pub mod options;
+mod parents;
 pub mod real;
 mod server;
 mod state;
@@ -20,7 +21,7 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use server::{run_daemon, DaemonError, DaemonOptions, FORWARDS_FRAMES};
+pub use server::{run_daemon, DaemonError, DaemonOptions};
 pub use state::Daemon;
 
 /// Where the daemon writes its log lines (stderr in the binary).

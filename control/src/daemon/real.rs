@@ -71,7 +71,7 @@ impl RunDataplane {
         let dp = Dataplane::spawn(opts, Box::new(resolver)).map_err(|e| e.to_string())?;
         let h = dp.handle();
         let ns = Netns::current().map_err(|e| e.to_string())?;
-        let routes = RouteWatcher::start(&ns, move || {
+        let routes = RouteWatcher::routes(&ns, move || {
             let _ = h.flush_route_cache();
         })
         .map_err(|e| format!("cannot watch the host's routes: {e}"))?;

@@ -57,10 +57,6 @@ fn install_stop_handlers() {
     crate::sys::on_signals(&[libc::SIGINT, libc::SIGTERM], on_stop_signal);
 }
 
-/// Whether this build's daemon moves frames: true since it runs the dataplane thread
-/// (`uvlan_dataplane::run`); the configuration-only `EngineOnly` is for unit tests.
-pub const FORWARDS_FRAMES: bool = true;
-
 /// The dataplane this build uses: the real thread, opening parents with `backend`.
 fn make_dataplane(backend: WireBackend) -> Result<Arc<dyn DataplaneApi>, DaemonError> {
     let dp = RunDataplane::spawn_with(RunOptions {
@@ -101,6 +97,18 @@ pub fn run_daemon(
         dp.describe()
     ));
     let daemon = Daemon::start(store, Box::new(host), dp, log.clone())?;
+    // Endpoints follow their parents' changes (declared after `daemon`: dropped, and its
+    // thread joined, first).
+    let weak = Arc::downgrade(&daemon);
+    let _parents = crate::netns::Netns::current()
+        .and_then(|ns| {
+            crate::netns::ChangeWatcher::links(&ns, move || {
+                if let Some(d) = weak.upgrade() {
+                    d.reconcile_parents();
+                }
+            })
+        })
+        .map_err(|e| DaemonError::Host(format!("cannot watch the host's interfaces: {e}")))?;
     let listener = api::listen(socket)?;
     let plugin = match &opts.docker {
         Some(cfg) => {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use uvlan_dataplane::fwd::{
     ConfigError, Driver, Engine, Errno, IpvlanAttrs, LinkRef, MacvlanAttrs, MacvlanMode, Master,
-    NetworkId, NetworkSpec, ParentId, PortId,
+    NetworkId, NetworkSpec, ParentId, ParentSpec, PortId,
 };
 use uvlan_dataplane::port::tap::Tap;
 use uvlan_dataplane::wire::MacAddr;
@@ -37,7 +37,7 @@ pub(super) struct NetRt {
 }
 
 /// A live endpoint.
-pub(super) struct EpRt {
+pub(crate) struct EpRt {
     pub(super) port: PortId,
     pub(super) ifindex: u32,
     pub(super) netns: Netns,
@@ -60,6 +60,8 @@ pub(super) struct State {
     pub(super) space: AddressSpace,
     pub(super) nets: Vec<Net>,
     pub(super) next_seq: u64,
+    /// The ifindex each parent in use had when last seen (see `parents.rs`).
+    pub(super) parent_ifindex: HashMap<String, u32>,
 }
 
 /// The daemon: state, store, dataplane.
@@ -215,6 +217,7 @@ impl Daemon {
                 space,
                 nets: Vec::new(),
                 next_seq,
+                parent_ifindex: HashMap::new(),
             }),
             me: me.clone(),
         });
@@ -230,6 +233,8 @@ impl Daemon {
                 }
                 st.nets.push(net);
             }
+            // Parents may have changed while the daemon was down.
+            daemon.reconcile_locked(&mut st);
         }
         for (net, ep, a) in reapers {
             daemon.spawn_reaper(net, ep, a);
@@ -461,6 +466,8 @@ impl Daemon {
             eps: HashMap::new(),
             parked: HashMap::new(),
         });
+        // A parent the engine already had may have changed since it was read.
+        self.reconcile_locked(st);
         Ok(id)
     }
 
@@ -491,7 +498,16 @@ impl Daemon {
         let name = rec.name.clone();
         let internal = rec.internal;
         let isolated = dc.isolated_mac();
-        let spec = host_link.as_ref().map(|l| l.parent_spec());
+        // The parent's own addresses come with the next reconcile (after the endpoints are
+        // restored): an address an endpoint held before the parent took it stays the
+        // endpoint's, as at run time (first owner wins).
+        let spec = host_link.as_ref().map(|l| ParentSpec {
+            addrs: Vec::new(),
+            ..l.parent_spec()
+        });
+        if let Some(l) = &host_link {
+            st.parent_ifindex.entry(l.name.clone()).or_insert(l.index);
+        }
         let (parent, nid) = with_engine(&*self.dp, move |e: &mut Engine| {
             let (parent, fresh) = match (&master_parent, spec) {
                 (Some(p), Some(spec)) => match e.parent_by_name(&p.ifname) {
@@ -1079,7 +1095,9 @@ impl Daemon {
                 return match req {
                     None => Ok(m),
                     Some(_) => Err(
-                        "a passthru macvlan endpoint carries the parent interface's MAC:                          --mac-address would have to change the parent's own MAC, which uvlan                          never does"
+                        "a passthru macvlan endpoint carries the parent interface's MAC: \
+                         --mac-address would have to change the parent's own MAC, which uvlan \
+                         never does"
                             .to_string(),
                     ),
                 };
@@ -1189,16 +1207,19 @@ impl Daemon {
         let net_id = st.nets[i].rec.id.clone();
         let mut space = st.space.clone();
         let (addrs, req_ip, req_ip6) = match addrs {
-            EpAddrs::Allocate { ip, ip6 } => (
-                space
-                    .allocate(
-                        &net_id,
-                        &AddrRequest::with_ips(ip.as_deref(), ip6.as_deref()),
-                    )
-                    .map_err(|e| e.to_string())?,
-                ip,
-                ip6,
-            ),
+            EpAddrs::Allocate { ip, ip6 } => {
+                Self::check_static_ips(&st.nets[i].rec, ip.is_some(), ip6.is_some())?;
+                (
+                    space
+                        .allocate(
+                            &net_id,
+                            &AddrRequest::with_ips(ip.as_deref(), ip6.as_deref()),
+                        )
+                        .map_err(|e| e.to_string())?,
+                    ip,
+                    ip6,
+                )
+            }
             EpAddrs::Given(a) => (a, None, None),
         };
         let ifname = match (&place.ifname, &place.host_name) {
@@ -1292,6 +1313,24 @@ impl Daemon {
 
     /// Finds the endpoint of network `i` for a namespace given by name/path (as at
     /// connect), or by what it resolves to now.
+    /// Docker ≤ 29.0 (the seeds' Docker): `--ip`/`--ip6` only on a network whose subnets of
+    /// that family the user configured, not on one from the default pools.
+    fn check_static_ips(rec: &NetworkRecord, ip: bool, ip6: bool) -> Result<(), String> {
+        let user_subnet = |v6: bool| {
+            rec.ipam_config
+                .iter()
+                .any(|c| !c.subnet.is_empty() && c.subnet.contains(':') == v6)
+        };
+        if (ip && !user_subnet(false)) || (ip6 && !user_subnet(true)) {
+            return Err(
+                "user specified IP address is supported only when connecting to \
+                        networks with user configured subnets"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+
     fn find_endpoint(st: &State, i: usize, netns: &str) -> Option<usize> {
         let eps = &st.nets[i].rec.endpoints;
         if let Some(k) = eps.iter().position(|e| e.name == netns) {

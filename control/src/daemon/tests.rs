@@ -17,7 +17,10 @@ use crate::ipam::{IpamConfig, Prefix};
 use crate::store::Store;
 use uvlan_dataplane::wire::MacAddr;
 
-struct FakeHost(HashMap<String, HostLink>);
+/// The fake host's interfaces, shared so a test can change them under a running daemon.
+type Links = Arc<std::sync::Mutex<HashMap<String, HostLink>>>;
+
+struct FakeHost(Links);
 
 impl FakeHost {
     fn new() -> FakeHost {
@@ -45,13 +48,13 @@ impl FakeHost {
             link(3, "eth1", HostIf::Ether, Some([2, 0, 0, 0, 0, 0xe1])),
         );
         m.insert("tun0".into(), link(4, "tun0", HostIf::Other(65534), None));
-        FakeHost(m)
+        FakeHost(Arc::new(std::sync::Mutex::new(m)))
     }
 }
 
 impl HostNet for FakeHost {
     fn link(&mut self, name: &str) -> Result<Option<HostLink>, String> {
-        Ok(self.0.get(name).cloned())
+        Ok(self.0.lock().unwrap().get(name).cloned())
     }
     fn reserved_prefixes(&mut self) -> Vec<Prefix> {
         Vec::new()
@@ -78,10 +81,14 @@ impl Drop for TempRoot {
 }
 
 fn start(root: &TempRoot) -> Result<Arc<Daemon>, super::DaemonError> {
+    start_on(root, FakeHost::new())
+}
+
+fn start_on(root: &TempRoot, host: FakeHost) -> Result<Arc<Daemon>, super::DaemonError> {
     let store = Store::open(&root.0)?;
     Daemon::start(
         store,
-        Box::new(FakeHost::new()),
+        Box::new(host),
         Arc::new(EngineOnly::new()),
         Arc::new(|_m: &str| {}),
     )
@@ -643,4 +650,54 @@ fn managed_networks_take_the_front_ends_ipam_and_refuse_the_cli() {
         e.parent_from_default_route = true;
     }
     assert!(err(&d, cni).contains("no IPv4 default route"));
+}
+
+#[test]
+fn the_engine_follows_parent_changes() {
+    use uvlan_dataplane::fwd::{Engine, ParentInfo};
+    let root = TempRoot::new("follow");
+    let host = FakeHost::new();
+    let links = host.0.clone();
+    let d = start_on(&root, host).unwrap();
+    ok(
+        &d,
+        create("n1", "ipvlan", &[("parent", "eth0")], &["192.0.2.0/24"]),
+    );
+    let info = |d: &Daemon| -> ParentInfo {
+        super::dp::with_engine(&*d.dp, |e: &mut Engine| {
+            let id = e.parent_by_name("eth0").unwrap();
+            e.parent_info(id).unwrap()
+        })
+        .unwrap()
+    };
+    let before = info(&d);
+    assert_eq!((before.mtu, before.up), (1500, true));
+    let addr: IpAddr = "192.0.2.77".parse().unwrap();
+    {
+        let mut l = links.lock().unwrap();
+        let eth0 = l.get_mut("eth0").unwrap();
+        eth0.mtu = 1400;
+        eth0.up = false;
+        eth0.mac = Some(MacAddr([2, 0, 0, 0, 0, 0x99]));
+        eth0.addrs.push(addr);
+    }
+    d.reconcile_parents();
+    let after = info(&d);
+    assert_eq!(after.mtu, 1400);
+    assert!(!after.up);
+    assert_eq!(after.mac, MacAddr([2, 0, 0, 0, 0, 0x99]));
+    assert_eq!(after.addrs, vec![addr]);
+    // Gone: down, last facts kept.
+    links.lock().unwrap().remove("eth0");
+    links.lock().unwrap().get_mut("eth1").unwrap().up = true;
+    d.reconcile_parents();
+    let gone = info(&d);
+    assert!(!gone.up);
+    assert_eq!(gone.mtu, 1400);
+    // A restart reads the parent as it is now (the network cannot come up without it).
+    drop(d);
+    let host = FakeHost::new();
+    host.0.lock().unwrap().get_mut("eth0").unwrap().mtu = 9000;
+    let d = start_on(&root, host).unwrap();
+    assert_eq!(info(&d).mtu, 9000);
 }

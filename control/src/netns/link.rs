@@ -281,6 +281,16 @@ impl Rtnl {
         self.set_link(format!("set link {index} {word}"), m)
     }
 
+    /// Sets the carrier (`ip link set dev X carrier on|off`; TAPs implement it). The link
+    /// then shows `NO-CARRIER` and operational state `DOWN` until the carrier is back, as a
+    /// macvlan/ipvlan slave does while its parent is down.
+    pub fn link_set_carrier(&mut self, index: u32, on: bool) -> Result<()> {
+        let mut m = link_msg(index);
+        m.attributes.push(LinkAttribute::Carrier(u8::from(on)));
+        let word = if on { "on" } else { "off" };
+        self.set_link(format!("set carrier {word} on link {index}"), m)
+    }
+
     /// Turns ARP on or off (`ip link set dev X arp on|off`, the `IFF_NOARP` flag).
     pub fn link_set_arp(&mut self, index: u32, arp: bool) -> Result<()> {
         let mut m = link_msg(index);

@@ -39,7 +39,7 @@ pub use link::{AddrGenMode, LinkInfo, OperState};
 pub use nl::Rtnl;
 pub use route::{NeighState, Neighbour, Route, RouteKind, RouteLookup};
 pub use sysctl::{set_accept_dad, set_arp_notify, set_ipv6_disabled, sysctl_read, sysctl_write};
-pub use watch::{AddrEvent, AddrWatcher, RouteWatcher};
+pub use watch::{AddrEvent, AddrWatcher, ChangeWatcher, RouteWatcher};
 
 /// Where named network namespaces live (as with `ip netns`).
 pub const NETNS_RUN_DIR: &str = "/run/netns";

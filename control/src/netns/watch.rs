@@ -272,30 +272,51 @@ fn watch_loop(
 
 /// `RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE`.
 const ROUTE_GROUPS: u32 = 0x4 | 0x40 | 0x400;
+/// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR`.
+const LINK_GROUPS: u32 = 0x1 | 0x10 | 0x100;
 
-/// Calls a function whenever a route or neighbour entry changes in a namespace (the daemon
-/// drops its cached next hops then, so routed L3 egress follows the host's tables at once).
-/// Runs on its own thread until dropped.
-pub struct RouteWatcher {
+/// Calls a function whenever something of one kind changes in a namespace: routes and
+/// neighbours ([`ChangeWatcher::routes`]: the daemon drops its cached next hops, so routed L3
+/// egress follows the host's tables at once) or links and addresses
+/// ([`ChangeWatcher::links`]: the daemon re-reads its parents, whose state, MAC, MTU and
+/// addresses the slaves follow). Runs on its own thread until dropped.
+pub struct ChangeWatcher {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for RouteWatcher {
+/// The route and neighbour watcher.
+pub type RouteWatcher = ChangeWatcher;
+
+impl std::fmt::Debug for ChangeWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteWatcher").finish()
+        f.debug_struct("ChangeWatcher").finish()
     }
 }
 
-impl RouteWatcher {
-    /// Starts watching `ns`; `on_change` runs on the watcher's thread, once per burst of
-    /// notifications (and once when notifications were lost).
-    pub fn start(ns: &Netns, mut on_change: impl FnMut() + Send + 'static) -> Result<RouteWatcher> {
-        let sock = open_socket(ns, ROUTE_GROUPS)?;
+impl ChangeWatcher {
+    /// Watches routes and neighbours in `ns`; `on_change` runs on the watcher's thread, once
+    /// per burst of notifications (and once when notifications were lost).
+    pub fn routes(ns: &Netns, on_change: impl FnMut() + Send + 'static) -> Result<ChangeWatcher> {
+        Self::start(ns, ROUTE_GROUPS, "uvlan-routewatch", on_change)
+    }
+
+    /// Watches links and addresses in `ns`, like [`ChangeWatcher::routes`].
+    pub fn links(ns: &Netns, on_change: impl FnMut() + Send + 'static) -> Result<ChangeWatcher> {
+        Self::start(ns, LINK_GROUPS, "uvlan-linkwatch", on_change)
+    }
+
+    fn start(
+        ns: &Netns,
+        groups: u32,
+        name: &str,
+        mut on_change: impl FnMut() + Send + 'static,
+    ) -> Result<ChangeWatcher> {
+        let sock = open_socket(ns, groups)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("uvlan-routewatch".into())
+            .name(name.into())
             .spawn(move || {
                 let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
                 while !stop2.load(Ordering::Relaxed) {
@@ -320,14 +341,14 @@ impl RouteWatcher {
                 }
             })
             .map_err(|source| NetnsError::Thread { source })?;
-        Ok(RouteWatcher {
+        Ok(ChangeWatcher {
             stop,
             thread: Some(thread),
         })
     }
 }
 
-impl Drop for RouteWatcher {
+impl Drop for ChangeWatcher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {

@@ -12,6 +12,7 @@ use crate::fwd::{
 };
 use crate::offload::{kernel_gso_header, Gro, Segmenter, VnetHdr};
 use crate::port::afpacket::GsoTxSocket;
+use crate::port::ethtool;
 use crate::port::tap::{RxBatch, Tap, MAX_FRAME_LEN};
 
 use super::frame::{l2_len, pop_vlan, push_vlan, reframe_routed, shift_hdr};
@@ -712,11 +713,28 @@ impl Loop {
         self.dirty = true;
     }
 
+    /// A wire socket polled with an error. An interface that went down (packet sockets
+    /// report `ENETDOWN` once) keeps its sockets: they receive again when it comes back up.
+    /// One that is gone, or replaced by another under its name, is not polled any more.
     fn wire_failed(&mut self, p: ParentId) {
         if let Some(Some(slot)) = self.core.io.parents.get_mut(p.index()) {
-            slot.broken = true;
             slot.c.io_errors += 1;
-            slot.last_error = Some("a socket reported POLLERR/POLLHUP: interface gone?".into());
+            let errors = slot.backend.take_errors();
+            let same = ethtool::if_index(&slot.ifname).is_ok_and(|i| i == slot.ifindex);
+            let why = errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            if same && !errors.is_empty() {
+                slot.last_error = Some(format!("socket error: {why}"));
+            } else {
+                slot.broken = true;
+                slot.last_error = Some(format!(
+                    "a socket reported POLLERR/POLLHUP ({why}); interface {} gone or replaced",
+                    slot.ifname
+                ));
+            }
         }
         self.core.io.io_errors += 1;
         self.dirty = true;

@@ -2,7 +2,7 @@
 //! with the engine, and restoring what uvlan changed on the interface when it closes.
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use crate::fwd::WireKey;
 use crate::port::afpacket::{
@@ -64,6 +64,31 @@ impl Backend {
             }
             Backend::Packet(p) => WireIo::poll_fds(p),
         }
+    }
+
+    /// Reads and clears the pending error of every socket (`SO_ERROR`), as a `recv` would:
+    /// a packet socket reports `ENETDOWN` once when its interface goes down, and polls with
+    /// `POLLERR` until then. Returns the errors found.
+    pub(crate) fn take_errors(&self) -> Vec<io::Error> {
+        let mut found = Vec::new();
+        for fd in self.poll_fds() {
+            let mut v: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: `v` and `len` are live, writable and sized for SO_ERROR's int.
+            let r = unsafe {
+                libc::getsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    (&mut v as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            if r == 0 && v != 0 {
+                found.push(io::Error::from_raw_os_error(v));
+            }
+        }
+        found
     }
 
     /// Receives up to `max` frames from each source.
