@@ -684,3 +684,79 @@ fn learned_addresses_and_proc_paths() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }
+
+/// `uvlan stats` counts what endpoints send and receive and why frames were dropped, with
+/// the engine's drop reasons (the ones `uvlan trace` names).
+#[test]
+fn stats_count_frames_and_drop_reasons() {
+    let mut w = World::new();
+    let (a, b, c) = (w.netns("a"), w.netns("b"), w.netns("c"));
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet",
+        "192.0.2.0/24",
+        "open",
+    ]);
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet",
+        "198.51.100.0/24",
+        "-o",
+        "ipvlan_flag=private",
+        "closed",
+    ]);
+    w.ok(&["network", "connect", "--ip", "192.0.2.10", "open", &a]);
+    w.ok(&["network", "connect", "--ip", "192.0.2.11", "open", &b]);
+    w.ok(&["network", "connect", "--ip", "198.51.100.10", "closed", &c]);
+    w.ok(&["network", "connect", "--ip", "198.51.100.11", "closed", &a]);
+    assert!(w.ping("a", "192.0.2.11"));
+    assert!(!w.0.ping("c", "198.51.100.11", 1), "private delivered");
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&w.ok(args)).expect("stats JSON")
+    };
+    let r = json(&["stats", "--format", "json"]);
+    let ep = |net: &str, name: &str| {
+        r["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == net)
+            .and_then(|n| {
+                n["endpoints"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["name"] == name)
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("{net}/{name} missing: {r:#}"))
+    };
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    // At least an ARP exchange and one echo each way.
+    assert!(n(&ep("open", &a), "sent_frames") >= 2, "{r:#}");
+    assert!(n(&ep("open", &b), "received_frames") >= 2, "{r:#}");
+    assert!(n(&ep("open", &b), "sent_frames") >= 2, "{r:#}");
+    // Private: c's ARP broadcast still reaches a (C17), a's unicast answer is dropped (C19).
+    assert!(n(&ep("closed", &c), "sent_frames") >= 1, "{r:#}");
+    assert!(n(&ep("closed", &a), "received_frames") >= 1, "{r:#}");
+    assert!(
+        r["drops"]["private_flag"].as_u64().unwrap_or(0) >= 1,
+        "{r:#}"
+    );
+    // One network only; the table names the reason too.
+    let only = json(&["stats", "--format", "json", "closed"]);
+    assert_eq!(only["networks"].as_array().unwrap().len(), 1);
+    let table = w.ok(&["stats"]);
+    assert!(table.starts_with("NETWORK"), "{table}");
+    assert!(table.contains("private_flag"), "{table}");
+    assert_eq!(
+        w.fail(&["stats", "nope"]),
+        "Error response from daemon: network nope not found"
+    );
+}

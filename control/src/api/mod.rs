@@ -324,6 +324,12 @@ pub enum Request {
     },
     /// Explain one frame's fate; answers the printed trace.
     Trace(TraceRequest),
+    /// The dataplane's counters; answers a [`StatsReport`].
+    Stats {
+        /// Networks (names or IDs); empty: all.
+        #[serde(default)]
+        networks: Vec<String>,
+    },
     /// Create a managed network, or check that the existing one with this ID (or, without
     /// an ID, this name and owner) matches; answers the ID.
     NetworkEnsure(EnsureNetwork),
@@ -380,6 +386,69 @@ pub enum Response {
         /// The error text.
         message: String,
     },
+}
+
+/// The answer to [`Request::Stats`]: the dataplane's counters since the daemon started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// One entry per network asked for (every network when none was named).
+    pub networks: Vec<NetworkStats>,
+    /// Frames the forwarding engine dropped, by reason (all networks; non-zero only).
+    pub drops: BTreeMap<String, u64>,
+    /// Frames the I/O layer could not deliver, by reason (all networks; non-zero only).
+    pub io_drops: BTreeMap<String, u64>,
+}
+
+/// Counters of one network in a [`StatsReport`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkStats {
+    /// Name.
+    pub name: String,
+    /// Its endpoints.
+    pub endpoints: Vec<EndpointStats>,
+    /// Its parent's wire, when it uses one (shared by every network on that parent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<WireStats>,
+}
+
+/// Counters of one endpoint, seen from the endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointStats {
+    /// The endpoint's name (its namespace, as inspect shows it).
+    pub name: String,
+    /// Frames the endpoint sent (read from its TAP; a GSO super-frame counts once).
+    pub sent_frames: u64,
+    /// Their bytes.
+    pub sent_bytes: u64,
+    /// Frames delivered to the endpoint (written to its TAP).
+    pub received_frames: u64,
+    /// Their bytes.
+    pub received_bytes: u64,
+    /// Frames for the endpoint that could not be written (its queue full, interface down).
+    pub dropped: u64,
+}
+
+/// Counters of a parent's wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireStats {
+    /// The host interface.
+    pub parent: String,
+    /// The backend in use.
+    pub mode: String,
+    /// Frames received from the wire (steered to uvlan, or copied).
+    pub received_frames: u64,
+    /// Their bytes.
+    pub received_bytes: u64,
+    /// Frames sent to the wire (a GSO super-frame handed to the kernel counts once).
+    pub sent_frames: u64,
+    /// Their bytes.
+    pub sent_bytes: u64,
+    /// Frames the backend could not send, or the kernel dropped on receive.
+    pub dropped: u64,
+    /// GSO super-frames handed to the kernel whole.
+    pub gso_to_kernel: u64,
+    /// GSO super-frames segmented in software.
+    pub gso_segmented: u64,
 }
 
 /// One row of `uvlan network ls`.

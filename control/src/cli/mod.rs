@@ -5,6 +5,7 @@
 //! `Error response from daemon: `, as docker's CLI does.
 
 mod run;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ pub enum Cmd {
     Run(run::RunArgs),
     /// Explain one frame's fate in a network, stage by stage.
     Trace(TraceArgs),
+    /// Show the dataplane's counters: per endpoint, per wire, and frames dropped by reason.
+    Stats(stats::StatsArgs),
     /// Build a testbed in fresh namespaces (with a private daemon), run its checks, print
     /// the reachability matrix (root).
     Lab {
@@ -296,6 +299,7 @@ pub fn main() -> i32 {
         Cmd::Network(n) => network(n),
         Cmd::Run(r) => run::run(r),
         Cmd::Trace(t) => trace(t),
+        Cmd::Stats(a) => stats::stats(a),
         Cmd::Lab { testbed } => lab(testbed.as_deref()),
     };
     match result {

@@ -41,6 +41,10 @@ pub trait DataplaneApi: Send + Sync {
     fn detach_parent(&self, parent: ParentId) -> Result<(), DpError>;
     /// One line on what this dataplane is, for the daemon's start-up log.
     fn describe(&self) -> String;
+    /// The dataplane's counters, if it keeps any (`None`: a configuration-only dataplane).
+    fn stats(&self) -> Result<Option<uvlan_dataplane::run::Stats>, DpError> {
+        Ok(None)
+    }
 }
 
 /// Runs `f` on the engine and returns its typed result.

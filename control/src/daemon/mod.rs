@@ -14,6 +14,7 @@ mod parents;
 pub mod real;
 mod server;
 mod state;
+mod stats;
 mod trace;
 
 #[cfg(test)]

@@ -108,6 +108,10 @@ impl DataplaneApi for RunDataplane {
         self.handle.detach_parent(parent).map_err(dp_err)
     }
 
+    fn stats(&self) -> Result<Option<uvlan_dataplane::run::Stats>, DpError> {
+        self.handle.stats().map(Some).map_err(dp_err)
+    }
+
     fn describe(&self) -> String {
         "the uvlan dataplane thread (TAP endpoints; AF_XDP or AF_PACKET on parents)".to_string()
     }

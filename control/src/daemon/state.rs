@@ -277,6 +277,7 @@ impl Daemon {
                 .run_watch(&network, &netns, pid)
                 .map(|()| serde_json::Value::Null),
             Request::Trace(t) => self.trace(&t).map(Into::into),
+            Request::Stats { networks } => self.stats(&networks).and_then(to_value),
             Request::NetworkEnsure(e) => self.ensure_network(&e).map(Into::into),
             Request::NetworkDelete { network, owner } => {
                 self.delete_managed(&network, &owner).map(Into::into)

@@ -1,0 +1,187 @@
+//! `uvlan stats [NETWORK...] [--format json]`: the dataplane's counters.
+
+use clap::Args;
+
+use crate::api::{self, Request, StatsReport};
+
+use super::{socket, Failure};
+
+/// `uvlan stats`.
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Networks (names or IDs); default: all.
+    pub networks: Vec<String>,
+    /// `json`: the whole report as one JSON object (for scripts).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+/// Columns padded to their widest cell plus three spaces, as docker's tables.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+                + 3
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let last = r.len().saturating_sub(1);
+        for (c, cell) in r.iter().enumerate() {
+            if c == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}", w = widths[c]));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The report as tables: endpoints, wires, drop reasons.
+pub fn render(r: &StatsReport) -> String {
+    let mut out = String::new();
+    let mut eps = vec![[
+        "NETWORK",
+        "ENDPOINT",
+        "SENT",
+        "SENT BYTES",
+        "RECEIVED",
+        "RECEIVED BYTES",
+        "DROPPED",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for n in &r.networks {
+        for e in &n.endpoints {
+            eps.push(vec![
+                n.name.clone(),
+                e.name.clone(),
+                e.sent_frames.to_string(),
+                e.sent_bytes.to_string(),
+                e.received_frames.to_string(),
+                e.received_bytes.to_string(),
+                e.dropped.to_string(),
+            ]);
+        }
+    }
+    out.push_str(&table(&eps));
+    let mut wires = vec![[
+        "NETWORK",
+        "PARENT",
+        "FROM WIRE",
+        "FROM WIRE BYTES",
+        "TO WIRE",
+        "TO WIRE BYTES",
+        "DROPPED",
+        "GSO TO KERNEL",
+        "GSO SEGMENTED",
+        "MODE",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for n in &r.networks {
+        if let Some(w) = &n.wire {
+            wires.push(vec![
+                n.name.clone(),
+                w.parent.clone(),
+                w.received_frames.to_string(),
+                w.received_bytes.to_string(),
+                w.sent_frames.to_string(),
+                w.sent_bytes.to_string(),
+                w.dropped.to_string(),
+                w.gso_to_kernel.to_string(),
+                w.gso_segmented.to_string(),
+                w.mode.clone(),
+            ]);
+        }
+    }
+    if wires.len() > 1 {
+        out.push('\n');
+        out.push_str(&table(&wires));
+    }
+    out.push('\n');
+    if r.drops.is_empty() && r.io_drops.is_empty() {
+        out.push_str("no frame dropped\n");
+    } else {
+        let mut d = vec![vec![
+            "DROP REASON (all networks)".to_string(),
+            "FRAMES".to_string(),
+        ]];
+        for (k, v) in r.drops.iter().chain(r.io_drops.iter()) {
+            d.push(vec![k.clone(), v.to_string()]);
+        }
+        out.push_str(&table(&d));
+    }
+    out
+}
+
+/// Runs `uvlan stats`.
+pub fn stats(a: StatsArgs) -> Result<i32, Failure> {
+    let report: StatsReport = api::call_typed(
+        &socket(),
+        &Request::Stats {
+            networks: a.networks,
+        },
+    )?;
+    match a.format.as_deref() {
+        Some("json") => {
+            let s = serde_json::to_string(&report)
+                .map_err(|e| Failure::msg(format!("cannot print the report: {e}")))?;
+            println!("{s}");
+        }
+        Some("table") | None => print!("{}", render(&report)),
+        Some(other) => {
+            return Err(Failure::msg(format!(
+                "unknown --format {other:?}: use json (or table)"
+            )))
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{EndpointStats, NetworkStats, WireStats};
+
+    #[test]
+    fn tables_list_endpoints_wires_and_drop_reasons() {
+        let mut r = StatsReport::default();
+        assert!(render(&r).ends_with("no frame dropped\n"));
+        r.networks.push(NetworkStats {
+            name: "net1".into(),
+            endpoints: vec![EndpointStats {
+                name: "c1".into(),
+                sent_frames: 3,
+                sent_bytes: 300,
+                received_frames: 2,
+                received_bytes: 200,
+                dropped: 1,
+            }],
+            wire: Some(WireStats {
+                parent: "eth0".into(),
+                mode: "af_xdp".into(),
+                sent_frames: 7,
+                ..WireStats::default()
+            }),
+        });
+        r.drops.insert("l3_group_dst".into(), 4);
+        let t = render(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("NETWORK   ENDPOINT   SENT   "), "{t}");
+        assert!(
+            lines[1].starts_with("net1      c1         3      300"),
+            "{t}"
+        );
+        assert!(t.contains("eth0"), "{t}");
+        assert!(t.contains("af_xdp"), "{t}");
+        assert!(t.lines().last().unwrap().starts_with("l3_group_dst"), "{t}");
+    }
+}

@@ -1,0 +1,91 @@
+//! `uvlan stats`: the dataplane's counters, per network and endpoint, and the engine's drop
+//! reasons (the same [`uvlan_dataplane::fwd::DropReason`] values `uvlan trace` names, counted
+//! by the code that decides every frame).
+
+use std::collections::BTreeMap;
+
+use crate::api::{EndpointStats, NetworkStats, StatsReport, WireStats};
+
+use super::state::Daemon;
+
+impl Daemon {
+    /// Counters of `names` (all networks when empty).
+    pub(super) fn stats(&self, names: &[String]) -> Result<StatsReport, String> {
+        let st = self.lock();
+        let picked: Vec<usize> = if names.is_empty() {
+            (0..st.nets.len()).collect()
+        } else {
+            names
+                .iter()
+                .map(|n| Self::find(&st, n))
+                .collect::<Result<_, _>>()?
+        };
+        let Some(s) = self.dp.stats().map_err(|e| e.to_string())? else {
+            return Err(format!(
+                "{} keeps no counters",
+                self.dataplane_description()
+            ));
+        };
+        let mut report = StatsReport::default();
+        for i in picked {
+            let net = &st.nets[i];
+            let mut ns = NetworkStats {
+                name: net.rec.name.clone(),
+                ..NetworkStats::default()
+            };
+            for ep in &net.rec.endpoints {
+                let c = net
+                    .eps
+                    .get(&ep.id)
+                    .and_then(|rt| s.port(rt.port))
+                    .copied()
+                    .unwrap_or_default();
+                ns.endpoints.push(EndpointStats {
+                    name: ep.name.clone(),
+                    sent_frames: c.rx_frames,
+                    sent_bytes: c.rx_bytes,
+                    received_frames: c.tx_frames,
+                    received_bytes: c.tx_bytes,
+                    dropped: c.tx_dropped,
+                });
+            }
+            ns.endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+            let wire = net
+                .rt
+                .as_ref()
+                .filter(|rt| rt.wire.is_some())
+                .and_then(|rt| rt.parent)
+                .and_then(|pid| s.parent(pid));
+            if let Some(w) = wire {
+                ns.wire = Some(WireStats {
+                    parent: w.ifname.clone(),
+                    mode: w.mode.clone(),
+                    received_frames: w.rx_steered + w.rx_copied,
+                    received_bytes: w.rx_bytes,
+                    sent_frames: w.tx_frames,
+                    sent_bytes: w.tx_bytes,
+                    dropped: w.tx_dropped + w.backend_rx_drops,
+                    gso_to_kernel: w.tx_gso_kernel,
+                    gso_segmented: w.tx_segmented,
+                });
+            }
+            report.networks.push(ns);
+        }
+        let nonzero = |v: Vec<(String, u64)>| -> BTreeMap<String, u64> {
+            v.into_iter().filter(|(_, n)| *n > 0).collect()
+        };
+        report.drops = nonzero(
+            s.drops
+                .iter()
+                .map(|(r, n)| (r.as_str().to_string(), *n))
+                .collect(),
+        );
+        report.io_drops = nonzero(
+            s.io_drops
+                .iter()
+                .map(|(r, n)| (r.as_str().to_string(), *n))
+                .collect(),
+        );
+        Ok(report)
+    }
+}
