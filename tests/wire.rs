@@ -811,6 +811,30 @@ fn endpoints_follow_the_parent(b: Backend) {
     assert_backend(&w, "ipv", b);
     let log = w.daemon_log();
     assert!(log.contains("opened again"), "{log}");
+
+    // A daemon that starts while the parent is missing brings the networks and their
+    // endpoints up when it appears.
+    w.kill_daemon(libc::SIGKILL);
+    w.ip("host", &format!("link del {PARENT}"));
+    w.start_daemon();
+    assert!(
+        w.daemon_log().contains("tries again when its parent"),
+        "{}",
+        w.daemon_log()
+    );
+    lan.switch.plug(&host, PARENT, HOST_MAC, HOST_PORT);
+    eventually("networks restored when the parent appears", || {
+        w.daemon_log()
+            .matches("network and endpoints restored")
+            .count()
+            == 2
+    });
+    w.ip("gw", "neigh flush all");
+    assert!(
+        w.reach("e1", GW_IP, 6),
+        "e1 → gateway after the late parent"
+    );
+    assert_eq!(e2_mac(), E2_MAC);
 }
 
 macro_rules! with_both_backends {

@@ -10,7 +10,9 @@
 //!   endpoints larger than the parent are clamped;
 //! - addresses: the engine hands frames for the parent's own addresses to the host
 //!   (an address an endpoint already holds stays the endpoint's: first owner wins);
-//! - a parent deleted and created again (a new ifindex) gets its wire opened again.
+//! - a parent deleted and created again (a new ifindex) gets its wire opened again;
+//! - a network that could not be restored at start because its parent was missing comes up,
+//!   with its endpoints, when the parent appears.
 //!
 //! [`Daemon::reconcile_parents`] runs at start (after restoring) and whenever the host's
 //! links or addresses change (a netlink watcher in the daemon's namespace).
@@ -107,6 +109,7 @@ impl Daemon {
     }
 
     pub(super) fn reconcile_locked(&self, st: &mut State) {
+        self.retry_failed_networks(st);
         let mut parents: BTreeMap<ParentId, String> = BTreeMap::new();
         for net in &st.nets {
             if let (Some(rt), Some(p)) = (&net.rt, &net.rec.driver_config.parent) {
@@ -167,6 +170,32 @@ impl Daemon {
             if change.endpoints_affected() {
                 self.follow_parent(st, pid, &change);
             }
+        }
+    }
+
+    /// Networks whose restore failed (their parent was missing, say, when the daemon
+    /// started) are restored, endpoints included, once their parent exists (again).
+    fn retry_failed_networks(&self, st: &mut State) {
+        for i in 0..st.nets.len() {
+            if st.nets[i].rt.is_some() {
+                continue;
+            }
+            let Some(p) = st.nets[i].rec.driver_config.parent.clone() else {
+                continue;
+            };
+            let now = st.host.link(&p.ifname).ok().flatten().map(|l| l.index);
+            if now.is_none() || now == st.nets[i].problem_ifindex {
+                continue;
+            }
+            let rec = st.nets[i].rec.clone();
+            let net = self.restore_network(st, rec);
+            if net.rt.is_some() {
+                (self.log)(&format!(
+                    "network {}: parent {} is here: network and endpoints restored",
+                    net.rec.name, p.ifname
+                ));
+            }
+            st.nets[i] = net;
         }
     }
 

@@ -49,6 +49,9 @@ pub(super) struct Net {
     pub(super) rt: Option<NetRt>,
     /// Why the network is not in the engine (restore failed).
     pub(super) problem: Option<String>,
+    /// With a problem: the parent's ifindex at the failed attempt (`None`: it was missing).
+    /// The daemon tries again when the parent appears or is replaced.
+    pub(super) problem_ifindex: Option<u32>,
     pub(super) eps: HashMap<String, EpRt>,
     /// Managed networks: TAPs of endpoints a front end took out of their sandbox (Docker's
     /// Leave), by key, until the endpoint is forgotten (DeleteEndpoint).
@@ -464,6 +467,7 @@ impl Daemon {
             rec,
             rt: Some(rt),
             problem: None,
+            problem_ifindex: None,
             eps: HashMap::new(),
             parked: HashMap::new(),
         });
@@ -687,25 +691,34 @@ impl Daemon {
         Ok(net.rec.name)
     }
 
-    fn restore_network(&self, st: &mut State, mut rec: NetworkRecord) -> Net {
+    pub(super) fn restore_network(&self, st: &mut State, mut rec: NetworkRecord) -> Net {
         let mut net = match self.engine_add_network(st, &rec) {
             Ok(rt) => Net {
                 rec: rec.clone(),
                 rt: Some(rt),
                 problem: None,
+                problem_ifindex: None,
                 eps: HashMap::new(),
                 parked: HashMap::new(),
             },
             Err(e) => {
+                let problem_ifindex = rec
+                    .driver_config
+                    .parent
+                    .as_ref()
+                    .and_then(|p| st.host.link(&p.ifname).ok().flatten())
+                    .map(|l| l.index);
                 (self.log)(&format!(
                     "network {}: {e}; it stays listed, but its endpoints do not work until \
-                     this is fixed and the daemon restarted",
+                     this is fixed: the daemon tries again when its parent interface appears \
+                     (or restart the daemon)",
                     rec.name
                 ));
                 return Net {
                     rec,
                     rt: None,
                     problem: Some(e),
+                    problem_ifindex,
                     eps: HashMap::new(),
                     parked: HashMap::new(),
                 };
