@@ -1304,3 +1304,45 @@ fn throughput_tap_to_tap_vs_kernel_macvlan() {
     assert!(tcp > 1e6 && udp > 100.0, "no traffic through the loop");
     assert!(ktcp > 1e6, "no traffic through the kernel macvlan");
 }
+
+/// The nice values of this process's `uvlan-dataplane` threads (field 19 of their stat).
+fn dataplane_nices() -> Vec<i64> {
+    let mut v = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "uvlan-dataplane" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // After "(comm)": state is field 3, nice field 19.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        if let Some(n) = rest.split_whitespace().nth(16) {
+            v.push(n.parse().unwrap());
+        }
+    }
+    v
+}
+
+#[test]
+fn the_dataplane_thread_runs_at_the_requested_priority() {
+    // Tests run in parallel: count this test's thread among those alive.
+    let dp = spawn(
+        RunOptions {
+            nice: Some(-7),
+            ..RunOptions::default()
+        },
+        Box::new(NoRoutes),
+    );
+    assert!(dataplane_nices().contains(&-7), "{:?}", dataplane_nices());
+    drop(dp);
+    let dp = spawn(
+        RunOptions {
+            nice: Some(3),
+            ..RunOptions::default()
+        },
+        Box::new(NoRoutes),
+    );
+    assert!(dataplane_nices().contains(&3), "{:?}", dataplane_nices());
+    drop(dp);
+    assert_eq!(RunOptions::default().nice, Some(-10));
+}

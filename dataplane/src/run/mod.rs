@@ -185,6 +185,12 @@ pub struct RunOptions {
     /// cannot be opened, the dataplane segments them itself and sends each segment through
     /// the backend.
     pub kernel_gso: bool,
+    /// The dataplane thread's nice value (-20..=19), set when it starts; `None` leaves the
+    /// process's. Default -10: the kernel forwards in softirq context, ahead of every
+    /// process, and a dataplane thread that has to compete with the senders it serves loses
+    /// most of a small-packet flood (measured in docs/performance.md). Raising the priority
+    /// needs `CAP_SYS_NICE`; without it the thread keeps the process's and says nothing.
+    pub nice: Option<i32>,
 }
 
 impl Default for RunOptions {
@@ -196,6 +202,7 @@ impl Default for RunOptions {
             xdp: XdpOptions::default(),
             manage_rx_vlan_offload: true,
             kernel_gso: true,
+            nice: Some(-10),
         }
     }
 }
@@ -300,6 +307,17 @@ pub struct DataplaneHandle {
     thread: ThreadId,
 }
 
+/// Sets the calling thread's nice value (Linux: `PRIO_PROCESS` with a thread id applies to
+/// that thread only). Best effort: an unprivileged caller keeps its priority.
+fn set_thread_nice(nice: i32) {
+    let nice = nice.clamp(-20, 19);
+    // SAFETY: gettid has no preconditions; setpriority only reads its integer arguments.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+    }
+}
+
 fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain eventfd(2) call; the result is checked.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -346,6 +364,9 @@ impl Dataplane {
         let thread = std::thread::Builder::new()
             .name("uvlan-dataplane".into())
             .spawn(move || {
+                if let Some(n) = opts.nice {
+                    set_thread_nice(n);
+                }
                 if let Some(ns) = &opts.netns {
                     if let Err(e) = enter_netns(ns) {
                         let _ = ready_tx.send(Err(e));
