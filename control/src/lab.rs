@@ -84,9 +84,10 @@
 //! 2. One `uvlan daemon` per host, inside the host's namespace, with its own state directory
 //!    and socket; then the networks and endpoints, in file order.
 //! 3. Stages: stage 1 is the top-level `run`/`check`/`matrix`/`capture`, each `[[step]]` is
-//!    one more. In a stage: captures start, commands run, every ping runs in parallel
-//!    (`ping -c 1 -i 0.2 -w 3`: the same patience whatever the expectation), captures stop
-//!    and are evaluated.
+//!    one more. A stage starts once the pinging namespaces have no address resolution left
+//!    over from the stage before. In a stage: captures start, commands run, every ping runs
+//!    in parallel (`ping -c 1 -i 0.2 -w 3`: the same patience whatever the expectation),
+//!    captures stop and are evaluated.
 //! 4. Everything is torn down on the way out, also on failure or Ctrl-C: captures,
 //!    VLAN access programs, daemons, namespaces, the state directory. With the environment
 //!    variable `UVLAN_LAB_HOLD` set, the lab stays up after the last stage (with hints on
@@ -1693,12 +1694,36 @@ fn count_frames(file: &Path, filter: &str) -> Result<usize, String> {
     Ok(String::from_utf8_lossy(&out.stdout).lines().count())
 }
 
+/// Waits (at most 4 s) until no namespace that pings in this stage still resolves an
+/// address left over from the stage before: a neighbour entry that fails while a new ping
+/// waits on it ends that ping at once with "Destination Host Unreachable" (iputils counts the
+/// error against `-c 1`), whatever the new stage changed.
+fn settle_neighbours(env: &Env, checks: &[CheckSpec]) {
+    let mut namespaces: Vec<String> = checks.iter().map(|c| env.ns(&c.from)).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    let end = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < end {
+        let resolving = namespaces.iter().any(|ns| {
+            Command::new("ip")
+                .args(["-n", ns, "neigh", "show", "nud", "incomplete"])
+                .output()
+                .is_ok_and(|o| !o.stdout.trim_ascii().is_empty())
+        });
+        if !resolving {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn run_stage(
     env: &mut Env,
     tb: &Testbed,
     st: &Stage<'_>,
     log: &mut dyn FnMut(&str),
 ) -> Result<StageReport, LabError> {
+    settle_neighbours(env, &st.all_checks());
     // One tcpdump per device.
     let mut devs: Vec<(String, String)> = Vec::new();
     for c in st.capture {
