@@ -758,9 +758,12 @@ fn endpoints_follow_the_parent(b: Backend) {
         no_carrier(&e1) && no_carrier(&e2)
     });
     assert!(!w.reach("e1", GW_IP, 2), "traffic while the parent is down");
+    // An endpoint connected while the parent is down starts without carrier too.
+    let e4 = w.connect("ipv", "e4", &["--ip", "192.0.2.14"]);
+    assert!(no_carrier(&e4), "connected while the parent is down");
     w.ip("host", &format!("link set {PARENT} up"));
     eventually("endpoints get their carrier back", || {
-        !no_carrier(&e1) && !no_carrier(&e2)
+        !no_carrier(&e1) && !no_carrier(&e2) && !no_carrier(&e4)
     });
     assert!(
         w.reach("e1", GW_IP, 6),
@@ -783,9 +786,13 @@ fn endpoints_follow_the_parent(b: Backend) {
     // owner wins), also across a daemon restart.
     w.ip("host", &format!("addr add 192.0.2.10/32 dev {PARENT}"));
     w.kill_daemon(libc::SIGKILL);
+    // A MAC change while the daemon is down is caught up when the endpoints come back.
+    let down_mac = "02:00:00:00:01:98";
+    w.ip("host", &format!("link set {PARENT} address {down_mac}"));
     w.start_daemon();
     let log = w.daemon_log();
     assert!(!log.contains("could not be restored"), "{log}");
+    assert_eq!(link_json(&e1, "eth0")["address"], down_mac, "{log}");
     w.ip("gw", "neigh flush all");
     assert!(w.reach("e1", GW_IP, 6), "e1 → gateway after the restart");
     w.ip("host", &format!("addr del 192.0.2.10/32 dev {PARENT}"));

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use uvlan_dataplane::fwd::{ConfigError, Engine, ParentId, ParentInfo};
+use uvlan_dataplane::fwd::{ConfigError, Engine, Master, ParentId, ParentInfo};
 use uvlan_dataplane::wire::MacAddr;
 
 use crate::netns::Rtnl;
@@ -110,6 +110,7 @@ impl Daemon {
 
     pub(super) fn reconcile_locked(&self, st: &mut State) {
         self.retry_failed_networks(st);
+        self.retry_wires(st);
         let mut parents: BTreeMap<ParentId, String> = BTreeMap::new();
         for net in &st.nets {
             if let (Some(rt), Some(p)) = (&net.rt, &net.rec.driver_config.parent) {
@@ -171,6 +172,20 @@ impl Daemon {
                 self.follow_parent(st, pid, &change);
             }
         }
+        // Forget interfaces no network uses any more.
+        let in_use: Vec<String> = st
+            .nets
+            .iter()
+            .filter(|n| n.rt.is_some())
+            .filter_map(|n| {
+                n.rec
+                    .driver_config
+                    .parent
+                    .as_ref()
+                    .map(|p| p.ifname.clone())
+            })
+            .collect();
+        st.parent_ifindex.retain(|name, _| in_use.contains(name));
     }
 
     /// Networks whose restore failed (their parent was missing, say, when the daemon
@@ -196,6 +211,40 @@ impl Daemon {
                 ));
             }
             st.nets[i] = net;
+        }
+    }
+
+    /// Networks that should have a wire but have none (opening it failed, e.g. right after
+    /// their parent was created again) try again while the parent exists.
+    fn retry_wires(&self, st: &mut State) {
+        for i in 0..st.nets.len() {
+            let net = &st.nets[i];
+            let (Some(rt), Some(p)) = (&net.rt, &net.rec.driver_config.parent) else {
+                continue;
+            };
+            let Some(pid) = rt.parent else { continue };
+            if net.rec.internal || rt.wire.is_some() {
+                continue;
+            }
+            let ifname = p.ifname.clone();
+            if !matches!(st.host.link(&ifname), Ok(Some(_))) {
+                continue;
+            }
+            match self.dp.attach_parent(pid, &ifname) {
+                Ok(mode) => {
+                    (self.log)(&format!(
+                        "network {}: wire on {ifname} opened: {mode}",
+                        st.nets[i].rec.name
+                    ));
+                    if let Some(rt) = st.nets[i].rt.as_mut() {
+                        rt.wire = Some(mode);
+                    }
+                }
+                Err(e) => (self.log)(&format!(
+                    "network {}: cannot open the wire on {ifname}: {e}",
+                    st.nets[i].rec.name
+                )),
+            }
         }
     }
 
@@ -257,6 +306,49 @@ impl Daemon {
     }
 
     fn follow_one(&self, ep: &EpRt, ipvlan: bool, c: &Change) -> Result<(), String> {
+        let mtu = c.mtu.map(|mtu| -> MtuRule {
+            // C63: ipvlan slaves are reset to the parent's MTU; C45: larger macvlans clamped.
+            if ipvlan {
+                MtuRule::Reset(mtu)
+            } else {
+                MtuRule::Clamp(mtu)
+            }
+        });
+        self.apply_to_link(ep, c.mac.is_some(), mtu, c.up)
+    }
+
+    /// A newly attached (or re-attached) endpoint takes its parent's current state: its
+    /// port's MAC (ipvlan and passthru: the parent's), an MTU no larger than its port's, and
+    /// no carrier while the parent is down. This also catches up at restore with what the
+    /// parent did while the daemon was down. Best effort: failures are logged.
+    pub(super) fn follow_on_attach(&self, ep: &EpRt, label: &str) {
+        let port = ep.port;
+        let facts = with_engine(&*self.dp, move |e: &mut Engine| {
+            let p = e.port_info(port)?;
+            match e.network_info(p.network)?.master {
+                Master::Parent { parent, .. } => e.parent_info(parent).map(|pi| (p.mtu, pi.up)),
+                Master::Isolated { .. } => None,
+            }
+        });
+        let Ok(Some((mtu, parent_up))) = facts else {
+            return;
+        };
+        let carrier = (!parent_up).then_some(false);
+        if let Err(e) = self.apply_to_link(ep, true, Some(MtuRule::Clamp(mtu)), carrier) {
+            (self.log)(&format!(
+                "endpoint {label}: cannot take its parent's state: {e}"
+            ));
+        }
+    }
+
+    /// Sets the endpoint's interface: the port's MAC (`mac`), its MTU by `mtu`, its carrier.
+    fn apply_to_link(
+        &self,
+        ep: &EpRt,
+        mac: bool,
+        mtu: Option<MtuRule>,
+        carrier: Option<bool>,
+    ) -> Result<(), String> {
         let port = ep.port;
         let info = with_engine(&*self.dp, move |e: &mut Engine| e.port_info(port))
             .map_err(|e| e.to_string())?
@@ -265,22 +357,32 @@ impl Daemon {
         let link = rtnl
             .link_get_by_index(ep.ifindex)
             .map_err(|e| e.to_string())?;
-        if c.mac.is_some() && link.mac != Some(info.mac.0) {
+        if mac && link.mac != Some(info.mac.0) {
             rtnl.link_set_mac(ep.ifindex, info.mac.0)
                 .map_err(|e| e.to_string())?;
         }
-        if let Some(mtu) = c.mtu {
-            // C63: ipvlan slaves are reset to the parent's MTU; C45: larger macvlans clamped.
-            let target = if ipvlan { mtu } else { link.mtu.min(mtu) };
-            if target != link.mtu {
-                rtnl.link_set_mtu(ep.ifindex, target)
-                    .map_err(|e| e.to_string())?;
-            }
+        let target = match mtu {
+            Some(MtuRule::Reset(m)) => m,
+            Some(MtuRule::Clamp(m)) => link.mtu.min(m),
+            None => link.mtu,
+        };
+        if target != link.mtu {
+            rtnl.link_set_mtu(ep.ifindex, target)
+                .map_err(|e| e.to_string())?;
         }
-        if let Some(up) = c.up {
-            rtnl.link_set_carrier(ep.ifindex, up)
+        if let Some(on) = carrier {
+            rtnl.link_set_carrier(ep.ifindex, on)
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
+}
+
+/// How an endpoint's MTU follows a new one.
+#[derive(Debug, Clone, Copy)]
+enum MtuRule {
+    /// Set it (ipvlan, C63).
+    Reset(u32),
+    /// Lower it if larger (macvlan, C45; any endpoint at attach).
+    Clamp(u32),
 }

@@ -109,6 +109,8 @@ pub fn run_daemon(
             })
         })
         .map_err(|e| DaemonError::Host(format!("cannot watch the host's interfaces: {e}")))?;
+    // What changed between the start-up reconcile and the subscription.
+    daemon.reconcile_parents();
     let listener = api::listen(socket)?;
     let plugin = match &opts.docker {
         Some(cfg) => {

@@ -510,10 +510,7 @@ impl Daemon {
             addrs: Vec::new(),
             ..l.parent_spec()
         });
-        if let Some(l) = &host_link {
-            st.parent_ifindex.entry(l.name.clone()).or_insert(l.index);
-        }
-        let (parent, nid) = with_engine(&*self.dp, move |e: &mut Engine| {
+        let (parent, nid, fresh_parent) = with_engine(&*self.dp, move |e: &mut Engine| {
             let (parent, fresh) = match (&master_parent, spec) {
                 (Some(p), Some(spec)) => match e.parent_by_name(&p.ifname) {
                     Some(id) => (Some(id), false),
@@ -533,7 +530,7 @@ impl Daemon {
                 },
             };
             match e.add_network(NetworkSpec::new(name, driver, master)) {
-                Ok(nid) => Ok((parent, nid)),
+                Ok(nid) => Ok((parent, nid, fresh)),
                 Err(err) => {
                     if let (Some(pid), true) = (parent, fresh) {
                         let _ = e.remove_parent(pid);
@@ -544,6 +541,15 @@ impl Daemon {
         })
         .map_err(engine_err)?
         .map_err(|e: ConfigError| format!("cannot set up the network in the engine: {e}"))?;
+        // The interface the engine's parent now stands for (an entry left from an earlier
+        // parent of that name would make the next reconcile reopen this wire).
+        if let Some(l) = &host_link {
+            if fresh_parent {
+                st.parent_ifindex.insert(l.name.clone(), l.index);
+            } else {
+                st.parent_ifindex.entry(l.name.clone()).or_insert(l.index);
+            }
+        }
         let mut rt = NetRt {
             nid,
             parent,
@@ -1006,12 +1012,14 @@ impl Daemon {
             ));
         }
         if !watch {
-            return Ok(EpRt {
+            let rt = EpRt {
                 port,
                 ifindex,
                 netns: ns,
                 watcher: None,
-            });
+            };
+            self.follow_on_attach(&rt, label);
+            return Ok(rt);
         }
         let watcher = match endpoint::start_watcher(
             self.dp.clone(),
@@ -1027,12 +1035,14 @@ impl Daemon {
                 return Err(e);
             }
         };
-        Ok(EpRt {
+        let rt = EpRt {
             port,
             ifindex,
             netns: ns,
             watcher: Some(watcher),
-        })
+        };
+        self.follow_on_attach(&rt, label);
+        Ok(rt)
     }
 
     pub(super) fn teardown_endpoint(&self, mut rt: EpRt) {

@@ -1361,3 +1361,54 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+    /// Super-frames as a TAP hands them over (TCP or UDP, IPv4 or IPv6, tagged or not), with
+    /// maybe one byte changed: a consistent frame is accepted exactly when its segments can
+    /// fit the MTU, and an accepted header always points inside the frame at its checksum
+    /// field, with segments that fit.
+    #[test]
+    fn kernel_gso_header_on_tap_frames(
+        v6 in any::<bool>(),
+        tcp in any::<bool>(),
+        tagged in any::<bool>(),
+        len in 1usize..6000,
+        gso in 1u16..9000,
+        mtu in 60usize..9000,
+        flip in proptest::option::of((0usize..90, 1u8..=255)),
+    ) {
+        let payload = pattern(len, 1);
+        let mut spec = if tcp { Spec::tcp(v6, payload) } else { Spec::udp(v6, payload) };
+        if tagged {
+            spec.vlan = Some(7);
+        }
+        let mut frame = spec.build(Fill::Partial);
+        let given = spec.gso_hdr(gso);
+        if let Some((at, x)) = flip {
+            if at < frame.len() {
+                frame[at] ^= x;
+            }
+        }
+        let l3 = spec.l2_len();
+        let headers = spec.hdrs_len() - l3;
+        match kernel_gso_header(&given, &frame, mtu) {
+            Ok(k) => {
+                let hdr_len = usize::from(k.hdr_len);
+                prop_assert!(hdr_len <= frame.len());
+                prop_assert!(
+                    usize::from(k.csum_start) + usize::from(k.csum_offset) + 2 <= hdr_len
+                );
+                prop_assert!(k.gso_size >= 1);
+                if flip.is_none() {
+                    prop_assert_eq!(hdr_len, spec.hdrs_len());
+                    prop_assert!(headers + usize::from(k.gso_size) <= mtu);
+                }
+            }
+            Err(e) => {
+                let fits = mtu > headers && (tcp || headers + usize::from(gso) <= mtu);
+                prop_assert!(flip.is_some() || !fits, "refused a consistent frame: {e}");
+            }
+        }
+    }
+}

@@ -185,6 +185,9 @@ pub struct AfPacketStats {
     pub tx_bytes: u64,
     /// Frames not sent (too large, queue full, device errors).
     pub tx_dropped: u64,
+    /// Of `tx_dropped`, frames accepted by [`AfPacketSocket::send`] that `sendmmsg` could
+    /// not hand over at flush time.
+    pub tx_lost_at_flush: u64,
 }
 
 /// A non-blocking raw AF_PACKET socket bound to one interface.
@@ -692,16 +695,19 @@ impl AfPacketSocket {
                 // Queue full: drop the rest of this batch.
                 Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
                     self.stats.tx_dropped += (n - sent) as u64;
+                    self.stats.tx_lost_at_flush += (n - sent) as u64;
                     break;
                 }
                 // This frame cannot go (too big, device down): skip it, keep the rest.
                 Some(libc::EMSGSIZE) | Some(libc::EINVAL) | Some(libc::ENETDOWN)
                 | Some(libc::ENXIO) => {
                     self.stats.tx_dropped += 1;
+                    self.stats.tx_lost_at_flush += 1;
                     sent += 1;
                 }
                 _ => {
                     self.stats.tx_dropped += (n - sent) as u64;
+                    self.stats.tx_lost_at_flush += (n - sent) as u64;
                     return Err(e);
                 }
             }

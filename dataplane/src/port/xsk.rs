@@ -768,26 +768,52 @@ impl Xsk {
             self.tx_staged = 0;
         }
         if self.tx.needs_wakeup() && self.tx.free() < self.tx.size {
-            self.stats.tx_kicks += 1;
-            // SAFETY: a zero-length sendto with a null buffer is the documented AF_XDP TX kick.
-            let r = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    ptr::null(),
-                    0,
-                    libc::MSG_DONTWAIT,
-                    ptr::null(),
-                    0,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    // Transient: the frames stay in the ring for the next kick.
-                    Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS)
-                    | Some(libc::ENETDOWN) => {}
-                    _ => return Err(e),
-                }
+            self.kick()?;
+        }
+        self.reclaim();
+        Ok(())
+    }
+
+    /// Like [`Xsk::flush`], and in copy mode kicks until the kernel has taken every queued
+    /// frame (each kick transmits at most one batch, synchronously), so that a frame sent
+    /// next by another socket leaves after them. In zero-copy mode the driver transmits
+    /// asynchronously: one kick, no guarantee.
+    pub fn drain_tx(&mut self) -> io::Result<()> {
+        self.flush()?;
+        if self.zero_copy {
+            return Ok(());
+        }
+        for _ in 0..64 {
+            if self.tx.free() == self.tx.size {
+                break;
+            }
+            self.kick()?;
+        }
+        self.reclaim();
+        Ok(())
+    }
+
+    /// One TX wakeup (`sendto` with no data), then completions are reclaimed.
+    fn kick(&mut self) -> io::Result<()> {
+        self.stats.tx_kicks += 1;
+        // SAFETY: a zero-length sendto with a null buffer is the documented AF_XDP TX kick.
+        let r = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                ptr::null(),
+                0,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // Transient: the frames stay in the ring for the next kick.
+                Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS)
+                | Some(libc::ENETDOWN) => {}
+                _ => return Err(e),
             }
         }
         self.reclaim();
@@ -1063,6 +1089,15 @@ impl XdpParent {
     pub fn flush(&mut self) -> io::Result<()> {
         for s in &mut self.socks {
             s.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Publish queued frames and, in copy mode, wait until the kernel has sent them all
+    /// (see [`Xsk::drain_tx`]).
+    pub fn drain_tx(&mut self) -> io::Result<()> {
+        for s in &mut self.socks {
+            s.drain_tx()?;
         }
         Ok(())
     }

@@ -190,8 +190,9 @@ fn transmit_kernel_gso(
     let Ok(kh) = kernel_gso_header(h, frame, slot.mtu) else {
         return false;
     };
-    // Frames queued on the backend go first, so one flow's frames keep their order.
-    if slot.backend.flush().is_err() {
+    // Frames queued on the backend go first, so one flow's frames keep their order (on a
+    // single-queue parent; see `Backend::drain`).
+    if slot.backend.drain().is_err() {
         slot.c.io_errors += 1;
         *io_errors += 1;
     }
@@ -825,10 +826,16 @@ impl Loop {
             reason,
         })?;
         // Without it, GSO frames are segmented in software: slower, never wrong.
-        let gso = if self.opts.kernel_gso {
-            GsoTxSocket::open(ifname).ok()
+        let (gso, gso_error) = if self.opts.kernel_gso {
+            match GsoTxSocket::open(ifname) {
+                Ok(g) => (Some(g), None),
+                Err(e) => (
+                    None,
+                    Some(format!("no GSO TX socket, segmenting in software: {e}")),
+                ),
+            }
         } else {
-            None
+            (None, None)
         };
         let mut slot = ParentSlot::new(
             backend,
@@ -838,6 +845,7 @@ impl Loop {
             self.opts.manage_rx_vlan_offload,
             gso,
         );
+        slot.last_error = gso_error;
         slot.mac = info.mac;
         slot.mtu = info.mtu as usize;
         slot.sync_keys(&self.core.engine.wire_keys(parent));

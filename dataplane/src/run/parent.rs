@@ -139,6 +139,15 @@ impl Backend {
         }
     }
 
+    /// Hands every queued frame to the kernel before the caller sends on another socket:
+    /// AF_XDP in copy mode kicks until its TX ring is empty; `sendmmsg` is synchronous.
+    pub(crate) fn drain(&mut self) -> io::Result<()> {
+        match self {
+            Backend::Xdp { xdp, .. } => xdp.drain_tx(),
+            Backend::Packet(p) => p.flush(),
+        }
+    }
+
     fn mode(&self) -> String {
         match self {
             Backend::Xdp { xdp, .. } => WireIo::mode(xdp).to_string(),
@@ -390,6 +399,12 @@ impl ParentSlot {
     /// Counters with the backend's own statistics folded in.
     pub(crate) fn counters(&mut self) -> ParentCounters {
         let mut c = self.c.clone();
+        // Frames `sendmmsg` could not hand over at flush time (queue full, device down)
+        // were counted as sent when staged.
+        c.tx_dropped += match &mut self.backend {
+            Backend::Xdp { .. } => 0,
+            Backend::Packet(p) => p.socket().stats().map_or(0, |s| s.tx_lost_at_flush),
+        };
         let (drops, filter): (u64, Option<FilterStats>) = match &mut self.backend {
             Backend::Xdp { xdp, copy } => {
                 let mut d = copy.stats().map_or(0, |s| s.kernel_drops);
