@@ -225,6 +225,62 @@ impl std::fmt::Debug for AfPacketSocket {
     }
 }
 
+/// Builds an [`AfPacketError::Socket`] for a failed step.
+type StepErr<'a> = &'a dyn Fn(&'static str) -> Box<dyn Fn(io::Error) -> AfPacketError + 'a>;
+
+/// A raw, non-blocking packet socket bound to `ifname` with protocol `proto` (host order;
+/// 0 receives nothing). `configure` runs between `socket(2)` and `bind(2)` (options that
+/// must precede the bind, such as a socket filter), with a helper to name a failed step.
+/// Returns the socket and the interface index.
+fn open_bound(
+    ifname: &str,
+    proto: u16,
+    configure: impl FnOnce(BorrowedFd<'_>, StepErr<'_>) -> Result<(), AfPacketError>,
+) -> Result<(OwnedFd, u32), AfPacketError> {
+    let ifindex = ethtool::if_index(ifname).map_err(|source| AfPacketError::Interface {
+        ifname: ifname.to_string(),
+        source,
+    })?;
+    let err = |step: &'static str| -> Box<dyn Fn(io::Error) -> AfPacketError + '_> {
+        Box::new(move |source: io::Error| AfPacketError::Socket {
+            ifname: ifname.to_string(),
+            step,
+            source,
+        })
+    };
+    // SAFETY: plain socket(2) call; the result is checked.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(err("socket(AF_PACKET)")(io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh fd owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    configure(fd.as_fd(), &err)?;
+    // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+    let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto.to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` is a valid sockaddr_ll and its exact size is passed.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(err("bind")(io::Error::last_os_error()));
+    }
+    Ok((fd, ifindex))
+}
+
 fn set_int(
     fd: BorrowedFd<'_>,
     level: libc::c_int,
@@ -363,58 +419,20 @@ impl AfPacketSocket {
                 opts.buf_size
             )));
         }
-        let ifindex = ethtool::if_index(ifname).map_err(|source| AfPacketError::Interface {
-            ifname: ifname.to_string(),
-            source,
-        })?;
-        let err = |step: &'static str| {
-            move |source: io::Error| AfPacketError::Socket {
-                ifname: ifname.to_string(),
-                step,
-                source,
+        let mut ignore_outgoing = true;
+        let (fd, ifindex) = open_bound(ifname, libc::ETH_P_ALL as u16, |fd, err| {
+            set_int(fd, libc::SOL_PACKET, PACKET_AUXDATA, 1).map_err(err("PACKET_AUXDATA"))?;
+            match set_int(fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1) {
+                Ok(()) => {}
+                // Older kernels: outgoing frames are filtered by pkttype below.
+                Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => ignore_outgoing = false,
+                Err(e) => return Err(err("PACKET_IGNORE_OUTGOING")(e)),
             }
-        };
-        // SAFETY: plain socket(2) call; the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(err("socket(AF_PACKET)")(io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a fresh fd owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        set_int(fd.as_fd(), libc::SOL_PACKET, PACKET_AUXDATA, 1).map_err(err("PACKET_AUXDATA"))?;
-        let ignore_outgoing = match set_int(fd.as_fd(), libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        {
-            Ok(()) => true,
-            // Older kernels: outgoing frames are filtered by pkttype below.
-            Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => false,
-            Err(e) => return Err(err("PACKET_IGNORE_OUTGOING")(e)),
-        };
-        if opts.group_only {
-            attach_group_only_filter(fd.as_fd(), opts.with_tagged)
-                .map_err(err("SO_ATTACH_FILTER"))?;
-        }
-        // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: `sll` is a valid sockaddr_ll and its exact size is passed.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(err("bind")(io::Error::last_os_error()));
-        }
+            if opts.group_only {
+                attach_group_only_filter(fd, opts.with_tagged).map_err(err("SO_ATTACH_FILTER"))?;
+            }
+            Ok(())
+        })?;
         let b = opts.batch;
         Ok(AfPacketSocket {
             fd,
@@ -804,51 +822,14 @@ const PACKET_VNET_HDR: libc::c_int = 15;
 impl GsoTxSocket {
     /// Open the socket on `ifname` (in the calling thread's netns).
     pub fn open(ifname: &str) -> Result<GsoTxSocket, AfPacketError> {
-        let ifindex = ethtool::if_index(ifname).map_err(|source| AfPacketError::Interface {
-            ifname: ifname.to_string(),
-            source,
+        // Protocol 0: bound to the interface for sending, it receives nothing.
+        let (fd, _) = open_bound(ifname, 0, |fd, err| {
+            set_int(fd, libc::SOL_PACKET, PACKET_VNET_HDR, 1).map_err(err("PACKET_VNET_HDR"))?;
+            // Room for a few super-frames in flight; root may exceed wmem_max. Best effort: a
+            // smaller buffer only means more "full" refusals.
+            let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
+            Ok(())
         })?;
-        let err = |step: &'static str| {
-            move |source: io::Error| AfPacketError::Socket {
-                ifname: ifname.to_string(),
-                step,
-                source,
-            }
-        };
-        // SAFETY: plain socket(2) call; the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(err("socket(AF_PACKET)")(io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a fresh fd owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        set_int(fd.as_fd(), libc::SOL_PACKET, PACKET_VNET_HDR, 1)
-            .map_err(err("PACKET_VNET_HDR"))?;
-        // Room for a few super-frames in flight; root may exceed rmem/wmem_max. Best effort:
-        // a smaller buffer only means more "full" refusals.
-        let _ = set_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
-        // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = 0;
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: `sll` is a valid sockaddr_ll and its exact size is passed.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(err("bind")(io::Error::last_os_error()));
-        }
         Ok(GsoTxSocket {
             fd,
             ifname: ifname.to_string(),
