@@ -1239,7 +1239,13 @@ fn gso_tx_socket_hands_super_frames_to_the_kernel() {
         }
         assert_eq!(got, payload, "v6 {v6} vid {vid:?}");
     }
+    // A parent that went down: the frame is reported as not sent, apart from errors.
+    sh(&["ip", "-n", &t.host, "link", "set", &t.hif, "down"]);
+    let (h, f) = tcp_super_frame(false, None, &payload, 1448);
+    let kh = kernel_gso_header(&h, &f, 1500).unwrap();
+    let e = gso.send(&kh, &f).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotConnected, "{e}");
     let s = gso.stats();
-    assert_eq!((s.frames, s.full, s.refused), (4, 0, 0), "{s:?}");
+    assert_eq!((s.frames, s.full, s.refused, s.down), (4, 0, 0, 1), "{s:?}");
     assert_eq!(gso.ifname(), t.hif);
 }

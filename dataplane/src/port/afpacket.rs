@@ -813,6 +813,8 @@ pub struct GsoTxStats {
     pub full: u64,
     /// Refused by the kernel's header checks (`EINVAL`).
     pub refused: u64,
+    /// Not sent because the interface is down or gone.
+    pub down: u64,
 }
 
 /// The virtio_net_hdr of `PACKET_VNET_HDR` has no `num_buffers`.
@@ -845,7 +847,8 @@ impl GsoTxSocket {
     /// Sends one frame with its offload header (see [`crate::offload::kernel_gso_header`]
     /// for one the kernel accepts). `Ok(false)`: the queue was full and the frame was
     /// dropped. `Err` with kind `InvalidInput`: the kernel refused the header and the frame
-    /// was not sent (the caller may segment it itself).
+    /// was not sent (the caller may segment it itself). `Err` with kind `NotConnected`: the
+    /// interface is down or gone (`ENETDOWN`, `ENXIO`, `ENODEV`).
     pub fn send(&mut self, hdr: &VnetHdr, frame: &[u8]) -> io::Result<bool> {
         let h = hdr.to_bytes();
         let iov = [
@@ -877,6 +880,10 @@ impl GsoTxSocket {
                 Some(libc::EINVAL) | Some(libc::EMSGSIZE) => {
                     self.stats.refused += 1;
                     return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+                }
+                Some(libc::ENETDOWN) | Some(libc::ENXIO) | Some(libc::ENODEV) => {
+                    self.stats.down += 1;
+                    return Err(io::Error::new(io::ErrorKind::NotConnected, e));
                 }
                 _ => return Err(e),
             }

@@ -209,6 +209,12 @@ fn transmit_kernel_gso(
             true
         }
         Err(e) if e.kind() == io::ErrorKind::InvalidInput => false,
+        // The parent went down or away before the engine heard of it: a drop, not an error.
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+            slot.c.tx_dropped += 1;
+            io_drops[IoDrop::NoWire.index()] += 1;
+            true
+        }
         Err(_) => {
             slot.c.tx_dropped += 1;
             slot.c.io_errors += 1;
