@@ -225,28 +225,23 @@ impl std::fmt::Debug for AfPacketSocket {
     }
 }
 
-/// Builds an [`AfPacketError::Socket`] for a failed step.
-type StepErr<'a> = &'a dyn Fn(&'static str) -> Box<dyn Fn(io::Error) -> AfPacketError + 'a>;
-
 /// A raw, non-blocking packet socket bound to `ifname` with protocol `proto` (host order;
 /// 0 receives nothing). `configure` runs between `socket(2)` and `bind(2)` (options that
-/// must precede the bind, such as a socket filter), with a helper to name a failed step.
+/// must precede the bind, such as a socket filter) and names the step that failed.
 /// Returns the socket and the interface index.
 fn open_bound(
     ifname: &str,
     proto: u16,
-    configure: impl FnOnce(BorrowedFd<'_>, StepErr<'_>) -> Result<(), AfPacketError>,
+    configure: impl FnOnce(BorrowedFd<'_>) -> Result<(), (&'static str, io::Error)>,
 ) -> Result<(OwnedFd, u32), AfPacketError> {
     let ifindex = ethtool::if_index(ifname).map_err(|source| AfPacketError::Interface {
         ifname: ifname.to_string(),
         source,
     })?;
-    let err = |step: &'static str| -> Box<dyn Fn(io::Error) -> AfPacketError + '_> {
-        Box::new(move |source: io::Error| AfPacketError::Socket {
-            ifname: ifname.to_string(),
-            step,
-            source,
-        })
+    let err = |step: &'static str, source: io::Error| AfPacketError::Socket {
+        ifname: ifname.to_string(),
+        step,
+        source,
     };
     // SAFETY: plain socket(2) call; the result is checked.
     let raw = unsafe {
@@ -257,11 +252,11 @@ fn open_bound(
         )
     };
     if raw < 0 {
-        return Err(err("socket(AF_PACKET)")(io::Error::last_os_error()));
+        return Err(err("socket(AF_PACKET)", io::Error::last_os_error()));
     }
     // SAFETY: `raw` is a fresh fd owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    configure(fd.as_fd(), &err)?;
+    configure(fd.as_fd()).map_err(|(step, e)| err(step, e))?;
     // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
     let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
@@ -276,7 +271,7 @@ fn open_bound(
         )
     };
     if r < 0 {
-        return Err(err("bind")(io::Error::last_os_error()));
+        return Err(err("bind", io::Error::last_os_error()));
     }
     Ok((fd, ifindex))
 }
@@ -420,16 +415,17 @@ impl AfPacketSocket {
             )));
         }
         let mut ignore_outgoing = true;
-        let (fd, ifindex) = open_bound(ifname, libc::ETH_P_ALL as u16, |fd, err| {
-            set_int(fd, libc::SOL_PACKET, PACKET_AUXDATA, 1).map_err(err("PACKET_AUXDATA"))?;
+        let (fd, ifindex) = open_bound(ifname, libc::ETH_P_ALL as u16, |fd| {
+            set_int(fd, libc::SOL_PACKET, PACKET_AUXDATA, 1).map_err(|e| ("PACKET_AUXDATA", e))?;
             match set_int(fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1) {
                 Ok(()) => {}
                 // Older kernels: outgoing frames are filtered by pkttype below.
                 Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => ignore_outgoing = false,
-                Err(e) => return Err(err("PACKET_IGNORE_OUTGOING")(e)),
+                Err(e) => return Err(("PACKET_IGNORE_OUTGOING", e)),
             }
             if opts.group_only {
-                attach_group_only_filter(fd, opts.with_tagged).map_err(err("SO_ATTACH_FILTER"))?;
+                attach_group_only_filter(fd, opts.with_tagged)
+                    .map_err(|e| ("SO_ATTACH_FILTER", e))?;
             }
             Ok(())
         })?;
@@ -825,8 +821,9 @@ impl GsoTxSocket {
     /// Open the socket on `ifname` (in the calling thread's netns).
     pub fn open(ifname: &str) -> Result<GsoTxSocket, AfPacketError> {
         // Protocol 0: bound to the interface for sending, it receives nothing.
-        let (fd, _) = open_bound(ifname, 0, |fd, err| {
-            set_int(fd, libc::SOL_PACKET, PACKET_VNET_HDR, 1).map_err(err("PACKET_VNET_HDR"))?;
+        let (fd, _) = open_bound(ifname, 0, |fd| {
+            set_int(fd, libc::SOL_PACKET, PACKET_VNET_HDR, 1)
+                .map_err(|e| ("PACKET_VNET_HDR", e))?;
             // Room for a few super-frames in flight; root may exceed wmem_max. Best effort: a
             // smaller buffer only means more "full" refusals.
             let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
