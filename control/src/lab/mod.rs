@@ -109,62 +109,62 @@ use uvlan_dataplane::port::vlan_access::VlanAccess;
 /// The testbeds shipped inside the binary (name, TOML text), so `uvlan lab NAME` works from
 /// any directory.
 pub const EMBEDDED: &[(&str, &str)] = &[
-    ("ipvlan-l2", include_str!("../../testbeds/ipvlan-l2.toml")),
+    ("ipvlan-l2", include_str!("../../../testbeds/ipvlan-l2.toml")),
     (
         "ipvlan-8021q-trunk",
-        include_str!("../../testbeds/ipvlan-8021q-trunk.toml"),
+        include_str!("../../../testbeds/ipvlan-8021q-trunk.toml"),
     ),
     (
         "ipvlan-l2-multi-subnet",
-        include_str!("../../testbeds/ipvlan-l2-multi-subnet.toml"),
+        include_str!("../../../testbeds/ipvlan-l2-multi-subnet.toml"),
     ),
     (
         "ipvlan-l3-no-parent",
-        include_str!("../../testbeds/ipvlan-l3-no-parent.toml"),
+        include_str!("../../../testbeds/ipvlan-l3-no-parent.toml"),
     ),
     (
         "ipvlan-l3-parent",
-        include_str!("../../testbeds/ipvlan-l3-parent.toml"),
+        include_str!("../../../testbeds/ipvlan-l3-parent.toml"),
     ),
     (
         "ipvlan-l2-dual-stack",
-        include_str!("../../testbeds/ipvlan-l2-dual-stack.toml"),
+        include_str!("../../../testbeds/ipvlan-l2-dual-stack.toml"),
     ),
     (
         "ipvlan-l3-dual-stack",
-        include_str!("../../testbeds/ipvlan-l3-dual-stack.toml"),
+        include_str!("../../../testbeds/ipvlan-l3-dual-stack.toml"),
     ),
     (
         "ipvlan-internal",
-        include_str!("../../testbeds/ipvlan-internal.toml"),
+        include_str!("../../../testbeds/ipvlan-internal.toml"),
     ),
     (
         "macvlan-bridge",
-        include_str!("../../testbeds/macvlan-bridge.toml"),
+        include_str!("../../../testbeds/macvlan-bridge.toml"),
     ),
     (
         "macvlan-8021q",
-        include_str!("../../testbeds/macvlan-8021q.toml"),
+        include_str!("../../../testbeds/macvlan-8021q.toml"),
     ),
     (
         "cookbook-macvlan-interfaces",
-        include_str!("../../testbeds/cookbook-macvlan-interfaces.toml"),
+        include_str!("../../../testbeds/cookbook-macvlan-interfaces.toml"),
     ),
     (
         "cookbook-macvlan-driver",
-        include_str!("../../testbeds/cookbook-macvlan-driver.toml"),
+        include_str!("../../../testbeds/cookbook-macvlan-driver.toml"),
     ),
     (
         "cookbook-ipvlan-interfaces",
-        include_str!("../../testbeds/cookbook-ipvlan-interfaces.toml"),
+        include_str!("../../../testbeds/cookbook-ipvlan-interfaces.toml"),
     ),
     (
         "cookbook-ipvlan-driver",
-        include_str!("../../testbeds/cookbook-ipvlan-driver.toml"),
+        include_str!("../../../testbeds/cookbook-ipvlan-driver.toml"),
     ),
     (
         "cookbook-vlan-tagging",
-        include_str!("../../testbeds/cookbook-vlan-tagging.toml"),
+        include_str!("../../../testbeds/cookbook-vlan-tagging.toml"),
     ),
 ];
 
