@@ -1,0 +1,424 @@
+//! The environment of a running lab: namespaces, veth links, bridges, VLAN access ports,
+//! daemons and captures; commands run inside it, placeholders expanded against it, and
+//! everything torn down when it drops.
+
+use super::{interrupted, split_dev, LabError, Testbed, INTERRUPTED};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use uvlan_dataplane::port::vlan_access::VlanAccess;
+
+/// Runs a command and returns (success, stdout + stderr).
+pub(super) fn output(cmd: &mut Command, step: &str) -> Result<(bool, String), LabError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError::Io(step.to_string(), e))?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
+pub(super) fn run(cmd: &mut Command, step: &str) -> Result<String, LabError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError::Io(step.to_string(), e))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let mut d = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if d.is_empty() {
+            d = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        Err(LabError::Step {
+            step: step.to_string(),
+            detail: d,
+        })
+    }
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // The child is ours and not yet reaped, so its pid is still its own.
+    let _ = crate::sys::send_signal(child.id(), sig);
+}
+
+/// Stops a child politely (`sig`), then for good after `grace`.
+fn stop(child: &mut Child, sig: libc::c_int, grace: Duration) {
+    signal(child, sig);
+    let t = Instant::now();
+    while t.elapsed() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A running tcpdump writing a pcap file.
+struct Capturer {
+    ns: String,
+    dev: String,
+    file: PathBuf,
+    child: Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+/// Namespaces, daemons, programs and captures of a running lab; torn down on drop.
+pub(super) struct Env {
+    prefix: String,
+    namespaces: Vec<String>,
+    daemons: Vec<(String, Child)>,
+    access: Vec<VlanAccess>,
+    captures: Vec<Capturer>,
+    dir: PathBuf,
+    exe: PathBuf,
+}
+
+impl Env {
+    pub(super) fn ns(&self, name: &str) -> String {
+        format!("{}{}", self.prefix, name)
+    }
+
+    fn host_dir(&self, host: &str) -> PathBuf {
+        self.dir.join(host)
+    }
+
+    pub(super) fn add_ns(&mut self, name: &str) -> Result<String, LabError> {
+        let ns = self.ns(name);
+        run(
+            Command::new("ip").args(["netns", "add", &ns]),
+            &format!("ip netns add {ns}"),
+        )?;
+        self.namespaces.push(ns.clone());
+        run(
+            Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]),
+            "lo up",
+        )?;
+        Ok(ns)
+    }
+
+    pub(super) fn ip(&self, ns: &str, args: &[&str]) -> Result<String, LabError> {
+        let full = self.ns(ns);
+        run(
+            Command::new("ip").arg("-n").arg(&full).args(args),
+            &format!("[{ns}] ip {}", args.join(" ")),
+        )
+    }
+
+    pub(super) fn sh(&self, name: &str, cmd: &str) -> Result<String, LabError> {
+        let cmd = self.expand(cmd)?;
+        run(
+            Command::new("ip").args(["netns", "exec", &self.ns(name), "sh", "-c", &cmd]),
+            &format!("[{name}] {cmd}"),
+        )
+    }
+
+    pub(super) fn uvlan_cmd(&self, host: &str, args: &[String]) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.args(args)
+            .env("UVLAN_SOCKET", self.host_dir(host).join("uvlan.sock"))
+            .env("UVLAN_ROOT", self.host_dir(host).join("root"));
+        c
+    }
+
+    pub(super) fn uvlan(&self, host: &str, args: &[String]) -> Result<String, LabError> {
+        run(
+            &mut self.uvlan_cmd(host, args),
+            &format!("[{host}] uvlan {}", args.join(" ")),
+        )
+        .map_err(|e| self.with_daemon_log(host, e))
+    }
+
+    /// Adds the tail of a host's daemon log to a failed step.
+    fn with_daemon_log(&self, host: &str, e: LabError) -> LabError {
+        match e {
+            LabError::Step { step, detail } => {
+                let log = std::fs::read_to_string(self.host_dir(host).join("daemon.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                if tail.is_empty() {
+                    LabError::Step { step, detail }
+                } else {
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    LabError::Step {
+                        step,
+                        detail: format!(
+                            "{detail}\n  daemon log ({host}):\n    {}",
+                            tail.join("\n    ")
+                        ),
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn mac(&self, dev: &str) -> Result<String, LabError> {
+        let (ns, ifn) = split_dev(dev).unwrap_or((dev, "eth0"));
+        let out = self.ip(ns, &["-j", "link", "show", "dev", ifn])?;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+        v.get(0)
+            .and_then(|l| l["address"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| LabError::Step {
+                step: format!("find the MAC address of {ns}/{ifn}"),
+                detail: "it has none".into(),
+            })
+    }
+
+    /// Expands `{prefix}`, `{ns:NAME}` and `{mac:NAME}` / `{mac:NS/IF}`.
+    pub(super) fn expand(&self, s: &str) -> Result<String, LabError> {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(i) = rest.find('{') {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            let Some(j) = tail.find('}') else {
+                out.push_str(tail);
+                return Ok(out);
+            };
+            let inner = &tail[1..j];
+            if inner == "prefix" {
+                out.push_str(&self.prefix);
+            } else if let Some(n) = inner.strip_prefix("ns:") {
+                out.push_str(&self.ns(n));
+            } else if let Some(d) = inner.strip_prefix("mac:") {
+                out.push_str(&self.mac(d)?);
+            } else {
+                out.push_str(&tail[..=j]);
+            }
+            rest = &tail[j + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    pub(super) fn start_capture(&mut self, ns: &str, dev: &str, n: usize) -> Result<(), LabError> {
+        let file = self.dir.join(format!("capture-{n}.pcap"));
+        let f = std::fs::File::create(&file)
+            .map_err(|e| LabError::Io(file.display().to_string(), e))?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(ns), "tcpdump", "-i", dev])
+            .args(["-nn", "-U", "--immediate-mode", "-w", "-"])
+            .stdin(Stdio::null())
+            .stdout(f)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| LabError::Io(format!("start tcpdump on {ns}/{dev}"), e))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(err) = child.stderr.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut cap = Capturer {
+            ns: ns.to_string(),
+            dev: dev.to_string(),
+            file,
+            child,
+            stderr: rx,
+        };
+        let t = Instant::now();
+        let mut said = String::new();
+        loop {
+            match cap.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains("listening on") => break,
+                Ok(line) => {
+                    said.push_str(&line);
+                    said.push('\n');
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = cap.child.wait();
+                    return Err(LabError::Step {
+                        step: format!("tcpdump on {ns}/{dev}"),
+                        detail: said.trim().to_string(),
+                    });
+                }
+            }
+            if t.elapsed() > Duration::from_secs(5) {
+                stop(&mut cap.child, libc::SIGKILL, Duration::ZERO);
+                return Err(LabError::Step {
+                    step: format!("tcpdump on {ns}/{dev}"),
+                    detail: format!("not listening after 5 s. {}", said.trim()),
+                });
+            }
+            interrupted()?;
+        }
+        self.captures.push(cap);
+        Ok(())
+    }
+
+    /// Stops every capture; returns (ns, dev, file) of each.
+    pub(super) fn stop_captures(&mut self) -> Vec<(String, String, PathBuf)> {
+        let mut v = Vec::new();
+        for mut c in self.captures.drain(..) {
+            stop(&mut c.child, libc::SIGINT, Duration::from_secs(3));
+            v.push((c.ns, c.dev, c.file));
+        }
+        v
+    }
+}
+
+impl Env {
+    /// An empty environment for this process: prefix `ulab<pid>-`, a fresh state directory.
+    pub(super) fn new(exe: &Path) -> Result<Env, LabError> {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("uvlan-lab-{pid}"));
+        std::fs::create_dir_all(&dir).map_err(|e| LabError::Io(dir.display().to_string(), e))?;
+        Ok(Env {
+            prefix: format!("ulab{pid}-"),
+            namespaces: Vec::new(),
+            daemons: Vec::new(),
+            access: Vec::new(),
+            captures: Vec::new(),
+            dir,
+            exe: exe.to_path_buf(),
+        })
+    }
+
+    /// Attaches a VLAN access program to `dev` (`NAMESPACE/IFNAME`); it is detached when the
+    /// environment drops.
+    pub(super) fn attach_vlan_access(&mut self, dev: &str, vid: u16) -> Result<(), LabError> {
+        let (ns, ifn) = split_dev(dev).unwrap_or(("", ""));
+        let path = Path::new("/run/netns").join(self.ns(ns));
+        let acc = VlanAccess::attach_in_netns(&path, ifn, vid).map_err(|e| LabError::Step {
+            step: format!("VLAN access port {dev} (VID {vid})"),
+            detail: e.to_string(),
+        })?;
+        self.access.push(acc);
+        Ok(())
+    }
+
+    /// Starts host `h`'s daemon inside its namespace, with its own state directory and socket,
+    /// and waits for the socket.
+    pub(super) fn start_daemon(&mut self, h: &str) -> Result<(), LabError> {
+        let hd = self.host_dir(h);
+        std::fs::create_dir_all(&hd).map_err(|e| LabError::Io(hd.display().to_string(), e))?;
+        let sock = hd.join("uvlan.sock");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(h)])
+            .arg(&self.exe)
+            .arg("daemon")
+            .arg("--root")
+            .arg(hd.join("root"))
+            .arg("--socket")
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(hd.join("daemon.log"))
+                    .map_err(|e| LabError::Io("daemon log".into(), e))?,
+            )
+            .spawn()
+            .map_err(|e| LabError::Io("start uvlan daemon".into(), e))?;
+        self.daemons.push((h.to_string(), child));
+        let t = Instant::now();
+        while !sock.exists() {
+            interrupted()?;
+            if t.elapsed() > Duration::from_secs(10) {
+                let logtext = std::fs::read_to_string(hd.join("daemon.log")).unwrap_or_default();
+                return Err(LabError::Step {
+                    step: format!("start uvlan daemon on {h}"),
+                    detail: logtext.trim().to_string(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// With `UVLAN_LAB_HOLD` set: leave the lab standing for exploration until Enter, end of input
+    /// or Ctrl-C.
+    pub(super) fn hold(&self, tb: &Testbed, log: &mut dyn FnMut(&str)) {
+        let host = tb.host_names()[0];
+        log("holding the lab (UVLAN_LAB_HOLD is set); try, in another shell:");
+        log(&format!("  ip netns list | grep {}", self.prefix));
+        if let Some(e) = tb.endpoint.first() {
+            log(&format!("  ip netns exec {} ip route", self.ns(&e.name)));
+            log(&format!(
+                "  UVLAN_SOCKET={} {} network inspect {}",
+                self.host_dir(host).join("uvlan.sock").display(),
+                self.exe.display(),
+                e.network
+            ));
+        }
+        if let Some(l) = tb.link.first() {
+            if let Some((ns, ifn)) = split_dev(&l.b) {
+                log(&format!(
+                    "  ip netns exec {} tcpdump -eni {ifn}",
+                    self.ns(ns)
+                ));
+            }
+        }
+        log("press Enter (or Ctrl-C) to tear it down");
+        loop {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return;
+            }
+            let r =
+                match crate::sys::wait_readable(std::os::fd::AsFd::as_fd(&std::io::stdin()), 200) {
+                    Ok(r) => r,
+                    Err(_) => return,
+                };
+            if r {
+                // A line, or end of input / a closed stdin: either way, tear down.
+                let mut line = String::new();
+                let _ = std::io::stdin().read_line(&mut line);
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.stop_captures();
+        self.access.clear();
+        for (_, d) in self.daemons.iter_mut() {
+            stop(d, libc::SIGTERM, Duration::from_secs(3));
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_expand_prefix_and_namespaces_and_leave_other_braces() {
+        let env = Env {
+            prefix: "ulab1-".into(),
+            namespaces: Vec::new(),
+            daemons: Vec::new(),
+            access: Vec::new(),
+            captures: Vec::new(),
+            dir: std::env::temp_dir().join("uvlan-lab-test-placeholders-never-created"),
+            exe: PathBuf::from("/bin/false"),
+        };
+        assert_eq!(
+            env.expand("connect n {ns:c1} {prefix}x awk '{print $1}' {")
+                .unwrap(),
+            "connect n ulab1-c1 ulab1-x awk '{print $1}' {"
+        );
+        // A MAC of a namespace that does not exist is an error naming it.
+        let e = env.expand("{mac:nope/eth0}").unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+}
