@@ -449,64 +449,46 @@ impl Testbed {
     }
 }
 
-/// Splits a command line as a shell would for plain words: whitespace separates, single
-/// and double quotes group (and are removed), a backslash escapes the next character, and a
-/// backslash before a newline joins lines.
+/// Splits a command line into words as a POSIX shell would (with [`shlex`]): blanks (space,
+/// tab, newline) separate, single quotes keep everything literally, double quotes group and a
+/// backslash in them escapes only `$`, `` ` ``, `"`, `\` and a newline, a backslash outside
+/// quotes escapes the next character, a backslash before a newline joins lines, and `#` at the
+/// start of a word begins a comment. No expansion of any kind. Errs on an unclosed quote or a
+/// trailing backslash.
 pub fn split_args(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut have = false;
+    shlex::split(&join_continuations(s))
+        .ok_or_else(|| "an unclosed quote or a trailing backslash".to_string())
+}
+
+/// Removes line continuations (a backslash before a newline, not inside single quotes and not
+/// itself escaped), as a shell does before it splits words. [`shlex`] removes them while it
+/// splits, but one that stands alone between blanks (`create \⏎  --subnet=...`) becomes an
+/// empty word there; joining first keeps such a command as the shell reads it.
+fn join_continuations(s: &str) -> String {
+    let (mut out, mut single, mut double) = (String::with_capacity(s.len()), false, false);
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => match chars.next() {
+            '\\' if !single => match chars.next() {
                 Some('\n') => {}
                 Some(n) => {
-                    cur.push(n);
-                    have = true;
+                    out.push(c);
+                    out.push(n);
                 }
-                None => return Err("a trailing backslash".into()),
+                None => out.push(c),
             },
-            '\'' => {
-                have = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(n) => cur.push(n),
-                        None => return Err("an unclosed single quote".into()),
-                    }
-                }
+            '\'' if !double => {
+                single = !single;
+                out.push(c);
             }
-            '"' => {
-                have = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(n) => cur.push(n),
-                            None => return Err("an unclosed double quote".into()),
-                        },
-                        Some(n) => cur.push(n),
-                        None => return Err("an unclosed double quote".into()),
-                    }
-                }
+            '"' if !single => {
+                double = !double;
+                out.push(c);
             }
-            c if c.is_whitespace() => {
-                if have {
-                    out.push(std::mem::take(&mut cur));
-                    have = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                have = true;
-            }
+            c => out.push(c),
         }
     }
-    if have {
-        out.push(cur);
-    }
-    Ok(out)
+    out
 }
 
 /// `uvlan` arguments from a testbed string: shell-split, a leading `uvlan` dropped.
@@ -549,6 +531,18 @@ mod tests {
         assert!(split_args("\"open").is_err());
         assert!(split_args("'open").is_err());
         assert!(split_args("x\\").is_err());
+        // A line continuation alone between blanks is no word; inside single quotes it stays,
+        // and an escaped backslash before a newline is no continuation.
+        assert_eq!(split_args("a \\\n b").unwrap(), vec!["a", "b"]);
+        assert_eq!(split_args("'a\\\nb'").unwrap(), vec!["a\\\nb"]);
+        assert_eq!(split_args("a\\\\\nb").unwrap(), vec!["a\\", "b"]);
+        assert_eq!(split_args("\"a\\\nb\"").unwrap(), vec!["ab"]);
+        // As in a shell: a backslash inside double quotes escapes only `$`, `` ` ``, `"`, `\`
+        // and a newline, and `#` starts a comment at the start of a word only.
+        assert_eq!(
+            split_args(r#"a "b\"c\$d\e" f#g # h"#).unwrap(),
+            vec!["a", r#"b"c$d\e"#, "f#g"]
+        );
         assert_eq!(
             uvlan_args("uvlan network ls").unwrap(),
             vec!["network", "ls"]
