@@ -2,9 +2,9 @@
 //! setup commands (hosts first), one daemon per host, then the networks and endpoints in file
 //! order. Every step names itself when it fails; the environment tears down what was built.
 
-use super::env::{run, Env};
+use super::env::Env;
 use super::{interrupted, split_dev, uvlan_args, LabError, Testbed};
-use std::process::Command;
+use crate::nsutil::{in_netns, run, veth};
 
 impl Env {
     /// Builds the testbed: namespaces, veth links, bridges, VLAN access ports, setup commands
@@ -49,25 +49,13 @@ impl Env {
             let (bn, bi) = split_dev(&l.b).unwrap_or(("", ""));
             let (ans, bns) = (self.ns(an), self.ns(bn));
             run(
-                Command::new("ip").args([
-                    "link", "add", ai, "netns", &ans, "type", "veth", "peer", "name", bi, "netns",
-                    &bns,
-                ]),
+                &mut veth(&ans, ai, &bns, bi),
                 &format!("veth {} <-> {}", l.a, l.b),
             )?;
             for (ns, ifn) in [(an, ai), (bn, bi)] {
                 if !tb.veth_tx_vlan_offload {
                     run(
-                        Command::new("ip").args([
-                            "netns",
-                            "exec",
-                            &self.ns(ns),
-                            "ethtool",
-                            "-K",
-                            ifn,
-                            "txvlan",
-                            "off",
-                        ]),
+                        in_netns(&self.ns(ns), "ethtool").args(["-K", ifn, "txvlan", "off"]),
                         &format!("[{ns}] ethtool -K {ifn} txvlan off"),
                     )?;
                 }

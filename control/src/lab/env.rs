@@ -3,7 +3,7 @@
 //! everything torn down when it drops.
 
 use super::{interrupted, split_dev, LabError, Testbed, INTERRUPTED};
-use std::io::{BufRead, BufReader};
+use crate::nsutil::{self, in_netns, ip_in, run, sh_in, Namespaces, Tcpdump};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -21,57 +21,17 @@ pub(super) fn output(cmd: &mut Command, step: &str) -> Result<(bool, String), La
     Ok((out.status.success(), text))
 }
 
-pub(super) fn run(cmd: &mut Command, step: &str) -> Result<String, LabError> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LabError::Io(step.to_string(), e))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let mut d = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if d.is_empty() {
-            d = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        }
-        Err(LabError::Step {
-            step: step.to_string(),
-            detail: d,
-        })
-    }
-}
-
-fn signal(child: &Child, sig: libc::c_int) {
-    // The child is ours and not yet reaped, so its pid is still its own.
-    let _ = crate::sys::send_signal(child.id(), sig);
-}
-
-/// Stops a child politely (`sig`), then for good after `grace`.
-fn stop(child: &mut Child, sig: libc::c_int, grace: Duration) {
-    signal(child, sig);
-    let t = Instant::now();
-    while t.elapsed() < grace {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// A running tcpdump writing a pcap file.
 struct Capturer {
     ns: String,
     dev: String,
     file: PathBuf,
-    child: Child,
-    stderr: std::sync::mpsc::Receiver<String>,
+    tcpdump: Tcpdump,
 }
 
 /// Namespaces, daemons, programs and captures of a running lab; torn down on drop.
 pub(super) struct Env {
-    prefix: String,
-    namespaces: Vec<String>,
+    namespaces: Namespaces,
     daemons: Vec<(String, Child)>,
     access: Vec<VlanAccess>,
     captures: Vec<Capturer>,
@@ -81,7 +41,7 @@ pub(super) struct Env {
 
 impl Env {
     pub(super) fn ns(&self, name: &str) -> String {
-        format!("{}{}", self.prefix, name)
+        self.namespaces.full(name)
     }
 
     fn host_dir(&self, host: &str) -> PathBuf {
@@ -89,33 +49,23 @@ impl Env {
     }
 
     pub(super) fn add_ns(&mut self, name: &str) -> Result<String, LabError> {
-        let ns = self.ns(name);
-        run(
-            Command::new("ip").args(["netns", "add", &ns]),
-            &format!("ip netns add {ns}"),
-        )?;
-        self.namespaces.push(ns.clone());
-        run(
-            Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]),
-            "lo up",
-        )?;
-        Ok(ns)
+        Ok(self.namespaces.add(name)?)
     }
 
     pub(super) fn ip(&self, ns: &str, args: &[&str]) -> Result<String, LabError> {
         let full = self.ns(ns);
-        run(
-            Command::new("ip").arg("-n").arg(&full).args(args),
+        Ok(run(
+            ip_in(&full).args(args),
             &format!("[{ns}] ip {}", args.join(" ")),
-        )
+        )?)
     }
 
     pub(super) fn sh(&self, name: &str, cmd: &str) -> Result<String, LabError> {
         let cmd = self.expand(cmd)?;
-        run(
-            Command::new("ip").args(["netns", "exec", &self.ns(name), "sh", "-c", &cmd]),
+        Ok(run(
+            &mut sh_in(&self.ns(name), &cmd),
             &format!("[{name}] {cmd}"),
-        )
+        )?)
     }
 
     pub(super) fn uvlan_cmd(&self, host: &str, args: &[String]) -> Command {
@@ -131,7 +81,7 @@ impl Env {
             &mut self.uvlan_cmd(host, args),
             &format!("[{host}] uvlan {}", args.join(" ")),
         )
-        .map_err(|e| self.with_daemon_log(host, e))
+        .map_err(|e| self.with_daemon_log(host, e.into()))
     }
 
     /// Adds the tail of a host's daemon log to a failed step.
@@ -184,7 +134,7 @@ impl Env {
             };
             let inner = &tail[1..j];
             if inner == "prefix" {
-                out.push_str(&self.prefix);
+                out.push_str(self.namespaces.prefix());
             } else if let Some(n) = inner.strip_prefix("ns:") {
                 out.push_str(&self.ns(n));
             } else if let Some(d) = inner.strip_prefix("mac:") {
@@ -202,58 +152,21 @@ impl Env {
         let file = self.dir.join(format!("capture-{n}.pcap"));
         let f = std::fs::File::create(&file)
             .map_err(|e| LabError::Io(file.display().to_string(), e))?;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(ns), "tcpdump", "-i", dev])
-            .args(["-nn", "-U", "--immediate-mode", "-w", "-"])
-            .stdin(Stdio::null())
-            .stdout(f)
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| LabError::Io(format!("start tcpdump on {ns}/{dev}"), e))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        if let Some(err) = child.stderr.take() {
-            std::thread::spawn(move || {
-                for line in BufReader::new(err).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let mut cap = Capturer {
+        let tcpdump = Tcpdump::start(
+            &self.ns(ns),
+            dev,
+            &["-nn", "-U", "--immediate-mode", "-w", "-"],
+            f,
+            &format!("tcpdump on {ns}/{dev}"),
+            Duration::from_secs(5),
+            &|| INTERRUPTED.load(Ordering::SeqCst),
+        )?;
+        let cap = Capturer {
             ns: ns.to_string(),
             dev: dev.to_string(),
             file,
-            child,
-            stderr: rx,
+            tcpdump,
         };
-        let t = Instant::now();
-        let mut said = String::new();
-        loop {
-            match cap.stderr.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.contains("listening on") => break,
-                Ok(line) => {
-                    said.push_str(&line);
-                    said.push('\n');
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = cap.child.wait();
-                    return Err(LabError::Step {
-                        step: format!("tcpdump on {ns}/{dev}"),
-                        detail: said.trim().to_string(),
-                    });
-                }
-            }
-            if t.elapsed() > Duration::from_secs(5) {
-                stop(&mut cap.child, libc::SIGKILL, Duration::ZERO);
-                return Err(LabError::Step {
-                    step: format!("tcpdump on {ns}/{dev}"),
-                    detail: format!("not listening after 5 s. {}", said.trim()),
-                });
-            }
-            interrupted()?;
-        }
         self.captures.push(cap);
         Ok(())
     }
@@ -261,8 +174,8 @@ impl Env {
     /// Stops every capture; returns (ns, dev, file) of each.
     pub(super) fn stop_captures(&mut self) -> Vec<(String, String, PathBuf)> {
         let mut v = Vec::new();
-        for mut c in self.captures.drain(..) {
-            stop(&mut c.child, libc::SIGINT, Duration::from_secs(3));
+        for c in self.captures.drain(..) {
+            c.tcpdump.stop();
             v.push((c.ns, c.dev, c.file));
         }
         v
@@ -276,8 +189,7 @@ impl Env {
         let dir = std::env::temp_dir().join(format!("uvlan-lab-{pid}"));
         std::fs::create_dir_all(&dir).map_err(|e| LabError::Io(dir.display().to_string(), e))?;
         Ok(Env {
-            prefix: format!("ulab{pid}-"),
-            namespaces: Vec::new(),
+            namespaces: Namespaces::new(format!("ulab{pid}-")),
             daemons: Vec::new(),
             access: Vec::new(),
             captures: Vec::new(),
@@ -305,9 +217,7 @@ impl Env {
         let hd = self.host_dir(h);
         std::fs::create_dir_all(&hd).map_err(|e| LabError::Io(hd.display().to_string(), e))?;
         let sock = hd.join("uvlan.sock");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(h)])
-            .arg(&self.exe)
+        let child = in_netns(&self.ns(h), &self.exe)
             .arg("daemon")
             .arg("--root")
             .arg(hd.join("root"))
@@ -342,7 +252,10 @@ impl Env {
     pub(super) fn hold(&self, tb: &Testbed, log: &mut dyn FnMut(&str)) {
         let host = tb.host_names()[0];
         log("holding the lab (UVLAN_LAB_HOLD is set); try, in another shell:");
-        log(&format!("  ip netns list | grep {}", self.prefix));
+        log(&format!(
+            "  ip netns list | grep {}",
+            self.namespaces.prefix()
+        ));
         if let Some(e) = tb.endpoint.first() {
             log(&format!("  ip netns exec {} ip route", self.ns(&e.name)));
             log(&format!(
@@ -385,14 +298,9 @@ impl Drop for Env {
         let _ = self.stop_captures();
         self.access.clear();
         for (_, d) in self.daemons.iter_mut() {
-            stop(d, libc::SIGTERM, Duration::from_secs(3));
+            nsutil::stop(d, libc::SIGTERM, Duration::from_secs(3));
         }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip")
-                .args(["netns", "delete", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
+        self.namespaces.delete_all();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -404,8 +312,7 @@ mod tests {
     #[test]
     fn placeholders_expand_prefix_and_namespaces_and_leave_other_braces() {
         let env = Env {
-            prefix: "ulab1-".into(),
-            namespaces: Vec::new(),
+            namespaces: Namespaces::new("ulab1-"),
             daemons: Vec::new(),
             access: Vec::new(),
             captures: Vec::new(),

@@ -108,6 +108,7 @@
 //! | `stage.rs` | running a stage: commands, parallel pings, captures (section 3 above) |
 //! | `report.rs` | the results ([`LabReport`], [`StageReport`], ...) and the printed matrices |
 
+use crate::nsutil::CmdError;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -166,6 +167,16 @@ pub enum LabError {
     /// I/O.
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+}
+
+impl From<CmdError> for LabError {
+    fn from(e: CmdError) -> LabError {
+        match e {
+            CmdError::Failed { step, detail } => LabError::Step { step, detail },
+            CmdError::Spawn { step, source } => LabError::Io(step, source),
+            CmdError::Aborted => LabError::Interrupted,
+        }
+    }
 }
 
 /// Loads a testbed by embedded name or file path (or `testbeds/NAME.toml`).

@@ -6,6 +6,7 @@ use super::{
     interrupted, uvlan_args, ActionResult, ActionSpec, CaptureResult, CheckResult, CheckSpec,
     LabError, Stage, StageReport, Testbed, INTERRUPTED,
 };
+use crate::nsutil::{in_netns, ip_in, sh_in};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -59,8 +60,8 @@ fn ping_all(env: &Env, checks: &[CheckSpec]) -> Result<Vec<CheckResult>, LabErro
             },
         };
         let fam = if addr.is_ipv6() { "-6" } else { "-4" };
-        let child = Command::new("ip")
-            .args(["netns", "exec", &env.ns(&c.from), "ping", fam, "-n", "-q"])
+        let child = in_netns(&env.ns(&c.from), "ping")
+            .args([fam, "-n", "-q"])
             .args([
                 "-c",
                 "1",
@@ -124,10 +125,7 @@ fn run_action(
     let (ok_exit, text) = match (&a.ns, &a.cmd, &a.uvlan) {
         (Some(ns), Some(cmd), _) => {
             let cmd = env.expand(cmd)?;
-            output(
-                Command::new("ip").args(["netns", "exec", &env.ns(ns), "sh", "-c", &cmd]),
-                &what,
-            )?
+            output(&mut sh_in(&env.ns(ns), &cmd), &what)?
         }
         (_, _, Some(u)) => {
             let host = tb
@@ -216,8 +214,8 @@ fn settle_neighbours(env: &Env, checks: &[CheckSpec]) {
     let end = std::time::Instant::now() + Duration::from_secs(4);
     while std::time::Instant::now() < end {
         let resolving = namespaces.iter().any(|ns| {
-            Command::new("ip")
-                .args(["-n", ns, "neigh", "show", "nud", "incomplete"])
+            ip_in(ns)
+                .args(["neigh", "show", "nud", "incomplete"])
                 .output()
                 .is_ok_and(|o| !o.stdout.trim_ascii().is_empty())
         });
