@@ -40,18 +40,22 @@ pub(super) struct Env {
 }
 
 impl Env {
+    /// The full namespace name of testbed name `name` (`ulab<pid>-<name>`).
     pub(super) fn ns(&self, name: &str) -> String {
         self.namespaces.full(name)
     }
 
+    /// Host `host`'s state directory (its daemon's root, socket and log).
     fn host_dir(&self, host: &str) -> PathBuf {
         self.dir.join(host)
     }
 
+    /// Creates the namespace of testbed name `name` (deleted when the environment drops).
     pub(super) fn add_ns(&mut self, name: &str) -> Result<String, LabError> {
         Ok(self.namespaces.add(name)?)
     }
 
+    /// `ip ARGS` in namespace `ns`; its stdout.
     pub(super) fn ip(&self, ns: &str, args: &[&str]) -> Result<String, LabError> {
         let full = self.ns(ns);
         Ok(run(
@@ -60,6 +64,7 @@ impl Env {
         )?)
     }
 
+    /// A shell command (placeholders expanded) in namespace `name`; its stdout.
     pub(super) fn sh(&self, name: &str, cmd: &str) -> Result<String, LabError> {
         let cmd = self.expand(cmd)?;
         Ok(run(
@@ -68,6 +73,7 @@ impl Env {
         )?)
     }
 
+    /// `uvlan ARGS` against host `host`'s daemon, not yet run.
     pub(super) fn uvlan_cmd(&self, host: &str, args: &[String]) -> Command {
         let mut c = Command::new(&self.exe);
         c.args(args)
@@ -76,6 +82,7 @@ impl Env {
         c
     }
 
+    /// Runs `uvlan ARGS` against host `host`'s daemon; a failure carries the daemon log's tail.
     pub(super) fn uvlan(&self, host: &str, args: &[String]) -> Result<String, LabError> {
         run(
             &mut self.uvlan_cmd(host, args),
@@ -108,6 +115,7 @@ impl Env {
         }
     }
 
+    /// The MAC of `NS/IF`, or of endpoint `NAME`'s `eth0`.
     fn mac(&self, dev: &str) -> Result<String, LabError> {
         let (ns, ifn) = split_dev(dev).unwrap_or((dev, "eth0"));
         let out = self.ip(ns, &["-j", "link", "show", "dev", ifn])?;
@@ -148,6 +156,8 @@ impl Env {
         Ok(out)
     }
 
+    /// Starts capture number `n`: tcpdump on `ns/dev` writing a pcap file in the state
+    /// directory, listening before this returns.
     pub(super) fn start_capture(&mut self, ns: &str, dev: &str, n: usize) -> Result<(), LabError> {
         let file = self.dir.join(format!("capture-{n}.pcap"));
         let f = std::fs::File::create(&file)
@@ -180,9 +190,7 @@ impl Env {
         }
         v
     }
-}
 
-impl Env {
     /// An empty environment for this process: prefix `ulab<pid>-`, a fresh state directory.
     pub(super) fn new(exe: &Path) -> Result<Env, LabError> {
         let pid = std::process::id();
