@@ -11,5 +11,6 @@ pub mod inspect;
 pub mod ipam;
 pub mod lab;
 pub mod netns;
+pub mod nsutil;
 pub mod store;
 pub mod sys;

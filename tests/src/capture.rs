@@ -4,14 +4,13 @@
 //! (it reads `PACKET_AUXDATA`), so it is the witness for tags on the wire.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use uvlan_control::nsutil::Tcpdump;
 
 /// A running `tcpdump -l -n -e` (plus extra flags) on one interface.
 pub struct Capture {
-    child: Option<Child>,
+    tcpdump: Option<Tcpdump>,
     out: PathBuf,
-    err: PathBuf,
 }
 
 static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -21,41 +20,25 @@ impl Capture {
     /// listens. `flags` e.g. `["-v"]` (TTL) or `["-Q", "in"]` (one direction).
     pub fn start(full: &str, ifname: &str, flags: &[&str], filter: &str) -> Capture {
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let base = std::env::temp_dir().join(format!("{full}-cap{n}"));
-        let out = base.with_extension("out");
-        let err = base.with_extension("err");
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", full, "tcpdump", "-i", ifname, "-l", "-n", "-e",
-            ])
-            .args(flags)
-            .args(filter.split_whitespace())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).expect("capture file"))
-            .stderr(std::fs::File::create(&err).expect("capture file"))
-            .spawn()
-            .expect("tcpdump");
-        let mut c = Capture {
-            child: Some(child),
+        let out = std::env::temp_dir().join(format!("{full}-cap{n}.out"));
+        let file = std::fs::File::create(&out).expect("capture file");
+        let mut args = vec!["-l", "-n", "-e"];
+        args.extend_from_slice(flags);
+        args.extend(filter.split_whitespace());
+        let tcpdump = Tcpdump::start(
+            full,
+            ifname,
+            &args,
+            file,
+            &format!("tcpdump on {full}/{ifname}"),
+            Duration::from_secs(10),
+            &|| false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        Capture {
+            tcpdump: Some(tcpdump),
             out,
-            err,
-        };
-        let t = Instant::now();
-        loop {
-            let e = std::fs::read_to_string(&c.err).unwrap_or_default();
-            if e.contains("listening on") {
-                break;
-            }
-            if let Some(Ok(Some(st))) = c.child.as_mut().map(Child::try_wait) {
-                panic!("tcpdump on {full}/{ifname} exited ({st}): {e}");
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "tcpdump on {full}/{ifname} did not start: {e}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        c
     }
 
     /// Stops tcpdump (SIGINT, so it flushes) and returns one record per frame (`-v`
@@ -63,33 +46,19 @@ impl Capture {
     pub fn stop(mut self) -> Vec<String> {
         // Give in-flight frames a moment to be printed.
         std::thread::sleep(Duration::from_millis(300));
-        self.end();
-        records(&std::fs::read_to_string(&self.out).unwrap_or_default())
-    }
-
-    fn end(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // `ip netns exec` execs tcpdump in place: the child's pid is tcpdump's.
-            // SAFETY: kill(2) on our own child process.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGINT) };
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(3) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(t) = self.tcpdump.take() {
+            t.stop();
         }
+        records(&std::fs::read_to_string(&self.out).unwrap_or_default())
     }
 }
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        self.end();
+        if let Some(t) = self.tcpdump.take() {
+            t.stop();
+        }
         let _ = std::fs::remove_file(&self.out);
-        let _ = std::fs::remove_file(&self.err);
     }
 }
 

@@ -1,6 +1,10 @@
 //! Shared helpers for uvlan's system tests: a private daemon in its own namespace, test
 //! namespaces with a unique prefix, the real `uvlan` binary, real `ping`. Everything a test
 //! creates is deleted when its guard drops, also when the test fails.
+//!
+//! The namespace plumbing that `uvlan lab` needs as well (the namespace guard, veth pairs,
+//! commands inside a namespace, stopping a child, a listening tcpdump) is
+//! [`uvlan_control::nsutil`]; what is here builds test worlds and topologies on top of it.
 
 pub mod capture;
 pub mod net;
@@ -14,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use uvlan_control::nsutil::{self, in_netns, sh_in, Namespaces};
 
 /// The `uvlan` binary built by cargo next to this test (`target/<profile>/uvlan`).
 pub fn uvlan_bin() -> PathBuf {
@@ -34,10 +39,8 @@ pub fn uvlan_bin() -> PathBuf {
 
 /// Panics with a clear message unless running as root.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+    assert!(
+        uvlan_control::sys::is_root(),
         "system tests need root: run scripts/test.sh with sudo"
     );
 }
@@ -65,7 +68,7 @@ pub struct World {
     pub prefix: String,
     /// State directory (root and socket).
     pub dir: PathBuf,
-    namespaces: Vec<String>,
+    namespaces: Namespaces,
     daemon: Option<Child>,
     backend: Option<Backend>,
 }
@@ -94,9 +97,9 @@ impl World {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("state dir");
         let mut w = World {
+            namespaces: Namespaces::new(prefix.clone()),
             prefix,
             dir,
-            namespaces: Vec::new(),
             daemon: None,
             backend,
         };
@@ -109,21 +112,12 @@ impl World {
 
     /// The full name of test namespace `name`.
     pub fn ns(&self, name: &str) -> String {
-        format!("{}{}", self.prefix, name)
+        self.namespaces.full(name)
     }
 
     /// Creates namespace `name` (with `lo` up) and returns its full name.
     pub fn netns(&mut self, name: &str) -> String {
-        let ns = self.ns(name);
-        let o = sh(Command::new("ip").args(["netns", "add", &ns]));
-        assert!(
-            o.status.success(),
-            "ip netns add {ns}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        self.namespaces.push(ns.clone());
-        sh(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
-        ns
+        self.namespaces.add(name).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The daemon's socket.
@@ -139,10 +133,8 @@ impl World {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .expect("daemon log");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns("host")])
-            .arg(uvlan_bin())
-            .arg("daemon")
+        let mut cmd = in_netns(&self.ns("host"), uvlan_bin());
+        cmd.arg("daemon")
             .arg("--root")
             .arg(self.dir.join("root"))
             .arg("--socket")
@@ -171,18 +163,7 @@ impl World {
     /// Kills the daemon with `signal` and reaps it.
     pub fn kill_daemon(&mut self, signal: libc::c_int) {
         if let Some(mut d) = self.daemon.take() {
-            // `ip netns exec` execs the daemon in place, so the child's pid is the daemon's.
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(d.id() as libc::pid_t, signal) };
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = d.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = d.kill();
-            let _ = d.wait();
+            nsutil::stop(&mut d, signal, Duration::from_secs(5));
         }
     }
 
@@ -226,7 +207,7 @@ impl World {
 
     /// Runs a shell command inside test namespace `name`.
     pub fn exec(&self, name: &str, cmd: &str) -> Output {
-        sh(Command::new("ip").args(["netns", "exec", &self.ns(name), "sh", "-c", cmd]))
+        sh(&mut sh_in(&self.ns(name), cmd))
     }
 
     /// Pings `addr` from namespace `name`: `tries` probes of one second each, true on the
@@ -234,20 +215,10 @@ impl World {
     pub fn ping(&self, name: &str, addr: &str, tries: u32) -> bool {
         let fam = if addr.contains(':') { "-6" } else { "-4" };
         (0..tries).any(|_| {
-            sh(Command::new("ip").args([
-                "netns",
-                "exec",
-                &self.ns(name),
-                "ping",
-                fam,
-                "-n",
-                "-q",
-                "-c",
-                "1",
-                "-W",
-                "1",
-                addr,
-            ]))
+            sh(
+                in_netns(&self.ns(name), "ping")
+                    .args([fam, "-n", "-q", "-c", "1", "-W", "1", addr]),
+            )
             .status
             .success()
         })
@@ -263,9 +234,7 @@ impl Default for World {
 impl Drop for World {
     fn drop(&mut self) {
         self.kill_daemon(libc::SIGTERM);
-        for ns in self.namespaces.iter().rev() {
-            let _ = sh(Command::new("ip").args(["netns", "delete", ns]));
-        }
+        self.namespaces.delete_all();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -14,11 +14,12 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::process::{Command, Output, Stdio};
+use std::os::fd::AsFd;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{sh, World};
+use uvlan_control::nsutil;
 
 /// A wire backend the daemon can be forced to (`uvlan daemon --wire-backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,12 +78,8 @@ pub fn netns_path(full: &str) -> String {
 /// Moves the calling thread into namespace `full` (a name under /run/netns).
 pub fn enter_netns(full: &str) -> io::Result<()> {
     let f = File::open(netns_path(full))?;
-    // SAFETY: setns on an open namespace fd changes only the calling thread's network
-    // namespace; callers are threads spawned for this purpose.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // Only the calling thread changes namespace; callers are threads spawned for this purpose.
+    uvlan_control::sys::enter_netns(f.as_fd())
 }
 
 fn text(o: &Output) -> String {
@@ -102,14 +99,12 @@ pub fn ip_in(full: &str, args: &str) -> String {
 
 /// `ip -n NS ARGS`, split on whitespace.
 pub fn try_ip_in(full: &str, args: &str) -> Output {
-    sh(Command::new("ip")
-        .args(["-n", full])
-        .args(args.split_whitespace()))
+    sh(nsutil::ip_in(full).args(args.split_whitespace()))
 }
 
 /// Runs `sh -c CMD` in namespace `full`; panics with the output on failure.
 pub fn sh_in(full: &str, cmd: &str) -> String {
-    let o = sh(Command::new("ip").args(["netns", "exec", full, "sh", "-c", cmd]));
+    let o = sh(&mut nsutil::sh_in(full, cmd));
     assert!(o.status.success(), "[{full}] {cmd}: {}", text(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -117,10 +112,8 @@ pub fn sh_in(full: &str, cmd: &str) -> String {
 /// A veth cable between `a_if` in namespace `a` and `b_if` in namespace `b` (full names);
 /// `a_mac` fixes the MAC of the `a` end. Both ends are brought up.
 pub fn cable(a: &str, a_if: &str, a_mac: Option<&str>, b: &str, b_if: &str) {
-    ip_in(
-        a,
-        &format!("link add name {a_if} type veth peer name {b_if} netns {b}"),
-    );
+    let step = format!("veth {a}/{a_if} <-> {b}/{b_if}");
+    nsutil::run(&mut nsutil::veth(a, a_if, b, b_if), &step).unwrap_or_else(|e| panic!("{e}"));
     if let Some(m) = a_mac {
         ip_in(a, &format!("link set {a_if} address {m}"));
     }
@@ -185,10 +178,8 @@ pub fn ping_all(probes: &[(String, String)], secs: u32) -> Vec<bool> {
     let children: Vec<_> = probes
         .iter()
         .map(|(ns, addr)| {
-            Command::new("ip")
-                .args([
-                    "netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-i", "0.3",
-                ])
+            nsutil::in_netns(ns, "ping")
+                .args(["-n", "-q", "-c", "1", "-i", "0.3"])
                 .args(["-w", &secs.to_string()])
                 .args(addr.split_whitespace())
                 .stdin(Stdio::null())
@@ -496,7 +487,7 @@ impl World {
 
     /// `uvlan network connect [OPTS] NET NS` for test namespace `name` (created if needed).
     pub fn connect(&mut self, net: &str, name: &str, opts: &[&str]) -> String {
-        let full = if self.namespaces.iter().any(|n| *n == self.ns(name)) {
+        let full = if self.namespaces.contains(&self.ns(name)) {
             self.ns(name)
         } else {
             self.netns(name)

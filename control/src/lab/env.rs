@@ -1,0 +1,339 @@
+//! The environment of a running lab: namespaces, veth links, bridges, VLAN access ports,
+//! daemons and captures; commands run inside it, placeholders expanded against it, and
+//! everything torn down when it drops.
+
+use super::{interrupted, split_dev, LabError, Testbed, INTERRUPTED};
+use crate::nsutil::{self, in_netns, ip_in, run, sh_in, Namespaces, Tcpdump};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use uvlan_dataplane::port::vlan_access::VlanAccess;
+
+/// Runs a command and returns (success, stdout + stderr).
+pub(super) fn output(cmd: &mut Command, step: &str) -> Result<(bool, String), LabError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError::Io(step.to_string(), e))?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
+/// A running tcpdump writing a pcap file.
+struct Capturer {
+    ns: String,
+    dev: String,
+    file: PathBuf,
+    tcpdump: Tcpdump,
+}
+
+/// Namespaces, daemons, programs and captures of a running lab; torn down on drop.
+pub(super) struct Env {
+    namespaces: Namespaces,
+    daemons: Vec<(String, Child)>,
+    access: Vec<VlanAccess>,
+    captures: Vec<Capturer>,
+    dir: PathBuf,
+    exe: PathBuf,
+}
+
+impl Env {
+    /// The full namespace name of testbed name `name` (`ulab<pid>-<name>`).
+    pub(super) fn ns(&self, name: &str) -> String {
+        self.namespaces.full(name)
+    }
+
+    /// Host `host`'s state directory (its daemon's root, socket and log).
+    fn host_dir(&self, host: &str) -> PathBuf {
+        self.dir.join(host)
+    }
+
+    /// Creates the namespace of testbed name `name` (deleted when the environment drops).
+    pub(super) fn add_ns(&mut self, name: &str) -> Result<String, LabError> {
+        Ok(self.namespaces.add(name)?)
+    }
+
+    /// `ip ARGS` in namespace `ns`; its stdout.
+    pub(super) fn ip(&self, ns: &str, args: &[&str]) -> Result<String, LabError> {
+        let full = self.ns(ns);
+        Ok(run(
+            ip_in(&full).args(args),
+            &format!("[{ns}] ip {}", args.join(" ")),
+        )?)
+    }
+
+    /// A shell command (placeholders expanded) in namespace `name`; its stdout.
+    pub(super) fn sh(&self, name: &str, cmd: &str) -> Result<String, LabError> {
+        let cmd = self.expand(cmd)?;
+        Ok(run(
+            &mut sh_in(&self.ns(name), &cmd),
+            &format!("[{name}] {cmd}"),
+        )?)
+    }
+
+    /// `uvlan ARGS` against host `host`'s daemon, not yet run.
+    pub(super) fn uvlan_cmd(&self, host: &str, args: &[String]) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.args(args)
+            .env("UVLAN_SOCKET", self.host_dir(host).join("uvlan.sock"))
+            .env("UVLAN_ROOT", self.host_dir(host).join("root"));
+        c
+    }
+
+    /// Runs `uvlan ARGS` against host `host`'s daemon; a failure carries the daemon log's tail.
+    pub(super) fn uvlan(&self, host: &str, args: &[String]) -> Result<String, LabError> {
+        run(
+            &mut self.uvlan_cmd(host, args),
+            &format!("[{host}] uvlan {}", args.join(" ")),
+        )
+        .map_err(|e| self.with_daemon_log(host, e.into()))
+    }
+
+    /// Adds the tail of a host's daemon log to a failed step.
+    fn with_daemon_log(&self, host: &str, e: LabError) -> LabError {
+        match e {
+            LabError::Step { step, detail } => {
+                let log = std::fs::read_to_string(self.host_dir(host).join("daemon.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                if tail.is_empty() {
+                    LabError::Step { step, detail }
+                } else {
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    LabError::Step {
+                        step,
+                        detail: format!(
+                            "{detail}\n  daemon log ({host}):\n    {}",
+                            tail.join("\n    ")
+                        ),
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The MAC of `NS/IF`, or of endpoint `NAME`'s `eth0`.
+    fn mac(&self, dev: &str) -> Result<String, LabError> {
+        let (ns, ifn) = split_dev(dev).unwrap_or((dev, "eth0"));
+        let out = self.ip(ns, &["-j", "link", "show", "dev", ifn])?;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+        v.get(0)
+            .and_then(|l| l["address"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| LabError::Step {
+                step: format!("find the MAC address of {ns}/{ifn}"),
+                detail: "it has none".into(),
+            })
+    }
+
+    /// Expands `{prefix}`, `{ns:NAME}` and `{mac:NAME}` / `{mac:NS/IF}`.
+    pub(super) fn expand(&self, s: &str) -> Result<String, LabError> {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(i) = rest.find('{') {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            let Some(j) = tail.find('}') else {
+                out.push_str(tail);
+                return Ok(out);
+            };
+            let inner = &tail[1..j];
+            if inner == "prefix" {
+                out.push_str(self.namespaces.prefix());
+            } else if let Some(n) = inner.strip_prefix("ns:") {
+                out.push_str(&self.ns(n));
+            } else if let Some(d) = inner.strip_prefix("mac:") {
+                out.push_str(&self.mac(d)?);
+            } else {
+                out.push_str(&tail[..=j]);
+            }
+            rest = &tail[j + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// Starts capture number `n`: tcpdump on `ns/dev` writing a pcap file in the state
+    /// directory, listening before this returns.
+    pub(super) fn start_capture(&mut self, ns: &str, dev: &str, n: usize) -> Result<(), LabError> {
+        let file = self.dir.join(format!("capture-{n}.pcap"));
+        let f = std::fs::File::create(&file)
+            .map_err(|e| LabError::Io(file.display().to_string(), e))?;
+        let tcpdump = Tcpdump::start(
+            &self.ns(ns),
+            dev,
+            &["-nn", "-U", "--immediate-mode", "-w", "-"],
+            f,
+            &format!("tcpdump on {ns}/{dev}"),
+            Duration::from_secs(5),
+            &|| INTERRUPTED.load(Ordering::SeqCst),
+        )?;
+        let cap = Capturer {
+            ns: ns.to_string(),
+            dev: dev.to_string(),
+            file,
+            tcpdump,
+        };
+        self.captures.push(cap);
+        Ok(())
+    }
+
+    /// Stops every capture; returns (ns, dev, file) of each.
+    pub(super) fn stop_captures(&mut self) -> Vec<(String, String, PathBuf)> {
+        let mut v = Vec::new();
+        for c in self.captures.drain(..) {
+            c.tcpdump.stop();
+            v.push((c.ns, c.dev, c.file));
+        }
+        v
+    }
+
+    /// An empty environment for this process: prefix `ulab<pid>-`, a fresh state directory.
+    pub(super) fn new(exe: &Path) -> Result<Env, LabError> {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("uvlan-lab-{pid}"));
+        std::fs::create_dir_all(&dir).map_err(|e| LabError::Io(dir.display().to_string(), e))?;
+        Ok(Env {
+            namespaces: Namespaces::new(format!("ulab{pid}-")),
+            daemons: Vec::new(),
+            access: Vec::new(),
+            captures: Vec::new(),
+            dir,
+            exe: exe.to_path_buf(),
+        })
+    }
+
+    /// Attaches a VLAN access program to `dev` (`NAMESPACE/IFNAME`); it is detached when the
+    /// environment drops.
+    pub(super) fn attach_vlan_access(&mut self, dev: &str, vid: u16) -> Result<(), LabError> {
+        let (ns, ifn) = split_dev(dev).unwrap_or(("", ""));
+        let path = Path::new("/run/netns").join(self.ns(ns));
+        let acc = VlanAccess::attach_in_netns(&path, ifn, vid).map_err(|e| LabError::Step {
+            step: format!("VLAN access port {dev} (VID {vid})"),
+            detail: e.to_string(),
+        })?;
+        self.access.push(acc);
+        Ok(())
+    }
+
+    /// Starts host `h`'s daemon inside its namespace, with its own state directory and socket,
+    /// and waits for the socket.
+    pub(super) fn start_daemon(&mut self, h: &str) -> Result<(), LabError> {
+        let hd = self.host_dir(h);
+        std::fs::create_dir_all(&hd).map_err(|e| LabError::Io(hd.display().to_string(), e))?;
+        let sock = hd.join("uvlan.sock");
+        let child = in_netns(&self.ns(h), &self.exe)
+            .arg("daemon")
+            .arg("--root")
+            .arg(hd.join("root"))
+            .arg("--socket")
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(hd.join("daemon.log"))
+                    .map_err(|e| LabError::Io("daemon log".into(), e))?,
+            )
+            .spawn()
+            .map_err(|e| LabError::Io("start uvlan daemon".into(), e))?;
+        self.daemons.push((h.to_string(), child));
+        let t = Instant::now();
+        while !sock.exists() {
+            interrupted()?;
+            if t.elapsed() > Duration::from_secs(10) {
+                let logtext = std::fs::read_to_string(hd.join("daemon.log")).unwrap_or_default();
+                return Err(LabError::Step {
+                    step: format!("start uvlan daemon on {h}"),
+                    detail: logtext.trim().to_string(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// With `UVLAN_LAB_HOLD` set: leave the lab standing for exploration until Enter, end of input
+    /// or Ctrl-C.
+    pub(super) fn hold(&self, tb: &Testbed, log: &mut dyn FnMut(&str)) {
+        let host = tb.host_names()[0];
+        log("holding the lab (UVLAN_LAB_HOLD is set); try, in another shell:");
+        log(&format!(
+            "  ip netns list | grep {}",
+            self.namespaces.prefix()
+        ));
+        if let Some(e) = tb.endpoint.first() {
+            log(&format!("  ip netns exec {} ip route", self.ns(&e.name)));
+            log(&format!(
+                "  UVLAN_SOCKET={} {} network inspect {}",
+                self.host_dir(host).join("uvlan.sock").display(),
+                self.exe.display(),
+                e.network
+            ));
+        }
+        if let Some(l) = tb.link.first() {
+            if let Some((ns, ifn)) = split_dev(&l.b) {
+                log(&format!(
+                    "  ip netns exec {} tcpdump -eni {ifn}",
+                    self.ns(ns)
+                ));
+            }
+        }
+        log("press Enter (or Ctrl-C) to tear it down");
+        loop {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return;
+            }
+            let r =
+                match crate::sys::wait_readable(std::os::fd::AsFd::as_fd(&std::io::stdin()), 200) {
+                    Ok(r) => r,
+                    Err(_) => return,
+                };
+            if r {
+                // A line, or end of input / a closed stdin: either way, tear down.
+                let mut line = String::new();
+                let _ = std::io::stdin().read_line(&mut line);
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.stop_captures();
+        self.access.clear();
+        for (_, d) in self.daemons.iter_mut() {
+            nsutil::stop(d, libc::SIGTERM, Duration::from_secs(3));
+        }
+        self.namespaces.delete_all();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_expand_prefix_and_namespaces_and_leave_other_braces() {
+        let env = Env {
+            namespaces: Namespaces::new("ulab1-"),
+            daemons: Vec::new(),
+            access: Vec::new(),
+            captures: Vec::new(),
+            dir: std::env::temp_dir().join("uvlan-lab-test-placeholders-never-created"),
+            exe: PathBuf::from("/bin/false"),
+        };
+        assert_eq!(
+            env.expand("connect n {ns:c1} {prefix}x awk '{print $1}' {")
+                .unwrap(),
+            "connect n ulab1-c1 ulab1-x awk '{print $1}' {"
+        );
+        // A MAC of a namespace that does not exist is an error naming it.
+        let e = env.expand("{mac:nope/eth0}").unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+}

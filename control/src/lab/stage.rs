@@ -1,0 +1,307 @@
+//! Running a stage: its commands (setup or checks), every ping at once, the captures around
+//! them, and what each of them found.
+
+use super::env::{output, Env};
+use super::{
+    interrupted, uvlan_args, ActionResult, ActionSpec, CaptureResult, CheckResult, CheckSpec,
+    LabError, Stage, StageReport, Testbed, INTERRUPTED,
+};
+use crate::nsutil::{in_netns, ip_in, sh_in};
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How long one ping check may take (`ping -w`), in seconds.
+const PING_DEADLINE_S: &str = "3";
+
+fn first_addr(env: &Env, name: &str, v6: bool) -> Result<IpAddr, LabError> {
+    let fam = if v6 { "-6" } else { "-4" };
+    let out = env.ip(name, &["-j", fam, "addr", "show", "scope", "global"])?;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .find_map(|a| a["local"].as_str().and_then(|s| s.parse().ok()))
+        .ok_or_else(|| LabError::Step {
+            step: format!(
+                "find the {} address of {name}",
+                if v6 { "IPv6" } else { "IPv4" }
+            ),
+            detail: "it has none".into(),
+        })
+}
+
+/// Pings every check at once; an answer within the deadline counts as reached, whatever
+/// was expected (the same patience for both outcomes).
+fn ping_all(env: &Env, checks: &[CheckSpec]) -> Result<Vec<CheckResult>, LabError> {
+    let mut running: Vec<(CheckSpec, IpAddr, Child, Option<bool>)> = Vec::new();
+    let reap = |running: &mut Vec<(CheckSpec, IpAddr, Child, Option<bool>)>| {
+        for (_, _, c, _) in running.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    };
+    for c in checks {
+        let (target, v6) = match c.to.strip_suffix("/6") {
+            Some(t) => (t, true),
+            None => (c.to.as_str(), false),
+        };
+        let addr = match target.parse::<IpAddr>() {
+            Ok(a) => a,
+            Err(_) => match first_addr(env, target, v6) {
+                Ok(a) => a,
+                Err(e) => {
+                    reap(&mut running);
+                    return Err(e);
+                }
+            },
+        };
+        let fam = if addr.is_ipv6() { "-6" } else { "-4" };
+        let child = in_netns(&env.ns(&c.from), "ping")
+            .args([fam, "-n", "-q"])
+            .args([
+                "-c",
+                "1",
+                "-i",
+                "0.2",
+                "-w",
+                PING_DEADLINE_S,
+                &addr.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(ch) => running.push((c.clone(), addr, ch, None)),
+            Err(e) => {
+                reap(&mut running);
+                return Err(LabError::Io("ping".into(), e));
+            }
+        }
+    }
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            reap(&mut running);
+            return Err(LabError::Interrupted);
+        }
+        let mut pending = false;
+        for (_, _, ch, done) in running.iter_mut() {
+            if done.is_none() {
+                match ch.try_wait() {
+                    Ok(Some(st)) => *done = Some(st.success()),
+                    Ok(None) => pending = true,
+                    Err(_) => *done = Some(false),
+                }
+            }
+        }
+        if !pending {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(running
+        .into_iter()
+        .map(|(check, addr, _, done)| CheckResult {
+            check,
+            addr,
+            reached: done == Some(true),
+        })
+        .collect())
+}
+
+/// Runs a stage command; returns its result when it is a check.
+fn run_action(
+    env: &Env,
+    tb: &Testbed,
+    a: &ActionSpec,
+    log: &mut dyn FnMut(&str),
+) -> Result<Option<ActionResult>, LabError> {
+    interrupted()?;
+    let what = a.describe();
+    let (ok_exit, text) = match (&a.ns, &a.cmd, &a.uvlan) {
+        (Some(ns), Some(cmd), _) => {
+            let cmd = env.expand(cmd)?;
+            output(&mut sh_in(&env.ns(ns), &cmd), &what)?
+        }
+        (_, _, Some(u)) => {
+            let host = tb
+                .default_host(&a.host)
+                .map_err(|m| LabError::Invalid(tb.name.clone(), m))?;
+            let args = uvlan_args(&env.expand(u)?)
+                .map_err(|m| LabError::Invalid(tb.name.clone(), format!("uvlan {u}: {m}")))?;
+            output(&mut env.uvlan_cmd(&host, &args), &what)?
+        }
+        _ => {
+            return Err(LabError::Invalid(
+                tb.name.clone(),
+                format!("command {what}: nothing to run"),
+            ))
+        }
+    };
+    log(&format!("  $ {what}"));
+    let show = |log: &mut dyn FnMut(&str)| {
+        for l in text.lines() {
+            log(&format!("    {l}"));
+        }
+    };
+    if !a.is_check() {
+        if !ok_exit {
+            show(log);
+            return Err(LabError::Step {
+                step: what,
+                detail: text.trim().to_string(),
+            });
+        }
+        if a.show {
+            show(log);
+        }
+        return Ok(None);
+    }
+    let mut problems = Vec::new();
+    if ok_exit && a.fails {
+        problems.push("succeeded, expected to fail".to_string());
+    }
+    if !ok_exit && !a.fails {
+        problems.push("failed".to_string());
+    }
+    for e in &a.expect {
+        let e = env.expand(e)?;
+        if !text.contains(&e) {
+            problems.push(format!("no {e:?} in the output"));
+        }
+    }
+    for e in &a.absent {
+        let e = env.expand(e)?;
+        if text.contains(&e) {
+            problems.push(format!("{e:?} in the output"));
+        }
+    }
+    if a.show || !problems.is_empty() {
+        show(log);
+    }
+    if !problems.is_empty() {
+        log(&format!("    <-- NOT AS EXPECTED: {}", problems.join("; ")));
+    }
+    Ok(Some(ActionResult { what, problems }))
+}
+
+fn count_frames(file: &Path, filter: &str) -> Result<usize, String> {
+    let out = Command::new("tcpdump")
+        .arg("-r")
+        .arg(file)
+        .args(["-nn", filter])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run tcpdump: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+}
+
+/// Waits (at most 4 s) until no namespace that pings in this stage still resolves an
+/// address left over from the stage before: a neighbour entry that fails while a new ping
+/// waits on it ends that ping at once with "Destination Host Unreachable" (iputils counts the
+/// error against `-c 1`), whatever the new stage changed.
+fn settle_neighbours(env: &Env, checks: &[CheckSpec]) {
+    let mut namespaces: Vec<String> = checks.iter().map(|c| env.ns(&c.from)).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    let end = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < end {
+        let resolving = namespaces.iter().any(|ns| {
+            ip_in(ns)
+                .args(["neigh", "show", "nud", "incomplete"])
+                .output()
+                .is_ok_and(|o| !o.stdout.trim_ascii().is_empty())
+        });
+        if !resolving {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub(super) fn run_stage(
+    env: &mut Env,
+    tb: &Testbed,
+    st: &Stage<'_>,
+    log: &mut dyn FnMut(&str),
+) -> Result<StageReport, LabError> {
+    settle_neighbours(env, &st.all_checks());
+    // One tcpdump per device.
+    let mut devs: Vec<(String, String)> = Vec::new();
+    for c in st.capture {
+        let k = (c.ns.clone(), c.dev.clone());
+        if !devs.contains(&k) {
+            devs.push(k);
+        }
+    }
+    for (i, (ns, dev)) in devs.iter().enumerate() {
+        env.start_capture(ns, dev, i)?;
+    }
+    let mut actions = Vec::new();
+    for a in st.run {
+        if let Some(r) = run_action(env, tb, a, log)? {
+            actions.push(r);
+        }
+    }
+    let checks = st.all_checks();
+    if !checks.is_empty() {
+        log(&format!("  pinging {} pair(s) in parallel", checks.len()));
+    }
+    let results = ping_all(env, &checks)?;
+    for r in results.iter().filter(|r| !r.ok()) {
+        log(&format!(
+            "  ping {} -> {} ({}): {}   <-- NOT AS EXPECTED",
+            r.check.from,
+            r.check.to,
+            r.addr,
+            if r.reached { "reached" } else { "no answer" }
+        ));
+    }
+    let files = env.stop_captures();
+    let mut captures = Vec::new();
+    for c in st.capture {
+        let mut spec = c.clone();
+        let (frames, error) = match env.expand(&c.filter) {
+            Ok(f) => {
+                spec.filter = f;
+                match files.iter().find(|(n, d, _)| *n == c.ns && *d == c.dev) {
+                    Some((_, _, file)) => match count_frames(file, &spec.filter) {
+                        Ok(n) => (Some(n), None),
+                        Err(e) => (None, Some(e)),
+                    },
+                    None => (None, Some("no capture file".into())),
+                }
+            }
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let r = CaptureResult {
+            capture: spec,
+            frames,
+            error,
+        };
+        if !r.ok() {
+            log(&format!(
+                "  capture [{}/{}] `{}`: {:?} frame(s) {}   <-- NOT AS EXPECTED",
+                r.capture.ns,
+                r.capture.dev,
+                r.capture.filter,
+                r.frames,
+                r.error.as_deref().unwrap_or("")
+            ));
+        }
+        captures.push(r);
+    }
+    Ok(StageReport {
+        title: st.title.to_string(),
+        results,
+        captures,
+        actions,
+    })
+}
