@@ -10,6 +10,7 @@ pub mod ids;
 pub mod inspect;
 pub mod ipam;
 pub mod lab;
+pub mod logger;
 pub mod netns;
 pub mod store;
 pub mod sys;

@@ -22,7 +22,7 @@ use uvlan_dataplane::port::tap::{Tap, TapError, TapOptions};
 use uvlan_dataplane::wire::MacAddr;
 
 use super::dp::{with_engine, DataplaneApi};
-use super::Logger;
+use crate::logger::Logger;
 
 /// The default routes an endpoint gets.
 #[derive(Clone, Debug, PartialEq, Eq)]

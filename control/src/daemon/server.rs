@@ -16,7 +16,7 @@ use super::dp::DataplaneApi;
 use super::host::RtnlHost;
 use super::real::RunDataplane;
 use super::state::Daemon;
-use super::Logger;
+use crate::logger::Logger;
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]

@@ -26,7 +26,9 @@ use super::dp::{with_engine, DataplaneApi};
 use super::endpoint::{self, IfPlan};
 use super::host::HostNet;
 use super::options::{self, HostIf};
-use super::{one_line, DaemonError, Logger};
+use super::DaemonError;
+use crate::api::one_line;
+use crate::logger::Logger;
 
 /// A network's presence in the engine.
 pub(super) struct NetRt {

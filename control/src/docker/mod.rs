@@ -27,7 +27,8 @@ use std::time::Duration;
 use uvlan_dataplane::fwd::Driver;
 
 use crate::api::{Request, Response, OWNER_DOCKER};
-use crate::daemon::{Daemon, Logger};
+use crate::daemon::Daemon;
+use crate::logger::Logger;
 
 pub use driver::{plugin_name, Backend, Reply};
 

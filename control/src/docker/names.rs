@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::OWNER_DOCKER;
-use crate::daemon::{Daemon, Logger};
+use crate::daemon::Daemon;
+use crate::logger::Logger;
 
 use super::http::parse_response;
 
