@@ -12,5 +12,6 @@ pub mod ipam;
 pub mod lab;
 pub mod logger;
 pub mod netns;
+pub mod service;
 pub mod store;
 pub mod sys;

@@ -288,11 +288,11 @@ pub fn main() -> i32 {
                 )
             });
             let log = crate::logger::stderr_logger();
-            let opts = crate::daemon::DaemonOptions {
+            let opts = crate::service::DaemonOptions {
                 docker,
                 wire_backend: a.wire_backend.into(),
             };
-            crate::daemon::run_daemon(&root, &socket, &opts, log)
+            crate::service::run_daemon(&root, &socket, &opts, log)
                 .map(|()| 0)
                 .map_err(|e| Failure::msg(format!("uvlan daemon: {e}")))
         }

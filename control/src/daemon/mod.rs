@@ -12,7 +12,6 @@ mod managed;
 pub mod options;
 mod parents;
 pub mod real;
-mod server;
 mod state;
 mod stats;
 mod trace;
@@ -20,5 +19,4 @@ mod trace;
 #[cfg(test)]
 mod tests;
 
-pub use server::{run_daemon, DaemonError, DaemonOptions};
-pub use state::Daemon;
+pub use state::{Daemon, StartError};

@@ -19,16 +19,26 @@ use crate::ipam::{AddrRequest, AddressSpace, DefaultPools, EndpointAddrs, Stored
 use crate::netns::{AddrWatcher, Netns, Rtnl, NETNS_RUN_DIR};
 use crate::store::{
     AutoRemove, DriverConfig, EndpointRecord, HostRecord, NetworkRecord, ParentRef, Store,
-    RECORD_VERSION,
+    StoreError, RECORD_VERSION,
 };
 
 use super::dp::{with_engine, DataplaneApi};
 use super::endpoint::{self, IfPlan};
 use super::host::HostNet;
 use super::options::{self, HostIf};
-use super::DaemonError;
 use crate::api::one_line;
 use crate::logger::Logger;
+
+/// Errors restoring the daemon from its store at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store cannot be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored state is inconsistent.
+    #[error("{0}")]
+    State(String),
+}
 
 /// A network's presence in the engine.
 pub(super) struct NetRt {
@@ -187,7 +197,7 @@ impl Daemon {
         mut host: Box<dyn HostNet>,
         dp: Arc<dyn DataplaneApi>,
         log: Logger,
-    ) -> Result<Arc<Daemon>, DaemonError> {
+    ) -> Result<Arc<Daemon>, StartError> {
         let host_rec = store.load_or_init_host(|| {
             Ok(HostRecord {
                 host_id: ids::new_id()?,
@@ -207,7 +217,7 @@ impl Daemon {
             })
             .collect();
         let space = AddressSpace::restore(defaults, stored).map_err(|e| {
-            DaemonError::State(format!(
+            StartError::State(format!(
                 "the stored networks under {} do not add up: {e}",
                 store.root().join("networks").display()
             ))

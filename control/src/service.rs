@@ -1,4 +1,8 @@
-//! `uvlan daemon`: start-up, the accept loop, and shutdown on SIGINT/SIGTERM.
+//! The service root: `uvlan daemon` starts the daemon and its front ends (the API listener
+//! loop, the Docker plugin server, the watcher of the host's interfaces that parents follow)
+//! and wires them together; it stops on SIGINT/SIGTERM. The daemon knows none of its front
+//! ends: each depends on a narrow interface the daemon offers (the API's requests; for the
+//! Docker driver, [`crate::docker::DaemonApi`]), and only this module joins the two.
 //!
 //! Shutdown leaves every endpoint in place: TAPs are persistent, so the namespaces keep
 //! their `eth0` (without carrier) until the next daemon re-attaches and traffic resumes.
@@ -12,10 +16,10 @@ use crate::api::{self, ListenError};
 use crate::store::{Store, StoreError};
 use uvlan_dataplane::run::{RunOptions, WireBackend};
 
-use super::dp::DataplaneApi;
-use super::host::RtnlHost;
-use super::real::RunDataplane;
-use super::state::Daemon;
+use crate::daemon::dp::DataplaneApi;
+use crate::daemon::host::RtnlHost;
+use crate::daemon::real::RunDataplane;
+use crate::daemon::{Daemon, StartError};
 use crate::logger::Logger;
 
 /// Errors that stop the daemon.
@@ -29,9 +33,9 @@ pub enum DaemonError {
     /// The store cannot be used.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The stored state is inconsistent.
-    #[error("{0}")]
-    State(String),
+    /// The stored state cannot be restored.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// The host namespace cannot be read.
     #[error("cannot read the host's interfaces: {0}")]
     Host(String),
