@@ -81,6 +81,21 @@ pub struct DaemonOptions {
     pub wire_backend: WireBackend,
 }
 
+/// The daemon as the Docker front end sees it.
+impl crate::docker::DaemonApi for Daemon {
+    fn handle(&self, req: api::Request) -> api::Response {
+        Daemon::handle(self, req)
+    }
+
+    fn managed_networks(&self, owner: &str) -> Vec<(String, String)> {
+        Daemon::managed_networks(self, owner)
+    }
+
+    fn rename_managed(&self, id: &str, owner: &str, name: &str) -> Result<bool, String> {
+        Daemon::rename_managed(self, id, owner, name)
+    }
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub fn run_daemon(
     root: &Path,
