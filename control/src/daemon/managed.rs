@@ -44,8 +44,8 @@ use crate::store::{Managed, NetworkRecord, ReservedEndpoint};
 
 use super::dp::with_engine;
 use super::endpoint::{self, CustomRoute, DefaultRoute};
+use super::model::{Daemon, EpAddrs, EpMac, EpPlace, EpRt, NewIpam, NewNetwork, State};
 use super::options;
-use super::state::{Daemon, EpAddrs, EpMac, EpPlace, EpRt, NewIpam, NewNetwork, State};
 
 /// The inspect label naming a managed network's owner.
 pub const OWNER_LABEL: &str = "uvlan.managed-by";

@@ -9,6 +9,7 @@ pub mod dp;
 pub mod endpoint;
 pub mod host;
 mod managed;
+mod model;
 pub mod options;
 mod parents;
 pub mod real;
@@ -19,4 +20,5 @@ mod trace;
 #[cfg(test)]
 mod tests;
 
-pub use state::{Daemon, StartError};
+pub use model::Daemon;
+pub use state::StartError;

@@ -26,7 +26,7 @@ use uvlan_dataplane::wire::MacAddr;
 use crate::netns::Rtnl;
 
 use super::dp::with_engine;
-use super::state::{Daemon, EpRt, State};
+use super::model::{Daemon, EpRt, State};
 
 /// What changed on one parent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
