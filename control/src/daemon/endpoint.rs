@@ -356,6 +356,18 @@ fn on_event(dp: &dyn DataplaneApi, log: &Logger, port: PortId, label: &str, ev: 
     }
 }
 
+/// Deletes a TAP left in the daemon's namespace under `name` (Docker moves an endpoint's
+/// interface back there after Leave), if there is one.
+pub fn delete_host_tap(name: &str) {
+    let Ok(here) = Netns::current() else { return };
+    let Ok(mut r) = Rtnl::open(&here) else { return };
+    if let Ok(l) = r.link_get(name) {
+        if l.kind.as_deref() == Some("tun") {
+            let _ = r.link_delete(l.index);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

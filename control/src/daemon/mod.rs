@@ -7,6 +7,7 @@
 
 pub mod dp;
 pub mod endpoint;
+mod external;
 pub mod host;
 mod managed;
 mod model;

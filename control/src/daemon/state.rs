@@ -24,6 +24,7 @@ use crate::store::{
 
 use super::dp::{with_engine, DataplaneApi};
 use super::endpoint::{self, IfPlan};
+use super::external;
 use super::host::HostNet;
 use super::model::{Daemon, EpAddrs, EpMac, EpPlace, EpRt, Net, NetRt, NewIpam, NewNetwork, State};
 use super::options::{self, HostIf};
@@ -224,7 +225,7 @@ impl Daemon {
                     .map_err(|e| e.to_string())?,
                 cfg.clone(),
             ),
-            NewIpam::External(cfg) => (super::managed::external_ipam(cfg)?, cfg.clone()),
+            NewIpam::External(cfg) => (external::external_ipam(cfg)?, cfg.clone()),
         };
 
         let opts = options::parse_driver_opts(driver, &req.options)?;
@@ -481,11 +482,11 @@ impl Daemon {
         let net = &st.nets[i];
         let status = match &net.rec.managed {
             None => st.space.status(&net.rec.id).map_err(|e| e.to_string())?,
-            Some(_) => super::managed::external_status(&net.rec),
+            Some(_) => external::external_status(&net.rec),
         };
         let mut view = NetworkResource::build(&net.rec, status, Self::wire_mode(net));
         if let Some(m) = &net.rec.managed {
-            super::managed::decorate_inspect(&mut view, m);
+            external::decorate_inspect(&mut view, m);
         }
         Ok(view)
     }
@@ -494,11 +495,7 @@ impl Daemon {
         let mut st = self.lock();
         let i = Self::find(&st, key)?;
         if let Some(m) = &st.nets[i].rec.managed {
-            return Err(super::managed::refuse_cli(
-                &st.nets[i].rec.name,
-                m,
-                "removed",
-            ));
+            return Err(external::refuse_cli(&st.nets[i].rec.name, m, "removed"));
         }
         self.remove_locked(&mut st, i)
     }
@@ -601,7 +598,7 @@ impl Daemon {
             // when it tears the sandbox down): remove it.
             for e in &removed {
                 if let Some(h) = &e.host_name {
-                    super::managed::delete_host_tap(h);
+                    endpoint::delete_host_tap(h);
                 }
             }
             let mut space = st.space.clone();
@@ -1007,11 +1004,7 @@ impl Daemon {
         let mut st = self.lock();
         let i = Self::find(&st, &req.network)?;
         if let Some(m) = &st.nets[i].rec.managed {
-            return Err(super::managed::refuse_cli(
-                &st.nets[i].rec.name,
-                m,
-                "attached to",
-            ));
+            return Err(external::refuse_cli(&st.nets[i].rec.name, m, "attached to"));
         }
         let ns = Netns::open(&req.netns).map_err(|e| e.to_string())?;
         let path = if req.netns.contains('/') {
@@ -1223,7 +1216,7 @@ impl Daemon {
     ) -> Result<(), String> {
         let i = Self::find(st, network)?;
         if let Some(m) = &st.nets[i].rec.managed {
-            return Err(super::managed::refuse_cli(
+            return Err(external::refuse_cli(
                 &st.nets[i].rec.name,
                 m,
                 "detached from",
@@ -1285,11 +1278,7 @@ impl Daemon {
         let name = req.netns.clone();
         let ns = Netns::open_name(&name).map_err(|e| e.to_string())?;
         if let Some(m) = &st.nets[i].rec.managed {
-            return Err(super::managed::refuse_cli(
-                &st.nets[i].rec.name,
-                m,
-                "attached to",
-            ));
+            return Err(external::refuse_cli(&st.nets[i].rec.name, m, "attached to"));
         }
         let path = Path::new(NETNS_RUN_DIR).join(&name);
         let place = EpPlace::simple(ns, &name, path, true);
