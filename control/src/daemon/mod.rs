@@ -8,6 +8,7 @@
 pub mod dp;
 pub mod endpoint;
 mod external;
+mod follow;
 pub mod host;
 mod managed;
 mod model;
