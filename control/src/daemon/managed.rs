@@ -23,9 +23,8 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use uvlan_dataplane::fwd::{Driver, Engine, PortId};
+use uvlan_dataplane::fwd::{Driver, Engine};
 use uvlan_dataplane::port::tap::Tap;
 use uvlan_dataplane::wire::MacAddr;
 
@@ -43,11 +42,6 @@ use super::endpoint::{self, CustomRoute, DefaultRoute};
 use super::external::{parse_bare_or_cidr, parse_cidr_addr};
 use super::model::{Daemon, EpAddrs, EpMac, EpPlace, EpRt, NewIpam, NewNetwork, State};
 use super::options;
-
-/// How long the daemon waits for a front end to move a TAP into its sandbox.
-const FOLLOW_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often it looks.
-const FOLLOW_POLL: Duration = Duration::from_millis(20);
 
 /// The endpoint addresses a front end gave, with each family's gateway: the given one, else
 /// the gateway of the network's subnet holding the address.
@@ -639,127 +633,6 @@ impl Daemon {
         rec.name = name.to_string();
         self.store.save_network(&rec).map_err(|e| e.to_string())?;
         st.nets[i].rec = rec;
-        Ok(true)
-    }
-
-    /// Follows a TAP a front end moves into its sandbox (see the module docs): waits until
-    /// the interface with `ifindex` and `mac` is up in the endpoint's namespace, then
-    /// settles it, starts its watcher and records its final name.
-    pub(super) fn spawn_follow(
-        &self,
-        net_id: &str,
-        ep_id: &str,
-        port: PortId,
-        ifindex: u32,
-        mac: MacAddr,
-    ) {
-        let Some(me) = self.me.upgrade() else { return };
-        let (net_id, ep_id) = (net_id.to_string(), ep_id.to_string());
-        let label = ep_id.clone();
-        let spawned = std::thread::Builder::new()
-            .name("uvlan-follow".to_string())
-            .spawn(move || {
-                let start = Instant::now();
-                loop {
-                    std::thread::sleep(FOLLOW_POLL);
-                    match me.follow_step(&net_id, &ep_id, port, ifindex, mac) {
-                        Ok(true) => return,
-                        Ok(false) => {}
-                        Err(e) => {
-                            (me.log)(&format!("endpoint {ep_id}: {e}"));
-                            return;
-                        }
-                    }
-                    if start.elapsed() > FOLLOW_TIMEOUT {
-                        (me.log)(&format!(
-                            "endpoint {ep_id}: its interface did not arrive in its sandbox \
-                             within {} s; it gets no traffic until it does and the daemon is \
-                             restarted",
-                            FOLLOW_TIMEOUT.as_secs()
-                        ));
-                        return;
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            (self.log)(&format!("cannot start the thread following {label}: {e}"));
-        }
-    }
-
-    /// One look: `Ok(true)` when done (settled, or the endpoint is gone), `Ok(false)` to
-    /// look again.
-    fn follow_step(
-        &self,
-        net_id: &str,
-        ep_id: &str,
-        port: PortId,
-        ifindex: u32,
-        mac: MacAddr,
-    ) -> Result<bool, String> {
-        let mut st = self.lock();
-        let Some(i) = st.nets.iter().position(|n| n.rec.id == net_id) else {
-            return Ok(true);
-        };
-        let Some(k) = st.nets[i].rec.endpoints.iter().position(|e| e.id == ep_id) else {
-            return Ok(true);
-        };
-        if st.nets[i].eps.get(ep_id).map(|r| r.port) != Some(port) {
-            return Ok(true);
-        }
-        let ep = st.nets[i].rec.endpoints[k].clone();
-        // Docker creates the sandbox after Join (when the container's process exists).
-        let ns = match Netns::open_path(Path::new(&ep.netns_path)) {
-            Ok(ns) if ep.netns_inode == 0 || ns.inode() == ep.netns_inode => ns,
-            Ok(_) => return Err(format!("its sandbox {} was replaced", ep.netns_path)),
-            Err(_) => return Ok(false),
-        };
-        let link = Rtnl::open(&ns)
-            .and_then(|mut r| r.link_get_by_index(ifindex))
-            .ok()
-            .filter(|l| l.mac == Some(mac.0) && l.is_up());
-        let Some(link) = link else {
-            return Ok(false);
-        };
-        let driver = options::parse_driver(&st.nets[i].rec.driver)?;
-        let link_local = if driver == Driver::Ipvlan && ep.addrs.v6.is_some() {
-            with_engine(&*self.dp, move |e: &mut Engine| e.port_link_local(port))
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
-        let plan = self.if_plan(
-            &st.nets[i],
-            driver,
-            link.name.clone(),
-            mac,
-            link.mtu,
-            &ep,
-            link_local,
-        );
-        if let Err(e) = endpoint::settle_moved(&ns, ifindex, &link.name, &plan) {
-            (self.log)(&format!("endpoint {ep_id}: {e}"));
-        }
-        let watcher = endpoint::start_watcher(
-            self.dp.clone(),
-            self.log.clone(),
-            &ns,
-            ifindex,
-            port,
-            ep.name.clone(),
-        )?;
-        let mut netrec = st.nets[i].rec.clone();
-        netrec.endpoints[k].ifname = link.name.clone();
-        netrec.endpoints[k].netns_inode = ns.inode();
-        self.store
-            .save_network(&netrec)
-            .map_err(|e| e.to_string())?;
-        st.nets[i].rec = netrec;
-        if let Some(rt) = st.nets[i].eps.get_mut(ep_id) {
-            rt.netns = ns;
-            rt.ifindex = ifindex;
-            rt.watcher = Some(watcher);
-        }
         Ok(true)
     }
 }

@@ -5,6 +5,7 @@
 //! (the IPAM address space is cloned), undoes its side effects on failure, writes the store,
 //! and only then commits. A failed request leaves the state as it was.
 
+mod attach;
 pub mod dp;
 pub mod endpoint;
 mod external;

@@ -1,15 +1,12 @@
 //! The daemon's state and operations.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use uvlan_dataplane::fwd::{
-    ConfigError, Driver, Engine, Errno, IpvlanAttrs, LinkRef, MacvlanAttrs, MacvlanMode, Master,
-    NetworkId, NetworkSpec, ParentSpec, PortId,
+    ConfigError, Driver, Engine, MacvlanMode, Master, NetworkSpec, ParentSpec, PortId,
 };
-use uvlan_dataplane::port::tap::Tap;
 use uvlan_dataplane::wire::MacAddr;
 
 use crate::api::{Connect, CreateNetwork, NetworkSummary, Request, Response, RunInfo};
@@ -22,8 +19,9 @@ use crate::store::{
     StoreError, RECORD_VERSION,
 };
 
+use super::attach::engine_err;
 use super::dp::{with_engine, DataplaneApi};
-use super::endpoint::{self, IfPlan};
+use super::endpoint::{self};
 use super::external;
 use super::host::HostNet;
 use super::model::{Daemon, EpAddrs, EpMac, EpPlace, EpRt, Net, NetRt, NewIpam, NewNetwork, State};
@@ -40,18 +38,6 @@ pub enum StartError {
     /// The stored state is inconsistent.
     #[error("{0}")]
     State(String),
-}
-
-pub(super) fn engine_err(e: super::dp::DpError) -> String {
-    e.to_string()
-}
-
-pub(super) fn port_err(driver: Driver, e: ConfigError) -> String {
-    if e.errno == Errno::Eaddrinuse {
-        format!("Address already in use ({})", e.message)
-    } else {
-        format!("failed to create the {} port: {e}", driver.as_str())
-    }
 }
 
 /// `/proc/PID/stat` field 22 (start time in clock ticks since boot).
@@ -718,193 +704,6 @@ impl Daemon {
             .unwrap_or(fresh);
         let rt_ep = self.finish_endpoint(port, tap, ifindex, ns, up, &ep.name, driver, true)?;
         Ok(Some(rt_ep))
-    }
-
-    // ---- endpoints -----------------------------------------------------------------------
-
-    /// Adds the engine port with its declared addresses (and the ipvlan link-local when the
-    /// endpoint has IPv6). Returns the port, its MAC and MTU, and the link-local.
-    pub(super) fn engine_add_port(
-        &self,
-        nid: NetworkId,
-        driver: Driver,
-        dc: &DriverConfig,
-        ep: &EndpointRecord,
-        mac: MacAddr,
-    ) -> Result<(PortId, MacAddr, u32, Option<Ipv6Addr>), String> {
-        let name = ep.name.clone();
-        let addrs: Vec<IpAddr> = ep.addrs.addrs().collect();
-        let has_v6 = ep.addrs.v6.is_some();
-        let ipvlan = (dc.ipvlan_mode(), dc.ipvlan_flag());
-        let mmode = dc.macvlan_mode();
-        with_engine(&*self.dp, move |e: &mut Engine| {
-            let pid = match (driver, ipvlan, mmode) {
-                (Driver::Ipvlan, (Some(m), Some(f)), _) => {
-                    e.add_ipvlan_port(LinkRef::Network(nid), name, IpvlanAttrs::new(m, f))?
-                }
-                (Driver::Macvlan, _, Some(m)) => e.add_macvlan_port(
-                    LinkRef::Network(nid),
-                    name,
-                    MacvlanAttrs::new(m, Some(mac)),
-                )?,
-                _ => {
-                    return Err(ConfigError {
-                        errno: Errno::Einval,
-                        message: "the network's stored driver options are incomplete".into(),
-                    })
-                }
-            };
-            let ll = if driver == Driver::Ipvlan && has_v6 {
-                e.port_link_local(pid)
-            } else {
-                None
-            };
-            let all = addrs.into_iter().chain(ll.map(IpAddr::V6));
-            for a in all {
-                if let Err(err) = e.add_port_addr(pid, a) {
-                    let _ = e.remove_port(pid);
-                    return Err(err);
-                }
-            }
-            let Some(info) = e.port_info(pid) else {
-                return Err(ConfigError {
-                    errno: Errno::Enodev,
-                    message: "the new port vanished".into(),
-                });
-            };
-            Ok((pid, info.mac, info.mtu, ll))
-        })
-        .map_err(engine_err)?
-        .map_err(|e| port_err(driver, e))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn if_plan(
-        &self,
-        net: &Net,
-        driver: Driver,
-        ifname: String,
-        mac: MacAddr,
-        mtu: u32,
-        ep: &EndpointRecord,
-        link_local: Option<Ipv6Addr>,
-    ) -> IfPlan {
-        let dc = &net.rec.driver_config;
-        let mode = dc.ipvlan_mode();
-        IfPlan {
-            ifname,
-            mac,
-            mtu,
-            addrs: ep.addrs,
-            link_local,
-            noarp: driver == Driver::Ipvlan && mode.is_some_and(|m| m.is_l3()),
-            addr_gen_none: driver == Driver::Ipvlan,
-            routes: endpoint::route_plan(
-                driver,
-                mode,
-                dc.parent.is_some(),
-                net.rec.internal,
-                &ep.addrs,
-            ),
-            custom_routes: None,
-        }
-    }
-
-    /// Port up, TAP to the dataplane, watcher started. On failure the TAP and port are
-    /// removed.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn finish_endpoint(
-        &self,
-        port: PortId,
-        tap: Tap,
-        ifindex: u32,
-        ns: Netns,
-        up: bool,
-        label: &str,
-        driver: Driver,
-        watch: bool,
-    ) -> Result<EpRt, String> {
-        let undo = |tap: Option<Tap>| {
-            match tap {
-                Some(t) => endpoint::destroy_tap(t),
-                None => {
-                    if let Ok(Some(t)) = self.dp.remove_tap(port) {
-                        endpoint::destroy_tap(t);
-                    }
-                }
-            }
-            endpoint::delete_link(&ns, ifindex);
-            let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
-        };
-        match with_engine(&*self.dp, move |e: &mut Engine| e.set_port_up(port, up)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                undo(Some(tap));
-                return Err(port_err(driver, e));
-            }
-            Err(e) => {
-                undo(Some(tap));
-                return Err(e.to_string());
-            }
-        }
-        if let Err(e) = self.dp.add_tap(port, tap) {
-            undo(None);
-            return Err(format!(
-                "cannot hand the endpoint's TAP to the dataplane: {e}"
-            ));
-        }
-        if !watch {
-            let rt = EpRt {
-                port,
-                ifindex,
-                netns: ns,
-                watcher: None,
-            };
-            self.follow_on_attach(&rt, label);
-            return Ok(rt);
-        }
-        let watcher = match endpoint::start_watcher(
-            self.dp.clone(),
-            self.log.clone(),
-            &ns,
-            ifindex,
-            port,
-            label.to_string(),
-        ) {
-            Ok(w) => w,
-            Err(e) => {
-                undo(None);
-                return Err(e);
-            }
-        };
-        let rt = EpRt {
-            port,
-            ifindex,
-            netns: ns,
-            watcher: Some(watcher),
-        };
-        self.follow_on_attach(&rt, label);
-        Ok(rt)
-    }
-
-    pub(super) fn teardown_endpoint(&self, mut rt: EpRt) {
-        drop(rt.watcher.take());
-        match self.dp.remove_tap(rt.port) {
-            Ok(Some(t)) => endpoint::destroy_tap(t),
-            Ok(None) => {}
-            Err(e) => (self.log)(&format!("taking the TAP of {} back: {e}", rt.port)),
-        }
-        endpoint::delete_link(&rt.netns, rt.ifindex);
-        let port = rt.port;
-        match with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port)) {
-            Ok(Ok(()))
-            | Ok(Err(ConfigError {
-                errno: Errno::Enodev,
-                ..
-            })) => {}
-            Ok(Err(e)) => (self.log)(&format!("removing {port} from the engine: {e}")),
-            Err(e) => (self.log)(&format!("removing {port} from the engine: {e}")),
-        }
     }
 
     /// Chooses the endpoint's MAC: ipvlan none (the engine gives the master's), macvlan the
