@@ -6,6 +6,7 @@
 //! and only then commits. A failed request leaves the state as it was.
 
 mod attach;
+mod connect;
 pub mod dp;
 pub mod endpoint;
 mod external;
