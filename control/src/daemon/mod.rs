@@ -14,6 +14,7 @@ mod follow;
 pub mod host;
 mod managed;
 mod model;
+mod network;
 pub mod options;
 mod parents;
 pub mod real;
