@@ -6,7 +6,7 @@
 //! and only then commits. A failed request leaves the state as it was.
 //!
 //! The daemon knows none of its front ends (the API listener, the Docker driver, the CNI
-//! plugin): [`crate::service`] starts it and them, and joins them. Its parts, each using only
+//! plugin): the service root starts it and them, and joins them. Its parts, each using only
 //! those listed before it (a unit test checks that no part uses one that uses it back):
 //!
 //! - plumbing: `dp` (the dataplane interface), `real` (the dataplane thread), `options`
