@@ -8,19 +8,20 @@
 //! their `eth0` (without carrier) until the next daemon re-attaches and traffic resumes.
 
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::api::{self, ListenError};
-use crate::store::{Store, StoreError};
 use uvlan_dataplane::run::{RunOptions, WireBackend};
 
+use crate::api::{self, ListenError};
 use crate::daemon::dp::DataplaneApi;
 use crate::daemon::host::RtnlHost;
 use crate::daemon::real::RunDataplane;
 use crate::daemon::{Daemon, StartError};
 use crate::logger::Logger;
+use crate::store::{Store, StoreError};
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +155,15 @@ pub fn run_daemon(
         socket.display(),
         root.display()
     ));
+    serve_api(&listener, &daemon, &log);
+    log("stopping; endpoints stay in place (their TAPs are persistent)");
+    drop(plugin);
+    let _ = std::fs::remove_file(socket);
+    Ok(())
+}
+
+/// The API listener loop: one thread per connection, until SIGINT/SIGTERM.
+fn serve_api(listener: &UnixListener, daemon: &Arc<Daemon>, log: &Logger) {
     while !STOP.load(Ordering::SeqCst) {
         if !crate::sys::wait_readable(listener.as_fd(), 200).unwrap_or(false) {
             continue;
@@ -173,8 +183,4 @@ pub fn run_daemon(
             Err(e) => log(&format!("accept: {e}")),
         }
     }
-    log("stopping; endpoints stay in place (their TAPs are persistent)");
-    drop(plugin);
-    let _ = std::fs::remove_file(socket);
-    Ok(())
 }
