@@ -20,6 +20,9 @@
 //!
 //! Detaching or forgetting what is not there succeeds (CNI DEL and Docker's retries are
 //! idempotent).
+//!
+//! The rules of these networks' data (the IPAM taken as given, inspect, the CLI's refusal)
+//! are in `external.rs`; following a TAP into its sandbox is in `attach.rs`.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
