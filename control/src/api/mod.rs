@@ -388,6 +388,16 @@ pub enum Response {
     },
 }
 
+/// Joins a possibly multi-line error text into one line (the CLI prints one line per
+/// error; Docker's multi-error lists keep their `* ` markers).
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The answer to [`Request::Stats`]: the dataplane's counters since the daemon started.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsReport {

@@ -287,12 +287,12 @@ pub fn main() -> i32 {
                     a.docker_host.as_deref(),
                 )
             });
-            let log = crate::daemon::stderr_logger();
-            let opts = crate::daemon::DaemonOptions {
+            let log = crate::logger::stderr_logger();
+            let opts = crate::service::DaemonOptions {
                 docker,
                 wire_backend: a.wire_backend.into(),
             };
-            crate::daemon::run_daemon(&root, &socket, &opts, log)
+            crate::service::run_daemon(&root, &socket, &opts, log)
                 .map(|()| 0)
                 .map_err(|e| Failure::msg(format!("uvlan daemon: {e}")))
         }
@@ -305,7 +305,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("{}", crate::daemon::one_line(&f.message));
+            eprintln!("{}", crate::api::one_line(&f.message));
             f.code
         }
     }
@@ -502,7 +502,7 @@ fn network(cmd: NetworkCmd) -> Result<i32, Failure> {
                 match api::call_typed::<String>(&sock, &Request::NetworkRm { name: n.clone() }) {
                     Ok(name) => println!("{name}"),
                     Err(e @ ClientError::Daemon(_)) => {
-                        eprintln!("{}", crate::daemon::one_line(&e.to_string()));
+                        eprintln!("{}", crate::api::one_line(&e.to_string()));
                         status = 1;
                     }
                     Err(e) => return Err(e.into()),

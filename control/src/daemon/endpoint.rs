@@ -22,7 +22,7 @@ use uvlan_dataplane::port::tap::{Tap, TapError, TapOptions};
 use uvlan_dataplane::wire::MacAddr;
 
 use super::dp::{with_engine, DataplaneApi};
-use super::Logger;
+use crate::logger::Logger;
 
 /// The default routes an endpoint gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -352,6 +352,18 @@ fn on_event(dp: &dyn DataplaneApi, log: &Logger, port: PortId, label: &str, ev: 
                  disconnect\""
             ));
             let _ = with_engine(dp, move |e| e.set_port_up(port, false));
+        }
+    }
+}
+
+/// Deletes a TAP left in the daemon's namespace under `name` (Docker moves an endpoint's
+/// interface back there after Leave), if there is one.
+pub fn delete_host_tap(name: &str) {
+    let Ok(here) = Netns::current() else { return };
+    let Ok(mut r) = Rtnl::open(&here) else { return };
+    if let Ok(l) = r.link_get(name) {
+        if l.kind.as_deref() == Some("tun") {
+            let _ = r.link_delete(l.index);
         }
     }
 }

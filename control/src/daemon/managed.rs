@@ -20,13 +20,14 @@
 //!
 //! Detaching or forgetting what is not there succeeds (CNI DEL and Docker's retries are
 //! idempotent).
+//!
+//! The rules of these networks' data (the IPAM taken as given, inspect, the CLI's refusal)
+//! are in `external.rs`; following a TAP into its sandbox is in `attach.rs`.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use uvlan_dataplane::fwd::{Driver, Engine, PortId};
+use uvlan_dataplane::fwd::{Driver, Engine};
 use uvlan_dataplane::port::tap::Tap;
 use uvlan_dataplane::wire::MacAddr;
 
@@ -35,141 +36,15 @@ use crate::api::{
     RouteSpec,
 };
 use crate::ids;
-use crate::inspect::NetworkResource;
-use crate::ipam::{
-    EndpointAddr, EndpointAddrs, IpamConfig, NetworkIpam, Prefix, SubnetAlloc, SubnetStatus,
-};
+use crate::ipam::{EndpointAddr, EndpointAddrs};
 use crate::netns::{Netns, Rtnl, NETNS_RUN_DIR};
 use crate::store::{Managed, NetworkRecord, ReservedEndpoint};
 
 use super::dp::with_engine;
 use super::endpoint::{self, CustomRoute, DefaultRoute};
+use super::external::{parse_bare_or_cidr, parse_cidr_addr};
+use super::model::{Daemon, EpAddrs, EpMac, EpPlace, EpRt, NewIpam, NewNetwork, State};
 use super::options;
-use super::state::{Daemon, EpAddrs, EpMac, EpPlace, EpRt, NewIpam, NewNetwork, State};
-
-/// The inspect label naming a managed network's owner.
-pub const OWNER_LABEL: &str = "uvlan.managed-by";
-
-/// How long the daemon waits for a front end to move a TAP into its sandbox.
-const FOLLOW_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often it looks.
-const FOLLOW_POLL: Duration = Duration::from_millis(20);
-
-/// Parses `ADDR/LEN` into the address and its (masked) subnet.
-pub fn parse_cidr_addr(text: &str) -> Result<(IpAddr, Prefix), String> {
-    let bad = || format!("invalid address {text:?}: expected ADDRESS/PREFIXLEN");
-    let (a, l) = text.split_once('/').ok_or_else(bad)?;
-    let addr: IpAddr = a.parse().map_err(|_| bad())?;
-    let len: u8 = l.parse().map_err(|_| bad())?;
-    let prefix = Prefix::new(addr, len).ok_or_else(bad)?;
-    Ok((addr, prefix.masked()))
-}
-
-/// Parses an address given either bare or as `ADDR/LEN` (Docker sends gateways and aux
-/// addresses with the pool's length).
-fn parse_bare_or_cidr(text: &str) -> Result<IpAddr, String> {
-    let a = text.split_once('/').map_or(text, |(a, _)| a);
-    a.parse()
-        .map_err(|_| format!("invalid address {text:?}: expected an IP address"))
-}
-
-/// The allocation of a network whose front end did the IPAM: its subnets, gateways and aux
-/// addresses as given (checked for form and containment only).
-pub fn external_ipam(cfg: &[IpamConfig]) -> Result<NetworkIpam, String> {
-    let mut ipam = NetworkIpam::default();
-    for c in cfg {
-        let (_, subnet) = parse_cidr_addr(&c.subnet)
-            .map_err(|e| format!("invalid subnet {:?}: {e}", c.subnet))?;
-        let inside = |what: &str, a: IpAddr| {
-            if subnet.contains(a) {
-                Ok(a)
-            } else {
-                Err(format!(
-                    "invalid {what} {a}: parent subnet {subnet} doesn't contain this address"
-                ))
-            }
-        };
-        let gateway = match &c.gateway {
-            Some(g) if !g.is_empty() => Some(inside("gateway", parse_bare_or_cidr(g)?)?),
-            _ => None,
-        };
-        let ip_range = match &c.ip_range {
-            Some(r) if !r.is_empty() => Some(parse_cidr_addr(r)?.1),
-            _ => None,
-        };
-        let mut aux = BTreeMap::new();
-        for (name, a) in &c.aux {
-            aux.insert(
-                name.clone(),
-                inside("auxiliary address", parse_bare_or_cidr(a)?)?,
-            );
-        }
-        let alloc = SubnetAlloc {
-            subnet,
-            ip_range,
-            gateway,
-            aux,
-            dynamic: false,
-        };
-        match subnet.addr() {
-            IpAddr::V4(_) => ipam.v4.push(alloc),
-            IpAddr::V6(_) => ipam.v6.push(alloc),
-        }
-    }
-    Ok(ipam)
-}
-
-/// `Status.IPAM` for a managed network: the addresses uvlan knows of in each subnet
-/// (network and broadcast or anycast, gateway, aux, endpoints, reservations); the free
-/// count is the subnet's size minus those (the front end's IPAM may know more).
-pub fn external_status(rec: &NetworkRecord) -> BTreeMap<String, SubnetStatus> {
-    let mut held: Vec<IpAddr> = rec.endpoints.iter().flat_map(|e| e.addrs.addrs()).collect();
-    if let Some(m) = &rec.managed {
-        held.extend(m.reserved.iter().flat_map(|r| r.addrs.addrs()));
-    }
-    rec.ipam
-        .subnets()
-        .map(|s| {
-            let v4 = s.subnet.addr().is_ipv4();
-            let reserved: u64 = match (v4, s.subnet.host_bits()) {
-                (true, b) if b > 1 => 2,
-                (true, _) => 0,
-                (false, _) => 1,
-            };
-            let used = reserved
-                + s.gateway.iter().count() as u64
-                + s.aux.len() as u64
-                + held.iter().filter(|a| s.subnet.contains(**a)).count() as u64;
-            let size = u64::try_from(s.subnet.size()).unwrap_or(u64::MAX);
-            (
-                s.subnet.to_string(),
-                SubnetStatus {
-                    ips_in_use: used,
-                    dynamic_ips_available: size.saturating_sub(used),
-                },
-            )
-        })
-        .collect()
-}
-
-/// Marks a managed network in inspect: the owner label, and `IPAM.Driver` `external`.
-pub fn decorate_inspect(view: &mut NetworkResource, m: &Managed) {
-    view.labels.insert(OWNER_LABEL.to_string(), m.owner.clone());
-    view.ipam.driver = "external".to_string();
-}
-
-/// The error for a uvlan CLI operation on a managed network.
-pub fn refuse_cli(name: &str, m: &Managed, verb: &str) -> String {
-    let how = match m.owner.as_str() {
-        "docker" => "use docker (docker network rm, docker run --network, docker network connect/disconnect)",
-        "cni" => "its endpoints come and go with the container runtime's CNI ADD and DEL",
-        _ => "use the tool that created it",
-    };
-    format!(
-        "network {name} is managed by {} and cannot be {verb} with the uvlan CLI: {how}",
-        m.owner
-    )
-}
 
 /// The endpoint addresses a front end gave, with each family's gateway: the given one, else
 /// the gateway of the network's subnet holding the address.
@@ -665,7 +540,7 @@ impl Daemon {
                 Some(tap) => endpoint::destroy_tap(tap),
                 None => {
                     if let Some(name) = host_name {
-                        delete_host_tap(&name);
+                        endpoint::delete_host_tap(&name);
                     }
                 }
             }
@@ -762,138 +637,5 @@ impl Daemon {
         self.store.save_network(&rec).map_err(|e| e.to_string())?;
         st.nets[i].rec = rec;
         Ok(true)
-    }
-
-    /// Follows a TAP a front end moves into its sandbox (see the module docs): waits until
-    /// the interface with `ifindex` and `mac` is up in the endpoint's namespace, then
-    /// settles it, starts its watcher and records its final name.
-    pub(super) fn spawn_follow(
-        &self,
-        net_id: &str,
-        ep_id: &str,
-        port: PortId,
-        ifindex: u32,
-        mac: MacAddr,
-    ) {
-        let Some(me) = self.me.upgrade() else { return };
-        let (net_id, ep_id) = (net_id.to_string(), ep_id.to_string());
-        let label = ep_id.clone();
-        let spawned = std::thread::Builder::new()
-            .name("uvlan-follow".to_string())
-            .spawn(move || {
-                let start = Instant::now();
-                loop {
-                    std::thread::sleep(FOLLOW_POLL);
-                    match me.follow_step(&net_id, &ep_id, port, ifindex, mac) {
-                        Ok(true) => return,
-                        Ok(false) => {}
-                        Err(e) => {
-                            (me.log)(&format!("endpoint {ep_id}: {e}"));
-                            return;
-                        }
-                    }
-                    if start.elapsed() > FOLLOW_TIMEOUT {
-                        (me.log)(&format!(
-                            "endpoint {ep_id}: its interface did not arrive in its sandbox \
-                             within {} s; it gets no traffic until it does and the daemon is \
-                             restarted",
-                            FOLLOW_TIMEOUT.as_secs()
-                        ));
-                        return;
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            (self.log)(&format!("cannot start the thread following {label}: {e}"));
-        }
-    }
-
-    /// One look: `Ok(true)` when done (settled, or the endpoint is gone), `Ok(false)` to
-    /// look again.
-    fn follow_step(
-        &self,
-        net_id: &str,
-        ep_id: &str,
-        port: PortId,
-        ifindex: u32,
-        mac: MacAddr,
-    ) -> Result<bool, String> {
-        let mut st = self.lock();
-        let Some(i) = st.nets.iter().position(|n| n.rec.id == net_id) else {
-            return Ok(true);
-        };
-        let Some(k) = st.nets[i].rec.endpoints.iter().position(|e| e.id == ep_id) else {
-            return Ok(true);
-        };
-        if st.nets[i].eps.get(ep_id).map(|r| r.port) != Some(port) {
-            return Ok(true);
-        }
-        let ep = st.nets[i].rec.endpoints[k].clone();
-        // Docker creates the sandbox after Join (when the container's process exists).
-        let ns = match Netns::open_path(Path::new(&ep.netns_path)) {
-            Ok(ns) if ep.netns_inode == 0 || ns.inode() == ep.netns_inode => ns,
-            Ok(_) => return Err(format!("its sandbox {} was replaced", ep.netns_path)),
-            Err(_) => return Ok(false),
-        };
-        let link = Rtnl::open(&ns)
-            .and_then(|mut r| r.link_get_by_index(ifindex))
-            .ok()
-            .filter(|l| l.mac == Some(mac.0) && l.is_up());
-        let Some(link) = link else {
-            return Ok(false);
-        };
-        let driver = options::parse_driver(&st.nets[i].rec.driver)?;
-        let link_local = if driver == Driver::Ipvlan && ep.addrs.v6.is_some() {
-            with_engine(&*self.dp, move |e: &mut Engine| e.port_link_local(port))
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
-        let plan = self.if_plan(
-            &st.nets[i],
-            driver,
-            link.name.clone(),
-            mac,
-            link.mtu,
-            &ep,
-            link_local,
-        );
-        if let Err(e) = endpoint::settle_moved(&ns, ifindex, &link.name, &plan) {
-            (self.log)(&format!("endpoint {ep_id}: {e}"));
-        }
-        let watcher = endpoint::start_watcher(
-            self.dp.clone(),
-            self.log.clone(),
-            &ns,
-            ifindex,
-            port,
-            ep.name.clone(),
-        )?;
-        let mut netrec = st.nets[i].rec.clone();
-        netrec.endpoints[k].ifname = link.name.clone();
-        netrec.endpoints[k].netns_inode = ns.inode();
-        self.store
-            .save_network(&netrec)
-            .map_err(|e| e.to_string())?;
-        st.nets[i].rec = netrec;
-        if let Some(rt) = st.nets[i].eps.get_mut(ep_id) {
-            rt.netns = ns;
-            rt.ifindex = ifindex;
-            rt.watcher = Some(watcher);
-        }
-        Ok(true)
-    }
-}
-
-/// Deletes a TAP left in the daemon's namespace under `name` (Docker moves an endpoint's
-/// interface back there after Leave), if there is one.
-pub(super) fn delete_host_tap(name: &str) {
-    let Ok(here) = Netns::current() else { return };
-    let Ok(mut r) = Rtnl::open(&here) else { return };
-    if let Ok(l) = r.link_get(name) {
-        if l.kind.as_deref() == Some("tun") {
-            let _ = r.link_delete(l.index);
-        }
     }
 }

@@ -4,41 +4,46 @@
 //! Every mutating request runs under one lock, validates everything first, works on copies
 //! (the IPAM address space is cloned), undoes its side effects on failure, writes the store,
 //! and only then commits. A failed request leaves the state as it was.
+//!
+//! The daemon knows none of its front ends (the API listener, the Docker driver, the CNI
+//! plugin): the service root starts it and them, and joins them. Its parts, each using only
+//! those listed before it (a unit test checks that no part uses one that uses it back):
+//!
+//! - plumbing: `dp` (the dataplane interface), `real` (the dataplane thread), `options`
+//!   (driver options), `host` (the host's interfaces), `endpoint` (TAPs, interfaces,
+//!   routes and watchers in namespaces);
+//! - `model`: the data, under one lock; `external`: the rules of networks a front end
+//!   manages with its own IPAM;
+//! - the core: `follow` (endpoints take their parent's state), `attach` (an endpoint's port,
+//!   interface and teardown), `connect` (making an endpoint), `network` (a network in the
+//!   engine; restoring one), `parents` (following the host's parents), `create` (making a
+//!   network);
+//! - the operations: `cli_ops` (the uvlan CLI's), `managed` (the Docker driver's and the CNI
+//!   plugin's), `stats` and `trace`;
+//! - `start` (start-up from the store) and `dispatch` (each request to its operation).
 
+mod attach;
+mod cli_ops;
+mod connect;
+mod create;
+mod dispatch;
 pub mod dp;
 pub mod endpoint;
+mod external;
+mod follow;
 pub mod host;
 mod managed;
+mod model;
+mod network;
 pub mod options;
 mod parents;
 pub mod real;
-mod server;
-mod state;
+mod start;
 mod stats;
 mod trace;
 
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
-
-pub use server::{run_daemon, DaemonError, DaemonOptions};
-pub use state::Daemon;
-
-/// Where the daemon writes its log lines (stderr in the binary).
-pub type Logger = Arc<dyn Fn(&str) + Send + Sync>;
-
-/// A logger printing `uvlan daemon: MESSAGE` lines with a UTC timestamp on stderr.
-pub fn stderr_logger() -> Logger {
-    Arc::new(|msg: &str| eprintln!("{} uvlan daemon: {msg}", crate::ids::now_rfc3339()))
-}
-
-/// Joins a possibly multi-line error text into one line (the CLI prints one line per
-/// error; Docker's multi-error lists keep their `* ` markers).
-pub fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use model::Daemon;
+pub use start::StartError;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::api::{EndpointStats, NetworkStats, StatsReport, WireStats};
 
-use super::state::Daemon;
+use super::model::Daemon;
 
 impl Daemon {
     /// Counters of `names` (all networks when empty).

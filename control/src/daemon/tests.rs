@@ -80,11 +80,11 @@ impl Drop for TempRoot {
     }
 }
 
-fn start(root: &TempRoot) -> Result<Arc<Daemon>, super::DaemonError> {
+fn start(root: &TempRoot) -> Result<Arc<Daemon>, super::StartError> {
     start_on(root, FakeHost::new())
 }
 
-fn start_on(root: &TempRoot, host: FakeHost) -> Result<Arc<Daemon>, super::DaemonError> {
+fn start_on(root: &TempRoot, host: FakeHost) -> Result<Arc<Daemon>, super::StartError> {
     let store = Store::open(&root.0)?;
     Daemon::start(
         store,

@@ -27,7 +27,7 @@ use std::time::Duration;
 use uvlan_dataplane::fwd::Driver;
 
 use crate::api::{Request, Response, OWNER_DOCKER};
-use crate::daemon::{Daemon, Logger};
+use crate::logger::Logger;
 
 pub use driver::{plugin_name, Backend, Reply};
 
@@ -87,9 +87,22 @@ pub enum PluginError {
     DockerHost(String),
 }
 
+/// What the Docker front end needs from the daemon: its requests, and the names of the
+/// networks Docker manages. The daemon offers it (the service root hands it over); the
+/// front end never reaches into the daemon otherwise.
+pub trait DaemonApi: Send + Sync {
+    /// Serves one daemon request.
+    fn handle(&self, req: Request) -> Response;
+    /// The managed networks of `owner`, as `(id, name)`.
+    fn managed_networks(&self, owner: &str) -> Vec<(String, String)>;
+    /// Renames a managed network (the driver shows Docker's name once it learns it).
+    /// Answers false when the name is taken by another network (the name stays).
+    fn rename_managed(&self, id: &str, owner: &str, name: &str) -> Result<bool, String>;
+}
+
 /// The daemon as the driver's backend.
 struct DaemonBackend {
-    daemon: Arc<Daemon>,
+    daemon: Arc<dyn DaemonApi>,
     names: names::NameLearner,
 }
 
@@ -163,7 +176,7 @@ fn bind(path: &Path) -> Result<UnixListener, PluginError> {
 
 /// Starts serving both plugin sockets for `daemon`.
 pub fn serve(
-    daemon: Arc<Daemon>,
+    daemon: Arc<dyn DaemonApi>,
     cfg: &PluginConfig,
     log: Logger,
 ) -> Result<PluginServer, PluginError> {

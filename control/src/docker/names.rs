@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::OWNER_DOCKER;
-use crate::daemon::{Daemon, Logger};
+use crate::logger::Logger;
 
 use super::http::parse_response;
+use super::DaemonApi;
 
 /// How long names are looked for after a network was created.
 const LEARN_FOR: Duration = Duration::from_secs(30);
@@ -22,7 +23,7 @@ const RETRY: Duration = Duration::from_millis(250);
 
 /// Asks Docker for network names on background threads.
 pub struct NameLearner {
-    daemon: Arc<Daemon>,
+    daemon: Arc<dyn DaemonApi>,
     docker: PathBuf,
     log: Logger,
 }
@@ -70,7 +71,7 @@ pub fn lookup(docker: &std::path::Path, id: &str) -> Lookup {
 
 impl NameLearner {
     /// A learner asking Docker at `docker` (a unix socket path).
-    pub fn new(daemon: Arc<Daemon>, docker: PathBuf, log: Logger) -> NameLearner {
+    pub fn new(daemon: Arc<dyn DaemonApi>, docker: PathBuf, log: Logger) -> NameLearner {
         NameLearner {
             daemon,
             docker,

@@ -1,22 +1,27 @@
-//! `uvlan daemon`: start-up, the accept loop, and shutdown on SIGINT/SIGTERM.
+//! The service root: `uvlan daemon` starts the daemon and its front ends (the API listener
+//! loop, the Docker plugin server, the watcher of the host's interfaces that parents follow)
+//! and wires them together; it stops on SIGINT/SIGTERM. The daemon knows none of its front
+//! ends: each depends on a narrow interface the daemon offers (the API's requests; for the
+//! Docker driver, [`crate::docker::DaemonApi`]), and only this module joins the two.
 //!
 //! Shutdown leaves every endpoint in place: TAPs are persistent, so the namespaces keep
 //! their `eth0` (without carrier) until the next daemon re-attaches and traffic resumes.
 
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::api::{self, ListenError};
-use crate::store::{Store, StoreError};
 use uvlan_dataplane::run::{RunOptions, WireBackend};
 
-use super::dp::DataplaneApi;
-use super::host::RtnlHost;
-use super::real::RunDataplane;
-use super::state::Daemon;
-use super::Logger;
+use crate::api::{self, ListenError};
+use crate::daemon::dp::DataplaneApi;
+use crate::daemon::host::RtnlHost;
+use crate::daemon::real::RunDataplane;
+use crate::daemon::{Daemon, StartError};
+use crate::logger::Logger;
+use crate::store::{Store, StoreError};
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +34,9 @@ pub enum DaemonError {
     /// The store cannot be used.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The stored state is inconsistent.
-    #[error("{0}")]
-    State(String),
+    /// The stored state cannot be restored.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// The host namespace cannot be read.
     #[error("cannot read the host's interfaces: {0}")]
     Host(String),
@@ -75,6 +80,21 @@ pub struct DaemonOptions {
     pub docker: Option<crate::docker::PluginConfig>,
     /// How parents are opened.
     pub wire_backend: WireBackend,
+}
+
+/// The daemon as the Docker front end sees it.
+impl crate::docker::DaemonApi for Daemon {
+    fn handle(&self, req: api::Request) -> api::Response {
+        Daemon::handle(self, req)
+    }
+
+    fn managed_networks(&self, owner: &str) -> Vec<(String, String)> {
+        Daemon::managed_networks(self, owner)
+    }
+
+    fn rename_managed(&self, id: &str, owner: &str, name: &str) -> Result<bool, String> {
+        Daemon::rename_managed(self, id, owner, name)
+    }
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
@@ -135,6 +155,15 @@ pub fn run_daemon(
         socket.display(),
         root.display()
     ));
+    serve_api(&listener, &daemon, &log);
+    log("stopping; endpoints stay in place (their TAPs are persistent)");
+    drop(plugin);
+    let _ = std::fs::remove_file(socket);
+    Ok(())
+}
+
+/// The API listener loop: one thread per connection, until SIGINT/SIGTERM.
+fn serve_api(listener: &UnixListener, daemon: &Arc<Daemon>, log: &Logger) {
     while !STOP.load(Ordering::SeqCst) {
         if !crate::sys::wait_readable(listener.as_fd(), 200).unwrap_or(false) {
             continue;
@@ -154,8 +183,4 @@ pub fn run_daemon(
             Err(e) => log(&format!("accept: {e}")),
         }
     }
-    log("stopping; endpoints stay in place (their TAPs are persistent)");
-    drop(plugin);
-    let _ = std::fs::remove_file(socket);
-    Ok(())
 }

@@ -1,0 +1,347 @@
+//! An endpoint's attachment, shared by every way of making one (connect, a front end's
+//! attach, restore): its port in the engine with its addresses, the plan of its interface,
+//! the TAP handed to the dataplane with the address watcher, the teardown, and following a
+//! TAP a front end moves into its sandbox (see `managed.rs`).
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use uvlan_dataplane::fwd::{
+    ConfigError, Driver, Engine, Errno, IpvlanAttrs, LinkRef, MacvlanAttrs, NetworkId, PortId,
+};
+use uvlan_dataplane::port::tap::Tap;
+use uvlan_dataplane::wire::MacAddr;
+
+use crate::netns::{Netns, Rtnl};
+use crate::store::{DriverConfig, EndpointRecord};
+
+use super::dp::{with_engine, DpError};
+use super::endpoint::{self, IfPlan};
+use super::model::{Daemon, EpRt, Net};
+use super::options;
+
+/// How long the daemon waits for a front end to move a TAP into its sandbox.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often it looks.
+const FOLLOW_POLL: Duration = Duration::from_millis(20);
+
+pub(super) fn engine_err(e: DpError) -> String {
+    e.to_string()
+}
+
+pub(super) fn port_err(driver: Driver, e: ConfigError) -> String {
+    if e.errno == Errno::Eaddrinuse {
+        format!("Address already in use ({})", e.message)
+    } else {
+        format!("failed to create the {} port: {e}", driver.as_str())
+    }
+}
+
+impl Daemon {
+    /// Adds the engine port with its declared addresses (and the ipvlan link-local when the
+    /// endpoint has IPv6). Returns the port, its MAC and MTU, and the link-local.
+    pub(super) fn engine_add_port(
+        &self,
+        nid: NetworkId,
+        driver: Driver,
+        dc: &DriverConfig,
+        ep: &EndpointRecord,
+        mac: MacAddr,
+    ) -> Result<(PortId, MacAddr, u32, Option<Ipv6Addr>), String> {
+        let name = ep.name.clone();
+        let addrs: Vec<IpAddr> = ep.addrs.addrs().collect();
+        let has_v6 = ep.addrs.v6.is_some();
+        let ipvlan = (dc.ipvlan_mode(), dc.ipvlan_flag());
+        let mmode = dc.macvlan_mode();
+        with_engine(&*self.dp, move |e: &mut Engine| {
+            let pid = match (driver, ipvlan, mmode) {
+                (Driver::Ipvlan, (Some(m), Some(f)), _) => {
+                    e.add_ipvlan_port(LinkRef::Network(nid), name, IpvlanAttrs::new(m, f))?
+                }
+                (Driver::Macvlan, _, Some(m)) => e.add_macvlan_port(
+                    LinkRef::Network(nid),
+                    name,
+                    MacvlanAttrs::new(m, Some(mac)),
+                )?,
+                _ => {
+                    return Err(ConfigError {
+                        errno: Errno::Einval,
+                        message: "the network's stored driver options are incomplete".into(),
+                    })
+                }
+            };
+            let ll = if driver == Driver::Ipvlan && has_v6 {
+                e.port_link_local(pid)
+            } else {
+                None
+            };
+            let all = addrs.into_iter().chain(ll.map(IpAddr::V6));
+            for a in all {
+                if let Err(err) = e.add_port_addr(pid, a) {
+                    let _ = e.remove_port(pid);
+                    return Err(err);
+                }
+            }
+            let Some(info) = e.port_info(pid) else {
+                return Err(ConfigError {
+                    errno: Errno::Enodev,
+                    message: "the new port vanished".into(),
+                });
+            };
+            Ok((pid, info.mac, info.mtu, ll))
+        })
+        .map_err(engine_err)?
+        .map_err(|e| port_err(driver, e))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn if_plan(
+        &self,
+        net: &Net,
+        driver: Driver,
+        ifname: String,
+        mac: MacAddr,
+        mtu: u32,
+        ep: &EndpointRecord,
+        link_local: Option<Ipv6Addr>,
+    ) -> IfPlan {
+        let dc = &net.rec.driver_config;
+        let mode = dc.ipvlan_mode();
+        IfPlan {
+            ifname,
+            mac,
+            mtu,
+            addrs: ep.addrs,
+            link_local,
+            noarp: driver == Driver::Ipvlan && mode.is_some_and(|m| m.is_l3()),
+            addr_gen_none: driver == Driver::Ipvlan,
+            routes: endpoint::route_plan(
+                driver,
+                mode,
+                dc.parent.is_some(),
+                net.rec.internal,
+                &ep.addrs,
+            ),
+            custom_routes: None,
+        }
+    }
+
+    /// Port up, TAP to the dataplane, watcher started. On failure the TAP and port are
+    /// removed.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish_endpoint(
+        &self,
+        port: PortId,
+        tap: Tap,
+        ifindex: u32,
+        ns: Netns,
+        up: bool,
+        label: &str,
+        driver: Driver,
+        watch: bool,
+    ) -> Result<EpRt, String> {
+        let undo = |tap: Option<Tap>| {
+            match tap {
+                Some(t) => endpoint::destroy_tap(t),
+                None => {
+                    if let Ok(Some(t)) = self.dp.remove_tap(port) {
+                        endpoint::destroy_tap(t);
+                    }
+                }
+            }
+            endpoint::delete_link(&ns, ifindex);
+            let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
+        };
+        match with_engine(&*self.dp, move |e: &mut Engine| e.set_port_up(port, up)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                undo(Some(tap));
+                return Err(port_err(driver, e));
+            }
+            Err(e) => {
+                undo(Some(tap));
+                return Err(e.to_string());
+            }
+        }
+        if let Err(e) = self.dp.add_tap(port, tap) {
+            undo(None);
+            return Err(format!(
+                "cannot hand the endpoint's TAP to the dataplane: {e}"
+            ));
+        }
+        if !watch {
+            let rt = EpRt {
+                port,
+                ifindex,
+                netns: ns,
+                watcher: None,
+            };
+            self.follow_on_attach(&rt, label);
+            return Ok(rt);
+        }
+        let watcher = match endpoint::start_watcher(
+            self.dp.clone(),
+            self.log.clone(),
+            &ns,
+            ifindex,
+            port,
+            label.to_string(),
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                undo(None);
+                return Err(e);
+            }
+        };
+        let rt = EpRt {
+            port,
+            ifindex,
+            netns: ns,
+            watcher: Some(watcher),
+        };
+        self.follow_on_attach(&rt, label);
+        Ok(rt)
+    }
+
+    pub(super) fn teardown_endpoint(&self, mut rt: EpRt) {
+        drop(rt.watcher.take());
+        match self.dp.remove_tap(rt.port) {
+            Ok(Some(t)) => endpoint::destroy_tap(t),
+            Ok(None) => {}
+            Err(e) => (self.log)(&format!("taking the TAP of {} back: {e}", rt.port)),
+        }
+        endpoint::delete_link(&rt.netns, rt.ifindex);
+        let port = rt.port;
+        match with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port)) {
+            Ok(Ok(()))
+            | Ok(Err(ConfigError {
+                errno: Errno::Enodev,
+                ..
+            })) => {}
+            Ok(Err(e)) => (self.log)(&format!("removing {port} from the engine: {e}")),
+            Err(e) => (self.log)(&format!("removing {port} from the engine: {e}")),
+        }
+    }
+
+    /// Follows a TAP a front end moves into its sandbox (see `managed.rs`'s module docs):
+    /// waits until the interface with `ifindex` and `mac` is up in the endpoint's namespace,
+    /// then settles it, starts its watcher and records its final name.
+    pub(super) fn spawn_follow(
+        &self,
+        net_id: &str,
+        ep_id: &str,
+        port: PortId,
+        ifindex: u32,
+        mac: MacAddr,
+    ) {
+        let Some(me) = self.me.upgrade() else { return };
+        let (net_id, ep_id) = (net_id.to_string(), ep_id.to_string());
+        let label = ep_id.clone();
+        let spawned = std::thread::Builder::new()
+            .name("uvlan-follow".to_string())
+            .spawn(move || {
+                let start = Instant::now();
+                loop {
+                    std::thread::sleep(FOLLOW_POLL);
+                    match me.follow_step(&net_id, &ep_id, port, ifindex, mac) {
+                        Ok(true) => return,
+                        Ok(false) => {}
+                        Err(e) => {
+                            (me.log)(&format!("endpoint {ep_id}: {e}"));
+                            return;
+                        }
+                    }
+                    if start.elapsed() > FOLLOW_TIMEOUT {
+                        (me.log)(&format!(
+                            "endpoint {ep_id}: its interface did not arrive in its sandbox \
+                             within {} s; it gets no traffic until it does and the daemon is \
+                             restarted",
+                            FOLLOW_TIMEOUT.as_secs()
+                        ));
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            (self.log)(&format!("cannot start the thread following {label}: {e}"));
+        }
+    }
+
+    /// One look: `Ok(true)` when done (settled, or the endpoint is gone), `Ok(false)` to
+    /// look again.
+    fn follow_step(
+        &self,
+        net_id: &str,
+        ep_id: &str,
+        port: PortId,
+        ifindex: u32,
+        mac: MacAddr,
+    ) -> Result<bool, String> {
+        let mut st = self.lock();
+        let Some(i) = st.nets.iter().position(|n| n.rec.id == net_id) else {
+            return Ok(true);
+        };
+        let Some(k) = st.nets[i].rec.endpoints.iter().position(|e| e.id == ep_id) else {
+            return Ok(true);
+        };
+        if st.nets[i].eps.get(ep_id).map(|r| r.port) != Some(port) {
+            return Ok(true);
+        }
+        let ep = st.nets[i].rec.endpoints[k].clone();
+        // Docker creates the sandbox after Join (when the container's process exists).
+        let ns = match Netns::open_path(Path::new(&ep.netns_path)) {
+            Ok(ns) if ep.netns_inode == 0 || ns.inode() == ep.netns_inode => ns,
+            Ok(_) => return Err(format!("its sandbox {} was replaced", ep.netns_path)),
+            Err(_) => return Ok(false),
+        };
+        let link = Rtnl::open(&ns)
+            .and_then(|mut r| r.link_get_by_index(ifindex))
+            .ok()
+            .filter(|l| l.mac == Some(mac.0) && l.is_up());
+        let Some(link) = link else {
+            return Ok(false);
+        };
+        let driver = options::parse_driver(&st.nets[i].rec.driver)?;
+        let link_local = if driver == Driver::Ipvlan && ep.addrs.v6.is_some() {
+            with_engine(&*self.dp, move |e: &mut Engine| e.port_link_local(port))
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let plan = self.if_plan(
+            &st.nets[i],
+            driver,
+            link.name.clone(),
+            mac,
+            link.mtu,
+            &ep,
+            link_local,
+        );
+        if let Err(e) = endpoint::settle_moved(&ns, ifindex, &link.name, &plan) {
+            (self.log)(&format!("endpoint {ep_id}: {e}"));
+        }
+        let watcher = endpoint::start_watcher(
+            self.dp.clone(),
+            self.log.clone(),
+            &ns,
+            ifindex,
+            port,
+            ep.name.clone(),
+        )?;
+        let mut netrec = st.nets[i].rec.clone();
+        netrec.endpoints[k].ifname = link.name.clone();
+        netrec.endpoints[k].netns_inode = ns.inode();
+        self.store
+            .save_network(&netrec)
+            .map_err(|e| e.to_string())?;
+        st.nets[i].rec = netrec;
+        if let Some(rt) = st.nets[i].eps.get_mut(ep_id) {
+            rt.netns = ns;
+            rt.ifindex = ifindex;
+            rt.watcher = Some(watcher);
+        }
+        Ok(true)
+    }
+}

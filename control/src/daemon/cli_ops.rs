@@ -1,0 +1,304 @@
+//! The operations the uvlan CLI asks for: `network create`, `ls`, `inspect`, `rm`,
+//! `connect` and `disconnect`, `run` (its namespace's endpoint, and removing it when the
+//! process exits), and `trace`. Networks a front end manages are listed and inspected like
+//! the others, but the CLI cannot change them.
+
+use std::path::{Path, PathBuf};
+
+use uvlan_dataplane::fwd::PortId;
+
+use crate::api::{Connect, CreateNetwork, NetworkSummary, RunInfo};
+use crate::inspect::NetworkResource;
+use crate::netns::{Netns, NETNS_RUN_DIR};
+use crate::store::{AutoRemove, EndpointRecord};
+
+use super::external;
+use super::model::{Daemon, EpAddrs, EpMac, EpPlace, Net, NewIpam, NewNetwork, State};
+
+/// `/proc/PID/stat` field 22 (start time in clock ticks since boot).
+fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 1..)?;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Daemon {
+    pub(super) fn create_network(&self, req: &CreateNetwork) -> Result<String, String> {
+        let mut st = self.lock();
+        let new = NewNetwork {
+            id: None,
+            name: req.name.clone(),
+            driver: req.driver.clone(),
+            options: req.options.clone(),
+            ipam: NewIpam::Own(req.ipam.clone()),
+            ipv6: req.ipv6,
+            internal: req.internal,
+            managed: None,
+            default_parent: None,
+        };
+        self.create_locked(&mut st, new)
+    }
+
+    pub(super) fn list(&self) -> Vec<NetworkSummary> {
+        let st = self.lock();
+        st.nets
+            .iter()
+            .map(|n| NetworkSummary {
+                id: n.rec.id.clone(),
+                name: n.rec.name.clone(),
+                driver: n.rec.driver.clone(),
+                scope: "local".to_string(),
+                ipv6: n.rec.ipv6,
+                internal: n.rec.internal,
+                created: n.rec.created.clone(),
+            })
+            .collect()
+    }
+
+    fn wire_mode(net: &Net) -> String {
+        if let Some(p) = &net.problem {
+            return format!("down: {p}");
+        }
+        let parent = net.rec.driver_config.parent.as_ref();
+        match (parent, net.rt.as_ref().and_then(|r| r.wire.clone())) {
+            (None, _) => "isolated (no parent: nothing leaves the host)".to_string(),
+            (Some(_), _) if net.rec.internal => {
+                "internal (the parent is held but no frame is sent or received on it)".to_string()
+            }
+            (Some(_), Some(mode)) => mode,
+            (Some(_), None) => "not attached".to_string(),
+        }
+    }
+
+    pub(super) fn inspect(&self, key: &str) -> Result<NetworkResource, String> {
+        let st = self.lock();
+        let i = Self::find(&st, key)?;
+        let net = &st.nets[i];
+        let status = match &net.rec.managed {
+            None => st.space.status(&net.rec.id).map_err(|e| e.to_string())?,
+            Some(_) => external::external_status(&net.rec),
+        };
+        let mut view = NetworkResource::build(&net.rec, status, Self::wire_mode(net));
+        if let Some(m) = &net.rec.managed {
+            external::decorate_inspect(&mut view, m);
+        }
+        Ok(view)
+    }
+
+    pub(super) fn remove_network(&self, key: &str) -> Result<String, String> {
+        let mut st = self.lock();
+        let i = Self::find(&st, key)?;
+        if let Some(m) = &st.nets[i].rec.managed {
+            return Err(external::refuse_cli(&st.nets[i].rec.name, m, "removed"));
+        }
+        self.remove_locked(&mut st, i)
+    }
+
+    pub(super) fn connect(&self, req: &Connect) -> Result<String, String> {
+        let mut st = self.lock();
+        let i = Self::find(&st, &req.network)?;
+        if let Some(m) = &st.nets[i].rec.managed {
+            return Err(external::refuse_cli(&st.nets[i].rec.name, m, "attached to"));
+        }
+        let ns = Netns::open(&req.netns).map_err(|e| e.to_string())?;
+        let path = if req.netns.contains('/') {
+            PathBuf::from(&req.netns)
+        } else {
+            Path::new(NETNS_RUN_DIR).join(&req.netns)
+        };
+        let place = EpPlace::simple(ns, &req.netns, path, false);
+        let addrs = EpAddrs::Allocate {
+            ip: req.ip.clone(),
+            ip6: req.ip6.clone(),
+        };
+        let rec = self.connect_locked(&mut st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
+        Ok(rec.ifname)
+    }
+
+    /// Finds the endpoint of network `i` for a namespace given by name/path (as at
+    /// connect), or by what it resolves to now.
+    fn find_endpoint(st: &State, i: usize, netns: &str) -> Option<usize> {
+        let eps = &st.nets[i].rec.endpoints;
+        if let Some(k) = eps.iter().position(|e| e.name == netns) {
+            return Some(k);
+        }
+        let inode = Netns::open(netns).ok()?.inode();
+        eps.iter().position(|e| e.netns_inode == inode)
+    }
+
+    pub(super) fn disconnect(
+        &self,
+        network: &str,
+        netns: &str,
+        delete_netns: bool,
+    ) -> Result<(), String> {
+        let mut st = self.lock();
+        self.disconnect_locked(&mut st, network, netns, delete_netns)
+    }
+
+    fn disconnect_locked(
+        &self,
+        st: &mut State,
+        network: &str,
+        netns: &str,
+        delete_netns: bool,
+    ) -> Result<(), String> {
+        let i = Self::find(st, network)?;
+        if let Some(m) = &st.nets[i].rec.managed {
+            return Err(external::refuse_cli(
+                &st.nets[i].rec.name,
+                m,
+                "detached from",
+            ));
+        }
+        let Some(k) = Self::find_endpoint(st, i, netns) else {
+            return Err(format!(
+                "container {netns} is not connected to the network {}",
+                st.nets[i].rec.name
+            ));
+        };
+        let mut netrec = st.nets[i].rec.clone();
+        let ep = netrec.endpoints.remove(k);
+        if delete_netns && !ep.owns_netns {
+            return Err(format!(
+                "namespace {} was not created by \"uvlan run\"; use \"uvlan network \
+                 disconnect\"",
+                ep.name
+            ));
+        }
+        let mut space = st.space.clone();
+        space
+            .release(&netrec.id, &ep.addrs)
+            .map_err(|e| e.to_string())?;
+        self.store
+            .save_network(&netrec)
+            .map_err(|e| e.to_string())?;
+        st.space = space;
+        st.nets[i].rec = netrec;
+        if let Some(rt) = st.nets[i].eps.remove(&ep.id) {
+            self.teardown_endpoint(rt);
+        }
+        if delete_netns {
+            let name = Path::new(&ep.netns_path)
+                .strip_prefix(NETNS_RUN_DIR)
+                .ok()
+                .and_then(|p| p.to_str())
+                .map(str::to_string);
+            match name {
+                Some(n) => {
+                    if let Err(e) = Netns::delete(&n) {
+                        (self.log)(&format!("deleting namespace {n}: {e}"));
+                    }
+                }
+                None => (self.log)(&format!(
+                    "not deleting {}: not a named namespace",
+                    ep.netns_path
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn run_setup(&self, req: &Connect) -> Result<RunInfo, String> {
+        let mut st = self.lock();
+        let i = Self::find(&st, &req.network)?;
+        let name = req.netns.clone();
+        let ns = Netns::open_name(&name).map_err(|e| e.to_string())?;
+        if let Some(m) = &st.nets[i].rec.managed {
+            return Err(external::refuse_cli(&st.nets[i].rec.name, m, "attached to"));
+        }
+        let path = Path::new(NETNS_RUN_DIR).join(&name);
+        let place = EpPlace::simple(ns, &name, path, true);
+        let addrs = EpAddrs::Allocate {
+            ip: req.ip.clone(),
+            ip6: req.ip6.clone(),
+        };
+        let rec = self.connect_locked(&mut st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
+        Ok(RunInfo {
+            netns: name,
+            netns_path: rec.netns_path,
+            ifname: rec.ifname,
+        })
+    }
+
+    pub(super) fn run_watch(&self, network: &str, netns: &str, pid: i32) -> Result<(), String> {
+        let mut st = self.lock();
+        let i = Self::find(&st, network)?;
+        let Some(k) = Self::find_endpoint(&st, i, netns) else {
+            return Err(format!(
+                "container {netns} is not connected to the network {}",
+                st.nets[i].rec.name
+            ));
+        };
+        let Some(start_time) = process_start_time(pid) else {
+            // Already gone: remove now.
+            return self.disconnect_locked(&mut st, network, netns, true);
+        };
+        let auto = AutoRemove { pid, start_time };
+        let mut netrec = st.nets[i].rec.clone();
+        netrec.endpoints[k].auto_remove = Some(auto);
+        self.store
+            .save_network(&netrec)
+            .map_err(|e| e.to_string())?;
+        let (net_id, ep_id) = (netrec.id.clone(), netrec.endpoints[k].id.clone());
+        st.nets[i].rec = netrec;
+        drop(st);
+        self.spawn_reaper(net_id, ep_id, auto);
+        Ok(())
+    }
+
+    /// Waits (on its own thread) for an auto-remove process to exit, then removes its
+    /// endpoint and namespace.
+    pub(super) fn spawn_reaper(&self, net_id: String, ep_id: String, auto: AutoRemove) {
+        let Some(me) = self.me.upgrade() else { return };
+        let spawned = std::thread::Builder::new()
+            .name(format!("uvlan-reap-{}", auto.pid))
+            .spawn(move || {
+                if process_start_time(auto.pid) == Some(auto.start_time) {
+                    crate::sys::wait_for_exit(auto.pid);
+                }
+                let mut st = me.lock();
+                let Some(i) = st.nets.iter().position(|n| n.rec.id == net_id) else {
+                    return;
+                };
+                let Some(ep) = st.nets[i].rec.endpoints.iter().find(|e| e.id == ep_id) else {
+                    return;
+                };
+                let name = ep.name.clone();
+                if let Err(e) = me.disconnect_locked(&mut st, &net_id, &name, true) {
+                    (me.log)(&format!(
+                        "auto-removing {name} after its process exited: {e}"
+                    ));
+                }
+            });
+        if let Err(e) = spawned {
+            (self.log)(&format!("cannot start the auto-remove thread: {e}"));
+        }
+    }
+
+    pub(super) fn trace(&self, req: &crate::api::TraceRequest) -> Result<String, String> {
+        let st = self.lock();
+        let i = Self::find(&st, &req.network)?;
+        let net = &st.nets[i];
+        let Some(rt) = &net.rt else {
+            return Err(format!(
+                "network {} is down: {}",
+                net.rec.name,
+                net.problem.clone().unwrap_or_default()
+            ));
+        };
+        let ports: Vec<(EndpointRecord, PortId)> = net
+            .rec
+            .endpoints
+            .iter()
+            .filter_map(|e| net.eps.get(&e.id).map(|r| (e.clone(), r.port)))
+            .collect();
+        let input = super::trace::TraceInput {
+            rec: &net.rec,
+            nid: rt.nid,
+            parent: rt.parent,
+            ports: &ports,
+        };
+        super::trace::run(&*self.dp, &input, req)
+    }
+}

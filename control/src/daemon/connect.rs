@@ -1,0 +1,284 @@
+//! Connecting an endpoint to a network, shared by the CLI (`network connect`, `run`) and the
+//! front ends' attach: its MAC, its addresses (allocated by uvlan's IPAM or given), its
+//! port, its interface (in the namespace, or in the daemon's namespace for the front end to
+//! move), and its record. Nothing changes on error.
+
+use std::collections::BTreeSet;
+
+use uvlan_dataplane::fwd::{Driver, Engine, MacvlanMode};
+use uvlan_dataplane::wire::MacAddr;
+
+use crate::ids;
+use crate::ipam::AddrRequest;
+use crate::netns::{Netns, Rtnl};
+use crate::store::{EndpointRecord, NetworkRecord};
+
+use super::dp::with_engine;
+use super::endpoint;
+use super::model::{Daemon, EpAddrs, EpMac, EpPlace, State};
+use super::options;
+
+impl Daemon {
+    /// Chooses the endpoint's MAC: ipvlan none (the engine gives the master's), macvlan the
+    /// requested one (checked) or a random unique one.
+    pub(super) fn choose_mac(
+        st: &mut State,
+        net_idx: usize,
+        req: Option<&str>,
+    ) -> Result<MacAddr, String> {
+        let net = &st.nets[net_idx];
+        let driver = options::parse_driver(&net.rec.driver)?;
+        if driver == Driver::Ipvlan {
+            if req.is_some() {
+                return Err(
+                    "ipvlan interfaces do not support custom mac address assignment".to_string(),
+                );
+            }
+            return Ok(MacAddr::ZERO);
+        }
+        let parent = net.rec.driver_config.parent.clone();
+        // MACs in use on the same parent (any VID), or on this network without a parent.
+        let mut taken: Vec<(MacAddr, String, String)> = Vec::new();
+        let mut all: BTreeSet<MacAddr> = BTreeSet::new();
+        for n in &st.nets {
+            let same = match (&parent, &n.rec.driver_config.parent) {
+                (Some(p), Some(q)) => p.ifname == q.ifname,
+                (None, None) => n.rec.id == net.rec.id,
+                _ => false,
+            };
+            let reserved = n.rec.managed.iter().flat_map(|m| m.reserved.iter());
+            let macs = n
+                .rec
+                .endpoints
+                .iter()
+                .map(|ep| (ep.mac(), ep.name.clone()))
+                .chain(reserved.map(|r| (r.mac.parse().ok(), r.key.clone())));
+            for (mac, holder) in macs {
+                if let Some(m) = mac {
+                    all.insert(m);
+                    if same && n.rec.driver == "macvlan" {
+                        taken.push((m, holder, n.rec.name.clone()));
+                    }
+                }
+            }
+        }
+        let parent_mac = match &parent {
+            Some(p) => st.host.link(&p.ifname).ok().flatten().and_then(|l| l.mac),
+            None => None,
+        };
+        // A passthru macvlan carries the lower's MAC (C43). The kernel would write a requested
+        // MAC onto the lower; uvlan never reprograms the host's NIC, so it refuses one.
+        if net.rec.driver_config.macvlan_mode() == Some(MacvlanMode::Passthru) {
+            if let Some(m) = parent_mac {
+                return match req {
+                    None => Ok(m),
+                    Some(_) => Err(
+                        "a passthru macvlan endpoint carries the parent interface's MAC: \
+                         --mac-address would have to change the parent's own MAC, which uvlan \
+                         never does"
+                            .to_string(),
+                    ),
+                };
+            }
+        }
+        match req {
+            Some(text) => {
+                let m: MacAddr = text.parse().map_err(|e| format!("{e}"))?;
+                if !m.is_valid_unicast() {
+                    return Err(format!(
+                        "MAC address {m} is a multicast or zero address: an endpoint needs a \
+                         unicast MAC"
+                    ));
+                }
+                if let Some((_, ep, n)) = taken.iter().find(|(t, _, _)| *t == m) {
+                    return Err(format!(
+                        "MAC address {m} is already used by endpoint {ep} of network {n}: \
+                         macvlan MACs must be unique on a parent"
+                    ));
+                }
+                if parent_mac == Some(m) {
+                    return Err(format!(
+                        "MAC address {m} is the parent interface's own MAC: pick another one"
+                    ));
+                }
+                Ok(m)
+            }
+            None => loop {
+                let m = ids::random_mac().map_err(|e| format!("cannot generate a MAC: {e}"))?;
+                if !all.contains(&m) && parent_mac != Some(m) {
+                    return Ok(m);
+                }
+            },
+        }
+    }
+
+    /// Creates an endpoint of network `i`: MAC, addresses (allocated or given), engine
+    /// port, TAP (in the namespace, or in the daemon's namespace for the front end to move),
+    /// dataplane, watcher, store. Nothing changes on error.
+    pub(super) fn connect_locked(
+        &self,
+        st: &mut State,
+        i: usize,
+        place: EpPlace,
+        addrs: EpAddrs,
+        mac: EpMac,
+    ) -> Result<EndpointRecord, String> {
+        let name = place.name.clone();
+        let netname = st.nets[i].rec.name.clone();
+        if let Some(p) = &st.nets[i].problem {
+            return Err(format!("network {netname} is down: {p}"));
+        }
+        let Some(nid) = st.nets[i].rt.as_ref().map(|r| r.nid) else {
+            return Err(format!("network {netname} is not set up in the dataplane"));
+        };
+        // A TAP the front end moves has no namespace yet (its inode is learned on arrival).
+        let inode = match place.host_name {
+            Some(_) => 0,
+            None => place.ns.inode(),
+        };
+        if inode != 0
+            && st.nets[i]
+                .rec
+                .endpoints
+                .iter()
+                .any(|e| e.netns_inode == inode)
+        {
+            return Err(format!(
+                "endpoint with name {name} already exists in network {netname}"
+            ));
+        }
+        let driver = options::parse_driver(&st.nets[i].rec.driver)?;
+        let (mac, req_mac) = match mac {
+            EpMac::Choose(req) => (
+                Self::choose_mac(st, i, req.as_deref()).map_err(|e| {
+                    format!("failed to create endpoint {name} on network {netname}: {e}")
+                })?,
+                req,
+            ),
+            EpMac::Fixed(m) => (m, None),
+        };
+        let net_id = st.nets[i].rec.id.clone();
+        let mut space = st.space.clone();
+        let (addrs, req_ip, req_ip6) = match addrs {
+            EpAddrs::Allocate { ip, ip6 } => {
+                Self::check_static_ips(&st.nets[i].rec, ip.is_some(), ip6.is_some())?;
+                (
+                    space
+                        .allocate(
+                            &net_id,
+                            &AddrRequest::with_ips(ip.as_deref(), ip6.as_deref()),
+                        )
+                        .map_err(|e| e.to_string())?,
+                    ip,
+                    ip6,
+                )
+            }
+            EpAddrs::Given(a) => (a, None, None),
+        };
+        let ifname = match (&place.ifname, &place.host_name) {
+            (_, Some(host)) => host.clone(),
+            (Some(n), None) => n.clone(),
+            (None, None) => Rtnl::open(&place.ns)
+                .and_then(|mut r| r.next_free_name("eth"))
+                .map_err(|e| format!("cannot pick an interface name in {name}: {e}"))?,
+        };
+        let mut rec = EndpointRecord {
+            id: ids::new_id().map_err(|e| e.to_string())?,
+            sandbox_id: ids::new_id().map_err(|e| e.to_string())?,
+            name: name.clone(),
+            netns_path: place.path.display().to_string(),
+            netns_inode: inode,
+            ifname: ifname.clone(),
+            mac: mac.to_string(),
+            addrs,
+            req_ip,
+            req_ip6,
+            req_mac,
+            created: ids::now_rfc3339(),
+            owns_netns: place.owns_netns,
+            auto_remove: None,
+            key: place.key.clone(),
+            host_name: place.host_name.clone(),
+        };
+        if let Some(k) = &place.key {
+            if ids::is_valid_id(k)
+                && st
+                    .nets
+                    .iter()
+                    .all(|n| n.rec.endpoints.iter().all(|e| e.id != *k))
+            {
+                // Docker's endpoint ID doubles as uvlan's.
+                rec.id = k.clone();
+            }
+        }
+        let (port, port_mac, port_mtu, link_local) =
+            self.engine_add_port(nid, driver, &st.nets[i].rec.driver_config, &rec, mac)?;
+        rec.mac = port_mac.to_string();
+        let undo_port = |why: String| {
+            let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
+            why
+        };
+        let mtu = match place.mtu {
+            None | Some(0) => port_mtu,
+            Some(m) if (68..=port_mtu).contains(&m) => m,
+            Some(m) => {
+                return Err(undo_port(format!(
+                    "invalid MTU {m}: it must be between 68 and the parent's MTU {port_mtu}"
+                )))
+            }
+        };
+        let mut plan = self.if_plan(&st.nets[i], driver, ifname, port_mac, mtu, &rec, link_local);
+        plan.custom_routes = place.routes.clone();
+        let (tap, ns, up, watch) = match &place.host_name {
+            None => {
+                let tap =
+                    endpoint::create_interface(&place.ns, &place.path, &plan).map_err(undo_port)?;
+                (tap, place.ns, true, true)
+            }
+            Some(host) => {
+                let tap = endpoint::create_for_move(host, &plan).map_err(undo_port)?;
+                let here = match Netns::current() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        endpoint::destroy_tap(tap);
+                        return Err(undo_port(e.to_string()));
+                    }
+                };
+                (tap, here, false, false)
+            }
+        };
+        let ifindex = tap.ifindex();
+        let rt = self.finish_endpoint(port, tap, ifindex, ns, up, &name, driver, watch)?;
+        let mut netrec = st.nets[i].rec.clone();
+        netrec.endpoints.push(rec.clone());
+        if let Err(e) = self.store.save_network(&netrec) {
+            self.teardown_endpoint(rt);
+            return Err(e.to_string());
+        }
+        st.space = space;
+        st.nets[i].rec = netrec;
+        st.nets[i].eps.insert(rec.id.clone(), rt);
+        if place.host_name.is_some() {
+            self.spawn_follow(&net_id, &rec.id, port, ifindex, port_mac);
+        }
+        Ok(rec)
+    }
+
+    /// Docker ≤ 29.0 (the seeds' Docker): `--ip`/`--ip6` only on a network whose subnets of
+    /// that family the user configured, not on one from the default pools.
+    fn check_static_ips(rec: &NetworkRecord, ip: bool, ip6: bool) -> Result<(), String> {
+        let user_subnet = |v6: bool| {
+            rec.ipam_config
+                .iter()
+                .any(|c| !c.subnet.is_empty() && c.subnet.contains(':') == v6)
+        };
+        if (ip && !user_subnet(false)) || (ip6 && !user_subnet(true)) {
+            return Err(
+                "user specified IP address is supported only when connecting to \
+                        networks with user configured subnets"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+}

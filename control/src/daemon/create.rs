@@ -1,0 +1,138 @@
+//! Creating a network, shared by the CLI's `network create` and a front end's ensure: name
+//! check, IPAM (uvlan's own, on a copy, or taken as the front end gives it), driver options,
+//! parent, engine, store.
+
+use std::collections::HashMap;
+
+use crate::ids;
+use crate::store::{DriverConfig, NetworkRecord, ParentRef, RECORD_VERSION};
+
+use super::external;
+use super::model::{Daemon, Net, NewIpam, NewNetwork, State};
+use super::options::{self, HostIf};
+
+impl Daemon {
+    /// Creates a network under the lock: name check, IPAM (own, on a copy, or taken as the
+    /// front end gives it), driver options, parent, engine, store. Nothing changes on error.
+    pub(super) fn create_locked(&self, st: &mut State, req: NewNetwork) -> Result<String, String> {
+        if req.name.is_empty() {
+            return Err("invalid name: name is empty".to_string());
+        }
+        if st.nets.iter().any(|n| n.rec.name == req.name) {
+            return Err(format!("network with name {} already exists", req.name));
+        }
+        let driver = options::parse_driver(&req.driver)?;
+        let id = match &req.id {
+            Some(id) => id.clone(),
+            None => ids::new_id().map_err(|e| format!("cannot generate a network ID: {e}"))?,
+        };
+        if st.nets.iter().any(|n| n.rec.id == id) {
+            return Err(format!("network with ID {id} already exists"));
+        }
+
+        // IPAM first, as Docker does, on a copy: nothing is reserved unless all succeeds.
+        let mut space = st.space.clone();
+        let (ipam, ipam_config) = match &req.ipam {
+            NewIpam::Own(cfg) => (
+                space
+                    .create_network_from_config(&id, &req.name, cfg, req.ipv6, true)
+                    .map_err(|e| e.to_string())?,
+                cfg.clone(),
+            ),
+            NewIpam::External(cfg) => (external::external_ipam(cfg)?, cfg.clone()),
+        };
+
+        let opts = options::parse_driver_opts(driver, &req.options)?;
+        let given_parent = opts.parent.clone().or(req.default_parent.clone());
+        let parent = match &given_parent {
+            None => None,
+            Some(given) => {
+                let mut lookup_err = None;
+                let host = &mut st.host;
+                let mut probe = |name: &str| match host.link(name) {
+                    Ok(Some(l)) => l.kind,
+                    Ok(None) => HostIf::Missing,
+                    Err(e) => {
+                        lookup_err = Some(e);
+                        HostIf::Missing
+                    }
+                };
+                let resolved = options::resolve_parent(driver, given, &mut probe);
+                if let Some(e) = lookup_err {
+                    return Err(format!("cannot look up parent {given} on the host: {e}"));
+                }
+                let resolved = resolved?;
+                Some(ParentRef {
+                    given: given.clone(),
+                    ifname: resolved.ifname,
+                    vid: resolved.vid,
+                })
+            }
+        };
+        if let Some(p) = &parent {
+            let holder = st.nets.iter().find(|n| {
+                n.rec
+                    .driver_config
+                    .parent
+                    .as_ref()
+                    .is_some_and(|q| q.ifname == p.ifname && q.vid == p.vid)
+            });
+            if let Some(h) = holder {
+                return Err(format!(
+                    "network {} ({}) is already using parent interface {}",
+                    h.rec.name,
+                    ids::short_id(&h.rec.id),
+                    p.given
+                ));
+            }
+        }
+        let isolated_mac = match parent {
+            None => Some(
+                ids::random_mac()
+                    .map_err(|e| format!("cannot generate a MAC: {e}"))?
+                    .to_string(),
+            ),
+            Some(_) => None,
+        };
+        let rec = NetworkRecord {
+            version: RECORD_VERSION,
+            seq: st.next_seq,
+            id: id.clone(),
+            name: req.name.clone(),
+            created: ids::now_rfc3339(),
+            driver: driver.as_str().to_string(),
+            options: req.options.clone(),
+            internal: req.internal,
+            ipv6: req.ipv6,
+            ipam_config,
+            ipam,
+            driver_config: DriverConfig {
+                parent,
+                ipvlan_mode: opts.ipvlan_mode.map(|m| m.as_str().to_string()),
+                ipvlan_flag: opts.ipvlan_flag.map(|f| f.as_str().to_string()),
+                macvlan_mode: opts.macvlan_mode.map(|m| m.as_str().to_string()),
+                isolated_mac,
+            },
+            endpoints: Vec::new(),
+            managed: req.managed,
+        };
+        let rt = self.engine_add_network(st, &rec)?;
+        if let Err(e) = self.store.save_network(&rec) {
+            self.engine_remove_network(&rt);
+            return Err(e.to_string());
+        }
+        st.space = space;
+        st.next_seq += 1;
+        st.nets.push(Net {
+            rec,
+            rt: Some(rt),
+            problem: None,
+            problem_ifindex: None,
+            eps: HashMap::new(),
+            parked: HashMap::new(),
+        });
+        // A parent the engine already had may have changed since it was read.
+        self.reconcile_locked(st);
+        Ok(id)
+    }
+}

@@ -1,0 +1,62 @@
+//! Request dispatch: each API request to the operation serving it, and its answer.
+
+use crate::api::{one_line, Request, Response};
+
+use super::model::Daemon;
+
+impl Daemon {
+    /// Serves one API request.
+    pub fn handle(&self, req: Request) -> Response {
+        let r = match req {
+            Request::Ping => Ok(serde_json::Value::from("pong")),
+            Request::NetworkCreate(c) => self.create_network(&c).map(Into::into),
+            Request::NetworkLs => to_value(self.list()),
+            Request::NetworkInspect { name } => self.inspect(&name).and_then(to_value),
+            Request::NetworkRm { name } => self.remove_network(&name).map(Into::into),
+            Request::NetworkConnect(c) => self.connect(&c).map(Into::into),
+            Request::NetworkDisconnect { network, netns } => self
+                .disconnect(&network, &netns, false)
+                .map(|()| serde_json::Value::Null),
+            Request::RunSetup(r) => self.run_setup(&r).and_then(to_value),
+            Request::RunRemove { network, netns } => self
+                .disconnect(&network, &netns, true)
+                .map(|()| serde_json::Value::Null),
+            Request::RunWatch {
+                network,
+                netns,
+                pid,
+            } => self
+                .run_watch(&network, &netns, pid)
+                .map(|()| serde_json::Value::Null),
+            Request::Trace(t) => self.trace(&t).map(Into::into),
+            Request::Stats { networks } => self.stats(&networks).and_then(to_value),
+            Request::NetworkEnsure(e) => self.ensure_network(&e).map(Into::into),
+            Request::NetworkDelete { network, owner } => {
+                self.delete_managed(&network, &owner).map(Into::into)
+            }
+            Request::EndpointReserve { network, spec } => {
+                self.reserve_endpoint(&network, &spec).map(Into::into)
+            }
+            Request::EndpointAttach(a) => self.attach_endpoint(&a).and_then(to_value),
+            Request::EndpointDetach {
+                network,
+                key,
+                forget,
+                remove_empty_network,
+            } => self
+                .detach_endpoint(&network, &key, forget, remove_empty_network)
+                .map(Into::into),
+            Request::EndpointList { network } => self.list_endpoints(&network).and_then(to_value),
+        };
+        match r {
+            Ok(result) => Response::Ok { result },
+            Err(message) => Response::Error {
+                message: one_line(&message),
+            },
+        }
+    }
+}
+
+pub(super) fn to_value<T: serde::Serialize>(v: T) -> Result<serde_json::Value, String> {
+    serde_json::to_value(v).map_err(|e| format!("internal error encoding the answer: {e}"))
+}

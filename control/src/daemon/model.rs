@@ -1,0 +1,203 @@
+//! The daemon's data: its state under one lock (the IPAM address space, the networks with
+//! their records and their presence in the engine, the live endpoints), and what a new
+//! network or endpoint is made from. Every other part of the daemon works on these.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use uvlan_dataplane::fwd::{NetworkId, ParentId, PortId};
+use uvlan_dataplane::port::tap::Tap;
+use uvlan_dataplane::wire::MacAddr;
+
+use crate::ipam::{AddressSpace, EndpointAddrs};
+use crate::logger::Logger;
+use crate::netns::{AddrWatcher, Netns};
+use crate::store::{NetworkRecord, Store};
+
+use super::dp::DataplaneApi;
+use super::endpoint;
+use super::host::HostNet;
+
+/// A network's presence in the engine.
+pub(super) struct NetRt {
+    pub(super) nid: NetworkId,
+    pub(super) parent: Option<ParentId>,
+    /// The wire mode when the network uses the wire (`attach_parent` done).
+    pub(super) wire: Option<String>,
+}
+
+/// A live endpoint.
+pub(crate) struct EpRt {
+    pub(super) port: PortId,
+    pub(super) ifindex: u32,
+    pub(super) netns: Netns,
+    pub(super) watcher: Option<AddrWatcher>,
+}
+
+pub(super) struct Net {
+    pub(super) rec: NetworkRecord,
+    pub(super) rt: Option<NetRt>,
+    /// Why the network is not in the engine (restore failed).
+    pub(super) problem: Option<String>,
+    /// With a problem: the parent's ifindex at the failed attempt (`None`: it was missing).
+    /// The daemon tries again when the parent appears or is replaced.
+    pub(super) problem_ifindex: Option<u32>,
+    pub(super) eps: HashMap<String, EpRt>,
+    /// Managed networks: TAPs of endpoints a front end took out of their sandbox (Docker's
+    /// Leave), by key, until the endpoint is forgotten (DeleteEndpoint).
+    pub(super) parked: HashMap<String, Tap>,
+}
+
+pub(super) struct State {
+    pub(super) host: Box<dyn HostNet>,
+    pub(super) space: AddressSpace,
+    pub(super) nets: Vec<Net>,
+    pub(super) next_seq: u64,
+    /// The ifindex each parent in use had when last seen (see `parents.rs`).
+    pub(super) parent_ifindex: HashMap<String, u32>,
+}
+
+/// The daemon: state, store, dataplane.
+pub struct Daemon {
+    pub(super) store: Store,
+    pub(super) dp: Arc<dyn DataplaneApi>,
+    pub(super) log: Logger,
+    st: Mutex<State>,
+    pub(super) me: Weak<Daemon>,
+}
+
+/// A network to create: from the CLI (own IPAM) or a front end (external IPAM).
+pub(super) struct NewNetwork {
+    /// A given ID (Docker's), else a new one.
+    pub(super) id: Option<String>,
+    pub(super) name: String,
+    pub(super) driver: String,
+    pub(super) options: std::collections::BTreeMap<String, String>,
+    pub(super) ipam: NewIpam,
+    pub(super) ipv6: bool,
+    pub(super) internal: bool,
+    pub(super) managed: Option<crate::store::Managed>,
+    /// The parent to use when the options name none (CNI's default-route `master`).
+    pub(super) default_parent: Option<String>,
+}
+
+/// Where a new network's addresses come from.
+pub(super) enum NewIpam {
+    /// uvlan's IPAM, from the grouped CLI flags.
+    Own(Vec<crate::ipam::IpamConfig>),
+    /// The front end's IPAM: subnets, gateways and aux addresses as given.
+    External(Vec<crate::ipam::IpamConfig>),
+}
+
+/// Where an endpoint's addresses come from.
+pub(super) enum EpAddrs {
+    /// uvlan's IPAM: `--ip`/`--ip6` or dynamic.
+    Allocate {
+        ip: Option<String>,
+        ip6: Option<String>,
+    },
+    /// The front end's IPAM.
+    Given(EndpointAddrs),
+}
+
+/// How an endpoint's MAC is chosen.
+pub(super) enum EpMac {
+    /// ipvlan: none (the port's); macvlan: this one (checked) or a random unique one.
+    Choose(Option<String>),
+    /// Already chosen (a reserved endpoint's).
+    Fixed(MacAddr),
+}
+
+/// Where and how an endpoint's interface is made.
+pub(super) struct EpPlace {
+    /// The namespace the interface ends up in.
+    pub(super) ns: Netns,
+    /// Inspect's `Name`.
+    pub(super) name: String,
+    /// The namespace file.
+    pub(super) path: PathBuf,
+    /// `uvlan run` made the namespace.
+    pub(super) owns_netns: bool,
+    /// The interface name inside (`None`: next free ethN).
+    pub(super) ifname: Option<String>,
+    /// Create the TAP in the daemon's namespace under this name, for the front end to move.
+    pub(super) host_name: Option<String>,
+    /// Routes replacing the driver's default routes.
+    pub(super) routes: Option<Vec<endpoint::CustomRoute>>,
+    /// MTU (≤ the port's).
+    pub(super) mtu: Option<u32>,
+    /// The front end's key.
+    pub(super) key: Option<String>,
+}
+
+impl EpPlace {
+    /// The CLI's placement: inside `ns`, next free ethN, the driver's routes.
+    pub(super) fn simple(ns: Netns, name: &str, path: PathBuf, owns_netns: bool) -> EpPlace {
+        EpPlace {
+            ns,
+            name: name.to_string(),
+            path,
+            owns_netns,
+            ifname: None,
+            host_name: None,
+            routes: None,
+            mtu: None,
+            key: None,
+        }
+    }
+}
+
+impl Daemon {
+    /// The daemon over `state` (nothing restored yet).
+    pub(super) fn new(
+        store: Store,
+        dp: Arc<dyn DataplaneApi>,
+        log: Logger,
+        state: State,
+    ) -> Arc<Daemon> {
+        Arc::new_cyclic(|me| Daemon {
+            store,
+            dp,
+            log,
+            st: Mutex::new(state),
+            me: me.clone(),
+        })
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock must not wedge the daemon: the state is only
+        // changed at commit points, so the last committed state is usable.
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The one-line description of the dataplane in use.
+    pub fn dataplane_description(&self) -> String {
+        self.dp.describe()
+    }
+
+    pub(super) fn find(st: &State, key: &str) -> Result<usize, String> {
+        if let Some(i) = st.nets.iter().position(|n| n.rec.name == key) {
+            return Ok(i);
+        }
+        if let Some(i) = st.nets.iter().position(|n| n.rec.id == key) {
+            return Ok(i);
+        }
+        let hex = !key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit());
+        let hits: Vec<usize> = if hex {
+            (0..st.nets.len())
+                .filter(|i| st.nets[*i].rec.id.starts_with(key))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        match hits.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(format!("network {key} not found")),
+            many => Err(format!(
+                "{} matches found based on ID prefix: {key}",
+                many.len()
+            )),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Start-up: the daemon rebuilt from its store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::ids;
+use crate::ipam::{AddressSpace, DefaultPools, StoredNetwork};
+use crate::logger::Logger;
+use crate::store::{HostRecord, Store, StoreError};
+
+use super::dp::DataplaneApi;
+use super::host::HostNet;
+use super::model::{Daemon, State};
+
+/// Errors restoring the daemon from its store at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store cannot be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored state is inconsistent.
+    #[error("{0}")]
+    State(String),
+}
+
+impl Daemon {
+    /// Loads the store, rebuilds IPAM, re-creates every network in the engine and
+    /// re-attaches every endpoint's TAP. A corrupt file or inconsistent state is an error;
+    /// an endpoint whose namespace is gone is removed (logged).
+    pub fn start(
+        store: Store,
+        mut host: Box<dyn HostNet>,
+        dp: Arc<dyn DataplaneApi>,
+        log: Logger,
+    ) -> Result<Arc<Daemon>, StartError> {
+        let host_rec = store.load_or_init_host(|| {
+            Ok(HostRecord {
+                host_id: ids::new_id()?,
+            })
+        })?;
+        let defaults =
+            DefaultPools::for_host(&host_rec.host_id).with_reserved(host.reserved_prefixes());
+        let mut records = store.load_networks(&mut |m| log(&m))?;
+        let stored: Vec<StoredNetwork> = records
+            .iter()
+            .filter(|r| r.managed.is_none())
+            .map(|r| StoredNetwork {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                ipam: r.ipam.clone(),
+                endpoints: r.endpoints.iter().flat_map(|e| e.addrs.addrs()).collect(),
+            })
+            .collect();
+        let space = AddressSpace::restore(defaults, stored).map_err(|e| {
+            StartError::State(format!(
+                "the stored networks under {} do not add up: {e}",
+                store.root().join("networks").display()
+            ))
+        })?;
+        let next_seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
+        let daemon = Daemon::new(
+            store,
+            dp,
+            log,
+            State {
+                host,
+                space,
+                nets: Vec::new(),
+                next_seq,
+                parent_ifindex: HashMap::new(),
+            },
+        );
+        let mut reapers = Vec::new();
+        {
+            let mut st = daemon.lock();
+            for rec in records.drain(..) {
+                let net = daemon.restore_network(&mut st, rec);
+                for ep in &net.rec.endpoints {
+                    if let Some(a) = ep.auto_remove {
+                        reapers.push((net.rec.id.clone(), ep.id.clone(), a));
+                    }
+                }
+                st.nets.push(net);
+            }
+            // Parents may have changed while the daemon was down.
+            daemon.reconcile_locked(&mut st);
+        }
+        for (net, ep, a) in reapers {
+            daemon.spawn_reaper(net, ep, a);
+        }
+        Ok(daemon)
+    }
+}
