@@ -1126,12 +1126,8 @@ mod tests {
         let t = TestNs::new("nb", 1);
         let i0 = t.ifindex("d0");
         let (w, rx) = AddrWatcher::channel(t.ns(), i0).unwrap();
-        let changes = Arc::new(AtomicUsize::new(0));
-        let c2 = changes.clone();
-        let links = ChangeWatcher::links(t.ns(), move || {
-            c2.fetch_add(1, Ordering::SeqCst);
-        })
-        .unwrap();
+        let (ctx, crx) = mpsc::channel();
+        let links = ChangeWatcher::links(t.ns(), move || ctx.send(()).unwrap()).unwrap();
         assert_eq!(next(&rx), AddrEvent::LinkDown { ifindex: i0 });
         let mut rtnl = t.rtnl();
         let opts = crate::netns::AddrOptions::default();
@@ -1156,7 +1152,8 @@ mod tests {
         in_rx.recv_timeout(WAIT).expect("hub stalled");
         set_rcvbuf(w.sock.sock.as_raw_fd(), libc::SO_RCVBUF, 1).unwrap();
         let resyncs = RESYNCS.load(Ordering::SeqCst);
-        let changes_before = changes.load(Ordering::SeqCst);
+        // The hub is stalled: every earlier call of the link watcher is over.
+        while crx.try_recv().is_ok() {}
         for a in &old {
             rtnl.addr_del(i0, *a, 32).unwrap();
         }
@@ -1178,7 +1175,8 @@ mod tests {
             RESYNCS.load(Ordering::SeqCst) > resyncs,
             "the buffer did not overflow: the re-read path was not tested"
         );
-        assert!(changes.load(Ordering::SeqCst) > changes_before);
+        crx.recv_timeout(WAIT)
+            .expect("the link watcher was called after the loss");
         assert!(w.is_running() && links.is_running());
         drop(stall);
         child.wait().unwrap();
@@ -1277,6 +1275,63 @@ mod tests {
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
         assert!(links.is_running());
+    }
+
+    #[test]
+    fn no_callback_after_drop_while_watchers_come_and_go_under_traffic() {
+        let _s = hub::test_serial();
+        let t = TestNs::new("cg", 2);
+        let idx = [t.ifindex("d0"), t.ifindex("d1")];
+        let late = Arc::new(AtomicUsize::new(0));
+        let on_hub = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Watchers of both links start and stop on 4 threads...
+        let workers: Vec<_> = (0..4)
+            .map(|k| {
+                let ns = Netns::open_name(&t.name).unwrap();
+                let (late, on_hub, stop) = (late.clone(), on_hub.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut i = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let dropped = Arc::new(AtomicBool::new(false));
+                        let (d2, late2, hub2) = (dropped.clone(), late.clone(), on_hub.clone());
+                        let w = AddrWatcher::start(&ns, idx[(k + i) % 2], move |_| {
+                            if hub::on_hub_thread() {
+                                hub2.fetch_add(1, Ordering::SeqCst);
+                            }
+                            if d2.load(Ordering::SeqCst) {
+                                late2.fetch_add(1, Ordering::SeqCst);
+                            }
+                        })
+                        .unwrap();
+                        std::thread::yield_now();
+                        drop(w);
+                        dropped.store(true, Ordering::SeqCst);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        // ... while addresses come and go on both links.
+        let mut batch = String::new();
+        for n in 0..400 {
+            let a = format!("192.0.2.{}/32", 1 + n % 200);
+            let dev = format!("d{}", n % 2);
+            batch += &format!("addr add {a} dev {dev}\naddr del {a} dev {dev}\n");
+        }
+        for _ in 0..5 {
+            t.batch(&batch);
+        }
+        stop.store(true, Ordering::SeqCst);
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert!(
+            on_hub.load(Ordering::SeqCst) > 0,
+            "no event was delivered by the hub: the test raced nothing"
+        );
+        assert_eq!(late.load(Ordering::SeqCst), 0, "callbacks after drop");
+        assert!(sock_of(t.ns(), GROUPS).is_none());
     }
 
     #[test]
