@@ -1,6 +1,8 @@
 //! Network namespace and netlink plumbing for the control plane.
 //!
-//! Everything here is blocking and simple; the daemon calls it from its own threads.
+//! Everything here is blocking and simple; the daemon calls it from its own threads. The
+//! watchers ([`AddrWatcher`], [`ChangeWatcher`], [`ExitWatcher`]) are the exception: they all
+//! share one process-wide thread, the watcher hub, that sleeps until something happens.
 //!
 //! # Threads and namespaces
 //! A thread's network namespace decides where sockets, TAPs and `/proc/sys/net` files it
@@ -21,6 +23,8 @@
 //! ([`Rtnl::link_set_addr_gen_mode`]).
 
 mod addr;
+mod exit;
+mod hub;
 mod link;
 mod nl;
 mod route;
@@ -35,6 +39,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub use addr::{AddrFlags, AddrInfo, AddrOptions};
+pub use exit::ExitWatcher;
 pub use link::{AddrGenMode, LinkInfo, OperState};
 pub use nl::Rtnl;
 pub use route::{NeighState, Neighbour, Route, RouteKind, RouteLookup};
@@ -178,6 +183,14 @@ pub enum NetnsError {
         key: String,
         /// The namespace label.
         ns: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The watcher hub (see [`AddrWatcher`]) could not set something up.
+    #[error("cannot {op}: {source}")]
+    Watch {
+        /// What was being done.
+        op: &'static str,
         /// The OS error.
         source: io::Error,
     },

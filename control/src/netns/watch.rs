@@ -1,26 +1,84 @@
-//! Address watcher: mirrors the addresses and up/down state of one link in a namespace
-//! (spec kernel-semantics §5, option 2: the same notifications ipvlan listens to).
+//! Netlink watchers: the addresses and up/down state of one link ([`AddrWatcher`]; spec
+//! kernel-semantics §5, option 2: the same notifications ipvlan listens to) and changes of
+//! routes or links in a namespace ([`ChangeWatcher`]). Process exits
+//! ([`ExitWatcher`](super::ExitWatcher), `netns/exit.rs`) share the same hub and rules.
+//!
+//! # One thread for all of them
+//! Every watcher is served by the watcher hub (`netns/hub.rs`): one process-wide thread,
+//! started with the first watcher, that waits in `epoll_wait` without a timeout. Watchers of
+//! the same namespace (keyed by the device and inode of its nsfs file) and the same kind of
+//! notifications share one netlink socket, which closes with its last watcher; the hub reads
+//! it and hands each address or link notification to the watchers of that interface index
+//! only. Nothing wakes up while nothing happens.
+//!
+//! # Callbacks
+//! Callbacks (after the initial report of [`AddrWatcher::start`]) run on the hub thread, one
+//! at a time: a slow callback delays every other watcher's. Meanwhile notifications wait in
+//! the socket buffers (enlarged to 1 MiB where allowed); if one overflows anyway
+//! (`ENOBUFS`), every watcher of that socket re-reads the state and reports the difference,
+//! as before. Keep callbacks short. A callback may start and drop watchers, its own
+//! included; a panic in a callback stops that watcher only.
+//!
+//! # Dropping, and which locks a callback may take
+//! Dropping a watcher never waits for the hub thread (no command round trip, no poll
+//! timeout): it marks the watcher stopped under the watcher's own lock, which the hub holds
+//! while it calls that watcher's callback. So once drop returns the callback is never called
+//! again, and drop waits only for a call of **this watcher's** callback that is already
+//! running. Called from inside its own callback (on the hub thread), drop returns at once
+//! and the callback is released when it returns.
+//!
+//! Hence a thread may drop a watcher while holding a lock that *other* watchers' callbacks
+//! take: the daemon drops endpoint watchers under its state lock while the host link
+//! watcher's callback may be waiting for that same lock, and that cannot deadlock. What
+//! deadlocks, as with any handle that stops its callback on drop, is dropping a watcher
+//! while holding a lock that **its own** callback takes. (The daemon's endpoint watchers
+//! only talk to the dataplane thread, which never waits for the daemon's lock.)
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, LazyLock, Mutex};
 
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::Socket;
 
+use super::hub::{self, lock, take_locked, Hub, Source, Token};
 use super::nl::{open_socket, parse_messages};
 use super::{AddrInfo, Netns, NetnsError, Result, Rtnl};
 
 /// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR`.
 const GROUPS: u32 = 0x1 | 0x10 | 0x100;
-/// How often the watcher thread checks whether it was dropped.
-const STOP_POLL: Duration = Duration::from_millis(100);
+/// `RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE`.
+const ROUTE_GROUPS: u32 = 0x4 | 0x40 | 0x400;
+/// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR` (shared with the address
+/// watchers of the same namespace).
+const LINK_GROUPS: u32 = GROUPS;
+/// Receive buffer of a shared notification socket: room for the notifications that pile up
+/// while the hub runs other watchers' callbacks.
+const RCVBUF: libc::c_int = 1 << 20;
+/// Datagrams read from one socket per wake-up before the hub serves the others (the epoll
+/// set is level-triggered: the rest is read on the next round).
+const BURST: usize = 256;
+/// After `ENOBUFS`, datagrams discarded at most before re-reading the state.
+const DRAIN_MAX: usize = 64 * BURST;
+/// Receive buffer for one datagram.
+const RECV_BUF: usize = 64 * 1024;
+
+/// The shared notification sockets, by namespace and groups.
+static SOCKS: LazyLock<Mutex<HashMap<SockKey, Arc<NlSock>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// How many times a shared socket reported lost notifications (`ENOBUFS`).
+static RESYNCS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The hub thread's receive buffer.
+    static RECV: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(RECV_BUF));
+}
 
 /// A change seen on the watched link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,25 +105,7 @@ pub enum AddrEvent {
     },
 }
 
-/// Watches one link's addresses and up/down state on its own thread until dropped.
-///
-/// On start it reports the current state (one `LinkUp`/`LinkDown`, then one `AddrAdded`
-/// per address), then every change. Events are de-duplicated against the mirrored state,
-/// so the consumer sees a consistent sequence; if the kernel drops notifications
-/// (`ENOBUFS`), the watcher re-reads the state and reports the difference.
-pub struct AddrWatcher {
-    ifindex: u32,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for AddrWatcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AddrWatcher")
-            .field("ifindex", &self.ifindex)
-            .finish()
-    }
-}
+// ---- the mirrored state of one link --------------------------------------------------------
 
 struct State {
     ifindex: u32,
@@ -74,7 +114,37 @@ struct State {
     addrs: HashSet<(IpAddr, u8)>,
 }
 
+/// A fresh read of one link.
+enum Snap {
+    Gone,
+    Present { up: bool, addrs: Vec<AddrInfo> },
+}
+
+/// Reads link `ifindex` and its addresses.
+fn read_link(rtnl: &Mutex<Rtnl>, ifindex: u32) -> Result<Snap> {
+    let mut rtnl = lock(rtnl);
+    let link = match rtnl.link_get_by_index(ifindex) {
+        Ok(l) => l,
+        Err(NetnsError::LinkNotFound { .. }) => return Ok(Snap::Gone),
+        Err(e) => return Err(e),
+    };
+    let addrs = rtnl.addr_list(Some(ifindex))?;
+    Ok(Snap::Present {
+        up: link.is_up(),
+        addrs,
+    })
+}
+
 impl State {
+    fn new(ifindex: u32) -> State {
+        State {
+            ifindex,
+            up: None,
+            gone: false,
+            addrs: HashSet::new(),
+        }
+    }
+
     fn set_up(&mut self, up: bool, emit: &mut dyn FnMut(AddrEvent)) {
         if self.up != Some(up) {
             self.up = Some(up);
@@ -99,19 +169,17 @@ impl State {
         }
     }
 
-    /// Re-reads link and addresses and reports the differences.
-    fn resync(&mut self, rtnl: &mut Rtnl, emit: &mut dyn FnMut(AddrEvent)) -> Result<()> {
-        let link = match rtnl.link_get_by_index(self.ifindex) {
-            Ok(l) => l,
-            Err(NetnsError::LinkNotFound { .. }) => {
+    /// Reports the differences between the mirrored state and a fresh read.
+    fn apply(&mut self, snap: Snap, emit: &mut dyn FnMut(AddrEvent)) {
+        let (up, now) = match snap {
+            Snap::Gone => {
                 self.link_gone(emit);
-                return Ok(());
+                return;
             }
-            Err(e) => return Err(e),
+            Snap::Present { up, addrs } => (up, addrs),
         };
         self.gone = false;
-        self.set_up(link.is_up(), emit);
-        let now = rtnl.addr_list(Some(self.ifindex))?;
+        self.set_up(up, emit);
         let keys: HashSet<(IpAddr, u8)> = now.iter().map(|a| (a.addr, a.prefix_len)).collect();
         let stale: Vec<(IpAddr, u8)> = self.addrs.difference(&keys).cloned().collect();
         for (addr, prefix_len) in stale {
@@ -129,7 +197,6 @@ impl State {
         for a in now {
             self.add(a, emit);
         }
-        Ok(())
     }
 
     fn link_gone(&mut self, emit: &mut dyn FnMut(AddrEvent)) {
@@ -143,15 +210,15 @@ impl State {
         }
     }
 
-    fn handle(&mut self, msg: RouteNetlinkMessage, emit: &mut dyn FnMut(AddrEvent)) {
+    fn handle(&mut self, msg: &RouteNetlinkMessage, emit: &mut dyn FnMut(AddrEvent)) {
         match msg {
             RouteNetlinkMessage::NewAddress(m) if m.header.index == self.ifindex => {
-                if let Some(a) = AddrInfo::from_message(&m) {
+                if let Some(a) = AddrInfo::from_message(m) {
                     self.add(a, emit);
                 }
             }
             RouteNetlinkMessage::DelAddress(m) if m.header.index == self.ifindex => {
-                if let Some(a) = AddrInfo::from_message(&m) {
+                if let Some(a) = AddrInfo::from_message(m) {
                     self.remove(a, emit);
                 }
             }
@@ -168,37 +235,503 @@ impl State {
     }
 }
 
+/// The interface a link or address notification is about.
+fn message_ifindex(msg: &RouteNetlinkMessage) -> Option<u32> {
+    match msg {
+        RouteNetlinkMessage::NewAddress(m) | RouteNetlinkMessage::DelAddress(m) => {
+            Some(m.header.index)
+        }
+        RouteNetlinkMessage::NewLink(m) | RouteNetlinkMessage::DelLink(m) => Some(m.header.index),
+        _ => None,
+    }
+}
+
+// ---- per-watcher slots ---------------------------------------------------------------------
+
+type OnEvent = Box<dyn FnMut(AddrEvent) + Send>;
+type OnChange = Box<dyn FnMut() + Send>;
+
+/// One [`AddrWatcher`] as the hub sees it.
+struct AddrSlot {
+    ifindex: u32,
+    /// Cleared by drop, a fatal socket error, a failed re-read or a panicking callback.
+    running: AtomicBool,
+    /// Held while the callback runs (see the module documentation).
+    inner: Mutex<AddrInner>,
+}
+
+struct AddrInner {
+    /// `Some` until `start` has reported the initial state: notifications wait here.
+    starting: Option<Starting>,
+    state: State,
+    on_event: Option<OnEvent>,
+}
+
+#[derive(Default)]
+struct Starting {
+    pending: Vec<RouteNetlinkMessage>,
+    /// Notifications were lost (`ENOBUFS`) while starting: read the state again.
+    lost: bool,
+}
+
+/// Runs `f` on `state` with an emitter that calls `on_event` while `running`; a panicking
+/// callback stops the watcher. Once the watcher has stopped, the callback is dropped here,
+/// under the watcher's lock, so a drop waiting for that lock returns after it is gone.
+fn run_events(
+    running: &AtomicBool,
+    state: &mut State,
+    on_event: &mut Option<OnEvent>,
+    f: impl FnOnce(&mut State, &mut dyn FnMut(AddrEvent)),
+) {
+    if let Some(cb) = on_event.as_mut() {
+        let mut emit = |ev: AddrEvent| {
+            if running.load(Ordering::SeqCst) && catch_unwind(AssertUnwindSafe(|| cb(ev))).is_err()
+            {
+                running.store(false, Ordering::SeqCst);
+            }
+        };
+        f(state, &mut emit);
+    }
+    if !running.load(Ordering::SeqCst) {
+        *on_event = None;
+    }
+}
+
+impl AddrSlot {
+    /// One notification about this watcher's interface (hub thread).
+    fn deliver(&self, msg: &RouteNetlinkMessage) {
+        let mut g = lock(&self.inner);
+        let g = &mut *g;
+        if let Some(st) = g.starting.as_mut() {
+            st.pending.push(msg.clone());
+            return;
+        }
+        run_events(&self.running, &mut g.state, &mut g.on_event, |s, emit| {
+            s.handle(msg, emit)
+        });
+    }
+
+    /// Notifications were lost: re-read the link and report the difference (hub thread).
+    fn resync(&self, rtnl: &Mutex<Rtnl>) {
+        if !self.running.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(st) = lock(&self.inner).starting.as_mut() {
+            st.lost = true;
+            st.pending.clear();
+            return;
+        }
+        let snap = read_link(rtnl, self.ifindex);
+        let mut g = lock(&self.inner);
+        let g = &mut *g;
+        match snap {
+            Ok(snap) => run_events(&self.running, &mut g.state, &mut g.on_event, |s, emit| {
+                s.apply(snap, emit)
+            }),
+            Err(_) => {
+                self.running.store(false, Ordering::SeqCst);
+                g.on_event = None;
+            }
+        }
+    }
+
+    /// Reports the initial state `first` (read after subscribing), then what arrived
+    /// meanwhile, and hands the watcher over to the hub (caller's thread).
+    fn finish_start(&self, rtnl: &Mutex<Rtnl>, first: Snap) -> Result<()> {
+        let mut snap = first;
+        loop {
+            {
+                let mut g = lock(&self.inner);
+                let g = &mut *g;
+                let st = g.starting.get_or_insert_with(Starting::default);
+                if !std::mem::take(&mut st.lost) {
+                    let pending = std::mem::take(&mut st.pending);
+                    g.starting = None;
+                    run_events(&self.running, &mut g.state, &mut g.on_event, |s, emit| {
+                        s.apply(snap, emit);
+                        for m in &pending {
+                            s.handle(m, emit);
+                        }
+                    });
+                    return Ok(());
+                }
+                // Part of what arrived meanwhile is missing: read again.
+                st.pending.clear();
+            }
+            snap = read_link(rtnl, self.ifindex)?;
+        }
+    }
+}
+
+/// One [`ChangeWatcher`] as the hub sees it.
+struct ChangeSlot {
+    running: AtomicBool,
+    on_change: Mutex<Option<OnChange>>,
+}
+
+impl ChangeSlot {
+    /// Calls the callback (hub thread); drops it, as [`run_events`] does, once stopped.
+    fn fire(&self) {
+        let mut g = lock(&self.on_change);
+        if let Some(cb) = g.as_mut() {
+            if self.running.load(Ordering::SeqCst) && catch_unwind(AssertUnwindSafe(cb)).is_err() {
+                self.running.store(false, Ordering::SeqCst);
+            }
+        }
+        if !self.running.load(Ordering::SeqCst) {
+            *g = None;
+        }
+    }
+}
+
+// ---- shared notification sockets -----------------------------------------------------------
+
+/// A namespace (device and inode of its nsfs file) and a set of multicast groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SockKey {
+    dev: u64,
+    ino: u64,
+    groups: u32,
+}
+
+impl SockKey {
+    fn of(ns: &Netns, groups: u32) -> Result<SockKey> {
+        // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a writable stat buffer and the fd is owned by `ns` for the call.
+        if unsafe { libc::fstat(ns.fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(NetnsError::Watch {
+                op: "read the namespace file's inode (fstat)",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(SockKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            groups,
+        })
+    }
+}
+
+enum Member {
+    Addr(Arc<AddrSlot>),
+    Change(Arc<ChangeSlot>),
+}
+
+#[derive(Default)]
+struct Members {
+    addr: HashMap<u32, Vec<Arc<AddrSlot>>>,
+    change: Vec<Arc<ChangeSlot>>,
+}
+
+impl Members {
+    fn add(&mut self, m: &Member) {
+        match m {
+            Member::Addr(s) => self.addr.entry(s.ifindex).or_default().push(s.clone()),
+            Member::Change(c) => self.change.push(c.clone()),
+        }
+    }
+
+    fn remove(&mut self, m: &Member) {
+        match m {
+            Member::Addr(s) => {
+                if let Some(v) = self.addr.get_mut(&s.ifindex) {
+                    v.retain(|x| !Arc::ptr_eq(x, s));
+                    if v.is_empty() {
+                        self.addr.remove(&s.ifindex);
+                    }
+                }
+            }
+            Member::Change(c) => self.change.retain(|x| !Arc::ptr_eq(x, c)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.addr.is_empty() && self.change.is_empty()
+    }
+}
+
+/// One netlink socket subscribed to `key.groups` in one namespace, shared by its watchers.
+struct NlSock {
+    key: SockKey,
+    token: Token,
+    sock: Socket,
+    /// For re-reading link state (initial reports and after `ENOBUFS`).
+    rtnl: Mutex<Rtnl>,
+    members: Mutex<Members>,
+}
+
+/// What one read of a socket gave.
+enum Recv {
+    Data(Vec<RouteNetlinkMessage>),
+    Lost,
+    Empty,
+    Fatal,
+}
+
+fn set_rcvbuf(fd: RawFd, opt: libc::c_int, bytes: libc::c_int) -> io::Result<()> {
+    // SAFETY: passes a valid c_int and its size; the fd is kept open by the caller.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl NlSock {
+    /// Adds `member` to the socket of `(ns, groups)`, opening it if there is none.
+    fn join(ns: &Netns, groups: u32, member: &Member) -> Result<Arc<NlSock>> {
+        let hub = hub::hub()?;
+        let key = SockKey::of(ns, groups)?;
+        if let Some(s) = lock(&SOCKS).get(&key) {
+            lock(&s.members).add(member);
+            return Ok(s.clone());
+        }
+        // Opened without holding the table (it takes a helper thread in the namespace).
+        let fresh = Arc::new(NlSock::open(hub, ns, key)?);
+        let mut socks = lock(&SOCKS);
+        if let Some(s) = socks.get(&key) {
+            // Another thread opened one meanwhile: use it (ours closes).
+            lock(&s.members).add(member);
+            return Ok(s.clone());
+        }
+        lock(&fresh.members).add(member);
+        hub.add(fresh.token, fresh.sock.as_raw_fd(), fresh.clone())
+            .map_err(|source| NetnsError::Watch {
+                op: "register a netlink socket with the watcher hub (epoll_ctl)",
+                source,
+            })?;
+        socks.insert(key, fresh.clone());
+        Ok(fresh)
+    }
+
+    fn open(hub: &Hub, ns: &Netns, key: SockKey) -> Result<NlSock> {
+        let sock = open_socket(ns, key.groups)?;
+        let fd = sock.as_raw_fd();
+        // Best effort: SO_RCVBUFFORCE needs CAP_NET_ADMIN; SO_RCVBUF is capped by
+        // net.core.rmem_max.
+        if set_rcvbuf(fd, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
+            let _ = set_rcvbuf(fd, libc::SO_RCVBUF, RCVBUF);
+        }
+        let rtnl = Rtnl::open(ns)?;
+        Ok(NlSock {
+            key,
+            token: hub.token(),
+            sock,
+            rtnl: Mutex::new(rtnl),
+            members: Mutex::new(Members::default()),
+        })
+    }
+
+    /// Removes `member`; the last one out closes the socket (at once, or when a read of it
+    /// on the hub thread that is under way ends).
+    fn leave(&self, member: &Member) {
+        let removed = {
+            let mut socks = lock(&SOCKS);
+            let empty = {
+                let mut m = lock(&self.members);
+                m.remove(member);
+                m.is_empty()
+            };
+            if !empty {
+                return;
+            }
+            if let Some(h) = hub::get() {
+                h.remove(self.token);
+            }
+            match socks.get(&self.key) {
+                Some(s) if std::ptr::eq(Arc::as_ptr(s), self) => socks.remove(&self.key),
+                _ => None,
+            }
+        };
+        drop(removed);
+    }
+
+    /// A fatal socket error: the watchers stop, and the next one opens a fresh socket.
+    fn fail(&self) {
+        {
+            let m = lock(&self.members);
+            for s in m.addr.values().flatten() {
+                s.running.store(false, Ordering::SeqCst);
+            }
+            for c in &m.change {
+                c.running.store(false, Ordering::SeqCst);
+            }
+        }
+        let removed = {
+            let mut socks = lock(&SOCKS);
+            match socks.get(&self.key) {
+                Some(s) if std::ptr::eq(Arc::as_ptr(s), self) => socks.remove(&self.key),
+                _ => None,
+            }
+        };
+        if let Some(h) = hub::get() {
+            h.remove(self.token);
+        }
+        drop(removed);
+    }
+
+    fn recv(&self) -> Recv {
+        RECV.with(|b| {
+            let mut buf = b.borrow_mut();
+            loop {
+                buf.clear();
+                buf.reserve(RECV_BUF);
+                match self.sock.recv(&mut *buf, libc::MSG_DONTWAIT) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Recv::Empty,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Recv::Lost,
+                    Err(_) => return Recv::Fatal,
+                }
+                // A malformed datagram is skipped (it still counts as a change).
+                let msgs = parse_messages(&buf).unwrap_or_default();
+                return Recv::Data(
+                    msgs.into_iter()
+                        .filter_map(|m| match m.payload {
+                            NetlinkPayload::InnerMessage(inner) => Some(inner),
+                            _ => None,
+                        })
+                        .collect(),
+                );
+            }
+        })
+    }
+
+    fn dispatch(&self, msg: &RouteNetlinkMessage) {
+        let Some(ifindex) = message_ifindex(msg) else {
+            return;
+        };
+        let slots = lock(&self.members).addr.get(&ifindex).cloned();
+        for s in slots.into_iter().flatten() {
+            s.deliver(msg);
+        }
+    }
+}
+
+impl Source for NlSock {
+    fn ready(&self) {
+        let mut changed = false;
+        let mut lost = false;
+        let mut reads = 0usize;
+        loop {
+            match self.recv() {
+                Recv::Data(msgs) => {
+                    changed = true;
+                    // After a loss the re-read below supersedes what is still queued.
+                    if !lost {
+                        for m in &msgs {
+                            self.dispatch(m);
+                        }
+                    }
+                }
+                Recv::Lost => {
+                    changed = true;
+                    lost = true;
+                }
+                Recv::Empty => break,
+                Recv::Fatal => {
+                    self.fail();
+                    return;
+                }
+            }
+            reads += 1;
+            if reads >= if lost { DRAIN_MAX } else { BURST } {
+                break;
+            }
+        }
+        if lost {
+            RESYNCS.fetch_add(1, Ordering::Relaxed);
+            let slots: Vec<Arc<AddrSlot>> = lock(&self.members)
+                .addr
+                .values()
+                .flatten()
+                .cloned()
+                .collect();
+            for s in slots {
+                s.resync(&self.rtnl);
+            }
+        }
+        if changed {
+            let slots = lock(&self.members).change.clone();
+            for c in slots {
+                c.fire();
+            }
+        }
+    }
+}
+
+// ---- AddrWatcher -----------------------------------------------------------------------------
+
+/// Watches one link's addresses and up/down state until dropped.
+///
+/// On start it reports the current state (one `LinkUp`/`LinkDown`, then one `AddrAdded`
+/// per address), then every change. Events are de-duplicated against the mirrored state,
+/// so the consumer sees a consistent sequence; if the kernel drops notifications
+/// (`ENOBUFS`), the watcher re-reads the state and reports the difference.
+///
+/// All watchers share the watcher hub's thread and, per namespace, one netlink socket (see
+/// the module documentation for what callbacks may do and what drop waits for).
+pub struct AddrWatcher {
+    ifindex: u32,
+    sock: Arc<NlSock>,
+    slot: Arc<AddrSlot>,
+}
+
+impl std::fmt::Debug for AddrWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddrWatcher")
+            .field("ifindex", &self.ifindex)
+            .finish()
+    }
+}
+
 impl AddrWatcher {
     /// Starts watching link `ifindex` in `ns`, calling `on_event` for the initial state
-    /// (before this returns) and for every later change (on the watcher's thread).
+    /// (in the caller's thread, before this returns) and for every later change (on the
+    /// watcher hub's thread).
     pub fn start(
         ns: &Netns,
         ifindex: u32,
-        mut on_event: impl FnMut(AddrEvent) + Send + 'static,
+        on_event: impl FnMut(AddrEvent) + Send + 'static,
     ) -> Result<AddrWatcher> {
-        // Subscribe first, then dump: nothing is missed, and duplicates are filtered.
-        let sock = open_socket(ns, GROUPS)?;
-        let mut rtnl = Rtnl::open(ns)?;
-        let mut state = State {
+        let slot = Arc::new(AddrSlot {
             ifindex,
-            up: None,
-            gone: false,
-            addrs: HashSet::new(),
+            running: AtomicBool::new(true),
+            inner: Mutex::new(AddrInner {
+                starting: Some(Starting::default()),
+                state: State::new(ifindex),
+                on_event: Some(Box::new(on_event)),
+            }),
+        });
+        // Subscribe first, then read: nothing is missed, and duplicates are filtered.
+        let sock = NlSock::join(ns, GROUPS, &Member::Addr(slot.clone()))?;
+        // From here on, dropping `w` undoes the subscription.
+        let w = AddrWatcher {
+            ifindex,
+            sock,
+            slot,
         };
-        // The initial read must find the link: report a bad ifindex to the caller.
-        rtnl.link_get_by_index(ifindex)?;
-        state.resync(&mut rtnl, &mut on_event)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("uvlan-addrwatch-{ifindex}"))
-            .spawn(move || watch_loop(sock, rtnl, state, stop2, on_event))
-            .map_err(|source| NetnsError::Thread { source })?;
-        Ok(AddrWatcher {
-            ifindex,
-            stop,
-            thread: Some(thread),
-        })
+        let first = match read_link(&w.sock.rtnl, ifindex)? {
+            // The initial read must find the link: report a bad ifindex to the caller.
+            Snap::Gone => {
+                return Err(NetnsError::LinkNotFound {
+                    link: format!("index {ifindex}"),
+                    ns: ns.label().to_string(),
+                })
+            }
+            s => s,
+        };
+        w.slot.finish_start(&w.sock.rtnl, first)?;
+        Ok(w)
     }
 
     /// Like [`AddrWatcher::start`], delivering events through a channel.
@@ -215,74 +748,35 @@ impl AddrWatcher {
         self.ifindex
     }
 
-    /// True while the watcher thread runs (it stops only on drop or a fatal socket error).
+    /// True while the watcher delivers events (it stops only on drop, a fatal socket error,
+    /// a failed re-read or a panic in its callback).
     pub fn is_running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+        self.slot.running.load(Ordering::SeqCst) && hub::get().is_some_and(Hub::is_alive)
     }
 }
 
 impl Drop for AddrWatcher {
+    /// Stops the watcher: `on_event` is not called again once this returns. Waits only for
+    /// a call of this watcher's callback already under way (not at all from inside it).
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.slot.running.store(false, Ordering::SeqCst);
+        let released = take_locked(&self.slot.inner, |g| g.on_event.take()).flatten();
+        self.sock.leave(&Member::Addr(self.slot.clone()));
+        drop(released);
     }
 }
 
-fn watch_loop(
-    sock: Socket,
-    mut rtnl: Rtnl,
-    mut state: State,
-    stop: Arc<AtomicBool>,
-    mut on_event: impl FnMut(AddrEvent),
-) {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    while !stop.load(Ordering::Relaxed) {
-        if !poll_readable(&sock) {
-            continue; // timeout or EINTR: re-check the stop flag
-        }
-        loop {
-            buf.clear();
-            buf.reserve(64 * 1024);
-            match sock.recv(&mut buf, libc::MSG_DONTWAIT) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    // Notifications were lost: re-read the state and report the diff.
-                    if state.resync(&mut rtnl, &mut on_event).is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                Err(_) => return,
-            }
-            let Ok(msgs) = parse_messages(&buf) else {
-                continue;
-            };
-            for m in msgs {
-                if let NetlinkPayload::InnerMessage(inner) = m.payload {
-                    state.handle(inner, &mut on_event);
-                }
-            }
-        }
-    }
-}
-
-/// `RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE`.
-const ROUTE_GROUPS: u32 = 0x4 | 0x40 | 0x400;
-/// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR`.
-const LINK_GROUPS: u32 = 0x1 | 0x10 | 0x100;
+// ---- ChangeWatcher ---------------------------------------------------------------------------
 
 /// Calls a function whenever something of one kind changes in a namespace: routes and
 /// neighbours ([`ChangeWatcher::routes`]: the daemon drops its cached next hops, so routed L3
 /// egress follows the host's tables at once) or links and addresses
 /// ([`ChangeWatcher::links`]: the daemon re-reads its parents, whose state, MAC, MTU and
-/// addresses the slaves follow). Runs on its own thread until dropped.
+/// addresses the slaves follow). Runs on the watcher hub until dropped (see the module
+/// documentation).
 pub struct ChangeWatcher {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    sock: Arc<NlSock>,
+    slot: Arc<ChangeSlot>,
 }
 
 /// The route and neighbour watcher.
@@ -295,76 +789,583 @@ impl std::fmt::Debug for ChangeWatcher {
 }
 
 impl ChangeWatcher {
-    /// Watches routes and neighbours in `ns`; `on_change` runs on the watcher's thread, once
-    /// per burst of notifications (and once when notifications were lost).
+    /// Watches routes and neighbours in `ns`; `on_change` runs on the watcher hub's thread,
+    /// once per burst of notifications (and once when notifications were lost).
     pub fn routes(ns: &Netns, on_change: impl FnMut() + Send + 'static) -> Result<ChangeWatcher> {
-        Self::start(ns, ROUTE_GROUPS, "uvlan-routewatch", on_change)
+        Self::start(ns, ROUTE_GROUPS, on_change)
     }
 
     /// Watches links and addresses in `ns`, like [`ChangeWatcher::routes`].
     pub fn links(ns: &Netns, on_change: impl FnMut() + Send + 'static) -> Result<ChangeWatcher> {
-        Self::start(ns, LINK_GROUPS, "uvlan-linkwatch", on_change)
+        Self::start(ns, LINK_GROUPS, on_change)
     }
 
     fn start(
         ns: &Netns,
         groups: u32,
-        name: &str,
-        mut on_change: impl FnMut() + Send + 'static,
+        on_change: impl FnMut() + Send + 'static,
     ) -> Result<ChangeWatcher> {
-        let sock = open_socket(ns, groups)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-                while !stop2.load(Ordering::Relaxed) {
-                    if !poll_readable(&sock) {
-                        continue;
-                    }
-                    let mut changed = false;
-                    loop {
-                        buf.clear();
-                        buf.reserve(64 * 1024);
-                        match sock.recv(&mut buf, libc::MSG_DONTWAIT) {
-                            Ok(_) => changed = true,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => changed = true,
-                            Err(_) => return,
-                        }
-                    }
-                    if changed {
-                        on_change();
-                    }
-                }
-            })
-            .map_err(|source| NetnsError::Thread { source })?;
-        Ok(ChangeWatcher {
-            stop,
-            thread: Some(thread),
-        })
+        let slot = Arc::new(ChangeSlot {
+            running: AtomicBool::new(true),
+            on_change: Mutex::new(Some(Box::new(on_change))),
+        });
+        let sock = NlSock::join(ns, groups, &Member::Change(slot.clone()))?;
+        Ok(ChangeWatcher { sock, slot })
+    }
+
+    /// True while the watcher delivers changes (it stops only on drop, a fatal socket error
+    /// or a panic in its callback).
+    pub fn is_running(&self) -> bool {
+        self.slot.running.load(Ordering::SeqCst) && hub::get().is_some_and(Hub::is_alive)
     }
 }
 
 impl Drop for ChangeWatcher {
+    /// Stops the watcher, like [`AddrWatcher`]'s drop.
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.slot.running.store(false, Ordering::SeqCst);
+        let released = take_locked(&self.slot.on_change, Option::take).flatten();
+        self.sock.leave(&Member::Change(self.slot.clone()));
+        drop(released);
     }
 }
 
-/// Waits up to [`STOP_POLL`] for `sock` to become readable.
-fn poll_readable(sock: &Socket) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: pfd is one valid pollfd for the duration of the call.
-    let r = unsafe { libc::poll(&mut pfd, 1, STOP_POLL.as_millis() as libc::c_int) };
-    r > 0
+#[cfg(test)]
+mod tests {
+    //! Root tests on namespaces they create (`uvw<pid><n><tag>`, deleted on drop, also when
+    //! an assertion fails). They share the process-wide hub, so they run one at a time
+    //! (`serial`): one test's stalled hub or idle check must not meet another's traffic.
+
+    use super::*;
+    use crate::netns::ExitWatcher;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc::{Receiver, TryRecvError};
+    use std::sync::Weak;
+    use std::time::Duration;
+
+    /// Bounds a wait that only a failure makes long (a missing event, a deadlock).
+    const WAIT: Duration = Duration::from_secs(10);
+
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+    fn run(cmd: &mut Command, input: Option<&str>) -> String {
+        let mut child = cmd
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(text.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A namespace of this test with veth pairs `d0`/`p0`.. (down, no IPv6 link-local, so
+    /// the kernel sends nothing about them unless the test changes them).
+    struct TestNs {
+        name: String,
+        ns: Option<Netns>,
+    }
+
+    impl TestNs {
+        fn new(tag: &str, pairs: usize) -> TestNs {
+            let name = format!(
+                "uvw{}{}{tag}",
+                std::process::id() % 100_000,
+                SEQ.fetch_add(1, Ordering::SeqCst)
+            );
+            assert!(name.len() <= 15, "{name}");
+            let _ = Netns::delete(&name);
+            let ns = Netns::create(&name).expect("create namespace");
+            let t = TestNs { name, ns: Some(ns) };
+            let mut batch = String::new();
+            for i in 0..pairs {
+                batch += &format!(
+                    "link add d{i} type veth peer name p{i}\nlink set d{i} addrgenmode none\n\
+                     link set p{i} addrgenmode none\n"
+                );
+            }
+            if pairs > 0 {
+                t.batch(&batch);
+            }
+            t
+        }
+
+        fn ns(&self) -> &Netns {
+            self.ns.as_ref().unwrap()
+        }
+
+        fn ip(&self, args: &[&str]) {
+            run(
+                Command::new("ip").arg("-n").arg(&self.name).args(args),
+                None,
+            );
+        }
+
+        fn batch(&self, lines: &str) {
+            run(
+                Command::new("ip")
+                    .args(["-n", &self.name, "-batch", "-"])
+                    .env("LC_ALL", "C"),
+                Some(lines),
+            );
+        }
+
+        fn rtnl(&self) -> Rtnl {
+            Rtnl::open(self.ns()).unwrap()
+        }
+
+        fn ifindex(&self, link: &str) -> u32 {
+            self.rtnl().link_get(link).unwrap().index
+        }
+    }
+
+    impl Drop for TestNs {
+        fn drop(&mut self) {
+            self.ns = None;
+            let _ = Netns::delete(&self.name);
+        }
+    }
+
+    fn next(rx: &Receiver<AddrEvent>) -> AddrEvent {
+        rx.recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("no watcher event within {WAIT:?}: {e}"))
+    }
+
+    fn added(ev: AddrEvent) -> IpAddr {
+        match ev {
+            AddrEvent::AddrAdded(a) => a.addr,
+            other => panic!("expected AddrAdded, got {other:?}"),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn hub_wakeups() -> u64 {
+        hub::get().expect("hub started").wakeups()
+    }
+
+    fn tasks() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+            .map(|c| c.trim_end().to_string())
+            .collect()
+    }
+
+    fn sock_of(ns: &Netns, groups: u32) -> Option<Arc<NlSock>> {
+        let key = SockKey::of(ns, groups).unwrap();
+        lock(&SOCKS).get(&key).cloned()
+    }
+
+    #[test]
+    fn hundreds_of_watchers_share_one_thread_and_one_socket_per_namespace() {
+        let _s = hub::test_serial();
+        let nss: Vec<TestNs> = (0..3).map(|i| TestNs::new(&format!("m{i}"), 10)).collect();
+        let hub = hub::hub().unwrap();
+        let sources_before = hub.source_count();
+        let threads_before = tasks().len();
+
+        // 3 namespaces x 10 links x 10 watchers.
+        let mut watchers = Vec::new();
+        for t in &nss {
+            for link in 0..10 {
+                let idx = t.ifindex(&format!("d{link}"));
+                for _ in 0..10 {
+                    let (w, rx) = AddrWatcher::channel(t.ns(), idx).unwrap();
+                    assert_eq!(next(&rx), AddrEvent::LinkDown { ifindex: idx });
+                    watchers.push((w, rx));
+                }
+            }
+        }
+        assert_eq!(watchers.len(), 300);
+        let threads = tasks();
+        // The harness may run another (non-hub) test meanwhile: a little slack, far below
+        // the 300 threads of a thread per watcher.
+        assert!(
+            threads.len() <= threads_before + 4,
+            "{} threads before, {} with 300 watchers: {threads:?}",
+            threads_before,
+            threads.len()
+        );
+        assert_eq!(
+            threads.iter().filter(|c| *c == "uvlan-watch-hub").count(),
+            1,
+            "{threads:?}"
+        );
+        // One socket per namespace, shared by its 100 watchers.
+        let mut weak: Vec<Weak<NlSock>> = Vec::new();
+        for (i, t) in nss.iter().enumerate() {
+            let s = sock_of(t.ns(), GROUPS).expect("socket of the namespace");
+            for (w, _) in &watchers[i * 100..(i + 1) * 100] {
+                assert!(Arc::ptr_eq(&w.sock, &s));
+            }
+            weak.push(Arc::downgrade(&s));
+        }
+        assert_eq!(hub.source_count(), sources_before + 3);
+
+        // An address on ns 0's d3 reaches the 10 watchers of d3; then one on d4 reaches
+        // d4's, and by then d3's got nothing more (notifications are handled in order).
+        nss[0].ip(&["addr", "add", "192.0.2.1/24", "dev", "d3"]);
+        for (_, rx) in &watchers[30..40] {
+            assert_eq!(added(next(rx)), ip("192.0.2.1"));
+        }
+        nss[0].ip(&["addr", "add", "192.0.2.2/24", "dev", "d4"]);
+        for (_, rx) in &watchers[40..50] {
+            assert_eq!(added(next(rx)), ip("192.0.2.2"));
+        }
+        for (i, (_, rx)) in watchers.iter().enumerate() {
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "watcher {i}");
+        }
+
+        // Idle: the hub does not wake up at all.
+        let w0 = hub_wakeups();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(hub_wakeups(), w0, "the hub woke up while nothing happened");
+
+        // Dropping needs no wake-up of the hub (no command, no poll timeout), and the last
+        // watcher of a namespace closes its socket.
+        for (w, _) in &watchers {
+            assert!(w.is_running());
+        }
+        drop(watchers);
+        assert_eq!(hub_wakeups(), w0, "dropping woke the hub up");
+        for (w, t) in weak.iter().zip(&nss) {
+            assert!(w.upgrade().is_none(), "socket still open");
+            assert!(sock_of(t.ns(), GROUPS).is_none());
+        }
+        assert_eq!(hub.source_count(), sources_before);
+    }
+
+    #[test]
+    fn events_reach_only_the_watchers_of_their_interface() {
+        let _s = hub::test_serial();
+        let t = TestNs::new("rt", 3);
+        let (i0, i1, i2) = (t.ifindex("d0"), t.ifindex("d1"), t.ifindex("d2"));
+        let (a0, ra0) = AddrWatcher::channel(t.ns(), i0).unwrap();
+        let (b0, rb0) = AddrWatcher::channel(t.ns(), i0).unwrap();
+        let (a1, ra1) = AddrWatcher::channel(t.ns(), i1).unwrap();
+        let (a2, ra2) = AddrWatcher::channel(t.ns(), i2).unwrap();
+        let changes = Arc::new(AtomicUsize::new(0));
+        let c2 = changes.clone();
+        let links = ChangeWatcher::links(t.ns(), move || {
+            c2.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        // The link watcher and the address watchers of a namespace share one socket.
+        for w in [&b0, &a1, &a2] {
+            assert!(Arc::ptr_eq(&a0.sock, &w.sock));
+        }
+        assert!(Arc::ptr_eq(&a0.sock, &links.sock));
+        for (rx, idx) in [(&ra0, i0), (&rb0, i0), (&ra1, i1), (&ra2, i2)] {
+            assert_eq!(next(rx), AddrEvent::LinkDown { ifindex: idx });
+        }
+
+        // An address on d1 goes to d1's watcher only: the next event d0's watchers see is
+        // their own address.
+        t.ip(&["addr", "add", "192.0.2.1/24", "dev", "d1"]);
+        match next(&ra1) {
+            AddrEvent::AddrAdded(a) => {
+                assert_eq!((a.addr, a.prefix_len, a.ifindex), (ip("192.0.2.1"), 24, i1))
+            }
+            other => panic!("{other:?}"),
+        }
+        t.ip(&["addr", "add", "198.51.100.10/24", "dev", "d0"]);
+        for rx in [&ra0, &rb0] {
+            assert_eq!(added(next(rx)), ip("198.51.100.10"));
+        }
+        // Link up, down: both of d0's watchers.
+        t.ip(&["link", "set", "d0", "up"]);
+        for rx in [&ra0, &rb0] {
+            assert_eq!(next(rx), AddrEvent::LinkUp { ifindex: i0 });
+        }
+        t.ip(&["link", "set", "d0", "down"]);
+        for rx in [&ra0, &rb0] {
+            assert_eq!(next(rx), AddrEvent::LinkDown { ifindex: i0 });
+        }
+        // Link deleted: d2's watcher; then an address removal on d1 is d1's next event.
+        t.ip(&["link", "del", "d2"]);
+        assert_eq!(next(&ra2), AddrEvent::LinkRemoved { ifindex: i2 });
+        t.ip(&["addr", "del", "192.0.2.1/24", "dev", "d1"]);
+        match next(&ra1) {
+            AddrEvent::AddrRemoved(a) => assert_eq!(a.addr, ip("192.0.2.1")),
+            other => panic!("{other:?}"),
+        }
+        // Nothing else reached anyone.
+        for rx in [&ra0, &rb0, &ra1, &ra2] {
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        }
+        assert!(
+            changes.load(Ordering::SeqCst) > 0,
+            "link watcher not called"
+        );
+        assert!(a2.is_running(), "a deleted link does not stop its watcher");
+        drop((a0, b0, a1, a2, links));
+        assert!(sock_of(t.ns(), GROUPS).is_none());
+    }
+
+    #[test]
+    fn lost_notifications_make_every_watcher_of_the_socket_read_again() {
+        let _s = hub::test_serial();
+        let t = TestNs::new("nb", 1);
+        let i0 = t.ifindex("d0");
+        let (w, rx) = AddrWatcher::channel(t.ns(), i0).unwrap();
+        let (ctx, crx) = mpsc::channel();
+        let links = ChangeWatcher::links(t.ns(), move || ctx.send(()).unwrap()).unwrap();
+        assert_eq!(next(&rx), AddrEvent::LinkDown { ifindex: i0 });
+        let mut rtnl = t.rtnl();
+        let opts = crate::netns::AddrOptions::default();
+        let old: Vec<IpAddr> = (1..=10).map(|i| ip(&format!("198.51.100.{i}"))).collect();
+        for a in &old {
+            rtnl.addr_add(i0, *a, 32, opts).unwrap();
+        }
+        let mut mirror: HashSet<IpAddr> = HashSet::new();
+        while mirror.len() < old.len() {
+            assert!(mirror.insert(added(next(&rx))));
+        }
+
+        // Stall the hub in a slow callback, overflow the socket's (shrunk) buffer, release.
+        let (in_tx, in_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let mut child = Command::new("true").spawn().unwrap();
+        let stall = ExitWatcher::start(child.id() as i32, move || {
+            let _ = in_tx.send(());
+            let _ = go_rx.recv();
+        })
+        .unwrap();
+        in_rx.recv_timeout(WAIT).expect("hub stalled");
+        set_rcvbuf(w.sock.sock.as_raw_fd(), libc::SO_RCVBUF, 1).unwrap();
+        let resyncs = RESYNCS.load(Ordering::SeqCst);
+        // The hub is stalled: every earlier call of the link watcher is over.
+        while crx.try_recv().is_ok() {}
+        for a in &old {
+            rtnl.addr_del(i0, *a, 32).unwrap();
+        }
+        let new: HashSet<IpAddr> = (1..=200).map(|i| ip(&format!("203.0.113.{i}"))).collect();
+        for a in &new {
+            rtnl.addr_add(i0, *a, 32, opts).unwrap();
+        }
+        go_tx.send(()).unwrap();
+
+        // The watcher ends with exactly the kernel's addresses, each reported once.
+        while mirror != new {
+            match next(&rx) {
+                AddrEvent::AddrAdded(a) => assert!(mirror.insert(a.addr), "{a:?} twice"),
+                AddrEvent::AddrRemoved(a) => assert!(mirror.remove(&a.addr), "{a:?} not held"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            RESYNCS.load(Ordering::SeqCst) > resyncs,
+            "the buffer did not overflow: the re-read path was not tested"
+        );
+        crx.recv_timeout(WAIT)
+            .expect("the link watcher was called after the loss");
+        assert!(w.is_running() && links.is_running());
+        drop(stall);
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_callback_can_drop_its_own_watcher_and_others() {
+        let _s = hub::test_serial();
+        let t = TestNs::new("dc", 1);
+        let i0 = t.ifindex("d0");
+        let own: Arc<Mutex<Option<AddrWatcher>>> = Arc::new(Mutex::new(None));
+        let other: Arc<Mutex<Option<AddrWatcher>>> = Arc::new(Mutex::new(None));
+        // Registered first, so the hub calls it first for each notification.
+        let (wtx, wrx) = mpsc::channel();
+        let (own2, other2) = (own.clone(), other.clone());
+        let w = AddrWatcher::start(t.ns(), i0, move |ev| {
+            let drop_now = matches!(&ev, AddrEvent::AddrAdded(a) if a.addr == ip("192.0.2.20"));
+            let _ = wtx.send(ev);
+            if drop_now {
+                drop(lock(&other2).take());
+                drop(lock(&own2).take());
+            }
+        })
+        .unwrap();
+        *lock(&own) = Some(w);
+        let (v, vrx) = AddrWatcher::channel(t.ns(), i0).unwrap();
+        *lock(&other) = Some(v);
+        let (observer, orx) = AddrWatcher::channel(t.ns(), i0).unwrap();
+        assert_eq!(next(&orx), AddrEvent::LinkDown { ifindex: i0 });
+
+        t.ip(&["addr", "add", "192.0.2.20/24", "dev", "d0"]);
+        assert_eq!(added(next(&orx)), ip("192.0.2.20"));
+        t.ip(&["addr", "add", "192.0.2.21/24", "dev", "d0"]);
+        assert_eq!(added(next(&orx)), ip("192.0.2.21"));
+        assert!(lock(&own).is_none() && lock(&other).is_none());
+        // The self-dropping watcher saw the address that made it drop, then nothing: its
+        // callback (and the sender in it) was released. The other one, dropped before its
+        // turn, saw neither address.
+        let got: Vec<AddrEvent> = wrx.iter().collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], AddrEvent::LinkDown { ifindex: i0 });
+        assert_eq!(added(got[1].clone()), ip("192.0.2.20"));
+        let got: Vec<AddrEvent> = vrx.iter().collect();
+        assert_eq!(got, vec![AddrEvent::LinkDown { ifindex: i0 }]);
+        assert!(observer.is_running());
+    }
+
+    #[test]
+    fn dropping_under_a_lock_another_callback_waits_for_does_not_deadlock() {
+        // The daemon's pattern: a thread holding the daemon lock drops an endpoint's address
+        // watcher (and may drop a route watcher) while the host link watcher's callback,
+        // on the hub thread, waits for that lock.
+        let _s = hub::test_serial();
+        let t = TestNs::new("lk", 2);
+        let i0 = t.ifindex("d0");
+        let daemon_lock = Arc::new(Mutex::new(()));
+        let (w, wrx) = AddrWatcher::channel(t.ns(), i0).unwrap();
+        assert_eq!(next(&wrx), AddrEvent::LinkDown { ifindex: i0 });
+        let routes = ChangeWatcher::routes(t.ns(), || {}).unwrap();
+        let (in_tx, in_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let l2 = daemon_lock.clone();
+        let links = ChangeWatcher::links(t.ns(), move || {
+            let _ = in_tx.send(());
+            let _g = lock(&l2);
+            let _ = done_tx.send(());
+        })
+        .unwrap();
+
+        let (locked_tx, locked_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (dropped_tx, dropped_rx) = mpsc::channel();
+        let l3 = daemon_lock.clone();
+        let holder = std::thread::spawn(move || {
+            let _g = lock(&l3);
+            locked_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            drop(w);
+            drop(routes);
+            dropped_tx.send(()).unwrap();
+        });
+        locked_rx.recv_timeout(WAIT).unwrap();
+        t.ip(&["link", "set", "d1", "up"]);
+        in_rx
+            .recv_timeout(WAIT)
+            .expect("link watcher callback entered");
+        go_tx.send(()).unwrap();
+        dropped_rx
+            .recv_timeout(WAIT)
+            .expect("drop under the lock deadlocked with the hub");
+        holder.join().unwrap();
+        done_rx.recv_timeout(WAIT).expect("callback finished");
+        // The dropped watcher released its callback: its channel is closed.
+        assert_eq!(
+            wrx.recv_timeout(WAIT),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        assert!(links.is_running());
+    }
+
+    #[test]
+    fn no_callback_after_drop_while_watchers_come_and_go_under_traffic() {
+        let _s = hub::test_serial();
+        let t = TestNs::new("cg", 2);
+        let idx = [t.ifindex("d0"), t.ifindex("d1")];
+        let late = Arc::new(AtomicUsize::new(0));
+        let on_hub = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Watchers of both links start and stop on 4 threads...
+        let workers: Vec<_> = (0..4)
+            .map(|k| {
+                let ns = Netns::open_name(&t.name).unwrap();
+                let (late, on_hub, stop) = (late.clone(), on_hub.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut i = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let dropped = Arc::new(AtomicBool::new(false));
+                        let (d2, late2, hub2) = (dropped.clone(), late.clone(), on_hub.clone());
+                        let w = AddrWatcher::start(&ns, idx[(k + i) % 2], move |_| {
+                            if hub::on_hub_thread() {
+                                hub2.fetch_add(1, Ordering::SeqCst);
+                            }
+                            if d2.load(Ordering::SeqCst) {
+                                late2.fetch_add(1, Ordering::SeqCst);
+                            }
+                        })
+                        .unwrap();
+                        std::thread::yield_now();
+                        drop(w);
+                        dropped.store(true, Ordering::SeqCst);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        // ... while addresses come and go on both links.
+        let mut batch = String::new();
+        for n in 0..400 {
+            let a = format!("192.0.2.{}/32", 1 + n % 200);
+            let dev = format!("d{}", n % 2);
+            batch += &format!("addr add {a} dev {dev}\naddr del {a} dev {dev}\n");
+        }
+        for _ in 0..5 {
+            t.batch(&batch);
+        }
+        stop.store(true, Ordering::SeqCst);
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert!(
+            on_hub.load(Ordering::SeqCst) > 0,
+            "no event was delivered by the hub: the test raced nothing"
+        );
+        assert_eq!(late.load(Ordering::SeqCst), 0, "callbacks after drop");
+        assert!(sock_of(t.ns(), GROUPS).is_none());
+    }
+
+    #[test]
+    fn drop_waits_for_its_own_running_callback() {
+        let _s = hub::test_serial();
+        let t = TestNs::new("dw", 1);
+        let i0 = t.ifindex("d0");
+        let finished = Arc::new(AtomicBool::new(false));
+        let (in_tx, in_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let f2 = finished.clone();
+        let mut initial = true;
+        let w = AddrWatcher::start(t.ns(), i0, move |_| {
+            if std::mem::take(&mut initial) {
+                return; // the initial LinkDown, in this thread
+            }
+            let _ = in_tx.send(());
+            let _ = go_rx.recv();
+            f2.store(true, Ordering::SeqCst);
+        })
+        .unwrap();
+        t.ip(&["addr", "add", "192.0.2.30/24", "dev", "d0"]);
+        in_rx.recv_timeout(WAIT).expect("callback running");
+        let f3 = finished.clone();
+        let dropper = std::thread::spawn(move || {
+            drop(w);
+            f3.load(Ordering::SeqCst)
+        });
+        // Give a drop that does not wait the time to return early.
+        std::thread::sleep(Duration::from_millis(100));
+        go_tx.send(()).unwrap();
+        assert!(
+            dropper.join().unwrap(),
+            "drop returned while its callback was running"
+        );
+    }
 }
