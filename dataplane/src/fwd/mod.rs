@@ -15,6 +15,7 @@
 //! `ahash` maps keyed by address (ipvlan) or MAC (macvlan), and outputs go into a reusable
 //! [`Outputs`] list.
 
+mod closed_set;
 mod config;
 mod decide;
 pub mod observe;
@@ -33,6 +34,8 @@ pub use types::{
     MACVLAN_FLAG_NODST, MACVLAN_FLAG_NOPROMISC,
 };
 pub use verdict::{DropReason, Output, Outputs, PacketType, Target, Verdict, VlanOp};
+
+pub(crate) use closed_set::closed_set;
 
 #[cfg(test)]
 mod tests;

@@ -1795,3 +1795,4 @@ fn malformed_and_short_frames() {
 }
 
 mod properties;
+mod reasons;
