@@ -108,11 +108,9 @@ impl Names<'_> {
 
     fn pkt(t: PacketType) -> &'static str {
         match t {
-            PacketType::Host => "PACKET_HOST",
-            PacketType::Broadcast => "PACKET_BROADCAST",
-            PacketType::Multicast => "PACKET_MULTICAST",
             PacketType::OtherHost => "PACKET_OTHERHOST (its stack discards it)",
             PacketType::Outgoing => "outgoing",
+            other => other.kernel_name(),
         }
     }
 

@@ -39,20 +39,9 @@ pub enum VlanOp {
 }
 
 /// The `pkt_type` the receiving stack sees (`eth_type_trans` on the target, or what the master
-/// computed for redirected wire frames).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PacketType {
-    /// `PACKET_HOST`: addressed to the receiver.
-    Host,
-    /// `PACKET_BROADCAST`.
-    Broadcast,
-    /// `PACKET_MULTICAST`.
-    Multicast,
-    /// `PACKET_OTHERHOST`: a unicast MAC that is not the receiver's; its stack discards it.
-    OtherHost,
-    /// Leaving the host (wire or routed).
-    Outgoing,
-}
+/// computed for redirected wire frames): the kernel's `skb->pkt_type`, shared with the AF_PACKET
+/// edge (`port`), which reads the same value from `sll_pkttype`.
+pub use crate::wire::PacketType;
 
 /// One output of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
