@@ -2,6 +2,7 @@
 
 use super::closed_set;
 use super::{ParentId, PortId};
+use crate::wire::MacAddr;
 use std::net::IpAddr;
 
 /// Where an output goes.
@@ -14,16 +15,18 @@ pub enum Target {
     /// Into the parent's own protocol stack (`RX_HANDLER_PASS` or `dev_forward_skb(master)`).
     /// For frames that came from the wire this means "not ours: leave it to the host".
     HostStack(ParentId),
-    /// ipvlan L3/L3S egress: strip the L2 header and route the packet in the parent's
+    /// ipvlan L3/L3S egress: the L2 header is stripped and the packet routed in the parent's
     /// namespace with `oif = parent`, like `ipvlan_process_v4_outbound` /
-    /// `ipvlan_process_v6_outbound`. The I/O layer resolves the next hop from the host's
-    /// routing and neighbour tables and sends it with src MAC = parent MAC, TTL unchanged
-    /// (C29, C31).
+    /// `ipvlan_process_v6_outbound`; the route stage (`fwd::route`) has asked the host's
+    /// routing and neighbour tables for the next hop. The I/O layer sends it with a new
+    /// Ethernet header (src MAC = parent MAC, dst MAC = `next_hop`), TTL unchanged (C29, C31).
     Routed {
         /// The parent to send on.
         parent: ParentId,
         /// The packet's destination address (the route lookup key).
         dst: IpAddr,
+        /// The next hop's MAC, as the host's neighbour table resolved it.
+        next_hop: MacAddr,
     },
 }
 
@@ -78,9 +81,18 @@ closed_set! {
         /// ipvlan L3/L3S: an IPv4/IPv6 frame whose header fails validation (uvlan drops it; the
         /// kernel would route it by whatever its address field holds).
         L3BadHeader = "l3_bad_header", "ipvlan_get_L3_hdr";
-        /// ipvlan L3/L3S: an IPv4 destination whose route type is broadcast or multicast
-        /// (`ipvlan_process_v4_outbound`: neither `RTN_UNICAST` nor `RTN_LOCAL`, C29).
+        /// ipvlan L3/L3S: the route type is neither `RTN_UNICAST` nor `RTN_LOCAL`
+        /// (`ipvlan_process_v4_outbound`, C29): an IPv4 limited-broadcast or multicast
+        /// destination, or a route the host's tables give another type.
         L3RouteType = "l3_route_type", "ipvlan_process_v4_outbound";
+        /// ipvlan L3/L3S: the host's tables have no route for the destination out of the
+        /// parent (`ip_route_output_flow` / `ip6_route_output` failed: the kernel drops it
+        /// and counts `tx_errors`).
+        RouteUnreachable = "route_unreachable", "ip_route_output_flow / ip6_route_output";
+        /// ipvlan L3/L3S: the next hop has no usable neighbour entry yet and the host is
+        /// resolving it. The kernel queues the packet until resolution ends
+        /// (`__neigh_event_send`, `unres_qlen`); uvlan drops it.
+        NeighbourPending = "neighbour_pending", "neigh_output / __neigh_event_send";
         /// The network has no wire (no parent, or `--internal`): what the kernel would hand to
         /// the (dummy) master is discarded, and nothing reaches a host stack.
         NoWire = "no_wire", "dummy master (uvlan: no wire)";

@@ -5,7 +5,9 @@ use crate::port::xdp_filter::FilterStats;
 
 crate::fwd::closed_set! {
     /// Why the I/O layer (not the engine) dropped a frame or an output. A closed set, like
-    /// [`DropReason`]: counters are indexed by it and `uvlan` prints every one.
+    /// [`DropReason`]: counters are indexed by it and `uvlan` prints every one. (What the
+    /// host's routing and neighbour tables answer is the engine's route stage: those drops
+    /// are [`DropReason`]s.)
     pub enum IoDrop {
         /// The verdict wants the parent's own stack, which userspace cannot feed: the frame was
         /// sent by a port, or steered away from the host by the filter.
@@ -23,12 +25,6 @@ crate::fwd::closed_set! {
         /// The frame could not be segmented or checksummed (bad headers, or a packet over the
         /// parent MTU that may not be split).
         Offload = "offload_error";
-        /// The next hop of a routed packet is being resolved.
-        NeighbourPending = "neighbour_pending";
-        /// The routed destination is the host itself (`RTN_LOCAL`, C37).
-        RouteLocal = "route_local";
-        /// No route to the routed destination.
-        RouteUnreachable = "route_unreachable";
     }
 }
 
