@@ -57,7 +57,8 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Outputs::default();
     for ing in ins {
         let _ = e.decide(data, *ing, &mut NoRoutes, &mut out);
-        let _ = e.decide(data, *ing, &mut |_, _| NextHop::Mac(MacAddr([2, 0, 0, 0, 0, 0xee])), &mut out);
+        let mut gw = |_: ParentId, _: IpAddr| NextHop::Mac(MacAddr([2, 0, 0, 0, 0, 0xee]));
+        let _ = e.decide(data, *ing, &mut gw, &mut out);
     }
     if let Ok(eth) = EthView::parse(data) {
         let _ = eth.untag();
