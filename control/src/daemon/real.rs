@@ -8,8 +8,8 @@ use std::sync::Mutex;
 
 use uvlan_dataplane::fwd::{Ingress, ParentId, PortId};
 use uvlan_dataplane::port::tap::Tap;
-use uvlan_dataplane::trace::Trace;
 use uvlan_dataplane::run::{Dataplane, DataplaneHandle, NextHop, Resolver, RunError, RunOptions};
+use uvlan_dataplane::trace::Trace;
 
 use crate::netns::{Netns, RouteWatcher, Rtnl};
 
