@@ -818,7 +818,6 @@ impl Engine {
         r
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn cx<'a, T: Tracer, R: Routes + ?Sized>(
         &'a self,
         net: &'a Network,
