@@ -286,6 +286,17 @@ fn transmit(
 }
 
 impl Io {
+    /// The datapath's [`Routes`](crate::fwd::Routes) for the engine's route stage: the
+    /// resolver behind the next-hop cache, at this iteration's time.
+    fn routes(&mut self) -> HostRoutes<'_> {
+        HostRoutes {
+            parents: &self.parents,
+            nh: &mut self.nh,
+            resolver: &mut *self.resolver,
+            now: self.now,
+        }
+    }
+
     /// An output to a port. From a port the sender's header passes through; from the wire
     /// the frame goes through the port's GRO.
     fn out_port(&mut self, q: PortId, vlan: VlanOp, from: Origin, hdr: &VnetHdr, frame: &[u8]) {
@@ -421,19 +432,6 @@ impl Io {
                 slot.c.io_errors += 1;
                 self.io_errors += 1;
             }
-        }
-    }
-}
-
-impl Io {
-    /// The datapath's [`Routes`](crate::fwd::Routes) for the engine's route stage: the
-    /// resolver behind the next-hop cache, at this iteration's time.
-    fn routes(&mut self) -> HostRoutes<'_> {
-        HostRoutes {
-            parents: &self.parents,
-            nh: &mut self.nh,
-            resolver: &mut *self.resolver,
-            now: self.now,
         }
     }
 }
