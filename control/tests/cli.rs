@@ -760,3 +760,102 @@ fn stats_count_frames_and_drop_reasons() {
         "Error response from daemon: network nope not found"
     );
 }
+
+/// ipvlan L3 egress asks the host's routing and neighbour tables, and `uvlan trace` shows what
+/// they answer, through the daemon's own next-hop cache and resolver, as the datapath sees it.
+/// The host namespace has no route beyond the parent: an IPv6 destination is unreachable; an
+/// IPv4 destination is taken as on-link on the parent (`oif = parent`, C29), so the host
+/// starts ARP and the packet waits for its neighbour; once the host has a neighbour entry the
+/// packet is routed to that MAC. `uvlan stats` counts the same reasons for real traffic.
+#[test]
+fn trace_shows_the_hosts_answer_for_routed_egress() {
+    let mut w = World::new();
+    let host = w.ns("host");
+    for args in [
+        &["link", "add", "p0", "type", "veth", "peer", "name", "p1"][..],
+        &["link", "set", "p0", "up"],
+        &["link", "set", "p1", "up"],
+    ] {
+        assert!(sh(Command::new("ip").arg("-n").arg(&host).args(args))
+            .status
+            .success());
+    }
+    let a = w.netns("a");
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "-o",
+        "ipvlan_mode=l3",
+        "-o",
+        "parent=p0",
+        "--subnet",
+        "198.51.100.0/24",
+        "--ipv6",
+        "--subnet",
+        "2001:db8:1::/64",
+        "l3",
+    ]);
+    w.ok(&["network", "connect", "l3", &a]);
+    let verdict = |t: &str| t.lines().last().unwrap_or_default().to_string();
+
+    // IPv6 without a route: ip6_route_output fails.
+    let t = w.ok(&["trace", "l3", "--from", &a, "--to", "2001:db8:ffff::99"]);
+    assert!(
+        verdict(&t).starts_with("verdict: DROP (route_unreachable)"),
+        "{t}"
+    );
+    assert!(t.contains("route      ip6_route_output"), "{t}");
+    assert!(t.contains("no route"), "{t}");
+
+    // IPv4 without a route: on-link on the parent, the host resolves it.
+    let t = w.ok(&["trace", "l3", "--from", &a, "--to", "203.0.113.99"]);
+    assert!(
+        verdict(&t).starts_with("verdict: DROP (neighbour_pending)"),
+        "{t}"
+    );
+    assert!(t.contains("route      ip_route_output_flow"), "{t}");
+    assert!(t.contains("route      neigh_output"), "{t}");
+
+    // A neighbour entry on the host: routed to its MAC (the daemon drops its cached answers
+    // when the host's neighbours change).
+    let nh = "02:00:00:00:63:63";
+    assert!(sh(Command::new("ip").args([
+        "-n",
+        &host,
+        "neigh",
+        "replace",
+        "203.0.113.99",
+        "lladdr",
+        nh,
+        "dev",
+        "p0",
+        "nud",
+        "permanent",
+    ]))
+    .status
+    .success());
+    let start = Instant::now();
+    loop {
+        let t = w.ok(&["trace", "l3", "--from", &a, "--to", "203.0.113.99"]);
+        if verdict(&t).starts_with(&format!(
+            "verdict: route 203.0.113.99 out of parent p0 to next hop {nh}"
+        )) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{t}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The datapath drops real traffic to the unroutable destination with the same reason.
+    assert!(!w.0.ping("a", "2001:db8:ffff::99", 1));
+    let r: serde_json::Value =
+        serde_json::from_str(&w.ok(&["stats", "--format", "json"])).expect("stats JSON");
+    assert!(
+        r["drops"]["route_unreachable"].as_u64().unwrap_or(0) >= 1,
+        "{r:#}"
+    );
+    let table = w.ok(&["stats"]);
+    assert!(table.contains("route_unreachable"), "{table}");
+}

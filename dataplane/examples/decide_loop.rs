@@ -2,10 +2,10 @@
 //! `valgrind --tool=callgrind target/release/examples/decide_loop macvlan 1000000`.
 //! Kinds: ipvlan (L2 unicast to a sibling), macvlan (bridge unicast), l3 (routed egress).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use uvlan_dataplane::fwd::sample::{flat, port_ip, port_mac, PARENT_MAC as M};
 use uvlan_dataplane::fwd::*;
-use uvlan_dataplane::wire::build;
+use uvlan_dataplane::wire::{build, MacAddr};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -40,12 +40,14 @@ fn main() {
         _ => build::udp4(M, M, port_ip(0), port_ip(1), (1, 2), &[0; 18]),
     };
     let mut out = Outputs::with_capacity(4);
+    let mut routes = |_: ParentId, _: IpAddr| NextHop::Mac(MacAddr([2, 0, 0, 0, 0, 0xee]));
     let mut ok = 0u64;
     for _ in 0..n {
         if s.engine
             .decide(
                 std::hint::black_box(&f),
                 Ingress::Port(s.ports[0]),
+                &mut routes,
                 &mut out,
             )
             .is_ok()

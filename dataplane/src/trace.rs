@@ -2,10 +2,14 @@
 //!
 //! [`trace`] runs the engine's own decision code ([`Engine::decide_traced`]) with a recorder
 //! attached, so the explanation and the datapath's verdict come from the same code and cannot
-//! disagree.
+//! disagree. Routed egress (ipvlan L3/L3S) includes the route stage: give [`trace`] the
+//! [`Routes`] the datapath uses (`DataplaneHandle::trace` does) and it names what the host's
+//! routing and neighbour tables answered, and the fate that follows.
 
 use crate::fwd::observe::{Detail, L3Kind, Recorder, Stage, Step};
-use crate::fwd::{Engine, Ingress, Output, Outputs, Owner, PacketType, Target, Verdict, VlanOp};
+use crate::fwd::{
+    Engine, Ingress, NextHop, Output, Outputs, Owner, PacketType, Routes, Target, Verdict, VlanOp,
+};
 use crate::fwd::{NetworkId, ParentId, PortId};
 use std::fmt;
 
@@ -31,11 +35,17 @@ pub struct Trace {
     pub summary: String,
 }
 
-/// Decides `frame` from `ingress` and explains every step.
-pub fn trace(engine: &Engine, frame: &[u8], ingress: Ingress) -> Trace {
+/// Decides `frame` from `ingress` and explains every step; `routes` answers the route stage
+/// (pass the datapath's own to see what it would do).
+pub fn trace<R: Routes + ?Sized>(
+    engine: &Engine,
+    frame: &[u8],
+    ingress: Ingress,
+    routes: &mut R,
+) -> Trace {
     let mut rec = Recorder::default();
     let mut out = Outputs::default();
-    let verdict = match engine.decide_traced(frame, ingress, &mut out, &mut rec) {
+    let verdict = match engine.decide_traced(frame, ingress, routes, &mut out, &mut rec) {
         Ok(()) => Verdict::Forward(out.as_slice().to_vec()),
         Err(r) => Verdict::Drop(r),
     };
@@ -71,6 +81,7 @@ pub fn stage_name(s: Stage) -> &'static str {
         Stage::VlanDemux => "vlan-demux",
         Stage::Lookup => "lookup",
         Stage::FlagCheck => "flag-check",
+        Stage::Route => "route",
         Stage::Output => "output",
         Stage::Drop => "drop",
     }
@@ -108,11 +119,9 @@ impl Names<'_> {
 
     fn pkt(t: PacketType) -> &'static str {
         match t {
-            PacketType::Host => "PACKET_HOST",
-            PacketType::Broadcast => "PACKET_BROADCAST",
-            PacketType::Multicast => "PACKET_MULTICAST",
             PacketType::OtherHost => "PACKET_OTHERHOST (its stack discards it)",
             PacketType::Outgoing => "outgoing",
+            other => other.kernel_name(),
         }
     }
 
@@ -126,8 +135,8 @@ impl Names<'_> {
             Target::Port(p) => format!("deliver to {} ({}{vlan})", self.port(p), Self::pkt(o.pkt_type)),
             Target::Wire(p) => format!("send on the wire of {}{vlan}", self.parent(p)),
             Target::HostStack(p) => format!("pass to the host stack of {} ({})", self.parent(p), Self::pkt(o.pkt_type)),
-            Target::Routed { parent, dst } => format!(
-                "route {dst} in the host namespace out of {} (src MAC = parent MAC, TTL unchanged{vlan})",
+            Target::Routed { parent, dst, next_hop } => format!(
+                "route {dst} out of {} to next hop {next_hop} (src MAC = parent MAC, TTL unchanged{vlan})",
                 self.parent(parent)
             ),
         }
@@ -191,6 +200,21 @@ impl Names<'_> {
             },
             Detail::Check { what, holds } => {
                 format!("{what}: {}", if holds { "yes" } else { "no" })
+            }
+            Detail::Route {
+                parent,
+                dst,
+                answer,
+            } => format!(
+                "the host's tables for {dst} out of {}: {}",
+                self.parent(parent),
+                answer.describe()
+            ),
+            Detail::Neighbour(NextHop::Mac(m)) => format!("next hop {m}"),
+            Detail::Neighbour(_) => {
+                "no usable neighbour entry yet: the host is resolving it; the kernel would \
+                 queue the packet, uvlan drops it"
+                    .to_string()
             }
             Detail::Note(n) => n.to_string(),
             Detail::Suppressed(r) => format!("no output here ({})", r.as_str()),

@@ -21,7 +21,8 @@ use uvlan_dataplane::port::afpacket::{
     AfPacketOptions, AfPacketParent, AfPacketSocket, GsoTxSocket,
 };
 use uvlan_dataplane::port::xsk::{BindMode, XdpAttach, XdpMode, XdpOptions, XdpParent};
-use uvlan_dataplane::port::{PacketType, RxFrame, Steering, WireIo, WireMode};
+use uvlan_dataplane::port::{RxFrame, Steering, WireIo, WireMode};
+use uvlan_dataplane::wire::PacketType;
 
 const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];

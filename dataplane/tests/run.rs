@@ -22,9 +22,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use uvlan_dataplane::fwd::{
-    ConfigError, Driver, DropReason, Engine, IpvlanAttrs, IpvlanFlag, IpvlanMode, LinkRef,
+    ConfigError, Driver, DropReason, Engine, Ingress, IpvlanAttrs, IpvlanFlag, IpvlanMode, LinkRef,
     LinkType, MacvlanAttrs, MacvlanMode, Master, NetworkId, NetworkSpec, ParentId, ParentSpec,
-    PortId,
+    PortId, Target, Verdict,
 };
 use uvlan_dataplane::port::afpacket::{AfPacketOptions, AfPacketSocket};
 use uvlan_dataplane::port::tap::{Tap, TapOptions};
@@ -32,7 +32,7 @@ use uvlan_dataplane::port::xsk::{XdpAttach, XdpOptions};
 use uvlan_dataplane::run::{
     Dataplane, DataplaneHandle, IoDrop, NextHop, Resolver, RunError, RunOptions, WireBackend,
 };
-use uvlan_dataplane::wire::MacAddr;
+use uvlan_dataplane::wire::{build, MacAddr};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -991,6 +991,168 @@ fn wire_scenario(backend: WireBackend, attach: XdpAttach, mode_word: &str, kerne
         "XDP program left attached"
     );
     let _ = (n20, p3);
+}
+
+/// The host's tables for `routed_egress_fates_are_engine_drops_and_trace_agrees`:
+/// 203.0.113.97 leaves to the upstream's MAC, .98 is being resolved, the rest has no route.
+struct ScriptedHost {
+    calls: Arc<AtomicU32>,
+}
+
+impl Resolver for ScriptedHost {
+    fn resolve(&mut self, _ifindex: u32, dst: IpAddr) -> NextHop {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        match dst {
+            IpAddr::V4(a) if a == Ipv4Addr::new(203, 0, 113, 97) => NextHop::Mac(UP_MAC),
+            IpAddr::V4(a) if a == Ipv4Addr::new(203, 0, 113, 98) => NextHop::Pending,
+            _ => NextHop::Unreachable,
+        }
+    }
+}
+
+/// ipvlan L3 egress: what the host's tables answer is decided by the engine's route stage, so
+/// the loop counts an unroutable or unresolved destination as an engine drop
+/// (`route_unreachable`, `neighbour_pending`), and `DataplaneHandle::trace` gives the same
+/// verdict through the same next-hop cache (an answer the trace fetched serves the datapath).
+#[test]
+fn routed_egress_fates_are_engine_drops_and_trace_agrees() {
+    let mut w = wire_lab();
+    let e1 = w.lab.ns("e1");
+    let calls = Arc::new(AtomicU32::new(0));
+    let dp = spawn(
+        RunOptions {
+            netns: Some(ns_path(&w.host)),
+            wire_backend: WireBackend::AfPacket,
+            ..RunOptions::default()
+        },
+        Box::new(ScriptedHost {
+            calls: Arc::clone(&calls),
+        }),
+    );
+    let h = dp.handle();
+    let hif = w.hif.clone();
+    let (parent, p1) = h
+        .with_engine(move |e| {
+            let parent = e.add_parent(ParentSpec {
+                name: hif,
+                mac: HOST_MAC,
+                mtu: 1500,
+                up: true,
+                link_type: LinkType::Ether,
+                addrs: vec![v4("192.0.2.1")],
+            })?;
+            let n = e.add_network(NetworkSpec::new(
+                "l3",
+                Driver::Ipvlan,
+                Master::Parent {
+                    parent,
+                    vid: None,
+                    wire: true,
+                },
+            ))?;
+            let p1 = ipvlan_port(
+                e,
+                n,
+                "e1",
+                IpvlanMode::L3,
+                IpvlanFlag::Bridge,
+                "198.51.100.10",
+            )?;
+            Ok::<_, ConfigError>((parent, p1))
+        })
+        .unwrap()
+        .unwrap();
+    h.attach_parent(parent, &w.hif).unwrap();
+    endpoint(&h, p1, &e1, HOST_MAC, "198.51.100.10/24", true);
+    ip(&e1, &["route", "add", "default", "dev", "eth0"]);
+    let echo = |dst: [u8; 4]| {
+        build::icmp4_echo(
+            HOST_MAC,
+            HOST_MAC,
+            Ipv4Addr::new(198, 51, 100, 10),
+            Ipv4Addr::from(dst),
+            1,
+        )
+    };
+
+    // No route: the loop drops it as the engine decided, and the trace says the same.
+    assert_eq!(ping(&e1, "203.0.113.99", 1), 0);
+    let st = h.stats().unwrap();
+    assert!(
+        st.drop_count(DropReason::RouteUnreachable) >= 1,
+        "{:?}",
+        st.drops
+    );
+    let t = h.trace(echo([203, 0, 113, 99]), Ingress::Port(p1)).unwrap();
+    assert_eq!(
+        t.verdict,
+        Verdict::Drop(DropReason::RouteUnreachable),
+        "{t}"
+    );
+    let text = t.to_string();
+    assert!(
+        text.contains("ip_route_output_flow") && text.contains("no route"),
+        "{text}"
+    );
+
+    // Being resolved: neighbour_pending, in the counters and in the trace.
+    assert_eq!(ping(&e1, "203.0.113.98", 1), 0);
+    let st = h.stats().unwrap();
+    assert!(
+        st.drop_count(DropReason::NeighbourPending) >= 1,
+        "{:?}",
+        st.drops
+    );
+    let t = h.trace(echo([203, 0, 113, 98]), Ingress::Port(p1)).unwrap();
+    assert_eq!(
+        t.verdict,
+        Verdict::Drop(DropReason::NeighbourPending),
+        "{t}"
+    );
+
+    // A resolved next hop: the trace asks the datapath's cache (one question to the host);
+    // tracing again and then sending use the cached answer (no new question), and the frame
+    // leaves on the wire.
+    let before = calls.load(Ordering::SeqCst);
+    let t = h.trace(echo([203, 0, 113, 97]), Ingress::Port(p1)).unwrap();
+    assert_eq!(
+        t.verdict.outputs()[0].target,
+        Target::Routed {
+            parent,
+            dst: v4("203.0.113.97"),
+            next_hop: UP_MAC
+        },
+        "{t}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), before + 1);
+    h.trace(echo([203, 0, 113, 97]), Ingress::Port(p1)).unwrap();
+    let sent = h.stats().unwrap().parent(parent).unwrap().tx_frames;
+    ping(&e1, "203.0.113.97", 1);
+    let st = h.stats().unwrap();
+    assert!(st.parent(parent).unwrap().tx_frames > sent, "{st:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        before + 1,
+        "one question in all"
+    );
+    // Tracing moves no counter.
+    let unroutable = st.drop_count(DropReason::RouteUnreachable);
+    let t = h.trace(echo([203, 0, 113, 99]), Ingress::Port(p1)).unwrap();
+    assert_eq!(
+        t.verdict,
+        Verdict::Drop(DropReason::RouteUnreachable),
+        "{t}"
+    );
+    assert_eq!(
+        h.stats().unwrap().drop_count(DropReason::RouteUnreachable),
+        unroutable
+    );
+    // The trace is refused from the dataplane thread itself, like every handle call.
+    let h2 = h.clone();
+    assert!(matches!(
+        h.read_engine(move |_| h2.trace(Vec::new(), Ingress::Port(p1))),
+        Ok(Err(RunError::Reentrant))
+    ));
 }
 
 #[test]

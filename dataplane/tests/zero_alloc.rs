@@ -2,7 +2,7 @@
 //! the output list has grown), with a counting global allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use uvlan_dataplane::fwd::sample::{flat, port_ip as ip, port_mac as mac, PARENT_MAC as M};
 use uvlan_dataplane::fwd::*;
@@ -89,14 +89,15 @@ fn unicast_decisions_allocate_nothing() {
             20,
         );
         let mut out = Outputs::with_capacity(4);
+        let mut routes = |_: ParentId, _: IpAddr| NextHop::Mac(MacAddr([2, 0, 0, 0, 0, 0xee]));
         let n = count(|| {
             for _ in 0..10_000 {
                 assert!(e
-                    .decide(&to_sibling, Ingress::Port(ports[0]), &mut out)
+                    .decide(&to_sibling, Ingress::Port(ports[0]), &mut routes, &mut out)
                     .is_ok());
-                let _ = e.decide(&routed, Ingress::Port(ports[1]), &mut out);
+                let _ = e.decide(&routed, Ingress::Port(ports[1]), &mut routes, &mut out);
                 assert!(e
-                    .decide(&from_wire, Ingress::Wire(parent), &mut out)
+                    .decide(&from_wire, Ingress::Wire(parent), &mut routes, &mut out)
                     .is_ok());
             }
         });
@@ -121,11 +122,14 @@ fn floods_allocate_nothing_once_the_output_list_has_grown() {
         b"x",
     );
     let mut out = Outputs::default();
-    e.decide(&bcast, Ingress::Port(ports[0]), &mut out).unwrap();
+    let mut routes = NoRoutes;
+    e.decide(&bcast, Ingress::Port(ports[0]), &mut routes, &mut out)
+        .unwrap();
     assert_eq!(out.len(), 64, "63 siblings and the wire");
     let n = count(|| {
         for _ in 0..1000 {
-            e.decide(&bcast, Ingress::Port(ports[0]), &mut out).unwrap();
+            e.decide(&bcast, Ingress::Port(ports[0]), &mut routes, &mut out)
+                .unwrap();
         }
     });
     assert_eq!(n, 0);

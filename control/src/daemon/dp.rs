@@ -4,14 +4,17 @@
 //! `run-api.md`) the daemon uses, in object-safe form. Two implementations:
 //! - [`super::real::RunDataplane`]: the real thread that moves frames (what the daemon uses);
 //! - [`EngineOnly`]: keeps the engine and the TAP fds in the caller and applies every
-//!   configuration change, but moves no frames: unit tests of the control logic use it.
+//!   configuration change, but moves no frames: unit tests of the control logic use it. Its
+//!   route stage asks the [`Routes`] it was given (none by default: every routed destination
+//!   is unreachable).
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use uvlan_dataplane::fwd::{Engine, ParentId, PortId};
+use uvlan_dataplane::fwd::{Engine, Ingress, NoRoutes, ParentId, PortId, Routes};
 use uvlan_dataplane::port::tap::Tap;
+use uvlan_dataplane::trace::{trace, Trace};
 
 /// Errors from the dataplane.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,9 @@ pub type EngineJob = Box<dyn FnOnce(&mut Engine) -> Box<dyn Any + Send> + Send>;
 pub trait DataplaneApi: Send + Sync {
     /// Runs `job` on the engine between two batches and returns its result.
     fn with_engine_boxed(&self, job: EngineJob) -> Result<Box<dyn Any + Send>, DpError>;
+    /// Explains what the datapath does with `frame` from `ingress`: the whole decision,
+    /// including the route stage with the host's tables as the datapath sees them.
+    fn trace(&self, frame: Vec<u8>, ingress: Ingress) -> Result<Trace, DpError>;
     /// Hands a TAP to the loop for an engine port.
     fn add_tap(&self, port: PortId, tap: Tap) -> Result<(), DpError>;
     /// Takes a port's TAP back.
@@ -58,18 +64,37 @@ pub fn with_engine<R: Send + 'static>(
         .map_err(|_| DpError::Failed("internal error: engine job returned another type".into()))
 }
 
+/// The host's tables as a configuration-only dataplane's trace sees them.
+pub type BoxedRoutes = Box<dyn Routes + Send>;
+
 /// The configuration-only dataplane (see the module docs).
-#[derive(Default)]
 pub struct EngineOnly {
     engine: Mutex<Engine>,
     taps: Mutex<HashMap<PortId, Tap>>,
     wires: Mutex<HashMap<ParentId, usize>>,
+    routes: Mutex<BoxedRoutes>,
+}
+
+impl Default for EngineOnly {
+    fn default() -> Self {
+        EngineOnly::with_routes(Box::new(NoRoutes))
+    }
 }
 
 impl EngineOnly {
-    /// An empty engine.
+    /// An empty engine; no host tables (every routed destination is unreachable).
     pub fn new() -> EngineOnly {
         EngineOnly::default()
+    }
+
+    /// An empty engine whose route stage asks `routes` (scripted host tables in tests).
+    pub fn with_routes(routes: BoxedRoutes) -> EngineOnly {
+        EngineOnly {
+            engine: Mutex::default(),
+            taps: Mutex::default(),
+            wires: Mutex::default(),
+            routes: Mutex::new(routes),
+        }
     }
 
     /// Number of TAPs held (for tests).
@@ -86,6 +111,12 @@ impl DataplaneApi for EngineOnly {
     fn with_engine_boxed(&self, job: EngineJob) -> Result<Box<dyn Any + Send>, DpError> {
         let mut e = self.engine.lock().map_err(poisoned)?;
         Ok(job(&mut e))
+    }
+
+    fn trace(&self, frame: Vec<u8>, ingress: Ingress) -> Result<Trace, DpError> {
+        let e = self.engine.lock().map_err(poisoned)?;
+        let mut routes = self.routes.lock().map_err(poisoned)?;
+        Ok(trace(&e, &frame, ingress, &mut **routes))
     }
 
     fn add_tap(&self, port: PortId, tap: Tap) -> Result<(), DpError> {

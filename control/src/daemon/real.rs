@@ -6,9 +6,10 @@ use std::any::Any;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use uvlan_dataplane::fwd::{ParentId, PortId};
+use uvlan_dataplane::fwd::{Ingress, ParentId, PortId};
 use uvlan_dataplane::port::tap::Tap;
 use uvlan_dataplane::run::{Dataplane, DataplaneHandle, NextHop, Resolver, RunError, RunOptions};
+use uvlan_dataplane::trace::Trace;
 
 use crate::netns::{Netns, RouteWatcher, Rtnl};
 
@@ -86,6 +87,10 @@ impl RunDataplane {
 impl DataplaneApi for RunDataplane {
     fn with_engine_boxed(&self, job: EngineJob) -> Result<Box<dyn Any + Send>, DpError> {
         self.handle.with_engine(job).map_err(dp_err)
+    }
+
+    fn trace(&self, frame: Vec<u8>, ingress: Ingress) -> Result<Trace, DpError> {
+        self.handle.trace(frame, ingress).map_err(dp_err)
     }
 
     fn add_tap(&self, port: PortId, tap: Tap) -> Result<(), DpError> {

@@ -1,5 +1,7 @@
-//! `uvlan trace`: builds one frame with `wire::build` and runs `trace::trace` on the live
-//! engine.
+//! `uvlan trace`: builds one frame with `wire::build` and has the dataplane explain it
+//! ([`DataplaneApi::trace`]): the live engine's decision, and for routed egress (ipvlan
+//! L3/L3S) what the host's routing and neighbour tables answer, through the same next-hop
+//! cache and resolver the datapath uses.
 //!
 //! - `--from ENDPOINT` (the namespace name shown in inspect, or an endpoint ID prefix): the
 //!   frame is sent by that endpoint (`Ingress::Port`), with its MAC and its address of the
@@ -18,7 +20,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use uvlan_dataplane::fwd::{Engine, Ingress, NetworkId, ParentId, PortId};
-use uvlan_dataplane::trace::trace;
 use uvlan_dataplane::wire::{build, MacAddr};
 
 use crate::api::TraceRequest;
@@ -240,9 +241,6 @@ pub fn run(
             .unwrap_or_default(),
         input.rec.name
     );
-    let text = with_engine(dp, move |e: &mut Engine| {
-        trace(e, &frame, ingress).to_string()
-    })
-    .map_err(|e| e.to_string())?;
+    let text = dp.trace(frame, ingress).map_err(|e| e.to_string())?;
     Ok(format!("{header}\n{text}"))
 }

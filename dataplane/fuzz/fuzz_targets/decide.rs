@@ -56,7 +56,9 @@ fuzz_target!(|data: &[u8]| {
     let (e, ins) = topology();
     let mut out = Outputs::default();
     for ing in ins {
-        let _ = e.decide(data, *ing, &mut out);
+        let _ = e.decide(data, *ing, &mut NoRoutes, &mut out);
+        let mut gw = |_: ParentId, _: IpAddr| NextHop::Mac(MacAddr([2, 0, 0, 0, 0, 0xee]));
+        let _ = e.decide(data, *ing, &mut gw, &mut out);
     }
     if let Ok(eth) = EthView::parse(data) {
         let _ = eth.untag();
@@ -68,5 +70,5 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = Ipv4View::parse(eth.payload);
     }
-    let _ = uvlan_dataplane::trace::trace(e, data, ins[0]);
+    let _ = uvlan_dataplane::trace::trace(e, data, ins[0], &mut NoRoutes);
 });

@@ -6,6 +6,7 @@
 
 use super::config::{Engine, Master, Network, Owner, Port};
 use super::observe::{step, Detail, L3Kind, NoTrace, Tracer};
+use super::route::{self, NextHop, Routes};
 use super::types::{Driver, IpvlanFlag, IpvlanMode, MacvlanMode, MACVLAN_FLAG_NODST};
 use super::verdict::{DropReason, Output, Outputs, PacketType, Target, Verdict, VlanOp};
 use super::{ParentId, PortId};
@@ -118,7 +119,7 @@ fn group_type(dst: MacAddr) -> PacketType {
 }
 
 /// The context of one decision inside one network.
-struct Cx<'a, T: Tracer> {
+struct Cx<'a, T: Tracer, R: Routes + ?Sized> {
     e: &'a Engine,
     net: &'a Network,
     /// The parent the network sits on, if it may use the wire (and the host stack).
@@ -132,9 +133,11 @@ struct Cx<'a, T: Tracer> {
     out: &'a mut Outputs,
     pending: Option<DropReason>,
     t: &'a mut T,
+    /// The host's routing and neighbour tables (the route stage).
+    routes: &'a mut R,
 }
 
-impl<T: Tracer> Cx<'_, T> {
+impl<T: Tracer, R: Routes + ?Sized> Cx<'_, T, R> {
     #[inline]
     fn port(&self, p: PortId) -> Option<&Port> {
         self.e.port(p)
@@ -215,24 +218,49 @@ impl<T: Tracer> Cx<'_, T> {
         }
     }
 
+    /// The route stage (`route.rs`): the host's tables turn "route `dst` out of the parent"
+    /// into an output to the next hop, the parent's own stack (`RTN_LOCAL`), or a drop.
+    /// `dst_mac` is the frame's destination MAC (for the host stack's `pkt_type`).
     #[inline]
-    fn emit_routed(&mut self, dst: IpAddr, kernel: &'static str) {
-        match self.wire {
-            Some(parent) => {
+    fn emit_routed(
+        &mut self,
+        dst: IpAddr,
+        dst_mac: MacAddr,
+        kernel: &'static str,
+    ) -> Result<(), DropReason> {
+        let Some(parent) = self.wire else {
+            self.suppress(DropReason::NoWire);
+            return Ok(());
+        };
+        match route::resolve(self.routes, self.t, parent, dst) {
+            NextHop::Mac(next_hop) => {
                 let vlan = match self.vid {
                     Some(v) => VlanOp::Push(v),
                     None => VlanOp::Keep,
                 };
                 self.push(
                     Output {
-                        target: Target::Routed { parent, dst },
+                        target: Target::Routed {
+                            parent,
+                            dst,
+                            next_hop,
+                        },
                         vlan,
                         pkt_type: PacketType::Outgoing,
                     },
                     kernel,
                 );
+                Ok(())
             }
-            None => self.suppress(DropReason::NoWire),
+            NextHop::Local => {
+                // ip_local_out on an RTN_LOCAL route loops the packet back into the host's
+                // own stack (C37), as for the parent's own addresses.
+                self.emit_host(dst_mac, "ip_local_out → RTN_LOCAL (host's route table)");
+                Ok(())
+            }
+            NextHop::BadRouteType => Err(DropReason::L3RouteType),
+            NextHop::Pending => Err(DropReason::NeighbourPending),
+            NextHop::Unreachable => Err(DropReason::RouteUnreachable),
         }
     }
 
@@ -388,8 +416,7 @@ impl<T: Tracer> Cx<'_, T> {
                 if self.check(K4, "route type is broadcast/multicast", bad_type) {
                     return Err(DropReason::L3RouteType);
                 }
-                self.route(IpAddr::V4(dst), eth.dst, K4, seen);
-                Ok(())
+                self.route(IpAddr::V4(dst), eth.dst, K4, seen)
             }
             ethertype::IPV6 => {
                 let dst = match (h.kind, h.dst) {
@@ -400,15 +427,15 @@ impl<T: Tracer> Cx<'_, T> {
                         Err(_) => return Err(DropReason::L3BadHeader),
                     },
                 };
-                self.route(IpAddr::V6(dst), eth.dst, "ipvlan_process_v6_outbound", seen);
-                Ok(())
+                self.route(IpAddr::V6(dst), eth.dst, "ipvlan_process_v6_outbound", seen)
             }
             _ => Err(DropReason::L3NonIp),
         }
     }
 
     /// The routing step: a destination that is one of the parent's own addresses is
-    /// `RTN_LOCAL` and reaches the host stack (C37); anything else leaves through the parent.
+    /// `RTN_LOCAL` and reaches the host stack (C37); anything else goes to the route stage,
+    /// which asks the host's tables.
     #[inline(always)]
     fn route(
         &mut self,
@@ -416,7 +443,7 @@ impl<T: Tracer> Cx<'_, T> {
         dst_mac: MacAddr,
         kernel: &'static str,
         seen: Option<(IpAddr, Option<Owner>)>,
-    ) {
+    ) -> Result<(), DropReason> {
         let owner = match seen {
             Some((k, o)) if k == dst => o,
             _ => self.net.addrs.get(dst),
@@ -428,8 +455,9 @@ impl<T: Tracer> Cx<'_, T> {
             local,
         ) {
             self.emit_host(dst_mac, "ip_local_out → RTN_LOCAL");
+            Ok(())
         } else {
-            self.emit_routed(dst, kernel);
+            self.emit_routed(dst, dst_mac, kernel)
         }
     }
 
@@ -727,31 +755,40 @@ impl<T: Tracer> Cx<'_, T> {
 
 impl Engine {
     /// Decides one frame: fills `out` (cleared first) and returns `Ok(())`, or returns the drop
-    /// reason with `out` empty. The datapath's entry point: no allocation once `out` has grown.
+    /// reason with `out` empty. `routes` answers the route stage (ipvlan L3/L3S egress asks the
+    /// host's routing and neighbour tables through it; no other frame calls it). The
+    /// datapath's entry point: no allocation once `out` has grown.
     #[inline]
-    pub fn decide(
+    pub fn decide<R: Routes + ?Sized>(
         &self,
         frame: &[u8],
         ingress: Ingress,
+        routes: &mut R,
         out: &mut Outputs,
     ) -> Result<(), DropReason> {
-        self.decide_traced(frame, ingress, out, &mut NoTrace)
+        self.decide_traced(frame, ingress, routes, out, &mut NoTrace)
     }
 
     /// The same decision, returning an owned [`Verdict`] (allocates; for tests and tools).
-    pub fn verdict(&self, frame: &[u8], ingress: Ingress) -> Verdict {
+    pub fn verdict<R: Routes + ?Sized>(
+        &self,
+        frame: &[u8],
+        ingress: Ingress,
+        routes: &mut R,
+    ) -> Verdict {
         let mut out = Outputs::default();
-        match self.decide(frame, ingress, &mut out) {
+        match self.decide(frame, ingress, routes, &mut out) {
             Ok(()) => Verdict::Forward(out.as_slice().to_vec()),
             Err(r) => Verdict::Drop(r),
         }
     }
 
     /// The decision with a tracer watching every step ([`NoTrace`] for the datapath).
-    pub fn decide_traced<T: Tracer>(
+    pub fn decide_traced<R: Routes + ?Sized, T: Tracer>(
         &self,
         frame: &[u8],
         ingress: Ingress,
+        routes: &mut R,
         out: &mut Outputs,
         t: &mut T,
     ) -> Result<(), DropReason> {
@@ -763,9 +800,9 @@ impl Engine {
             Detail::Ingress(ingress)
         );
         let r = match ingress {
-            Ingress::Port(p) => self.port_ingress(frame, p, out, t),
-            Ingress::Wire(parent) => self.wire_ingress(frame, parent, false, out, t),
-            Ingress::WireLoopback(parent) => self.wire_ingress(frame, parent, true, out, t),
+            Ingress::Port(p) => self.port_ingress(frame, p, out, t, routes),
+            Ingress::Wire(parent) => self.wire_ingress(frame, parent, false, out, t, routes),
+            Ingress::WireLoopback(parent) => self.wire_ingress(frame, parent, true, out, t, routes),
         };
         let r = match r {
             Ok(_) if !out.is_empty() => Ok(()),
@@ -781,14 +818,15 @@ impl Engine {
         r
     }
 
-    fn cx<'a, T: Tracer>(
+    fn cx<'a, T: Tracer, R: Routes + ?Sized>(
         &'a self,
         net: &'a Network,
         sender: Option<PortId>,
         pop: bool,
         out: &'a mut Outputs,
         t: &'a mut T,
-    ) -> Cx<'a, T> {
+        routes: &'a mut R,
+    ) -> Cx<'a, T, R> {
         let (wire, vid) = match net.master {
             Master::Parent { parent, vid, wire } => (wire.then_some(parent), vid),
             Master::Isolated { .. } => (None, None),
@@ -804,16 +842,18 @@ impl Engine {
             out,
             pending: None,
             t,
+            routes,
         }
     }
 
     /// The transmit path of a port.
-    fn port_ingress<T: Tracer>(
+    fn port_ingress<T: Tracer, R: Routes + ?Sized>(
         &self,
         frame: &[u8],
         pid: PortId,
         out: &mut Outputs,
         t: &mut T,
+        routes: &mut R,
     ) -> Result<Option<DropReason>, DropReason> {
         let Some(port) = self.port(pid) else {
             return Err(DropReason::UnknownIngress);
@@ -848,7 +888,7 @@ impl Engine {
         };
         step!(t, VlanDemux, xmit, Detail::Network(nid));
         let mode = port.macvlan_mode;
-        let mut cx = self.cx(net, Some(pid), false, out, t);
+        let mut cx = self.cx(net, Some(pid), false, out, t, routes);
         match net.driver {
             Driver::Ipvlan => match net.ipvlan_mode {
                 IpvlanMode::L2 => cx.ipvlan_xmit_l2(&eth)?,
@@ -860,13 +900,14 @@ impl Engine {
     }
 
     /// The receive path of a parent.
-    fn wire_ingress<T: Tracer>(
+    fn wire_ingress<T: Tracer, R: Routes + ?Sized>(
         &self,
         frame: &[u8],
         pid: ParentId,
         loopback: bool,
         out: &mut Outputs,
         t: &mut T,
+        routes: &mut R,
     ) -> Result<Option<DropReason>, DropReason> {
         let Some(parent) = self.parent(pid) else {
             return Err(DropReason::UnknownIngress);
@@ -930,7 +971,7 @@ impl Engine {
             }
         };
         step!(t, VlanDemux, "rx_handler", Detail::Network(nid));
-        let mut cx = self.cx(net, None, tag.is_some(), out, t);
+        let mut cx = self.cx(net, None, tag.is_some(), out, t, routes);
         match net.driver {
             Driver::Ipvlan => match net.ipvlan_mode {
                 IpvlanMode::L2 => cx.ipvlan_rx_l2(&eth, loopback),

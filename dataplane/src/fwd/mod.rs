@@ -6,8 +6,10 @@
 //! parent, or be `--internal`: then it has no wire at all.
 //!
 //! [`Engine::decide`] takes one frame and where it came from ([`Ingress`]) and yields the
-//! outputs (a port, the wire, the parent's own stack, or "route via the parent") with their
-//! VLAN push/pop, or a [`DropReason`]. It reproduces the decisions of `ipvlan_core.c`,
+//! outputs (a port, the wire, the parent's own stack, or "route via the parent" to a resolved
+//! next hop) with their VLAN push/pop, or a [`DropReason`]. Routed egress asks the host's
+//! routing and neighbour tables through [`Routes`] (the route stage, `route.rs`), so one
+//! decision covers a frame's whole fate, and the trace runs the same stage. It reproduces the decisions of `ipvlan_core.c`,
 //! `ipvlan_l3s.c` and `macvlan.c` as specified in `spec/kernel-semantics.md`; every branch
 //! names the kernel function it emulates, and `trace` prints those names.
 //!
@@ -15,9 +17,11 @@
 //! `ahash` maps keyed by address (ipvlan) or MAC (macvlan), and outputs go into a reusable
 //! [`Outputs`] list.
 
+mod closed_set;
 mod config;
 mod decide;
 pub mod observe;
+mod route;
 pub mod sample;
 mod types;
 mod verdict;
@@ -28,11 +32,14 @@ pub use config::{
     MACVLAN_DEFAULT_BC_QUEUE_LEN,
 };
 pub use decide::Ingress;
+pub use route::{NextHop, NoRoutes, Routes};
 pub use types::{
     Driver, IpvlanFlag, IpvlanMode, MacvlanMode, McFilter, NetworkId, ParentId, PortId,
     MACVLAN_FLAG_NODST, MACVLAN_FLAG_NOPROMISC,
 };
 pub use verdict::{DropReason, Output, Outputs, PacketType, Target, Verdict, VlanOp};
+
+pub(crate) use closed_set::closed_set;
 
 #[cfg(test)]
 mod tests;

@@ -5,8 +5,9 @@
 //! code with a recorder. So trace, metrics and datapath cannot disagree.
 
 use super::config::Owner;
+use super::route::NextHop;
 use super::verdict::{DropReason, Output};
-use super::{Ingress, NetworkId, PortId};
+use super::{Ingress, NetworkId, ParentId, PortId};
 use crate::wire::{MacAddr, VlanTag};
 use std::net::IpAddr;
 
@@ -21,6 +22,8 @@ pub enum Stage {
     Lookup,
     /// Mode, flag and state checks that choose a branch.
     FlagCheck,
+    /// ipvlan L3/L3S egress: the host's routing and neighbour tables (`fwd::route`).
+    Route,
     /// An output is emitted.
     Output,
     /// The frame is dropped.
@@ -99,6 +102,17 @@ pub enum Detail {
         /// The answer.
         holds: bool,
     },
+    /// The host's route lookup for a routed packet.
+    Route {
+        /// The parent it leaves through (`oif`).
+        parent: ParentId,
+        /// The destination address.
+        dst: IpAddr,
+        /// What the host's tables answered.
+        answer: NextHop,
+    },
+    /// The next hop's neighbour entry (`Mac` or `Pending`).
+    Neighbour(NextHop),
     /// A narrative note.
     Note(&'static str),
     /// An output that the network cannot have (no wire): discarded.

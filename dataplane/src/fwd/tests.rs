@@ -24,6 +24,12 @@ fn mmac(i: usize) -> MacAddr {
     MacAddr([0x02, 0, 0, 0, 1, i as u8])
 }
 
+/// The host's tables as these tests assume them: every routed destination leaves through the
+/// gateway X (the route stage's own cases are in `route_stage_*`).
+fn gw() -> impl FnMut(ParentId, IpAddr) -> NextHop {
+    |_, _| NextHop::Mac(X)
+}
+
 struct Lab {
     e: Engine,
     parent: ParentId,
@@ -33,10 +39,11 @@ struct Lab {
 
 impl Lab {
     fn v(&self, frame: &[u8], from: usize) -> Verdict {
-        self.e.verdict(frame, Ingress::Port(self.p[from]))
+        self.e
+            .verdict(frame, Ingress::Port(self.p[from]), &mut gw())
     }
     fn wire(&self, frame: &[u8]) -> Verdict {
-        self.e.verdict(frame, Ingress::Wire(self.parent))
+        self.e.verdict(frame, Ingress::Wire(self.parent), &mut gw())
     }
     fn ports(&self, v: &Verdict) -> Vec<usize> {
         v.ports()
@@ -435,10 +442,13 @@ fn c10_parent_addresses_on_a_slave_only_when_allowed() {
         .unwrap();
     e.add_port_addr(s, IpAddr::V4(HOST_IP)).unwrap();
     e.set_port_up(s, true).unwrap();
-    assert_eq!(e.verdict(&f, Ingress::Wire(parent)).ports(), vec![s]);
+    assert_eq!(
+        e.verdict(&f, Ingress::Wire(parent), &mut gw()).ports(),
+        vec![s]
+    );
     // removing it hands the address back to the host
     e.del_port_addr(s, IpAddr::V4(HOST_IP)).unwrap();
-    assert!(only_host(&e.verdict(&f, Ingress::Wire(parent))));
+    assert!(only_host(&e.verdict(&f, Ingress::Wire(parent), &mut gw())));
 }
 
 #[test]
@@ -704,8 +714,11 @@ fn c25_hairpinned_slave_broadcast_goes_to_the_parent_stack_only() {
 #[test]
 fn c26_parent_loopback_copies_go_to_the_parent_stack_only() {
     let l = ipvlan_lab(L2, Bridge, 2);
-    let v =
-        l.e.verdict(&bcast_udp(M, HOST_IP), Ingress::WireLoopback(l.parent));
+    let v = l.e.verdict(
+        &bcast_udp(M, HOST_IP),
+        Ingress::WireLoopback(l.parent),
+        &mut gw(),
+    );
     assert!(only_host(&v));
     // The same frame reflected by a switch is external (HOST_IP is no slave's): slaves get it.
     let v = l.wire(&bcast_udp(M, HOST_IP));
@@ -747,7 +760,8 @@ fn c27_l3_unicast_switched_whatever_dst_mac_private_drops_vepa_routes() {
             v.outputs()[0].target,
             Target::Routed {
                 parent: l.parent,
-                dst: IpAddr::V4(v4(1))
+                dst: IpAddr::V4(v4(1)),
+                next_hop: X
             }
         );
     }
@@ -785,7 +799,8 @@ fn c29_l3_routed_unless_route_type_is_broadcast_or_multicast() {
         v.outputs()[0].target,
         Target::Routed {
             parent: l.parent,
-            dst: IpAddr::V4(EXT_IP)
+            dst: IpAddr::V4(EXT_IP),
+            next_hop: X
         }
     );
     // NOARP: a broadcast IPv4 destination gets the unicast MAC M, then dies on route type
@@ -842,7 +857,8 @@ fn c31_l3_external_egress_is_routed_via_the_parent_ttl_unchanged() {
         &[Output {
             target: Target::Routed {
                 parent: l.parent,
-                dst: IpAddr::V4(EXT_IP)
+                dst: IpAddr::V4(EXT_IP),
+                next_hop: X
             },
             vlan: VlanOp::Push(20),
             pkt_type: PacketType::Outgoing
@@ -931,7 +947,7 @@ fn c36_the_parent_cannot_reach_a_slave_ip() {
                 Ipv4Addr::new(224, 0, 0, 1),
             ),
         ] {
-            let v = l.e.verdict(&f, Ingress::WireLoopback(l.parent));
+            let v = l.e.verdict(&f, Ingress::WireLoopback(l.parent), &mut gw());
             assert!(only_host(&v), "{mode:?}: {v:?}");
         }
     }
@@ -979,12 +995,12 @@ fn c38_host_side_slave_with_the_host_ip_talks_both_ways() {
         e.set_port_up(h, true).unwrap();
         e.set_port_up(s, true).unwrap();
         assert_eq!(
-            e.verdict(&udp(M, M, HOST_IP, v4(0)), Ingress::Port(h))
+            e.verdict(&udp(M, M, HOST_IP, v4(0)), Ingress::Port(h), &mut gw())
                 .ports(),
             vec![s]
         );
         assert_eq!(
-            e.verdict(&udp(M, M, v4(0), HOST_IP), Ingress::Port(s))
+            e.verdict(&udp(M, M, v4(0), HOST_IP), Ingress::Port(s), &mut gw())
                 .ports(),
             vec![h]
         );
@@ -1534,8 +1550,11 @@ fn c61_no_macvlan_mode_lets_host_and_macvlan_talk_without_a_hairpin() {
         assert!(only_wire(&v), "{mode:?}");
         // the host's own frame to the macvlan: no transmit hook; its looped-back copy is
         // passed only
-        let v =
-            l.e.verdict(&bcast_udp(M, HOST_IP), Ingress::WireLoopback(l.parent));
+        let v = l.e.verdict(
+            &bcast_udp(M, HOST_IP),
+            Ingress::WireLoopback(l.parent),
+            &mut gw(),
+        );
         assert!(only_host(&v));
     }
     // with a hairpinning switch: the frame comes back with dst = the lower's MAC → the host,
@@ -1651,27 +1670,44 @@ fn vlan_parent_tags_egress_and_accepts_only_its_vid() {
         e.set_port_up(p, true).unwrap();
         ports.push(p);
     }
-    let out = e.verdict(&udp(X, mmac(0), v4(0), EXT_IP), Ingress::Port(ports[0]));
+    let out = e.verdict(
+        &udp(X, mmac(0), v4(0), EXT_IP),
+        Ingress::Port(ports[0]),
+        &mut gw(),
+    );
     assert_eq!(out.outputs()[0].vlan, VlanOp::Push(20));
-    let out = e.verdict(&udp(X, mmac(2), v4(0), EXT_IP), Ingress::Port(ports[2]));
+    let out = e.verdict(
+        &udp(X, mmac(2), v4(0), EXT_IP),
+        Ingress::Port(ports[2]),
+        &mut gw(),
+    );
     assert_eq!(out.outputs()[0].vlan, VlanOp::Keep);
     // VID 20 frame for p0's MAC: delivered untagged
     let f = build::tagged(&udp(mmac(0), X, EXT_IP, v4(0)), 20);
-    let v = e.verdict(&f, Ingress::Wire(parent));
+    let v = e.verdict(&f, Ingress::Wire(parent), &mut gw());
     assert_eq!(v.ports(), vec![ports[0]]);
     assert_eq!(v.outputs()[0].vlan, VlanOp::Pop);
     // the same MAC on VID 30 is not p0's
     let f = build::tagged(&udp(mmac(0), X, EXT_IP, v4(0)), 30);
-    assert!(e.verdict(&f, Ingress::Wire(parent)).ports().is_empty());
+    assert!(e
+        .verdict(&f, Ingress::Wire(parent), &mut gw())
+        .ports()
+        .is_empty());
     // an unknown VID stays with the host
     let f = build::tagged(&udp(mmac(0), X, EXT_IP, v4(0)), 99);
-    assert!(only_host(&e.verdict(&f, Ingress::Wire(parent))));
+    assert!(only_host(&e.verdict(&f, Ingress::Wire(parent), &mut gw())));
     // priority-tagged (VID 0) frames belong to the untagged network
     let f = build::tagged(&udp(mmac(2), X, EXT_IP, v4(0)), 0);
-    assert_eq!(e.verdict(&f, Ingress::Wire(parent)).ports(), vec![ports[2]]);
+    assert_eq!(
+        e.verdict(&f, Ingress::Wire(parent), &mut gw()).ports(),
+        vec![ports[2]]
+    );
     // a broadcast on VID 30 floods VID 30 only
     let f = build::tagged(&bcast_udp(X, EXT_IP), 30);
-    assert_eq!(e.verdict(&f, Ingress::Wire(parent)).ports(), vec![ports[1]]);
+    assert_eq!(
+        e.verdict(&f, Ingress::Wire(parent), &mut gw()).ports(),
+        vec![ports[1]]
+    );
 }
 
 #[test]
@@ -1700,25 +1736,27 @@ fn isolated_and_internal_networks_never_touch_wire_or_host() {
         e.set_port_up(a, true).unwrap();
         e.set_port_up(b, true).unwrap();
         assert_eq!(
-            e.verdict(&udp(M, M, v4(0), v4(1)), Ingress::Port(a))
+            e.verdict(&udp(M, M, v4(0), v4(1)), Ingress::Port(a), &mut gw())
                 .ports(),
             vec![b]
         );
-        let v = e.verdict(&bcast_udp(M, v4(0)), Ingress::Port(a));
+        let v = e.verdict(&bcast_udp(M, v4(0)), Ingress::Port(a), &mut gw());
         assert_eq!(v.ports(), vec![b]);
         assert!(!v.reaches_wire());
         assert_eq!(
-            e.verdict(&udp(X, M, v4(0), EXT_IP), Ingress::Port(a)),
+            e.verdict(&udp(X, M, v4(0), EXT_IP), Ingress::Port(a), &mut gw()),
             Verdict::Drop(DropReason::NoWire)
         );
         assert_eq!(
-            e.verdict(&udp(M, M, v4(0), EXT_IP), Ingress::Port(a)),
+            e.verdict(&udp(M, M, v4(0), EXT_IP), Ingress::Port(a), &mut gw()),
             Verdict::Drop(DropReason::NoWire)
         );
         // the wire does not feed an internal network: its frames are the host's
-        assert!(only_host(
-            &e.verdict(&udp(M, X, EXT_IP, v4(0)), Ingress::Wire(parent))
-        ));
+        assert!(only_host(&e.verdict(
+            &udp(M, X, EXT_IP, v4(0)),
+            Ingress::Wire(parent),
+            &mut gw()
+        )));
         assert!(e.wire_keys(parent).is_empty());
     }
 }
@@ -1789,9 +1827,11 @@ fn malformed_and_short_frames() {
     f[14] = 0x44; // ihl 4
     assert_eq!(l3.v(&f, 0), Verdict::Drop(DropReason::L3BadHeader));
     assert_eq!(
-        l3.e.verdict(&f, Ingress::Port(PortId(99))),
+        l3.e.verdict(&f, Ingress::Port(PortId(99)), &mut gw()),
         Verdict::Drop(DropReason::UnknownIngress)
     );
 }
 
 mod properties;
+mod reasons;
+mod route;

@@ -1,7 +1,8 @@
 //! What the engine decides: outputs or a drop reason.
 
+use super::closed_set;
 use super::{ParentId, PortId};
-use std::fmt;
+use crate::wire::MacAddr;
 use std::net::IpAddr;
 
 /// Where an output goes.
@@ -14,16 +15,18 @@ pub enum Target {
     /// Into the parent's own protocol stack (`RX_HANDLER_PASS` or `dev_forward_skb(master)`).
     /// For frames that came from the wire this means "not ours: leave it to the host".
     HostStack(ParentId),
-    /// ipvlan L3/L3S egress: strip the L2 header and route the packet in the parent's
+    /// ipvlan L3/L3S egress: the L2 header is stripped and the packet routed in the parent's
     /// namespace with `oif = parent`, like `ipvlan_process_v4_outbound` /
-    /// `ipvlan_process_v6_outbound`. The I/O layer resolves the next hop from the host's
-    /// routing and neighbour tables and sends it with src MAC = parent MAC, TTL unchanged
-    /// (C29, C31).
+    /// `ipvlan_process_v6_outbound`; the route stage (`fwd::route`) has asked the host's
+    /// routing and neighbour tables for the next hop. The I/O layer sends it with a new
+    /// Ethernet header (src MAC = parent MAC, dst MAC = `next_hop`), TTL unchanged (C29, C31).
     Routed {
         /// The parent to send on.
         parent: ParentId,
         /// The packet's destination address (the route lookup key).
         dst: IpAddr,
+        /// The next hop's MAC, as the host's neighbour table resolved it.
+        next_hop: MacAddr,
     },
 }
 
@@ -39,20 +42,9 @@ pub enum VlanOp {
 }
 
 /// The `pkt_type` the receiving stack sees (`eth_type_trans` on the target, or what the master
-/// computed for redirected wire frames).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PacketType {
-    /// `PACKET_HOST`: addressed to the receiver.
-    Host,
-    /// `PACKET_BROADCAST`.
-    Broadcast,
-    /// `PACKET_MULTICAST`.
-    Multicast,
-    /// `PACKET_OTHERHOST`: a unicast MAC that is not the receiver's; its stack discards it.
-    OtherHost,
-    /// Leaving the host (wire or routed).
-    Outgoing,
-}
+/// computed for redirected wire frames): the kernel's `skb->pkt_type`, shared with the AF_PACKET
+/// edge (`port`), which reads the same value from `sll_pkttype`.
+pub use crate::wire::PacketType;
 
 /// One output of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,123 +57,57 @@ pub struct Output {
     pub pkt_type: PacketType,
 }
 
-/// Why a frame went nowhere. A closed set: counters are indexed by it and the trace prints it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum DropReason {
-    /// Shorter than an Ethernet header (`ipvlan_queue_xmit`, `eth_type_trans`).
-    TooShort,
-    /// The ingress port does not exist (removed while frames were in flight).
-    UnknownIngress,
-    /// The ingress port is administratively down: a down device transmits nothing.
-    PortDown,
-    /// The parent is down; the ports' carrier follows it (C62).
-    ParentDown,
-    /// ipvlan `private`: port-to-port traffic is consumed (`ipvlan_xmit_mode_l2`/`_l3`, C19, C27).
-    PrivateFlag,
-    /// ipvlan L3/L3S: a broadcast or multicast destination MAC not matched to a sibling
-    /// (`ipvlan_process_outbound`, C28).
-    L3Multicast,
-    /// ipvlan L3/L3S: an outbound frame that is neither IPv4 nor IPv6
-    /// (`ipvlan_process_outbound` "Dropped outbound packet type", C30).
-    L3NonIp,
-    /// ipvlan L3/L3S: an IPv4/IPv6 frame whose header fails validation (uvlan drops it; the
-    /// kernel would route it by whatever its address field holds).
-    L3BadHeader,
-    /// ipvlan L3/L3S: an IPv4 destination whose route type is broadcast or multicast
-    /// (`ipvlan_process_v4_outbound`: neither `RTN_UNICAST` nor `RTN_LOCAL`, C29).
-    L3RouteType,
-    /// The network has no wire (no parent, or `--internal`): what the kernel would hand to the
-    /// (dummy) master is discarded, and nothing reaches a host stack.
-    NoWire,
-    /// The only destination is the sender itself; uvlan never loops a frame back to its port.
-    LoopToSender,
-    /// `ETH_P_PAUSE` is never distributed (`ipvlan_multicast_enqueue`, `macvlan_broadcast`,
-    /// C22); on ipvlan TX the wire copy is lost too.
-    Pause,
-    /// Consumed by a macvlan `source` device with `nodst` that is down (C57).
-    SourceNodst,
-    /// The passthru macvlan is down (`macvlan_handle_frame`).
-    PassthruDown,
-    /// A flood whose filters matched nobody.
-    NoReceiver,
-}
-
-impl DropReason {
-    /// Every reason, in counter order.
-    pub const ALL: [DropReason; 15] = [
-        DropReason::TooShort,
-        DropReason::UnknownIngress,
-        DropReason::PortDown,
-        DropReason::ParentDown,
-        DropReason::PrivateFlag,
-        DropReason::L3Multicast,
-        DropReason::L3NonIp,
-        DropReason::L3BadHeader,
-        DropReason::L3RouteType,
-        DropReason::NoWire,
-        DropReason::LoopToSender,
-        DropReason::Pause,
-        DropReason::SourceNodst,
-        DropReason::PassthruDown,
-        DropReason::NoReceiver,
-    ];
-
-    /// Number of reasons.
-    pub const COUNT: usize = Self::ALL.len();
-
-    /// Counter index.
-    #[inline]
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// A short snake_case name for counters.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::TooShort => "too_short",
-            DropReason::UnknownIngress => "unknown_ingress",
-            DropReason::PortDown => "port_down",
-            DropReason::ParentDown => "parent_down",
-            DropReason::PrivateFlag => "private_flag",
-            DropReason::L3Multicast => "l3_multicast",
-            DropReason::L3NonIp => "l3_non_ip",
-            DropReason::L3BadHeader => "l3_bad_header",
-            DropReason::L3RouteType => "l3_route_type",
-            DropReason::NoWire => "no_wire",
-            DropReason::LoopToSender => "loop_to_sender",
-            DropReason::Pause => "pause",
-            DropReason::SourceNodst => "source_nodst",
-            DropReason::PassthruDown => "passthru_down",
-            DropReason::NoReceiver => "no_receiver",
-        }
-    }
-
-    /// The kernel function whose rule this is.
-    pub fn kernel_rule(self) -> &'static str {
-        match self {
-            DropReason::TooShort => "ipvlan_queue_xmit / eth_type_trans",
-            DropReason::UnknownIngress => "uvlan",
-            DropReason::PortDown => "__dev_queue_xmit (device down)",
-            DropReason::ParentDown => "netif_carrier_off via *_device_event",
-            DropReason::PrivateFlag => "ipvlan_xmit_mode_l2 / ipvlan_xmit_mode_l3",
-            DropReason::L3Multicast => "ipvlan_process_outbound",
-            DropReason::L3NonIp => "ipvlan_process_outbound",
-            DropReason::L3BadHeader => "ipvlan_get_L3_hdr",
-            DropReason::L3RouteType => "ipvlan_process_v4_outbound",
-            DropReason::NoWire => "dummy master (uvlan: no wire)",
-            DropReason::LoopToSender => "uvlan (no loop to sender)",
-            DropReason::Pause => "ipvlan_multicast_enqueue / macvlan_broadcast",
-            DropReason::SourceNodst => "macvlan_forward_source",
-            DropReason::PassthruDown => "macvlan_handle_frame",
-            DropReason::NoReceiver => "ipvlan_process_multicast / macvlan_broadcast",
-        }
-    }
-}
-
-impl fmt::Display for DropReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+closed_set! {
+    /// Why a frame went nowhere. A closed set: counters are indexed by it and the trace prints
+    /// it. Each row: the variant, its counter name, the kernel function whose rule it is.
+    pub enum DropReason {
+        /// Shorter than an Ethernet header (`ipvlan_queue_xmit`, `eth_type_trans`).
+        TooShort = "too_short", "ipvlan_queue_xmit / eth_type_trans";
+        /// The ingress port does not exist (removed while frames were in flight).
+        UnknownIngress = "unknown_ingress", "uvlan";
+        /// The ingress port is administratively down: a down device transmits nothing.
+        PortDown = "port_down", "__dev_queue_xmit (device down)";
+        /// The parent is down; the ports' carrier follows it (C62).
+        ParentDown = "parent_down", "netif_carrier_off via *_device_event";
+        /// ipvlan `private`: port-to-port traffic is consumed (`ipvlan_xmit_mode_l2`/`_l3`,
+        /// C19, C27).
+        PrivateFlag = "private_flag", "ipvlan_xmit_mode_l2 / ipvlan_xmit_mode_l3";
+        /// ipvlan L3/L3S: a broadcast or multicast destination MAC not matched to a sibling
+        /// (`ipvlan_process_outbound`, C28).
+        L3Multicast = "l3_multicast", "ipvlan_process_outbound";
+        /// ipvlan L3/L3S: an outbound frame that is neither IPv4 nor IPv6
+        /// (`ipvlan_process_outbound` "Dropped outbound packet type", C30).
+        L3NonIp = "l3_non_ip", "ipvlan_process_outbound";
+        /// ipvlan L3/L3S: an IPv4/IPv6 frame whose header fails validation (uvlan drops it; the
+        /// kernel would route it by whatever its address field holds).
+        L3BadHeader = "l3_bad_header", "ipvlan_get_L3_hdr";
+        /// ipvlan L3/L3S: the route type is neither `RTN_UNICAST` nor `RTN_LOCAL`
+        /// (`ipvlan_process_v4_outbound`, C29): an IPv4 limited-broadcast or multicast
+        /// destination, or a route the host's tables give another type.
+        L3RouteType = "l3_route_type", "ipvlan_process_v4_outbound";
+        /// ipvlan L3/L3S: the host's tables have no route for the destination out of the
+        /// parent (`ip_route_output_flow` / `ip6_route_output` failed: the kernel drops it
+        /// and counts `tx_errors`).
+        RouteUnreachable = "route_unreachable", "ip_route_output_flow / ip6_route_output";
+        /// ipvlan L3/L3S: the next hop has no usable neighbour entry yet and the host is
+        /// resolving it. The kernel queues the packet until resolution ends
+        /// (`__neigh_event_send`, `unres_qlen`); uvlan drops it.
+        NeighbourPending = "neighbour_pending", "neigh_output / __neigh_event_send";
+        /// The network has no wire (no parent, or `--internal`): what the kernel would hand to
+        /// the (dummy) master is discarded, and nothing reaches a host stack.
+        NoWire = "no_wire", "dummy master (uvlan: no wire)";
+        /// The only destination is the sender itself; uvlan never loops a frame back to its
+        /// port.
+        LoopToSender = "loop_to_sender", "uvlan (no loop to sender)";
+        /// `ETH_P_PAUSE` is never distributed (`ipvlan_multicast_enqueue`, `macvlan_broadcast`,
+        /// C22); on ipvlan TX the wire copy is lost too.
+        Pause = "pause", "ipvlan_multicast_enqueue / macvlan_broadcast";
+        /// Consumed by a macvlan `source` device with `nodst` that is down (C57).
+        SourceNodst = "source_nodst", "macvlan_forward_source";
+        /// The passthru macvlan is down (`macvlan_handle_frame`).
+        PassthruDown = "passthru_down", "macvlan_handle_frame";
+        /// A flood whose filters matched nobody.
+        NoReceiver = "no_receiver", "ipvlan_process_multicast / macvlan_broadcast";
     }
 }
 

@@ -36,39 +36,9 @@ use std::os::fd::BorrowedFd;
 use xdp_filter::FilterMaps;
 use xsk::{BindMode, XdpMode};
 
-/// How the kernel classified a frame received on an AF_PACKET socket (`sll_pkttype`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PacketType {
-    /// `PACKET_HOST`: unicast to the interface's own MAC.
-    Host,
-    /// `PACKET_BROADCAST`.
-    Broadcast,
-    /// `PACKET_MULTICAST`.
-    Multicast,
-    /// `PACKET_OTHERHOST`: unicast to another MAC (seen in promiscuous mode).
-    OtherHost,
-    /// `PACKET_OUTGOING`: sent by this host (never delivered by uvlan's sockets, counted).
-    Outgoing,
-    /// `PACKET_LOOPBACK`: looped back by the host (never delivered, counted).
-    Loopback,
-    /// Any other value.
-    Other(u8),
-}
-
-impl PacketType {
-    /// From the kernel's `sll_pkttype` value.
-    pub fn from_raw(v: u8) -> PacketType {
-        match v {
-            0 => PacketType::Host,
-            1 => PacketType::Broadcast,
-            2 => PacketType::Multicast,
-            3 => PacketType::OtherHost,
-            4 => PacketType::Outgoing,
-            5 => PacketType::Loopback,
-            o => PacketType::Other(o),
-        }
-    }
-}
+/// How the kernel classified a frame received on an AF_PACKET socket (`sll_pkttype`): the same
+/// `skb->pkt_type` the engine computes for its receivers, hence the same type.
+pub use crate::wire::PacketType;
 
 /// A frame received from the wire, borrowed from the backend for the duration of the
 /// [`WireIo::recv_batch`] callback. `data` is the full Ethernet frame, with its 802.1Q tag in

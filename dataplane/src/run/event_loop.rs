@@ -1,7 +1,6 @@
 //! The loop itself: poll, batch reads, per-frame decisions and outputs, commands.
 
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -14,13 +13,13 @@ use crate::offload::{kernel_gso_header, Gro, Segmenter, VnetHdr};
 use crate::port::afpacket::GsoTxSocket;
 use crate::port::ethtool;
 use crate::port::tap::{RxBatch, Tap, MAX_FRAME_LEN};
+use crate::trace::{trace, Trace};
+use crate::wire::MacAddr;
 
 use super::frame::{l2_len, pop_vlan, push_vlan, reframe_routed, shift_hdr};
 use super::parent::{open_backend, ParentSlot, RxSource};
-use super::resolve::NhCache;
-use super::{
-    Cmd, IoDrop, NextHop, PortCounters, Resolver, RunError, RunOptions, Stats, WireStatus,
-};
+use super::resolve::{HostRoutes, NhCache};
+use super::{Cmd, IoDrop, PortCounters, Resolver, RunError, RunOptions, Stats, WireStatus};
 
 /// A port's TAP and what the loop keeps for it.
 struct TapSlot {
@@ -287,6 +286,17 @@ fn transmit(
 }
 
 impl Io {
+    /// The datapath's [`Routes`](crate::fwd::Routes) for the engine's route stage: the
+    /// resolver behind the next-hop cache, at this iteration's time.
+    fn routes(&mut self) -> HostRoutes<'_> {
+        HostRoutes {
+            parents: &self.parents,
+            nh: &mut self.nh,
+            resolver: &mut *self.resolver,
+            now: self.now,
+        }
+    }
+
     /// An output to a port. From a port the sender's header passes through; from the wire
     /// the frame goes through the port's GRO.
     fn out_port(&mut self, q: PortId, vlan: VlanOp, from: Origin, hdr: &VnetHdr, frame: &[u8]) {
@@ -352,8 +362,9 @@ impl Io {
         );
     }
 
-    /// An ipvlan L3/L3S packet routed out of a parent.
-    fn out_routed(&mut self, p: ParentId, dst: IpAddr, vlan: VlanOp, hdr: &VnetHdr, frame: &[u8]) {
+    /// An ipvlan L3/L3S packet routed out of a parent to the next hop the engine's route
+    /// stage resolved (`mac`).
+    fn out_routed(&mut self, p: ParentId, mac: MacAddr, vlan: VlanOp, hdr: &VnetHdr, frame: &[u8]) {
         let Some(Some(slot)) = self.parents.get_mut(p.index()) else {
             self.io_drops[IoDrop::NoWire.index()] += 1;
             return;
@@ -362,28 +373,6 @@ impl Io {
             self.io_drops[IoDrop::NoWire.index()] += 1;
             return;
         }
-        let mac = match self
-            .nh
-            .get(&mut *self.resolver, slot.ifindex, dst, self.now)
-        {
-            NextHop::Mac(m) => m,
-            NextHop::Pending => {
-                self.io_drops[IoDrop::NeighbourPending.index()] += 1;
-                return;
-            }
-            NextHop::Local => {
-                self.io_drops[IoDrop::RouteLocal.index()] += 1;
-                return;
-            }
-            NextHop::BadRouteType => {
-                self.drops[DropReason::L3RouteType.index()] += 1;
-                return;
-            }
-            NextHop::Unreachable => {
-                self.io_drops[IoDrop::RouteUnreachable.index()] += 1;
-                return;
-            }
-        };
         let vid = match vlan {
             VlanOp::Push(v) => Some(v),
             _ => None,
@@ -449,7 +438,10 @@ impl Io {
 
 impl Core {
     fn forward(&mut self, ingress: Ingress, from: Origin, hdr: &VnetHdr, frame: &[u8]) {
-        if let Err(r) = self.engine.decide(frame, ingress, &mut self.out) {
+        let decided = self
+            .engine
+            .decide(frame, ingress, &mut self.io.routes(), &mut self.out);
+        if let Err(r) = decided {
             self.io.drops[r.index()] += 1;
             return;
         }
@@ -458,11 +450,17 @@ impl Core {
                 Target::Port(q) => self.io.out_port(q, o.vlan, from, hdr, frame),
                 Target::Wire(p) => self.io.out_wire(p, o.vlan, hdr, frame),
                 Target::HostStack(p) => self.io.out_host(p, from),
-                Target::Routed { parent, dst } => {
-                    self.io.out_routed(parent, dst, o.vlan, hdr, frame)
-                }
+                Target::Routed {
+                    parent, next_hop, ..
+                } => self.io.out_routed(parent, next_hop, o.vlan, hdr, frame),
             }
         }
+    }
+
+    /// What the datapath would do with `frame`, explained: the same decision, with the same
+    /// route stage answers (cache and resolver), and no output performed.
+    pub(crate) fn trace(&mut self, frame: &[u8], ingress: Ingress) -> Trace {
+        trace(&self.engine, frame, ingress, &mut self.io.routes())
     }
 
     /// A frame read from port `p`'s TAP.

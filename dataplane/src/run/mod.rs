@@ -35,9 +35,15 @@
 //!   userspace cannot do: counted as [`IoDrop::HostStackUnreachable`] and dropped. (The
 //!   kernel's answer would never come back either, C37.)
 //! - [`Target::Routed`](crate::fwd::Target::Routed): a new Ethernet header (src = parent MAC,
-//!   dst = next hop from the [`Resolver`], EtherType from the IP version, tag if the network
-//!   has a VID, TTL untouched), then as for the wire. Answers are cached on this thread:
-//!   a MAC for 30 s, `Pending` for 250 ms, the negative answers for 1 s.
+//!   dst = the next hop the engine's route stage resolved, EtherType from the IP version, tag
+//!   if the network has a VID, TTL untouched), then as for the wire. The route stage asks the
+//!   loop's [`Routes`](crate::fwd::Routes): the [`Resolver`] behind a cache on this thread
+//!   (a MAC for 30 s, `Pending` for 250 ms, the negative answers for 1 s). A parent whose
+//!   wire is not attached (or whose interface is gone) has no interface to route out of: its
+//!   answer is `Unreachable`. Unresolved, unroutable and bad-type destinations are engine
+//!   drops (`neighbour_pending`, `route_unreachable`, `l3_route_type`), and an `RTN_LOCAL`
+//!   answer is a `HostStack` output; [`DataplaneHandle::trace`] runs the same stage with the
+//!   same cache and resolver.
 //!
 //! # Wire ingress
 //! With AF_XDP the XDP filter redirects frames keyed to endpoints to the XSKs and passes the
@@ -112,37 +118,27 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::{JoinHandle, ThreadId};
 
-use crate::fwd::{Engine, ParentId, PortId};
+use crate::fwd::{Engine, Ingress, ParentId, PortId};
 use crate::port::tap::Tap;
 use crate::port::xsk::XdpOptions;
-use crate::wire::MacAddr;
+use crate::trace::Trace;
 
 pub use stats::{IoDrop, ParentCounters, PortCounters, Stats};
 
-use self::event_loop::Loop;
+/// How to reach a routed destination; defined by the engine's route stage (`fwd`), kept here
+/// for the [`Resolver`] implementations.
+pub use crate::fwd::NextHop;
 
-/// How to reach a routed destination (ipvlan L3/L3S egress, `Target::Routed`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NextHop {
-    /// Send with dst MAC = this, src MAC = the parent's MAC.
-    Mac(MacAddr),
-    /// Resolution started (ARP/NS sent by the host); drop this packet, count it, retry later.
-    Pending,
-    /// The route is `RTN_LOCAL`: the destination is the host itself (hand to host stack = not
-    /// possible from userspace; count and drop: the kernel's reply would never come back, C37).
-    Local,
-    /// Route type broadcast/multicast/other (C29): drop, count as `l3_route_type`.
-    BadRouteType,
-    /// No route (IPv6) or other failure: drop.
-    Unreachable,
-}
+use self::event_loop::Loop;
 
 /// Looks up next hops in the host's routing and neighbour tables (the control plane
 /// implements it with netlink in the parent's namespace).
 ///
-/// Called on the dataplane thread; the run loop caches answers (a MAC for 30 s, `Pending`
-/// for 250 ms, `Local`/`BadRouteType`/`Unreachable` for 1 s), so it is not called per packet.
-/// It should return quickly: the loop forwards nothing while it runs.
+/// Called on the dataplane thread; the run loop puts a cache in front of it (a MAC for 30 s,
+/// `Pending` for 250 ms, `Local`/`BadRouteType`/`Unreachable` for 1 s), so it is not called
+/// per packet. It should return quickly: the loop forwards nothing while it runs. The cache
+/// and the resolver together are the engine's [`Routes`](crate::fwd::Routes) for the route
+/// stage, in the datapath and in [`DataplaneHandle::trace`] alike.
 pub trait Resolver: Send + 'static {
     /// The next hop for `dst` leaving through the interface `parent_ifindex` (the index in
     /// the namespace the dataplane opened the parent in).
@@ -526,6 +522,15 @@ impl DataplaneHandle {
     /// The wire state of a parent (`None`: not attached).
     pub fn wire_status(&self, parent: ParentId) -> Result<Option<WireStatus>, RunError> {
         self.call(move |lp| Ok(lp.wire_status(parent)))
+    }
+
+    /// Explains what the datapath does with `frame` from `ingress`, stage by stage
+    /// ([`crate::trace::trace`]), on the dataplane thread with the datapath's own next-hop
+    /// cache and [`Resolver`]: a routed frame gets the answer the datapath would get. Like
+    /// sending it, tracing a routed frame may ask the resolver, which may start neighbour
+    /// resolution on the host; nothing is sent and no counter moves.
+    pub fn trace(&self, frame: Vec<u8>, ingress: Ingress) -> Result<Trace, RunError> {
+        self.call(move |lp| Ok(lp.core.trace(&frame, ingress)))
     }
 
     /// Counters: per port, per parent, drops by engine reason and by I/O reason.

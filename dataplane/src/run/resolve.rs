@@ -1,10 +1,14 @@
-//! The next-hop cache in front of the control plane's [`Resolver`].
+//! The next-hop cache in front of the control plane's [`Resolver`], and the two together as
+//! the engine's [`Routes`] ([`HostRoutes`]).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 
+use crate::fwd::{ParentId, Routes};
+
+use super::parent::ParentSlot;
 use super::{NextHop, Resolver};
 
 /// How long a resolved MAC is trusted.
@@ -61,6 +65,35 @@ impl NhCache {
     /// Forgets the answers for one interface (its wire was closed).
     pub(crate) fn forget_ifindex(&mut self, ifindex: u32) {
         self.map.retain(|(i, _), _| *i != ifindex);
+    }
+}
+
+/// The host's tables as the datapath's route stage sees them: the parent's interface index in
+/// the dataplane's namespace, then the cache, then the resolver. Built per decision (or per
+/// trace) from the loop's state; the datapath and `DataplaneHandle::trace` use the same one.
+pub(crate) struct HostRoutes<'a> {
+    /// Attached parents by index (their interface and whether it is gone).
+    pub(crate) parents: &'a [Option<ParentSlot>],
+    /// The cache.
+    pub(crate) nh: &'a mut NhCache,
+    /// The control plane's resolver.
+    pub(crate) resolver: &'a mut dyn Resolver,
+    /// The time of the current loop iteration.
+    pub(crate) now: Instant,
+}
+
+impl Routes for HostRoutes<'_> {
+    #[inline]
+    fn next_hop(&mut self, parent: ParentId, dst: IpAddr) -> NextHop {
+        match self.parents.get(parent.index()) {
+            Some(Some(slot)) if !slot.broken => {
+                self.nh
+                    .get(&mut *self.resolver, slot.ifindex, dst, self.now)
+            }
+            // No interface to route out of (wire not attached, interface gone): as
+            // `ip_route_output_flow` with an `oif` the host does not have, no route.
+            _ => NextHop::Unreachable,
+        }
     }
 }
 

@@ -1,83 +1,30 @@
 //! Counters of the dataplane thread.
 
-use std::fmt;
-
 use crate::fwd::{DropReason, ParentId, PortId};
 use crate::port::xdp_filter::FilterStats;
 
-/// Why the I/O layer (not the engine) dropped a frame or an output. A closed set, like
-/// [`DropReason`]: counters are indexed by it and `uvlan` prints every one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum IoDrop {
-    /// The verdict wants the parent's own stack, which userspace cannot feed: the frame was
-    /// sent by a port, or steered away from the host by the filter.
-    HostStackUnreachable,
-    /// The target port has no TAP attached (yet).
-    NoTap,
-    /// The TAP's queue was full (`EAGAIN`).
-    TapFull,
-    /// The TAP refused the frame because its interface is down (`EIO`) or gone.
-    TapDown,
-    /// The verdict wants a parent's wire that is not attached.
-    NoWire,
-    /// The parent's transmit queue was full, or the frame was larger than a TX buffer.
-    WireFull,
-    /// The frame could not be segmented or checksummed (bad headers, or a packet over the
-    /// parent MTU that may not be split).
-    Offload,
-    /// The next hop of a routed packet is being resolved.
-    NeighbourPending,
-    /// The routed destination is the host itself (`RTN_LOCAL`, C37).
-    RouteLocal,
-    /// No route to the routed destination.
-    RouteUnreachable,
-}
-
-impl IoDrop {
-    /// Every reason, in counter order.
-    pub const ALL: [IoDrop; 10] = [
-        IoDrop::HostStackUnreachable,
-        IoDrop::NoTap,
-        IoDrop::TapFull,
-        IoDrop::TapDown,
-        IoDrop::NoWire,
-        IoDrop::WireFull,
-        IoDrop::Offload,
-        IoDrop::NeighbourPending,
-        IoDrop::RouteLocal,
-        IoDrop::RouteUnreachable,
-    ];
-
-    /// Number of reasons.
-    pub const COUNT: usize = Self::ALL.len();
-
-    /// Counter index.
-    #[inline]
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// A short snake_case name for counters.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IoDrop::HostStackUnreachable => "host_stack_unreachable",
-            IoDrop::NoTap => "no_tap",
-            IoDrop::TapFull => "tap_full",
-            IoDrop::TapDown => "tap_down",
-            IoDrop::NoWire => "wire_not_attached",
-            IoDrop::WireFull => "wire_full",
-            IoDrop::Offload => "offload_error",
-            IoDrop::NeighbourPending => "neighbour_pending",
-            IoDrop::RouteLocal => "route_local",
-            IoDrop::RouteUnreachable => "route_unreachable",
-        }
-    }
-}
-
-impl fmt::Display for IoDrop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::fwd::closed_set! {
+    /// Why the I/O layer (not the engine) dropped a frame or an output. A closed set, like
+    /// [`DropReason`]: counters are indexed by it and `uvlan` prints every one. (What the
+    /// host's routing and neighbour tables answer is the engine's route stage: those drops
+    /// are [`DropReason`]s.)
+    pub enum IoDrop {
+        /// The verdict wants the parent's own stack, which userspace cannot feed: the frame was
+        /// sent by a port, or steered away from the host by the filter.
+        HostStackUnreachable = "host_stack_unreachable";
+        /// The target port has no TAP attached (yet).
+        NoTap = "no_tap";
+        /// The TAP's queue was full (`EAGAIN`).
+        TapFull = "tap_full";
+        /// The TAP refused the frame because its interface is down (`EIO`) or gone.
+        TapDown = "tap_down";
+        /// The verdict wants a parent's wire that is not attached.
+        NoWire = "wire_not_attached";
+        /// The parent's transmit queue was full, or the frame was larger than a TX buffer.
+        WireFull = "wire_full";
+        /// The frame could not be segmented or checksummed (bad headers, or a packet over the
+        /// parent MTU that may not be split).
+        Offload = "offload_error";
     }
 }
 
@@ -200,6 +147,7 @@ mod tests {
 
     #[test]
     fn io_drop_names_are_unique_and_indexed_in_order() {
+        assert_eq!(IoDrop::ALL.len(), IoDrop::COUNT);
         for (i, d) in IoDrop::ALL.iter().enumerate() {
             assert_eq!(d.index(), i);
         }

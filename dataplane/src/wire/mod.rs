@@ -20,11 +20,13 @@ pub mod build;
 mod eth;
 mod ip;
 mod mac;
+mod pkt_type;
 
 pub use arp::{ArpOp, ArpView, ARP_LEN};
 pub use eth::{pop_tag, push_tag, EthView, VlanTag};
 pub use ip::{Icmpv6View, Ipv4View, Ipv6View, NdMessage};
 pub use mac::{MacAddr, ParseMacError};
+pub use pkt_type::PacketType;
 
 /// EtherType values the dataplane cares about.
 pub mod ethertype {

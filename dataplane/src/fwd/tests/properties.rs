@@ -11,6 +11,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const M: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xaa]);
 const VIDS: [Option<u16>; 3] = [None, Some(20), Some(30)];
+/// The gateway every routed destination leaves through, unless a test scripts the answers.
+const GW: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xee]);
+
+fn gw() -> impl FnMut(ParentId, IpAddr) -> NextHop {
+    |_, _| NextHop::Mac(GW)
+}
 
 /// A random topology: three networks on one parent (untagged, VID 20, VID 30), each with a
 /// driver, mode and flag, 1–4 ports with random up state, macvlan modes per port.
@@ -241,7 +247,7 @@ proptest! {
         let ins: Vec<PortId> = b.ports.iter().filter(|(_, n)| t.nets[*n].0).map(|(p, _)| *p).collect();
         if ins.is_empty() { return Ok(()); }
         let from = ins[which.index(ins.len())];
-        let v = b.e.verdict(&frame, Ingress::Port(from));
+        let v = b.e.verdict(&frame, Ingress::Port(from), &mut gw());
         // broadcast/multicast in L2 ignore the private flag (C17): only unicast is private
         let group = frame.len() >= 6 && frame[0] & 1 == 1;
         if !group {
@@ -260,7 +266,7 @@ proptest! {
         if frame.len() < 6 || frame[0] & 1 == 0 { return Ok(()); }
         let ins = ingresses(&b);
         let ing = ins[which.index(ins.len())];
-        let v = b.e.verdict(&frame, ing);
+        let v = b.e.verdict(&frame, ing, &mut gw());
         if let Ingress::Port(_) = ing {
             prop_assert!(!v.reaches_wire(), "{v:?}");
         }
@@ -273,7 +279,7 @@ proptest! {
     fn vid_a_never_reaches_vid_b(t in topo(), f in frame()) {
         let b = build_topo(&t);
         let frame = make_frame(&f);
-        let v = b.e.verdict(&frame, Ingress::Wire(b.parent));
+        let v = b.e.verdict(&frame, Ingress::Wire(b.parent), &mut gw());
         let want = match f.5 { 1 => Some(1), 2 => Some(2), 3 => None, _ => Some(0) };
         for p in v.ports() {
             prop_assert_eq!(Some(net_of(&b, p)), want, "{:?}", v);
@@ -294,7 +300,7 @@ proptest! {
         let frame = make_frame(&f);
         let ins = ingresses(&b);
         let ing = ins[which.index(ins.len())];
-        let v = b.e.verdict(&frame, ing);
+        let v = b.e.verdict(&frame, ing, &mut gw());
         if let Ingress::Port(from) = ing {
             prop_assert!(!v.ports().contains(&from), "{v:?}");
             let n = net_of(&b, from);
@@ -309,35 +315,140 @@ proptest! {
     }
 }
 
-/// 1,000 random frames through the datapath (`decide`) and the trace: identical verdicts, and
-/// the trace's last step is the drop or the last output.
+/// The host's tables for one frame: a scripted answer, counting the questions. Both runs (the
+/// datapath's `decide` and the trace) ask the same object.
+struct Script {
+    answer: NextHop,
+    asked: Vec<(ParentId, IpAddr)>,
+}
+
+impl Routes for Script {
+    fn next_hop(&mut self, parent: ParentId, dst: IpAddr) -> NextHop {
+        self.asked.push((parent, dst));
+        self.answer
+    }
+}
+
+fn scripted(k: u8) -> NextHop {
+    match k % 5 {
+        0 => NextHop::Mac(MacAddr([0x02, 0, 0, 0, 0x77, k])),
+        1 => NextHop::Pending,
+        2 => NextHop::Local,
+        3 => NextHop::BadRouteType,
+        _ => NextHop::Unreachable,
+    }
+}
+
+/// Runs one frame through the datapath (`decide`) and the trace with the same scripted host:
+/// identical verdicts and questions, one trace output step per output, one route step per
+/// question, and a fate that follows the host's answer. Returns whether the route stage ran.
+fn agree(b: &Built, frame: &[u8], ing: Ingress, k: u8, out: &mut Outputs) -> bool {
+    let mut host = Script {
+        answer: scripted(k),
+        asked: Vec::new(),
+    };
+    let fast = match b.e.decide(frame, ing, &mut host, out) {
+        Ok(()) => Verdict::Forward(out.as_slice().to_vec()),
+        Err(r) => Verdict::Drop(r),
+    };
+    let asked = std::mem::take(&mut host.asked);
+    let tr = trace(&b.e, frame, ing, &mut host);
+    assert_eq!(tr.verdict, fast, "{tr}");
+    assert_eq!(
+        host.asked, asked,
+        "the trace asks the host what the datapath asks\n{tr}"
+    );
+    let outs = tr
+        .steps
+        .iter()
+        .filter(|s| {
+            s.stage == observe::Stage::Output
+                && s.text.starts_with(|c: char| c.is_lowercase())
+                && !s.text.starts_with("no output")
+        })
+        .count();
+    assert_eq!(outs, fast.outputs().len(), "{tr}");
+    assert!(!tr.steps.is_empty() && !tr.summary.is_empty());
+    let route_steps = tr
+        .steps
+        .iter()
+        .filter(|s| {
+            s.stage == observe::Stage::Route
+                && matches!(s.kernel, "ip_route_output_flow" | "ip6_route_output")
+        })
+        .count();
+    assert_eq!(route_steps, asked.len(), "{tr}");
+    let Some(&(parent, dst)) = asked.first() else {
+        return false;
+    };
+    assert_eq!((parent, asked.len()), (b.parent, 1), "{tr}");
+    // The fate follows the answer.
+    let want = match host.answer {
+        NextHop::Mac(next_hop) => Ok(Target::Routed {
+            parent,
+            dst,
+            next_hop,
+        }),
+        NextHop::Local => Ok(Target::HostStack(parent)),
+        NextHop::Pending => Err(DropReason::NeighbourPending),
+        NextHop::BadRouteType => Err(DropReason::L3RouteType),
+        NextHop::Unreachable => Err(DropReason::RouteUnreachable),
+    };
+    let got = match &fast {
+        Verdict::Forward(o) if o.len() == 1 => Ok(o[0].target),
+        Verdict::Forward(o) => panic!("a routed frame with {} outputs\n{tr}", o.len()),
+        Verdict::Drop(r) => Err(*r),
+    };
+    assert_eq!(got, want, "{tr}");
+    true
+}
+
+/// 1,000 random frames through the datapath (`decide`) and the trace, then 1,000 more sent by
+/// ports of ipvlan L3/L3S networks (most of them routed), with random answers of the host's
+/// tables: identical verdicts and identical questions to the host, and the trace's last step
+/// is the drop or the last output.
 #[test]
 fn trace_and_datapath_agree_on_1000_random_frames() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let strat = (topo(), frame(), any::<prop::sample::Index>());
+    let strat = (topo(), frame(), any::<prop::sample::Index>(), any::<u8>());
     let mut out = Outputs::default();
-    for _ in 0..1000 {
-        let (t, f, which) = strat.new_tree(&mut runner).expect("strategy").current();
-        let b = build_topo(&t);
-        let frame = make_frame(&f);
-        let ins = ingresses(&b);
-        let ing = ins[which.index(ins.len())];
-        let fast = match b.e.decide(&frame, ing, &mut out) {
-            Ok(()) => Verdict::Forward(out.as_slice().to_vec()),
-            Err(r) => Verdict::Drop(r),
-        };
-        let tr = trace(&b.e, &frame, ing);
-        assert_eq!(tr.verdict, fast, "{tr}");
-        let outs = tr
-            .steps
-            .iter()
-            .filter(|s| {
-                s.stage == observe::Stage::Output
-                    && s.text.starts_with(|c: char| c.is_lowercase())
-                    && !s.text.starts_with("no output")
-            })
-            .count();
-        assert_eq!(outs, fast.outputs().len(), "{tr}");
-        assert!(!tr.steps.is_empty() && !tr.summary.is_empty());
+    // Frames that reached the route stage, per scripted answer.
+    let mut routed = [0u32; 5];
+    for l3 in [false, true] {
+        for _ in 0..1000 {
+            let (mut t, f, which, k) = strat.new_tree(&mut runner).expect("strategy").current();
+            if l3 {
+                for n in &mut t.nets {
+                    n.0 = true;
+                    n.1 = 1 + n.1 % 2;
+                }
+            }
+            let b = build_topo(&t);
+            let (dip, sip) = (f.3, f.4);
+            let frame = match (l3, f.0 % 3) {
+                // Unicast IP to M from a port's address: switched, local or routed.
+                (true, 0) => build::udp4(M, M, port_v4(0, 0), pick_v4(dip), (1, 2), b"x"),
+                (true, 1) => {
+                    let dst = if dip % 2 == 0 {
+                        Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, u16::from(dip))
+                    } else {
+                        port_v6(dip as usize % 3, sip as usize % 2)
+                    };
+                    build::udp6(M, M, port_v6(0, 0), dst, (1, 2), b"x")
+                }
+                _ => make_frame(&f),
+            };
+            let ins = ingresses(&b);
+            let ing = if l3 {
+                Ingress::Port(b.ports[which.index(b.ports.len())].0)
+            } else {
+                ins[which.index(ins.len())]
+            };
+            if agree(&b, &frame, ing, k, &mut out) {
+                routed[usize::from(k % 5)] += 1;
+            }
+        }
     }
+    // Every answer of the host was exercised.
+    assert!(routed.iter().all(|&n| n >= 50), "{routed:?}");
 }
