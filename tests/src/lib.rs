@@ -34,8 +34,8 @@ pub fn uvlan_bin() -> PathBuf {
 
 /// Panics with a clear message unless running as root.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
     assert_eq!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() },
         0,
         "system tests need root: run scripts/test.sh with sudo"
