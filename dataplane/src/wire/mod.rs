@@ -14,6 +14,7 @@
 //!
 //! Views are values: they copy the few header fields they expose (MACs, addresses, types) and
 //! keep the payload as a sub-slice.
+#![forbid(unsafe_code)]
 
 mod arp;
 pub mod build;
