@@ -428,9 +428,11 @@ impl Tap {
             offloads: Offloads::NONE,
         };
         let hdr_len = VNET_HDR_LEN as libc::c_int;
-        tap.ioctl_ptr("TUNSETVNETHDRSZ", libc::TUNSETVNETHDRSZ, &hdr_len)?;
+        // SAFETY: TUNSETVNETHDRSZ reads one int through its argument.
+        unsafe { tap.ioctl_ptr("TUNSETVNETHDRSZ", libc::TUNSETVNETHDRSZ, &hdr_len) }?;
         let le: libc::c_int = 1;
-        if let Err(e) = tap.ioctl_ptr("TUNSETVNETLE", libc::TUNSETVNETLE, &le) {
+        // SAFETY: TUNSETVNETLE reads one int through its argument.
+        if let Err(e) = unsafe { tap.ioctl_ptr("TUNSETVNETLE", libc::TUNSETVNETLE, &le) } {
             // Little-endian hosts use LE headers anyway; only big-endian hosts need this.
             if cfg!(target_endian = "big") {
                 return Err(e);
@@ -475,7 +477,10 @@ impl Tap {
     pub fn set_offloads(&mut self, want: Offloads) -> Result<Offloads, TapError> {
         let mut last_err = None;
         for step in want.fallback_ladder() {
-            match self.ioctl_val("TUNSETOFFLOAD", libc::TUNSETOFFLOAD, step.bits().into()) {
+            // SAFETY: TUNSETOFFLOAD takes its argument (the offload bits) by value.
+            match unsafe {
+                self.ioctl_val("TUNSETOFFLOAD", libc::TUNSETOFFLOAD, step.bits().into())
+            } {
                 Ok(()) => {
                     self.offloads = step;
                     return Ok(step);
@@ -497,13 +502,15 @@ impl Tap {
 
     /// Sets or clears `TUNSETPERSIST`: a persistent TAP outlives its fds (and this process).
     pub fn set_persist(&self, persist: bool) -> Result<(), TapError> {
-        self.ioctl_val("TUNSETPERSIST", libc::TUNSETPERSIST, u64::from(persist))
+        // SAFETY: TUNSETPERSIST takes its argument (0 or 1) by value.
+        unsafe { self.ioctl_val("TUNSETPERSIST", libc::TUNSETPERSIST, u64::from(persist)) }
     }
 
     /// Turns the carrier on or off (`TUNSETCARRIER`); off shows as `NO-CARRIER` inside.
     pub fn set_carrier(&self, on: bool) -> Result<(), TapError> {
         let v: libc::c_int = on.into();
-        self.ioctl_ptr("TUNSETCARRIER", libc::TUNSETCARRIER, &v)
+        // SAFETY: TUNSETCARRIER reads one int through its argument.
+        unsafe { self.ioctl_ptr("TUNSETCARRIER", libc::TUNSETCARRIER, &v) }
     }
 
     /// A handle on the network namespace the TAP lives in (`TUNGETDEVNETNS`).
@@ -677,9 +684,20 @@ impl Tap {
         }
     }
 
-    fn ioctl_val(&self, op: &'static str, req: libc::Ioctl, val: u64) -> Result<(), TapError> {
-        // SAFETY: these TUN ioctls take their argument by value (an unsigned long), so no
-        // memory is accessed through it.
+    /// `ioctl(fd, req, val)` with the argument passed by value.
+    ///
+    /// # Safety
+    ///
+    /// `req` must be a TUN ioctl that takes its argument by value (an unsigned long, such as
+    /// `TUNSETOFFLOAD` or `TUNSETPERSIST`) and accesses no memory through it.
+    unsafe fn ioctl_val(
+        &self,
+        op: &'static str,
+        req: libc::Ioctl,
+        val: u64,
+    ) -> Result<(), TapError> {
+        // SAFETY: `req` takes its argument by value (this function's contract), so no memory
+        // is accessed through it.
         let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), req, val as libc::c_ulong) };
         if r < 0 {
             return Err(self.ioctl_err(op));
@@ -687,14 +705,20 @@ impl Tap {
         Ok(())
     }
 
-    fn ioctl_ptr(
+    /// `ioctl(fd, req, &val)` for a request that reads one `int`.
+    ///
+    /// # Safety
+    ///
+    /// `req` must be a TUN ioctl that reads exactly one `int` through its pointer argument
+    /// and writes nothing (such as `TUNSETVNETHDRSZ`, `TUNSETVNETLE`, `TUNSETCARRIER`).
+    unsafe fn ioctl_ptr(
         &self,
         op: &'static str,
         req: libc::Ioctl,
         val: &libc::c_int,
     ) -> Result<(), TapError> {
-        // SAFETY: these TUN ioctls read one int through the pointer, which is valid and
-        // aligned for the duration of the call.
+        // SAFETY: `req` reads one int through the pointer (this function's contract), which
+        // is valid and aligned for the duration of the call.
         let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), req, val as *const libc::c_int) };
         if r < 0 {
             return Err(self.ioctl_err(op));

@@ -129,9 +129,17 @@ impl Attr {
     }
 }
 
-fn sys_bpf(cmd: u32, attr: &mut Attr) -> io::Result<libc::c_long> {
+/// `bpf(cmd, attr, ATTR_SIZE)`.
+///
+/// # Safety
+///
+/// Every pointer stored in `attr` must point to memory that stays valid for the whole call
+/// and is as large as the length the command takes from the attr (or from the object it
+/// names, such as a map's key and value sizes); memory the command writes (lookup values,
+/// the verifier log, test-run output) must be writable and not otherwise borrowed.
+unsafe fn sys_bpf(cmd: u32, attr: &mut Attr) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a valid, writable buffer of ATTR_SIZE bytes that outlives the call;
-    // every pointer stored in it was set by the caller to memory that also outlives the call.
+    // the pointers stored in it are valid as this function's contract requires.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -147,8 +155,14 @@ fn sys_bpf(cmd: u32, attr: &mut Attr) -> io::Result<libc::c_long> {
     }
 }
 
-fn fd_from(r: libc::c_long) -> OwnedFd {
-    // SAFETY: a successful bpf(2) call that creates an object returns a new fd owned by us.
+/// Takes ownership of the fd a `bpf(2)` command returned.
+///
+/// # Safety
+///
+/// `r` must be the result of a successful `bpf(2)` command that creates an object
+/// (`MAP_CREATE`, `PROG_LOAD`, `LINK_CREATE`): a new fd that nothing else owns or closes.
+unsafe fn fd_from(r: libc::c_long) -> OwnedFd {
+    // SAFETY: `r` is a fresh fd owned by nobody else (this function's contract).
     unsafe { OwnedFd::from_raw_fd(r as RawFd) }
 }
 
@@ -235,12 +249,15 @@ impl Map {
             .u32(8, value_size)
             .u32(12, max_entries)
             .name(28, name);
-        let r = sys_bpf(BPF_MAP_CREATE, &mut a).map_err(|source| BpfError::Syscall {
+        // SAFETY: MAP_CREATE stores no pointers in the attr.
+        let r = unsafe { sys_bpf(BPF_MAP_CREATE, &mut a) }.map_err(|source| BpfError::Syscall {
             cmd: "MAP_CREATE",
             source,
         })?;
+        // SAFETY: MAP_CREATE succeeded and returned a new map fd.
+        let fd = unsafe { fd_from(r) };
         Ok(Map {
-            fd: fd_from(r),
+            fd,
             map_type,
             key_size,
             value_size,
@@ -296,7 +313,9 @@ impl Map {
             .ptr(8, key.as_ptr())
             .ptr(16, value.as_ptr())
             .u64(24, flags as u64);
-        sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map_err(|source| BpfError::Syscall {
+        // SAFETY: the attr points at `key` and `value`, whose lengths were checked against
+        // the map's key size and value buffer length; the kernel only reads them.
+        unsafe { sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a) }.map_err(|source| BpfError::Syscall {
             cmd: "MAP_UPDATE_ELEM",
             source,
         })?;
@@ -308,7 +327,8 @@ impl Map {
         self.check("key", self.key_size as usize, key.len())?;
         let mut a = Attr::new();
         a.u32(0, self.fd.as_raw_fd() as u32).ptr(8, key.as_ptr());
-        match sys_bpf(BPF_MAP_DELETE_ELEM, &mut a) {
+        // SAFETY: the attr points at `key`, whose length was checked against the key size.
+        match unsafe { sys_bpf(BPF_MAP_DELETE_ELEM, &mut a) } {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             Err(source) => Err(BpfError::Syscall {
@@ -327,7 +347,9 @@ impl Map {
         a.u32(0, self.fd.as_raw_fd() as u32)
             .ptr(8, key.as_ptr())
             .ptr(16, value.as_mut_ptr());
-        match sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut a) {
+        // SAFETY: the attr points at `key` (read) and at `value` (written, exclusively
+        // borrowed), whose lengths were checked against the key size and value buffer length.
+        match unsafe { sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut a) } {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             Err(source) => Err(BpfError::Syscall {
@@ -462,7 +484,12 @@ impl Prog {
                 .u32(28, buf.len() as u32)
                 .ptr(32, buf.as_mut_ptr());
         }
-        sys_bpf(BPF_PROG_LOAD, &mut a).map(fd_from)
+        // SAFETY: the attr points at `insns` (insn_cnt entries), the NUL-terminated LICENSE
+        // and, with a log, at the exclusively borrowed `buf` of the stated size; all outlive
+        // the call.
+        let r = unsafe { sys_bpf(BPF_PROG_LOAD, &mut a) }?;
+        // SAFETY: PROG_LOAD succeeded and returned a new program fd.
+        Ok(unsafe { fd_from(r) })
     }
 
     /// The program type.
@@ -487,7 +514,9 @@ impl Prog {
             .ptr(16, data.as_ptr())
             .ptr(24, out.as_mut_ptr())
             .u32(32, repeat.max(1));
-        sys_bpf(BPF_PROG_TEST_RUN, &mut a).map_err(|source| BpfError::Syscall {
+        // SAFETY: the attr points at `data` (size_in bytes, read) and at `out` (size_out
+        // bytes, written, owned here); both outlive the call.
+        unsafe { sys_bpf(BPF_PROG_TEST_RUN, &mut a) }.map_err(|source| BpfError::Syscall {
             cmd: "PROG_TEST_RUN",
             source,
         })?;
@@ -528,12 +557,16 @@ impl Link {
             .u32(4, ifindex)
             .u32(8, attach as u32)
             .u32(12, flags);
-        let r = sys_bpf(BPF_LINK_CREATE, &mut a).map_err(|source| BpfError::Syscall {
-            cmd: "LINK_CREATE",
-            source,
-        })?;
+        // SAFETY: LINK_CREATE stores no pointers in the attr.
+        let r =
+            unsafe { sys_bpf(BPF_LINK_CREATE, &mut a) }.map_err(|source| BpfError::Syscall {
+                cmd: "LINK_CREATE",
+                source,
+            })?;
+        // SAFETY: LINK_CREATE succeeded and returned a new link fd.
+        let fd = unsafe { fd_from(r) };
         Ok(Link {
-            fd: fd_from(r),
+            fd,
             attach,
             ifindex,
         })

@@ -134,8 +134,14 @@ impl<T: Copy> Ring<T> {
     }
 
     /// Write one entry at our head (not yet visible to the kernel).
-    pub(super) fn stage(&mut self, v: T) {
-        // SAFETY: the caller checked `free() > 0`, so the kernel does not own this slot.
+    ///
+    /// # Safety
+    ///
+    /// The ring must have a free slot: `free() > 0` right before this call (or, for a run of
+    /// stages, no more entries staged than `free()` returned before the first). Otherwise
+    /// the slot may still belong to the kernel, which can be reading it concurrently.
+    pub(super) unsafe fn stage(&mut self, v: T) {
+        // SAFETY: the caller guarantees a free slot, so the kernel does not own this one.
         unsafe { ptr::write(self.slot(self.local), v) };
         self.local = self.local.wrapping_add(1);
     }
@@ -151,9 +157,15 @@ impl<T: Copy> Ring<T> {
         self.prod().load(Ordering::Acquire).wrapping_sub(self.local)
     }
 
-    pub(super) fn read(&self, i: u32) -> T {
-        // SAFETY: `i < available()`: the kernel published this slot and will not touch it
-        // until we release it.
+    /// Reads the `i`-th entry past our head.
+    ///
+    /// # Safety
+    ///
+    /// `i < available()`, counted since the last `release`: only then has the kernel
+    /// published the slot, and it will not write it again until we release it.
+    pub(super) unsafe fn read(&self, i: u32) -> T {
+        // SAFETY: `i < available()` (this function's contract): the kernel published this
+        // slot and will not touch it until we release it.
         unsafe { ptr::read(self.slot(self.local.wrapping_add(i))) }
     }
 

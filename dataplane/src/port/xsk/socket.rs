@@ -76,9 +76,20 @@ fn setsockopt<T>(fd: BorrowedFd<'_>, opt: libc::c_int, v: &T) -> io::Result<()> 
     Ok(())
 }
 
-fn getsockopt<T: Copy>(fd: BorrowedFd<'_>, opt: libc::c_int, v: &mut T) -> io::Result<usize> {
+/// `getsockopt(SOL_XDP, opt)` into `v`; returns the length the kernel wrote.
+///
+/// # Safety
+///
+/// `T` must be the plain-old-data structure the kernel writes for `opt` (or a prefix of it):
+/// every bit pattern the kernel may write must be a valid `T`.
+unsafe fn getsockopt<T: Copy>(
+    fd: BorrowedFd<'_>,
+    opt: libc::c_int,
+    v: &mut T,
+) -> io::Result<usize> {
     let mut len = std::mem::size_of::<T>() as libc::socklen_t;
-    // SAFETY: `v` is a valid, writable T and `len` its size; the kernel writes at most `len`.
+    // SAFETY: `v` is a valid, writable T and `len` its size; the kernel writes at most `len`
+    // bytes, and any bytes it writes form a valid T (this function's contract).
     let r = unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
@@ -146,7 +157,8 @@ impl Xsk {
         }
         // SAFETY: xdp_mmap_offsets is plain old data; all-zero is a valid value.
         let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
-        let got = getsockopt(fd.as_fd(), libc::XDP_MMAP_OFFSETS, &mut off)
+        // SAFETY: `xdp_mmap_offsets` is the plain-old-data answer to XDP_MMAP_OFFSETS.
+        let got = unsafe { getsockopt(fd.as_fd(), libc::XDP_MMAP_OFFSETS, &mut off) }
             .map_err(e("XDP_MMAP_OFFSETS"))?;
         if got != std::mem::size_of::<libc::xdp_mmap_offsets>() {
             return Err((
@@ -187,7 +199,9 @@ impl Xsk {
         )
         .map_err(e("mmap(completion ring)"))?;
         for i in 0..cfg.ring_size as u64 {
-            fill.stage(i * cfg.frame_size as u64);
+            // SAFETY: the fill ring was just mapped and is empty: all `ring_size` slots are
+            // free, and this stages exactly that many.
+            unsafe { fill.stage(i * cfg.frame_size as u64) };
         }
         fill.publish();
         let tx_free = (cfg.ring_size as u64..frames)
@@ -216,7 +230,9 @@ impl Xsk {
             return Err(("bind", io::Error::last_os_error()));
         }
         let mut opts = libc::xdp_options { flags: 0 };
-        getsockopt(fd.as_fd(), libc::XDP_OPTIONS, &mut opts).map_err(e("XDP_OPTIONS"))?;
+        // SAFETY: `xdp_options` is the plain-old-data answer to XDP_OPTIONS.
+        unsafe { getsockopt(fd.as_fd(), libc::XDP_OPTIONS, &mut opts) }
+            .map_err(e("XDP_OPTIONS"))?;
         Ok(Xsk {
             rx,
             tx,
@@ -280,7 +296,8 @@ impl Xsk {
         }
         for _ in 0..n {
             if let Some(a) = self.fill_pending.pop() {
-                self.fill.stage(a);
+                // SAFETY: at most `room` (= `free()` before the loop) entries are staged.
+                unsafe { self.fill.stage(a) };
             }
         }
         self.fill.publish();
@@ -293,7 +310,8 @@ impl Xsk {
     pub fn recv(&mut self, max: usize, f: &mut dyn FnMut(RxFrame<'_>)) -> usize {
         let n = self.rx.available().min(max.min(u32::MAX as usize) as u32);
         for i in 0..n {
-            let d = self.rx.read(i);
+            // SAFETY: `i < n <= available()`, and nothing was released since.
+            let d = unsafe { self.rx.read(i) };
             let (addr, len) = (d.addr as usize, d.len as usize);
             if addr.checked_add(len).is_none_or(|end| end > self.umem.len) {
                 self.stats.rx_bad_desc += 1;
@@ -325,7 +343,8 @@ impl Xsk {
     fn reclaim(&mut self) {
         let n = self.comp.available();
         for i in 0..n {
-            let a = self.comp.read(i);
+            // SAFETY: `i < n == available()`, and nothing was released since.
+            let a = unsafe { self.comp.read(i) };
             let base = self.frame_base(a);
             self.tx_free.push(base);
         }
@@ -376,15 +395,18 @@ impl Xsk {
                 }
             }
         }
-        self.tx.stage(libc::xdp_desc {
-            addr: data_addr,
-            len: frame.len() as u32,
-            options: if csum.is_some() {
-                libc::XDP_TX_METADATA
-            } else {
-                0
-            },
-        });
+        // SAFETY: `self.tx.free() > 0` was checked above and nothing was staged since.
+        unsafe {
+            self.tx.stage(libc::xdp_desc {
+                addr: data_addr,
+                len: frame.len() as u32,
+                options: if csum.is_some() {
+                    libc::XDP_TX_METADATA
+                } else {
+                    0
+                },
+            });
+        }
         self.tx_staged += 1;
         self.stats.tx_frames += 1;
         self.stats.tx_bytes += frame.len() as u64;
@@ -454,7 +476,8 @@ impl Xsk {
     pub fn stats(&self) -> io::Result<XskStats> {
         // SAFETY: xdp_statistics is plain old data; all-zero is valid.
         let mut k: libc::xdp_statistics = unsafe { std::mem::zeroed() };
-        getsockopt(self.fd.as_fd(), libc::XDP_STATISTICS, &mut k)?;
+        // SAFETY: `xdp_statistics` is the plain-old-data answer to XDP_STATISTICS.
+        unsafe { getsockopt(self.fd.as_fd(), libc::XDP_STATISTICS, &mut k) }?;
         let mut s = self.stats;
         s.kernel = XskKernelStats {
             rx_dropped: k.rx_dropped,
