@@ -7,15 +7,15 @@
 //!   Docker's `netutils.GenerateRandomMAC`.
 //! - Timestamps are RFC 3339 with nanoseconds in UTC, as Docker prints `Created`.
 
-use std::io::{self, Read};
+use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use uvlan_dataplane::wire::MacAddr;
 
-/// Fills `buf` from the kernel's CSPRNG (`/dev/urandom`, never blocks once the pool is
-/// initialised, which it is long before a daemon starts).
+/// Fills `buf` from the kernel's CSPRNG (`getrandom(2)` through the `getrandom` crate; it
+/// never blocks once the pool is initialised, which it is long before a daemon starts).
 pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+    getrandom::fill(buf).map_err(io::Error::from)
 }
 
 /// Lowercase hex of `bytes`.
@@ -140,6 +140,21 @@ mod tests {
         )));
         assert_eq!(short_id("0123456789abcdef"), "0123456789ab");
         assert_eq!(short_id("abc"), "abc");
+    }
+
+    #[test]
+    fn random_bytes_fill_the_whole_buffer() {
+        // A large buffer: every part of it, the tail included, is written.
+        let mut big = vec![0u8; 1 << 20];
+        random_bytes(&mut big).unwrap();
+        for chunk in big.chunks(32) {
+            assert!(chunk.iter().any(|b| *b != 0), "an all-zero 32-byte run");
+        }
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        random_bytes(&mut a).unwrap();
+        random_bytes(&mut b).unwrap();
+        assert_ne!(a, b);
+        random_bytes(&mut []).unwrap();
     }
 
     #[test]

@@ -157,8 +157,8 @@ impl Topo {
     fn within<T>(&self, ns: &str, f: impl FnOnce() -> T) -> T {
         let orig = File::open("/proc/thread-self/ns/net").unwrap();
         let target = File::open(format!("/run/netns/{ns}")).unwrap();
-        // SAFETY: setns on an open netns fd only changes this thread's network namespace.
         assert_eq!(
+            // SAFETY: setns on an open netns fd only changes this thread's network namespace.
             unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) },
             0
         );

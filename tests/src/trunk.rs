@@ -75,8 +75,8 @@ fn packet_socket(ifname: &str) -> io::Result<OwnedFd> {
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_protocol = ETH_P_ALL.to_be();
     sll.sll_ifindex = idx as i32;
-    // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
     check(
+        // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
         unsafe {
             libc::bind(
                 fd.as_raw_fd(),
@@ -87,8 +87,8 @@ fn packet_socket(ifname: &str) -> io::Result<OwnedFd> {
         "bind AF_PACKET",
     )?;
     let one: libc::c_int = 1;
-    // SAFETY: the option value is a live c_int and its size is passed.
     check(
+        // SAFETY: the option value is a live c_int and its size is passed.
         unsafe {
             libc::setsockopt(
                 fd.as_raw_fd(),
@@ -122,8 +122,8 @@ fn tap(name: &str) -> io::Result<OwnedFd> {
         *d = s as libc::c_char;
     }
     ifr.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI;
-    // SAFETY: TUNSETIFF reads and writes one ifreq, which lives for the call.
     check(
+        // SAFETY: TUNSETIFF reads and writes one ifreq, which lives for the call.
         unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr) },
         "TUNSETIFF",
     )?;

@@ -37,6 +37,7 @@
 //! `--ip-range` must overlap no allocated subnet. A subnet with `--ip-range` skips the
 //! overlap check: it joins an identical allocated subnet (sharing its used-address set) or
 //! gets a pool of its own. A pool is freed when its last user leaves.
+#![forbid(unsafe_code)]
 
 mod addr;
 mod addrset;

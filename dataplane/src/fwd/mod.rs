@@ -16,6 +16,7 @@
 //! The engine never does I/O, reads no clock, and allocates nothing per frame: tables are
 //! `ahash` maps keyed by address (ipvlan) or MAC (macvlan), and outputs go into a reusable
 //! [`Outputs`] list.
+#![forbid(unsafe_code)]
 
 mod closed_set;
 mod config;

@@ -3,6 +3,7 @@
 //!
 //! Sums are returned *folded* to 16 bits and *not* complemented, in the numeric value a
 //! big-endian reader would see. A checksum field holds the complement of the folded sum.
+#![deny(clippy::indexing_slicing)]
 
 use super::OffloadError;
 
@@ -38,7 +39,9 @@ fn sum_le_block(data: &[u8]) -> u64 {
         // Zero padding at the end: an odd trailing byte becomes the high (first) byte of a
         // big-endian 16-bit word, as RFC 1071 requires.
         let mut w = [0u8; 4];
-        w[..rem.len()].copy_from_slice(rem);
+        for (d, s) in w.iter_mut().zip(rem) {
+            *d = *s;
+        }
         acc += u64::from(u32::from_le_bytes(w));
     }
     acc
@@ -165,9 +168,13 @@ pub fn fix_ipv4_header_csum(frame: &mut [u8], l3: usize) -> Result<u16, OffloadE
         need: l3 + ihl,
         have,
     })?;
-    hdr[10] = 0;
-    hdr[11] = 0;
+    // `ihl` ≥ 20, so the checksum field (bytes 10..12) is inside `hdr`.
+    if let Some(field) = hdr.get_mut(10..12) {
+        field.fill(0);
+    }
     let csum = internet_checksum(hdr);
-    hdr[10..12].copy_from_slice(&csum.to_be_bytes());
+    if let Some(field) = hdr.get_mut(10..12) {
+        field.copy_from_slice(&csum.to_be_bytes());
+    }
     Ok(csum)
 }

@@ -1,4 +1,5 @@
 //! Receive coalescing (GRO) for the wire → TAP direction.
+#![deny(clippy::indexing_slicing)]
 
 use super::csum::{fix_ipv4_header_csum, ones_complement_sum};
 use super::parse::{self, put16, IpFrame, PROTO_TCP};
@@ -147,10 +148,13 @@ impl Gro {
         };
         if let Some(h) = self.held {
             if self.can_merge(&h, frame, &seg) {
-                let payload = &frame[seg.hdrs..seg.ip.end];
+                // `candidate` checked hdrs < end ≤ frame.len(): never empty by default.
+                let payload = frame.get(seg.hdrs..seg.ip.end).unwrap_or_default();
                 self.buf.extend_from_slice(payload);
                 let th = h.ip.l4;
-                self.buf[th + 13] |= seg.flags & (TCP_PSH | TCP_FIN);
+                if let Some(f) = self.buf.get_mut(th + 13) {
+                    *f |= seg.flags & (TCP_PSH | TCP_FIN);
+                }
                 let h = Held {
                     segs: h.segs + 1,
                     next_seq: seg.seq.wrapping_add(payload.len() as u32),
@@ -169,8 +173,12 @@ impl Gro {
             self.emit_plain(frame, out);
             return;
         }
+        let Some(head) = frame.get(..seg.ip.end) else {
+            self.emit_plain(frame, out);
+            return;
+        };
         self.buf.clear();
-        self.buf.extend_from_slice(&frame[..seg.ip.end]);
+        self.buf.extend_from_slice(head);
         self.held = Some(Held {
             ip: seg.ip,
             hdrs: seg.hdrs,
@@ -214,7 +222,7 @@ impl Gro {
         let l4_len = self.buf.len() - p.l4;
         let pseudo = parse::pseudo_sum(&self.buf, &p, PROTO_TCP, l4_len);
         put16(&mut self.buf, p.l4 + 16, pseudo);
-        let cwr = self.buf[p.l4 + 13] & TCP_CWR != 0;
+        let cwr = self.buf.get(p.l4 + 13).is_some_and(|f| f & TCP_CWR != 0);
         let base = if p.v6 {
             VnetHdr::GSO_TCPV6
         } else {
@@ -260,22 +268,22 @@ impl Gro {
         if th + 20 > ip.end {
             return None;
         }
-        let thl = usize::from(frame[th + 12] >> 4) * 4;
+        let thl = usize::from(*frame.get(th + 12)? >> 4) * 4;
         let hdrs = th + thl;
         if thl < 20 || hdrs >= ip.end {
             return None;
         }
-        let flags = frame[th + 13];
+        let flags = *frame.get(th + 13)?;
         if flags & TCP_ACK == 0 || flags & (TCP_SYN | TCP_RST | TCP_URG) != 0 {
             return None;
         }
-        if !options_mergeable(&frame[th + 20..hdrs]) {
+        if !options_mergeable(frame.get(th + 20..hdrs)?) {
             return None;
         }
         // Verify checksums: a corrupt segment must reach the kernel unmerged so it is dropped.
-        let ip_ok = ip.v6 || ones_complement_sum(&frame[ip.l3..ip.l4], 0) == 0xffff;
+        let ip_ok = ip.v6 || ones_complement_sum(frame.get(ip.l3..ip.l4)?, 0) == 0xffff;
         let pseudo = parse::pseudo_sum(frame, &ip, PROTO_TCP, ip.end - th);
-        let tcp_ok = ones_complement_sum(&frame[th..ip.end], pseudo) == 0xffff;
+        let tcp_ok = ones_complement_sum(frame.get(th..ip.end)?, pseudo) == 0xffff;
         if !(ip_ok && tcp_ok) {
             self.stats.bad_csum += 1;
             return None;

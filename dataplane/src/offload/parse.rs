@@ -1,4 +1,5 @@
 //! Locating the L2/L3/L4 headers of a frame, with checked reads only.
+#![deny(clippy::indexing_slicing)]
 
 use super::OffloadError;
 
@@ -10,13 +11,13 @@ pub(crate) const PROTO_TCP: u8 = 6;
 pub(crate) const PROTO_UDP: u8 = 17;
 
 pub(crate) fn be16(b: &[u8], at: usize) -> Option<u16> {
-    let s = b.get(at..at.checked_add(2)?)?;
-    Some(u16::from_be_bytes([s[0], s[1]]))
+    let s = b.get(at..at.checked_add(2)?)?.first_chunk::<2>()?;
+    Some(u16::from_be_bytes(*s))
 }
 
 pub(crate) fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    let s = b.get(at..at.checked_add(4)?)?.first_chunk::<4>()?;
+    Some(u32::from_be_bytes(*s))
 }
 
 pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {

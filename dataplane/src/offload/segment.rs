@@ -1,5 +1,6 @@
 //! Software segmentation: GSO super-frames and partial checksums in, complete frames no
 //! larger than the MTU out.
+#![deny(clippy::indexing_slicing)]
 
 use super::csum::{complete_partial_csum, fix_ipv4_header_csum, ones_complement_sum};
 use super::parse::{self, put16, put32, IpFrame, PROTO_TCP, PROTO_UDP};
@@ -132,7 +133,9 @@ impl Segmenter {
     /// fields (for IPv4 also the identification `id` and the header checksum).
     fn start_segment(&mut self, frame: &[u8], p: &IpFrame, hdrs: usize, chunk: &[u8], id: u16) {
         self.buf.clear();
-        self.buf.extend_from_slice(&frame[..hdrs]);
+        // The callers checked hdrs ≤ end ≤ frame.len().
+        self.buf
+            .extend_from_slice(frame.get(..hdrs).unwrap_or_default());
         self.buf.extend_from_slice(chunk);
         let ip_len = self.buf.len() - p.l3;
         if p.v6 {
@@ -150,7 +153,7 @@ impl Segmenter {
         let l4_len = self.buf.len() - p.l4;
         put16(&mut self.buf, p.l4 + field, 0);
         let pseudo = parse::pseudo_sum(&self.buf, p, p.proto, l4_len);
-        let mut csum = !ones_complement_sum(&self.buf[p.l4..], pseudo);
+        let mut csum = !ones_complement_sum(self.buf.get(p.l4..).unwrap_or_default(), pseudo);
         if udp && csum == 0 {
             csum = 0xffff;
         }
@@ -196,14 +199,22 @@ impl Segmenter {
             });
         }
         let mss = gso_size.min(mtu - l3_hdrs);
-        let payload = &frame[hdrs..p.end];
+        let payload =
+            frame
+                .get(hdrs..p.end)
+                .ok_or(parse::truncated("TCP payload", p.end, frame.len()))?;
         let seq0 = parse::be32(frame, th + 4).unwrap_or(0);
-        let flags0 = frame[th + 13];
+        let flags0 =
+            *frame
+                .get(th + 13)
+                .ok_or(parse::truncated("TCP header", th + 20, frame.len()))?;
         let id0 = Self::ipv4_id(frame, p);
         let nseg = payload.len().div_ceil(mss).max(1);
         for i in 0..nseg {
             let start = i * mss;
-            let chunk = &payload[start..(start + mss).min(payload.len())];
+            let chunk = payload
+                .get(start..(start + mss).min(payload.len()))
+                .unwrap_or_default();
             self.start_segment(frame, p, hdrs, chunk, id0.wrapping_add(i as u16));
             put32(&mut self.buf, th + 4, seq0.wrapping_add(start as u32));
             let mut flags = flags0;
@@ -213,7 +224,9 @@ impl Segmenter {
             if i > 0 {
                 flags &= !TCP_CWR;
             }
-            self.buf[th + 13] = flags;
+            if let Some(f) = self.buf.get_mut(th + 13) {
+                *f = flags;
+            }
             self.finish_l4_csum(p, 16, false);
             out(&self.buf);
         }
@@ -232,7 +245,10 @@ impl Segmenter {
         if hdrs > p.end {
             return Err(parse::truncated("UDP header", hdrs, p.end));
         }
-        let payload = &frame[hdrs..p.end];
+        let payload =
+            frame
+                .get(hdrs..p.end)
+                .ok_or(parse::truncated("UDP payload", p.end, frame.len()))?;
         let largest = hdrs - p.l3 + gso_size.min(payload.len());
         if largest > mtu {
             return Err(OffloadError::ExceedsMtu { len: largest, mtu });
@@ -241,7 +257,9 @@ impl Segmenter {
         let nseg = payload.len().div_ceil(gso_size).max(1);
         for i in 0..nseg {
             let start = i * gso_size;
-            let chunk = &payload[start..(start + gso_size).min(payload.len())];
+            let chunk = payload
+                .get(start..(start + gso_size).min(payload.len()))
+                .unwrap_or_default();
             self.start_segment(frame, p, hdrs, chunk, id0.wrapping_add(i as u16));
             put16(&mut self.buf, p.l4 + 4, (8 + chunk.len()) as u16);
             self.finish_l4_csum(p, 6, true);
@@ -269,10 +287,21 @@ impl Segmenter {
         }
         // The datagram's checksum, over all of it, with the length field set.
         let mut udp_hdr = [0u8; 8];
-        udp_hdr[..4].copy_from_slice(&frame[l4..l4 + 4]);
+        let ports =
+            frame
+                .get(l4..l4 + 4)
+                .ok_or(parse::truncated("UDP header", l4 + 8, frame.len()))?;
+        udp_hdr[..4].copy_from_slice(ports);
         udp_hdr[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
         let pseudo = parse::pseudo_sum(frame, p, PROTO_UDP, udp_len);
-        let sum = ones_complement_sum(&frame[l4 + 8..p.end], ones_complement_sum(&udp_hdr, pseudo));
+        let data =
+            frame
+                .get(l4..p.end)
+                .ok_or(parse::truncated("UDP datagram", p.end, frame.len()))?;
+        let sum = ones_complement_sum(
+            data.get(8..).unwrap_or_default(),
+            ones_complement_sum(&udp_hdr, pseudo),
+        );
         let csum = match !sum {
             0 => 0xffff,
             c => c,
@@ -281,8 +310,11 @@ impl Segmenter {
 
         if p.end - p.l3 <= mtu {
             self.buf.clear();
-            self.buf.extend_from_slice(&frame[..p.end]);
-            self.buf[l4..l4 + 8].copy_from_slice(&udp_hdr);
+            self.buf
+                .extend_from_slice(frame.get(..p.end).unwrap_or_default());
+            if let Some(h) = self.buf.get_mut(l4..l4 + 8) {
+                h.copy_from_slice(&udp_hdr);
+            }
             out(&self.buf);
             return Ok(1);
         }
@@ -308,7 +340,6 @@ impl Segmenter {
                 mtu,
             });
         }
-        let data = &frame[l4..p.end];
         let nfrag = data.len().div_ceil(unit);
         let ident = self.frag_id;
         if p.v6 {
@@ -316,12 +347,17 @@ impl Segmenter {
         }
         for i in 0..nfrag {
             let start = i * unit;
-            let chunk = &data[start..(start + unit).min(data.len())];
+            let chunk = data
+                .get(start..(start + unit).min(data.len()))
+                .unwrap_or_default();
             let more = if i + 1 < nfrag { 1u16 } else { 0 };
             self.buf.clear();
-            self.buf.extend_from_slice(&frame[..l4]);
+            self.buf
+                .extend_from_slice(frame.get(..l4).unwrap_or_default());
             if p.v6 {
-                self.buf[p.l3 + 6] = 44;
+                if let Some(next) = self.buf.get_mut(p.l3 + 6) {
+                    *next = 44;
+                }
                 put16(&mut self.buf, p.l3 + 4, (8 + chunk.len()) as u16);
                 self.buf.extend_from_slice(&[PROTO_UDP, 0]);
                 self.buf
@@ -336,7 +372,9 @@ impl Segmenter {
             let at = self.buf.len();
             self.buf.extend_from_slice(chunk);
             if i == 0 {
-                self.buf[at..at + 8].copy_from_slice(&udp_hdr);
+                if let Some(h) = self.buf.get_mut(at..at + 8) {
+                    h.copy_from_slice(&udp_hdr);
+                }
             }
             out(&self.buf);
         }

@@ -1,4 +1,5 @@
 //! The virtio_net_hdr that a TAP opened with `IFF_VNET_HDR` puts before every frame.
+#![deny(clippy::indexing_slicing)]
 
 use super::OffloadError;
 
@@ -80,15 +81,15 @@ impl VnetHdr {
 
     /// Decodes the 12 header bytes.
     pub fn from_bytes(b: &[u8; VnetHdr::LEN]) -> VnetHdr {
-        let u16le = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let [flags, gso_type, h0, h1, g0, g1, s0, s1, o0, o1, n0, n1] = *b;
         VnetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: u16le(2),
-            gso_size: u16le(4),
-            csum_start: u16le(6),
-            csum_offset: u16le(8),
-            num_buffers: u16le(10),
+            flags,
+            gso_type,
+            hdr_len: u16::from_le_bytes([h0, h1]),
+            gso_size: u16::from_le_bytes([g0, g1]),
+            csum_start: u16::from_le_bytes([s0, s1]),
+            csum_offset: u16::from_le_bytes([o0, o1]),
+            num_buffers: u16::from_le_bytes([n0, n1]),
         }
     }
 

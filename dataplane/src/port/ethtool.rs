@@ -45,7 +45,15 @@ struct Ifreq {
     _pad: [u8; 16],
 }
 
-fn ethtool_ioctl(name: &str, data: *mut libc::c_void) -> io::Result<()> {
+/// `ioctl(SIOCETHTOOL)` on interface `name` with the ethtool command buffer at `data`.
+///
+/// # Safety
+///
+/// `data` must point to a live, writable buffer that starts with the ethtool command word
+/// and is at least as large as the structure the kernel reads and writes for that command
+/// (for example nine `u32`s for `ETHTOOL_GCHANNELS`, two for `ETHTOOL_GFLAGS`), and nothing
+/// else may access it during the call.
+unsafe fn ethtool_ioctl(name: &str, data: *mut libc::c_void) -> io::Result<()> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -67,8 +75,8 @@ fn ethtool_ioctl(name: &str, data: *mut libc::c_void) -> io::Result<()> {
     for (d, b) in ifr.name.iter_mut().zip(name.bytes()) {
         *d = b as libc::c_char;
     }
-    // SAFETY: `ifr` is a valid ifreq whose data pointer refers to a live, correctly sized
-    // ethtool command buffer owned by the caller for the duration of the call.
+    // SAFETY: `ifr` is a valid ifreq; its data pointer refers to a live, correctly sized
+    // ethtool command buffer, as this function's contract requires of the caller.
     let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut ifr) };
     if r < 0 {
         return Err(io::Error::last_os_error());
@@ -91,7 +99,9 @@ pub struct Channels {
 pub fn channels(name: &str) -> io::Result<Option<Channels>> {
     let mut buf = [0u32; 9];
     buf[0] = ETHTOOL_GCHANNELS;
-    match ethtool_ioctl(name, buf.as_mut_ptr().cast()) {
+    // SAFETY: `buf` is a live, exclusively borrowed `struct ethtool_channels` (nine u32s)
+    // starting with the command.
+    match unsafe { ethtool_ioctl(name, buf.as_mut_ptr().cast()) } {
         Ok(()) => Ok(Some(Channels {
             rx: buf[5],
             tx: buf[6],
@@ -113,7 +123,8 @@ pub fn rx_queue_count(name: &str) -> io::Result<u32> {
 /// for VLAN networks on a hardware parent.
 pub fn rx_vlan_offload(name: &str) -> io::Result<bool> {
     let mut buf = [ETHTOOL_GFLAGS, 0u32];
-    ethtool_ioctl(name, buf.as_mut_ptr().cast())?;
+    // SAFETY: `buf` is a live, exclusively borrowed `struct ethtool_value` (cmd, data).
+    unsafe { ethtool_ioctl(name, buf.as_mut_ptr().cast()) }?;
     Ok(buf[1] & ETH_FLAG_RXVLAN != 0)
 }
 
@@ -122,7 +133,8 @@ pub fn rx_vlan_offload(name: &str) -> io::Result<bool> {
 /// the NIC leaves 802.1Q tags in the frame, where the XDP filter can read them.
 pub fn set_rx_vlan_offload(name: &str, on: bool) -> io::Result<()> {
     let mut buf = [ETHTOOL_GFLAGS, 0u32];
-    ethtool_ioctl(name, buf.as_mut_ptr().cast())?;
+    // SAFETY: `buf` is a live, exclusively borrowed `struct ethtool_value` (cmd, data).
+    unsafe { ethtool_ioctl(name, buf.as_mut_ptr().cast()) }?;
     let flags = if on {
         buf[1] | ETH_FLAG_RXVLAN
     } else {
@@ -132,7 +144,8 @@ pub fn set_rx_vlan_offload(name: &str, on: bool) -> io::Result<()> {
         return Ok(());
     }
     let mut set = [ETHTOOL_SFLAGS, flags];
-    ethtool_ioctl(name, set.as_mut_ptr().cast())
+    // SAFETY: `set` is a live, exclusively borrowed `struct ethtool_value` (cmd, data).
+    unsafe { ethtool_ioctl(name, set.as_mut_ptr().cast()) }
 }
 
 #[cfg(test)]

@@ -54,8 +54,8 @@ fn ip4_at(b: &[u8], off: usize) -> Ipv4Addr {
 }
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
-    match b.get(off..off + 2) {
-        Some(s) => u16::from_be_bytes([s[0], s[1]]),
+    match b.get(off..off + 2).and_then(<[u8]>::first_chunk::<2>) {
+        Some(s) => u16::from_be_bytes(*s),
         None => 0,
     }
 }

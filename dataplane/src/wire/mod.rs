@@ -14,6 +14,8 @@
 //!
 //! Views are values: they copy the few header fields they expose (MACs, addresses, types) and
 //! keep the payload as a sub-slice.
+#![forbid(unsafe_code)]
+#![deny(clippy::indexing_slicing)]
 
 mod arp;
 pub mod build;

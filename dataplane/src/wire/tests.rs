@@ -1,3 +1,4 @@
+#![allow(clippy::indexing_slicing)]
 //! Golden-byte tests and the no-panic property for the wire views.
 
 use super::build;

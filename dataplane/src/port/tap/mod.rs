@@ -23,13 +23,22 @@
 //! not promise to fill it on reads, so [`VnetHdr`] skips it. 12 keeps the layout identical to
 //! what vhost/virtio 1.0 use (and to what was measured). The header is forced little-endian
 //! with `TUNSETVNETLE`, so the byte order is the same on every host.
+//!
+//! Files: this one holds the errors, options and [`Tap`] itself; `offloads.rs` the
+//! [`Offloads`] set; `batch.rs` the [`RxBatch`] buffers; `open.rs` opening the device
+//! (in another namespace too).
 
-use std::ffi::CString;
-use std::fmt;
-use std::fs::File;
+mod batch;
+mod offloads;
+mod open;
+
+pub use batch::RxBatch;
+pub use offloads::Offloads;
+
+use open::{ifreq_name, in_netns, open_netns_file, open_tap, zeroed_ifreq, Mode, Opened};
+
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -131,130 +140,6 @@ pub enum TapError {
     },
 }
 
-/// Offload features accepted by our side of the TAP (`TUNSETOFFLOAD`).
-///
-/// Enabling a feature tells the namespace's stack that frames it sends through this TAP may
-/// be left with partial checksums (`CSUM`) or as GSO super-frames (the others).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Offloads(u32);
-
-impl Offloads {
-    /// No offloads: every frame read is complete and checksummed.
-    pub const NONE: Offloads = Offloads(0);
-    /// Partial checksums (`TUN_F_CSUM`).
-    pub const CSUM: Offloads = Offloads(libc::TUN_F_CSUM);
-    /// TCP over IPv4 segmentation (`TUN_F_TSO4`); needs `CSUM`.
-    pub const TSO4: Offloads = Offloads(libc::TUN_F_TSO4);
-    /// TCP over IPv6 segmentation (`TUN_F_TSO6`); needs `CSUM`.
-    pub const TSO6: Offloads = Offloads(libc::TUN_F_TSO6);
-    /// TSO with ECN (CWR) bits (`TUN_F_TSO_ECN`); needs TSO4 or TSO6.
-    pub const TSO_ECN: Offloads = Offloads(libc::TUN_F_TSO_ECN);
-    /// UDP over IPv4 segmentation (`TUN_F_USO4`); the kernel wants it together with `USO6`.
-    pub const USO4: Offloads = Offloads(libc::TUN_F_USO4);
-    /// UDP over IPv6 segmentation (`TUN_F_USO6`); the kernel wants it together with `USO4`.
-    pub const USO6: Offloads = Offloads(libc::TUN_F_USO6);
-    /// What uvlan asks for by default: `CSUM|TSO4|TSO6|USO4|USO6`.
-    pub const DEFAULT: Offloads =
-        Offloads(libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | Self::USO.0);
-    const USO: Offloads = Offloads(libc::TUN_F_USO4 | libc::TUN_F_USO6);
-    const TSO: Offloads = Offloads(libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN);
-    const NAMES: [(Offloads, &'static str); 6] = [
-        (Self::CSUM, "csum"),
-        (Self::TSO4, "tso4"),
-        (Self::TSO6, "tso6"),
-        (Self::TSO_ECN, "tso_ecn"),
-        (Self::USO4, "uso4"),
-        (Self::USO6, "uso6"),
-    ];
-
-    /// The raw `TUN_F_*` bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Builds a set from raw `TUN_F_*` bits, dropping bits this module does not know.
-    pub const fn from_bits_truncate(bits: u32) -> Offloads {
-        Offloads(bits & (Self::DEFAULT.0 | libc::TUN_F_TSO_ECN))
-    }
-
-    /// True if every feature in `other` is in `self`.
-    pub const fn contains(self, other: Offloads) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// True if the set is empty.
-    pub const fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    /// Features in both sets.
-    pub const fn intersection(self, other: Offloads) -> Offloads {
-        Offloads(self.0 & other.0)
-    }
-
-    /// Features in either set.
-    pub const fn union(self, other: Offloads) -> Offloads {
-        Offloads(self.0 | other.0)
-    }
-
-    /// The sets `TUNSETOFFLOAD` is tried with, best first, when `self` is requested: the
-    /// request itself, then without USO, then CSUM alone, then nothing. Only subsets of the
-    /// request are tried, and each step is made valid (no TSO without CSUM).
-    fn fallback_ladder(self) -> Vec<Offloads> {
-        let steps = [
-            self,
-            self.intersection(Offloads::CSUM.union(Offloads::TSO)),
-            self.intersection(Offloads::CSUM),
-            Offloads::NONE,
-        ];
-        let mut out: Vec<Offloads> = Vec::with_capacity(steps.len());
-        for step in steps {
-            // TSO without CSUM is refused by the kernel: drop it rather than try.
-            let step = if step.contains(Offloads::CSUM) {
-                step
-            } else {
-                Offloads::NONE
-            };
-            if !out.contains(&step) {
-                out.push(step);
-            }
-        }
-        out
-    }
-}
-
-impl std::ops::BitOr for Offloads {
-    type Output = Offloads;
-    fn bitor(self, rhs: Offloads) -> Offloads {
-        self.union(rhs)
-    }
-}
-
-impl fmt::Display for Offloads {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return f.write_str("none");
-        }
-        let mut first = true;
-        for (bit, name) in Self::NAMES {
-            if self.contains(bit) {
-                if !first {
-                    f.write_str("|")?;
-                }
-                f.write_str(name)?;
-                first = false;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Offloads {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Offloads({self})")
-    }
-}
-
 /// How to create or attach a TAP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TapOptions {
@@ -287,59 +172,6 @@ impl Default for TapOptions {
 
 pub use crate::offload::VnetHdr;
 
-/// A set of receive buffers filled by [`Tap::read_batch`].
-pub struct RxBatch {
-    bufs: Vec<Box<[u8]>>,
-    hdrs: Vec<VnetHdr>,
-    lens: Vec<usize>,
-    count: usize,
-}
-
-impl RxBatch {
-    /// `frames` buffers of `buf_len` bytes each ([`MAX_FRAME_LEN`] holds any frame).
-    pub fn new(frames: usize, buf_len: usize) -> RxBatch {
-        RxBatch {
-            bufs: (0..frames)
-                .map(|_| vec![0u8; buf_len].into_boxed_slice())
-                .collect(),
-            hdrs: vec![VnetHdr::default(); frames],
-            lens: vec![0; frames],
-            count: 0,
-        }
-    }
-
-    /// Number of frames held since the last read.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    /// True if the last read returned no frame.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Capacity in frames.
-    pub fn capacity(&self) -> usize {
-        self.bufs.len()
-    }
-
-    /// Frame `i` of the last read, with its header.
-    pub fn get(&self, i: usize) -> Option<(&VnetHdr, &[u8])> {
-        if i >= self.count {
-            return None;
-        }
-        let hdr = self.hdrs.get(i)?;
-        let buf = self.bufs.get(i)?;
-        let len = *self.lens.get(i)?;
-        Some((hdr, buf.get(..len)?))
-    }
-
-    /// The frames of the last read, in arrival order.
-    pub fn iter(&self) -> impl Iterator<Item = (&VnetHdr, &[u8])> {
-        (0..self.count).filter_map(move |i| self.get(i))
-    }
-}
-
 /// An open TAP queue (one fd) with a 12-byte vnet header and non-blocking I/O.
 #[derive(Debug)]
 pub struct Tap {
@@ -347,18 +179,6 @@ pub struct Tap {
     ifindex: u32,
     multi_queue: bool,
     offloads: Offloads,
-}
-
-/// What the namespace thread returns.
-struct Opened {
-    fd: OwnedFd,
-    ifindex: u32,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Create,
-    Attach,
 }
 
 impl Tap {
@@ -428,9 +248,11 @@ impl Tap {
             offloads: Offloads::NONE,
         };
         let hdr_len = VNET_HDR_LEN as libc::c_int;
-        tap.ioctl_ptr("TUNSETVNETHDRSZ", libc::TUNSETVNETHDRSZ, &hdr_len)?;
+        // SAFETY: TUNSETVNETHDRSZ reads one int through its argument.
+        unsafe { tap.ioctl_ptr("TUNSETVNETHDRSZ", libc::TUNSETVNETHDRSZ, &hdr_len) }?;
         let le: libc::c_int = 1;
-        if let Err(e) = tap.ioctl_ptr("TUNSETVNETLE", libc::TUNSETVNETLE, &le) {
+        // SAFETY: TUNSETVNETLE reads one int through its argument.
+        if let Err(e) = unsafe { tap.ioctl_ptr("TUNSETVNETLE", libc::TUNSETVNETLE, &le) } {
             // Little-endian hosts use LE headers anyway; only big-endian hosts need this.
             if cfg!(target_endian = "big") {
                 return Err(e);
@@ -475,7 +297,10 @@ impl Tap {
     pub fn set_offloads(&mut self, want: Offloads) -> Result<Offloads, TapError> {
         let mut last_err = None;
         for step in want.fallback_ladder() {
-            match self.ioctl_val("TUNSETOFFLOAD", libc::TUNSETOFFLOAD, step.bits().into()) {
+            // SAFETY: TUNSETOFFLOAD takes its argument (the offload bits) by value.
+            match unsafe {
+                self.ioctl_val("TUNSETOFFLOAD", libc::TUNSETOFFLOAD, step.bits().into())
+            } {
                 Ok(()) => {
                     self.offloads = step;
                     return Ok(step);
@@ -497,13 +322,15 @@ impl Tap {
 
     /// Sets or clears `TUNSETPERSIST`: a persistent TAP outlives its fds (and this process).
     pub fn set_persist(&self, persist: bool) -> Result<(), TapError> {
-        self.ioctl_val("TUNSETPERSIST", libc::TUNSETPERSIST, u64::from(persist))
+        // SAFETY: TUNSETPERSIST takes its argument (0 or 1) by value.
+        unsafe { self.ioctl_val("TUNSETPERSIST", libc::TUNSETPERSIST, u64::from(persist)) }
     }
 
     /// Turns the carrier on or off (`TUNSETCARRIER`); off shows as `NO-CARRIER` inside.
     pub fn set_carrier(&self, on: bool) -> Result<(), TapError> {
         let v: libc::c_int = on.into();
-        self.ioctl_ptr("TUNSETCARRIER", libc::TUNSETCARRIER, &v)
+        // SAFETY: TUNSETCARRIER reads one int through its argument.
+        unsafe { self.ioctl_ptr("TUNSETCARRIER", libc::TUNSETCARRIER, &v) }
     }
 
     /// A handle on the network namespace the TAP lives in (`TUNGETDEVNETNS`).
@@ -677,9 +504,20 @@ impl Tap {
         }
     }
 
-    fn ioctl_val(&self, op: &'static str, req: libc::Ioctl, val: u64) -> Result<(), TapError> {
-        // SAFETY: these TUN ioctls take their argument by value (an unsigned long), so no
-        // memory is accessed through it.
+    /// `ioctl(fd, req, val)` with the argument passed by value.
+    ///
+    /// # Safety
+    ///
+    /// `req` must be a TUN ioctl that takes its argument by value (an unsigned long, such as
+    /// `TUNSETOFFLOAD` or `TUNSETPERSIST`) and accesses no memory through it.
+    unsafe fn ioctl_val(
+        &self,
+        op: &'static str,
+        req: libc::Ioctl,
+        val: u64,
+    ) -> Result<(), TapError> {
+        // SAFETY: `req` takes its argument by value (this function's contract), so no memory
+        // is accessed through it.
         let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), req, val as libc::c_ulong) };
         if r < 0 {
             return Err(self.ioctl_err(op));
@@ -687,14 +525,20 @@ impl Tap {
         Ok(())
     }
 
-    fn ioctl_ptr(
+    /// `ioctl(fd, req, &val)` for a request that reads one `int`.
+    ///
+    /// # Safety
+    ///
+    /// `req` must be a TUN ioctl that reads exactly one `int` through its pointer argument
+    /// and writes nothing (such as `TUNSETVNETHDRSZ`, `TUNSETVNETLE`, `TUNSETCARRIER`).
+    unsafe fn ioctl_ptr(
         &self,
         op: &'static str,
         req: libc::Ioctl,
         val: &libc::c_int,
     ) -> Result<(), TapError> {
-        // SAFETY: these TUN ioctls read one int through the pointer, which is valid and
-        // aligned for the duration of the call.
+        // SAFETY: `req` reads one int through the pointer (this function's contract), which
+        // is valid and aligned for the duration of the call.
         let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), req, val as *const libc::c_int) };
         if r < 0 {
             return Err(self.ioctl_err(op));
@@ -720,197 +564,4 @@ fn truncated_read(len: usize) -> io::Error {
         io::ErrorKind::InvalidData,
         format!("TAP read reported {len} frame bytes, more than the buffer"),
     )
-}
-
-fn zeroed_ifreq() -> libc::ifreq {
-    // SAFETY: ifreq is a plain C struct/union of integers, arrays and pointers; all-zero is
-    // a valid value for it.
-    unsafe { std::mem::zeroed() }
-}
-
-fn ifreq_name(ifr: &libc::ifreq) -> String {
-    let bytes: Vec<u8> = ifr
-        .ifr_name
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-fn check_name(name: &str) -> Result<(), TapError> {
-    let bad = |reason| {
-        Err(TapError::InvalidName {
-            name: name.to_string(),
-            reason,
-        })
-    };
-    if name.is_empty() {
-        return bad("it is empty");
-    }
-    if name.len() > MAX_IFNAME_LEN {
-        return bad("it is longer than 15 bytes");
-    }
-    if name == "." || name == ".." {
-        return bad("\".\" and \"..\" are not interface names");
-    }
-    if name
-        .bytes()
-        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
-    {
-        return bad("it contains '/', ':', a space or a NUL byte");
-    }
-    Ok(())
-}
-
-fn if_index(name: &str) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: c is a valid NUL-terminated string for the duration of the call.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (idx != 0).then_some(idx)
-}
-
-/// Opens `/dev/net/tun` and runs `TUNSETIFF` in the calling thread's network namespace.
-fn open_tap(name: &str, multi_queue: bool, mode: Mode) -> Result<Opened, TapError> {
-    check_name(name)?;
-    if mode == Mode::Attach && if_index(name).is_none() {
-        return Err(TapError::NotFound {
-            name: name.to_string(),
-        });
-    }
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open("/dev/net/tun")
-        .map_err(|source| TapError::TunUnavailable { source })?;
-    let fd: OwnedFd = file.into();
-
-    let mut ifr = zeroed_ifreq();
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
-    if multi_queue {
-        flags |= libc::IFF_MULTI_QUEUE;
-    }
-    if mode == Mode::Create {
-        flags |= libc::IFF_TUN_EXCL;
-    }
-    ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
-    // SAFETY: TUNSETIFF reads and writes a struct ifreq through the pointer, which points to
-    // a valid, aligned, exclusively borrowed ifreq.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
-    if r < 0 {
-        let source = io::Error::last_os_error();
-        let name = name.to_string();
-        return Err(match (mode, source.raw_os_error()) {
-            (Mode::Create, Some(libc::EBUSY)) => TapError::AlreadyExists { name },
-            (Mode::Attach, Some(libc::EBUSY)) => TapError::Busy { name },
-            (_, Some(libc::EINVAL)) => TapError::FlagsMismatch { name, multi_queue },
-            _ => TapError::Ioctl {
-                op: "TUNSETIFF",
-                name,
-                source,
-            },
-        });
-    }
-    let actual = ifreq_name(&ifr);
-    let ifindex = if_index(&actual).ok_or_else(|| TapError::Ioctl {
-        op: "if_nametoindex",
-        name: actual.clone(),
-        source: io::Error::last_os_error(),
-    })?;
-    Ok(Opened { fd, ifindex })
-}
-
-fn open_netns_file(path: &Path) -> Result<OwnedFd, TapError> {
-    File::open(path)
-        .map(OwnedFd::from)
-        .map_err(|source| TapError::Netns {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// Runs `f` on a new thread that first joins the network namespace `ns`. The calling
-/// thread's namespace is never changed.
-fn in_netns<T: Send>(
-    ns: &OwnedFd,
-    path: &Path,
-    f: impl FnOnce() -> Result<T, TapError> + Send,
-) -> Result<T, TapError> {
-    let raw = ns.as_raw_fd();
-    std::thread::scope(|s| {
-        let handle = std::thread::Builder::new()
-            .name("uvlan-tap-netns".into())
-            .spawn_scoped(s, move || {
-                // SAFETY: raw is an open namespace fd borrowed from `ns`, which outlives this
-                // scoped thread; setns only changes this (short-lived) thread's namespace.
-                if unsafe { libc::setns(raw, libc::CLONE_NEWNET) } != 0 {
-                    return Err(TapError::Netns {
-                        path: path.to_path_buf(),
-                        source: io::Error::last_os_error(),
-                    });
-                }
-                f()
-            })
-            .map_err(|source| TapError::Thread { source })?;
-        match handle.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn offload_ladder_only_tries_valid_subsets() {
-        assert_eq!(
-            Offloads::DEFAULT.fallback_ladder(),
-            vec![
-                Offloads::DEFAULT,
-                Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6,
-                Offloads::CSUM,
-                Offloads::NONE
-            ]
-        );
-        // TSO without CSUM is never tried.
-        assert_eq!(Offloads::TSO4.fallback_ladder(), vec![Offloads::NONE]);
-        assert_eq!(
-            (Offloads::CSUM | Offloads::USO4).fallback_ladder(),
-            vec![
-                Offloads::CSUM | Offloads::USO4,
-                Offloads::CSUM,
-                Offloads::NONE
-            ]
-        );
-        assert_eq!(Offloads::DEFAULT.to_string(), "csum|tso4|tso6|uso4|uso6");
-        assert_eq!(Offloads::NONE.to_string(), "none");
-    }
-
-    #[test]
-    fn names_are_checked() {
-        assert!(check_name("eth0").is_ok());
-        assert!(check_name("tap%d").is_ok());
-        assert!(matches!(
-            check_name("0123456789abcdef"),
-            Err(TapError::InvalidName { .. })
-        ));
-        assert!(check_name("").is_err());
-        assert!(check_name("a/b").is_err());
-        assert!(check_name("a b").is_err());
-    }
-
-    #[test]
-    fn rx_batch_get_is_bounded() {
-        let b = RxBatch::new(2, 64);
-        assert_eq!(b.capacity(), 2);
-        assert!(b.is_empty());
-        assert!(b.get(0).is_none());
-        assert_eq!(b.iter().count(), 0);
-    }
 }

@@ -21,6 +21,10 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+mod asm;
+
+pub use asm::{helper, Alu, Asm, AsmError, Insn, Jmp, Label, Reg, Size};
+
 /// Errors from `bpf(2)` and from the assembler.
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
@@ -125,9 +129,17 @@ impl Attr {
     }
 }
 
-fn sys_bpf(cmd: u32, attr: &mut Attr) -> io::Result<libc::c_long> {
+/// `bpf(cmd, attr, ATTR_SIZE)`.
+///
+/// # Safety
+///
+/// Every pointer stored in `attr` must point to memory that stays valid for the whole call
+/// and is as large as the length the command takes from the attr (or from the object it
+/// names, such as a map's key and value sizes); memory the command writes (lookup values,
+/// the verifier log, test-run output) must be writable and not otherwise borrowed.
+unsafe fn sys_bpf(cmd: u32, attr: &mut Attr) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a valid, writable buffer of ATTR_SIZE bytes that outlives the call;
-    // every pointer stored in it was set by the caller to memory that also outlives the call.
+    // the pointers stored in it are valid as this function's contract requires.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -143,8 +155,14 @@ fn sys_bpf(cmd: u32, attr: &mut Attr) -> io::Result<libc::c_long> {
     }
 }
 
-fn fd_from(r: libc::c_long) -> OwnedFd {
-    // SAFETY: a successful bpf(2) call that creates an object returns a new fd owned by us.
+/// Takes ownership of the fd a `bpf(2)` command returned.
+///
+/// # Safety
+///
+/// `r` must be the result of a successful `bpf(2)` command that creates an object
+/// (`MAP_CREATE`, `PROG_LOAD`, `LINK_CREATE`): a new fd that nothing else owns or closes.
+unsafe fn fd_from(r: libc::c_long) -> OwnedFd {
+    // SAFETY: `r` is a fresh fd owned by nobody else (this function's contract).
     unsafe { OwnedFd::from_raw_fd(r as RawFd) }
 }
 
@@ -231,12 +249,15 @@ impl Map {
             .u32(8, value_size)
             .u32(12, max_entries)
             .name(28, name);
-        let r = sys_bpf(BPF_MAP_CREATE, &mut a).map_err(|source| BpfError::Syscall {
+        // SAFETY: MAP_CREATE stores no pointers in the attr.
+        let r = unsafe { sys_bpf(BPF_MAP_CREATE, &mut a) }.map_err(|source| BpfError::Syscall {
             cmd: "MAP_CREATE",
             source,
         })?;
+        // SAFETY: MAP_CREATE succeeded and returned a new map fd.
+        let fd = unsafe { fd_from(r) };
         Ok(Map {
-            fd: fd_from(r),
+            fd,
             map_type,
             key_size,
             value_size,
@@ -292,7 +313,9 @@ impl Map {
             .ptr(8, key.as_ptr())
             .ptr(16, value.as_ptr())
             .u64(24, flags as u64);
-        sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map_err(|source| BpfError::Syscall {
+        // SAFETY: the attr points at `key` and `value`, whose lengths were checked against
+        // the map's key size and value buffer length; the kernel only reads them.
+        unsafe { sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a) }.map_err(|source| BpfError::Syscall {
             cmd: "MAP_UPDATE_ELEM",
             source,
         })?;
@@ -304,7 +327,8 @@ impl Map {
         self.check("key", self.key_size as usize, key.len())?;
         let mut a = Attr::new();
         a.u32(0, self.fd.as_raw_fd() as u32).ptr(8, key.as_ptr());
-        match sys_bpf(BPF_MAP_DELETE_ELEM, &mut a) {
+        // SAFETY: the attr points at `key`, whose length was checked against the key size.
+        match unsafe { sys_bpf(BPF_MAP_DELETE_ELEM, &mut a) } {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             Err(source) => Err(BpfError::Syscall {
@@ -323,7 +347,9 @@ impl Map {
         a.u32(0, self.fd.as_raw_fd() as u32)
             .ptr(8, key.as_ptr())
             .ptr(16, value.as_mut_ptr());
-        match sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut a) {
+        // SAFETY: the attr points at `key` (read) and at `value` (written, exclusively
+        // borrowed), whose lengths were checked against the key size and value buffer length.
+        match unsafe { sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut a) } {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             Err(source) => Err(BpfError::Syscall {
@@ -458,7 +484,12 @@ impl Prog {
                 .u32(28, buf.len() as u32)
                 .ptr(32, buf.as_mut_ptr());
         }
-        sys_bpf(BPF_PROG_LOAD, &mut a).map(fd_from)
+        // SAFETY: the attr points at `insns` (insn_cnt entries), the NUL-terminated LICENSE
+        // and, with a log, at the exclusively borrowed `buf` of the stated size; all outlive
+        // the call.
+        let r = unsafe { sys_bpf(BPF_PROG_LOAD, &mut a) }?;
+        // SAFETY: PROG_LOAD succeeded and returned a new program fd.
+        Ok(unsafe { fd_from(r) })
     }
 
     /// The program type.
@@ -483,7 +514,9 @@ impl Prog {
             .ptr(16, data.as_ptr())
             .ptr(24, out.as_mut_ptr())
             .u32(32, repeat.max(1));
-        sys_bpf(BPF_PROG_TEST_RUN, &mut a).map_err(|source| BpfError::Syscall {
+        // SAFETY: the attr points at `data` (size_in bytes, read) and at `out` (size_out
+        // bytes, written, owned here); both outlive the call.
+        unsafe { sys_bpf(BPF_PROG_TEST_RUN, &mut a) }.map_err(|source| BpfError::Syscall {
             cmd: "PROG_TEST_RUN",
             source,
         })?;
@@ -524,12 +557,16 @@ impl Link {
             .u32(4, ifindex)
             .u32(8, attach as u32)
             .u32(12, flags);
-        let r = sys_bpf(BPF_LINK_CREATE, &mut a).map_err(|source| BpfError::Syscall {
-            cmd: "LINK_CREATE",
-            source,
-        })?;
+        // SAFETY: LINK_CREATE stores no pointers in the attr.
+        let r =
+            unsafe { sys_bpf(BPF_LINK_CREATE, &mut a) }.map_err(|source| BpfError::Syscall {
+                cmd: "LINK_CREATE",
+                source,
+            })?;
+        // SAFETY: LINK_CREATE succeeded and returned a new link fd.
+        let fd = unsafe { fd_from(r) };
         Ok(Link {
-            fd: fd_from(r),
+            fd,
             attach,
             ifindex,
         })
@@ -562,375 +599,6 @@ impl AsFd for Link {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Assembler
-// ---------------------------------------------------------------------------------------
-
-/// One eBPF instruction, laid out exactly as `struct bpf_insn`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
-    /// Opcode.
-    pub code: u8,
-    /// `dst_reg` in the low nibble, `src_reg` in the high nibble.
-    pub regs: u8,
-    /// Signed offset (memory offset or jump distance).
-    pub off: i16,
-    /// Signed immediate.
-    pub imm: i32,
-}
-
-impl Insn {
-    fn new(code: u8, dst: Reg, src: Reg, off: i16, imm: i32) -> Insn {
-        Insn {
-            code,
-            regs: (dst as u8) | ((src as u8) << 4),
-            off,
-            imm,
-        }
-    }
-
-    /// The 8 bytes the kernel reads (little-endian host assumed for the bitfield order,
-    /// as on every architecture uvlan targets).
-    pub fn to_bytes(self) -> [u8; 8] {
-        let mut b = [0u8; 8];
-        b[0] = self.code;
-        b[1] = self.regs;
-        b[2..4].copy_from_slice(&self.off.to_ne_bytes());
-        b[4..8].copy_from_slice(&self.imm.to_ne_bytes());
-        b
-    }
-}
-
-/// eBPF registers. `R10` is the read-only frame pointer.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Reg {
-    R0 = 0,
-    R1,
-    R2,
-    R3,
-    R4,
-    R5,
-    R6,
-    R7,
-    R8,
-    R9,
-    R10,
-}
-
-/// Memory access sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Size {
-    /// 1 byte.
-    B,
-    /// 2 bytes.
-    H,
-    /// 4 bytes.
-    W,
-    /// 8 bytes.
-    DW,
-}
-
-impl Size {
-    fn bits(self) -> u8 {
-        match self {
-            Size::W => 0x00,
-            Size::H => 0x08,
-            Size::B => 0x10,
-            Size::DW => 0x18,
-        }
-    }
-}
-
-/// 64-bit ALU operations.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alu {
-    Add = 0x00,
-    Sub = 0x10,
-    Mul = 0x20,
-    Div = 0x30,
-    Or = 0x40,
-    And = 0x50,
-    Lsh = 0x60,
-    Rsh = 0x70,
-    Mod = 0x90,
-    Xor = 0xa0,
-    Mov = 0xb0,
-    Arsh = 0xc0,
-}
-
-/// Conditional jump operations (64-bit compare).
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Jmp {
-    Eq = 0x10,
-    Gt = 0x20,
-    Ge = 0x30,
-    Set = 0x40,
-    Ne = 0x50,
-    Sgt = 0x60,
-    Sge = 0x70,
-    Lt = 0xa0,
-    Le = 0xb0,
-    Slt = 0xc0,
-    Sle = 0xd0,
-}
-
-/// Helper function ids used by uvlan programs.
-pub mod helper {
-    /// `bpf_map_lookup_elem(map, key)`.
-    pub const MAP_LOOKUP_ELEM: i32 = 1;
-    /// `bpf_redirect_map(map, key, flags)`; the low bits of `flags` are the fallback action.
-    pub const REDIRECT_MAP: i32 = 51;
-}
-
-const CLASS_LD: u8 = 0x00;
-const CLASS_LDX: u8 = 0x01;
-const CLASS_ST: u8 = 0x02;
-const CLASS_STX: u8 = 0x03;
-const CLASS_ALU: u8 = 0x04;
-const CLASS_JMP: u8 = 0x05;
-const CLASS_ALU64: u8 = 0x07;
-const MODE_IMM: u8 = 0x00;
-const MODE_MEM: u8 = 0x60;
-const SRC_K: u8 = 0x00;
-const SRC_X: u8 = 0x08;
-const OP_END: u8 = 0xd0;
-const TO_BE: u8 = 0x08;
-const OP_JA: u8 = 0x00;
-const OP_CALL: u8 = 0x80;
-const OP_EXIT: u8 = 0x90;
-const PSEUDO_MAP_FD: Reg = Reg::R1; // src_reg value 1
-
-/// Assembler errors.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AsmError {
-    /// A jump targets a label that was never bound.
-    #[error("label {0} is used but never bound")]
-    Unbound(usize),
-    /// A label was bound twice.
-    #[error("label {0} is bound twice")]
-    Rebound(usize),
-    /// A jump is longer than the 16-bit offset allows.
-    #[error("jump from instruction {from} to label {label} does not fit in 16 bits")]
-    TooFar {
-        /// Instruction index of the jump.
-        from: usize,
-        /// The label id.
-        label: usize,
-    },
-    /// The program is empty.
-    #[error("the program is empty")]
-    Empty,
-}
-
-/// A jump target created by [`Asm::label`] and placed by [`Asm::bind`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Label(usize);
-
-/// A tiny eBPF assembler: emits instructions, resolves label jumps in [`Asm::finish`].
-#[derive(Debug, Default)]
-pub struct Asm {
-    insns: Vec<Insn>,
-    labels: Vec<Option<usize>>,
-    fixups: Vec<(usize, Label)>,
-    error: Option<AsmError>,
-}
-
-impl Asm {
-    /// An empty program.
-    pub fn new() -> Asm {
-        Asm::default()
-    }
-
-    /// Number of instruction slots emitted so far.
-    pub fn len(&self) -> usize {
-        self.insns.len()
-    }
-
-    /// True when nothing was emitted.
-    pub fn is_empty(&self) -> bool {
-        self.insns.is_empty()
-    }
-
-    /// A new, unbound label.
-    pub fn label(&mut self) -> Label {
-        self.labels.push(None);
-        Label(self.labels.len() - 1)
-    }
-
-    /// Bind `l` to the next instruction.
-    pub fn bind(&mut self, l: Label) -> &mut Self {
-        match self.labels.get_mut(l.0) {
-            Some(slot @ None) => *slot = Some(self.insns.len()),
-            _ => {
-                self.error.get_or_insert(AsmError::Rebound(l.0));
-            }
-        }
-        self
-    }
-
-    fn push(&mut self, i: Insn) -> &mut Self {
-        self.insns.push(i);
-        self
-    }
-
-    /// `dst = imm` (64-bit, sign-extended).
-    pub fn mov_imm(&mut self, dst: Reg, imm: i32) -> &mut Self {
-        self.alu_imm(Alu::Mov, dst, imm)
-    }
-
-    /// `dst = src`.
-    pub fn mov_reg(&mut self, dst: Reg, src: Reg) -> &mut Self {
-        self.alu_reg(Alu::Mov, dst, src)
-    }
-
-    /// `dst op= imm` (64-bit).
-    pub fn alu_imm(&mut self, op: Alu, dst: Reg, imm: i32) -> &mut Self {
-        self.push(Insn::new(
-            CLASS_ALU64 | op as u8 | SRC_K,
-            dst,
-            Reg::R0,
-            0,
-            imm,
-        ))
-    }
-
-    /// `dst op= src` (64-bit).
-    pub fn alu_reg(&mut self, op: Alu, dst: Reg, src: Reg) -> &mut Self {
-        self.push(Insn::new(CLASS_ALU64 | op as u8 | SRC_X, dst, src, 0, 0))
-    }
-
-    /// `dst = htobe{bits}(dst)`: converts a value loaded from network byte order to host
-    /// order (a byte swap on little-endian hosts). `bits` is 16, 32 or 64.
-    pub fn be(&mut self, dst: Reg, bits: i32) -> &mut Self {
-        self.push(Insn::new(CLASS_ALU | OP_END | TO_BE, dst, Reg::R0, 0, bits))
-    }
-
-    /// `dst = *(size *)(src + off)`.
-    pub fn ldx(&mut self, size: Size, dst: Reg, src: Reg, off: i16) -> &mut Self {
-        self.push(Insn::new(
-            CLASS_LDX | MODE_MEM | size.bits(),
-            dst,
-            src,
-            off,
-            0,
-        ))
-    }
-
-    /// `*(size *)(dst + off) = src`.
-    pub fn stx(&mut self, size: Size, dst: Reg, off: i16, src: Reg) -> &mut Self {
-        self.push(Insn::new(
-            CLASS_STX | MODE_MEM | size.bits(),
-            dst,
-            src,
-            off,
-            0,
-        ))
-    }
-
-    /// `*(size *)(dst + off) = imm`.
-    pub fn st_imm(&mut self, size: Size, dst: Reg, off: i16, imm: i32) -> &mut Self {
-        self.push(Insn::new(
-            CLASS_ST | MODE_MEM | size.bits(),
-            dst,
-            Reg::R0,
-            off,
-            imm,
-        ))
-    }
-
-    /// `if dst op imm goto target`.
-    pub fn jmp_imm(&mut self, op: Jmp, dst: Reg, imm: i32, target: Label) -> &mut Self {
-        self.fixups.push((self.insns.len(), target));
-        self.push(Insn::new(
-            CLASS_JMP | op as u8 | SRC_K,
-            dst,
-            Reg::R0,
-            0,
-            imm,
-        ))
-    }
-
-    /// `if dst op src goto target`.
-    pub fn jmp_reg(&mut self, op: Jmp, dst: Reg, src: Reg, target: Label) -> &mut Self {
-        self.fixups.push((self.insns.len(), target));
-        self.push(Insn::new(CLASS_JMP | op as u8 | SRC_X, dst, src, 0, 0))
-    }
-
-    /// `goto target`.
-    pub fn ja(&mut self, target: Label) -> &mut Self {
-        self.fixups.push((self.insns.len(), target));
-        self.push(Insn::new(CLASS_JMP | OP_JA, Reg::R0, Reg::R0, 0, 0))
-    }
-
-    /// Call helper `id` (see [`helper`]); arguments in r1–r5, result in r0, r1–r5 clobbered.
-    pub fn call(&mut self, id: i32) -> &mut Self {
-        self.push(Insn::new(CLASS_JMP | OP_CALL, Reg::R0, Reg::R0, 0, id))
-    }
-
-    /// `exit` (return r0).
-    pub fn exit(&mut self) -> &mut Self {
-        self.push(Insn::new(CLASS_JMP | OP_EXIT, Reg::R0, Reg::R0, 0, 0))
-    }
-
-    /// `dst = imm64` (two slots).
-    pub fn ld_imm64(&mut self, dst: Reg, imm: u64) -> &mut Self {
-        self.push(Insn::new(
-            CLASS_LD | MODE_IMM | Size::DW.bits(),
-            dst,
-            Reg::R0,
-            0,
-            imm as u32 as i32,
-        ));
-        self.push(Insn::new(0, Reg::R0, Reg::R0, 0, (imm >> 32) as u32 as i32))
-    }
-
-    /// `dst = map` (two-slot `ld_imm64` with `BPF_PSEUDO_MAP_FD`; the kernel patches in the
-    /// map address at load time). The fd must stay open until the program is loaded.
-    pub fn ld_map_fd(&mut self, dst: Reg, map: BorrowedFd<'_>) -> &mut Self {
-        self.push(Insn::new(
-            CLASS_LD | MODE_IMM | Size::DW.bits(),
-            dst,
-            PSEUDO_MAP_FD,
-            0,
-            map.as_raw_fd(),
-        ));
-        self.push(Insn::new(0, Reg::R0, Reg::R0, 0, 0))
-    }
-
-    /// Resolve labels and return the instructions.
-    pub fn finish(self) -> Result<Vec<Insn>, AsmError> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        if self.insns.is_empty() {
-            return Err(AsmError::Empty);
-        }
-        let mut insns = self.insns;
-        for (at, label) in self.fixups {
-            let target = self
-                .labels
-                .get(label.0)
-                .copied()
-                .flatten()
-                .ok_or(AsmError::Unbound(label.0))?;
-            let rel = target as i64 - (at as i64 + 1);
-            let off = i16::try_from(rel).map_err(|_| AsmError::TooFar {
-                from: at,
-                label: label.0,
-            })?;
-            if let Some(i) = insns.get_mut(at) {
-                i.off = off;
-            }
-        }
-        Ok(insns)
-    }
-}
-
 /// An interface name as a C string (shared by the sibling I/O modules).
 pub(crate) fn cstring(name: &str) -> io::Result<CString> {
     CString::new(name).map_err(|_| {
@@ -944,87 +612,6 @@ pub(crate) fn cstring(name: &str) -> io::Result<CString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn encodes_return_two() {
-        let mut a = Asm::new();
-        a.mov_imm(Reg::R0, 2).exit();
-        let p = a.finish().unwrap();
-        assert_eq!(p[0].to_bytes(), [0xb7, 0x00, 0, 0, 2, 0, 0, 0]);
-        assert_eq!(p[1].to_bytes(), [0x95, 0, 0, 0, 0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn encodes_loads_stores_and_swaps() {
-        let mut a = Asm::new();
-        a.ldx(Size::W, Reg::R2, Reg::R1, 16)
-            .stx(Size::H, Reg::R10, -8, Reg::R3)
-            .st_imm(Size::W, Reg::R10, -4, 7)
-            .be(Reg::R4, 16);
-        let p = a.finish().unwrap();
-        assert_eq!(p[0].to_bytes(), [0x61, 0x12, 16, 0, 0, 0, 0, 0]);
-        assert_eq!(p[1].to_bytes(), [0x6b, 0x3a, 0xf8, 0xff, 0, 0, 0, 0]);
-        assert_eq!(p[2].to_bytes(), [0x62, 0x0a, 0xfc, 0xff, 7, 0, 0, 0]);
-        assert_eq!(p[3].to_bytes(), [0xdc, 0x04, 0, 0, 16, 0, 0, 0]);
-    }
-
-    #[test]
-    fn resolves_forward_and_backward_labels() {
-        let mut a = Asm::new();
-        let fwd = a.label();
-        let back = a.label();
-        a.bind(back);
-        a.mov_imm(Reg::R0, 0); // 0
-        a.jmp_imm(Jmp::Eq, Reg::R0, 1, fwd); // 1 -> 4: off 2
-        a.ja(back); // 2 -> 0: off -3
-        a.mov_imm(Reg::R0, 1); // 3
-        a.bind(fwd);
-        a.exit(); // 4
-        let p = a.finish().unwrap();
-        assert_eq!(p[1].off, 2);
-        assert_eq!(p[1].code, 0x15);
-        assert_eq!(p[2].off, -3);
-    }
-
-    #[test]
-    fn ld_imm64_takes_two_slots_and_marks_map_fd() {
-        let f = std::fs::File::open("/dev/null").unwrap();
-        let mut a = Asm::new();
-        a.ld_map_fd(Reg::R1, f.as_fd())
-            .ld_imm64(Reg::R2, 0x1122_3344_5566_7788);
-        let p = a.finish().unwrap();
-        assert_eq!(p.len(), 4);
-        assert_eq!(p[0].code, 0x18);
-        assert_eq!(p[0].regs, 0x11);
-        assert_eq!(p[0].imm, f.as_raw_fd());
-        assert_eq!(p[2].imm as u32, 0x5566_7788);
-        assert_eq!(p[3].imm as u32, 0x1122_3344);
-    }
-
-    #[test]
-    fn unbound_and_rebound_labels_are_errors() {
-        let mut a = Asm::new();
-        let l = a.label();
-        a.ja(l).exit();
-        assert_eq!(a.finish(), Err(AsmError::Unbound(0)));
-        let mut b = Asm::new();
-        let l = b.label();
-        b.bind(l).exit().bind(l);
-        assert_eq!(b.finish(), Err(AsmError::Rebound(0)));
-        assert_eq!(Asm::new().finish(), Err(AsmError::Empty));
-    }
-
-    #[test]
-    fn too_far_jump_is_an_error() {
-        let mut a = Asm::new();
-        let l = a.label();
-        a.ja(l);
-        for _ in 0..40_000 {
-            a.mov_imm(Reg::R0, 0);
-        }
-        a.bind(l).exit();
-        assert!(matches!(a.finish(), Err(AsmError::TooFar { .. })));
-    }
 
     #[test]
     fn parses_cpu_lists() {
