@@ -1,4 +1,3 @@
-//! Tests of the watchers on the hub (root: they create namespaces).
 //! Root tests on namespaces they create (`uvw<pid><n><tag>`, deleted on drop, also when
 //! an assertion fails). They share the process-wide hub, so they run one at a time
 //! (`serial`): one test's stalled hub or idle check must not meet another's traffic.
