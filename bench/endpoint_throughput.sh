@@ -6,7 +6,7 @@
 #
 #   sudo bench/endpoint_throughput.sh [SECONDS (default 5)] [RUNS (default 3)] [DRIVER (ipvlan|macvlan)]
 #
-# Method (same as research/io-feasibility.md §5): iperf3 -t SECS -J; TCP = sum_received;
+# Method: iperf3 -t SECS -J; TCP = sum_received;
 # UDP = iperf3 -u -l 64 -b 0, delivered packets/s = (packets - lost) / seconds. Medians of RUNS.
 set -euo pipefail
 secs=${1:-5}; runs=${2:-3}; driver=${3:-ipvlan}

@@ -1,6 +1,6 @@
 //! Every driver × mode × flag on an internal network with three endpoints in two subnets:
 //! the reachability matrix the real binary produces (ping between namespaces) must equal the
-//! one the spec gives (kernel-semantics §2, docker-control-plane §3.3 and its first table).
+//! one the kernel drivers give (`docs/conformance.md`; `docs/modes.md` draws each mode).
 //!
 //! e1 = 192.0.2.10 and e2 = 192.0.2.11 share a subnet; e3 = 198.51.100.10 is in the other.
 //! Internal networks have no wire: vepa traffic that would need a hairpinning switch is lost;

@@ -4,7 +4,7 @@
 //!
 //! Every scenario runs twice, with the daemon forced to AF_XDP (`af_xdp::*`) and to
 //! AF_PACKET (`af_packet::*`): both backends must behave identically. Expectations follow
-//! spec/kernel-semantics.md (C-statements named where they apply).
+//! the kernel statements of `docs/conformance.md` (C-numbers named where they apply).
 
 use uvlan_system_tests::capture::{dst_mac, src_mac, vlan};
 use uvlan_system_tests::net::{

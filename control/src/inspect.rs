@@ -2,8 +2,8 @@
 //! `Status`), plus one uvlan field, `UvlanWire`.
 //!
 //! The daemon builds [`NetworkResource`] values; the CLI prints them as a JSON array with a
-//! 4-space indent, as Docker's CLI does. Field order is Docker's (see
-//! `spec/docker-control-plane.md` §5); maps are printed sorted by key, as Go's encoder does.
+//! 4-space indent, as Docker's CLI does. Field order is Docker's
+//! (`docker network inspect` of Docker 20.10–27); maps are printed sorted by key, as Go's encoder does.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! The `uvlan` command line, mirroring docker's words (DESIGN.md §2).
+//! The `uvlan` command line, mirroring docker's words (`docs/README.md`, "Commands").
 //!
 //! Client commands talk to the daemon over its socket (`--socket`/`$UVLAN_SOCKET`). Errors
 //! print one line on stderr and exit 1; errors from the daemon are prefixed

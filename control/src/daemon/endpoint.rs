@@ -1,7 +1,8 @@
 //! Endpoint plumbing inside a namespace: the TAP, its MAC/MTU/addresses/routes, and the
 //! address watcher that mirrors later changes into the engine.
 //!
-//! Routes follow the first table of `spec/docker-control-plane.md` (Docker ≤ 27):
+//! Routes follow Docker ≤ 27, the version the seed documents describe (`docs/README.md`,
+//! "What an endpoint gets"):
 //! - ipvlan l3/l3s: `default dev eth0` for each family the endpoint has, always (also
 //!   without a parent, and with `--internal`);
 //! - ipvlan l2 and macvlan: `default via GATEWAY` when the network has a parent, is not
@@ -294,8 +295,9 @@ pub fn delete_link(netns: &Netns, idx: u32) {
     }
 }
 
-/// Mirrors the endpoint interface's addresses and up/down state into the engine (spec
-/// kernel-semantics §5: the same events ipvlan's notifiers see). First owner wins: an
+/// Mirrors the endpoint interface's addresses and up/down state into the engine (the same
+/// events ipvlan's notifiers see: `ipvlan_addr4_event`/`ipvlan_addr6_event` and
+/// `ipvlan_device_event` in `ipvlan_main.c`; `docs/conformance.md` C9–C12). First owner wins: an
 /// address another port holds is refused by the engine and logged as a conflict.
 pub fn start_watcher(
     dp: Arc<dyn DataplaneApi>,

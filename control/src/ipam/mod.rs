@@ -15,8 +15,8 @@
 //!
 //! # Gateway rule
 //!
-//! uvlan follows Docker ≤ 27 (the seed documents; first table of
-//! `spec/docker-control-plane.md`): every subnet of a network gets a gateway in IPAM.
+//! uvlan follows Docker ≤ 27, the version the seed documents describe (`docs/README.md`,
+//! "Options of network create"): every subnet of a network gets a gateway in IPAM.
 //! - `--gateway G` given: G is reserved (it may lie outside `--ip-range`) and listed.
 //! - `--gateway` absent and [`IpamRequest::want_gateway`] set: the lowest free address of the
 //!   `--ip-range`, else of the subnet, is reserved and listed — normally the first usable

@@ -1051,7 +1051,7 @@ fn status_matches_test_macvlan_ipam() {
     assert_eq!(status(&s, "macvlan", "2001:db8:abcd::/64"), (2, 254));
 }
 
-/// The inspect example of the spec (§5), as JSON.
+/// Docker's `network inspect` example for a user-defined network, as JSON.
 #[test]
 fn inspect_shapes_match_docker() {
     let mut s = space();

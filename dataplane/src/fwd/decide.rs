@@ -1,7 +1,7 @@
 //! The decision function: one frame and where it came from in, a `Verdict` out.
 //!
-//! Every branch names the kernel function whose rule it reproduces; the comments quote the
-//! rule from `spec/kernel-semantics.md` (§2.1–§2.7). No I/O, no clock, no allocation: outputs
+//! Every branch names the kernel function whose rule it reproduces; the comments state the
+//! rule (the numbered statements and their kernel sources are in `docs/conformance.md`). No I/O, no clock, no allocation: outputs
 //! go into a caller-owned [`Outputs`] list that is cleared first.
 
 use super::config::{Engine, Master, Network, Owner, Port};

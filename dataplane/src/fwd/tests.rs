@@ -1,5 +1,5 @@
-//! Conformance tests: one per statement C1–C65 of `spec/kernel-semantics.md` that the engine
-//! can decide, named after the statement. `docs/conformance.md` maps every statement to its
+//! Conformance tests: one per kernel statement C1–C65 (`docs/conformance.md`) that the
+//! engine can decide, named after the statement. `docs/conformance.md` maps every statement to its
 //! test or says why the engine cannot decide it.
 
 use super::*;
@@ -410,7 +410,7 @@ fn c9_duplicate_address_on_a_sibling_is_eaddrinuse() {
 
 #[test]
 fn c10_parent_addresses_on_a_slave_only_when_allowed() {
-    // uvlan's default (spec §5): refused, and frames for the parent's IP go to the host.
+    // uvlan's default (docs/conformance.md, deviations): refused, and frames for the parent's IP go to the host.
     let mut l = ipvlan_lab(L2, Bridge, 1);
     assert_eq!(
         l.e.add_port_addr(l.p[0], IpAddr::V4(HOST_IP))

@@ -404,7 +404,7 @@ fn ipv4_header_checksum_golden() {
     ));
 }
 
-/// The SYN that broke TCP through the XSK in research/io-feasibility.md §2.3 item 3:
+/// The SYN that broke TCP through the XSK while the AF_XDP path was being measured:
 /// tcpdump printed `Flags [S], cksum 0x8432 (incorrect -> 0x74bf)`.
 ///
 /// 0x8432 is the pseudo-header sum of 192.0.2.2 → 192.0.2.1, TCP, length 40 (a SYN with the

@@ -18,7 +18,7 @@
 //! # What each output becomes
 //! - [`Target::Port`](crate::fwd::Target::Port): written to the port's TAP. TAP → TAP the
 //!   sender's `virtio_net_hdr` is passed through unchanged, so GSO super-frames and partial
-//!   checksums survive (research §5: ×5.6 for TCP). Wire → TAP frames go through one
+//!   checksums survive (measured: ×5.6 for TCP). Wire → TAP frames go through one
 //!   [`Gro`](crate::offload::Gro) per TAP and batch. `VlanOp::Pop` removes the outer tag (and
 //!   moves `csum_start` back by 4). A write that would block is dropped and counted.
 //! - [`Target::Wire`](crate::fwd::Target::Wire): `VlanOp::Push` inserts the tag (`csum_start`

@@ -1,5 +1,5 @@
-//! Netlink watchers: the addresses and up/down state of one link ([`AddrWatcher`]; spec
-//! kernel-semantics §5, option 2: the same notifications ipvlan listens to) and changes of
+//! Netlink watchers: the addresses and up/down state of one link ([`AddrWatcher`]: the same
+//! notifications ipvlan's address notifiers listen to, `ipvlan_main.c`) and changes of
 //! routes or links in a namespace ([`ChangeWatcher`]). Process exits
 //! ([`ExitWatcher`](super::ExitWatcher), `netns/exit.rs`) share the same hub and rules.
 //!

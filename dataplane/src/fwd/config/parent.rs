@@ -70,7 +70,7 @@ pub struct NetworkSpec {
     /// Its master.
     pub master: Master,
     /// Kernel behaviour C10: a port may hold one of the parent's own addresses and then wins
-    /// lookups for it. Off by default (spec §5: uvlan refuses host IPs on ports, and frames
+    /// lookups for it. Off by default (uvlan's default deviation, docs/conformance.md: it refuses host IPs on ports, and frames
     /// for the parent's own IPs are never delivered to a port).
     pub allow_parent_addrs: bool,
 }

@@ -5,7 +5,7 @@
 //! `BPF_LINK_CREATE`. Every kernel object is an owned file descriptor that is closed on drop;
 //! a dropped [`Link`] detaches its program, even when the process is killed.
 //!
-//! Kernel facts relied on (measured on 6.18, see `research/io-feasibility.md`, appendix B):
+//! Kernel facts relied on (measured on Linux 6.18):
 //! - `union bpf_attr` is written by offset into a zeroed 144-byte buffer (the kernel accepts
 //!   a shorter attr than its own and treats the tail as zero):
 //!   `MAP_CREATE` type@0 key@4 value@8 max@12 name@28; `MAP_*_ELEM` fd@0 key@8 value@16

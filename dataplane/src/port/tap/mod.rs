@@ -3,7 +3,7 @@
 //! This is a thin wrapper over the `/dev/net/tun` ioctls. No crate exposes the parts uvlan
 //! needs (vnet header size, `TUNSETOFFLOAD`, multi-queue, netns placement, persistence).
 //!
-//! # Facts this module relies on (measured on Linux 6.18, see research/io-feasibility.md §4)
+//! # Facts this module relies on (measured on Linux 6.18)
 //! - The network namespace of a TAP is fixed when `/dev/net/tun` is **opened**, not at
 //!   `TUNSETIFF`. [`Tap::create_in_netns`] therefore does `setns` + `open` + `TUNSETIFF` on a
 //!   short-lived dedicated thread and hands the file descriptor back; the caller's threads
