@@ -765,10 +765,13 @@ fn endpoints_follow_the_parent(b: Backend) {
     eventually("endpoints get their carrier back", || {
         !no_carrier(&e1) && !no_carrier(&e2) && !no_carrier(&e4)
     });
-    assert!(
-        w.reach("e1", GW_IP, 6),
-        "e1 → gateway after the parent came back up"
-    );
+    // The pings while the parent was down left e1's neighbour entry for the gateway
+    // INCOMPLETE, or FAILED when the machine is slow; a ping that meets a FAILED entry can
+    // end with an error before the new resolution completes (iputils counts it against -c 1),
+    // as with any other device. So retry.
+    eventually("e1 → gateway after the parent came back up", || {
+        w.reach("e1", GW_IP, 2)
+    });
 
     // An address the parent gains is the host's: no endpoint may take it.
     w.ip("host", &format!("addr add 192.0.2.77/24 dev {PARENT}"));

@@ -249,6 +249,21 @@ fn error_matrix_one_line_and_state_unchanged() {
         &a,
     ]);
     let before = w.observe();
+    // held's parent p0 is down, so its endpoint has no carrier; the kernel updates the
+    // operational state that `ip -br` prints later (linkwatch work, up to a second and more
+    // on a loaded machine): wait for it before taking the snapshot.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !w
+        .ip("a", &["-br", "link", "show", "eth0"])
+        .contains(" DOWN ")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "eth0 of held never went DOWN: {}",
+            w.ip("a", &["-br", "link"])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let addrs_before = (w.ip("a", &["-br", "addr"]), w.ip("b", &["-br", "addr"]));
     let d = "Error response from daemon: ";
     let cases: Vec<(Vec<&str>, String)> = vec![
