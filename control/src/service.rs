@@ -174,7 +174,7 @@ fn serve_api(listener: &UnixListener, daemon: &Arc<Daemon>, log: &Logger) {
                 let d = daemon.clone();
                 let spawned = std::thread::Builder::new()
                     .name("uvlan-api".to_string())
-                    .spawn(move || api::serve_connection(stream, &|req| d.handle(req)));
+                    .spawn(move || api::serve(stream, &*d));
                 if let Err(e) = spawned {
                     log(&format!("cannot start a connection thread: {e}"));
                 }

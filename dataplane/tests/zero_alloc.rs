@@ -142,7 +142,9 @@ fn floods_allocate_nothing_once_the_output_list_has_grown() {
 /// tap.
 #[test]
 fn capture_records_allocate_nothing() {
-    use uvlan_dataplane::capture::{self, CaptureFilter, CaptureTracer, Direction, Point, Tap};
+    use uvlan_dataplane::capture::{
+        self, CaptureFilter, CaptureTap, CaptureTracer, Direction, Point,
+    };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = flat(Driver::Ipvlan, IpvlanMode::L2, None, 4).unwrap();
     let (e, ports) = (&s.engine, &s.ports);
@@ -150,7 +152,7 @@ fn capture_records_allocate_nothing() {
     let mut out = Outputs::with_capacity(4);
     let mut routes = NoRoutes;
     let mut tracer = CaptureTracer::new();
-    let mut idle = Tap::new();
+    let mut idle = CaptureTap::new();
     let n = count(|| {
         for _ in 0..10_000 {
             assert!(!idle.watches(Point::Port(ports[0])));
@@ -163,7 +165,7 @@ fn capture_records_allocate_nothing() {
     f.max_records = 1000;
     f.buffer_bytes = 1000 * 64;
     let (session, mut reader) = capture::open(f);
-    let mut tap = Tap::new();
+    let mut tap = CaptureTap::new();
     tap.attach(session);
     let n = count(|| {
         // 5,000 frames, each recorded in and out: 1,000 records fit, the rest are lost.

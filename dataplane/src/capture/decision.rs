@@ -119,8 +119,8 @@ impl Decision {
 const TRACKED: usize = 8;
 
 /// A [`Tracer`] that keeps only what a capture record needs: the kernel function behind each
-/// output (the first [`TRACKED`] of them). No allocation. Run the decision with it
-/// (`Engine::decide_traced`) when [`super::Tap::watches`] the ingress point, then call
+/// output (the first eight of them). No allocation. Run the decision with it
+/// (`Engine::decide_traced`) when [`super::CaptureTap::watches`] the ingress point, then call
 /// [`CaptureTracer::decision`] for the inbound record and [`CaptureTracer::output`] for each
 /// copy written out. The next decision traced starts it afresh.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::{CaptureTracer, Direction, Point, Tap};
+use super::{CaptureTap, CaptureTracer, Direction, Point};
 use crate::fwd::{DropReason, Engine, Ingress, Outputs, Routes, Target, VlanOp};
 use crate::wire::{ethertype, pop_tag, push_tag, EthView, VlanTag};
 
@@ -34,7 +34,7 @@ pub fn output_point(target: Target) -> Option<Point> {
 pub fn feed<R: Routes + ?Sized>(
     engine: &Engine,
     routes: &mut R,
-    tap: &mut Tap,
+    tap: &mut CaptureTap,
     frame: &[u8],
     ingress: Ingress,
 ) -> Result<(), DropReason> {

@@ -1,7 +1,7 @@
 //! Packet capture: every frame at every port, with the engine's decision about it.
 //!
 //! - [`tap`]: the data path. The dataplane thread records frames into a bounded, lossy
-//!   buffer per capture ([`Tap`], [`TapSession`]); a control thread takes them out
+//!   buffer per capture ([`CaptureTap`], [`TapSession`]); a control thread takes them out
 //!   ([`CaptureReader`]). It costs one length check per frame while nobody captures.
 //! - [`decision`]: the decision a record carries ([`Decision`]: forward/drop, the
 //!   [`DropReason`](crate::fwd::DropReason), the kernel function), a small `Copy` value
@@ -9,10 +9,11 @@
 //! - [`pcapng`]: a pcapng writer (interfaces named, direction flags, comments, statistics).
 //! - [`read`]: a checked pcap/pcapng reader, for replaying captures and for reading the
 //!   capture stream back.
-//! - [`feed`]: what the run loop records for one frame, without I/O.
+//! - [`mod@feed`]: what the run loop records for one frame, without I/O.
+//! - [`summary`]: one line about a frame, like tcpdump's.
 //!
 //! # The run loop's hook
-//! The loop owns one [`Tap`] per thread that forwards frames, and calls:
+//! The loop owns one [`CaptureTap`] per thread that forwards frames, and calls:
 //!
 //! ```text
 //! // A capture starts (DataplaneHandle::start_capture, run as a command on the thread):
@@ -58,6 +59,7 @@ pub mod decision;
 pub mod feed;
 pub mod pcapng;
 pub mod read;
+pub mod summary;
 pub mod tap;
 
 pub use decision::{CaptureTracer, Decision, Fate, Point};
@@ -65,7 +67,7 @@ pub use feed::{feed, ingress_point, output_point};
 pub use pcapng::{InterfaceSpec, PacketSpec, PcapngWriter, StatisticsSpec};
 pub use read::{Decoder, Event, Interface, Packet, ReadError, Reader};
 pub use tap::{
-    open, Batch, CaptureCounts, CaptureFilter, CaptureReader, End, Record, Stopper, Tap,
+    open, Batch, CaptureCounts, CaptureFilter, CaptureReader, CaptureTap, End, Record, Stopper,
     TapSession, WireFilter,
 };
 

@@ -2,9 +2,9 @@
 //! them.
 //!
 //! # Cost while nobody captures
-//! The [`Tap`] is owned by the dataplane thread (one per worker thread); a capture is
+//! The [`CaptureTap`] is owned by the dataplane thread (one per worker thread); a capture is
 //! *attached* to it by a command run on that thread. With no capture attached,
-//! [`Tap::watches`] is one load of a plain `Vec` length: no atomic, no lock, no clock.
+//! [`CaptureTap::watches`] is one load of a plain `Vec` length: no atomic, no lock, no clock.
 //!
 //! # The ring: bounded, lossy, one short lock, no allocation per record
 //! Each capture owns two preallocated buffers (record headers and frame bytes, each with a
@@ -21,7 +21,7 @@
 //!
 //! # Waking the reader
 //! The reader sleeps on a condition variable. A push only notes that the reader sleeps; the
-//! dataplane wakes it at most once per batch, in [`Tap::end_batch`], so a burst costs one
+//! dataplane wakes it at most once per batch, in [`CaptureTap::end_batch`], so a burst costs one
 //! wake-up. Nothing wakes periodically. The reader side's [`Stopper`] (e.g. a thread that
 //! sees the client hang up) wakes it too.
 
@@ -151,7 +151,7 @@ impl Shared {
     }
 }
 
-/// Opens a capture: the dataplane's half (attach it to the [`Tap`] of every thread that
+/// Opens a capture: the dataplane's half (attach it to the [`CaptureTap`] of every thread that
 /// forwards frames) and the reader's half.
 pub fn open(filter: CaptureFilter) -> (TapSession, CaptureReader) {
     let n = filter.interfaces();
@@ -196,7 +196,7 @@ impl Drop for SessionInner {
     }
 }
 
-/// The dataplane's half of one capture. Clone it for each worker thread's [`Tap`]; the
+/// The dataplane's half of one capture. Clone it for each worker thread's [`CaptureTap`]; the
 /// reader learns the capture ended when the last clone is dropped.
 #[derive(Debug)]
 pub struct TapSession {
@@ -306,14 +306,14 @@ impl TapSession {
 
 /// The captures attached to one dataplane thread (see the module docs).
 #[derive(Debug, Default)]
-pub struct Tap {
+pub struct CaptureTap {
     sessions: Vec<TapSession>,
 }
 
-impl Tap {
+impl CaptureTap {
     /// No capture attached.
-    pub fn new() -> Tap {
-        Tap::default()
+    pub fn new() -> CaptureTap {
+        CaptureTap::default()
     }
 
     /// Whether no capture is attached: then nothing else needs calling.
@@ -323,7 +323,7 @@ impl Tap {
     }
 
     /// Whether a capture records frames seen at `point`: decide the frame with a
-    /// [`CaptureTracer`](super::CaptureTracer) and [`Tap::record`] it. `false` at the cost
+    /// [`CaptureTracer`](super::CaptureTracer) and [`CaptureTap::record`] it. `false` at the cost
     /// of one length check while nobody captures.
     #[inline]
     pub fn watches(&self, point: Point) -> bool {

@@ -463,7 +463,7 @@ fn collect(r: &mut CaptureReader) -> Vec<(u32, Direction, Vec<u8>, Decision)> {
 
 #[test]
 fn idle_tap_watches_nothing() {
-    let mut tap = Tap::new();
+    let mut tap = CaptureTap::new();
     assert!(tap.is_idle());
     assert!(!tap.watches(Point::Port(PortId(0))));
     tap.record(
@@ -486,7 +486,7 @@ fn filters_pick_ports_wires_by_vid_and_drops() {
     );
     f.snaplen = 16;
     let (s, mut r) = open(f);
-    let mut tap = Tap::new();
+    let mut tap = CaptureTap::new();
     tap.attach(s);
     assert!(!tap.is_idle());
     assert!(tap.watches(Point::Port(PortId(1))));
@@ -538,7 +538,7 @@ fn filters_pick_ports_wires_by_vid_and_drops() {
     let mut f = CaptureFilter::new(vec![PortId(1)], vec![]);
     f.drops = true;
     let (s, mut r) = open(f);
-    let mut tap = Tap::new();
+    let mut tap = CaptureTap::new();
     tap.attach(s);
     let dr = Decision::drop(DropReason::PrivateFlag);
     tap.record(Point::Port(PortId(1)), Direction::Inbound, &frame, dr);
@@ -560,7 +560,7 @@ fn a_full_buffer_loses_records_and_counts_them() {
     f.max_records = 4;
     f.buffer_bytes = 1000;
     let (s, mut r) = open(f);
-    let mut tap = Tap::new();
+    let mut tap = CaptureTap::new();
     tap.attach(s);
     for i in 0..10u8 {
         tap.record(
@@ -599,7 +599,7 @@ fn a_full_buffer_loses_records_and_counts_them() {
 fn reader_and_session_ends() {
     // The reader goes: the tap forgets the session at its next batch end.
     let (s, r) = open(CaptureFilter::new(vec![PortId(0)], vec![]));
-    let mut tap = Tap::new();
+    let mut tap = CaptureTap::new();
     tap.attach(s.clone());
     tap.attach(s);
     assert_eq!(tap.sessions(), 2);
@@ -616,7 +616,7 @@ fn reader_and_session_ends() {
 
     // The dataplane lets go: the reader hears it after the records already buffered.
     let (s, mut r) = open(CaptureFilter::new(vec![PortId(0)], vec![]));
-    let mut tap = Tap::new();
+    let mut tap = CaptureTap::new();
     tap.attach(s);
     tap.record(
         Point::Port(PortId(0)),
@@ -651,7 +651,7 @@ fn concurrent_producer_and_consumer_lose_only_what_they_count() {
     f.buffer_bytes = 256 * 64;
     let (s, mut r) = open(f);
     let producer = std::thread::spawn(move || {
-        let mut tap = Tap::new();
+        let mut tap = CaptureTap::new();
         tap.attach(s);
         for i in 0..N {
             let bytes = (i as u64).to_le_bytes();
@@ -702,7 +702,7 @@ fn feed_records_inbound_and_outbound_copies_with_their_kernel_functions() {
     );
     f.drops = true;
     let (sess, mut r) = open(f);
-    let mut tap = Tap::new();
+    let mut tap = CaptureTap::new();
     tap.attach(sess);
     // p0 → p1 (ipvlan L2, same MAC): delivered locally.
     let to_p1 = build::udp4(
