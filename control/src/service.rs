@@ -49,6 +49,9 @@ pub enum DaemonError {
     /// The Docker plugin sockets cannot be served.
     #[error(transparent)]
     DockerPlugin(#[from] crate::docker::PluginError),
+    /// `/metrics` cannot be served.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::http::MetricsError),
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -80,6 +83,9 @@ pub struct DaemonOptions {
     pub docker: Option<crate::docker::PluginConfig>,
     /// How parents are opened.
     pub wire_backend: WireBackend,
+    /// Serve `/metrics` on this address (`--metrics`); the flag says whether a
+    /// non-loopback address is allowed (`--metrics-allow-remote`).
+    pub metrics: Option<(std::net::SocketAddr, bool)>,
 }
 
 /// The daemon as the Docker front end sees it.
@@ -139,6 +145,19 @@ pub fn run_daemon(
                 log(&format!("Docker network driver on {}", s.display()));
             }
             Some(p)
+        }
+        None => None,
+    };
+    let _metrics = match opts.metrics {
+        Some((addr, allow_remote)) => {
+            let d = daemon.clone();
+            let m = crate::metrics::http::MetricsServer::start(
+                addr,
+                allow_remote,
+                Box::new(move || d.stats(&[])),
+            )?;
+            log(&format!("metrics on http://{}/metrics", m.local_addr()));
+            Some(m)
         }
         None => None,
     };

@@ -542,14 +542,30 @@ pub fn one_line(text: &str) -> String {
 }
 
 /// The answer to [`Request::Stats`]: the dataplane's counters since the daemon started.
+/// `uvlan stats` and the daemon's `/metrics` endpoint read this same report.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsReport {
     /// One entry per network asked for (every network when none was named).
     pub networks: Vec<NetworkStats>,
+    /// The wires those networks use, each once (networks on one parent share its wire).
+    #[serde(default)]
+    pub wires: Vec<WireStats>,
     /// Frames the forwarding engine dropped, by reason (all networks; non-zero only).
     pub drops: BTreeMap<String, u64>,
     /// Frames the I/O layer could not deliver, by reason (all networks; non-zero only).
     pub io_drops: BTreeMap<String, u64>,
+    /// The dataplane thread's own counters.
+    #[serde(default)]
+    pub dataplane: DataplaneLoopStats,
+}
+
+/// Counters of the dataplane thread itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneLoopStats {
+    /// Loop iterations (each one a wake-up followed by a batch per ready source).
+    pub iterations: u64,
+    /// Commands run (configuration changes, queries).
+    pub commands: u64,
 }
 
 /// Counters of one network in a [`StatsReport`].
@@ -559,9 +575,10 @@ pub struct NetworkStats {
     pub name: String,
     /// Its endpoints.
     pub endpoints: Vec<EndpointStats>,
-    /// Its parent's wire, when it uses one (shared by every network on that parent).
+    /// The parent whose wire it uses (its entry in [`StatsReport::wires`]), when it uses
+    /// one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wire: Option<WireStats>,
+    pub wire: Option<String>,
 }
 
 /// Counters of one endpoint, seen from the endpoint.
@@ -586,6 +603,9 @@ pub struct EndpointStats {
 pub struct WireStats {
     /// The host interface.
     pub parent: String,
+    /// The networks (of the report) that use it.
+    #[serde(default)]
+    pub networks: Vec<String>,
     /// The backend in use.
     pub mode: String,
     /// Frames received from the wire (steered to uvlan, or copied).

@@ -86,6 +86,13 @@ pub struct DaemonArgs {
     /// `af_packet` force one backend (attaching a parent fails if it cannot be opened).
     #[arg(long, value_enum, value_name = "BACKEND", default_value = "auto")]
     pub wire_backend: WireBackendArg,
+    /// Serve the counters (OpenMetrics/Prometheus) on http://ADDR:PORT/metrics; a loopback
+    /// address only, unless --metrics-allow-remote.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Let --metrics listen on an address other hosts can reach.
+    #[arg(long = "metrics-allow-remote", requires = "metrics")]
+    pub metrics_allow_remote: bool,
 }
 
 /// `uvlan daemon --wire-backend`.
@@ -315,6 +322,7 @@ pub fn main() -> i32 {
             let opts = crate::service::DaemonOptions {
                 docker,
                 wire_backend: a.wire_backend.into(),
+                metrics: a.metrics.map(|m| (m, a.metrics_allow_remote)),
             };
             crate::service::run_daemon(&root, &socket, &opts, log)
                 .map(|()| 0)
