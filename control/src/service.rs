@@ -113,6 +113,11 @@ pub fn run_daemon(
     if !crate::sys::is_root() {
         return Err(DaemonError::NotRoot);
     }
+    if let Some((addr, false)) = opts.metrics {
+        if !addr.ip().is_loopback() {
+            return Err(crate::metrics::http::MetricsError::NotLoopback(addr).into());
+        }
+    }
     let store = Store::open(root)?;
     let _lock = store.lock()?;
     let host = RtnlHost::open().map_err(DaemonError::Host)?;
