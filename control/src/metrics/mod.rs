@@ -4,7 +4,7 @@
 //! `uvlan stats` prints, and served on `/metrics` by a small HTTP server ([`http`]).
 //!
 //! Each scrape asks the daemon for a fresh report and encodes it through a
-//! [`Collector`](prometheus_client::collector::Collector) of constant metrics: the counters
+//! `prometheus_client` collector of constant metrics: the counters
 //! live in the dataplane, not in this module. Names follow the Prometheus conventions:
 //! `uvlan_` prefix, base units (bytes), `_total` on counters. The full list is
 //! [`METRICS`] (and the table in `docs/README.md`, "Metrics").
