@@ -11,14 +11,19 @@ for pair in ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 ethtool:
 done
 # The Docker and CNI system tests: Debian's dockerd 20.10 and client (docker.io), a static
 # busybox for the test image (busybox-static), and the standard CNI plugins
-# (containernetworking-plugins: host-local, tuning in /usr/lib/cni).
+# (containernetworking-plugins: host-local, tuning in /usr/lib/cni). The capture and
+# metrics tests read uvlan's output with real readers: tshark (pcapng) and promtool
+# (package prometheus: `promtool check metrics`).
 [ "${1:-}" = "--test" ] && for pair in /usr/sbin/dockerd:docker.io /usr/bin/docker:docker.io /bin/busybox:busybox-static \
-            /usr/lib/cni/host-local:containernetworking-plugins; do
+            /usr/lib/cni/host-local:containernetworking-plugins /usr/bin/tshark:tshark \
+            /usr/bin/promtool:prometheus; do
   path=${pair%%:*}; pkg=${pair#*:}
   [ -e "$path" ] || need+=("$pkg")
 done
 if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
+  # tshark's package asks whether non-root users may capture: no (and no question).
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
   # policy-rc.d-less machines may start dockerd from the package: the tests start their own.
   apt-get install -y -qq "${need[@]}" >/dev/null

@@ -29,6 +29,23 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The bytes of a hex string (either case); `None` if it is not hex or has an odd length.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| match p {
+            [h, l] => Some(digit(*h)? << 4 | digit(*l)?),
+            _ => None,
+        })
+        .collect()
+}
+
 /// True if `id` is acceptable as a Docker-style ID: 64 lowercase hex characters whose first
 /// 12 are not all decimal digits.
 pub fn is_valid_id(id: &str) -> bool {
@@ -180,5 +197,15 @@ mod tests {
         );
         assert!(now_rfc3339().ends_with('Z'));
         assert_eq!(hex(&[0x0a, 0xff]), "0aff");
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(unhex("0aFf"), Some(vec![0x0a, 0xff]));
+        assert_eq!(unhex(""), Some(vec![]));
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(unhex(&hex(&all)), Some(all));
     }
 }

@@ -5,8 +5,9 @@
 //! `cli` runs `uvlan daemon` through `service`, the service root, which starts the `daemon`
 //! and its front ends and joins them (and `uvlan lab` through `lab`); the Docker driver
 //! (`docker`) and the CNI plugin (`cni`) use narrow interfaces of the daemon (`api`
-//! requests, `docker::DaemonApi`), and the daemon uses neither; below them all are `api`,
-//! `store`, `ipam`, `inspect`, `netns`, `ids`, `logger` and `sys`.
+//! requests, `docker::DaemonApi`), and the daemon uses neither; `metrics` encodes the
+//! daemon's stats report for `/metrics` (the service root hands it the report); below them
+//! all are `api`, `store`, `ipam`, `inspect`, `netns`, `ids`, `logger` and `sys`.
 
 pub mod api;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod lab;
 #[cfg(test)]
 mod layering;
 pub mod logger;
+pub mod metrics;
 pub mod netns;
 pub mod nsutil;
 pub mod service;

@@ -49,6 +49,9 @@ pub enum DaemonError {
     /// The Docker plugin sockets cannot be served.
     #[error(transparent)]
     DockerPlugin(#[from] crate::docker::PluginError),
+    /// `/metrics` cannot be served.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::http::MetricsError),
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -80,6 +83,9 @@ pub struct DaemonOptions {
     pub docker: Option<crate::docker::PluginConfig>,
     /// How parents are opened.
     pub wire_backend: WireBackend,
+    /// Serve `/metrics` on this address (`--metrics`); the flag says whether a
+    /// non-loopback address is allowed (`--metrics-allow-remote`).
+    pub metrics: Option<(std::net::SocketAddr, bool)>,
 }
 
 /// The daemon as the Docker front end sees it.
@@ -106,6 +112,11 @@ pub fn run_daemon(
 ) -> Result<(), DaemonError> {
     if !crate::sys::is_root() {
         return Err(DaemonError::NotRoot);
+    }
+    if let Some((addr, false)) = opts.metrics {
+        if !addr.ip().is_loopback() {
+            return Err(crate::metrics::http::MetricsError::NotLoopback(addr).into());
+        }
     }
     let store = Store::open(root)?;
     let _lock = store.lock()?;
@@ -142,6 +153,19 @@ pub fn run_daemon(
         }
         None => None,
     };
+    let _metrics = match opts.metrics {
+        Some((addr, allow_remote)) => {
+            let d = daemon.clone();
+            let m = crate::metrics::http::MetricsServer::start(
+                addr,
+                allow_remote,
+                Box::new(move || d.stats(&[])),
+            )?;
+            log(&format!("metrics on http://{}/metrics", m.local_addr()));
+            Some(m)
+        }
+        None => None,
+    };
     install_stop_handlers();
     listener
         .set_nonblocking(true)
@@ -174,7 +198,7 @@ fn serve_api(listener: &UnixListener, daemon: &Arc<Daemon>, log: &Logger) {
                 let d = daemon.clone();
                 let spawned = std::thread::Builder::new()
                     .name("uvlan-api".to_string())
-                    .spawn(move || api::serve_connection(stream, &|req| d.handle(req)));
+                    .spawn(move || api::serve(stream, &*d));
                 if let Err(e) = spawned {
                     log(&format!("cannot start a connection thread: {e}"));
                 }

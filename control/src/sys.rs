@@ -59,6 +59,24 @@ pub fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
     Ok(r > 0)
 }
 
+/// `poll(2)` on `fds` for up to `timeout_ms` (−1: forever); fills each `revents`. Returns
+/// how many are ready; `Ok(0)` on timeout or when a signal interrupted the wait.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    let n = libc::nfds_t::try_from(fds.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many fds to poll"))?;
+    // SAFETY: `fds` is a valid, writable array of `n` pollfds for the duration of the call;
+    // the caller keeps the fds open (it holds their owners).
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), n, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(r as usize)
+}
+
 /// Blocks until process `pid` exits (pidfd + poll). Returns at once if it is already gone.
 pub fn wait_for_exit(pid: i32) {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is

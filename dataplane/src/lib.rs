@@ -1,10 +1,12 @@
 //! uvlan dataplane: checked wire views, the pure ipvlan/macvlan forwarding engine, its trace,
 //! and the I/O edge (TAP, AF_XDP, AF_PACKET).
 //!
-//! Arrows point one way: `run → port`, `run → fwd`, `fwd → wire`, `trace → fwd`. The engine
-//! (`fwd`) never does I/O, never reads a clock and never allocates per frame.
+//! Arrows point one way: `run → port`, `run → fwd`, `run → capture`, `capture → fwd`,
+//! `fwd → wire`, `trace → fwd`. The engine (`fwd`) never does I/O, never reads a clock and
+//! never allocates per frame.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod capture;
 pub mod fwd;
 pub mod offload;
 pub mod port;

@@ -136,3 +136,65 @@ fn floods_allocate_nothing_once_the_output_list_has_grown() {
     });
     assert_eq!(n, 0);
 }
+
+/// The capture tap: recording (decisions traced, records copied into the buffer, a full
+/// buffer losing records) and the batch-end wake-up allocate nothing; neither does an idle
+/// tap.
+#[test]
+fn capture_records_allocate_nothing() {
+    use uvlan_dataplane::capture::{
+        self, CaptureFilter, CaptureTap, CaptureTracer, Direction, Point,
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = flat(Driver::Ipvlan, IpvlanMode::L2, None, 4).unwrap();
+    let (e, ports) = (&s.engine, &s.ports);
+    let frame = build::udp4(M, M, ip(0), ip(1), (1, 2), b"payload");
+    let mut out = Outputs::with_capacity(4);
+    let mut routes = NoRoutes;
+    let mut tracer = CaptureTracer::new();
+    let mut idle = CaptureTap::new();
+    let n = count(|| {
+        for _ in 0..10_000 {
+            assert!(!idle.watches(Point::Port(ports[0])));
+            idle.end_batch();
+        }
+    });
+    assert_eq!(n, 0, "an idle tap");
+
+    let mut f = CaptureFilter::new(ports.clone(), vec![]);
+    f.max_records = 1000;
+    f.buffer_bytes = 1000 * 64;
+    let (session, mut reader) = capture::open(f);
+    let mut tap = CaptureTap::new();
+    tap.attach(session);
+    let n = count(|| {
+        // 5,000 frames, each recorded in and out: 1,000 records fit, the rest are lost.
+        for _ in 0..5_000 {
+            let r = e.decide_traced(
+                &frame,
+                Ingress::Port(ports[0]),
+                &mut routes,
+                &mut out,
+                &mut tracer,
+            );
+            let d = tracer.decision(r, &out);
+            tap.record(Point::Port(ports[0]), Direction::Inbound, &frame, d);
+            for o in out.as_slice() {
+                if let Some(p) = capture::output_point(o.target) {
+                    tap.record(p, Direction::Outbound, &frame, tracer.output(d, o.target));
+                }
+            }
+            tap.end_batch();
+        }
+    });
+    assert_eq!(n, 0, "{n} allocations while recording 10,000 records");
+    let c = reader.counts();
+    assert_eq!(c.captured.iter().sum::<u64>(), 1000);
+    assert_eq!(c.lost.iter().sum::<u64>(), 9000);
+    // Taking the records swaps buffers: no allocation either.
+    let n = count(|| {
+        let b = reader.try_take();
+        assert_eq!(b.len(), 1000);
+    });
+    assert_eq!(n, 0);
+}

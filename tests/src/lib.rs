@@ -71,6 +71,7 @@ pub struct World {
     namespaces: Namespaces,
     daemon: Option<Child>,
     backend: Option<Backend>,
+    daemon_args: Vec<String>,
 }
 
 impl World {
@@ -90,6 +91,15 @@ impl World {
         World::build(None, false)
     }
 
+    /// A world whose daemon gets these extra arguments (e.g. `--metrics 127.0.0.1:9464`,
+    /// served inside the `host` namespace).
+    pub fn with_daemon_args(args: &[&str]) -> World {
+        let mut w = World::build(None, false);
+        w.daemon_args = args.iter().map(|a| a.to_string()).collect();
+        w.start_daemon();
+        w
+    }
+
     fn build(backend: Option<Backend>, daemon: bool) -> World {
         require_root();
         let prefix = prefix();
@@ -102,6 +112,7 @@ impl World {
             dir,
             daemon: None,
             backend,
+            daemon_args: Vec::new(),
         };
         w.netns("host");
         if daemon {
@@ -142,6 +153,7 @@ impl World {
         if let Some(b) = self.backend {
             cmd.args(["--wire-backend", b.arg()]);
         }
+        cmd.args(&self.daemon_args);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

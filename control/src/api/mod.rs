@@ -11,6 +11,26 @@
 //! ```
 //! A request line is at most [`MAX_REQUEST`] bytes.
 //!
+//! # Streaming requests
+//! [`Request::Capture`] and [`Request::Replay`] keep the connection open after the answer
+//! line (see [`Request::is_streaming`]); the answer is still one [`Response`] line, and an
+//! error answer closes the connection as usual. After an `ok` answer:
+//! - **capture**: the daemon writes a pcapng stream (a section header, one interface
+//!   description per port of [`CaptureStart::interfaces`], then one enhanced packet block
+//!   per frame) until [`CaptureRequest::count`] frames were written or the client shuts
+//!   its side down (or closes); it then writes one interface statistics block per
+//!   interface (`isb_ifrecv`: frames seen, `isb_ifdrop`: records lost because the reader
+//!   was too slow) and closes. The client never writes after its request line: shutting
+//!   down its writing side is how it asks the capture to end.
+//! - **replay**: lockstep JSON lines. The client writes one [`ReplayFrame`] line, the
+//!   daemon answers one [`ReplayVerdict`] line, and so on; the client shuts down its side
+//!   when it has no more frames.
+//! ```text
+//! > {"op":"capture","network":"n1","wire":true}
+//! < {"status":"ok","result":{"network":"n1","interfaces":[...]}}
+//! < (pcapng bytes ...)
+//! ```
+//!
 //! # Access
 //! The socket file has mode 0600 (owner root) and the daemon also checks each peer's
 //! credentials with `SO_PEERCRED`: only uid 0 is served; anyone else gets an error
@@ -26,6 +46,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::ipam::IpamConfig;
+
+pub mod stream;
 
 /// Largest request line accepted, in bytes.
 pub const MAX_REQUEST: u64 = 1 << 20;
@@ -112,6 +134,113 @@ pub struct TraceRequest {
     /// Source IP of a frame from the wire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_ip: Option<String>,
+}
+
+/// `uvlan capture`: which frames of a network to stream as pcapng.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureRequest {
+    /// Network name or ID.
+    pub network: String,
+    /// Endpoints (the name `network connect`/`run` used, or an endpoint ID prefix); none
+    /// named: every endpoint of the network.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Also the network's wire (its parent, its VID's frames only).
+    #[serde(default)]
+    pub wire: bool,
+    /// Also the frames that went nowhere (engine drops, copies not delivered).
+    #[serde(default)]
+    pub drops: bool,
+    /// Stop after this many frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Bytes kept per frame (default 262144).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+}
+
+/// One interface of a capture, in pcapng interface order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureInterface {
+    /// `if_name`: the endpoint's name, or `wire PARENT[.VID]`.
+    pub name: String,
+    /// `if_description`.
+    pub description: String,
+}
+
+/// The answer to [`Request::Capture`], before the pcapng stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStart {
+    /// The network's name.
+    pub network: String,
+    /// The interfaces, as the stream declares them.
+    pub interfaces: Vec<CaptureInterface>,
+}
+
+/// `uvlan trace --pcap`: replay frames through a network's engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayRequest {
+    /// Network name or ID.
+    pub network: String,
+    /// `wire`, or an endpoint: every frame enters there. `None`: per frame, from the
+    /// capture's interface name (see [`ReplayFrame::interface`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Answer each frame with the whole trace, not only the verdict.
+    #[serde(default)]
+    pub verbose: bool,
+}
+
+/// The answer to [`Request::Replay`], before the frames.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayStart {
+    /// The network's name.
+    pub network: String,
+    /// Its endpoints' names (a capture interface with one of these names is that
+    /// endpoint).
+    pub endpoints: Vec<String>,
+    /// Its wire, `PARENT[.VID]`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<String>,
+}
+
+/// One frame to replay (client to daemon).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayFrame {
+    /// The frame's number in the capture (1-based), echoed in the verdict.
+    pub index: u64,
+    /// The capture interface's name (pcapng `if_name`; none in classic pcap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// `in` or `out` (pcapng `epb_flags`), when the capture says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// The frame's bytes, in hex.
+    pub frame: String,
+}
+
+/// The engine's verdict about one replayed frame (daemon to client).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayVerdict {
+    /// [`ReplayFrame::index`].
+    pub index: u64,
+    /// Where the frame entered: an endpoint's name, or `wire PARENT`; empty when skipped.
+    pub ingress: String,
+    /// The verdict in words (forward: the outputs; drop: the reason and its rule); or why
+    /// the frame was not replayed.
+    pub verdict: String,
+    /// The drop reason's counter name, for a dropped frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop: Option<String>,
+    /// The kernel function whose rule decided.
+    #[serde(default)]
+    pub kernel: String,
+    /// The frame was not replayed (an output, not an input; no wire to come from).
+    #[serde(default)]
+    pub skipped: bool,
+    /// The whole trace, when [`ReplayRequest::verbose`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// Who manages a network when the uvlan CLI does not: the Docker remote driver.
@@ -324,6 +453,13 @@ pub enum Request {
     },
     /// Explain one frame's fate; answers the printed trace.
     Trace(TraceRequest),
+    /// Stream a network's frames as pcapng; answers [`CaptureStart`], then streams (see
+    /// the module docs).
+    Capture(CaptureRequest),
+    /// Replay frames through a network's engine, delivering nothing; answers
+    /// [`ReplayStart`], then one [`ReplayVerdict`] per [`ReplayFrame`] (see the module
+    /// docs).
+    Replay(ReplayRequest),
     /// The dataplane's counters; answers a [`StatsReport`].
     Stats {
         /// Networks (names or IDs); empty: all.
@@ -372,6 +508,13 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether the connection stays open after the answer (see the module docs).
+    pub fn is_streaming(&self) -> bool {
+        matches!(self, Request::Capture(_) | Request::Replay(_))
+    }
+}
+
 /// The daemon's answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -399,14 +542,30 @@ pub fn one_line(text: &str) -> String {
 }
 
 /// The answer to [`Request::Stats`]: the dataplane's counters since the daemon started.
+/// `uvlan stats` and the daemon's `/metrics` endpoint read this same report.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsReport {
     /// One entry per network asked for (every network when none was named).
     pub networks: Vec<NetworkStats>,
+    /// The wires those networks use, each once (networks on one parent share its wire).
+    #[serde(default)]
+    pub wires: Vec<WireStats>,
     /// Frames the forwarding engine dropped, by reason (all networks; non-zero only).
     pub drops: BTreeMap<String, u64>,
     /// Frames the I/O layer could not deliver, by reason (all networks; non-zero only).
     pub io_drops: BTreeMap<String, u64>,
+    /// The dataplane thread's own counters.
+    #[serde(default)]
+    pub dataplane: DataplaneLoopStats,
+}
+
+/// Counters of the dataplane thread itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneLoopStats {
+    /// Loop iterations (each one a wake-up followed by a batch per ready source).
+    pub iterations: u64,
+    /// Commands run (configuration changes, queries).
+    pub commands: u64,
 }
 
 /// Counters of one network in a [`StatsReport`].
@@ -416,9 +575,10 @@ pub struct NetworkStats {
     pub name: String,
     /// Its endpoints.
     pub endpoints: Vec<EndpointStats>,
-    /// Its parent's wire, when it uses one (shared by every network on that parent).
+    /// The parent whose wire it uses (its entry in [`StatsReport::wires`]), when it uses
+    /// one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wire: Option<WireStats>,
+    pub wire: Option<String>,
 }
 
 /// Counters of one endpoint, seen from the endpoint.
@@ -443,6 +603,9 @@ pub struct EndpointStats {
 pub struct WireStats {
     /// The host interface.
     pub parent: String,
+    /// The networks (of the report) that use it.
+    #[serde(default)]
+    pub networks: Vec<String>,
     /// The backend in use.
     pub mode: String,
     /// Frames received from the wire (steered to uvlan, or copied).
@@ -521,13 +684,8 @@ pub enum ClientError {
     },
 }
 
-/// Sends one request and returns the result (or the daemon's error).
-pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
-    let proto = |detail: String| ClientError::Protocol {
-        path: socket.to_path_buf(),
-        detail,
-    };
-    let mut stream = UnixStream::connect(socket).map_err(|e| {
+fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
+    UnixStream::connect(socket).map_err(|e| {
         if e.kind() == io::ErrorKind::PermissionDenied {
             ClientError::Denied {
                 path: socket.to_path_buf(),
@@ -537,15 +695,33 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientErr
                 path: socket.to_path_buf(),
             }
         }
-    })?;
+    })
+}
+
+/// Writes the request line and reads the answer line.
+fn exchange(
+    socket: &Path,
+    stream: &UnixStream,
+    reader: &mut BufReader<UnixStream>,
+    req: &Request,
+    half_close: bool,
+) -> Result<serde_json::Value, ClientError> {
+    let proto = |detail: String| ClientError::Protocol {
+        path: socket.to_path_buf(),
+        detail,
+    };
     let mut line = serde_json::to_vec(req).map_err(|e| proto(e.to_string()))?;
     line.push(b'\n');
-    stream
-        .write_all(&line)
+    let mut w = stream;
+    w.write_all(&line)
         .map_err(|e| proto(format!("sending the request: {e}")))?;
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+    if half_close {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
     let mut answer = String::new();
-    BufReader::new(stream)
+    reader
+        .by_ref()
+        .take(MAX_REQUEST)
         .read_line(&mut answer)
         .map_err(|e| proto(format!("reading the answer: {e}")))?;
     if answer.is_empty() {
@@ -558,6 +734,78 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientErr
         Ok(Response::Error { message }) => Err(ClientError::Daemon(message)),
         Err(e) => Err(proto(format!("malformed answer: {e}"))),
     }
+}
+
+/// Sends one request and returns the result (or the daemon's error).
+pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
+    let stream = connect(socket)?;
+    let read_half = stream.try_clone().map_err(|e| ClientError::Protocol {
+        path: socket.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    exchange(socket, &stream, &mut BufReader::new(read_half), req, true)
+}
+
+/// The client's side of a streaming request, after the daemon's `ok` answer.
+#[derive(Debug)]
+pub struct ClientStream {
+    /// What the daemon sends (buffered: bytes after the answer line may already be here).
+    pub reader: BufReader<UnixStream>,
+    /// The connection, for writing and for shutting down.
+    pub stream: UnixStream,
+}
+
+impl ClientStream {
+    /// Writes one JSON line.
+    pub fn write_line<T: Serialize>(&mut self, v: &T) -> io::Result<()> {
+        let mut line = serde_json::to_vec(v).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.stream.write_all(&line)
+    }
+
+    /// Reads one JSON line; `Ok(None)` when the daemon closed the connection.
+    pub fn read_line<T: serde::de::DeserializeOwned>(&mut self) -> io::Result<Option<T>> {
+        let mut line = String::new();
+        if self
+            .reader
+            .by_ref()
+            .take(MAX_REQUEST)
+            .read_line(&mut line)?
+            == 0
+        {
+            return Ok(None);
+        }
+        serde_json::from_str(&line)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// Sends a streaming request ([`Request::is_streaming`]) and returns the daemon's answer
+/// with the open connection.
+pub fn open_stream<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    req: &Request,
+) -> Result<(T, ClientStream), ClientError> {
+    start_stream(socket, connect(socket)?, req)
+}
+
+/// [`open_stream`] on a connection already made (`socket` names it in errors).
+pub fn start_stream<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    stream: UnixStream,
+    req: &Request,
+) -> Result<(T, ClientStream), ClientError> {
+    let proto = |detail: String| ClientError::Protocol {
+        path: socket.to_path_buf(),
+        detail,
+    };
+    let read_half = stream.try_clone().map_err(|e| proto(e.to_string()))?;
+    let mut reader = BufReader::new(read_half);
+    let v = exchange(socket, &stream, &mut reader, req, false)?;
+    let start =
+        serde_json::from_value(v).map_err(|e| proto(format!("unexpected result shape: {e}")))?;
+    Ok((start, ClientStream { reader, stream }))
 }
 
 /// Sends one request and decodes a typed result.
@@ -631,37 +879,136 @@ pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     crate::sys::peer_uid(std::os::fd::AsFd::as_fd(stream))
 }
 
-/// Serves one connection: checks the peer is root, reads one request, answers with
-/// `handle`'s response.
-pub fn serve_connection(stream: UnixStream, handle: &dyn Fn(Request) -> Response) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let answer = match peer_uid(&stream) {
-        Ok(0) => read_request(&stream).map_or_else(|message| Response::Error { message }, handle),
-        Ok(uid) => Response::Error {
-            message: format!(
+/// What serves the API's requests: one-shot ones and streaming ones.
+pub trait Server {
+    /// Answers a one-shot request.
+    fn answer(&self, req: Request) -> Response;
+    /// Serves a streaming request ([`Request::is_streaming`]): answers on `conn`, then
+    /// streams as the module docs say.
+    fn stream(&self, req: Request, conn: StreamConn);
+}
+
+/// A connection whose request line has been read.
+#[derive(Debug)]
+pub struct StreamConn {
+    reader: BufReader<UnixStream>,
+    stream: UnixStream,
+}
+
+impl StreamConn {
+    fn new(stream: UnixStream) -> io::Result<StreamConn> {
+        Ok(StreamConn {
+            reader: BufReader::new(stream.try_clone()?),
+            stream,
+        })
+    }
+
+    fn read_request(&mut self) -> Result<Request, String> {
+        let mut line = String::new();
+        self.reader
+            .by_ref()
+            .take(MAX_REQUEST)
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the request: {e}"))?;
+        serde_json::from_str(&line).map_err(|e| {
+            format!("malformed request (is the client the same uvlan version as the daemon?): {e}")
+        })
+    }
+
+    /// Writes the answer line.
+    pub fn answer(&mut self, r: &Response) -> io::Result<()> {
+        self.write_line(r)
+    }
+
+    /// Writes one JSON line.
+    pub fn write_line<T: Serialize>(&mut self, v: &T) -> io::Result<()> {
+        let mut line = serde_json::to_vec(v).map_err(io::Error::other)?;
+        line.push(b'\n');
+        (&self.stream).write_all(&line)
+    }
+
+    /// Reads one line of at most [`MAX_REQUEST`] bytes and decodes it; `Ok(None)` when the
+    /// client has shut its side down.
+    pub fn read_line<T: serde::de::DeserializeOwned>(&mut self) -> io::Result<Option<T>> {
+        let mut line = String::new();
+        if self
+            .reader
+            .by_ref()
+            .take(MAX_REQUEST)
+            .read_line(&mut line)?
+            == 0
+        {
+            return Ok(None);
+        }
+        serde_json::from_str(&line)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// The connection, for streaming bytes: what the client sends (buffered), and the
+    /// socket. No read timeout is left on it.
+    pub fn into_parts(self) -> (BufReader<UnixStream>, UnixStream) {
+        let _ = self.stream.set_read_timeout(None);
+        (self.reader, self.stream)
+    }
+}
+
+/// Serves one connection: checks the peer is root, reads one request, and answers it with
+/// `server` (or hands the connection to it, for a streaming request).
+pub fn serve(stream: UnixStream, server: &dyn Server) {
+    match peer_uid(&stream) {
+        Ok(0) => serve_trusted(stream, server),
+        Ok(uid) => refuse(
+            stream,
+            format!(
                 "permission denied: the uvlan API is for root only (you are uid {uid}); run \
                  the command as root"
             ),
-        },
-        Err(e) => Response::Error {
-            message: format!("cannot check the peer's credentials (SO_PEERCRED): {e}"),
-        },
-    };
+        ),
+        Err(e) => refuse(
+            stream,
+            format!("cannot check the peer's credentials (SO_PEERCRED): {e}"),
+        ),
+    }
+}
+
+fn refuse(stream: UnixStream, message: String) {
     let mut w = &stream;
-    if let Ok(mut line) = serde_json::to_vec(&answer) {
+    if let Ok(mut line) = serde_json::to_vec(&Response::Error { message }) {
         line.push(b'\n');
         let _ = w.write_all(&line);
     }
 }
 
-fn read_request(stream: &UnixStream) -> Result<Request, String> {
-    let mut line = String::new();
-    BufReader::new(stream.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .map_err(|e| format!("cannot read the request: {e}"))?;
-    serde_json::from_str(&line).map_err(|e| {
-        format!("malformed request (is the client the same uvlan version as the daemon?): {e}")
-    })
+/// [`serve`] without the credentials check, for a peer the caller trusts (its own end of a
+/// socket pair).
+pub fn serve_trusted(stream: UnixStream, server: &dyn Server) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(mut conn) = StreamConn::new(stream) else {
+        return;
+    };
+    let answer = match conn.read_request() {
+        Ok(r) if r.is_streaming() => return server.stream(r, conn),
+        Ok(r) => server.answer(r),
+        Err(message) => Response::Error { message },
+    };
+    let _ = conn.answer(&answer);
+}
+
+/// Serves one connection with a one-shot handler (streaming requests are refused).
+pub fn serve_connection(stream: UnixStream, handle: &dyn Fn(Request) -> Response) {
+    struct OneShot<'a>(&'a dyn Fn(Request) -> Response);
+    impl Server for OneShot<'_> {
+        fn answer(&self, req: Request) -> Response {
+            (self.0)(req)
+        }
+        fn stream(&self, _req: Request, mut conn: StreamConn) {
+            let _ = conn.answer(&Response::Error {
+                message: "this server does not serve streaming requests".to_string(),
+            });
+        }
+    }
+    serve(stream, &OneShot(handle));
 }
 
 #[cfg(test)]

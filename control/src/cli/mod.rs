@@ -4,6 +4,8 @@
 //! print one line on stderr and exit 1; errors from the daemon are prefixed
 //! `Error response from daemon: `, as docker's CLI does.
 
+mod capture;
+mod replay;
 mod run;
 mod stats;
 
@@ -36,8 +38,11 @@ pub enum Cmd {
     Network(NetworkCmd),
     /// Run a command in a new network namespace attached to a network.
     Run(run::RunArgs),
-    /// Explain one frame's fate in a network, stage by stage.
+    /// Explain one frame's fate in a network, stage by stage; or replay a capture (--pcap).
     Trace(TraceArgs),
+    /// Capture a network's frames as pcapng, with the engine's verdict on each (and, with
+    /// --drops, the frames it dropped).
+    Capture(capture::CaptureArgs),
     /// Show the dataplane's counters: per endpoint, per wire, and frames dropped by reason.
     Stats(stats::StatsArgs),
     /// Build a testbed in fresh namespaces (with a private daemon), run its checks, print
@@ -81,6 +86,13 @@ pub struct DaemonArgs {
     /// `af_packet` force one backend (attaching a parent fails if it cannot be opened).
     #[arg(long, value_enum, value_name = "BACKEND", default_value = "auto")]
     pub wire_backend: WireBackendArg,
+    /// Serve the counters (OpenMetrics/Prometheus) on http://ADDR:PORT/metrics; a loopback
+    /// address only, unless --metrics-allow-remote.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Let --metrics listen on an address other hosts can reach.
+    #[arg(long = "metrics-allow-remote", requires = "metrics")]
+    pub metrics_allow_remote: bool,
 }
 
 /// `uvlan daemon --wire-backend`.
@@ -217,17 +229,36 @@ Examples:
   uvlan trace net1 --from wire --to 192.0.2.3          arrives on the parent (tagged with
                                                        the network's VID)
   uvlan trace net1 --from wire --to 192.0.2.3 --vid 30 a frame with another tag
-  uvlan trace net1 --from c1 --to 02:42:c0:00:02:03    to that endpoint's MAC")]
+  uvlan trace net1 --from c1 --to 02:42:c0:00:02:03    to that endpoint's MAC
+  uvlan trace net1 --pcap c1.pcap --from c1           replay a capture: each frame's verdict
+  uvlan trace net1 --pcap net1.pcapng                 frames enter where the capture saw them
+
+With --pcap, each frame of the capture (pcap or pcapng) is decided by the live engine with the
+network's current configuration and nothing is delivered. Without --from, a frame whose pcapng
+interface is named like an endpoint of the network (as uvlan capture names them) is sent by
+that endpoint, frames marked outbound are skipped (outputs, not inputs), and every other frame
+comes from the wire.")]
 pub struct TraceArgs {
     /// Network name or ID.
     pub network: String,
     /// Where the frame enters: `wire` (the network's parent) or an endpoint (the namespace
     /// name shown by inspect, or an endpoint ID prefix).
-    #[arg(long, value_name = "ENDPOINT|wire")]
-    pub from: String,
+    #[arg(long, value_name = "ENDPOINT|wire", required_unless_present = "pcap")]
+    pub from: Option<String>,
     /// Destination: an IP address, or a MAC address of an endpoint.
-    #[arg(long, value_name = "IP|MAC")]
-    pub to: String,
+    #[arg(
+        long,
+        value_name = "IP|MAC",
+        required_unless_present = "pcap",
+        conflicts_with = "pcap"
+    )]
+    pub to: Option<String>,
+    /// Replay the frames of a pcap or pcapng file instead of building one.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// With --pcap: print each frame's whole trace, not only its verdict.
+    #[arg(short = 'v', long, requires = "pcap")]
+    pub verbose: bool,
     /// Packet: icmp (echo request), udp, arp (request for --to), ns (neighbour solicitation
     /// for --to).
     #[arg(long, value_name = "PROTO", default_value = "icmp",
@@ -291,6 +322,7 @@ pub fn main() -> i32 {
             let opts = crate::service::DaemonOptions {
                 docker,
                 wire_backend: a.wire_backend.into(),
+                metrics: a.metrics.map(|m| (m, a.metrics_allow_remote)),
             };
             crate::service::run_daemon(&root, &socket, &opts, log)
                 .map(|()| 0)
@@ -299,6 +331,7 @@ pub fn main() -> i32 {
         Cmd::Network(n) => network(n),
         Cmd::Run(r) => run::run(r),
         Cmd::Trace(t) => trace(t),
+        Cmd::Capture(c) => capture::capture(c),
         Cmd::Stats(a) => stats::stats(a),
         Cmd::Lab { testbed } => lab(testbed.as_deref()),
     };
@@ -546,10 +579,18 @@ fn lab(testbed: Option<&str>) -> Result<i32, Failure> {
 }
 
 fn trace(a: TraceArgs) -> Result<i32, Failure> {
+    if let Some(pcap) = &a.pcap {
+        return replay::replay(a.network, pcap, a.from, a.verbose);
+    }
+    let (Some(from), Some(to)) = (a.from, a.to) else {
+        return Err(Failure::msg(
+            "uvlan trace needs --from and --to (or --pcap FILE)",
+        ));
+    };
     let req = api::TraceRequest {
         network: a.network,
-        from: a.from,
-        to: a.to,
+        from,
+        to,
         proto: Some(a.proto),
         vid: a.vid,
         dst_mac: a.dst_mac,

@@ -44,7 +44,8 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The report as tables: endpoints, wires, drop reasons.
+/// The report as tables: endpoints, wires (each parent once, with the networks sharing it),
+/// drop reasons.
 pub fn render(r: &StatsReport) -> String {
     let mut out = String::new();
     let mut eps = vec![[
@@ -73,8 +74,8 @@ pub fn render(r: &StatsReport) -> String {
     }
     out.push_str(&table(&eps));
     let mut wires = vec![[
-        "NETWORK",
         "PARENT",
+        "NETWORKS",
         "FROM WIRE",
         "FROM WIRE BYTES",
         "TO WIRE",
@@ -86,21 +87,19 @@ pub fn render(r: &StatsReport) -> String {
     ]
     .map(String::from)
     .to_vec()];
-    for n in &r.networks {
-        if let Some(w) = &n.wire {
-            wires.push(vec![
-                n.name.clone(),
-                w.parent.clone(),
-                w.received_frames.to_string(),
-                w.received_bytes.to_string(),
-                w.sent_frames.to_string(),
-                w.sent_bytes.to_string(),
-                w.dropped.to_string(),
-                w.gso_to_kernel.to_string(),
-                w.gso_segmented.to_string(),
-                w.mode.clone(),
-            ]);
-        }
+    for w in &r.wires {
+        wires.push(vec![
+            w.parent.clone(),
+            w.networks.join(","),
+            w.received_frames.to_string(),
+            w.received_bytes.to_string(),
+            w.sent_frames.to_string(),
+            w.sent_bytes.to_string(),
+            w.dropped.to_string(),
+            w.gso_to_kernel.to_string(),
+            w.gso_segmented.to_string(),
+            w.mode.clone(),
+        ]);
     }
     if wires.len() > 1 {
         out.push('\n');
@@ -152,25 +151,29 @@ mod tests {
     use crate::api::{EndpointStats, NetworkStats, WireStats};
 
     #[test]
-    fn tables_list_endpoints_wires_and_drop_reasons() {
+    fn tables_list_endpoints_wires_once_and_drop_reasons() {
         let mut r = StatsReport::default();
         assert!(render(&r).ends_with("no frame dropped\n"));
-        r.networks.push(NetworkStats {
-            name: "net1".into(),
-            endpoints: vec![EndpointStats {
-                name: "c1".into(),
-                sent_frames: 3,
-                sent_bytes: 300,
-                received_frames: 2,
-                received_bytes: 200,
-                dropped: 1,
-            }],
-            wire: Some(WireStats {
-                parent: "eth0".into(),
-                mode: "af_xdp".into(),
-                sent_frames: 7,
-                ..WireStats::default()
-            }),
+        for (net, ep) in [("net1", "c1"), ("net2", "c2")] {
+            r.networks.push(NetworkStats {
+                name: net.into(),
+                endpoints: vec![EndpointStats {
+                    name: ep.into(),
+                    sent_frames: 3,
+                    sent_bytes: 300,
+                    received_frames: 2,
+                    received_bytes: 200,
+                    dropped: 1,
+                }],
+                wire: Some("eth0".into()),
+            });
+        }
+        r.wires.push(WireStats {
+            parent: "eth0".into(),
+            networks: vec!["net1".into(), "net2".into()],
+            mode: "af_xdp".into(),
+            sent_frames: 7,
+            ..WireStats::default()
         });
         r.drops.insert("l3_group_dst".into(), 4);
         let t = render(&r);
@@ -180,8 +183,16 @@ mod tests {
             lines[1].starts_with("net1      c1         3      300"),
             "{t}"
         );
-        assert!(t.contains("eth0"), "{t}");
-        assert!(t.contains("af_xdp"), "{t}");
+        let wire_rows: Vec<&&str> = lines.iter().filter(|l| l.starts_with("eth0")).collect();
+        assert_eq!(wire_rows.len(), 1, "one row per parent: {t}");
+        assert!(wire_rows[0].contains("net1,net2"), "{t}");
+        assert!(wire_rows[0].ends_with("af_xdp"), "{t}");
         assert!(t.lines().last().unwrap().starts_with("l3_group_dst"), "{t}");
+        // JSON: networks name their wire; the wire's counters appear once.
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["networks"][1]["wire"], "eth0");
+        assert_eq!(v["wires"].as_array().unwrap().len(), 1);
+        assert_eq!(v["wires"][0]["sent_frames"], 7);
+        assert_eq!(v["dataplane"]["iterations"], 0);
     }
 }

@@ -1,6 +1,6 @@
 //! Request dispatch: each API request to the operation serving it, and its answer.
 
-use crate::api::{one_line, Request, Response};
+use crate::api::{one_line, Request, Response, Server, StreamConn};
 
 use super::model::Daemon;
 
@@ -29,6 +29,10 @@ impl Daemon {
                 .run_watch(&network, &netns, pid)
                 .map(|()| serde_json::Value::Null),
             Request::Trace(t) => self.trace(&t).map(Into::into),
+            Request::Capture(_) | Request::Replay(_) => Err(
+                "capture and replay stream on their connection: serve them with api::serve"
+                    .to_string(),
+            ),
             Request::Stats { networks } => self.stats(&networks).and_then(to_value),
             Request::NetworkEnsure(e) => self.ensure_network(&e).map(Into::into),
             Request::NetworkDelete { network, owner } => {
@@ -53,6 +57,24 @@ impl Daemon {
             Err(message) => Response::Error {
                 message: one_line(&message),
             },
+        }
+    }
+}
+
+/// The API's view of the daemon: one-shot requests through [`Daemon::handle`], streaming
+/// ones (capture, replay) on their connection.
+impl Server for Daemon {
+    fn answer(&self, req: Request) -> Response {
+        self.handle(req)
+    }
+
+    fn stream(&self, req: Request, mut conn: StreamConn) {
+        match req {
+            Request::Capture(c) => self.serve_capture(&c, conn),
+            Request::Replay(r) => self.serve_replay(&r, conn),
+            other => {
+                let _ = conn.answer(&self.handle(other));
+            }
         }
     }
 }

@@ -6,13 +6,15 @@
 //! - [`EngineOnly`]: keeps the engine and the TAP fds in the caller and applies every
 //!   configuration change, but moves no frames: unit tests of the control logic use it. Its
 //!   route stage asks the [`Routes`] it was given (none by default: every routed destination
-//!   is unreachable).
+//!   is unreachable). Captures started on it record the frames a test feeds it
+//!   ([`EngineOnly::inject`]), decided and recorded as the run loop does.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use uvlan_dataplane::fwd::{Engine, Ingress, NoRoutes, ParentId, PortId, Routes};
+use uvlan_dataplane::capture::{self, CaptureFilter, CaptureReader, CaptureTap};
+use uvlan_dataplane::fwd::{DropReason, Engine, Ingress, NoRoutes, ParentId, PortId, Routes};
 use uvlan_dataplane::port::tap::Tap;
 use uvlan_dataplane::trace::{trace, Trace};
 
@@ -51,6 +53,15 @@ pub trait DataplaneApi: Send + Sync {
     fn stats(&self) -> Result<Option<uvlan_dataplane::run::Stats>, DpError> {
         Ok(None)
     }
+    /// Starts recording the frames `filter` selects; the reader takes them (dropping it
+    /// ends the capture). A dataplane that records no frames refuses.
+    fn start_capture(&self, filter: CaptureFilter) -> Result<CaptureReader, DpError> {
+        let _ = filter;
+        Err(DpError::Failed(format!(
+            "this dataplane cannot capture frames ({})",
+            self.describe()
+        )))
+    }
 }
 
 /// Runs `f` on the engine and returns its typed result.
@@ -73,6 +84,7 @@ pub struct EngineOnly {
     taps: Mutex<HashMap<PortId, Tap>>,
     wires: Mutex<HashMap<ParentId, usize>>,
     routes: Mutex<BoxedRoutes>,
+    tap: Mutex<CaptureTap>,
 }
 
 impl Default for EngineOnly {
@@ -94,7 +106,28 @@ impl EngineOnly {
             taps: Mutex::default(),
             wires: Mutex::default(),
             routes: Mutex::new(routes),
+            tap: Mutex::default(),
         }
+    }
+
+    /// The synthetic feed: decides `frame` from `ingress` with the engine (and the routes
+    /// it was given) and records it on every capture started here, exactly as the run loop
+    /// records a frame it reads (`uvlan_dataplane::capture::feed`). Delivers nothing.
+    pub fn inject(
+        &self,
+        frame: &[u8],
+        ingress: Ingress,
+    ) -> Result<Result<(), DropReason>, DpError> {
+        let e = self.engine.lock().map_err(poisoned)?;
+        let mut routes = self.routes.lock().map_err(poisoned)?;
+        let mut tap = self.tap.lock().map_err(poisoned)?;
+        Ok(capture::feed(&e, &mut **routes, &mut tap, frame, ingress))
+    }
+
+    /// Captures currently attached (a reader dropped is forgotten at the next
+    /// [`EngineOnly::inject`]).
+    pub fn capture_sessions(&self) -> usize {
+        self.tap.lock().map(|t| t.sessions()).unwrap_or(0)
     }
 
     /// Number of TAPs held (for tests).
@@ -171,5 +204,11 @@ impl DataplaneApi for EngineOnly {
     fn describe(&self) -> String {
         "configuration only: networks and endpoints are set up, but no frames are forwarded"
             .to_string()
+    }
+
+    fn start_capture(&self, filter: CaptureFilter) -> Result<CaptureReader, DpError> {
+        let (session, reader) = capture::open(filter);
+        self.tap.lock().map_err(poisoned)?.attach(session);
+        Ok(reader)
     }
 }

@@ -19,10 +19,12 @@
 //!   engine; restoring one), `parents` (following the host's parents), `create` (making a
 //!   network);
 //! - the operations: `cli_ops` (the uvlan CLI's), `managed` (the Docker driver's and the CNI
-//!   plugin's), `stats` and `trace`;
+//!   plugin's), `stats`, `trace` and `capture` (capture and replay, streamed on their
+//!   connection);
 //! - `start` (start-up from the store) and `dispatch` (each request to its operation).
 
 mod attach;
+mod capture;
 mod cli_ops;
 mod connect;
 mod create;
@@ -42,6 +44,8 @@ mod start;
 mod stats;
 mod trace;
 
+#[cfg(test)]
+mod capture_tests;
 #[cfg(test)]
 mod tests;
 

@@ -1,16 +1,18 @@
-//! `uvlan stats`: the dataplane's counters, per network and endpoint, and the engine's drop
-//! reasons (the same [`uvlan_dataplane::fwd::DropReason`] values `uvlan trace` names, counted
-//! by the code that decides every frame).
+//! `uvlan stats` and the daemon's `/metrics`: the dataplane's counters, per network and
+//! endpoint, per wire (each parent once, with the networks sharing it), and the engine's
+//! drop reasons (the same [`uvlan_dataplane::fwd::DropReason`] values `uvlan trace` names,
+//! counted by the code that decides every frame). One function builds the report for both.
 
 use std::collections::BTreeMap;
 
-use crate::api::{EndpointStats, NetworkStats, StatsReport, WireStats};
+use crate::api::{DataplaneLoopStats, EndpointStats, NetworkStats, StatsReport, WireStats};
 
 use super::model::Daemon;
 
 impl Daemon {
-    /// Counters of `names` (all networks when empty).
-    pub(super) fn stats(&self, names: &[String]) -> Result<StatsReport, String> {
+    /// Counters of `names` (all networks when empty): the report `uvlan stats` prints and
+    /// `/metrics` encodes.
+    pub fn stats(&self, names: &[String]) -> Result<StatsReport, String> {
         let st = self.lock();
         let picked: Vec<usize> = if names.is_empty() {
             (0..st.nets.len()).collect()
@@ -57,20 +59,32 @@ impl Daemon {
                 .and_then(|rt| rt.parent)
                 .and_then(|pid| s.parent(pid));
             if let Some(w) = wire {
-                ns.wire = Some(WireStats {
-                    parent: w.ifname.clone(),
-                    mode: w.mode.clone(),
-                    received_frames: w.rx_steered + w.rx_copied,
-                    received_bytes: w.rx_bytes,
-                    sent_frames: w.tx_frames,
-                    sent_bytes: w.tx_bytes,
-                    dropped: w.tx_dropped + w.backend_rx_drops,
-                    gso_to_kernel: w.tx_gso_kernel,
-                    gso_segmented: w.tx_segmented,
-                });
+                ns.wire = Some(w.ifname.clone());
+                match report.wires.iter_mut().find(|x| x.parent == w.ifname) {
+                    Some(known) => known.networks.push(net.rec.name.clone()),
+                    None => report.wires.push(WireStats {
+                        parent: w.ifname.clone(),
+                        networks: vec![net.rec.name.clone()],
+                        mode: w.mode.clone(),
+                        received_frames: w.rx_steered + w.rx_copied,
+                        received_bytes: w.rx_bytes,
+                        sent_frames: w.tx_frames,
+                        sent_bytes: w.tx_bytes,
+                        dropped: w.tx_dropped + w.backend_rx_drops,
+                        gso_to_kernel: w.tx_gso_kernel,
+                        gso_segmented: w.tx_segmented,
+                    }),
+                }
             }
             report.networks.push(ns);
         }
+        report.wires.sort_by(|a, b| a.parent.cmp(&b.parent));
+        report.dataplane = DataplaneLoopStats {
+            iterations: s.iterations,
+            commands: s.commands,
+        };
+        // INTEGRATION (loop rewrite): the loop's batch-size histogram and wake-up counters
+        // join `DataplaneLoopStats` here, and per-network drop counters join `drops`.
         let nonzero = |v: Vec<(String, u64)>| -> BTreeMap<String, u64> {
             v.into_iter().filter(|(_, n)| *n > 0).collect()
         };
