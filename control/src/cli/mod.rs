@@ -149,7 +149,8 @@ pub struct CreateArgs {
     /// Subnet in CIDR format (repeatable).
     #[arg(long, value_name = "CIDR")]
     pub subnet: Vec<String>,
-    /// Gateway for a subnet (repeatable; default: the first usable address).
+    /// Gateway for a subnet (repeatable; default: the first usable address, none on a /31 or
+    /// /32).
     #[arg(long, value_name = "IP")]
     pub gateway: Vec<String>,
     /// Allocate container addresses from a sub-range (repeatable, one per subnet).
