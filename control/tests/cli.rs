@@ -858,3 +858,80 @@ fn trace_shows_the_hosts_answer_for_routed_egress() {
     let table = w.ok(&["stats"]);
     assert!(table.contains("route_unreachable"), "{table}");
 }
+
+#[test]
+fn slash_31_point_to_point_in_every_mode() {
+    let mut w = World::new();
+    let h = w.ns("host");
+    for args in [
+        vec![
+            "-n", &h, "link", "add", "p0", "type", "veth", "peer", "name", "p1",
+        ],
+        vec!["-n", &h, "link", "set", "p0", "up"],
+        vec!["-n", &h, "link", "set", "p1", "up"],
+    ] {
+        let o = sh(Command::new("ip").args(&args));
+        assert!(o.status.success(), "ip {args:?}: {}", text(&o.stderr));
+    }
+    // RFC 3021: no network, broadcast or automatic gateway in a /31; both addresses go to
+    // endpoints, which reach each other on the link (one VLAN of p0 per network).
+    let cases = [
+        ("p2pl2", "ipvlan", "ipvlan_mode=l2", "p0.31", "192.0.2.0"),
+        ("p2pl3", "ipvlan", "ipvlan_mode=l3", "p0.32", "192.0.2.2"),
+        (
+            "p2pmv",
+            "macvlan",
+            "macvlan_mode=bridge",
+            "p0.33",
+            "192.0.2.4",
+        ),
+    ];
+    for (net, driver, mode, parent, first) in cases {
+        let subnet = format!("{first}/31");
+        let parent = format!("parent={parent}");
+        w.ok(&[
+            "network", "create", "-d", driver, "--subnet", &subnet, "-o", &parent, "-o", mode, net,
+        ]);
+        let cfg = &inspect(&w, net)["IPAM"]["Config"][0];
+        assert_eq!(cfg["Subnet"], subnet.as_str());
+        assert!(cfg.get("Gateway").is_none(), "{net}: {cfg}");
+        let (a, b) = (w.netns(&format!("{net}a")), w.netns(&format!("{net}b")));
+        w.ok(&["network", "connect", net, &a]);
+        w.ok(&["network", "connect", net, &b]);
+        let last = first.rsplit_once('.').unwrap();
+        let second = format!("{}.{}", last.0, last.1.parse::<u8>().unwrap() + 1);
+        let addr_a = w.ip(&format!("{net}a"), &["-4", "-o", "addr", "show", "eth0"]);
+        let addr_b = w.ip(&format!("{net}b"), &["-4", "-o", "addr", "show", "eth0"]);
+        assert!(
+            addr_a.contains(&format!("inet {first}/31")),
+            "{net}: {addr_a}"
+        );
+        assert!(
+            addr_b.contains(&format!("inet {second}/31")),
+            "{net}: {addr_b}"
+        );
+        // No gateway: l2 and macvlan have the link route only; l3 keeps `default dev eth0`.
+        let routes = w.ip(&format!("{net}a"), &["route"]);
+        assert_eq!(
+            routes.contains("default"),
+            mode == "ipvlan_mode=l3",
+            "{net}: {routes}"
+        );
+        assert!(
+            w.ping(&format!("{net}a"), &second),
+            "{net}: {first} cannot ping {second}\n{}",
+            w.log()
+        );
+        assert!(
+            w.ping(&format!("{net}b"), first),
+            "{net}: {second} cannot ping {first}"
+        );
+        // The link is full.
+        let c = w.netns(&format!("{net}c"));
+        let full = w.fail(&["network", "connect", net, &c]);
+        assert!(
+            full.contains("no available IPv4 addresses on this network's address pools"),
+            "{full}"
+        );
+    }
+}
