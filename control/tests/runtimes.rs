@@ -605,7 +605,7 @@ fn containerd_ctr_run_with_cni() {
         c.w.daemon_log(),
         c.log()
     );
-    assert_eq!(c.w.endpoint_addrs("uvt-ctr"), [addr_a.clone()]);
+    assert_eq!(c.w.endpoint_addrs("uvt-ctr"), std::slice::from_ref(&addr_a));
     // A's task killed: its ctr run does CNI DEL; the network and its addresses go.
     let k = c.ctr_plain(&["task", "kill", "--signal", "SIGKILL", "uvt-ca"]);
     assert!(k.status.success(), "ctr task kill: {}", text(&k.stderr));

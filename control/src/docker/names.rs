@@ -271,7 +271,7 @@ mod tests {
                 format!("GET /networks/{c} HTTP/1.0")
             ]
         );
-        assert_eq!(learner.unnamed(), [c.clone()]);
+        assert_eq!(learner.unnamed(), std::slice::from_ref(&c));
         assert_eq!(daemon.0.lock().unwrap()[0].1, "first");
         assert!(logged.lock().unwrap().is_empty());
         // Docker unreachable: one failed try, nothing renamed, nothing logged.
