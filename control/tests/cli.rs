@@ -935,3 +935,82 @@ fn slash_31_point_to_point_in_every_mode() {
         );
     }
 }
+
+/// The interfaces of the root namespace, by name.
+fn root_links() -> Vec<String> {
+    text(&sh(Command::new("ip").args(["-o", "link"])).stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+#[test]
+fn doctor_probes_for_real_and_leaves_nothing() {
+    let w = World::new();
+    let netns_before = sh(Command::new("ip").args(["netns", "list"])).stdout;
+    let o = sh(Command::new(BIN)
+        .args(["doctor", "--format", "json"])
+        .env("UVLAN_SOCKET", w.socket()));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&o.stdout), text(&o.stderr)));
+    // The system tests run where uvlan works (they make TAPs and namespaces themselves).
+    assert_eq!(o.status.code(), Some(0), "{r:#}");
+    assert_eq!(r["works"], true);
+    let status = |id: &str| {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no check {id}: {r:#}"))["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for id in ["netns", "tun", "bpf"] {
+        assert_eq!(status(id), "ok", "{id}: {r:#}");
+    }
+    // The daemon of this world answers on its socket.
+    let daemon = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "daemon")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(daemon.starts_with("running"), "{daemon}");
+    assert_eq!(r["kernel_drivers"].as_array().unwrap().len(), 4);
+    // Nothing left: no probe interface here, no namespace added.
+    assert!(
+        !root_links()
+            .iter()
+            .any(|l| l.starts_with("uvdoc") || l.starts_with("uvprobe")),
+        "{:?}",
+        root_links()
+    );
+    assert_eq!(
+        sh(Command::new("ip").args(["netns", "list"])).stdout,
+        netns_before
+    );
+    // The text says the same on one screen.
+    let o = sh(Command::new(BIN).arg("doctor"));
+    let t = text(&o.stdout);
+    assert!(t.ends_with("uvlan works here.\n"), "{t}");
+    assert!(t.lines().count() <= 30, "{t}");
+    // Not root: exit 1 with the reason, what needs no root still reported.
+    let o = sh(Command::new(BIN).arg("doctor").uid(65534).gid(65534));
+    let t = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains(", not running as root\n"), "{t}");
+    assert!(t.contains("TUN/TAP             skipped: needs root"), "{t}");
+    assert!(
+        t.ends_with(
+            "uvlan cannot work here: uvlan's daemon runs as root: run uvlan doctor as root (or \
+             with sudo) to probe namespaces, TAPs and BPF\n"
+        ),
+        "{t}"
+    );
+}

@@ -4,6 +4,7 @@
 //! print one line on stderr and exit 1; errors from the daemon are prefixed
 //! `Error response from daemon: `, as docker's CLI does.
 
+mod doctor;
 mod run;
 mod stats;
 
@@ -40,6 +41,10 @@ pub enum Cmd {
     Trace(TraceArgs),
     /// Show the dataplane's counters: per endpoint, per wire, and frames dropped by reason.
     Stats(stats::StatsArgs),
+    /// Tell what this kernel and sandbox offer and what uvlan will therefore do (TAP and
+    /// offloads, AF_XDP, BPF and tcx, io_uring, the kernel's own drivers, limits, Docker
+    /// and CNI directories); exit 1 only when uvlan cannot work here.
+    Doctor(doctor::DoctorArgs),
     /// Build a testbed in fresh namespaces (with a private daemon), run its checks, print
     /// the reachability matrix (root).
     Lab {
@@ -301,6 +306,7 @@ pub fn main() -> i32 {
         Cmd::Run(r) => run::run(r),
         Cmd::Trace(t) => trace(t),
         Cmd::Stats(a) => stats::stats(a),
+        Cmd::Doctor(a) => doctor::doctor(a),
         Cmd::Lab { testbed } => lab(testbed.as_deref()),
     };
     match result {
