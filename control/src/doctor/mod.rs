@@ -29,8 +29,8 @@ pub use scratch::{KernelDriver, Scratch};
 /// File descriptors the daemon holds whatever the number of endpoints (sockets, epoll,
 /// netlink, state files).
 pub const FD_RESERVE: u64 = 64;
-/// File descriptors per endpoint, about: the TAP, its namespace, its address watcher and
-/// the exit watcher of the process holding the namespace.
+/// File descriptors per endpoint (measured with a namespace endpoint): the TAP, its
+/// namespace, and two netlink sockets in that namespace.
 pub const FDS_PER_ENDPOINT: u64 = 4;
 
 /// How a check came out.
