@@ -5,6 +5,7 @@
 //! `Error response from daemon: `, as docker's CLI does.
 
 mod doctor;
+mod packaging;
 mod run;
 mod stats;
 
@@ -45,6 +46,10 @@ pub enum Cmd {
     /// offloads, AF_XDP, BPF and tcx, io_uring, the kernel's own drivers, limits, Docker
     /// and CNI directories); exit 1 only when uvlan cannot work here.
     Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(packaging::CompletionsArgs),
+    /// Write the manual pages (uvlan.1 and one per subcommand) into a directory.
+    Man(packaging::ManArgs),
     /// Build a testbed in fresh namespaces (with a private daemon), run its checks, print
     /// the reachability matrix (root).
     Lab {
@@ -307,6 +312,8 @@ pub fn main() -> i32 {
         Cmd::Trace(t) => trace(t),
         Cmd::Stats(a) => stats::stats(a),
         Cmd::Doctor(a) => doctor::doctor(a),
+        Cmd::Completions(a) => packaging::completions(a),
+        Cmd::Man(a) => packaging::man(a),
         Cmd::Lab { testbed } => lab(testbed.as_deref()),
     };
     match result {
