@@ -1014,3 +1014,42 @@ fn doctor_probes_for_real_and_leaves_nothing() {
         "{t}"
     );
 }
+
+#[test]
+fn sigterm_stops_the_daemon_well_within_the_units_timeout() {
+    let unit = include_str!("../../packaging/uvlan.service");
+    let timeout: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .and_then(|v| v.trim().strip_suffix('s'))
+        .and_then(|v| v.parse().ok())
+        .expect("TimeoutStopSec=Ns in packaging/uvlan.service");
+    let mut w = World::new();
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet",
+        "192.0.2.0/24",
+        "-o",
+        "ipvlan_mode=l3",
+        "stopnet",
+    ]);
+    for n in ["a", "b", "c"] {
+        let ns = w.netns(n);
+        w.ok(&["network", "connect", "stopnet", &ns]);
+    }
+    let t = Instant::now();
+    // SIGTERM, then SIGKILL after 5 s: a daemon that ends in time ends on its own.
+    w.kill_daemon(libc::SIGTERM);
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(3).min(Duration::from_secs(timeout / 2)),
+        "the daemon took {took:?} to stop (the unit allows {timeout} s)\n{}",
+        w.log()
+    );
+    // Its endpoints stay in place for the next start.
+    assert!(w.ip("a", &["link", "show", "eth0"]).contains("eth0"));
+    assert!(!w.socket().exists(), "the API socket is removed");
+}

@@ -230,3 +230,65 @@ fn man_pages_for_the_command_and_each_subcommand() {
     assert_eq!(packaging::write_man_pages(&dir).unwrap(), pages);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `KEY=VALUE` lines of a unit file, in order (comments and sections left out).
+fn unit_settings(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not KEY=VALUE: {l}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn unit_value<'a>(settings: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    settings
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[test]
+fn systemd_unit_runs_the_daemon_with_room_and_a_restart() {
+    let unit = unit_settings(include_str!("../../../packaging/uvlan.service"));
+    let exec = unit_value(&unit, "ExecStart");
+    assert_eq!(exec.len(), 1);
+    let args: Vec<&str> = exec[0].split_whitespace().collect();
+    assert_eq!(args[0], "/usr/local/bin/uvlan");
+    assert!(matches!(
+        Cli::try_parse_from(&args).unwrap().cmd,
+        Cmd::Daemon(DaemonArgs {
+            docker_plugin: false,
+            ..
+        })
+    ));
+    assert_eq!(unit_value(&unit, "Restart"), ["on-failure"]);
+    let nofile: u64 = unit_value(&unit, "LimitNOFILE")[0].parse().unwrap();
+    assert!(crate::doctor::Host::endpoints_allowed(nofile) >= 100_000);
+    assert_eq!(unit_value(&unit, "TimeoutStopSec"), ["10s"]);
+    assert_eq!(unit_value(&unit, "WantedBy"), ["multi-user.target"]);
+
+    // The Docker drop-in: the flag, and dockerd after the plugin sockets.
+    let dropin = unit_settings(include_str!(
+        "../../../packaging/uvlan.service.d/docker.conf"
+    ));
+    assert_eq!(unit_value(&dropin, "Before"), ["docker.service"]);
+    let exec = unit_value(&dropin, "ExecStart");
+    assert_eq!(
+        exec[0], "",
+        "a drop-in resets ExecStart before replacing it"
+    );
+    let args: Vec<&str> = exec[1].split_whitespace().collect();
+    assert!(matches!(
+        Cli::try_parse_from(&args).unwrap().cmd,
+        Cmd::Daemon(DaemonArgs {
+            docker_plugin: true,
+            ..
+        })
+    ));
+}
