@@ -254,9 +254,15 @@ impl Podman {
              [network]\n\
              network_backend = \"cni\"\n\
              cni_plugin_dirs = [\"{}\"]\n\
-             network_config_dir = \"{}\"\n",
+             network_config_dir = \"{}\"\n\
+             [engine]\n\
+             # The cleanup that conmon starts when a container dies (it may do the CNI DEL\n\
+             # before podman rm does) gets only these variables: the test's daemon socket.\n\
+             conmon_env_vars = [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\", \
+             \"UVLAN_SOCKET={}\"]\n",
             d.join("bin").display(),
-            d.join("net.d").display()
+            d.join("net.d").display(),
+            w.socket().display()
         );
         std::fs::write(d.join("containers.conf"), conf).unwrap();
         let storage = format!(
@@ -405,15 +411,18 @@ fn podman_containers_on_uvlan_macvlan_and_ipvlan_l3() {
     assert_eq!(inspect[0]["UvlanWire"]["VlanID"], 41);
     assert_eq!(inspect[0]["Labels"]["uvlan.managed-by"], "cni");
 
-    // podman rm: CNI DEL for each; the last endpoint takes the network with it.
+    // podman rm: CNI DEL for each (podman may leave it to the cleanup process conmon starts
+    // as the container dies, so it can end just after rm returns); the last endpoint takes
+    // the network with it.
     p.ok(&["rm", "--force", "--time", "0", "uvt-pma", "uvt-pla"]);
-    assert_eq!(w.endpoint_addrs("uvt-pmv").len(), 1);
+    w.wait_for("one endpoint left on uvt-pmv", || {
+        w.endpoint_addrs("uvt-pmv").len() == 1
+    });
     p.ok(&["rm", "--force", "--time", "0", "uvt-pmb", "uvt-plb"]);
-    let left = w.networks();
-    assert!(
-        !left.contains("uvt-pmv") && !left.contains("uvt-pl3"),
-        "{left}"
-    );
+    w.wait_for("the networks' removal with their last endpoints", || {
+        let left = w.networks();
+        !left.contains("uvt-pmv") && !left.contains("uvt-pl3")
+    });
     for net in ["uvt-pmv", "uvt-pl3"] {
         assert_eq!(w.held_addrs(net), Vec::<String>::new(), "{net}");
     }
