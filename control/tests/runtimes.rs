@@ -183,8 +183,9 @@ impl World {
         self.base.prefix.trim_end_matches('-').to_string()
     }
 
-    /// Removes the (empty) cgroup directories named `name` directly under each hierarchy,
-    /// with everything below them, deepest first.
+    /// Removes the cgroup directories named `name` directly under each hierarchy, with
+    /// everything below them, deepest first. A runtime's helper (podman's conmon) can still
+    /// be leaving its cgroup: tries again for a few seconds while any is left.
     fn remove_cgroups(&self, name: &str) {
         let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
             return;
@@ -194,7 +195,18 @@ impl World {
             .map(|e| e.path().join(name))
             .collect();
         roots.push(Path::new("/sys/fs/cgroup").join(name));
-        for root in roots.into_iter().filter(|r| r.is_dir()) {
+        let t = Instant::now();
+        loop {
+            Self::remove_trees(&roots);
+            if !roots.iter().any(|r| r.is_dir()) || t.elapsed() > Duration::from_secs(5) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn remove_trees(roots: &[PathBuf]) {
+        for root in roots.iter().filter(|r| r.is_dir()) {
             let mut dirs = vec![root.clone()];
             let mut all = Vec::new();
             while let Some(d) = dirs.pop() {
