@@ -3,7 +3,7 @@
 # namespaces. Needs root (namespaces, TAPs, XDP); installs its tools first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" -eq 0 ] || { echo "scripts/test.sh needs root (it builds network namespaces): run it with sudo" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "scripts/test.sh needs root (it builds network namespaces): run it as root (or with sudo)" >&2; exit 1; }
 scripts/deps.sh --test
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cni;
 pub mod daemon;
 pub mod docker;
+pub mod doctor;
 pub mod ids;
 pub mod inspect;
 pub mod ipam;

@@ -216,7 +216,7 @@ fn error_matrix_one_line_and_state_unchanged() {
     ]));
     let a = w.netns("a");
     let b = w.netns("b");
-    let held = w.ok(&[
+    w.ok(&[
         "network",
         "create",
         "-d",
@@ -227,7 +227,6 @@ fn error_matrix_one_line_and_state_unchanged() {
         "parent=p0.20",
         "held",
     ]);
-    let held12 = held.trim()[..12].to_string();
     w.ok(&[
         "network",
         "create",
@@ -248,6 +247,22 @@ fn error_matrix_one_line_and_state_unchanged() {
         "mv",
         &a,
     ]);
+    // The endpoint of `held` (eth0 in a) has no carrier: its parent p0 is down. The kernel
+    // applies the operational state of such a (non-urgent) carrier change in its linkwatch
+    // work, up to a second later, so `ip -br addr` would turn from UNKNOWN to DOWN under
+    // the test on a slow host: wait for it before taking the picture.
+    let t = Instant::now();
+    while !w
+        .ip("a", &["-br", "link", "show", "eth0"])
+        .contains(" DOWN ")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "eth0 in {a} never lost its carrier: {}",
+            w.ip("a", &["-br", "link"])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let before = w.observe();
     // held's parent p0 is down, so its endpoint has no carrier; the kernel updates the
     // operational state that `ip -br` prints later (linkwatch work, up to a second and more
@@ -279,7 +294,7 @@ fn error_matrix_one_line_and_state_unchanged() {
         (vec!["network", "create", "-d", "ipvlan", "-o", "parent=nope0", "n"], format!("{d}invalid subinterface vlan name nope0, example formatting is eth0.10")),
         (vec!["network", "create", "-d", "ipvlan", "-o", "parent=nope0.5", "n"], format!("{d}-o parent interface was not found on the host: nope0")),
         (vec!["network", "create", "-d", "macvlan", "-o", "parent=lo", "n"], format!("{d}loopback interface is not a valid macvlan parent link")),
-        (vec!["network", "create", "-d", "macvlan", "-o", "parent=p0.20", "n"], format!("{d}network held ({held12}) is already using parent interface p0.20")),
+        (vec!["network", "create", "-d", "macvlan", "-o", "parent=p0.20", "n"], format!("{d}network held is already using parent interface p0.20")),
         (vec!["network", "create", "-d", "ipvlan", "--subnet", "192.0.2.0/24", "--gateway", "198.51.100.1", "n"], "no matching subnet for gateway 198.51.100.1".into()),
         (vec!["network", "create", "-d", "ipvlan", "--subnet", "203.0.113.0/24", "--ip-range", "192.0.2.0/25", "n"], "no matching subnet for range 192.0.2.0/25".into()),
         (vec!["network", "create", "-d", "ipvlan", "--subnet", "203.0.113.0/24", "--aux-address", "r=192.0.2.9", "n"], "no matching subnet for aux-address 192.0.2.9".into()),
@@ -873,4 +888,199 @@ fn trace_shows_the_hosts_answer_for_routed_egress() {
     );
     let table = w.ok(&["stats"]);
     assert!(table.contains("route_unreachable"), "{table}");
+}
+
+#[test]
+fn slash_31_point_to_point_in_every_mode() {
+    let mut w = World::new();
+    let h = w.ns("host");
+    for args in [
+        vec![
+            "-n", &h, "link", "add", "p0", "type", "veth", "peer", "name", "p1",
+        ],
+        vec!["-n", &h, "link", "set", "p0", "up"],
+        vec!["-n", &h, "link", "set", "p1", "up"],
+    ] {
+        let o = sh(Command::new("ip").args(&args));
+        assert!(o.status.success(), "ip {args:?}: {}", text(&o.stderr));
+    }
+    // RFC 3021: no network, broadcast or automatic gateway in a /31; both addresses go to
+    // endpoints, which reach each other on the link (one VLAN of p0 per network).
+    let cases = [
+        ("p2pl2", "ipvlan", "ipvlan_mode=l2", "p0.31", "192.0.2.0"),
+        ("p2pl3", "ipvlan", "ipvlan_mode=l3", "p0.32", "192.0.2.2"),
+        (
+            "p2pmv",
+            "macvlan",
+            "macvlan_mode=bridge",
+            "p0.33",
+            "192.0.2.4",
+        ),
+    ];
+    for (net, driver, mode, parent, first) in cases {
+        let subnet = format!("{first}/31");
+        let parent = format!("parent={parent}");
+        w.ok(&[
+            "network", "create", "-d", driver, "--subnet", &subnet, "-o", &parent, "-o", mode, net,
+        ]);
+        let cfg = &inspect(&w, net)["IPAM"]["Config"][0];
+        assert_eq!(cfg["Subnet"], subnet.as_str());
+        assert!(cfg.get("Gateway").is_none(), "{net}: {cfg}");
+        let (a, b) = (w.netns(&format!("{net}a")), w.netns(&format!("{net}b")));
+        w.ok(&["network", "connect", net, &a]);
+        w.ok(&["network", "connect", net, &b]);
+        let last = first.rsplit_once('.').unwrap();
+        let second = format!("{}.{}", last.0, last.1.parse::<u8>().unwrap() + 1);
+        let addr_a = w.ip(&format!("{net}a"), &["-4", "-o", "addr", "show", "eth0"]);
+        let addr_b = w.ip(&format!("{net}b"), &["-4", "-o", "addr", "show", "eth0"]);
+        assert!(
+            addr_a.contains(&format!("inet {first}/31")),
+            "{net}: {addr_a}"
+        );
+        assert!(
+            addr_b.contains(&format!("inet {second}/31")),
+            "{net}: {addr_b}"
+        );
+        // No gateway: l2 and macvlan have the link route only; l3 keeps `default dev eth0`.
+        let routes = w.ip(&format!("{net}a"), &["route"]);
+        assert_eq!(
+            routes.contains("default"),
+            mode == "ipvlan_mode=l3",
+            "{net}: {routes}"
+        );
+        assert!(
+            w.ping(&format!("{net}a"), &second),
+            "{net}: {first} cannot ping {second}\n{}",
+            w.log()
+        );
+        assert!(
+            w.ping(&format!("{net}b"), first),
+            "{net}: {second} cannot ping {first}"
+        );
+        // The link is full.
+        let c = w.netns(&format!("{net}c"));
+        let full = w.fail(&["network", "connect", net, &c]);
+        assert!(
+            full.contains("no available IPv4 addresses on this network's address pools"),
+            "{full}"
+        );
+    }
+}
+
+/// The interfaces of the root namespace, by name.
+fn root_links() -> Vec<String> {
+    text(&sh(Command::new("ip").args(["-o", "link"])).stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+#[test]
+fn doctor_probes_for_real_and_leaves_nothing() {
+    let w = World::new();
+    let netns_before = sh(Command::new("ip").args(["netns", "list"])).stdout;
+    let o = sh(Command::new(BIN)
+        .args(["doctor", "--format", "json"])
+        .env("UVLAN_SOCKET", w.socket()));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&o.stdout), text(&o.stderr)));
+    // The system tests run where uvlan works (they make TAPs and namespaces themselves).
+    assert_eq!(o.status.code(), Some(0), "{r:#}");
+    assert_eq!(r["works"], true);
+    let status = |id: &str| {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no check {id}: {r:#}"))["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for id in ["netns", "tun", "bpf"] {
+        assert_eq!(status(id), "ok", "{id}: {r:#}");
+    }
+    // The daemon of this world answers on its socket.
+    let daemon = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "daemon")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(daemon.starts_with("running"), "{daemon}");
+    assert_eq!(r["kernel_drivers"].as_array().unwrap().len(), 4);
+    // Nothing left: no probe interface here, no namespace added.
+    assert!(
+        !root_links()
+            .iter()
+            .any(|l| l.starts_with("uvdoc") || l.starts_with("uvprobe")),
+        "{:?}",
+        root_links()
+    );
+    assert_eq!(
+        sh(Command::new("ip").args(["netns", "list"])).stdout,
+        netns_before
+    );
+    // The text says the same on one screen.
+    let o = sh(Command::new(BIN).arg("doctor"));
+    let t = text(&o.stdout);
+    assert!(t.ends_with("uvlan works here.\n"), "{t}");
+    assert!(t.lines().count() <= 30, "{t}");
+    // Not root: exit 1 with the reason, what needs no root still reported.
+    let o = sh(Command::new(BIN).arg("doctor").uid(65534).gid(65534));
+    let t = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains(", not running as root\n"), "{t}");
+    assert!(t.contains("TUN/TAP             skipped: needs root"), "{t}");
+    assert!(
+        t.ends_with(
+            "uvlan cannot work here: uvlan's daemon runs as root: run uvlan doctor as root (or \
+             with sudo) to probe namespaces, TAPs and BPF\n"
+        ),
+        "{t}"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_daemon_well_within_the_units_timeout() {
+    let unit = include_str!("../../packaging/uvlan.service");
+    let timeout: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .and_then(|v| v.trim().strip_suffix('s'))
+        .and_then(|v| v.parse().ok())
+        .expect("TimeoutStopSec=Ns in packaging/uvlan.service");
+    let mut w = World::new();
+    w.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet",
+        "192.0.2.0/24",
+        "-o",
+        "ipvlan_mode=l3",
+        "stopnet",
+    ]);
+    for n in ["a", "b", "c"] {
+        let ns = w.netns(n);
+        w.ok(&["network", "connect", "stopnet", &ns]);
+    }
+    let t = Instant::now();
+    // SIGTERM, then SIGKILL after 5 s: a daemon that ends in time ends on its own.
+    w.kill_daemon(libc::SIGTERM);
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(3).min(Duration::from_secs(timeout / 2)),
+        "the daemon took {took:?} to stop (the unit allows {timeout} s)\n{}",
+        w.log()
+    );
+    // Its endpoints stay in place for the next start.
+    assert!(w.ip("a", &["link", "show", "eth0"]).contains("eth0"));
+    assert!(!w.socket().exists(), "the API socket is removed");
 }

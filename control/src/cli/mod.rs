@@ -5,6 +5,8 @@
 //! `Error response from daemon: `, as docker's CLI does.
 
 mod capture;
+mod doctor;
+mod packaging;
 mod replay;
 mod run;
 mod stats;
@@ -45,6 +47,14 @@ pub enum Cmd {
     Capture(capture::CaptureArgs),
     /// Show the dataplane's counters: per endpoint, per wire, and frames dropped by reason.
     Stats(stats::StatsArgs),
+    /// Tell what this kernel and sandbox offer and what uvlan will therefore do (TAP and
+    /// offloads, AF_XDP, BPF and tcx, io_uring, the kernel's own drivers, limits, Docker
+    /// and CNI directories); exit 1 only when uvlan cannot work here.
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(packaging::CompletionsArgs),
+    /// Write the manual pages (uvlan.1 and one per subcommand) into a directory.
+    Man(packaging::ManArgs),
     /// Build a testbed in fresh namespaces (with a private daemon), run its checks, print
     /// the reachability matrix (root).
     Lab {
@@ -161,7 +171,8 @@ pub struct CreateArgs {
     /// Subnet in CIDR format (repeatable).
     #[arg(long, value_name = "CIDR")]
     pub subnet: Vec<String>,
-    /// Gateway for a subnet (repeatable; default: the first usable address).
+    /// Gateway for a subnet (repeatable; default: the first usable address, none on a /31 or
+    /// /32).
     #[arg(long, value_name = "IP")]
     pub gateway: Vec<String>,
     /// Allocate container addresses from a sub-range (repeatable, one per subnet).
@@ -333,6 +344,9 @@ pub fn main() -> i32 {
         Cmd::Trace(t) => trace(t),
         Cmd::Capture(c) => capture::capture(c),
         Cmd::Stats(a) => stats::stats(a),
+        Cmd::Doctor(a) => doctor::doctor(a),
+        Cmd::Completions(a) => packaging::completions(a),
+        Cmd::Man(a) => packaging::man(a),
         Cmd::Lab { testbed } => lab(testbed.as_deref()),
     };
     match result {

@@ -169,3 +169,126 @@ fn daemon_wire_backend_defaults_to_auto_and_takes_the_three_words() {
     let err = Cli::try_parse_from(["uvlan", "daemon", "--wire-backend", "xdp"]).unwrap_err();
     assert!(err.to_string().contains("af_xdp"), "{err}");
 }
+
+#[test]
+fn completions_cover_every_subcommand_in_each_shell() {
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        let mut out = Vec::new();
+        packaging::write_completions(shell, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        for word in [
+            "network",
+            "doctor",
+            "completions",
+            "wire-backend",
+            "--docker-plugin",
+        ] {
+            let word = word.trim_start_matches('-');
+            assert!(text.contains(word), "{shell}: no {word}");
+        }
+    }
+    assert!(matches!(
+        parse(&["completions", "zsh"]).cmd,
+        Cmd::Completions(packaging::CompletionsArgs {
+            shell: clap_complete::Shell::Zsh
+        })
+    ));
+    assert!(Cli::try_parse_from(["uvlan", "completions", "tcsh"]).is_err());
+}
+
+#[test]
+fn man_pages_for_the_command_and_each_subcommand() {
+    let dir = std::env::temp_dir().join(format!(
+        "uvlan-man-{}-{}",
+        std::process::id(),
+        crate::ids::random_hex(4).unwrap()
+    ));
+    let pages = packaging::write_man_pages(&dir).unwrap();
+    let names: Vec<String> = pages
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "uvlan.1",
+        "uvlan-daemon.1",
+        "uvlan-doctor.1",
+        "uvlan-network.1",
+        "uvlan-network-create.1",
+        "uvlan-network-connect.1",
+        "uvlan-run.1",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    let create = std::fs::read_to_string(dir.join("uvlan-network-create.1")).unwrap();
+    assert!(create.contains(".TH uvlan-network-create 1"), "{create}");
+    assert!(create.contains("ipvlan_mode"), "{create}");
+    // Written again over the same directory: the same pages.
+    assert_eq!(packaging::write_man_pages(&dir).unwrap(), pages);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `KEY=VALUE` lines of a unit file, in order (comments and sections left out).
+fn unit_settings(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not KEY=VALUE: {l}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn unit_value<'a>(settings: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    settings
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[test]
+fn systemd_unit_runs_the_daemon_with_room_and_a_restart() {
+    let unit = unit_settings(include_str!("../../../packaging/uvlan.service"));
+    let exec = unit_value(&unit, "ExecStart");
+    assert_eq!(exec.len(), 1);
+    let args: Vec<&str> = exec[0].split_whitespace().collect();
+    assert_eq!(args[0], "/usr/local/bin/uvlan");
+    assert!(matches!(
+        Cli::try_parse_from(&args).unwrap().cmd,
+        Cmd::Daemon(DaemonArgs {
+            docker_plugin: false,
+            ..
+        })
+    ));
+    assert_eq!(unit_value(&unit, "Restart"), ["on-failure"]);
+    let nofile: u64 = unit_value(&unit, "LimitNOFILE")[0].parse().unwrap();
+    assert!(crate::doctor::Host::endpoints_allowed(nofile) >= 100_000);
+    assert_eq!(unit_value(&unit, "TimeoutStopSec"), ["10s"]);
+    assert_eq!(unit_value(&unit, "WantedBy"), ["multi-user.target"]);
+
+    // The Docker drop-in: the flag, and dockerd after the plugin sockets.
+    let dropin = unit_settings(include_str!(
+        "../../../packaging/uvlan.service.d/docker.conf"
+    ));
+    assert_eq!(unit_value(&dropin, "Before"), ["docker.service"]);
+    let exec = unit_value(&dropin, "ExecStart");
+    assert_eq!(
+        exec[0], "",
+        "a drop-in resets ExecStart before replacing it"
+    );
+    let args: Vec<&str> = exec[1].split_whitespace().collect();
+    assert!(matches!(
+        Cli::try_parse_from(&args).unwrap().cmd,
+        Cmd::Daemon(DaemonArgs {
+            docker_plugin: true,
+            ..
+        })
+    ));
+}

@@ -77,12 +77,12 @@ impl Daemon {
                     .as_ref()
                     .is_some_and(|q| q.ifname == p.ifname && q.vid == p.vid)
             });
+            // Docker's text (`network X is already using parent interface P`), with the
+            // holder's name where Docker prints an ID-derived one.
             if let Some(h) = holder {
                 return Err(format!(
-                    "network {} ({}) is already using parent interface {}",
-                    h.rec.name,
-                    ids::short_id(&h.rec.id),
-                    p.given
+                    "network {} is already using parent interface {}",
+                    h.rec.name, p.given
                 ));
             }
         }

@@ -31,6 +31,8 @@ pub fn plugin_name(driver: Driver) -> &'static str {
 const GENERIC: &str = "com.docker.network.generic";
 /// Docker's `--ipv6`.
 const ENABLE_IPV6: &str = "com.docker.network.enable_ipv6";
+/// Docker's `--ipv4` (Docker ≥ 28 sends it; older Dockers always want IPv4).
+const ENABLE_IPV4: &str = "com.docker.network.enable_ipv4";
 /// Docker's `--internal`.
 const INTERNAL: &str = "com.docker.network.internal";
 
@@ -118,6 +120,10 @@ pub trait Backend: Send + Sync {
     fn call(&self, req: Request) -> Response;
     /// A network was created: learn Docker's name for it (see `names`).
     fn network_created(&self, _id: &str) {}
+    /// Before a network is created: learn at once the names Docker has for the networks
+    /// still shown under their short IDs, so that an error naming one of them (a parent in
+    /// use) names it as Docker does.
+    fn learn_names_now(&self) {}
 }
 
 fn call(b: &dyn Backend, req: Request) -> Result<Value, String> {
@@ -144,10 +150,18 @@ fn check_id(what: &str, id: &str) -> Result<(), String> {
     }
 }
 
-/// The options Docker sends at CreateNetwork, as uvlan's `-o` map, IPv6 and internal flags.
+/// What Docker's options say about a network, besides the `-o` map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Flags {
+    ipv4: bool,
+    ipv6: bool,
+    internal: bool,
+}
+
+/// The options Docker sends at CreateNetwork, as uvlan's `-o` map and Docker's flags.
 fn network_options(
     options: &BTreeMap<String, Value>,
-) -> Result<(BTreeMap<String, String>, bool, bool), String> {
+) -> Result<(BTreeMap<String, String>, Flags), String> {
     let mut out = BTreeMap::new();
     if let Some(generic) = options.get(GENERIC) {
         let Value::Object(map) = generic else {
@@ -163,12 +177,38 @@ fn network_options(
             out.insert(k.clone(), text);
         }
     }
-    let flag = |key: &str| match options.get(key) {
+    let flag = |key: &str, absent: bool| match options.get(key) {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => s == "true",
-        _ => false,
+        _ => absent,
     };
-    Ok((out, flag(ENABLE_IPV6), flag(INTERNAL)))
+    let flags = Flags {
+        ipv4: flag(ENABLE_IPV4, true),
+        ipv6: flag(ENABLE_IPV6, false),
+        internal: flag(INTERNAL, false),
+    };
+    Ok((out, flags))
+}
+
+/// Docker's ipvlan and macvlan drivers refuse a network whose IPAM gave no pool for a family
+/// it wants (`--ipam-driver null` gives `0.0.0.0/0` and `::/0`): `ipv4 pool is empty`,
+/// `ipv6 pool is empty` (moby `ipvlan_network.go`, `macvlan_network.go` CreateNetwork).
+fn refuse_null_pools(
+    flags: Flags,
+    v4: Option<&[IpamData]>,
+    v6: Option<&[IpamData]>,
+) -> Result<(), String> {
+    let empty = |data: Option<&[IpamData]>, null: &str| match data.and_then(|d| d.first()) {
+        None => true,
+        Some(first) => first.pool.is_empty() || first.pool == null,
+    };
+    if flags.ipv4 && empty(v4, "0.0.0.0/0") {
+        return Err("ipv4 pool is empty".to_string());
+    }
+    if flags.ipv6 && empty(v6, "::/0") {
+        return Err("ipv6 pool is empty".to_string());
+    }
+    Ok(())
 }
 
 fn ipam_configs(data: Option<Vec<IpamData>>) -> Vec<IpamConfig> {
@@ -235,8 +275,10 @@ fn dispatch(
 ) -> Option<Result<Value, String>> {
     let r = match method {
         "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver"] })),
+        // As Docker's ipvlan and macvlan drivers register: local data, global connectivity
+        // (their endpoints are reachable from other hosts on the parent's LAN).
         "NetworkDriver.GetCapabilities" => {
-            Ok(json!({ "Scope": "local", "ConnectivityScope": "local" }))
+            Ok(json!({ "Scope": "local", "ConnectivityScope": "global" }))
         }
         "NetworkDriver.CreateNetwork" => create_network(b, driver, body),
         "NetworkDriver.DeleteNetwork" => parse::<NetworkReq>(body, method).and_then(|r| {
@@ -283,11 +325,14 @@ fn dispatch(
 fn create_network(b: &dyn Backend, driver: Driver, body: &[u8]) -> Result<Value, String> {
     let r: CreateNetworkReq = parse(body, "CreateNetwork")?;
     check_id("network ID", &r.network_id)?;
-    let (options, ipv6, internal) = network_options(&r.options.unwrap_or_default())?;
+    let (options, flags) = network_options(&r.options.unwrap_or_default())?;
+    refuse_null_pools(flags, r.ipv4.as_deref(), r.ipv6.as_deref())?;
+    let Flags { ipv6, internal, .. } = flags;
     let mut subnets = ipam_configs(r.ipv4);
     if ipv6 {
         subnets.extend(ipam_configs(r.ipv6));
     }
+    b.learn_names_now();
     let req = EnsureNetwork {
         id: Some(r.network_id.clone()),
         name: ids::short_id(&r.network_id).to_string(),
@@ -365,6 +410,8 @@ mod tests {
     /// Records requests and answers from a script.
     struct Fake {
         seen: Mutex<Vec<Request>>,
+        /// How many requests had been seen at each `learn_names_now`.
+        learned_at: Mutex<Vec<usize>>,
         answer: Box<dyn Fn(&Request) -> Response + Send + Sync>,
     }
 
@@ -374,11 +421,17 @@ mod tests {
             self.seen.lock().unwrap().push(req);
             a
         }
+
+        fn learn_names_now(&self) {
+            let n = self.seen.lock().unwrap().len();
+            self.learned_at.lock().unwrap().push(n);
+        }
     }
 
     fn fake(answer: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Fake {
         Fake {
             seen: Mutex::new(Vec::new()),
+            learned_at: Mutex::new(Vec::new()),
             answer: Box::new(answer),
         }
     }
@@ -398,7 +451,7 @@ mod tests {
         let r = handle(&b, Driver::Macvlan, "NetworkDriver.GetCapabilities", b"{}");
         assert_eq!(
             r.body,
-            json!({"Scope": "local", "ConnectivityScope": "local"})
+            json!({"Scope": "local", "ConnectivityScope": "global"})
         );
         let r = handle(&b, Driver::Ipvlan, "IpamDriver.RequestPool", b"{}");
         assert_eq!(r.status, 404);
@@ -440,6 +493,58 @@ mod tests {
             Some("192.0.2.9/24")
         );
         assert_eq!(e.subnets[1].subnet, "2001:db8:1::/64");
+        // Names were learned before the network was made, so its errors name networks.
+        assert_eq!(*b.learned_at.lock().unwrap(), [0]);
+    }
+
+    #[test]
+    fn null_ipam_is_refused_as_docker_drivers_do() {
+        let create = |driver: Driver, options: &str, v4: &str, v6: &str| {
+            let b = fake(|_| ok(json!(NID)));
+            let body = format!(
+                r#"{{"NetworkID":"{NID}","Options":{options},"IPv4Data":{v4},"IPv6Data":{v6}}}"#
+            );
+            let r = handle(&b, driver, "NetworkDriver.CreateNetwork", body.as_bytes());
+            let sent = b.seen.lock().unwrap().len();
+            (r.body["Err"].as_str().map(str::to_string), sent)
+        };
+        let null4 = r#"[{"AddressSpace":"null","Pool":"0.0.0.0/0"}]"#;
+        let null6 = r#"[{"AddressSpace":"null","Pool":"::/0"}]"#;
+        let real4 = r#"[{"Pool":"192.0.2.0/24","Gateway":"192.0.2.1/24"}]"#;
+        let real6 = r#"[{"Pool":"2001:db8::/64"}]"#;
+        let v6on = r#"{"com.docker.network.enable_ipv6":true}"#;
+        for driver in [Driver::Ipvlan, Driver::Macvlan] {
+            // Docker 20.10 (no enable_ipv4 key): IPv4 is always wanted.
+            for v4 in [null4, "null", "[]"] {
+                assert_eq!(
+                    create(driver, "{}", v4, "null"),
+                    (Some("ipv4 pool is empty".into()), 0)
+                );
+            }
+            assert_eq!(
+                create(driver, v6on, null4, null6),
+                (Some("ipv4 pool is empty".into()), 0)
+            );
+            assert_eq!(
+                create(driver, v6on, real4, null6),
+                (Some("ipv6 pool is empty".into()), 0)
+            );
+            assert_eq!(
+                create(driver, v6on, real4, "null"),
+                (Some("ipv6 pool is empty".into()), 0)
+            );
+            // IPv6 off: its data is not looked at.
+            assert_eq!(create(driver, "{}", real4, null6), (None, 1));
+            assert_eq!(create(driver, v6on, real4, real6), (None, 1));
+            // Docker >= 28 with --ipv4=false: no IPv4 pool is needed.
+            let v4off =
+                r#"{"com.docker.network.enable_ipv4":false,"com.docker.network.enable_ipv6":true}"#;
+            assert_eq!(create(driver, v4off, "[]", real6), (None, 1));
+            assert_eq!(
+                create(driver, v4off, "[]", null6),
+                (Some("ipv6 pool is empty".into()), 0)
+            );
+        }
     }
 
     #[test]
@@ -450,7 +555,7 @@ mod tests {
                     .into(),
         });
         let body = format!(
-            r#"{{"NetworkID":"{NID}","Options":{{"com.docker.network.generic":{{"ipvlan_mode":"l4"}}}},"IPv4Data":null,"IPv6Data":null}}"#
+            r#"{{"NetworkID":"{NID}","Options":{{"com.docker.network.generic":{{"ipvlan_mode":"l4"}}}},"IPv4Data":[{{"Pool":"192.0.2.0/24"}}],"IPv6Data":null}}"#
         );
         let r = handle(
             &b,

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use uvlan_dataplane::fwd::Driver;
 
-use crate::api::{Request, Response, OWNER_DOCKER};
+use crate::api::{Request, Response};
 use crate::logger::Logger;
 
 pub use driver::{plugin_name, Backend, Reply};
@@ -114,6 +114,10 @@ impl Backend for DaemonBackend {
     fn network_created(&self, id: &str) {
         self.names.learn(vec![id.to_string()]);
     }
+
+    fn learn_names_now(&self) {
+        self.names.learn_now();
+    }
 }
 
 /// The running plugin: its sockets are removed when it is dropped.
@@ -187,12 +191,7 @@ pub fn serve(
         .ok_or_else(|| PluginError::DockerHost(cfg.docker_host.clone()))?;
     let names = names::NameLearner::new(daemon.clone(), docker_sock, log.clone());
     // Networks still named by their short ID (made while Docker's API was unreachable).
-    let unnamed: Vec<String> = daemon
-        .managed_networks(OWNER_DOCKER)
-        .into_iter()
-        .filter(|(id, name)| crate::ids::short_id(id) == name)
-        .map(|(id, _)| id)
-        .collect();
+    let unnamed = names.unnamed();
     if !unnamed.is_empty() {
         names.learn(unnamed);
     }

@@ -3,6 +3,14 @@
 //! `--docker-host` socket) until Docker has stored the network, then renames the uvlan
 //! network to Docker's name. Until then, or when the API cannot be reached, or when a uvlan
 //! network already has that name, the network keeps its 12-hex short ID as its name.
+//!
+//! The look-up after CreateNetwork runs on a background thread and its first try always comes
+//! too early: Docker stores the network only once the driver has answered. A
+//! `docker network create` right after another one (the same script, a second network on the
+//! same parent) can therefore reach the driver before that thread's next try, and its error
+//! would name the first network by its ID. So every CreateNetwork first asks Docker, at once,
+//! for the names of the networks still shown under their short IDs ([`NameLearner::learn_now`]):
+//! a network whose `docker network create` has returned is known to Docker by then.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -20,6 +28,11 @@ use super::DaemonApi;
 const LEARN_FOR: Duration = Duration::from_secs(30);
 /// Between two looks.
 const RETRY: Duration = Duration::from_millis(250);
+/// One look from the background thread: connect, ask, read.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// All the looks of one [`NameLearner::learn_now`] together: Docker answers its API at once,
+/// and a Docker that does not (still starting) must not hold up a CreateNetwork.
+const NOW_BUDGET: Duration = Duration::from_secs(2);
 
 /// Asks Docker for network names on background threads.
 pub struct NameLearner {
@@ -41,12 +54,17 @@ pub enum Lookup {
 
 /// `GET /networks/ID` on Docker's API socket.
 pub fn lookup(docker: &std::path::Path, id: &str) -> Lookup {
+    lookup_within(docker, id, LOOKUP_TIMEOUT)
+}
+
+/// `GET /networks/ID`, each read and write bounded by `timeout`.
+fn lookup_within(docker: &std::path::Path, id: &str, timeout: Duration) -> Lookup {
     let mut s = match UnixStream::connect(docker) {
         Ok(s) => s,
         Err(e) => return Lookup::Failed(format!("cannot reach {}: {e}", docker.display())),
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
     let req = format!("GET /networks/{id} HTTP/1.0\r\nHost: docker\r\n\r\n");
     if let Err(e) = s.write_all(req.as_bytes()) {
         return Lookup::Failed(format!("asking {}: {e}", docker.display()));
@@ -76,6 +94,40 @@ impl NameLearner {
             daemon,
             docker,
             log,
+        }
+    }
+
+    /// The Docker networks still shown under their short IDs (made while Docker's API was
+    /// unreachable, or not learned yet).
+    pub fn unnamed(&self) -> Vec<String> {
+        self.daemon
+            .managed_networks(OWNER_DOCKER)
+            .into_iter()
+            .filter(|(id, name)| crate::ids::short_id(id) == name)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Asks Docker now for the name of every network still shown under its short ID and
+    /// renames those Docker knows; within [`NOW_BUDGET`] in all. Quiet: the background
+    /// learner reports what cannot be learned.
+    pub fn learn_now(&self) {
+        let deadline = Instant::now() + NOW_BUDGET;
+        for id in self.unnamed() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match lookup_within(&self.docker, &id, left) {
+                Lookup::Name(name) => {
+                    if let Err(e) = self.daemon.rename_managed(&id, OWNER_DOCKER, &name) {
+                        (self.log)(&format!("naming docker network {id}: {e}"));
+                    }
+                }
+                Lookup::NotYet => {}
+                // Docker cannot be asked: nor can it for the next network.
+                Lookup::Failed(_) => return,
+            }
         }
     }
 
@@ -131,16 +183,111 @@ impl NameLearner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{Request, Response};
     use std::os::unix::net::UnixListener;
+    use std::sync::Mutex;
 
-    #[test]
-    fn lookup_reads_docker_answers() {
+    fn temp_dir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
-            "uvlan-names-{}-{}",
+            "uvlan-{tag}-{}-{}",
             std::process::id(),
             crate::ids::random_hex(4).unwrap()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Managed networks `(id, name)`, renamed as the daemon would.
+    struct FakeDaemon(Mutex<Vec<(String, String)>>);
+
+    impl DaemonApi for FakeDaemon {
+        fn handle(&self, _req: Request) -> Response {
+            Response::Error {
+                message: "not used".into(),
+            }
+        }
+        fn managed_networks(&self, owner: &str) -> Vec<(String, String)> {
+            assert_eq!(owner, OWNER_DOCKER);
+            self.0.lock().unwrap().clone()
+        }
+        fn rename_managed(&self, id: &str, _owner: &str, name: &str) -> Result<bool, String> {
+            let mut nets = self.0.lock().unwrap();
+            if nets.iter().any(|(i, n)| n == name && i != id) {
+                return Ok(false);
+            }
+            for (i, n) in nets.iter_mut() {
+                if i == id {
+                    *n = name.to_string();
+                }
+            }
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn learn_now_names_the_networks_docker_knows() {
+        let dir = temp_dir("learn-now");
+        let sock = dir.join("d.sock");
+        let l = UnixListener::bind(&sock).unwrap();
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let daemon = Arc::new(FakeDaemon(Mutex::new(vec![
+            (a.clone(), "aaaaaaaaaaaa".to_string()),
+            (b.clone(), "named".to_string()),
+            (c.clone(), "cccccccccccc".to_string()),
+        ])));
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        // Docker knows a (as "first"), not c yet; b already has its name and is not asked.
+        let t = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut s, _) = l.accept().unwrap();
+                let mut buf = [0u8; 512];
+                let n = s.read(&mut buf).unwrap();
+                let line = String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .to_string();
+                let answer = if line.contains(&"a".repeat(64)) {
+                    "HTTP/1.0 200 OK\r\n\r\n{\"Name\":\"first\"}"
+                } else {
+                    "HTTP/1.0 404 Not Found\r\n\r\n{}"
+                };
+                seen.lock().unwrap().push(line);
+                s.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        let logged = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = logged.clone();
+        let log: Logger = Arc::new(move |m: &str| sink.lock().unwrap().push(m.to_string()));
+        let learner = NameLearner::new(daemon.clone(), sock, log);
+        assert_eq!(learner.unnamed(), [a.clone(), c.clone()]);
+        learner.learn_now();
+        t.join().unwrap();
+        assert_eq!(
+            *asked.lock().unwrap(),
+            [
+                format!("GET /networks/{a} HTTP/1.0"),
+                format!("GET /networks/{c} HTTP/1.0")
+            ]
+        );
+        assert_eq!(learner.unnamed(), std::slice::from_ref(&c));
+        assert_eq!(daemon.0.lock().unwrap()[0].1, "first");
+        assert!(logged.lock().unwrap().is_empty());
+        // Docker unreachable: one failed try, nothing renamed, nothing logged.
+        let gone = NameLearner::new(daemon.clone(), dir.join("none.sock"), {
+            let sink = logged.clone();
+            Arc::new(move |m: &str| sink.lock().unwrap().push(m.to_string()))
+        });
+        gone.learn_now();
+        assert_eq!(gone.unnamed(), [c]);
+        assert!(logged.lock().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lookup_reads_docker_answers() {
+        let dir = temp_dir("names");
         let sock = dir.join("d.sock");
         let l = UnixListener::bind(&sock).unwrap();
         let answers = [

@@ -18,9 +18,16 @@
 //! uvlan follows Docker ≤ 27, the version the seed documents describe (`docs/README.md`,
 //! "Options of network create"): every subnet of a network gets a gateway in IPAM.
 //! - `--gateway G` given: G is reserved (it may lie outside `--ip-range`) and listed.
-//! - `--gateway` absent and [`IpamRequest::want_gateway`] set: the lowest free address of the
-//!   `--ip-range`, else of the subnet, is reserved and listed — normally the first usable
-//!   address (`.1`, `::1`; `.128` for `--ip-range x.x.x.128/25`).
+//! - `--gateway` absent and [`IpamRequest::want_gateway`] set, on a subnet larger than a /31
+//!   (IPv6: larger than a /127): the lowest free address of the `--ip-range`, else of the
+//!   subnet, is reserved and listed — normally the first usable address (`.1`, `::1`; `.128`
+//!   for `--ip-range x.x.x.128/25`).
+//! - `--gateway` absent on a point-to-point subnet (IPv4 /31 or /32, IPv6 /127 or /128): no
+//!   gateway. Docker ≥ 23 reserves neither network nor broadcast address there (RFC 3021), and
+//!   Docker 28 stopped reserving a gateway where the driver needs none (moby 38e76ebea9, made
+//!   for internal /31 links; Docker 29 never picks one), so both addresses of a /31 are
+//!   endpoints'. The gateway a Docker ≤ 27 would take there is the only thing uvlan's policy
+//!   drops: without it, a /31 could hold one endpoint only.
 //! - `want_gateway` unset: nothing is chosen automatically, so the first endpoint gets `.1`
 //!   (Docker 28 for internal/parent-less/l3 networks, Docker 29 for all). A gateway given
 //!   with `--gateway` is still reserved, as in every Docker version.

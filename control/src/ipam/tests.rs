@@ -686,8 +686,11 @@ fn overlapping_subnet_with_range_gets_its_own_pool() {
 #[test]
 fn slash_31_and_32_use_every_address() {
     let mut s = space();
+    // A /31: no network, broadcast or automatic gateway; both addresses are endpoints'.
     let n = create(&mut s, "p2p", &net(&["10.0.0.0/31"])).unwrap();
-    assert_eq!(n.v4[0].gateway, Some(ip("10.0.0.0")));
+    assert_eq!(n.v4[0].gateway, None);
+    assert_eq!(status(&s, "p2p", "10.0.0.0/31"), (0, 2));
+    assert_eq!(v4_of(&dynamic(&mut s, "p2p")), "10.0.0.0");
     assert_eq!(v4_of(&dynamic(&mut s, "p2p")), "10.0.0.1");
     assert_eq!(status(&s, "p2p", "10.0.0.0/31"), (2, 0));
     assert_eq!(
@@ -696,13 +699,28 @@ fn slash_31_and_32_use_every_address() {
             .to_string(),
         "no available IPv4 addresses on this network's address pools: p2p-name (p2p)"
     );
+    // A gateway given with --gateway is still reserved, as in every Docker version.
+    let n = create(&mut s, "p2pgw", &net(&["10.0.0.2/31"]).gw(&["10.0.0.3"])).unwrap();
+    assert_eq!(n.v4[0].gateway, Some(ip("10.0.0.3")));
+    assert_eq!(v4_of(&dynamic(&mut s, "p2pgw")), "10.0.0.2");
+    assert!(s.allocate("p2pgw", &AddrRequest::dynamic()).is_err());
+    // A /31 ip-range inside a larger subnet: the gateway policy follows the subnet.
+    let n = create(
+        &mut s,
+        "ranged",
+        &net(&["10.0.2.0/24"]).range(&["10.0.2.8/31"]),
+    )
+    .unwrap();
+    assert_eq!(n.v4[0].gateway, Some(ip("10.0.2.8")));
+    assert_eq!(v4_of(&dynamic(&mut s, "ranged")), "10.0.2.9");
 
     create(&mut s, "host", &net(&["10.0.0.7/32"]).no_gw()).unwrap();
     assert_eq!(status(&s, "host", "10.0.0.7/32"), (0, 1));
     assert_eq!(v4_of(&dynamic(&mut s, "host")), "10.0.0.7");
 
     let n = create(&mut s, "host2", &net(&["10.0.0.8/32"])).unwrap();
-    assert_eq!(n.v4[0].gateway, Some(ip("10.0.0.8")));
+    assert_eq!(n.v4[0].gateway, None);
+    assert_eq!(v4_of(&dynamic(&mut s, "host2")), "10.0.0.8");
     assert!(matches!(
         s.allocate("host2", &AddrRequest::dynamic()),
         Err(IpamError::NoAvailableAddresses {
@@ -711,14 +729,17 @@ fn slash_31_and_32_use_every_address() {
         })
     ));
 
-    // IPv6 always reserves its first address, even in a /127.
+    // IPv6 always reserves its first address, even in a /127; no automatic gateway takes
+    // the other one.
     let n = create(
         &mut s,
         "v6p2p",
         &net(&["10.0.1.0/24", "2001:db8::/127"]).v6(),
     )
     .unwrap();
-    assert_eq!(n.v6[0].gateway, Some(ip("2001:db8::1")));
+    assert_eq!(n.v4[0].gateway, Some(ip("10.0.1.1")));
+    assert_eq!(n.v6[0].gateway, None);
+    assert_eq!(v6_of(&dynamic(&mut s, "v6p2p")), "2001:db8::1");
     assert_eq!(
         s.allocate("v6p2p", &AddrRequest::dynamic())
             .unwrap_err()

@@ -20,10 +20,14 @@
 //! [`afpacket::AfPacketSocket`] on the parent to get copies of the broadcast/multicast that
 //! the filter passed to the host (XDP cannot clone). Keys steering frames to endpoints are
 //! maintained through [`WireIo::filter_maps`].
+//!
+//! [`probe`] tries each of these for real in a scratch namespace (and io_uring), for
+//! `uvlan doctor`.
 
 pub mod afpacket;
 pub mod bpf;
 pub mod ethtool;
+pub mod probe;
 pub mod tap;
 pub mod vlan_access;
 pub mod xdp_filter;

@@ -291,7 +291,9 @@ impl AddressSpace {
                 }
                 Some(*addr)
             }
-            None if want_gateway => {
+            // A point-to-point subnet (IPv4 /31 or /32, IPv6 /127 or /128) has no room for a
+            // gateway: every address it has is an endpoint's (RFC 3021, RFC 6164).
+            None if want_gateway && subnet.host_bits() > 1 => {
                 let block = ip_range.unwrap_or(subnet);
                 let Some(free) = pool.used.first_free(block.first(), block.last()) else {
                     return Err(IpamError::Gateway {
