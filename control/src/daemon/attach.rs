@@ -23,7 +23,12 @@ use super::options;
 
 /// How long the daemon waits for a front end to move a TAP into its sandbox.
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often it looks.
+/// How often it looks. A timed loop, and justified: the sandbox Docker moves the TAP into
+/// may not exist yet when the daemon starts following (Docker creates it after Join), so
+/// there is no namespace to subscribe to, and the move, rename and link-up happen in
+/// namespaces the daemon learns of only by looking. The loop runs only between a Join and
+/// its TAP's arrival (a few looks; at most [`FOLLOW_TIMEOUT`]), on a thread that then ends:
+/// an idle daemon never runs it.
 const FOLLOW_POLL: Duration = Duration::from_millis(20);
 
 pub(super) fn engine_err(e: DpError) -> String {
@@ -176,6 +181,7 @@ impl Daemon {
                 ifindex,
                 netns: ns,
                 watcher: None,
+                reaper: None,
             };
             self.follow_on_attach(&rt, label);
             return Ok(rt);
@@ -199,12 +205,14 @@ impl Daemon {
             ifindex,
             netns: ns,
             watcher: Some(watcher),
+            reaper: None,
         };
         self.follow_on_attach(&rt, label);
         Ok(rt)
     }
 
     pub(super) fn teardown_endpoint(&self, mut rt: EpRt) {
+        drop(rt.reaper.take());
         drop(rt.watcher.take());
         match self.dp.remove_tap(rt.port) {
             Ok(Some(t)) => endpoint::destroy_tap(t),

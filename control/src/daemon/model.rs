@@ -12,7 +12,7 @@ use uvlan_dataplane::wire::MacAddr;
 
 use crate::ipam::{AddressSpace, EndpointAddrs};
 use crate::logger::Logger;
-use crate::netns::{AddrWatcher, Netns};
+use crate::netns::{AddrWatcher, ExitWatcher, Netns};
 use crate::store::{NetworkRecord, Store};
 
 use super::dp::DataplaneApi;
@@ -33,6 +33,9 @@ pub(crate) struct EpRt {
     pub(super) ifindex: u32,
     pub(super) netns: Netns,
     pub(super) watcher: Option<AddrWatcher>,
+    /// `run -d --rm`: removes the endpoint when its process exits (a pidfd on the watcher
+    /// hub; dropped with the endpoint).
+    pub(super) reaper: Option<ExitWatcher>,
 }
 
 pub(super) struct Net {

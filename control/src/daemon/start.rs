@@ -70,23 +70,23 @@ impl Daemon {
                 parent_ifindex: HashMap::new(),
             },
         );
-        let mut reapers = Vec::new();
         {
             let mut st = daemon.lock();
             for rec in records.drain(..) {
                 let net = daemon.restore_network(&mut st, rec);
-                for ep in &net.rec.endpoints {
-                    if let Some(a) = ep.auto_remove {
-                        reapers.push((net.rec.id.clone(), ep.id.clone(), a));
-                    }
-                }
+                let reapers: Vec<_> = net
+                    .rec
+                    .endpoints
+                    .iter()
+                    .filter_map(|ep| Some((net.rec.id.clone(), ep.id.clone(), ep.auto_remove?)))
+                    .collect();
                 st.nets.push(net);
+                for (net, ep, a) in reapers {
+                    daemon.watch_exit(&mut st, &net, &ep, a);
+                }
             }
             // Parents may have changed while the daemon was down.
             daemon.reconcile_locked(&mut st);
-        }
-        for (net, ep, a) in reapers {
-            daemon.spawn_reaper(net, ep, a);
         }
         Ok(daemon)
     }
