@@ -107,6 +107,17 @@ pub fn run_daemon(
     if !crate::sys::is_root() {
         return Err(DaemonError::NotRoot);
     }
+    // Every endpoint holds a few descriptors (see `FDS_PER_ENDPOINT` in the daemon): the
+    // soft limit (1,024 under systemd's default) would stop it at a few hundred.
+    match crate::sys::raise_nofile_limit() {
+        Ok((old, new)) if old != new => log(&format!(
+            "open-file limit (RLIMIT_NOFILE) raised from {old} to the hard limit {new}"
+        )),
+        Ok((_, new)) => log(&format!("open-file limit (RLIMIT_NOFILE): {new}")),
+        Err(e) => log(&format!(
+            "cannot raise the open-file limit (RLIMIT_NOFILE): {e}"
+        )),
+    }
     let store = Store::open(root)?;
     let _lock = store.lock()?;
     let host = RtnlHost::open().map_err(DaemonError::Host)?;

@@ -223,8 +223,12 @@ mod tests {
         set_nofile_soft_limit(soft).unwrap();
         assert_eq!(nofile_limit().unwrap(), (soft, hard));
         assert!(open_fds().unwrap() >= 3);
-        assert!(is_fd_exhaustion(&io::Error::from_raw_os_error(libc::EMFILE)));
-        assert!(!is_fd_exhaustion(&io::Error::from_raw_os_error(libc::ENOENT)));
+        assert!(is_fd_exhaustion(&io::Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        assert!(!is_fd_exhaustion(&io::Error::from_raw_os_error(
+            libc::ENOENT
+        )));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use uvlan_dataplane::fwd::PortId;
 use crate::api::{Connect, CreateNetwork, NetworkSummary, RunInfo};
 use crate::inspect::NetworkResource;
 use crate::netns::{ExitWatcher, Netns, NETNS_RUN_DIR};
-use crate::store::{AutoRemove, EndpointRecord};
+use crate::store::{AutoRemove, EndpointRecord, Intent};
 
 use super::external;
 use super::model::{Daemon, EpAddrs, EpMac, EpPlace, Net, NewIpam, NewNetwork, State};
@@ -157,8 +157,7 @@ impl Daemon {
                 st.nets[i].rec.name
             ));
         };
-        let mut netrec = st.nets[i].rec.clone();
-        let ep = netrec.endpoints.remove(k);
+        let ep = st.nets[i].rec.endpoints[k].clone();
         if delete_netns && !ep.owns_netns {
             return Err(format!(
                 "namespace {} was not created by \"uvlan run\"; use \"uvlan network \
@@ -166,17 +165,20 @@ impl Daemon {
                 ep.name
             ));
         }
-        let mut space = st.space.clone();
-        space
-            .release(&netrec.id, &ep.addrs)
-            .map_err(|e| e.to_string())?;
+        let net_id = st.nets[i].rec.id.clone();
+        // Intent first: a crash from here on is finished at the next start (the interface,
+        // then the record, then the addresses).
+        let mut marked = ep.clone();
+        marked.intent = Some(Intent::Remove { delete_netns });
         self.store
-            .save_network(&netrec)
+            .save_endpoint(&net_id, &marked)
             .map_err(|e| e.to_string())?;
-        st.space = space;
-        st.nets[i].rec = netrec;
-        if let Some(rt) = st.nets[i].eps.remove(&ep.id) {
-            self.teardown_endpoint(rt);
+        match st.nets[i].eps.remove(&ep.id) {
+            Some(rt) => self.teardown_endpoint(rt),
+            // Not restored at start: its interface may still be there.
+            None => {
+                super::recover::remove_interfaces(&self.host_tag, &ep, &self.log);
+            }
         }
         if delete_netns {
             let name = Path::new(&ep.netns_path)
@@ -196,6 +198,22 @@ impl Daemon {
                 )),
             }
         }
+        // The interface is gone: the record, then the addresses (never handed out while an
+        // interface holds them).
+        if let Err(e) = self.store.delete_endpoint(&net_id, &ep.id) {
+            (self.log)(&format!(
+                "endpoint {}: {e} (the next start finishes the removal)",
+                ep.name
+            ));
+        }
+        st.nets[i].rec.endpoints.remove(k);
+        if let Err(e) = st.space.release(&net_id, &ep.addrs) {
+            (self.log)(&format!(
+                "endpoint {}: giving back its addresses: {e}",
+                ep.name
+            ));
+        }
+        self.freed_endpoint(st);
         Ok(())
     }
 
@@ -235,13 +253,14 @@ impl Daemon {
             return self.disconnect_locked(&mut st, network, netns, true);
         };
         let auto = AutoRemove { pid, start_time };
-        let mut netrec = st.nets[i].rec.clone();
-        netrec.endpoints[k].auto_remove = Some(auto);
+        let net_id = st.nets[i].rec.id.clone();
+        let mut ep = st.nets[i].rec.endpoints[k].clone();
+        ep.auto_remove = Some(auto);
         self.store
-            .save_network(&netrec)
+            .save_endpoint(&net_id, &ep)
             .map_err(|e| e.to_string())?;
-        let (net_id, ep_id) = (netrec.id.clone(), netrec.endpoints[k].id.clone());
-        st.nets[i].rec = netrec;
+        let ep_id = ep.id.clone();
+        st.nets[i].rec.endpoints[k] = ep;
         self.watch_exit(&mut st, &net_id, &ep_id, auto);
         Ok(())
     }

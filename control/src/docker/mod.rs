@@ -240,7 +240,9 @@ fn accept_loop(
         let ready = match crate::sys::wait_any_readable(&[listener.as_fd(), stop.as_fd()], -1) {
             Ok(r) => r,
             Err(e) => {
-                log(&format!("docker plugin: waiting for connections: {e}; stopping"));
+                log(&format!(
+                    "docker plugin: waiting for connections: {e}; stopping"
+                ));
                 return;
             }
         };

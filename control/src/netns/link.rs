@@ -72,6 +72,8 @@ pub struct LinkInfo {
     pub addr_gen_mode: Option<AddrGenMode>,
     /// Link-layer type (`ARPHRD_*`: 1 Ethernet, 772 loopback, 65534 none, ...).
     pub link_type: u16,
+    /// The interface's alias (`IFLA_IFALIAS`, `ip link set dev X alias TEXT`), if set.
+    pub alias: Option<String>,
 }
 
 impl LinkInfo {
@@ -106,12 +108,14 @@ impl LinkInfo {
             kind: None,
             addr_gen_mode: None,
             link_type: u16::from(m.header.link_layer_type),
+            alias: None,
         };
         for a in &m.attributes {
             match a {
                 LinkAttribute::IfName(n) => info.name = n.clone(),
                 LinkAttribute::Address(mac) => info.mac = <[u8; 6]>::try_from(&mac[..]).ok(),
                 LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+                LinkAttribute::IfAlias(a) if !a.is_empty() => info.alias = Some(a.clone()),
                 LinkAttribute::OperState(s) => info.operstate = oper_state(s),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
@@ -300,6 +304,19 @@ impl Rtnl {
         }
         let word = if arp { "on" } else { "off" };
         self.set_link(format!("set arp {word} on link {index}"), m)
+    }
+
+    /// Sets the interface's alias (`ip link set dev X alias TEXT`; at most 255 bytes). An
+    /// alias follows the device into other namespaces and through renames.
+    pub fn link_set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
+        if alias.len() > 255 || alias.contains('\0') {
+            return Err(NetnsError::InvalidArgument(format!(
+                "interface alias {alias:?}: at most 255 bytes, no NUL"
+            )));
+        }
+        let mut m = link_msg(index);
+        m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set_link(format!("set alias of link {index}"), m)
     }
 
     /// Renames the link (it must be down).

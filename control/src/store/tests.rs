@@ -45,7 +45,7 @@ fn an_interrupted_write_keeps_the_old_file() {
     let store = Store::open(&d.0).unwrap();
     let id = crate::ids::new_id().unwrap();
     let rec = sample(&id);
-    store.save_network(&rec).unwrap();
+    store.create_network(&rec).unwrap();
     let tmp = d.0.join("networks").join(format!("{id}.json.tmp"));
     fs::write(&tmp, b"{\"half\": ").unwrap();
     let mut logs = Vec::new();
