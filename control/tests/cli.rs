@@ -248,6 +248,19 @@ fn error_matrix_one_line_and_state_unchanged() {
         "mv",
         &a,
     ]);
+    // The endpoint of `held` (eth0 in a) has no carrier: its parent p0 is down. The kernel
+    // applies the operational state of such a (non-urgent) carrier change in its linkwatch
+    // work, up to a second later, so `ip -br addr` would turn from UNKNOWN to DOWN under
+    // the test on a slow host: wait for it before taking the picture.
+    let t = Instant::now();
+    while !w.ip("a", &["-br", "link", "show", "eth0"]).contains(" DOWN ") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "eth0 in {a} never lost its carrier: {}",
+            w.ip("a", &["-br", "link"])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let before = w.observe();
     let addrs_before = (w.ip("a", &["-br", "addr"]), w.ip("b", &["-br", "addr"]));
     let d = "Error response from daemon: ";
