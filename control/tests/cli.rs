@@ -253,7 +253,10 @@ fn error_matrix_one_line_and_state_unchanged() {
     // work, up to a second later, so `ip -br addr` would turn from UNKNOWN to DOWN under
     // the test on a slow host: wait for it before taking the picture.
     let t = Instant::now();
-    while !w.ip("a", &["-br", "link", "show", "eth0"]).contains(" DOWN ") {
+    while !w
+        .ip("a", &["-br", "link", "show", "eth0"])
+        .contains(" DOWN ")
+    {
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "eth0 in {a} never lost its carrier: {}",

@@ -355,7 +355,7 @@ impl Daemon {
             &ep,
             link_local,
         );
-        if let Err(e) = endpoint::settle_moved(&ns, ifindex, &link.name, &plan) {
+        if let Err(e) = endpoint::settle_moved(&ns, ifindex, &plan) {
             (self.log)(&format!("endpoint {ep_id}: {e}"));
         }
         let gone = match st.nets[i].eps.get(ep_id) {

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use crate::ipam::EndpointAddrs;
 use crate::netns::{
-    set_arp_notify, set_ipv6_disabled, AddrEvent, AddrGenMode, AddrOptions, AddrWatcher, Netns,
-    NetnsError, Route, Rtnl,
+    set_ipv6_disabled, AddrEvent, AddrGenMode, AddrOptions, AddrWatcher, Netns, NetnsError, Route,
+    Rtnl, IPV4_DEVCONF_ARP_NOTIFY,
 };
 use uvlan_dataplane::fwd::{Driver, Errno, IpvlanMode, PortId};
 use uvlan_dataplane::port::tap::{Tap, TapError, TapOptions};
@@ -212,7 +212,10 @@ pub fn configure_interface(netns: &Netns, idx: u32, plan: &IfPlan) -> Result<(),
     set_ipv6_disabled(netns, &plan.ifname, !has_v6)
         .map_err(nerr("cannot set disable_ipv6 on the endpoint"))?;
     if !plan.noarp {
-        set_arp_notify(netns, &plan.ifname, true).map_err(nerr("cannot set arp_notify"))?;
+        // Through netlink: `/proc/sys/net/ipv4` costs milliseconds per new namespace once
+        // there are a thousand (see `Rtnl::link_set_inet_conf`).
+        rtnl.link_set_inet_conf(idx, &[(IPV4_DEVCONF_ARP_NOTIFY, 1)])
+            .map_err(nerr("cannot set arp_notify"))?;
     }
     let nodad = AddrOptions { nodad: true };
     if let Some(a) = plan.addrs.v4 {
@@ -288,11 +291,11 @@ pub fn create_for_move(name: &str, plan: &IfPlan) -> Result<Tap, String> {
     }
 }
 
-/// Finishes an endpoint a front end moved into `netns` (interface `idx`, now called
-/// `ifname`): the settings that do not follow a device across namespaces. ipvlan with IPv6:
-/// `addrgenmode none` and the port's own link-local instead of the EUI-64 one the kernel
-/// may have made from the shared MAC; otherwise `arp_notify`.
-pub fn settle_moved(netns: &Netns, idx: u32, ifname: &str, plan: &IfPlan) -> Result<(), String> {
+/// Finishes an endpoint a front end moved into `netns` (interface `idx`): the settings that
+/// do not follow a device across namespaces. ipvlan with IPv6: `addrgenmode none` and the
+/// port's own link-local instead of the EUI-64 one the kernel may have made from the shared
+/// MAC; otherwise `arp_notify`.
+pub fn settle_moved(netns: &Netns, idx: u32, plan: &IfPlan) -> Result<(), String> {
     let mut rtnl = Rtnl::open(netns).map_err(nerr("cannot reach the sandbox"))?;
     if plan.addr_gen_none {
         rtnl.link_set_addr_gen_mode(idx, AddrGenMode::None)
@@ -316,7 +319,8 @@ pub fn settle_moved(netns: &Netns, idx: u32, ifname: &str, plan: &IfPlan) -> Res
         }
     }
     if !plan.noarp {
-        set_arp_notify(netns, ifname, true).map_err(nerr("cannot set arp_notify"))?;
+        rtnl.link_set_inet_conf(idx, &[(IPV4_DEVCONF_ARP_NOTIFY, 1)])
+            .map_err(nerr("cannot set arp_notify"))?;
     }
     Ok(())
 }
