@@ -87,6 +87,12 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
 /// may lower it, and raise it up to the hard limit.
 pub fn set_nofile_soft_limit(soft: u64) -> io::Result<()> {
     let (_, hard) = nofile_limit()?;
+    set_nofile_limits(soft, hard)
+}
+
+/// Sets both open-file limits (`RLIMIT_NOFILE`). Raising the hard limit needs
+/// `CAP_SYS_RESOURCE`.
+pub fn set_nofile_limits(soft: u64, hard: u64) -> io::Result<()> {
     let rl = libc::rlimit {
         rlim_cur: soft,
         rlim_max: hard,

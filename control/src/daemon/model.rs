@@ -26,6 +26,11 @@ pub(super) const FDS_PER_ENDPOINT: u64 = 3;
 /// sockets, the TAP device): with fewer than these left, a failure is blamed on the limit.
 const FD_SLACK: u64 = 8;
 
+/// How `strerror` names `EMFILE` and `ENFILE` ("... in system").
+const EMFILE_TEXT: &str = "Too many open files";
+/// The start of the error for running out of descriptors.
+const FD_PREFIX: &str = "too many open files: raise LimitNOFILE";
+
 /// Endpoint removals between two heap trims (a trim costs about a millisecond).
 const TRIM_EVERY: usize = 64;
 
@@ -192,7 +197,7 @@ impl Daemon {
     /// file, or a socket `if_nametoindex` opens) surface under other names ("No such
     /// file"), so the count of open descriptors is checked against the limit too.
     pub(super) fn fd_hint(&self, e: String) -> String {
-        let said = e.contains("Too many open files");
+        let said = e.contains(EMFILE_TEXT);
         let near = match (crate::sys::open_fds(), crate::sys::nofile_limit()) {
             (Ok(n), Ok((soft, _))) => (n as u64).saturating_add(FD_SLACK) >= soft,
             (Err(err), _) => crate::sys::is_fd_exhaustion(&err),
@@ -201,14 +206,30 @@ impl Daemon {
         if !said && !near {
             return e;
         }
+        Self::fd_text(e)
+    }
+
+    /// `e`, explained when it says the process or the system ran out of descriptors
+    /// (`EMFILE`, `ENFILE`): for errors of any step of an endpoint request.
+    pub(super) fn fd_said(e: String) -> String {
+        if e.contains(EMFILE_TEXT) && !e.starts_with(FD_PREFIX) {
+            Self::fd_text(e)
+        } else {
+            e
+        }
+    }
+
+    fn fd_text(e: String) -> String {
+        if e.starts_with(FD_PREFIX) {
+            return e;
+        }
         let (open, limit) = (
             crate::sys::open_fds().map_or("?".to_string(), |n| n.to_string()),
             crate::sys::nofile_limit().map_or("?".to_string(), |(s, _)| s.to_string()),
         );
         format!(
-            "too many open files: raise LimitNOFILE (the daemon uses about \
-             {FDS_PER_ENDPOINT} descriptors per endpoint; {open} are open, the limit is \
-             {limit}) ({e})"
+            "{FD_PREFIX} (the daemon uses about {FDS_PER_ENDPOINT} descriptors per endpoint; \
+             {open} are open, the limit is {limit}) ({e})"
         )
     }
 
