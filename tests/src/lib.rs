@@ -71,6 +71,7 @@ pub struct World {
     namespaces: Namespaces,
     daemon: Option<Child>,
     backend: Option<Backend>,
+    daemon_args: Vec<String>,
 }
 
 impl World {
@@ -102,12 +103,19 @@ impl World {
             dir,
             daemon: None,
             backend,
+            daemon_args: Vec::new(),
         };
         w.netns("host");
         if daemon {
             w.start_daemon();
         }
         w
+    }
+
+    /// Arguments every later start of the daemon gets besides `--root` and `--socket`
+    /// (e.g. `--docker-plugin`).
+    pub fn set_daemon_args(&mut self, args: &[&str]) {
+        self.daemon_args = args.iter().map(|a| a.to_string()).collect();
     }
 
     /// The full name of test namespace `name`.
@@ -155,6 +163,7 @@ impl World {
         if let Some(b) = self.backend {
             cmd.args(["--wire-backend", b.arg()]);
         }
+        cmd.args(&self.daemon_args);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
