@@ -130,18 +130,14 @@ impl Worker {
         std::thread::Builder::new()
             .name("uvlan-sysctl".to_string())
             .spawn(move || {
-                let home = match Worker::setup() {
-                    Ok(h) => {
-                        let _ = ready_tx.send(Ok(()));
-                        h
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
+                let ready = Worker::setup();
+                let ok = ready.is_ok();
+                let _ = ready_tx.send(ready);
+                if !ok {
+                    return;
+                }
                 for job in rx {
-                    let r = Worker::run(&home, &job);
+                    let r = Worker::run(&job);
                     let _ = job.reply.send(r);
                 }
             })?;
@@ -154,9 +150,8 @@ impl Worker {
     }
 
     /// On the worker thread: a mount namespace of its own (its mounts private, so nothing
-    /// it mounts is seen elsewhere), and its home network namespace to return to.
-    fn setup() -> io::Result<OwnedFd> {
-        let home: OwnedFd = fs::File::open("/proc/thread-self/ns/net")?.into();
+    /// it mounts is seen elsewhere).
+    fn setup() -> io::Result<()> {
         // SAFETY: unshare(2) with flags only; CLONE_FS and CLONE_NEWNS affect only this
         // thread (its own fs_struct and mount namespace from here on).
         if unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) } != 0 {
@@ -178,12 +173,11 @@ impl Worker {
         }
         // Check once that a procfs can be mounted here.
         mount_proc()?;
-        umount_proc()?;
-        Ok(home)
+        umount_proc()
     }
 
     /// On the worker thread: one write in `job.netns`, through a fresh procfs.
-    fn run(home: &OwnedFd, job: &Job) -> io::Result<()> {
+    fn run(job: &Job) -> io::Result<()> {
         enter(job.netns)?;
         let r = mount_proc().and_then(|()| {
             let w = fs::OpenOptions::new()
@@ -193,7 +187,9 @@ impl Worker {
             let u = umount_proc();
             w.and(u)
         });
-        // Back home: the worker must not keep the target namespace alive.
+        // Back to the process's namespace (its main thread's; no descriptor is kept for
+        // it): the worker must not keep the target namespace alive.
+        let home: OwnedFd = fs::File::open("/proc/self/ns/net")?.into();
         enter(home.as_raw_fd())?;
         r
     }
