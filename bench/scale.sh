@@ -9,8 +9,9 @@
 #     IDLE_SECS, default 10 s, from /proc/PID/stat and /proc/PID/task/*/status);
 #   - TCP and 64-byte UDP (iperf3, SECS each, default 3 s) and RTT p50/p99
 #     (`ping -i 0.01 -c 500`) between two of the endpoints;
-# and at the largest N: the daemon's stop time (SIGTERM to exit; endpoints stay), its restart
-# time (until the API answers), disconnecting every endpoint, and the RSS after that.
+# and at the largest N: disconnecting every endpoint and the RSS after that (memory given
+# back), connecting them again, the daemon's stop time (SIGTERM to exit; endpoints stay), its
+# restart time (until the API answers), and disconnecting every endpoint again.
 #
 #   sudo bench/scale.sh
 #
@@ -190,6 +191,25 @@ def around(i):
 if len(conn) >= 1000:
     a, b = around(10), around(1000)
     print(f"\nconnect #10: {ms(a)}, #1000: {ms(b)} (median of 5 around each; ratio {b / a:.2f})")
+
+def disconnect_all(label):
+    ds = []
+    t0 = time.perf_counter()
+    for i in range(have):
+        t = time.perf_counter()
+        uv("network", "disconnect", "scale", ns(i))
+        ds.append(time.perf_counter() - t)
+    total = time.perf_counter() - t0
+    print(f"disconnect all {have} ({label}): {total:.1f} s, mean {ms(statistics.mean(ds))}, "
+          f"median {ms(statistics.median(ds))}, first {ms(ds[0])}, last {ms(ds[-1])}")
+    time.sleep(1)
+    print(f"  after disconnecting all: RSS {rss_kib(pid)} KiB, {threads(pid)} threads, {fds(pid)} fds")
+
+# The daemon that grew to the largest N gives its memory back?
+disconnect_all("the daemon that connected them")
+for i in range(have):
+    uv("network", "connect", "scale", ns(i))
+print(f"connected all {have} again: RSS {rss_kib(pid)} KiB, {threads(pid)} threads")
 print(f"\nstop with {have} endpoints:")
 t = time.perf_counter()
 d.terminate()
@@ -201,17 +221,7 @@ pid = d.pid
 print(f"  restart until the API answers: {start:.2f} s; RSS {rss_kib(pid)} KiB, {threads(pid)} threads")
 lst = run(UV, "network", "inspect", "scale").stdout
 print(f"  endpoints after the restart: {lst.count(P + '-e')}")
-ds = []
-t0 = time.perf_counter()
-for i in range(have):
-    t = time.perf_counter()
-    uv("network", "disconnect", "scale", ns(i))
-    ds.append(time.perf_counter() - t)
-total = time.perf_counter() - t0
-print(f"disconnect all {have}: {total:.1f} s, mean {ms(statistics.mean(ds))}, "
-      f"first {ms(ds[0])}, last {ms(ds[-1])}")
-time.sleep(1)
-print(f"after disconnecting all: RSS {rss_kib(pid)} KiB, {threads(pid)} threads, {fds(pid)} fds")
+disconnect_all("after the restart")
 d.terminate()
 d.wait()
 EOF

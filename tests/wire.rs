@@ -767,7 +767,9 @@ fn endpoints_follow_the_parent(b: Backend) {
     });
     assert!(
         w.reach("e1", GW_IP, 6),
-        "e1 → gateway after the parent came back up"
+        "e1 → gateway after the parent came back up\n{}\n{}",
+        w.ip("e1", "neigh"),
+        w.daemon_log()
     );
 
     // An address the parent gains is the host's: no endpoint may take it.
