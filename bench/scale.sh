@@ -3,7 +3,9 @@
 # dataplane with many endpoints on one internal ipvlan l2 network. For N = 2, 100 and 1,000
 # endpoints (override with SCALE_NS="2 100 1000"):
 #   - `uvlan network connect` and `network disconnect` time per operation (the CLI's process
-#     included), and the 10th against the 1,000th connect (median of the 5 around each);
+#     included), and the 10th against the 1,000th connect (median of the 5 around each), and
+#     the daemon's CPU time per operation less its dataplane thread's (the control plane's own
+#     work, which other load on the machine inflates less than wall time);
 #   - the daemon's RSS per endpoint, threads and file descriptors;
 #   - the idle daemon's CPU use and context switches per second (all its threads, over
 #     IDLE_SECS, default 10 s, from /proc/PID/stat and /proc/PID/task/*/status);
@@ -86,6 +88,21 @@ def cpu_ticks(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return int(f[11]) + int(f[12])
 
+def cp_ticks(pid):
+    # The daemon's CPU time (threads that ended included) less its dataplane thread's: the
+    # control plane's own work, which load on the machine inflates less than wall time.
+    dp = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            st = open(f"/proc/{pid}/task/{t}/stat").read()
+        except FileNotFoundError:
+            continue
+        comm = st[st.index("(") + 1:st.rindex(")")]
+        if comm == "uvlan-dataplane":
+            f = st.rsplit(")", 1)[1].split()
+            dp += int(f[11]) + int(f[12])
+    return cpu_ticks(pid) - dp
+
 def ctxt(pid):
     n = 0
     for t in os.listdir(f"/proc/{pid}/task"):
@@ -155,18 +172,22 @@ have = 0
 for n in NS:
     make_ns(have, n)
     seg = []
+    seg_cpu = []
     for i in range(have, n):
+        c0 = cp_ticks(pid)
         t = time.perf_counter()
         uv("network", "connect", "scale", ns(i))
         dt = time.perf_counter() - t
         conn.append(dt)
         seg.append(dt)
+        seg_cpu.append(cp_ticks(pid) - c0)
     have = n
     rss = rss_kib(pid)
     print(f"\nN = {n}")
     if seg:
         print(f"  connect #{n - len(seg) + 1}..#{n}: mean {ms(statistics.mean(seg))}, "
-              f"median {ms(statistics.median(seg))}, max {ms(max(seg))}")
+              f"median {ms(statistics.median(seg))}, max {ms(max(seg))}; control-plane CPU "
+              f"{ms(sum(seg_cpu) / TICK / len(seg))} per connect")
     print(f"  daemon: RSS {rss} KiB ({(rss - rss0) / n:.1f} KiB per endpoint), "
           f"{threads(pid)} threads, {fds(pid)} fds ({(fds(pid)) / n:.2f} per endpoint)")
     cpu, cs = idle(pid)
@@ -176,13 +197,16 @@ for n in NS:
           f"RTT p50 {p50:.0f} us, p99 {p99:.0f} us ({got}/500 replies)")
     k = min(10, n - 1)
     ds = []
+    c0 = cp_ticks(pid)
     for i in range(n - k, n):
         t = time.perf_counter()
         uv("network", "disconnect", "scale", ns(i))
         ds.append(time.perf_counter() - t)
+    dcpu = (cp_ticks(pid) - c0) / TICK / k
     for i in range(n - k, n):
         uv("network", "connect", "scale", ns(i))
-    print(f"  disconnect (last {k}): mean {ms(statistics.mean(ds))}, max {ms(max(ds))}")
+    print(f"  disconnect (last {k}): mean {ms(statistics.mean(ds))}, max {ms(max(ds))}; "
+          f"control-plane CPU {ms(dcpu)} per disconnect")
 
 def around(i):
     w = conn[max(0, i - 3):i + 2]
