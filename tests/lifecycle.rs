@@ -185,3 +185,82 @@ fn kill_9_and_restart_keep_endpoints_and_traffic() {
         "{inspect}"
     );
 }
+
+/// The rule for endpoints whose namespace cannot be used at start (docs/reliability.md):
+/// a namespace that is gone (its file removed, `ip netns delete`) took the interface with
+/// it, so the endpoint is removed with a log line and its address freed; one that cannot be
+/// opened for another reason is kept, with its address, and can be disconnected once it can
+/// be reached again. Nothing is dropped silently.
+#[test]
+fn namespaces_gone_or_unreachable_at_start() {
+    let mut w = World::new();
+    w.uvlan_ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--internal",
+        "--subnet",
+        "198.51.100.0/24",
+        "gone",
+    ]);
+    let a = w.netns("ga");
+    let b = w.netns("gb");
+    let c = w.netns("gc");
+    // b is connected through a path of the test's own (a symlink to its /run/netns file).
+    let link = w.dir.join("gb-link");
+    std::os::unix::fs::symlink(format!("/run/netns/{b}"), &link).unwrap();
+    let link_s = link.display().to_string();
+    w.uvlan_ok(&["network", "connect", "--ip", "198.51.100.10", "gone", &a]);
+    w.uvlan_ok(&[
+        "network",
+        "connect",
+        "--ip",
+        "198.51.100.11",
+        "gone",
+        &link_s,
+    ]);
+    w.uvlan_ok(&["network", "connect", "--ip", "198.51.100.12", "gone", &c]);
+    w.kill_daemon(libc::SIGTERM);
+    // a's namespace is deleted; b's path now loops (ELOOP: it cannot be opened).
+    assert!(
+        uvlan_system_tests::sh(std::process::Command::new("ip").args(["netns", "del", &a]))
+            .status
+            .success()
+    );
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&link, &link).unwrap();
+    w.start_daemon();
+    let log = w.daemon_log();
+    assert!(
+        log.contains(&format!("endpoint {a}: its namespace is gone")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("endpoint {link_s} could not be restored"))
+            && log.contains("it stays registered and keeps its addresses"),
+        "{log}"
+    );
+    let inspect = w.uvlan_ok(&["network", "inspect", "gone"]);
+    assert!(!inspect.contains(&format!("\"{a}\"")), "{inspect}");
+    assert!(inspect.contains("198.51.100.11/24"), "kept: {inspect}");
+    // a's address is free again; b's is not given out while its interface holds it.
+    let d = w.netns("gd");
+    w.uvlan_ok(&["network", "connect", "--ip", "198.51.100.10", "gone", &d]);
+    let o = w.uvlan(&["network", "connect", "--ip", "198.51.100.11", "gone", &d]);
+    assert!(!o.status.success());
+    let e = w.netns("ge");
+    let o = w.uvlan(&["network", "connect", "--ip", "198.51.100.11", "gone", &e]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Address already in use"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Reachable again: disconnect removes its interface too.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(format!("/run/netns/{b}"), &link).unwrap();
+    assert!(links(&w, "gb").contains("eth0"));
+    w.uvlan_ok(&["network", "disconnect", "gone", &link_s]);
+    assert!(!links(&w, "gb").contains("eth0"), "{}", links(&w, "gb"));
+    assert!(w.ping("gd", "198.51.100.12", 4), "the others work");
+}

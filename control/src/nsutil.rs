@@ -107,6 +107,8 @@ pub fn stop(child: &mut Child, sig: libc::c_int, grace: Duration) {
         if let Ok(Some(_)) = child.try_wait() {
             return;
         }
+        // Timed, and bounded (`grace`): a child's exit cannot be awaited with a deadline
+        // through std's `Child`; tests and labs only.
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
@@ -229,6 +231,7 @@ impl Tcpdump {
         let started = Instant::now();
         let mut said = String::new();
         loop {
+            // Timed so the start deadline is checked; bounded; tests and labs only.
             match t.stderr.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) if line.contains("listening on") => return Ok(t),
                 Ok(line) => {

@@ -8,9 +8,8 @@
 //! their `eth0` (without carrier) until the next daemon re-attaches and traffic resumes.
 
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use uvlan_dataplane::run::{RunOptions, WireBackend};
@@ -54,15 +53,16 @@ pub enum DaemonError {
     Metrics(#[from] crate::metrics::http::MetricsError),
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_sig: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-fn install_stop_handlers() {
-    // The handler only stores to an atomic: async-signal-safe.
-    crate::sys::on_signals(&[libc::SIGINT, libc::SIGTERM], on_stop_signal);
+/// The read end of the stop pipe: SIGINT and SIGTERM write a byte to its other end
+/// (signal-hook's self-pipe), so the API loop sleeps in one `poll` on the listener and this
+/// end, without a timeout.
+fn stop_on_signals() -> std::io::Result<UnixStream> {
+    let (rx, tx) = UnixStream::pair()?;
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::low_level::pipe::register(sig, tx.try_clone()?)?;
+    }
+    rx.set_nonblocking(true)?;
+    Ok(rx)
 }
 
 /// The dataplane this build uses: the real thread, opening parents with `backend`.
@@ -118,6 +118,17 @@ pub fn run_daemon(
             return Err(crate::metrics::http::MetricsError::NotLoopback(addr).into());
         }
     }
+    // Every endpoint holds a few descriptors (see `FDS_PER_ENDPOINT` in the daemon): the
+    // soft limit (1,024 under systemd's default) would stop it at a few hundred.
+    match crate::sys::raise_nofile_limit() {
+        Ok((old, new)) if old != new => log(&format!(
+            "open-file limit (RLIMIT_NOFILE) raised from {old} to the hard limit {new}"
+        )),
+        Ok((_, new)) => log(&format!("open-file limit (RLIMIT_NOFILE): {new}")),
+        Err(e) => log(&format!(
+            "cannot raise the open-file limit (RLIMIT_NOFILE): {e}"
+        )),
+    }
     let store = Store::open(root)?;
     let _lock = store.lock()?;
     let host = RtnlHost::open().map_err(DaemonError::Host)?;
@@ -128,8 +139,9 @@ pub fn run_daemon(
         dp.describe()
     ));
     let daemon = Daemon::start(store, Box::new(host), dp, log.clone())?;
-    // Endpoints follow their parents' changes (declared after `daemon`: dropped, and its
-    // thread joined, first).
+    // Endpoints follow their parents' changes. The watcher is served by the process-wide
+    // watcher hub (no thread of its own); declared after `daemon`, it is dropped first, and
+    // once dropped its callback is never called again.
     let weak = Arc::downgrade(&daemon);
     let _parents = crate::netns::Netns::current()
         .and_then(|ns| {
@@ -166,7 +178,11 @@ pub fn run_daemon(
         }
         None => None,
     };
-    install_stop_handlers();
+    let stop = stop_on_signals().map_err(|source| ListenError::Io {
+        op: "set up the stop signals (SIGINT, SIGTERM) for",
+        path: socket.to_path_buf(),
+        source,
+    })?;
     listener
         .set_nonblocking(true)
         .map_err(|source| ListenError::Io {
@@ -179,17 +195,28 @@ pub fn run_daemon(
         socket.display(),
         root.display()
     ));
-    serve_api(&listener, &daemon, &log);
+    serve_api(&listener, &stop, &daemon, &log);
     log("stopping; endpoints stay in place (their TAPs are persistent)");
     drop(plugin);
     let _ = std::fs::remove_file(socket);
     Ok(())
 }
 
-/// The API listener loop: one thread per connection, until SIGINT/SIGTERM.
-fn serve_api(listener: &UnixListener, daemon: &Arc<Daemon>, log: &Logger) {
-    while !STOP.load(Ordering::SeqCst) {
-        if !crate::sys::wait_readable(listener.as_fd(), 200).unwrap_or(false) {
+/// The API listener loop: one thread per connection, until SIGINT/SIGTERM writes to `stop`.
+/// It sleeps in `poll` on both without a timeout: nothing wakes it up while nothing happens.
+fn serve_api(listener: &UnixListener, stop: &UnixStream, daemon: &Arc<Daemon>, log: &Logger) {
+    loop {
+        let ready = match crate::sys::wait_any_readable(&[listener.as_fd(), stop.as_fd()], -1) {
+            Ok(r) => r,
+            Err(e) => {
+                log(&format!("waiting for API connections: {e}; stopping"));
+                return;
+            }
+        };
+        if ready.get(1).copied().unwrap_or(false) {
+            return;
+        }
+        if !ready.first().copied().unwrap_or(false) {
             continue;
         }
         match listener.accept() {

@@ -1,5 +1,5 @@
 //! The control plane's system-call edge: small, safe wrappers over the few libc calls the
-//! daemon, CLI, store and labs need (signals, poll, pidfd, peer credentials, file locks,
+//! daemon, CLI, store and labs need (poll, resource limits, peer credentials, file locks,
 //! `setns`). Together with `netns` (namespaces and netlink) this is where the control plane's
 //! `unsafe` lives; every block says why it holds.
 
@@ -21,21 +21,6 @@ pub fn send_signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Installs `handler` for each of `sigs` (with `sigaction`, no flags, an empty mask). The
-/// handler must be async-signal-safe (e.g. store to an atomic, or nothing at all).
-pub fn on_signals(sigs: &[libc::c_int], handler: extern "C" fn(libc::c_int)) {
-    for &sig in sigs {
-        // SAFETY: the sigaction struct is fully initialised (zeroed, then the handler and an
-        // empty mask set) for the call; callers pass async-signal-safe handlers.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = handler as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
 }
 
 /// Waits up to `timeout_ms` (−1: forever) for `fd` to become readable (or hang up).
@@ -77,25 +62,98 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
     Ok(r as usize)
 }
 
-/// Blocks until process `pid` exits (pidfd + poll). Returns at once if it is already gone.
-pub fn wait_for_exit(pid: i32) {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is
-    // passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let Ok(fd) = libc::c_int::try_from(fd) else {
-        return;
-    };
-    if fd < 0 {
-        return; // ESRCH: already gone
-    }
-    // SAFETY: `fd` was just returned by pidfd_open and nothing else owns it.
-    let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    use std::os::fd::AsFd;
-    loop {
-        match wait_readable(owned.as_fd(), -1) {
-            Ok(true) | Err(_) => break,
-            Ok(false) => continue, // EINTR
+/// Waits up to `timeout_ms` (−1: forever) until one of `fds` is readable (or hung up).
+/// Returns which are; all `false` on timeout or when a signal interrupted the wait.
+pub fn wait_any_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let n = libc::nfds_t::try_from(pfds.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many fds"))?;
+    // SAFETY: `pfds` is an array of `n` valid pollfds for the duration of the call, for fds
+    // the caller keeps open (they are borrowed).
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), n, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; pfds.len()]);
         }
+        return Err(e);
+    }
+    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// The process's open-file limit (`RLIMIT_NOFILE`): `(soft, hard)`.
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a writable rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((rl.rlim_cur, rl.rlim_max))
+}
+
+/// Sets the soft open-file limit (`RLIMIT_NOFILE`) to `soft`, keeping the hard one. A process
+/// may lower it, and raise it up to the hard limit.
+pub fn set_nofile_soft_limit(soft: u64) -> io::Result<()> {
+    let (_, hard) = nofile_limit()?;
+    set_nofile_limits(soft, hard)
+}
+
+/// Sets both open-file limits (`RLIMIT_NOFILE`). Raising the hard limit needs
+/// `CAP_SYS_RESOURCE`.
+pub fn set_nofile_limits(soft: u64, hard: u64) -> io::Result<()> {
+    let rl = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `rl` is a valid rlimit for the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard limit; returns `(old soft, new soft)`.
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    let (soft, hard) = nofile_limit()?;
+    if soft < hard {
+        set_nofile_soft_limit(hard)?;
+    }
+    Ok((soft, hard.max(soft)))
+}
+
+/// How many file descriptors the process has open (entries of `/proc/self/fd`).
+pub fn open_fds() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/fd")?.count())
+}
+
+/// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) ran out of file
+/// descriptors.
+pub fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Gives the heap's free memory at its top and in its free pages back to the kernel
+/// (glibc's `malloc_trim(0)`; without glibc, nothing). Returns whether memory was released.
+pub fn trim_heap() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim takes a pad size and only walks glibc's own heap under its
+        // locks; it is safe to call from any thread at any time.
+        unsafe { libc::malloc_trim(0) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
     }
 }
 
@@ -167,6 +225,34 @@ mod tests {
         assert!(!wait_readable(a.as_fd(), 0).unwrap());
         std::io::Write::write_all(&mut &b, b"x").unwrap();
         assert!(wait_readable(a.as_fd(), 1000).unwrap());
+        let (c, d) = UnixStream::pair().unwrap();
+        assert_eq!(
+            wait_any_readable(&[c.as_fd(), a.as_fd()], 1000).unwrap(),
+            [false, true]
+        );
+        drop(d); // end of file: readable
+        assert_eq!(
+            wait_any_readable(&[c.as_fd(), a.as_fd()], 0).unwrap(),
+            [true, true]
+        );
+    }
+
+    #[test]
+    fn open_file_limits_read_and_raise() {
+        let (soft, hard) = nofile_limit().unwrap();
+        assert!(soft <= hard);
+        let (_, now) = raise_nofile_limit().unwrap();
+        assert_eq!(now, hard);
+        assert_eq!(nofile_limit().unwrap().0, hard);
+        set_nofile_soft_limit(soft).unwrap();
+        assert_eq!(nofile_limit().unwrap(), (soft, hard));
+        assert!(open_fds().unwrap() >= 3);
+        assert!(is_fd_exhaustion(&io::Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        assert!(!is_fd_exhaustion(&io::Error::from_raw_os_error(
+            libc::ENOENT
+        )));
     }
 
     #[test]
@@ -179,14 +265,5 @@ mod tests {
         drop(f1);
         assert!(try_lock_exclusive(f2.as_fd()).unwrap());
         let _ = std::fs::remove_file(p);
-    }
-
-    #[test]
-    fn waiting_for_a_finished_process_returns() {
-        let mut c = std::process::Command::new("true").spawn().unwrap();
-        let pid = c.id() as i32;
-        wait_for_exit(pid);
-        c.wait().unwrap();
-        wait_for_exit(i32::MAX); // no such process
     }
 }

@@ -609,3 +609,48 @@ fn tap_endpoint_is_configured_through_netlink() {
     assert!(a.ip(&["route"]).contains("default via 192.0.2.1 dev eth0"));
     assert!(r.link_get("uvttmp0").is_err());
 }
+
+#[test]
+fn tap_alias_and_ipv4_settings_through_netlink() {
+    use uvlan_dataplane::port::tap::{Tap, TapOptions};
+    let a = TestNs::new("al");
+    let b = TestNs::new("al2");
+    let path = std::path::PathBuf::from(format!("/run/netns/{}", a.name));
+    let tap = Tap::create_in_netns(
+        &path,
+        &TapOptions {
+            name: Some("uvtal0".into()),
+            persist: true,
+            ..TapOptions::default()
+        },
+    )
+    .expect("TAP in namespace");
+    let mut r = a.rtnl();
+    let idx = tap.ifindex();
+    assert_eq!(r.link_get_by_index(idx).unwrap().alias, None);
+    r.link_set_alias(idx, "uvlan:abc@123").unwrap();
+    assert_eq!(
+        r.link_get_by_index(idx).unwrap().alias.as_deref(),
+        Some("uvlan:abc@123")
+    );
+    assert!(r.link_set_alias(idx, &"x".repeat(256)).is_err());
+    // arp_notify through IFLA_INET_CONF, read back through /proc/sys inside.
+    r.link_set_inet_conf(idx, &[(netns::IPV4_DEVCONF_ARP_NOTIFY, 1)])
+        .unwrap();
+    assert_eq!(
+        netns::sysctl_read(a.ns(), "net/ipv4/conf/uvtal0/arp_notify").unwrap(),
+        "1"
+    );
+    r.link_set_inet_conf(idx, &[(netns::IPV4_DEVCONF_ARP_NOTIFY, 0)])
+        .unwrap();
+    assert_eq!(
+        netns::sysctl_read(a.ns(), "net/ipv4/conf/uvtal0/arp_notify").unwrap(),
+        "0"
+    );
+    // The alias follows the device into another namespace and through a rename.
+    a.ip(&["link", "set", "dev", "uvtal0", "netns", &b.name]);
+    b.ip(&["link", "set", "dev", "uvtal0", "name", "eth7"]);
+    let moved = b.rtnl().link_get("eth7").unwrap();
+    assert_eq!(moved.alias.as_deref(), Some("uvlan:abc@123"));
+    let _ = tap.set_persist(false);
+}

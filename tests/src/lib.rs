@@ -121,6 +121,12 @@ impl World {
         w
     }
 
+    /// Arguments every later start of the daemon gets besides `--root` and `--socket`
+    /// (e.g. `--docker-plugin`).
+    pub fn set_daemon_args(&mut self, args: &[&str]) {
+        self.daemon_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
     /// The full name of test namespace `name`.
     pub fn ns(&self, name: &str) -> String {
         self.namespaces.full(name)
@@ -138,13 +144,26 @@ impl World {
 
     /// Starts the daemon inside the `host` namespace and waits for its socket.
     pub fn start_daemon(&mut self) {
+        self.start_daemon_under(&[]);
+    }
+
+    /// Like [`World::start_daemon`], with the daemon run by a command that execs it in place
+    /// (`prefix`, e.g. `["prlimit", "--nofile=64:64", "--"]`), so its pid stays the daemon's.
+    pub fn start_daemon_under(&mut self, prefix: &[&str]) {
         let _ = std::fs::remove_file(self.socket());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("daemon.log"))
             .expect("daemon log");
-        let mut cmd = in_netns(&self.ns("host"), uvlan_bin());
+        let mut cmd = match prefix.split_first() {
+            None => in_netns(&self.ns("host"), uvlan_bin()),
+            Some((prog, args)) => {
+                let mut c = in_netns(&self.ns("host"), prog);
+                c.args(args).arg(uvlan_bin());
+                c
+            }
+        };
         cmd.arg("daemon")
             .arg("--root")
             .arg(self.dir.join("root"))

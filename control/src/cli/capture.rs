@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::Args;
 
@@ -53,12 +54,6 @@ pub struct CaptureArgs {
     pub snaplen: Option<u32>,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop(_sig: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
 /// Runs `uvlan capture`.
 pub fn capture(a: CaptureArgs) -> Result<i32, Failure> {
     let req = Request::Capture(CaptureRequest {
@@ -70,14 +65,18 @@ pub fn capture(a: CaptureArgs) -> Result<i32, Failure> {
         snaplen: a.snaplen,
     });
     let (start, mut conn): (CaptureStart, ClientStream) = api::open_stream(&socket(), &req)?;
-    crate::sys::on_signals(&[libc::SIGINT, libc::SIGTERM], on_stop);
+    let stopped = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stopped.clone())
+            .map_err(|e| Failure::msg(format!("cannot catch Ctrl-C: {e}")))?;
+    }
     let names: Vec<&str> = start.interfaces.iter().map(|i| i.name.as_str()).collect();
     eprintln!(
         "capturing on network {}: {} (Ctrl-C to stop)",
         start.network,
         names.join(", ")
     );
-    let stop = || STOP.load(Ordering::SeqCst);
+    let stop = || stopped.load(Ordering::SeqCst);
     let stdout = io::stdout();
     let result = match a.write.as_deref() {
         None => pump(&mut conn, None, Some(&mut stdout.lock()), &stop),

@@ -42,13 +42,19 @@ pub struct RunArgs {
     pub cmd: Vec<String>,
 }
 
-extern "C" fn ignore_signal(_sig: libc::c_int) {}
-
 /// Keeps this process alive through SIGINT/SIGTERM/SIGHUP while it waits, so `--rm` still
-/// cleans up. A handler (not SIG_IGN) is used so the command, after exec, gets the default
-/// dispositions back.
+/// cleans up. A handler (signal-hook's, setting a flag nobody reads), not SIG_IGN, is used so
+/// the command, after exec, gets the default dispositions back.
 fn survive_signals() {
-    crate::sys::on_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP], ignore_signal);
+    let caught = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        // Registering fails only for signals that cannot be caught; these three can.
+        let _ = signal_hook::flag::register(sig, caught.clone());
+    }
 }
 
 /// Moves this (single-threaded) process into the namespace at `path`.

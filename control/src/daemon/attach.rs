@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use uvlan_dataplane::fwd::{
@@ -21,9 +22,17 @@ use super::endpoint::{self, IfPlan};
 use super::model::{Daemon, EpRt, Net};
 use super::options;
 
+/// How long a teardown waits for the interface to leave its namespace before it deletes it
+/// itself.
+const GONE_WAIT: Duration = Duration::from_secs(5);
 /// How long the daemon waits for a front end to move a TAP into its sandbox.
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often it looks.
+/// How often it looks. A timed loop, and justified: the sandbox Docker moves the TAP into
+/// may not exist yet when the daemon starts following (Docker creates it after Join), so
+/// there is no namespace to subscribe to, and the move, rename and link-up happen in
+/// namespaces the daemon learns of only by looking. The loop runs only between a Join and
+/// its TAP's arrival (a few looks; at most [`FOLLOW_TIMEOUT`]), on a thread that then ends:
+/// an idle daemon never runs it.
 const FOLLOW_POLL: Duration = Duration::from_millis(20);
 
 pub(super) fn engine_err(e: DpError) -> String {
@@ -124,6 +133,7 @@ impl Daemon {
                 &ep.addrs,
             ),
             custom_routes: None,
+            mark: self.mark(&ep.id),
         }
     }
 
@@ -170,12 +180,15 @@ impl Daemon {
                 "cannot hand the endpoint's TAP to the dataplane: {e}"
             ));
         }
+        let gone = Arc::new(endpoint::Gone::default());
         if !watch {
             let rt = EpRt {
                 port,
                 ifindex,
                 netns: ns,
                 watcher: None,
+                reaper: None,
+                gone,
             };
             self.follow_on_attach(&rt, label);
             return Ok(rt);
@@ -187,6 +200,7 @@ impl Daemon {
             ifindex,
             port,
             label.to_string(),
+            gone.clone(),
         ) {
             Ok(w) => w,
             Err(e) => {
@@ -199,19 +213,25 @@ impl Daemon {
             ifindex,
             netns: ns,
             watcher: Some(watcher),
+            reaper: None,
+            gone,
         };
         self.follow_on_attach(&rt, label);
         Ok(rt)
     }
 
+    /// Takes the endpoint out of the engine and the dataplane and destroys its TAP. Returns
+    /// once the interface has left its namespace (with its addresses): the kernel's slower
+    /// rest of the work goes on on a short-lived thread (see [`endpoint::destroy_tap_async`]).
     pub(super) fn teardown_endpoint(&self, mut rt: EpRt) {
-        drop(rt.watcher.take());
-        match self.dp.remove_tap(rt.port) {
-            Ok(Some(t)) => endpoint::destroy_tap(t),
-            Ok(None) => {}
-            Err(e) => (self.log)(&format!("taking the TAP of {} back: {e}", rt.port)),
-        }
-        endpoint::delete_link(&rt.netns, rt.ifindex);
+        drop(rt.reaper.take());
+        let tap = match self.dp.remove_tap(rt.port) {
+            Ok(t) => t,
+            Err(e) => {
+                (self.log)(&format!("taking the TAP of {} back: {e}", rt.port));
+                None
+            }
+        };
         let port = rt.port;
         match with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port)) {
             Ok(Ok(()))
@@ -221,6 +241,22 @@ impl Daemon {
             })) => {}
             Ok(Err(e)) => (self.log)(&format!("removing {port} from the engine: {e}")),
             Err(e) => (self.log)(&format!("removing {port} from the engine: {e}")),
+        }
+        let gone = match tap {
+            // The address watcher sees the interface leave.
+            Some(t) if rt.watcher.is_some() => {
+                endpoint::destroy_tap_async(t, rt.gone.clone());
+                rt.gone.wait(GONE_WAIT)
+            }
+            Some(t) => {
+                endpoint::destroy_tap(t);
+                false
+            }
+            None => false,
+        };
+        drop(rt.watcher.take());
+        if !gone {
+            endpoint::delete_link(&rt.netns, rt.ifindex);
         }
     }
 
@@ -319,9 +355,13 @@ impl Daemon {
             &ep,
             link_local,
         );
-        if let Err(e) = endpoint::settle_moved(&ns, ifindex, &link.name, &plan) {
+        if let Err(e) = endpoint::settle_moved(&ns, ifindex, &plan) {
             (self.log)(&format!("endpoint {ep_id}: {e}"));
         }
+        let gone = match st.nets[i].eps.get(ep_id) {
+            Some(rt) => rt.gone.clone(),
+            None => return Ok(true),
+        };
         let watcher = endpoint::start_watcher(
             self.dp.clone(),
             self.log.clone(),
@@ -329,14 +369,15 @@ impl Daemon {
             ifindex,
             port,
             ep.name.clone(),
+            gone,
         )?;
-        let mut netrec = st.nets[i].rec.clone();
-        netrec.endpoints[k].ifname = link.name.clone();
-        netrec.endpoints[k].netns_inode = ns.inode();
+        let mut settled = ep;
+        settled.ifname = link.name.clone();
+        settled.netns_inode = ns.inode();
         self.store
-            .save_network(&netrec)
+            .save_endpoint(net_id, &settled)
             .map_err(|e| e.to_string())?;
-        st.nets[i].rec = netrec;
+        st.nets[i].rec.endpoints[k] = settled;
         if let Some(rt) = st.nets[i].eps.get_mut(ep_id) {
             rt.netns = ns;
             rt.ifindex = ifindex;

@@ -9,8 +9,8 @@ use uvlan_dataplane::fwd::PortId;
 
 use crate::api::{Connect, CreateNetwork, NetworkSummary, RunInfo};
 use crate::inspect::NetworkResource;
-use crate::netns::{Netns, NETNS_RUN_DIR};
-use crate::store::{AutoRemove, EndpointRecord};
+use crate::netns::{ExitWatcher, Netns, NETNS_RUN_DIR};
+use crate::store::{AutoRemove, EndpointRecord, Intent};
 
 use super::external;
 use super::model::{Daemon, EpAddrs, EpMac, EpPlace, Net, NewIpam, NewNetwork, State};
@@ -157,8 +157,7 @@ impl Daemon {
                 st.nets[i].rec.name
             ));
         };
-        let mut netrec = st.nets[i].rec.clone();
-        let ep = netrec.endpoints.remove(k);
+        let ep = st.nets[i].rec.endpoints[k].clone();
         if delete_netns && !ep.owns_netns {
             return Err(format!(
                 "namespace {} was not created by \"uvlan run\"; use \"uvlan network \
@@ -166,17 +165,20 @@ impl Daemon {
                 ep.name
             ));
         }
-        let mut space = st.space.clone();
-        space
-            .release(&netrec.id, &ep.addrs)
-            .map_err(|e| e.to_string())?;
+        let net_id = st.nets[i].rec.id.clone();
+        // Intent first: a crash from here on is finished at the next start (the interface,
+        // then the record, then the addresses).
+        let mut marked = ep.clone();
+        marked.intent = Some(Intent::Remove { delete_netns });
         self.store
-            .save_network(&netrec)
+            .save_endpoint(&net_id, &marked)
             .map_err(|e| e.to_string())?;
-        st.space = space;
-        st.nets[i].rec = netrec;
-        if let Some(rt) = st.nets[i].eps.remove(&ep.id) {
-            self.teardown_endpoint(rt);
+        match st.nets[i].eps.remove(&ep.id) {
+            Some(rt) => self.teardown_endpoint(rt),
+            // Not restored at start: its interface may still be there.
+            None => {
+                super::recover::remove_interfaces(&self.host_tag, &ep, &self.log);
+            }
         }
         if delete_netns {
             let name = Path::new(&ep.netns_path)
@@ -196,6 +198,22 @@ impl Daemon {
                 )),
             }
         }
+        // The interface is gone: the record, then the addresses (never handed out while an
+        // interface holds them).
+        if let Err(e) = self.store.delete_endpoint(&net_id, &ep.id) {
+            (self.log)(&format!(
+                "endpoint {}: {e} (the next start finishes the removal)",
+                ep.name
+            ));
+        }
+        st.nets[i].rec.endpoints.remove(k);
+        if let Err(e) = st.space.release(&net_id, &ep.addrs) {
+            (self.log)(&format!(
+                "endpoint {}: giving back its addresses: {e}",
+                ep.name
+            ));
+        }
+        self.freed_endpoint(st);
         Ok(())
     }
 
@@ -235,44 +253,74 @@ impl Daemon {
             return self.disconnect_locked(&mut st, network, netns, true);
         };
         let auto = AutoRemove { pid, start_time };
-        let mut netrec = st.nets[i].rec.clone();
-        netrec.endpoints[k].auto_remove = Some(auto);
+        let net_id = st.nets[i].rec.id.clone();
+        let mut ep = st.nets[i].rec.endpoints[k].clone();
+        ep.auto_remove = Some(auto);
         self.store
-            .save_network(&netrec)
+            .save_endpoint(&net_id, &ep)
             .map_err(|e| e.to_string())?;
-        let (net_id, ep_id) = (netrec.id.clone(), netrec.endpoints[k].id.clone());
-        st.nets[i].rec = netrec;
-        drop(st);
-        self.spawn_reaper(net_id, ep_id, auto);
+        let ep_id = ep.id.clone();
+        st.nets[i].rec.endpoints[k] = ep;
+        self.watch_exit(&mut st, &net_id, &ep_id, auto);
         Ok(())
     }
 
-    /// Waits (on its own thread) for an auto-remove process to exit, then removes its
-    /// endpoint and namespace.
-    pub(super) fn spawn_reaper(&self, net_id: String, ep_id: String, auto: AutoRemove) {
-        let Some(me) = self.me.upgrade() else { return };
-        let spawned = std::thread::Builder::new()
-            .name(format!("uvlan-reap-{}", auto.pid))
-            .spawn(move || {
-                if process_start_time(auto.pid) == Some(auto.start_time) {
-                    crate::sys::wait_for_exit(auto.pid);
-                }
-                let mut st = me.lock();
-                let Some(i) = st.nets.iter().position(|n| n.rec.id == net_id) else {
-                    return;
-                };
-                let Some(ep) = st.nets[i].rec.endpoints.iter().find(|e| e.id == ep_id) else {
-                    return;
-                };
-                let name = ep.name.clone();
-                if let Err(e) = me.disconnect_locked(&mut st, &net_id, &name, true) {
-                    (me.log)(&format!(
-                        "auto-removing {name} after its process exited: {e}"
-                    ));
-                }
-            });
-        if let Err(e) = spawned {
-            (self.log)(&format!("cannot start the auto-remove thread: {e}"));
+    /// Removes the endpoint and its namespace once its auto-remove process has exited: a
+    /// pidfd on the watcher hub (no thread while it waits), kept with the endpoint. A process
+    /// already gone (or its PID taken by another) is handled at once.
+    pub(super) fn watch_exit(&self, st: &mut State, net_id: &str, ep_id: &str, auto: AutoRemove) {
+        let me = self.me.clone();
+        let (net, ep) = (net_id.to_string(), ep_id.to_string());
+        // On the hub thread: the removal takes the daemon's lock, under which this watcher
+        // is dropped, so it runs on a thread of its own (one per exit, gone when done).
+        let on_exit = move || {
+            let spawned = std::thread::Builder::new()
+                .name(format!("uvlan-reap-{}", auto.pid))
+                .spawn(move || {
+                    if let Some(d) = me.upgrade() {
+                        d.reap(&net, &ep);
+                    }
+                });
+            if let Err(e) = spawned {
+                // Logged by nobody (the daemon may be gone): stderr is the daemon's log.
+                eprintln!("cannot start the auto-remove thread: {e}");
+            }
+        };
+        if process_start_time(auto.pid) != Some(auto.start_time) {
+            on_exit();
+            return;
+        }
+        let rt = st
+            .nets
+            .iter_mut()
+            .find(|n| n.rec.id == net_id)
+            .and_then(|n| n.eps.get_mut(ep_id));
+        let Some(rt) = rt else {
+            return;
+        };
+        match ExitWatcher::start(auto.pid, on_exit) {
+            Ok(w) => rt.reaper = Some(w),
+            Err(e) => (self.log)(&format!(
+                "cannot watch process {} to auto-remove its endpoint: {e}",
+                auto.pid
+            )),
+        }
+    }
+
+    /// Removes an auto-remove endpoint (and its namespace) after its process exited.
+    fn reap(&self, net_id: &str, ep_id: &str) {
+        let mut st = self.lock();
+        let Some(i) = st.nets.iter().position(|n| n.rec.id == net_id) else {
+            return;
+        };
+        let Some(ep) = st.nets[i].rec.endpoints.iter().find(|e| e.id == ep_id) else {
+            return;
+        };
+        let name = ep.name.clone();
+        if let Err(e) = self.disconnect_locked(&mut st, net_id, &name, true) {
+            (self.log)(&format!(
+                "auto-removing {name} after its process exited: {e}"
+            ));
         }
     }
 

@@ -11,7 +11,7 @@ use uvlan_dataplane::wire::MacAddr;
 use crate::ids;
 use crate::ipam::AddrRequest;
 use crate::netns::{Netns, Rtnl};
-use crate::store::{EndpointRecord, NetworkRecord};
+use crate::store::{EndpointRecord, Intent, NetworkRecord};
 
 use super::dp::with_engine;
 use super::endpoint;
@@ -158,12 +158,14 @@ impl Daemon {
             EpMac::Fixed(m) => (m, None),
         };
         let net_id = st.nets[i].rec.id.clone();
-        let mut space = st.space.clone();
+        // Taken from the address space directly (no copy of it): given back below if a later
+        // step fails.
+        let own_ipam = matches!(addrs, EpAddrs::Allocate { .. });
         let (addrs, req_ip, req_ip6) = match addrs {
             EpAddrs::Allocate { ip, ip6 } => {
                 Self::check_static_ips(&st.nets[i].rec, ip.is_some(), ip6.is_some())?;
                 (
-                    space
+                    st.space
                         .allocate(
                             &net_id,
                             &AddrRequest::with_ips(ip.as_deref(), ip6.as_deref()),
@@ -174,6 +176,51 @@ impl Daemon {
                 )
             }
             EpAddrs::Given(a) => (a, None, None),
+        };
+        let release = |st: &mut State, why: String| {
+            if own_ipam {
+                if let Err(e) = st.space.release(&net_id, &addrs) {
+                    (self.log)(&format!("giving back the addresses of {name}: {e}"));
+                }
+            }
+            why
+        };
+        let made = self.make_endpoint(
+            st,
+            i,
+            place,
+            nid,
+            driver,
+            mac,
+            addrs,
+            (req_ip, req_ip6, req_mac),
+        );
+        match made {
+            Ok(rec) => Ok(rec),
+            Err(e) => Err(release(st, e)),
+        }
+    }
+
+    /// The part of [`Daemon::connect_locked`] after the addresses are taken: the record with
+    /// its `create` intent, the engine port, the TAP, the dataplane and watcher, the settled
+    /// record. On error everything it did is undone (the caller gives the addresses back).
+    #[allow(clippy::too_many_arguments)]
+    fn make_endpoint(
+        &self,
+        st: &mut State,
+        i: usize,
+        place: EpPlace,
+        nid: uvlan_dataplane::fwd::NetworkId,
+        driver: Driver,
+        mac: MacAddr,
+        addrs: crate::ipam::EndpointAddrs,
+        (req_ip, req_ip6, req_mac): (Option<String>, Option<String>, Option<String>),
+    ) -> Result<EndpointRecord, String> {
+        let name = place.name.clone();
+        let net_id = st.nets[i].rec.id.clone();
+        let inode = match place.host_name {
+            Some(_) => 0,
+            None => place.ns.inode(),
         };
         let ifname = match (&place.ifname, &place.host_name) {
             (_, Some(host)) => host.clone(),
@@ -199,6 +246,7 @@ impl Daemon {
             auto_remove: None,
             key: place.key.clone(),
             host_name: place.host_name.clone(),
+            intent: Some(Intent::Create),
         };
         if let Some(k) = &place.key {
             if ids::is_valid_id(k)
@@ -229,34 +277,47 @@ impl Daemon {
         };
         let mut plan = self.if_plan(&st.nets[i], driver, ifname, port_mac, mtu, &rec, link_local);
         plan.custom_routes = place.routes.clone();
+        // Write-ahead: the record with its intent exists before anything is made in the
+        // kernel, so a crash from here on is rolled back at the next start.
+        self.store
+            .save_endpoint(&net_id, &rec)
+            .map_err(|e| undo_port(e.to_string()))?;
+        let forget = |why: String| {
+            if let Err(e) = self.store.delete_endpoint(&net_id, &rec.id) {
+                // The intent stays: the next start removes what is left.
+                (self.log)(&format!("endpoint {name}: {e}"));
+            }
+            why
+        };
         let (tap, ns, up, watch) = match &place.host_name {
             None => {
-                let tap =
-                    endpoint::create_interface(&place.ns, &place.path, &plan).map_err(undo_port)?;
+                let tap = endpoint::create_interface(&place.ns, &place.path, &plan)
+                    .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
                 (tap, place.ns, true, true)
             }
             Some(host) => {
-                let tap = endpoint::create_for_move(host, &plan).map_err(undo_port)?;
+                let tap = endpoint::create_for_move(host, &plan)
+                    .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
                 let here = match Netns::current() {
                     Ok(h) => h,
                     Err(e) => {
                         endpoint::destroy_tap(tap);
-                        return Err(undo_port(e.to_string()));
+                        return Err(forget(undo_port(self.fd_hint(e.to_string()))));
                     }
                 };
                 (tap, here, false, false)
             }
         };
         let ifindex = tap.ifindex();
-        let rt = self.finish_endpoint(port, tap, ifindex, ns, up, &name, driver, watch)?;
-        let mut netrec = st.nets[i].rec.clone();
-        netrec.endpoints.push(rec.clone());
-        if let Err(e) = self.store.save_network(&netrec) {
+        let rt = self
+            .finish_endpoint(port, tap, ifindex, ns, up, &name, driver, watch)
+            .map_err(|e| forget(self.fd_hint(e)))?;
+        rec.intent = None;
+        if let Err(e) = self.store.save_endpoint(&net_id, &rec) {
             self.teardown_endpoint(rt);
-            return Err(e.to_string());
+            return Err(forget(e.to_string()));
         }
-        st.space = space;
-        st.nets[i].rec = netrec;
+        st.nets[i].rec.endpoints.push(rec.clone());
         st.nets[i].eps.insert(rec.id.clone(), rt);
         if place.host_name.is_some() {
             self.spawn_follow(&net_id, &rec.id, port, ifindex, port_mac);

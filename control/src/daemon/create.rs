@@ -117,7 +117,7 @@ impl Daemon {
             managed: req.managed,
         };
         let rt = self.engine_add_network(st, &rec)?;
-        if let Err(e) = self.store.save_network(&rec) {
+        if let Err(e) = self.store.create_network(&rec) {
             self.engine_remove_network(&rt);
             return Err(e.to_string());
         }

@@ -13,11 +13,11 @@ impl Daemon {
             Request::NetworkLs => to_value(self.list()),
             Request::NetworkInspect { name } => self.inspect(&name).and_then(to_value),
             Request::NetworkRm { name } => self.remove_network(&name).map(Into::into),
-            Request::NetworkConnect(c) => self.connect(&c).map(Into::into),
+            Request::NetworkConnect(c) => self.connect(&c).map_err(Self::fd_said).map(Into::into),
             Request::NetworkDisconnect { network, netns } => self
                 .disconnect(&network, &netns, false)
                 .map(|()| serde_json::Value::Null),
-            Request::RunSetup(r) => self.run_setup(&r).and_then(to_value),
+            Request::RunSetup(r) => self.run_setup(&r).map_err(Self::fd_said).and_then(to_value),
             Request::RunRemove { network, netns } => self
                 .disconnect(&network, &netns, true)
                 .map(|()| serde_json::Value::Null),
@@ -41,7 +41,10 @@ impl Daemon {
             Request::EndpointReserve { network, spec } => {
                 self.reserve_endpoint(&network, &spec).map(Into::into)
             }
-            Request::EndpointAttach(a) => self.attach_endpoint(&a).and_then(to_value),
+            Request::EndpointAttach(a) => self
+                .attach_endpoint(&a)
+                .map_err(Self::fd_said)
+                .and_then(to_value),
             Request::EndpointDetach {
                 network,
                 key,

@@ -11,12 +11,13 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use crate::ipam::EndpointAddrs;
 use crate::netns::{
-    set_arp_notify, set_ipv6_disabled, AddrEvent, AddrGenMode, AddrOptions, AddrWatcher, Netns,
-    NetnsError, Route, Rtnl,
+    set_ipv6_disabled, AddrEvent, AddrGenMode, AddrOptions, AddrWatcher, Netns, NetnsError, Route,
+    Rtnl, IPV4_DEVCONF_ARP_NOTIFY,
 };
 use uvlan_dataplane::fwd::{Driver, Errno, IpvlanMode, PortId};
 use uvlan_dataplane::port::tap::{Tap, TapError, TapOptions};
@@ -91,6 +92,66 @@ pub struct IfPlan {
     pub routes: RoutePlan,
     /// Routes a front end chose (CNI: the IPAM result's), installed instead of `routes`.
     pub custom_routes: Option<Vec<CustomRoute>>,
+    /// The interface's alias marking it as this endpoint's ([`mark`]).
+    pub mark: String,
+}
+
+/// The alias every endpoint's interface carries from its creation on: `uvlan:<EID>@<HOST>`,
+/// with the endpoint ID and the first 12 hex digits of the daemon's host ID (so that a
+/// daemon with another state directory never takes another's interfaces for its own). It
+/// follows the device through Docker's move and rename, so a start finds every interface a
+/// daemon made, whatever its name, in its own namespace and in every namespace its store
+/// names.
+pub fn mark(ep_id: &str, host: &str) -> String {
+    format!("{MARK_PREFIX}{ep_id}@{host}")
+}
+
+const MARK_PREFIX: &str = "uvlan:";
+
+/// The endpoint ID and host of a [`mark`].
+pub fn parse_mark(alias: &str) -> Option<(&str, &str)> {
+    alias.strip_prefix(MARK_PREFIX)?.split_once('@')
+}
+
+/// Tells a teardown when the endpoint's interface has left its namespace: the address
+/// watcher reports its removal, or the thread closing the TAP is done.
+#[derive(Debug, Default)]
+pub struct Gone {
+    /// (a teardown expects the removal, the interface is gone).
+    state: Mutex<(bool, bool)>,
+    cv: Condvar,
+}
+
+impl Gone {
+    fn state(&self) -> std::sync::MutexGuard<'_, (bool, bool)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A teardown is removing the interface: its removal is no news to log.
+    pub fn expect(&self) {
+        self.state().0 = true;
+    }
+
+    /// Whether a teardown removes the interface.
+    pub fn expected(&self) -> bool {
+        self.state().0
+    }
+
+    /// The interface is gone.
+    pub fn done(&self) {
+        self.state().1 = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits up to `timeout` for [`Gone::done`]; true if it came.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let g = self.state();
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |s| !s.1)
+            .unwrap_or_else(|p| p.into_inner());
+        g.1
+    }
 }
 
 /// One route a front end asks for: `DST/LEN [via GW] dev IF`.
@@ -134,6 +195,8 @@ pub fn create_interface(netns: &Netns, netns_path: &Path, plan: &IfPlan) -> Resu
 /// Applies MAC, MTU, ARP, IPv6 settings, addresses, link up and routes to an interface.
 pub fn configure_interface(netns: &Netns, idx: u32, plan: &IfPlan) -> Result<(), String> {
     let mut rtnl = Rtnl::open(netns).map_err(nerr("cannot reach the namespace"))?;
+    rtnl.link_set_alias(idx, &plan.mark)
+        .map_err(nerr("cannot mark the endpoint's interface"))?;
     rtnl.link_set_mac(idx, plan.mac.0)
         .map_err(nerr("cannot set the endpoint's MAC"))?;
     rtnl.link_set_mtu(idx, plan.mtu)
@@ -150,7 +213,10 @@ pub fn configure_interface(netns: &Netns, idx: u32, plan: &IfPlan) -> Result<(),
     set_ipv6_disabled(netns, &plan.ifname, !has_v6)
         .map_err(nerr("cannot set disable_ipv6 on the endpoint"))?;
     if !plan.noarp {
-        set_arp_notify(netns, &plan.ifname, true).map_err(nerr("cannot set arp_notify"))?;
+        // Through netlink: `/proc/sys/net/ipv4` costs milliseconds per new namespace once
+        // there are a thousand (see `Rtnl::link_set_inet_conf`).
+        rtnl.link_set_inet_conf(idx, &[(IPV4_DEVCONF_ARP_NOTIFY, 1)])
+            .map_err(nerr("cannot set arp_notify"))?;
     }
     let nodad = AddrOptions { nodad: true };
     if let Some(a) = plan.addrs.v4 {
@@ -205,6 +271,8 @@ pub fn create_for_move(name: &str, plan: &IfPlan) -> Result<Tap, String> {
         let here = Netns::current().map_err(nerr("cannot open the daemon's namespace"))?;
         let mut rtnl = Rtnl::open(&here).map_err(nerr("cannot reach the daemon's namespace"))?;
         let idx = tap.ifindex();
+        rtnl.link_set_alias(idx, &plan.mark)
+            .map_err(nerr("cannot mark the endpoint's interface"))?;
         rtnl.link_set_mac(idx, plan.mac.0)
             .map_err(nerr("cannot set the endpoint's MAC"))?;
         rtnl.link_set_mtu(idx, plan.mtu)
@@ -224,11 +292,11 @@ pub fn create_for_move(name: &str, plan: &IfPlan) -> Result<Tap, String> {
     }
 }
 
-/// Finishes an endpoint a front end moved into `netns` (interface `idx`, now called
-/// `ifname`): the settings that do not follow a device across namespaces. ipvlan with IPv6:
-/// `addrgenmode none` and the port's own link-local instead of the EUI-64 one the kernel
-/// may have made from the shared MAC; otherwise `arp_notify`.
-pub fn settle_moved(netns: &Netns, idx: u32, ifname: &str, plan: &IfPlan) -> Result<(), String> {
+/// Finishes an endpoint a front end moved into `netns` (interface `idx`): the settings that
+/// do not follow a device across namespaces. ipvlan with IPv6: `addrgenmode none` and the
+/// port's own link-local instead of the EUI-64 one the kernel may have made from the shared
+/// MAC; otherwise `arp_notify`.
+pub fn settle_moved(netns: &Netns, idx: u32, plan: &IfPlan) -> Result<(), String> {
     let mut rtnl = Rtnl::open(netns).map_err(nerr("cannot reach the sandbox"))?;
     if plan.addr_gen_none {
         rtnl.link_set_addr_gen_mode(idx, AddrGenMode::None)
@@ -252,7 +320,8 @@ pub fn settle_moved(netns: &Netns, idx: u32, ifname: &str, plan: &IfPlan) -> Res
         }
     }
     if !plan.noarp {
-        set_arp_notify(netns, ifname, true).map_err(nerr("cannot set arp_notify"))?;
+        rtnl.link_set_inet_conf(idx, &[(IPV4_DEVCONF_ARP_NOTIFY, 1)])
+            .map_err(nerr("cannot set arp_notify"))?;
     }
     Ok(())
 }
@@ -271,6 +340,29 @@ pub fn reattach_host_tap(name: &str) -> Result<Option<Tap>, String> {
 pub fn destroy_tap(tap: Tap) {
     let _ = tap.set_persist(false);
     drop(tap);
+}
+
+/// Removes a TAP for good without waiting for the slow part of the kernel's work: the
+/// device leaves its namespace (with its addresses) within a millisecond or two of the
+/// close, but the close then waits for an RCU barrier (20–30 ms on a loaded host) before it
+/// returns. The close runs on a short-lived thread; `gone` is told when it returns (the
+/// address watcher tells it earlier, when the interface leaves the namespace).
+pub fn destroy_tap_async(tap: Tap, gone: Arc<Gone>) {
+    gone.expect();
+    // Not persistent any more: even if the thread cannot start, dropping the closure closes
+    // the fd and the device goes.
+    let _ = tap.set_persist(false);
+    let told = gone.clone();
+    let spawned = std::thread::Builder::new()
+        .name("uvlan-tap-close".to_string())
+        .spawn(move || {
+            drop(tap);
+            told.done();
+        });
+    if spawned.is_err() {
+        // The closure, and with it the TAP, was dropped: closed synchronously.
+        gone.done();
+    }
 }
 
 /// Re-attaches to an endpoint's persistent TAP after a restart. `Ok(None)` when the TAP no
@@ -306,8 +398,14 @@ pub fn start_watcher(
     ifindex: u32,
     port: PortId,
     label: String,
+    gone: Arc<Gone>,
 ) -> Result<AddrWatcher, String> {
     AddrWatcher::start(netns, ifindex, move |ev| {
+        if matches!(ev, AddrEvent::LinkRemoved { .. }) && gone.expected() {
+            // A teardown removes it: nothing to mirror or log.
+            gone.done();
+            return;
+        }
         on_event(&*dp, &log, port, &label, ev);
     })
     .map_err(|e| format!("cannot watch the endpoint's addresses: {e}"))

@@ -38,7 +38,7 @@ use crate::api::{
 use crate::ids;
 use crate::ipam::{EndpointAddr, EndpointAddrs};
 use crate::netns::{Netns, Rtnl, NETNS_RUN_DIR};
-use crate::store::{Managed, NetworkRecord, ReservedEndpoint};
+use crate::store::{EndpointRecord, Intent, Managed, NetworkRecord, ReservedEndpoint};
 
 use super::dp::with_engine;
 use super::endpoint::{self, CustomRoute, DefaultRoute};
@@ -113,6 +113,24 @@ fn route_view(r: Option<DefaultRoute>) -> Option<DefaultRouteView> {
             DefaultRoute::Dev => None,
         },
     })
+}
+
+/// The reservation an attached endpoint goes back to on Leave (with its kept TAP's name and
+/// endpoint ID when `parked`).
+fn reservation_of(ep: &EndpointRecord, macvlan: bool, parked: bool) -> ReservedEndpoint {
+    ReservedEndpoint {
+        key: ep.key.clone().unwrap_or_default(),
+        addrs: ep.addrs,
+        mac: if macvlan {
+            ep.mac.clone()
+        } else {
+            String::new()
+        },
+        req_mac: ep.req_mac.clone(),
+        created: ep.created.clone(),
+        host_name: ep.host_name.clone(),
+        endpoint_id: parked.then(|| ep.id.clone()),
+    }
 }
 
 /// What differs between an existing managed network and a request for it.
@@ -316,21 +334,29 @@ impl Daemon {
         } else {
             String::new()
         };
-        let mut netrec = st.nets[i].rec.clone();
-        if let Some(m) = netrec.managed.as_mut() {
-            m.reserved.push(ReservedEndpoint {
-                key: spec.key.clone(),
-                addrs,
-                mac: mac.clone(),
-                req_mac: spec.mac.clone(),
-                created: ids::now_rfc3339(),
-                host_name: None,
-            });
+        if !ReservedEndpoint::key_is_storable(&spec.key) {
+            return Err(format!(
+                "endpoint key {:?} is not usable: 1 to 200 characters of letters, digits, \
+                 '_', '.', ':' and '-', not starting with a dot",
+                spec.key
+            ));
         }
+        let r = ReservedEndpoint {
+            key: spec.key.clone(),
+            addrs,
+            mac: mac.clone(),
+            req_mac: spec.mac.clone(),
+            created: ids::now_rfc3339(),
+            host_name: None,
+            endpoint_id: None,
+        };
+        let net_id = st.nets[i].rec.id.clone();
         self.store
-            .save_network(&netrec)
+            .save_reserved(&net_id, &r)
             .map_err(|e| e.to_string())?;
-        st.nets[i].rec = netrec;
+        if let Some(m) = st.nets[i].rec.managed.as_mut() {
+            m.reserved.push(r);
+        }
         Ok(mac)
     }
 
@@ -369,8 +395,9 @@ impl Daemon {
             Path::new(NETNS_RUN_DIR).join(&a.netns)
         };
         let routes = a.routes.as_deref().map(parse_routes).transpose()?;
-        // The endpoint's addresses and MAC: given now, or reserved earlier.
-        let mut taken: Option<(usize, ReservedEndpoint)> = None;
+        // The endpoint's addresses and MAC: given now, or reserved earlier (the reservation
+        // goes once the endpoint is made).
+        let mut from_reserved = false;
         let (addrs, mac) = match &a.spec {
             Some(spec) => {
                 if spec.key != a.key {
@@ -398,16 +425,15 @@ impl Daemon {
                 let r = st.nets[i]
                     .rec
                     .managed
-                    .as_mut()
-                    .map(|m| m.reserved.remove(k))
+                    .as_ref()
+                    .and_then(|m| m.reserved.get(k))
                     .ok_or_else(|| "internal error: reservation vanished".to_string())?;
                 let mac = match r.mac.parse::<MacAddr>() {
                     Ok(m) => EpMac::Fixed(m),
                     Err(_) => EpMac::Choose(None),
                 };
-                let addrs = r.addrs;
-                taken = Some((k, r));
-                (addrs, mac)
+                from_reserved = true;
+                (r.addrs, mac)
             }
         };
         let place = EpPlace {
@@ -421,16 +447,18 @@ impl Daemon {
             mtu: a.mtu,
             key: Some(a.key.clone()),
         };
-        let made = self.connect_locked(&mut st, i, place, EpAddrs::Given(addrs), mac);
-        let rec = match made {
-            Ok(rec) => rec,
-            Err(e) => {
-                if let (Some((k, r)), Some(m)) = (taken, st.nets[i].rec.managed.as_mut()) {
-                    m.reserved.insert(k.min(m.reserved.len()), r);
-                }
-                return Err(e);
+        let rec = self.connect_locked(&mut st, i, place, EpAddrs::Given(addrs), mac)?;
+        if from_reserved {
+            // The endpoint is settled: its reservation goes (a crash before this is finished
+            // when the store is loaded: a reservation beside its settled endpoint).
+            let net_id = st.nets[i].rec.id.clone();
+            if let Err(e) = self.store.delete_reserved(&net_id, &a.key) {
+                (self.log)(&format!("endpoint {}: {e}", a.key));
             }
-        };
+            if let Some(m) = st.nets[i].rec.managed.as_mut() {
+                m.reserved.retain(|r| r.key != a.key);
+            }
+        }
         // A parked TAP of an earlier attachment under this key is no longer needed.
         if let Some(old) = st.nets[i].parked.remove(&a.key) {
             endpoint::destroy_tap(old);
@@ -483,66 +511,97 @@ impl Daemon {
         }
         let mut changed = false;
         let mut host_name = None;
-        let mut netrec = st.nets[i].rec.clone();
-        let macvlan = netrec.driver == Driver::Macvlan.as_str();
-        if let Some(k) = netrec
+        let net_id = st.nets[i].rec.id.clone();
+        let macvlan = st.nets[i].rec.driver == Driver::Macvlan.as_str();
+        if let Some(k) = st.nets[i]
+            .rec
             .endpoints
             .iter()
             .position(|e| e.key.as_deref() == Some(key))
         {
-            let ep = netrec.endpoints.remove(k);
+            let ep = st.nets[i].rec.endpoints[k].clone();
             host_name = ep.host_name.clone();
-            if !forget {
-                if let Some(m) = netrec.managed.as_mut() {
-                    m.reserved.push(ReservedEndpoint {
-                        key: key.to_string(),
-                        addrs: ep.addrs,
-                        mac: if macvlan {
-                            ep.mac.clone()
-                        } else {
-                            String::new()
-                        },
-                        req_mac: ep.req_mac.clone(),
-                        created: ep.created.clone(),
-                        host_name: ep.host_name.clone(),
-                    });
-                }
+            let park = !forget && ep.host_name.is_some();
+            // Leave: the reservation first, then the endpoint's intent (see the store's
+            // docs): a crash before the intent leaves the endpoint attached (the stale
+            // reservation goes on load); after it, the next start finishes the detach.
+            let reservation = (!forget).then(|| reservation_of(&ep, macvlan, park));
+            if let Some(r) = &reservation {
+                self.store
+                    .save_reserved(&net_id, r)
+                    .map_err(|e| e.to_string())?;
             }
+            let mut marked = ep.clone();
+            marked.intent = Some(if park {
+                Intent::Park
+            } else {
+                Intent::Remove {
+                    delete_netns: false,
+                }
+            });
             self.store
-                .save_network(&netrec)
+                .save_endpoint(&net_id, &marked)
                 .map_err(|e| e.to_string())?;
-            st.nets[i].rec = netrec;
-            if let Some(rt) = st.nets[i].eps.remove(&ep.id) {
-                if forget || ep.host_name.is_none() {
-                    self.teardown_endpoint(rt);
-                } else if let Some(tap) = self.park(rt) {
-                    st.nets[i].parked.insert(key.to_string(), tap);
+            match st.nets[i].eps.remove(&ep.id) {
+                Some(rt) if park => {
+                    if let Some(tap) = self.park(rt) {
+                        st.nets[i].parked.insert(key.to_string(), tap);
+                    }
                 }
+                Some(rt) => self.teardown_endpoint(rt),
+                // Not restored at start: its interface may still be there.
+                None if !park => {
+                    super::recover::remove_interfaces(&self.host_tag, &ep, &self.log);
+                }
+                None => {}
             }
+            if let Err(e) = self.store.delete_endpoint(&net_id, &ep.id) {
+                (self.log)(&format!("endpoint {key}: {e} (the next start finishes it)"));
+            }
+            st.nets[i].rec.endpoints.remove(k);
+            if let (Some(r), Some(m)) = (reservation, st.nets[i].rec.managed.as_mut()) {
+                m.reserved.push(r);
+            }
+            self.freed_endpoint(&mut st);
             changed = true;
         } else if forget {
-            let pos = netrec
+            let pos = st.nets[i]
+                .rec
                 .managed
                 .as_ref()
                 .and_then(|m| m.reserved.iter().position(|r| r.key == key));
-            if let (Some(k), Some(m)) = (pos, netrec.managed.as_mut()) {
-                let r = m.reserved.remove(k);
-                host_name = r.host_name.clone();
+            if let Some(k) = pos {
+                // The kernel first (its TAP), then the record: a crash in between leaves a
+                // reservation whose TAP is gone, and DeleteEndpoint's retry finishes it.
+                let r = st.nets[i]
+                    .rec
+                    .managed
+                    .as_ref()
+                    .map(|m| m.reserved[k].clone());
+                match st.nets[i].parked.remove(key) {
+                    Some(tap) => endpoint::destroy_tap(tap),
+                    None => {
+                        if let Some(name) = r.and_then(|r| r.host_name) {
+                            endpoint::delete_host_tap(&name);
+                        }
+                    }
+                }
                 self.store
-                    .save_network(&netrec)
+                    .delete_reserved(&net_id, key)
                     .map_err(|e| e.to_string())?;
-                st.nets[i].rec = netrec;
+                if let Some(m) = st.nets[i].rec.managed.as_mut() {
+                    m.reserved.remove(k);
+                }
                 changed = true;
             }
         }
-        if forget {
-            match st.nets[i].parked.remove(key) {
-                Some(tap) => endpoint::destroy_tap(tap),
-                None => {
-                    if let Some(name) = host_name {
-                        endpoint::delete_host_tap(&name);
-                    }
-                }
+        if forget && changed {
+            // A TAP an earlier attachment left (parked, or moved back by Docker).
+            if let Some(tap) = st.nets[i].parked.remove(key) {
+                endpoint::destroy_tap(tap);
+            }
+            if let Some(name) = host_name {
+                endpoint::delete_host_tap(&name);
             }
         }
         let net = &st.nets[i].rec;
@@ -632,10 +691,12 @@ impl Daemon {
         if name.is_empty() || st.nets.iter().any(|n| n.rec.name == name) {
             return Ok(false);
         }
-        let mut rec = st.nets[i].rec.clone();
-        rec.name = name.to_string();
-        self.store.save_network(&rec).map_err(|e| e.to_string())?;
-        st.nets[i].rec = rec;
+        // The name changes in place (no copy of the endpoints), and back if the store fails.
+        let old = std::mem::replace(&mut st.nets[i].rec.name, name.to_string());
+        if let Err(e) = self.store.save_network(&st.nets[i].rec) {
+            st.nets[i].rec.name = old;
+            return Err(e.to_string());
+        }
         Ok(true)
     }
 }

@@ -1,9 +1,13 @@
 //! The uvlan daemon: owns the dataplane, every endpoint TAP, the IPAM and the state store,
 //! and serves the API.
 //!
-//! Every mutating request runs under one lock, validates everything first, works on copies
-//! (the IPAM address space is cloned), undoes its side effects on failure, writes the store,
-//! and only then commits. A failed request leaves the state as it was.
+//! Every mutating request runs under one lock, validates everything first, undoes its side
+//! effects on failure, writes the store, and only then commits. A failed request leaves the
+//! state as it was. Its cost does not grow with the number of endpoints: it copies no
+//! address space and no network record, and writes only the files of what it changes (an
+//! endpoint's record, see `store`). An endpoint operation writes its intent before it
+//! touches the kernel, so a crash at any point is finished or rolled back at the next start
+//! (`recover`).
 //!
 //! The daemon knows none of its front ends (the API listener, the Docker driver, the CNI
 //! plugin): the service root starts it and them, and joins them. Its parts, each using only
@@ -21,7 +25,9 @@
 //! - the operations: `cli_ops` (the uvlan CLI's), `managed` (the Docker driver's and the CNI
 //!   plugin's), `stats`, `trace` and `capture` (capture and replay, streamed on their
 //!   connection);
-//! - `start` (start-up from the store) and `dispatch` (each request to its operation).
+//! - `recover` (crash recovery at start: intents finished or rolled back, unknown marked
+//!   interfaces removed), `start` (start-up from the store) and `dispatch` (each request to
+//!   its operation).
 
 mod attach;
 mod capture;
@@ -40,6 +46,7 @@ mod network;
 pub mod options;
 mod parents;
 pub mod real;
+mod recover;
 mod start;
 mod stats;
 mod trace;

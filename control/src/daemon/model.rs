@@ -12,12 +12,27 @@ use uvlan_dataplane::wire::MacAddr;
 
 use crate::ipam::{AddressSpace, EndpointAddrs};
 use crate::logger::Logger;
-use crate::netns::{AddrWatcher, Netns};
+use crate::netns::{AddrWatcher, ExitWatcher, Netns};
 use crate::store::{NetworkRecord, Store};
 
 use super::dp::DataplaneApi;
 use super::endpoint;
 use super::host::HostNet;
+
+/// File descriptors the daemon holds per endpoint: its TAP, its namespace, and the netlink
+/// socket its namespace's watchers share.
+pub(super) const FDS_PER_ENDPOINT: u64 = 3;
+/// Descriptors an endpoint operation opens at most while it runs (namespace handles, netlink
+/// sockets, the TAP device): with fewer than these left, a failure is blamed on the limit.
+const FD_SLACK: u64 = 8;
+
+/// How `strerror` names `EMFILE` and `ENFILE` ("... in system").
+const EMFILE_TEXT: &str = "Too many open files";
+/// The start of the error for running out of descriptors.
+const FD_PREFIX: &str = "too many open files: raise LimitNOFILE";
+
+/// Endpoint removals between two heap trims (a trim costs about a millisecond).
+const TRIM_EVERY: usize = 64;
 
 /// A network's presence in the engine.
 pub(super) struct NetRt {
@@ -33,6 +48,11 @@ pub(crate) struct EpRt {
     pub(super) ifindex: u32,
     pub(super) netns: Netns,
     pub(super) watcher: Option<AddrWatcher>,
+    /// `run -d --rm`: removes the endpoint when its process exits (a pidfd on the watcher
+    /// hub; dropped with the endpoint).
+    pub(super) reaper: Option<ExitWatcher>,
+    /// Told when the interface has left its namespace (a teardown waits for it).
+    pub(super) gone: Arc<endpoint::Gone>,
 }
 
 pub(super) struct Net {
@@ -56,11 +76,16 @@ pub(super) struct State {
     pub(super) next_seq: u64,
     /// The ifindex each parent in use had when last seen (see `parents.rs`).
     pub(super) parent_ifindex: HashMap<String, u32>,
+    /// Endpoints removed since the heap was last trimmed.
+    pub(super) freed_since_trim: usize,
 }
 
 /// The daemon: state, store, dataplane.
 pub struct Daemon {
     pub(super) store: Store,
+    /// The host part of the mark on every endpoint interface this daemon makes (see
+    /// [`endpoint::mark`]).
+    pub(super) host_tag: String,
     pub(super) dp: Arc<dyn DataplaneApi>,
     pub(super) log: Logger,
     st: Mutex<State>,
@@ -152,17 +177,76 @@ impl Daemon {
     /// The daemon over `state` (nothing restored yet).
     pub(super) fn new(
         store: Store,
+        host_tag: String,
         dp: Arc<dyn DataplaneApi>,
         log: Logger,
         state: State,
     ) -> Arc<Daemon> {
         Arc::new_cyclic(|me| Daemon {
             store,
+            host_tag,
             dp,
             log,
             st: Mutex::new(state),
             me: me.clone(),
         })
+    }
+
+    /// `e`, or what it means when the process has run out of file descriptors: failures
+    /// deep in the endpoint path (opening `/dev/net/tun`, a netlink socket, a namespace
+    /// file, or a socket `if_nametoindex` opens) surface under other names ("No such
+    /// file"), so the count of open descriptors is checked against the limit too.
+    pub(super) fn fd_hint(&self, e: String) -> String {
+        let said = e.contains(EMFILE_TEXT);
+        let near = match (crate::sys::open_fds(), crate::sys::nofile_limit()) {
+            (Ok(n), Ok((soft, _))) => (n as u64).saturating_add(FD_SLACK) >= soft,
+            (Err(err), _) => crate::sys::is_fd_exhaustion(&err),
+            _ => false,
+        };
+        if !said && !near {
+            return e;
+        }
+        Self::fd_text(e)
+    }
+
+    /// `e`, explained when it says the process or the system ran out of descriptors
+    /// (`EMFILE`, `ENFILE`): for errors of any step of an endpoint request.
+    pub(super) fn fd_said(e: String) -> String {
+        if e.contains(EMFILE_TEXT) && !e.starts_with(FD_PREFIX) {
+            Self::fd_text(e)
+        } else {
+            e
+        }
+    }
+
+    fn fd_text(e: String) -> String {
+        if e.starts_with(FD_PREFIX) {
+            return e;
+        }
+        let (open, limit) = (
+            crate::sys::open_fds().map_or("?".to_string(), |n| n.to_string()),
+            crate::sys::nofile_limit().map_or("?".to_string(), |(s, _)| s.to_string()),
+        );
+        format!(
+            "{FD_PREFIX} (the daemon uses about {FDS_PER_ENDPOINT} descriptors per endpoint; \
+             {open} are open, the limit is {limit}) ({e})"
+        )
+    }
+
+    /// An endpoint was removed: every [`TRIM_EVERY`] removals, and when the last endpoint
+    /// goes, the heap's free memory is given back to the kernel (glibc keeps it otherwise).
+    pub(super) fn freed_endpoint(&self, st: &mut State) {
+        st.freed_since_trim += 1;
+        let none_left = st.nets.iter().all(|n| n.eps.is_empty());
+        if st.freed_since_trim >= TRIM_EVERY || none_left {
+            crate::sys::trim_heap();
+            st.freed_since_trim = 0;
+        }
+    }
+
+    /// The mark of endpoint `ep_id`'s interface.
+    pub(super) fn mark(&self, ep_id: &str) -> String {
+        endpoint::mark(ep_id, &self.host_tag)
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use uvlan_dataplane::fwd::{ConfigError, Engine, Master, NetworkSpec, ParentSpec};
+use uvlan_dataplane::port::tap::Tap;
 
 use crate::ids;
 use crate::netns::{Netns, Rtnl};
@@ -16,6 +17,7 @@ use super::dp::with_engine;
 use super::endpoint;
 use super::model::{Daemon, EpRt, Net, NetRt, State};
 use super::options;
+use super::recover::{self, NsAt};
 
 impl Daemon {
     /// Registers the network (and its parent, if new) in the engine and opens the wire.
@@ -163,27 +165,48 @@ impl Daemon {
                 eps.join(", ")
             ));
         }
-        let mut space = st.space.clone();
-        if net.rec.managed.is_none() {
-            space
-                .remove_network(&net.rec.id)
-                .map_err(|e| format!("error while removing network: {e}"))?;
+        // Every check first; then the store (the commit point), then the address space,
+        // which cannot fail for a network it holds without endpoints.
+        let own_ipam = net.rec.managed.is_none();
+        if own_ipam {
+            // What `remove_network` refuses, checked before anything changes.
+            match st.space.endpoint_addresses(&net.rec.id) {
+                Some(held) if held.is_empty() => {}
+                Some(held) => {
+                    return Err(format!(
+                        "error while removing network: network {} still holds {} endpoint \
+                         address(es)",
+                        net.rec.name,
+                        held.len()
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "error while removing network: network {} is not in the address space",
+                        net.rec.id
+                    ))
+                }
+            }
         }
         self.store
             .delete_network(&net.rec.id)
             .map_err(|e| e.to_string())?;
         let net = st.nets.remove(i);
-        st.space = space;
+        if own_ipam {
+            if let Err(e) = st.space.remove_network(&net.rec.id) {
+                (self.log)(&format!("network {}: {e}", net.rec.name));
+            }
+        }
         if let Some(rt) = &net.rt {
             self.engine_remove_network(rt);
         }
         Ok(net.rec.name)
     }
 
-    pub(super) fn restore_network(&self, st: &mut State, mut rec: NetworkRecord) -> Net {
+    pub(super) fn restore_network(&self, st: &mut State, rec: NetworkRecord) -> Net {
         let mut net = match self.engine_add_network(st, &rec) {
             Ok(rt) => Net {
-                rec: rec.clone(),
+                rec,
                 rt: Some(rt),
                 problem: None,
                 problem_ifindex: None,
@@ -213,57 +236,81 @@ impl Daemon {
                 };
             }
         };
-        let mut gone = Vec::new();
-        for ep in &rec.endpoints {
+        let mut gone = std::collections::HashSet::new();
+        for ep in &net.rec.endpoints {
             match self.restore_endpoint(&net, ep) {
                 Ok(Some(rt)) => {
                     net.eps.insert(ep.id.clone(), rt);
                 }
-                Ok(None) => gone.push(ep.id.clone()),
+                Ok(None) => {
+                    gone.insert(ep.id.clone());
+                }
                 Err(e) => (self.log)(&format!(
-                    "network {}: endpoint {} could not be restored: {e}; it stays registered \
-                     (disconnect it to free its addresses)",
-                    rec.name, ep.name
+                    "network {}: endpoint {} could not be restored: {}; it stays registered \
+                     and keeps its addresses, without traffic (restart the daemon to try \
+                     again, or disconnect it)",
+                    net.rec.name,
+                    ep.name,
+                    self.fd_hint(e)
                 )),
             }
         }
         if !gone.is_empty() {
-            let removed: Vec<EndpointRecord> = rec
-                .endpoints
-                .iter()
-                .filter(|e| gone.contains(&e.id))
-                .cloned()
-                .collect();
-            rec.endpoints.retain(|e| !gone.contains(&e.id));
-            // A front end's TAP may be back in the daemon's namespace (Docker moves it there
-            // when it tears the sandbox down): remove it.
+            // Their namespaces are gone, and every interface in them with them (see
+            // `restore_endpoint`): the records go, then the addresses.
+            let rec = &mut net.rec;
+            let (kept, removed): (Vec<EndpointRecord>, Vec<EndpointRecord>) =
+                std::mem::take(&mut rec.endpoints)
+                    .into_iter()
+                    .partition(|e| !gone.contains(&e.id));
+            rec.endpoints = kept;
             for e in &removed {
+                // A front end's TAP may be back in the daemon's namespace (Docker moves it
+                // there when it tears the sandbox down): remove it.
                 if let Some(h) = &e.host_name {
                     endpoint::delete_host_tap(h);
                 }
-            }
-            let mut space = st.space.clone();
-            let released = match rec.managed {
-                Some(_) => Ok(()),
-                None => removed
-                    .iter()
-                    .try_for_each(|e| space.release(&rec.id, &e.addrs)),
-            };
-            match released
-                .map_err(|e| e.to_string())
-                .and_then(|()| self.store.save_network(&rec).map_err(|e| e.to_string()))
-            {
-                Ok(()) => {
-                    st.space = space;
-                    net.rec = rec;
+                if let Err(err) = self.store.delete_endpoint(&rec.id, &e.id) {
+                    (self.log)(&format!(
+                        "network {}: endpoint {}: {err}; it is dropped again at the next start",
+                        rec.name, e.name
+                    ));
                 }
-                Err(e) => (self.log)(&format!(
-                    "network {}: cannot drop endpoints whose namespace is gone: {e}",
-                    rec.name
-                )),
+                if rec.managed.is_none() {
+                    if let Err(err) = st.space.release(&rec.id, &e.addrs) {
+                        (self.log)(&format!(
+                            "network {}: endpoint {}: giving back its addresses: {err}",
+                            rec.name, e.name
+                        ));
+                    }
+                }
             }
         }
         net
+    }
+
+    /// The TAP of a front end's endpoint found in its sandbox by its mark, re-attached, with
+    /// the sandbox; `None` when the sandbox or the TAP is gone.
+    fn find_moved(&self, ep: &EndpointRecord) -> Result<Option<(Tap, Netns)>, String> {
+        let path = Path::new(&ep.netns_path);
+        let ns = match recover::open_ns(path, 0) {
+            NsAt::Same(ns) => ns,
+            NsAt::Gone(_) => return Ok(None),
+            NsAt::Unreachable(why) => return Err(format!("cannot open its sandbox: {why}")),
+        };
+        let mark = self.mark(&ep.id);
+        let link = Rtnl::open(&ns)
+            .and_then(|mut r| r.link_list())
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|l| l.alias.as_deref() == Some(mark.as_str()));
+        let Some(link) = link else {
+            return Ok(None);
+        };
+        match endpoint::reattach_tap(path, &link.name)? {
+            Some(tap) => Ok(Some((tap, ns))),
+            None => Ok(None),
+        }
     }
 
     /// Re-creates an endpoint after a restart. `Ok(None)`: its namespace is gone, so the
@@ -280,13 +327,21 @@ impl Daemon {
             let mac = ep
                 .mac()
                 .ok_or_else(|| format!("stored MAC {:?} is invalid", ep.mac))?;
-            let Some(tap) = endpoint::reattach_host_tap(&ep.ifname)? else {
-                (self.log)(&format!(
-                    "network {}: endpoint {}: its interface {} is neither in the daemon's \
-                     namespace nor settled in its sandbox; removing the endpoint",
-                    net.rec.name, ep.name, ep.ifname
-                ));
-                return Ok(None);
+            let (tap, ns) = match endpoint::reattach_host_tap(&ep.ifname)? {
+                Some(tap) => (tap, Netns::current().map_err(|e| e.to_string())?),
+                // Docker may have moved it into the sandbox before the daemon recorded the
+                // arrival: it carries the endpoint's mark there.
+                None => match self.find_moved(ep)? {
+                    Some(found) => found,
+                    None => {
+                        (self.log)(&format!(
+                            "network {}: endpoint {}: its interface {} is neither in the \
+                             daemon's namespace nor in its sandbox; removing the endpoint",
+                            net.rec.name, ep.name, ep.ifname
+                        ));
+                        return Ok(None);
+                    }
+                },
             };
             let (port, info_mac, _, _) =
                 match self.engine_add_port(rt.nid, driver, &net.rec.driver_config, ep, mac) {
@@ -297,29 +352,23 @@ impl Daemon {
                     }
                 };
             let ifindex = tap.ifindex();
-            let host = Netns::current().map_err(|e| e.to_string())?;
             let rt_ep =
-                self.finish_endpoint(port, tap, ifindex, host, false, &ep.name, driver, false)?;
+                self.finish_endpoint(port, tap, ifindex, ns, false, &ep.name, driver, false)?;
             self.spawn_follow(&net.rec.id, &ep.id, port, ifindex, info_mac);
             return Ok(Some(rt_ep));
         }
-        let ns = match Netns::open_path(path) {
-            Ok(ns) if ns.inode() == ep.netns_inode => ns,
-            Ok(_) => {
+        let ns = match recover::open_ns(path, ep.netns_inode) {
+            NsAt::Same(ns) => ns,
+            NsAt::Gone(why) => {
                 (self.log)(&format!(
-                    "network {}: endpoint {}: {} is now another namespace than the one it was \
-                     attached to; removing the endpoint",
-                    net.rec.name, ep.name, ep.netns_path
-                ));
-                return Ok(None);
-            }
-            Err(e) => {
-                (self.log)(&format!(
-                    "network {}: endpoint {}: its namespace is gone ({e}); removing the \
-                     endpoint",
+                    "network {}: endpoint {}: its namespace is gone ({why}), and its \
+                     interface with it; removing the endpoint",
                     net.rec.name, ep.name
                 ));
                 return Ok(None);
+            }
+            NsAt::Unreachable(why) => {
+                return Err(format!("cannot open its namespace: {why}"));
             }
         };
         let mac = ep

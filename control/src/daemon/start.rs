@@ -11,6 +11,7 @@ use crate::store::{HostRecord, Store, StoreError};
 use super::dp::DataplaneApi;
 use super::host::HostNet;
 use super::model::{Daemon, State};
+use super::recover;
 
 /// Errors restoring the daemon from its store at start.
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +25,11 @@ pub enum StartError {
 }
 
 impl Daemon {
-    /// Loads the store, rebuilds IPAM, re-creates every network in the engine and
-    /// re-attaches every endpoint's TAP. A corrupt file or inconsistent state is an error;
-    /// an endpoint whose namespace is gone is removed (logged).
+    /// Loads the store, finishes or rolls back interrupted operations (see `recover.rs`),
+    /// rebuilds IPAM, re-creates every network in the engine and re-attaches every
+    /// endpoint's TAP. A corrupt, missing or inconsistent state file is an error naming it;
+    /// an endpoint whose namespace is gone is removed (logged), one whose namespace cannot
+    /// be opened is kept without traffic (logged).
     pub fn start(
         store: Store,
         mut host: Box<dyn HostNet>,
@@ -41,6 +44,12 @@ impl Daemon {
         let defaults =
             DefaultPools::for_host(&host_rec.host_id).with_reserved(host.reserved_prefixes());
         let mut records = store.load_networks(&mut |m| log(&m))?;
+        // Crash recovery before anything else (see `recover.rs`): interrupted operations
+        // finished or rolled back, unknown marked interfaces removed, and only then the
+        // remaining endpoints' addresses taken.
+        let host_tag = ids::short_id(&host_rec.host_id).to_string();
+        recover::resolve_intents(&store, &host_tag, &mut records, &log)?;
+        recover::remove_orphans(&host_tag, &records, &log);
         let stored: Vec<StoredNetwork> = records
             .iter()
             .filter(|r| r.managed.is_none())
@@ -60,6 +69,7 @@ impl Daemon {
         let next_seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
         let daemon = Daemon::new(
             store,
+            host_tag,
             dp,
             log,
             State {
@@ -68,25 +78,26 @@ impl Daemon {
                 nets: Vec::new(),
                 next_seq,
                 parent_ifindex: HashMap::new(),
+                freed_since_trim: 0,
             },
         );
-        let mut reapers = Vec::new();
         {
             let mut st = daemon.lock();
             for rec in records.drain(..) {
                 let net = daemon.restore_network(&mut st, rec);
-                for ep in &net.rec.endpoints {
-                    if let Some(a) = ep.auto_remove {
-                        reapers.push((net.rec.id.clone(), ep.id.clone(), a));
-                    }
-                }
+                let reapers: Vec<_> = net
+                    .rec
+                    .endpoints
+                    .iter()
+                    .filter_map(|ep| Some((net.rec.id.clone(), ep.id.clone(), ep.auto_remove?)))
+                    .collect();
                 st.nets.push(net);
+                for (net, ep, a) in reapers {
+                    daemon.watch_exit(&mut st, &net, &ep, a);
+                }
             }
             // Parents may have changed while the daemon was down.
             daemon.reconcile_locked(&mut st);
-        }
-        for (net, ep, a) in reapers {
-            daemon.spawn_reaper(net, ep, a);
         }
         Ok(daemon)
     }

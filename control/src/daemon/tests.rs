@@ -696,3 +696,30 @@ fn the_engine_follows_parent_changes() {
     let d = start_on(&root, host).unwrap();
     assert_eq!(info(&d).mtu, 9000);
 }
+
+#[test]
+fn missing_state_stops_the_daemon_and_changes_nothing() {
+    let root = TempRoot::new("missing");
+    {
+        let d = start(&root).unwrap();
+        ok(&d, create("n1", "ipvlan", &[], &["192.0.2.0/24"]));
+    }
+    let host = root.0.join("host.json");
+    let saved = std::fs::read(&host).unwrap();
+    // host.json gone, networks stored: refused, no new host ID written.
+    std::fs::remove_file(&host).unwrap();
+    let msg = start(&root).err().expect("refused").to_string();
+    assert!(msg.contains(&host.display().to_string()), "{msg}");
+    assert!(!host.exists());
+    std::fs::write(&host, &saved).unwrap();
+    // networks/ gone: refused, nothing created.
+    let nets = root.0.join("networks");
+    let moved = root.0.join("networks.away");
+    std::fs::rename(&nets, &moved).unwrap();
+    let msg = start(&root).err().expect("refused").to_string();
+    assert!(msg.contains(&nets.display().to_string()), "{msg}");
+    assert!(!nets.exists());
+    std::fs::rename(&moved, &nets).unwrap();
+    let d = start(&root).unwrap();
+    assert_eq!(inspect(&d, "n1").name, "n1");
+}

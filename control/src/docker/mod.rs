@@ -20,7 +20,6 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,7 +121,9 @@ impl Backend for DaemonBackend {
 
 /// The running plugin: its sockets are removed when it is dropped.
 pub struct PluginServer {
-    stop: Arc<AtomicBool>,
+    /// Closed on drop: the accept loops wait on its peer (readable at end of file) along with
+    /// their listener, so they need no timeout to notice.
+    stop: Option<UnixStream>,
     sockets: Vec<PathBuf>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -136,7 +137,7 @@ impl PluginServer {
 
 impl Drop for PluginServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        drop(self.stop.take());
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -196,9 +197,14 @@ pub fn serve(
         names.learn(unnamed);
     }
     let backend: Arc<dyn Backend> = Arc::new(DaemonBackend { daemon, names });
-    let stop = Arc::new(AtomicBool::new(false));
+    let pipe_err = |source| PluginError::Io {
+        op: "create the stop pipe for",
+        path: cfg.dir.clone(),
+        source,
+    };
+    let (stop_tx, stop_rx) = UnixStream::pair().map_err(pipe_err)?;
     let mut server = PluginServer {
-        stop: stop.clone(),
+        stop: Some(stop_tx),
         sockets: Vec::new(),
         threads: Vec::new(),
     };
@@ -206,7 +212,8 @@ pub fn serve(
         let path = cfg.dir.join(format!("{}.sock", plugin_name(driver)));
         let listener = bind(&path)?;
         server.sockets.push(path.clone());
-        let (stop, backend, log) = (stop.clone(), backend.clone(), log.clone());
+        let stop = stop_rx.try_clone().map_err(pipe_err)?;
+        let (backend, log) = (backend.clone(), log.clone());
         let t = std::thread::Builder::new()
             .name(format!("uvlan-{}", plugin_name(driver)))
             .spawn(move || accept_loop(listener, driver, backend, stop, log))
@@ -224,11 +231,24 @@ fn accept_loop(
     listener: UnixListener,
     driver: Driver,
     backend: Arc<dyn Backend>,
-    stop: Arc<AtomicBool>,
+    stop: UnixStream,
     log: Logger,
 ) {
-    while !stop.load(Ordering::SeqCst) {
-        if !crate::sys::wait_readable(listener.as_fd(), 200).unwrap_or(false) {
+    loop {
+        // No timeout: the server's drop closes the other end of `stop`.
+        let ready = match crate::sys::wait_any_readable(&[listener.as_fd(), stop.as_fd()], -1) {
+            Ok(r) => r,
+            Err(e) => {
+                log(&format!(
+                    "docker plugin: waiting for connections: {e}; stopping"
+                ));
+                return;
+            }
+        };
+        if ready.get(1).copied().unwrap_or(false) {
+            return;
+        }
+        if !ready.first().copied().unwrap_or(false) {
             continue;
         }
         match listener.accept() {

@@ -26,7 +26,13 @@ use super::DaemonApi;
 
 /// How long names are looked for after a network was created.
 const LEARN_FOR: Duration = Duration::from_secs(30);
-/// Between two looks.
+/// Between two looks. This is the one timed loop of the Docker front end, and it is
+/// justified: Docker tells its driver nothing when it has stored a network, and the only
+/// event source it offers (`GET /events`) is a long-lived stream of every object's changes
+/// on the whole host, which a daemon would have to hold open forever for a name it needs
+/// once. The loop runs only for the [`LEARN_FOR`] after a network is created (usually one
+/// look: Docker stores the network right after CreateNetwork returns), on a thread that then
+/// ends: an idle daemon never runs it.
 const RETRY: Duration = Duration::from_millis(250);
 /// One look from the background thread: connect, ask, read.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);

@@ -250,6 +250,8 @@ impl Env {
                     detail: logtext.trim().to_string(),
                 });
             }
+            // Timed, and bounded (10 s): the lab's foreground wait for a daemon it started
+            // to create its socket; never part of a running daemon.
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
@@ -282,6 +284,8 @@ impl Env {
             }
         }
         log("press Enter (or Ctrl-C) to tear it down");
+        // Timed (200 ms): a foreground wait for a person at the terminal, which must also
+        // notice Ctrl-C (a flag set by the signal handler); never part of a running daemon.
         loop {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 return;

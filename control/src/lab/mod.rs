@@ -218,8 +218,16 @@ pub fn parse(path: &str, text: &str) -> Result<Testbed, LabError> {
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+/// SIGINT and SIGTERM set [`INTERRUPTED`] (signal-hook's flag handler), from the first lab
+/// run of the process on.
+fn catch_interrupts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // Registering fails only for signals that cannot be caught; these two can.
+            let _ = signal_hook::flag::register(sig, &INTERRUPTED);
+        }
+    });
 }
 
 fn interrupted() -> Result<(), LabError> {
@@ -238,8 +246,7 @@ pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<La
     }
     validate(tb)?;
     INTERRUPTED.store(false, Ordering::SeqCst);
-    // The handler only stores to an atomic: async-signal-safe.
-    crate::sys::on_signals(&[libc::SIGINT, libc::SIGTERM], on_signal);
+    catch_interrupts();
     let mut env = Env::new(exe)?;
     log(&format!("uvlan lab {}: {}", tb.name, tb.title));
     if !tb.seed.is_empty() {

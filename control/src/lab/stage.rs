@@ -101,6 +101,8 @@ fn ping_all(env: &Env, checks: &[CheckSpec]) -> Result<Vec<CheckResult>, LabErro
         if !pending {
             break;
         }
+        // Timed, and bounded by the checks' own timeouts: the lab's foreground wait for the
+        // check commands it started; never part of a running daemon.
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(running
@@ -222,6 +224,8 @@ fn settle_neighbours(env: &Env, checks: &[CheckSpec]) {
         if !resolving {
             return;
         }
+        // Timed, and bounded (`end`): the lab waits for neighbour resolution it cannot
+        // subscribe to from here; never part of a running daemon.
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -34,13 +34,13 @@ mod watch;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub use addr::{AddrFlags, AddrInfo, AddrOptions};
 pub use exit::ExitWatcher;
-pub use link::{AddrGenMode, LinkInfo, OperState};
+pub use link::{AddrGenMode, LinkInfo, OperState, IPV4_DEVCONF_ARP_NOTIFY};
 pub use nl::Rtnl;
 pub use route::{NeighState, Neighbour, Route, RouteKind, RouteLookup};
 pub use sysctl::{set_accept_dad, set_arp_notify, set_ipv6_disabled, sysctl_read, sysctl_write};
@@ -285,6 +285,33 @@ impl Netns {
         })
     }
 
+    /// The namespace of socket `sock` (`SIOCGSKNETNS`): a handle on it without keeping one
+    /// open beside the socket.
+    pub(crate) fn of_socket(sock: RawFd, label: &str) -> Result<Netns> {
+        // SAFETY: SIOCGSKNETNS takes no argument and returns a new fd (or -1); `sock` is an
+        // open socket the caller keeps open for the call.
+        let r = unsafe { libc::ioctl(sock, SIOCGSKNETNS) };
+        if r < 0 {
+            return Err(NetnsError::Enter {
+                ns: label.to_string(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: `r` is a fresh fd returned by the ioctl, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(r) };
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|source| NetnsError::Enter {
+            ns: label.to_string(),
+            source,
+        })?;
+        Ok(Netns {
+            fd: file.into(),
+            label: label.to_string(),
+            name: None,
+            inode: meta.ino(),
+        })
+    }
+
     /// Creates the named namespace like `ip netns add NAME`: makes [`NETNS_RUN_DIR`] a shared
     /// mount point, creates `/run/netns/NAME`, and bind-mounts the namespace of a freshly
     /// unshared helper thread onto it. The new namespace has only a down `lo`.
@@ -484,6 +511,9 @@ fn path_cstring(path: &Path) -> io::Result<CString> {
 
 /// NS_GET_NSTYPE (`_IO(0xb7, 0x3)`): which kind of namespace an nsfs fd refers to.
 const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
+
+/// `SIOCGSKNETNS` (linux/sockios.h): a socket's network namespace as a new fd.
+const SIOCGSKNETNS: libc::Ioctl = 0x894C;
 
 fn is_netns_fd(fd: &OwnedFd) -> bool {
     // SAFETY: NS_GET_NSTYPE takes no argument; on a non-nsfs fd it fails with ENOTTY.

@@ -10,8 +10,12 @@ use crate::ipam::{EndpointAddrs, IpamConfig, NetworkIpam};
 use uvlan_dataplane::fwd::{IpvlanFlag, IpvlanMode, MacvlanMode};
 use uvlan_dataplane::wire::MacAddr;
 
-/// The record format version written by this build.
-pub const RECORD_VERSION: u32 = 1;
+/// The record format version written by this build: 2, where a network's file holds no
+/// endpoints (each has its own file, see the module docs of [`crate::store`]).
+pub const RECORD_VERSION: u32 = 2;
+/// The format of version 1, still read (and migrated on load): the network's file holds its
+/// endpoints and reservations.
+pub const RECORD_VERSION_V1: u32 = 1;
 
 /// Per-host facts kept across restarts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +99,25 @@ pub struct AutoRemove {
     pub start_time: u64,
 }
 
+/// An operation on an endpoint that was under way when its record was written: the kernel
+/// may hold any part of it. The next start finishes it or rolls it back (see the module docs
+/// of [`crate::store`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Intent {
+    /// Being made (connect, run, a front end's attach): rolled back.
+    Create,
+    /// Being removed (disconnect, `run --rm`, a front end's detach): finished.
+    Remove {
+        /// Also delete the namespace (`uvlan run --rm`).
+        #[serde(default)]
+        delete_netns: bool,
+    },
+    /// Going back to a reservation with its TAP kept (Docker's Leave; the reservation is
+    /// written first): finished by deleting the endpoint record.
+    Park,
+}
+
 /// One endpoint: a TAP inside a network namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointRecord {
@@ -142,12 +165,36 @@ pub struct EndpointRecord {
     /// daemon's namespace before the move (the name Docker renames it back to on leave).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_name: Option<String>,
+    /// An operation under way (only ever on disk, between its steps; `None` in a settled
+    /// record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
 }
 
 impl EndpointRecord {
     /// The MAC, parsed.
     pub fn mac(&self) -> Option<MacAddr> {
         self.mac.parse().ok()
+    }
+
+    /// Structural checks of one endpoint, done when it is loaded.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !ids::is_valid_id(&self.id) || !ids::is_valid_id(&self.sandbox_id) {
+            return Err(format!("endpoint {:?} has a malformed ID", self.name));
+        }
+        if self.mac().is_none_or(|m| !m.is_valid_unicast()) {
+            return Err(format!(
+                "endpoint {:?} has a bad MAC {:?}",
+                self.name, self.mac
+            ));
+        }
+        if !Path::new(&self.netns_path).is_absolute() || self.ifname.is_empty() {
+            return Err(format!(
+                "endpoint {:?} has a bad namespace path {:?} or interface {:?}",
+                self.name, self.netns_path, self.ifname
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -171,6 +218,23 @@ pub struct ReservedEndpoint {
     /// under this name), so DeleteEndpoint can delete it even after a daemon restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_name: Option<String>,
+    /// After a Leave: the endpoint ID the kept TAP is marked with, so a start knows the TAP
+    /// is this reservation's and keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_id: Option<String>,
+}
+
+impl ReservedEndpoint {
+    /// Whether `key` can name a reservation's file (Docker's endpoint IDs can): 1 to 200
+    /// characters of `[A-Za-z0-9_.:-]`, not starting with a dot.
+    pub fn key_is_storable(key: &str) -> bool {
+        !key.is_empty()
+            && key.len() <= 200
+            && !key.starts_with('.')
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+    }
 }
 
 /// A network managed by a front end that does its own IPAM (Docker, CNI): uvlan allocates
@@ -179,8 +243,9 @@ pub struct ReservedEndpoint {
 pub struct Managed {
     /// `docker` or `cni`.
     pub owner: String,
-    /// Endpoints declared but not attached (see [`ReservedEndpoint`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Endpoints declared but not attached (see [`ReservedEndpoint`]). Each has its own file
+    /// (version 2): read from the network's file only in version 1, never written to it.
+    #[serde(default, skip_serializing)]
     pub reserved: Vec<ReservedEndpoint>,
 }
 
@@ -215,8 +280,9 @@ pub struct NetworkRecord {
     pub ipam: NetworkIpam,
     /// The parsed driver options.
     pub driver_config: DriverConfig,
-    /// Endpoints, in connection order.
-    #[serde(default)]
+    /// Endpoints, in connection order. Each has its own file (version 2): read from the
+    /// network's file only in version 1, never written to it.
+    #[serde(default, skip_serializing)]
     pub endpoints: Vec<EndpointRecord>,
     /// Set when a front end (Docker, CNI) manages the network and its addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,10 +292,10 @@ pub struct NetworkRecord {
 impl NetworkRecord {
     /// Structural checks done when the record is loaded.
     pub(crate) fn check(&self) -> Result<(), String> {
-        if self.version != RECORD_VERSION {
+        if self.version != RECORD_VERSION && self.version != RECORD_VERSION_V1 {
             return Err(format!(
-                "record version {} is not supported by this uvlan (it reads version \
-                 {RECORD_VERSION})",
+                "record version {} is not supported by this uvlan (it reads versions \
+                 {RECORD_VERSION_V1} and {RECORD_VERSION})",
                 self.version
             ));
         }
@@ -274,11 +340,20 @@ impl NetworkRecord {
                 }
             }
         }
+        self.check_endpoints()
+    }
+
+    /// Checks the endpoints and reservations together: each is well formed, no key appears
+    /// twice, no two endpoints share an ID or a namespace.
+    pub(crate) fn check_endpoints(&self) -> Result<(), String> {
         let mut keys = std::collections::BTreeSet::new();
         let reserved = self.managed.iter().flat_map(|m| m.reserved.iter());
+        // An endpoint with an intent may share its key with its reservation (an attach or
+        // a Leave under way): the start resolves it.
         let all_keys = self
             .endpoints
             .iter()
+            .filter(|e| e.intent.is_none())
             .filter_map(|e| e.key.as_deref())
             .chain(reserved.map(|r| r.key.as_str()));
         for k in all_keys {
@@ -287,24 +362,17 @@ impl NetworkRecord {
             }
         }
         let mut seen = std::collections::BTreeSet::new();
+        let mut ids = std::collections::BTreeSet::new();
         for ep in &self.endpoints {
-            if !ids::is_valid_id(&ep.id) || !ids::is_valid_id(&ep.sandbox_id) {
-                return Err(format!("endpoint {:?} has a malformed ID", ep.name));
+            ep.check()?;
+            if !ids.insert(ep.id.as_str()) {
+                return Err(format!("endpoint ID {} appears twice", ep.id));
             }
             // Inode 0: a TAP a front end is still moving into its sandbox.
             if ep.netns_inode != 0 && !seen.insert(ep.netns_inode) {
                 return Err(format!(
                     "two endpoints in the same network namespace ({:?})",
                     ep.name
-                ));
-            }
-            if ep.mac().is_none_or(|m| !m.is_valid_unicast()) {
-                return Err(format!("endpoint {:?} has a bad MAC {:?}", ep.name, ep.mac));
-            }
-            if !Path::new(&ep.netns_path).is_absolute() || ep.ifname.is_empty() {
-                return Err(format!(
-                    "endpoint {:?} has a bad namespace path {:?} or interface {:?}",
-                    ep.name, ep.netns_path, ep.ifname
                 ));
             }
         }

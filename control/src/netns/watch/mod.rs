@@ -311,6 +311,12 @@ impl AddrSlot {
         });
     }
 
+    /// Stops the watcher after a failure (hub thread).
+    fn stop(&self) {
+        self.running.store(false, Ordering::SeqCst);
+        lock(&self.inner).on_event = None;
+    }
+
     /// Notifications were lost: re-read the link and report the difference (hub thread).
     fn resync(&self, rtnl: &Mutex<Rtnl>) {
         if !self.running.load(Ordering::SeqCst) {
@@ -456,8 +462,6 @@ struct NlSock {
     key: SockKey,
     token: Token,
     sock: Socket,
-    /// For re-reading link state (initial reports and after `ENOBUFS`).
-    rtnl: Mutex<Rtnl>,
     members: Mutex<Members>,
 }
 
@@ -521,12 +525,10 @@ impl NlSock {
         if set_rcvbuf(fd, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
             let _ = set_rcvbuf(fd, libc::SO_RCVBUF, RCVBUF);
         }
-        let rtnl = Rtnl::open(ns)?;
         Ok(NlSock {
             key,
             token: hub.token(),
             sock,
-            rtnl: Mutex::new(rtnl),
             members: Mutex::new(Members::default()),
         })
     }
@@ -656,8 +658,22 @@ impl Source for NlSock {
                 .flatten()
                 .cloned()
                 .collect();
-            for s in slots {
-                s.resync(&self.rtnl);
+            // A request socket for the re-read, opened in the namespace of this one (no
+            // descriptor is kept for it between losses, which are rare).
+            let rtnl = Netns::of_socket(self.sock.as_raw_fd(), "(watched namespace)")
+                .and_then(|ns| Rtnl::open(&ns));
+            match rtnl {
+                Ok(r) => {
+                    let r = Mutex::new(r);
+                    for s in slots {
+                        s.resync(&r);
+                    }
+                }
+                Err(_) => {
+                    for s in slots {
+                        s.stop();
+                    }
+                }
             }
         }
         if changed {
@@ -720,7 +736,10 @@ impl AddrWatcher {
             sock,
             slot,
         };
-        let first = match read_link(&w.sock.rtnl, ifindex)? {
+        // The initial read uses a request socket of its own, closed once started (so a
+        // watched namespace costs one descriptor: the shared notification socket).
+        let rtnl = Mutex::new(Rtnl::open(ns)?);
+        let first = match read_link(&rtnl, ifindex)? {
             // The initial read must find the link: report a bad ifindex to the caller.
             Snap::Gone => {
                 return Err(NetnsError::LinkNotFound {
@@ -730,7 +749,7 @@ impl AddrWatcher {
             }
             s => s,
         };
-        w.slot.finish_start(&w.sock.rtnl, first)?;
+        w.slot.finish_start(&rtnl, first)?;
         Ok(w)
     }
 
