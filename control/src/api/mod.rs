@@ -659,7 +659,12 @@ fn read_request(stream: &UnixStream) -> Result<Request, String> {
     BufReader::new(stream.take(MAX_REQUEST))
         .read_line(&mut line)
         .map_err(|e| format!("cannot read the request: {e}"))?;
-    serde_json::from_str(&line).map_err(|e| {
+    parse_request(&line)
+}
+
+/// Decodes one request line as the daemon reads it from a client. Pure.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    serde_json::from_str(line).map_err(|e| {
         format!("malformed request (is the client the same uvlan version as the daemon?): {e}")
     })
 }
