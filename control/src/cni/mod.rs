@@ -64,11 +64,7 @@ impl Invocation {
     /// Reads the CNI environment.
     pub fn from_env() -> Invocation {
         let argv0 = std::env::args().next().unwrap_or_default();
-        Invocation::from_vars(
-            |k| std::env::var(k).ok(),
-            &argv0,
-            api::socket_path(None),
-        )
+        Invocation::from_vars(|k| std::env::var(k).ok(), &argv0, api::socket_path(None))
     }
 
     /// The invocation the environment variables `var` (`CNI_COMMAND`, ...; unset ones read
