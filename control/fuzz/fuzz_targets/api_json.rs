@@ -13,7 +13,12 @@ use uvlan_control::daemon::options::{parse_driver, parse_driver_opts};
 use uvlan_control::ipam::{validate_config, IpamConfig};
 use uvlan_dataplane::wire::MacAddr;
 
-fn network_checks(driver: &str, options: &BTreeMap<String, String>, ipam: &[IpamConfig], ipv6: bool) {
+fn network_checks(
+    driver: &str,
+    options: &BTreeMap<String, String>,
+    ipam: &[IpamConfig],
+    ipv6: bool,
+) {
     if let Ok(d) = parse_driver(driver) {
         let _ = parse_driver_opts(d, options);
     }

@@ -24,13 +24,21 @@ const VARS: [&str; 6] = [
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.split(|b| *b == 0);
     // An environment variable that is not UTF-8 reads as unset, as with std::env::var.
-    let mut text = || parts.next().and_then(|p| String::from_utf8(p.to_vec()).ok());
+    let mut text = || {
+        parts
+            .next()
+            .and_then(|p| String::from_utf8(p.to_vec()).ok())
+    };
     let values: Vec<Option<String>> = VARS.iter().map(|_| text()).collect();
     let argv0 = text().unwrap_or_default();
     let stdin = parts.next().unwrap_or_default();
     let answer = parts.next().unwrap_or_default();
     let inv = Invocation::from_vars(
-        |k| VARS.iter().position(|v| *v == k).and_then(|i| values[i].clone()),
+        |k| {
+            VARS.iter()
+                .position(|v| *v == k)
+                .and_then(|i| values[i].clone())
+        },
         &argv0,
         PathBuf::from("/nonexistent/uvlan.sock"),
     );
