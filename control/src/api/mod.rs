@@ -980,6 +980,7 @@ fn refuse(stream: UnixStream, message: String) {
     }
 }
 
+<<<<<<< HEAD
 /// [`serve`] without the credentials check, for a peer the caller trusts (its own end of a
 /// socket pair).
 pub fn serve_trusted(stream: UnixStream, server: &dyn Server) {
@@ -1009,6 +1010,21 @@ pub fn serve_connection(stream: UnixStream, handle: &dyn Fn(Request) -> Response
         }
     }
     serve(stream, &OneShot(handle));
+=======
+fn read_request(stream: &UnixStream) -> Result<Request, String> {
+    let mut line = String::new();
+    BufReader::new(stream.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the request: {e}"))?;
+    parse_request(&line)
+}
+
+/// Decodes one request line as the daemon reads it from a client. Pure.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    serde_json::from_str(line).map_err(|e| {
+        format!("malformed request (is the client the same uvlan version as the daemon?): {e}")
+    })
+>>>>>>> i1x-fuzz
 }
 
 #[cfg(test)]

@@ -55,8 +55,27 @@ pub fn exec(plugin: &Path, command: &str, stdin: &Value) -> Result<Value, CniErr
         CniError::new(code::IO, format!("IPAM plugin {} failed", plugin.display()))
             .details(e.to_string())
     })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
+    plugin_answer(
+        plugin,
+        command,
+        out.status.success(),
+        &out.stdout,
+        &out.stderr,
+    )
+}
+
+/// Reads what IPAM plugin `plugin` printed for `command` (`succeeded`: it exited 0): its
+/// stdout parsed as JSON (`Value::Null` when empty), or the plugin's own CNI error when it
+/// failed and printed one. Pure: `exec` runs the plugin, this reads its answer.
+pub fn plugin_answer(
+    plugin: &Path,
+    command: &str,
+    succeeded: bool,
+    stdout: &[u8],
+    stderr: &[u8],
+) -> Result<Value, CniError> {
+    let text = String::from_utf8_lossy(stdout);
+    if !succeeded {
         if let Ok(v) = serde_json::from_str::<Value>(&text) {
             if let Some(c) = v.get("code").and_then(Value::as_u64) {
                 let msg = v.get("msg").and_then(Value::as_str).unwrap_or_default();
@@ -71,7 +90,7 @@ pub fn exec(plugin: &Path, command: &str, stdin: &Value) -> Result<Value, CniErr
         .details(format!(
             "{} {}",
             text.trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(stderr).trim()
         )));
     }
     if text.trim().is_empty() {
@@ -98,6 +117,11 @@ pub fn negotiate(plugin: &Path, want: &str) -> Result<String, CniError> {
         "VERSION",
         &serde_json::json!({ "cniVersion": want }),
     )?;
+    version_from_answer(plugin, want, &v)
+}
+
+/// The version to talk to `plugin` in, from its answer `v` to VERSION (see [`negotiate`]).
+pub fn version_from_answer(plugin: &Path, want: &str, v: &Value) -> Result<String, CniError> {
     let offered: Vec<String> = v
         .get("supportedVersions")
         .and_then(Value::as_array)

@@ -63,16 +63,22 @@ pub struct Invocation {
 impl Invocation {
     /// Reads the CNI environment.
     pub fn from_env() -> Invocation {
-        let var = |k: &str| std::env::var(k).unwrap_or_default();
-        let argv0 = std::env::args()
-            .next()
-            .map(|a| {
-                Path::new(&a)
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or(a)
-            })
-            .unwrap_or_default();
+        let argv0 = std::env::args().next().unwrap_or_default();
+        Invocation::from_vars(|k| std::env::var(k).ok(), &argv0, api::socket_path(None))
+    }
+
+    /// The invocation the environment variables `var` (`CNI_COMMAND`, ...; unset ones read
+    /// as empty) and the program path `argv0` describe, talking to the daemon at `socket`.
+    /// Pure: [`Invocation::from_env`] passes the process's environment.
+    pub fn from_vars(
+        var: impl Fn(&str) -> Option<String>,
+        argv0: &str,
+        socket: PathBuf,
+    ) -> Invocation {
+        let var = |k: &str| var(k).unwrap_or_default();
+        let argv0 = Path::new(argv0)
+            .file_name()
+            .map_or_else(|| argv0.to_string(), |f| f.to_string_lossy().into_owned());
         Invocation {
             command: var("CNI_COMMAND"),
             container_id: var("CNI_CONTAINERID"),
@@ -81,11 +87,12 @@ impl Invocation {
             args: parse_args(&var("CNI_ARGS")),
             path: var("CNI_PATH"),
             argv0,
-            socket: api::socket_path(None),
+            socket,
         }
     }
 
-    fn key(&self) -> String {
+    /// The endpoint key: `CONTAINERID/IFNAME`.
+    pub fn key(&self) -> String {
         format!("{}/{}", self.container_id, self.ifname)
     }
 
@@ -123,25 +130,33 @@ pub fn main() -> i32 {
     code
 }
 
-/// Does one command; returns what to print (`Null`: nothing) and the exit code.
-pub fn run(inv: &Invocation, stdin: &[u8]) -> (Value, i32) {
-    let raw: Value = match serde_json::from_slice(stdin) {
-        Ok(v) => v,
-        Err(e) => {
-            let err = CniError::new(code::DECODE, "cannot decode the network configuration")
-                .details(e.to_string());
-            return (
-                err.to_json(SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1]),
-                1,
-            );
-        }
-    };
+/// Decodes the network configuration on stdin: its JSON and its `cniVersion` (0.1.0 when
+/// absent or empty). Pure.
+pub fn parse_stdin(stdin: &[u8]) -> Result<(Value, String), CniError> {
+    let raw: Value = serde_json::from_slice(stdin).map_err(|e| {
+        CniError::new(code::DECODE, "cannot decode the network configuration")
+            .details(e.to_string())
+    })?;
     let version = raw
         .get("cniVersion")
         .and_then(Value::as_str)
         .filter(|v| !v.is_empty())
         .unwrap_or("0.1.0")
         .to_string();
+    Ok((raw, version))
+}
+
+/// Does one command; returns what to print (`Null`: nothing) and the exit code.
+pub fn run(inv: &Invocation, stdin: &[u8]) -> (Value, i32) {
+    let (raw, version) = match parse_stdin(stdin) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            return (
+                err.to_json(SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1]),
+                1,
+            );
+        }
+    };
     let reply_version = if SUPPORTED_VERSIONS.contains(&version.as_str()) {
         version.clone()
     } else {
@@ -160,6 +175,32 @@ fn dispatch(inv: &Invocation, raw: &Value, version: &str) -> Result<Value, CniEr
             "supportedVersions": SUPPORTED_VERSIONS,
         }));
     }
+    let (conf, driver) = decode_conf(inv, raw, version)?;
+    match inv.command.as_str() {
+        "ADD" => add(inv, raw, &conf, driver, version),
+        "DEL" => del(inv, raw, &conf, version).map(|()| Value::Null),
+        "CHECK" => check(inv, raw, &conf, version).map(|()| Value::Null),
+        "STATUS" => status(inv, &conf, version).map(|()| Value::Null),
+        "GC" => gc(inv, raw, &conf, version).map(|()| Value::Null),
+        "" => Err(CniError::new(
+            code::BAD_ENV,
+            "required env variable CNI_COMMAND missing",
+        )),
+        other => Err(CniError::new(
+            code::BAD_ENV,
+            format!("unknown CNI_COMMAND {other:?}"),
+        )),
+    }
+}
+
+/// Decodes and checks the network configuration `raw` (of `cniVersion` `version`) of a
+/// command other than VERSION: a supported version, the keys uvlan knows, a driver (from the
+/// name the plugin runs as, else `type`) and a name. Pure.
+pub fn decode_conf(
+    inv: &Invocation,
+    raw: &Value,
+    version: &str,
+) -> Result<(NetConf, &'static str), CniError> {
     if !SUPPORTED_VERSIONS.contains(&version) {
         return Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
@@ -187,21 +228,7 @@ fn dispatch(inv: &Invocation, raw: &Value, version: &str) -> Result<Value, CniEr
             "the network configuration has no name",
         ));
     }
-    match inv.command.as_str() {
-        "ADD" => add(inv, raw, &conf, driver, version),
-        "DEL" => del(inv, raw, &conf, version).map(|()| Value::Null),
-        "CHECK" => check(inv, raw, &conf, version).map(|()| Value::Null),
-        "STATUS" => status(inv, &conf, version).map(|()| Value::Null),
-        "GC" => gc(inv, raw, &conf, version).map(|()| Value::Null),
-        "" => Err(CniError::new(
-            code::BAD_ENV,
-            "required env variable CNI_COMMAND missing",
-        )),
-        other => Err(CniError::new(
-            code::BAD_ENV,
-            format!("unknown CNI_COMMAND {other:?}"),
-        )),
-    }
+    Ok((conf, driver))
 }
 
 fn needs(version: &str, min: &str, command: &str) -> Result<(), CniError> {
@@ -228,8 +255,8 @@ fn daemon_error(e: ClientError) -> CniError {
     }
 }
 
-/// The uvlan network a configuration describes.
-fn ensure_for(conf: &NetConf, driver: &str) -> Result<EnsureNetwork, CniError> {
+/// The uvlan network a configuration describes. Pure.
+pub fn ensure_for(conf: &NetConf, driver: &str) -> Result<EnsureNetwork, CniError> {
     if conf.link_in_container == Some(true) {
         return Err(CniError::new(
             code::UNSUPPORTED_FIELD,
@@ -322,7 +349,9 @@ fn run_ipam(
     ipam::exec(&plugin, command, &ipam::delegated_config(raw, &v)).map(Some)
 }
 
-fn requested_mac(inv: &Invocation, conf: &NetConf) -> Option<String> {
+/// The MAC the runtime asks for: `runtimeConfig.mac`, else `CNI_ARGS` `MAC`, else the
+/// configuration's `mac`. Pure.
+pub fn requested_mac(inv: &Invocation, conf: &NetConf) -> Option<String> {
     conf.runtime_config
         .as_ref()
         .and_then(|r| r.mac.clone())
@@ -332,8 +361,8 @@ fn requested_mac(inv: &Invocation, conf: &NetConf) -> Option<String> {
 }
 
 /// Builds the endpoint from the IPAM result: one address per family, routes with their
-/// gateway filled in from the address of the same family (as the upstream plugins do).
-fn endpoint_from(
+/// gateway filled in from the address of the same family (as the upstream plugins do). Pure.
+pub fn endpoint_from(
     ipam: &CniResult,
     key: &str,
     mac: Option<String>,

@@ -114,16 +114,25 @@ struct EndpointReq {
     sandbox_key: String,
 }
 
-/// Something the driver needs from the daemon: the daemon itself, or a test double.
+/// What the driver needs from outside itself: the daemon's requests, and a look at the
+/// sandbox Docker names at Join. The daemon, or a test double.
 pub trait Backend: Send + Sync {
     /// Serves one daemon request.
     fn call(&self, req: Request) -> Response;
     /// A network was created: learn Docker's name for it (see `names`).
     fn network_created(&self, _id: &str) {}
+<<<<<<< HEAD
     /// Before a network is created: learn at once the names Docker has for the networks
     /// still shown under their short IDs, so that an error naming one of them (a parent in
     /// use) names it as Docker does.
     fn learn_names_now(&self) {}
+=======
+    /// Checks the `SandboxKey` of a Join before anything is made for it; by default with
+    /// [`check_sandbox_key`] (a double may answer without touching the file system).
+    fn check_sandbox(&self, key: &str) -> Result<(), String> {
+        check_sandbox_key(key)
+    }
+>>>>>>> i1x-fuzz
 }
 
 fn call(b: &dyn Backend, req: Request) -> Result<Value, String> {
@@ -378,12 +387,80 @@ fn create_endpoint(b: &dyn Backend, body: &[u8]) -> Result<Value, String> {
     }
 }
 
+/// The directory Docker keeps its sandboxes' namespace files in: `<exec-root>/netns`
+/// (libnetwork's `osl.GenerateKey`).
+const DOCKER_NETNS_DIR: &str = "netns";
+
+/// Checks Docker's `SandboxKey` at Join: the path of the container's network namespace.
+///
+/// * An existing file must be a network namespace: a regular file (nsfs inodes are; a
+///   directory, FIFO or device is refused without being opened) that, opened, is an nsfs
+///   inode of type `CLONE_NEWNET` (`ioctl(NS_GET_NSTYPE)`), like `/proc/PID/ns/net` or
+///   Docker's bind mount of one.
+/// * A path that does not exist yet is accepted only where Docker puts its namespaces,
+///   `<exec-root>/netns/<sandbox ID>` with an existing `<exec-root>`: for a new container
+///   Docker calls Join before it creates the namespace file (and, for the first one, its
+///   `netns` directory) and bind-mounts the namespace there (libnetwork's external key, set
+///   by the runtime's prestart hook). The TAP is followed into the namespace when Docker
+///   moves it there.
+pub fn check_sandbox_key(key: &str) -> Result<(), String> {
+    use std::path::Path;
+    if key.is_empty() {
+        return Err("Join without a SandboxKey: uvlan needs the container's namespace".into());
+    }
+    if !key.starts_with('/') || key.contains('\0') {
+        return Err(format!(
+            "SandboxKey {key:?} is not an absolute path: uvlan needs the path of the \
+             container's network namespace"
+        ));
+    }
+    let path = Path::new(key);
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(format!(
+            "SandboxKey {key} is not a network namespace: it is {}",
+            if m.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file (a socket, FIFO or device)"
+            }
+        )),
+        Ok(_) => match crate::netns::Netns::open_path(path) {
+            Ok(_) => Ok(()),
+            Err(crate::netns::NetnsError::NotANetns { .. }) => Err(format!(
+                "SandboxKey {key} is not a network namespace (an nsfs file of type net, like \
+                 /proc/PID/ns/net or Docker's bind mount of one); if it is Docker's, run the \
+                 uvlan daemon in dockerd's mount namespace"
+            )),
+            Err(e) => Err(format!("cannot check SandboxKey {key}: {e}")),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let netns_dir = path
+                .parent()
+                .filter(|dir| dir.file_name() == Some(std::ffi::OsStr::new(DOCKER_NETNS_DIR)));
+            let in_netns_dir = netns_dir
+                .and_then(Path::parent)
+                .is_some_and(|exec_root| exec_root.is_dir());
+            if in_netns_dir && path.file_name().is_some() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "SandboxKey {key} does not exist, and is not where Docker creates a \
+                     container's namespace after Join (EXEC-ROOT/{DOCKER_NETNS_DIR}/ID, in an \
+                     existing EXEC-ROOT)"
+                ))
+            }
+        }
+        Err(e) => Err(format!("cannot check SandboxKey {key}: {e}")),
+    }
+}
+
 fn join(b: &dyn Backend, body: &[u8]) -> Result<Value, String> {
     let r: EndpointReq = parse(body, "Join")?;
     check_id("endpoint ID", &r.endpoint_id)?;
     if r.sandbox_key.is_empty() {
         return Err("Join without a SandboxKey: uvlan needs the container's namespace".into());
     }
+    b.check_sandbox(&r.sandbox_key)?;
     let host_name = format!("{HOST_PREFIX}{}", ids::short_id(&r.endpoint_id));
     let req = AttachEndpoint {
         network: r.network_id,
@@ -672,7 +749,7 @@ mod tests {
             _ => ok(json!(true)),
         });
         let body = format!(
-            r#"{{"NetworkID":"{NID}","EndpointID":"{EID}","SandboxKey":"/run/docker/netns/abc","Options":{{}}}}"#
+            r#"{{"NetworkID":"{NID}","EndpointID":"{EID}","SandboxKey":"/proc/self/ns/net","Options":{{}}}}"#
         );
         let r = handle(&b, Driver::Ipvlan, "NetworkDriver.Join", body.as_bytes());
         assert_eq!(r.body["InterfaceName"]["SrcName"], "uvdd38095591cdd");
@@ -690,7 +767,7 @@ mod tests {
         assert_eq!(j.host_name.as_deref(), Some("uvdd38095591cdd"));
         assert_eq!(
             (j.netns.as_str(), j.key.as_str()),
-            ("/run/docker/netns/abc", EID)
+            ("/proc/self/ns/net", EID)
         );
         assert!(matches!(
             &seen[1],
@@ -708,5 +785,98 @@ mod tests {
             no_sandbox.as_bytes(),
         );
         assert!(r.body["Err"].as_str().unwrap().contains("SandboxKey"));
+    }
+
+    /// A directory removed when the test ends.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let d = std::env::temp_dir().join(format!("uvlan-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            TempDir(d)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn sandbox_keys_must_be_network_namespaces() {
+        let tmp = TempDir::new("sandbox-key");
+        let netns_dir = tmp.0.join("netns");
+        std::fs::create_dir(&netns_dir).unwrap();
+        std::fs::create_dir(tmp.0.join("exec")).unwrap();
+        let plain = netns_dir.join("0123456789ab");
+        std::fs::write(&plain, b"").unwrap();
+        let socket = tmp.0.join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        // Network namespaces, and a namespace Docker is about to create in its directory.
+        for ok in [
+            "/proc/self/ns/net".to_string(),
+            "/proc/thread-self/ns/net".to_string(),
+            p(&netns_dir.join("fedcba987654")),
+            p(&tmp.0.join("exec/netns/fedcba987654")),
+        ] {
+            assert_eq!(check_sandbox_key(&ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            (
+                "/etc/passwd".to_string(),
+                "is not a network namespace (an nsfs file",
+            ),
+            (p(&plain), "is not a network namespace (an nsfs file"),
+            (
+                "/proc/self/ns/mnt".to_string(),
+                "is not a network namespace (an nsfs file",
+            ),
+            (
+                "/proc/self/ns/uts".to_string(),
+                "is not a network namespace (an nsfs file",
+            ),
+            ("/dev/null".to_string(), "not a regular file"),
+            (p(&socket), "not a regular file"),
+            (p(&netns_dir), "a directory"),
+            ("/".to_string(), "a directory"),
+            (p(&tmp.0.join("elsewhere")), "does not exist"),
+            (p(&tmp.0.join("netns2/abc")), "does not exist"),
+            (p(&tmp.0.join("gone/netns/abc")), "does not exist"),
+            ("netns/abc".to_string(), "not an absolute path"),
+            ("/proc/self/ns/net\0".to_string(), "not an absolute path"),
+            (String::new(), "without a SandboxKey"),
+        ] {
+            let e = check_sandbox_key(&bad).expect_err(&bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn join_refuses_a_sandbox_key_that_is_not_a_network_namespace() {
+        let b = fake(|_| ok(json!(true)));
+        for key in [
+            "/etc/passwd",
+            "/proc/self/ns/mnt",
+            "/nonexistent/abc",
+            "relative",
+        ] {
+            let body = format!(
+                r#"{{"NetworkID":"{NID}","EndpointID":"{EID}","SandboxKey":"{key}","Options":{{}}}}"#
+            );
+            let r = handle(&b, Driver::Ipvlan, "NetworkDriver.Join", body.as_bytes());
+            assert_eq!(r.status, 200, "{key}");
+            let e = r.body["Err"].as_str().unwrap_or_default();
+            assert!(
+                e.contains("SandboxKey") && e.contains(key),
+                "{key}: {}",
+                r.body
+            );
+        }
+        // Nothing was asked of the daemon: no TAP is made for a bad key.
+        assert!(b.seen.lock().unwrap().is_empty());
     }
 }

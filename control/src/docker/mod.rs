@@ -269,8 +269,31 @@ fn accept_loop(
     }
 }
 
+/// How long a refused connection is drained before it is closed.
+const LINGER: Duration = Duration::from_millis(500);
+/// The most bytes drained from a refused connection.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Closes a connection after an error answer: shuts the sending side, then reads and drops
+/// what the client still sends (briefly), so the close does not reset the connection before
+/// the client has read the answer (the "lingering close" of RFC 9112 §9.6).
+fn linger_close(stream: &UnixStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(LINGER));
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    let mut r = stream;
+    while drained < LINGER_BYTES {
+        match std::io::Read::read(&mut r, &mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
 /// Serves one connection from Docker: requests until it closes (keep-alive). Only root
-/// (dockerd) is served.
+/// (dockerd) is served. A request that cannot be read (see [`http::read_request`]) is
+/// answered with its error status and closes the connection.
 pub fn serve_connection(stream: UnixStream, driver: Driver, backend: &dyn Backend, log: &Logger) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
@@ -282,13 +305,12 @@ pub fn serve_connection(stream: UnixStream, driver: Driver, backend: &dyn Backen
             Ok(r) => r,
             Err(http::HttpError::Closed) => return,
             Err(e) => {
+                // A request that cannot be read, or whose framing is ambiguous: answer, then
+                // close, so nothing after it on this connection is taken for a request.
+                log(&format!("docker {}: {e}", plugin_name(driver)));
                 let body = serde_json::json!({ "Err": e.to_string() }).to_string();
-                let status = if matches!(e, http::HttpError::TooLarge(_)) {
-                    413
-                } else {
-                    400
-                };
-                let _ = http::write_response(&mut writer, status, body.as_bytes(), true);
+                let _ = http::write_response(&mut writer, e.status(), body.as_bytes(), true);
+                linger_close(&stream);
                 return;
             }
         };
@@ -317,5 +339,99 @@ pub fn serve_connection(stream: UnixStream, driver: Driver, backend: &dyn Backen
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts the daemon requests the driver makes.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Backend for Counting {
+        fn call(&self, _: Request) -> Response {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Response::Ok {
+                result: serde_json::json!(true),
+            }
+        }
+    }
+
+    /// Sends `raw` on a fresh connection served by [`serve_connection`], closes the sending
+    /// side, and returns everything answered until the server closed, with the number of
+    /// daemon requests made.
+    fn exchange(raw: &[u8]) -> (String, usize) {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let backend = Arc::new(Counting::default());
+        let b = backend.clone();
+        let log: Logger = Arc::new(|_: &str| {});
+        let t = std::thread::spawn(move || serve_connection(server, Driver::Ipvlan, &*b, &log));
+        client.write_all(raw).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = Vec::new();
+        // The answers come before any end of the connection.
+        let _ = client.read_to_end(&mut out);
+        t.join().unwrap();
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            backend.0.load(Ordering::SeqCst),
+        )
+    }
+
+    const EID: &str = "d38095591cdd2f1b9f154acdbe3daa1a0f403e5d2c5139271e6d8abf15245324";
+    const NID: &str = "1e8c9969c8eda1d9528b8e468341456b2b4db9db632421259a7a645b6b76e2e2";
+
+    fn leave() -> String {
+        let body = format!(r#"{{"NetworkID":"{NID}","EndpointID":"{EID}"}}"#);
+        format!(
+            "POST /NetworkDriver.Leave HTTP/1.1\r\nHost: plugin\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[test]
+    fn pipelined_requests_are_each_answered() {
+        let raw = format!(
+            "POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\n\r\n{}",
+            leave()
+        );
+        let (out, calls) = exchange(raw.as_bytes());
+        assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{out}");
+        // As root the Leave reaches the daemon (otherwise it is refused with an Err).
+        let root = crate::sys::is_root();
+        assert_eq!(calls, usize::from(root), "{out}");
+    }
+
+    #[test]
+    fn a_smuggled_request_is_never_served() {
+        // Chunked says the body is empty and a Leave follows; Content-Length says the Leave
+        // is the body. Either reading is wrong for someone: refuse and close.
+        let smuggled = leave();
+        let raw = format!(
+            "POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nTransfer-Encoding: chunked\r\n\
+             Content-Length: {}\r\n\r\n0\r\n\r\n{smuggled}",
+            5 + smuggled.len()
+        );
+        let (out, calls) = exchange(raw.as_bytes());
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+        assert!(
+            out.contains("both Transfer-Encoding and Content-Length"),
+            "{out}"
+        );
+        assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+        assert_eq!(calls, 0, "the smuggled Leave reached the daemon");
+        // A transfer coding uvlan does not implement: 501, closed, nothing served after it.
+        let raw = format!(
+            "POST /Plugin.Activate HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
+             0\r\n\r\n{smuggled}"
+        );
+        let (out, calls) = exchange(raw.as_bytes());
+        assert!(out.starts_with("HTTP/1.1 501 Not Implemented\r\n"), "{out}");
+        assert_eq!((out.matches("HTTP/1.1 ").count(), calls), (1, 0), "{out}");
     }
 }

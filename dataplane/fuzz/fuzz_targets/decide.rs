@@ -32,18 +32,36 @@ fn topology() -> &'static (Engine, Vec<Ingress>) {
         ];
         for (n, (driver, mode, vid)) in nets.into_iter().enumerate() {
             let net = e
-                .add_network(NetworkSpec::new(format!("n{n}"), driver, Master::Parent { parent, vid, wire: true }))
+                .add_network(NetworkSpec::new(
+                    format!("n{n}"),
+                    driver,
+                    Master::Parent {
+                        parent,
+                        vid,
+                        wire: true,
+                    },
+                ))
                 .unwrap();
             for i in 0..3u8 {
                 let p = match driver {
-                    Driver::Ipvlan => e.add_ipvlan_port(LinkRef::Network(net), "p", IpvlanAttrs::new(mode, IpvlanFlag::Bridge)),
+                    Driver::Ipvlan => e.add_ipvlan_port(
+                        LinkRef::Network(net),
+                        "p",
+                        IpvlanAttrs::new(mode, IpvlanFlag::Bridge),
+                    ),
                     Driver::Macvlan => {
-                        let m = [MacvlanMode::Bridge, MacvlanMode::Vepa, MacvlanMode::Private][i as usize];
-                        e.add_macvlan_port(LinkRef::Network(net), "p", MacvlanAttrs::new(m, Some(MacAddr([2, 0, 0, 1, n as u8, i]))))
+                        let m = [MacvlanMode::Bridge, MacvlanMode::Vepa, MacvlanMode::Private]
+                            [i as usize];
+                        e.add_macvlan_port(
+                            LinkRef::Network(net),
+                            "p",
+                            MacvlanAttrs::new(m, Some(MacAddr([2, 0, 0, 1, n as u8, i]))),
+                        )
                     }
                 }
                 .unwrap();
-                e.add_port_addr(p, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10 * n as u8 + i))).unwrap();
+                e.add_port_addr(p, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10 * n as u8 + i)))
+                    .unwrap();
                 e.set_port_up(p, true).unwrap();
                 ins.push(Ingress::Port(p));
             }

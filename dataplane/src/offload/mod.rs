@@ -40,7 +40,7 @@ pub use csum::{
     ones_complement_sum, pseudo_header_sum_v4, pseudo_header_sum_v6,
 };
 pub use gro::{Gro, GroStats};
-pub use segment::{kernel_gso_header, Segmenter};
+pub use segment::{check_csum_start, kernel_gso_header, Segmenter};
 pub use vnet::{GsoKind, VnetHdr};
 
 /// Why a frame could not be segmented, checksummed or parsed. The caller drops the frame and

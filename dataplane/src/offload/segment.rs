@@ -115,6 +115,7 @@ impl Segmenter {
             return Err(OffloadError::ExceedsMtu { len, mtu });
         }
         if hdr.needs_csum() {
+            check_csum_start(hdr, frame)?;
             self.buf.clear();
             self.buf.extend_from_slice(frame);
             complete_partial_csum(
@@ -380,6 +381,34 @@ impl Segmenter {
         }
         Ok(nfrag)
     }
+}
+
+/// Checks that the partial checksum (`NEEDS_CSUM`) of `frame` starts after its L2 header:
+/// the Ethernet header and every 802.1Q/802.1ad tag. Completing a checksum writes 16 bits
+/// at `csum_start + csum_offset`, computed over bytes the sender chose; starting any earlier
+/// the sender could write into the addresses or, worse, into a VLAN tag uvlan inserted for
+/// the network (and so send into another VLAN). Every path that completes a partial checksum
+/// of a frame from an endpoint — in software ([`Segmenter::segment`] does this check) or by
+/// the NIC through AF_XDP TX metadata — must check it first. Frames without `NEEDS_CSUM`
+/// pass.
+pub fn check_csum_start(hdr: &VnetHdr, frame: &[u8]) -> Result<(), OffloadError> {
+    if !hdr.needs_csum() {
+        return Ok(());
+    }
+    let mut l2 = 12;
+    while let Some(t) = parse::be16(frame, l2) {
+        if t != 0x8100 && t != 0x88a8 {
+            break;
+        }
+        l2 += 4;
+    }
+    let l2 = l2 + 2;
+    if usize::from(hdr.csum_start) < l2 {
+        return Err(OffloadError::Malformed {
+            what: "csum_start points into the Ethernet header or a VLAN tag",
+        });
+    }
+    Ok(())
 }
 
 /// Checks a TCP (TSO) or UDP (USO) GSO super-frame for a kernel that segments it itself — a

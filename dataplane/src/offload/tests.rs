@@ -1412,3 +1412,89 @@ proptest! {
         }
     }
 }
+
+/// A partial checksum may not start in the L2 header (found by fuzzing `tap_frame`): an
+/// endpoint of a network on VLAN 30 sends an untagged UDP frame with `NEEDS_CSUM`,
+/// `csum_start` 0 and `csum_offset` 10; uvlan pushes the network's tag (the run loop moves
+/// `csum_start` to 4), and completing that checksum writes 16 bits the sender chose over the
+/// tag's TCI. Here the payload is crafted so that the frame would leave on VLAN 20.
+#[test]
+fn a_partial_checksum_cannot_rewrite_the_vlan_tag() {
+    let tag = |vid| crate::wire::VlanTag {
+        pcp: 0,
+        dei: false,
+        vid,
+    };
+    let spec = Spec::udp(false, vec![0; 32]);
+    let mut frame = spec.build(Fill::Full);
+    let push = |f: &[u8]| {
+        let mut t = Vec::new();
+        crate::wire::push_tag(f, tag(30), &mut t);
+        t
+    };
+    // Two payload bytes (at an even distance from csum_start) steer the sum to TCI 20.
+    let adj_at = spec.l4_off() + 8;
+    let sum = ones_complement_sum(push(&frame).get(4..).unwrap(), 0);
+    let adj = ones_complement_add(!0x0014u16, !sum);
+    frame[adj_at..adj_at + 2].copy_from_slice(&adj.to_be_bytes());
+    let tagged = push(&frame);
+    let hdr = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        csum_start: 4,
+        csum_offset: 10,
+        ..VnetHdr::default()
+    };
+    let mut completed = tagged.clone();
+    complete_partial_csum(&mut completed, 4, 10).unwrap();
+    assert_eq!(&completed[12..16], &[0x81, 0x00, 0x00, 0x14], "the attack");
+    let refused = OffloadError::Malformed {
+        what: "csum_start points into the Ethernet header or a VLAN tag",
+    };
+    assert_eq!(check_csum_start(&hdr, &tagged), Err(refused.clone()));
+    assert_eq!(run_segment(&hdr, &tagged, 1500), Err(refused));
+    // Up to the end of the tag is refused too; a partial checksum at the UDP header passes.
+    for start in [0, 13, 17] {
+        let h = VnetHdr {
+            csum_start: start,
+            ..hdr
+        };
+        assert!(run_segment(&h, &tagged, 1500).is_err(), "{start}");
+    }
+    let legit = Spec {
+        vlan: Some(30),
+        ..Spec::udp(false, pattern(40, 1))
+    };
+    let h = VnetHdr {
+        csum_start: legit.l4_off() as u16,
+        csum_offset: 6,
+        ..hdr
+    };
+    let out = run_segment(&h, &legit.build(Fill::Partial), 1500).unwrap();
+    assert_eq!(out, vec![legit.build(Fill::Full)]);
+    // Frames without NEEDS_CSUM are not concerned.
+    assert_eq!(check_csum_start(&VnetHdr::default(), &tagged), Ok(()));
+}
+
+/// The input the fuzzer saved for that finding, through the run loop's steps (parse, VLAN 30
+/// pushed with `csum_start` moved by 4, segmentation for an MTU of 0): refused.
+#[test]
+fn fuzz_regression_tap_frame_csum_into_vlan_tag() {
+    let input = include_bytes!("../../fuzz/regressions/tap_frame/csum-into-vlan-tag");
+    let (hdr, frame) = VnetHdr::parse(&input[1..]).unwrap();
+    assert!(hdr.needs_csum() && usize::from(hdr.csum_start) < 14);
+    let mut tagged = Vec::new();
+    let tag = crate::wire::VlanTag {
+        pcp: 0,
+        dei: false,
+        vid: 30,
+    };
+    crate::wire::push_tag(frame, tag, &mut tagged);
+    let shifted = VnetHdr {
+        csum_start: hdr.csum_start + 4,
+        ..hdr
+    };
+    assert!(matches!(
+        run_segment(&shifted, &tagged, 0),
+        Err(OffloadError::Malformed { .. })
+    ));
+}
