@@ -30,7 +30,8 @@ use uvlan_dataplane::port::afpacket::{AfPacketOptions, AfPacketSocket};
 use uvlan_dataplane::port::tap::{Tap, TapOptions};
 use uvlan_dataplane::port::xsk::{XdpAttach, XdpOptions};
 use uvlan_dataplane::run::{
-    Dataplane, DataplaneHandle, IoDrop, NextHop, Resolver, RunError, RunOptions, WireBackend,
+    Dataplane, DataplaneHandle, IoDrop, IoMode, NextHop, Resolver, RunError, RunOptions,
+    WireBackend,
 };
 use uvlan_dataplane::wire::{build, MacAddr};
 
@@ -276,8 +277,36 @@ fn build() -> &'static str {
     }
 }
 
-fn spawn(opts: RunOptions, r: Box<dyn Resolver>) -> Dataplane {
-    Dataplane::spawn(opts, r).expect("Dataplane::spawn")
+fn spawn(io: IoMode, opts: RunOptions, r: Box<dyn Resolver>) -> Dataplane {
+    let dp = Dataplane::spawn(RunOptions { io, ..opts }, r).expect("Dataplane::spawn");
+    let word = match io {
+        IoMode::Uring => "io_uring",
+        IoMode::Plain => "epoll",
+        IoMode::Auto => "",
+    };
+    assert!(
+        dp.io_description().contains(word),
+        "{}",
+        dp.io_description()
+    );
+    dp
+}
+
+/// Runs a scenario on each I/O path: `NAME::uring` and `NAME::plain`.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn uring() {
+                super::$name(IoMode::Uring)
+            }
+            #[test]
+            fn plain() {
+                super::$name(IoMode::Plain)
+            }
+        }
+    };
 }
 
 // ---- iperf3 -------------------------------------------------------------------------------
@@ -371,10 +400,10 @@ fn isolated_ipvlan_pair(
     (a, b, pa, pb)
 }
 
-#[test]
-fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso() {
+both!(isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso);
+fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso(io: IoMode) {
     let mut lab = Lab::new();
-    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, b, pa, pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
     assert_eq!(ping(&a, "192.0.2.2", 3), 3);
@@ -429,10 +458,10 @@ fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso() {
     assert!(matches!(h.stats(), Err(RunError::Stopped)));
 }
 
-#[test]
-fn a_deleted_endpoint_tap_does_not_make_the_loop_spin() {
+both!(a_deleted_endpoint_tap_does_not_make_the_loop_spin);
+fn a_deleted_endpoint_tap_does_not_make_the_loop_spin(io: IoMode) {
     let mut lab = Lab::new();
-    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, b, _pa, pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
     assert_eq!(ping(&a, "192.0.2.2", 1), 1);
@@ -455,10 +484,10 @@ fn a_deleted_endpoint_tap_does_not_make_the_loop_spin() {
     assert!(h.remove_tap(pb).unwrap().is_some());
 }
 
-#[test]
-fn isolated_ipvlan_private_flag_stops_port_to_port() {
+both!(isolated_ipvlan_private_flag_stops_port_to_port);
+fn isolated_ipvlan_private_flag_stops_port_to_port(io: IoMode) {
     let mut lab = Lab::new();
-    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, _b, _pa, _pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Private);
     assert_eq!(ping(&a, "192.0.2.2", 3), 0);
@@ -474,10 +503,10 @@ fn isolated_ipvlan_private_flag_stops_port_to_port() {
     assert_eq!(ping(&a, "192.0.2.2", 3), 3);
 }
 
-#[test]
-fn isolated_ipvlan_l3_routes_between_subnets() {
+both!(isolated_ipvlan_l3_routes_between_subnets);
+fn isolated_ipvlan_l3_routes_between_subnets(io: IoMode) {
     let mut lab = Lab::new();
-    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let a = lab.ns("a");
     let b = lab.ns("b");
@@ -516,10 +545,10 @@ fn isolated_ipvlan_l3_routes_between_subnets() {
     assert!(st.drop_count(DropReason::NoWire) > 0, "{:?}", st.drops);
 }
 
-#[test]
-fn isolated_macvlan_bridge_pings_by_mac() {
+both!(isolated_macvlan_bridge_pings_by_mac);
+fn isolated_macvlan_bridge_pings_by_mac(io: IoMode) {
     let mut lab = Lab::new();
-    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let a = lab.ns("a");
     let b = lab.ns("b");
@@ -741,7 +770,13 @@ fn rx_vlan_offload(ns: &str, ifname: &str) -> String {
 
 /// `kernel_gso`: endpoint GSO frames go to the kernel whole (AF_PACKET GSO TX), or are
 /// segmented by the dataplane.
-fn wire_scenario(backend: WireBackend, attach: XdpAttach, mode_word: &str, kernel_gso: bool) {
+fn wire_scenario(
+    io: IoMode,
+    backend: WireBackend,
+    attach: XdpAttach,
+    mode_word: &str,
+    kernel_gso: bool,
+) {
     let mut w = wire_lab();
     let (e1, e2, e3, e4) = (
         w.lab.ns("e1"),
@@ -762,6 +797,7 @@ fn wire_scenario(backend: WireBackend, attach: XdpAttach, mode_word: &str, kerne
         wrong_ifindex: Arc::clone(&wrong),
     };
     let dp = spawn(
+        io,
         RunOptions {
             netns: Some(ns_path(&w.host)),
             wire_backend: backend,
@@ -1010,16 +1046,17 @@ impl Resolver for ScriptedHost {
     }
 }
 
+both!(routed_egress_fates_are_engine_drops_and_trace_agrees);
 /// ipvlan L3 egress: what the host's tables answer is decided by the engine's route stage, so
 /// the loop counts an unroutable or unresolved destination as an engine drop
 /// (`route_unreachable`, `neighbour_pending`), and `DataplaneHandle::trace` gives the same
 /// verdict through the same next-hop cache (an answer the trace fetched serves the datapath).
-#[test]
-fn routed_egress_fates_are_engine_drops_and_trace_agrees() {
+fn routed_egress_fates_are_engine_drops_and_trace_agrees(io: IoMode) {
     let mut w = wire_lab();
     let e1 = w.lab.ns("e1");
     let calls = Arc::new(AtomicU32::new(0));
     let dp = spawn(
+        io,
         RunOptions {
             netns: Some(ns_path(&w.host)),
             wire_backend: WireBackend::AfPacket,
@@ -1155,19 +1192,25 @@ fn routed_egress_fates_are_engine_drops_and_trace_agrees() {
     ));
 }
 
-#[test]
-fn wire_af_xdp_native() {
-    wire_scenario(WireBackend::AfXdp, XdpAttach::Native, "native", true);
+both!(wire_af_xdp_native);
+fn wire_af_xdp_native(io: IoMode) {
+    wire_scenario(io, WireBackend::AfXdp, XdpAttach::Native, "native", true);
 }
 
-#[test]
-fn wire_af_xdp_generic() {
-    wire_scenario(WireBackend::AfXdp, XdpAttach::Generic, "generic", false);
+both!(wire_af_xdp_generic);
+fn wire_af_xdp_generic(io: IoMode) {
+    wire_scenario(io, WireBackend::AfXdp, XdpAttach::Generic, "generic", false);
 }
 
-#[test]
-fn wire_af_packet_fallback() {
-    wire_scenario(WireBackend::AfPacket, XdpAttach::Auto, "af_packet", true);
+both!(wire_af_packet_fallback);
+fn wire_af_packet_fallback(io: IoMode) {
+    wire_scenario(
+        io,
+        WireBackend::AfPacket,
+        XdpAttach::Auto,
+        "af_packet",
+        true,
+    );
 }
 
 /// The interface's promiscuity count (packet sockets raise it without showing PROMISC).
@@ -1177,11 +1220,12 @@ fn promiscuity(ns: &str, ifname: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-#[test]
-fn wire_macvlan_passthru_takes_every_unicast_frame() {
+both!(wire_macvlan_passthru_takes_every_unicast_frame);
+fn wire_macvlan_passthru_takes_every_unicast_frame(io: IoMode) {
     let mut w = wire_lab();
     let e = w.lab.ns("e");
     let dp = spawn(
+        io,
         RunOptions {
             netns: Some(ns_path(&w.host)),
             wire_backend: WireBackend::AfXdp,
@@ -1258,10 +1302,11 @@ fn wire_macvlan_passthru_takes_every_unicast_frame() {
     assert_eq!(ping(&w.up, "192.0.2.1", 2), 2, "host traffic back");
 }
 
-#[test]
-fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken() {
+both!(wire_auto_falls_back_to_af_packet_when_xdp_is_taken);
+fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken(io: IoMode) {
     let w = wire_lab();
     let dp = spawn(
+        io,
         RunOptions {
             netns: Some(ns_path(&w.host)),
             xdp: XdpOptions {
@@ -1289,6 +1334,7 @@ fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken() {
         .unwrap();
     // Someone else (here: a second dataplane) holds the XDP hook of the parent.
     let other = spawn(
+        io,
         RunOptions {
             netns: Some(ns_path(&w.host)),
             wire_backend: WireBackend::AfXdp,
@@ -1330,6 +1376,7 @@ fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken() {
     // Forcing AF_XDP fails with both reasons spelled out.
     drop(dp);
     let forced = spawn(
+        io,
         RunOptions {
             netns: Some(ns_path(&w.host)),
             wire_backend: WireBackend::AfXdp,
@@ -1399,14 +1446,14 @@ fn spawn_refuses_a_missing_namespace_and_bad_batch() {
 
 // ---- throughput sanity check (printed, not asserted beyond "it moved") ----------------------
 
-#[test]
-fn throughput_tap_to_tap_vs_kernel_macvlan() {
+both!(throughput_tap_to_tap_vs_kernel_macvlan);
+fn throughput_tap_to_tap_vs_kernel_macvlan(io: IoMode) {
     let secs: u32 = std::env::var("UVLAN_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
     let mut lab = Lab::new();
-    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, b, _pa, _pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
     assert_eq!(ping(&a, "192.0.2.2", 1), 1);
@@ -1485,10 +1532,11 @@ fn dataplane_nices() -> Vec<i64> {
     v
 }
 
-#[test]
-fn the_dataplane_thread_runs_at_the_requested_priority() {
+both!(the_dataplane_thread_runs_at_the_requested_priority);
+fn the_dataplane_thread_runs_at_the_requested_priority(io: IoMode) {
     // Tests run in parallel: count this test's thread among those alive.
     let dp = spawn(
+        io,
         RunOptions {
             nice: Some(-7),
             ..RunOptions::default()
@@ -1498,6 +1546,7 @@ fn the_dataplane_thread_runs_at_the_requested_priority() {
     assert!(dataplane_nices().contains(&-7), "{:?}", dataplane_nices());
     drop(dp);
     let dp = spawn(
+        io,
         RunOptions {
             nice: Some(3),
             ..RunOptions::default()

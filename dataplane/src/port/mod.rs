@@ -25,6 +25,7 @@ pub mod afpacket;
 pub mod bpf;
 pub mod ethtool;
 pub mod tap;
+pub mod uring;
 pub mod vlan_access;
 pub mod xdp_filter;
 pub mod xsk;
