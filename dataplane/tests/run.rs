@@ -277,9 +277,24 @@ fn build() -> &'static str {
     }
 }
 
-fn spawn(io: IoMode, opts: RunOptions, r: Box<dyn Resolver>) -> Dataplane {
-    let dp = Dataplane::spawn(RunOptions { io, ..opts }, r).expect("Dataplane::spawn");
-    let word = match io {
+/// The I/O path and worker count a scenario runs with.
+#[derive(Clone, Copy, Debug)]
+struct Io {
+    mode: IoMode,
+    workers: usize,
+}
+
+fn spawn(io: Io, opts: RunOptions, r: Box<dyn Resolver>) -> Dataplane {
+    let dp = Dataplane::spawn(
+        RunOptions {
+            io: io.mode,
+            workers: io.workers,
+            ..opts
+        },
+        r,
+    )
+    .expect("Dataplane::spawn");
+    let word = match io.mode {
         IoMode::Uring => "io_uring",
         IoMode::Plain => "epoll",
         IoMode::Auto => "",
@@ -292,18 +307,32 @@ fn spawn(io: IoMode, opts: RunOptions, r: Box<dyn Resolver>) -> Dataplane {
     dp
 }
 
-/// Runs a scenario on each I/O path: `NAME::uring` and `NAME::plain`.
+/// Runs a scenario on each I/O path, and with two workers: `NAME::uring`, `NAME::plain`,
+/// `NAME::uring_two_workers` (ports and wires spread over both: frames cross workers).
 macro_rules! both {
     ($name:ident) => {
         mod $name {
             use super::*;
             #[test]
             fn uring() {
-                super::$name(IoMode::Uring)
+                super::$name(Io {
+                    mode: IoMode::Uring,
+                    workers: 1,
+                })
             }
             #[test]
             fn plain() {
-                super::$name(IoMode::Plain)
+                super::$name(Io {
+                    mode: IoMode::Plain,
+                    workers: 1,
+                })
+            }
+            #[test]
+            fn uring_two_workers() {
+                super::$name(Io {
+                    mode: IoMode::Uring,
+                    workers: 2,
+                })
             }
         }
     };
@@ -401,7 +430,7 @@ fn isolated_ipvlan_pair(
 }
 
 both!(isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso);
-fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso(io: IoMode) {
+fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso(io: Io) {
     let mut lab = Lab::new();
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
@@ -459,7 +488,7 @@ fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso(io: IoMode) {
 }
 
 both!(a_deleted_endpoint_tap_does_not_make_the_loop_spin);
-fn a_deleted_endpoint_tap_does_not_make_the_loop_spin(io: IoMode) {
+fn a_deleted_endpoint_tap_does_not_make_the_loop_spin(io: Io) {
     let mut lab = Lab::new();
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
@@ -485,7 +514,7 @@ fn a_deleted_endpoint_tap_does_not_make_the_loop_spin(io: IoMode) {
 }
 
 both!(isolated_ipvlan_private_flag_stops_port_to_port);
-fn isolated_ipvlan_private_flag_stops_port_to_port(io: IoMode) {
+fn isolated_ipvlan_private_flag_stops_port_to_port(io: Io) {
     let mut lab = Lab::new();
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
@@ -504,7 +533,7 @@ fn isolated_ipvlan_private_flag_stops_port_to_port(io: IoMode) {
 }
 
 both!(isolated_ipvlan_l3_routes_between_subnets);
-fn isolated_ipvlan_l3_routes_between_subnets(io: IoMode) {
+fn isolated_ipvlan_l3_routes_between_subnets(io: Io) {
     let mut lab = Lab::new();
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
@@ -546,7 +575,7 @@ fn isolated_ipvlan_l3_routes_between_subnets(io: IoMode) {
 }
 
 both!(isolated_macvlan_bridge_pings_by_mac);
-fn isolated_macvlan_bridge_pings_by_mac(io: IoMode) {
+fn isolated_macvlan_bridge_pings_by_mac(io: Io) {
     let mut lab = Lab::new();
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
@@ -771,7 +800,7 @@ fn rx_vlan_offload(ns: &str, ifname: &str) -> String {
 /// `kernel_gso`: endpoint GSO frames go to the kernel whole (AF_PACKET GSO TX), or are
 /// segmented by the dataplane.
 fn wire_scenario(
-    io: IoMode,
+    io: Io,
     backend: WireBackend,
     attach: XdpAttach,
     mode_word: &str,
@@ -1051,7 +1080,7 @@ both!(routed_egress_fates_are_engine_drops_and_trace_agrees);
 /// the loop counts an unroutable or unresolved destination as an engine drop
 /// (`route_unreachable`, `neighbour_pending`), and `DataplaneHandle::trace` gives the same
 /// verdict through the same next-hop cache (an answer the trace fetched serves the datapath).
-fn routed_egress_fates_are_engine_drops_and_trace_agrees(io: IoMode) {
+fn routed_egress_fates_are_engine_drops_and_trace_agrees(io: Io) {
     let mut w = wire_lab();
     let e1 = w.lab.ns("e1");
     let calls = Arc::new(AtomicU32::new(0));
@@ -1193,17 +1222,17 @@ fn routed_egress_fates_are_engine_drops_and_trace_agrees(io: IoMode) {
 }
 
 both!(wire_af_xdp_native);
-fn wire_af_xdp_native(io: IoMode) {
+fn wire_af_xdp_native(io: Io) {
     wire_scenario(io, WireBackend::AfXdp, XdpAttach::Native, "native", true);
 }
 
 both!(wire_af_xdp_generic);
-fn wire_af_xdp_generic(io: IoMode) {
+fn wire_af_xdp_generic(io: Io) {
     wire_scenario(io, WireBackend::AfXdp, XdpAttach::Generic, "generic", false);
 }
 
 both!(wire_af_packet_fallback);
-fn wire_af_packet_fallback(io: IoMode) {
+fn wire_af_packet_fallback(io: Io) {
     wire_scenario(
         io,
         WireBackend::AfPacket,
@@ -1221,7 +1250,7 @@ fn promiscuity(ns: &str, ifname: &str) -> u64 {
 }
 
 both!(wire_macvlan_passthru_takes_every_unicast_frame);
-fn wire_macvlan_passthru_takes_every_unicast_frame(io: IoMode) {
+fn wire_macvlan_passthru_takes_every_unicast_frame(io: Io) {
     let mut w = wire_lab();
     let e = w.lab.ns("e");
     let dp = spawn(
@@ -1303,7 +1332,7 @@ fn wire_macvlan_passthru_takes_every_unicast_frame(io: IoMode) {
 }
 
 both!(wire_auto_falls_back_to_af_packet_when_xdp_is_taken);
-fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken(io: IoMode) {
+fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken(io: Io) {
     let w = wire_lab();
     let dp = spawn(
         io,
@@ -1447,7 +1476,7 @@ fn spawn_refuses_a_missing_namespace_and_bad_batch() {
 // ---- throughput sanity check (printed, not asserted beyond "it moved") ----------------------
 
 both!(throughput_tap_to_tap_vs_kernel_macvlan);
-fn throughput_tap_to_tap_vs_kernel_macvlan(io: IoMode) {
+fn throughput_tap_to_tap_vs_kernel_macvlan(io: Io) {
     let secs: u32 = std::env::var("UVLAN_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -1533,7 +1562,7 @@ fn dataplane_nices() -> Vec<i64> {
 }
 
 both!(the_dataplane_thread_runs_at_the_requested_priority);
-fn the_dataplane_thread_runs_at_the_requested_priority(io: IoMode) {
+fn the_dataplane_thread_runs_at_the_requested_priority(io: Io) {
     // Tests run in parallel: count this test's thread among those alive.
     let dp = spawn(
         io,

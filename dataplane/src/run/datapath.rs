@@ -47,6 +47,8 @@ pub(crate) struct PortTap {
     /// another port must not inherit the TAP).
     pub(crate) name: String,
     pub(crate) network: NetworkId,
+    /// The worker that reads each queue.
+    pub(crate) readers: Vec<usize>,
 }
 
 impl PortTap {

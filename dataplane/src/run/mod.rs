@@ -747,12 +747,16 @@ impl DataplaneHandle {
     }
 
     /// Explains what the datapath does with `frame` from `ingress`, stage by stage
-    /// ([`crate::trace::trace`]), on worker 0 with its next-hop cache and the [`Resolver`]:
-    /// a routed frame gets the answer the datapath would get. Like sending it, tracing a
-    /// routed frame may ask the resolver, which may start neighbour resolution on the host;
-    /// nothing is sent and no counter moves.
+    /// ([`crate::trace::trace`]), on the worker that decides frames from that ingress, with
+    /// its next-hop cache and the [`Resolver`]: a routed frame gets the answer the datapath
+    /// would get (and an answer the trace fetched serves the datapath). Like sending it,
+    /// tracing a routed frame may ask the resolver, which may start neighbour resolution on
+    /// the host; nothing is sent and no counter moves.
     pub fn trace(&self, frame: Vec<u8>, ingress: Ingress) -> Result<Trace, RunError> {
-        self.call(move |w| Ok(w.core.trace(&frame, ingress)))
+        self.call(move |w| {
+            let at = w.decider_of(ingress);
+            Ok(w.on_worker(at, move |x| x.core.trace(&frame, ingress)))
+        })
     }
 
     /// Counters: per port, per parent, drops by engine reason and by I/O reason, and each

@@ -129,6 +129,14 @@ pub struct LoopCounters {
     pub xfer_out: u64,
     /// Frames taken from other workers' queues.
     pub xfer_in: u64,
+    /// io_uring: multishot TAP reads re-armed after the kernel ended them.
+    pub rearms: u64,
+    /// io_uring: of those, reads ended because the provided-buffer ring was empty
+    /// (`-ENOBUFS`): frames waited in the TAP's queue for buffers.
+    pub starved: u64,
+    /// io_uring: TAP writes made at once with `writev` because every transmit buffer was
+    /// in flight.
+    pub sync_writes: u64,
 }
 
 impl LoopCounters {
@@ -160,6 +168,9 @@ impl LoopCounters {
         }
         self.xfer_out += o.xfer_out;
         self.xfer_in += o.xfer_in;
+        self.rearms += o.rearms;
+        self.starved += o.starved;
+        self.sync_writes += o.sync_writes;
     }
 }
 

@@ -205,12 +205,19 @@ impl Worker {
         self.core.io.now = Instant::now();
         self.ports.list.clear();
         self.wires.list.clear();
-        for p in std::mem::take(&mut self.carry_ports) {
-            self.ports.add(p, turn);
+        // (By index and then cleared: the vectors keep their capacity, nothing allocates.)
+        for i in 0..self.carry_ports.len() {
+            if let Some(&p) = self.carry_ports.get(i) {
+                self.ports.add(p, turn);
+            }
         }
-        for p in std::mem::take(&mut self.carry_wires) {
-            self.wires.add(p, turn);
+        self.carry_ports.clear();
+        for i in 0..self.carry_wires.len() {
+            if let Some(&p) = self.carry_wires.get(i) {
+                self.wires.add(p, turn);
+            }
         }
+        self.carry_wires.clear();
         let mut woken = false;
         for i in 0..self.events.len() {
             let Some(&ev) = self.events.get(i) else {
@@ -786,12 +793,6 @@ impl Worker {
             queues.push(tap);
         }
         let nq = queues.len();
-        let pt = Arc::new(PortTap {
-            queues,
-            broken: Default::default(),
-            name: info.name,
-            network: info.network,
-        });
         // Readers: the least-loaded worker (single queue), or queue i on worker i.
         let readers: Vec<usize> = if nq > 1 {
             (0..nq).collect()
@@ -804,6 +805,13 @@ impl Worker {
                 .map_or(0, |(i, _)| i);
             vec![best]
         };
+        let pt = Arc::new(PortTap {
+            queues,
+            broken: Default::default(),
+            name: info.name,
+            network: info.network,
+            readers: readers.clone(),
+        });
         for (q, &w) in readers.iter().enumerate() {
             let t = Arc::clone(&pt);
             let r = self.on_worker(w, move |wk| wk.add_rx(port, t, q));
@@ -906,6 +914,29 @@ impl Worker {
             });
         }
         Ok(())
+    }
+
+    /// The worker whose datapath decides frames from `ingress` (for a multiqueue TAP, the
+    /// reader of its first queue), so a trace runs with the next-hop cache that datapath
+    /// uses.
+    pub(crate) fn decider_of(&self, ingress: crate::fwd::Ingress) -> usize {
+        match ingress {
+            crate::fwd::Ingress::Port(p) => self
+                .core
+                .io
+                .ports
+                .get(p.index())
+                .and_then(Option::as_ref)
+                .and_then(|t| t.tap.readers.first().copied())
+                .unwrap_or(self.id),
+            crate::fwd::Ingress::Wire(p) | crate::fwd::Ingress::WireLoopback(p) => self
+                .core
+                .io
+                .views
+                .get(p.index())
+                .and_then(Option::as_ref)
+                .map_or(self.id, |v| v.owner),
+        }
     }
 
     pub(crate) fn cmd_wire_status(&mut self, parent: ParentId) -> Option<super::WireStatus> {

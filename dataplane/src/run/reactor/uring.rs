@@ -88,13 +88,14 @@ pub(crate) struct Uring {
     bell_rearm: bool,
     /// Completions of the last wait, copied out of the CQ.
     cqes: Vec<(u64, i32, u32)>,
+    /// Events of completions collected outside a wait (a full submission queue), reported
+    /// by the next wait.
+    spill: Vec<Event>,
     budget: usize,
     busy: Option<Duration>,
     pub(crate) lc: LoopCounters,
     /// `io_uring_enter` calls that failed (other than `EINTR`/`EBUSY`).
     pub(crate) errors: u64,
-    /// Writes done with `writev` because the transmit pool was empty.
-    pub(crate) sync_writes: u64,
 }
 
 fn is_live_gen(gen: u32, tag: u32) -> bool {
@@ -127,11 +128,11 @@ impl Uring {
             wire_rearm: Vec::new(),
             bell_rearm: false,
             cqes: Vec::with_capacity(1024),
+            spill: Vec::new(),
             budget: budget.max(1),
             busy,
             lc: LoopCounters::default(),
             errors: 0,
-            sync_writes: 0,
         })
     }
 
@@ -327,6 +328,8 @@ impl Uring {
 
     pub(crate) fn wait(&mut self, block: bool, events: &mut Vec<Event>) {
         let pending_sqes = !self.ring.submission().is_empty();
+        let block = block && self.spill.is_empty();
+        events.append(&mut self.spill);
         if block {
             let mut woke = false;
             if let Some(d) = self.busy {
@@ -370,19 +373,12 @@ impl Uring {
         }
     }
 
-    /// While submitting inside a turn: completions are handled and their events kept for the
-    /// next wait (frames go to FIFOs, which the loop looks at anyway).
+    /// While submitting inside a turn: completions are handled now and their events kept
+    /// for the next wait.
     fn harvest_into_pending(&mut self) {
-        let mut evs = Vec::new();
-        self.harvest(&mut evs);
-        for e in evs {
-            if let Event::Tap(p) = e {
-                if let Some(t) = self.taps.get_mut(p as usize) {
-                    // Report it again at the next harvest.
-                    t.reported = false;
-                }
-            }
-        }
+        let mut spill = std::mem::take(&mut self.spill);
+        self.harvest(&mut spill);
+        self.spill = spill;
     }
 
     fn on_cqe(&mut self, ud: u64, res: i32, flags: u32, events: &mut Vec<Event>) {
@@ -432,9 +428,11 @@ impl Uring {
                     t.armed = false;
                     match res {
                         r if r >= 0 => self.to_arm.push(tag.slot),
-                        r if r == -libc::ENOBUFS || r == -libc::EAGAIN || r == -libc::EINTR => {
+                        r if r == -libc::ENOBUFS => {
+                            self.lc.starved += 1;
                             self.to_arm.push(tag.slot)
                         }
+                        r if r == -libc::EAGAIN || r == -libc::EINTR => self.to_arm.push(tag.slot),
                         r if r == -libc::ECANCELED => {}
                         r => events.push(Event::TapFailed(tag.slot, -r)),
                     }
@@ -551,6 +549,7 @@ impl Uring {
                 _ => (true, false),
             };
             if arm {
+                self.lc.rearms += 1;
                 self.arm_read(port);
             }
             if drop_it {
@@ -621,7 +620,7 @@ impl TapSink for Uring {
             }
         }
         // No transmit buffer free: write it now.
-        self.sync_writes += 1;
+        self.lc.sync_writes += 1;
         self.lc.syscalls += 1;
         let r = w.tap.write_frame(w.hdr, w.frame);
         if r.is_ok() {
