@@ -407,6 +407,41 @@ pub struct StatsReport {
     pub drops: BTreeMap<String, u64>,
     /// Frames the I/O layer could not deliver, by reason (all networks; non-zero only).
     pub io_drops: BTreeMap<String, u64>,
+    /// The dataplane's I/O path and its workers' loop counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<LoopStats>,
+}
+
+/// How the dataplane moves frames, in a [`StatsReport`]: its I/O path and, per worker, what
+/// its loop did (`uvlan_dataplane::run::LoopCounters`). System calls per forwarded frame:
+/// `syscalls / frames_in`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoopStats {
+    /// The I/O path and why (`Dataplane::io_description`).
+    pub io: String,
+    /// One entry per worker, worker 0 first.
+    pub workers: Vec<WorkerStats>,
+}
+
+/// One dataplane worker's loop counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// Returns from a blocking wait.
+    pub wakeups: u64,
+    /// Loop passes.
+    pub turns: u64,
+    /// System calls made by the loop.
+    pub syscalls: u64,
+    /// Frames received (TAPs and wires).
+    pub frames_in: u64,
+    /// Frames written to TAPs or queued on wires.
+    pub frames_out: u64,
+    /// Receive batches (one per source and turn with frames).
+    pub batches: u64,
+    /// Frames in those batches.
+    pub batch_frames: u64,
+    /// Batches by size: 1, 2–3, 4–7, …, 512 and more.
+    pub batch_hist: Vec<u64>,
 }
 
 /// Counters of one network in a [`StatsReport`].

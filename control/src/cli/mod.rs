@@ -81,6 +81,39 @@ pub struct DaemonArgs {
     /// `af_packet` force one backend (attaching a parent fails if it cannot be opened).
     #[arg(long, value_enum, value_name = "BACKEND", default_value = "auto")]
     pub wire_backend: WireBackendArg,
+    /// How the dataplane reads and writes TAPs and waits: `auto` uses io_uring when the
+    /// kernel and sandbox allow it, else `plain` (epoll, readv/writev); `uring` fails to
+    /// start without it.
+    #[arg(long = "io", value_enum, value_name = "IO", default_value = "auto")]
+    pub io: IoArg,
+    /// Dataplane worker threads: endpoints are spread over them (1..=64).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+}
+
+/// `uvlan daemon --io`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IoArg {
+    /// io_uring when available, else plain.
+    #[value(name = "auto")]
+    Auto,
+    /// io_uring only.
+    #[value(name = "uring")]
+    Uring,
+    /// epoll and readv/writev.
+    #[value(name = "plain")]
+    Plain,
+}
+
+impl From<IoArg> for uvlan_dataplane::run::IoMode {
+    fn from(a: IoArg) -> Self {
+        match a {
+            IoArg::Auto => uvlan_dataplane::run::IoMode::Auto,
+            IoArg::Uring => uvlan_dataplane::run::IoMode::Uring,
+            IoArg::Plain => uvlan_dataplane::run::IoMode::Plain,
+        }
+    }
 }
 
 /// `uvlan daemon --wire-backend`.
@@ -291,6 +324,8 @@ pub fn main() -> i32 {
             let opts = crate::service::DaemonOptions {
                 docker,
                 wire_backend: a.wire_backend.into(),
+                io: a.io.into(),
+                workers: usize::from(a.workers),
             };
             crate::service::run_daemon(&root, &socket, &opts, log)
                 .map(|()| 0)

@@ -86,6 +86,23 @@ impl Daemon {
                 .map(|(r, n)| (r.as_str().to_string(), *n))
                 .collect(),
         );
+        report.dataplane = Some(crate::api::LoopStats {
+            io: s.io.clone(),
+            workers: s
+                .workers
+                .iter()
+                .map(|w| crate::api::WorkerStats {
+                    wakeups: w.wakeups,
+                    turns: w.turns,
+                    syscalls: w.syscalls,
+                    frames_in: w.frames_in,
+                    frames_out: w.frames_out,
+                    batches: w.batches,
+                    batch_frames: w.batch_frames,
+                    batch_hist: w.batch_hist.to_vec(),
+                })
+                .collect(),
+        });
         Ok(report)
     }
 }
