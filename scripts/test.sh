@@ -10,4 +10,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast --lib --bins --tests -- --test-threads="${UVLAN_TEST_THREADS:-2}"
+# The daemon's other I/O path: the run above takes io_uring (`--io auto` on this kernel);
+# the fast system suites run once more on epoll + readv/writev (`--io plain`), as on kernels
+# or sandboxes without io_uring. (The dataplane's own tests run every scenario on both.)
+UVLAN_TEST_IO=plain cargo test -p uvlan-system-tests --no-fail-fast --test wire --test matrix \
+    --test lifecycle -- --test-threads="${UVLAN_TEST_THREADS:-2}"
 cargo test --workspace --doc

@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 
-use uvlan_dataplane::run::{RunOptions, WireBackend};
+use uvlan_dataplane::run::{IoMode, RunOptions, WireBackend};
 
 use crate::api::{self, ListenError};
 use crate::daemon::dp::DataplaneApi;
@@ -65,19 +65,23 @@ fn stop_on_signals() -> std::io::Result<UnixStream> {
     Ok(rx)
 }
 
-/// The dataplane this build uses: the real thread, opening parents with `backend`.
-fn make_dataplane(backend: WireBackend) -> Result<Arc<dyn DataplaneApi>, DaemonError> {
+/// The dataplane this build uses: the real workers, opening parents with the options'
+/// backend, on the options' I/O path.
+fn make_dataplane(opts: &DaemonOptions) -> Result<Arc<dyn DataplaneApi>, DaemonError> {
     let dp = RunDataplane::spawn_with(RunOptions {
-        wire_backend: backend,
+        wire_backend: opts.wire_backend,
+        io: opts.io,
+        workers: opts.workers.max(1),
         ..RunOptions::default()
     })
     .map_err(DaemonError::Dataplane)?;
     Ok(Arc::new(dp))
 }
 
-/// How the daemon runs besides its API: as Docker's remote network driver, and which wire
-/// backend opens parents (`uvlan daemon --docker-plugin --wire-backend ...`).
-#[derive(Debug, Clone, Default)]
+/// How the daemon runs besides its API: as Docker's remote network driver, which wire
+/// backend opens parents, which I/O path and how many dataplane workers
+/// (`uvlan daemon --docker-plugin --wire-backend ... --io ... --workers N`).
+#[derive(Debug, Clone)]
 pub struct DaemonOptions {
     /// Serve Docker's remote network driver sockets.
     pub docker: Option<crate::docker::PluginConfig>,
@@ -86,6 +90,22 @@ pub struct DaemonOptions {
     /// Serve `/metrics` on this address (`--metrics`); the flag says whether a
     /// non-loopback address is allowed (`--metrics-allow-remote`).
     pub metrics: Option<(std::net::SocketAddr, bool)>,
+    /// The dataplane's I/O path.
+    pub io: IoMode,
+    /// Dataplane worker threads.
+    pub workers: usize,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        DaemonOptions {
+            docker: None,
+            wire_backend: WireBackend::default(),
+            io: IoMode::default(),
+            workers: 1,
+            metrics: None,
+        }
+    }
 }
 
 /// The daemon as the Docker front end sees it.
@@ -133,7 +153,7 @@ pub fn run_daemon(
     let _lock = store.lock()?;
     let host = RtnlHost::open().map_err(DaemonError::Host)?;
     let backend = opts.wire_backend;
-    let dp = make_dataplane(backend)?;
+    let dp = make_dataplane(opts)?;
     log(&format!(
         "dataplane: {} (wire backend: {backend:?})",
         dp.describe()

@@ -30,7 +30,8 @@ use uvlan_dataplane::port::afpacket::{AfPacketOptions, AfPacketSocket};
 use uvlan_dataplane::port::tap::{Tap, TapOptions};
 use uvlan_dataplane::port::xsk::{XdpAttach, XdpOptions};
 use uvlan_dataplane::run::{
-    Dataplane, DataplaneHandle, IoDrop, NextHop, Resolver, RunError, RunOptions, WireBackend,
+    Dataplane, DataplaneHandle, IoDrop, IoMode, NextHop, Resolver, RunError, RunOptions,
+    WireBackend,
 };
 use uvlan_dataplane::wire::{build, MacAddr};
 
@@ -276,8 +277,65 @@ fn build() -> &'static str {
     }
 }
 
-fn spawn(opts: RunOptions, r: Box<dyn Resolver>) -> Dataplane {
-    Dataplane::spawn(opts, r).expect("Dataplane::spawn")
+/// The I/O path and worker count a scenario runs with.
+#[derive(Clone, Copy, Debug)]
+struct Io {
+    mode: IoMode,
+    workers: usize,
+}
+
+fn spawn(io: Io, opts: RunOptions, r: Box<dyn Resolver>) -> Dataplane {
+    let dp = Dataplane::spawn(
+        RunOptions {
+            io: io.mode,
+            workers: io.workers,
+            ..opts
+        },
+        r,
+    )
+    .expect("Dataplane::spawn");
+    let word = match io.mode {
+        IoMode::Uring => "io_uring",
+        IoMode::Plain => "epoll",
+        IoMode::Auto => "",
+    };
+    assert!(
+        dp.io_description().contains(word),
+        "{}",
+        dp.io_description()
+    );
+    dp
+}
+
+/// Runs a scenario on each I/O path, and with two workers: `NAME::uring`, `NAME::plain`,
+/// `NAME::uring_two_workers` (ports and wires spread over both: frames cross workers).
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn uring() {
+                super::$name(Io {
+                    mode: IoMode::Uring,
+                    workers: 1,
+                })
+            }
+            #[test]
+            fn plain() {
+                super::$name(Io {
+                    mode: IoMode::Plain,
+                    workers: 1,
+                })
+            }
+            #[test]
+            fn uring_two_workers() {
+                super::$name(Io {
+                    mode: IoMode::Uring,
+                    workers: 2,
+                })
+            }
+        }
+    };
 }
 
 // ---- iperf3 -------------------------------------------------------------------------------
@@ -371,10 +429,10 @@ fn isolated_ipvlan_pair(
     (a, b, pa, pb)
 }
 
-#[test]
-fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso() {
+both!(isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso);
+fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso(io: Io) {
     let mut lab = Lab::new();
-    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, b, pa, pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
     assert_eq!(ping(&a, "192.0.2.2", 3), 3);
@@ -429,10 +487,10 @@ fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso() {
     assert!(matches!(h.stats(), Err(RunError::Stopped)));
 }
 
-#[test]
-fn a_deleted_endpoint_tap_does_not_make_the_loop_spin() {
+both!(a_deleted_endpoint_tap_does_not_make_the_loop_spin);
+fn a_deleted_endpoint_tap_does_not_make_the_loop_spin(io: Io) {
     let mut lab = Lab::new();
-    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, b, _pa, pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
     assert_eq!(ping(&a, "192.0.2.2", 1), 1);
@@ -455,10 +513,10 @@ fn a_deleted_endpoint_tap_does_not_make_the_loop_spin() {
     assert!(h.remove_tap(pb).unwrap().is_some());
 }
 
-#[test]
-fn isolated_ipvlan_private_flag_stops_port_to_port() {
+both!(isolated_ipvlan_private_flag_stops_port_to_port);
+fn isolated_ipvlan_private_flag_stops_port_to_port(io: Io) {
     let mut lab = Lab::new();
-    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, _b, _pa, _pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Private);
     assert_eq!(ping(&a, "192.0.2.2", 3), 0);
@@ -474,10 +532,10 @@ fn isolated_ipvlan_private_flag_stops_port_to_port() {
     assert_eq!(ping(&a, "192.0.2.2", 3), 3);
 }
 
-#[test]
-fn isolated_ipvlan_l3_routes_between_subnets() {
+both!(isolated_ipvlan_l3_routes_between_subnets);
+fn isolated_ipvlan_l3_routes_between_subnets(io: Io) {
     let mut lab = Lab::new();
-    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let a = lab.ns("a");
     let b = lab.ns("b");
@@ -516,10 +574,10 @@ fn isolated_ipvlan_l3_routes_between_subnets() {
     assert!(st.drop_count(DropReason::NoWire) > 0, "{:?}", st.drops);
 }
 
-#[test]
-fn isolated_macvlan_bridge_pings_by_mac() {
+both!(isolated_macvlan_bridge_pings_by_mac);
+fn isolated_macvlan_bridge_pings_by_mac(io: Io) {
     let mut lab = Lab::new();
-    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let a = lab.ns("a");
     let b = lab.ns("b");
@@ -741,7 +799,13 @@ fn rx_vlan_offload(ns: &str, ifname: &str) -> String {
 
 /// `kernel_gso`: endpoint GSO frames go to the kernel whole (AF_PACKET GSO TX), or are
 /// segmented by the dataplane.
-fn wire_scenario(backend: WireBackend, attach: XdpAttach, mode_word: &str, kernel_gso: bool) {
+fn wire_scenario(
+    io: Io,
+    backend: WireBackend,
+    attach: XdpAttach,
+    mode_word: &str,
+    kernel_gso: bool,
+) {
     let mut w = wire_lab();
     let (e1, e2, e3, e4) = (
         w.lab.ns("e1"),
@@ -762,6 +826,7 @@ fn wire_scenario(backend: WireBackend, attach: XdpAttach, mode_word: &str, kerne
         wrong_ifindex: Arc::clone(&wrong),
     };
     let dp = spawn(
+        io,
         RunOptions {
             netns: Some(ns_path(&w.host)),
             wire_backend: backend,
@@ -1010,16 +1075,17 @@ impl Resolver for ScriptedHost {
     }
 }
 
+both!(routed_egress_fates_are_engine_drops_and_trace_agrees);
 /// ipvlan L3 egress: what the host's tables answer is decided by the engine's route stage, so
 /// the loop counts an unroutable or unresolved destination as an engine drop
 /// (`route_unreachable`, `neighbour_pending`), and `DataplaneHandle::trace` gives the same
 /// verdict through the same next-hop cache (an answer the trace fetched serves the datapath).
-#[test]
-fn routed_egress_fates_are_engine_drops_and_trace_agrees() {
+fn routed_egress_fates_are_engine_drops_and_trace_agrees(io: Io) {
     let mut w = wire_lab();
     let e1 = w.lab.ns("e1");
     let calls = Arc::new(AtomicU32::new(0));
     let dp = spawn(
+        io,
         RunOptions {
             netns: Some(ns_path(&w.host)),
             wire_backend: WireBackend::AfPacket,
@@ -1155,19 +1221,25 @@ fn routed_egress_fates_are_engine_drops_and_trace_agrees() {
     ));
 }
 
-#[test]
-fn wire_af_xdp_native() {
-    wire_scenario(WireBackend::AfXdp, XdpAttach::Native, "native", true);
+both!(wire_af_xdp_native);
+fn wire_af_xdp_native(io: Io) {
+    wire_scenario(io, WireBackend::AfXdp, XdpAttach::Native, "native", true);
 }
 
-#[test]
-fn wire_af_xdp_generic() {
-    wire_scenario(WireBackend::AfXdp, XdpAttach::Generic, "generic", false);
+both!(wire_af_xdp_generic);
+fn wire_af_xdp_generic(io: Io) {
+    wire_scenario(io, WireBackend::AfXdp, XdpAttach::Generic, "generic", false);
 }
 
-#[test]
-fn wire_af_packet_fallback() {
-    wire_scenario(WireBackend::AfPacket, XdpAttach::Auto, "af_packet", true);
+both!(wire_af_packet_fallback);
+fn wire_af_packet_fallback(io: Io) {
+    wire_scenario(
+        io,
+        WireBackend::AfPacket,
+        XdpAttach::Auto,
+        "af_packet",
+        true,
+    );
 }
 
 /// The interface's promiscuity count (packet sockets raise it without showing PROMISC).
@@ -1177,11 +1249,12 @@ fn promiscuity(ns: &str, ifname: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-#[test]
-fn wire_macvlan_passthru_takes_every_unicast_frame() {
+both!(wire_macvlan_passthru_takes_every_unicast_frame);
+fn wire_macvlan_passthru_takes_every_unicast_frame(io: Io) {
     let mut w = wire_lab();
     let e = w.lab.ns("e");
     let dp = spawn(
+        io,
         RunOptions {
             netns: Some(ns_path(&w.host)),
             wire_backend: WireBackend::AfXdp,
@@ -1258,10 +1331,11 @@ fn wire_macvlan_passthru_takes_every_unicast_frame() {
     assert_eq!(ping(&w.up, "192.0.2.1", 2), 2, "host traffic back");
 }
 
-#[test]
-fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken() {
+both!(wire_auto_falls_back_to_af_packet_when_xdp_is_taken);
+fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken(io: Io) {
     let w = wire_lab();
     let dp = spawn(
+        io,
         RunOptions {
             netns: Some(ns_path(&w.host)),
             xdp: XdpOptions {
@@ -1289,6 +1363,7 @@ fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken() {
         .unwrap();
     // Someone else (here: a second dataplane) holds the XDP hook of the parent.
     let other = spawn(
+        io,
         RunOptions {
             netns: Some(ns_path(&w.host)),
             wire_backend: WireBackend::AfXdp,
@@ -1330,6 +1405,7 @@ fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken() {
     // Forcing AF_XDP fails with both reasons spelled out.
     drop(dp);
     let forced = spawn(
+        io,
         RunOptions {
             netns: Some(ns_path(&w.host)),
             wire_backend: WireBackend::AfXdp,
@@ -1399,14 +1475,14 @@ fn spawn_refuses_a_missing_namespace_and_bad_batch() {
 
 // ---- throughput sanity check (printed, not asserted beyond "it moved") ----------------------
 
-#[test]
-fn throughput_tap_to_tap_vs_kernel_macvlan() {
+both!(throughput_tap_to_tap_vs_kernel_macvlan);
+fn throughput_tap_to_tap_vs_kernel_macvlan(io: Io) {
     let secs: u32 = std::env::var("UVLAN_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
     let mut lab = Lab::new();
-    let dp = spawn(RunOptions::default(), Box::new(NoRoutes));
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, b, _pa, _pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
     assert_eq!(ping(&a, "192.0.2.2", 1), 1);
@@ -1485,10 +1561,11 @@ fn dataplane_nices() -> Vec<i64> {
     v
 }
 
-#[test]
-fn the_dataplane_thread_runs_at_the_requested_priority() {
+both!(the_dataplane_thread_runs_at_the_requested_priority);
+fn the_dataplane_thread_runs_at_the_requested_priority(io: Io) {
     // Tests run in parallel: count this test's thread among those alive.
     let dp = spawn(
+        io,
         RunOptions {
             nice: Some(-7),
             ..RunOptions::default()
@@ -1498,6 +1575,7 @@ fn the_dataplane_thread_runs_at_the_requested_priority() {
     assert!(dataplane_nices().contains(&-7), "{:?}", dataplane_nices());
     drop(dp);
     let dp = spawn(
+        io,
         RunOptions {
             nice: Some(3),
             ..RunOptions::default()

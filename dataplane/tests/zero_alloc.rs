@@ -1,5 +1,6 @@
 //! Proves that the engine allocates nothing per unicast decision (and nothing per flood once
-//! the output list has grown), with a counting global allocator.
+//! the output list has grown), and that the run loop's worker allocates nothing per frame on
+//! either I/O path once its buffers have grown, with a counting global allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
@@ -47,6 +48,12 @@ static GLOBAL: Counting = Counting;
 
 /// The counter is process-wide: tests that count run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Switches counting on or off for the calling thread (the run loop tests call it on the
+/// dataplane worker).
+fn count_flag(on: bool) {
+    COUNTING.with(|c| c.set(on));
+}
 
 fn count(mut f: impl FnMut()) -> usize {
     let before = ALLOCS.load(Ordering::Relaxed);
@@ -197,4 +204,207 @@ fn capture_records_allocate_nothing() {
         assert_eq!(b.len(), 1000);
     });
     assert_eq!(n, 0);
+}
+
+// ---- the run loop ---------------------------------------------------------------------------
+//
+// TAP ↔ TAP through the dataplane worker, on each I/O path: after a warm-up (buffers,
+// queues and output lists grow to their working size), a second identical burst of UDP
+// and TCP (GSO super-frames) must not allocate on the worker thread. The counting flag is
+// switched on and off *on the worker* by `read_engine` closures. Needs root (namespaces).
+
+mod run_loop {
+    use super::{count_flag, ALLOCS, SERIAL};
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
+    use std::os::fd::AsRawFd;
+    use std::process::Command;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    use uvlan_dataplane::fwd::{
+        ConfigError, Driver, IpvlanAttrs, IpvlanFlag, IpvlanMode, LinkRef, Master, NetworkSpec,
+    };
+    use uvlan_dataplane::port::tap::{Tap, TapOptions};
+    use uvlan_dataplane::run::{Dataplane, IoMode, NextHop, Resolver, RunOptions};
+    use uvlan_dataplane::wire::MacAddr;
+
+    struct NoRoutes;
+    impl Resolver for NoRoutes {
+        fn resolve(&mut self, _: u32, _: IpAddr) -> NextHop {
+            NextHop::Unreachable
+        }
+    }
+
+    fn sh(args: &[&str]) {
+        let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
+        assert!(st.success(), "{args:?}");
+    }
+
+    /// Namespaces deleted on drop.
+    struct Nss(Vec<String>);
+    impl Drop for Nss {
+        fn drop(&mut self) {
+            for n in &self.0 {
+                let _ = Command::new("ip").args(["netns", "del", n]).status();
+            }
+        }
+    }
+
+    fn in_ns<T: Send + 'static>(
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = File::open(&path).unwrap();
+            // SAFETY: setns on an open namespace fd changes only this new thread's namespace.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0);
+            f()
+        })
+    }
+
+    /// 20,000 UDP datagrams and 16 MB of TCP from `a` to `b` (192.0.2.2).
+    fn burst(a: &str, b: &str) {
+        let rx = in_ns(b, || {
+            let u = UdpSocket::bind("0.0.0.0:5000").unwrap();
+            u.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let l = TcpListener::bind("0.0.0.0:5001").unwrap();
+            let t = std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                let mut buf = vec![0u8; 1 << 16];
+                let mut n = 0;
+                while let Ok(k) = s.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k;
+                }
+                n
+            });
+            let mut buf = [0u8; 64];
+            while u.recv(&mut buf).is_ok() {}
+            t.join().unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        in_ns(a, || {
+            let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+            u.connect("192.0.2.2:5000").unwrap();
+            for _ in 0..20_000 {
+                let _ = u.send(&[7u8; 32]);
+            }
+            let mut s = TcpStream::connect("192.0.2.2:5001").unwrap();
+            let chunk = vec![1u8; 1 << 16];
+            for _ in 0..256 {
+                s.write_all(&chunk).unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+        let got = rx.join().unwrap();
+        assert_eq!(got, 256 << 16, "TCP bytes received");
+    }
+
+    fn loop_allocates_nothing_per_frame(io: IoMode) {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let tag = match io {
+            IoMode::Plain => "p",
+            _ => "u",
+        };
+        let (a, b) = (
+            format!("uvz-{}-{tag}a", std::process::id()),
+            format!("uvz-{}-{tag}b", std::process::id()),
+        );
+        let _nss = Nss(vec![a.clone(), b.clone()]);
+        for n in [&a, &b] {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+            sh(&["ip", "netns", "add", n]);
+            sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        }
+        let dp = Dataplane::spawn(
+            RunOptions {
+                io,
+                ..RunOptions::default()
+            },
+            Box::new(NoRoutes),
+        )
+        .unwrap();
+        let h = dp.handle();
+        let mac = MacAddr([2, 0, 0, 0, 0x10, 1]);
+        let ports = h
+            .with_engine(move |e| {
+                let n = e.add_network(NetworkSpec::new(
+                    "z",
+                    Driver::Ipvlan,
+                    Master::Isolated { mac, mtu: 1500 },
+                ))?;
+                let mut v = Vec::new();
+                for (name, addr) in [("a", "192.0.2.1"), ("b", "192.0.2.2")] {
+                    let p = e.add_ipvlan_port(
+                        LinkRef::Network(n),
+                        name,
+                        IpvlanAttrs::new(IpvlanMode::L2, IpvlanFlag::Bridge),
+                    )?;
+                    e.add_port_addr(p, addr.parse().unwrap())?;
+                    e.set_port_up(p, true)?;
+                    v.push(p);
+                }
+                Ok::<_, ConfigError>(v)
+            })
+            .unwrap()
+            .unwrap();
+        for (ns, p, cidr) in [
+            (&a, ports[0], "192.0.2.1/24"),
+            (&b, ports[1], "192.0.2.2/24"),
+        ] {
+            let tap = Tap::create_in_netns(
+                std::path::Path::new(&format!("/run/netns/{ns}")),
+                &TapOptions {
+                    name: Some("eth0".into()),
+                    ..TapOptions::default()
+                },
+            )
+            .unwrap();
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "link",
+                "set",
+                "eth0",
+                "address",
+                &mac.to_string(),
+            ]);
+            sh(&["ip", "-n", ns, "addr", "add", cidr, "dev", "eth0"]);
+            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+            h.add_tap(p, tap).unwrap();
+        }
+        // Warm-up: everything grows to its working size.
+        burst(&a, &b);
+        burst(&a, &b);
+        let before = ALLOCS.load(Ordering::Relaxed);
+        h.read_engine(|_| count_flag(true)).unwrap();
+        burst(&a, &b);
+        h.read_engine(|_| count_flag(false)).unwrap();
+        let n = ALLOCS.load(Ordering::Relaxed) - before;
+        let st = h.stats().unwrap();
+        let frames = st.loop_total().frames_in;
+        assert!(frames > 20_000, "{frames} frames forwarded");
+        assert_eq!(
+            n, 0,
+            "{io:?}: the worker allocated {n} times during a burst (of {frames} frames in all)"
+        );
+    }
+
+    #[test]
+    fn the_loop_allocates_nothing_per_frame_uring() {
+        loop_allocates_nothing_per_frame(IoMode::Uring);
+    }
+
+    #[test]
+    fn the_loop_allocates_nothing_per_frame_plain() {
+        loop_allocates_nothing_per_frame(IoMode::Plain);
+    }
 }

@@ -173,6 +173,16 @@ impl World {
             cmd.args(["--wire-backend", b.arg()]);
         }
         cmd.args(&self.daemon_args);
+        // The dataplane's I/O path and worker count for the whole suite
+        // (`UVLAN_TEST_IO=plain|uring|auto`, `UVLAN_TEST_WORKERS=N`; unset: the defaults).
+        let io = std::env::var("UVLAN_TEST_IO").unwrap_or_default();
+        if !io.is_empty() {
+            cmd.args(["--io", &io]);
+        }
+        let workers = std::env::var("UVLAN_TEST_WORKERS").unwrap_or_default();
+        if !workers.is_empty() {
+            cmd.args(["--workers", &workers]);
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -188,6 +198,21 @@ impl World {
                 self.daemon_log()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+        // The daemon logs its I/O path before it listens: the suite really runs on the path
+        // it asked for.
+        let want = match io.as_str() {
+            "plain" => Some("epoll"),
+            "uring" => Some("io_uring"),
+            _ => None,
+        };
+        if let Some(word) = want {
+            let log = self.daemon_log();
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("dataplane:") && l.contains(word)),
+                "UVLAN_TEST_IO={io}: the daemon does not say it uses {word}:\n{log}"
+            );
         }
     }
 

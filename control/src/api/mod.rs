@@ -554,18 +554,47 @@ pub struct StatsReport {
     pub drops: BTreeMap<String, u64>,
     /// Frames the I/O layer could not deliver, by reason (all networks; non-zero only).
     pub io_drops: BTreeMap<String, u64>,
-    /// The dataplane thread's own counters.
-    #[serde(default)]
-    pub dataplane: DataplaneLoopStats,
+    /// The dataplane's I/O path and its workers' loop counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<LoopStats>,
 }
 
-/// Counters of the dataplane thread itself.
+/// How the dataplane moves frames, in a [`StatsReport`]: its I/O path and, per worker, what
+/// its loop did (`uvlan_dataplane::run::LoopCounters`). System calls per forwarded frame:
+/// `syscalls / frames_in`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataplaneLoopStats {
-    /// Loop iterations (each one a wake-up followed by a batch per ready source).
+pub struct LoopStats {
+    /// The I/O path and why (`Dataplane::io_description`).
+    pub io: String,
+    /// Loop passes of all workers together.
+    #[serde(default)]
     pub iterations: u64,
-    /// Commands run (configuration changes, queries).
+    /// Commands the dataplane ran (configuration changes, queries).
+    #[serde(default)]
     pub commands: u64,
+    /// One entry per worker, worker 0 first.
+    pub workers: Vec<WorkerStats>,
+}
+
+/// One dataplane worker's loop counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// Returns from a blocking wait.
+    pub wakeups: u64,
+    /// Loop passes.
+    pub turns: u64,
+    /// System calls made by the loop.
+    pub syscalls: u64,
+    /// Frames received (TAPs and wires).
+    pub frames_in: u64,
+    /// Frames written to TAPs or queued on wires.
+    pub frames_out: u64,
+    /// Receive batches (one per source and turn with frames).
+    pub batches: u64,
+    /// Frames in those batches.
+    pub batch_frames: u64,
+    /// Batches by size: 1, 2–3, 4–7, …, 512 and more.
+    pub batch_hist: Vec<u64>,
 }
 
 /// Counters of one network in a [`StatsReport`].
@@ -910,9 +939,7 @@ impl StreamConn {
             .take(MAX_REQUEST)
             .read_line(&mut line)
             .map_err(|e| format!("cannot read the request: {e}"))?;
-        serde_json::from_str(&line).map_err(|e| {
-            format!("malformed request (is the client the same uvlan version as the daemon?): {e}")
-        })
+        parse_request(&line)
     }
 
     /// Writes the answer line.
@@ -980,7 +1007,6 @@ fn refuse(stream: UnixStream, message: String) {
     }
 }
 
-<<<<<<< HEAD
 /// [`serve`] without the credentials check, for a peer the caller trusts (its own end of a
 /// socket pair).
 pub fn serve_trusted(stream: UnixStream, server: &dyn Server) {
@@ -1010,21 +1036,13 @@ pub fn serve_connection(stream: UnixStream, handle: &dyn Fn(Request) -> Response
         }
     }
     serve(stream, &OneShot(handle));
-=======
-fn read_request(stream: &UnixStream) -> Result<Request, String> {
-    let mut line = String::new();
-    BufReader::new(stream.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .map_err(|e| format!("cannot read the request: {e}"))?;
-    parse_request(&line)
 }
 
-/// Decodes one request line as the daemon reads it from a client. Pure.
+/// Decodes one request line (the API's JSON); a pure function, also the fuzz target's entry.
 pub fn parse_request(line: &str) -> Result<Request, String> {
     serde_json::from_str(line).map_err(|e| {
         format!("malformed request (is the client the same uvlan version as the daemon?): {e}")
     })
->>>>>>> i1x-fuzz
 }
 
 #[cfg(test)]

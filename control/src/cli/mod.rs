@@ -103,6 +103,39 @@ pub struct DaemonArgs {
     /// Let --metrics listen on an address other hosts can reach.
     #[arg(long = "metrics-allow-remote", requires = "metrics")]
     pub metrics_allow_remote: bool,
+    /// How the dataplane reads and writes TAPs and waits: `auto` uses io_uring when the
+    /// kernel and sandbox allow it, else `plain` (epoll, readv/writev); `uring` fails to
+    /// start without it.
+    #[arg(long = "io", value_enum, value_name = "IO", default_value = "auto")]
+    pub io: IoArg,
+    /// Dataplane worker threads: endpoints are spread over them (1..=64).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+}
+
+/// `uvlan daemon --io`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IoArg {
+    /// io_uring when available, else plain.
+    #[value(name = "auto")]
+    Auto,
+    /// io_uring only.
+    #[value(name = "uring")]
+    Uring,
+    /// epoll and readv/writev.
+    #[value(name = "plain")]
+    Plain,
+}
+
+impl From<IoArg> for uvlan_dataplane::run::IoMode {
+    fn from(a: IoArg) -> Self {
+        match a {
+            IoArg::Auto => uvlan_dataplane::run::IoMode::Auto,
+            IoArg::Uring => uvlan_dataplane::run::IoMode::Uring,
+            IoArg::Plain => uvlan_dataplane::run::IoMode::Plain,
+        }
+    }
 }
 
 /// `uvlan daemon --wire-backend`.
@@ -334,6 +367,8 @@ pub fn main() -> i32 {
                 docker,
                 wire_backend: a.wire_backend.into(),
                 metrics: a.metrics.map(|m| (m, a.metrics_allow_remote)),
+                io: a.io.into(),
+                workers: usize::from(a.workers),
             };
             crate::service::run_daemon(&root, &socket, &opts, log)
                 .map(|()| 0)

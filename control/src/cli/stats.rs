@@ -105,6 +105,34 @@ pub fn render(r: &StatsReport) -> String {
         out.push('\n');
         out.push_str(&table(&wires));
     }
+    if let Some(d) = &r.dataplane {
+        out.push('\n');
+        out.push_str(&format!("dataplane: {}\n", d.io));
+        for (i, w) in d.workers.iter().enumerate() {
+            let per = |n: u64| {
+                if w.frames_in == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.3}", n as f64 / w.frames_in as f64)
+                }
+            };
+            let mean = if w.batches == 0 {
+                0.0
+            } else {
+                w.batch_frames as f64 / w.batches as f64
+            };
+            out.push_str(&format!(
+                "worker {i}: {} frames in, {} out; {} wake-ups, {} turns, {} system calls \
+                 ({} per frame in); mean batch {mean:.1}\n",
+                w.frames_in,
+                w.frames_out,
+                w.wakeups,
+                w.turns,
+                w.syscalls,
+                per(w.syscalls),
+            ));
+        }
+    }
     out.push('\n');
     if r.drops.is_empty() && r.io_drops.is_empty() {
         out.push_str("no frame dropped\n");
@@ -193,6 +221,27 @@ mod tests {
         assert_eq!(v["networks"][1]["wire"], "eth0");
         assert_eq!(v["wires"].as_array().unwrap().len(), 1);
         assert_eq!(v["wires"][0]["sent_frames"], 7);
-        assert_eq!(v["dataplane"]["iterations"], 0);
+        assert!(!t.contains("dataplane:"), "{t}");
+        r.dataplane = Some(crate::api::LoopStats {
+            io: "io_uring (…), 1 worker".into(),
+            iterations: 12,
+            commands: 3,
+            workers: vec![crate::api::WorkerStats {
+                frames_in: 1000,
+                frames_out: 990,
+                syscalls: 50,
+                batches: 10,
+                batch_frames: 1000,
+                ..Default::default()
+            }],
+        });
+        let t = render(&r);
+        assert!(t.contains("dataplane: io_uring (…), 1 worker\n"), "{t}");
+        assert!(t.contains("worker 0: 1000 frames in, 990 out;"), "{t}");
+        assert!(
+            t.contains("50 system calls (0.050 per frame in); mean batch 100.0"),
+            "{t}"
+        );
+        assert!(t.lines().last().unwrap().starts_with("l3_group_dst"), "{t}");
     }
 }

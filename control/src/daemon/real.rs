@@ -58,6 +58,8 @@ pub struct RunDataplane {
     _routes: RouteWatcher,
     /// Kept so the thread lives as long as the daemon; shut down on drop.
     _thread: Mutex<Dataplane>,
+    /// The I/O path in use (`Dataplane::io_description`).
+    io: String,
 }
 
 impl RunDataplane {
@@ -79,6 +81,7 @@ impl RunDataplane {
         Ok(RunDataplane {
             handle: dp.handle(),
             _routes: routes,
+            io: dp.io_description().to_string(),
             _thread: Mutex::new(dp),
         })
     }
@@ -118,6 +121,9 @@ impl DataplaneApi for RunDataplane {
     }
 
     fn describe(&self) -> String {
-        "the uvlan dataplane thread (TAP endpoints; AF_XDP or AF_PACKET on parents)".to_string()
+        format!(
+            "the uvlan dataplane (TAP endpoints; AF_XDP or AF_PACKET on parents; I/O: {})",
+            self.io
+        )
     }
 }

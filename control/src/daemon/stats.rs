@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{DataplaneLoopStats, EndpointStats, NetworkStats, StatsReport, WireStats};
+use crate::api::{EndpointStats, NetworkStats, StatsReport, WireStats};
 
 use super::model::Daemon;
 
@@ -79,12 +79,6 @@ impl Daemon {
             report.networks.push(ns);
         }
         report.wires.sort_by(|a, b| a.parent.cmp(&b.parent));
-        report.dataplane = DataplaneLoopStats {
-            iterations: s.iterations,
-            commands: s.commands,
-        };
-        // INTEGRATION (loop rewrite): the loop's batch-size histogram and wake-up counters
-        // join `DataplaneLoopStats` here, and per-network drop counters join `drops`.
         let nonzero = |v: Vec<(String, u64)>| -> BTreeMap<String, u64> {
             v.into_iter().filter(|(_, n)| *n > 0).collect()
         };
@@ -100,6 +94,25 @@ impl Daemon {
                 .map(|(r, n)| (r.as_str().to_string(), *n))
                 .collect(),
         );
+        report.dataplane = Some(crate::api::LoopStats {
+            io: s.io.clone(),
+            iterations: s.iterations,
+            commands: s.commands,
+            workers: s
+                .workers
+                .iter()
+                .map(|w| crate::api::WorkerStats {
+                    wakeups: w.wakeups,
+                    turns: w.turns,
+                    syscalls: w.syscalls,
+                    frames_in: w.frames_in,
+                    frames_out: w.frames_out,
+                    batches: w.batches,
+                    batch_frames: w.batch_frames,
+                    batch_hist: w.batch_hist.to_vec(),
+                })
+                .collect(),
+        });
         Ok(report)
     }
 }

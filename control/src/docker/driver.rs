@@ -121,18 +121,15 @@ pub trait Backend: Send + Sync {
     fn call(&self, req: Request) -> Response;
     /// A network was created: learn Docker's name for it (see `names`).
     fn network_created(&self, _id: &str) {}
-<<<<<<< HEAD
     /// Before a network is created: learn at once the names Docker has for the networks
     /// still shown under their short IDs, so that an error naming one of them (a parent in
     /// use) names it as Docker does.
     fn learn_names_now(&self) {}
-=======
     /// Checks the `SandboxKey` of a Join before anything is made for it; by default with
     /// [`check_sandbox_key`] (a double may answer without touching the file system).
     fn check_sandbox(&self, key: &str) -> Result<(), String> {
         check_sandbox_key(key)
     }
->>>>>>> i1x-fuzz
 }
 
 fn call(b: &dyn Backend, req: Request) -> Result<Value, String> {

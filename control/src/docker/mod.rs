@@ -346,7 +346,7 @@ pub fn serve_connection(stream: UnixStream, driver: Driver, backend: &dyn Backen
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Counts the daemon requests the driver makes.
     #[derive(Default)]

@@ -338,9 +338,13 @@ mod tests {
             false,
             Box::new(move || {
                 let n = scrapes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mut r = StatsReport::default();
-                r.dataplane.iterations = n;
-                Ok(r)
+                Ok(StatsReport {
+                    dataplane: Some(crate::api::LoopStats {
+                        iterations: n,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
             }),
         )
         .unwrap()

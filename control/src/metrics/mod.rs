@@ -123,13 +123,44 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "dataplane_loop_iterations",
         "counter",
         "",
-        "Iterations of the dataplane thread's loop (wake-ups).",
+        "Passes of the dataplane workers' loops, all workers together.",
     ),
     (
         "dataplane_commands",
         "counter",
         "",
-        "Commands the dataplane thread ran (configuration changes and queries).",
+        "Commands the dataplane ran (configuration changes and queries).",
+    ),
+    (
+        "dataplane_wakeups",
+        "counter",
+        "worker",
+        "Returns of a dataplane worker from a blocking wait.",
+    ),
+    (
+        "dataplane_syscalls",
+        "counter",
+        "worker",
+        "System calls a dataplane worker's loop made (per forwarded frame: divide by \
+         dataplane_frames_in).",
+    ),
+    (
+        "dataplane_frames_in",
+        "counter",
+        "worker",
+        "Frames a dataplane worker received from TAPs and wires.",
+    ),
+    (
+        "dataplane_frames_out",
+        "counter",
+        "worker",
+        "Frames a dataplane worker wrote to TAPs or queued on wires.",
+    ),
+    (
+        "dataplane_batches",
+        "counter",
+        "worker",
+        "Receive batches of a dataplane worker (one per source and turn with frames).",
     ),
 ];
 
@@ -255,9 +286,7 @@ impl Collector for Snapshot {
             MetricType::Counter,
             &drops,
         )?;
-        // INTEGRATION (loop rewrite): the batch-size histogram and the wake-up counters
-        // the new loop keeps are encoded here, from `DataplaneLoopStats`.
-        let lp = &r.dataplane;
+        let lp = r.dataplane.clone().unwrap_or_default();
         family(
             &mut enc,
             "dataplane_loop_iterations",
@@ -271,7 +300,29 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
             &[(vec![], c(lp.commands))],
-        )
+        )?;
+        let ids: Vec<String> = (0..lp.workers.len()).map(|i| i.to_string()).collect();
+        let per_worker =
+            |f: fn(&crate::api::WorkerStats) -> u64| -> Vec<(Labels<'_>, ConstCounter)> {
+                lp.workers
+                    .iter()
+                    .zip(&ids)
+                    .map(|(w, id)| (vec![("worker", id.as_str())], c(f(w))))
+                    .collect()
+            };
+        for (name, f) in [
+            (
+                "dataplane_wakeups",
+                (|w| w.wakeups) as fn(&crate::api::WorkerStats) -> u64,
+            ),
+            ("dataplane_syscalls", |w| w.syscalls),
+            ("dataplane_frames_in", |w| w.frames_in),
+            ("dataplane_frames_out", |w| w.frames_out),
+            ("dataplane_batches", |w| w.batches),
+        ] {
+            family(&mut enc, name, None, MetricType::Counter, &per_worker(f))?;
+        }
+        Ok(())
     }
 }
 
@@ -350,7 +401,14 @@ mod tests {
         });
         r.drops.insert("private_flag".into(), 4);
         r.io_drops.insert("tap_full".into(), 5);
-        r.dataplane.iterations = 77;
+        r.dataplane = Some(crate::api::LoopStats {
+            iterations: 77,
+            workers: vec![crate::api::WorkerStats {
+                syscalls: 12,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
         r
     }
 
@@ -370,6 +428,7 @@ mod tests {
             "uvlan_dropped_packets_total{layer=\"engine\",reason=\"pause\"} 0\n",
             "uvlan_dropped_packets_total{layer=\"io\",reason=\"tap_full\"} 5\n",
             "uvlan_dataplane_loop_iterations_total 77\n",
+            "uvlan_dataplane_syscalls_total{worker=\"0\"} 12\n",
         ] {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }

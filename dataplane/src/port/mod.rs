@@ -29,6 +29,7 @@ pub mod bpf;
 pub mod ethtool;
 pub mod probe;
 pub mod tap;
+pub mod uring;
 pub mod vlan_access;
 pub mod xdp_filter;
 pub mod xsk;

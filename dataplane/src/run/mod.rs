@@ -102,11 +102,14 @@
 //! closure: it runs on the dataplane thread, and such a call is refused with
 //! [`RunError::Reentrant`] rather than deadlocking.
 
-mod event_loop;
+mod datapath;
 mod frame;
 mod parent;
+mod reactor;
 mod resolve;
 mod stats;
+mod worker;
+mod xfer;
 
 use std::fs::File;
 use std::io;
@@ -115,21 +118,25 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, ThreadId};
+use std::time::Duration;
 
 use crate::fwd::{Engine, Ingress, ParentId, PortId};
 use crate::port::tap::Tap;
 use crate::port::xsk::XdpOptions;
 use crate::trace::Trace;
 
-pub use stats::{IoDrop, ParentCounters, PortCounters, Stats};
+pub use stats::{IoDrop, LoopCounters, ParentCounters, PortCounters, Stats, BATCH_BUCKETS};
 
 /// How to reach a routed destination; defined by the engine's route stage (`fwd`), kept here
 /// for the [`Resolver`] implementations.
 pub use crate::fwd::NextHop;
 
-use self::event_loop::Loop;
+use self::datapath::{Core, Decider, Io};
+use self::reactor::{plain::Plain, uring::Uring, Reactor};
+use self::worker::{Mailbox, Shared, Worker};
+use self::xfer::{Lane, LaneOut, XferIn, XferOut};
 
 /// Looks up next hops in the host's routing and neighbour tables (the control plane
 /// implements it with netlink in the parent's namespace).
@@ -158,14 +165,37 @@ pub enum WireBackend {
     AfPacket,
 }
 
+/// Which I/O path the workers use for TAPs and waiting (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoMode {
+    /// io_uring when this kernel and sandbox allow it (probed at spawn), else plain.
+    #[default]
+    Auto,
+    /// io_uring only: spawning fails when it cannot be set up.
+    Uring,
+    /// epoll, `readv`, `writev`: for kernels or sandboxes without io_uring.
+    Plain,
+}
+
+impl IoMode {
+    /// `auto`, `uring` or `plain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoMode::Auto => "auto",
+            IoMode::Uring => "uring",
+            IoMode::Plain => "plain",
+        }
+    }
+}
+
 /// Options of [`Dataplane::spawn`]. Build with `RunOptions { .., ..Default::default() }`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Frames read per TAP or parent per loop iteration (1..=1024; default 64).
+    /// Frames read per TAP or parent per turn: the per-port budget (1..=1024; default 64).
     pub batch: usize,
     /// Which parent backend to open (default [`WireBackend::Auto`]).
     pub wire_backend: WireBackend,
-    /// Run the dataplane thread inside this network namespace (`/run/netns/NAME`,
+    /// Run the dataplane threads inside this network namespace (`/run/netns/NAME`,
     /// `/proc/PID/ns/net`): parents are looked up and opened there. For tests and labs that
     /// keep the "host" side of a topology in a namespace; `None` (the default) keeps the
     /// namespace of the process. TAPs are independent of it (their fds work from anywhere).
@@ -181,12 +211,31 @@ pub struct RunOptions {
     /// cannot be opened, the dataplane segments them itself and sends each segment through
     /// the backend.
     pub kernel_gso: bool,
-    /// The dataplane thread's nice value (-20..=19), set when it starts; `None` leaves the
+    /// The dataplane threads' nice value (-20..=19), set when they start; `None` leaves the
     /// process's. Default -10: the kernel forwards in softirq context, ahead of every
     /// process, and a dataplane thread that has to compete with the senders it serves loses
     /// most of a small-packet flood (measured in docs/performance.md). Raising the priority
-    /// needs `CAP_SYS_NICE`; without it the thread keeps the process's and says nothing.
+    /// needs `CAP_SYS_NICE`; without it the threads keep the process's and say nothing.
     pub nice: Option<i32>,
+    /// The I/O path (default [`IoMode::Auto`]).
+    pub io: IoMode,
+    /// Worker threads (1..=64; default 1). Ports are spread over them (each TAP queue is read
+    /// by one worker; a multiqueue TAP gets one queue per worker), each parent's wire belongs
+    /// to one, frames for another worker's wire cross through a lock-free queue.
+    pub workers: usize,
+    /// Provided receive buffers per worker for io_uring TAP reads (a power of two,
+    /// 2..=32768; default 256). Each holds a vnet header and the largest frame (65 KiB of
+    /// address space, faulted in as used).
+    pub rx_buffers: usize,
+    /// Before sleeping, spin this long looking for completions (io_uring) or readiness
+    /// (epoll). Default `None`: sleep at once. On shared CPUs spinning takes time from the
+    /// senders and receivers the dataplane serves (see docs/performance.md).
+    pub busy_poll: Option<Duration>,
+    /// The blind relay instead of the engine (the benchmark's bound for this design):
+    /// every frame from a port goes to every other port with a TAP and every attached wire,
+    /// every frame from a wire to every port with a TAP, unchanged. Ports and parents must
+    /// still exist in the engine to be added. Default false.
+    pub relay: bool,
 }
 
 impl Default for RunOptions {
@@ -199,6 +248,11 @@ impl Default for RunOptions {
             manage_rx_vlan_offload: true,
             kernel_gso: true,
             nice: Some(-10),
+            io: IoMode::Auto,
+            workers: 1,
+            rx_buffers: 256,
+            busy_poll: None,
+            relay: false,
         }
     }
 }
@@ -285,22 +339,23 @@ pub enum RunError {
     Panicked(String),
 }
 
-/// A command run on the dataplane thread.
-type Cmd = Box<dyn FnOnce(&mut Loop) + Send>;
+/// A command run on a worker.
+type Cmd = Box<dyn FnOnce(&mut Worker) + Send>;
 
-/// The dataplane thread. Dropping it shuts the thread down (as [`Dataplane::shutdown`]).
+/// The dataplane's worker threads. Dropping it shuts them down (as [`Dataplane::shutdown`]).
 #[derive(Debug)]
 pub struct Dataplane {
     handle: DataplaneHandle,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
+    io: String,
 }
 
-/// A cloneable, thread-safe way to talk to the dataplane thread.
+/// A cloneable, thread-safe way to talk to the dataplane.
 #[derive(Clone, Debug)]
 pub struct DataplaneHandle {
     tx: mpsc::Sender<Cmd>,
     wake: Arc<OwnedFd>,
-    thread: ThreadId,
+    threads: Arc<[ThreadId]>,
 }
 
 /// Sets the calling thread's nice value (Linux: `PRIO_PROCESS` with a thread id applies to
@@ -314,7 +369,7 @@ fn set_thread_nice(nice: i32) {
     }
 }
 
-fn eventfd() -> io::Result<OwnedFd> {
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain eventfd(2) call; the result is checked.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
@@ -322,6 +377,27 @@ fn eventfd() -> io::Result<OwnedFd> {
     }
     // SAFETY: `fd` is a fresh descriptor owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds 1 to an eventfd (wakes the worker waiting on it).
+pub(crate) fn ring_bell(fd: &OwnedFd) -> io::Result<()> {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes from a live u64 to an eventfd we hold.
+    let n = unsafe {
+        libc::write(
+            fd.as_raw_fd(),
+            (&one as *const u64).cast(),
+            std::mem::size_of::<u64>(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        // EAGAIN: the counter is saturated, the worker is being woken anyway.
+        if e.kind() != io::ErrorKind::WouldBlock {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 fn enter_netns(path: &std::path::Path) -> io::Result<()> {
@@ -332,7 +408,7 @@ fn enter_netns(path: &std::path::Path) -> io::Result<()> {
         )
     })?;
     // SAFETY: setns on an open namespace fd changes only the calling thread's network
-    // namespace; this is the dataplane thread, which stays there for its whole life.
+    // namespace; this is a dataplane thread, which stays there for its whole life.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(
@@ -343,55 +419,200 @@ fn enter_netns(path: &std::path::Path) -> io::Result<()> {
     Ok(())
 }
 
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// Which path the workers take, and the sentence that says so.
+fn choose_io(opts: &RunOptions) -> io::Result<(bool, String)> {
+    let workers = if opts.workers == 1 {
+        "1 worker".to_string()
+    } else {
+        format!("{} workers", opts.workers)
+    };
+    let uring = format!(
+        "io_uring (multishot TAP reads into {} provided buffers per worker, batched writes, \
+         one io_uring_enter per turn), {workers}",
+        opts.rx_buffers
+    );
+    match opts.io {
+        IoMode::Plain => Ok((
+            false,
+            format!("epoll + readv/writev (--io plain), {workers}"),
+        )),
+        IoMode::Uring => match crate::port::uring::probe() {
+            Ok(()) => Ok((true, uring)),
+            Err(e) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring was asked for and cannot be used: {e}"),
+            )),
+        },
+        IoMode::Auto => match crate::port::uring::probe() {
+            Ok(()) => Ok((true, uring)),
+            Err(e) => Ok((
+                false,
+                format!("epoll + readv/writev (io_uring not used: {e}), {workers}"),
+            )),
+        },
+    }
+}
+
 impl Dataplane {
-    /// Starts the dataplane thread with an empty engine. Fails when the options are invalid,
-    /// the eventfd cannot be created, or the thread cannot enter `opts.netns`.
+    /// Starts the worker threads with an empty engine. Fails when the options are invalid,
+    /// io_uring was asked for and cannot be used, an eventfd cannot be created, or a thread
+    /// cannot enter `opts.netns`.
     pub fn spawn(opts: RunOptions, resolver: Box<dyn Resolver>) -> io::Result<Dataplane> {
         if !(1..=1024).contains(&opts.batch) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("RunOptions.batch {} must be in 1..=1024", opts.batch),
-            ));
+            return Err(invalid(format!(
+                "RunOptions.batch {} must be in 1..=1024",
+                opts.batch
+            )));
         }
-        let wake = Arc::new(eventfd()?);
-        let (tx, rx) = mpsc::channel::<Cmd>();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
-        let thread_wake = Arc::clone(&wake);
-        let thread = std::thread::Builder::new()
-            .name("uvlan-dataplane".into())
-            .spawn(move || {
-                if let Some(n) = opts.nice {
-                    set_thread_nice(n);
+        if !(1..=64).contains(&opts.workers) {
+            return Err(invalid(format!(
+                "RunOptions.workers {} must be in 1..=64",
+                opts.workers
+            )));
+        }
+        if !(2..=32768).contains(&opts.rx_buffers) || !opts.rx_buffers.is_power_of_two() {
+            return Err(invalid(format!(
+                "RunOptions.rx_buffers {} must be a power of two in 2..=32768",
+                opts.rx_buffers
+            )));
+        }
+        let (use_uring, io_text) = choose_io(&opts)?;
+        let n = opts.workers;
+        let mut bells = Vec::with_capacity(n);
+        let mut txs = Vec::with_capacity(n);
+        let mut rxs = Vec::with_capacity(n);
+        for _ in 0..n {
+            bells.push(Arc::new(eventfd()?));
+            let (tx, rx) = mpsc::channel::<Cmd>();
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        // One lane per ordered pair of workers.
+        let mut outs: Vec<Vec<LaneOut>> = (0..n).map(|_| Vec::new()).collect();
+        let mut ins: Vec<Vec<Arc<Lane>>> = (0..n).map(|_| Vec::new()).collect();
+        for (j, out) in outs.iter_mut().enumerate() {
+            for (k, inn) in ins.iter_mut().enumerate() {
+                if j != k {
+                    let lane = Arc::new(Lane::new());
+                    out.push((k, Arc::clone(&lane), Arc::clone(&bells[k])));
+                    inn.push(lane);
                 }
-                if let Some(ns) = &opts.netns {
-                    if let Err(e) = enter_netns(ns) {
-                        let _ = ready_tx.send(Err(e));
-                        return;
+            }
+        }
+        let shared = Arc::new(Shared {
+            opts: opts.clone(),
+            io: io_text.clone(),
+            mail: txs
+                .iter()
+                .zip(bells.iter())
+                .map(|(tx, bell)| Mailbox {
+                    tx: tx.clone(),
+                    bell: Arc::clone(bell),
+                })
+                .collect(),
+        });
+        let resolver = Arc::new(Mutex::new(resolver));
+        let engine = Arc::new(Engine::new());
+        let decider = if opts.relay {
+            Decider::Relay
+        } else {
+            Decider::Engine
+        };
+        let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<()>)>();
+        let mut threads = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        for (id, ((rx, out), inn)) in rxs.into_iter().zip(outs).zip(ins).enumerate() {
+            let shared = Arc::clone(&shared);
+            let bell = Arc::clone(&bells[id]);
+            let resolver = Arc::clone(&resolver);
+            let engine = Arc::clone(&engine);
+            let ready = ready_tx.clone();
+            let opts = opts.clone();
+            let t = std::thread::Builder::new()
+                .name("uvlan-dataplane".into())
+                .spawn(move || {
+                    if let Some(nv) = opts.nice {
+                        set_thread_nice(nv);
                     }
+                    if let Some(ns) = &opts.netns {
+                        if let Err(e) = enter_netns(ns) {
+                            let _ = ready.send((id, Err(e)));
+                            return;
+                        }
+                    }
+                    let reactor = if use_uring {
+                        Uring::new(opts.batch, opts.rx_buffers as u16, opts.busy_poll)
+                            .map(|u| Reactor::Uring(Box::new(u)))
+                            .map_err(|e| io::Error::other(format!("io_uring: {e}")))
+                    } else {
+                        Plain::new(opts.batch, opts.busy_poll).map(|p| Reactor::Plain(Box::new(p)))
+                    };
+                    let reactor = match reactor {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = ready.send((id, Err(e)));
+                            return;
+                        }
+                    };
+                    let mut io = Io::new(id, resolver);
+                    io.xfer = XferOut::new(out);
+                    let core = Core::new(engine, io, decider);
+                    let w = Worker::new(id, core, reactor, XferIn::new(inn), rx, bell, shared);
+                    let mut w = match w {
+                        Ok(w) => w,
+                        Err(e) => {
+                            let _ = ready.send((id, Err(e)));
+                            return;
+                        }
+                    };
+                    let _ = ready.send((id, Ok(())));
+                    w.run();
+                })?;
+            ids.push(t.thread().id());
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let mut first_err = None;
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((_, Err(e))) => {
+                    first_err.get_or_insert(e);
                 }
-                let mut lp = Loop::new(opts, resolver, rx, thread_wake);
-                let _ = ready_tx.send(Ok(()));
-                lp.run();
-            })?;
-        let id = thread.thread().id();
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(io::Error::other("the dataplane thread died while starting"));
+                Err(_) => {
+                    first_err
+                        .get_or_insert(io::Error::other("a dataplane thread died while starting"));
+                    break;
+                }
             }
         }
+        if let Some(e) = first_err {
+            // Stop the workers that did start.
+            for m in &shared.mail {
+                let stop: Cmd = Box::new(|w: &mut Worker| w.stop = true);
+                if m.tx.send(stop).is_ok() {
+                    let _ = ring_bell(&m.bell);
+                }
+            }
+            drop(shared);
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(e);
+        }
+        let tx = txs.swap_remove(0);
         Ok(Dataplane {
             handle: DataplaneHandle {
                 tx,
-                wake,
-                thread: id,
+                wake: Arc::clone(&bells[0]),
+                threads: ids.into(),
             },
-            thread: Some(thread),
+            threads,
+            io: io_text,
         })
     }
 
@@ -400,19 +621,29 @@ impl Dataplane {
         self.handle.clone()
     }
 
-    /// Stops the thread and waits for it. TAP fds are closed (persistent TAPs stay), parent
-    /// programs are detached and RX VLAN offload is restored. Handles then return
+    /// The I/O path in use and why, e.g. `"io_uring (multishot TAP reads …), 1 worker"` or
+    /// `"epoll + readv/writev (io_uring not used: io_uring_setup failed: …), 1 worker"`.
+    pub fn io_description(&self) -> &str {
+        &self.io
+    }
+
+    /// Stops the threads and waits for them. TAP fds are closed (persistent TAPs stay),
+    /// parent programs are detached and RX VLAN offload is restored. Handles then return
     /// [`RunError::Stopped`].
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = self.handle.call(|lp| {
-                lp.stop = true;
-                Ok(())
-            });
+        if self.threads.is_empty() {
+            return;
+        }
+        let _ = self.handle.call(|w| {
+            w.on_peers(|p| p.stop = true);
+            w.stop = true;
+            Ok(())
+        });
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -435,51 +666,39 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 impl DataplaneHandle {
-    /// Runs `f` on the dataplane thread and waits for its answer.
+    /// Runs `f` on worker 0 (the leader) and waits for its answer.
     fn call<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Loop) -> Result<R, RunError> + Send + 'static,
+        f: impl FnOnce(&mut Worker) -> Result<R, RunError> + Send + 'static,
     ) -> Result<R, RunError> {
-        if std::thread::current().id() == self.thread {
+        let me = std::thread::current().id();
+        if self.threads.contains(&me) {
             return Err(RunError::Reentrant);
         }
         let (tx, rx) = mpsc::sync_channel::<Result<R, RunError>>(1);
-        let cmd: Cmd = Box::new(move |lp: &mut Loop| {
-            let r = catch_unwind(AssertUnwindSafe(|| f(lp)))
+        let cmd: Cmd = Box::new(move |w: &mut Worker| {
+            let r = catch_unwind(AssertUnwindSafe(|| f(w)))
                 .unwrap_or_else(|p| Err(RunError::Panicked(panic_text(p))));
             let _ = tx.send(r);
         });
         self.tx.send(cmd).map_err(|_| RunError::Stopped)?;
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a live u64 to an eventfd we own (shared by Arc).
-        let n = unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            // EAGAIN: the counter is saturated, the thread is being woken anyway.
-            if e.kind() != io::ErrorKind::WouldBlock {
-                return Err(RunError::Io(e));
-            }
-        }
+        ring_bell(&self.wake)?;
         rx.recv().map_err(|_| RunError::Stopped)?
     }
 
-    /// Runs `f` on the dataplane thread between two batches with exclusive access to the
-    /// engine, and returns its result. Afterwards the loop re-derives its own state from the
-    /// engine: filter keys (`Engine::wire_keys`), unicast memberships, TAPs of ports that no
-    /// longer exist (closed) and wires of parents that no longer exist (closed).
+    /// Runs `f` between two batches with exclusive access to the engine, and returns its
+    /// result. When it returns, every worker decides with the new state (with several
+    /// workers, `f` runs on worker 0's copy and the others switch to it before this
+    /// returns). Afterwards the workers re-derive their own state from the engine: filter
+    /// keys (`Engine::wire_keys`), unicast memberships, TAPs of ports that no longer exist
+    /// (closed) and wires of parents that no longer exist (closed).
     pub fn with_engine<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Engine) -> R + Send + 'static,
     ) -> Result<R, RunError> {
-        self.call(move |lp| {
-            let r = catch_unwind(AssertUnwindSafe(|| f(&mut lp.core.engine)));
-            lp.resync();
+        self.call(move |w| {
+            let r = catch_unwind(AssertUnwindSafe(|| f(Arc::make_mut(&mut w.core.engine))));
+            w.cmd_publish_engine();
             r.map_err(|p| RunError::Panicked(panic_text(p)))
         })
     }
@@ -489,19 +708,22 @@ impl DataplaneHandle {
         &self,
         f: impl FnOnce(&Engine) -> R + Send + 'static,
     ) -> Result<R, RunError> {
-        self.call(move |lp| Ok(f(&lp.core.engine)))
+        self.call(move |w| Ok(f(&w.core.engine)))
     }
 
-    /// Hands a TAP to the loop for an engine port (the port must exist in the engine).
-    /// A port that already has a TAP refuses it with [`RunError::PortBusy`], which returns it.
+    /// Hands a TAP to the dataplane for an engine port (the port must exist in the engine).
+    /// A port that already has a TAP refuses it with [`RunError::PortBusy`], which returns
+    /// it. A multiqueue TAP (`TapOptions::multi_queue`) with several workers gets one more
+    /// queue opened per worker, each read by its own worker.
     pub fn add_tap(&self, port: PortId, tap: Tap) -> Result<(), RunError> {
-        self.call(move |lp| lp.add_tap(port, tap))
+        self.call(move |w| w.cmd_add_tap(port, tap))
     }
 
     /// Takes a port's TAP back out (e.g. before the port is removed from the engine).
-    /// `None` if the port had no TAP.
+    /// `None` if the port had no TAP. When it returns no worker reads or writes the TAP any
+    /// more and the kernel holds no request on it.
     pub fn remove_tap(&self, port: PortId) -> Result<Option<Tap>, RunError> {
-        self.call(move |lp| Ok(lp.remove_tap(port)))
+        self.call(move |w| Ok(w.cmd_remove_tap(port)))
     }
 
     /// Opens the wire on a parent registered in the engine (AF_XDP with the filter, else
@@ -510,38 +732,43 @@ impl DataplaneHandle {
     /// the dataplane's namespace.
     pub fn attach_parent(&self, parent: ParentId, ifname: &str) -> Result<WireStatus, RunError> {
         let ifname = ifname.to_string();
-        self.call(move |lp| lp.attach_parent(parent, &ifname))
+        self.call(move |w| w.cmd_attach_parent(parent, &ifname))
     }
 
     /// Drops one reference to a parent's wire; the last one closes it (the program is
     /// detached, RX VLAN offload restored).
     pub fn detach_parent(&self, parent: ParentId) -> Result<(), RunError> {
-        self.call(move |lp| lp.detach_parent(parent))
+        self.call(move |w| w.cmd_detach_parent(parent))
     }
 
     /// The wire state of a parent (`None`: not attached).
     pub fn wire_status(&self, parent: ParentId) -> Result<Option<WireStatus>, RunError> {
-        self.call(move |lp| Ok(lp.wire_status(parent)))
+        self.call(move |w| Ok(w.cmd_wire_status(parent)))
     }
 
     /// Explains what the datapath does with `frame` from `ingress`, stage by stage
-    /// ([`crate::trace::trace`]), on the dataplane thread with the datapath's own next-hop
-    /// cache and [`Resolver`]: a routed frame gets the answer the datapath would get. Like
-    /// sending it, tracing a routed frame may ask the resolver, which may start neighbour
-    /// resolution on the host; nothing is sent and no counter moves.
+    /// ([`crate::trace::trace`]), on the worker that decides frames from that ingress, with
+    /// its next-hop cache and the [`Resolver`]: a routed frame gets the answer the datapath
+    /// would get (and an answer the trace fetched serves the datapath). Like sending it,
+    /// tracing a routed frame may ask the resolver, which may start neighbour resolution on
+    /// the host; nothing is sent and no counter moves.
     pub fn trace(&self, frame: Vec<u8>, ingress: Ingress) -> Result<Trace, RunError> {
-        self.call(move |lp| Ok(lp.core.trace(&frame, ingress)))
+        self.call(move |w| {
+            let at = w.decider_of(ingress);
+            Ok(w.on_worker(at, move |x| x.core.trace(&frame, ingress)))
+        })
     }
 
-    /// Counters: per port, per parent, drops by engine reason and by I/O reason.
+    /// Counters: per port, per parent, drops by engine reason and by I/O reason, and each
+    /// worker's loop counters.
     pub fn stats(&self) -> Result<Stats, RunError> {
-        self.call(|lp| Ok(lp.stats()))
+        self.call(|w| Ok(w.cmd_stats()))
     }
 
     /// Forgets every cached next hop (e.g. after the host's routes or neighbours changed).
     pub fn flush_route_cache(&self) -> Result<(), RunError> {
-        self.call(|lp| {
-            lp.core.io.nh.clear();
+        self.call(|w| {
+            w.on_all(|x| x.core.io.nh.clear());
             Ok(())
         })
     }

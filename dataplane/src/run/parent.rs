@@ -2,7 +2,9 @@
 //! with the engine, and restoring what uvlan changed on the interface when it closes.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use crate::fwd::WireKey;
 use crate::port::afpacket::{
@@ -63,6 +65,14 @@ impl Backend {
                 v
             }
             Backend::Packet(p) => WireIo::poll_fds(p),
+        }
+    }
+
+    /// System calls the sockets made so far (receive, transmit, wake-ups).
+    pub(crate) fn syscalls(&self) -> u64 {
+        match self {
+            Backend::Xdp { xdp, copy } => xdp.syscalls() + copy.syscalls(),
+            Backend::Packet(p) => p.socket_ref().syscalls(),
         }
     }
 
@@ -237,6 +247,8 @@ pub(crate) struct ParentSlot {
     pub(crate) last_error: Option<String>,
     /// Stop polling: the sockets reported an error (interface gone).
     pub(crate) broken: bool,
+    /// `broken`, for the other workers' views of this parent.
+    pub(crate) broken_flag: Arc<AtomicBool>,
     pub(crate) c: ParentCounters,
 }
 
@@ -270,12 +282,22 @@ impl ParentSlot {
             fallback_reason,
             last_error: None,
             broken: false,
+            broken_flag: Arc::new(AtomicBool::new(false)),
             c: ParentCounters {
                 ifname: ifname.to_string(),
                 mode,
                 ..ParentCounters::default()
             },
         }
+    }
+
+    /// The sockets' descriptors, to watch for readability.
+    pub(crate) fn raw_fds(&self) -> Vec<RawFd> {
+        self.backend
+            .poll_fds()
+            .iter()
+            .map(AsRawFd::as_raw_fd)
+            .collect()
     }
 
     /// The status the handle reports.

@@ -2,13 +2,14 @@
 //! the engine's [`Routes`] ([`HostRoutes`]).
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 
 use crate::fwd::{ParentId, Routes};
 
-use super::parent::ParentSlot;
 use super::{NextHop, Resolver};
 
 /// How long a resolved MAC is trusted.
@@ -33,7 +34,7 @@ impl NhCache {
     /// The cached answer, or a fresh one from `resolver` (then cached).
     pub(crate) fn get(
         &mut self,
-        resolver: &mut dyn Resolver,
+        resolver: &mut dyn FnMut(u32, IpAddr) -> NextHop,
         ifindex: u32,
         dst: IpAddr,
         now: Instant,
@@ -44,7 +45,7 @@ impl NhCache {
             }
         }
         self.lookups += 1;
-        let nh = resolver.resolve(ifindex, dst);
+        let nh = resolver(ifindex, dst);
         let ttl = match nh {
             NextHop::Mac(_) => TTL_MAC,
             NextHop::Pending => TTL_PENDING,
@@ -68,17 +69,30 @@ impl NhCache {
     }
 }
 
+/// What every worker knows of an attached parent, whichever worker owns its wire: its
+/// interface (for the route stage), whether it is gone, and who transmits on it.
+#[derive(Debug, Clone)]
+pub(crate) struct ParentView {
+    /// Interface index in the dataplane's namespace.
+    pub(crate) ifindex: u32,
+    /// The owner found the interface gone or replaced (shared with the owner's slot).
+    pub(crate) broken: Arc<AtomicBool>,
+    /// The worker that owns the wire.
+    pub(crate) owner: usize,
+}
+
 /// The host's tables as the datapath's route stage sees them: the parent's interface index in
 /// the dataplane's namespace, then the cache, then the resolver. Built per decision (or per
-/// trace) from the loop's state; the datapath and `DataplaneHandle::trace` use the same one.
+/// trace) from the worker's state; the datapath and `DataplaneHandle::trace` use the same one.
+/// Each worker has its own cache; the resolver is shared (asked only on a cache miss).
 pub(crate) struct HostRoutes<'a> {
-    /// Attached parents by index (their interface and whether it is gone).
-    pub(crate) parents: &'a [Option<ParentSlot>],
+    /// Attached parents by index.
+    pub(crate) parents: &'a [Option<ParentView>],
     /// The cache.
     pub(crate) nh: &'a mut NhCache,
     /// The control plane's resolver.
-    pub(crate) resolver: &'a mut dyn Resolver,
-    /// The time of the current loop iteration.
+    pub(crate) resolver: &'a Mutex<Box<dyn Resolver>>,
+    /// The time of the current turn.
     pub(crate) now: Instant,
 }
 
@@ -86,9 +100,15 @@ impl Routes for HostRoutes<'_> {
     #[inline]
     fn next_hop(&mut self, parent: ParentId, dst: IpAddr) -> NextHop {
         match self.parents.get(parent.index()) {
-            Some(Some(slot)) if !slot.broken => {
-                self.nh
-                    .get(&mut *self.resolver, slot.ifindex, dst, self.now)
+            Some(Some(v)) if !v.broken.load(Ordering::Relaxed) => {
+                let resolver = self.resolver;
+                let mut ask = |ifindex: u32, dst: IpAddr| {
+                    resolver
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .resolve(ifindex, dst)
+                };
+                self.nh.get(&mut ask, v.ifindex, dst, self.now)
             }
             // No interface to route out of (wire not attached, interface gone): as
             // `ip_route_output_flow` with an `oif` the host does not have, no route.
@@ -121,14 +141,29 @@ mod tests {
         let mut c = NhCache::default();
         let d = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         let t0 = Instant::now();
-        assert_eq!(c.get(&mut r, 3, d, t0), NextHop::Pending);
-        assert_eq!(c.get(&mut r, 3, d, t0 + TTL_PENDING / 2), NextHop::Pending);
+        assert_eq!(
+            c.get(&mut |i, d| r.resolve(i, d), 3, d, t0),
+            NextHop::Pending
+        );
+        assert_eq!(
+            c.get(&mut |i, d| r.resolve(i, d), 3, d, t0 + TTL_PENDING / 2),
+            NextHop::Pending
+        );
         assert_eq!(r.1, 1);
         let t1 = t0 + TTL_PENDING;
-        assert_eq!(c.get(&mut r, 3, d, t1), NextHop::Mac(m));
-        assert_eq!(c.get(&mut r, 3, d, t1 + TTL_MAC / 2), NextHop::Mac(m));
+        assert_eq!(
+            c.get(&mut |i, d| r.resolve(i, d), 3, d, t1),
+            NextHop::Mac(m)
+        );
+        assert_eq!(
+            c.get(&mut |i, d| r.resolve(i, d), 3, d, t1 + TTL_MAC / 2),
+            NextHop::Mac(m)
+        );
         assert_eq!(r.1, 2);
-        assert_eq!(c.get(&mut r, 3, d, t1 + TTL_MAC), NextHop::Unreachable);
+        assert_eq!(
+            c.get(&mut |i, d| r.resolve(i, d), 3, d, t1 + TTL_MAC),
+            NextHop::Unreachable
+        );
         assert_eq!(c.lookups, 3);
     }
 
@@ -139,11 +174,11 @@ mod tests {
         let mut c = NhCache::default();
         let d = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         let t = Instant::now();
-        assert_eq!(c.get(&mut r, 3, d, t), NextHop::Mac(m));
-        assert_eq!(c.get(&mut r, 4, d, t), NextHop::Local);
+        assert_eq!(c.get(&mut |i, d| r.resolve(i, d), 3, d, t), NextHop::Mac(m));
+        assert_eq!(c.get(&mut |i, d| r.resolve(i, d), 4, d, t), NextHop::Local);
         c.forget_ifindex(3);
-        assert_eq!(c.get(&mut r, 4, d, t), NextHop::Local);
-        assert_eq!(c.get(&mut r, 3, d, t), NextHop::Mac(m));
+        assert_eq!(c.get(&mut |i, d| r.resolve(i, d), 4, d, t), NextHop::Local);
+        assert_eq!(c.get(&mut |i, d| r.resolve(i, d), 3, d, t), NextHop::Mac(m));
         assert_eq!(r.1, 3);
         c.clear();
         assert!(c.map.is_empty());

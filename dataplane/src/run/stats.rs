@@ -94,6 +94,86 @@ pub struct ParentCounters {
     pub filter: Option<FilterStats>,
 }
 
+/// Number of buckets of [`LoopCounters::batch_hist`]: sizes 1, 2–3, 4–7, …, 512 and more.
+pub const BATCH_BUCKETS: usize = 11;
+
+/// What one dataplane worker's loop did: the figures the benchmarks divide by.
+///
+/// A *wake-up* is a return from a blocking wait (`epoll_wait` or `io_uring_enter` with a
+/// wait); a *turn* is one pass of the loop (a turn that found work left over from the last
+/// one does not wait). *System calls* are every call the loop makes on the frame path,
+/// counted where it makes them: the wait, TAP `readv`/`writev` (plain I/O),
+/// `io_uring_enter` (submissions and waits), eventfd reads and writes, and the wire
+/// backends' receive and transmit calls (`recvmmsg`/`sendmmsg`, AF_XDP wake-ups, the GSO
+/// socket's `sendmsg`). Commands and statistics are not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopCounters {
+    /// Returns from a blocking wait.
+    pub wakeups: u64,
+    /// Loop passes.
+    pub turns: u64,
+    /// System calls made by the loop (see above).
+    pub syscalls: u64,
+    /// Frames received (TAPs and wires).
+    pub frames_in: u64,
+    /// Frames written to TAPs or queued on wires (after segmentation).
+    pub frames_out: u64,
+    /// Receive batches: one per port or wire that delivered at least one frame in a turn.
+    pub batches: u64,
+    /// Frames in those batches (`batch_frames / batches` is the mean batch size).
+    pub batch_frames: u64,
+    /// Batch sizes by power of two: bucket `i` counts batches of `2^i ..= 2^(i+1) - 1`
+    /// frames (the last bucket: 512 and more).
+    pub batch_hist: [u64; BATCH_BUCKETS],
+    /// Frames handed to another worker's queue (its parent owns the wire).
+    pub xfer_out: u64,
+    /// Frames taken from other workers' queues.
+    pub xfer_in: u64,
+    /// io_uring: multishot TAP reads re-armed after the kernel ended them.
+    pub rearms: u64,
+    /// io_uring: of those, reads ended because the provided-buffer ring was empty
+    /// (`-ENOBUFS`): frames waited in the TAP's queue for buffers.
+    pub starved: u64,
+    /// io_uring: TAP writes made at once with `writev` because every transmit buffer was
+    /// in flight.
+    pub sync_writes: u64,
+}
+
+impl LoopCounters {
+    /// Counts one receive batch of `n` frames (nothing for `n == 0`).
+    pub fn note_batch(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.batches += 1;
+        self.batch_frames += n as u64;
+        self.frames_in += n as u64;
+        let b = (usize::BITS - 1 - n.leading_zeros()) as usize;
+        if let Some(slot) = self.batch_hist.get_mut(b.min(BATCH_BUCKETS - 1)) {
+            *slot += 1;
+        }
+    }
+
+    /// Adds `o`'s counts to these.
+    pub fn add(&mut self, o: &LoopCounters) {
+        self.wakeups += o.wakeups;
+        self.turns += o.turns;
+        self.syscalls += o.syscalls;
+        self.frames_in += o.frames_in;
+        self.frames_out += o.frames_out;
+        self.batches += o.batches;
+        self.batch_frames += o.batch_frames;
+        for (a, b) in self.batch_hist.iter_mut().zip(o.batch_hist.iter()) {
+            *a += b;
+        }
+        self.xfer_out += o.xfer_out;
+        self.xfer_in += o.xfer_in;
+        self.rearms += o.rearms;
+        self.starved += o.starved;
+        self.sync_writes += o.sync_writes;
+    }
+}
+
 /// A snapshot of every counter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -107,10 +187,14 @@ pub struct Stats {
     pub io_errors: u64,
     /// Per attached parent.
     pub parents: Vec<(ParentId, ParentCounters)>,
-    /// Loop iterations so far.
+    /// Loop iterations so far (turns of every worker).
     pub iterations: u64,
     /// Commands run so far.
     pub commands: u64,
+    /// The I/O path in use and why (as [`super::Dataplane::io_description`]).
+    pub io: String,
+    /// Each worker's loop counters, worker 0 first.
+    pub workers: Vec<LoopCounters>,
 }
 
 impl Stats {
@@ -139,6 +223,15 @@ impl Stats {
     pub fn parent(&self, p: ParentId) -> Option<&ParentCounters> {
         self.parents.iter().find(|(q, _)| *q == p).map(|(_, c)| c)
     }
+
+    /// Every worker's loop counters added up.
+    pub fn loop_total(&self) -> LoopCounters {
+        let mut t = LoopCounters::default();
+        for w in &self.workers {
+            t.add(w);
+        }
+        t
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +248,23 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), IoDrop::COUNT);
+    }
+
+    #[test]
+    fn batches_land_in_power_of_two_buckets() {
+        let mut c = LoopCounters::default();
+        for n in [0, 1, 2, 3, 4, 64, 100, 5000] {
+            c.note_batch(n);
+        }
+        assert_eq!(c.batches, 7);
+        assert_eq!(c.batch_frames, 1 + 2 + 3 + 4 + 64 + 100 + 5000);
+        assert_eq!(c.frames_in, c.batch_frames);
+        assert_eq!(c.batch_hist, [1, 2, 1, 0, 0, 0, 2, 0, 0, 0, 1]);
+        let mut t = LoopCounters::default();
+        t.add(&c);
+        t.add(&c);
+        assert_eq!(t.batches, 14);
+        assert_eq!(t.batch_hist[6], 4);
     }
 
     #[test]

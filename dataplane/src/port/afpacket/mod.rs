@@ -235,6 +235,11 @@ impl AfPacketParent {
         &mut self.sock
     }
 
+    /// The underlying socket, read-only.
+    pub fn socket_ref(&self) -> &AfPacketSocket {
+        &self.sock
+    }
+
     /// The tcx link.
     pub fn link(&self) -> &Link {
         &self.link

@@ -104,6 +104,8 @@ pub struct AfPacketSocket {
     tx_hdrs: Vec<libc::mmsghdr>,
     ignore_outgoing: bool,
     stats: AfPacketStats,
+    /// `recvmmsg`/`sendmmsg` calls made (for the run loop's system call count).
+    syscalls: u64,
 }
 
 // SAFETY: the raw pointers inside the iovec/mmsghdr scratch arrays only ever point into
@@ -271,6 +273,7 @@ impl AfPacketSocket {
             tx_hdrs: Vec::with_capacity(b),
             ignore_outgoing,
             stats: AfPacketStats::default(),
+            syscalls: 0,
         })
     }
 
@@ -331,6 +334,11 @@ impl AfPacketSocket {
         self.membership(m, PACKET_DROP_MEMBERSHIP)
     }
 
+    /// `recvmmsg` and `sendmmsg` calls made so far (no system call to read it).
+    pub fn syscalls(&self) -> u64 {
+        self.syscalls
+    }
+
     /// Receive up to `max` frames (see [`WireIo::recv_batch`]). Tags moved into metadata
     /// by the kernel are re-inserted.
     pub fn recv_batch(&mut self, max: usize, f: &mut dyn FnMut(RxFrame<'_>)) -> io::Result<usize> {
@@ -359,6 +367,7 @@ impl AfPacketSocket {
                 h.msg_hdr.msg_controllen = size_of::<Ctrl>() as _;
                 self.rx_hdrs.push(h);
             }
+            self.syscalls += 1;
             // SAFETY: every header points at live buffers owned by `self` (names, iovecs,
             // control buffers, frame buffers), all sized as declared.
             let r = unsafe {
@@ -509,6 +518,7 @@ impl AfPacketSocket {
         }
         let mut sent = 0;
         while sent < n {
+            self.syscalls += 1;
             // SAFETY: headers [sent, n) point at live iovecs and buffers owned by `self`.
             let r = unsafe {
                 libc::sendmmsg(

@@ -389,8 +389,13 @@ impl Tap {
     /// Reads frames until `batch` is full or none is queued; returns how many were read
     /// (0 if none: never `WouldBlock`). Other errors are returned only if no frame was read.
     pub fn read_batch(&self, batch: &mut RxBatch) -> io::Result<usize> {
+        self.read_batch_max(batch, usize::MAX)
+    }
+
+    /// Like [`Tap::read_batch`], reading at most `max` frames (a per-turn budget).
+    pub fn read_batch_max(&self, batch: &mut RxBatch, max: usize) -> io::Result<usize> {
         batch.count = 0;
-        for i in 0..batch.bufs.len() {
+        for i in 0..batch.bufs.len().min(max) {
             let Some(buf) = batch.bufs.get_mut(i) else {
                 break;
             };

@@ -487,6 +487,11 @@ impl XdpParent {
         Ok(())
     }
 
+    /// Wake-up system calls made so far by every socket (no system call to read it).
+    pub fn syscalls(&self) -> u64 {
+        self.socks.iter().map(|s| s.syscalls()).sum()
+    }
+
     /// The socket fds to poll for POLLIN.
     pub fn poll_fds(&self) -> Vec<BorrowedFd<'_>> {
         self.socks.iter().map(|s| s.as_fd()).collect()

@@ -473,6 +473,11 @@ impl Xsk {
     }
 
     /// Kernel and own counters.
+    /// Wake-up system calls made so far (fill and TX kicks; no system call to read it).
+    pub fn syscalls(&self) -> u64 {
+        self.stats.fill_kicks + self.stats.tx_kicks
+    }
+
     pub fn stats(&self) -> io::Result<XskStats> {
         // SAFETY: xdp_statistics is plain old data; all-zero is valid.
         let mut k: libc::xdp_statistics = unsafe { std::mem::zeroed() };
