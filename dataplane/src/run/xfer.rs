@@ -192,8 +192,22 @@ mod tests {
                 None
             ));
         }
-        assert!(!out.push(1, ParentId(3), XferTarget::Wire(VlanOp::Keep), &h, &[0], None));
-        assert!(!out.push(0, ParentId(3), XferTarget::Wire(VlanOp::Keep), &h, &[0], None));
+        assert!(!out.push(
+            1,
+            ParentId(3),
+            XferTarget::Wire(VlanOp::Keep),
+            &h,
+            &[0],
+            None
+        ));
+        assert!(!out.push(
+            0,
+            ParentId(3),
+            XferTarget::Wire(VlanOp::Keep),
+            &h,
+            &[0],
+            None
+        ));
         assert_eq!(out.ring(), 1);
         assert_eq!(out.ring(), 0);
         let mut seen = Vec::new();
@@ -203,7 +217,14 @@ mod tests {
         });
         assert_eq!(seen, (0..LANE_FRAMES).map(|i| i as u8).collect::<Vec<_>>());
         // The buffers are reused: no more are made.
-        assert!(out.push(1, ParentId(4), XferTarget::Wire(VlanOp::Pop), &h, &[9, 9], None));
+        assert!(out.push(
+            1,
+            ParentId(4),
+            XferTarget::Wire(VlanOp::Pop),
+            &h,
+            &[9, 9],
+            None
+        ));
         assert_eq!(out.made[1], LANE_FRAMES);
     }
 }
