@@ -302,7 +302,8 @@ fn uvlan_capture_while(w: &World, args: &[&str], file: &Path, f: impl FnOnce()) 
 
 #[test]
 fn live_capture_on_the_real_dataplane_reads_back_in_tshark() {
-    let mut w = World::new();
+    // Two workers: a and b are read by different ones, and each records what it decides.
+    let mut w = World::with_daemon_args(&["--workers", "2"]);
     let (a, b) = (w.netns("a"), w.netns("b"));
     // IPv4 only: no router solicitation or MLD report among the counted records.
     let v4_only = |w: &World, ns: &str| {
@@ -422,4 +423,90 @@ fn live_capture_on_the_real_dataplane_reads_back_in_tshark() {
     }
     let stats = w.uvlan_ok(&["stats", "--format", "json", "privnet"]);
     assert!(stats.contains("private_flag"), "{stats}");
+}
+
+/// The wire: an ipvlan l2 network on VLAN 20 of a veth parent, an external host on the other
+/// end. The wire's interface is named with its VID; the frames uvlan sent there carry the tag
+/// it pushed, the endpoint's copies do not.
+#[test]
+fn live_capture_of_the_wire_names_the_vid_and_shows_the_tag_af_xdp() {
+    live_capture_of_the_wire(uvlan_system_tests::Backend::AfXdp);
+}
+
+#[test]
+fn live_capture_of_the_wire_names_the_vid_and_shows_the_tag_af_packet() {
+    live_capture_of_the_wire(uvlan_system_tests::Backend::AfPacket);
+}
+
+fn live_capture_of_the_wire(backend: uvlan_system_tests::Backend) {
+    use uvlan_system_tests::net::{cable, ip_in};
+    let mut w = World::with_backend(backend);
+    let (host, ext) = (w.ns("host"), w.netns("ext"));
+    let c1 = w.netns("c1");
+    cable(&host, "up0", None, &ext, "eth0");
+    // VLAN 20 on ext's end, in userspace (this kernel may lack 8021q).
+    let _trunk = uvlan_system_tests::VlanTrunk::start(&ext, "eth0", &[(20, "v20")]);
+    ip_in(&ext, "addr add 198.51.100.9/24 dev v20");
+    ip_in(&ext, "link set v20 up");
+    for ns in ["c1", "ext"] {
+        let o = w.exec(
+            ns,
+            "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    w.uvlan_ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet",
+        "198.51.100.0/24",
+        "-o",
+        "ipvlan_mode=l2",
+        "-o",
+        "parent=up0.20",
+        "wnet",
+    ]);
+    w.uvlan_ok(&["network", "connect", "--ip", "198.51.100.10", "wnet", &c1]);
+    assert!(w.ping("c1", "198.51.100.9", 4), "{}", w.daemon_log());
+
+    let file = w.dir.join("wire.pcapng");
+    uvlan_capture_while(&w, &["wnet", "--wire", "-c", "8"], &file, || {
+        let o = w.exec("c1", "ping -c 2 -i 0.2 -W 1 -q 198.51.100.9");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    });
+    let rows = tshark(
+        &file,
+        &[
+            "frame.interface_name",
+            "frame.packet_flags_direction",
+            "vlan.id",
+            "icmp.type",
+            "frame.comment",
+        ],
+    );
+    assert_eq!(rows.len(), 8, "{backend:?}: {rows:?}");
+    let count = |ifname: &str, dir: &str, vid: &str, icmp: &str| {
+        rows.iter()
+            .filter(|r| r[0] == ifname && r[1] == dir && r[2] == vid && r[3] == icmp)
+            .count()
+    };
+    let (inb, outb) = ("0x00000001", "0x00000002");
+    assert_eq!(count(&c1, inb, "", "8"), 2, "{rows:?}");
+    assert_eq!(count("wire up0.20", outb, "20", "8"), 2, "{rows:?}");
+    assert_eq!(count("wire up0.20", inb, "20", "0"), 2, "{rows:?}");
+    assert_eq!(count(&c1, outb, "", "0"), 2, "{rows:?}");
+    for r in rows.iter().filter(|r| r[3] == "8") {
+        assert_eq!(
+            r[4], "verdict: forward to the wire; kernel: dev_queue_xmit(phy_dev)",
+            "{rows:?}"
+        );
+    }
+    for r in rows.iter().filter(|r| r[3] == "0") {
+        assert!(
+            r[4].starts_with(&format!("verdict: forward to {c1}; kernel: ipvlan_")),
+            "{rows:?}"
+        );
+    }
 }
