@@ -90,6 +90,12 @@
 //!   deleted (its fd reports `POLLERR`) is no longer polled; frames for it are counted as
 //!   `tap_down` until the TAP is removed.
 //!
+//! # Capture
+//! [`DataplaneHandle::start_capture`] attaches a capture to every worker: frames are decided
+//! with a tracer and recorded inbound where they entered and outbound where each copy is
+//! written (see `record.rs` for what exactly, GSO included). With no capture attached, one
+//! branch per frame.
+//!
 //! # Allocation
 //! Nothing is allocated per frame once buffers have grown: one [`Outputs`](crate::fwd::Outputs),
 //! one TAP receive batch, one wire staging arena, one scratch frame, one segmenter and one GRO
