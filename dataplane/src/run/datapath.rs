@@ -702,7 +702,6 @@ impl Core {
 
     /// [`Core::forward`] while a capture is attached: the same decision, traced, and the
     /// frame recorded inbound at its ingress and outbound at each output.
-    #[cold]
     #[inline(never)]
     fn forward_captured(
         &mut self,
