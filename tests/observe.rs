@@ -430,17 +430,24 @@ fn live_capture_on_the_real_dataplane_reads_back_in_tshark() {
 /// it pushed, the endpoint's copies do not.
 #[test]
 fn live_capture_of_the_wire_names_the_vid_and_shows_the_tag_af_xdp() {
-    live_capture_of_the_wire(uvlan_system_tests::Backend::AfXdp);
+    live_capture_of_the_wire(uvlan_system_tests::Backend::AfXdp, 1);
 }
 
+/// Two workers: the wire belongs to one, the endpoint is read by the other, so the frames to
+/// the wire cross between workers and are recorded by the wire's owner.
 #[test]
-fn live_capture_of_the_wire_names_the_vid_and_shows_the_tag_af_packet() {
-    live_capture_of_the_wire(uvlan_system_tests::Backend::AfPacket);
+fn live_capture_of_the_wire_names_the_vid_and_shows_the_tag_af_packet_two_workers() {
+    live_capture_of_the_wire(uvlan_system_tests::Backend::AfPacket, 2);
 }
 
-fn live_capture_of_the_wire(backend: uvlan_system_tests::Backend) {
+fn live_capture_of_the_wire(backend: uvlan_system_tests::Backend, workers: u16) {
     use uvlan_system_tests::net::{cable, ip_in};
-    let mut w = World::with_backend(backend);
+    let mut w = World::with_daemon_args(&[
+        "--wire-backend",
+        backend.arg(),
+        "--workers",
+        &workers.to_string(),
+    ]);
     let (host, ext) = (w.ns("host"), w.netns("ext"));
     let c1 = w.netns("c1");
     cable(&host, "up0", None, &ext, "eth0");
@@ -501,6 +508,18 @@ fn live_capture_of_the_wire(backend: uvlan_system_tests::Backend) {
         assert_eq!(
             r[4], "verdict: forward to the wire; kernel: dev_queue_xmit(phy_dev)",
             "{rows:?}"
+        );
+    }
+    if workers > 1 {
+        // The endpoint's worker wrote nothing itself: its wire frames went to the owner.
+        let stats = w.uvlan_ok(&["stats", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        let ws = v["dataplane"]["workers"].as_array().unwrap();
+        assert_eq!(ws.len(), 2, "{v:#}");
+        assert!(
+            ws.iter()
+                .any(|x| x["frames_in"].as_u64() > Some(0) && x["frames_out"] == 0),
+            "{v:#}"
         );
     }
     for r in rows.iter().filter(|r| r[3] == "0") {
