@@ -620,6 +620,83 @@ fn captures_record_the_loops_frames_copies_and_drops(io: Io) {
     assert_eq!(r.wait().end, Some(uvlan_dataplane::capture::End::Detached));
 }
 
+both!(a_wire_copy_without_a_wire_is_recorded_tagged_on_the_networks_wire);
+/// A network on VLAN 20 of a parent whose wire is not attached: the wire copy of a's ARP
+/// broadcast goes nowhere (`wire_not_attached`) and, with `--drops`, is recorded on the
+/// network's wire interface with the tag it would have left with.
+fn a_wire_copy_without_a_wire_is_recorded_tagged_on_the_networks_wire(io: Io) {
+    use uvlan_dataplane::capture::{CaptureFilter, Direction, Fate, WireFilter};
+    let mut lab = Lab::new();
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
+    let h = dp.handle();
+    let a = lab.ns("a");
+    let (parent, pa) = h
+        .with_engine(move |e| {
+            let parent = e.add_parent(ParentSpec {
+                name: "nowire0".into(),
+                mac: HOST_MAC,
+                mtu: 1500,
+                up: true,
+                link_type: LinkType::Ether,
+                addrs: vec![],
+            })?;
+            let n = e.add_network(NetworkSpec::new(
+                "v20",
+                Driver::Ipvlan,
+                Master::Parent {
+                    parent,
+                    vid: Some(20),
+                    wire: true,
+                },
+            ))?;
+            let pa = ipvlan_port(e, n, "a", IpvlanMode::L2, IpvlanFlag::Bridge, "192.0.2.10")?;
+            Ok::<_, ConfigError>((parent, pa))
+        })
+        .unwrap()
+        .unwrap();
+    endpoint(&h, pa, &a, HOST_MAC, "192.0.2.10/24", false);
+    let mut f = CaptureFilter::new(
+        vec![pa],
+        vec![WireFilter {
+            parent,
+            vid: Some(20),
+        }],
+    );
+    f.drops = true;
+    let mut r = h.start_capture(f).unwrap();
+    assert_eq!(ping(&a, "192.0.2.99", 1), 0);
+    let mut recs = Vec::new();
+    loop {
+        let b = r.try_take();
+        if b.is_empty() {
+            break;
+        }
+        recs.extend(
+            b.records()
+                .map(|x| (x.interface, x.direction, x.decision.fate, x.data.to_vec())),
+        );
+    }
+    let arp_in = recs
+        .iter()
+        .find(|x| x.0 == 0 && x.1 == Direction::Inbound && x.3.get(12..14) == Some(&[8, 6][..]));
+    assert!(
+        arp_in.is_some_and(|x| x.2 == Fate::Forward),
+        "a's ARP request in: {recs:?}"
+    );
+    let lost = recs
+        .iter()
+        .find(|x| x.0 == 1)
+        .expect("a record on the wire");
+    assert_eq!(lost.1, Direction::Outbound, "{recs:?}");
+    assert_eq!(lost.2, Fate::NotDelivered("wire_not_attached"), "{recs:?}");
+    assert_eq!(
+        lost.3.get(12..18),
+        Some(&[0x81, 0, 0, 20, 8, 6][..]),
+        "{recs:?}"
+    );
+    assert!(h.stats().unwrap().io_drop_count(IoDrop::NoWire) >= 1);
+}
+
 #[test]
 fn the_blind_relay_refuses_a_capture() {
     let dp = Dataplane::spawn(

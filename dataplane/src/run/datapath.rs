@@ -503,7 +503,7 @@ impl Io {
         };
         if slot.broken {
             self.io_drops[IoDrop::NoWire.index()] += 1;
-            self.rec.after(at, frame, &self.io_drops);
+            self.rec_wire_lost(p, XferTarget::Wire(vlan), frame);
             return;
         }
         let edited = match vlan {
@@ -542,7 +542,7 @@ impl Io {
         };
         if slot.broken {
             self.io_drops[IoDrop::NoWire.index()] += 1;
-            self.rec.after(at, frame, &self.io_drops);
+            self.rec_wire_lost(p, XferTarget::Routed(mac, vlan), frame);
             return;
         }
         let vid = match vlan {
@@ -577,27 +577,42 @@ impl Io {
     /// queue (the owner transmits it, and records it when a capture watches), or dropped
     /// when no worker owns it.
     fn hand_over(&mut self, p: ParentId, t: XferTarget, hdr: &VnetHdr, frame: &[u8]) {
-        let at = Point::Wire(p);
         let owner = match self.views.get(p.index()) {
             Some(Some(v)) if !v.broken.load(Ordering::Relaxed) => v.owner,
             _ => {
                 self.drop_io(IoDrop::NoWire);
-                self.rec.after(at, frame, &self.io_drops);
+                self.rec_wire_lost(p, t, frame);
                 return;
             }
         };
         if owner == self.worker {
             // Owned here but not open (gone between two commands): no wire.
             self.drop_io(IoDrop::NoWire);
-            self.rec.after(at, frame, &self.io_drops);
+            self.rec_wire_lost(p, t, frame);
             return;
         }
         if self.xfer.push(owner, p, t, hdr, frame, self.rec.out) {
             self.lc.xfer_out += 1;
         } else {
             self.drop_io(IoDrop::WireFull);
-            self.rec.after(at, frame, &self.io_drops);
+            self.rec_wire_lost(p, t, frame);
         }
+    }
+
+    /// Records a wire copy that never reached the wire (while a capture watches), with the
+    /// network's tag pushed so that it lands on the network's wire interface (a routed
+    /// packet keeps the endpoint's Ethernet header).
+    fn rec_wire_lost(&mut self, p: ParentId, t: XferTarget, frame: &[u8]) {
+        if self.rec.out.is_none() {
+            return;
+        }
+        let f = match t {
+            XferTarget::Wire(VlanOp::Push(vid)) | XferTarget::Routed(_, VlanOp::Push(vid)) => {
+                push_vlan(&mut self.scratch, frame, vid).unwrap_or(frame)
+            }
+            _ => frame,
+        };
+        self.rec.after(Point::Wire(p), f, &self.io_drops);
     }
 
     /// A frame another worker decided for a parent this worker owns (`cap`: the decision
