@@ -16,8 +16,10 @@
 //!   writes it: after the VLAN tag is pushed or popped, with a routed packet's new Ethernet
 //!   header. A copy the I/O layer refused synchronously (no TAP, TAP down, the wire queue
 //!   full, an offload error, no wire) is recorded as *not delivered* with its `IoDrop`
-//!   name (a `--drops` record); a TAP write queued on io_uring whose completion fails later
-//!   is counted (`tap_full`, ...) but its record says it was forwarded.
+//!   name (a `--drops` record; a wire copy that never reached the wire carries the network's
+//!   tag, so it is recorded on that network's wire interface); a TAP write queued on io_uring
+//!   whose completion fails later is counted (`tap_full`, ...) but its record says it was
+//!   forwarded.
 //! - **GSO**: the frames the dataplane handled. A GSO super-frame from an endpoint is one
 //!   inbound record (up to 64 KiB) and one outbound record per output, whether the kernel
 //!   or the software segmenter cuts it for the wire afterwards; a wire frame going to an
