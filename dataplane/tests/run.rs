@@ -532,6 +532,188 @@ fn isolated_ipvlan_private_flag_stops_port_to_port(io: Io) {
     assert_eq!(ping(&a, "192.0.2.2", 3), 3);
 }
 
+both!(captures_record_the_loops_frames_copies_and_drops);
+/// A capture on every worker: frames inbound where they entered and outbound where they were
+/// written, a copy for a port without a TAP as not delivered (`no_tap`), an engine drop with
+/// its reason; and forwarding goes on once the reader is gone.
+fn captures_record_the_loops_frames_copies_and_drops(io: Io) {
+    use uvlan_dataplane::capture::{CaptureFilter, Direction, Fate};
+    let mut lab = Lab::new();
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
+    let h = dp.handle();
+    let (a, _b, pa, pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
+    // A third port without a TAP.
+    let pc = h
+        .with_engine(move |e| {
+            let n = e.port_info(pa).unwrap().network;
+            ipvlan_port(e, n, "c", IpvlanMode::L2, IpvlanFlag::Bridge, "192.0.2.3")
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(ping(&a, "192.0.2.2", 1), 1);
+    let mut f = CaptureFilter::new(vec![pa, pb, pc], vec![]);
+    f.drops = true;
+    let mut r = h.start_capture(f).unwrap();
+    assert_eq!(ping(&a, "192.0.2.2", 2), 2);
+    // a asks for 192.0.2.3 (ARP, flooded to b and to c, which has no TAP).
+    assert_eq!(ping(&a, "192.0.2.3", 1), 0);
+    h.with_engine(move |e| {
+        e.ipvlan_changelink(pa, IpvlanAttrs::new(IpvlanMode::L2, IpvlanFlag::Private))
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(ping(&a, "192.0.2.2", 1), 0);
+    let mut recs = Vec::new();
+    loop {
+        let b = r.try_take();
+        if b.is_empty() {
+            break;
+        }
+        recs.extend(b.records().map(|x| {
+            // ICMP echo request (8) or reply (0), when the frame is one.
+            let icmp = (x.data.get(12..14) == Some(&[8, 0][..]) && x.data.get(23) == Some(&1))
+                .then(|| x.data.get(34).copied())
+                .flatten();
+            (x.interface, x.direction, x.decision.fate, icmp)
+        }));
+    }
+    let n = |i: u32, d: Direction, fate: Fate, icmp: Option<u8>| {
+        recs.iter()
+            .filter(|r| r.0 == i && r.1 == d && r.2 == fate && (icmp.is_none() || r.3 == icmp))
+            .count()
+    };
+    let fwd = Fate::Forward;
+    assert_eq!(n(0, Direction::Inbound, fwd, Some(8)), 2, "{recs:?}");
+    assert_eq!(n(1, Direction::Outbound, fwd, Some(8)), 2, "{recs:?}");
+    assert_eq!(n(1, Direction::Inbound, fwd, Some(0)), 2, "{recs:?}");
+    assert_eq!(n(0, Direction::Outbound, fwd, Some(0)), 2, "{recs:?}");
+    assert!(
+        n(2, Direction::Outbound, Fate::NotDelivered("no_tap"), None) >= 1,
+        "{recs:?}"
+    );
+    assert_eq!(
+        n(
+            0,
+            Direction::Inbound,
+            Fate::Drop(DropReason::PrivateFlag),
+            Some(8)
+        ),
+        1,
+        "{recs:?}"
+    );
+    let c = r.counts();
+    assert_eq!(c.captured.iter().sum::<u64>(), recs.len() as u64);
+    assert_eq!(c.lost.iter().sum::<u64>(), 0);
+    // The reader goes: the workers let the capture go, forwarding goes on.
+    drop(r);
+    h.with_engine(move |e| {
+        e.ipvlan_changelink(pa, IpvlanAttrs::new(IpvlanMode::L2, IpvlanFlag::Bridge))
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(ping(&a, "192.0.2.2", 2), 2);
+    // A capture ends when the dataplane stops.
+    let mut r = h
+        .start_capture(CaptureFilter::new(vec![pb], vec![]))
+        .unwrap();
+    drop(dp);
+    assert_eq!(r.wait().end, Some(uvlan_dataplane::capture::End::Detached));
+}
+
+both!(a_wire_copy_without_a_wire_is_recorded_tagged_on_the_networks_wire);
+/// A network on VLAN 20 of a parent whose wire is not attached: the wire copy of a's ARP
+/// broadcast goes nowhere (`wire_not_attached`) and, with `--drops`, is recorded on the
+/// network's wire interface with the tag it would have left with.
+fn a_wire_copy_without_a_wire_is_recorded_tagged_on_the_networks_wire(io: Io) {
+    use uvlan_dataplane::capture::{CaptureFilter, Direction, Fate, WireFilter};
+    let mut lab = Lab::new();
+    let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
+    let h = dp.handle();
+    let a = lab.ns("a");
+    let (parent, pa) = h
+        .with_engine(move |e| {
+            let parent = e.add_parent(ParentSpec {
+                name: "nowire0".into(),
+                mac: HOST_MAC,
+                mtu: 1500,
+                up: true,
+                link_type: LinkType::Ether,
+                addrs: vec![],
+            })?;
+            let n = e.add_network(NetworkSpec::new(
+                "v20",
+                Driver::Ipvlan,
+                Master::Parent {
+                    parent,
+                    vid: Some(20),
+                    wire: true,
+                },
+            ))?;
+            let pa = ipvlan_port(e, n, "a", IpvlanMode::L2, IpvlanFlag::Bridge, "192.0.2.10")?;
+            Ok::<_, ConfigError>((parent, pa))
+        })
+        .unwrap()
+        .unwrap();
+    endpoint(&h, pa, &a, HOST_MAC, "192.0.2.10/24", false);
+    let mut f = CaptureFilter::new(
+        vec![pa],
+        vec![WireFilter {
+            parent,
+            vid: Some(20),
+        }],
+    );
+    f.drops = true;
+    let mut r = h.start_capture(f).unwrap();
+    assert_eq!(ping(&a, "192.0.2.99", 1), 0);
+    let mut recs = Vec::new();
+    loop {
+        let b = r.try_take();
+        if b.is_empty() {
+            break;
+        }
+        recs.extend(
+            b.records()
+                .map(|x| (x.interface, x.direction, x.decision.fate, x.data.to_vec())),
+        );
+    }
+    let arp_in = recs
+        .iter()
+        .find(|x| x.0 == 0 && x.1 == Direction::Inbound && x.3.get(12..14) == Some(&[8, 6][..]));
+    assert!(
+        arp_in.is_some_and(|x| x.2 == Fate::Forward),
+        "a's ARP request in: {recs:?}"
+    );
+    let lost = recs
+        .iter()
+        .find(|x| x.0 == 1)
+        .expect("a record on the wire");
+    assert_eq!(lost.1, Direction::Outbound, "{recs:?}");
+    assert_eq!(lost.2, Fate::NotDelivered("wire_not_attached"), "{recs:?}");
+    assert_eq!(
+        lost.3.get(12..18),
+        Some(&[0x81, 0, 0, 20, 8, 6][..]),
+        "{recs:?}"
+    );
+    assert!(h.stats().unwrap().io_drop_count(IoDrop::NoWire) >= 1);
+}
+
+#[test]
+fn the_blind_relay_refuses_a_capture() {
+    let dp = Dataplane::spawn(
+        RunOptions {
+            relay: true,
+            ..RunOptions::default()
+        },
+        Box::new(NoRoutes),
+    )
+    .unwrap();
+    let f = uvlan_dataplane::capture::CaptureFilter::new(vec![], vec![]);
+    assert!(matches!(
+        dp.handle().start_capture(f),
+        Err(RunError::CaptureInRelay)
+    ));
+}
+
 both!(isolated_ipvlan_l3_routes_between_subnets);
 fn isolated_ipvlan_l3_routes_between_subnets(io: Io) {
     let mut lab = Lab::new();

@@ -6,6 +6,7 @@ use std::any::Any;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use uvlan_dataplane::capture::{CaptureFilter, CaptureReader};
 use uvlan_dataplane::fwd::{Ingress, ParentId, PortId};
 use uvlan_dataplane::port::tap::Tap;
 use uvlan_dataplane::run::{Dataplane, DataplaneHandle, NextHop, Resolver, RunError, RunOptions};
@@ -118,6 +119,10 @@ impl DataplaneApi for RunDataplane {
 
     fn stats(&self) -> Result<Option<uvlan_dataplane::run::Stats>, DpError> {
         self.handle.stats().map(Some).map_err(dp_err)
+    }
+
+    fn start_capture(&self, filter: CaptureFilter) -> Result<CaptureReader, DpError> {
+        self.handle.start_capture(filter).map_err(dp_err)
     }
 
     fn describe(&self) -> String {

@@ -13,14 +13,20 @@
 //!        └─ HostStack: counted
 //! ```
 //!
-//! Later hooks (a capture tap, MTU drops, a fast-path cache) belong in [`Core::emit`]: one
-//! call per output, after the decision, with the ingress, the output and the frame at hand.
+//! Later hooks (MTU drops, a fast-path cache) belong in [`Core::emit`]: one call per
+//! output, after the decision, with the ingress, the output and the frame at hand.
+//!
+//! The capture hook (`super::record`): while a capture is attached, `forward` decides with
+//! a [`CaptureTracer`] and records the frame inbound; `emit` hands each output's decision
+//! to the I/O side, which records the copy outbound where it is written (`out_port`,
+//! `out_wire`, `out_routed`, or the owner's `xfer_in`). While none is attached, one branch.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::capture::{ingress_point, CaptureTracer, Direction, Point};
 use crate::fwd::{DropReason, Engine, Ingress, NetworkId, Output, Outputs, ParentId, PortId};
 use crate::fwd::{Target, VlanOp};
 use crate::offload::{kernel_gso_header, Gro, Segmenter, VnetHdr};
@@ -31,6 +37,7 @@ use crate::wire::{MacAddr, ETH_HLEN};
 use super::frame::{l2_len, pop_vlan, push_vlan, reframe_routed, shift_hdr};
 use super::parent::{Backend, ParentSlot, RxSource};
 use super::reactor::{TapSink, TapWrite};
+use super::record::Recorder;
 use super::resolve::{HostRoutes, NhCache, ParentView};
 use super::xfer::{XferOut, XferTarget};
 use super::{IoDrop, LoopCounters, PortCounters, Resolver};
@@ -150,6 +157,8 @@ pub(crate) struct Io {
     pub(crate) now: Instant,
     /// Frames out and wire system calls made by outputs.
     pub(crate) lc: LoopCounters,
+    /// The capture tap and the decision about the output being performed.
+    pub(crate) rec: Recorder,
 }
 
 /// The engine, its reusable output list, and the I/O state.
@@ -160,6 +169,8 @@ pub(crate) struct Core {
     out: Outputs,
     pub(crate) io: Io,
     pub(crate) decider: Decider,
+    /// Used only while a capture is attached.
+    tracer: CaptureTracer,
 }
 
 /// Counts the result of one TAP write: `Ok(bytes of frame)` or `Err(errno)`.
@@ -398,6 +409,7 @@ impl Io {
             gro_holding: Vec::new(),
             now: Instant::now(),
             lc: LoopCounters::default(),
+            rec: Recorder::default(),
         }
     }
 
@@ -431,13 +443,16 @@ impl Io {
         hdr: &VnetHdr,
         frame: &[u8],
     ) {
+        let at = Point::Port(q);
         let Some(Some(tx)) = self.ports.get_mut(q.index()) else {
             self.drop_io(IoDrop::NoTap);
+            self.rec.after(at, frame, &self.io_drops);
             return;
         };
         if tx.tap.is_broken() {
             tx.c.tx_dropped += 1;
             self.io_drops[IoDrop::TapDown.index()] += 1;
+            self.rec.after(at, frame, &self.io_drops);
             return;
         }
         let edited = match vlan {
@@ -448,11 +463,13 @@ impl Io {
         let Some((h, f)) = edited else {
             tx.c.tx_dropped += 1;
             self.io_drops[IoDrop::Offload.index()] += 1;
+            self.rec.after(at, frame, &self.io_drops);
             return;
         };
         let (drops, errs) = (&mut self.io_drops, &mut self.io_errors);
         let Some((mut d, gro)) = tx.split(q) else {
             drops[IoDrop::TapDown.index()] += 1;
+            self.rec.after(at, f, &self.io_drops);
             return;
         };
         match from {
@@ -470,6 +487,7 @@ impl Io {
                 }
             }
         }
+        self.rec.after(at, f, &self.io_drops);
     }
 
     /// An output to a parent's wire (through the owner's transfer queue when another worker
@@ -479,11 +497,13 @@ impl Io {
             self.hand_over(p, XferTarget::Wire(vlan), hdr, frame);
             return;
         }
+        let at = Point::Wire(p);
         let Some(Some(slot)) = self.parents.get_mut(p.index()) else {
             return;
         };
         if slot.broken {
             self.io_drops[IoDrop::NoWire.index()] += 1;
+            self.rec_wire_lost(p, XferTarget::Wire(vlan), frame);
             return;
         }
         let edited = match vlan {
@@ -494,6 +514,7 @@ impl Io {
         let Some((h, f)) = edited else {
             slot.c.tx_offload_errors += 1;
             self.io_drops[IoDrop::Offload.index()] += 1;
+            self.rec.after(at, frame, &self.io_drops);
             return;
         };
         transmit(
@@ -505,6 +526,7 @@ impl Io {
             &h,
             f,
         );
+        self.rec.after(at, f, &self.io_drops);
     }
 
     /// An ipvlan L3/L3S packet routed out of a parent to the next hop the engine's route
@@ -514,11 +536,13 @@ impl Io {
             self.hand_over(p, XferTarget::Routed(mac, vlan), hdr, frame);
             return;
         }
+        let at = Point::Wire(p);
         let Some(Some(slot)) = self.parents.get_mut(p.index()) else {
             return;
         };
         if slot.broken {
             self.io_drops[IoDrop::NoWire.index()] += 1;
+            self.rec_wire_lost(p, XferTarget::Routed(mac, vlan), frame);
             return;
         }
         let vid = match vlan {
@@ -528,11 +552,13 @@ impl Io {
         let Some((f, delta)) = reframe_routed(&mut self.scratch, frame, mac, slot.mac, vid) else {
             slot.c.tx_offload_errors += 1;
             self.io_drops[IoDrop::Offload.index()] += 1;
+            self.rec.after(at, frame, &self.io_drops);
             return;
         };
         let Some(h) = shift_hdr(hdr, delta) else {
             slot.c.tx_offload_errors += 1;
             self.io_drops[IoDrop::Offload.index()] += 1;
+            self.rec.after(at, f, &self.io_drops);
             return;
         };
         transmit(
@@ -544,37 +570,69 @@ impl Io {
             &h,
             f,
         );
+        self.rec.after(at, f, &self.io_drops);
     }
 
     /// A wire output for a parent this worker does not own: copied into the owner's transfer
-    /// queue (the owner transmits it), or dropped when no worker owns it.
+    /// queue (the owner transmits it, and records it when a capture watches), or dropped
+    /// when no worker owns it.
     fn hand_over(&mut self, p: ParentId, t: XferTarget, hdr: &VnetHdr, frame: &[u8]) {
         let owner = match self.views.get(p.index()) {
             Some(Some(v)) if !v.broken.load(Ordering::Relaxed) => v.owner,
             _ => {
                 self.drop_io(IoDrop::NoWire);
+                self.rec_wire_lost(p, t, frame);
                 return;
             }
         };
         if owner == self.worker {
             // Owned here but not open (gone between two commands): no wire.
             self.drop_io(IoDrop::NoWire);
+            self.rec_wire_lost(p, t, frame);
             return;
         }
-        if self.xfer.push(owner, p, t, hdr, frame) {
+        if self.xfer.push(owner, p, t, hdr, frame, self.rec.out) {
             self.lc.xfer_out += 1;
         } else {
             self.drop_io(IoDrop::WireFull);
+            self.rec_wire_lost(p, t, frame);
         }
     }
 
-    /// A frame another worker decided for a parent this worker owns.
-    pub(crate) fn xfer_in(&mut self, p: ParentId, t: XferTarget, hdr: &VnetHdr, frame: &[u8]) {
+    /// Records a wire copy that never reached the wire (while a capture watches), with the
+    /// network's tag pushed so that it lands on the network's wire interface (a routed
+    /// packet keeps the endpoint's Ethernet header).
+    fn rec_wire_lost(&mut self, p: ParentId, t: XferTarget, frame: &[u8]) {
+        if self.rec.out.is_none() {
+            return;
+        }
+        let f = match t {
+            XferTarget::Wire(VlanOp::Push(vid)) | XferTarget::Routed(_, VlanOp::Push(vid)) => {
+                push_vlan(&mut self.scratch, frame, vid).unwrap_or(frame)
+            }
+            _ => frame,
+        };
+        self.rec.after(Point::Wire(p), f, &self.io_drops);
+    }
+
+    /// A frame another worker decided for a parent this worker owns (`cap`: the decision
+    /// about it, when that worker was capturing).
+    pub(crate) fn xfer_in(
+        &mut self,
+        p: ParentId,
+        t: XferTarget,
+        hdr: &VnetHdr,
+        frame: &[u8],
+        cap: Option<crate::capture::Decision>,
+    ) {
         self.lc.xfer_in += 1;
+        let cap = cap.filter(|_| !self.rec.is_idle());
+        self.rec.before(cap, &self.io_drops);
         match t {
             XferTarget::Wire(vlan) => self.out_wire(p, vlan, hdr, frame),
             XferTarget::Routed(mac, vlan) => self.out_routed(p, mac, vlan, hdr, frame),
         }
+        self.rec.done();
     }
 
     /// An output to the parent's own stack.
@@ -624,6 +682,7 @@ impl Core {
             out: Outputs::with_capacity(16),
             io,
             decider,
+            tracer: CaptureTracer::new(),
         }
     }
 
@@ -637,7 +696,7 @@ impl Core {
         frame: &[u8],
     ) {
         match self.decider {
-            Decider::Engine => {
+            Decider::Engine if self.io.rec.is_idle() => {
                 let decided =
                     self.engine
                         .decide(frame, ingress, &mut self.io.routes(), &mut self.out);
@@ -651,7 +710,51 @@ impl Core {
                     }
                 }
             }
+            Decider::Engine => self.forward_captured(sink, ingress, from, hdr, frame),
             Decider::Relay => self.relay(sink, ingress, from, hdr, frame),
+        }
+    }
+
+    /// [`Core::forward`] while a capture is attached: the same decision, traced, and the
+    /// frame recorded inbound at its ingress and outbound at each output.
+    #[inline(never)]
+    fn forward_captured(
+        &mut self,
+        sink: &mut dyn TapSink,
+        ingress: Ingress,
+        from: Origin,
+        hdr: &VnetHdr,
+        frame: &[u8],
+    ) {
+        let Core {
+            engine,
+            out,
+            io,
+            tracer,
+            ..
+        } = self;
+        let mut routes = HostRoutes {
+            parents: &io.views,
+            nh: &mut io.nh,
+            resolver: &io.resolver,
+            now: io.now,
+        };
+        let decided = engine.decide_traced(frame, ingress, &mut routes, out, tracer);
+        let d = tracer.decision(decided, out);
+        io.rec
+            .tap
+            .record(ingress_point(ingress), Direction::Inbound, frame, d);
+        if let Err(r) = decided {
+            self.io.drops[r.index()] += 1;
+            return;
+        }
+        for i in 0..self.out.len() {
+            if let Some(&o) = self.out.as_slice().get(i) {
+                let od = self.tracer.output(d, o.target);
+                self.io.rec.before(Some(od), &self.io.io_drops);
+                self.emit(sink, o, from, hdr, frame);
+                self.io.rec.done();
+            }
         }
     }
 

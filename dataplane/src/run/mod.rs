@@ -90,6 +90,12 @@
 //!   deleted (its fd reports `POLLERR`) is no longer polled; frames for it are counted as
 //!   `tap_down` until the TAP is removed.
 //!
+//! # Capture
+//! [`DataplaneHandle::start_capture`] attaches a capture to every worker: frames are decided
+//! with a tracer and recorded inbound where they entered and outbound where each copy is
+//! written (see `record.rs` for what exactly, GSO included). With no capture attached, one
+//! branch per frame.
+//!
 //! # Allocation
 //! Nothing is allocated per frame once buffers have grown: one [`Outputs`](crate::fwd::Outputs),
 //! one TAP receive batch, one wire staging arena, one scratch frame, one segmenter and one GRO
@@ -106,6 +112,7 @@ mod datapath;
 mod frame;
 mod parent;
 mod reactor;
+mod record;
 mod resolve;
 mod stats;
 mod worker;
@@ -337,6 +344,9 @@ pub enum RunError {
     /// A command closure panicked on the dataplane thread (the loop keeps running).
     #[error("a dataplane command panicked: {0}")]
     Panicked(String),
+    /// A capture was asked of the blind relay, which makes no decisions.
+    #[error("the blind relay (RunOptions::relay) decides nothing to capture; run the engine")]
+    CaptureInRelay,
 }
 
 /// A command run on a worker.
@@ -763,6 +773,27 @@ impl DataplaneHandle {
     /// worker's loop counters.
     pub fn stats(&self) -> Result<Stats, RunError> {
         self.call(|w| Ok(w.cmd_stats()))
+    }
+
+    /// Starts a capture: every worker records the frames `filter` selects (see
+    /// [`crate::capture`] and the `record` module: inbound at the ingress, outbound at each
+    /// output as written, drops with their reason when `filter.drops`), until the returned
+    /// reader is dropped (each worker lets the session go at the end of its next turn) or
+    /// the dataplane stops (the reader then sees [`End::Detached`](crate::capture::End)).
+    /// While no capture is attached the datapath pays one branch per frame.
+    pub fn start_capture(
+        &self,
+        filter: crate::capture::CaptureFilter,
+    ) -> Result<crate::capture::CaptureReader, RunError> {
+        let (session, reader) = crate::capture::open(filter);
+        self.call(move |w| {
+            if w.core.decider == Decider::Relay {
+                return Err(RunError::CaptureInRelay);
+            }
+            w.on_all(move |x| x.core.io.rec.tap.attach(session.clone()));
+            Ok(())
+        })?;
+        Ok(reader)
     }
 
     /// Forgets every cached next hop (e.g. after the host's routes or neighbours changed).

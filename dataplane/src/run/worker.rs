@@ -256,6 +256,8 @@ impl Worker {
         core.io.flush_wires();
         let rung = core.io.xfer.ring();
         core.io.lc.syscalls += rung;
+        // Capture readers with new records are woken once per turn.
+        core.io.rec.tap.end_batch();
         // Reads held back for want of buffers need no extra turn: the buffers are either in a
         // FIFO (carried over) or held by submitted writes, whose completions end the wait.
         self.reactor.end_turn();
@@ -438,7 +440,7 @@ impl Worker {
     /// Frames other workers decided for wires this worker owns.
     fn xfer_rx(&mut self) {
         let Worker { core, xin, .. } = self;
-        xin.drain(&mut |x| core.io.xfer_in(x.parent, x.target, &x.hdr, &x.data));
+        xin.drain(&mut |x| core.io.xfer_in(x.parent, x.target, &x.hdr, &x.data, x.cap));
     }
 
     // ---- reaching the other workers ----------------------------------------------------------

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
+use crate::capture::Decision;
 use crate::fwd::{ParentId, VlanOp};
 use crate::offload::VnetHdr;
 use crate::wire::MacAddr;
@@ -33,6 +34,8 @@ pub(crate) struct Xfer {
     pub(crate) target: XferTarget,
     pub(crate) hdr: VnetHdr,
     pub(crate) data: Vec<u8>,
+    /// The decision about it, when the deciding worker was capturing.
+    pub(crate) cap: Option<Decision>,
 }
 
 /// One direction between two workers: frames to send, and emptied buffers coming back.
@@ -89,6 +92,7 @@ impl XferOut {
         target: XferTarget,
         hdr: &VnetHdr,
         frame: &[u8],
+        cap: Option<Decision>,
     ) -> bool {
         let (Some(Some((lane, _))), Some(made)) = (self.lanes.get(owner), self.made.get_mut(owner))
         else {
@@ -103,6 +107,7 @@ impl XferOut {
                     target,
                     hdr: *hdr,
                     data: Vec::with_capacity(frame.len().max(2048)),
+                    cap,
                 }
             }
             None => return false,
@@ -110,6 +115,7 @@ impl XferOut {
         x.parent = parent;
         x.target = target;
         x.hdr = *hdr;
+        x.cap = cap;
         x.data.clear();
         x.data.extend_from_slice(frame);
         match lane.full.push(x) {
@@ -182,11 +188,26 @@ mod tests {
                 ParentId(3),
                 XferTarget::Wire(VlanOp::Keep),
                 &h,
-                &[i as u8]
+                &[i as u8],
+                None
             ));
         }
-        assert!(!out.push(1, ParentId(3), XferTarget::Wire(VlanOp::Keep), &h, &[0]));
-        assert!(!out.push(0, ParentId(3), XferTarget::Wire(VlanOp::Keep), &h, &[0]));
+        assert!(!out.push(
+            1,
+            ParentId(3),
+            XferTarget::Wire(VlanOp::Keep),
+            &h,
+            &[0],
+            None
+        ));
+        assert!(!out.push(
+            0,
+            ParentId(3),
+            XferTarget::Wire(VlanOp::Keep),
+            &h,
+            &[0],
+            None
+        ));
         assert_eq!(out.ring(), 1);
         assert_eq!(out.ring(), 0);
         let mut seen = Vec::new();
@@ -196,7 +217,14 @@ mod tests {
         });
         assert_eq!(seen, (0..LANE_FRAMES).map(|i| i as u8).collect::<Vec<_>>());
         // The buffers are reused: no more are made.
-        assert!(out.push(1, ParentId(4), XferTarget::Wire(VlanOp::Pop), &h, &[9, 9]));
+        assert!(out.push(
+            1,
+            ParentId(4),
+            XferTarget::Wire(VlanOp::Pop),
+            &h,
+            &[9, 9],
+            None
+        ));
         assert_eq!(out.made[1], LANE_FRAMES);
     }
 }
