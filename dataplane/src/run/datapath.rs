@@ -24,6 +24,7 @@ use std::time::Instant;
 use crate::fwd::{DropReason, Engine, Ingress, NetworkId, Output, Outputs, ParentId, PortId};
 use crate::fwd::{Target, VlanOp};
 use crate::offload::{kernel_gso_header, Gro, Segmenter, VnetHdr};
+use crate::port::fast_path::FastPath;
 use crate::port::tap::Tap;
 use crate::trace::{trace, Trace};
 use crate::wire::{MacAddr, ETH_HLEN};
@@ -160,6 +161,9 @@ pub(crate) struct Core {
     out: Outputs,
     pub(crate) io: Io,
     pub(crate) decider: Decider,
+    /// The fast-path cache that port → port decisions are learned into (once a port has a
+    /// veth; see `port::fast_path`).
+    pub(crate) fast: Option<Arc<FastPath>>,
 }
 
 /// Counts the result of one TAP write: `Ok(bytes of frame)` or `Err(errno)`.
@@ -624,6 +628,7 @@ impl Core {
             out: Outputs::with_capacity(16),
             io,
             decider,
+            fast: None,
         }
     }
 
@@ -644,6 +649,15 @@ impl Core {
                 if let Err(r) = decided {
                     self.io.drops[r.index()] += 1;
                     return;
+                }
+                if let (Some(fp), Ingress::Port(p), [o]) =
+                    (&self.fast, ingress, self.out.as_slice())
+                {
+                    // Exactly one sibling port, no tag operation: the decision the cache may
+                    // repeat (`FastPath::learn` checks the rest).
+                    if let (Target::Port(q), VlanOp::Keep) = (o.target, o.vlan) {
+                        fp.learn(p, q, frame);
+                    }
                 }
                 for i in 0..self.out.len() {
                     if let Some(&o) = self.out.as_slice().get(i) {
