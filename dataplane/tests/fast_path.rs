@@ -286,3 +286,189 @@ fn macvlan_bridge_endpoints_reach_each_other_through_the_cache_and_disconnect_in
 fn ipvlan_l2_endpoints_reach_each_other_through_the_cache_and_disconnect_invalidates() {
     reach_then_disconnect(Driver::Ipvlan);
 }
+
+// ---- benchmark (bench/fast_path.sh; printed, never asserted beyond "it moved") ---------------
+
+/// A one-shot iperf3 server in `ns`, killed on drop.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn iperf_server(ns: &str) -> Server {
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, "iperf3", "-s", "-1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 -s");
+    let s = Server(child);
+    for _ in 0..100 {
+        if exec(ns, &["ss", "-Hltn", "sport = :5201"]).is_ok_and(|o| !o.trim().is_empty()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    s
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
+}
+
+/// (TCP Gbit/s, UDP-64 delivered kpps, ping p50 µs, ping p99 µs) from `client` to `dst`.
+fn measure(server: &str, client: &str, dst: &str, secs: u32) -> [f64; 4] {
+    let t = secs.to_string();
+    let mut srv = iperf_server(server);
+    let out = exec(client, &["iperf3", "-c", dst, "-t", &t, "-J"]).expect("iperf3 TCP");
+    let _ = srv.0.wait();
+    let tcp = json(&out)["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e9;
+    let mut srv = iperf_server(server);
+    let out = exec(
+        client,
+        &[
+            "iperf3", "-c", dst, "-t", &t, "-u", "-l", "64", "-b", "0", "-J",
+        ],
+    )
+    .expect("iperf3 UDP");
+    let _ = srv.0.wait();
+    let v = json(&out);
+    let sum = &v["end"]["sum"];
+    let packets = sum["packets"].as_f64().unwrap_or(0.0);
+    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+    let s = sum["seconds"].as_f64().unwrap_or(1.0).max(0.001);
+    let udp = (packets - lost).max(0.0) / s / 1e3;
+    let out = exec(client, &["ping", "-c", "300", "-i", "0.005", dst]).unwrap_or_else(|e| e);
+    let mut rtts: Vec<f64> = out
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("time="))
+        .filter_map(|v| v.parse::<f64>().ok())
+        .map(|ms| ms * 1000.0)
+        .collect();
+    rtts.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        rtts.get(((rtts.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    [tcp, udp, pct(0.5), pct(0.99)]
+}
+
+#[test]
+#[ignore = "benchmark: run by bench/fast_path.sh"]
+fn benchmark_slow_path_fast_path_kernel() {
+    let secs: u32 = std::env::var("UVLAN_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let mut lab = Lab::new();
+    let dp_ns = lab.ns("dp");
+    let spawn = || {
+        Dataplane::spawn(
+            RunOptions {
+                netns: Some(PathBuf::from(format!("/run/netns/{dp_ns}"))),
+                ..RunOptions::default()
+            },
+            Box::new(NoRoutes),
+        )
+        .expect("Dataplane::spawn")
+    };
+
+    // uvlan slow path: today's TAP endpoints (eth0 is the TAP, in the endpoint namespace).
+    let (sa, sb) = (lab.ns("sa"), lab.ns("sb"));
+    let dp = spawn();
+    let h = dp.handle();
+    let (pa, pb, ma, mb) = pair(&h, Driver::Macvlan);
+    for (p, ns, mac, addr) in [(pa, &sa, ma, "192.0.2.1/24"), (pb, &sb, mb, "192.0.2.2/24")] {
+        let tap = Tap::create_in_netns(
+            &PathBuf::from(format!("/run/netns/{ns}")),
+            &TapOptions {
+                name: Some("eth0".into()),
+                ..TapOptions::default()
+            },
+        )
+        .expect("TAP");
+        ip(ns, &["link", "set", "eth0", "address", &mac.to_string()]);
+        ip(ns, &["addr", "add", addr, "dev", "eth0"]);
+        ip(ns, &["link", "set", "eth0", "up"]);
+        h.add_tap(p, tap).expect("add_tap");
+    }
+    assert_eq!(ping(&sa, "192.0.2.2", 1), 1);
+    let slow = measure(&sb, &sa, "192.0.2.2", secs);
+    drop(dp);
+
+    // uvlan fast path: veth endpoints.
+    let (fa, fb) = (lab.ns("fa"), lab.ns("fb"));
+    let dp = spawn();
+    let h = dp.handle();
+    let (pa, pb, ma, mb) = pair(&h, Driver::Macvlan);
+    endpoint(&h, &dp_ns, pa, &fa, "1", ma);
+    endpoint(&h, &dp_ns, pb, &fb, "2", mb);
+    assert_eq!(ping(&fa, "192.0.2.2", 1), 1);
+    let fast = measure(&fb, &fa, "192.0.2.2", secs);
+    let r = report(&h);
+    drop(dp);
+
+    // The kernel's macvlan bridge on a veth parent.
+    let (k, k1, k2) = (lab.ns("k"), lab.ns("k1"), lab.ns("k2"));
+    ip(
+        &k,
+        &["link", "add", "kp", "type", "veth", "peer", "name", "kq"],
+    );
+    ip(&k, &["link", "set", "kp", "up"]);
+    ip(&k, &["link", "set", "kq", "up"]);
+    for (i, ns) in [(1, &k1), (2, &k2)] {
+        let mv = format!("mv{i}");
+        ip(
+            &k,
+            &[
+                "link", "add", &mv, "link", "kp", "type", "macvlan", "mode", "bridge",
+            ],
+        );
+        ip(&k, &["link", "set", &mv, "netns", ns]);
+        ip(ns, &["addr", "add", &format!("192.0.2.{i}/24"), "dev", &mv]);
+        ip(ns, &["link", "set", &mv, "up"]);
+    }
+    assert_eq!(ping(&k1, "192.0.2.2", 1), 1);
+    let kernel = measure(&k2, &k1, "192.0.2.2", secs);
+
+    let line = |name: &str, m: [f64; 4]| {
+        eprintln!(
+            "  {name:<22} TCP {:6.2} Gbit/s  UDP-64 {:6.0} kpps  ping p50 {:5.0} µs  p99 {:5.0} µs",
+            m[0], m[1], m[2], m[3]
+        );
+    };
+    eprintln!(
+        "fast path benchmark ({} build, {secs} s per measurement, macvlan bridge, one sample each):",
+        if cfg!(debug_assertions) { "debug" } else { "release" }
+    );
+    line("uvlan slow path (TAP)", slow);
+    line("uvlan fast path (veth)", fast);
+    line("kernel macvlan bridge", kernel);
+    let ratio = |m: [f64; 4]| {
+        format!(
+            "TCP {:.2}  UDP-64 {:.2}  ping p50 {:.2}  p99 {:.2}",
+            m[0] / kernel[0],
+            m[1] / kernel[1],
+            m[2] / kernel[2],
+            m[3] / kernel[3]
+        )
+    };
+    eprintln!("  ratio slow/kernel      {}", ratio(slow));
+    eprintln!("  ratio fast/kernel      {}", ratio(fast));
+    eprintln!(
+        "  fast path: {} frames through the cache, {} to the slow path, {} entries",
+        r.programs.hits, r.programs.misses, r.entries
+    );
+    assert!(
+        fast[0] > 0.0 && slow[0] > 0.0 && kernel[0] > 0.0,
+        "it moved"
+    );
+}

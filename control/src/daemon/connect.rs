@@ -289,7 +289,16 @@ impl Daemon {
             }
             why
         };
+        let mut fast_veth = None;
+        let mut fast_idx = None;
         let (tap, ns, up, watch) = match &place.host_name {
+            None if self.fast_path() => {
+                let (tap, veth, idx) = endpoint::create_fast_interface(&place.ns, &plan, &rec.id)
+                    .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
+                fast_veth = Some(veth);
+                fast_idx = Some(idx);
+                (tap, place.ns, true, true)
+            }
             None => {
                 let tap = endpoint::create_interface(&place.ns, &place.path, &plan)
                     .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
@@ -308,10 +317,19 @@ impl Daemon {
                 (tap, here, false, false)
             }
         };
-        let ifindex = tap.ifindex();
-        let rt = self
+        let ifindex = fast_idx.unwrap_or_else(|| tap.ifindex());
+        let mut rt = self
             .finish_endpoint(port, tap, ifindex, ns, up, &name, driver, watch)
             .map_err(|e| forget(self.fd_hint(e)))?;
+        if let Some(veth) = fast_veth {
+            rt.fast_veth = Some(veth);
+            if let Err(e) = self.dp.add_fast_port(port, veth) {
+                self.teardown_endpoint(rt);
+                return Err(forget(format!(
+                    "cannot attach the fast path to the endpoint's veth: {e}"
+                )));
+            }
+        }
         rec.intent = None;
         if let Err(e) = self.store.save_endpoint(&net_id, &rec) {
             self.teardown_endpoint(rt);

@@ -389,6 +389,7 @@ mod tests {
                 received_frames: 2,
                 received_bytes: 200,
                 dropped: 1,
+                ..EndpointStats::default()
             }],
             wire: Some("eth0".into()),
         });
