@@ -93,3 +93,81 @@ fn veth_endpoints_use_the_cache_and_disconnect_invalidates() {
         );
     }
 }
+
+/// `kill -9` with live traffic: the programs hang on `bpf_link`s the daemon owned, so they
+/// detach with it and nothing is forwarded any more (no stale cache); a restart makes the
+/// endpoints again (as TAP endpoints, phase 1) with the same MAC and addresses, and traffic
+/// resumes.
+#[test]
+fn kill_9_leaves_no_stale_cache_and_a_restart_recovers() {
+    let mut w = World::with_daemon_args(&["--fast-path", "on"]);
+    w.uvlan_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "fpk9",
+    ]);
+    let a = w.netns("k9a");
+    let b = w.netns("k9b");
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "fpk9", &a]);
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.20", "fpk9", &b]);
+    let pings = w.exec("k9a", "ping -q -c 5 -i 0.2 192.0.2.20");
+    assert!(pings.status.success(), "{}", w.daemon_log());
+    let (sent, _) = fast_counters(&w, "fpk9", &a);
+    assert!(sent > 0, "the cache carried a's frames");
+    // A flood in flight while the daemon dies.
+    let flood = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &a,
+            "ping",
+            "-q",
+            "-f",
+            "-w",
+            "3",
+            "192.0.2.20",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ping -f");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    w.kill_daemon(libc::SIGKILL);
+    let rx = |ns: &str| -> u64 {
+        let o = w.exec(ns, "cat /sys/class/net/eth0/statistics/rx_packets");
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = rx("k9b");
+    assert!(!w.ping("k9a", "192.0.2.20", 2), "no daemon, no forwarding");
+    assert_eq!(
+        rx("k9b"),
+        before,
+        "no frame reached b through a stale cache"
+    );
+    let mut flood = flood;
+    let _ = flood.wait();
+    w.start_daemon();
+    assert!(
+        w.ping("k9a", "192.0.2.20", 6),
+        "traffic resumes after the restart\n{}",
+        w.daemon_log()
+    );
+    let inspect = w.inspect("fpk9");
+    let kinds = inspect["UvlanWire"]["EndpointKinds"].as_object().cloned();
+    assert!(
+        kinds.is_some_and(|k| k.len() == 2 && k.values().all(|v| v == "tap")),
+        "restored as TAP endpoints: {inspect}"
+    );
+    w.uvlan_ok(&["network", "disconnect", "fpk9", &a]);
+    w.uvlan_ok(&["network", "disconnect", "fpk9", &b]);
+    w.uvlan_ok(&["network", "rm", "fpk9"]);
+}

@@ -292,7 +292,8 @@ impl Daemon {
         let mut fast_veth = None;
         let mut fast_idx = None;
         let (tap, ns, up, watch) = match &place.host_name {
-            None if self.fast_path() => {
+            // Phase 1: `network connect` and `run` only (front ends' endpoints stay TAPs).
+            None if self.fast_path() && place.key.is_none() => {
                 let (tap, veth, idx) = endpoint::create_fast_interface(&place.ns, &plan, &rec.id)
                     .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
                 fast_veth = Some(veth);
