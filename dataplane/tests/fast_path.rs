@@ -287,6 +287,70 @@ fn ipvlan_l2_endpoints_reach_each_other_through_the_cache_and_disconnect_invalid
     reach_then_disconnect(Driver::Ipvlan);
 }
 
+/// Every engine change (here a mode change, an address added, a new port) empties the cache
+/// before `with_engine` returns; a mode that needs the wire (private) then keeps the frames
+/// off the cache for good.
+#[test]
+fn engine_changes_empty_the_cache_before_they_return() {
+    let mut lab = Lab::new();
+    let dp_ns = lab.ns("dp");
+    let a = lab.ns("a");
+    let b = lab.ns("b");
+    let dp = Dataplane::spawn(
+        RunOptions {
+            netns: Some(PathBuf::from(format!("/run/netns/{dp_ns}"))),
+            ..RunOptions::default()
+        },
+        Box::new(NoRoutes),
+    )
+    .expect("Dataplane::spawn");
+    let h = dp.handle();
+    let (pa, pb, ma, mb) = pair(&h, Driver::Macvlan);
+    endpoint(&h, &dp_ns, pa, &a, "1", ma);
+    endpoint(&h, &dp_ns, pb, &b, "2", mb);
+    let learn = |h: &DataplaneHandle| {
+        assert_eq!(ping(&a, "192.0.2.2", 3), 3);
+        assert!(report(h).entries >= 2, "learned again");
+    };
+    learn(&h);
+    h.with_engine(move |e: &mut Engine| e.add_port_addr(pa, "192.0.2.11".parse().unwrap()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(report(&h).entries, 0, "an address change empties the cache");
+    learn(&h);
+    h.with_engine(move |e: &mut Engine| {
+        let net = e.port_info(pa).unwrap().network;
+        e.add_macvlan_port(
+            LinkRef::Network(net),
+            "c",
+            MacvlanAttrs::new(
+                MacvlanMode::Bridge,
+                Some(MacAddr([0x02, 0x42, 0xc0, 0, 2, 3])),
+            ),
+        )
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(report(&h).entries, 0, "a new port empties the cache");
+    learn(&h);
+    h.with_engine(move |e: &mut Engine| {
+        e.macvlan_changelink(pa, MacvlanAttrs::new(MacvlanMode::Private, None))
+    })
+    .unwrap()
+    .unwrap();
+    let r = report(&h);
+    assert_eq!(r.entries, 0, "a mode change empties the cache");
+    // Private: a's frames to its sibling need the wire (there is none): nothing arrives, and
+    // nothing is learned from a.
+    assert_eq!(ping(&a, "192.0.2.2", 3), 0);
+    let r2 = report(&h);
+    assert_eq!(
+        sent_by(&r2, pa),
+        sent_by(&r, pa),
+        "no frame of a via the cache"
+    );
+}
+
 // ---- benchmark (bench/fast_path.sh; printed, never asserted beyond "it moved") ---------------
 
 /// A one-shot iperf3 server in `ns`, killed on drop.
