@@ -171,3 +171,63 @@ fn kill_9_leaves_no_stale_cache_and_a_restart_recovers() {
     w.uvlan_ok(&["network", "disconnect", "fpk9", &b]);
     w.uvlan_ok(&["network", "rm", "fpk9"]);
 }
+
+/// `-o uvlan.fast_path=false` keeps a network's endpoints TAPs under `--fast-path on`;
+/// `-o uvlan.fast_path=true` under `--fast-path off` refuses the connect and leaves nothing.
+#[test]
+fn the_network_option_overrides_the_daemon_default() {
+    let mut w = World::with_daemon_args(&["--fast-path", "on"]);
+    w.uvlan_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "-o",
+        "uvlan.fast_path=false",
+        "fpoff",
+    ]);
+    let a = w.netns("offa");
+    w.uvlan_ok(&["network", "connect", "fpoff", &a]);
+    let inspect = w.inspect("fpoff");
+    let kinds = inspect["UvlanWire"]["EndpointKinds"].as_object().cloned();
+    assert!(
+        kinds.is_some_and(|k| k.len() == 1 && k.values().all(|v| v == "tap")),
+        "{inspect}"
+    );
+    w.uvlan_ok(&["network", "disconnect", "fpoff", &a]);
+    w.uvlan_ok(&["network", "rm", "fpoff"]);
+
+    let mut w = World::new();
+    w.uvlan_ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "-o",
+        "uvlan.fast_path=true",
+        "fpon",
+    ]);
+    let b = w.netns("onb");
+    let o = w.uvlan(&["network", "connect", "fpon", &b]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--fast-path on or auto"), "{err}");
+    let inspect = w.inspect("fpon");
+    assert_eq!(
+        inspect["Containers"].as_object().map(|c| c.len()),
+        Some(0),
+        "{inspect}"
+    );
+    let links = w.exec("onb", "ip -o link show");
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("eth0"),
+        "nothing left in the namespace"
+    );
+    w.uvlan_ok(&["network", "rm", "fpon"]);
+}

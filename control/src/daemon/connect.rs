@@ -289,11 +289,25 @@ impl Daemon {
             }
             why
         };
+        // Phase 1: `network connect` and `run` only (front ends' endpoints stay TAPs).
+        let fast = match options::fast_path_opt(&st.nets[i].rec.options) {
+            _ if place.key.is_some() || place.host_name.is_some() => false,
+            Ok(None) => self.fast_path(),
+            Ok(Some(false)) => false,
+            Ok(Some(true)) if self.fast_path() => true,
+            Ok(Some(true)) => {
+                return Err(forget(undo_port(format!(
+                    "network {} asks for the fast path ({}=true) but the daemon runs without                      it: start it with --fast-path on or auto (see uvlan doctor)",
+                    st.nets[i].rec.name,
+                    options::FAST_PATH_OPT
+                ))))
+            }
+            Err(e) => return Err(forget(undo_port(e))),
+        };
         let mut fast_veth = None;
         let mut fast_idx = None;
         let (tap, ns, up, watch) = match &place.host_name {
-            // Phase 1: `network connect` and `run` only (front ends' endpoints stay TAPs).
-            None if self.fast_path() && place.key.is_none() => {
+            None if fast => {
                 let (tap, veth, idx) = endpoint::create_fast_interface(&place.ns, &plan, &rec.id)
                     .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
                 fast_veth = Some(veth);
