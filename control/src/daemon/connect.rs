@@ -297,7 +297,8 @@ impl Daemon {
             Ok(Some(true)) if self.fast_path() => true,
             Ok(Some(true)) => {
                 return Err(forget(undo_port(format!(
-                    "network {} asks for the fast path ({}=true) but the daemon runs without                      it: start it with --fast-path on or auto (see uvlan doctor)",
+                    "network {} asks for the fast path ({}=true) but the daemon runs without \
+                     it: start it with --fast-path on or auto (see uvlan doctor)",
                     st.nets[i].rec.name,
                     options::FAST_PATH_OPT
                 ))))

@@ -13,8 +13,10 @@
 //!        └─ HostStack: counted
 //! ```
 //!
-//! Later hooks (a capture tap, MTU drops, a fast-path cache) belong in [`Core::emit`]: one
-//! call per output, after the decision, with the ingress, the output and the frame at hand.
+//! Later per-output hooks (a capture tap, MTU drops) belong in [`Core::emit`]: one call per
+//! output, after the decision, with the ingress, the output and the frame at hand. The
+//! fast-path cache learns in `Core::forward`, which sees the whole output list (only a
+//! decision with exactly one sibling port is learned; see `port::fast_path`).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
