@@ -177,6 +177,14 @@ fn sent_by(r: &FastPathReport, p: PortId) -> u64 {
 const ISO_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0, 2, 0xfe]);
 
 fn pair(h: &DataplaneHandle, driver: Driver) -> (PortId, PortId, MacAddr, MacAddr) {
+    pair_mode(h, driver, IpvlanMode::L2)
+}
+
+fn pair_mode(
+    h: &DataplaneHandle,
+    driver: Driver,
+    mode: IpvlanMode,
+) -> (PortId, PortId, MacAddr, MacAddr) {
     let (ma, mb) = match driver {
         Driver::Macvlan => (
             MacAddr([0x02, 0x42, 0xc0, 0, 2, 1]),
@@ -205,7 +213,7 @@ fn pair(h: &DataplaneHandle, driver: Driver) -> (PortId, PortId, MacAddr, MacAdd
                     Driver::Ipvlan => e.add_ipvlan_port(
                         LinkRef::Network(n),
                         name,
-                        IpvlanAttrs::new(IpvlanMode::L2, IpvlanFlag::Bridge),
+                        IpvlanAttrs::new(mode, IpvlanFlag::Bridge),
                     )?,
                 };
                 e.add_port_addr(p, addr.parse().unwrap())?;
@@ -222,6 +230,10 @@ fn pair(h: &DataplaneHandle, driver: Driver) -> (PortId, PortId, MacAddr, MacAdd
 /// Two veth endpoints reach each other through the cache; disconnecting one invalidates
 /// before the command returns: not one frame reaches it afterwards.
 fn reach_then_disconnect(driver: Driver) {
+    reach_then_disconnect_mode(driver, IpvlanMode::L2)
+}
+
+fn reach_then_disconnect_mode(driver: Driver, mode: IpvlanMode) {
     let mut lab = Lab::new();
     let dp_ns = lab.ns("dp");
     let a = lab.ns("a");
@@ -235,9 +247,14 @@ fn reach_then_disconnect(driver: Driver) {
     )
     .expect("Dataplane::spawn");
     let h = dp.handle();
-    let (pa, pb, ma, mb) = pair(&h, driver);
+    let (pa, pb, ma, mb) = pair_mode(&h, driver, mode);
     endpoint(&h, &dp_ns, pa, &a, "1", ma);
     endpoint(&h, &dp_ns, pb, &b, "2", mb);
+    if mode.is_l3() {
+        // ipvlan l3 ports are NOARP (the kernel sets IFF_NOARP).
+        ip(&a, &["link", "set", "eth0", "arp", "off"]);
+        ip(&b, &["link", "set", "eth0", "arp", "off"]);
+    }
 
     assert_eq!(ping(&a, "192.0.2.2", 10), 10, "a → b");
     assert_eq!(ping(&b, "192.0.2.1", 5), 5, "b → a");
@@ -285,6 +302,11 @@ fn macvlan_bridge_endpoints_reach_each_other_through_the_cache_and_disconnect_in
 #[test]
 fn ipvlan_l2_endpoints_reach_each_other_through_the_cache_and_disconnect_invalidates() {
     reach_then_disconnect(Driver::Ipvlan);
+}
+
+#[test]
+fn ipvlan_l3_endpoints_reach_each_other_through_the_cache_and_disconnect_invalidates() {
+    reach_then_disconnect_mode(Driver::Ipvlan, IpvlanMode::L3);
 }
 
 /// Every engine change (here a mode change, an address added, a new port) empties the cache
