@@ -651,6 +651,11 @@ pub struct WireStats {
     pub gso_to_kernel: u64,
     /// GSO super-frames segmented in software.
     pub gso_segmented: u64,
+    /// Frames handed to the host's own stack through the parent (injected: from
+    /// endpoints, or steered away from the host), as the kernel's ipvlan hands them to its
+    /// master.
+    #[serde(default)]
+    pub to_host_frames: u64,
 }
 
 /// One row of `uvlan network ls`.
