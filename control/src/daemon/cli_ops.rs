@@ -22,6 +22,36 @@ fn process_start_time(pid: i32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The default name of a network's host interface: `uv-` and the network's name, cut to the
+/// kernel's 15 bytes (at a character boundary).
+pub(super) fn host_ifname(network: &str) -> String {
+    let mut n = String::from("uv-");
+    for c in network.chars() {
+        if n.len() + c.len_utf8() > 15 {
+            break;
+        }
+        n.push(c);
+    }
+    n
+}
+
+/// An interface name the kernel accepts (`dev_valid_name`): 1 to 15 bytes, not `.` or `..`,
+/// no `/`, `:` or whitespace.
+fn check_ifname(n: &str) -> Result<(), String> {
+    let bad = n.is_empty()
+        || n.len() > 15
+        || n == "."
+        || n == ".."
+        || n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    match bad {
+        true => Err(format!(
+            "invalid interface name {n:?}: 1 to 15 bytes, not \".\" or \"..\", without \"/\", \":\" \
+             or spaces"
+        )),
+        false => Ok(()),
+    }
+}
+
 impl Daemon {
     pub(super) fn create_network(&self, req: &CreateNetwork) -> Result<String, String> {
         let mut st = self.lock();
@@ -113,6 +143,66 @@ impl Daemon {
         };
         let rec = self.connect_locked(&mut st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
         Ok(rec.ifname)
+    }
+
+    /// `network connect --host`: an interface of network `req.network` in the daemon's own
+    /// namespace, made like an endpoint (a port: its own MAC on macvlan, the parent's on
+    /// ipvlan; the address from `--ip`/`--ip6` or the IPAM), with host-scoped addresses and
+    /// a route to each endpoint. Refused where the kernel's shim would reach no endpoint.
+    pub(super) fn connect_host(&self, req: &Connect) -> Result<String, String> {
+        let mut st = self.lock();
+        let i = Self::find(&st, &req.network)?;
+        let net = &st.nets[i].rec;
+        if let Some(m) = &net.managed {
+            return Err(external::refuse_cli(
+                &net.name,
+                m,
+                "given a host interface by",
+            ));
+        }
+        super::options::host_interface_allowed(net)?;
+        if let Some(h) = net.endpoints.iter().find(|e| e.host_interface) {
+            return Err(format!(
+                "network {} already has a host interface ({}); remove it with \"uvlan network \
+                 disconnect --host {}\"",
+                net.name, h.ifname, net.name
+            ));
+        }
+        let ifname = match &req.ifname {
+            Some(n) => n.clone(),
+            None => host_ifname(&net.name),
+        };
+        check_ifname(&ifname)?;
+        let ns = Netns::current().map_err(|e| e.to_string())?;
+        let mut place = EpPlace::simple(
+            ns,
+            &format!("host:{ifname}"),
+            PathBuf::from("/proc/self/ns/net"),
+            false,
+        );
+        place.ifname = Some(ifname);
+        place.routes = Some(Vec::new());
+        place.host_interface = true;
+        let addrs = EpAddrs::Allocate {
+            ip: req.ip.clone(),
+            ip6: req.ip6.clone(),
+        };
+        let rec = self.connect_locked(&mut st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
+        Ok(rec.ifname)
+    }
+
+    /// `network disconnect --host`: removes the network's host interface and its routes.
+    pub(super) fn disconnect_host(&self, network: &str) -> Result<(), String> {
+        let mut st = self.lock();
+        let i = Self::find(&st, network)?;
+        let Some(h) = st.nets[i].rec.endpoints.iter().find(|e| e.host_interface) else {
+            return Err(format!(
+                "network {} has no host interface",
+                st.nets[i].rec.name
+            ));
+        };
+        let name = h.name.clone();
+        self.disconnect_locked(&mut st, network, &name, false)
     }
 
     /// Finds the endpoint of network `i` for a namespace given by name/path (as at
@@ -207,6 +297,7 @@ impl Daemon {
             ));
         }
         st.nets[i].rec.endpoints.remove(k);
+        self.host_routes(st, i, &ep, false);
         if let Err(e) = st.space.release(&net_id, &ep.addrs) {
             (self.log)(&format!(
                 "endpoint {}: giving back its addresses: {e}",

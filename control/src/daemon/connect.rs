@@ -247,6 +247,7 @@ impl Daemon {
             key: place.key.clone(),
             host_name: place.host_name.clone(),
             intent: Some(Intent::Create),
+            host_interface: place.host_interface,
         };
         if let Some(k) = &place.key {
             if ids::is_valid_id(k)
@@ -319,10 +320,41 @@ impl Daemon {
         }
         st.nets[i].rec.endpoints.push(rec.clone());
         st.nets[i].eps.insert(rec.id.clone(), rt);
+        self.host_routes(st, i, &rec, true);
         if place.host_name.is_some() {
             self.spawn_follow(&net_id, &rec.id, port, ifindex, port_mac);
         }
         Ok(rec)
+    }
+
+    /// The host interface's routes (`network connect --host`) toward endpoint `ep` of
+    /// network `i`, added when it connects and deleted when it leaves; for the host interface
+    /// itself, toward every other endpoint (its own routes go with its interface). Failures
+    /// are logged: the endpoint itself is fine, only the host's shortcut to it is missing.
+    pub(super) fn host_routes(&self, st: &State, i: usize, ep: &EndpointRecord, add: bool) {
+        let eps = &st.nets[i].rec.endpoints;
+        let Some(h) = eps.iter().find(|e| e.host_interface) else {
+            return;
+        };
+        let targets: Vec<crate::ipam::EndpointAddrs> = if ep.host_interface {
+            if !add {
+                return;
+            }
+            eps.iter()
+                .filter(|e| !e.host_interface)
+                .map(|e| e.addrs)
+                .collect()
+        } else if h.id == ep.id {
+            return;
+        } else {
+            vec![ep.addrs]
+        };
+        if let Err(e) = endpoint::host_routes(&h.ifname, &targets, add) {
+            (self.log)(&format!(
+                "network {}: host interface {}: {e}",
+                st.nets[i].rec.name, h.ifname
+            ));
+        }
     }
 
     /// Docker ≤ 29.0 (the seeds' Docker): `--ip`/`--ip6` only on a network whose subnets of

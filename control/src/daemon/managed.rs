@@ -446,6 +446,7 @@ impl Daemon {
             routes,
             mtu: a.mtu,
             key: Some(a.key.clone()),
+            host_interface: false,
         };
         let rec = self.connect_locked(&mut st, i, place, EpAddrs::Given(addrs), mac)?;
         if from_reserved {
@@ -559,6 +560,7 @@ impl Daemon {
                 (self.log)(&format!("endpoint {key}: {e} (the next start finishes it)"));
             }
             st.nets[i].rec.endpoints.remove(k);
+            self.host_routes(&st, i, &ep, false);
             if let (Some(r), Some(m)) = (reservation, st.nets[i].rec.managed.as_mut()) {
                 m.reserved.push(r);
             }
