@@ -166,3 +166,51 @@ fn modes_where_a_shim_cannot_work_are_refused() {
         w.uvlan_ok(&["network", "rm", name]);
     }
 }
+
+/// `network create -o uvlan.host_interface=IP` makes the host interface with the network;
+/// `network rm` takes it away with the network; a bad address leaves no network behind.
+#[test]
+fn the_create_option_makes_it_and_rm_removes_it() {
+    let mut w = World::new();
+    let _lan = w.lan(LanOptions::default());
+    w.create(&format!(
+        "-d ipvlan --subnet 192.0.2.0/24 --gateway {GW_IP} -o parent={PARENT} \
+         -o uvlan.host_interface=192.0.2.200 opt"
+    ));
+    assert_eq!(
+        w.inspect("opt")["UvlanHostInterface"]["IPv4Address"],
+        "192.0.2.200/32"
+    );
+    let e1 = w.connect("opt", "e1", &["--ip", "192.0.2.10"]);
+    assert_eq!(
+        ping_all(
+            &[
+                (w.ns("host"), "192.0.2.10".into()),
+                (e1.clone(), "192.0.2.200".into())
+            ],
+            6
+        ),
+        [true, true]
+    );
+    w.uvlan_ok(&["network", "disconnect", "opt", &e1]);
+    w.uvlan_ok(&["network", "rm", "opt"]);
+    assert!(!w.ip("host", "-br link show").contains("uv-opt"));
+    let o = w.uvlan(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet",
+        "192.0.2.0/24",
+        "-o",
+        &format!("parent={PARENT}"),
+        "-o",
+        "uvlan.host_interface=198.51.100.1",
+        "bad",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("uvlan.host_interface=198.51.100.1"), "{err}");
+    let ls = w.uvlan_ok(&["network", "ls"]);
+    assert!(!ls.contains("bad"), "{ls}");
+}

@@ -22,36 +22,6 @@ fn process_start_time(pid: i32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// The default name of a network's host interface: `uv-` and the network's name, cut to the
-/// kernel's 15 bytes (at a character boundary).
-pub(super) fn host_ifname(network: &str) -> String {
-    let mut n = String::from("uv-");
-    for c in network.chars() {
-        if n.len() + c.len_utf8() > 15 {
-            break;
-        }
-        n.push(c);
-    }
-    n
-}
-
-/// An interface name the kernel accepts (`dev_valid_name`): 1 to 15 bytes, not `.` or `..`,
-/// no `/`, `:` or whitespace.
-fn check_ifname(n: &str) -> Result<(), String> {
-    let bad = n.is_empty()
-        || n.len() > 15
-        || n == "."
-        || n == ".."
-        || n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
-    match bad {
-        true => Err(format!(
-            "invalid interface name {n:?}: 1 to 15 bytes, not \".\" or \"..\", without \"/\", \":\" \
-             or spaces"
-        )),
-        false => Ok(()),
-    }
-}
-
 impl Daemon {
     pub(super) fn create_network(&self, req: &CreateNetwork) -> Result<String, String> {
         let mut st = self.lock();
@@ -66,7 +36,9 @@ impl Daemon {
             managed: None,
             default_parent: None,
         };
-        self.create_locked(&mut st, new)
+        let id = self.create_locked(&mut st, new)?;
+        self.host_interface_option(&mut st, &id)?;
+        Ok(id)
     }
 
     pub(super) fn list(&self) -> Vec<NetworkSummary> {
@@ -160,34 +132,12 @@ impl Daemon {
                 "given a host interface by",
             ));
         }
-        super::options::host_interface_allowed(net)?;
-        if let Some(h) = net.endpoints.iter().find(|e| e.host_interface) {
-            return Err(format!(
-                "network {} already has a host interface ({}); remove it with \"uvlan network \
-                 disconnect --host {}\"",
-                net.name, h.ifname, net.name
-            ));
-        }
-        let ifname = match &req.ifname {
-            Some(n) => n.clone(),
-            None => host_ifname(&net.name),
-        };
-        check_ifname(&ifname)?;
-        let ns = Netns::current().map_err(|e| e.to_string())?;
-        let mut place = EpPlace::simple(
-            ns,
-            &format!("host:{ifname}"),
-            PathBuf::from("/proc/self/ns/net"),
-            false,
-        );
-        place.ifname = Some(ifname);
-        place.routes = Some(Vec::new());
-        place.host_interface = true;
         let addrs = EpAddrs::Allocate {
             ip: req.ip.clone(),
             ip6: req.ip6.clone(),
         };
-        let rec = self.connect_locked(&mut st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
+        let rec =
+            self.make_host_interface(&mut st, i, addrs, req.ifname.clone(), req.mac.clone())?;
         Ok(rec.ifname)
     }
 
@@ -195,14 +145,14 @@ impl Daemon {
     pub(super) fn disconnect_host(&self, network: &str) -> Result<(), String> {
         let mut st = self.lock();
         let i = Self::find(&st, network)?;
-        let Some(h) = st.nets[i].rec.endpoints.iter().find(|e| e.host_interface) else {
-            return Err(format!(
-                "network {} has no host interface",
-                st.nets[i].rec.name
-            ));
-        };
-        let name = h.name.clone();
-        self.disconnect_locked(&mut st, network, &name, false)
+        let net = &st.nets[i].rec;
+        if let Some(m) = &net.managed {
+            return Err(external::refuse_cli(&net.name, m, "detached from"));
+        }
+        if !net.endpoints.iter().any(|e| e.host_interface) {
+            return Err(format!("network {} has no host interface", net.name));
+        }
+        self.remove_host_interface(&mut st, i)
     }
 
     /// Finds the endpoint of network `i` for a namespace given by name/path (as at

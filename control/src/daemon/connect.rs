@@ -18,7 +18,128 @@ use super::endpoint;
 use super::model::{Daemon, EpAddrs, EpMac, EpPlace, State};
 use super::options;
 
+/// The default name of a network's host interface: `uv-` and the network's name, cut to the
+/// kernel's 15 bytes (at a character boundary).
+pub(super) fn host_ifname(network: &str) -> String {
+    let mut n = String::from("uv-");
+    for c in network.chars() {
+        if n.len() + c.len_utf8() > 15 {
+            break;
+        }
+        n.push(c);
+    }
+    n
+}
+
+/// An interface name the kernel accepts (`dev_valid_name`): 1 to 15 bytes, not `.` or `..`,
+/// no `/`, `:` or whitespace.
+fn check_ifname(n: &str) -> Result<(), String> {
+    let bad = n.is_empty()
+        || n.len() > 15
+        || n == "."
+        || n == ".."
+        || n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    match bad {
+        true => Err(format!(
+            "invalid interface name {n:?}: 1 to 15 bytes, not \".\" or \"..\", without \"/\", \":\" \
+             or spaces"
+        )),
+        false => Ok(()),
+    }
+}
+
+/// The option of `network create` (and of Docker's `docker network create -o`) that gives the
+/// network a host interface at once: `uvlan.host_interface=IP`, or `IP,IP6`.
+pub const HOST_INTERFACE_OPTION: &str = "uvlan.host_interface";
+
 impl Daemon {
+    /// Makes network `i`'s host interface (`network connect --host`, or the
+    /// [`HOST_INTERFACE_OPTION`]): an endpoint in the daemon's own namespace named `ifname`
+    /// (default [`host_ifname`]), with host-scoped addresses and routes toward the other
+    /// endpoints. Refused where a kernel shim would reach no endpoint, and when the network
+    /// has one already. Nothing changes on error.
+    pub(super) fn make_host_interface(
+        &self,
+        st: &mut State,
+        i: usize,
+        addrs: EpAddrs,
+        ifname: Option<String>,
+        mac: Option<String>,
+    ) -> Result<EndpointRecord, String> {
+        let net = &st.nets[i].rec;
+        options::host_interface_allowed(net)?;
+        if let Some(h) = net.endpoints.iter().find(|e| e.host_interface) {
+            return Err(format!(
+                "network {} already has a host interface ({}); remove it with \"uvlan network \
+                 disconnect --host {}\"",
+                net.name, h.ifname, net.name
+            ));
+        }
+        let ifname = ifname.unwrap_or_else(|| host_ifname(&net.name));
+        check_ifname(&ifname)?;
+        let ns = Netns::current().map_err(|e| e.to_string())?;
+        let place = EpPlace {
+            ns,
+            name: format!("host:{ifname}"),
+            path: std::path::PathBuf::from("/proc/self/ns/net"),
+            owns_netns: false,
+            ifname: Some(ifname),
+            host_name: None,
+            routes: Some(Vec::new()),
+            mtu: None,
+            key: None,
+            host_interface: true,
+        };
+        self.connect_locked(st, i, place, addrs, EpMac::Choose(mac))
+    }
+
+    /// Removes network `i`'s host interface, if it has one, as a disconnect removes an
+    /// endpoint: the intent, the interface (its routes go with it), the record, the
+    /// addresses. Used by `network disconnect --host` and before a network is removed.
+    pub(super) fn remove_host_interface(&self, st: &mut State, i: usize) -> Result<(), String> {
+        let Some(k) = st.nets[i]
+            .rec
+            .endpoints
+            .iter()
+            .position(|e| e.host_interface)
+        else {
+            return Ok(());
+        };
+        let ep = st.nets[i].rec.endpoints[k].clone();
+        let net_id = st.nets[i].rec.id.clone();
+        let mut marked = ep.clone();
+        marked.intent = Some(Intent::Remove {
+            delete_netns: false,
+        });
+        self.store
+            .save_endpoint(&net_id, &marked)
+            .map_err(|e| e.to_string())?;
+        match st.nets[i].eps.remove(&ep.id) {
+            Some(rt) => self.teardown_endpoint(rt),
+            None => {
+                super::recover::remove_interfaces(&self.host_tag, &ep, &self.log);
+            }
+        }
+        if let Err(e) = self.store.delete_endpoint(&net_id, &ep.id) {
+            (self.log)(&format!(
+                "host interface {}: {e} (the next start finishes the removal)",
+                ep.ifname
+            ));
+        }
+        st.nets[i].rec.endpoints.remove(k);
+        let own_ipam = st.nets[i].rec.managed.is_none();
+        if own_ipam {
+            if let Err(e) = st.space.release(&net_id, &ep.addrs) {
+                (self.log)(&format!(
+                    "host interface {}: giving back its addresses: {e}",
+                    ep.ifname
+                ));
+            }
+        }
+        self.freed_endpoint(st);
+        Ok(())
+    }
+
     /// Chooses the endpoint's MAC: ipvlan none (the engine gives the master's), macvlan the
     /// requested one (checked) or a random unique one.
     pub(super) fn choose_mac(

@@ -250,6 +250,7 @@ impl Daemon {
             default_parent,
         };
         let id = self.create_locked(st, new)?;
+        self.host_interface_option(st, &id)?;
         Self::find_exact(st, &id).ok_or_else(|| "the new network vanished".to_string())
     }
 

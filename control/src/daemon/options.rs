@@ -13,8 +13,13 @@ pub const GENERIC_PREFIX: &str = "com.docker.network.";
 /// The `-o` keys a driver knows.
 pub fn known_keys(driver: Driver) -> &'static [&'static str] {
     match driver {
-        Driver::Ipvlan => &["parent", "ipvlan_mode", "ipvlan_flag"],
-        Driver::Macvlan => &["parent", "macvlan_mode"],
+        Driver::Ipvlan => &[
+            "parent",
+            "ipvlan_mode",
+            "ipvlan_flag",
+            "uvlan.host_interface",
+        ],
+        Driver::Macvlan => &["parent", "macvlan_mode", "uvlan.host_interface"],
     }
 }
 
@@ -324,12 +329,12 @@ mod tests {
         assert_eq!(
             parse_driver_opts(Driver::Ipvlan, &opts(&[("ipvlan_mod", "l3")])).unwrap_err(),
             "unknown ipvlan option \"ipvlan_mod\": the known options are parent, ipvlan_mode, \
-             ipvlan_flag (and com.docker.network.* keys, which are stored)"
+             ipvlan_flag, uvlan.host_interface (and com.docker.network.* keys, which are stored)"
         );
         assert_eq!(
             parse_driver_opts(Driver::Macvlan, &opts(&[("ipvlan_mode", "l2")])).unwrap_err(),
             "unknown macvlan option \"ipvlan_mode\": the known options are parent, \
-             macvlan_mode (and com.docker.network.* keys, which are stored)"
+             macvlan_mode, uvlan.host_interface (and com.docker.network.* keys, which are stored)"
         );
         assert!(parse_driver_opts(
             Driver::Macvlan,
