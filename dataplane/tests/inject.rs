@@ -1,6 +1,7 @@
 //! Root test for the host-stack injector (`port::inject`), in a namespace of its own
 //! (`uvj-<pid>`) with a veth parent `uvj0` (192.0.2.1/24): frames written to the injector
-//! reach a UDP socket bound on the parent's address, with a full or a partial checksum; a
+//! reach a UDP socket bound on the parent's address, with a full or a partial checksum, and
+//! as a UDP GSO super-frame (one datagram per segment); a
 //! wrong full checksum is refused by the host as on any receive path; uvlan's own packet
 //! socket on the parent does not take injected frames back, while a plain packet socket sees
 //! them. It also prints the injection rate next to plain TAP writes (a measurement, never
@@ -145,6 +146,35 @@ fn injected_frames_reach_the_host_and_not_uvlans_sockets() {
                 .expect("partial checksum not received");
             assert_eq!(&buf[..n], b"partial");
 
+            // A UDP GSO super-frame (USO, as a port with UDP segmentation offload writes it):
+            // the host's socket (no UDP_GRO) gets one datagram per gso_size bytes.
+            let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+            let mut g = frame(&payload, mac);
+            let ulen = (g.len() - 34) as u32;
+            let mut s: u32 = 17 + ulen;
+            for w in [PEER.octets(), HOST.octets()] {
+                s += u32::from(u16::from_be_bytes([w[0], w[1]]));
+                s += u32::from(u16::from_be_bytes([w[2], w[3]]));
+            }
+            while s > 0xffff {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            g[40..42].copy_from_slice(&(s as u16).to_be_bytes());
+            let gh = VnetHdr {
+                flags: VnetHdr::F_NEEDS_CSUM,
+                gso_type: VnetHdr::GSO_UDP_L4,
+                hdr_len: 42,
+                gso_size: 1000,
+                csum_start: 34,
+                csum_offset: 6,
+                ..VnetHdr::default()
+            };
+            inj.inject(&gh, &g).unwrap();
+            for k in 0..3 {
+                let (n, _) = sock.recv_from(&mut buf).expect("USO segment not received");
+                assert_eq!(&buf[..n], &payload[k * 1000..(k + 1) * 1000], "segment {k}");
+            }
+
             // A wrong full checksum: the host verifies it and drops the datagram.
             let mut bad = frame(b"bad", mac);
             bad[40] ^= 0x55;
@@ -165,7 +195,7 @@ fn injected_frames_reach_the_host_and_not_uvlans_sockets() {
             );
             assert_eq!(
                 plain_count(plain),
-                3,
+                4,
                 "a plain packet socket sees injected frames"
             );
 

@@ -21,7 +21,9 @@
 //!   `NEEDS_CSUM` the skb is `CHECKSUM_PARTIAL` and the local stack accepts it unverified,
 //!   as it does a partial-checksum skb from a veth; without it, the stack verifies the
 //!   checksum (a wrong one is counted in `UdpInCsumErrors` and dropped). GSO headers make a
-//!   GSO skb, as a veth hands its peer.
+//!   GSO skb, as a veth hands its peer: the super-frame goes up whole, and a UDP GSO one
+//!   reaches a socket without `UDP_GRO` as one datagram per segment (`udp_unexpected_gso`);
+//!   the frame is therefore passed on with its header, neither segmented nor completed.
 //! - The redirect stays in one namespace, so `skb->mark` survives; every packet tap on the
 //!   parent (`ETH_P_ALL` AF_PACKET sockets, including uvlan's own copy and fallback sockets)
 //!   sees the injected frame with `PACKET_HOST` or its group type. uvlan's sockets drop
