@@ -754,3 +754,16 @@ fn the_host_interface_option_needs_an_aux_address_on_a_managed_network() {
     );
     assert!(err(&d, bad).contains("is not an IP address"));
 }
+
+/// The host interface's default name: `uv-` and the network's name, cut to 15 bytes at a
+/// character boundary.
+#[test]
+fn host_interface_names_fit_the_kernel() {
+    use super::connect::host_ifname;
+    assert_eq!(host_ifname("l2"), "uv-l2");
+    assert_eq!(host_ifname("my-macvlan-net"), "uv-my-macvlan-n");
+    assert_eq!(host_ifname("0123456789abcdef"), "uv-0123456789ab");
+    // 'é' is two bytes: it does not fit in the last byte.
+    assert_eq!(host_ifname("abcdefghijké"), "uv-abcdefghijk");
+    assert!(host_ifname("abcdefghijké").len() <= 15);
+}
