@@ -76,9 +76,23 @@ fn scenario(w: &mut World, net: &str, e1_ip: &str, e2_ip: &str, host_ip: &str) {
         "route to a disconnected endpoint left behind:\n{}",
         host_routes(w)
     );
-    // A restart keeps it (store, recovery).
+    // A restart keeps it (store, recovery), and makes its routes match the endpoints again:
+    // a route toward an address no endpoint holds (one that went while the daemon was down)
+    // is deleted.
     w.kill_daemon(libc::SIGKILL);
+    let stale = if e1_ip.starts_with("198.") {
+        "198.51.100.99"
+    } else {
+        "192.0.2.99"
+    };
+    w.ip("host", &format!("route add {stale}/32 dev {ifname}"));
     w.start_daemon();
+    let routes = host_routes(w);
+    assert!(!routes.contains(&format!("{stale} dev")), "{routes}");
+    assert!(
+        routes.contains(&format!("{e1_ip} dev {ifname}")),
+        "{routes}"
+    );
     assert!(w.reach("host", e1_ip, 6), "host → endpoint after a restart");
     assert!(w.reach("e1", host_ip, 6), "endpoint → host after a restart");
     assert_eq!(

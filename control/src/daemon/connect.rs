@@ -478,6 +478,26 @@ impl Daemon {
         }
     }
 
+    /// At start: the host interface of network `i`, if any, routes toward exactly the
+    /// endpoints the network has now (some may have gone while the daemon was down).
+    pub(super) fn sync_host_routes(&self, st: &State, i: usize) {
+        let eps = &st.nets[i].rec.endpoints;
+        let Some(h) = eps.iter().find(|e| e.host_interface) else {
+            return;
+        };
+        let want: Vec<crate::ipam::EndpointAddrs> = eps
+            .iter()
+            .filter(|e| !e.host_interface)
+            .map(|e| e.addrs)
+            .collect();
+        if let Err(e) = endpoint::sync_host_routes(&h.ifname, &want) {
+            (self.log)(&format!(
+                "network {}: host interface {}: {e}",
+                st.nets[i].rec.name, h.ifname
+            ));
+        }
+    }
+
     /// Docker ≤ 29.0 (the seeds' Docker): `--ip`/`--ip6` only on a network whose subnets of
     /// that family the user configured, not on one from the default pools.
     fn check_static_ips(rec: &NetworkRecord, ip: bool, ip6: bool) -> Result<(), String> {

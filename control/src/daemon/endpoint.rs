@@ -308,6 +308,38 @@ pub fn host_routes(host_ifname: &str, targets: &[EndpointAddrs], add: bool) -> R
     }
 }
 
+/// Makes the host interface's routes exactly one per address of `want` (at start: endpoints
+/// may have gone while the daemon was down): host routes (/32, /128, no gateway) through
+/// `host_ifname` toward other addresses are deleted, missing ones added.
+pub fn sync_host_routes(host_ifname: &str, want: &[EndpointAddrs]) -> Result<(), String> {
+    let here = Netns::current().map_err(nerr("cannot open the daemon's namespace"))?;
+    let mut rtnl = Rtnl::open(&here).map_err(nerr("cannot reach the daemon's namespace"))?;
+    let idx = rtnl
+        .link_get(host_ifname)
+        .map_err(nerr("cannot find the host interface"))?
+        .index;
+    let keep: Vec<IpAddr> = want
+        .iter()
+        .flat_map(|t| t.v4.into_iter().chain(t.v6))
+        .map(|a| a.addr)
+        .collect();
+    for v6 in [false, true] {
+        let routes = rtnl
+            .route_list(v6)
+            .map_err(nerr("cannot list the host's routes"))?;
+        for r in routes {
+            let host_route = r.oif == Some(idx)
+                && r.gateway.is_none()
+                && r.prefix_len == if v6 { 128 } else { 32 };
+            if host_route && !keep.contains(&r.dst) {
+                rtnl.route_del(&r)
+                    .map_err(nerr("cannot delete a stale host route"))?;
+            }
+        }
+    }
+    host_routes(host_ifname, want, true)
+}
+
 /// Creates the TAP in the calling thread's namespace (the daemon's) under `name`, for a
 /// front end to move into its sandbox (Docker): MAC, MTU and ARP are set, since they follow
 /// the device; addresses, routes and per-namespace settings are not (the front end
