@@ -11,6 +11,11 @@
 //! - the source MACs of the frames the host side puts on the wire (tcpdump at the switch);
 //! - the MAC the gateway learned for each endpoint address.
 //!
+//! `bridge+shim` adds the usual host shim to bridge mode: on the kernel a macvlan interface
+//! `shim` on the parent with 192.0.2.200/32 and a /32 route to each endpoint, on uvlan
+//! `uvlan network connect --host --ip 192.0.2.200 --ifname shim` with the same MAC; the
+//! endpoints also probe the shim's address.
+//!
 //! A difference fails the test unless `DOCUMENTED` lists it with the docs/conformance.md
 //! entry that explains it, or `KNOWN_BUGS` lists it as a reported uvlan bug. Every listed
 //! difference must still be observed: once it is gone the test fails and asks for the
@@ -63,6 +68,17 @@ struct Observed {
     facts: BTreeMap<String, String>,
 }
 
+/// The shim's address and MAC (`bridge+shim`).
+const SHIM: (&str, &str) = ("192.0.2.200", "02:00:00:00:00:20");
+
+/// The macvlan mode of a configuration, and whether it has a host shim.
+fn split(mode: &str) -> (&str, bool) {
+    match mode.strip_suffix("+shim") {
+        Some(m) => (m, true),
+        None => (mode, false),
+    }
+}
+
 fn endpoints(mode: &str) -> &'static [(&'static str, &'static str, &'static str)] {
     if mode == "passthru" {
         &EPS[..1]
@@ -80,6 +96,7 @@ fn build(imp: Impl, mode: &str) -> (World, Lan, Vec<String>) {
     };
     let lan = w.lan(LanOptions::default());
     let mut full = Vec::new();
+    let (mode, shim) = split(mode);
     match imp {
         Impl::Kernel => {
             for (i, (name, ip, mac)) in endpoints(mode).iter().enumerate() {
@@ -116,6 +133,38 @@ fn build(imp: Impl, mode: &str) -> (World, Lan, Vec<String>) {
             }
         }
     }
+    if shim {
+        let (ip, mac) = SHIM;
+        match imp {
+            Impl::Kernel => {
+                w.ip(
+                    "host",
+                    &format!(
+                        "link add name shim link {PARENT} address {mac} type macvlan mode {mode}"
+                    ),
+                );
+                w.ip("host", &format!("addr add {ip}/32 dev shim"));
+                w.ip("host", "link set shim up");
+                for (_, ep_ip, _) in endpoints(mode) {
+                    w.ip("host", &format!("route add {ep_ip}/32 dev shim"));
+                }
+            }
+            Impl::Uvlan(_) => {
+                w.uvlan_ok(&[
+                    "network",
+                    "connect",
+                    "--host",
+                    "--ip",
+                    ip,
+                    "--mac-address",
+                    mac,
+                    "--ifname",
+                    "shim",
+                    "mv",
+                ]);
+            }
+        }
+    }
     (w, lan, full)
 }
 
@@ -149,6 +198,9 @@ fn observe(mode: &str, lan: &Lan, eps: &[String], hairpin: bool) -> Observed {
         probes.push((format!("ext→{n}"), lan.ext.clone(), ips[i].into()));
         probes.push((format!("host→{n}"), lan.host.clone(), ips[i].into()));
         probes.push((format!("{n}→host"), a.clone(), HOST_IP.into()));
+        if split(mode).1 {
+            probes.push((format!("{n}→shim"), a.clone(), SHIM.0.into()));
+        }
     }
     probes.push(("host→gw".into(), lan.host.clone(), GW_IP.into()));
     probes.push(("gw→host".into(), lan.gw.clone(), HOST_IP.into()));
@@ -186,7 +238,14 @@ fn observe(mode: &str, lan: &Lan, eps: &[String], hairpin: bool) -> Observed {
         }
     }
     let lines = cap.stop();
-    let macs: BTreeSet<&str> = lines.iter().filter_map(|l| src_mac(l)).collect();
+    // The shim's own frames on the wire are its ARP requests (broadcasts reach the wire in
+    // bridge mode, C48) and IPv6 chatter; whether the host has to ask at all depends on which
+    // side of a parallel probe resolves first, on the kernel as on uvlan: not compared.
+    let macs: BTreeSet<&str> = lines
+        .iter()
+        .filter_map(|l| src_mac(l))
+        .filter(|m| *m != SHIM.1)
+        .collect();
     o.facts.insert(
         "wire src MACs (host side)".into(),
         macs.into_iter().collect::<Vec<_>>().join(" "),
@@ -293,6 +352,11 @@ fn differential(mode: &str) {
 #[test]
 fn macvlan_bridge_matches_the_kernel() {
     differential("bridge");
+}
+
+#[test]
+fn macvlan_bridge_with_a_host_shim_matches_the_kernel() {
+    differential("bridge+shim");
 }
 
 #[test]

@@ -146,6 +146,34 @@ pub struct NetworkResource {
     /// uvlan: parent, VID and wire mode.
     #[serde(rename = "UvlanWire")]
     pub uvlan_wire: UvlanWire,
+    /// uvlan: the host's own interface on the network (`network connect --host`), if any. It
+    /// is not a container, so `Containers` does not list it.
+    #[serde(
+        rename = "UvlanHostInterface",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub uvlan_host_interface: Option<HostInterfaceView>,
+}
+
+/// `UvlanHostInterface`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInterfaceView {
+    /// The interface's name in the daemon's namespace.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Endpoint ID.
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    /// Its MAC (the parent's on ipvlan).
+    #[serde(rename = "MacAddress")]
+    pub mac_address: String,
+    /// `ADDR/32` or `""`.
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    /// `ADDR/128` or `""`.
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
 }
 
 impl NetworkResource {
@@ -156,9 +184,29 @@ impl NetworkResource {
         wire_mode: String,
     ) -> NetworkResource {
         let macvlan = rec.driver == "macvlan";
+        let host_interface =
+            rec.endpoints
+                .iter()
+                .find(|ep| ep.host_interface)
+                .map(|ep| HostInterfaceView {
+                    name: ep.ifname.clone(),
+                    endpoint_id: ep.id.clone(),
+                    mac_address: ep.mac.clone(),
+                    ipv4_address: ep
+                        .addrs
+                        .v4
+                        .map(|a| format!("{}/32", a.addr))
+                        .unwrap_or_default(),
+                    ipv6_address: ep
+                        .addrs
+                        .v6
+                        .map(|a| format!("{}/128", a.addr))
+                        .unwrap_or_default(),
+                });
         let containers = rec
             .endpoints
             .iter()
+            .filter(|ep| !ep.host_interface)
             .map(|ep| {
                 let view = EndpointView {
                     name: ep.name.clone(),
@@ -209,6 +257,7 @@ impl NetworkResource {
                     .map(|e| (e.id.clone(), "tap".to_string()))
                     .collect(),
             },
+            uvlan_host_interface: host_interface,
         }
     }
 }

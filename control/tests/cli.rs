@@ -284,7 +284,7 @@ fn error_matrix_one_line_and_state_unchanged() {
     let cases: Vec<(Vec<&str>, String)> = vec![
         (vec!["network", "create", "n"], "no network driver given: use -d ipvlan or -d macvlan (uvlan has no bridge driver, so unlike docker it needs -d)".into()),
         (vec!["network", "create", "-d", "bridge", "n"], format!("{d}unknown network driver \"bridge\": uvlan provides the ipvlan and macvlan drivers (-d ipvlan or -d macvlan); it has no bridge, overlay or host driver")),
-        (vec!["network", "create", "-d", "ipvlan", "-o", "ipvlan_mod=l3", "n"], format!("{d}unknown ipvlan option \"ipvlan_mod\": the known options are parent, ipvlan_mode, ipvlan_flag (and com.docker.network.* keys, which are stored)")),
+        (vec!["network", "create", "-d", "ipvlan", "-o", "ipvlan_mod=l3", "n"], format!("{d}unknown ipvlan option \"ipvlan_mod\": the known options are parent, ipvlan_mode, ipvlan_flag, uvlan.host_interface (and com.docker.network.* keys, which are stored)")),
         (vec!["network", "create", "-d", "ipvlan", "-o", "ipvlan_mode=L3", "n"], format!("{d}requested ipvlan mode 'L3' is not valid, 'l2' mode is the ipvlan driver default")),
         (vec!["network", "create", "-d", "ipvlan", "-o", "ipvlan_flag=no", "n"], format!("{d}requested ipvlan flag 'no' is not valid, 'bridge' is the ipvlan driver default")),
         (vec!["network", "create", "-d", "macvlan", "-o", "macvlan_mode=l2", "n"], format!("{d}requested macvlan mode 'l2' is not valid, 'bridge' mode is the macvlan driver default")),

@@ -1204,11 +1204,18 @@ fn wire_scenario(
         3,
         "ipvlan L3 e4 → gateway (routed)"
     );
-    // The host's own address is RTN_LOCAL: the engine hands it to the host stack, which
-    // userspace cannot reach (counted).
+    // The host's own address is RTN_LOCAL: the engine hands it to the host stack, and the
+    // request is injected into the parent's receive path (C37); the reply leaves on the wire
+    // and never comes back, as with the kernel.
     assert_eq!(ping(&e4, "192.0.2.1", 1), 0);
     let stats = h.stats().unwrap();
-    assert!(stats.io_drop_count(IoDrop::HostStackUnreachable) > 0);
+    // (Under a generic XDP filter, ARP/NS the filter steered and the engine also gives to
+    // the host are counted as unreachable instead of injected: not checked here.)
+    assert!(
+        stats.parent(parent).map_or(0, |c| c.host_injected) > 0,
+        "{:?}",
+        stats.parent(parent)
+    );
     assert!(calls.load(Ordering::SeqCst) >= 1);
     assert!(
         !wrong.load(Ordering::SeqCst),

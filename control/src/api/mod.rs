@@ -108,6 +108,13 @@ pub struct Connect {
     /// `--mac-address`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// `--host`: the interface goes into the daemon's own namespace (`netns` is empty).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host: bool,
+    /// `--ifname` (with `--host`): the interface's name (default `uv-` and the network's
+    /// name, cut to 15 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
 }
 
 /// `uvlan trace`.
@@ -426,8 +433,11 @@ pub enum Request {
     NetworkDisconnect {
         /// Network name or ID.
         network: String,
-        /// The namespace as given at connect (name or path).
+        /// The namespace as given at connect (name or path); empty with `host`.
         netns: String,
+        /// `--host`: remove the network's host interface.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        host: bool,
     },
     /// `uvlan run`: attach the namespace the CLI just created (a name under /run/netns);
     /// answers [`RunInfo`]. The CLI creates it so the namespace's mount is visible in the
@@ -664,6 +674,11 @@ pub struct WireStats {
     pub gso_to_kernel: u64,
     /// GSO super-frames segmented in software.
     pub gso_segmented: u64,
+    /// Frames handed to the host's own stack through the parent (injected: from
+    /// endpoints, or steered away from the host), as the kernel's ipvlan hands them to its
+    /// master.
+    #[serde(default)]
+    pub to_host_frames: u64,
 }
 
 /// One row of `uvlan network ls`.

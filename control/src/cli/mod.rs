@@ -219,14 +219,18 @@ pub enum NetworkCmd {
         names: Vec<String>,
     },
     /// Attach a network namespace to a network (the endpoint appears as eth0, or the next
-    /// free ethN).
+    /// free ethN), or with --host give the host itself an interface on it.
     Connect(ConnectArgs),
-    /// Detach a network namespace from a network.
+    /// Detach a network namespace from a network (or, with --host, remove the host's own
+    /// interface on it).
     Disconnect {
+        /// Remove the network's host interface (made by `network connect --host`).
+        #[arg(long)]
+        host: bool,
         /// Network name or ID.
         network: String,
-        /// Namespace: a name under /run/netns, or a path to a netns file.
-        netns: String,
+        /// Namespace: a name under /run/netns, or a path to a netns file (not with --host).
+        netns: Option<String>,
     },
 }
 
@@ -290,10 +294,19 @@ pub struct ConnectArgs {
     /// MAC address (macvlan only; default: random, locally administered).
     #[arg(long = "mac-address", value_name = "MAC")]
     pub mac_address: Option<String>,
+    /// Give the host itself (the daemon's namespace) an interface on the network, with
+    /// routes to the network's endpoints: the host and its containers reach each other.
+    #[arg(long)]
+    pub host: bool,
+    /// With --host: the interface's name (default: `uv-` and the network's name, cut to 15
+    /// bytes).
+    #[arg(long, value_name = "NAME")]
+    pub ifname: Option<String>,
     /// Network name or ID.
     pub network: String,
-    /// Namespace: a name under /run/netns, or a path to a netns file (/proc/PID/ns/net).
-    pub netns: String,
+    /// Namespace: a name under /run/netns, or a path to a netns file (/proc/PID/ns/net);
+    /// not with --host.
+    pub netns: Option<String>,
 }
 
 /// `uvlan trace`.
@@ -629,20 +642,65 @@ fn network(cmd: NetworkCmd) -> Result<i32, Failure> {
             Ok(status)
         }
         NetworkCmd::Connect(a) => {
+            let (network, netns) = connect_target(a.host, a.network, a.netns)?;
+            if a.ifname.is_some() && !a.host {
+                return Err(Failure::msg(
+                    "--ifname names a host interface: use it with --host".to_string(),
+                ));
+            }
             let req = Connect {
-                network: a.network,
-                netns: a.netns,
+                network,
+                netns,
                 ip: a.ip,
                 ip6: a.ip6,
                 mac: a.mac_address,
+                host: a.host,
+                ifname: a.ifname,
             };
-            let _ifname: String = api::call_typed(&sock, &Request::NetworkConnect(req))?;
+            let ifname: String = api::call_typed(&sock, &Request::NetworkConnect(req))?;
+            if a.host {
+                println!("{ifname}");
+            }
             Ok(0)
         }
-        NetworkCmd::Disconnect { network, netns } => {
-            api::call(&sock, &Request::NetworkDisconnect { network, netns })?;
+        NetworkCmd::Disconnect {
+            host,
+            network,
+            netns,
+        } => {
+            let (network, netns) = connect_target(host, network, netns)?;
+            api::call(
+                &sock,
+                &Request::NetworkDisconnect {
+                    network,
+                    netns,
+                    host,
+                },
+            )?;
             Ok(0)
         }
+    }
+}
+
+/// `NETWORK NETNS`, or `--host NETWORK`: the network and the namespace (empty with
+/// `--host`).
+fn connect_target(
+    host: bool,
+    network: String,
+    netns: Option<String>,
+) -> Result<(String, String), Failure> {
+    match (host, netns) {
+        (false, Some(ns)) => Ok((network, ns)),
+        (false, None) => Err(Failure::msg(
+            "missing the namespace: NETWORK NETNS (or --host NETWORK for the host's own \
+             interface on the network)"
+                .to_string(),
+        )),
+        (true, None) => Ok((network, String::new())),
+        (true, Some(ns)) => Err(Failure::msg(format!(
+            "--host gives the host itself an interface on the network: no namespace ({ns:?}) \
+             goes with it"
+        ))),
     }
 }
 

@@ -112,6 +112,7 @@ pub fn run(a: RunArgs) -> Result<i32, Failure> {
             ip: a.ip.clone(),
             ip6: a.ip6.clone(),
             mac: a.mac_address.clone(),
+            ..Connect::default()
         }),
     );
     let info = match setup {

@@ -111,6 +111,7 @@ pub fn render(r: &StatsReport) -> String {
         "DROPPED",
         "GSO TO KERNEL",
         "GSO SEGMENTED",
+        "TO HOST",
         "MODE",
     ]
     .map(String::from)
@@ -126,6 +127,7 @@ pub fn render(r: &StatsReport) -> String {
             w.dropped.to_string(),
             w.gso_to_kernel.to_string(),
             w.gso_segmented.to_string(),
+            w.to_host_frames.to_string(),
             w.mode.clone(),
         ]);
     }

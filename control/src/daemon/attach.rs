@@ -132,7 +132,10 @@ impl Daemon {
                 net.rec.internal,
                 &ep.addrs,
             ),
-            custom_routes: None,
+            // A host interface gets no driver routes: routes toward the endpoints instead
+            // (`connect::host_routes`).
+            custom_routes: ep.host_interface.then(Vec::new),
+            host_scope: ep.host_interface,
             mark: self.mark(&ep.id),
         }
     }

@@ -36,7 +36,9 @@ impl Daemon {
             managed: None,
             default_parent: None,
         };
-        self.create_locked(&mut st, new)
+        let id = self.create_locked(&mut st, new)?;
+        self.host_interface_option(&mut st, &id)?;
+        Ok(id)
     }
 
     pub(super) fn list(&self) -> Vec<NetworkSummary> {
@@ -120,6 +122,44 @@ impl Daemon {
         };
         let rec = self.connect_locked(&mut st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
         Ok(rec.ifname)
+    }
+
+    /// `network connect --host`: an interface of network `req.network` in the daemon's own
+    /// namespace, made like an endpoint (a port: its own MAC on macvlan, the parent's on
+    /// ipvlan; the address from `--ip`/`--ip6` or the IPAM), with host-scoped addresses and
+    /// a route to each endpoint. Refused where the kernel's shim would reach no endpoint.
+    pub(super) fn connect_host(&self, req: &Connect) -> Result<String, String> {
+        let mut st = self.lock();
+        let i = Self::find(&st, &req.network)?;
+        let net = &st.nets[i].rec;
+        if let Some(m) = &net.managed {
+            return Err(external::refuse_cli(
+                &net.name,
+                m,
+                "given a host interface by",
+            ));
+        }
+        let addrs = EpAddrs::Allocate {
+            ip: req.ip.clone(),
+            ip6: req.ip6.clone(),
+        };
+        let rec =
+            self.make_host_interface(&mut st, i, addrs, req.ifname.clone(), req.mac.clone())?;
+        Ok(rec.ifname)
+    }
+
+    /// `network disconnect --host`: removes the network's host interface and its routes.
+    pub(super) fn disconnect_host(&self, network: &str) -> Result<(), String> {
+        let mut st = self.lock();
+        let i = Self::find(&st, network)?;
+        let net = &st.nets[i].rec;
+        if let Some(m) = &net.managed {
+            return Err(external::refuse_cli(&net.name, m, "detached from"));
+        }
+        if !net.endpoints.iter().any(|e| e.host_interface) {
+            return Err(format!("network {} has no host interface", net.name));
+        }
+        self.remove_host_interface(&mut st, i)
     }
 
     /// Finds the endpoint of network `i` for a namespace given by name/path (as at
@@ -214,6 +254,7 @@ impl Daemon {
             ));
         }
         st.nets[i].rec.endpoints.remove(k);
+        self.host_routes(st, i, &ep, false);
         if let Err(e) = st.space.release(&net_id, &ep.addrs) {
             (self.log)(&format!(
                 "endpoint {}: giving back its addresses: {e}",

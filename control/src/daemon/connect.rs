@@ -18,7 +18,128 @@ use super::endpoint;
 use super::model::{Daemon, EpAddrs, EpMac, EpPlace, State};
 use super::options;
 
+/// The default name of a network's host interface: `uv-` and the network's name, cut to the
+/// kernel's 15 bytes (at a character boundary).
+pub(super) fn host_ifname(network: &str) -> String {
+    let mut n = String::from("uv-");
+    for c in network.chars() {
+        if n.len() + c.len_utf8() > 15 {
+            break;
+        }
+        n.push(c);
+    }
+    n
+}
+
+/// An interface name the kernel accepts (`dev_valid_name`): 1 to 15 bytes, not `.` or `..`,
+/// no `/`, `:` or whitespace.
+fn check_ifname(n: &str) -> Result<(), String> {
+    let bad = n.is_empty()
+        || n.len() > 15
+        || n == "."
+        || n == ".."
+        || n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    match bad {
+        true => Err(format!(
+            "invalid interface name {n:?}: 1 to 15 bytes, not \".\" or \"..\", without \"/\", \":\" \
+             or spaces"
+        )),
+        false => Ok(()),
+    }
+}
+
+/// The option of `network create` (and of Docker's `docker network create -o`) that gives the
+/// network a host interface at once: `uvlan.host_interface=IP`, or `IP,IP6`.
+pub const HOST_INTERFACE_OPTION: &str = "uvlan.host_interface";
+
 impl Daemon {
+    /// Makes network `i`'s host interface (`network connect --host`, or the
+    /// [`HOST_INTERFACE_OPTION`]): an endpoint in the daemon's own namespace named `ifname`
+    /// (default [`host_ifname`]), with host-scoped addresses and routes toward the other
+    /// endpoints. Refused where a kernel shim would reach no endpoint, and when the network
+    /// has one already. Nothing changes on error.
+    pub(super) fn make_host_interface(
+        &self,
+        st: &mut State,
+        i: usize,
+        addrs: EpAddrs,
+        ifname: Option<String>,
+        mac: Option<String>,
+    ) -> Result<EndpointRecord, String> {
+        let net = &st.nets[i].rec;
+        options::host_interface_allowed(net)?;
+        if let Some(h) = net.endpoints.iter().find(|e| e.host_interface) {
+            return Err(format!(
+                "network {} already has a host interface ({}); remove it with \"uvlan network \
+                 disconnect --host {}\"",
+                net.name, h.ifname, net.name
+            ));
+        }
+        let ifname = ifname.unwrap_or_else(|| host_ifname(&net.name));
+        check_ifname(&ifname)?;
+        let ns = Netns::current().map_err(|e| e.to_string())?;
+        let place = EpPlace {
+            ns,
+            name: format!("host:{ifname}"),
+            path: std::path::PathBuf::from("/proc/self/ns/net"),
+            owns_netns: false,
+            ifname: Some(ifname),
+            host_name: None,
+            routes: Some(Vec::new()),
+            mtu: None,
+            key: None,
+            host_interface: true,
+        };
+        self.connect_locked(st, i, place, addrs, EpMac::Choose(mac))
+    }
+
+    /// Removes network `i`'s host interface, if it has one, as a disconnect removes an
+    /// endpoint: the intent, the interface (its routes go with it), the record, the
+    /// addresses. Used by `network disconnect --host` and before a network is removed.
+    pub(super) fn remove_host_interface(&self, st: &mut State, i: usize) -> Result<(), String> {
+        let Some(k) = st.nets[i]
+            .rec
+            .endpoints
+            .iter()
+            .position(|e| e.host_interface)
+        else {
+            return Ok(());
+        };
+        let ep = st.nets[i].rec.endpoints[k].clone();
+        let net_id = st.nets[i].rec.id.clone();
+        let mut marked = ep.clone();
+        marked.intent = Some(Intent::Remove {
+            delete_netns: false,
+        });
+        self.store
+            .save_endpoint(&net_id, &marked)
+            .map_err(|e| e.to_string())?;
+        match st.nets[i].eps.remove(&ep.id) {
+            Some(rt) => self.teardown_endpoint(rt),
+            None => {
+                super::recover::remove_interfaces(&self.host_tag, &ep, &self.log);
+            }
+        }
+        if let Err(e) = self.store.delete_endpoint(&net_id, &ep.id) {
+            (self.log)(&format!(
+                "host interface {}: {e} (the next start finishes the removal)",
+                ep.ifname
+            ));
+        }
+        st.nets[i].rec.endpoints.remove(k);
+        let own_ipam = st.nets[i].rec.managed.is_none();
+        if own_ipam {
+            if let Err(e) = st.space.release(&net_id, &ep.addrs) {
+                (self.log)(&format!(
+                    "host interface {}: giving back its addresses: {e}",
+                    ep.ifname
+                ));
+            }
+        }
+        self.freed_endpoint(st);
+        Ok(())
+    }
+
     /// Chooses the endpoint's MAC: ipvlan none (the engine gives the master's), macvlan the
     /// requested one (checked) or a random unique one.
     pub(super) fn choose_mac(
@@ -247,6 +368,7 @@ impl Daemon {
             key: place.key.clone(),
             host_name: place.host_name.clone(),
             intent: Some(Intent::Create),
+            host_interface: place.host_interface,
         };
         if let Some(k) = &place.key {
             if ids::is_valid_id(k)
@@ -353,10 +475,61 @@ impl Daemon {
         }
         st.nets[i].rec.endpoints.push(rec.clone());
         st.nets[i].eps.insert(rec.id.clone(), rt);
+        self.host_routes(st, i, &rec, true);
         if place.host_name.is_some() {
             self.spawn_follow(&net_id, &rec.id, port, ifindex, port_mac);
         }
         Ok(rec)
+    }
+
+    /// The host interface's routes (`network connect --host`) toward endpoint `ep` of
+    /// network `i`, added when it connects and deleted when it leaves; for the host interface
+    /// itself, toward every other endpoint (its own routes go with its interface). Failures
+    /// are logged: the endpoint itself is fine, only the host's shortcut to it is missing.
+    pub(super) fn host_routes(&self, st: &State, i: usize, ep: &EndpointRecord, add: bool) {
+        let eps = &st.nets[i].rec.endpoints;
+        let Some(h) = eps.iter().find(|e| e.host_interface) else {
+            return;
+        };
+        let targets: Vec<crate::ipam::EndpointAddrs> = if ep.host_interface {
+            if !add {
+                return;
+            }
+            eps.iter()
+                .filter(|e| !e.host_interface)
+                .map(|e| e.addrs)
+                .collect()
+        } else if h.id == ep.id {
+            return;
+        } else {
+            vec![ep.addrs]
+        };
+        if let Err(e) = endpoint::host_routes(&h.ifname, &targets, add) {
+            (self.log)(&format!(
+                "network {}: host interface {}: {e}",
+                st.nets[i].rec.name, h.ifname
+            ));
+        }
+    }
+
+    /// At start: the host interface of network `i`, if any, routes toward exactly the
+    /// endpoints the network has now (some may have gone while the daemon was down).
+    pub(super) fn sync_host_routes(&self, st: &State, i: usize) {
+        let eps = &st.nets[i].rec.endpoints;
+        let Some(h) = eps.iter().find(|e| e.host_interface) else {
+            return;
+        };
+        let want: Vec<crate::ipam::EndpointAddrs> = eps
+            .iter()
+            .filter(|e| !e.host_interface)
+            .map(|e| e.addrs)
+            .collect();
+        if let Err(e) = endpoint::sync_host_routes(&h.ifname, &want) {
+            (self.log)(&format!(
+                "network {}: host interface {}: {e}",
+                st.nets[i].rec.name, h.ifname
+            ));
+        }
     }
 
     /// Docker ≤ 29.0 (the seeds' Docker): `--ip`/`--ip6` only on a network whose subnets of

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use crate::ids;
 use crate::store::{DriverConfig, NetworkRecord, ParentRef, RECORD_VERSION};
 
+use super::connect::HOST_INTERFACE_OPTION;
 use super::external;
-use super::model::{Daemon, Net, NewIpam, NewNetwork, State};
+use super::model::{Daemon, EpAddrs, Net, NewIpam, NewNetwork, State};
 use super::options::{self, HostIf};
 
 impl Daemon {
@@ -134,5 +135,78 @@ impl Daemon {
         // A parent the engine already had may have changed since it was read.
         self.reconcile_locked(st);
         Ok(id)
+    }
+}
+
+impl Daemon {
+    /// Applies the [`HOST_INTERFACE_OPTION`] of the network just created (`id`): its
+    /// addresses from the network's own IPAM, or, on a network whose addresses a front end
+    /// manages (Docker), given, and then only one of the network's auxiliary addresses, so
+    /// that the front end's IPAM never hands it to a container. On error the network is
+    /// removed again.
+    pub(super) fn host_interface_option(&self, st: &mut State, id: &str) -> Result<(), String> {
+        let Some(i) = st.nets.iter().position(|n| n.rec.id == id) else {
+            return Ok(());
+        };
+        let Some(value) = st.nets[i].rec.options.get(HOST_INTERFACE_OPTION).cloned() else {
+            return Ok(());
+        };
+        let made = Self::host_option_addrs(&st.nets[i].rec, &value)
+            .and_then(|addrs| self.make_host_interface(st, i, addrs, None, None));
+        match made {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Err(undo) = self.remove_locked(st, i) {
+                    (self.log)(&format!("removing network {id} again: {undo}"));
+                }
+                Err(format!("{}={value}: {e}", HOST_INTERFACE_OPTION))
+            }
+        }
+    }
+
+    fn host_option_addrs(rec: &NetworkRecord, value: &str) -> Result<EpAddrs, String> {
+        let mut v4 = None;
+        let mut v6 = None;
+        for text in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let a: std::net::IpAddr = text
+                .parse()
+                .map_err(|_| format!("{text:?} is not an IP address"))?;
+            let slot = if a.is_ipv4() { &mut v4 } else { &mut v6 };
+            if slot.replace(a).is_some() {
+                return Err("one address per IP family".to_string());
+            }
+        }
+        if v4.is_none() && v6.is_none() {
+            return Err("give the host interface's address (IP, or IP,IP6)".to_string());
+        }
+        if rec.managed.is_none() {
+            return Ok(EpAddrs::Allocate {
+                ip: v4.map(|a| a.to_string()),
+                ip6: v6.map(|a| a.to_string()),
+            });
+        }
+        let one =
+            |a: Option<std::net::IpAddr>| -> Result<Option<crate::ipam::EndpointAddr>, String> {
+                let Some(a) = a else { return Ok(None) };
+                let s = rec
+                    .ipam
+                    .subnet_for(a)
+                    .ok_or_else(|| format!("{a} is in none of the network's subnets"))?;
+                if !s.aux.values().any(|x| *x == a) {
+                    return Err(format!(
+                        "reserve {a} with --aux-address host={a} so that the IPAM never gives it \
+                     to a container"
+                    ));
+                }
+                Ok(Some(crate::ipam::EndpointAddr {
+                    addr: a,
+                    subnet: s.subnet,
+                    gateway: s.gateway,
+                }))
+            };
+        Ok(EpAddrs::Given(crate::ipam::EndpointAddrs {
+            v4: one(v4)?,
+            v6: one(v6)?,
+        }))
     }
 }

@@ -13,8 +13,18 @@ impl Daemon {
             Request::NetworkLs => to_value(self.list()),
             Request::NetworkInspect { name } => self.inspect(&name).and_then(to_value),
             Request::NetworkRm { name } => self.remove_network(&name).map(Into::into),
+            Request::NetworkConnect(c) if c.host => {
+                self.connect_host(&c).map_err(Self::fd_said).map(Into::into)
+            }
             Request::NetworkConnect(c) => self.connect(&c).map_err(Self::fd_said).map(Into::into),
-            Request::NetworkDisconnect { network, netns } => self
+            Request::NetworkDisconnect {
+                network,
+                host: true,
+                ..
+            } => self
+                .disconnect_host(&network)
+                .map(|()| serde_json::Value::Null),
+            Request::NetworkDisconnect { network, netns, .. } => self
                 .disconnect(&network, &netns, false)
                 .map(|()| serde_json::Value::Null),
             Request::RunSetup(r) => self.run_setup(&r).map_err(Self::fd_said).and_then(to_value),

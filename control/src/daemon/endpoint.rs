@@ -88,6 +88,9 @@ pub struct IfPlan {
     /// ipvlan: `addrgenmode none` (all ports share one MAC, so EUI-64 link-locals would
     /// collide; the per-port one is `link_local`).
     pub addr_gen_none: bool,
+    /// A host interface (`network connect --host`): addresses as /32 and /128, so that the
+    /// host gets no connected route for the network's subnets (the parent usually has one).
+    pub host_scope: bool,
     /// Default routes.
     pub routes: RoutePlan,
     /// Routes a front end chose (CNI: the IPAM result's), installed instead of `routes`.
@@ -219,12 +222,17 @@ pub fn configure_interface(netns: &Netns, idx: u32, plan: &IfPlan) -> Result<(),
             .map_err(nerr("cannot set arp_notify"))?;
     }
     let nodad = AddrOptions { nodad: true };
+    let len = |a: crate::ipam::EndpointAddr| match (plan.host_scope, a.addr) {
+        (true, IpAddr::V4(_)) => 32,
+        (true, IpAddr::V6(_)) => 128,
+        (false, _) => a.prefix_len(),
+    };
     if let Some(a) = plan.addrs.v4 {
-        rtnl.addr_add(idx, a.addr, a.prefix_len(), AddrOptions::default())
+        rtnl.addr_add(idx, a.addr, len(a), AddrOptions::default())
             .map_err(nerr("cannot add the IPv4 address"))?;
     }
     if let Some(a) = plan.addrs.v6 {
-        rtnl.addr_add(idx, a.addr, a.prefix_len(), nodad)
+        rtnl.addr_add(idx, a.addr, len(a), nodad)
             .map_err(nerr("cannot add the IPv6 address"))?;
         if let Some(ll) = plan.link_local {
             rtnl.addr_add(idx, IpAddr::V6(ll), 64, nodad)
@@ -338,6 +346,79 @@ pub fn delete_named(netns: &Netns, ifname: &str) {
             let _ = r.link_delete(l.index);
         }
     }
+}
+
+/// Adds (or deletes) the host's routes toward endpoint addresses through the host interface
+/// `host_ifname` in the daemon's namespace: `ADDR/32 dev IF` and `ADDR/128 dev IF`, one per
+/// address, so the host's other routes (the parent's subnet included) are not disturbed. A
+/// route already gone is not an error on delete.
+pub fn host_routes(host_ifname: &str, targets: &[EndpointAddrs], add: bool) -> Result<(), String> {
+    let here = Netns::current().map_err(nerr("cannot open the daemon's namespace"))?;
+    let mut rtnl = Rtnl::open(&here).map_err(nerr("cannot reach the daemon's namespace"))?;
+    let idx = rtnl
+        .link_get(host_ifname)
+        .map_err(nerr("cannot find the host interface"))?
+        .index;
+    let mut failed = Vec::new();
+    for a in targets.iter().flat_map(|t| t.v4.into_iter().chain(t.v6)) {
+        let len = if a.addr.is_ipv4() { 32 } else { 128 };
+        let r = Route::to(a.addr, len, None, Some(idx));
+        let done = if add {
+            rtnl.route_replace(&r)
+        } else {
+            rtnl.route_del(&r).or_else(|e| match &e {
+                NetnsError::Netlink { source, .. }
+                    if matches!(source.raw_os_error(), Some(libc::ESRCH | libc::ENOENT)) =>
+                {
+                    Ok(())
+                }
+                _ => Err(e),
+            })
+        };
+        if let Err(e) = done {
+            failed.push(format!("{}/{len} dev {host_ifname}: {e}", a.addr));
+        }
+    }
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(format!(
+            "cannot {} the host route(s) {}",
+            if add { "add" } else { "delete" },
+            failed.join(", ")
+        )),
+    }
+}
+
+/// Makes the host interface's routes exactly one per address of `want` (at start: endpoints
+/// may have gone while the daemon was down): host routes (/32, /128, no gateway) through
+/// `host_ifname` toward other addresses are deleted, missing ones added.
+pub fn sync_host_routes(host_ifname: &str, want: &[EndpointAddrs]) -> Result<(), String> {
+    let here = Netns::current().map_err(nerr("cannot open the daemon's namespace"))?;
+    let mut rtnl = Rtnl::open(&here).map_err(nerr("cannot reach the daemon's namespace"))?;
+    let idx = rtnl
+        .link_get(host_ifname)
+        .map_err(nerr("cannot find the host interface"))?
+        .index;
+    let keep: Vec<IpAddr> = want
+        .iter()
+        .flat_map(|t| t.v4.into_iter().chain(t.v6))
+        .map(|a| a.addr)
+        .collect();
+    for v6 in [false, true] {
+        let routes = rtnl
+            .route_list(v6)
+            .map_err(nerr("cannot list the host's routes"))?;
+        for r in routes {
+            let host_route = r.oif == Some(idx)
+                && r.gateway.is_none()
+                && r.prefix_len == if v6 { 128 } else { 32 };
+            if host_route && !keep.contains(&r.dst) {
+                rtnl.route_del(&r)
+                    .map_err(nerr("cannot delete a stale host route"))?;
+            }
+        }
+    }
+    host_routes(host_ifname, want, true)
 }
 
 /// Creates the TAP in the calling thread's namespace (the daemon's) under `name`, for a

@@ -250,6 +250,7 @@ impl Daemon {
             default_parent,
         };
         let id = self.create_locked(st, new)?;
+        self.host_interface_option(st, &id)?;
         Self::find_exact(st, &id).ok_or_else(|| "the new network vanished".to_string())
     }
 
@@ -446,6 +447,7 @@ impl Daemon {
             routes,
             mtu: a.mtu,
             key: Some(a.key.clone()),
+            host_interface: false,
         };
         let rec = self.connect_locked(&mut st, i, place, EpAddrs::Given(addrs), mac)?;
         if from_reserved {
@@ -559,6 +561,7 @@ impl Daemon {
                 (self.log)(&format!("endpoint {key}: {e} (the next start finishes it)"));
             }
             st.nets[i].rec.endpoints.remove(k);
+            self.host_routes(&st, i, &ep, false);
             if let (Some(r), Some(m)) = (reservation, st.nets[i].rec.managed.as_mut()) {
                 m.reserved.push(r);
             }

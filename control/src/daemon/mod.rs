@@ -19,7 +19,8 @@
 //! - `model`: the data, under one lock; `external`: the rules of networks a front end
 //!   manages with its own IPAM;
 //! - the core: `follow` (endpoints take their parent's state), `attach` (an endpoint's port,
-//!   interface and teardown), `connect` (making an endpoint), `network` (a network in the
+//!   interface and teardown), `connect` (making an endpoint, the host interface and its
+//!   routes), `network` (a network in the
 //!   engine; restoring one), `parents` (following the host's parents), `create` (making a
 //!   network);
 //! - the operations: `cli_ops` (the uvlan CLI's), `managed` (the Docker driver's and the CNI

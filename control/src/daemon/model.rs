@@ -159,6 +159,9 @@ pub(super) struct EpPlace {
     pub(super) mtu: Option<u32>,
     /// The front end's key.
     pub(super) key: Option<String>,
+    /// `network connect --host`: the daemon's own namespace (see
+    /// [`crate::store::EndpointRecord::host_interface`]).
+    pub(super) host_interface: bool,
 }
 
 impl EpPlace {
@@ -174,6 +177,7 @@ impl EpPlace {
             routes: None,
             mtu: None,
             key: None,
+            host_interface: false,
         }
     }
 }

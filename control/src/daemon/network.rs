@@ -145,6 +145,16 @@ impl Daemon {
 
     /// Removes network `i` (no endpoints allowed) from IPAM, store and engine.
     pub(super) fn remove_locked(&self, st: &mut State, i: usize) -> Result<String, String> {
+        // The host interface goes with its network, once it is the only endpoint left.
+        let only_host = {
+            let net = &st.nets[i];
+            net.rec.managed.as_ref().map_or(0, |m| m.reserved.len()) == 0
+                && !net.rec.endpoints.is_empty()
+                && net.rec.endpoints.iter().all(|e| e.host_interface)
+        };
+        if only_host {
+            self.remove_host_interface(st, i)?;
+        }
         let net = &st.nets[i];
         let reserved = net.rec.managed.as_ref().map_or(0, |m| m.reserved.len());
         if !net.rec.endpoints.is_empty() || reserved > 0 {

@@ -29,8 +29,13 @@ pub fn fast_path_opt(opts: &BTreeMap<String, String>) -> Result<Option<bool>, St
 /// The `-o` keys a driver knows.
 pub fn known_keys(driver: Driver) -> &'static [&'static str] {
     match driver {
-        Driver::Ipvlan => &["parent", "ipvlan_mode", "ipvlan_flag"],
-        Driver::Macvlan => &["parent", "macvlan_mode"],
+        Driver::Ipvlan => &[
+            "parent",
+            "ipvlan_mode",
+            "ipvlan_flag",
+            "uvlan.host_interface",
+        ],
+        Driver::Macvlan => &["parent", "macvlan_mode", "uvlan.host_interface"],
     }
 }
 
@@ -237,6 +242,59 @@ pub fn resolve_parent(
     })
 }
 
+/// Whether a host interface (`network connect --host`) can reach the network's endpoints,
+/// following what the kernel does with the usual shim (a macvlan or ipvlan interface of the
+/// same mode on the host):
+/// - macvlan `bridge`, ipvlan `l2`/`l3`/`l3s` with the `bridge` flag: ports talk to each
+///   other inside the driver, so the shim reaches every endpoint (accepted);
+/// - macvlan `private`, ipvlan `private`: port-to-port unicast is dropped (C19, C49), so
+///   the shim reaches nobody;
+/// - macvlan `vepa`, ipvlan `vepa`: port-to-port traffic leaves on the wire and comes back only
+///   through a switch with reflective relay (hairpin), which uvlan cannot see;
+/// - macvlan `passthru` (one port only) and `source` (ports receive only from listed MACs).
+pub fn host_interface_allowed(net: &crate::store::NetworkRecord) -> Result<(), String> {
+    let dc = &net.driver_config;
+    let why = match parse_driver(&net.driver)? {
+        Driver::Macvlan => match dc.macvlan_mode().unwrap_or(MacvlanMode::Bridge) {
+            MacvlanMode::Bridge => None,
+            MacvlanMode::Private => Some(
+                "macvlan private drops all traffic between its ports, so a host interface would \
+                 reach no endpoint (a kernel macvlan shim cannot either)",
+            ),
+            MacvlanMode::Vepa => Some(
+                "macvlan vepa sends traffic between its ports to the wire; it comes back only \
+                 through a switch with reflective relay (hairpin), which uvlan cannot check. Use \
+                 a bridge-mode network, or a shim of your own if your switch reflects",
+            ),
+            MacvlanMode::Passthru => {
+                Some("macvlan passthru takes a single port, held by the network's endpoint")
+            }
+            MacvlanMode::Source => Some(
+                "macvlan source ports receive only from their listed source MACs, so a host \
+                 interface would reach no endpoint",
+            ),
+        },
+        Driver::Ipvlan => match dc.ipvlan_flag().unwrap_or(IpvlanFlag::Bridge) {
+            IpvlanFlag::Bridge => None,
+            IpvlanFlag::Private => Some(
+                "ipvlan private drops all traffic between its ports, so a host interface would \
+                 reach no endpoint (a kernel ipvlan shim cannot either)",
+            ),
+            IpvlanFlag::Vepa => Some(
+                "ipvlan vepa sends traffic between its ports to the wire; it comes back only \
+                 through a switch with reflective relay (hairpin), which uvlan cannot check",
+            ),
+        },
+    };
+    match why {
+        None => Ok(()),
+        Some(w) => Err(format!(
+            "network {} cannot have a host interface: {w}",
+            net.name
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,12 +349,12 @@ mod tests {
         assert_eq!(
             parse_driver_opts(Driver::Ipvlan, &opts(&[("ipvlan_mod", "l3")])).unwrap_err(),
             "unknown ipvlan option \"ipvlan_mod\": the known options are parent, ipvlan_mode, \
-             ipvlan_flag (and com.docker.network.* keys, which are stored)"
+             ipvlan_flag, uvlan.host_interface (and com.docker.network.* keys, which are stored)"
         );
         assert_eq!(
             parse_driver_opts(Driver::Macvlan, &opts(&[("ipvlan_mode", "l2")])).unwrap_err(),
             "unknown macvlan option \"ipvlan_mode\": the known options are parent, \
-             macvlan_mode (and com.docker.network.* keys, which are stored)"
+             macvlan_mode, uvlan.host_interface (and com.docker.network.* keys, which are stored)"
         );
         assert!(parse_driver_opts(
             Driver::Macvlan,

@@ -111,10 +111,25 @@ impl DataplaneApi for RunDataplane {
 
     fn attach_parent(&self, parent: ParentId, ifname: &str) -> Result<String, DpError> {
         let st = self.handle.attach_parent(parent, ifname).map_err(dp_err)?;
-        Ok(match st.fallback_reason {
+        let mut mode = match st.fallback_reason {
             Some(why) => format!("{} (AF_XDP not used: {why})", st.mode),
             None => st.mode,
-        })
+        };
+        match (&st.host_injector, &st.host_inject_error) {
+            (Some((name, index)), _) => {
+                // Marked like every interface uvlan makes, so `ip link` says whose it is.
+                let alias = format!("{}{ifname}", uvlan_dataplane::port::inject::ALIAS_PREFIX);
+                let marked = Netns::current()
+                    .and_then(|ns| Rtnl::open(&ns))
+                    .and_then(|mut r| r.link_set_alias(*index, &alias));
+                if let Err(e) = marked {
+                    mode.push_str(&format!(" ({name}: alias not set: {e})"));
+                }
+            }
+            (None, Some(why)) => mode.push_str(&format!(" (no host-stack injection: {why})")),
+            (None, None) => {}
+        }
+        Ok(mode)
     }
 
     fn detach_parent(&self, parent: ParentId) -> Result<(), DpError> {

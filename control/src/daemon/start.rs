@@ -98,6 +98,9 @@ impl Daemon {
             }
             // Parents may have changed while the daemon was down.
             daemon.reconcile_locked(&mut st);
+            for i in 0..st.nets.len() {
+                daemon.sync_host_routes(&st, i);
+            }
         }
         Ok(daemon)
     }

@@ -86,6 +86,7 @@ impl Daemon {
                         dropped: w.tx_dropped + w.backend_rx_drops,
                         gso_to_kernel: w.tx_gso_kernel,
                         gso_segmented: w.tx_segmented,
+                        to_host_frames: w.host_injected,
                     }),
                 }
             }

@@ -256,7 +256,7 @@ fn create_errors_have_dockers_texts_and_change_nothing() {
         (
             create("x", "ipvlan", &[("ipvlan_mod", "l3")], &[]),
             "unknown ipvlan option \"ipvlan_mod\": the known options are parent, ipvlan_mode, \
-             ipvlan_flag (and com.docker.network.* keys, which are stored)"
+             ipvlan_flag, uvlan.host_interface (and com.docker.network.* keys, which are stored)"
                 .into(),
         ),
         (
@@ -722,4 +722,48 @@ fn missing_state_stops_the_daemon_and_changes_nothing() {
     std::fs::rename(&moved, &nets).unwrap();
     let d = start(&root).unwrap();
     assert_eq!(inspect(&d, "n1").name, "n1");
+}
+
+/// `-o uvlan.host_interface=IP` on a network whose addresses the front end manages (Docker):
+/// the address must be one of the network's auxiliary addresses, or Docker's IPAM could give
+/// it to a container; refused before any interface is made, and the network is gone again.
+#[test]
+fn the_host_interface_option_needs_an_aux_address_on_a_managed_network() {
+    let root = TempRoot::new("hostopt");
+    let d = start(&root).unwrap();
+    let id = "ef".repeat(32);
+    let e = ensure(
+        Some(&id),
+        "docker",
+        &[("parent", "eth0"), ("uvlan.host_interface", "192.0.2.50")],
+        &[("192.0.2.0/24", "192.0.2.1/24")],
+    );
+    let msg = err(&d, e);
+    assert!(
+        msg.contains("uvlan.host_interface=192.0.2.50")
+            && msg.contains("--aux-address host=192.0.2.50"),
+        "{msg}"
+    );
+    let ls = ok(&d, Request::NetworkLs);
+    assert_eq!(ls, serde_json::json!([]), "the network stayed: {ls}");
+    let bad = ensure(
+        Some(&id),
+        "docker",
+        &[("parent", "eth0"), ("uvlan.host_interface", "not-an-ip")],
+        &[("192.0.2.0/24", "192.0.2.1/24")],
+    );
+    assert!(err(&d, bad).contains("is not an IP address"));
+}
+
+/// The host interface's default name: `uv-` and the network's name, cut to 15 bytes at a
+/// character boundary.
+#[test]
+fn host_interface_names_fit_the_kernel() {
+    use super::connect::host_ifname;
+    assert_eq!(host_ifname("l2"), "uv-l2");
+    assert_eq!(host_ifname("my-macvlan-net"), "uv-my-macvlan-n");
+    assert_eq!(host_ifname("0123456789abcdef"), "uv-0123456789ab");
+    // 'é' is two bytes: it does not fit in the last byte.
+    assert_eq!(host_ifname("abcdefghijké"), "uv-abcdefghijk");
+    assert!(host_ifname("abcdefghijké").len() <= 15);
 }

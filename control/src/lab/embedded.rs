@@ -9,6 +9,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../testbeds/ipvlan-l2.toml"),
     ),
     (
+        "macvlan-host-interface",
+        include_str!("../../../testbeds/macvlan-host-interface.toml"),
+    ),
+    (
         "ipvlan-8021q-trunk",
         include_str!("../../../testbeds/ipvlan-8021q-trunk.toml"),
     ),

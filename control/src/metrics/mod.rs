@@ -137,6 +137,12 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "GSO super-frames segmented in software.",
     ),
     (
+        "wire_to_host_packets",
+        "counter",
+        "parent",
+        "Frames injected into the host's own stack through the parent.",
+    ),
+    (
         "dropped_packets",
         "counter",
         "layer, reason",
@@ -285,7 +291,7 @@ impl Collector for Snapshot {
             .collect();
         family(&mut enc, "wire_info", None, MetricType::Gauge, &info)?;
         type PickW = fn(&crate::api::WireStats) -> u64;
-        let per_wire: [(&str, Option<Unit>, PickW); 7] = [
+        let per_wire: [(&str, Option<Unit>, PickW); 8] = [
             ("wire_rx_packets", None, |w| w.received_frames),
             ("wire_rx", Some(Unit::Bytes), |w| w.received_bytes),
             ("wire_tx_packets", None, |w| w.sent_frames),
@@ -293,6 +299,7 @@ impl Collector for Snapshot {
             ("wire_dropped_packets", None, |w| w.dropped),
             ("wire_tx_gso_kernel_packets", None, |w| w.gso_to_kernel),
             ("wire_tx_gso_segmented_packets", None, |w| w.gso_segmented),
+            ("wire_to_host_packets", None, |w| w.to_host_frames),
         ];
         for (name, unit, pick) in per_wire {
             let rows: Vec<_> = r

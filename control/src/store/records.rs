@@ -169,6 +169,11 @@ pub struct EndpointRecord {
     /// record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<Intent>,
+    /// `uvlan network connect --host`: the interface sits in the daemon's own namespace
+    /// (`netns_path` is `/proc/self/ns/net`), with host-scoped addresses (/32, /128) and a
+    /// route to each other endpoint of the network instead of the driver's routes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_interface: bool,
 }
 
 impl EndpointRecord {

@@ -139,6 +139,7 @@ fn one_daemon_per_root() {
 
 fn endpoint(n: u8, key: Option<&str>) -> EndpointRecord {
     EndpointRecord {
+        host_interface: false,
         id: crate::ids::new_id().unwrap(),
         sandbox_id: crate::ids::new_id().unwrap(),
         name: format!("ns{n}"),

@@ -200,15 +200,34 @@ impl<T: Tracer, R: Routes + ?Sized> Cx<'_, T, R> {
         }
     }
 
+    /// The parent's own stack through its receive path (`dev_forward_skb(phy_dev)`,
+    /// `RX_HANDLER_PASS`). A port's frame reaches the stack of its master: on a network on
+    /// `IF.VID` that is the VLAN device's, which `vlan_do_receive` finds from the tag.
     #[inline]
     fn emit_host(&mut self, dst: MacAddr, kernel: &'static str) {
+        let vlan = match (self.sender, self.vid) {
+            (Some(_), Some(v)) => VlanOp::Push(v),
+            _ => VlanOp::Keep,
+        };
+        self.emit_host_as(dst, vlan, kernel);
+    }
+
+    /// The parent's own stack for an `RTN_LOCAL` route: `ip_local_out` delivers through the
+    /// loopback, whatever device the route lookup started from, so no tag.
+    #[inline]
+    fn emit_host_local(&mut self, dst: MacAddr, kernel: &'static str) {
+        self.emit_host_as(dst, VlanOp::Keep, kernel);
+    }
+
+    #[inline]
+    fn emit_host_as(&mut self, dst: MacAddr, vlan: VlanOp, kernel: &'static str) {
         match self.wire {
             Some(parent) => {
                 let pt = pkt_type(dst, self.m);
                 self.push(
                     Output {
                         target: Target::HostStack(parent),
-                        vlan: VlanOp::Keep,
+                        vlan,
                         pkt_type: pt,
                     },
                     kernel,
@@ -255,7 +274,7 @@ impl<T: Tracer, R: Routes + ?Sized> Cx<'_, T, R> {
             NextHop::Local => {
                 // ip_local_out on an RTN_LOCAL route loops the packet back into the host's
                 // own stack (C37), as for the parent's own addresses.
-                self.emit_host(dst_mac, "ip_local_out → RTN_LOCAL (host's route table)");
+                self.emit_host_local(dst_mac, "ip_local_out → RTN_LOCAL (host's route table)");
                 Ok(())
             }
             NextHop::BadRouteType => Err(DropReason::L3RouteType),
@@ -454,7 +473,7 @@ impl<T: Tracer, R: Routes + ?Sized> Cx<'_, T, R> {
             "destination is the parent's own address (RTN_LOCAL)",
             local,
         ) {
-            self.emit_host(dst_mac, "ip_local_out → RTN_LOCAL");
+            self.emit_host_local(dst_mac, "ip_local_out → RTN_LOCAL");
             Ok(())
         } else {
             self.emit_routed(dst, dst_mac, kernel)

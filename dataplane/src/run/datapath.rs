@@ -10,7 +10,7 @@
 //!        ├─ Wire:     VLAN edit → kernel GSO / checksum / segment → backend queue
 //!        │            (or, when another worker owns the parent, its transfer queue)
 //!        ├─ Routed:   new Ethernet header → as Wire
-//!        └─ HostStack: counted
+//!        └─ HostStack: from the wire, counted; otherwise injected into the parent's receive path
 //! ```
 //!
 //! Later per-output hooks (MTU drops) belong in [`Core::emit`]: one call per output, after
@@ -637,20 +637,59 @@ impl Io {
         match t {
             XferTarget::Wire(vlan) => self.out_wire(p, vlan, hdr, frame),
             XferTarget::Routed(mac, vlan) => self.out_routed(p, mac, vlan, hdr, frame),
+            XferTarget::Host(vlan) => self.inject(p, vlan, false, hdr, frame),
         }
         self.rec.done();
     }
 
-    /// An output to the parent's own stack.
-    fn out_host(&mut self, p: ParentId, from: Origin) {
-        match from {
-            Origin::Wire(RxSource::HostHadIt) => {
-                if let Some(Some(slot)) = self.parents.get_mut(p.index()) {
-                    slot.c.host_stack_kernel += 1;
-                }
+    /// An output to the parent's own stack. A wire frame the host received itself needs
+    /// nothing; any other frame is injected into the parent's receive path (see
+    /// [`crate::port::inject`]), by the worker that owns the parent.
+    fn out_host(&mut self, p: ParentId, vlan: VlanOp, from: Origin, hdr: &VnetHdr, frame: &[u8]) {
+        if from == Origin::Wire(RxSource::HostHadIt) {
+            if let Some(Some(slot)) = self.parents.get_mut(p.index()) {
+                slot.c.host_stack_kernel += 1;
             }
-            Origin::Port(_) | Origin::Wire(RxSource::Steered) => {
-                self.io_drops[IoDrop::HostStackUnreachable.index()] += 1;
+            return;
+        }
+        if !matches!(self.parents.get(p.index()), Some(Some(_))) {
+            self.hand_over(p, XferTarget::Host(vlan), hdr, frame);
+            return;
+        }
+        let steered = from == Origin::Wire(RxSource::Steered);
+        self.inject(p, vlan, steered, hdr, frame);
+    }
+
+    /// Writes one frame into the parent's receive path through its injector.
+    fn inject(&mut self, p: ParentId, vlan: VlanOp, steered: bool, hdr: &VnetHdr, frame: &[u8]) {
+        let Some(Some(slot)) = self.parents.get_mut(p.index()) else {
+            return;
+        };
+        // A steered frame re-injected under a generic XDP filter would meet the filter again
+        // and be steered back: an endless loop. It stays unreachable there.
+        let usable = slot
+            .inject
+            .as_ref()
+            .filter(|_| !(steered && slot.backend.filter_sees_injected()));
+        let Some(inj) = usable else {
+            self.io_drops[IoDrop::HostStackUnreachable.index()] += 1;
+            return;
+        };
+        let edited = match vlan {
+            VlanOp::Keep => Some((*hdr, frame)),
+            VlanOp::Push(vid) => shift_hdr(hdr, 4).zip(push_vlan(&mut self.scratch, frame, vid)),
+            VlanOp::Pop => shift_hdr(hdr, -4).zip(pop_vlan(&mut self.scratch, frame)),
+        };
+        let Some((h, f)) = edited else {
+            slot.c.tx_offload_errors += 1;
+            self.io_drops[IoDrop::Offload.index()] += 1;
+            return;
+        };
+        match inj.inject(&h, f) {
+            Ok(()) => slot.c.host_injected += 1,
+            Err(_) => {
+                slot.c.io_errors += 1;
+                self.io_errors += 1;
             }
         }
     }
@@ -787,7 +826,7 @@ impl Core {
         match o.target {
             Target::Port(q) => self.io.out_port(sink, q, o.vlan, from, hdr, frame),
             Target::Wire(p) => self.io.out_wire(p, o.vlan, hdr, frame),
-            Target::HostStack(p) => self.io.out_host(p, from),
+            Target::HostStack(p) => self.io.out_host(p, o.vlan, from, hdr, frame),
             Target::Routed {
                 parent, next_hop, ..
             } => self.io.out_routed(parent, next_hop, o.vlan, hdr, frame),

@@ -30,10 +30,15 @@
 //!   has it, else in software; then the frame is queued on the parent.
 //! - [`Target::HostStack`](crate::fwd::Target::HostStack): for a frame that came from the
 //!   wire and that the host also received (AF_PACKET copy socket, AF_PACKET fallback) nothing
-//!   is left to do; it is counted per parent. For a frame steered away from the host (XSK) or
-//!   sent by a port, the kernel would inject it into the parent's own receive path, which
-//!   userspace cannot do: counted as [`IoDrop::HostStackUnreachable`] and dropped. (The
-//!   kernel's answer would never come back either, C37.)
+//!   is left to do; it is counted per parent (`host_stack_kernel`). A frame steered away
+//!   from the host (XSK) or sent by a port is injected into the parent's own receive path
+//!   by the worker that owns the parent, through the parent's injection TAP
+//!   ([`crate::port::inject`]: a tcx program redirects it with `BPF_F_INGRESS`), with its
+//!   virtio_net_hdr (partial checksum, GSO) as the port wrote it and the network's tag
+//!   pushed for a network on `IF.VID`; counted per parent (`host_injected`). Where the
+//!   injector could not be opened (tcx needs Linux 6.6), or for a steered frame under a
+//!   generic XDP filter (which would steer the injected frame again), it is counted as
+//!   [`IoDrop::HostStackUnreachable`] and dropped.
 //! - [`Target::Routed`](crate::fwd::Target::Routed): a new Ethernet header (src = parent MAC,
 //!   dst = the next hop the engine's route stage resolved, EtherType from the IP version, tag
 //!   if the network has a VID, TTL untouched), then as for the wire. The route stage asks the
@@ -55,9 +60,10 @@
 //!
 //! A broadcast ARP request or NS whose target is an endpoint address is redirected by the
 //! filter and never reaches the host; the engine's verdict for it may include `HostStack`,
-//! which is then counted as unreachable (the host does not own the address; nothing is lost).
-//! The same holds for unicast frames steered by a macvlan `source` allowlist that are
-//! addressed to the host: see `port::xdp_filter`.
+//! and the frame is injected into the host's receive path as the kernel's slave would pass
+//! it up (the host does not own the address and ignores it). The same holds for unicast
+//! frames steered by a macvlan `source` allowlist that are addressed to the host: see
+//! `port::xdp_filter`.
 //!
 //! # Filter maps
 //! After every command the loop recomputes [`Engine::wire_keys`] for each attached parent
@@ -70,8 +76,9 @@
 //! user detaches.
 //!
 //! # Limits (documented, not hidden)
-//! - Userspace cannot inject into the parent's own receive path: port → host traffic
-//!   (ipvlan L2 to the parent's MAC, L3 to an `RTN_LOCAL` address) is counted and dropped.
+//! - Under a generic XDP filter (drivers without native XDP), frames the filter steered and
+//!   the engine gives to the host stack (macvlan `source` allowlists, broadcast ARP/NS for
+//!   an endpoint) are counted as unreachable, not injected (they would be steered again).
 //! - With the AF_PACKET fallback, `HostStack` verdicts are counted as `host_stack_kernel`
 //!   even for the few group frames the tcx filter kept from the host (ARP requests and NSs
 //!   whose target is an endpoint address); the host does not own those addresses.
@@ -298,6 +305,12 @@ pub struct WireStatus {
     /// The last error while installing filter keys or memberships (retried after every
     /// command), if any.
     pub last_error: Option<String>,
+    /// The TAP that injects frames into the parent's own receive path (for the host stack),
+    /// when it could be opened: its name and interface index.
+    pub host_injector: Option<(String, u32)>,
+    /// Why there is no injector: frames for the host stack are then counted as
+    /// `host_stack_unreachable`.
+    pub host_inject_error: Option<String>,
 }
 
 /// Errors of the dataplane handle.

@@ -11,8 +11,9 @@ use crate::port::afpacket::{
     AfPacketOptions, AfPacketParent, AfPacketSocket, GsoTxSocket, Membership,
 };
 use crate::port::ethtool;
+use crate::port::inject::HostInjector;
 use crate::port::xdp_filter::{FilterError, FilterMaps, FilterStats};
-use crate::port::xsk::{XdpOptions, XdpParent};
+use crate::port::xsk::{XdpMode, XdpOptions, XdpParent};
 use crate::port::{RxFrame, WireIo};
 use crate::wire::MacAddr;
 
@@ -41,6 +42,13 @@ pub(crate) enum RxSource {
 }
 
 impl Backend {
+    /// True when a frame injected into the parent's receive path meets the wire filter again
+    /// (a generic XDP program runs on every skb the parent receives; native XDP runs in the
+    /// driver only, and the fallback socket drops injected frames by their mark).
+    pub(crate) fn filter_sees_injected(&self) -> bool {
+        matches!(self, Backend::Xdp { xdp, .. } if xdp.xdp_mode() == XdpMode::Generic)
+    }
+
     fn maps(&self) -> &FilterMaps {
         match self {
             Backend::Xdp { xdp, .. } => xdp.filter_maps(),
@@ -225,6 +233,11 @@ pub(crate) fn open_backend(
 /// An attached parent.
 pub(crate) struct ParentSlot {
     pub(crate) backend: Backend,
+    /// The way into the parent's own receive path (`None`: it could not be opened, see
+    /// `inject_error`; frames for the host stack are then counted as unreachable).
+    pub(crate) inject: Option<HostInjector>,
+    /// Why `inject` is `None`.
+    pub(crate) inject_error: Option<String>,
     /// Sends GSO super-frames for the kernel to segment (`None`: software segmentation).
     pub(crate) gso: Option<GsoTxSocket>,
     pub(crate) ifname: String,
@@ -268,6 +281,8 @@ impl ParentSlot {
         ParentSlot {
             ifindex: backend.ifindex(),
             backend,
+            inject: None,
+            inject_error: None,
             gso,
             ifname: ifname.to_string(),
             engine_name,
@@ -312,6 +327,11 @@ impl ParentSlot {
             rx_vlan_offload_disabled: self.rxvlan_disabled,
             keys: self.keys.len(),
             last_error: self.last_error.clone(),
+            host_injector: self
+                .inject
+                .as_ref()
+                .map(|i| (i.ifname().to_string(), i.ifindex())),
+            host_inject_error: self.inject_error.clone(),
         }
     }
 

@@ -9,8 +9,10 @@ crate::fwd::closed_set! {
     /// host's routing and neighbour tables answer is the engine's route stage: those drops
     /// are [`DropReason`]s.)
     pub enum IoDrop {
-        /// The verdict wants the parent's own stack, which userspace cannot feed: the frame was
-        /// sent by a port, or steered away from the host by the filter.
+        /// The verdict wants the parent's own stack for a frame the host did not receive (sent
+        /// by a port, or steered away from the host by the filter), and the parent has no
+        /// injector (it could not be opened: tcx needs Linux 6.6), or the frame was steered
+        /// by a generic XDP filter, which would steer it again.
         HostStackUnreachable = "host_stack_unreachable";
         /// The target port has no TAP attached (yet).
         NoTap = "no_tap";
@@ -82,6 +84,9 @@ pub struct ParentCounters {
     pub tx_offload_errors: u64,
     /// `HostStack` verdicts for wire frames the host received itself (nothing to do).
     pub host_stack_kernel: u64,
+    /// Frames injected into the parent's own receive path (`HostStack` verdicts for frames
+    /// the host had not received: from ports, or steered away from it).
+    pub host_injected: u64,
     /// Kernel-side receive drops of the backend: XSK `rx_dropped + rx_ring_full +
     /// rx_fill_ring_empty_descs` summed over queues, or AF_PACKET `tp_drops`, plus the copy
     /// socket's `tp_drops`.

@@ -613,6 +613,15 @@ impl Worker {
             gso,
         );
         slot.last_error = gso_error;
+        match crate::port::inject::HostInjector::open(ifname, slot.ifindex) {
+            Ok(i) => {
+                slot.c
+                    .mode
+                    .push_str(&format!(" + host injection via {}", i.ifname()));
+                slot.inject = Some(i);
+            }
+            Err(e) => slot.inject_error = Some(e.to_string()),
+        }
         slot.mac = mac;
         slot.mtu = mtu;
         slot.sync_keys(&self.core.engine.wire_keys(parent));

@@ -26,6 +26,8 @@ pub(crate) enum XferTarget {
     Wire(VlanOp),
     /// `Target::Routed` to this next hop, with this VLAN operation.
     Routed(MacAddr, VlanOp),
+    /// `Target::HostStack` for a frame the host never saw, with this VLAN operation.
+    Host(VlanOp),
 }
 
 /// One transferred frame (the buffer is reused).

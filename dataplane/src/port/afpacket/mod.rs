@@ -21,6 +21,9 @@
 //! - `PACKET_IGNORE_OUTGOING` (4.20+) hides the host's own transmissions (including uvlan's
 //!   own AF_PACKET and AF_XDP sends); frames with pkttype `PACKET_OUTGOING` or
 //!   `PACKET_LOOPBACK` that still arrive are counted and not delivered.
+//! - Every socket's classic BPF filter drops frames carrying
+//!   [`INJECT_MARK`](super::inject::INJECT_MARK): the frames uvlan itself hands to the host's
+//!   receive path through the parent (see [`super::inject`]), which packet taps see too.
 //! - `PACKET_STATISTICS` resets the kernel counters on every read; they are accumulated here.
 //! - `PACKET_ADD_MEMBERSHIP` with `PACKET_MR_UNICAST` adds a MAC to the NIC's unicast filter
 //!   (as the kernel macvlan driver does); memberships are dropped when the socket closes.
@@ -98,7 +101,7 @@ pub struct AfPacketOptions {
     /// Capacity of each filter key map ([`AfPacketParent`] only).
     pub map_capacity: u32,
     /// Deliver only frames with a group (broadcast/multicast) destination MAC, filtered in
-    /// the kernel by a 4-instruction classic BPF socket filter attached before `bind`. This
+    /// the kernel by a classic BPF socket filter attached before `bind`. This
     /// is the copy socket next to an [`super::xsk::XdpParent`]: unicast that the XDP filter
     /// passed belongs to the host and is never copied to userspace.
     pub group_only: bool,

@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr;
 
 use super::{open_bound, set_int, AfPacketError, AfPacketOptions};
+use crate::port::inject::INJECT_MARK;
 use crate::port::xdp_filter::FilterMaps;
 use crate::port::{PacketType, RxFrame, Steering, WireIo, WireMode};
 
@@ -126,60 +127,35 @@ impl std::fmt::Debug for AfPacketSocket {
 /// `SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT`: classic BPF's "the skb carries a VLAN tag".
 const SKF_AD_VLAN_TAG_PRESENT: u32 = 0xffff_f000 + 48;
 
-/// Classic BPF: accept the frame iff the I/G bit of the destination MAC is set, or (with
-/// `with_tagged`) iff the frame carries an 802.1Q tag.
-fn attach_group_only_filter(fd: BorrowedFd<'_>, with_tagged: bool) -> io::Result<()> {
-    let tagged_prefix = [
-        // A = "has a VLAN tag" (ancillary load)
-        libc::sock_filter {
-            code: 0x20,
-            jt: 0,
-            jf: 0,
-            k: SKF_AD_VLAN_TAG_PRESENT,
-        },
-        // if (A == 0) fall through to the group test, else goto accept (4 ahead)
-        libc::sock_filter {
-            code: 0x15,
-            jt: 0,
-            jf: 2,
-            k: 0,
-        },
-    ];
-    let group = [
-        // A = pkt[0] (first byte of the destination MAC; offset 0 is the MAC header).
-        libc::sock_filter {
-            code: 0x30,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        // if (A & 1) goto accept else goto drop
-        libc::sock_filter {
-            code: 0x45,
-            jt: 0,
-            jf: 1,
-            k: 1,
-        },
-        // accept: whole frame
-        libc::sock_filter {
-            code: 0x06,
-            jt: 0,
-            jf: 0,
-            k: u32::MAX,
-        },
-        // drop
-        libc::sock_filter {
-            code: 0x06,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-    ];
-    let mut prog: Vec<libc::sock_filter> = Vec::with_capacity(6);
-    if with_tagged {
-        prog.extend_from_slice(&tagged_prefix);
+/// `SKF_AD_OFF + SKF_AD_MARK`: classic BPF's `skb->mark`.
+const SKF_AD_MARK: u32 = 0xffff_f000 + 20;
+
+/// Classic BPF socket filter, attached to every socket before `bind`: drop frames uvlan
+/// injected into the host's receive path itself (`skb->mark` == [`INJECT_MARK`]); then, with
+/// `group_only`, accept the frame iff the I/G bit of the destination MAC is set, or (with
+/// `with_tagged`) iff the frame carries an 802.1Q tag; without it, accept everything.
+fn attach_filter(fd: BorrowedFd<'_>, group_only: bool, with_tagged: bool) -> io::Result<()> {
+    let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    // A = skb->mark (ancillary load); if (A == INJECT_MARK) goto drop (patched below).
+    let mut prog: Vec<libc::sock_filter> =
+        vec![ins(0x20, 0, 0, SKF_AD_MARK), ins(0x15, 0, 0, INJECT_MARK)];
+    if group_only {
+        if with_tagged {
+            // A = "has a VLAN tag"; if (A == 0) fall through to the group test, else accept.
+            prog.push(ins(0x20, 0, 0, SKF_AD_VLAN_TAG_PRESENT));
+            prog.push(ins(0x15, 0, 2, 0));
+        }
+        // A = pkt[0] (first byte of the destination MAC); if (A & 1) accept else drop.
+        prog.push(ins(0x30, 0, 0, 0));
+        prog.push(ins(0x45, 0, 1, 1));
     }
-    prog.extend_from_slice(&group);
+    // accept: whole frame; drop.
+    prog.push(ins(0x06, 0, 0, u32::MAX));
+    prog.push(ins(0x06, 0, 0, 0));
+    let to_drop = prog.len() - 3;
+    if let Some(j) = prog.get_mut(1) {
+        j.jt = to_drop as u8;
+    }
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_mut_ptr(),
@@ -248,10 +224,8 @@ impl AfPacketSocket {
                 Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => ignore_outgoing = false,
                 Err(e) => return Err(("PACKET_IGNORE_OUTGOING", e)),
             }
-            if opts.group_only {
-                attach_group_only_filter(fd, opts.with_tagged)
-                    .map_err(|e| ("SO_ATTACH_FILTER", e))?;
-            }
+            attach_filter(fd, opts.group_only, opts.with_tagged)
+                .map_err(|e| ("SO_ATTACH_FILTER", e))?;
             Ok(())
         })?;
         let b = opts.batch;

@@ -41,9 +41,11 @@
 //!
 //! The `src` key steers *unicast* frames only (group frames are passed and copied like all
 //! others). XDP cannot clone, so a unicast frame from an allowlisted source MAC that is
-//! addressed to the host itself no longer reaches the host: the kernel's source mode would
-//! hand the host its copy too (unless the source device has `nodst`). The dataplane counts
-//! such frames as host-stack-unreachable.
+//! addressed to the host itself leaves the host's path: the kernel's source mode would hand
+//! the host its copy too (unless the source device has `nodst`), so the dataplane injects it
+//! back into the parent's receive path (`port::inject`) when the engine says so. A generic
+//! (skb) XDP program would see the injected frame and steer it again; there the dataplane
+//! counts such frames as host-stack-unreachable instead.
 //!
 //! ARP is only keyed when it is Ethernet/IPv4 (`ptype 0x0800, hlen 6, plen 4`). The NS test
 //! needs the ICMPv6 header directly after the fixed IPv6 header (next header 58, type 135).
