@@ -121,11 +121,13 @@ mod stage;
 mod validate;
 
 pub use embedded::{DEFAULT_TESTBED, EMBEDDED};
-pub use report::{ActionResult, CaptureResult, CheckResult, LabReport, StageReport};
+pub use report::{
+    ActionResult, CaptureResult, CheckResult, LabReport, StageReport, UvlanCaptureResult,
+};
 pub use schema::{
     split_args, ActionSpec, BridgeSpec, CaptureExpect, CaptureSpec, CheckSpec, EndpointSpec,
     Expect, HostSpec, LinkSpec, MatrixSpec, NamespaceSpec, NetworkSpec, Stage, StepSpec, Testbed,
-    VlanAccessSpec, DEFAULT_HOST,
+    UvlanCaptureSpec, VlanAccessSpec, DEFAULT_HOST,
 };
 use schema::{split_dev, uvlan_args};
 pub use validate::validate;
@@ -240,14 +242,21 @@ fn interrupted() -> Result<(), LabError> {
 
 /// Runs a testbed; `log` receives progress lines. Returns the report (also when checks fail);
 /// `Err` only when the lab could not be built.
-pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<LabReport, LabError> {
+/// `out`: the directory uvlan captures are written to and kept in (`uvlan lab --out DIR`);
+/// `None`: the state directory, removed with the lab.
+pub fn run_lab(
+    tb: &Testbed,
+    exe: &Path,
+    out: Option<&Path>,
+    log: &mut dyn FnMut(&str),
+) -> Result<LabReport, LabError> {
     if !crate::sys::is_root() {
         return Err(LabError::NotRoot);
     }
     validate(tb)?;
     INTERRUPTED.store(false, Ordering::SeqCst);
     catch_interrupts();
-    let mut env = Env::new(exe)?;
+    let mut env = Env::new(exe, out)?;
     log(&format!("uvlan lab {}: {}", tb.name, tb.title));
     if !tb.seed.is_empty() {
         log(&format!("  reproduces: {}", tb.seed));
@@ -258,7 +267,7 @@ pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<La
     for (i, st) in stages.iter().enumerate() {
         interrupted()?;
         log(&format!("stage {}/{}: {}", i + 1, stages.len(), st.title));
-        let r = run_stage(&mut env, tb, st, log)?;
+        let r = run_stage(&mut env, tb, st, i + 1, log)?;
         log(&format!(
             "  stage {}: {}",
             i + 1,

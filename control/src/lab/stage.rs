@@ -4,14 +4,17 @@
 use super::env::{output, Env};
 use super::{
     interrupted, uvlan_args, ActionResult, ActionSpec, CaptureResult, CheckResult, CheckSpec,
-    LabError, Stage, StageReport, Testbed, INTERRUPTED,
+    LabError, Stage, StageReport, Testbed, UvlanCaptureResult, UvlanCaptureSpec, INTERRUPTED,
 };
+use crate::api::stream::Tally;
+use crate::api::CaptureRequest;
 use crate::nsutil::{in_netns, ip_in, sh_in};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use uvlan_dataplane::capture::{Event, Reader};
 
 /// How long one ping check may take (`ping -w`), in seconds.
 const PING_DEADLINE_S: &str = "3";
@@ -230,10 +233,157 @@ fn settle_neighbours(env: &Env, checks: &[CheckSpec]) {
     }
 }
 
+/// The file of a uvlan capture: `stage<N>-<network>.pcapng`, `-<host>` added when the
+/// testbed has several hosts.
+fn uvlan_capture_file(tb: &Testbed, stage: usize, host: &str, network: &str) -> String {
+    let safe: String = network
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if tb.host_names().len() > 1 {
+        format!("stage{stage}-{safe}-{host}.pcapng")
+    } else {
+        format!("stage{stage}-{safe}.pcapng")
+    }
+}
+
+/// Starts the stage's uvlan captures, in order.
+fn start_uvlan_captures(
+    env: &mut Env,
+    tb: &Testbed,
+    st: &Stage<'_>,
+    stage: usize,
+) -> Result<(), LabError> {
+    for c in st.uvlan_capture {
+        let host = tb
+            .host_of_network(&c.network, c.host.as_deref())
+            .map_err(|m| LabError::Invalid(tb.name.clone(), m))?;
+        let file = env
+            .capture_dir()
+            .0
+            .join(uvlan_capture_file(tb, stage, &host, &c.network));
+        let req = CaptureRequest {
+            network: c.network.clone(),
+            // The daemon knows a lab endpoint by its namespace, the name it was connected with.
+            endpoints: c.endpoints.iter().map(|e| env.ns(e)).collect(),
+            wire: c.wire,
+            drops: c.drops,
+            count: None,
+            snaplen: None,
+        };
+        env.start_uvlan_capture(&host, req, file)?;
+    }
+    Ok(())
+}
+
+/// Reads a uvlan capture back (the dataplane's checked pcapng reader) and checks it.
+fn evaluate_uvlan_capture(
+    env: &Env,
+    c: &UvlanCaptureSpec,
+    file: std::path::PathBuf,
+    stream: Result<Tally, String>,
+) -> UvlanCaptureResult {
+    let mut spec = c.clone();
+    let mut r = UvlanCaptureResult {
+        capture: c.clone(),
+        file: file.clone(),
+        kept: env.capture_dir().1,
+        records: None,
+        drops: 0,
+        lost: 0,
+        problems: Vec::new(),
+        error: None,
+    };
+    let expand = |v: &[String]| -> Result<Vec<String>, String> {
+        v.iter()
+            .map(|e| env.expand(e).map_err(|e| e.to_string()))
+            .collect()
+    };
+    match (expand(&c.expect), expand(&c.absent)) {
+        (Ok(e), Ok(a)) => {
+            spec.expect = e;
+            spec.absent = a;
+            r.capture = spec;
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            r.error = Some(e);
+            return r;
+        }
+    }
+    let tally = match stream {
+        Ok(t) => t,
+        Err(e) => {
+            r.error = Some(format!("the capture stream failed: {e}"));
+            return r;
+        }
+    };
+    r.lost = tally.lost;
+    if tally.statistics == 0 {
+        r.error = Some("the daemon ended the stream without its statistics".into());
+        return r;
+    }
+    let bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        Err(e) => {
+            r.error = Some(format!("cannot read {}: {e}", file.display()));
+            return r;
+        }
+    };
+    let mut comments: Vec<String> = Vec::new();
+    let mut reader = Reader::new(&bytes);
+    while let Some(ev) = reader.next_event() {
+        match ev {
+            Ok(Event::Packet(p)) => {
+                let comment = p.comment.map(|c| c.into_owned()).unwrap_or_default();
+                if comment.starts_with("verdict: drop")
+                    || comment.starts_with("verdict: forward, not delivered")
+                {
+                    r.drops += 1;
+                }
+                comments.push(comment);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                r.error = Some(format!("{}: {e}", file.display()));
+                return r;
+            }
+        }
+    }
+    let n = comments.len() as u64;
+    r.records = Some(n);
+    if let Some(min) = r.capture.min_records {
+        if n < min {
+            r.problems
+                .push(format!("{n} record(s), expected at least {min}"));
+        }
+    }
+    for e in &r.capture.expect {
+        if !comments.iter().any(|c| c.contains(e.as_str())) {
+            r.problems
+                .push(format!("no record's verdict contains {e:?}"));
+        }
+    }
+    for a in &r.capture.absent {
+        let hits = comments.iter().filter(|c| c.contains(a.as_str())).count();
+        if hits > 0 {
+            r.problems
+                .push(format!("{hits} record(s) whose verdict contains {a:?}"));
+        }
+    }
+    r
+}
+
 pub(super) fn run_stage(
     env: &mut Env,
     tb: &Testbed,
     st: &Stage<'_>,
+    stage: usize,
     log: &mut dyn FnMut(&str),
 ) -> Result<StageReport, LabError> {
     settle_neighbours(env, &st.all_checks());
@@ -248,6 +398,7 @@ pub(super) fn run_stage(
     for (i, (ns, dev)) in devs.iter().enumerate() {
         env.start_capture(ns, dev, i)?;
     }
+    start_uvlan_captures(env, tb, st, stage)?;
     let mut actions = Vec::new();
     for a in st.run {
         if let Some(r) = run_action(env, tb, a, log)? {
@@ -269,6 +420,20 @@ pub(super) fn run_stage(
         ));
     }
     let files = env.stop_captures();
+    let streams = env.stop_uvlan_captures();
+    let mut uvlan_captures = Vec::new();
+    for (c, (file, stream)) in st.uvlan_capture.iter().zip(streams) {
+        let r = evaluate_uvlan_capture(env, c, file, stream);
+        if !r.ok() {
+            log(&format!(
+                "  uvlan capture of {} ({}): {}   <-- NOT AS EXPECTED",
+                r.capture.network,
+                r.file.display(),
+                r.error.clone().unwrap_or_else(|| r.problems.join("; "))
+            ));
+        }
+        uvlan_captures.push(r);
+    }
     let mut captures = Vec::new();
     for c in st.capture {
         let mut spec = c.clone();
@@ -306,6 +471,7 @@ pub(super) fn run_stage(
         title: st.title.to_string(),
         results,
         captures,
+        uvlan_captures,
         actions,
     })
 }
