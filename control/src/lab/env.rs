@@ -47,6 +47,8 @@ pub(super) struct Env {
     access: Vec<VlanAccess>,
     captures: Vec<Capturer>,
     uvlan_captures: Vec<UvlanCapturer>,
+    /// Every uvlan capture file written so far.
+    uvlan_files: Vec<PathBuf>,
     dir: PathBuf,
     /// Where uvlan captures go and stay (`uvlan lab --out DIR`); `None`: the state directory.
     out: Option<PathBuf>,
@@ -247,6 +249,7 @@ impl Env {
                 .map_err(|e| e.to_string())
             })
             .map_err(|e| LabError::Io(step, e))?;
+        self.uvlan_files.push(file.clone());
         self.uvlan_captures
             .push(UvlanCapturer { file, stop, thread });
         Ok(())
@@ -285,6 +288,7 @@ impl Env {
             access: Vec::new(),
             captures: Vec::new(),
             uvlan_captures: Vec::new(),
+            uvlan_files: Vec::new(),
             dir,
             out: out.map(Path::to_path_buf),
             exe: exe.to_path_buf(),
@@ -368,6 +372,12 @@ impl Env {
                 ));
             }
         }
+        for f in &self.uvlan_files {
+            log(&format!(
+                "  tshark -r {} -V    (a uvlan capture)",
+                f.display()
+            ));
+        }
         log("press Enter (or Ctrl-C) to tear it down");
         // Timed (200 ms): a foreground wait for a person at the terminal, which must also
         // notice Ctrl-C (a flag set by the signal handler); never part of a running daemon.
@@ -415,6 +425,7 @@ mod tests {
             access: Vec::new(),
             captures: Vec::new(),
             uvlan_captures: Vec::new(),
+            uvlan_files: Vec::new(),
             dir: std::env::temp_dir().join("uvlan-lab-test-placeholders-never-created"),
             out: None,
             exe: PathBuf::from("/bin/false"),

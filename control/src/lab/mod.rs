@@ -62,6 +62,14 @@
 //! filter = "vlan 20 and icmp"  # a pcap filter; placeholders allowed
 //! expect = "seen"            # or "none"
 //!
+//! [[uvlan_capture]]          # `uvlan capture` of a network while the stage runs: pcapng
+//! network = "ipvlan20"       # with each frame's verdict as its comment (host = ... as for
+//! endpoints = ["ivlan_test1"] # endpoints; default: every port of the network)
+//! wire = true                # also the network's wire (--wire)
+//! drops = true               # also the frames uvlan dropped (--drops)
+//! expect = ["verdict: drop (private_flag)"]  # some record's verdict contains each (also:
+//! min_records = 2            # `absent`; placeholders allowed); without these: a recording
+//!
 //! [[step]]                   # a later stage: more commands, then its own checks
 //! title = "the router comes up"
 //! [[step.run]]
@@ -83,11 +91,15 @@
 //!    bridges, VLAN access ports, and the setup commands (hosts first).
 //! 2. One `uvlan daemon` per host, inside the host's namespace, with its own state directory
 //!    and socket; then the networks and endpoints, in file order.
-//! 3. Stages: stage 1 is the top-level `run`/`check`/`matrix`/`capture`, each `[[step]]` is
-//!    one more. A stage starts once the pinging namespaces have no address resolution left
-//!    over from the stage before. In a stage: captures start, commands run, every ping runs
-//!    in parallel (`ping -c 1 -i 0.2 -w 3`: the same patience whatever the expectation),
-//!    captures stop and are evaluated.
+//! 3. Stages: stage 1 is the top-level `run`/`check`/`matrix`/`capture`/`uvlan_capture`,
+//!    each `[[step]]` is one more. A stage starts once the pinging namespaces have no address
+//!    resolution left over from the stage before. In a stage: captures start (tcpdump, and
+//!    uvlan captures through the host daemon's API, as `uvlan capture` asks for them),
+//!    commands run, every ping runs in parallel (`ping -c 1 -i 0.2 -w 3`: the same patience
+//!    whatever the expectation), captures stop and are evaluated. A uvlan capture is written
+//!    to `stage<N>-<network>.pcapng` (`-<host>` added when there are several hosts) in the
+//!    state directory, or in the directory `uvlan lab --out DIR` names, where it stays; the
+//!    report names the file, its records, drops and lost records.
 //! 4. Everything is torn down on the way out, also on failure or Ctrl-C: captures,
 //!    VLAN access programs, daemons, namespaces, the state directory. With the environment
 //!    variable `UVLAN_LAB_HOLD` set, the lab stays up after the last stage (with hints on
