@@ -282,6 +282,52 @@ fn start_uvlan_captures(
     Ok(())
 }
 
+/// The comment (the engine's verdict) of every record of a pcapng capture, read with the
+/// dataplane's checked reader; a record without one counts with an empty verdict.
+fn read_verdicts(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let mut verdicts = Vec::new();
+    let mut reader = Reader::new(bytes);
+    while let Some(ev) = reader.next_event() {
+        match ev {
+            Ok(Event::Packet(p)) => {
+                verdicts.push(p.comment.map(|c| c.into_owned()).unwrap_or_default());
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(verdicts)
+}
+
+/// A record of a frame that went nowhere (`--drops`): an engine drop, or a copy the I/O
+/// layer could not deliver.
+fn is_drop(verdict: &str) -> bool {
+    verdict.starts_with("verdict: drop") || verdict.starts_with("verdict: forward, not delivered")
+}
+
+/// What the records fail of the capture's expectations (placeholders already expanded).
+fn judge(c: &UvlanCaptureSpec, verdicts: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let n = verdicts.len() as u64;
+    if let Some(min) = c.min_records {
+        if n < min {
+            problems.push(format!("{n} record(s), expected at least {min}"));
+        }
+    }
+    for e in &c.expect {
+        if !verdicts.iter().any(|v| v.contains(e.as_str())) {
+            problems.push(format!("no record's verdict contains {e:?}"));
+        }
+    }
+    for a in &c.absent {
+        let hits = verdicts.iter().filter(|v| v.contains(a.as_str())).count();
+        if hits > 0 {
+            problems.push(format!("{hits} record(s) whose verdict contains {a:?}"));
+        }
+    }
+    problems
+}
+
 /// Reads a uvlan capture back (the dataplane's checked pcapng reader) and checks it.
 fn evaluate_uvlan_capture(
     env: &Env,
@@ -335,47 +381,16 @@ fn evaluate_uvlan_capture(
             return r;
         }
     };
-    let mut comments: Vec<String> = Vec::new();
-    let mut reader = Reader::new(&bytes);
-    while let Some(ev) = reader.next_event() {
-        match ev {
-            Ok(Event::Packet(p)) => {
-                let comment = p.comment.map(|c| c.into_owned()).unwrap_or_default();
-                if comment.starts_with("verdict: drop")
-                    || comment.starts_with("verdict: forward, not delivered")
-                {
-                    r.drops += 1;
-                }
-                comments.push(comment);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                r.error = Some(format!("{}: {e}", file.display()));
-                return r;
-            }
+    let verdicts = match read_verdicts(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            r.error = Some(format!("{}: {e}", file.display()));
+            return r;
         }
-    }
-    let n = comments.len() as u64;
-    r.records = Some(n);
-    if let Some(min) = r.capture.min_records {
-        if n < min {
-            r.problems
-                .push(format!("{n} record(s), expected at least {min}"));
-        }
-    }
-    for e in &r.capture.expect {
-        if !comments.iter().any(|c| c.contains(e.as_str())) {
-            r.problems
-                .push(format!("no record's verdict contains {e:?}"));
-        }
-    }
-    for a in &r.capture.absent {
-        let hits = comments.iter().filter(|c| c.contains(a.as_str())).count();
-        if hits > 0 {
-            r.problems
-                .push(format!("{hits} record(s) whose verdict contains {a:?}"));
-        }
-    }
+    };
+    r.records = Some(verdicts.len() as u64);
+    r.drops = verdicts.iter().filter(|v| is_drop(v)).count() as u64;
+    r.problems = judge(&r.capture, &verdicts);
     r
 }
 
@@ -474,4 +489,82 @@ pub(super) fn run_stage(
         uvlan_captures,
         actions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uvlan_dataplane::capture::Direction;
+    use uvlan_dataplane::capture::{InterfaceSpec, PacketSpec, PcapngWriter};
+
+    fn capture(verdicts: &[Option<&str>]) -> Vec<u8> {
+        let mut w = PcapngWriter::new(Vec::new(), "test").unwrap();
+        w.interface(&InterfaceSpec {
+            name: "c1",
+            description: "",
+            snaplen: 0,
+        })
+        .unwrap();
+        for (i, v) in verdicts.iter().enumerate() {
+            w.packet(&PacketSpec {
+                interface: 0,
+                ts_ns: i as u64,
+                data: &[0u8; 60],
+                orig_len: 60,
+                direction: Some(Direction::Inbound),
+                comment: *v,
+            })
+            .unwrap();
+        }
+        w.into_inner()
+    }
+
+    fn spec(expect: &[&str], absent: &[&str], min_records: Option<u64>) -> UvlanCaptureSpec {
+        UvlanCaptureSpec {
+            network: "n".into(),
+            host: None,
+            endpoints: vec![],
+            wire: false,
+            drops: true,
+            expect: expect.iter().map(|s| s.to_string()).collect(),
+            absent: absent.iter().map(|s| s.to_string()).collect(),
+            min_records,
+            title: String::new(),
+        }
+    }
+
+    #[test]
+    fn verdicts_are_read_back_counted_and_judged() {
+        let bytes = capture(&[
+            Some("verdict: forward to c2; kernel: ipvlan_rcv_frame (local)"),
+            Some("verdict: drop (no_wire); kernel: dummy master (uvlan: no wire)"),
+            Some("verdict: forward, not delivered (tap_full); kernel: ipvlan_rcv_frame (local)"),
+            None,
+        ]);
+        let v = read_verdicts(&bytes).unwrap();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[3], "");
+        assert_eq!(v.iter().filter(|v| is_drop(v)).count(), 2);
+        assert!(judge(
+            &spec(
+                &["drop (no_wire)", "forward to c2"],
+                &["private_flag"],
+                Some(4)
+            ),
+            &v
+        )
+        .is_empty());
+        let p = judge(&spec(&["drop (private_flag)"], &["no_wire"], Some(5)), &v);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("4 record(s), expected at least 5"), "{p:?}");
+        assert!(p[1].contains("private_flag"), "{p:?}");
+        assert!(
+            p[2].contains("1 record(s)") && p[2].contains("no_wire"),
+            "{p:?}"
+        );
+        // An empty capture meets no expectation; a cut-off one is an error.
+        let empty = read_verdicts(&capture(&[])).unwrap();
+        assert_eq!(judge(&spec(&["verdict"], &[], None), &empty).len(), 1);
+        assert!(read_verdicts(&bytes[..bytes.len() - 3]).is_err());
+    }
 }
