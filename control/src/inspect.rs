@@ -82,6 +82,11 @@ pub struct UvlanWire {
     /// What the dataplane uses, or why there is no wire.
     #[serde(rename = "Mode")]
     pub mode: String,
+    /// The kind of each endpoint's interface, by endpoint ID: `tap` (every frame through
+    /// the dataplane), or `veth+fast-path` (unicast to siblings the engine decided goes
+    /// through the kernel cache; see `uvlan daemon --fast-path`).
+    #[serde(rename = "EndpointKinds", default)]
+    pub endpoint_kinds: BTreeMap<String, String>,
 }
 
 /// One network, as `docker network inspect` prints it.
@@ -198,6 +203,11 @@ impl NetworkResource {
                 parent: parent.map(|p| p.ifname.clone()).unwrap_or_default(),
                 vlan_id: parent.and_then(|p| p.vid).unwrap_or(0),
                 mode: wire_mode,
+                endpoint_kinds: rec
+                    .endpoints
+                    .iter()
+                    .map(|e| (e.id.clone(), "tap".to_string()))
+                    .collect(),
             },
         }
     }

@@ -45,6 +45,9 @@ pub enum DaemonError {
     /// The dataplane cannot start.
     #[error("cannot start the dataplane: {0}")]
     Dataplane(String),
+    /// `--fast-path on` on a kernel that cannot run it.
+    #[error("--fast-path on: the fast path cannot run here: {0} (use --fast-path auto or off)")]
+    FastPath(String),
     /// The Docker plugin sockets cannot be served.
     #[error(transparent)]
     DockerPlugin(#[from] crate::docker::PluginError),
@@ -94,6 +97,38 @@ pub struct DaemonOptions {
     pub io: IoMode,
     /// Dataplane worker threads.
     pub workers: usize,
+    /// Whether new endpoints are fast-path (veth) endpoints.
+    pub fast_path: FastPathMode,
+}
+
+/// `uvlan daemon --fast-path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FastPathMode {
+    /// When the kernel allows it.
+    Auto,
+    /// Always; the daemon does not start without it.
+    On,
+    /// Never (TAP endpoints).
+    #[default]
+    Off,
+}
+
+/// Whether this kernel runs the fast path: its programs load (the verifier knows
+/// `bpf_redirect_peer`) and attach at tcx ingress of a veth, tried in a scratch namespace.
+pub fn fast_path_available() -> Result<(), String> {
+    let r = uvlan_dataplane::port::probe::in_scratch_netns(|| {
+        let mut rt = crate::netns::Netns::current()
+            .and_then(|h| crate::netns::Rtnl::open(&h).map(|r| (h, r)));
+        match &mut rt {
+            Ok((h, r)) => {
+                r.link_add_veth("uvfp0", "uvfp1", h.fd())
+                    .map_err(|e| format!("cannot create a veth pair: {e}"))?;
+                uvlan_dataplane::port::probe::fast_path("uvfp0").map_err(|e| e.to_string())
+            }
+            Err(e) => Err(format!("cannot reach a scratch namespace: {e}")),
+        }
+    });
+    r.map_err(|e| format!("no scratch namespace: {e}"))?
 }
 
 impl Default for DaemonOptions {
@@ -104,6 +139,7 @@ impl Default for DaemonOptions {
             io: IoMode::default(),
             workers: 1,
             metrics: None,
+            fast_path: FastPathMode::Off,
         }
     }
 }
@@ -158,7 +194,22 @@ pub fn run_daemon(
         "dataplane: {} (wire backend: {backend:?})",
         dp.describe()
     ));
+    let fast = match opts.fast_path {
+        FastPathMode::Off => false,
+        mode => match fast_path_available() {
+            Ok(()) => true,
+            Err(e) if mode == FastPathMode::On => return Err(DaemonError::FastPath(e)),
+            Err(e) => {
+                log(&format!("fast path: off ({e})"));
+                false
+            }
+        },
+    };
     let daemon = Daemon::start(store, Box::new(host), dp, log.clone())?;
+    daemon.set_fast_path(fast);
+    if fast {
+        log("fast path: on (new `network connect` endpoints are veth endpoints)");
+    }
     // Endpoints follow their parents' changes. The watcher is served by the process-wide
     // watcher hub (no thread of its own); declared after `daemon`, it is dropped first, and
     // once dropped its callback is never called again.

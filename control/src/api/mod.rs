@@ -625,6 +625,19 @@ pub struct EndpointStats {
     pub received_bytes: u64,
     /// Frames for the endpoint that could not be written (its queue full, interface down).
     pub dropped: u64,
+    /// Fast-path endpoints: frames the endpoint sent that the kernel cache forwarded (not
+    /// in `sent_frames`: the dataplane never saw them).
+    #[serde(default)]
+    pub fast_sent_frames: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub fast_sent_bytes: u64,
+    /// Fast-path endpoints: frames the kernel cache delivered to the endpoint.
+    #[serde(default)]
+    pub fast_received_frames: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub fast_received_bytes: u64,
 }
 
 /// Counters of a parent's wire.

@@ -116,6 +116,41 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
+    /// Endpoints that `network connect` makes from now on: `on` makes veth endpoints whose
+    /// unicast to sibling endpoints the engine decided goes through an exact-match kernel
+    /// cache (tcx, bpf_redirect_peer); `auto` does so when the kernel allows it; `off` keeps
+    /// TAP endpoints.
+    #[arg(
+        long = "fast-path",
+        value_enum,
+        value_name = "MODE",
+        default_value = "off"
+    )]
+    pub fast_path: FastPathArg,
+}
+
+/// `uvlan daemon --fast-path`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FastPathArg {
+    /// On where the kernel has tcx and bpf_redirect_peer.
+    #[value(name = "auto")]
+    Auto,
+    /// On; the daemon does not start without it.
+    #[value(name = "on")]
+    On,
+    /// TAP endpoints only.
+    #[value(name = "off")]
+    Off,
+}
+
+impl From<FastPathArg> for crate::service::FastPathMode {
+    fn from(a: FastPathArg) -> Self {
+        match a {
+            FastPathArg::Auto => crate::service::FastPathMode::Auto,
+            FastPathArg::On => crate::service::FastPathMode::On,
+            FastPathArg::Off => crate::service::FastPathMode::Off,
+        }
+    }
 }
 
 /// `uvlan daemon --io`.
@@ -373,6 +408,7 @@ pub fn main() -> i32 {
                 metrics: a.metrics.map(|m| (m, a.metrics_allow_remote)),
                 io: a.io.into(),
                 workers: usize::from(a.workers),
+                fast_path: a.fast_path.into(),
             };
             crate::service::run_daemon(&root, &socket, &opts, log)
                 .map(|()| 0)

@@ -73,6 +73,34 @@ pub fn render(r: &StatsReport) -> String {
         }
     }
     out.push_str(&table(&eps));
+    let mut fast = vec![[
+        "NETWORK",
+        "ENDPOINT",
+        "SENT VIA CACHE",
+        "SENT BYTES",
+        "RECEIVED VIA CACHE",
+        "RECEIVED BYTES",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for n in &r.networks {
+        for e in &n.endpoints {
+            if e.fast_sent_frames + e.fast_received_frames > 0 {
+                fast.push(vec![
+                    n.name.clone(),
+                    e.name.clone(),
+                    e.fast_sent_frames.to_string(),
+                    e.fast_sent_bytes.to_string(),
+                    e.fast_received_frames.to_string(),
+                    e.fast_received_bytes.to_string(),
+                ]);
+            }
+        }
+    }
+    if fast.len() > 1 {
+        out.push_str("\nfast path (kernel cache of the engine's decisions):\n");
+        out.push_str(&table(&fast));
+    }
     let mut wires = vec![[
         "PARENT",
         "NETWORKS",
@@ -192,6 +220,7 @@ mod tests {
                     received_frames: 2,
                     received_bytes: 200,
                     dropped: 1,
+                    ..EndpointStats::default()
                 }],
                 wire: Some("eth0".into()),
             });

@@ -189,6 +189,7 @@ impl Daemon {
                 watcher: None,
                 reaper: None,
                 gone,
+                fast_veth: None,
             };
             self.follow_on_attach(&rt, label);
             return Ok(rt);
@@ -215,6 +216,7 @@ impl Daemon {
             watcher: Some(watcher),
             reaper: None,
             gone,
+            fast_veth: None,
         };
         self.follow_on_attach(&rt, label);
         Ok(rt)
@@ -225,6 +227,8 @@ impl Daemon {
     /// rest of the work goes on on a short-lived thread (see [`endpoint::destroy_tap_async`]).
     pub(super) fn teardown_endpoint(&self, mut rt: EpRt) {
         drop(rt.reaper.take());
+        // A fast-path endpoint: `remove_tap` detaches its veth's program and empties the
+        // cache before it returns.
         let tap = match self.dp.remove_tap(rt.port) {
             Ok(t) => t,
             Err(e) => {
@@ -241,6 +245,16 @@ impl Daemon {
             })) => {}
             Ok(Err(e)) => (self.log)(&format!("removing {port} from the engine: {e}")),
             Err(e) => (self.log)(&format!("removing {port} from the engine: {e}")),
+        }
+        if rt.fast_veth.is_some() {
+            // The veth pair goes with its endpoint end; the TAP is not persistent.
+            rt.gone.expect();
+            endpoint::delete_link(&rt.netns, rt.ifindex);
+            if let Some(t) = tap {
+                endpoint::destroy_tap(t);
+            }
+            drop(rt.watcher.take());
+            return;
         }
         let gone = match tap {
             // The address watcher sees the interface leave.

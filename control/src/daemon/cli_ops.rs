@@ -79,6 +79,13 @@ impl Daemon {
             Some(_) => external::external_status(&net.rec),
         };
         let mut view = NetworkResource::build(&net.rec, status, Self::wire_mode(net));
+        for (id, rt) in &net.eps {
+            if rt.fast_veth.is_some() {
+                view.uvlan_wire
+                    .endpoint_kinds
+                    .insert(id.clone(), "veth+fast-path".to_string());
+            }
+        }
         if let Some(m) = &net.rec.managed {
             external::decorate_inspect(&mut view, m);
         }

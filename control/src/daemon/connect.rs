@@ -289,7 +289,32 @@ impl Daemon {
             }
             why
         };
+        // Phase 1: `network connect` and `run` only (front ends' endpoints stay TAPs).
+        let fast = match options::fast_path_opt(&st.nets[i].rec.options) {
+            _ if place.key.is_some() || place.host_name.is_some() => false,
+            Ok(None) => self.fast_path(),
+            Ok(Some(false)) => false,
+            Ok(Some(true)) if self.fast_path() => true,
+            Ok(Some(true)) => {
+                return Err(forget(undo_port(format!(
+                    "network {} asks for the fast path ({}=true) but the daemon runs without \
+                     it: start it with --fast-path on or auto (see uvlan doctor)",
+                    st.nets[i].rec.name,
+                    options::FAST_PATH_OPT
+                ))))
+            }
+            Err(e) => return Err(forget(undo_port(e))),
+        };
+        let mut fast_veth = None;
+        let mut fast_idx = None;
         let (tap, ns, up, watch) = match &place.host_name {
+            None if fast => {
+                let (tap, veth, idx) = endpoint::create_fast_interface(&place.ns, &plan, &rec.id)
+                    .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
+                fast_veth = Some(veth);
+                fast_idx = Some(idx);
+                (tap, place.ns, true, true)
+            }
             None => {
                 let tap = endpoint::create_interface(&place.ns, &place.path, &plan)
                     .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
@@ -308,10 +333,19 @@ impl Daemon {
                 (tap, here, false, false)
             }
         };
-        let ifindex = tap.ifindex();
-        let rt = self
+        let ifindex = fast_idx.unwrap_or_else(|| tap.ifindex());
+        let mut rt = self
             .finish_endpoint(port, tap, ifindex, ns, up, &name, driver, watch)
             .map_err(|e| forget(self.fd_hint(e)))?;
+        if let Some(veth) = fast_veth {
+            rt.fast_veth = Some(veth);
+            if let Err(e) = self.dp.add_fast_port(port, veth) {
+                self.teardown_endpoint(rt);
+                return Err(forget(format!(
+                    "cannot attach the fast path to the endpoint's veth: {e}"
+                )));
+            }
+        }
         rec.intent = None;
         if let Err(e) = self.store.save_endpoint(&net_id, &rec) {
             self.teardown_endpoint(rt);

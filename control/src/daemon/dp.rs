@@ -43,6 +43,16 @@ pub trait DataplaneApi: Send + Sync {
     fn add_tap(&self, port: PortId, tap: Tap) -> Result<(), DpError>;
     /// Takes a port's TAP back.
     fn remove_tap(&self, port: PortId) -> Result<Option<Tap>, DpError>;
+    /// Makes a port with a TAP a fast-path endpoint: `veth` is the ifindex of the daemon's
+    /// end of its veth (see `uvlan_dataplane::port::fast_path`). A dataplane without the
+    /// fast path refuses.
+    fn add_fast_port(&self, port: PortId, veth: u32) -> Result<(), DpError> {
+        let _ = (port, veth);
+        Err(DpError::Failed(format!(
+            "this dataplane has no fast path ({})",
+            self.describe()
+        )))
+    }
     /// Opens the wire on a registered parent (reference counted); returns the mode in use.
     fn attach_parent(&self, parent: ParentId, ifname: &str) -> Result<String, DpError>;
     /// Drops one reference on a parent's wire.

@@ -259,6 +259,87 @@ pub fn configure_interface(netns: &Netns, idx: u32, plan: &IfPlan) -> Result<(),
     Ok(())
 }
 
+/// The names, in the daemon's namespace, of a fast-path endpoint's TAP (its slow path) and
+/// of the daemon's end of its veth: `uvs` and `uvv` followed by the endpoint ID's first 10
+/// characters.
+pub fn fast_names(ep_id: &str) -> (String, String) {
+    let t: String = ep_id.chars().take(10).collect();
+    (format!("uvs{t}"), format!("uvv{t}"))
+}
+
+/// An interface of the daemon's namespace that must not talk by itself: IPv6 off, ARP off,
+/// up.
+fn quiet_up(here: &Netns, rtnl: &mut Rtnl, name: &str, idx: u32) -> Result<(), String> {
+    set_ipv6_disabled(here, name, true).map_err(nerr("cannot disable IPv6"))?;
+    rtnl.link_set_arp(idx, false)
+        .map_err(nerr("cannot turn ARP off"))?;
+    rtnl.link_set_up(idx, true)
+        .map_err(nerr("cannot bring the link up"))
+}
+
+/// Creates a fast-path endpoint (see `uvlan_dataplane::port::fast_path`): a veth pair whose
+/// end `plan.ifname` in `netns` is configured as `plan` says, and whose other end, plus a
+/// TAP (the slow path, not persistent: it goes with the daemon), sit in the daemon's
+/// namespace under [`fast_names`]. Returns the TAP, the daemon-side veth's ifindex and the
+/// endpoint interface's ifindex. On failure both are removed again.
+pub fn create_fast_interface(
+    netns: &Netns,
+    plan: &IfPlan,
+    ep_id: &str,
+) -> Result<(Tap, u32, u32), String> {
+    let (tap_name, veth_name) = fast_names(ep_id);
+    let here = Netns::current().map_err(nerr("cannot open the daemon's namespace"))?;
+    let mut rtnl = Rtnl::open(&here).map_err(nerr("cannot reach the daemon's namespace"))?;
+    let tap = Tap::create(&TapOptions {
+        name: Some(tap_name.clone()),
+        persist: false,
+        ..TapOptions::default()
+    })
+    .map_err(|e| format!("cannot create the endpoint's TAP {tap_name}: {e}"))?;
+    let build = |rtnl: &mut Rtnl| -> Result<(u32, u32), String> {
+        quiet_up(&here, rtnl, &tap_name, tap.ifindex())?;
+        rtnl.link_add_veth(&veth_name, &plan.ifname, netns.fd())
+            .map_err(nerr("cannot create the endpoint's veth pair"))?;
+        let veth = rtnl
+            .link_get(&veth_name)
+            .map_err(nerr("cannot find the endpoint's veth"))?
+            .index;
+        quiet_up(&here, rtnl, &veth_name, veth)?;
+        let idx = Rtnl::open(netns)
+            .and_then(|mut r| r.link_get(&plan.ifname))
+            .map_err(nerr("cannot find the endpoint's interface"))?
+            .index;
+        configure_interface(netns, idx, plan)?;
+        Ok((veth, idx))
+    };
+    match build(&mut rtnl) {
+        Ok((veth, idx)) => Ok((tap, veth, idx)),
+        Err(e) => {
+            if let Ok(l) = rtnl.link_get(&veth_name) {
+                let _ = rtnl.link_delete(l.index);
+            }
+            destroy_tap(tap);
+            Err(e)
+        }
+    }
+}
+
+/// Whether the endpoint's interface `ifname` in `netns` is a veth (a fast-path endpoint's).
+pub fn is_veth(netns: &Netns, ifname: &str) -> bool {
+    Rtnl::open(netns)
+        .and_then(|mut r| r.link_get(ifname))
+        .is_ok_and(|l| l.kind.as_deref() == Some("veth"))
+}
+
+/// Deletes the interface `ifname` in `netns` if it exists.
+pub fn delete_named(netns: &Netns, ifname: &str) {
+    if let Ok(mut r) = Rtnl::open(netns) {
+        if let Ok(l) = r.link_get(ifname) {
+            let _ = r.link_delete(l.index);
+        }
+    }
+}
+
 /// Creates the TAP in the calling thread's namespace (the daemon's) under `name`, for a
 /// front end to move into its sandbox (Docker): MAC, MTU and ARP are set, since they follow
 /// the device; addresses, routes and per-namespace settings are not (the front end

@@ -53,6 +53,8 @@ pub(crate) struct EpRt {
     pub(super) reaper: Option<ExitWatcher>,
     /// Told when the interface has left its namespace (a teardown waits for it).
     pub(super) gone: Arc<endpoint::Gone>,
+    /// A fast-path endpoint (a veth): the ifindex of the daemon's end.
+    pub(super) fast_veth: Option<u32>,
 }
 
 pub(super) struct Net {
@@ -90,6 +92,9 @@ pub struct Daemon {
     pub(super) log: Logger,
     st: Mutex<State>,
     pub(super) me: Weak<Daemon>,
+    /// New endpoints of `network connect` are veth endpoints with the fast path
+    /// (`uvlan daemon --fast-path`).
+    pub(super) fast_path: std::sync::atomic::AtomicBool,
 }
 
 /// A network to create: from the CLI (own IPAM) or a front end (external IPAM).
@@ -189,7 +194,20 @@ impl Daemon {
             log,
             st: Mutex::new(state),
             me: me.clone(),
+            fast_path: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Makes new `network connect` endpoints veth endpoints with the fast path (`on`), or
+    /// TAP endpoints (`off`, the default). Existing endpoints keep their kind.
+    pub fn set_fast_path(&self, on: bool) {
+        self.fast_path
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether new endpoints use the fast path.
+    pub fn fast_path(&self) -> bool {
+        self.fast_path.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// `e`, or what it means when the process has run out of file descriptors: failures

@@ -380,6 +380,11 @@ impl Daemon {
             let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
             why
         };
+        if endpoint::is_veth(&ns, &ep.ifname) {
+            // A fast-path endpoint: its TAP went with the previous daemon, so the pair is
+            // not adopted; it is made again below (with the fast path if it is on).
+            endpoint::delete_named(&ns, &ep.ifname);
+        }
         let (tap, fresh) = match endpoint::reattach_tap(path, &ep.ifname) {
             Ok(Some(t)) => (t, false),
             Ok(None) => {

@@ -10,6 +10,22 @@ use uvlan_dataplane::fwd::{Driver, IpvlanFlag, IpvlanMode, MacvlanMode};
 /// options, e.g. `com.docker.network.driver.mtu`, which Docker's drivers ignore too).
 pub const GENERIC_PREFIX: &str = "com.docker.network.";
 
+/// `-o uvlan.fast_path=true|false`: whether `network connect` makes fast-path (veth)
+/// endpoints on this network; absent: as the daemon's `--fast-path` says.
+pub const FAST_PATH_OPT: &str = "uvlan.fast_path";
+
+/// The network's `uvlan.fast_path` option.
+pub fn fast_path_opt(opts: &BTreeMap<String, String>) -> Result<Option<bool>, String> {
+    match opts.get(FAST_PATH_OPT).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(v) => Err(format!(
+            "invalid {FAST_PATH_OPT} value {v:?}: use true or false"
+        )),
+    }
+}
+
 /// The `-o` keys a driver knows.
 pub fn known_keys(driver: Driver) -> &'static [&'static str] {
     match driver {
@@ -61,7 +77,10 @@ pub fn parse_driver_opts(
 ) -> Result<DriverOpts, String> {
     let known = known_keys(driver);
     for key in opts.keys() {
-        if !known.contains(&key.as_str()) && !key.starts_with(GENERIC_PREFIX) {
+        if !known.contains(&key.as_str())
+            && !key.starts_with(GENERIC_PREFIX)
+            && key != FAST_PATH_OPT
+        {
             return Err(format!(
                 "unknown {} option {key:?}: the known options are {} (and \
                  {GENERIC_PREFIX}* keys, which are stored)",
@@ -70,6 +89,7 @@ pub fn parse_driver_opts(
             ));
         }
     }
+    fast_path_opt(opts)?;
     let parent = opts.get("parent").filter(|p| !p.is_empty()).cloned();
     match driver {
         Driver::Ipvlan => {
@@ -283,6 +303,19 @@ mod tests {
             &opts(&[("com.docker.network.driver.mtu", "9000")])
         )
         .is_ok());
+    }
+
+    #[test]
+    fn fast_path_option() {
+        for (v, want) in [("true", Some(true)), ("false", Some(false)), ("", None)] {
+            let o = opts(&[(FAST_PATH_OPT, v)]);
+            assert!(parse_driver_opts(Driver::Macvlan, &o).is_ok());
+            assert_eq!(fast_path_opt(&o), Ok(want));
+        }
+        assert_eq!(
+            parse_driver_opts(Driver::Ipvlan, &opts(&[(FAST_PATH_OPT, "yes")])).unwrap_err(),
+            "invalid uvlan.fast_path value \"yes\": use true or false"
+        );
     }
 
     #[test]

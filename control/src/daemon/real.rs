@@ -105,6 +105,10 @@ impl DataplaneApi for RunDataplane {
         self.handle.remove_tap(port).map_err(dp_err)
     }
 
+    fn add_fast_port(&self, port: PortId, veth: u32) -> Result<(), DpError> {
+        self.handle.add_fast_port(port, veth).map_err(dp_err)
+    }
+
     fn attach_parent(&self, parent: ParentId, ifname: &str) -> Result<String, DpError> {
         let st = self.handle.attach_parent(parent, ifname).map_err(dp_err)?;
         Ok(match st.fallback_reason {

@@ -42,6 +42,15 @@ impl Daemon {
                     .and_then(|rt| s.port(rt.port))
                     .copied()
                     .unwrap_or_default();
+                let fast = net.eps.get(&ep.id).and_then(|rt| {
+                    s.fast_path
+                        .as_ref()?
+                        .ports
+                        .iter()
+                        .find(|(p, _, _)| *p == rt.port)
+                        .map(|(_, tx, rx)| (*tx, *rx))
+                });
+                let (ftx, frx) = fast.unwrap_or_default();
                 ns.endpoints.push(EndpointStats {
                     name: ep.name.clone(),
                     sent_frames: c.rx_frames,
@@ -49,6 +58,10 @@ impl Daemon {
                     received_frames: c.tx_frames,
                     received_bytes: c.tx_bytes,
                     dropped: c.tx_dropped,
+                    fast_sent_frames: ftx.frames,
+                    fast_sent_bytes: ftx.bytes,
+                    fast_received_frames: frx.frames,
+                    fast_received_bytes: frx.bytes,
                 });
             }
             ns.endpoints.sort_by(|a, b| a.name.cmp(&b.name));

@@ -284,6 +284,7 @@ pub fn report(f: &Findings) -> Report {
                 ("bpf", "BPF"),
                 ("af_xdp", "AF_XDP"),
                 ("tcx", "tcx"),
+                ("fast_path", "fast path"),
                 ("af_packet", "AF_PACKET parent"),
             ] {
                 checks.push(check(id, title, Status::Skipped, "needs root".to_string()));
@@ -422,6 +423,11 @@ fn parents(s: &Scratch, checks: &mut Vec<Check>, plan: &mut Vec<String>) {
     checks.push(check("af_xdp", "AF_XDP", st, d));
     let (st, d) = pass_fail(&s.tcx, "a tcx ingress program attaches");
     checks.push(check("tcx", "tcx", st, d));
+    let (st, d) = pass_fail(
+        &s.fast_path,
+        "the cache program (tcx, bpf_redirect_peer) loads and attaches to a veth",
+    );
+    checks.push(check("fast_path", "fast path", st, d));
     let (st, d) = pass_fail(&s.af_packet, "a parent opened (socket and tcx filter)");
     checks.push(check("af_packet", "AF_PACKET parent", st, d));
     plan.push(match (&s.af_xdp, &s.af_packet) {

@@ -37,6 +37,8 @@ pub struct Scratch {
     pub xdp_generic: Result<(), String>,
     /// A tcx ingress program attaches.
     pub tcx: Result<(), String>,
+    /// The fast-path programs load (`bpf_redirect_peer`) and attach at tcx on a veth.
+    pub fast_path: Result<(), String>,
     /// The AF_XDP parent opens, with the XDP and bind modes it got.
     pub af_xdp: Result<(XdpMode, BindMode), String>,
     /// The AF_PACKET parent (socket and tcx filter) opens.
@@ -206,6 +208,7 @@ pub fn run() -> io::Result<Scratch> {
         let xdp_native = on_veth(&|| text(probe::xdp_attach(VETH, XdpMode::Native)));
         let xdp_generic = on_veth(&|| text(probe::xdp_attach(VETH, XdpMode::Generic)));
         let tcx = on_veth(&|| text(probe::tcx(VETH)));
+        let fast_path = on_veth(&|| text(probe::fast_path(VETH)));
         let af_xdp = match &veth {
             Ok(()) => probe::af_xdp(VETH).map_err(|e| e.to_string()),
             Err(e) => Err(format!("not tried: {e}")),
@@ -228,6 +231,7 @@ pub fn run() -> io::Result<Scratch> {
             xdp_native,
             xdp_generic,
             tcx,
+            fast_path,
             af_xdp,
             af_packet,
             kernel,

@@ -43,6 +43,7 @@ fn all_good() -> Scratch {
         xdp_native: Ok(()),
         xdp_generic: Ok(()),
         tcx: Ok(()),
+        fast_path: Ok(()),
         af_xdp: Ok((XdpMode::Native, BindMode::Copy)),
         af_packet: Ok(()),
         kernel: vec![

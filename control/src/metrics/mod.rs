@@ -66,6 +66,30 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "Frames for the endpoint that could not be written (queue full, interface down).",
     ),
     (
+        "endpoint_fast_path_tx_packets",
+        "counter",
+        "network, endpoint",
+        "Frames the endpoint sent that the fast path's kernel cache forwarded.",
+    ),
+    (
+        "endpoint_fast_path_tx_bytes",
+        "counter",
+        "network, endpoint",
+        "Bytes of those frames.",
+    ),
+    (
+        "endpoint_fast_path_rx_packets",
+        "counter",
+        "network, endpoint",
+        "Frames the fast path's kernel cache delivered to the endpoint.",
+    ),
+    (
+        "endpoint_fast_path_rx_bytes",
+        "counter",
+        "network, endpoint",
+        "Bytes of those frames.",
+    ),
+    (
         "wire_info",
         "gauge",
         "parent, mode",
@@ -220,12 +244,24 @@ impl Collector for Snapshot {
             .collect();
         family(&mut enc, "endpoints", None, MetricType::Gauge, &eps)?;
         type Pick = fn(&crate::api::EndpointStats) -> u64;
-        let per_ep: [(&str, Option<Unit>, Pick); 5] = [
+        let per_ep: [(&str, Option<Unit>, Pick); 9] = [
             ("endpoint_tx_packets", None, |e| e.sent_frames),
             ("endpoint_tx", Some(Unit::Bytes), |e| e.sent_bytes),
             ("endpoint_rx_packets", None, |e| e.received_frames),
             ("endpoint_rx", Some(Unit::Bytes), |e| e.received_bytes),
             ("endpoint_dropped_packets", None, |e| e.dropped),
+            ("endpoint_fast_path_tx_packets", None, |e| {
+                e.fast_sent_frames
+            }),
+            ("endpoint_fast_path_tx", Some(Unit::Bytes), |e| {
+                e.fast_sent_bytes
+            }),
+            ("endpoint_fast_path_rx_packets", None, |e| {
+                e.fast_received_frames
+            }),
+            ("endpoint_fast_path_rx", Some(Unit::Bytes), |e| {
+                e.fast_received_bytes
+            }),
         ];
         for (name, unit, pick) in per_ep {
             let rows: Vec<_> = r
@@ -398,6 +434,7 @@ mod tests {
                 received_frames: 2,
                 received_bytes: 200,
                 dropped: 1,
+                ..EndpointStats::default()
             }],
             wire: Some("eth0".into()),
         });

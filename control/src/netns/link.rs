@@ -1,9 +1,9 @@
 //! Link operations: get, MAC, MTU, up/down, ARP, rename, delete, IPv6 address generation.
 
-use netlink_packet_core::DefaultNla;
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags,
-    LinkInfo as NlLinkInfo, LinkMessage, State,
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, State,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -353,6 +353,34 @@ impl Rtnl {
         m.attributes
             .push(LinkAttribute::IfName(new_name.to_string()));
         self.set_link(format!("rename link {index} to {new_name:?}"), m)
+    }
+
+    /// Creates a veth pair (`ip link add NAME type veth peer name PEER netns NS`): `name`
+    /// in this socket's namespace, `peer` in `peer_ns`. Both start down.
+    pub fn link_add_veth(
+        &mut self,
+        name: &str,
+        peer: &str,
+        peer_ns: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        check_ifname(name)?;
+        check_ifname(peer)?;
+        let mut p = LinkMessage::default();
+        p.attributes.push(LinkAttribute::IfName(peer.to_string()));
+        p.attributes
+            .push(LinkAttribute::NetNsFd(peer_ns.as_raw_fd()));
+        let mut m = link_msg(0);
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::Kind(InfoKind::Veth),
+            NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
+        ]));
+        self.ack(
+            &format!("create veth pair {name}/{peer}"),
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
     }
 
     /// Deletes the link (`ip link del`).

@@ -215,6 +215,12 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// The namespace's file descriptor (for `IFLA_NET_NS_FD`).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
     /// The network namespace of the calling thread.
     pub fn current() -> Result<Netns> {
         let path = Path::new("/proc/thread-self/ns/net");

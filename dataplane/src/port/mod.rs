@@ -27,6 +27,7 @@
 pub mod afpacket;
 pub mod bpf;
 pub mod ethtool;
+pub mod fast_path;
 pub mod probe;
 pub mod tap;
 pub mod uring;

@@ -81,6 +81,9 @@ pub enum ProbeError {
     /// A `bpf(2)` step failed.
     #[error(transparent)]
     Bpf(#[from] BpfError),
+    /// The fast-path programs could not be set up.
+    #[error(transparent)]
+    FastPath(#[from] super::fast_path::FastPathError),
     /// The interface could not be found.
     #[error("interface {ifname}: {source}")]
     Interface {
@@ -126,6 +129,15 @@ pub fn tcx(ifname: &str) -> Result<(), ProbeError> {
         Some(AttachType::TcxIngress),
     )?;
     Link::tcx_ingress(&prog, ifindex(ifname)?)?;
+    Ok(())
+}
+
+/// Loads the fast-path programs (`port::fast_path`: the verifier accepts
+/// `bpf_redirect_peer` and atomic adds) and attaches the veth one at tcx ingress of `ifname`
+/// (a veth), then detaches it.
+pub fn fast_path(ifname: &str) -> Result<(), ProbeError> {
+    let fp = super::fast_path::FastPath::load(4)?;
+    Link::tcx_ingress(fp.veth_prog(), ifindex(ifname)?)?;
     Ok(())
 }
 

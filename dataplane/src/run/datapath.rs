@@ -13,8 +13,10 @@
 //!        └─ HostStack: counted
 //! ```
 //!
-//! Later hooks (MTU drops, a fast-path cache) belong in [`Core::emit`]: one call per
-//! output, after the decision, with the ingress, the output and the frame at hand.
+//! Later per-output hooks (MTU drops) belong in [`Core::emit`]: one call per output, after
+//! the decision, with the ingress, the output and the frame at hand. The fast-path cache
+//! learns in `Core::forward`, which sees the whole output list (only a decision with exactly
+//! one sibling port is learned; see `port::fast_path`).
 //!
 //! The capture hook (`super::record`): while a capture is attached, `forward` decides with
 //! a [`CaptureTracer`] and records the frame inbound; `emit` hands each output's decision
@@ -30,6 +32,7 @@ use crate::capture::{ingress_point, CaptureTracer, Direction, Point};
 use crate::fwd::{DropReason, Engine, Ingress, NetworkId, Output, Outputs, ParentId, PortId};
 use crate::fwd::{Target, VlanOp};
 use crate::offload::{kernel_gso_header, Gro, Segmenter, VnetHdr};
+use crate::port::fast_path::FastPath;
 use crate::port::tap::Tap;
 use crate::trace::{trace, Trace};
 use crate::wire::{MacAddr, ETH_HLEN};
@@ -171,6 +174,9 @@ pub(crate) struct Core {
     pub(crate) decider: Decider,
     /// Used only while a capture is attached.
     tracer: CaptureTracer,
+    /// The fast-path cache that port → port decisions are learned into (once a port has a
+    /// veth; see `port::fast_path`).
+    pub(crate) fast: Option<Arc<FastPath>>,
 }
 
 /// Counts the result of one TAP write: `Ok(bytes of frame)` or `Err(errno)`.
@@ -683,6 +689,7 @@ impl Core {
             io,
             decider,
             tracer: CaptureTracer::new(),
+            fast: None,
         }
     }
 
@@ -703,6 +710,15 @@ impl Core {
                 if let Err(r) = decided {
                     self.io.drops[r.index()] += 1;
                     return;
+                }
+                if let (Some(fp), Ingress::Port(p), [o]) =
+                    (&self.fast, ingress, self.out.as_slice())
+                {
+                    // Exactly one sibling port, no tag operation: the decision the cache may
+                    // repeat (`FastPath::learn` checks the rest).
+                    if let (Target::Port(q), VlanOp::Keep) = (o.target, o.vlan) {
+                        fp.learn(p, q, frame);
+                    }
                 }
                 for i in 0..self.out.len() {
                     if let Some(&o) = self.out.as_slice().get(i) {

@@ -134,7 +134,9 @@ use crate::port::tap::Tap;
 use crate::port::xsk::XdpOptions;
 use crate::trace::Trace;
 
-pub use stats::{IoDrop, LoopCounters, ParentCounters, PortCounters, Stats, BATCH_BUCKETS};
+pub use stats::{
+    FastPathReport, IoDrop, LoopCounters, ParentCounters, PortCounters, Stats, BATCH_BUCKETS,
+};
 
 /// How to reach a routed destination; defined by the engine's route stage (`fwd`), kept here
 /// for the [`Resolver`] implementations.
@@ -238,6 +240,13 @@ pub struct RunOptions {
     /// (epoll). Default `None`: sleep at once. On shared CPUs spinning takes time from the
     /// senders and receivers the dataplane serves (see docs/performance.md).
     pub busy_poll: Option<Duration>,
+    /// While small frames (≤ 256 bytes) arrive faster than one per this interval, a worker's
+    /// wait lingers up to this long for a batch of frames (half of `batch`) instead of
+    /// returning for the first one: fewer wake-ups and system calls per frame under a flood,
+    /// at most this much latency added then; a larger frame (TCP's GSO super-frames) or a
+    /// slow wait ends it at once, and a lone frame (a ping) never waits. io_uring only
+    /// (`epoll_wait` counts in milliseconds). Default 100 µs; `None` or zero: never linger.
+    pub coalesce: Option<Duration>,
     /// The blind relay instead of the engine (the benchmark's bound for this design):
     /// every frame from a port goes to every other port with a TAP and every attached wire,
     /// every frame from a wire to every port with a TAP, unchanged. Ports and parents must
@@ -259,6 +268,7 @@ impl Default for RunOptions {
             workers: 1,
             rx_buffers: 256,
             busy_poll: None,
+            coalesce: Some(Duration::from_micros(100)),
             relay: false,
         }
     }
@@ -341,6 +351,12 @@ pub enum RunError {
         /// The refused TAP, returned so the caller can keep or close it.
         tap: Box<Tap>,
     },
+    /// `add_fast_port` before `add_tap`.
+    #[error("{0} has no TAP: add the TAP (the slow path) before the fast-path veth")]
+    NoTap(PortId),
+    /// The fast path could not be set up.
+    #[error("fast path: {0}")]
+    FastPath(#[from] crate::port::fast_path::FastPathError),
     /// A command closure panicked on the dataplane thread (the loop keeps running).
     #[error("a dataplane command panicked: {0}")]
     Panicked(String),
@@ -555,9 +571,14 @@ impl Dataplane {
                         }
                     }
                     let reactor = if use_uring {
-                        Uring::new(opts.batch, opts.rx_buffers as u16, opts.busy_poll)
-                            .map(|u| Reactor::Uring(Box::new(u)))
-                            .map_err(|e| io::Error::other(format!("io_uring: {e}")))
+                        Uring::new(
+                            opts.batch,
+                            opts.rx_buffers as u16,
+                            opts.busy_poll,
+                            opts.coalesce,
+                        )
+                        .map(|u| Reactor::Uring(Box::new(u)))
+                        .map_err(|e| io::Error::other(format!("io_uring: {e}")))
                     } else {
                         Plain::new(opts.batch, opts.busy_poll).map(|p| Reactor::Plain(Box::new(p)))
                     };
@@ -780,7 +801,9 @@ impl DataplaneHandle {
     /// output as written, drops with their reason when `filter.drops`), until the returned
     /// reader is dropped (each worker lets the session go at the end of its next turn) or
     /// the dataplane stops (the reader then sees [`End::Detached`](crate::capture::End)).
-    /// While no capture is attached the datapath pays one branch per frame.
+    /// While no capture is attached the datapath pays one branch per frame. While one is,
+    /// fast-path endpoints forward through the slow path (the cache is emptied and learns
+    /// nothing), so the capture sees every frame.
     pub fn start_capture(
         &self,
         filter: crate::capture::CaptureFilter,
@@ -791,9 +814,32 @@ impl DataplaneHandle {
                 return Err(RunError::CaptureInRelay);
             }
             w.on_all(move |x| x.core.io.rec.tap.attach(session.clone()));
+            // Every frame must be seen with its verdict: while a capture is attached the
+            // workers learn nothing into the fast-path cache (`Core::forward`), and the
+            // entries learned before are dropped now, after every worker has attached, so
+            // each port's traffic takes the slow path until the capture ends.
+            if let Some(fp) = &w.core.fast {
+                fp.flush();
+            }
             Ok(())
         })?;
         Ok(reader)
+    }
+
+    /// Makes `port` a fast-path endpoint (see [`crate::port::fast_path`]): `veth` is the
+    /// ifindex, in the dataplane's namespace, of the dataplane's end of the endpoint's veth
+    /// pair (the other end is the endpoint's interface, in another namespace). The port's
+    /// TAP, already added and in the same namespace, becomes its slow path. The programs are
+    /// loaded on first use and attached with `bpf_link` (they go when the process does).
+    /// The cache is flushed.
+    pub fn add_fast_port(&self, port: PortId, veth: u32) -> Result<(), RunError> {
+        self.call(move |w| w.cmd_add_fast_port(port, veth))
+    }
+
+    /// Detaches `port`'s veth programs and flushes the cache (also done by `remove_tap` and
+    /// by removing the port from the engine). Returns whether it had a veth.
+    pub fn remove_fast_port(&self, port: PortId) -> Result<bool, RunError> {
+        self.call(move |w| Ok(w.cmd_remove_fast_port(port)))
     }
 
     /// Forgets every cached next hop (e.g. after the host's routes or neighbours changed).

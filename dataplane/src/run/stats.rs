@@ -196,6 +196,24 @@ pub struct Stats {
     pub io: String,
     /// Each worker's loop counters, worker 0 first.
     pub workers: Vec<LoopCounters>,
+    /// The fast path's counters, once a port has a veth.
+    pub fast_path: Option<FastPathReport>,
+}
+
+/// Counters of the fast path (see [`crate::port::fast_path`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FastPathReport {
+    /// The programs' own counters: hits, misses to the slow path, slow-path frames out.
+    pub programs: crate::port::fast_path::FastStats,
+    /// Entries in the cache now.
+    pub entries: usize,
+    /// Per port with a veth (or that had one): frames and bytes the cache forwarded from
+    /// it, then to it.
+    pub ports: Vec<(
+        PortId,
+        crate::port::fast_path::EntryCounters,
+        crate::port::fast_path::EntryCounters,
+    )>,
 }
 
 impl Stats {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::fwd::{DropReason, ParentId, PortId};
+use crate::port::fast_path::{FastPath, KeyKind};
 use crate::port::tap::Tap;
 
 use super::datapath::{account_write, Core, PortTap, TxPort};
@@ -32,6 +33,9 @@ use super::reactor::{Event, Reactor};
 use super::resolve::ParentView;
 use super::xfer::XferIn;
 use super::{Cmd, IoDrop, LoopCounters, PortCounters, RunOptions};
+
+/// Capacity of the fast-path cache (entries; one per sender and destination key).
+const FAST_PATH_ENTRIES: u32 = 65536;
 
 /// A TAP queue this worker reads.
 pub(crate) struct RxPort {
@@ -832,6 +836,8 @@ impl Worker {
     }
 
     pub(crate) fn cmd_remove_tap(&mut self, port: PortId) -> Option<Tap> {
+        // The veth loses its programs (and every cache entry goes) before the TAP does.
+        self.cmd_remove_fast_port(port);
         let pt = self
             .core
             .io
@@ -962,6 +968,65 @@ impl Worker {
             w.resync();
         });
         self.resync();
+        // Every worker decides with the new engine now: no entry decided with the old one
+        // can be learned after this flush (learning happens inside a batch).
+        self.fast_sync();
+    }
+
+    /// Invalidation: flushes the fast-path cache and detaches the veths of ports that no
+    /// longer have a TAP (removed from the engine).
+    fn fast_sync(&mut self) {
+        let Some(fp) = self.core.fast.clone() else {
+            return;
+        };
+        fp.flush();
+        for p in fp.ports() {
+            if !matches!(self.core.io.ports.get(p.index()), Some(Some(_))) {
+                fp.detach(p);
+                fp.forget(p);
+            }
+        }
+    }
+
+    pub(crate) fn cmd_add_fast_port(
+        &mut self,
+        port: PortId,
+        veth: u32,
+    ) -> Result<(), super::RunError> {
+        let Some(info) = self.core.engine.port_info(port) else {
+            return Err(super::RunError::NoSuchPort(port));
+        };
+        let Some(Some(tx)) = self.core.io.ports.get(port.index()) else {
+            return Err(super::RunError::NoTap(port));
+        };
+        let tap = tx.tap.queues.first().map(|t| t.ifindex()).unwrap_or(0);
+        let fp = match self.core.fast.clone() {
+            Some(fp) => fp,
+            None => {
+                let fp = Arc::new(FastPath::load(FAST_PATH_ENTRIES)?);
+                let all = Arc::clone(&fp);
+                self.on_all(move |w| w.core.fast = Some(Arc::clone(&all)));
+                fp
+            }
+        };
+        let kind = if info.macvlan_mode.is_some() {
+            KeyKind::Mac
+        } else {
+            KeyKind::L3
+        };
+        fp.attach(port, veth, tap, kind)?;
+        Ok(())
+    }
+
+    pub(crate) fn cmd_remove_fast_port(&mut self, port: PortId) -> bool {
+        match &self.core.fast {
+            Some(fp) => {
+                let was = fp.detach(port);
+                fp.forget(port);
+                was
+            }
+            None => false,
+        }
     }
 
     pub(crate) fn cmd_stats(&mut self) -> super::Stats {
@@ -971,6 +1036,11 @@ impl Worker {
         let mut io_drops = [0u64; IoDrop::COUNT];
         let mut st = super::Stats {
             io: self.shared.io.clone(),
+            fast_path: self.core.fast.as_ref().map(|fp| super::FastPathReport {
+                programs: fp.stats().unwrap_or_default(),
+                entries: fp.len(),
+                ports: fp.port_counters(),
+            }),
             ..super::Stats::default()
         };
         let mut with_tx: Vec<PortId> = Vec::new();

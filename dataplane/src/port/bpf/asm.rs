@@ -122,6 +122,11 @@ pub mod helper {
     pub const MAP_LOOKUP_ELEM: i32 = 1;
     /// `bpf_redirect_map(map, key, flags)`; the low bits of `flags` are the fallback action.
     pub const REDIRECT_MAP: i32 = 51;
+    /// `bpf_redirect(ifindex, flags)`: tc programs, to the egress of `ifindex` (flags 0).
+    pub const REDIRECT: i32 = 23;
+    /// `bpf_redirect_peer(ifindex, flags)`: tc ingress programs, to the ingress of the peer
+    /// of the veth (or netkit) device `ifindex`, in the peer's namespace (kernel ≥ 5.10).
+    pub const REDIRECT_PEER: i32 = 155;
 }
 
 const CLASS_LD: u8 = 0x00;
@@ -133,6 +138,8 @@ const CLASS_JMP: u8 = 0x05;
 const CLASS_ALU64: u8 = 0x07;
 const MODE_IMM: u8 = 0x00;
 const MODE_MEM: u8 = 0x60;
+const MODE_ATOMIC: u8 = 0xc0;
+const ATOMIC_ADD: i32 = 0x00;
 const SRC_K: u8 = 0x00;
 const SRC_X: u8 = 0x08;
 const OP_END: u8 = 0xd0;
@@ -280,6 +287,17 @@ impl Asm {
         ))
     }
 
+    /// `lock *(size *)(dst + off) += src` (`BPF_ATOMIC | BPF_ADD`; `size` is W or DW).
+    pub fn atomic_add(&mut self, size: Size, dst: Reg, off: i16, src: Reg) -> &mut Self {
+        self.push(Insn::new(
+            CLASS_STX | MODE_ATOMIC | size.bits(),
+            dst,
+            src,
+            off,
+            ATOMIC_ADD,
+        ))
+    }
+
     /// `if dst op imm goto target`.
     pub fn jmp_imm(&mut self, op: Jmp, dst: Reg, imm: i32, target: Label) -> &mut Self {
         self.fixups.push((self.insns.len(), target));
@@ -394,6 +412,15 @@ mod tests {
         assert_eq!(p[1].to_bytes(), [0x6b, 0x3a, 0xf8, 0xff, 0, 0, 0, 0]);
         assert_eq!(p[2].to_bytes(), [0x62, 0x0a, 0xfc, 0xff, 7, 0, 0, 0]);
         assert_eq!(p[3].to_bytes(), [0xdc, 0x04, 0, 0, 16, 0, 0, 0]);
+    }
+
+    #[test]
+    fn encodes_atomic_add() {
+        let mut a = Asm::new();
+        a.atomic_add(Size::DW, Reg::R9, 8, Reg::R1);
+        let p = a.finish().unwrap();
+        // BPF_STX | BPF_ATOMIC | BPF_DW = 0xdb, dst r9, src r1, off 8, imm BPF_ADD.
+        assert_eq!(p[0].to_bytes(), [0xdb, 0x19, 8, 0, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub(crate) const BUF_LEN: usize = VNET_HDR_LEN + MAX_FRAME_LEN;
 const TX_BUFS: u16 = 128;
 /// Submission queue entries per ring.
 const SQ_ENTRIES: u32 = 1024;
+/// Frames up to this size (without the vnet header) count as small for coalescing.
+const SMALL_FRAME: usize = 256;
+/// Quick waits with only small frames before waits start to linger.
+const HOT_AFTER: u32 = 4;
 
 /// A TAP this worker reads.
 #[derive(Default)]
@@ -93,6 +97,26 @@ pub(crate) struct Uring {
     spill: Vec<Event>,
     budget: usize,
     busy: Option<Duration>,
+    /// Writes submitted (or queued) whose completion has not been collected.
+    inflight: usize,
+    /// The longest a wait lingers for more frames while traffic is flowing (`None`: never).
+    coalesce: Option<Duration>,
+    /// Small frames keep arriving faster than one per `coalesce`: the next wait lingers.
+    hot: bool,
+    /// Consecutive waits that brought only small frames, quickly.
+    streak: u32,
+    /// When the last wait returned.
+    last_wake: Instant,
+    /// Frames received by the completions of the last wait.
+    frames_seen: usize,
+    /// One of them was larger than `SMALL_FRAME` (bulk traffic: never linger).
+    big_seen: bool,
+    /// The largest `want` a wait may ask for (half the completion queue).
+    max_want: usize,
+    /// Completions one wait can hand over at most (the completion queue's size): the
+    /// capacity of `cqes`, `spill` and the worker's event list, reserved before the first
+    /// frame so no wait allocates, however many completions it collects.
+    cap: usize,
     pub(crate) lc: LoopCounters,
     /// `io_uring_enter` calls that failed (other than `EINTR`/`EBUSY`).
     pub(crate) errors: u64,
@@ -109,9 +133,12 @@ impl Uring {
         budget: usize,
         rx_buffers: u16,
         busy: Option<Duration>,
+        coalesce: Option<Duration>,
     ) -> Result<Uring, UringError> {
         let cq = (4 * (u32::from(rx_buffers) + u32::from(TX_BUFS))).max(4096);
         let ring = setup(SQ_ENTRIES, cq)?;
+        let cap = ring.params().cq_entries() as usize;
+        let max_want = cap / 2;
         let bufs = BufRing::new(&ring, 0, rx_buffers, BUF_LEN)?;
         let pool = TxPool::new(TX_BUFS, BUF_LEN)?;
         Ok(Uring {
@@ -127,10 +154,19 @@ impl Uring {
             to_arm: Vec::new(),
             wire_rearm: Vec::new(),
             bell_rearm: false,
-            cqes: Vec::with_capacity(1024),
-            spill: Vec::new(),
+            cqes: Vec::with_capacity(cap),
+            spill: Vec::with_capacity(cap),
             budget: budget.max(1),
             busy,
+            inflight: 0,
+            coalesce: coalesce.filter(|d| !d.is_zero()),
+            hot: false,
+            streak: 0,
+            last_wake: Instant::now(),
+            frames_seen: 0,
+            big_seen: false,
+            max_want,
+            cap,
             lc: LoopCounters::default(),
             errors: 0,
         })
@@ -326,7 +362,26 @@ impl Uring {
         }
     }
 
+    /// Submits and waits for `want` completions, at most `limit`.
+    fn enter_for(&mut self, want: usize, limit: Duration) {
+        self.lc.syscalls += 1;
+        let ts = types::Timespec::from(limit);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        if let Err(e) = self.ring.submitter().submit_with_args(want, &args) {
+            match e.raw_os_error() {
+                // A signal, or completions backed up (collected right after): not errors.
+                Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::ETIME) => {}
+                _ => self.errors += 1,
+            }
+        }
+    }
+
     pub(crate) fn wait(&mut self, block: bool, events: &mut Vec<Event>) {
+        if events.capacity() < self.cap {
+            // Once, on the first wait (the worker's list is reused): room for every
+            // completion the queue can hold, so a wait that collects many never allocates.
+            events.reserve(self.cap - events.len());
+        }
         let pending_sqes = !self.ring.submission().is_empty();
         let block = block && self.spill.is_empty();
         events.append(&mut self.spill);
@@ -345,19 +400,63 @@ impl Uring {
                     std::hint::spin_loop();
                 }
             }
+            // Completions of this turn's writes (inline, during the submit) must not end the
+            // wait: it waits for them and one event more (or, while traffic flows, for a
+            // batch of frames, at most `coalesce` long).
+            let writes = self.inflight.min(self.max_want / 2);
             if woke {
                 // Deferred work is run only by an enter with GETEVENTS.
                 if self.ring.submission().taskrun() {
                     self.enter(0);
                 }
             } else {
-                self.enter(1);
+                match self.coalesce.filter(|_| self.hot) {
+                    Some(limit) => {
+                        let batch = (self.budget / 2).clamp(1, self.max_want / 2);
+                        self.enter_for(writes + batch, limit);
+                    }
+                    None => self.enter(writes + 1),
+                }
                 self.lc.wakeups += 1;
             }
         } else if pending_sqes || self.ring.submission().taskrun() {
             self.enter(0);
         }
+        let lingered = self.hot;
+        self.frames_seen = 0;
+        self.big_seen = false;
         self.harvest(events);
+        if block {
+            self.update_hot(lingered);
+        }
+    }
+
+    /// Whether the next wait lingers. Only a flood of small frames makes it: `HOT_AFTER`
+    /// waits in a row that came back sooner than `coalesce` with small frames only, then
+    /// lingering waits that keep bringing more than one. A large frame (bulk TCP: GSO
+    /// super-frames) ends it at once: the sender's frames wait in the TAP until they are
+    /// read, and TCP small queues stop a sender whose frames are held back.
+    fn update_hot(&mut self, lingered: bool) {
+        let now = Instant::now();
+        let gap = now.duration_since(self.last_wake);
+        self.last_wake = now;
+        let Some(limit) = self.coalesce else {
+            return;
+        };
+        self.streak = if self.big_seen {
+            0
+        } else if lingered {
+            if self.frames_seen >= 2 {
+                self.streak
+            } else {
+                0
+            }
+        } else if self.frames_seen >= 1 && gap < limit {
+            self.streak.saturating_add(1)
+        } else {
+            0
+        };
+        self.hot = self.streak >= HOT_AFTER;
     }
 
     /// Copies the completions out of the CQ, then handles them.
@@ -409,6 +508,10 @@ impl Uring {
                 };
                 match (res, bid) {
                     (r, Some(b)) if r > 0 => {
+                        self.frames_seen += 1;
+                        if r as usize > VNET_HDR_LEN + SMALL_FRAME {
+                            self.big_seen = true;
+                        }
                         t.fifo.push_back((b, r as u32));
                         if !t.reported {
                             t.reported = true;
@@ -439,6 +542,7 @@ impl Uring {
                 }
             }
             Kind::TapWrite => {
+                self.inflight = self.inflight.saturating_sub(1);
                 if tag.pool {
                     self.pool.put(tag.buf);
                 } else {
@@ -598,6 +702,7 @@ impl TapSink for Uring {
                 .build()
                 .user_data(tag.encode());
             self.push(&e);
+            self.inflight += 1;
             self.lc.frames_out += 1;
             return None;
         }
@@ -613,6 +718,7 @@ impl TapSink for Uring {
                         .build()
                         .user_data(tag.encode());
                     self.push(&e);
+                    self.inflight += 1;
                     self.lc.frames_out += 1;
                     return None;
                 }

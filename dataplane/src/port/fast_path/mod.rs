@@ -1,0 +1,502 @@
+//! The **fast path**: an exact-match cache, in the kernel, of the engine's own port → port
+//! unicast decisions, for endpoints whose interface is a veth.
+//!
+//! # Shape of a fast-path endpoint
+//! ```text
+//!  endpoint namespace          │ dataplane namespace
+//!  eth0 (veth) ────────────────┼── uvf end (veth) ─ tcx ingress: program `veth`
+//!                              │        hit: bpf_redirect_peer(target uvf end) ─► other eth0
+//!                              │        miss: bpf_redirect(TAP) ─► the TAP's fd ─► engine
+//!                              │   TAP ─ tcx ingress: program `tap`
+//!                              │        frames the dataplane wrote: bpf_redirect(uvf end)
+//!                              │        (veth transmit: the peer eth0 receives them)
+//! ```
+//! The slow path stays the TAP the run loop already reads and writes (io_uring, batches,
+//! `virtio_net_hdr` GSO pass-through); the TAP simply sits in the dataplane's namespace and
+//! two redirects join it to the veth. Reading the veth end with AF_PACKET instead would need
+//! a second port kind with its own batching and offload handling, and `TC_ACT_OK` would hand
+//! every miss to the dataplane namespace's own stack as well; a redirect hands it to nobody
+//! else. Frames the dataplane writes reach `eth0` through the veth's transmit path
+//! (`veth_xmit` → `__dev_forward_skb` → `eth_type_trans` on `eth0`), which computes
+//! `pkt_type` from the destination MAC exactly as the TAP endpoint does.
+//!
+//! # What is cached
+//! Only what the engine decided and what is safe to repeat without it: a frame from port P
+//! that the engine sent to exactly one sibling port Q (no VLAN operation), where both have a
+//! veth and the frame is unicast. The run loop learns the entry from that decision
+//! ([`FastPath::learn`]). The engine only decides `Port(Q)` from a port when no wire hop is
+//! needed (macvlan bridge, ipvlan bridge l2/l3): private and VEPA decisions go to the wire
+//! and are never learned. Keys ([`cache_key`]) are exact and per ingress port:
+//!
+//! | port kind | key                                                             |
+//! |-----------|-----------------------------------------------------------------|
+//! | macvlan   | ingress ifindex, 0, destination MAC, source MAC                 |
+//! | ipvlan    | ingress ifindex, EtherType (0x0800/0x86dd), destination MAC, source MAC, destination address |
+//!
+//! `macvlan_queue_xmit` (bridge mode) decides by destination MAC alone; `ipvlan_xmit_mode_l2`
+//! by destination MAC = source MAC and the L3 destination, `ipvlan_xmit_mode_l3` by the L3
+//! destination alone: each key holds at least what the kernel looks at, so a hit repeats the
+//! decision. The program also refuses (sends to the slow path) what the engine would judge
+//! differently: group destinations, a tag in skb metadata, an IPv4 header whose version,
+//! IHL or total length `ipvlan_get_L3_hdr` would refuse, an IPv6 header whose version is
+//! not 6, and headers not in the linear area.
+//!
+//! A hit counts the frame and its bytes in the entry (atomic adds) and calls
+//! `bpf_redirect_peer` to the target's uvf end: the frame enters the target's `eth0` with
+//! `pkt_type = PACKET_HOST` (`skb_scrub_packet`), which is what `eth_type_trans` gives for a
+//! unicast frame to the endpoint's own MAC (macvlan: the key's destination MAC is the
+//! target's; ipvlan: every endpoint has the parent's MAC). Like the slow path (a TAP write),
+//! it does not check the target's MTU.
+//!
+//! # Invalidation
+//! [`FastPath::flush`] deletes every entry (and keeps their counters): the run loop calls it
+//! after any engine change and whenever a port's TAP or veth comes or goes, on the
+//! dataplane thread, after every worker switched to the new engine and before the command
+//! returns. No worker can insert an entry decided with the old engine afterwards (learning
+//! happens inside a batch; the switch happens between batches). The programs are attached
+//! with `bpf_link`: when the process dies the links close and the uvf ends forward nothing.
+//!
+//! Kernel facts relied on (Linux 6.18): `__sk_buff` len@0, vlan_present@20, ifindex@40,
+//! data@76, data_end@80; helpers `bpf_redirect` (23) and `bpf_redirect_peer` (155) return
+//! `TC_ACT_REDIRECT` (7); `bpf_redirect_peer` needs a veth whose peer is up and in another
+//! namespace (else the frame is dropped); `BPF_ATOMIC | BPF_ADD` on map values.
+//!
+//! Files: this one holds keys, maps and the [`FastPath`] object; `program.rs` the two
+//! programs' assembly.
+
+mod program;
+
+pub use program::{assemble_tap, assemble_veth};
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::fwd::PortId;
+use crate::port::bpf::{AttachType, BpfError, Link, Map, MapType, Prog, ProgType, UpdateFlags};
+
+/// Length of a cache key.
+pub const KEY_LEN: usize = 36;
+/// Length of a cache value: target ifindex u32, reserved u32, packets u64, bytes u64.
+pub const VALUE_LEN: usize = 24;
+
+/// `TC_ACT_SHOT`.
+pub const TC_ACT_SHOT: u32 = 2;
+/// `TC_ACT_REDIRECT`.
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// Stats slot: frames the cache forwarded.
+pub const STAT_HIT: u32 = 0;
+/// Stats slot: frames sent to the slow path (the TAP).
+pub const STAT_MISS: u32 = 1;
+/// Stats slot: frames the dataplane wrote, handed to the veth.
+pub const STAT_SLOW_OUT: u32 = 2;
+/// Stats slot: frames dropped because their interface had no partner (not registered).
+pub const STAT_NO_LINK: u32 = 3;
+/// Number of stats slots.
+pub const STAT_COUNT: u32 = 4;
+
+/// Which kind of key a port's decisions are learned under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// macvlan: destination and source MAC.
+    Mac,
+    /// ipvlan: MACs plus the L3 destination.
+    L3,
+}
+
+fn u16_at(f: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*f.get(i)?, *f.get(i + 1)?]))
+}
+
+/// The cache key the `veth` program computes for `frame` arriving on `ifindex`, when the
+/// port's decisions are learned as `kind`; `None` when the program never looks such a frame
+/// up (it goes to the slow path). `frame` is the whole frame (a GSO super-frame whole, as
+/// `skb->len` counts it).
+pub fn cache_key(frame: &[u8], ifindex: u32, kind: KeyKind) -> Option<[u8; KEY_LEN]> {
+    let macs = frame.get(..12)?;
+    if frame.len() < 14 || macs.first()? & 1 != 0 {
+        return None;
+    }
+    let mut k = [0u8; KEY_LEN];
+    k.get_mut(..4)?.copy_from_slice(&ifindex.to_ne_bytes());
+    k.get_mut(8..20)?.copy_from_slice(macs);
+    if kind == KeyKind::Mac {
+        return Some(k);
+    }
+    let etype = u16_at(frame, 12)?;
+    match etype {
+        0x0800 => {
+            let ip = frame.get(14..34)?;
+            let v = *ip.first()?;
+            let ihl = usize::from(v & 0xf) * 4;
+            let tot = usize::from(u16_at(ip, 2)?);
+            if v >> 4 != 4 || ihl < 20 || tot < ihl || tot > frame.len() - 14 {
+                return None;
+            }
+            k.get_mut(20..24)?.copy_from_slice(ip.get(16..20)?);
+        }
+        0x86dd => {
+            let ip = frame.get(14..54)?;
+            if ip.first()? >> 4 != 6 {
+                return None;
+            }
+            k.get_mut(20..36)?.copy_from_slice(ip.get(24..40)?);
+        }
+        _ => return None,
+    }
+    k.get_mut(4..6)?.copy_from_slice(&etype.to_ne_bytes());
+    Some(k)
+}
+
+/// Errors of the fast path.
+#[derive(Debug, thiserror::Error)]
+pub enum FastPathError {
+    /// A `bpf(2)` operation failed.
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    /// The port already has a veth registered.
+    #[error("{0} already has a fast-path veth")]
+    Busy(PortId),
+}
+
+/// Counters of one cache entry, or summed per port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EntryCounters {
+    /// Frames forwarded by the entry.
+    pub frames: u64,
+    /// Bytes forwarded by the entry.
+    pub bytes: u64,
+}
+
+/// The program counters (summed over CPUs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FastStats {
+    /// Frames the cache forwarded.
+    pub hits: u64,
+    /// Frames sent to the slow path.
+    pub misses: u64,
+    /// Frames the dataplane wrote that went out through a veth.
+    pub slow_out: u64,
+    /// Frames dropped for want of a registered partner interface.
+    pub no_link: u64,
+}
+
+/// One fast-path port: its veth end and TAP (ifindexes in the dataplane's namespace).
+#[derive(Debug)]
+struct Attached {
+    veth: u32,
+    tap: u32,
+    kind: KeyKind,
+    _links: Vec<Link>,
+}
+
+/// What was learned: the entry's ports, to account its counters when it goes.
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    from: PortId,
+    to: PortId,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ports: HashMap<PortId, Attached>,
+    learned: HashMap<[u8; KEY_LEN], Learned>,
+    /// Counters of entries already flushed: per sending port and per receiving port.
+    gone_tx: HashMap<PortId, EntryCounters>,
+    gone_rx: HashMap<PortId, EntryCounters>,
+}
+
+/// The cache, its programs and the ports that use it; shared by the dataplane workers.
+#[derive(Debug)]
+pub struct FastPath {
+    cache: Map,
+    links: Map,
+    stats: Map,
+    veth_prog: Prog,
+    tap_prog: Prog,
+    capacity: u32,
+    state: Mutex<State>,
+}
+
+fn sum_percpu(buf: &[u8]) -> u64 {
+    buf.chunks_exact(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            u64::from_ne_bytes(b)
+        })
+        .sum()
+}
+
+impl FastPath {
+    /// Creates the maps (a cache of `capacity` entries) and loads both programs.
+    pub fn load(capacity: u32) -> Result<FastPath, FastPathError> {
+        let capacity = capacity.max(1);
+        let cache = Map::create(
+            MapType::Hash,
+            KEY_LEN as u32,
+            VALUE_LEN as u32,
+            capacity,
+            "uvlan_fp_cache",
+        )?;
+        let links = Map::create(MapType::Hash, 4, 4, 65536, "uvlan_fp_links")?;
+        let stats = Map::create(MapType::PercpuArray, 4, 8, STAT_COUNT, "uvlan_fp_stats")?;
+        let veth = assemble_veth(&cache, &links, &stats)?;
+        let veth_prog = Prog::load(
+            ProgType::SchedCls,
+            &veth,
+            "uvlan_fp_veth",
+            Some(AttachType::TcxIngress),
+        )?;
+        let tap = assemble_tap(&links, &stats)?;
+        let tap_prog = Prog::load(
+            ProgType::SchedCls,
+            &tap,
+            "uvlan_fp_tap",
+            Some(AttachType::TcxIngress),
+        )?;
+        Ok(FastPath {
+            cache,
+            links,
+            stats,
+            veth_prog,
+            tap_prog,
+            capacity,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The program on the dataplane's end of an endpoint veth (for `BPF_PROG_TEST_RUN`).
+    pub fn veth_prog(&self) -> &Prog {
+        &self.veth_prog
+    }
+
+    /// The program on an endpoint's TAP.
+    pub fn tap_prog(&self) -> &Prog {
+        &self.tap_prog
+    }
+
+    /// Registers `veth ↔ tap` in the partner map without attaching anything (for tests of
+    /// the programs). [`FastPath::attach`] does this too.
+    pub fn pair(&self, veth: u32, tap: u32) -> Result<(), FastPathError> {
+        self.links
+            .update(&veth.to_ne_bytes(), &tap.to_ne_bytes(), UpdateFlags::Any)?;
+        self.links
+            .update(&tap.to_ne_bytes(), &veth.to_ne_bytes(), UpdateFlags::Any)?;
+        Ok(())
+    }
+
+    /// Makes `port` a fast-path port: its veth end `veth` and its TAP `tap` (ifindexes in
+    /// the calling thread's namespace) get their tcx-ingress programs, and its decisions
+    /// are learned as `kind`. Flushes the cache. On failure nothing stays attached.
+    pub fn attach(
+        &self,
+        port: PortId,
+        veth: u32,
+        tap: u32,
+        kind: KeyKind,
+    ) -> Result<(), FastPathError> {
+        if self.state().ports.contains_key(&port) {
+            return Err(FastPathError::Busy(port));
+        }
+        self.pair(veth, tap)?;
+        let links = Link::tcx_ingress(&self.tap_prog, tap)
+            .and_then(|a| Ok(vec![a, Link::tcx_ingress(&self.veth_prog, veth)?]));
+        let links = match links {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = self.links.delete(&veth.to_ne_bytes());
+                let _ = self.links.delete(&tap.to_ne_bytes());
+                return Err(e.into());
+            }
+        };
+        self.flush();
+        self.state().ports.insert(
+            port,
+            Attached {
+                veth,
+                tap,
+                kind,
+                _links: links,
+            },
+        );
+        Ok(())
+    }
+
+    /// Detaches `port`'s programs (frames on its veth then reach nobody) and flushes the
+    /// cache. Returns whether it was attached.
+    pub fn detach(&self, port: PortId) -> bool {
+        let gone = self.state().ports.remove(&port);
+        let Some(a) = gone else {
+            return false;
+        };
+        self.flush();
+        let _ = self.links.delete(&a.veth.to_ne_bytes());
+        let _ = self.links.delete(&a.tap.to_ne_bytes());
+        drop(a);
+        true
+    }
+
+    /// The ports with a veth.
+    pub fn ports(&self) -> Vec<PortId> {
+        let mut v: Vec<PortId> = self.state().ports.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether `port` has a veth.
+    pub fn has(&self, port: PortId) -> bool {
+        self.state().ports.contains_key(&port)
+    }
+
+    /// The veth ifindex of `port`.
+    pub fn veth_of(&self, port: PortId) -> Option<u32> {
+        self.state().ports.get(&port).map(|a| a.veth)
+    }
+
+    /// Learns the engine's decision that `frame` from `from` goes to exactly `to` (and
+    /// nowhere else, without VLAN operation). Does nothing unless both ports are fast-path
+    /// ports and the frame is one the program looks up; a key already learned is not
+    /// written again. Returns whether an entry was added.
+    pub fn learn(&self, from: PortId, to: PortId, frame: &[u8]) -> bool {
+        let mut st = self.state();
+        let (Some(a), Some(b)) = (st.ports.get(&from), st.ports.get(&to)) else {
+            return false;
+        };
+        let Some(key) = cache_key(frame, a.veth, a.kind) else {
+            return false;
+        };
+        if st.learned.contains_key(&key) {
+            return false;
+        }
+        let mut v = [0u8; VALUE_LEN];
+        v[..4].copy_from_slice(&b.veth.to_ne_bytes());
+        if self.cache.update(&key, &v, UpdateFlags::Any).is_err() {
+            // Full (or the kernel refused): the slow path keeps serving the key.
+            return false;
+        }
+        st.learned.insert(key, Learned { from, to });
+        true
+    }
+
+    /// Inserts an entry directly (tests of the program: the run loop only uses
+    /// [`FastPath::learn`]).
+    pub fn insert_raw(&self, key: &[u8; KEY_LEN], target: u32) -> Result<(), FastPathError> {
+        let mut v = [0u8; VALUE_LEN];
+        v[..4].copy_from_slice(&target.to_ne_bytes());
+        self.cache.update(key, &v, UpdateFlags::Any)?;
+        Ok(())
+    }
+
+    /// The counters of the entry under `key` (`None`: no entry).
+    pub fn entry(&self, key: &[u8; KEY_LEN]) -> Option<EntryCounters> {
+        let mut v = [0u8; VALUE_LEN];
+        match self.cache.lookup(key, &mut v) {
+            Ok(true) => {
+                let mut f = [0u8; 8];
+                let mut b = [0u8; 8];
+                f.copy_from_slice(&v[8..16]);
+                b.copy_from_slice(&v[16..24]);
+                Some(EntryCounters {
+                    frames: u64::from_ne_bytes(f),
+                    bytes: u64::from_ne_bytes(b),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Number of learned entries.
+    pub fn len(&self) -> usize {
+        self.state().learned.len()
+    }
+
+    /// True when nothing is learned.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cache capacity.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Deletes every learned entry; their counters move to the per-port totals.
+    pub fn flush(&self) {
+        let mut st = self.state();
+        let learned = std::mem::take(&mut st.learned);
+        for (key, l) in learned {
+            let c = self.entry(&key).unwrap_or_default();
+            let _ = self.cache.delete(&key);
+            let tx = st.gone_tx.entry(l.from).or_default();
+            tx.frames += c.frames;
+            tx.bytes += c.bytes;
+            let rx = st.gone_rx.entry(l.to).or_default();
+            rx.frames += c.frames;
+            rx.bytes += c.bytes;
+        }
+    }
+
+    /// Frames and bytes the cache forwarded, per port: (sent by it, delivered to it), live
+    /// entries and flushed ones together.
+    pub fn port_counters(&self) -> Vec<(PortId, EntryCounters, EntryCounters)> {
+        let st = self.state();
+        let mut out: HashMap<PortId, (EntryCounters, EntryCounters)> = HashMap::new();
+        for p in st.ports.keys() {
+            out.entry(*p).or_default();
+        }
+        for (p, c) in &st.gone_tx {
+            let e = &mut out.entry(*p).or_default().0;
+            e.frames += c.frames;
+            e.bytes += c.bytes;
+        }
+        for (p, c) in &st.gone_rx {
+            let e = &mut out.entry(*p).or_default().1;
+            e.frames += c.frames;
+            e.bytes += c.bytes;
+        }
+        for (key, l) in &st.learned {
+            let c = self.entry(key).unwrap_or_default();
+            let e = &mut out.entry(l.from).or_default().0;
+            e.frames += c.frames;
+            e.bytes += c.bytes;
+            let e = &mut out.entry(l.to).or_default().1;
+            e.frames += c.frames;
+            e.bytes += c.bytes;
+        }
+        let mut v: Vec<_> = out.into_iter().map(|(p, (t, r))| (p, t, r)).collect();
+        v.sort_by_key(|(p, _, _)| *p);
+        v
+    }
+
+    /// Forgets the flushed counters of a port that left the engine.
+    pub fn forget(&self, port: PortId) {
+        let mut st = self.state();
+        st.gone_tx.remove(&port);
+        st.gone_rx.remove(&port);
+    }
+
+    /// The programs' counters, summed over CPUs.
+    pub fn stats(&self) -> Result<FastStats, FastPathError> {
+        let mut vals = [0u64; STAT_COUNT as usize];
+        let mut buf = vec![0u8; self.stats.value_buf_len()];
+        for (i, slot) in vals.iter_mut().enumerate() {
+            self.stats.lookup(&(i as u32).to_ne_bytes(), &mut buf)?;
+            *slot = sum_percpu(&buf);
+        }
+        let [hits, misses, slow_out, no_link] = vals;
+        Ok(FastStats {
+            hits,
+            misses,
+            slow_out,
+            no_link,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

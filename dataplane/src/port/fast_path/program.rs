@@ -1,0 +1,174 @@
+//! The two fast-path programs, assembled instruction by instruction (see the module docs of
+//! `port::fast_path` for what they do and why).
+
+use std::os::fd::AsFd;
+
+use super::{STAT_HIT, STAT_MISS, STAT_NO_LINK, STAT_SLOW_OUT};
+use crate::port::bpf::{helper, Alu, Asm, BpfError, Insn, Jmp, Label, Map, Reg, Size};
+
+// `__sk_buff` offsets.
+const SKB_LEN: i16 = 0;
+const SKB_VLAN_PRESENT: i16 = 20;
+const SKB_IFINDEX: i16 = 40;
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
+
+const TC_ACT_SHOT: i32 = 2;
+
+// Stack layout (offsets from r10). The key is KEY_LEN (36) bytes:
+// ifindex:4 etype:2 pad:2 dst_mac:6 src_mac:6 addr:16.
+const K: i16 = -40;
+const S_IDX: i16 = -44;
+const S_STAT: i16 = -48;
+
+fn count(a: &mut Asm, stats: &Map, idx: u32) {
+    let skip = a.label();
+    a.st_imm(Size::W, Reg::R10, S_STAT, idx as i32)
+        .ld_map_fd(Reg::R1, stats.as_fd())
+        .mov_reg(Reg::R2, Reg::R10)
+        .alu_imm(Alu::Add, Reg::R2, S_STAT as i32)
+        .call(helper::MAP_LOOKUP_ELEM)
+        .jmp_imm(Jmp::Eq, Reg::R0, 0, skip)
+        .ldx(Size::DW, Reg::R1, Reg::R0, 0)
+        .alu_imm(Alu::Add, Reg::R1, 1)
+        .stx(Size::DW, Reg::R0, 0, Reg::R1)
+        .bind(skip);
+}
+
+fn lookup(a: &mut Asm, map: &Map, key_off: i16) {
+    a.ld_map_fd(Reg::R1, map.as_fd())
+        .mov_reg(Reg::R2, Reg::R10)
+        .alu_imm(Alu::Add, Reg::R2, key_off as i32)
+        .call(helper::MAP_LOOKUP_ELEM);
+}
+
+/// Go to `fail` unless `r7 + n <= data_end (r8)`.
+fn need(a: &mut Asm, n: i32, fail: Label) {
+    a.mov_reg(Reg::R2, Reg::R7)
+        .alu_imm(Alu::Add, Reg::R2, n)
+        .jmp_reg(Jmp::Gt, Reg::R2, Reg::R8, fail);
+}
+
+/// Hand the frame to the partner interface of the one it arrived on (`links` map):
+/// `bpf_redirect(partner, 0)`, counted in `stat`; no partner: dropped, counted in
+/// `no_link`. Expects r6 = ctx.
+fn to_partner(a: &mut Asm, links: &Map, stats: &Map, stat: u32) {
+    let no_link = a.label();
+    a.ldx(Size::W, Reg::R2, Reg::R6, SKB_IFINDEX)
+        .stx(Size::W, Reg::R10, S_IDX, Reg::R2);
+    lookup(a, links, S_IDX);
+    a.jmp_imm(Jmp::Eq, Reg::R0, 0, no_link)
+        .ldx(Size::W, Reg::R9, Reg::R0, 0);
+    count(a, stats, stat);
+    a.mov_reg(Reg::R1, Reg::R9)
+        .mov_imm(Reg::R2, 0)
+        .call(helper::REDIRECT)
+        .exit()
+        .bind(no_link);
+    count(a, stats, STAT_NO_LINK);
+    a.mov_imm(Reg::R0, TC_ACT_SHOT).exit();
+}
+
+/// The program on the dataplane's end of an endpoint veth (tcx ingress): a cache hit goes
+/// to the target's peer with `bpf_redirect_peer`, everything else to the port's TAP.
+///
+/// Registers: r6 = ctx, r7 = packet start, r8 = packet end, r9 = the entry (on a hit).
+pub fn assemble_veth(cache: &Map, links: &Map, stats: &Map) -> Result<Vec<Insn>, BpfError> {
+    use Reg::*;
+    let mut a = Asm::new();
+    let miss = a.label();
+    let hit = a.label();
+    let v4 = a.label();
+    let v6 = a.label();
+
+    a.mov_reg(R6, R1)
+        .ldx(Size::W, R7, R6, SKB_DATA)
+        .ldx(Size::W, R8, R6, SKB_DATA_END);
+    need(&mut a, 14, miss);
+    // A tag in metadata: the engine would see a tagged frame; group destination: never cached.
+    a.ldx(Size::W, R3, R6, SKB_VLAN_PRESENT)
+        .jmp_imm(Jmp::Ne, R3, 0, miss)
+        .ldx(Size::B, R3, R7, 0)
+        .jmp_imm(Jmp::Set, R3, 1, miss);
+    // Key: ifindex, 0, MACs, zero address (the macvlan form).
+    a.ldx(Size::W, R3, R6, SKB_IFINDEX)
+        .stx(Size::W, R10, K, R3)
+        .st_imm(Size::H, R10, K + 4, 0)
+        .st_imm(Size::H, R10, K + 6, 0);
+    for off in (0..12).step_by(2) {
+        a.ldx(Size::H, R2, R7, off)
+            .stx(Size::H, R10, K + 8 + off, R2);
+    }
+    for off in (20..36).step_by(4) {
+        a.st_imm(Size::W, R10, K + off, 0);
+    }
+    lookup(&mut a, cache, K);
+    a.jmp_imm(Jmp::Ne, R0, 0, hit)
+        .ldx(Size::H, R4, R7, 12)
+        .be(R4, 16)
+        .jmp_imm(Jmp::Eq, R4, 0x0800, v4)
+        .jmp_imm(Jmp::Eq, R4, 0x86dd, v6)
+        .ja(miss);
+
+    // IPv4: the checks of ipvlan_get_L3_hdr, then the destination address.
+    a.bind(v4);
+    need(&mut a, 34, miss);
+    a.ldx(Size::B, R2, R7, 14)
+        .mov_reg(R3, R2)
+        .alu_imm(Alu::Rsh, R3, 4)
+        .jmp_imm(Jmp::Ne, R3, 4, miss)
+        .alu_imm(Alu::And, R2, 0xf)
+        .jmp_imm(Jmp::Lt, R2, 5, miss)
+        .alu_imm(Alu::Lsh, R2, 2)
+        .ldx(Size::H, R3, R7, 16)
+        .be(R3, 16)
+        .jmp_reg(Jmp::Lt, R3, R2, miss)
+        .ldx(Size::W, R5, R6, SKB_LEN)
+        .alu_imm(Alu::Sub, R5, 14)
+        .jmp_reg(Jmp::Gt, R3, R5, miss)
+        .st_imm(Size::H, R10, K + 4, 0x0800)
+        .ldx(Size::W, R2, R7, 30)
+        .stx(Size::W, R10, K + 20, R2);
+    lookup(&mut a, cache, K);
+    a.jmp_imm(Jmp::Ne, R0, 0, hit).ja(miss);
+
+    // IPv6: version 6, then the destination address.
+    a.bind(v6);
+    need(&mut a, 54, miss);
+    a.ldx(Size::B, R2, R7, 14)
+        .alu_imm(Alu::Rsh, R2, 4)
+        .jmp_imm(Jmp::Ne, R2, 6, miss)
+        .st_imm(Size::H, R10, K + 4, 0x86dd);
+    for i in 0..4 {
+        a.ldx(Size::W, R2, R7, 38 + 4 * i)
+            .stx(Size::W, R10, K + 20 + 4 * i, R2);
+    }
+    lookup(&mut a, cache, K);
+    a.jmp_imm(Jmp::Ne, R0, 0, hit).ja(miss);
+
+    // Hit: per-entry counters, then to the target's peer.
+    a.bind(hit)
+        .mov_reg(R9, R0)
+        .mov_imm(R1, 1)
+        .atomic_add(Size::DW, R9, 8, R1)
+        .ldx(Size::W, R1, R6, SKB_LEN)
+        .atomic_add(Size::DW, R9, 16, R1);
+    count(&mut a, stats, STAT_HIT);
+    a.ldx(Size::W, R1, R9, 0)
+        .mov_imm(R2, 0)
+        .call(helper::REDIRECT_PEER)
+        .exit();
+
+    a.bind(miss);
+    to_partner(&mut a, links, stats, STAT_MISS);
+    Ok(a.finish()?)
+}
+
+/// The program on an endpoint's TAP (tcx ingress): every frame the dataplane wrote goes out
+/// through the port's veth end (`bpf_redirect` to its egress: the peer `eth0` receives it).
+pub fn assemble_tap(links: &Map, stats: &Map) -> Result<Vec<Insn>, BpfError> {
+    let mut a = Asm::new();
+    a.mov_reg(Reg::R6, Reg::R1);
+    to_partner(&mut a, links, stats, STAT_SLOW_OUT);
+    Ok(a.finish()?)
+}

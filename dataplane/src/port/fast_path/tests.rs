@@ -1,0 +1,449 @@
+//! `BPF_PROG_TEST_RUN` over hand-made and random frames (root, no interfaces), and the
+//! engine/cache agreement property: whenever the program redirects, the engine forwards
+//! the same frame to the same port and nowhere else.
+//!
+//! Under `BPF_PROG_TEST_RUN` the frame arrives on `lo` (ifindex 1), so keys use ifindex 1;
+//! no partner is registered for it unless a test says so, so a miss is `TC_ACT_SHOT` and a
+//! hit is `TC_ACT_REDIRECT`.
+
+use super::*;
+use crate::fwd::sample::{self, PARENT_MAC};
+use crate::fwd::{
+    Driver, Engine, Ingress, IpvlanAttrs, IpvlanFlag, IpvlanMode, MacvlanAttrs, MacvlanMode,
+    NoRoutes, Outputs, Target, VlanOp,
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const LO: u32 = 1;
+const A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+
+impl FastPath {
+    /// Registers a port without attaching programs (the program is run by test-run only).
+    fn register(&self, port: PortId, veth: u32, kind: KeyKind) {
+        self.state().ports.insert(
+            port,
+            Attached {
+                veth,
+                tap: 0,
+                kind,
+                _links: Vec::new(),
+            },
+        );
+    }
+}
+
+fn eth(dst: [u8; 6], src: [u8; 6], etype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&etype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn ipv4(dst: Ipv4Addr, extra: usize) -> Vec<u8> {
+    let tot = (20 + extra) as u16;
+    let mut p = vec![0x45, 0];
+    p.extend_from_slice(&tot.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 200]);
+    p.extend_from_slice(&dst.octets());
+    p.resize(20 + extra, 0x5a);
+    p
+}
+
+fn ipv6(dst: Ipv6Addr, extra: usize) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(extra as u16).to_be_bytes());
+    p.extend_from_slice(&[17, 64]);
+    p.extend_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xc8).octets());
+    p.extend_from_slice(&dst.octets());
+    p.resize(40 + extra, 0x5a);
+    p
+}
+
+fn run(fp: &FastPath, frame: &[u8]) -> u32 {
+    try_run(fp, frame).unwrap_or_else(|| panic!("test-run refused {frame:02x?}"))
+}
+
+/// `None` when `BPF_PROG_TEST_RUN` refuses the frame (`EINVAL`: it refuses an IPv4 or IPv6
+/// EtherType whose header is truncated, before the program runs).
+fn try_run(fp: &FastPath, frame: &[u8]) -> Option<u32> {
+    match fp.veth_prog().test_run(frame, 1) {
+        Ok(r) => Some(r.retval),
+        Err(BpfError::Syscall { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
+            None
+        }
+        Err(e) => panic!("{e} on {} bytes {frame:02x?}", frame.len()),
+    }
+}
+
+#[test]
+fn programs_load_and_are_small() {
+    let fp = FastPath::load(16).unwrap();
+    let veth = assemble_veth(&fp.cache, &fp.links, &fp.stats).unwrap();
+    let tap = assemble_tap(&fp.links, &fp.stats).unwrap();
+    assert!(veth.len() < 160, "{} instructions", veth.len());
+    assert!(tap.len() < 40, "{} instructions", tap.len());
+}
+
+#[test]
+fn mac_key_hits_and_counts_per_entry() {
+    let fp = FastPath::load(16).unwrap();
+    let f = eth(B, A, 0x0800, &ipv4(Ipv4Addr::new(192, 0, 2, 2), 26));
+    let key = cache_key(&f, LO, KeyKind::Mac).unwrap();
+    assert_eq!(
+        run(&fp, &f),
+        TC_ACT_SHOT,
+        "a miss without a partner is dropped"
+    );
+    fp.insert_raw(&key, 42).unwrap();
+    for _ in 0..3 {
+        assert_eq!(run(&fp, &f), TC_ACT_REDIRECT);
+    }
+    let c = fp.entry(&key).unwrap();
+    assert_eq!(c.frames, 3);
+    assert_eq!(c.bytes, 3 * f.len() as u64);
+    // Any EtherType: macvlan decides by MAC.
+    let arp = eth(B, A, 0x0806, &[0u8; 28]);
+    assert_eq!(run(&fp, &arp), TC_ACT_REDIRECT);
+    // Another source MAC is another key.
+    let other = eth(B, [0x02, 0, 0, 0, 0, 0x0c], 0x0800, &[0u8; 46]);
+    assert_eq!(run(&fp, &other), TC_ACT_SHOT);
+    let s = fp.stats().unwrap();
+    assert_eq!(s.hits, 4);
+    assert_eq!(s.no_link, 2);
+}
+
+#[test]
+fn group_destinations_never_hit() {
+    let fp = FastPath::load(16).unwrap();
+    for dst in [
+        [0xff; 6],
+        [0x33, 0x33, 0, 0, 0, 1],
+        [0x01, 0, 0x5e, 0, 0, 1],
+    ] {
+        let f = eth(dst, A, 0x0800, &[0u8; 46]);
+        assert_eq!(cache_key(&f, LO, KeyKind::Mac), None);
+        // Even with an entry whose bytes match, the program does not look it up.
+        let mut key = [0u8; KEY_LEN];
+        key[..4].copy_from_slice(&LO.to_ne_bytes());
+        key[8..20].copy_from_slice(&f[..12]);
+        fp.insert_raw(&key, 42).unwrap();
+        assert_eq!(run(&fp, &f), TC_ACT_SHOT);
+    }
+}
+
+#[test]
+fn misses_go_to_the_partner() {
+    let fp = FastPath::load(16).unwrap();
+    fp.pair(LO, 77).unwrap();
+    let f = eth(B, A, 0x0800, &[0u8; 46]);
+    assert_eq!(run(&fp, &f), TC_ACT_REDIRECT);
+    let s = fp.stats().unwrap();
+    assert_eq!((s.misses, s.hits, s.no_link), (1, 0, 0));
+    let tap = fp.tap_prog().test_run(&f, 1).unwrap().retval;
+    assert_eq!(tap, TC_ACT_REDIRECT);
+    assert_eq!(fp.stats().unwrap().slow_out, 1);
+}
+
+#[test]
+fn l3_keys_check_the_headers_ipvlan_checks() {
+    let fp = FastPath::load(16).unwrap();
+    let dst = Ipv4Addr::new(192, 0, 2, 2);
+    let good = eth(PARENT_MAC.0, PARENT_MAC.0, 0x0800, &ipv4(dst, 10));
+    let key = cache_key(&good, LO, KeyKind::L3).unwrap();
+    fp.insert_raw(&key, 42).unwrap();
+    assert_eq!(run(&fp, &good), TC_ACT_REDIRECT);
+    let mut bad = Vec::new();
+    // IHL 4, version 5, total length beyond the frame, total length below the header.
+    for (i, b) in [(14, 0x44u8), (14, 0x55)] {
+        let mut f = good.clone();
+        f[i] = b;
+        bad.push(f);
+    }
+    let mut f = good.clone();
+    f[16..18].copy_from_slice(&200u16.to_be_bytes());
+    bad.push(f);
+    let mut f = good.clone();
+    f[16..18].copy_from_slice(&19u16.to_be_bytes());
+    bad.push(f);
+    for f in &bad {
+        assert_eq!(cache_key(f, LO, KeyKind::L3), None);
+        assert_eq!(run(&fp, f), TC_ACT_SHOT, "{f:02x?}");
+    }
+    // IPv6.
+    let d6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+    let f6 = eth(PARENT_MAC.0, PARENT_MAC.0, 0x86dd, &ipv6(d6, 8));
+    let k6 = cache_key(&f6, LO, KeyKind::L3).unwrap();
+    assert_eq!(run(&fp, &f6), TC_ACT_SHOT);
+    fp.insert_raw(&k6, 43).unwrap();
+    assert_eq!(run(&fp, &f6), TC_ACT_REDIRECT);
+    let mut v5 = f6.clone();
+    v5[14] = 0x50;
+    assert_eq!(cache_key(&v5, LO, KeyKind::L3), None);
+    assert_eq!(run(&fp, &v5), TC_ACT_SHOT);
+}
+
+#[test]
+fn truncated_headers_have_no_key() {
+    let v4 = eth(
+        PARENT_MAC.0,
+        PARENT_MAC.0,
+        0x0800,
+        &ipv4(Ipv4Addr::new(192, 0, 2, 2), 0),
+    );
+    let v6 = eth(
+        PARENT_MAC.0,
+        PARENT_MAC.0,
+        0x86dd,
+        &ipv6(Ipv6Addr::LOCALHOST, 0),
+    );
+    for f in [v4, v6] {
+        assert!(cache_key(&f, LO, KeyKind::L3).is_some());
+        for n in 0..f.len() {
+            assert_eq!(cache_key(&f[..n], LO, KeyKind::L3), None, "{n}");
+        }
+    }
+    assert_eq!(cache_key(&[0u8; 13], LO, KeyKind::Mac), None);
+}
+
+#[test]
+fn flush_removes_every_entry_and_keeps_the_counters() {
+    let fp = FastPath::load(16).unwrap();
+    let (p, q) = (PortId(0), PortId(1));
+    fp.register(p, LO, KeyKind::Mac);
+    fp.register(q, 9, KeyKind::Mac);
+    let f = eth(B, A, 0x0800, &[0u8; 46]);
+    assert!(fp.learn(p, q, &f));
+    assert!(!fp.learn(p, q, &f), "learned once");
+    assert!(!fp.learn(p, PortId(7), &f), "the target has no veth");
+    assert_eq!(run(&fp, &f), TC_ACT_REDIRECT);
+    fp.flush();
+    assert!(fp.is_empty());
+    assert_eq!(run(&fp, &f), TC_ACT_SHOT, "the very next frame misses");
+    let c = fp.port_counters();
+    let tx = c.iter().find(|(x, _, _)| *x == p).unwrap().1;
+    let rx = c.iter().find(|(x, _, _)| *x == q).unwrap().2;
+    assert_eq!((tx.frames, rx.frames), (1, 1));
+    assert_eq!(tx.bytes, f.len() as u64);
+}
+
+// ---- the agreement property -------------------------------------------------------------
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+        v[self.below(v.len())]
+    }
+}
+
+fn v6_of(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + i as u16)
+}
+
+/// A random frame from `port_macs[from]`: destinations and addresses mostly the siblings',
+/// headers mostly valid, sometimes bent.
+fn random_frame(r: &mut Rng, macs: &[[u8; 6]], from: usize, n: usize) -> Vec<u8> {
+    let mut dsts: Vec<[u8; 6]> = macs.to_vec();
+    dsts.extend([
+        PARENT_MAC.0,
+        [0xff; 6],
+        [0x33, 0x33, 0, 0, 0, 1],
+        [0x02, 9, 9, 9, 9, 9],
+    ]);
+    let dst = r.pick(&dsts);
+    let src = match r.below(4) {
+        0 => [0x02, 8, 8, 8, 8, 8],
+        1 => PARENT_MAC.0,
+        _ => macs[from],
+    };
+    let etype = r.pick(&[
+        0x0800u16, 0x0800, 0x0800, 0x86dd, 0x86dd, 0x0806, 0x8100, 0x88b5,
+    ]);
+    let mut payload = match etype {
+        0x0800 => {
+            let dst = if r.below(5) == 0 {
+                Ipv4Addr::new(203, 0, 113, r.below(4) as u8)
+            } else {
+                sample::port_ip(r.below(n))
+            };
+            let mut p = ipv4(dst, r.below(40));
+            if r.below(6) == 0 {
+                p[0] = r.next() as u8;
+            }
+            if r.below(6) == 0 {
+                p[2..4].copy_from_slice(&(r.below(120) as u16).to_be_bytes());
+            }
+            p
+        }
+        0x86dd => {
+            let dst = if r.below(5) == 0 {
+                Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 1)
+            } else {
+                v6_of(r.below(n))
+            };
+            let mut p = ipv6(dst, r.below(40));
+            if r.below(6) == 0 {
+                p[0] = r.next() as u8;
+            }
+            p
+        }
+        _ => (0..r.below(60)).map(|_| r.next() as u8).collect(),
+    };
+    if r.below(8) == 0 {
+        payload.truncate(r.below(payload.len() + 1));
+    }
+    eth(dst, src, etype, &payload)
+}
+
+/// Learns from the engine's decisions on random frames from each port, then replays fresh
+/// random frames through the program: every redirect must be the engine's decision.
+/// Returns (entries learned, redirects checked).
+fn agreement(engine: &Engine, ports: &[PortId], kind: KeyKind, seed: u64) -> (usize, usize) {
+    let n = ports.len();
+    let macs: Vec<[u8; 6]> = ports
+        .iter()
+        .map(|p| engine.port_info(*p).unwrap().mac.0)
+        .collect();
+    let veth_of = |i: usize| 100 + i as u32;
+    let mut out = Outputs::default();
+    let mut r = Rng(seed);
+    let (mut learned, mut checked) = (0, 0);
+    for from in 0..n {
+        let fp = FastPath::load(256).unwrap();
+        for (i, p) in ports.iter().enumerate() {
+            // The sender arrives on lo under test-run.
+            fp.register(*p, if i == from { LO } else { veth_of(i) }, kind);
+        }
+        let p = ports[from];
+        for _ in 0..600 {
+            let f = random_frame(&mut r, &macs, from, n);
+            if engine
+                .decide(&f, Ingress::Port(p), &mut NoRoutes, &mut out)
+                .is_ok()
+            {
+                if let [o] = out.as_slice() {
+                    if let (Target::Port(q), VlanOp::Keep) = (o.target, o.vlan) {
+                        learned += usize::from(fp.learn(p, q, &f));
+                    }
+                }
+            }
+        }
+        let keys: Vec<([u8; KEY_LEN], PortId)> =
+            fp.state().learned.iter().map(|(k, l)| (*k, l.to)).collect();
+        for _ in 0..600 {
+            let f = random_frame(&mut r, &macs, from, n);
+            if f.len() < 14 {
+                continue;
+            }
+            let before: Vec<u64> = keys
+                .iter()
+                .map(|(k, _)| fp.entry(k).unwrap().frames)
+                .collect();
+            let Some(ret) = try_run(&fp, &f) else {
+                // The program's own bounds checks send such frames to the slow path, and
+                // the key function agrees (checked in `truncated_headers_have_no_key`).
+                continue;
+            };
+            let decided = engine.decide(&f, Ingress::Port(p), &mut NoRoutes, &mut out);
+            if ret != TC_ACT_REDIRECT {
+                assert_eq!(ret, TC_ACT_SHOT);
+                continue;
+            }
+            let hit: Vec<PortId> = keys
+                .iter()
+                .zip(&before)
+                .filter(|((k, _), b)| fp.entry(k).unwrap().frames != **b)
+                .map(|((_, q), _)| *q)
+                .collect();
+            let [q] = hit[..] else {
+                panic!("one redirect moved {} entries", hit.len());
+            };
+            assert!(decided.is_ok(), "cache hit but the engine drops {f:02x?}");
+            let outs = out.as_slice();
+            assert!(
+                matches!(outs, [o] if o.target == Target::Port(q) && o.vlan == VlanOp::Keep),
+                "cache sent {f:02x?} to {q}, the engine says {outs:?}"
+            );
+            checked += 1;
+        }
+    }
+    (learned, checked)
+}
+
+fn with_v6(mut flat: sample::Flat) -> sample::Flat {
+    for (i, p) in flat.ports.clone().iter().enumerate() {
+        flat.engine.add_port_addr(*p, IpAddr::V6(v6_of(i))).unwrap();
+    }
+    flat
+}
+
+#[test]
+fn cache_agrees_with_the_engine_macvlan_bridge() {
+    let flat = sample::flat(Driver::Macvlan, IpvlanMode::L2, None, 4).unwrap();
+    let (learned, checked) = agreement(&flat.engine, &flat.ports, KeyKind::Mac, 1);
+    assert!(learned >= 4 && checked >= 200, "{learned} {checked}");
+}
+
+#[test]
+fn cache_agrees_with_the_engine_ipvlan_l2_and_l3_bridge() {
+    for (mode, seed) in [
+        (IpvlanMode::L2, 2),
+        (IpvlanMode::L3, 3),
+        (IpvlanMode::L3s, 4),
+    ] {
+        let flat = with_v6(sample::flat(Driver::Ipvlan, mode, None, 4).unwrap());
+        let (learned, checked) = agreement(&flat.engine, &flat.ports, KeyKind::L3, seed);
+        assert!(
+            learned >= 4 && checked >= 100,
+            "{mode:?}: {learned} {checked}"
+        );
+    }
+}
+
+#[test]
+fn tagged_networks_agree_too() {
+    let flat = sample::flat(Driver::Macvlan, IpvlanMode::L2, Some(20), 3).unwrap();
+    let (learned, checked) = agreement(&flat.engine, &flat.ports, KeyKind::Mac, 5);
+    assert!(learned >= 3 && checked >= 100, "{learned} {checked}");
+    let flat = with_v6(sample::flat(Driver::Ipvlan, IpvlanMode::L2, Some(20), 3).unwrap());
+    let (learned, checked) = agreement(&flat.engine, &flat.ports, KeyKind::L3, 6);
+    assert!(learned >= 3 && checked >= 50, "{learned} {checked}");
+}
+
+#[test]
+fn private_and_vepa_decisions_are_never_learned() {
+    for (mode, seed) in [(MacvlanMode::Private, 7), (MacvlanMode::Vepa, 8)] {
+        let mut flat = sample::flat(Driver::Macvlan, IpvlanMode::L2, None, 3).unwrap();
+        for p in flat.ports.clone() {
+            flat.engine
+                .macvlan_changelink(p, MacvlanAttrs::new(mode, None))
+                .unwrap();
+        }
+        let (learned, _) = agreement(&flat.engine, &flat.ports, KeyKind::Mac, seed);
+        assert_eq!(learned, 0, "{mode:?}");
+    }
+    for (flag, seed) in [(IpvlanFlag::Private, 9), (IpvlanFlag::Vepa, 10)] {
+        for mode in [IpvlanMode::L2, IpvlanMode::L3] {
+            let mut flat = with_v6(sample::flat(Driver::Ipvlan, mode, None, 3).unwrap());
+            let p0 = flat.ports[0];
+            flat.engine
+                .ipvlan_changelink(p0, IpvlanAttrs::new(mode, flag))
+                .unwrap();
+            let (learned, _) = agreement(&flat.engine, &flat.ports, KeyKind::L3, seed);
+            assert_eq!(learned, 0, "{mode:?} {flag:?}");
+        }
+    }
+}

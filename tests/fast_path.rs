@@ -1,0 +1,310 @@
+//! The fast path through the real daemon (`uvlan daemon --fast-path on`): two veth endpoints
+//! of one network reach each other through the kernel cache (its per-endpoint counters in
+//! `uvlan stats` grow), `network inspect` names the endpoint kind, and `network disconnect`
+//! invalidates: afterwards not one frame goes through the cache, and nothing is left in the
+//! daemon's namespace. Namespaces and addresses (192.0.2.0/24) are the test's own.
+
+use uvlan_system_tests::World;
+
+fn fast_counters(w: &World, net: &str, ep: &str) -> (u64, u64) {
+    let stats = w.uvlan_ok(&["stats", "--format", "json", net]);
+    let v: serde_json::Value = serde_json::from_str(&stats).expect("stats JSON");
+    let e = v["networks"][0]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|e| e["name"] == ep)
+        .cloned()
+        .unwrap_or_else(|| panic!("no endpoint {ep} in {stats}"));
+    (
+        e["fast_sent_frames"].as_u64().unwrap_or(0),
+        e["fast_received_frames"].as_u64().unwrap_or(0),
+    )
+}
+
+fn host_links(w: &World) -> String {
+    let o = w.exec("host", "ip -o link show");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn veth_endpoints_use_the_cache_and_disconnect_invalidates() {
+    let mut w = World::with_daemon_args(&["--fast-path", "on"]);
+    for (driver, opt) in [
+        ("macvlan", "macvlan_mode=bridge"),
+        ("ipvlan", "ipvlan_mode=l2"),
+    ] {
+        let net = format!("fp{driver}");
+        w.uvlan_ok(&[
+            "network",
+            "create",
+            "-d",
+            driver,
+            "--internal",
+            "--subnet",
+            "192.0.2.0/24",
+            "-o",
+            opt,
+            &net,
+        ]);
+        let a = w.netns(&format!("{driver}a"));
+        let b = w.netns(&format!("{driver}b"));
+        w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", &net, &a]);
+        w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.20", &net, &b]);
+        let inspect = w.inspect(&net);
+        let kinds = &inspect["UvlanWire"]["EndpointKinds"];
+        let kinds = kinds.as_object().expect("EndpointKinds");
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        assert!(kinds.values().all(|k| k == "veth+fast-path"), "{kinds:?}");
+        let link = w.exec(&format!("{driver}a"), "ip -d link show eth0");
+        assert!(
+            String::from_utf8_lossy(&link.stdout).contains("veth"),
+            "eth0 is a veth"
+        );
+
+        let pings = w.exec(&format!("{driver}a"), "ping -q -c 10 -i 0.2 192.0.2.20");
+        assert!(
+            String::from_utf8_lossy(&pings.stdout).contains(" 0% packet loss"),
+            "{}\n{}",
+            String::from_utf8_lossy(&pings.stdout),
+            w.daemon_log()
+        );
+        let (a_sent, _) = fast_counters(&w, &net, &a);
+        let (b_sent, b_recv) = fast_counters(&w, &net, &b);
+        assert!(a_sent >= 8, "a's requests went through the cache: {a_sent}");
+        assert!(b_sent >= 8, "b's replies went through the cache: {b_sent}");
+        assert!(b_recv >= 8, "b received through the cache: {b_recv}");
+
+        w.uvlan_ok(&["network", "disconnect", &net, &b]);
+        let before = fast_counters(&w, &net, &a).0;
+        // a still knows b's MAC: its frames reach a's veth program at once.
+        assert!(!w.ping(&format!("{driver}a"), "192.0.2.20", 3));
+        assert_eq!(
+            fast_counters(&w, &net, &a).0,
+            before,
+            "not one frame went through the cache after the disconnect"
+        );
+        w.uvlan_ok(&["network", "disconnect", &net, &a]);
+        w.uvlan_ok(&["network", "rm", &net]);
+        let links = host_links(&w);
+        assert!(
+            !links.contains("uvs") && !links.contains("uvv"),
+            "the daemon's ends are gone: {links}"
+        );
+    }
+}
+
+/// `kill -9` with live traffic: the programs hang on `bpf_link`s the daemon owned, so they
+/// detach with it and nothing is forwarded any more (no stale cache); a restart makes the
+/// endpoints again (as TAP endpoints, phase 1) with the same MAC and addresses, and traffic
+/// resumes.
+#[test]
+fn kill_9_leaves_no_stale_cache_and_a_restart_recovers() {
+    let mut w = World::with_daemon_args(&["--fast-path", "on"]);
+    w.uvlan_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "fpk9",
+    ]);
+    let a = w.netns("k9a");
+    let b = w.netns("k9b");
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "fpk9", &a]);
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.20", "fpk9", &b]);
+    let pings = w.exec("k9a", "ping -q -c 5 -i 0.2 192.0.2.20");
+    assert!(pings.status.success(), "{}", w.daemon_log());
+    let (sent, _) = fast_counters(&w, "fpk9", &a);
+    assert!(sent > 0, "the cache carried a's frames");
+    // A flood in flight while the daemon dies.
+    let flood = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &a,
+            "ping",
+            "-q",
+            "-f",
+            "-w",
+            "3",
+            "192.0.2.20",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ping -f");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    w.kill_daemon(libc::SIGKILL);
+    let rx = |ns: &str| -> u64 {
+        let o = w.exec(ns, "cat /sys/class/net/eth0/statistics/rx_packets");
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = rx("k9b");
+    assert!(!w.ping("k9a", "192.0.2.20", 2), "no daemon, no forwarding");
+    assert_eq!(
+        rx("k9b"),
+        before,
+        "no frame reached b through a stale cache"
+    );
+    let mut flood = flood;
+    let _ = flood.wait();
+    w.start_daemon();
+    assert!(
+        w.ping("k9a", "192.0.2.20", 6),
+        "traffic resumes after the restart\n{}",
+        w.daemon_log()
+    );
+    let inspect = w.inspect("fpk9");
+    let kinds = inspect["UvlanWire"]["EndpointKinds"].as_object().cloned();
+    assert!(
+        kinds.is_some_and(|k| k.len() == 2 && k.values().all(|v| v == "tap")),
+        "restored as TAP endpoints: {inspect}"
+    );
+    w.uvlan_ok(&["network", "disconnect", "fpk9", &a]);
+    w.uvlan_ok(&["network", "disconnect", "fpk9", &b]);
+    w.uvlan_ok(&["network", "rm", "fpk9"]);
+}
+
+/// `-o uvlan.fast_path=false` keeps a network's endpoints TAPs under `--fast-path on`;
+/// `-o uvlan.fast_path=true` under `--fast-path off` refuses the connect and leaves nothing.
+#[test]
+fn the_network_option_overrides_the_daemon_default() {
+    let mut w = World::with_daemon_args(&["--fast-path", "on"]);
+    w.uvlan_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "-o",
+        "uvlan.fast_path=false",
+        "fpoff",
+    ]);
+    let a = w.netns("offa");
+    w.uvlan_ok(&["network", "connect", "fpoff", &a]);
+    let inspect = w.inspect("fpoff");
+    let kinds = inspect["UvlanWire"]["EndpointKinds"].as_object().cloned();
+    assert!(
+        kinds.is_some_and(|k| k.len() == 1 && k.values().all(|v| v == "tap")),
+        "{inspect}"
+    );
+    w.uvlan_ok(&["network", "disconnect", "fpoff", &a]);
+    w.uvlan_ok(&["network", "rm", "fpoff"]);
+
+    let mut w = World::new();
+    w.uvlan_ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "-o",
+        "uvlan.fast_path=true",
+        "fpon",
+    ]);
+    let b = w.netns("onb");
+    let o = w.uvlan(&["network", "connect", "fpon", &b]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--fast-path on or auto"), "{err}");
+    let inspect = w.inspect("fpon");
+    assert_eq!(
+        inspect["Containers"].as_object().map(|c| c.len()),
+        Some(0),
+        "{inspect}"
+    );
+    let links = w.exec("onb", "ip -o link show");
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("eth0"),
+        "nothing left in the namespace"
+    );
+    w.uvlan_ok(&["network", "rm", "fpon"]);
+}
+
+/// `uvlan capture` sees every frame of fast-path endpoints: while a capture is attached the
+/// cache is emptied and learns nothing, so the pings take the slow path and are recorded
+/// with their verdicts; once the capture ends, the cache carries them again.
+#[test]
+fn a_capture_switches_fast_path_endpoints_to_the_slow_path() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut w = World::with_daemon_args(&["--fast-path", "on"]);
+    w.uvlan_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "fpcap",
+    ]);
+    let a = w.netns("capa");
+    let b = w.netns("capb");
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "fpcap", &a]);
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.20", "fpcap", &b]);
+    // The cache learns a → b and b → a.
+    let pings = w.exec("capa", "ping -q -c 5 -i 0.2 192.0.2.20");
+    assert!(pings.status.success(), "{}", w.daemon_log());
+    let warm = fast_counters(&w, "fpcap", &a).0;
+    assert!(warm > 0, "the cache carried a's frames before the capture");
+
+    // The capture runs until it is interrupted; 5 pings make 20 records (each request and
+    // reply inbound at its sender, outbound at its receiver).
+    let mut cap = Command::new(uvlan_system_tests::uvlan_bin())
+        .args(["capture", "fpcap"])
+        .env("UVLAN_SOCKET", w.socket())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("uvlan capture");
+    std::thread::sleep(Duration::from_millis(500));
+    let pings = w.exec("capa", "ping -q -c 5 -i 0.2 192.0.2.20");
+    let during = fast_counters(&w, "fpcap", &a).0;
+    // Interrupted as a user's Ctrl-C would.
+    let _ = Command::new("kill")
+        .args(["-INT", &cap.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && cap.try_wait().is_ok_and(|s| s.is_none()) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = cap.wait_with_output().unwrap();
+    assert!(pings.status.success(), "{}", w.daemon_log());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let captured: u64 = err
+        .split(" frames captured")
+        .next()
+        .and_then(|h| h.rsplit(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {err}\n{text}"));
+    assert!(
+        captured >= 20,
+        "the capture saw every frame of the fast-path endpoints ({captured}): {err}\n{text}"
+    );
+    assert_eq!(
+        during, warm,
+        "no frame of a went through the cache while the capture ran"
+    );
+
+    // The capture is over: the next pings are learned and carried by the cache again.
+    let pings = w.exec("capa", "ping -q -c 5 -i 0.2 192.0.2.20");
+    assert!(pings.status.success(), "{}", w.daemon_log());
+    assert!(
+        fast_counters(&w, "fpcap", &a).0 > during,
+        "the cache carries a's frames again after the capture"
+    );
+}
