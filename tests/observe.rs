@@ -96,6 +96,34 @@ fn metrics_pass_promtool_and_grow_with_traffic() {
         sample(&second, "uvlan_dataplane_loop_iterations_total")
             > sample(&first, "uvlan_dataplane_loop_iterations_total")
     );
+    // Batch sizes: a histogram per worker whose +Inf bucket is its count; the ten frames
+    // of the five pings (requests and replies, 0.2 s apart) come in at least ten batches.
+    let total = |text: &str, suffix: &str| -> u64 {
+        let mut n = 0;
+        for l in text.lines() {
+            let Some(rest) = l.strip_prefix(&format!("uvlan_dataplane_batch_size_{suffix}{{"))
+            else {
+                continue;
+            };
+            let worker = rest.split('"').nth(1).unwrap_or_default();
+            let v = sample(text, l.rsplit_once(' ').unwrap().0);
+            if suffix == "count" {
+                let inf =
+                    format!("uvlan_dataplane_batch_size_bucket{{worker=\"{worker}\",le=\"+Inf\"}}");
+                assert_eq!(sample(text, &inf), v, "{text}");
+            }
+            n += v;
+        }
+        n
+    };
+    assert!(
+        total(&second, "count") >= total(&first, "count") + 10,
+        "{second}"
+    );
+    assert!(
+        total(&second, "sum") >= total(&first, "sum") + 10,
+        "{second}"
+    );
 
     // OpenMetrics when asked for, with its terminator.
     let om = w.exec(

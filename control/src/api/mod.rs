@@ -603,7 +603,7 @@ pub struct WorkerStats {
     pub batches: u64,
     /// Frames in those batches.
     pub batch_frames: u64,
-    /// Batches by size: 1, 2–3, 4–7, …, 512 and more.
+    /// Batches by size: 1, 2–3, 4–7, …, 512–1023, 1024 and more.
     pub batch_hist: Vec<u64>,
 }
 

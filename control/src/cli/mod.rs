@@ -61,6 +61,10 @@ pub enum Cmd {
         /// A testbed name (embedded, or testbeds/NAME.toml) or a TOML file; default: the
         /// embedded IPvlan L3 example.
         testbed: Option<String>,
+        /// Keep the testbed's uvlan captures (pcapng) in DIR (created when missing); without
+        /// it they are removed with the lab.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
     },
 }
 
@@ -431,7 +435,7 @@ pub fn main() -> i32 {
         Cmd::Doctor(a) => doctor::doctor(a),
         Cmd::Completions(a) => packaging::completions(a),
         Cmd::Man(a) => packaging::man(a),
-        Cmd::Lab { testbed } => lab(testbed.as_deref()),
+        Cmd::Lab { testbed, out } => lab(testbed.as_deref(), out.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -704,12 +708,12 @@ fn connect_target(
     }
 }
 
-fn lab(testbed: Option<&str>) -> Result<i32, Failure> {
+fn lab(testbed: Option<&str>, out: Option<&std::path::Path>) -> Result<i32, Failure> {
     let tb = crate::lab::load(testbed.unwrap_or(crate::lab::DEFAULT_TESTBED))
         .map_err(|e| Failure::msg(e.to_string()))?;
     let exe = std::env::current_exe()
         .map_err(|e| Failure::msg(format!("cannot find the uvlan binary: {e}")))?;
-    let report = crate::lab::run_lab(&tb, &exe, &mut |line| println!("{line}"))
+    let report = crate::lab::run_lab(&tb, &exe, out, &mut |line| println!("{line}"))
         .map_err(|e| Failure::msg(e.to_string()))?;
     print!("{}", report.matrix());
     if report.passed() {

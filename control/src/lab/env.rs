@@ -3,10 +3,14 @@
 //! everything torn down when it drops.
 
 use super::{interrupted, split_dev, LabError, Testbed, INTERRUPTED};
+use crate::api::stream::{pump, Tally};
+use crate::api::{self, CaptureRequest, CaptureStart, ClientStream, Request};
 use crate::nsutil::{self, in_netns, ip_in, run, sh_in, Namespaces, Tcpdump};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use uvlan_dataplane::port::vlan_access::VlanAccess;
 
@@ -29,13 +33,25 @@ struct Capturer {
     tcpdump: Tcpdump,
 }
 
+/// A running `uvlan capture`: a thread copying the daemon's pcapng stream into a file.
+struct UvlanCapturer {
+    file: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<Tally, String>>,
+}
+
 /// Namespaces, daemons, programs and captures of a running lab; torn down on drop.
 pub(super) struct Env {
     namespaces: Namespaces,
     daemons: Vec<(String, Child)>,
     access: Vec<VlanAccess>,
     captures: Vec<Capturer>,
+    uvlan_captures: Vec<UvlanCapturer>,
+    /// Every uvlan capture file written so far.
+    uvlan_files: Vec<PathBuf>,
     dir: PathBuf,
+    /// Where uvlan captures go and stay (`uvlan lab --out DIR`); `None`: the state directory.
+    out: Option<PathBuf>,
     exe: PathBuf,
 }
 
@@ -191,8 +207,78 @@ impl Env {
         v
     }
 
+    /// The directory uvlan captures are written to, and whether they stay after the lab.
+    pub(super) fn capture_dir(&self) -> (&Path, bool) {
+        match &self.out {
+            Some(d) => (d, true),
+            None => (&self.dir, false),
+        }
+    }
+
+    /// Starts a uvlan capture on host `host`'s daemon (the API request `uvlan capture`
+    /// makes), writing its pcapng stream to `file`; the daemon records from before this
+    /// returns.
+    pub(super) fn start_uvlan_capture(
+        &mut self,
+        host: &str,
+        req: CaptureRequest,
+        file: PathBuf,
+    ) -> Result<(), LabError> {
+        let step = format!("[{host}] uvlan capture {}", req.network);
+        let sock = self.host_dir(host).join("uvlan.sock");
+        let (_, mut conn): (CaptureStart, ClientStream) =
+            api::open_stream(&sock, &Request::Capture(req)).map_err(|e| {
+                self.with_daemon_log(
+                    host,
+                    LabError::Step {
+                        step: step.clone(),
+                        detail: e.to_string(),
+                    },
+                )
+            })?;
+        let mut f = std::fs::File::create(&file)
+            .map_err(|e| LabError::Io(file.display().to_string(), e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("uvlan-lab-capture".into())
+            .spawn(move || {
+                pump(&mut conn, Some(&mut f), None, &|| {
+                    flag.load(Ordering::SeqCst)
+                })
+                .map_err(|e| e.to_string())
+            })
+            .map_err(|e| LabError::Io(step, e))?;
+        self.uvlan_files.push(file.clone());
+        self.uvlan_captures
+            .push(UvlanCapturer { file, stop, thread });
+        Ok(())
+    }
+
+    /// Ends every uvlan capture (the daemon writes the records it holds, then the statistics
+    /// blocks) and waits for its file; returns each file with what the stream said.
+    pub(super) fn stop_uvlan_captures(&mut self) -> Vec<(PathBuf, Result<Tally, String>)> {
+        for c in &self.uvlan_captures {
+            c.stop.store(true, Ordering::SeqCst);
+        }
+        self.uvlan_captures
+            .drain(..)
+            .map(|c| {
+                let r = c
+                    .thread
+                    .join()
+                    .unwrap_or_else(|_| Err("the capture thread panicked".into()));
+                (c.file, r)
+            })
+            .collect()
+    }
+
     /// An empty environment for this process: prefix `ulab<pid>-`, a fresh state directory.
-    pub(super) fn new(exe: &Path) -> Result<Env, LabError> {
+    /// `out`: where uvlan captures are kept (created when missing).
+    pub(super) fn new(exe: &Path, out: Option<&Path>) -> Result<Env, LabError> {
+        if let Some(o) = out {
+            std::fs::create_dir_all(o).map_err(|e| LabError::Io(o.display().to_string(), e))?;
+        }
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("uvlan-lab-{pid}"));
         std::fs::create_dir_all(&dir).map_err(|e| LabError::Io(dir.display().to_string(), e))?;
@@ -201,7 +287,10 @@ impl Env {
             daemons: Vec::new(),
             access: Vec::new(),
             captures: Vec::new(),
+            uvlan_captures: Vec::new(),
+            uvlan_files: Vec::new(),
             dir,
+            out: out.map(Path::to_path_buf),
             exe: exe.to_path_buf(),
         })
     }
@@ -283,6 +372,12 @@ impl Env {
                 ));
             }
         }
+        for f in &self.uvlan_files {
+            log(&format!(
+                "  tshark -r {} -V    (a uvlan capture)",
+                f.display()
+            ));
+        }
         log("press Enter (or Ctrl-C) to tear it down");
         // Timed (200 ms): a foreground wait for a person at the terminal, which must also
         // notice Ctrl-C (a flag set by the signal handler); never part of a running daemon.
@@ -308,6 +403,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         let _ = self.stop_captures();
+        let _ = self.stop_uvlan_captures();
         self.access.clear();
         for (_, d) in self.daemons.iter_mut() {
             nsutil::stop(d, libc::SIGTERM, Duration::from_secs(3));
@@ -328,7 +424,10 @@ mod tests {
             daemons: Vec::new(),
             access: Vec::new(),
             captures: Vec::new(),
+            uvlan_captures: Vec::new(),
+            uvlan_files: Vec::new(),
             dir: std::env::temp_dir().join("uvlan-lab-test-placeholders-never-created"),
+            out: None,
             exe: PathBuf::from("/bin/false"),
         };
         assert_eq!(

@@ -62,6 +62,14 @@
 //! filter = "vlan 20 and icmp"  # a pcap filter; placeholders allowed
 //! expect = "seen"            # or "none"
 //!
+//! [[uvlan_capture]]          # `uvlan capture` of a network while the stage runs: pcapng
+//! network = "ipvlan20"       # with each frame's verdict as its comment (host = ... as for
+//! endpoints = ["ivlan_test1"] # endpoints; default: every port of the network)
+//! wire = true                # also the network's wire (--wire)
+//! drops = true               # also the frames uvlan dropped (--drops)
+//! expect = ["verdict: drop (private_flag)"]  # some record's verdict contains each (also:
+//! min_records = 2            # `absent`; placeholders allowed); without these: a recording
+//!
 //! [[step]]                   # a later stage: more commands, then its own checks
 //! title = "the router comes up"
 //! [[step.run]]
@@ -83,11 +91,15 @@
 //!    bridges, VLAN access ports, and the setup commands (hosts first).
 //! 2. One `uvlan daemon` per host, inside the host's namespace, with its own state directory
 //!    and socket; then the networks and endpoints, in file order.
-//! 3. Stages: stage 1 is the top-level `run`/`check`/`matrix`/`capture`, each `[[step]]` is
-//!    one more. A stage starts once the pinging namespaces have no address resolution left
-//!    over from the stage before. In a stage: captures start, commands run, every ping runs
-//!    in parallel (`ping -c 1 -i 0.2 -w 3`: the same patience whatever the expectation),
-//!    captures stop and are evaluated.
+//! 3. Stages: stage 1 is the top-level `run`/`check`/`matrix`/`capture`/`uvlan_capture`,
+//!    each `[[step]]` is one more. A stage starts once the pinging namespaces have no address
+//!    resolution left over from the stage before. In a stage: captures start (tcpdump, and
+//!    uvlan captures through the host daemon's API, as `uvlan capture` asks for them),
+//!    commands run, every ping runs in parallel (`ping -c 1 -i 0.2 -w 3`: the same patience
+//!    whatever the expectation), captures stop and are evaluated. A uvlan capture is written
+//!    to `stage<N>-<network>.pcapng` (`-<host>` added when there are several hosts) in the
+//!    state directory, or in the directory `uvlan lab --out DIR` names, where it stays; the
+//!    report names the file, its records, drops and lost records.
 //! 4. Everything is torn down on the way out, also on failure or Ctrl-C: captures,
 //!    VLAN access programs, daemons, namespaces, the state directory. With the environment
 //!    variable `UVLAN_LAB_HOLD` set, the lab stays up after the last stage (with hints on
@@ -121,11 +133,13 @@ mod stage;
 mod validate;
 
 pub use embedded::{DEFAULT_TESTBED, EMBEDDED};
-pub use report::{ActionResult, CaptureResult, CheckResult, LabReport, StageReport};
+pub use report::{
+    ActionResult, CaptureResult, CheckResult, LabReport, StageReport, UvlanCaptureResult,
+};
 pub use schema::{
     split_args, ActionSpec, BridgeSpec, CaptureExpect, CaptureSpec, CheckSpec, EndpointSpec,
     Expect, HostSpec, LinkSpec, MatrixSpec, NamespaceSpec, NetworkSpec, Stage, StepSpec, Testbed,
-    VlanAccessSpec, DEFAULT_HOST,
+    UvlanCaptureSpec, VlanAccessSpec, DEFAULT_HOST,
 };
 use schema::{split_dev, uvlan_args};
 pub use validate::validate;
@@ -240,14 +254,21 @@ fn interrupted() -> Result<(), LabError> {
 
 /// Runs a testbed; `log` receives progress lines. Returns the report (also when checks fail);
 /// `Err` only when the lab could not be built.
-pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<LabReport, LabError> {
+/// `out`: the directory uvlan captures are written to and kept in (`uvlan lab --out DIR`);
+/// `None`: the state directory, removed with the lab.
+pub fn run_lab(
+    tb: &Testbed,
+    exe: &Path,
+    out: Option<&Path>,
+    log: &mut dyn FnMut(&str),
+) -> Result<LabReport, LabError> {
     if !crate::sys::is_root() {
         return Err(LabError::NotRoot);
     }
     validate(tb)?;
     INTERRUPTED.store(false, Ordering::SeqCst);
     catch_interrupts();
-    let mut env = Env::new(exe)?;
+    let mut env = Env::new(exe, out)?;
     log(&format!("uvlan lab {}: {}", tb.name, tb.title));
     if !tb.seed.is_empty() {
         log(&format!("  reproduces: {}", tb.seed));
@@ -258,7 +279,7 @@ pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<La
     for (i, st) in stages.iter().enumerate() {
         interrupted()?;
         log(&format!("stage {}/{}: {}", i + 1, stages.len(), st.title));
-        let r = run_stage(&mut env, tb, st, log)?;
+        let r = run_stage(&mut env, tb, st, i + 1, log)?;
         log(&format!(
             "  stage {}: {}",
             i + 1,

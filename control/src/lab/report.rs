@@ -1,10 +1,11 @@
 //! What a lab found: the outcome of every check, capture and command, stage by stage, and
 //! how `uvlan lab` prints it (the reachability matrices, expected against observed).
 
-use super::{CaptureExpect, CaptureSpec, CheckSpec, Expect};
+use super::{CaptureExpect, CaptureSpec, CheckSpec, Expect, UvlanCaptureSpec};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 /// The outcome of one ping check.
 #[derive(Debug, Clone)]
@@ -46,6 +47,34 @@ impl CaptureResult {
     }
 }
 
+/// The outcome of a uvlan capture (pcapng with the engine's verdicts).
+#[derive(Debug, Clone)]
+pub struct UvlanCaptureResult {
+    /// The capture (expectations with placeholders expanded).
+    pub capture: UvlanCaptureSpec,
+    /// The pcapng file.
+    pub file: PathBuf,
+    /// Whether the file stays after the lab (`uvlan lab --out DIR`).
+    pub kept: bool,
+    /// Records in the file, when it could be read.
+    pub records: Option<u64>,
+    /// Of those, frames that went nowhere (verdict drop, or not delivered).
+    pub drops: u64,
+    /// Records lost because the lab read too slowly (from the statistics blocks).
+    pub lost: u64,
+    /// Expectations not met (empty when as expected).
+    pub problems: Vec<String>,
+    /// Why the capture could not be taken or read.
+    pub error: Option<String>,
+}
+
+impl UvlanCaptureResult {
+    /// Recorded, read back, and as expected.
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && self.problems.is_empty()
+    }
+}
+
 /// The outcome of a command that is a check.
 #[derive(Debug, Clone)]
 pub struct ActionResult {
@@ -71,6 +100,8 @@ pub struct StageReport {
     pub results: Vec<CheckResult>,
     /// Captures.
     pub captures: Vec<CaptureResult>,
+    /// uvlan captures (recordings and checks).
+    pub uvlan_captures: Vec<UvlanCaptureResult>,
     /// Commands that are checks.
     pub actions: Vec<ActionResult>,
 }
@@ -80,11 +111,19 @@ impl StageReport {
     pub fn passed(&self) -> bool {
         self.results.iter().all(CheckResult::ok)
             && self.captures.iter().all(CaptureResult::ok)
+            && self.uvlan_captures.iter().all(UvlanCaptureResult::ok)
             && self.actions.iter().all(ActionResult::ok)
     }
 
     fn checked(&self) -> usize {
-        self.results.len() + self.captures.len() + self.actions.len()
+        self.results.len()
+            + self.captures.len()
+            + self.actions.len()
+            + self
+                .uvlan_captures
+                .iter()
+                .filter(|c| c.capture.is_check())
+                .count()
     }
 
     /// The reachability matrix (expected against observed), then captures and command checks.
@@ -112,6 +151,34 @@ impl StageReport {
                 c.capture.dev,
                 c.capture.filter,
                 if c.ok() { "" } else { "   <-- NOT AS EXPECTED" }
+            );
+        }
+        for c in &self.uvlan_captures {
+            let title = if c.capture.title.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", c.capture.title)
+            };
+            let got = match (c.records, &c.error) {
+                (_, Some(e)) => format!("error: {e}"),
+                (Some(n), None) => format!("{n} record(s), {} drops, {} lost", c.drops, c.lost),
+                (None, None) => "not read".into(),
+            };
+            let kept = if c.kept {
+                ""
+            } else {
+                " (removed with the lab; keep it with --out DIR)"
+            };
+            let _ = writeln!(
+                s,
+                "uvlan capture {title}[{}]: {got}: {}{kept}{}",
+                c.capture.network,
+                c.file.display(),
+                if c.ok() {
+                    String::new()
+                } else {
+                    format!("   <-- NOT AS EXPECTED: {}", c.problems.join("; "))
+                }
             );
         }
         for a in &self.actions {
@@ -306,6 +373,7 @@ mod tests {
                     result("c2", "c1", Expect::Unreachable, true),
                 ],
                 captures: vec![],
+                uvlan_captures: vec![],
                 actions: vec![],
             }],
         };
@@ -339,6 +407,7 @@ mod tests {
                 title: "s".into(),
                 results: vec![result("a", "b", Expect::Reach, true)],
                 captures,
+                uvlan_captures: vec![],
                 actions,
             }],
         };
@@ -353,6 +422,57 @@ mod tests {
         let r = stage(vec![], vec![bad]);
         assert!(!r.passed());
         assert!(r.matrix().contains("ip route"), "{}", r.matrix());
+        // A uvlan capture: a recording only counts when it fails; a check counts.
+        let ucap = |expect: Vec<String>, problems: Vec<String>, error: Option<String>| {
+            UvlanCaptureResult {
+                capture: UvlanCaptureSpec {
+                    network: "n1".into(),
+                    host: None,
+                    endpoints: vec![],
+                    wire: false,
+                    drops: true,
+                    expect,
+                    absent: vec![],
+                    min_records: None,
+                    title: String::new(),
+                },
+                file: PathBuf::from("/x/stage1-n1.pcapng"),
+                kept: false,
+                records: Some(4),
+                drops: 1,
+                lost: 0,
+                problems,
+                error,
+            }
+        };
+        let with_ucap = |u| LabReport {
+            testbed: "t".into(),
+            stages: vec![StageReport {
+                title: "s".into(),
+                results: vec![],
+                captures: vec![],
+                uvlan_captures: vec![u],
+                actions: vec![],
+            }],
+        };
+        let only_recorded = with_ucap(ucap(vec![], vec![], None));
+        assert!(!only_recorded.passed(), "a recording alone checks nothing");
+        let m = only_recorded.matrix();
+        assert!(
+            m.contains("[n1]: 4 record(s), 1 drops, 0 lost: /x/stage1-n1.pcapng (removed"),
+            "{m}"
+        );
+        assert!(with_ucap(ucap(vec!["drop".into()], vec![], None)).passed());
+        let r = with_ucap(ucap(
+            vec!["drop".into()],
+            vec!["no record's verdict contains \"drop\"".into()],
+            None,
+        ));
+        assert!(!r.passed());
+        assert!(r.matrix().contains("NOT AS EXPECTED"), "{}", r.matrix());
+        let r = with_ucap(ucap(vec!["drop".into()], vec![], Some("unreadable".into())));
+        assert!(!r.passed());
+        assert!(r.matrix().contains("error: unreadable"), "{}", r.matrix());
         // Nothing checked at all is not a pass.
         let empty = LabReport {
             testbed: "t".into(),
@@ -360,6 +480,7 @@ mod tests {
                 title: "s".into(),
                 results: vec![],
                 captures: vec![],
+                uvlan_captures: vec![],
                 actions: vec![],
             }],
         };

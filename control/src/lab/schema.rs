@@ -58,6 +58,9 @@ pub struct Testbed {
     /// Stage 1: captures.
     #[serde(default)]
     pub capture: Vec<CaptureSpec>,
+    /// Stage 1: uvlan captures (pcapng with the engine's verdicts).
+    #[serde(default)]
+    pub uvlan_capture: Vec<UvlanCaptureSpec>,
     /// Later stages.
     #[serde(default)]
     pub step: Vec<StepSpec>,
@@ -260,6 +263,50 @@ pub struct CaptureSpec {
     pub title: String,
 }
 
+/// A `uvlan capture` of a network for the duration of a stage, through the host's daemon
+/// (the API request `uvlan capture` makes): pcapng with each frame's verdict as its comment,
+/// written to `stage<N>-<network>.pcapng` (`-<host>` added when the testbed has several
+/// hosts) in the lab's state directory, or in the directory `uvlan lab --out DIR` names.
+/// With `expect`, `absent` or `min_records` it is also a check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UvlanCaptureSpec {
+    /// The network.
+    pub network: String,
+    /// The host holding the network (default: the one host that has a network of that name).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Endpoints of the testbed on that network (default: all of the network's ports).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Also the network's wire (`uvlan capture --wire`).
+    #[serde(default)]
+    pub wire: bool,
+    /// Also the frames the dataplane dropped (`uvlan capture --drops`).
+    #[serde(default)]
+    pub drops: bool,
+    /// Substrings that some record's comment (its verdict) must contain (placeholders
+    /// allowed, e.g. `verdict: forward to {ns:c2}`).
+    #[serde(default)]
+    pub expect: Vec<String>,
+    /// Substrings that no record's comment may contain.
+    #[serde(default)]
+    pub absent: Vec<String>,
+    /// At least this many records.
+    #[serde(default)]
+    pub min_records: Option<u64>,
+    /// What the capture demonstrates (printed).
+    #[serde(default)]
+    pub title: String,
+}
+
+impl UvlanCaptureSpec {
+    /// Whether the capture is a check (rather than only a recording).
+    pub fn is_check(&self) -> bool {
+        !self.expect.is_empty() || !self.absent.is_empty() || self.min_records.is_some()
+    }
+}
+
 /// A later stage: commands, then checks.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -278,6 +325,9 @@ pub struct StepSpec {
     /// Captures.
     #[serde(default)]
     pub capture: Vec<CaptureSpec>,
+    /// uvlan captures.
+    #[serde(default)]
+    pub uvlan_capture: Vec<UvlanCaptureSpec>,
 }
 
 /// A reachability matrix: every ordered pair of nodes is pinged (IPv4, or IPv6 with
@@ -334,6 +384,8 @@ pub struct Stage<'a> {
     pub matrix: &'a [MatrixSpec],
     /// Captures.
     pub capture: &'a [CaptureSpec],
+    /// uvlan captures.
+    pub uvlan_capture: &'a [UvlanCaptureSpec],
 }
 
 impl Stage<'_> {
@@ -374,6 +426,7 @@ impl Stage<'_> {
     pub fn checks_something(&self) -> bool {
         !self.all_checks().is_empty()
             || !self.capture.is_empty()
+            || self.uvlan_capture.iter().any(UvlanCaptureSpec::is_check)
             || self.run.iter().any(ActionSpec::is_check)
     }
 }
@@ -396,6 +449,7 @@ impl Testbed {
             check: &self.check,
             matrix: &self.matrix,
             capture: &self.capture,
+            uvlan_capture: &self.uvlan_capture,
         }];
         for s in &self.step {
             v.push(Stage {
@@ -404,6 +458,7 @@ impl Testbed {
                 check: &s.check,
                 matrix: &s.matrix,
                 capture: &s.capture,
+                uvlan_capture: &s.uvlan_capture,
             });
         }
         v

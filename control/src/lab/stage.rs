@@ -4,14 +4,17 @@
 use super::env::{output, Env};
 use super::{
     interrupted, uvlan_args, ActionResult, ActionSpec, CaptureResult, CheckResult, CheckSpec,
-    LabError, Stage, StageReport, Testbed, INTERRUPTED,
+    LabError, Stage, StageReport, Testbed, UvlanCaptureResult, UvlanCaptureSpec, INTERRUPTED,
 };
+use crate::api::stream::Tally;
+use crate::api::CaptureRequest;
 use crate::nsutil::{in_netns, ip_in, sh_in};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use uvlan_dataplane::capture::{Event, Reader};
 
 /// How long one ping check may take (`ping -w`), in seconds.
 const PING_DEADLINE_S: &str = "3";
@@ -230,10 +233,172 @@ fn settle_neighbours(env: &Env, checks: &[CheckSpec]) {
     }
 }
 
+/// The file of a uvlan capture: `stage<N>-<network>.pcapng`, `-<host>` added when the
+/// testbed has several hosts.
+fn uvlan_capture_file(tb: &Testbed, stage: usize, host: &str, network: &str) -> String {
+    let safe: String = network
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if tb.host_names().len() > 1 {
+        format!("stage{stage}-{safe}-{host}.pcapng")
+    } else {
+        format!("stage{stage}-{safe}.pcapng")
+    }
+}
+
+/// Starts the stage's uvlan captures, in order.
+fn start_uvlan_captures(
+    env: &mut Env,
+    tb: &Testbed,
+    st: &Stage<'_>,
+    stage: usize,
+) -> Result<(), LabError> {
+    for c in st.uvlan_capture {
+        let host = tb
+            .host_of_network(&c.network, c.host.as_deref())
+            .map_err(|m| LabError::Invalid(tb.name.clone(), m))?;
+        let file = env
+            .capture_dir()
+            .0
+            .join(uvlan_capture_file(tb, stage, &host, &c.network));
+        let req = CaptureRequest {
+            network: c.network.clone(),
+            // The daemon knows a lab endpoint by its namespace, the name it was connected with.
+            endpoints: c.endpoints.iter().map(|e| env.ns(e)).collect(),
+            wire: c.wire,
+            drops: c.drops,
+            count: None,
+            snaplen: None,
+        };
+        env.start_uvlan_capture(&host, req, file)?;
+    }
+    Ok(())
+}
+
+/// The comment (the engine's verdict) of every record of a pcapng capture, read with the
+/// dataplane's checked reader; a record without one counts with an empty verdict.
+fn read_verdicts(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let mut verdicts = Vec::new();
+    let mut reader = Reader::new(bytes);
+    while let Some(ev) = reader.next_event() {
+        match ev {
+            Ok(Event::Packet(p)) => {
+                verdicts.push(p.comment.map(|c| c.into_owned()).unwrap_or_default());
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(verdicts)
+}
+
+/// A record of a frame that went nowhere (`--drops`): an engine drop, or a copy the I/O
+/// layer could not deliver.
+fn is_drop(verdict: &str) -> bool {
+    verdict.starts_with("verdict: drop") || verdict.starts_with("verdict: forward, not delivered")
+}
+
+/// What the records fail of the capture's expectations (placeholders already expanded).
+fn judge(c: &UvlanCaptureSpec, verdicts: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let n = verdicts.len() as u64;
+    if let Some(min) = c.min_records {
+        if n < min {
+            problems.push(format!("{n} record(s), expected at least {min}"));
+        }
+    }
+    for e in &c.expect {
+        if !verdicts.iter().any(|v| v.contains(e.as_str())) {
+            problems.push(format!("no record's verdict contains {e:?}"));
+        }
+    }
+    for a in &c.absent {
+        let hits = verdicts.iter().filter(|v| v.contains(a.as_str())).count();
+        if hits > 0 {
+            problems.push(format!("{hits} record(s) whose verdict contains {a:?}"));
+        }
+    }
+    problems
+}
+
+/// Reads a uvlan capture back (the dataplane's checked pcapng reader) and checks it.
+fn evaluate_uvlan_capture(
+    env: &Env,
+    c: &UvlanCaptureSpec,
+    file: std::path::PathBuf,
+    stream: Result<Tally, String>,
+) -> UvlanCaptureResult {
+    let mut spec = c.clone();
+    let mut r = UvlanCaptureResult {
+        capture: c.clone(),
+        file: file.clone(),
+        kept: env.capture_dir().1,
+        records: None,
+        drops: 0,
+        lost: 0,
+        problems: Vec::new(),
+        error: None,
+    };
+    let expand = |v: &[String]| -> Result<Vec<String>, String> {
+        v.iter()
+            .map(|e| env.expand(e).map_err(|e| e.to_string()))
+            .collect()
+    };
+    match (expand(&c.expect), expand(&c.absent)) {
+        (Ok(e), Ok(a)) => {
+            spec.expect = e;
+            spec.absent = a;
+            r.capture = spec;
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            r.error = Some(e);
+            return r;
+        }
+    }
+    let tally = match stream {
+        Ok(t) => t,
+        Err(e) => {
+            r.error = Some(format!("the capture stream failed: {e}"));
+            return r;
+        }
+    };
+    r.lost = tally.lost;
+    if tally.statistics == 0 {
+        r.error = Some("the daemon ended the stream without its statistics".into());
+        return r;
+    }
+    let bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        Err(e) => {
+            r.error = Some(format!("cannot read {}: {e}", file.display()));
+            return r;
+        }
+    };
+    let verdicts = match read_verdicts(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            r.error = Some(format!("{}: {e}", file.display()));
+            return r;
+        }
+    };
+    r.records = Some(verdicts.len() as u64);
+    r.drops = verdicts.iter().filter(|v| is_drop(v)).count() as u64;
+    r.problems = judge(&r.capture, &verdicts);
+    r
+}
+
 pub(super) fn run_stage(
     env: &mut Env,
     tb: &Testbed,
     st: &Stage<'_>,
+    stage: usize,
     log: &mut dyn FnMut(&str),
 ) -> Result<StageReport, LabError> {
     settle_neighbours(env, &st.all_checks());
@@ -248,6 +413,7 @@ pub(super) fn run_stage(
     for (i, (ns, dev)) in devs.iter().enumerate() {
         env.start_capture(ns, dev, i)?;
     }
+    start_uvlan_captures(env, tb, st, stage)?;
     let mut actions = Vec::new();
     for a in st.run {
         if let Some(r) = run_action(env, tb, a, log)? {
@@ -269,6 +435,20 @@ pub(super) fn run_stage(
         ));
     }
     let files = env.stop_captures();
+    let streams = env.stop_uvlan_captures();
+    let mut uvlan_captures = Vec::new();
+    for (c, (file, stream)) in st.uvlan_capture.iter().zip(streams) {
+        let r = evaluate_uvlan_capture(env, c, file, stream);
+        if !r.ok() {
+            log(&format!(
+                "  uvlan capture of {} ({}): {}   <-- NOT AS EXPECTED",
+                r.capture.network,
+                r.file.display(),
+                r.error.clone().unwrap_or_else(|| r.problems.join("; "))
+            ));
+        }
+        uvlan_captures.push(r);
+    }
     let mut captures = Vec::new();
     for c in st.capture {
         let mut spec = c.clone();
@@ -306,6 +486,85 @@ pub(super) fn run_stage(
         title: st.title.to_string(),
         results,
         captures,
+        uvlan_captures,
         actions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uvlan_dataplane::capture::Direction;
+    use uvlan_dataplane::capture::{InterfaceSpec, PacketSpec, PcapngWriter};
+
+    fn capture(verdicts: &[Option<&str>]) -> Vec<u8> {
+        let mut w = PcapngWriter::new(Vec::new(), "test").unwrap();
+        w.interface(&InterfaceSpec {
+            name: "c1",
+            description: "",
+            snaplen: 0,
+        })
+        .unwrap();
+        for (i, v) in verdicts.iter().enumerate() {
+            w.packet(&PacketSpec {
+                interface: 0,
+                ts_ns: i as u64,
+                data: &[0u8; 60],
+                orig_len: 60,
+                direction: Some(Direction::Inbound),
+                comment: *v,
+            })
+            .unwrap();
+        }
+        w.into_inner()
+    }
+
+    fn spec(expect: &[&str], absent: &[&str], min_records: Option<u64>) -> UvlanCaptureSpec {
+        UvlanCaptureSpec {
+            network: "n".into(),
+            host: None,
+            endpoints: vec![],
+            wire: false,
+            drops: true,
+            expect: expect.iter().map(|s| s.to_string()).collect(),
+            absent: absent.iter().map(|s| s.to_string()).collect(),
+            min_records,
+            title: String::new(),
+        }
+    }
+
+    #[test]
+    fn verdicts_are_read_back_counted_and_judged() {
+        let bytes = capture(&[
+            Some("verdict: forward to c2; kernel: ipvlan_rcv_frame (local)"),
+            Some("verdict: drop (no_wire); kernel: dummy master (uvlan: no wire)"),
+            Some("verdict: forward, not delivered (tap_full); kernel: ipvlan_rcv_frame (local)"),
+            None,
+        ]);
+        let v = read_verdicts(&bytes).unwrap();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[3], "");
+        assert_eq!(v.iter().filter(|v| is_drop(v)).count(), 2);
+        assert!(judge(
+            &spec(
+                &["drop (no_wire)", "forward to c2"],
+                &["private_flag"],
+                Some(4)
+            ),
+            &v
+        )
+        .is_empty());
+        let p = judge(&spec(&["drop (private_flag)"], &["no_wire"], Some(5)), &v);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("4 record(s), expected at least 5"), "{p:?}");
+        assert!(p[1].contains("private_flag"), "{p:?}");
+        assert!(
+            p[2].contains("1 record(s)") && p[2].contains("no_wire"),
+            "{p:?}"
+        );
+        // An empty capture meets no expectation; a cut-off one is an error.
+        let empty = read_verdicts(&capture(&[])).unwrap();
+        assert_eq!(judge(&spec(&["verdict"], &[], None), &empty).len(), 1);
+        assert!(read_verdicts(&bytes[..bytes.len() - 3]).is_err());
+    }
 }

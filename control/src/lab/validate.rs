@@ -171,6 +171,39 @@ pub fn validate(tb: &Testbed) -> Result<(), LabError> {
                 return bad(format!("capture on {}/{}: empty filter", c.ns, c.dev));
             }
         }
+        let mut recorded: Vec<(String, &str)> = Vec::new();
+        for c in st.uvlan_capture {
+            let host = match tb.host_of_network(&c.network, c.host.as_deref()) {
+                Ok(h) => h,
+                Err(m) => return bad(format!("uvlan_capture of network {:?}: {m}", c.network)),
+            };
+            for e in &c.endpoints {
+                if !tb
+                    .endpoint
+                    .iter()
+                    .any(|x| &x.name == e && x.network == c.network)
+                {
+                    return bad(format!(
+                        "uvlan_capture of network {:?}: no [[endpoint]] {e:?} on that network",
+                        c.network
+                    ));
+                }
+            }
+            if c.min_records == Some(0) {
+                return bad(format!(
+                    "uvlan_capture of network {:?}: min_records = 0 checks nothing",
+                    c.network
+                ));
+            }
+            if recorded.contains(&(host.clone(), c.network.as_str())) {
+                return bad(format!(
+                    "uvlan_capture of network {:?}: captured twice in one stage (one file per \
+                     network and stage)",
+                    c.network
+                ));
+            }
+            recorded.push((host, &c.network));
+        }
     }
     if !stages.iter().any(Stage::checks_something) {
         return bad("a testbed needs at least one check, capture or command expectation".into());
@@ -229,6 +262,31 @@ create = "network create -d ipvlan n"
             .unwrap_err()
             .to_string();
         assert!(e.contains("either"), "{e}");
+        // A uvlan capture of an unknown network, or of an endpoint of another network.
+        let e = with("[[uvlan_capture]]\nnetwork = \"nope\"\nmin_records = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("uvlan_capture") && e.contains("nope"), "{e}");
+        let e = with("[[uvlan_capture]]\nnetwork = \"n\"\nendpoints = [\"c9\"]\nmin_records = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c9"), "{e}");
+        let e = with("[[uvlan_capture]]\nnetwork = \"n\"\n[[uvlan_capture]]\nnetwork = \"n\"\nexpect = [\"drop\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("twice"), "{e}");
+        assert!(toml::from_str::<Testbed>(
+            "name='x'\ntitle='y'\n[[uvlan_capture]]\nnetwork='n'\nbogus=1"
+        )
+        .is_err());
+        // A uvlan capture with an expectation is a check; a bare one only records.
+        let tb = with("[[uvlan_capture]]\nnetwork = \"n\"\nendpoints = [\"c1\"]\ndrops = true\nexpect = [\"verdict: drop\"]\n")
+            .unwrap();
+        assert!(tb.uvlan_capture[0].drops && tb.uvlan_capture[0].is_check());
+        let e = with("[[uvlan_capture]]\nnetwork = \"n\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least one check"), "{e}");
         // A capture alone is a check.
         with("[[capture]]\nns = \"host\"\ndev = \"eth0\"\nfilter = \"icmp\"\nexpect = \"none\"\n")
             .unwrap();
@@ -326,7 +384,8 @@ expect = "reach"
                  [[step]]\ntitle='route added'\n\
                  [[step.run]]\nns='up'\ncmd='ip route add 10.0.0.0/8 dev lo'\n\
                  [[step.check]]\nfrom='up'\nto='c1'\nexpect='reach'\n\
-                 [[step.capture]]\nns='up'\ndev='lo'\nfilter='icmp'\nexpect='seen'\n"
+                 [[step.capture]]\nns='up'\ndev='lo'\nfilter='icmp'\nexpect='seen'\n\
+                 [[step.uvlan_capture]]\nnetwork='n'\nmin_records=2\n"
             ),
         )
         .unwrap();
@@ -337,6 +396,8 @@ expect = "reach"
         assert_eq!(st[1].title, "route added");
         assert_eq!(st[1].all_checks().len(), 1);
         assert_eq!(st[1].capture.len(), 1);
+        assert_eq!(st[1].uvlan_capture[0].min_records, Some(2));
+        assert!(st[0].uvlan_capture.is_empty());
         assert!(!st[1].run[0].is_check());
     }
 }

@@ -9,6 +9,7 @@
 //! `uvlan_` prefix, base units (bytes), `_total` on counters. The full list is
 //! [`METRICS`] (and the table in `docs/README.md`, "Metrics").
 
+mod batch;
 pub mod http;
 
 use std::fmt;
@@ -192,6 +193,13 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "worker",
         "Receive batches of a dataplane worker (one per source and turn with frames).",
     ),
+    (
+        batch::NAME,
+        "histogram",
+        "worker",
+        "Frames per receive batch of a dataplane worker (buckets 1, 2-3, 4-7, ..., 512-1023, \
+         1024 and more).",
+    ),
 ];
 
 fn help(name: &str) -> &'static str {
@@ -365,6 +373,7 @@ impl Collector for Snapshot {
         ] {
             family(&mut enc, name, None, MetricType::Counter, &per_worker(f))?;
         }
+        batch::encode(&mut enc, help(batch::NAME), &lp.workers)?;
         Ok(())
     }
 }

@@ -99,7 +99,8 @@ pub struct ParentCounters {
     pub filter: Option<FilterStats>,
 }
 
-/// Number of buckets of [`LoopCounters::batch_hist`]: sizes 1, 2–3, 4–7, …, 512 and more.
+/// Number of buckets of [`LoopCounters::batch_hist`]: sizes 1, 2–3, 4–7, …, 512–1023,
+/// 1024 and more.
 pub const BATCH_BUCKETS: usize = 11;
 
 /// What one dataplane worker's loop did: the figures the benchmarks divide by.
@@ -128,7 +129,7 @@ pub struct LoopCounters {
     /// Frames in those batches (`batch_frames / batches` is the mean batch size).
     pub batch_frames: u64,
     /// Batch sizes by power of two: bucket `i` counts batches of `2^i ..= 2^(i+1) - 1`
-    /// frames (the last bucket: 512 and more).
+    /// frames (the last bucket: 1024 and more).
     pub batch_hist: [u64; BATCH_BUCKETS],
     /// Frames handed to another worker's queue (its parent owns the wire).
     pub xfer_out: u64,
