@@ -73,6 +73,33 @@ pub fn render(r: &StatsReport) -> String {
         }
     }
     out.push_str(&table(&eps));
+    let mut why = vec![["NETWORK", "ENDPOINT", "DROPPED WHERE", "FRAMES"]
+        .map(String::from)
+        .to_vec()];
+    for n in &r.networks {
+        for e in &n.endpoints {
+            let mut row = |what: String, v: u64| {
+                if v > 0 {
+                    why.push(vec![n.name.clone(), e.name.clone(), what, v.to_string()]);
+                }
+            };
+            row(
+                "tap queue (the TAP device's own drops)".into(),
+                e.tap_dropped,
+            );
+            for (reason, v) in &e.engine_drops {
+                row(format!("engine: {reason}"), *v);
+            }
+            row(
+                "undelivered (its TAP refused the write)".into(),
+                e.undelivered,
+            );
+        }
+    }
+    if why.len() > 1 {
+        out.push('\n');
+        out.push_str(&table(&why));
+    }
     let mut wires = vec![[
         "PARENT",
         "NETWORKS",
@@ -192,6 +219,7 @@ mod tests {
                     received_frames: 2,
                     received_bytes: 200,
                     dropped: 1,
+                    ..Default::default()
                 }],
                 wire: Some("eth0".into()),
             });

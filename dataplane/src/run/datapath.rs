@@ -627,7 +627,8 @@ impl Core {
         }
     }
 
-    /// Decides one frame and performs its outputs.
+    /// Decides one frame and performs its outputs; returns the engine's drop reason, if it
+    /// dropped the frame (already counted in the global counters).
     fn forward(
         &mut self,
         sink: &mut dyn TapSink,
@@ -635,21 +636,27 @@ impl Core {
         from: Origin,
         hdr: &VnetHdr,
         frame: &[u8],
-    ) {
+    ) -> Option<DropReason> {
         match self.decider {
             Decider::Engine => {
-                let decided =
-                    self.engine
-                        .decide(frame, ingress, &mut self.io.routes(), &mut self.out);
+                let gso = hdr.gso_type != VnetHdr::GSO_NONE;
+                let decided = self.engine.decide_gso(
+                    frame,
+                    gso,
+                    ingress,
+                    &mut self.io.routes(),
+                    &mut self.out,
+                );
                 if let Err(r) = decided {
                     self.io.drops[r.index()] += 1;
-                    return;
+                    return Some(r);
                 }
                 for i in 0..self.out.len() {
                     if let Some(&o) = self.out.as_slice().get(i) {
                         self.emit(sink, o, from, hdr, frame);
                     }
                 }
+                None
             }
             Decider::Relay => self.relay(sink, ingress, from, hdr, frame),
         }
@@ -684,10 +691,10 @@ impl Core {
         from: Origin,
         hdr: &VnetHdr,
         frame: &[u8],
-    ) {
+    ) -> Option<DropReason> {
         if frame.len() < ETH_HLEN {
             self.io.drops[DropReason::TooShort.index()] += 1;
-            return;
+            return Some(DropReason::TooShort);
         }
         for i in 0..self.io.ports.len() {
             let q = PortId(i as u32);
@@ -703,6 +710,7 @@ impl Core {
                 }
             }
         }
+        None
     }
 
     /// What the datapath would do with `frame`, explained: the same decision, with the same
@@ -726,7 +734,11 @@ impl Core {
         if hdr.gso_type != VnetHdr::GSO_NONE {
             c.rx_gso_frames += 1;
         }
-        self.forward(sink, Ingress::Port(p), Origin::Port(rx), hdr, frame);
+        if let Some(r) = self.forward(sink, Ingress::Port(p), Origin::Port(rx), hdr, frame) {
+            if let Some(n) = c.drops.get_mut(r.index()) {
+                *n += 1;
+            }
+        }
     }
 
     /// A frame received on parent `p`.

@@ -47,6 +47,25 @@ pub struct PortCounters {
     pub tx_gso_frames: u64,
     /// Frames that could not be written (queue full, interface down, errors).
     pub tx_dropped: u64,
+    /// Frames read from this TAP that the engine dropped, by [`DropReason`] (indexed by
+    /// [`DropReason::index`]; the same drops are in [`Stats::drops`], all ports together).
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl PortCounters {
+    /// Frames read from this TAP that the engine dropped, every reason together.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// The nonzero engine drops of this port's frames, by reason, in counter order.
+    pub fn drop_reasons(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .zip(self.drops.iter())
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| (*r, *n))
+    }
 }
 
 /// Counters of one parent's wire.
