@@ -1,4 +1,4 @@
-//! Conformance tests: one per kernel statement C1–C65 (`docs/conformance.md`) that the
+//! Conformance tests: one per kernel statement C1–C67 (`docs/conformance.md`) that the
 //! engine can decide, named after the statement. `docs/conformance.md` maps every statement to its
 //! test or says why the engine cannot decide it.
 

@@ -287,6 +287,27 @@ mod tests {
     }
 
     #[test]
+    fn a_ports_engine_drops_add_up_by_reason() {
+        let mut c = PortCounters::default();
+        assert_eq!(c.dropped(), 0);
+        assert_eq!(c.drop_reasons().count(), 0);
+        c.drops[DropReason::MtuExceeded.index()] += 3;
+        c.drops[DropReason::NoWire.index()] += 2;
+        c.drops[DropReason::TooShort.index()] += 1;
+        assert_eq!(c.dropped(), 6);
+        // Counter order (the declaration's), non-zero reasons only.
+        let got: Vec<_> = c.drop_reasons().collect();
+        assert_eq!(
+            got,
+            vec![
+                (DropReason::TooShort, 1),
+                (DropReason::NoWire, 2),
+                (DropReason::MtuExceeded, 3)
+            ]
+        );
+    }
+
+    #[test]
     fn lookups_find_counters() {
         let s = Stats {
             drops: vec![(DropReason::NoWire, 3)],
