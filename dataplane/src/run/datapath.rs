@@ -13,8 +13,12 @@
 //!        └─ HostStack: counted
 //! ```
 //!
-//! Later hooks (a capture tap, MTU drops, a fast-path cache) belong in [`Core::emit`]: one
-//! call per output, after the decision, with the ingress, the output and the frame at hand.
+//! The MTU rule is the engine's (`is_skb_forwardable`, so `uvlan trace` shows it): the frame's
+//! GSO flag goes into the decision ([`Engine::decide_gso`]). An engine drop of a frame a port
+//! sent is counted twice: under its reason globally and in that port's counters.
+//!
+//! Later hooks (a capture tap, a fast-path cache) belong in [`Core::emit`]: one call per
+//! output, after the decision, with the ingress, the output and the frame at hand.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
