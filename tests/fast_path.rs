@@ -308,3 +308,58 @@ fn a_capture_switches_fast_path_endpoints_to_the_slow_path() {
         "the cache carries a's frames again after the capture"
     );
 }
+
+/// The cache does not apply the MTU rule, so it never learns a pair whose receiver has the
+/// smaller MTU: b (MTU 1280) → a (1500) goes through the cache, a → b stays on the slow path,
+/// where a 1400-byte ping is dropped as the kernel's `is_skb_forwardable` drops it, every time.
+#[test]
+fn the_cache_never_skips_the_mtu_rule() {
+    let mut w = World::with_daemon_args(&["--fast-path", "on"]);
+    w.uvlan_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--internal",
+        "--subnet",
+        "192.0.2.0/24",
+        "fpmtu",
+    ]);
+    let a = w.netns("mtua");
+    let b = w.netns("mtub");
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "fpmtu", &a]);
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.20", "fpmtu", &b]);
+    let set = w.exec("mtub", "ip link set eth0 mtu 1280");
+    assert!(set.status.success());
+    // The daemon follows the endpoint's MTU (an engine change, which empties the cache).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let i = w.inspect("fpmtu").to_string();
+        if i.contains("1280") || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let small = w.exec("mtua", "ping -q -c 5 -i 0.2 192.0.2.20");
+    assert!(small.status.success(), "{}", w.daemon_log());
+    let back = w.exec("mtub", "ping -q -c 5 -i 0.2 192.0.2.10");
+    assert!(back.status.success(), "{}", w.daemon_log());
+    assert_eq!(
+        fast_counters(&w, "fpmtu", &a).0,
+        0,
+        "a (1500) → b (1280) is never learned"
+    );
+    assert!(
+        fast_counters(&w, "fpmtu", &b).0 > 0,
+        "b (1280) → a (1500) goes through the cache"
+    );
+    // 1400 bytes of ICMP payload: longer than b's MTU; dropped every time.
+    let big = w.exec("mtua", "ping -q -c 3 -i 0.2 -W 1 -M do -s 1400 192.0.2.20");
+    assert!(
+        !big.status.success(),
+        "a frame longer than b's MTU reached b"
+    );
+    let stats = w.uvlan_ok(&["stats", "--format", "json", "fpmtu"]);
+    assert!(stats.contains("mtu_exceeded"), "{stats}");
+}

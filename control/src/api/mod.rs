@@ -141,6 +141,10 @@ pub struct TraceRequest {
     /// Source IP of a frame from the wire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_ip: Option<String>,
+    /// The frame's length in bytes, Ethernet header included (icmp and udp; default: the
+    /// headers and a short payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
 }
 
 /// `uvlan capture`: which frames of a network to stream as pcapng.
@@ -633,7 +637,9 @@ pub struct EndpointStats {
     pub received_frames: u64,
     /// Their bytes.
     pub received_bytes: u64,
-    /// Frames for the endpoint that could not be written (its queue full, interface down).
+    /// Every frame of the endpoint lost on the way, in or out: the sum of
+    /// [`tap_dropped`](EndpointStats::tap_dropped), [`engine_dropped`](EndpointStats::engine_dropped)
+    /// and [`undelivered`](EndpointStats::undelivered).
     pub dropped: u64,
     /// Fast-path endpoints: frames the endpoint sent that the kernel cache forwarded (not
     /// in `sent_frames`: the dataplane never saw them).
@@ -648,6 +654,25 @@ pub struct EndpointStats {
     /// Their bytes.
     #[serde(default)]
     pub fast_received_bytes: u64,
+    /// The TAP device's own drops (`tx_dropped + rx_dropped` of its `IFLA_STATS64`): frames
+    /// the endpoint sent that the TAP's queue had no room for before uvlan read them, and
+    /// frames uvlan wrote that the endpoint's stack refused.
+    #[serde(default)]
+    pub tap_dropped: u64,
+    /// Frames the endpoint sent that the forwarding engine dropped, by reason (the
+    /// `DropReason` names `uvlan trace` prints; non-zero only).
+    #[serde(default)]
+    pub engine_drops: BTreeMap<String, u64>,
+    /// Frames for the endpoint that uvlan could not write (its queue full, interface down).
+    #[serde(default)]
+    pub undelivered: u64,
+}
+
+impl EndpointStats {
+    /// Of [`dropped`](EndpointStats::dropped), the engine's drops, every reason together.
+    pub fn engine_dropped(&self) -> u64 {
+        self.engine_drops.values().sum()
+    }
 }
 
 /// Counters of a parent's wire.

@@ -372,6 +372,9 @@ pub struct TraceArgs {
     /// Source IP (default: the endpoint's address; from the wire 192.0.2.1 / 2001:db8::1).
     #[arg(long = "src-ip", value_name = "IP")]
     pub src_ip: Option<String>,
+    /// Frame length in bytes, Ethernet header included (icmp and udp): to see the MTU rule.
+    #[arg(long, value_name = "BYTES")]
+    pub size: Option<u32>,
 }
 
 /// A CLI failure: the text to print and the exit code.
@@ -743,6 +746,7 @@ fn trace(a: TraceArgs) -> Result<i32, Failure> {
         dst_mac: a.dst_mac,
         src_mac: a.src_mac,
         src_ip: a.src_ip,
+        size: a.size,
     };
     let text: String = api::call_typed(&socket(), &Request::Trace(req))?;
     println!("{text}");

@@ -101,6 +101,33 @@ pub fn render(r: &StatsReport) -> String {
         out.push_str("\nfast path (kernel cache of the engine's decisions):\n");
         out.push_str(&table(&fast));
     }
+    let mut why = vec![["NETWORK", "ENDPOINT", "DROPPED WHERE", "FRAMES"]
+        .map(String::from)
+        .to_vec()];
+    for n in &r.networks {
+        for e in &n.endpoints {
+            let mut row = |what: String, v: u64| {
+                if v > 0 {
+                    why.push(vec![n.name.clone(), e.name.clone(), what, v.to_string()]);
+                }
+            };
+            row(
+                "tap queue (the TAP device's own drops)".into(),
+                e.tap_dropped,
+            );
+            for (reason, v) in &e.engine_drops {
+                row(format!("engine: {reason}"), *v);
+            }
+            row(
+                "undelivered (its TAP refused the write)".into(),
+                e.undelivered,
+            );
+        }
+    }
+    if why.len() > 1 {
+        out.push('\n');
+        out.push_str(&table(&why));
+    }
     let mut wires = vec![[
         "PARENT",
         "NETWORKS",

@@ -562,6 +562,10 @@ pub fn start_watcher(
     label: String,
     gone: Arc<Gone>,
 ) -> Result<AddrWatcher, String> {
+    // The MTU the interface has now (the watcher reports only later changes).
+    if let Ok(mtu) = Rtnl::open(netns).and_then(|mut r| r.link_get_by_index(ifindex)) {
+        follow_mtu(&*dp, &log, port, &label, mtu.mtu);
+    }
     AddrWatcher::start(netns, ifindex, move |ev| {
         if matches!(ev, AddrEvent::LinkRemoved { .. }) && gone.expected() {
             // A teardown removes it: nothing to mirror or log.
@@ -573,8 +577,33 @@ pub fn start_watcher(
     .map_err(|e| format!("cannot watch the endpoint's addresses: {e}"))
 }
 
+/// Mirrors the endpoint interface's MTU into its engine port, the MTU the receiver side of
+/// `is_skb_forwardable` judges (C66). ipvlan takes any MTU (C63). A macvlan MTU above the
+/// lower device's is refused by the kernel (`EINVAL`, C45), but a TAP accepts it: the port
+/// keeps its MTU, so uvlan forwards as if the change had been refused (what the endpoint
+/// sends above the parent's MTU is dropped as `wire_mtu_exceeded`, or by its peers' MTUs),
+/// and the log says so.
+fn follow_mtu(dp: &dyn DataplaneApi, log: &Logger, port: PortId, label: &str, mtu: u32) {
+    match with_engine(dp, move |e| {
+        let r = e.set_port_mtu(port, mtu);
+        (r, e.port_info(port).map(|i| i.mtu))
+    }) {
+        Ok((Ok(()), _)) => {}
+        Ok((Err(e), _)) if e.errno == Errno::Enodev => {}
+        Ok((Err(e), Some(kept))) if e.errno == Errno::Einval => log(&format!(
+            "{label}: its MTU was set to {mtu}, above the parent's: a macvlan refuses that \
+             ({e}); uvlan keeps forwarding its frames as with MTU {kept} (longer ones are \
+             dropped as wire_mtu_exceeded or by the receiver's MTU). Set it back inside the \
+             namespace: ip link set dev IF mtu {kept}"
+        )),
+        Ok((Err(e), _)) => log(&format!("{label}: cannot follow MTU {mtu}: {e}")),
+        Err(e) => log(&format!("{label}: cannot follow MTU {mtu}: {e}")),
+    }
+}
+
 fn on_event(dp: &dyn DataplaneApi, log: &Logger, port: PortId, label: &str, ev: AddrEvent) {
     match ev {
+        AddrEvent::LinkMtu { mtu, .. } => follow_mtu(dp, log, port, label, mtu),
         AddrEvent::AddrAdded(a) => {
             let addr = a.addr;
             match with_engine(dp, move |e| e.add_port_addr(port, addr)) {

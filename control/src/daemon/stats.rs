@@ -8,6 +8,17 @@ use std::collections::BTreeMap;
 use crate::api::{EndpointStats, NetworkStats, StatsReport, WireStats};
 
 use super::model::Daemon;
+use crate::netns::{Netns, Rtnl};
+
+/// The TAP device's own drops (`tx_dropped + rx_dropped`), read by netlink in the endpoint's
+/// namespace; 0 when they cannot be read (the interface is gone, the namespace unreachable).
+fn tap_drops(ns: &Netns, ifindex: u32) -> u64 {
+    Rtnl::open(ns)
+        .and_then(|mut r| r.link_get_by_index(ifindex))
+        .ok()
+        .and_then(|l| l.drops)
+        .map_or(0, |d| d.rx_dropped + d.tx_dropped)
+}
 
 impl Daemon {
     /// Counters of `names` (all networks when empty): the report `uvlan stats` prints and
@@ -36,9 +47,8 @@ impl Daemon {
                 ..NetworkStats::default()
             };
             for ep in &net.rec.endpoints {
-                let c = net
-                    .eps
-                    .get(&ep.id)
+                let rt = net.eps.get(&ep.id);
+                let c = rt
                     .and_then(|rt| s.port(rt.port))
                     .copied()
                     .unwrap_or_default();
@@ -51,13 +61,21 @@ impl Daemon {
                         .map(|(_, tx, rx)| (*tx, *rx))
                 });
                 let (ftx, frx) = fast.unwrap_or_default();
+                let tap = rt.map(|rt| tap_drops(&rt.netns, rt.ifindex)).unwrap_or(0);
+                let engine_drops: BTreeMap<String, u64> = c
+                    .drop_reasons()
+                    .map(|(r, n)| (r.as_str().to_string(), n))
+                    .collect();
                 ns.endpoints.push(EndpointStats {
                     name: ep.name.clone(),
                     sent_frames: c.rx_frames,
                     sent_bytes: c.rx_bytes,
                     received_frames: c.tx_frames,
                     received_bytes: c.tx_bytes,
-                    dropped: c.tx_dropped,
+                    dropped: tap + c.dropped() + c.tx_dropped,
+                    tap_dropped: tap,
+                    engine_drops,
+                    undelivered: c.tx_dropped,
                     fast_sent_frames: ftx.frames,
                     fast_sent_bytes: ftx.bytes,
                     fast_received_frames: frx.frames,

@@ -195,14 +195,41 @@ pub fn run(
             )
         })
     };
+    // --size: the frame's length, Ethernet header included (icmp and udp only); the data is
+    // what the headers leave (0x55 bytes).
+    let data = |headers: usize, default: &[u8]| -> Result<Vec<u8>, String> {
+        match req.size {
+            None => Ok(default.to_vec()),
+            Some(n) if (n as usize) >= headers && n <= 65_535 + 14 => {
+                Ok(vec![0x55; n as usize - headers])
+            }
+            Some(n) => Err(format!(
+                "--size {n}: a {proto} frame from {src_ip} is {headers} to {} bytes long",
+                65_535 + 14
+            )),
+        }
+    };
+    if req.size.is_some() && !matches!(proto, "icmp" | "udp") {
+        return Err(format!(
+            "--size applies to icmp and udp, not --proto {proto}"
+        ));
+    }
     let frame = match (proto, src_ip, dst_ip) {
-        ("icmp", IpAddr::V4(s), IpAddr::V4(d)) => build::icmp4_echo(need_dst()?, src_mac, s, d, 1),
-        ("icmp", IpAddr::V6(s), IpAddr::V6(d)) => build::icmp6_echo(need_dst()?, src_mac, s, d, 1),
+        ("icmp", IpAddr::V4(s), IpAddr::V4(d)) => {
+            let data = data(14 + 20 + 8, &[0x55; 32])?;
+            build::icmp4_echo_data(need_dst()?, src_mac, s, d, 1, &data)
+        }
+        ("icmp", IpAddr::V6(s), IpAddr::V6(d)) => {
+            let data = data(14 + 40 + 8, &[0x55; 32])?;
+            build::icmp6_echo_data(need_dst()?, src_mac, s, d, 1, &data)
+        }
         ("udp", IpAddr::V4(s), IpAddr::V4(d)) => {
-            build::udp4(need_dst()?, src_mac, s, d, (40000, 9), b"uvlan trace")
+            let data = data(14 + 20 + 8, b"uvlan trace")?;
+            build::udp4(need_dst()?, src_mac, s, d, (40000, 9), &data)
         }
         ("udp", IpAddr::V6(s), IpAddr::V6(d)) => {
-            build::udp6(need_dst()?, src_mac, s, d, (40000, 9), b"uvlan trace")
+            let data = data(14 + 40 + 8, b"uvlan trace")?;
+            build::udp6(need_dst()?, src_mac, s, d, (40000, 9), &data)
         }
         ("arp", IpAddr::V4(s), IpAddr::V4(d)) => {
             let f = build::arp_request(src_mac, s, d);

@@ -63,7 +63,17 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "endpoint_dropped_packets",
         "counter",
         "network, endpoint",
-        "Frames for the endpoint that could not be written (queue full, interface down).",
+        "Frames of the endpoint lost on the way, in or out: the sum of \
+         uvlan_endpoint_drops_packets_total over its layers and reasons.",
+    ),
+    (
+        "endpoint_drops_packets",
+        "counter",
+        "network, endpoint, layer, reason",
+        "An endpoint's lost frames by where they were lost: layer=\"tap\" (the TAP device's \
+         own drops, before uvlan read them or after it wrote them), layer=\"engine\" (frames \
+         it sent that the engine dropped, by DropReason; non-zero reasons only), layer=\"io\" \
+         (reason=\"undelivered\": frames for it uvlan could not write).",
     ),
     (
         "endpoint_fast_path_tx_packets",
@@ -287,6 +297,34 @@ impl Collector for Snapshot {
                 .collect();
             family_named(&mut enc, name, unit.as_ref(), &rows)?;
         }
+        let mut why: Vec<(Labels<'_>, ConstCounter<u64>)> = Vec::new();
+        for net in &r.networks {
+            for e in &net.endpoints {
+                let who = [
+                    ("network", net.name.as_str()),
+                    ("endpoint", e.name.as_str()),
+                ];
+                let mut row = |layer: &'static str, reason: &'static str, v: u64| {
+                    let mut l = who.to_vec();
+                    l.extend([("layer", layer), ("reason", reason)]);
+                    why.push((l, c(v)));
+                };
+                row("tap", "tap_queue", e.tap_dropped);
+                for d in DropReason::ALL {
+                    if let Some(v) = e.engine_drops.get(d.as_str()) {
+                        row("engine", d.as_str(), *v);
+                    }
+                }
+                row("io", "undelivered", e.undelivered);
+            }
+        }
+        family(
+            &mut enc,
+            "endpoint_drops_packets",
+            None,
+            MetricType::Counter,
+            &why,
+        )?;
         let info: Vec<_> = r
             .wires
             .iter()
@@ -440,7 +478,10 @@ mod tests {
                 sent_bytes: 300,
                 received_frames: 2,
                 received_bytes: 200,
-                dropped: 1,
+                dropped: 1 + 6 + 2,
+                tap_dropped: 1,
+                engine_drops: [("mtu_exceeded".to_string(), 6)].into(),
+                undelivered: 2,
                 ..EndpointStats::default()
             }],
             wire: Some("eth0".into()),
@@ -481,6 +522,10 @@ mod tests {
             "uvlan_dropped_packets_total{layer=\"engine\",reason=\"pause\"} 0\n",
             "uvlan_dropped_packets_total{layer=\"io\",reason=\"tap_full\"} 5\n",
             "uvlan_dataplane_loop_iterations_total 77\n",
+            "uvlan_endpoint_dropped_packets_total{network=\"n1\",endpoint=\"c\\\"1\"} 9\n",
+            "uvlan_endpoint_drops_packets_total{network=\"n1\",endpoint=\"c\\\"1\",layer=\"tap\",reason=\"tap_queue\"} 1\n",
+            "uvlan_endpoint_drops_packets_total{network=\"n1\",endpoint=\"c\\\"1\",layer=\"engine\",reason=\"mtu_exceeded\"} 6\n",
+            "uvlan_endpoint_drops_packets_total{network=\"n1\",endpoint=\"c\\\"1\",layer=\"io\",reason=\"undelivered\"} 2\n",
             "uvlan_dataplane_syscalls_total{worker=\"0\"} 12\n",
         ] {
             assert!(t.contains(want), "missing {want:?} in\n{t}");

@@ -75,6 +75,20 @@ pub struct LinkInfo {
     pub link_type: u16,
     /// The interface's alias (`IFLA_IFALIAS`, `ip link set dev X alias TEXT`), if set.
     pub alias: Option<String>,
+    /// The device's own drop counters (`IFLA_STATS64` `rx_dropped`, `tx_dropped`), when
+    /// the kernel reports them. For a TAP, `tx_dropped` counts frames its stack sent that
+    /// the queue had no room for (uvlan never read them) and `rx_dropped` frames written
+    /// to it that its stack refused.
+    pub drops: Option<LinkDrops>,
+}
+
+/// A link's own drop counters (`IFLA_STATS64`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkDrops {
+    /// `rx_dropped`.
+    pub rx_dropped: u64,
+    /// `tx_dropped`.
+    pub tx_dropped: u64,
 }
 
 impl LinkInfo {
@@ -110,12 +124,19 @@ impl LinkInfo {
             addr_gen_mode: None,
             link_type: u16::from(m.header.link_layer_type),
             alias: None,
+            drops: None,
         };
         for a in &m.attributes {
             match a {
                 LinkAttribute::IfName(n) => info.name = n.clone(),
                 LinkAttribute::Address(mac) => info.mac = <[u8; 6]>::try_from(&mac[..]).ok(),
                 LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+                LinkAttribute::Stats64(st) => {
+                    info.drops = Some(LinkDrops {
+                        rx_dropped: st.rx_dropped,
+                        tx_dropped: st.tx_dropped,
+                    })
+                }
                 LinkAttribute::IfAlias(a) if !a.is_empty() => info.alias = Some(a.clone()),
                 LinkAttribute::OperState(s) => info.operstate = oper_state(s),
                 LinkAttribute::LinkInfo(infos) => {

@@ -96,8 +96,9 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Outputs::default();
     let mut scratch = Vec::new();
     if t.engine
-        .decide(
+        .decide_gso(
             frame,
+            hdr.gso_type != VnetHdr::GSO_NONE,
             Ingress::Port(port),
             &mut routes(knobs >> 5),
             &mut out,

@@ -135,7 +135,15 @@ struct Cx<'a, T: Tracer, R: Routes + ?Sized> {
     t: &'a mut T,
     /// The host's routing and neighbour tables (the route stage).
     routes: &'a mut R,
+    /// The frame's length (Ethernet header included), for the MTU rule.
+    len: usize,
+    /// The frame is a GSO super-frame (`skb_is_gso`): no MTU rule applies to it.
+    gso: bool,
 }
+
+/// `ETH_HLEN + VLAN_HLEN`: what `is_skb_forwardable` allows above the MTU (a TAP's
+/// `hard_header_len` is the Ethernet header's 14 bytes, plus one 802.1Q tag).
+const MTU_SLACK: usize = 14 + 4;
 
 impl<T: Tracer, R: Routes + ?Sized> Cx<'_, T, R> {
     #[inline]
@@ -162,11 +170,30 @@ impl<T: Tracer, R: Routes + ?Sized> Cx<'_, T, R> {
         self.out.push(o);
     }
 
+    /// `is_skb_forwardable`: a frame longer than `mtu` + its Ethernet header + one VLAN
+    /// tag does not fit, unless it is a GSO super-frame (`skb_is_gso`: it may be forwarded
+    /// without being segmented first).
+    #[inline]
+    fn too_long(&self, mtu: u32) -> bool {
+        !self.gso && self.len > mtu as usize + MTU_SLACK
+    }
+
     #[inline]
     fn emit_port(&mut self, p: PortId, pkt_type: PacketType, kernel: &'static str) {
         if Some(p) == self.sender {
             self.suppress(DropReason::LoopToSender);
             return;
+        }
+        // Port to port is dev_forward_skb (macvlan_queue_xmit, macvlan_broadcast_one with
+        // local, ipvlan_rcv_frame with local, ipvlan_process_multicast for tx_pkt), which
+        // judges the receiver's MTU (C66). From the wire the drivers hand the frame on with
+        // RX_HANDLER_ANOTHER or netif_rx: no MTU rule.
+        if self.sender.is_some() {
+            let mtu = self.port(p).map(|q| q.mtu).unwrap_or(0);
+            if self.too_long(mtu) {
+                self.suppress(DropReason::MtuExceeded);
+                return;
+            }
         }
         let vlan = if self.pop { VlanOp::Pop } else { VlanOp::Keep };
         self.push(
@@ -182,6 +209,11 @@ impl<T: Tracer, R: Routes + ?Sized> Cx<'_, T, R> {
     #[inline]
     fn emit_wire(&mut self, kernel: &'static str) {
         match self.wire {
+            Some(_) if self.sender.is_some() && self.too_long(self.e.master_mtu(self.net)) => {
+                // dev_queue_xmit on the lower device: a frame longer than the parent's MTU
+                // cannot leave (C67).
+                self.suppress(DropReason::WireMtuExceeded)
+            }
             Some(parent) => {
                 let vlan = match self.vid {
                     Some(v) => VlanOp::Push(v),
@@ -785,7 +817,22 @@ impl Engine {
         routes: &mut R,
         out: &mut Outputs,
     ) -> Result<(), DropReason> {
-        self.decide_traced(frame, ingress, routes, out, &mut NoTrace)
+        self.decide_frame(frame, false, ingress, routes, out, &mut NoTrace)
+    }
+
+    /// [`decide`](Engine::decide) for a frame that may be a GSO super-frame (`gso`: its
+    /// virtio-net header asks for segmentation, the kernel's `skb_is_gso`): such a frame is
+    /// exempt from the MTU rule, as in `is_skb_forwardable`. The datapath's entry point.
+    #[inline]
+    pub fn decide_gso<R: Routes + ?Sized>(
+        &self,
+        frame: &[u8],
+        gso: bool,
+        ingress: Ingress,
+        routes: &mut R,
+        out: &mut Outputs,
+    ) -> Result<(), DropReason> {
+        self.decide_frame(frame, gso, ingress, routes, out, &mut NoTrace)
     }
 
     /// The same decision, returning an owned [`Verdict`] (allocates; for tests and tools).
@@ -811,6 +858,19 @@ impl Engine {
         out: &mut Outputs,
         t: &mut T,
     ) -> Result<(), DropReason> {
+        self.decide_frame(frame, false, ingress, routes, out, t)
+    }
+
+    /// The decision of a frame that may be a GSO super-frame, with a tracer.
+    pub fn decide_frame<R: Routes + ?Sized, T: Tracer>(
+        &self,
+        frame: &[u8],
+        gso: bool,
+        ingress: Ingress,
+        routes: &mut R,
+        out: &mut Outputs,
+        t: &mut T,
+    ) -> Result<(), DropReason> {
         out.clear();
         step!(
             t,
@@ -819,7 +879,7 @@ impl Engine {
             Detail::Ingress(ingress)
         );
         let r = match ingress {
-            Ingress::Port(p) => self.port_ingress(frame, p, out, t, routes),
+            Ingress::Port(p) => self.port_ingress(frame, gso, p, out, t, routes),
             Ingress::Wire(parent) => self.wire_ingress(frame, parent, false, out, t, routes),
             Ingress::WireLoopback(parent) => self.wire_ingress(frame, parent, true, out, t, routes),
         };
@@ -837,6 +897,7 @@ impl Engine {
         r
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn cx<'a, T: Tracer, R: Routes + ?Sized>(
         &'a self,
         net: &'a Network,
@@ -845,6 +906,7 @@ impl Engine {
         out: &'a mut Outputs,
         t: &'a mut T,
         routes: &'a mut R,
+        (len, gso): (usize, bool),
     ) -> Cx<'a, T, R> {
         let (wire, vid) = match net.master {
             Master::Parent { parent, vid, wire } => (wire.then_some(parent), vid),
@@ -862,6 +924,8 @@ impl Engine {
             pending: None,
             t,
             routes,
+            len,
+            gso,
         }
     }
 
@@ -869,6 +933,7 @@ impl Engine {
     fn port_ingress<T: Tracer, R: Routes + ?Sized>(
         &self,
         frame: &[u8],
+        gso: bool,
         pid: PortId,
         out: &mut Outputs,
         t: &mut T,
@@ -907,7 +972,7 @@ impl Engine {
         };
         step!(t, VlanDemux, xmit, Detail::Network(nid));
         let mode = port.macvlan_mode;
-        let mut cx = self.cx(net, Some(pid), false, out, t, routes);
+        let mut cx = self.cx(net, Some(pid), false, out, t, routes, (frame.len(), gso));
         match net.driver {
             Driver::Ipvlan => match net.ipvlan_mode {
                 IpvlanMode::L2 => cx.ipvlan_xmit_l2(&eth)?,
@@ -990,7 +1055,15 @@ impl Engine {
             }
         };
         step!(t, VlanDemux, "rx_handler", Detail::Network(nid));
-        let mut cx = self.cx(net, None, tag.is_some(), out, t, routes);
+        let mut cx = self.cx(
+            net,
+            None,
+            tag.is_some(),
+            out,
+            t,
+            routes,
+            (frame.len(), false),
+        );
         match net.driver {
             Driver::Ipvlan => match net.ipvlan_mode {
                 IpvlanMode::L2 => cx.ipvlan_rx_l2(&eth, loopback),

@@ -10,7 +10,7 @@
 //! next hop) with their VLAN push/pop, or a [`DropReason`]. Routed egress asks the host's
 //! routing and neighbour tables through [`Routes`] (the route stage, `route.rs`), so one
 //! decision covers a frame's whole fate, and the trace runs the same stage. It reproduces the decisions of
-//! `ipvlan_core.c`, `ipvlan_l3s.c` and `macvlan.c` (statements C1–C65 of `docs/conformance.md`); every branch
+//! `ipvlan_core.c`, `ipvlan_l3s.c` and `macvlan.c` (statements C1–C67 of `docs/conformance.md`); every branch
 //! names the kernel function it emulates, and `trace` prints those names.
 //!
 //! The engine never does I/O, reads no clock, and allocates nothing per frame: tables are

@@ -1,4 +1,4 @@
-//! Conformance tests: one per kernel statement C1–C65 (`docs/conformance.md`) that the
+//! Conformance tests: one per kernel statement C1–C67 (`docs/conformance.md`) that the
 //! engine can decide, named after the statement. `docs/conformance.md` maps every statement to its
 //! test or says why the engine cannot decide it.
 
@@ -1599,6 +1599,89 @@ fn c63_ipvlan_mtu_resets_to_the_parents_on_every_change() {
     assert!(l.p.iter().all(|p| l.e.port_info(*p).unwrap().mtu == 1400));
     l.e.set_parent_mtu(l.parent, 1500).unwrap();
     assert!(l.p.iter().all(|p| l.e.port_info(*p).unwrap().mtu == 1500));
+}
+
+/// A UDP frame of `len` bytes (Ethernet header included) from port `from` to `to`.
+fn udp_of_len(
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    from: usize,
+    to: Ipv4Addr,
+    len: usize,
+) -> Vec<u8> {
+    // Ethernet 14 + IPv4 20 + UDP 8 around the payload.
+    build::udp4(
+        dst_mac,
+        src_mac,
+        v4(from),
+        to,
+        (4000, 5000),
+        &vec![0x55; len - 42],
+    )
+}
+
+#[test]
+fn c66_port_to_port_longer_than_the_receivers_mtu_is_dropped_gso_exempt() {
+    // is_skb_forwardable: len <= mtu + hard_header_len (14) + VLAN_HLEN (4).
+    for mut l in [ipvlan_lab(L2, Bridge, 3), macvlan_lab(&[MB, MB, MB])] {
+        let macvlan = l.e.port_info(l.p[0]).unwrap().macvlan_mode.is_some();
+        let mac = |i: usize| if macvlan { mmac(i) } else { M };
+        l.e.set_port_mtu(l.p[1], 1280).unwrap();
+        let fits = udp_of_len(mac(1), mac(0), 0, v4(1), 1280 + 18);
+        assert_eq!(l.ports(&l.v(&fits, 0)), vec![1]);
+        let long = udp_of_len(mac(1), mac(0), 0, v4(1), 1280 + 19);
+        assert_eq!(
+            l.v(&long, 0),
+            Verdict::Drop(DropReason::MtuExceeded),
+            "the receiver's MTU"
+        );
+        // The sender's own MTU does not matter, the receiver's does: 1514 bytes fit port 2.
+        let full = udp_of_len(mac(2), mac(0), 0, v4(2), 1514);
+        assert_eq!(l.ports(&l.v(&full, 0)), vec![2]);
+        // A GSO super-frame passes whatever its length (skb_is_gso).
+        let mut out = Outputs::default();
+        l.e.decide_gso(&long, true, Ingress::Port(l.p[0]), &mut gw(), &mut out)
+            .unwrap();
+        assert_eq!(out.as_slice()[0].target, Target::Port(l.p[1]));
+        // A flood reaches the ports it fits.
+        let mut b = bcast_udp(mac(0), v4(0));
+        let pad = 1300 - b.len();
+        b.extend(std::iter::repeat_n(0u8, pad));
+        let v = l.v(&b, 0);
+        assert!(
+            l.ports(&v).contains(&2) && !l.ports(&v).contains(&1),
+            "{v:?}"
+        );
+        // The trace names the rule.
+        let t = crate::trace::trace(&l.e, &long, Ingress::Port(l.p[0]), &mut gw());
+        assert!(format!("{t}").contains("is_skb_forwardable"), "{t}");
+    }
+}
+
+#[test]
+fn c66_from_the_wire_no_mtu_rule_applies() {
+    // RX_HANDLER_ANOTHER / netif_rx: the drivers do not judge the slave's MTU from the wire.
+    let mut l = ipvlan_lab(L2, Bridge, 2);
+    l.e.set_port_mtu(l.p[1], 1280).unwrap();
+    let f = udp_of_len(M, X, 0, v4(1), 1514);
+    assert_eq!(l.ports(&l.wire(&f)), vec![1]);
+}
+
+#[test]
+fn c67_port_to_wire_longer_than_the_parents_mtu_is_dropped() {
+    // ipvlan lets a slave exceed the parent's MTU (C63); what it sends above it cannot leave.
+    let mut l = ipvlan_lab(L2, Bridge, 2);
+    l.e.set_port_mtu(l.p[0], 9000).unwrap();
+    let f = udp_of_len(X, M, 0, EXT_IP, 4000);
+    assert_eq!(l.v(&f, 0), Verdict::Drop(DropReason::WireMtuExceeded));
+    let f = udp_of_len(X, M, 0, EXT_IP, 1518);
+    assert!(only_wire(&l.v(&f, 0)));
+    // GSO super-frames go whole (the kernel segments them, or uvlan does).
+    let f = udp_of_len(X, M, 0, EXT_IP, 4000);
+    let mut out = Outputs::default();
+    l.e.decide_gso(&f, true, Ingress::Port(l.p[0]), &mut gw(), &mut out)
+        .unwrap();
+    assert!(matches!(out.as_slice()[0].target, Target::Wire(_)));
 }
 
 #[test]

@@ -108,6 +108,14 @@ closed_set! {
         PassthruDown = "passthru_down", "macvlan_handle_frame";
         /// A flood whose filters matched nobody.
         NoReceiver = "no_receiver", "ipvlan_process_multicast / macvlan_broadcast";
+        /// Port to port: longer than the receiving port's MTU + its Ethernet header + one VLAN
+        /// tag, and not a GSO super-frame. `dev_forward_skb` refuses it (`is_skb_forwardable`)
+        /// and the receiver counts `rx_dropped` (C66).
+        MtuExceeded = "mtu_exceeded", "is_skb_forwardable (dev_forward_skb)";
+        /// Port to wire: longer than the parent's MTU + its Ethernet header + one VLAN tag, and
+        /// not a GSO super-frame: the lower device cannot send it (`packet_snd` fails with
+        /// `EMSGSIZE`; a veth lower drops it in `is_skb_forwardable`) (C67).
+        WireMtuExceeded = "wire_mtu_exceeded", "packet_snd (EMSGSIZE) / is_skb_forwardable on the lower device";
     }
 }
 

@@ -13,10 +13,14 @@
 //!        └─ HostStack: from the wire, counted; otherwise injected into the parent's receive path
 //! ```
 //!
-//! Later per-output hooks (MTU drops) belong in [`Core::emit`]: one call per output, after
-//! the decision, with the ingress, the output and the frame at hand. The fast-path cache
-//! learns in `Core::forward`, which sees the whole output list (only a decision with exactly
-//! one sibling port is learned; see `port::fast_path`).
+//! The MTU rule is the engine's (`is_skb_forwardable`, so `uvlan trace` shows it): the frame's
+//! GSO flag goes into the decision ([`Engine::decide_gso`]). An engine drop of a frame a port
+//! sent is counted twice: under its reason globally and in that port's counters.
+//!
+//! Later per-output hooks belong in [`Core::emit`]: one call per output, after the decision,
+//! with the ingress, the output and the frame at hand. The fast-path cache learns in
+//! `Core::forward`, which sees the whole output list (only a decision with exactly one
+//! sibling port is learned; see `port::fast_path`).
 //!
 //! The capture hook (`super::record`): while a capture is attached, `forward` decides with
 //! a [`CaptureTracer`] and records the frame inbound; `emit` hands each output's decision
@@ -732,7 +736,8 @@ impl Core {
         }
     }
 
-    /// Decides one frame and performs its outputs.
+    /// Decides one frame and performs its outputs; returns the engine's drop reason, if it
+    /// dropped the frame (already counted in the global counters).
     fn forward(
         &mut self,
         sink: &mut dyn TapSink,
@@ -740,23 +745,34 @@ impl Core {
         from: Origin,
         hdr: &VnetHdr,
         frame: &[u8],
-    ) {
+    ) -> Option<DropReason> {
         match self.decider {
             Decider::Engine if self.io.rec.is_idle() => {
-                let decided =
-                    self.engine
-                        .decide(frame, ingress, &mut self.io.routes(), &mut self.out);
+                let gso = hdr.gso_type != VnetHdr::GSO_NONE;
+                let decided = self.engine.decide_gso(
+                    frame,
+                    gso,
+                    ingress,
+                    &mut self.io.routes(),
+                    &mut self.out,
+                );
                 if let Err(r) = decided {
                     self.io.drops[r.index()] += 1;
-                    return;
+                    return Some(r);
                 }
                 if let (Some(fp), Ingress::Port(p), [o]) =
                     (&self.fast, ingress, self.out.as_slice())
                 {
                     // Exactly one sibling port, no tag operation: the decision the cache may
-                    // repeat (`FastPath::learn` checks the rest).
+                    // repeat (`FastPath::learn` checks the rest). The cache does not apply the
+                    // MTU rule (`is_skb_forwardable`), so only a pair where nothing the sender
+                    // can send is too long for the receiver is learned: sender MTU ≤
+                    // receiver MTU (an MTU change is an engine change: it empties the cache).
+                    let mtu = |x| self.engine.port_mtu(x);
                     if let (Target::Port(q), VlanOp::Keep) = (o.target, o.vlan) {
-                        fp.learn(p, q, frame);
+                        if matches!((mtu(p), mtu(q)), (Some(a), Some(b)) if a <= b) {
+                            fp.learn(p, q, frame);
+                        }
                     }
                 }
                 for i in 0..self.out.len() {
@@ -764,6 +780,7 @@ impl Core {
                         self.emit(sink, o, from, hdr, frame);
                     }
                 }
+                None
             }
             Decider::Engine => self.forward_captured(sink, ingress, from, hdr, frame),
             Decider::Relay => self.relay(sink, ingress, from, hdr, frame),
@@ -780,7 +797,7 @@ impl Core {
         from: Origin,
         hdr: &VnetHdr,
         frame: &[u8],
-    ) {
+    ) -> Option<DropReason> {
         let Core {
             engine,
             out,
@@ -794,14 +811,15 @@ impl Core {
             resolver: &io.resolver,
             now: io.now,
         };
-        let decided = engine.decide_traced(frame, ingress, &mut routes, out, tracer);
+        let gso = hdr.gso_type != VnetHdr::GSO_NONE;
+        let decided = engine.decide_frame(frame, gso, ingress, &mut routes, out, tracer);
         let d = tracer.decision(decided, out);
         io.rec
             .tap
             .record(ingress_point(ingress), Direction::Inbound, frame, d);
         if let Err(r) = decided {
             self.io.drops[r.index()] += 1;
-            return;
+            return Some(r);
         }
         for i in 0..self.out.len() {
             if let Some(&o) = self.out.as_slice().get(i) {
@@ -811,6 +829,7 @@ impl Core {
                 self.io.rec.done();
             }
         }
+        None
     }
 
     /// One output of a decision. The per-output hook point (see the module docs).
@@ -842,10 +861,10 @@ impl Core {
         from: Origin,
         hdr: &VnetHdr,
         frame: &[u8],
-    ) {
+    ) -> Option<DropReason> {
         if frame.len() < ETH_HLEN {
             self.io.drops[DropReason::TooShort.index()] += 1;
-            return;
+            return Some(DropReason::TooShort);
         }
         for i in 0..self.io.ports.len() {
             let q = PortId(i as u32);
@@ -861,6 +880,7 @@ impl Core {
                 }
             }
         }
+        None
     }
 
     /// What the datapath would do with `frame`, explained: the same decision, with the same
@@ -884,7 +904,11 @@ impl Core {
         if hdr.gso_type != VnetHdr::GSO_NONE {
             c.rx_gso_frames += 1;
         }
-        self.forward(sink, Ingress::Port(p), Origin::Port(rx), hdr, frame);
+        if let Some(r) = self.forward(sink, Ingress::Port(p), Origin::Port(rx), hdr, frame) {
+            if let Some(n) = c.drops.get_mut(r.index()) {
+                *n += 1;
+            }
+        }
     }
 
     /// A frame received on parent `p`.

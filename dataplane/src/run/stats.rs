@@ -49,6 +49,25 @@ pub struct PortCounters {
     pub tx_gso_frames: u64,
     /// Frames that could not be written (queue full, interface down, errors).
     pub tx_dropped: u64,
+    /// Frames read from this TAP that the engine dropped, by [`DropReason`] (indexed by
+    /// [`DropReason::index`]; the same drops are in [`Stats::drops`], all ports together).
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl PortCounters {
+    /// Frames read from this TAP that the engine dropped, every reason together.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// The nonzero engine drops of this port's frames, by reason, in counter order.
+    pub fn drop_reasons(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .zip(self.drops.iter())
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| (*r, *n))
+    }
 }
 
 /// Counters of one parent's wire.
@@ -289,6 +308,27 @@ mod tests {
         t.add(&c);
         assert_eq!(t.batches, 14);
         assert_eq!(t.batch_hist[6], 4);
+    }
+
+    #[test]
+    fn a_ports_engine_drops_add_up_by_reason() {
+        let mut c = PortCounters::default();
+        assert_eq!(c.dropped(), 0);
+        assert_eq!(c.drop_reasons().count(), 0);
+        c.drops[DropReason::MtuExceeded.index()] += 3;
+        c.drops[DropReason::NoWire.index()] += 2;
+        c.drops[DropReason::TooShort.index()] += 1;
+        assert_eq!(c.dropped(), 6);
+        // Counter order (the declaration's), non-zero reasons only.
+        let got: Vec<_> = c.drop_reasons().collect();
+        assert_eq!(
+            got,
+            vec![
+                (DropReason::TooShort, 1),
+                (DropReason::NoWire, 2),
+                (DropReason::MtuExceeded, 3)
+            ]
+        );
     }
 
     #[test]

@@ -1068,6 +1068,9 @@ impl Worker {
                         c.rx_bytes += r.rx_bytes;
                         c.rx_gso_frames += r.rx_gso_frames;
                         c.rx_errors += r.rx_errors;
+                        for (a, b) in c.drops.iter_mut().zip(r.drops.iter()) {
+                            *a += b;
+                        }
                     }
                     if let Some(t) = tx {
                         c.tx_frames += t.tx_frames;

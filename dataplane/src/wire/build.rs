@@ -80,7 +80,7 @@ pub fn udp4(
     v
 }
 
-/// An ICMP echo request in a frame.
+/// An ICMP echo request in a frame (32 bytes of data).
 pub fn icmp4_echo(
     dst_mac: MacAddr,
     src_mac: MacAddr,
@@ -88,12 +88,23 @@ pub fn icmp4_echo(
     dst: Ipv4Addr,
     seq: u16,
 ) -> Vec<u8> {
+    icmp4_echo_data(dst_mac, src_mac, src, dst, seq, &[0x55u8; 32])
+}
+
+/// An ICMP echo request in a frame, carrying `data`.
+pub fn icmp4_echo_data(
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    seq: u16,
+    data: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
         .ipv4(src.octets(), dst.octets(), 64)
         .icmpv4_echo_request(0x7576, seq);
-    let payload = [0x55u8; 32];
-    let mut v = Vec::with_capacity(b.size(payload.len()));
-    let _ = b.write(&mut v, &payload);
+    let mut v = Vec::with_capacity(b.size(data.len()));
+    let _ = b.write(&mut v, data);
     v
 }
 
@@ -130,7 +141,7 @@ fn icmp6(
     v
 }
 
-/// An ICMPv6 echo request in a frame.
+/// An ICMPv6 echo request in a frame (32 bytes of data).
 pub fn icmp6_echo(
     dst_mac: MacAddr,
     src_mac: MacAddr,
@@ -138,12 +149,23 @@ pub fn icmp6_echo(
     dst: Ipv6Addr,
     seq: u16,
 ) -> Vec<u8> {
+    icmp6_echo_data(dst_mac, src_mac, src, dst, seq, &[0x55u8; 32])
+}
+
+/// An ICMPv6 echo request in a frame, carrying `data`.
+pub fn icmp6_echo_data(
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    seq: u16,
+    data: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
         .ipv6(src.octets(), dst.octets(), 64)
         .icmpv6_echo_request(0x7576, seq);
-    let payload = [0x55u8; 32];
-    let mut v = Vec::with_capacity(b.size(payload.len()));
-    let _ = b.write(&mut v, &payload);
+    let mut v = Vec::with_capacity(b.size(data.len()));
+    let _ = b.write(&mut v, data);
     v
 }
 

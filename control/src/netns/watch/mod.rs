@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, LazyLock, Mutex};
 
 use netlink_packet_core::NetlinkPayload;
+use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::Socket;
 
@@ -103,6 +104,14 @@ pub enum AddrEvent {
         /// The watched interface.
         ifindex: u32,
     },
+    /// The link's MTU changed (not reported for the state found at start: the consumer
+    /// reads that itself).
+    LinkMtu {
+        /// The watched interface.
+        ifindex: u32,
+        /// The new MTU.
+        mtu: u32,
+    },
 }
 
 // ---- the mirrored state of one link --------------------------------------------------------
@@ -110,6 +119,7 @@ pub enum AddrEvent {
 struct State {
     ifindex: u32,
     up: Option<bool>,
+    mtu: Option<u32>,
     gone: bool,
     addrs: HashSet<(IpAddr, u8)>,
 }
@@ -117,7 +127,11 @@ struct State {
 /// A fresh read of one link.
 enum Snap {
     Gone,
-    Present { up: bool, addrs: Vec<AddrInfo> },
+    Present {
+        up: bool,
+        mtu: u32,
+        addrs: Vec<AddrInfo>,
+    },
 }
 
 /// Reads link `ifindex` and its addresses.
@@ -131,6 +145,7 @@ fn read_link(rtnl: &Mutex<Rtnl>, ifindex: u32) -> Result<Snap> {
     let addrs = rtnl.addr_list(Some(ifindex))?;
     Ok(Snap::Present {
         up: link.is_up(),
+        mtu: link.mtu,
         addrs,
     })
 }
@@ -140,6 +155,7 @@ impl State {
         State {
             ifindex,
             up: None,
+            mtu: None,
             gone: false,
             addrs: HashSet::new(),
         }
@@ -153,6 +169,20 @@ impl State {
                 AddrEvent::LinkUp { ifindex }
             } else {
                 AddrEvent::LinkDown { ifindex }
+            });
+        }
+    }
+
+    /// Reports an MTU that differs from the last one seen (the first one silently).
+    fn set_mtu(&mut self, mtu: u32, emit: &mut dyn FnMut(AddrEvent)) {
+        if mtu == 0 {
+            return;
+        }
+        let before = self.mtu.replace(mtu);
+        if before.is_some_and(|m| m != mtu) {
+            emit(AddrEvent::LinkMtu {
+                ifindex: self.ifindex,
+                mtu,
             });
         }
     }
@@ -176,7 +206,10 @@ impl State {
                 self.link_gone(emit);
                 return;
             }
-            Snap::Present { up, addrs } => (up, addrs),
+            Snap::Present { up, mtu, addrs } => {
+                self.set_mtu(mtu, emit);
+                (up, addrs)
+            }
         };
         self.gone = false;
         self.set_up(up, emit);
@@ -225,6 +258,11 @@ impl State {
             RouteNetlinkMessage::NewLink(m) if m.header.index == self.ifindex => {
                 self.gone = false;
                 let up = m.header.flags.bits() & libc::IFF_UP as u32 != 0;
+                for a in &m.attributes {
+                    if let LinkAttribute::Mtu(mtu) = a {
+                        self.set_mtu(*mtu, emit);
+                    }
+                }
                 self.set_up(up, emit);
             }
             RouteNetlinkMessage::DelLink(m) if m.header.index == self.ifindex => {

@@ -190,7 +190,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn master_mtu(&self, net: &Network) -> u32 {
+    pub(crate) fn master_mtu(&self, net: &Network) -> u32 {
         match net.master {
             Master::Parent { parent, .. } => self.parent(parent).map(|p| p.mtu).unwrap_or(1500),
             Master::Isolated { mtu, .. } => mtu,

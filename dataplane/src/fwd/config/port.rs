@@ -63,6 +63,13 @@ impl Engine {
             .find(|p| self.port(*p).is_some_and(|p| p.name == name))
     }
 
+    /// A port's MTU (the one the MTU rule checks frames to it against), without the
+    /// allocation [`port_info`](Engine::port_info) makes: the datapath asks it per frame.
+    #[inline]
+    pub fn port_mtu(&self, id: PortId) -> Option<u32> {
+        self.port(id).map(|p| p.mtu)
+    }
+
     /// Facts about a port.
     pub fn port_info(&self, id: PortId) -> Option<PortInfo> {
         let p = self.port(id)?;

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): how much of their TCP throughput two endpoints keep while a third
+# endpoint of the same uvlan network storms it (issue 14, "fair forwarding"). Printed as ratios
+# against the same measurement without a storm; nothing is asserted.
+#
+#   sudo bench/storm.sh [SECONDS (default 5)] [DRIVER (ipvlan|macvlan, default ipvlan)] [FLOODERS (default 1)]
+#
+# Four measurements of iperf3 TCP a -> b (-t SECONDS), one after the other:
+#   quiet      no storm
+#   elsewhere  the storm (garbage) on a veth pair that has nothing to do with uvlan: what the
+#              flooder's CPU alone costs the others on this machine
+#   garbage    endpoint s sends random bytes (random lengths, a quarter shorter than an Ethernet
+#              header, unicast destinations nobody has) from an AF_PACKET socket, qdisc bypassed
+#   broadcast  endpoint s sends 64-byte UDP broadcasts the same way (every other endpoint
+#              receives each one, as with the kernel)
+# FLOODERS processes of tests/flood.py send at once. The script also prints the storm's rate,
+# what uvlan read of it and how much the stormer's TAP queue dropped (`uvlan stats`).
+# The real `uvlan` binary (release, or $UVLAN_BIN) and daemon are used, in namespaces this
+# script creates and deletes; documentation addresses only.
+set -euo pipefail
+secs=${1:-5}; driver=${2:-ipvlan}; flooders=${3:-1}
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "run as root (it creates namespaces)" >&2; exit 1; }
+if [ -n "${UVLAN_BIN:-}" ]; then
+    UV=$UVLAN_BIN
+else
+    cargo build --release -q -p uvlan-control --bin uvlan
+    UV=$PWD/target/release/uvlan
+fi
+FLOOD=$PWD/tests/flood.py
+p="ust$$"
+dir=$(mktemp -d)
+export UVLAN_ROOT=$dir/root UVLAN_SOCKET=$dir/sock
+cleanup() {
+    for pid in $(cat "$dir/flooders" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+    [ -n "${dpid:-}" ] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$p-" || true); do ip netns del "$ns"; done
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+for n in host s a b v; do ip netns add "$p-$n"; ip -n "$p-$n" link set lo up; done
+ip netns exec "$p-host" "$UV" daemon --root "$UVLAN_ROOT" --socket "$UVLAN_SOCKET" 2>"$dir/daemon.log" &
+dpid=$!
+for _ in $(seq 100); do [ -S "$UVLAN_SOCKET" ] && break; sleep 0.05; done
+"$UV" network create -d "$driver" --internal --subnet 192.0.2.0/24 storm >/dev/null
+"$UV" network connect --ip 192.0.2.9 storm "$p-s"
+"$UV" network connect --ip 192.0.2.10 storm "$p-a"
+"$UV" network connect --ip 192.0.2.20 storm "$p-b"
+# The unrelated veth pair for "elsewhere".
+ip -n "$p-v" link add v0 type veth peer name v1
+ip -n "$p-v" link set v0 up; ip -n "$p-v" link set v1 up
+ip netns exec "$p-a" ping -c 2 -q 192.0.2.20 >/dev/null
+
+tcp() { # -> Gbit/s a -> b
+    ip netns exec "$p-b" iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
+    ip netns exec "$p-a" iperf3 -c 192.0.2.20 -t "$secs" -J |
+        python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+}
+storm() { # ns iface kind: starts FLOODERS flooders for SECONDS + 2 s
+    : >"$dir/flooders"
+    for i in $(seq "$flooders"); do
+        ip netns exec "$1" python3 "$FLOOD" "$2" "$3" --seconds $((secs + 2)) >"$dir/flood.$i" 2>&1 &
+        echo $! >>"$dir/flooders"
+    done
+    sleep 1
+}
+calm() {
+    for pid in $(cat "$dir/flooders"); do wait "$pid" || true; done
+    : >"$dir/flooders"
+    cat "$dir"/flood.* | sed 's/^/    flooder: /'
+}
+sent_by_s() { # frames uvlan read from s, frames its TAP dropped
+    "$UV" stats --format json storm | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+e = [e for e in r["networks"][0]["endpoints"] if e["name"].endswith("-s")][0]
+print(e["sent_frames"], e["tap_dropped"], sum(e.get("engine_drops", {}).values()))'
+}
+
+quiet=$(tcp)
+echo "quiet:     TCP a->b $quiet Gbit/s"
+storm "$p-v" v0 garbage
+elsewhere=$(tcp)
+calm
+echo "elsewhere: TCP a->b $elsewhere Gbit/s (the flooder on an unrelated veth)"
+for kind in garbage broadcast; do
+    read -r r0 t0 d0 < <(sent_by_s)
+    storm "$p-s" eth0 "$kind"
+    got=$(tcp)
+    calm
+    read -r r1 t1 d1 < <(sent_by_s)
+    echo "$kind: TCP a->b $got Gbit/s; uvlan read $((r1 - r0)) storm frames, dropped $((d1 - d0)) of them, the stormer's TAP dropped $((t1 - t0))"
+    eval "$kind=$got"
+done
+python3 - "$quiet" "$elsewhere" "$garbage" "$broadcast" "$driver" <<'EOF'
+import sys
+q, e, g, b = map(float, sys.argv[1:5])
+print(f"uvlan {sys.argv[5]}: throughput kept under a storm (ratio to quiet): "
+      f"garbage {g / q:.2f}, broadcast {b / q:.2f}; the flooder elsewhere {e / q:.2f}")
+print(f"relative to the flooder elsewhere (uvlan's own share of the cost): "
+      f"garbage {g / e:.2f}, broadcast {b / e:.2f}")
+EOF
