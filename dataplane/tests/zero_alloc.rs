@@ -11,6 +11,8 @@ use uvlan_dataplane::wire::{build, MacAddr};
 
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+/// The size of the last allocation counted (new size for a `realloc`), to name the culprit.
+static LAST_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     /// Only allocations made by the measuring thread count (the test harness's own threads
@@ -18,9 +20,10 @@ thread_local! {
     static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn note_alloc() {
+fn note_alloc(size: usize) {
     if COUNTING.with(|c| c.get()) {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LAST_SIZE.store(size, Ordering::Relaxed);
     }
 }
 
@@ -28,7 +31,7 @@ fn note_alloc() {
 // counting touches only an atomic and a thread-local flag and never allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note_alloc();
+        note_alloc(l.size());
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(l) }
     }
@@ -37,7 +40,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        note_alloc();
+        note_alloc(n);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(p, l, n) }
     }
@@ -214,7 +217,7 @@ fn capture_records_allocate_nothing() {
 // switched on and off *on the worker* by `read_engine` closures. Needs root (namespaces).
 
 mod run_loop {
-    use super::{count_flag, ALLOCS, SERIAL};
+    use super::{count_flag, ALLOCS, LAST_SIZE, SERIAL};
     use std::fs::File;
     use std::io::{Read, Write};
     use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
@@ -414,9 +417,11 @@ mod run_loop {
         let frames = st.loop_total().frames_in;
         assert!(frames > 20_000, "{frames} frames forwarded");
         assert_eq!(
-            n, 0,
+            n,
+            0,
             "{io:?}, capture {capture}: the worker allocated {n} times during a burst (of \
-             {frames} frames in all)"
+             {frames} frames in all; the last one {} bytes)",
+            LAST_SIZE.load(Ordering::Relaxed)
         );
         if let Some(t) = reader {
             drop(h);

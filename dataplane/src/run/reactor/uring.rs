@@ -255,6 +255,9 @@ impl Uring {
             t.armed = false;
             t.reported = false;
             t.fifo.clear();
+            // Every provided buffer can be queued here at once (a slow turn, a capture
+            // running): room for all of them now, so the hot path never grows the queue.
+            t.fifo.reserve(self.refs.len());
         }
         self.arm_read(port);
     }
