@@ -1098,8 +1098,12 @@ fn wire_scenario(
         &w.up,
         &["addr", "add", "2001:db8::fe/64", "dev", &uif, "nodad"],
     );
+    // Neighbour discovery first (one echo, a longer wait: on a loaded machine an NS
+    // retransmit can outlast ping's one-second wait), then every echo must come back.
+    let _ = exec(&e1, &["ping", "-c", "1", "-W", "5", "2001:db8::fe"]);
     assert_eq!(ping(&e1, "2001:db8::fe", 3), 3, "e1 → gateway over IPv6");
     ip(&w.up, &["neigh", "flush", "dev", &uif]);
+    let _ = exec(&w.up, &["ping", "-c", "1", "-W", "5", "2001:db8::10"]);
     assert_eq!(ping(&w.up, "2001:db8::10", 3), 3, "upstream → e1 over IPv6");
     // TCP both ways: TAP GSO frames go to the kernel whole or are segmented for the wire,
     // wire segments coalesced.
