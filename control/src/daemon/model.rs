@@ -118,6 +118,8 @@ pub(super) enum NewIpam {
     Own(Vec<crate::ipam::IpamConfig>),
     /// The front end's IPAM: subnets, gateways and aux addresses as given.
     External(Vec<crate::ipam::IpamConfig>),
+    /// `--ipam-driver dhcp`: no subnet; each endpoint leases its address from the LAN.
+    Dhcp,
 }
 
 /// Where an endpoint's addresses come from.

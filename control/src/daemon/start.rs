@@ -52,7 +52,7 @@ impl Daemon {
         recover::remove_orphans(&host_tag, &records, &log);
         let stored: Vec<StoredNetwork> = records
             .iter()
-            .filter(|r| r.managed.is_none())
+            .filter(|r| r.own_ipam())
             .map(|r| StoredNetwork {
                 id: r.id.clone(),
                 name: r.name.clone(),
