@@ -20,8 +20,13 @@ struct Dnsmasq {
 
 impl Dnsmasq {
     fn start(w: &World, ns: &str) -> Dnsmasq {
-        let leases = w.dir.join("dnsmasq.leases");
-        let log = w.dir.join("dnsmasq.log");
+        Dnsmasq::start_with(w, ns, "dnsmasq", "192.0.2.100,192.0.2.150", &[])
+    }
+
+    /// A server named `tag` (its files), handing out `range`, with extra arguments.
+    fn start_with(w: &World, ns: &str, tag: &str, range: &str, extra: &[&str]) -> Dnsmasq {
+        let leases = w.dir.join(format!("{tag}.leases"));
+        let log = w.dir.join(format!("{tag}.log"));
         let child = Command::new("ip")
             .args(["netns", "exec", ns, "dnsmasq", "--keep-in-foreground"])
             .args([
@@ -35,7 +40,8 @@ impl Dnsmasq {
                 "--bind-interfaces",
                 "--dhcp-authoritative",
             ])
-            .arg("--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,2m")
+            .arg(format!("--dhcp-range={range},255.255.255.0,2m"))
+            .args(extra)
             .arg(format!("--dhcp-option=option:router,{GW_IP}"))
             .arg("--dhcp-option=option:dns-server,192.0.2.53")
             .arg(format!("--dhcp-leasefile={}", leases.display()))
@@ -293,4 +299,76 @@ fn no_server_fails_cleanly_and_refusals() {
         String::from_utf8_lossy(&records.stdout)
     );
     w.uvlan_ok(&["network", "rm", "dh"]);
+}
+
+/// Waits (bounded) for `pred`; true when it held.
+fn eventually(mut pred: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// With T1 = 3 s the daemon RENEWs (the server logs a second ACK, inspect's `Obtained`
+/// moves); a new server that does not know the lease NAKs the next RENEW and the endpoint
+/// loses the address.
+#[test]
+fn leases_are_renewed_and_lost_on_a_nak() {
+    let mut w = World::new();
+    let lan = w.lan(LanOptions::default());
+    let short = ["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"];
+    let server = Dnsmasq::start_with(&w, &lan.gw, "first", "192.0.2.100,192.0.2.150", &short);
+    w.create(&format!(
+        "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
+    ));
+    let a = w.connect("dh", "a", &[]);
+    let obtained = |w: &World| {
+        let v = w.inspect("dh");
+        v["Containers"]
+            .as_object()
+            .and_then(|c| c.values().find(|e| e["Name"] == a.as_str()))
+            .and_then(|e| e["UvlanDhcp"]["Obtained"].as_u64())
+    };
+    let first = obtained(&w).expect("a has a lease");
+    let (ip, _) = endpoint(&w, "dh", &a).expect("a");
+    let ip = addr(&ip);
+    let acks = |s: &Dnsmasq| {
+        s.log_text()
+            .matches(&format!("DHCPACK(eth0) {ip} "))
+            .count()
+    };
+    assert!(
+        eventually(|| acks(&server) >= 2),
+        "no renewal reached the server:\n{}",
+        server.log_text()
+    );
+    assert!(
+        eventually(|| obtained(&w).is_some_and(|o| o > first)),
+        "the renewed lease is not recorded"
+    );
+    assert!(w.daemon_log().contains(&format!("DHCP lease {ip} renewed")));
+    assert!(w.ping("a", GW_IP, 5), "a keeps its address");
+    drop(server);
+    let second = Dnsmasq::start_with(&w, &lan.gw, "second", "192.0.2.160,192.0.2.170", &short);
+    assert!(
+        eventually(|| !ip_in(&a, "-4 addr show dev eth0").contains(&ip)),
+        "the address survived a NAK:\n{}\n{}",
+        second.log_text(),
+        w.daemon_log()
+    );
+    assert!(
+        second.log_text().contains("DHCPNAK"),
+        "{}",
+        second.log_text()
+    );
+    assert!(w
+        .daemon_log()
+        .contains(&format!("lost its DHCP lease of {ip}")));
+    let (shown, _) = endpoint(&w, "dh", &a).expect("a is still connected");
+    assert_eq!(shown, "", "inspect shows no address after the loss");
+    w.uvlan_ok(&["network", "disconnect", "dh", &a]);
 }

@@ -496,6 +496,124 @@ pub fn release(ns: &Netns, mac: [u8; 6], lease: &Lease) -> Result<(), DhcpError>
     .map_err(|e| DhcpError::Netns(e.to_string()))?
 }
 
+/// What a RENEW or REBIND came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// The server extended the lease (its address may have changed).
+    Ack(Lease),
+    /// The server refused it: the lease is gone.
+    Nak,
+    /// No answer within the wait.
+    Silent,
+}
+
+/// Seconds since the epoch at which `lease` reaches T1, T2 and its end.
+pub fn deadlines(lease: &Lease) -> (u64, u64, u64) {
+    let at = |s: u32| lease.obtained.saturating_add(u64::from(s));
+    (at(lease.t1_secs), at(lease.t2_secs), at(lease.lease_secs))
+}
+
+/// Extends `lease` inside `ns`: a REQUEST with `ciaddr` from the leased address (which must
+/// be on the interface; the socket is bound to port 68 on `ifname`, so that a broadcast
+/// NAK arrives too), unicast to the server (RENEW) or, with `rebind`, broadcast on
+/// `ifname` (REBIND); waits up to `wait` for the server's answer.
+pub fn renew(
+    ns: &Netns,
+    ifname: &str,
+    mac: [u8; 6],
+    lease: &Lease,
+    rebind: bool,
+    wait: Duration,
+) -> Result<Renewal, DhcpError> {
+    let lease = lease.clone();
+    let ifname = ifname.to_string();
+    ns.run(move || renew_here(&ifname, mac, &lease, rebind, wait))
+        .map_err(|e| DhcpError::Netns(e.to_string()))?
+}
+
+fn renew_here(
+    ifname: &str,
+    mac: [u8; 6],
+    lease: &Lease,
+    rebind: bool,
+    wait: Duration,
+) -> Result<Renewal, DhcpError> {
+    let z = Ipv4Addr::UNSPECIFIED;
+    let mut xid = [0u8; 4];
+    getrandom::fill(&mut xid).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let xid = u32::from_ne_bytes(xid);
+    let mut m = Message::new_with_id(xid, lease.addr, z, z, z, &mac);
+    let o = m.opts_mut();
+    o.insert(DhcpOption::MessageType(MessageType::Request));
+    o.insert(DhcpOption::ClientIdentifier(unhex(&lease.client_id)));
+    let payload = m.to_vec().map_err(|e| DhcpError::Encode(e.to_string()))?;
+    // Bound to any address on the interface: a NAK comes broadcast.
+    let sock = UdpSocket::bind(SocketAddrV4::new(z, CLIENT_PORT))?;
+    bind_to_device(&sock, ifname)?;
+    let dst = if rebind {
+        sock.set_broadcast(true)?;
+        Ipv4Addr::BROADCAST
+    } else {
+        lease.server_id
+    };
+    sock.send_to(&payload, SocketAddrV4::new(dst, SERVER_PORT))?;
+    let end = Instant::now() + wait;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Renewal::Silent);
+        }
+        sock.set_read_timeout(Some(left))?;
+        let n = match sock.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(Renewal::Silent)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(Ok(r)) = buf.get(..n).map(Message::from_bytes) else {
+            continue;
+        };
+        if r.opcode() != Opcode::BootReply || r.xid() != xid || r.chaddr().get(..6) != Some(&mac) {
+            continue;
+        }
+        match r.opts().msg_type() {
+            Some(MessageType::Nak) => return Ok(Renewal::Nak),
+            Some(MessageType::Ack) => {
+                if let Some(l) = lease_of(&r, &unhex(&lease.client_id)) {
+                    return Ok(Renewal::Ack(l));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn bind_to_device(sock: &UdpSocket, ifname: &str) -> std::io::Result<()> {
+    let name = ifname.as_bytes();
+    // SAFETY: name is valid for name.len() bytes for the call's duration.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The lease's address as the IPAM records an endpoint's.
 pub fn endpoint_addr(lease: &Lease) -> Option<crate::ipam::EndpointAddr> {
     let subnet = crate::ipam::Prefix::new(IpAddr::V4(lease.addr), lease.prefix_len)?.masked();

@@ -512,6 +512,9 @@ impl Daemon {
         }
         st.nets[i].rec.endpoints.push(rec.clone());
         st.nets[i].eps.insert(rec.id.clone(), rt);
+        if rec.lease.is_some() {
+            self.renew_kick();
+        }
         self.host_routes(st, i, &rec, true);
         if place.host_name.is_some() {
             self.spawn_follow(&net_id, &rec.id, port, ifindex, port_mac);

@@ -98,6 +98,11 @@ impl Daemon {
             }
             // Parents may have changed while the daemon was down.
             daemon.reconcile_locked(&mut st);
+            // Leases go on being renewed (or expire) from where they were.
+            let leases = st.nets.iter().flat_map(|n| &n.rec.endpoints);
+            if leases.into_iter().any(|e| e.lease.is_some()) {
+                daemon.renew_kick();
+            }
             for i in 0..st.nets.len() {
                 daemon.sync_host_routes(&st, i);
             }
