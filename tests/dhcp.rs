@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use uvlan_system_tests::net::{ip_in, EXT_IP, GW_IP, PARENT};
+use uvlan_system_tests::net::{ip_in, sh_in, EXT_IP, GW_IP, PARENT};
 use uvlan_system_tests::{LanOptions, World};
 
 /// dnsmasq serving DHCP only (no DNS) on `eth0` of namespace `ns`; killed on drop.
@@ -189,6 +189,11 @@ fn macvlan_bridge_leases_from_the_lan() {
         .find(|l| l.contains(&format!(" {} ", addr(&ip_a))))
         .unwrap_or_default();
     assert!(line.contains(&mac_a), "lease {line:?} for MAC {mac_a}");
+    // The namespace's name went as the hostname.
+    assert!(
+        line.contains(&w.ns("a")),
+        "lease {line:?} names the endpoint"
+    );
     // --ip asks for an address (option 50).
     let c = w.connect("dh", "c", &["--ip", "192.0.2.140"]);
     let (ip_c, _) = endpoint(&w, "dh", &c).expect("c");
@@ -371,4 +376,48 @@ fn leases_are_renewed_and_lost_on_a_nak() {
     let (shown, _) = endpoint(&w, "dh", &a).expect("a is still connected");
     assert_eq!(shown, "", "inspect shows no address after the loss");
     w.uvlan_ok(&["network", "disconnect", "dh", &a]);
+}
+
+/// A daemon killed and started again goes on from the stored lease; with the server's
+/// unicast port filtered, RENEW gets no answer and the REBIND (broadcast) at T2 extends it.
+#[test]
+fn a_restarted_daemon_rebinds_its_stored_leases() {
+    let mut w = World::new();
+    let lan = w.lan(LanOptions::default());
+    let short = ["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,4"];
+    let server = Dnsmasq::start_with(&w, &lan.gw, "dnsmasq", "192.0.2.100,192.0.2.150", &short);
+    w.create(&format!(
+        "-d ipvlan -o parent={PARENT} --ipam-driver dhcp dh"
+    ));
+    let a = w.connect("dh", "a", &[]);
+    let (ip, _) = endpoint(&w, "dh", &a).expect("a");
+    let ip = addr(&ip);
+    // RENEW is unicast to the server's address: dropped; REBIND is broadcast: not.
+    sh_in(
+        &lan.gw,
+        &format!(
+            "nft add table ip uvdhcp && nft add chain ip uvdhcp input '{{ type filter hook \
+             input priority 0; }}' && nft add rule ip uvdhcp input ip daddr {GW_IP} udp dport \
+             67 drop"
+        ),
+    );
+    w.kill_daemon(libc::SIGKILL);
+    let before = w.daemon_log().len();
+    w.start_daemon();
+    let rebound = format!("DHCP lease {ip} rebound");
+    assert!(
+        eventually(|| w.daemon_log()[before..].contains(&rebound)),
+        "the restarted daemon did not rebind:\n{}\n{}",
+        w.daemon_log(),
+        server.log_text()
+    );
+    assert!(
+        w.ping("a", GW_IP, 5),
+        "a keeps its address after the restart"
+    );
+    // RELEASE is unicast too.
+    sh_in(&lan.gw, "nft delete table ip uvdhcp");
+    w.uvlan_ok(&["network", "disconnect", "dh", &a]);
+    let leases = server.wait_leases(|t| !t.contains(&format!(" {ip} ")));
+    assert!(!leases.contains(&format!(" {ip} ")), "{leases}");
 }
