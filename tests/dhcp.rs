@@ -198,6 +198,23 @@ fn macvlan_bridge_leases_from_the_lan() {
     let c = w.connect("dh", "c", &["--ip", "192.0.2.140"]);
     let (ip_c, _) = endpoint(&w, "dh", &c).expect("c");
     assert_eq!(ip_c, "192.0.2.140/24");
+    // `run --rm`: the command sees its lease; it is released when the command ends.
+    let name = format!("{}runrm", w.prefix);
+    let out = w.uvlan_ok(&[
+        "run", "--net", "dh", "--name", &name, "--rm", "--", "ip", "-4", "-o", "addr", "show",
+        "eth0",
+    ]);
+    let leased = out
+        .split_whitespace()
+        .find(|t| t.starts_with("192.0.2."))
+        .map(addr)
+        .unwrap_or_default();
+    assert!(in_range(&leased), "{out}");
+    let leases = server.wait_leases(|t| !t.contains(&format!(" {leased} ")));
+    assert!(
+        !leases.contains(&format!(" {leased} ")),
+        "run --rm released its lease:\n{leases}"
+    );
 }
 
 #[test]
