@@ -20,7 +20,7 @@ use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
 use serde::{Deserialize, Serialize};
 
-use crate::netns::Netns;
+use crate::netns::{NeighState, Netns, Rtnl};
 
 /// How long [`acquire`] waits for a server in all (DISCOVER retransmitted at 1, 2 and 4 s).
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -475,9 +475,36 @@ fn acquire_here(
     }
 }
 
+/// Resolves the next hop toward `dst` in `ns` (at most one second): a unicast sent right
+/// before its interface goes would otherwise wait in the ARP queue and die with it.
+fn resolve_next_hop(ns: &Netns, dst: Ipv4Addr) {
+    let Ok(mut r) = Rtnl::open(ns) else {
+        return;
+    };
+    let Ok(Some(found)) = r.route_get(IpAddr::V4(dst), None) else {
+        return;
+    };
+    let (Some(oif), hop) = (found.oif, found.gateway.unwrap_or(IpAddr::V4(dst))) else {
+        return;
+    };
+    if r.neigh_resolve(oif, hop).is_err() {
+        return;
+    }
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        match r.neigh_get(oif, hop) {
+            Ok(Some(n)) if n.state.is_usable() || n.state == NeighState::Failed => return,
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => return,
+        }
+    }
+}
+
 /// Sends a RELEASE for `lease` from `mac` inside `ns` (unicast UDP from the leased address,
-/// which must still be on the interface). Best effort: the server learns nothing back.
+/// which must still be on the interface, once the next hop is resolved). Best effort: the
+/// server answers nothing.
 pub fn release(ns: &Netns, mac: [u8; 6], lease: &Lease) -> Result<(), DhcpError> {
+    resolve_next_hop(ns, lease.server_id);
     let lease = lease.clone();
     ns.run(move || -> Result<(), DhcpError> {
         let z = Ipv4Addr::UNSPECIFIED;

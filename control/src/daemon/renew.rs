@@ -2,7 +2,8 @@
 //! lease, that sleeps until the earliest deadline of all leases (no periodic wake-up) or
 //! until a lease changes. At T1 it RENEWs (unicast to the server), at T2 it REBINDs
 //! (broadcast), and at the lease's end, or on a NAK, the endpoint loses the address: it is
-//! removed from `eth0` (its routes go with it) and from the record. The exchanges run
+//! removed from `eth0` (its routes go with it) and from the record, and discovery starts
+//! again (a DISCOVER at once, then every 30 s while nobody answers). The exchanges run
 //! without the daemon's lock; their outcome is applied under it, only if the endpoint still
 //! holds the same lease.
 
@@ -25,7 +26,12 @@ enum Action {
     Renew,
     Rebind,
     Expire,
+    /// The endpoint lost its lease: ask for a new one (DISCOVER).
+    Discover,
 }
+
+/// How long after a DISCOVER nobody answered (once the lease was lost) it is sent again.
+const DISCOVER_RETRY_SECS: u64 = 30;
 
 /// What to do for a lease at `now`, and else when to look again.
 fn plan(lease: &Lease, now: u64, retry_at: Option<u64>) -> Result<Action, u64> {
@@ -62,7 +68,8 @@ struct Job {
     netns_path: String,
     ifname: String,
     mac: [u8; 6],
-    lease: Lease,
+    /// `None`: the endpoint lost its lease ([`Action::Discover`]).
+    lease: Option<Lease>,
     action: Action,
 }
 
@@ -106,10 +113,15 @@ impl Daemon {
         let mut next: Option<u64> = None;
         for n in st.nets.iter().filter(|n| n.rec.dhcp) {
             for ep in &n.rec.endpoints {
-                let Some(lease) = &ep.lease else {
-                    continue;
+                let retry_at = retry.get(&ep.id).copied();
+                let planned = match &ep.lease {
+                    Some(lease) => plan(lease, now, retry_at),
+                    None => match retry_at {
+                        Some(t) if t > now => Err(t),
+                        _ => Ok(Action::Discover),
+                    },
                 };
-                match plan(lease, now, retry.get(&ep.id).copied()) {
+                match planned {
                     Ok(action) => jobs.push(Job {
                         net_id: n.rec.id.clone(),
                         ep_id: ep.id.clone(),
@@ -117,7 +129,7 @@ impl Daemon {
                         netns_path: ep.netns_path.clone(),
                         ifname: ep.ifname.clone(),
                         mac: ep.mac().map(|m| m.octets()).unwrap_or_default(),
-                        lease: lease.clone(),
+                        lease: ep.lease.clone(),
                         action,
                     }),
                     Err(u64::MAX) => {}
@@ -134,11 +146,30 @@ impl Daemon {
         }
         let ns =
             Netns::open_path(std::path::Path::new(&job.netns_path)).map_err(|e| e.to_string())?;
+        let Some(lease) = &job.lease else {
+            let ifindex = Rtnl::open(&ns)
+                .and_then(|mut r| r.link_get(&job.ifname))
+                .map_err(|e| e.to_string())?
+                .index;
+            let client = dhcp::Client {
+                ifindex,
+                mac: job.mac,
+                client_id: dhcp::client_id_for(&job.ep_id),
+                hostname: Some(job.name.clone()).filter(|n| !n.contains('/')),
+            };
+            return match dhcp::acquire(&ns, &client, None) {
+                Ok(l) => Ok(Renewal::Ack(l)),
+                Err(dhcp::DhcpError::NoOffer { .. } | dhcp::DhcpError::NoAck { .. }) => {
+                    Ok(Renewal::Silent)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+        };
         dhcp::renew(
             &ns,
             &job.ifname,
             job.mac,
-            &job.lease,
+            lease,
             job.action == Action::Rebind,
             RENEW_WAIT,
         )
@@ -155,7 +186,7 @@ impl Daemon {
             .rec
             .endpoints
             .iter()
-            .position(|e| e.id == job.ep_id && e.lease.as_ref() == Some(&job.lease))
+            .position(|e| e.id == job.ep_id && e.lease == job.lease)
         else {
             return;
         };
@@ -167,18 +198,22 @@ impl Daemon {
             }
         };
         let mut rec = st.nets[i].rec.endpoints[k].clone();
-        let old = job.lease.addr;
+        let old = job.lease.as_ref().map(|l| (l.addr, l.prefix_len));
         match outcome {
             Renewal::Silent => {
+                let at = match &job.lease {
+                    Some(l) => retry_after(l, now),
+                    None => now + DISCOVER_RETRY_SECS,
+                };
                 let (m, _) = &*self.renew;
                 m.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .retry
-                    .insert(job.ep_id.clone(), retry_after(&job.lease, now));
+                    .insert(job.ep_id.clone(), at);
                 return;
             }
             Renewal::Ack(new) => {
-                if new.addr != old || new.prefix_len != job.lease.prefix_len {
+                if old != Some((new.addr, new.prefix_len)) {
                     if let Err(e) = readdress(job, Some(&new)) {
                         (self.log)(&format!(
                             "endpoint {}: the DHCP server moved it to {}: {e}",
@@ -190,22 +225,25 @@ impl Daemon {
                     "endpoint {}: DHCP lease {} {} for {}s",
                     job.name,
                     new.addr,
-                    if job.action == Action::Rebind {
-                        "rebound"
-                    } else {
-                        "renewed"
+                    match job.action {
+                        Action::Rebind => "rebound",
+                        Action::Discover => "obtained again",
+                        _ => "renewed",
                     },
                     new.lease_secs
                 ));
                 rec.addrs.v4 = dhcp::endpoint_addr(&new);
                 rec.lease = Some(new);
             }
+            Renewal::Nak if job.lease.is_none() => return,
             Renewal::Nak => {
+                let old = old.map_or(std::net::Ipv4Addr::UNSPECIFIED, |o| o.0);
                 if let Err(e) = readdress(job, None) {
                     (self.log)(&format!("endpoint {}: removing {old}: {e}", job.name));
                 }
                 (self.log)(&format!(
-                    "endpoint {}: lost its DHCP lease of {old} ({}); the address is removed",
+                    "endpoint {}: lost its DHCP lease of {old} ({}); the address is removed and \
+                     a new lease is asked for",
                     job.name,
                     match job.action {
                         Action::Expire => "it expired",
@@ -236,9 +274,10 @@ fn readdress(job: &Job, new: Option<&Lease>) -> Result<(), String> {
     let ns = Netns::open_path(std::path::Path::new(&job.netns_path)).map_err(|e| e.to_string())?;
     let mut r = Rtnl::open(&ns).map_err(|e| e.to_string())?;
     let ifindex = r.link_get(&job.ifname).map_err(|e| e.to_string())?.index;
-    let old = &job.lease;
-    r.addr_del(ifindex, IpAddr::V4(old.addr), old.prefix_len)
-        .map_err(|e| e.to_string())?;
+    if let Some(old) = &job.lease {
+        r.addr_del(ifindex, IpAddr::V4(old.addr), old.prefix_len)
+            .map_err(|e| e.to_string())?;
+    }
     if let Some(l) = new {
         r.addr_add(
             ifindex,

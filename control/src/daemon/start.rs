@@ -98,9 +98,10 @@ impl Daemon {
             }
             // Parents may have changed while the daemon was down.
             daemon.reconcile_locked(&mut st);
-            // Leases go on being renewed (or expire) from where they were.
-            let leases = st.nets.iter().flat_map(|n| &n.rec.endpoints);
-            if leases.into_iter().any(|e| e.lease.is_some()) {
+            // Leases go on being renewed (or expire) from where they were; endpoints that
+            // lost theirs go on asking for a new one.
+            let dhcp = st.nets.iter().filter(|n| n.rec.dhcp);
+            if dhcp.flat_map(|n| &n.rec.endpoints).next().is_some() {
                 daemon.renew_kick();
             }
             for i in 0..st.nets.len() {
