@@ -15,7 +15,7 @@ use crate::store::NetworkRecord;
 /// `IPAM` of a network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpamView {
-    /// Always `default`.
+    /// `default`, or `dhcp` (`--ipam-driver dhcp`).
     #[serde(rename = "Driver")]
     pub driver: String,
     /// IPAM options (always empty in uvlan).
@@ -34,6 +34,26 @@ pub struct ConfigFrom {
     pub network: String,
 }
 
+/// An endpoint's DHCP lease, as `network inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpView {
+    /// The server that granted it (option 54).
+    #[serde(rename = "Server")]
+    pub server: String,
+    /// The router (option 3), if any.
+    #[serde(rename = "Router", default, skip_serializing_if = "String::is_empty")]
+    pub router: String,
+    /// DNS servers (option 6).
+    #[serde(rename = "DNS", default)]
+    pub dns: Vec<String>,
+    /// Lease time in seconds.
+    #[serde(rename = "LeaseSeconds")]
+    pub lease_secs: u32,
+    /// When it was granted (seconds since the Unix epoch).
+    #[serde(rename = "Obtained")]
+    pub obtained: u64,
+}
+
 /// One `Containers` entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointView {
@@ -49,6 +69,9 @@ pub struct EndpointView {
     /// `ADDR/LEN` or `""`.
     #[serde(rename = "IPv4Address")]
     pub ipv4_address: String,
+    /// uvlan's addition on a network with `--ipam-driver dhcp`: the endpoint's lease.
+    #[serde(rename = "UvlanDhcp", default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<DhcpView>,
     /// `ADDR/LEN` or `""`.
     #[serde(rename = "IPv6Address")]
     pub ipv6_address: String,
@@ -217,6 +240,13 @@ impl NetworkResource {
                         String::new()
                     },
                     ipv4_address: ep.addrs.v4.map(|a| a.cidr()).unwrap_or_default(),
+                    dhcp: ep.lease.as_ref().map(|l| DhcpView {
+                        server: l.server_id.to_string(),
+                        router: l.router.map(|r| r.to_string()).unwrap_or_default(),
+                        dns: l.dns.iter().map(|d| d.to_string()).collect(),
+                        lease_secs: l.lease_secs,
+                        obtained: l.obtained,
+                    }),
                     ipv6_address: ep.addrs.v6.map(|a| a.cidr()).unwrap_or_default(),
                 };
                 (ep.sandbox_id.clone(), view)
@@ -232,7 +262,7 @@ impl NetworkResource {
             enable_ipv4: true,
             enable_ipv6: rec.ipv6,
             ipam: IpamView {
-                driver: "default".to_string(),
+                driver: if rec.dhcp { "dhcp" } else { "default" }.to_string(),
                 options: BTreeMap::new(),
                 config: rec.ipam.config_view(),
             },

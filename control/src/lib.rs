@@ -13,6 +13,7 @@ pub mod api;
 pub mod cli;
 pub mod cni;
 pub mod daemon;
+pub mod dhcp;
 pub mod docker;
 pub mod doctor;
 pub mod ids;

@@ -90,6 +90,9 @@ pub struct CreateNetwork {
     /// `--internal`.
     #[serde(default)]
     pub internal: bool,
+    /// `--ipam-driver`: `default` (uvlan's IPAM, also when absent) or `dhcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_driver: Option<String>,
 }
 
 /// `uvlan network connect`.

@@ -260,6 +260,10 @@ pub struct CreateArgs {
     /// Enable IPv6.
     #[arg(long)]
     pub ipv6: bool,
+    /// IPAM driver: default (uvlan's own) or dhcp (each endpoint asks the parent's LAN for
+    /// an IPv4 lease; needs a parent, no --subnet).
+    #[arg(long = "ipam-driver", value_name = "DRIVER")]
+    pub ipam_driver: Option<String>,
     /// No wire and no default route (ipvlan l3/l3s keep `default dev eth0`).
     #[arg(long)]
     pub internal: bool,
@@ -486,6 +490,7 @@ pub fn create_request(a: &CreateArgs) -> Result<CreateNetwork, String> {
         ipam,
         ipv6: a.ipv6,
         internal: a.internal,
+        ipam_driver: a.ipam_driver.clone(),
     })
 }
 

@@ -287,6 +287,7 @@ impl Rig {
             }],
             ipv6: false,
             internal: false,
+            ipam_driver: None,
         });
         match daemon.handle(create) {
             Response::Ok { .. } => {}

@@ -22,6 +22,37 @@ fn process_start_time(pid: i32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// `--ipam-driver`: `default` (or absent) is uvlan's IPAM; `dhcp` leases each endpoint's
+/// IPv4 address from the parent's LAN and takes no subnet (the server's decides), no IPv6;
+/// `null` is refused as Docker's macvlan and ipvlan drivers refuse it.
+fn ipam_driver(req: &CreateNetwork) -> Result<NewIpam, String> {
+    match req.ipam_driver.as_deref() {
+        None | Some("" | "default") => Ok(NewIpam::Own(req.ipam.clone())),
+        Some("dhcp") => {
+            if !req.ipam.is_empty() {
+                return Err(
+                    "--subnet, --gateway, --ip-range and --aux-address cannot be used with \
+                     --ipam-driver dhcp: the LAN's DHCP server decides the subnet, the gateway \
+                     and the addresses"
+                        .to_string(),
+                );
+            }
+            if req.ipv6 {
+                return Err(
+                    "--ipv6 cannot be used with --ipam-driver dhcp: uvlan's DHCP client is \
+                     IPv4 only"
+                        .to_string(),
+                );
+            }
+            Ok(NewIpam::Dhcp)
+        }
+        Some("null") => Err("ipv4 pool is empty".to_string()),
+        Some(other) => Err(format!(
+            "IPAM driver {other:?} not found: uvlan knows \"default\" and \"dhcp\""
+        )),
+    }
+}
+
 impl Daemon {
     pub(super) fn create_network(&self, req: &CreateNetwork) -> Result<String, String> {
         let mut st = self.lock();
@@ -30,7 +61,7 @@ impl Daemon {
             name: req.name.clone(),
             driver: req.driver.clone(),
             options: req.options.clone(),
-            ipam: NewIpam::Own(req.ipam.clone()),
+            ipam: ipam_driver(req)?,
             ipv6: req.ipv6,
             internal: req.internal,
             managed: None,
@@ -77,6 +108,7 @@ impl Daemon {
         let i = Self::find(&st, key)?;
         let net = &st.nets[i];
         let status = match &net.rec.managed {
+            None if net.rec.dhcp => Default::default(),
             None => st.space.status(&net.rec.id).map_err(|e| e.to_string())?,
             Some(_) => external::external_status(&net.rec),
         };
@@ -220,6 +252,8 @@ impl Daemon {
         self.store
             .save_endpoint(&net_id, &marked)
             .map_err(|e| e.to_string())?;
+        // The lease goes back while the address is still on the interface.
+        self.release_lease(&ep);
         match st.nets[i].eps.remove(&ep.id) {
             Some(rt) => self.teardown_endpoint(rt),
             // Not restored at start: its interface may still be there.
@@ -255,11 +289,13 @@ impl Daemon {
         }
         st.nets[i].rec.endpoints.remove(k);
         self.host_routes(st, i, &ep, false);
-        if let Err(e) = st.space.release(&net_id, &ep.addrs) {
-            (self.log)(&format!(
-                "endpoint {}: giving back its addresses: {e}",
-                ep.name
-            ));
+        if st.nets[i].rec.own_ipam() {
+            if let Err(e) = st.space.release(&net_id, &ep.addrs) {
+                (self.log)(&format!(
+                    "endpoint {}: giving back its addresses: {e}",
+                    ep.name
+                ));
+            }
         }
         self.freed_endpoint(st);
         Ok(())

@@ -8,9 +8,12 @@ use std::collections::BTreeSet;
 use uvlan_dataplane::fwd::{Driver, Engine, MacvlanMode};
 use uvlan_dataplane::wire::MacAddr;
 
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::dhcp;
 use crate::ids;
 use crate::ipam::AddrRequest;
-use crate::netns::{Netns, Rtnl};
+use crate::netns::{AddrOptions, Netns, Route, Rtnl};
 use crate::store::{EndpointRecord, Intent, NetworkRecord};
 
 use super::dp::with_engine;
@@ -75,6 +78,12 @@ impl Daemon {
                 net.name, h.ifname, net.name
             ));
         }
+        if net.dhcp {
+            return Err(format!(
+                "network {} leases its addresses from DHCP: it has no host interface",
+                net.name
+            ));
+        }
         let ifname = ifname.unwrap_or_else(|| host_ifname(&net.name));
         check_ifname(&ifname)?;
         let ns = Netns::current().map_err(|e| e.to_string())?;
@@ -127,7 +136,7 @@ impl Daemon {
             ));
         }
         st.nets[i].rec.endpoints.remove(k);
-        let own_ipam = st.nets[i].rec.managed.is_none();
+        let own_ipam = st.nets[i].rec.own_ipam();
         if own_ipam {
             if let Err(e) = st.space.release(&net_id, &ep.addrs) {
                 (self.log)(&format!(
@@ -281,8 +290,17 @@ impl Daemon {
         let net_id = st.nets[i].rec.id.clone();
         // Taken from the address space directly (no copy of it): given back below if a later
         // step fails.
-        let own_ipam = matches!(addrs, EpAddrs::Allocate { .. });
+        let own_ipam = matches!(addrs, EpAddrs::Allocate { .. }) && st.nets[i].rec.own_ipam();
         let (addrs, req_ip, req_ip6) = match addrs {
+            // A DHCP network: the address comes with the lease (`--ip` is asked for).
+            EpAddrs::Allocate { ip6: Some(_), .. } if st.nets[i].rec.dhcp => {
+                return Err(format!(
+                    "network {netname} leases IPv4 addresses from DHCP: --ip6 cannot be used"
+                ))
+            }
+            EpAddrs::Allocate { ip, ip6: None } if st.nets[i].rec.dhcp => {
+                (Default::default(), ip, None)
+            }
             EpAddrs::Allocate { ip, ip6 } => {
                 Self::check_static_ips(&st.nets[i].rec, ip.is_some(), ip6.is_some())?;
                 (
@@ -369,6 +387,7 @@ impl Daemon {
             host_name: place.host_name.clone(),
             intent: Some(Intent::Create),
             host_interface: place.host_interface,
+            lease: None,
         };
         if let Some(k) = &place.key {
             if ids::is_valid_id(k)
@@ -468,13 +487,34 @@ impl Daemon {
                 )));
             }
         }
+        if st.nets[i].rec.dhcp {
+            // The record keeps its `create` intent until the lease is on the interface: a
+            // crash in between is rolled back at the next start.
+            match self.lease_endpoint(&rt.netns, &rec) {
+                Ok((lease, addr)) => {
+                    rec.addrs.v4 = Some(addr);
+                    rec.lease = Some(lease);
+                }
+                Err(e) => {
+                    self.teardown_endpoint(rt);
+                    return Err(forget(format!(
+                        "cannot connect {name} to network {}: {e}; nothing was left behind",
+                        st.nets[i].rec.name
+                    )));
+                }
+            }
+        }
         rec.intent = None;
         if let Err(e) = self.store.save_endpoint(&net_id, &rec) {
+            self.release_lease(&rec);
             self.teardown_endpoint(rt);
             return Err(forget(e.to_string()));
         }
         st.nets[i].rec.endpoints.push(rec.clone());
         st.nets[i].eps.insert(rec.id.clone(), rt);
+        if rec.lease.is_some() {
+            self.renew_kick();
+        }
         self.host_routes(st, i, &rec, true);
         if place.host_name.is_some() {
             self.spawn_follow(&net_id, &rec.id, port, ifindex, port_mac);
@@ -528,6 +568,85 @@ impl Daemon {
             (self.log)(&format!(
                 "network {}: host interface {}: {e}",
                 st.nets[i].rec.name, h.ifname
+            ));
+        }
+    }
+
+    /// A DHCP network's new endpoint: leases an address for `rec` (its MAC, a client
+    /// identifier from its ID, `--ip` as option 50) and puts it on the interface with the
+    /// lease's routes (classless routes, else the router as default route). On error nothing
+    /// of the lease is left on the interface (the caller removes the interface).
+    fn lease_endpoint(
+        &self,
+        ns: &Netns,
+        rec: &EndpointRecord,
+    ) -> Result<(dhcp::Lease, crate::ipam::EndpointAddr), String> {
+        let requested = match &rec.req_ip {
+            None => None,
+            Some(t) => Some(
+                t.parse::<Ipv4Addr>()
+                    .map_err(|_| format!("invalid --ip {t:?}: expected an IPv4 address"))?,
+            ),
+        };
+        let mut rtnl = Rtnl::open(ns).map_err(|e| e.to_string())?;
+        let ifindex = rtnl.link_get(&rec.ifname).map_err(|e| e.to_string())?.index;
+        let mac = rec.mac().map(|m| m.octets()).unwrap_or_default();
+        let client = dhcp::Client {
+            ifindex,
+            mac,
+            client_id: dhcp::client_id_for(&rec.id),
+            hostname: Some(rec.name.clone()).filter(|n| !n.contains('/')),
+        };
+        let lease = dhcp::acquire(ns, &client, requested).map_err(|e| e.to_string())?;
+        let addr = dhcp::endpoint_addr(&lease)
+            .ok_or_else(|| format!("the DHCP server gave a bad address {}", lease.addr))?;
+        let configured = (|| -> Result<(), crate::netns::NetnsError> {
+            rtnl.addr_add(
+                ifindex,
+                IpAddr::V4(lease.addr),
+                lease.prefix_len,
+                AddrOptions::default(),
+            )?;
+            if lease.routes.is_empty() {
+                if let Some(r) = lease.router {
+                    rtnl.route_replace(&Route::default_via(IpAddr::V4(r), Some(ifindex)))?;
+                }
+            }
+            // RFC 3442: with classless routes the router option is ignored.
+            for (dst, len, gw) in &lease.routes {
+                let gw = (!gw.is_unspecified()).then_some(IpAddr::V4(*gw));
+                rtnl.route_replace(&Route::to(IpAddr::V4(*dst), *len, gw, Some(ifindex)))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = configured {
+            let _ = dhcp::release(ns, mac, &lease);
+            return Err(format!(
+                "cannot configure the lease {}/{} on {}: {e}",
+                lease.addr, lease.prefix_len, rec.ifname
+            ));
+        }
+        (self.log)(&format!(
+            "endpoint {}: DHCP lease {}/{} from {} for {}s",
+            rec.name, lease.addr, lease.prefix_len, lease.server_id, lease.lease_secs
+        ));
+        Ok((lease, addr))
+    }
+
+    /// Gives an endpoint's DHCP lease back (RELEASE), while its address is still on its
+    /// interface. Failures are logged: the lease then expires at the server.
+    pub(super) fn release_lease(&self, ep: &EndpointRecord) {
+        let Some(lease) = &ep.lease else {
+            return;
+        };
+        let mac = ep.mac().map(|m| m.octets()).unwrap_or_default();
+        let sent = Netns::open_path(std::path::Path::new(&ep.netns_path))
+            .map_err(|e| e.to_string())
+            .and_then(|ns| dhcp::release(&ns, mac, lease).map_err(|e| e.to_string()));
+        if let Err(e) = sent {
+            (self.log)(&format!(
+                "endpoint {}: DHCP RELEASE of {}: {e} (the lease expires at the server)",
+                ep.name, lease.addr
             ));
         }
     }

@@ -41,10 +41,28 @@ impl Daemon {
                 cfg.clone(),
             ),
             NewIpam::External(cfg) => (external::external_ipam(cfg)?, cfg.clone()),
+            NewIpam::Dhcp => (Default::default(), Vec::new()),
         };
+        let dhcp = matches!(req.ipam, NewIpam::Dhcp);
 
         let opts = options::parse_driver_opts(driver, &req.options)?;
         let given_parent = opts.parent.clone().or(req.default_parent.clone());
+        if dhcp {
+            if given_parent.is_none() || req.internal {
+                return Err(
+                    "--ipam-driver dhcp needs a parent (-o parent=IF) and no --internal: the \
+                     DHCP server is on the parent's LAN"
+                        .to_string(),
+                );
+            }
+            if opts.ipvlan_mode.is_some_and(|m| m.is_l3()) {
+                return Err(
+                    "--ipam-driver dhcp needs ipvlan_mode=l2: in l3 and l3s an endpoint \
+                     receives no broadcast, so no DHCP reply reaches it"
+                        .to_string(),
+                );
+            }
+        }
         let parent = match &given_parent {
             None => None,
             Some(given) => {
@@ -116,6 +134,7 @@ impl Daemon {
             },
             endpoints: Vec::new(),
             managed: req.managed,
+            dhcp,
         };
         let rt = self.engine_add_network(st, &rec)?;
         if let Err(e) = self.store.create_network(&rec) {

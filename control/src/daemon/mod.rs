@@ -20,7 +20,7 @@
 //!   manages with its own IPAM;
 //! - the core: `follow` (endpoints take their parent's state), `attach` (an endpoint's port,
 //!   interface and teardown), `connect` (making an endpoint, the host interface and its
-//!   routes), `network` (a network in the
+//!   routes), `renew` (the DHCP renewal thread), `network` (a network in the
 //!   engine; restoring one), `parents` (following the host's parents), `create` (making a
 //!   network);
 //! - the operations: `cli_ops` (the uvlan CLI's), `managed` (the Docker driver's and the CNI
@@ -48,6 +48,7 @@ pub mod options;
 mod parents;
 pub mod real;
 mod recover;
+mod renew;
 mod start;
 mod stats;
 mod trace;

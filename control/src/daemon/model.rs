@@ -95,6 +95,31 @@ pub struct Daemon {
     /// New endpoints of `network connect` are veth endpoints with the fast path
     /// (`uvlan daemon --fast-path`).
     pub(super) fast_path: std::sync::atomic::AtomicBool,
+    /// The DHCP renewal thread's timer (`renew.rs`).
+    pub(super) renew: RenewShared,
+}
+
+/// The DHCP renewal thread's shared state (`renew.rs`).
+#[derive(Default)]
+pub(super) struct RenewTimer {
+    pub(super) started: bool,
+    /// Bumped by every change the thread must look at.
+    pub(super) generation: u64,
+    /// Endpoint ID → when to try again after a silent RENEW or REBIND.
+    pub(super) retry: HashMap<String, u64>,
+    /// The daemon is gone: the thread ends.
+    pub(super) stop: bool,
+}
+
+/// The renewal timer and its wake-up.
+pub(super) type RenewShared = Arc<(Mutex<RenewTimer>, std::sync::Condvar)>;
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let (m, cv) = &*self.renew;
+        m.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+        cv.notify_all();
+    }
 }
 
 /// A network to create: from the CLI (own IPAM) or a front end (external IPAM).
@@ -118,6 +143,8 @@ pub(super) enum NewIpam {
     Own(Vec<crate::ipam::IpamConfig>),
     /// The front end's IPAM: subnets, gateways and aux addresses as given.
     External(Vec<crate::ipam::IpamConfig>),
+    /// `--ipam-driver dhcp`: no subnet; each endpoint leases its address from the LAN.
+    Dhcp,
 }
 
 /// Where an endpoint's addresses come from.
@@ -199,6 +226,7 @@ impl Daemon {
             st: Mutex::new(state),
             me: me.clone(),
             fast_path: std::sync::atomic::AtomicBool::new(false),
+            renew: RenewShared::default(),
         })
     }
 

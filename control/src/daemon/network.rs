@@ -177,7 +177,7 @@ impl Daemon {
         }
         // Every check first; then the store (the commit point), then the address space,
         // which cannot fail for a network it holds without endpoints.
-        let own_ipam = net.rec.managed.is_none();
+        let own_ipam = net.rec.own_ipam();
         if own_ipam {
             // What `remove_network` refuses, checked before anything changes.
             match st.space.endpoint_addresses(&net.rec.id) {
@@ -286,7 +286,7 @@ impl Daemon {
                         rec.name, e.name
                     ));
                 }
-                if rec.managed.is_none() {
+                if rec.own_ipam() {
                     if let Err(err) = st.space.release(&rec.id, &e.addrs) {
                         (self.log)(&format!(
                             "network {}: endpoint {}: giving back its addresses: {err}",

@@ -52,7 +52,7 @@ impl Daemon {
         recover::remove_orphans(&host_tag, &records, &log);
         let stored: Vec<StoredNetwork> = records
             .iter()
-            .filter(|r| r.managed.is_none())
+            .filter(|r| r.own_ipam())
             .map(|r| StoredNetwork {
                 id: r.id.clone(),
                 name: r.name.clone(),
@@ -98,6 +98,12 @@ impl Daemon {
             }
             // Parents may have changed while the daemon was down.
             daemon.reconcile_locked(&mut st);
+            // Leases go on being renewed (or expire) from where they were; endpoints that
+            // lost theirs go on asking for a new one.
+            let dhcp = st.nets.iter().filter(|n| n.rec.dhcp);
+            if dhcp.flat_map(|n| &n.rec.endpoints).next().is_some() {
+                daemon.renew_kick();
+            }
             for i in 0..st.nets.len() {
                 daemon.sync_host_routes(&st, i);
             }

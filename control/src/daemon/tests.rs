@@ -125,6 +125,7 @@ fn create(name: &str, driver: &str, opts: &[(&str, &str)], subnets: &[&str]) -> 
             .collect(),
         ipv6: false,
         internal: false,
+        ipam_driver: None,
     })
 }
 
@@ -409,6 +410,64 @@ fn parent_sharing_is_per_parent_and_vid() {
     // Removing the holder frees the parent.
     assert_eq!(ok(&d, Request::NetworkRm { name: "a".into() }), "a");
     ok(&d, create("e", "macvlan", &[("parent", "eth0")], &[]));
+}
+
+fn with_ipam(r: Request, driver: &str) -> Request {
+    match r {
+        Request::NetworkCreate(mut c) => {
+            c.ipam_driver = Some(driver.to_string());
+            Request::NetworkCreate(c)
+        }
+        other => other,
+    }
+}
+
+#[test]
+fn dhcp_networks_have_no_subnet_and_refuse_what_dhcp_cannot_do() {
+    let root = TempRoot::new("dhcp");
+    {
+        let d = start(&root).unwrap();
+        let mv = || create("d1", "macvlan", &[("parent", "eth1")], &[]);
+        let e = err(
+            &d,
+            with_ipam(
+                create("d1", "macvlan", &[("parent", "eth1")], &["192.0.2.0/24"]),
+                "dhcp",
+            ),
+        );
+        assert!(e.starts_with("--subnet, --gateway"), "{e}");
+        let e = err(&d, with_ipam(create("d1", "macvlan", &[], &[]), "dhcp"));
+        assert!(e.contains("needs a parent"), "{e}");
+        let l3 = create(
+            "d1",
+            "ipvlan",
+            &[("parent", "eth1"), ("ipvlan_mode", "l3")],
+            &[],
+        );
+        let e = err(&d, with_ipam(l3, "dhcp"));
+        assert!(e.contains("ipvlan_mode=l2"), "{e}");
+        assert_eq!(err(&d, with_ipam(mv(), "null")), "ipv4 pool is empty");
+        let e = err(&d, with_ipam(mv(), "bogus"));
+        assert!(e.starts_with("IPAM driver \"bogus\" not found"), "{e}");
+        assert_eq!(ok(&d, Request::NetworkLs), serde_json::json!([]));
+        ok(&d, with_ipam(mv(), "dhcp"));
+        let v = inspect(&d, "d1");
+        assert!(v.ipam.config.is_empty(), "{:?}", v.ipam.config);
+        assert_eq!(v.ipam.driver, "dhcp");
+        // The network takes no subnet from the address space: a default-pool network
+        // still gets the first pool.
+        ok(&d, create("n2", "macvlan", &[("parent", "eth1.7")], &[]));
+    }
+    // The record says dhcp; the restart does not put it in the address space.
+    let d = start(&root).unwrap();
+    let rec = std::fs::read_dir(root.0.join("networks"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .find(|t| t.contains("\"d1\""))
+        .expect("d1's record");
+    assert!(rec.contains("\"dhcp\": true"), "{rec}");
+    ok(&d, Request::NetworkRm { name: "d1".into() });
+    ok(&d, Request::NetworkRm { name: "n2".into() });
 }
 
 #[test]

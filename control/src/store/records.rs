@@ -174,6 +174,9 @@ pub struct EndpointRecord {
     /// route to each other endpoint of the network instead of the driver's routes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_interface: bool,
+    /// Endpoints of a network with DHCP IPAM: the lease its address came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::dhcp::Lease>,
 }
 
 impl EndpointRecord {
@@ -292,9 +295,18 @@ pub struct NetworkRecord {
     /// Set when a front end (Docker, CNI) manages the network and its addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<Managed>,
+    /// `--ipam-driver dhcp`: each endpoint's address comes from the LAN's DHCP server, the
+    /// network has no subnet of its own and is not in uvlan's address space.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp: bool,
 }
 
 impl NetworkRecord {
+    /// uvlan's own IPAM allocates this network's addresses (not a front end's, not DHCP).
+    pub fn own_ipam(&self) -> bool {
+        self.managed.is_none() && !self.dhcp
+    }
+
     /// Structural checks done when the record is loaded.
     pub(crate) fn check(&self) -> Result<(), String> {
         if self.version != RECORD_VERSION && self.version != RECORD_VERSION_V1 {

@@ -81,6 +81,7 @@ fn sample(id: &str) -> NetworkRecord {
         },
         endpoints: Vec::new(),
         managed: None,
+        dhcp: false,
     }
 }
 
@@ -140,6 +141,7 @@ fn one_daemon_per_root() {
 fn endpoint(n: u8, key: Option<&str>) -> EndpointRecord {
     EndpointRecord {
         host_interface: false,
+        lease: None,
         id: crate::ids::new_id().unwrap(),
         sandbox_id: crate::ids::new_id().unwrap(),
         name: format!("ns{n}"),

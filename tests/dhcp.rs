@@ -1,0 +1,460 @@
+//! `--ipam-driver dhcp` against a real DHCP server: dnsmasq in the LAN's gateway namespace
+//! (`gw`, on the switch the daemon's parent `up0` is plugged into), range 192.0.2.100–150.
+//! Endpoints on macvlan bridge and on ipvlan l2 lease distinct addresses the server records
+//! in its lease file, reach the LAN and beyond, give the lease back on disconnect; without a
+//! server `network connect` fails within its bound and leaves nothing behind.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use uvlan_system_tests::net::{ip_in, sh_in, EXT_IP, GW_IP, PARENT};
+use uvlan_system_tests::{LanOptions, World};
+
+/// dnsmasq serving DHCP only (no DNS) on `eth0` of namespace `ns`; killed on drop.
+struct Dnsmasq {
+    child: Child,
+    leases: PathBuf,
+    log: PathBuf,
+}
+
+impl Dnsmasq {
+    fn start(w: &World, ns: &str) -> Dnsmasq {
+        Dnsmasq::start_with(w, ns, "dnsmasq", "192.0.2.100,192.0.2.150", &[])
+    }
+
+    /// A server named `tag` (its files), handing out `range`, with extra arguments.
+    fn start_with(w: &World, ns: &str, tag: &str, range: &str, extra: &[&str]) -> Dnsmasq {
+        let leases = w.dir.join(format!("{tag}.leases"));
+        let log = w.dir.join(format!("{tag}.log"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "dnsmasq", "--keep-in-foreground"])
+            .args([
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--user=root",
+                "--pid-file=",
+            ])
+            .args([
+                "--interface=eth0",
+                "--bind-interfaces",
+                "--dhcp-authoritative",
+            ])
+            .arg(format!("--dhcp-range={range},255.255.255.0,2m"))
+            .args(extra)
+            .arg(format!("--dhcp-option=option:router,{GW_IP}"))
+            .arg("--dhcp-option=option:dns-server,192.0.2.53")
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .arg(format!("--log-facility={}", log.display()))
+            .arg("--log-dhcp")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq (scripts/deps.sh --test installs dnsmasq-base)");
+        let d = Dnsmasq { child, leases, log };
+        // Ready when it has logged its DHCP range.
+        let t = Instant::now();
+        while !d.log_text().contains("DHCP, IP range") {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "dnsmasq did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn leases_text(&self) -> String {
+        std::fs::read_to_string(&self.leases).unwrap_or_default()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the lease file satisfies `pred`; returns the last text.
+    fn wait_leases(&self, pred: impl Fn(&str) -> bool) -> String {
+        let t = Instant::now();
+        loop {
+            let text = self.leases_text();
+            if pred(&text) || t.elapsed() > Duration::from_secs(10) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The endpoint of namespace `full` in inspect's `Containers`: (IPv4Address, MacAddress).
+fn endpoint(w: &World, net: &str, full: &str) -> Option<(String, String)> {
+    let v = w.inspect(net);
+    let c = v["Containers"].as_object()?;
+    c.values().find(|e| e["Name"] == full).map(|e| {
+        (
+            e["IPv4Address"].as_str().unwrap_or_default().to_string(),
+            e["MacAddress"].as_str().unwrap_or_default().to_string(),
+        )
+    })
+}
+
+/// The address part of `ADDR/LEN`.
+fn addr(cidr: &str) -> String {
+    cidr.split('/').next().unwrap_or_default().to_string()
+}
+
+fn in_range(a: &str) -> bool {
+    a.strip_prefix("192.0.2.")
+        .and_then(|l| l.parse::<u8>().ok())
+        .is_some_and(|l| (100..=150).contains(&l))
+}
+
+/// Two endpoints of `net` lease distinct addresses the server records, reach the gateway,
+/// the external host behind it and each other; disconnect gives the lease back.
+fn two_endpoints(w: &mut World, server: &Dnsmasq, net: &str) {
+    let a = w.connect(net, "a", &[]);
+    let b = w.connect(net, "b", &[]);
+    let (ip_a, _) = endpoint(w, net, &a).expect("a in inspect");
+    let (ip_b, _) = endpoint(w, net, &b).expect("b in inspect");
+    assert!(
+        ip_a.ends_with("/24") && ip_b.ends_with("/24"),
+        "{ip_a} {ip_b}"
+    );
+    let (ip_a, ip_b) = (addr(&ip_a), addr(&ip_b));
+    assert!(in_range(&ip_a) && in_range(&ip_b), "{ip_a} {ip_b}");
+    assert_ne!(ip_a, ip_b, "distinct leases");
+    let leases = server.wait_leases(|t| t.contains(&ip_a) && t.contains(&ip_b));
+    assert!(
+        leases.contains(&format!(" {ip_a} ")) && leases.contains(&format!(" {ip_b} ")),
+        "the server records both leases:\n{leases}"
+    );
+    // inspect shows the lease: server, router, DNS servers.
+    let v = w.inspect(net);
+    let lease = v["Containers"]
+        .as_object()
+        .and_then(|c| c.values().find(|e| e["Name"] == a.as_str()))
+        .map(|e| e["UvlanDhcp"].clone())
+        .unwrap_or_default();
+    assert_eq!(lease["Server"], GW_IP, "{lease}");
+    assert_eq!(lease["Router"], GW_IP, "{lease}");
+    assert_eq!(lease["DNS"], serde_json::json!(["192.0.2.53"]), "{lease}");
+    assert_eq!(v["IPAM"]["Driver"], "dhcp");
+    // The lease is on eth0 with the router as default route.
+    let shown = ip_in(&a, "-4 addr show dev eth0");
+    assert!(shown.contains(&format!("{ip_a}/24")), "{shown}");
+    let routes = ip_in(&a, "-4 route show default");
+    assert!(routes.contains(&format!("via {GW_IP}")), "{routes}");
+    assert!(w.ping("a", GW_IP, 5), "a → gateway");
+    assert!(
+        w.ping("b", EXT_IP, 5),
+        "b → external host via the leased router"
+    );
+    assert!(w.ping("a", &ip_b, 5), "a → b");
+    w.uvlan_ok(&["network", "disconnect", net, &b]);
+    let leases = server.wait_leases(|t| !t.contains(&format!(" {ip_b} ")));
+    assert!(
+        !leases.contains(&format!(" {ip_b} ")) && leases.contains(&format!(" {ip_a} ")),
+        "disconnect released b's lease, a keeps its own:\n{leases}"
+    );
+    assert!(
+        server
+            .log_text()
+            .contains(&format!("DHCPRELEASE(eth0) {ip_b}")),
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn macvlan_bridge_leases_from_the_lan() {
+    let mut w = World::new();
+    let lan = w.lan(LanOptions::default());
+    let server = Dnsmasq::start(&w, &lan.gw);
+    w.create(&format!(
+        "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
+    ));
+    two_endpoints(&mut w, &server, "dh");
+    // Each macvlan endpoint asked with its own MAC.
+    let (ip_a, mac_a) = endpoint(&w, "dh", &w.ns("a")).expect("a");
+    let leases = server.leases_text();
+    let line = leases
+        .lines()
+        .find(|l| l.contains(&format!(" {} ", addr(&ip_a))))
+        .unwrap_or_default();
+    assert!(line.contains(&mac_a), "lease {line:?} for MAC {mac_a}");
+    // The namespace's name went as the hostname.
+    assert!(
+        line.contains(&w.ns("a")),
+        "lease {line:?} names the endpoint"
+    );
+    // --ip asks for an address (option 50).
+    let c = w.connect("dh", "c", &["--ip", "192.0.2.140"]);
+    let (ip_c, _) = endpoint(&w, "dh", &c).expect("c");
+    assert_eq!(ip_c, "192.0.2.140/24");
+    // `run --rm`: the command sees its lease; it is released when the command ends.
+    let name = format!("{}runrm", w.prefix);
+    let out = w.uvlan_ok(&[
+        "run", "--net", "dh", "--name", &name, "--rm", "--", "ip", "-4", "-o", "addr", "show",
+        "eth0",
+    ]);
+    let leased = out
+        .split_whitespace()
+        .find(|t| t.starts_with("192.0.2."))
+        .map(addr)
+        .unwrap_or_default();
+    assert!(in_range(&leased), "{out}");
+    let leases = server.wait_leases(|t| !t.contains(&format!(" {leased} ")));
+    assert!(
+        !leases.contains(&format!(" {leased} ")),
+        "run --rm released its lease:\n{leases}"
+    );
+}
+
+#[test]
+fn ipvlan_l2_endpoints_share_a_mac_but_not_a_lease() {
+    let mut w = World::new();
+    let lan = w.lan(LanOptions::default());
+    let server = Dnsmasq::start(&w, &lan.gw);
+    w.create(&format!(
+        "-d ipvlan -o parent={PARENT} -o ipvlan_mode=l2 --ipam-driver dhcp dh"
+    ));
+    two_endpoints(&mut w, &server, "dh");
+}
+
+#[test]
+fn no_server_fails_cleanly_and_refusals() {
+    let mut w = World::new();
+    let _lan = w.lan(LanOptions::default());
+    // Docker-shaped refusals.
+    let o = w.uvlan(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=up0",
+        "--ipam-driver",
+        "dhcp",
+        "--subnet",
+        "192.0.2.0/24",
+        "x",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--ipam-driver dhcp"),
+        "{err}"
+    );
+    let o = w.uvlan(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "-o",
+        "parent=up0",
+        "-o",
+        "ipvlan_mode=l3",
+        "--ipam-driver",
+        "dhcp",
+        "x",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("ipvlan_mode=l2"),
+        "{err}"
+    );
+    let o = w.uvlan(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--ipam-driver",
+        "dhcp",
+        "x",
+    ]);
+    assert!(!o.status.success());
+    let o = w.uvlan(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=up0",
+        "--ipam-driver",
+        "null",
+        "x",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("ipv4 pool is empty"),
+        "{err}"
+    );
+    assert!(w.uvlan_ok(&["network", "ls", "-q"]).trim().is_empty());
+
+    // No server on the LAN: connect fails with the reason and leaves nothing behind.
+    w.create(&format!(
+        "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
+    ));
+    let full = w.netns("lonely");
+    let o = w.uvlan(&["network", "connect", "dh", &full]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "connect without a server succeeded");
+    assert!(err.contains("no DHCP server answered"), "{err}");
+    assert!(endpoint(&w, "dh", &full).is_none(), "no endpoint left");
+    let links = ip_in(&full, "-o link show");
+    assert_eq!(links.lines().count(), 1, "only lo is left: {links}");
+    let store = w.dir.join("root");
+    let records = Command::new("find")
+        .arg(&store)
+        .args(["-path", "*endpoints*", "-type", "f"])
+        .output()
+        .expect("find");
+    assert!(
+        String::from_utf8_lossy(&records.stdout).trim().is_empty(),
+        "no endpoint record is left: {}",
+        String::from_utf8_lossy(&records.stdout)
+    );
+    w.uvlan_ok(&["network", "rm", "dh"]);
+}
+
+/// Waits (bounded) for `pred`; true when it held.
+fn eventually(mut pred: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// With T1 = 3 s the daemon RENEWs (the server logs a second ACK, inspect's `Obtained`
+/// moves); a new server that does not know the lease NAKs the next RENEW: the endpoint
+/// loses the address, and discovery starts again, which gives it one of the new server's.
+#[test]
+fn leases_are_renewed_and_lost_on_a_nak() {
+    let mut w = World::new();
+    let lan = w.lan(LanOptions::default());
+    let short = ["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"];
+    let server = Dnsmasq::start_with(&w, &lan.gw, "first", "192.0.2.100,192.0.2.150", &short);
+    w.create(&format!(
+        "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
+    ));
+    let a = w.connect("dh", "a", &[]);
+    let obtained = |w: &World| {
+        let v = w.inspect("dh");
+        v["Containers"]
+            .as_object()
+            .and_then(|c| c.values().find(|e| e["Name"] == a.as_str()))
+            .and_then(|e| e["UvlanDhcp"]["Obtained"].as_u64())
+    };
+    let first = obtained(&w).expect("a has a lease");
+    let (ip, _) = endpoint(&w, "dh", &a).expect("a");
+    let ip = addr(&ip);
+    let acks = |s: &Dnsmasq| {
+        s.log_text()
+            .matches(&format!("DHCPACK(eth0) {ip} "))
+            .count()
+    };
+    assert!(
+        eventually(|| acks(&server) >= 2),
+        "no renewal reached the server:\n{}",
+        server.log_text()
+    );
+    assert!(
+        eventually(|| obtained(&w).is_some_and(|o| o > first)),
+        "the renewed lease is not recorded"
+    );
+    assert!(w.daemon_log().contains(&format!("DHCP lease {ip} renewed")));
+    assert!(w.ping("a", GW_IP, 5), "a keeps its address");
+    drop(server);
+    let second = Dnsmasq::start_with(&w, &lan.gw, "second", "192.0.2.160,192.0.2.170", &short);
+    assert!(
+        eventually(|| !ip_in(&a, "-4 addr show dev eth0").contains(&ip)),
+        "the address survived a NAK:\n{}\n{}",
+        second.log_text(),
+        w.daemon_log()
+    );
+    assert!(
+        second.log_text().contains("DHCPNAK"),
+        "{}",
+        second.log_text()
+    );
+    assert!(w
+        .daemon_log()
+        .contains(&format!("lost its DHCP lease of {ip}")));
+    let new_range = |s: &str| {
+        addr(s)
+            .strip_prefix("192.0.2.")
+            .and_then(|l| l.parse::<u8>().ok())
+            .is_some_and(|l| (160..=170).contains(&l))
+    };
+    assert!(
+        eventually(|| endpoint(&w, "dh", &a).is_some_and(|(s, _)| new_range(&s))),
+        "no new lease after the NAK:\n{}\n{}",
+        second.log_text(),
+        w.daemon_log()
+    );
+    let (shown, _) = endpoint(&w, "dh", &a).expect("a");
+    let new_ip = addr(&shown);
+    assert!(ip_in(&a, "-4 addr show dev eth0").contains(&shown));
+    assert!(second
+        .wait_leases(|t| t.contains(&new_ip))
+        .contains(&new_ip));
+    assert!(
+        w.ping("a", GW_IP, 5),
+        "a reaches the LAN with its new address"
+    );
+    w.uvlan_ok(&["network", "disconnect", "dh", &a]);
+}
+
+/// A daemon killed and started again goes on from the stored lease; with the server's
+/// unicast port filtered, RENEW gets no answer and the REBIND (broadcast) at T2 extends it.
+#[test]
+fn a_restarted_daemon_rebinds_its_stored_leases() {
+    let mut w = World::new();
+    let lan = w.lan(LanOptions::default());
+    let short = ["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,4"];
+    let server = Dnsmasq::start_with(&w, &lan.gw, "dnsmasq", "192.0.2.100,192.0.2.150", &short);
+    w.create(&format!(
+        "-d ipvlan -o parent={PARENT} --ipam-driver dhcp dh"
+    ));
+    let a = w.connect("dh", "a", &[]);
+    let (ip, _) = endpoint(&w, "dh", &a).expect("a");
+    let ip = addr(&ip);
+    // RENEW is unicast to the server's address: dropped; REBIND is broadcast: not.
+    sh_in(
+        &lan.gw,
+        &format!(
+            "nft add table ip uvdhcp && nft add chain ip uvdhcp input '{{ type filter hook \
+             input priority 0; }}' && nft add rule ip uvdhcp input ip daddr {GW_IP} udp dport \
+             67 drop"
+        ),
+    );
+    w.kill_daemon(libc::SIGKILL);
+    let before = w.daemon_log().len();
+    w.start_daemon();
+    let rebound = format!("DHCP lease {ip} rebound");
+    assert!(
+        eventually(|| w.daemon_log()[before..].contains(&rebound)),
+        "the restarted daemon did not rebind:\n{}\n{}",
+        w.daemon_log(),
+        server.log_text()
+    );
+    assert!(
+        w.ping("a", GW_IP, 5),
+        "a keeps its address after the restart"
+    );
+    // RELEASE is unicast too.
+    sh_in(&lan.gw, "nft delete table ip uvdhcp");
+    w.uvlan_ok(&["network", "disconnect", "dh", &a]);
+    let leases = server.wait_leases(|t| !t.contains(&format!(" {ip} ")));
+    assert!(!leases.contains(&format!(" {ip} ")), "{leases}");
+}
