@@ -75,6 +75,9 @@ pub struct LinkInfo {
     pub link_type: u16,
     /// The interface's alias (`IFLA_IFALIAS`, `ip link set dev X alias TEXT`), if set.
     pub alias: Option<String>,
+    /// `IFLA_LINK`: the lower or peer interface's index (a veth's peer, possibly in another
+    /// namespace); the kernel leaves it out when it equals the interface's own index.
+    pub link: Option<u32>,
 }
 
 impl LinkInfo {
@@ -110,6 +113,7 @@ impl LinkInfo {
             addr_gen_mode: None,
             link_type: u16::from(m.header.link_layer_type),
             alias: None,
+            link: None,
         };
         for a in &m.attributes {
             match a {
@@ -117,6 +121,7 @@ impl LinkInfo {
                 LinkAttribute::Address(mac) => info.mac = <[u8; 6]>::try_from(&mac[..]).ok(),
                 LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
                 LinkAttribute::IfAlias(a) if !a.is_empty() => info.alias = Some(a.clone()),
+                LinkAttribute::Link(l) => info.link = Some(*l),
                 LinkAttribute::OperState(s) => info.operstate = oper_state(s),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
