@@ -349,16 +349,7 @@ impl Daemon {
             .and_then(|mut r| r.link_get_by_index(idx))
             .map(|l| l.is_up())
             .unwrap_or(fresh);
-        let mut rt = self.finish_endpoint(port, tap, idx, ns, up, &ep.name, driver, true)?;
-        rt.fast_veth = Some(veth);
-        if let Err(e) = self.dp.add_fast_port(port, veth) {
-            // The engine's port goes with the teardown; the caller's undo finds none.
-            self.teardown_endpoint(rt);
-            return Err(format!(
-                "cannot attach the fast path to the endpoint's veth: {e}"
-            ));
-        }
-        Ok(rt)
+        self.finish_endpoint(port, tap, idx, ns, up, &ep.name, driver, true, Some(veth))
     }
 
     /// Re-creates an endpoint after a restart. `Ok(None)`: its namespace is gone, so the
@@ -401,7 +392,7 @@ impl Daemon {
                 };
             let ifindex = tap.ifindex();
             let rt_ep =
-                self.finish_endpoint(port, tap, ifindex, ns, false, &ep.name, driver, false)?;
+                self.finish_endpoint(port, tap, ifindex, ns, false, &ep.name, driver, false, None)?;
             self.spawn_follow(&net.rec.id, &ep.id, port, ifindex, info_mac);
             return Ok(Some(rt_ep));
         }
@@ -482,7 +473,8 @@ impl Daemon {
             .and_then(|mut r| r.link_get_by_index(ifindex))
             .map(|l| l.is_up())
             .unwrap_or(fresh);
-        let rt_ep = self.finish_endpoint(port, tap, ifindex, ns, up, &ep.name, driver, true)?;
+        let rt_ep =
+            self.finish_endpoint(port, tap, ifindex, ns, up, &ep.name, driver, true, None)?;
         Ok(Some(rt_ep))
     }
 }
