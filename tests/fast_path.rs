@@ -7,6 +7,15 @@
 use uvlan_system_tests::World;
 
 fn fast_counters(w: &World, net: &str, ep: &str) -> (u64, u64) {
+    counters(w, net, ep, "fast_sent_frames", "fast_received_frames")
+}
+
+/// What the endpoint sent and received in all (the dataplane's frames and the cache's).
+fn totals(w: &World, net: &str, ep: &str) -> (u64, u64) {
+    counters(w, net, ep, "sent_frames", "received_frames")
+}
+
+fn counters(w: &World, net: &str, ep: &str, sent: &str, received: &str) -> (u64, u64) {
     let stats = w.uvlan_ok(&["stats", "--format", "json", net]);
     let v: serde_json::Value = serde_json::from_str(&stats).expect("stats JSON");
     let e = v["networks"][0]["endpoints"]
@@ -17,8 +26,8 @@ fn fast_counters(w: &World, net: &str, ep: &str) -> (u64, u64) {
         .cloned()
         .unwrap_or_else(|| panic!("no endpoint {ep} in {stats}"));
     (
-        e["fast_sent_frames"].as_u64().unwrap_or(0),
-        e["fast_received_frames"].as_u64().unwrap_or(0),
+        e[sent].as_u64().unwrap_or(0),
+        e[received].as_u64().unwrap_or(0),
     )
 }
 
@@ -88,6 +97,14 @@ fn veth_endpoints_use_the_cache_and_disconnect_invalidates() {
         assert!(a_sent >= 8, "a's requests went through the cache: {a_sent}");
         assert!(b_sent >= 8, "b's replies went through the cache: {b_sent}");
         assert!(b_recv >= 8, "b received through the cache: {b_recv}");
+        // The endpoint's totals count the cache's frames too (they are part of them).
+        let (a_total, _) = totals(&w, &net, &a);
+        let (_, b_total) = totals(&w, &net, &b);
+        assert!(
+            a_total > a_sent && b_total > b_recv,
+            "totals include the cache's frames: a sent {a_total} ({a_sent} via the cache), \
+             b received {b_total} ({b_recv} via the cache)"
+        );
 
         w.uvlan_ok(&["network", "disconnect", &net, &b]);
         let before = fast_counters(&w, &net, &a).0;

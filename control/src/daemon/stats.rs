@@ -51,12 +51,14 @@ impl Daemon {
                         .map(|(_, tx, rx)| (*tx, *rx))
                 });
                 let (ftx, frx) = fast.unwrap_or_default();
+                // What the endpoint sent and received through uvlan: the dataplane's frames
+                // and the cache's (which the dataplane never sees) together.
                 ns.endpoints.push(EndpointStats {
                     name: ep.name.clone(),
-                    sent_frames: c.rx_frames,
-                    sent_bytes: c.rx_bytes,
-                    received_frames: c.tx_frames,
-                    received_bytes: c.tx_bytes,
+                    sent_frames: c.rx_frames.saturating_add(ftx.frames),
+                    sent_bytes: c.rx_bytes.saturating_add(ftx.bytes),
+                    received_frames: c.tx_frames.saturating_add(frx.frames),
+                    received_bytes: c.tx_bytes.saturating_add(frx.bytes),
                     dropped: c.tx_dropped,
                     fast_sent_frames: ftx.frames,
                     fast_sent_bytes: ftx.bytes,
