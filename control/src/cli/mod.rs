@@ -61,6 +61,9 @@ pub enum Cmd {
         /// A testbed name (embedded, or testbeds/NAME.toml) or a TOML file; default: the
         /// embedded IPvlan L3 example.
         testbed: Option<String>,
+        /// Run the lab's daemons with `--fast-path` (default: the daemon's default, off).
+        #[arg(long = "fast-path", value_enum, value_name = "MODE")]
+        fast_path: Option<FastPathArg>,
     },
 }
 
@@ -137,6 +140,17 @@ pub enum FastPathArg {
     /// TAP endpoints only.
     #[value(name = "off")]
     Off,
+}
+
+impl FastPathArg {
+    /// The value as `uvlan daemon --fast-path` takes it.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            FastPathArg::Auto => "auto",
+            FastPathArg::On => "on",
+            FastPathArg::Off => "off",
+        }
+    }
 }
 
 impl From<FastPathArg> for crate::service::FastPathMode {
@@ -418,7 +432,7 @@ pub fn main() -> i32 {
         Cmd::Doctor(a) => doctor::doctor(a),
         Cmd::Completions(a) => packaging::completions(a),
         Cmd::Man(a) => packaging::man(a),
-        Cmd::Lab { testbed } => lab(testbed.as_deref()),
+        Cmd::Lab { testbed, fast_path } => lab(testbed.as_deref(), fast_path),
     };
     match result {
         Ok(code) => code,
@@ -646,12 +660,15 @@ fn network(cmd: NetworkCmd) -> Result<i32, Failure> {
     }
 }
 
-fn lab(testbed: Option<&str>) -> Result<i32, Failure> {
+fn lab(testbed: Option<&str>, fast_path: Option<FastPathArg>) -> Result<i32, Failure> {
     let tb = crate::lab::load(testbed.unwrap_or(crate::lab::DEFAULT_TESTBED))
         .map_err(|e| Failure::msg(e.to_string()))?;
     let exe = std::env::current_exe()
         .map_err(|e| Failure::msg(format!("cannot find the uvlan binary: {e}")))?;
-    let report = crate::lab::run_lab(&tb, &exe, &mut |line| println!("{line}"))
+    let daemon_args: Vec<String> = fast_path
+        .map(|f| vec!["--fast-path".to_string(), f.as_arg().to_string()])
+        .unwrap_or_default();
+    let report = crate::lab::run_lab(&tb, &exe, &daemon_args, &mut |line| println!("{line}"))
         .map_err(|e| Failure::msg(e.to_string()))?;
     print!("{}", report.matrix());
     if report.passed() {

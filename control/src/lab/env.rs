@@ -37,6 +37,8 @@ pub(super) struct Env {
     captures: Vec<Capturer>,
     dir: PathBuf,
     exe: PathBuf,
+    /// Added to every host's `uvlan daemon` command line.
+    pub(super) daemon_args: Vec<String>,
 }
 
 impl Env {
@@ -203,6 +205,7 @@ impl Env {
             captures: Vec::new(),
             dir,
             exe: exe.to_path_buf(),
+            daemon_args: Vec::new(),
         })
     }
 
@@ -231,6 +234,7 @@ impl Env {
             .arg(hd.join("root"))
             .arg("--socket")
             .arg(&sock)
+            .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -330,6 +334,7 @@ mod tests {
             captures: Vec::new(),
             dir: std::env::temp_dir().join("uvlan-lab-test-placeholders-never-created"),
             exe: PathBuf::from("/bin/false"),
+            daemon_args: Vec::new(),
         };
         assert_eq!(
             env.expand("connect n {ns:c1} {prefix}x awk '{print $1}' {")

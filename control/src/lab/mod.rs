@@ -238,9 +238,15 @@ fn interrupted() -> Result<(), LabError> {
     }
 }
 
-/// Runs a testbed; `log` receives progress lines. Returns the report (also when checks fail);
+/// Runs a testbed; `log` receives progress lines; `daemon_args` are added to every host's
+/// `uvlan daemon` (e.g. `--fast-path on`). Returns the report (also when checks fail);
 /// `Err` only when the lab could not be built.
-pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<LabReport, LabError> {
+pub fn run_lab(
+    tb: &Testbed,
+    exe: &Path,
+    daemon_args: &[String],
+    log: &mut dyn FnMut(&str),
+) -> Result<LabReport, LabError> {
     if !crate::sys::is_root() {
         return Err(LabError::NotRoot);
     }
@@ -248,6 +254,7 @@ pub fn run_lab(tb: &Testbed, exe: &Path, log: &mut dyn FnMut(&str)) -> Result<La
     INTERRUPTED.store(false, Ordering::SeqCst);
     catch_interrupts();
     let mut env = Env::new(exe)?;
+    env.daemon_args = daemon_args.to_vec();
     log(&format!("uvlan lab {}: {}", tb.name, tb.title));
     if !tb.seed.is_empty() {
         log(&format!("  reproduces: {}", tb.seed));
