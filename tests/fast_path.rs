@@ -7,6 +7,15 @@
 use uvlan_system_tests::World;
 
 fn fast_counters(w: &World, net: &str, ep: &str) -> (u64, u64) {
+    counters(w, net, ep, "fast_sent_frames", "fast_received_frames")
+}
+
+/// What the endpoint sent and received in all (the dataplane's frames and the cache's).
+fn totals(w: &World, net: &str, ep: &str) -> (u64, u64) {
+    counters(w, net, ep, "sent_frames", "received_frames")
+}
+
+fn counters(w: &World, net: &str, ep: &str, sent: &str, received: &str) -> (u64, u64) {
     let stats = w.uvlan_ok(&["stats", "--format", "json", net]);
     let v: serde_json::Value = serde_json::from_str(&stats).expect("stats JSON");
     let e = v["networks"][0]["endpoints"]
@@ -17,9 +26,23 @@ fn fast_counters(w: &World, net: &str, ep: &str) -> (u64, u64) {
         .cloned()
         .unwrap_or_else(|| panic!("no endpoint {ep} in {stats}"));
     (
-        e["fast_sent_frames"].as_u64().unwrap_or(0),
-        e["fast_received_frames"].as_u64().unwrap_or(0),
+        e[sent].as_u64().unwrap_or(0),
+        e[received].as_u64().unwrap_or(0),
     )
+}
+
+/// `eth0`'s index and MAC in the test's namespace `ns`.
+fn eth0(w: &World, ns: &str) -> (String, String) {
+    let o = w.exec(ns, "ip -o link show eth0");
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+    let idx = s.split(':').next().unwrap_or("").trim().to_string();
+    let mac = s
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|m| m.split_whitespace().next())
+        .unwrap_or("")
+        .to_string();
+    (idx, mac)
 }
 
 fn host_links(w: &World) -> String {
@@ -74,6 +97,14 @@ fn veth_endpoints_use_the_cache_and_disconnect_invalidates() {
         assert!(a_sent >= 8, "a's requests went through the cache: {a_sent}");
         assert!(b_sent >= 8, "b's replies went through the cache: {b_sent}");
         assert!(b_recv >= 8, "b received through the cache: {b_recv}");
+        // The endpoint's totals count the cache's frames too (they are part of them).
+        let (a_total, _) = totals(&w, &net, &a);
+        let (_, b_total) = totals(&w, &net, &b);
+        assert!(
+            a_total > a_sent && b_total > b_recv,
+            "totals include the cache's frames: a sent {a_total} ({a_sent} via the cache), \
+             b received {b_total} ({b_recv} via the cache)"
+        );
 
         w.uvlan_ok(&["network", "disconnect", &net, &b]);
         let before = fast_counters(&w, &net, &a).0;
@@ -95,9 +126,10 @@ fn veth_endpoints_use_the_cache_and_disconnect_invalidates() {
 }
 
 /// `kill -9` with live traffic: the programs hang on `bpf_link`s the daemon owned, so they
-/// detach with it and nothing is forwarded any more (no stale cache); a restart makes the
-/// endpoints again (as TAP endpoints, phase 1) with the same MAC and addresses, and traffic
-/// resumes.
+/// detach with it and nothing is forwarded any more (no stale cache); a restart adopts the
+/// veth pairs as they are (same interface, MAC and addresses, and what the user added) with
+/// a new TAP each, and the cache carries the endpoints' frames again. A restart with the
+/// fast path off makes them TAP endpoints (same MAC and addresses), and traffic goes on.
 #[test]
 fn kill_9_leaves_no_stale_cache_and_a_restart_recovers() {
     let mut w = World::with_daemon_args(&["--fast-path", "on"]);
@@ -119,6 +151,12 @@ fn kill_9_leaves_no_stale_cache_and_a_restart_recovers() {
     assert!(pings.status.success(), "{}", w.daemon_log());
     let (sent, _) = fast_counters(&w, "fpk9", &a);
     assert!(sent > 0, "the cache carried a's frames");
+    // What the restart must keep: the interface itself and an address the user added.
+    assert!(w
+        .exec("k9a", "ip addr add 192.0.2.99/32 dev eth0")
+        .status
+        .success());
+    let a_eth0 = eth0(&w, "k9a");
     // A flood in flight while the daemon dies.
     let flood = std::process::Command::new("ip")
         .args([
@@ -161,11 +199,57 @@ fn kill_9_leaves_no_stale_cache_and_a_restart_recovers() {
         "traffic resumes after the restart\n{}",
         w.daemon_log()
     );
-    let inspect = w.inspect("fpk9");
-    let kinds = inspect["UvlanWire"]["EndpointKinds"].as_object().cloned();
+    let kinds = |w: &World| {
+        let inspect = w.inspect("fpk9");
+        let k = inspect["UvlanWire"]["EndpointKinds"].as_object().cloned();
+        k.map(|k| k.values().map(|v| v.to_string()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        kinds(&w),
+        vec!["\"veth+fast-path\""; 2],
+        "adopted as fast-path endpoints"
+    );
+    assert_eq!(eth0(&w, "k9a"), a_eth0, "the same eth0 (index and MAC)");
+    let addrs = w.exec("k9a", "ip -o addr show dev eth0");
+    let addrs = String::from_utf8_lossy(&addrs.stdout).into_owned();
     assert!(
-        kinds.is_some_and(|k| k.len() == 2 && k.values().all(|v| v == "tap")),
-        "restored as TAP endpoints: {inspect}"
+        addrs.contains("192.0.2.10/24") && addrs.contains("192.0.2.99/32"),
+        "its addresses, the user's included: {addrs}"
+    );
+    let (sent, _) = fast_counters(&w, "fpk9", &a);
+    let pings = w.exec("k9a", "ping -q -c 10 -i 0.2 192.0.2.20");
+    assert!(pings.status.success(), "{}", w.daemon_log());
+    let (sent_now, _) = fast_counters(&w, "fpk9", &a);
+    assert!(
+        sent_now >= sent + 8,
+        "the cache carries a's frames again: {sent} → {sent_now}"
+    );
+    let links = host_links(&w);
+    assert_eq!(
+        (
+            links.matches(": uvs").count(),
+            links.matches(": uvv").count()
+        ),
+        (2, 2),
+        "one TAP and one veth end per endpoint in the daemon's namespace: {links}"
+    );
+
+    // Restarted without the fast path: TAP endpoints with the same MAC and addresses.
+    w.kill_daemon(libc::SIGTERM);
+    w.set_daemon_args(&["--fast-path", "off"]);
+    w.start_daemon();
+    assert!(
+        w.ping("k9a", "192.0.2.20", 6),
+        "traffic goes on over TAP endpoints\n{}",
+        w.daemon_log()
+    );
+    assert_eq!(kinds(&w), vec!["\"tap\""; 2], "made again as TAP endpoints");
+    assert_eq!(eth0(&w, "k9a").1, a_eth0.1, "the same MAC");
+    let links = host_links(&w);
+    assert!(
+        !links.contains(": uvs") && !links.contains(": uvv"),
+        "no fast-path leftovers in the daemon's namespace: {links}"
     );
     w.uvlan_ok(&["network", "disconnect", "fpk9", &a]);
     w.uvlan_ok(&["network", "disconnect", "fpk9", &b]);

@@ -51,7 +51,15 @@ fn every_testbed_runs_green_and_the_default_runs_from_anywhere() {
     let all = Instant::now();
     for f in &files {
         let t = Instant::now();
-        let o = sh(Command::new(uvlan_bin()).arg("lab").arg(f));
+        // `UVLAN_TEST_FAST_PATH=on|off|auto`: the labs' daemons run with `--fast-path`.
+        let mut cmd = Command::new(uvlan_bin());
+        cmd.arg("lab").arg(f);
+        if let Ok(fast) = std::env::var("UVLAN_TEST_FAST_PATH") {
+            if !fast.is_empty() {
+                cmd.args(["--fast-path", &fast]);
+            }
+        }
+        let o = sh(&mut cmd);
         eprintln!(
             "{:<40} {:>5.1} s  {}",
             f.file_name().unwrap_or_default().to_string_lossy(),

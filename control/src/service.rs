@@ -205,8 +205,7 @@ pub fn run_daemon(
             }
         },
     };
-    let daemon = Daemon::start(store, Box::new(host), dp, log.clone())?;
-    daemon.set_fast_path(fast);
+    let daemon = Daemon::start(store, Box::new(host), dp, log.clone(), fast)?;
     if fast {
         log("fast path: on (new `network connect` endpoints are veth endpoints)");
     }

@@ -183,6 +183,17 @@ impl World {
         if !workers.is_empty() {
             cmd.args(["--workers", &workers]);
         }
+        // The fast path for the whole suite (`UVLAN_TEST_FAST_PATH=on|off|auto`; unset: the
+        // default, off). A test that picks its own `--fast-path` keeps it.
+        let fast = std::env::var("UVLAN_TEST_FAST_PATH").unwrap_or_default();
+        let fast = if self.daemon_args.iter().any(|a| a == "--fast-path") {
+            String::new()
+        } else {
+            fast
+        };
+        if !fast.is_empty() {
+            cmd.args(["--fast-path", &fast]);
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -212,6 +223,14 @@ impl World {
                 log.lines()
                     .any(|l| l.contains("dataplane:") && l.contains(word)),
                 "UVLAN_TEST_IO={io}: the daemon does not say it uses {word}:\n{log}"
+            );
+        }
+        // Likewise for the fast path: `on` really makes veth endpoints.
+        if fast == "on" {
+            let log = self.daemon_log();
+            assert!(
+                log.lines().any(|l| l.contains("fast path: on")),
+                "UVLAN_TEST_FAST_PATH=on: the daemon does not say the fast path is on:\n{log}"
             );
         }
     }

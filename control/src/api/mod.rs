@@ -632,11 +632,12 @@ pub struct NetworkStats {
 pub struct EndpointStats {
     /// The endpoint's name (its namespace, as inspect shows it).
     pub name: String,
-    /// Frames the endpoint sent (read from its TAP; a GSO super-frame counts once).
+    /// Frames the endpoint sent (read from its TAP, or forwarded by the fast path's kernel
+    /// cache; a GSO super-frame counts once).
     pub sent_frames: u64,
     /// Their bytes.
     pub sent_bytes: u64,
-    /// Frames delivered to the endpoint (written to its TAP).
+    /// Frames delivered to the endpoint (written to its TAP, or by the kernel cache).
     pub received_frames: u64,
     /// Their bytes.
     pub received_bytes: u64,
@@ -644,14 +645,14 @@ pub struct EndpointStats {
     /// [`tap_dropped`](EndpointStats::tap_dropped), [`engine_dropped`](EndpointStats::engine_dropped)
     /// and [`undelivered`](EndpointStats::undelivered).
     pub dropped: u64,
-    /// Fast-path endpoints: frames the endpoint sent that the kernel cache forwarded (not
-    /// in `sent_frames`: the dataplane never saw them).
+    /// Fast-path endpoints: of `sent_frames`, those the kernel cache forwarded (the
+    /// dataplane never saw them).
     #[serde(default)]
     pub fast_sent_frames: u64,
     /// Their bytes.
     #[serde(default)]
     pub fast_sent_bytes: u64,
-    /// Fast-path endpoints: frames the kernel cache delivered to the endpoint.
+    /// Fast-path endpoints: of `received_frames`, those the kernel cache delivered.
     #[serde(default)]
     pub fast_received_frames: u64,
     /// Their bytes.

@@ -65,6 +65,9 @@ pub enum Cmd {
         /// it they are removed with the lab.
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
+        /// Run the lab's daemons with `--fast-path` (default: the daemon's default, off).
+        #[arg(long = "fast-path", value_enum, value_name = "MODE")]
+        fast_path: Option<FastPathArg>,
     },
 }
 
@@ -141,6 +144,17 @@ pub enum FastPathArg {
     /// TAP endpoints only.
     #[value(name = "off")]
     Off,
+}
+
+impl FastPathArg {
+    /// The value as `uvlan daemon --fast-path` takes it.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            FastPathArg::Auto => "auto",
+            FastPathArg::On => "on",
+            FastPathArg::Off => "off",
+        }
+    }
 }
 
 impl From<FastPathArg> for crate::service::FastPathMode {
@@ -442,7 +456,11 @@ pub fn main() -> i32 {
         Cmd::Doctor(a) => doctor::doctor(a),
         Cmd::Completions(a) => packaging::completions(a),
         Cmd::Man(a) => packaging::man(a),
-        Cmd::Lab { testbed, out } => lab(testbed.as_deref(), out.as_deref()),
+        Cmd::Lab {
+            testbed,
+            out,
+            fast_path,
+        } => lab(testbed.as_deref(), out.as_deref(), fast_path),
     };
     match result {
         Ok(code) => code,
@@ -716,12 +734,19 @@ fn connect_target(
     }
 }
 
-fn lab(testbed: Option<&str>, out: Option<&std::path::Path>) -> Result<i32, Failure> {
+fn lab(
+    testbed: Option<&str>,
+    out: Option<&std::path::Path>,
+    fast_path: Option<FastPathArg>,
+) -> Result<i32, Failure> {
     let tb = crate::lab::load(testbed.unwrap_or(crate::lab::DEFAULT_TESTBED))
         .map_err(|e| Failure::msg(e.to_string()))?;
     let exe = std::env::current_exe()
         .map_err(|e| Failure::msg(format!("cannot find the uvlan binary: {e}")))?;
-    let report = crate::lab::run_lab(&tb, &exe, out, &mut |line| println!("{line}"))
+    let daemon_args: Vec<String> = fast_path
+        .map(|f| vec!["--fast-path".to_string(), f.as_arg().to_string()])
+        .unwrap_or_default();
+    let report = crate::lab::run_lab(&tb, &exe, out, &daemon_args, &mut |line| println!("{line}"))
         .map_err(|e| Failure::msg(e.to_string()))?;
     print!("{}", report.matrix());
     if report.passed() {

@@ -140,8 +140,9 @@ impl Daemon {
         }
     }
 
-    /// Port up, TAP to the dataplane, watcher started. On failure the TAP and port are
-    /// removed.
+    /// Port up, TAP to the dataplane, the fast path's programs on a fast-path endpoint's
+    /// veth (`fast_veth`: the ifindex of the daemon's end), watcher started. On failure the
+    /// TAP, the endpoint's interface and the port are removed.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn finish_endpoint(
         &self,
@@ -153,6 +154,7 @@ impl Daemon {
         label: &str,
         driver: Driver,
         watch: bool,
+        fast_veth: Option<u32>,
     ) -> Result<EpRt, String> {
         let undo = |tap: Option<Tap>| {
             match tap {
@@ -183,6 +185,14 @@ impl Daemon {
                 "cannot hand the endpoint's TAP to the dataplane: {e}"
             ));
         }
+        if let Some(veth) = fast_veth {
+            if let Err(e) = self.dp.add_fast_port(port, veth) {
+                undo(None);
+                return Err(format!(
+                    "cannot attach the fast path to the endpoint's veth: {e}"
+                ));
+            }
+        }
         let gone = Arc::new(endpoint::Gone::default());
         if !watch {
             let rt = EpRt {
@@ -192,7 +202,7 @@ impl Daemon {
                 watcher: None,
                 reaper: None,
                 gone,
-                fast_veth: None,
+                fast_veth,
             };
             self.follow_on_attach(&rt, label);
             return Ok(rt);
@@ -219,7 +229,7 @@ impl Daemon {
             watcher: Some(watcher),
             reaper: None,
             gone,
-            fast_veth: None,
+            fast_veth,
         };
         self.follow_on_attach(&rt, label);
         Ok(rt)

@@ -271,6 +271,7 @@ impl Rig {
             Box::new(Host),
             dp.clone(),
             Arc::new(|_m: &str| {}),
+            false,
         )
         .unwrap();
         let create = Request::NetworkCreate(CreateNetwork {

@@ -475,18 +475,9 @@ impl Daemon {
             }
         };
         let ifindex = fast_idx.unwrap_or_else(|| tap.ifindex());
-        let mut rt = self
-            .finish_endpoint(port, tap, ifindex, ns, up, &name, driver, watch)
+        let rt = self
+            .finish_endpoint(port, tap, ifindex, ns, up, &name, driver, watch, fast_veth)
             .map_err(|e| forget(self.fd_hint(e)))?;
-        if let Some(veth) = fast_veth {
-            rt.fast_veth = Some(veth);
-            if let Err(e) = self.dp.add_fast_port(port, veth) {
-                self.teardown_endpoint(rt);
-                return Err(forget(format!(
-                    "cannot attach the fast path to the endpoint's veth: {e}"
-                )));
-            }
-        }
         if st.nets[i].rec.dhcp {
             // The record keeps its `create` intent until the lease is on the interface: a
             // crash in between is rolled back at the next start.

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::ipam::EndpointAddrs;
 use crate::netns::{
-    set_ipv6_disabled, AddrEvent, AddrGenMode, AddrOptions, AddrWatcher, Netns, NetnsError, Route,
-    Rtnl, IPV4_DEVCONF_ARP_NOTIFY,
+    set_ipv6_disabled, AddrEvent, AddrGenMode, AddrOptions, AddrWatcher, LinkInfo, Netns,
+    NetnsError, Route, Rtnl, IPV4_DEVCONF_ARP_NOTIFY,
 };
 use uvlan_dataplane::fwd::{Driver, Errno, IpvlanMode, PortId};
 use uvlan_dataplane::port::tap::{Tap, TapError, TapOptions};
@@ -329,6 +329,69 @@ pub fn create_fast_interface(
             destroy_tap(tap);
             Err(e)
         }
+    }
+}
+
+/// Adopts a fast-path endpoint after a restart: the veth pair outlived the previous daemon
+/// (both its namespaces did), only its TAP went with it. When `ifname` in `netns` is a veth
+/// whose peer is the daemon's end named by [`fast_names`] (each end names the other in
+/// `IFLA_LINK`), a new TAP is made under its name and both daemon-side links are set quiet
+/// and up; the endpoint interface keeps everything it had (MAC, addresses, routes, up or
+/// down). Returns the TAP, the daemon-side veth's ifindex and the endpoint interface's
+/// ifindex; `Ok(None)` when the pair is not intact (nothing was changed). On failure the
+/// new TAP is removed again.
+pub fn adopt_fast_interface(
+    netns: &Netns,
+    ifname: &str,
+    ep_id: &str,
+) -> Result<Option<(Tap, u32, u32)>, String> {
+    let (tap_name, veth_name) = fast_names(ep_id);
+    let here = Netns::current().map_err(nerr("cannot open the daemon's namespace"))?;
+    let mut rtnl = Rtnl::open(&here).map_err(nerr("cannot reach the daemon's namespace"))?;
+    let Ok(eth) = Rtnl::open(netns).and_then(|mut r| r.link_get(ifname)) else {
+        return Ok(None);
+    };
+    let Ok(veth) = rtnl.link_get(&veth_name) else {
+        return Ok(None);
+    };
+    let is_veth = |l: &LinkInfo| l.kind.as_deref() == Some("veth");
+    if !is_veth(&eth)
+        || !is_veth(&veth)
+        || eth.link.unwrap_or(eth.index) != veth.index
+        || veth.link.unwrap_or(veth.index) != eth.index
+    {
+        return Ok(None);
+    }
+    // A TAP of that name can only be a leftover (the slow path's TAP is not persistent).
+    if let Ok(l) = rtnl.link_get(&tap_name) {
+        let _ = rtnl.link_delete(l.index);
+    }
+    let tap = Tap::create(&TapOptions {
+        name: Some(tap_name.clone()),
+        persist: false,
+        ..TapOptions::default()
+    })
+    .map_err(|e| format!("cannot create the endpoint's TAP {tap_name}: {e}"))?;
+    let set = |rtnl: &mut Rtnl| -> Result<(), String> {
+        quiet_up(&here, rtnl, &tap_name, tap.ifindex())?;
+        quiet_up(&here, rtnl, &veth_name, veth.index)
+    };
+    match set(&mut rtnl) {
+        Ok(()) => Ok(Some((tap, veth.index, eth.index))),
+        Err(e) => {
+            destroy_tap(tap);
+            Err(e)
+        }
+    }
+}
+
+/// Deletes whatever is left in the daemon's namespace under `ep_id`'s [`fast_names`] (the
+/// ends of a pair that did not survive whole), so that they can be made again.
+pub fn delete_fast_leftovers(ep_id: &str) {
+    let (tap_name, veth_name) = fast_names(ep_id);
+    if let Ok(here) = Netns::current() {
+        delete_named(&here, &veth_name);
+        delete_named(&here, &tap_name);
     }
 }
 

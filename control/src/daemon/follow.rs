@@ -6,7 +6,7 @@
 use uvlan_dataplane::fwd::{Engine, Master, ParentId};
 use uvlan_dataplane::wire::MacAddr;
 
-use crate::netns::Rtnl;
+use crate::netns::{Netns, Rtnl};
 
 use super::dp::with_engine;
 use super::model::{Daemon, EpRt, State};
@@ -128,9 +128,17 @@ impl Daemon {
             rtnl.link_set_mtu(ep.ifindex, target)
                 .map_err(|e| e.to_string())?;
         }
-        if let Some(on) = carrier {
-            rtnl.link_set_carrier(ep.ifindex, on)
-                .map_err(|e| e.to_string())?;
+        match (carrier, ep.fast_veth) {
+            (None, _) => {}
+            (Some(on), None) => rtnl
+                .link_set_carrier(ep.ifindex, on)
+                .map_err(|e| e.to_string())?,
+            // A veth has no carrier of its own to set: it has one while its peer is up
+            // (`veth_open`/`veth_close`), so the daemon's end goes down and up.
+            (Some(on), Some(veth)) => Netns::current()
+                .and_then(|here| Rtnl::open(&here))
+                .and_then(|mut r| r.link_set_up(veth, on))
+                .map_err(|e| e.to_string())?,
         }
         Ok(())
     }

@@ -22,6 +22,11 @@ use super::host::HostNet;
 /// File descriptors the daemon holds per endpoint: its TAP, its namespace, and the netlink
 /// socket its namespace's watchers share.
 pub(super) const FDS_PER_ENDPOINT: u64 = 3;
+/// File descriptors the daemon holds per fast-path endpoint: those of [`FDS_PER_ENDPOINT`]
+/// (the TAP is its slow path) and the `bpf_link`s of its two programs (on its TAP and on
+/// the daemon's end of its veth). The cache's maps and programs add five once, while any
+/// fast-path endpoint exists.
+pub(super) const FDS_PER_FAST_ENDPOINT: u64 = FDS_PER_ENDPOINT + 2;
 /// Descriptors an endpoint operation opens at most while it runs (namespace handles, netlink
 /// sockets, the TAP device): with fewer than these left, a failure is blamed on the limit.
 const FD_SLACK: u64 = 8;
@@ -278,8 +283,9 @@ impl Daemon {
             crate::sys::nofile_limit().map_or("?".to_string(), |(s, _)| s.to_string()),
         );
         format!(
-            "{FD_PREFIX} (the daemon uses about {FDS_PER_ENDPOINT} descriptors per endpoint; \
-             {open} are open, the limit is {limit}) ({e})"
+            "{FD_PREFIX} (the daemon uses about {FDS_PER_ENDPOINT} descriptors per endpoint, \
+             {FDS_PER_FAST_ENDPOINT} per fast-path endpoint; {open} are open, the limit is \
+             {limit}) ({e})"
         )
     }
 

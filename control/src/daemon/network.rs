@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use uvlan_dataplane::fwd::{ConfigError, Engine, Master, NetworkSpec, ParentSpec};
+use uvlan_dataplane::fwd::{ConfigError, Driver, Engine, Master, NetworkSpec, ParentSpec, PortId};
 use uvlan_dataplane::port::tap::Tap;
 
 use crate::ids;
@@ -323,6 +323,45 @@ impl Daemon {
         }
     }
 
+    /// Restores an endpoint as a fast-path endpoint (the fast path is on for its network):
+    /// its veth pair is adopted as it is (the endpoint interface keeps its addresses,
+    /// routes and state) with a new TAP, or, when there is no whole pair (its interface was
+    /// gone, or its daemon-side end), made again from `plan` (the stored MAC, addresses and
+    /// routes). On failure (the engine's port aside, which the caller removes) nothing of
+    /// it is left.
+    fn restore_fast(
+        &self,
+        net: &Net,
+        driver: Driver,
+        ep: &EndpointRecord,
+        ns: Netns,
+        port: PortId,
+        plan: impl FnOnce() -> endpoint::IfPlan,
+    ) -> Result<EpRt, String> {
+        let (tap, veth, idx, fresh) = match endpoint::adopt_fast_interface(&ns, &ep.ifname, &ep.id)?
+        {
+            Some((tap, veth, idx)) => (tap, veth, idx, false),
+            None => {
+                if endpoint::is_veth(&ns, &ep.ifname) {
+                    (self.log)(&format!(
+                        "network {}: endpoint {}: its veth pair did not survive whole; \
+                             creating it again",
+                        net.rec.name, ep.name
+                    ));
+                    endpoint::delete_named(&ns, &ep.ifname);
+                }
+                endpoint::delete_fast_leftovers(&ep.id);
+                let (tap, veth, idx) = endpoint::create_fast_interface(&ns, &plan(), &ep.id)?;
+                (tap, veth, idx, true)
+            }
+        };
+        let up = Rtnl::open(&ns)
+            .and_then(|mut r| r.link_get_by_index(idx))
+            .map(|l| l.is_up())
+            .unwrap_or(fresh);
+        self.finish_endpoint(port, tap, idx, ns, up, &ep.name, driver, true, Some(veth))
+    }
+
     /// Re-creates an endpoint after a restart. `Ok(None)`: its namespace is gone, so the
     /// endpoint is dropped (logged).
     fn restore_endpoint(&self, net: &Net, ep: &EndpointRecord) -> Result<Option<EpRt>, String> {
@@ -363,7 +402,7 @@ impl Daemon {
                 };
             let ifindex = tap.ifindex();
             let rt_ep =
-                self.finish_endpoint(port, tap, ifindex, ns, false, &ep.name, driver, false)?;
+                self.finish_endpoint(port, tap, ifindex, ns, false, &ep.name, driver, false, None)?;
             self.spawn_follow(&net.rec.id, &ep.id, port, ifindex, info_mac);
             return Ok(Some(rt_ep));
         }
@@ -390,9 +429,35 @@ impl Daemon {
             let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
             why
         };
+        // Fast-path endpoints (veth) of the previous daemon are adopted while the fast path
+        // is on for this network; one whose interface is gone is made again as `network
+        // connect` would make it now.
+        let fast = self.fast_path()
+            && !matches!(options::fast_path_opt(&net.rec.options), Ok(Some(false)));
+        let plan = || {
+            self.if_plan(
+                net,
+                driver,
+                ep.ifname.clone(),
+                info_mac,
+                mtu,
+                ep,
+                link_local,
+            )
+        };
         if endpoint::is_veth(&ns, &ep.ifname) {
-            // A fast-path endpoint: its TAP went with the previous daemon, so the pair is
-            // not adopted; it is made again below (with the fast path if it is on).
+            if fast {
+                return self
+                    .restore_fast(net, driver, ep, ns, port, plan)
+                    .map(Some)
+                    .map_err(undo_port);
+            }
+            // Its TAP went with the previous daemon and the fast path is off now.
+            (self.log)(&format!(
+                "network {}: endpoint {}: a fast-path endpoint, and the fast path is off: \
+                 making it again as a TAP endpoint",
+                net.rec.name, ep.name
+            ));
             endpoint::delete_named(&ns, &ep.ifname);
         }
         let (tap, fresh) = match endpoint::reattach_tap(path, &ep.ifname) {
@@ -402,16 +467,13 @@ impl Daemon {
                     "network {}: endpoint {}: its interface {} was gone; creating it again",
                     net.rec.name, ep.name, ep.ifname
                 ));
-                let plan = self.if_plan(
-                    net,
-                    driver,
-                    ep.ifname.clone(),
-                    info_mac,
-                    mtu,
-                    ep,
-                    link_local,
-                );
-                let t = endpoint::create_interface(&ns, path, &plan).map_err(&undo_port)?;
+                if fast {
+                    return self
+                        .restore_fast(net, driver, ep, ns, port, plan)
+                        .map(Some)
+                        .map_err(undo_port);
+                }
+                let t = endpoint::create_interface(&ns, path, &plan()).map_err(&undo_port)?;
                 (t, true)
             }
             Err(e) => return Err(undo_port(e)),
@@ -421,7 +483,8 @@ impl Daemon {
             .and_then(|mut r| r.link_get_by_index(ifindex))
             .map(|l| l.is_up())
             .unwrap_or(fresh);
-        let rt_ep = self.finish_endpoint(port, tap, ifindex, ns, up, &ep.name, driver, true)?;
+        let rt_ep =
+            self.finish_endpoint(port, tap, ifindex, ns, up, &ep.name, driver, true, None)?;
         Ok(Some(rt_ep))
     }
 }

@@ -29,12 +29,15 @@ impl Daemon {
     /// rebuilds IPAM, re-creates every network in the engine and re-attaches every
     /// endpoint's TAP. A corrupt, missing or inconsistent state file is an error naming it;
     /// an endpoint whose namespace is gone is removed (logged), one whose namespace cannot
-    /// be opened is kept without traffic (logged).
+    /// be opened is kept without traffic (logged). `fast_path`: whether new endpoints are
+    /// fast-path (veth) endpoints; fast-path endpoints of the previous daemon are adopted as
+    /// such when it is on, and made again as TAP endpoints when it is off.
     pub fn start(
         store: Store,
         mut host: Box<dyn HostNet>,
         dp: Arc<dyn DataplaneApi>,
         log: Logger,
+        fast_path: bool,
     ) -> Result<Arc<Daemon>, StartError> {
         let host_rec = store.load_or_init_host(|| {
             Ok(HostRecord {
@@ -81,6 +84,7 @@ impl Daemon {
                 freed_since_trim: 0,
             },
         );
+        daemon.set_fast_path(fast_path);
         {
             let mut st = daemon.lock();
             for rec in records.drain(..) {

@@ -66,12 +66,14 @@ impl Daemon {
                     .drop_reasons()
                     .map(|(r, n)| (r.as_str().to_string(), n))
                     .collect();
+                // What the endpoint sent and received through uvlan: the dataplane's frames
+                // and the cache's (which the dataplane never sees) together.
                 ns.endpoints.push(EndpointStats {
                     name: ep.name.clone(),
-                    sent_frames: c.rx_frames,
-                    sent_bytes: c.rx_bytes,
-                    received_frames: c.tx_frames,
-                    received_bytes: c.tx_bytes,
+                    sent_frames: c.rx_frames.saturating_add(ftx.frames),
+                    sent_bytes: c.rx_bytes.saturating_add(ftx.bytes),
+                    received_frames: c.tx_frames.saturating_add(frx.frames),
+                    received_bytes: c.tx_bytes.saturating_add(frx.bytes),
                     dropped: tap + c.dropped() + c.tx_dropped,
                     tap_dropped: tap,
                     engine_drops,

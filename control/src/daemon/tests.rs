@@ -91,6 +91,7 @@ fn start_on(root: &TempRoot, host: FakeHost) -> Result<Arc<Daemon>, super::Start
         Box::new(host),
         Arc::new(EngineOnly::new()),
         Arc::new(|_m: &str| {}),
+        false,
     )
 }
 

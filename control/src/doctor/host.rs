@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use uvlan_dataplane::port::probe;
 
-use super::{check, Check, Status, FDS_PER_ENDPOINT, FD_RESERVE};
+use super::{check, Check, Status, FDS_PER_ENDPOINT, FDS_PER_FAST_EXTRA, FD_RESERVE};
 
 /// Where runtimes look for CNI plugins (upstream's default, then Debian's and Fedora's).
 pub const CNI_BIN_DIRS: [&str; 3] = ["/opt/cni/bin", "/usr/lib/cni", "/usr/libexec/cni"];
@@ -159,7 +159,9 @@ impl Host {
                     if low { Status::Limited } else { Status::Ok },
                     format!(
                         "{soft} (hard {hard}): a daemon started here holds about {n} \
-                         endpoints, ~{FDS_PER_ENDPOINT} descriptors each{advice}"
+                         endpoints, ~{FDS_PER_ENDPOINT} descriptors each, ~{} with the \
+                         fast path{advice}",
+                        FDS_PER_ENDPOINT + FDS_PER_FAST_EXTRA
                     ),
                 ));
             }

@@ -32,6 +32,9 @@ pub const FD_RESERVE: u64 = 64;
 /// File descriptors per endpoint (measured with a namespace endpoint): the TAP, its
 /// namespace, and two netlink sockets in that namespace.
 pub const FDS_PER_ENDPOINT: u64 = 4;
+/// More per fast-path endpoint (`uvlan daemon --fast-path`): the `bpf_link`s of its two
+/// programs.
+pub const FDS_PER_FAST_EXTRA: u64 = 2;
 
 /// How a check came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -53,6 +53,8 @@ pub(super) struct Env {
     /// Where uvlan captures go and stay (`uvlan lab --out DIR`); `None`: the state directory.
     out: Option<PathBuf>,
     exe: PathBuf,
+    /// Added to every host's `uvlan daemon` command line.
+    pub(super) daemon_args: Vec<String>,
 }
 
 impl Env {
@@ -292,6 +294,7 @@ impl Env {
             dir,
             out: out.map(Path::to_path_buf),
             exe: exe.to_path_buf(),
+            daemon_args: Vec::new(),
         })
     }
 
@@ -320,6 +323,7 @@ impl Env {
             .arg(hd.join("root"))
             .arg("--socket")
             .arg(&sock)
+            .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -429,6 +433,7 @@ mod tests {
             dir: std::env::temp_dir().join("uvlan-lab-test-placeholders-never-created"),
             out: None,
             exe: PathBuf::from("/bin/false"),
+            daemon_args: Vec::new(),
         };
         assert_eq!(
             env.expand("connect n {ns:c1} {prefix}x awk '{print $1}' {")

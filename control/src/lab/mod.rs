@@ -252,7 +252,8 @@ fn interrupted() -> Result<(), LabError> {
     }
 }
 
-/// Runs a testbed; `log` receives progress lines. Returns the report (also when checks fail);
+/// Runs a testbed; `log` receives progress lines; `daemon_args` are added to every host's
+/// `uvlan daemon` (e.g. `--fast-path on`). Returns the report (also when checks fail);
 /// `Err` only when the lab could not be built.
 /// `out`: the directory uvlan captures are written to and kept in (`uvlan lab --out DIR`);
 /// `None`: the state directory, removed with the lab.
@@ -260,6 +261,7 @@ pub fn run_lab(
     tb: &Testbed,
     exe: &Path,
     out: Option<&Path>,
+    daemon_args: &[String],
     log: &mut dyn FnMut(&str),
 ) -> Result<LabReport, LabError> {
     if !crate::sys::is_root() {
@@ -269,6 +271,7 @@ pub fn run_lab(
     INTERRUPTED.store(false, Ordering::SeqCst);
     catch_interrupts();
     let mut env = Env::new(exe, out)?;
+    env.daemon_args = daemon_args.to_vec();
     log(&format!("uvlan lab {}: {}", tb.name, tb.title));
     if !tb.seed.is_empty() {
         log(&format!("  reproduces: {}", tb.seed));

@@ -79,7 +79,7 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "endpoint_fast_path_tx_packets",
         "counter",
         "network, endpoint",
-        "Frames the endpoint sent that the fast path's kernel cache forwarded.",
+        "Of the frames the endpoint sent, those the fast path's kernel cache forwarded.",
     ),
     (
         "endpoint_fast_path_tx_bytes",
@@ -91,7 +91,7 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "endpoint_fast_path_rx_packets",
         "counter",
         "network, endpoint",
-        "Frames the fast path's kernel cache delivered to the endpoint.",
+        "Of the frames delivered to the endpoint, those the fast path's kernel cache delivered.",
     ),
     (
         "endpoint_fast_path_rx_bytes",

@@ -75,6 +75,9 @@ pub struct LinkInfo {
     pub link_type: u16,
     /// The interface's alias (`IFLA_IFALIAS`, `ip link set dev X alias TEXT`), if set.
     pub alias: Option<String>,
+    /// `IFLA_LINK`: the lower or peer interface's index (a veth's peer, possibly in another
+    /// namespace); the kernel leaves it out when it equals the interface's own index.
+    pub link: Option<u32>,
     /// The device's own drop counters (`IFLA_STATS64` `rx_dropped`, `tx_dropped`), when
     /// the kernel reports them. For a TAP, `tx_dropped` counts frames its stack sent that
     /// the queue had no room for (uvlan never read them) and `rx_dropped` frames written
@@ -124,6 +127,7 @@ impl LinkInfo {
             addr_gen_mode: None,
             link_type: u16::from(m.header.link_layer_type),
             alias: None,
+            link: None,
             drops: None,
         };
         for a in &m.attributes {
@@ -138,6 +142,7 @@ impl LinkInfo {
                     })
                 }
                 LinkAttribute::IfAlias(a) if !a.is_empty() => info.alias = Some(a.clone()),
+                LinkAttribute::Link(l) => info.link = Some(*l),
                 LinkAttribute::OperState(s) => info.operstate = oper_state(s),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {

@@ -995,6 +995,20 @@ impl Worker {
                 fp.forget(p);
             }
         }
+        self.fast_release_if_unused();
+    }
+
+    /// When no port uses the fast path any more, every worker drops it: its maps and
+    /// programs (five descriptors) close, and the next fast-path port loads them afresh.
+    fn fast_release_if_unused(&mut self) {
+        if self
+            .core
+            .fast
+            .as_ref()
+            .is_some_and(|fp| fp.ports().is_empty())
+        {
+            self.on_all(|w| w.core.fast = None);
+        }
     }
 
     pub(crate) fn cmd_add_fast_port(
@@ -1032,6 +1046,7 @@ impl Worker {
             Some(fp) => {
                 let was = fp.detach(port);
                 fp.forget(port);
+                self.fast_release_if_unused();
                 was
             }
             None => false,
