@@ -447,3 +447,50 @@ fn the_cache_never_skips_the_mtu_rule() {
     let stats = w.uvlan_ok(&["stats", "--format", "json", "fpmtu"]);
     assert!(stats.contains("mtu_exceeded"), "{stats}");
 }
+
+/// The host interface does not serve fast-path endpoints yet: it is refused on a network
+/// that has some (nothing is made), and endpoints connected to a network that has one are
+/// TAP endpoints.
+#[test]
+fn a_host_interface_and_fast_path_endpoints_do_not_mix_yet() {
+    let mut w = World::with_daemon_args(&["--fast-path", "on"]);
+    for (net, subnet) in [("fph1", "192.0.2.0/24"), ("fph2", "198.51.100.0/24")] {
+        w.uvlan_ok(&[
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "--internal",
+            "--subnet",
+            subnet,
+            net,
+        ]);
+    }
+    let a = w.netns("fpha");
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "fph1", &a]);
+    let out = w.uvlan(&["network", "connect", "--host", "--ip", "192.0.2.2", "fph1"]);
+    assert!(!out.status.success(), "refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fast-path"), "{err}");
+    assert!(
+        !host_links(&w).contains("uv-fph1"),
+        "nothing was made: {}",
+        host_links(&w)
+    );
+    // A network with a host interface: its endpoints are TAPs.
+    w.uvlan_ok(&[
+        "network",
+        "connect",
+        "--host",
+        "--ip",
+        "198.51.100.2",
+        "fph2",
+    ]);
+    let b = w.netns("fphb");
+    w.uvlan_ok(&["network", "connect", "--ip", "198.51.100.20", "fph2", &b]);
+    let inspect = w.inspect("fph2");
+    let kinds = inspect["UvlanWire"]["EndpointKinds"].to_string();
+    assert!(!kinds.contains("veth"), "{kinds}");
+    let ping = w.exec("host", "ping -q -c 3 -i 0.2 198.51.100.20");
+    assert!(ping.status.success(), "{}", w.daemon_log());
+}

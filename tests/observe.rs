@@ -57,7 +57,8 @@ fn sample(text: &str, series: &str) -> u64 {
 
 #[test]
 fn metrics_pass_promtool_and_grow_with_traffic() {
-    let mut w = World::with_daemon_args(&["--metrics", "127.0.0.1:9464"]);
+    // The dataplane's own counters (batches) must see the pings: no fast path.
+    let mut w = World::with_daemon_args(&["--metrics", "127.0.0.1:9464", "--fast-path", "off"]);
     let (a, b) = (w.netns("a"), w.netns("b"));
     w.uvlan_ok(&[
         "network",
