@@ -9,90 +9,17 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use uvlan_dataplane::fwd::{
     ConfigError, Driver, Engine, IpvlanAttrs, IpvlanFlag, IpvlanMode, LinkRef, MacvlanAttrs,
     MacvlanMode, Master, NetworkSpec, PortId,
 };
 use uvlan_dataplane::port::tap::{Tap, TapOptions};
-use uvlan_dataplane::run::{
-    Dataplane, DataplaneHandle, FastPathReport, NextHop, Resolver, RunOptions,
-};
+use uvlan_dataplane::run::{Dataplane, DataplaneHandle, FastPathReport, RunOptions};
 use uvlan_dataplane::wire::MacAddr;
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn run(cmd: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        ))
-    }
-}
-
-fn must(cmd: &[&str]) -> String {
-    run(cmd).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn ip(ns: &str, args: &[&str]) -> String {
-    let mut c = vec!["ip", "-n", ns];
-    c.extend_from_slice(args);
-    must(&c)
-}
-
-fn exec(ns: &str, args: &[&str]) -> Result<String, String> {
-    let mut c = vec!["ip", "netns", "exec", ns];
-    c.extend_from_slice(args);
-    run(&c)
-}
-
-struct Lab {
-    n: u32,
-    names: Vec<String>,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        Lab {
-            n: SEQ.fetch_add(1, Ordering::SeqCst),
-            names: Vec::new(),
-        }
-    }
-
-    fn ns(&mut self, name: &str) -> String {
-        let full = format!("uvf-{}-{}{}", std::process::id(), self.n, name);
-        let _ = run(&["ip", "netns", "del", &full]);
-        must(&["ip", "netns", "add", &full]);
-        self.names.push(full.clone());
-        ip(&full, &["link", "set", "lo", "up"]);
-        full
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = run(&["ip", "netns", "del", n]);
-        }
-    }
-}
-
-struct NoRoutes;
-
-impl Resolver for NoRoutes {
-    fn resolve(&mut self, _ifindex: u32, _dst: std::net::IpAddr) -> NextHop {
-        NextHop::Unreachable
-    }
-}
+mod common;
+use common::{exec, ip, must, Lab, NoRoutes};
 
 fn ifindex(ns: &str, name: &str) -> u32 {
     let out = ip(ns, &["-j", "link", "show", name]);
@@ -234,7 +161,7 @@ fn reach_then_disconnect(driver: Driver) {
 }
 
 fn reach_then_disconnect_mode(driver: Driver, mode: IpvlanMode) {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvf");
     let dp_ns = lab.ns("dp");
     let a = lab.ns("a");
     let b = lab.ns("b");
@@ -314,7 +241,7 @@ fn ipvlan_l3_endpoints_reach_each_other_through_the_cache_and_disconnect_invalid
 /// off the cache for good.
 #[test]
 fn engine_changes_empty_the_cache_before_they_return() {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvf");
     let dp_ns = lab.ns("dp");
     let a = lab.ns("a");
     let b = lab.ns("b");
@@ -454,7 +381,7 @@ fn benchmark_slow_path_fast_path_kernel() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvf");
     let dp_ns = lab.ns("dp");
     let spawn = || {
         Dataplane::spawn(

@@ -12,8 +12,7 @@ use std::fs::File;
 use std::net::{IpAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use uvlan_dataplane::fwd::{
@@ -21,80 +20,14 @@ use uvlan_dataplane::fwd::{
     NetworkSpec, PortId,
 };
 use uvlan_dataplane::port::tap::{Tap, TapOptions};
-use uvlan_dataplane::run::{
-    Dataplane, DataplaneHandle, IoDrop, IoMode, NextHop, Resolver, RunOptions, Stats,
-};
+use uvlan_dataplane::run::{Dataplane, DataplaneHandle, IoDrop, IoMode, RunOptions, Stats};
 use uvlan_dataplane::wire::MacAddr;
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn run(cmd: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-fn must(cmd: &[&str]) -> String {
-    run(cmd).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn ip(ns: &str, args: &[&str]) -> String {
-    let mut c = vec!["ip", "-n", ns];
-    c.extend_from_slice(args);
-    must(&c)
-}
+mod common;
+use common::{ip, run, Lab, NoRoutes};
 
 fn ns_path(ns: &str) -> PathBuf {
     PathBuf::from(format!("/run/netns/{ns}"))
-}
-
-/// Namespaces made by one test; all deleted on drop.
-struct Lab {
-    n: u32,
-    names: Vec<String>,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        Lab {
-            n: SEQ.fetch_add(1, Ordering::SeqCst),
-            names: Vec::new(),
-        }
-    }
-
-    fn ns(&mut self, name: &str) -> String {
-        let full = format!("uvl-{}-{}{}", std::process::id(), self.n, name);
-        let _ = run(&["ip", "netns", "del", &full]);
-        must(&["ip", "netns", "add", &full]);
-        self.names.push(full.clone());
-        ip(&full, &["link", "set", "lo", "up"]);
-        full
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = run(&["ip", "netns", "del", n]);
-        }
-    }
-}
-
-struct NoRoutes;
-
-impl Resolver for NoRoutes {
-    fn resolve(&mut self, _ifindex: u32, _dst: IpAddr) -> NextHop {
-        NextHop::Unreachable
-    }
 }
 
 const ISO_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x10, 0x01]);
@@ -261,7 +194,7 @@ fn check_order(got: &[Vec<u32>], what: &str) -> usize {
 }
 
 fn one_flow_keeps_its_order(io: IoMode, workers: usize, multi_queue: bool) {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvl");
     let dp = spawn(io, workers, 256);
     let h = dp.handle();
     let (a, b, pa, _pb) = pair(&mut lab, &h, multi_queue);
@@ -321,7 +254,7 @@ fn flows_keep_their_order_on_multiqueue_taps_with_two_workers_plain() {
 
 #[test]
 fn a_multishot_read_resumes_after_the_buffer_ring_ran_dry() {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvl");
     // Two receive buffers: any burst empties the ring.
     let dp = spawn(IoMode::Uring, 1, 2);
     let h = dp.handle();
@@ -354,7 +287,7 @@ fn link_packets(ns: &str) -> (u64, u64) {
 }
 
 fn a_port_removed_with_frames_in_flight(io: IoMode) {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvl");
     // Few buffers: a buffer lost per removal would stop the loop within the cycles below.
     let dp = spawn(io, 1, 16);
     let h = dp.handle();
@@ -448,7 +381,7 @@ fn wakeups(st: &Stats) -> (u64, u64) {
 
 fn a_thousand_idle_taps_do_not_wake_the_loop(io: IoMode) {
     raise_fd_limit();
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvl");
     let dp = spawn(io, 1, 256);
     let h = dp.handle();
     let ns = lab.ns("many");
