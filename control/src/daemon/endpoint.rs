@@ -11,6 +11,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -554,10 +555,39 @@ pub fn settle_moved(netns: &Netns, idx: u32, plan: &IfPlan) -> Result<(), String
 /// Re-attaches to a persistent TAP still in the daemon's namespace (a front end had not
 /// moved it yet when the daemon stopped). `Ok(None)` when there is none by that name.
 pub fn reattach_host_tap(name: &str) -> Result<Option<Tap>, String> {
-    match Tap::attach(name, &tap_options(name)) {
+    match attach_when_released(|| Tap::attach(name, &tap_options(name))) {
         Ok(t) => Ok(Some(t)),
         Err(TapError::NotFound { .. }) => Ok(None),
         Err(e) => Err(format!("cannot re-attach to the TAP {name}: {e}")),
+    }
+}
+
+/// How long a restart waits, over all its TAPs together, for TAPs that are still busy.
+const BUSY_BUDGET: Duration = Duration::from_secs(5);
+/// Milliseconds of [`BUSY_BUDGET`] already spent by this process.
+static BUSY_SPENT_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Attaches to a persistent single-queue TAP, waiting while it is busy. A daemon that was
+/// killed (SIGKILL, OOM) can hold a TAP after it has been reaped: its io_uring instance is
+/// torn down by a kernel worker after the process exits, and the multishot reads in flight
+/// keep their reference to the TAP's file until that worker cancels them. The TAP turns
+/// free a few milliseconds later. A TAP another live process holds stays busy: the wait is
+/// bounded by [`BUSY_BUDGET`] for the whole process, so a thousand such TAPs cost 5 s, not
+/// 5 s each, and the error then names the TAP as busy.
+fn attach_when_released(
+    mut attach: impl FnMut() -> Result<Tap, TapError>,
+) -> Result<Tap, TapError> {
+    const STEP_MS: u64 = 10;
+    loop {
+        match attach() {
+            Err(TapError::Busy { .. })
+                if BUSY_SPENT_MS.fetch_add(STEP_MS, Ordering::Relaxed) + STEP_MS
+                    <= BUSY_BUDGET.as_millis() as u64 =>
+            {
+                std::thread::sleep(Duration::from_millis(STEP_MS));
+            }
+            r => return r,
+        }
     }
 }
 
@@ -593,7 +623,7 @@ pub fn destroy_tap_async(tap: Tap, gone: Arc<Gone>) {
 /// Re-attaches to an endpoint's persistent TAP after a restart. `Ok(None)` when the TAP no
 /// longer exists in the namespace (it must be created again).
 pub fn reattach_tap(netns_path: &Path, ifname: &str) -> Result<Option<Tap>, String> {
-    match Tap::attach_in_netns(netns_path, ifname, &tap_options(ifname)) {
+    match attach_when_released(|| Tap::attach_in_netns(netns_path, ifname, &tap_options(ifname))) {
         Ok(t) => Ok(Some(t)),
         Err(TapError::NotFound { .. }) => Ok(None),
         Err(e) => Err(format!(
