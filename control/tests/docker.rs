@@ -1,13 +1,19 @@
 //! A real dockerd (Debian's docker.io 20.10) with uvlan as its remote network driver (root).
 //!
-//! The test starts its own dockerd with an isolated data root, exec root, API socket and
-//! pid file (no iptables, no bridge, vfs storage), imports a busybox rootfs (no registry is
-//! reachable), and starts `uvlan daemon --docker-plugin` in the root namespace, where
-//! Docker's containers' parents are. Docker finds plugins only in `/run/docker/plugins`, so
-//! the plugin sockets are the default ones; the test refuses to run when another process
-//! serves them. Parents are a veth the test creates in the root namespace (`uvt<pid>p0`,
-//! its peer in the test namespace `uvt<pid>dk`), never a real interface. Everything is
-//! stopped and removed at the end, even on failure.
+//! Nothing here touches the root namespace's network. Each test makes a private network
+//! namespace (`uvt<pid>h<case>`) and starts both its own dockerd and `uvlan daemon
+//! --docker-plugin` in it with `nsenter --net=/run/netns/NAME`, which changes only the
+//! network namespace: the uvlan daemon stays in dockerd's mount namespace and sees the
+//! bind mounts of the containers' namespaces dockerd makes under its exec root (the
+//! `SandboxKey`s of Join). dockerd runs with an isolated data root, exec root, API socket
+//! and pid file (no iptables, no bridge, vfs storage); the test imports a busybox rootfs
+//! (no registry is reachable). Docker finds plugins only in `/run/docker/plugins` (a path on
+//! the file system, whatever the network namespace), so the plugin sockets are the default
+//! ones; the test refuses to run when another process serves them. The parent is a veth
+//! whose end `uvt<pid><case>p0` lives in the private namespace (the uvlan daemon's "host")
+//! and whose peer is in a LAN namespace (`uvt<pid>d<case>`); a host interface (`-o
+//! uvlan.host_interface`) puts its address and routes in the private namespace, never on the
+//! machine's own. Everything is stopped and removed at the end, even on failure.
 //!
 //! The seed documents' docker commands run with `-d uvlan-ipvlan` / `-d uvlan-macvlan`
 //! and give the documented results.
@@ -36,13 +42,20 @@ fn run(cmd: &mut Command) -> Output {
 
 struct Env {
     base: PathBuf,
+    /// `uvt<pid><case>`: the parent veth's names.
     tag: String,
+    /// The private namespace dockerd and the uvlan daemon run in.
+    host: String,
+    /// The LAN namespace, holding the parent veth's peer.
+    lan: String,
     dockerd: Option<Child>,
     uvlan: Option<Child>,
 }
 
 impl Env {
-    fn new() -> Env {
+    /// The environment of one test; `case` (a lowercase letter) keeps the names of tests
+    /// of one process apart.
+    fn new(case: char) -> Env {
         // SAFETY: geteuid has no preconditions.
         assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
         for tool in [DOCKER, "/usr/sbin/dockerd", "/bin/busybox", "/usr/bin/tar"] {
@@ -60,11 +73,14 @@ impl Env {
                 sock.display()
             );
         }
-        let tag = format!("uvt{}", std::process::id());
+        let pid = std::process::id();
+        let tag = format!("uvt{pid}{case}");
         let base = std::env::temp_dir().join(format!("{tag}-docker"));
         let mut env = Env {
             base,
             tag,
+            host: format!("uvt{pid}h{case}"),
+            lan: format!("uvt{pid}d{case}"),
             dockerd: None,
             uvlan: None,
         };
@@ -81,21 +97,29 @@ impl Env {
         format!("{}p0", self.tag)
     }
 
-    fn peer_ns(&self) -> String {
-        format!("{}dk", self.tag)
+    fn p1(&self) -> String {
+        format!("{}p1", self.tag)
     }
 
-    /// The parent: a veth in the root namespace, its peer in a test namespace.
+    fn peer_ns(&self) -> String {
+        self.lan.clone()
+    }
+
+    /// The private namespace and the parent: a veth with one end there, its peer in the
+    /// LAN namespace. Nothing is made in the root namespace.
     fn topology(&self) {
-        let (p0, p1, ns) = (self.p0(), format!("{}p1", self.tag), self.peer_ns());
+        let (p0, p1, h, lan) = (self.p0(), self.p1(), &self.host, &self.lan);
         assert!(p0.len() <= 15 && p1.len() <= 15);
         for args in [
-            vec!["netns", "add", &ns],
-            vec!["link", "add", &p0, "type", "veth", "peer", "name", &p1],
-            vec!["link", "set", &p1, "netns", &ns],
-            vec!["link", "set", &p0, "up"],
-            vec!["-n", &ns, "link", "set", &p1, "up"],
-            vec!["-n", &ns, "link", "set", "lo", "up"],
+            vec!["netns", "add", h],
+            vec!["netns", "add", lan],
+            vec!["-n", h, "link", "set", "lo", "up"],
+            vec![
+                "-n", h, "link", "add", &p0, "type", "veth", "peer", "name", &p1, "netns", lan,
+            ],
+            vec!["-n", h, "link", "set", &p0, "up"],
+            vec!["-n", lan, "link", "set", &p1, "up"],
+            vec!["-n", lan, "link", "set", "lo", "up"],
         ] {
             let o = run(Command::new("ip").args(&args));
             assert!(o.status.success(), "ip {args:?}: {}", text(&o.stderr));
@@ -106,9 +130,34 @@ impl Env {
         self.base.join("docker.sock")
     }
 
+    /// `prog` run in the private namespace, in the test's mount namespace: nsenter enters
+    /// the network namespace only and execs `prog` (the child's pid is `prog`'s).
+    fn in_host(&self, prog: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.host)).arg(prog);
+        c
+    }
+
+    /// `ip` in the private namespace.
+    fn host_ip(&self, args: &[&str]) -> String {
+        let o = run(Command::new("ip").args(["-n", &self.host]).args(args));
+        assert!(o.status.success(), "ip {args:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    }
+
+    /// Pings `addr` from the private namespace (a few tries, as [`Env::ping`]).
+    fn host_ping(&self, addr: &str) -> bool {
+        (0..4).any(|_| {
+            run(self.in_host("ping").args(["-c", "1", "-W", "1", addr]))
+                .status
+                .success()
+        })
+    }
+
     fn start_uvlan(&mut self) {
         let log = std::fs::File::create(self.base.join("uvlan.log")).unwrap();
-        let child = Command::new(BIN)
+        let child = self
+            .in_host(BIN)
             .args(["daemon", "--docker-plugin", "--docker-host"])
             .arg(format!("unix://{}", self.docker_sock().display()))
             .env("UVLAN_ROOT", self.base.join("uvlan-root"))
@@ -140,7 +189,8 @@ impl Env {
             .open(self.base.join("dockerd.log"))
             .unwrap();
         let b = &self.base;
-        let child = Command::new("/usr/sbin/dockerd")
+        let child = self
+            .in_host("/usr/sbin/dockerd")
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .args(["--storage-driver=vfs", "--data-root"])
             .arg(b.join("data"))
@@ -379,29 +429,31 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         if self.dockerd.is_some() {
-            for c in [
-                "uvt-a", "uvt-b", "uvt-la", "uvt-lb", "uvt-ia", "uvt-ib", "uvt-ma", "uvt-mb",
-            ] {
-                let _ = self.docker(&["rm", "-f", c]);
+            let ps = self.docker(&["ps", "-aq"]);
+            let ids: Vec<String> = text(&ps.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.iter().map(String::as_str));
+                let _ = self.docker(&args);
             }
         }
         self.stop_dockerd();
         self.stop_uvlan(libc::SIGTERM);
-        self.cleanup_dirs();
-        let _ = run(Command::new("ip").args(["link", "del", &self.p0()]));
-        let _ = run(Command::new("ip").args(["netns", "del", &self.peer_ns()]));
-        // TAPs the driver handed Docker are named uvd<12 hex>; none may be left.
-        let links = text(&run(Command::new("ip").args(["-o", "link"])).stdout);
-        for l in links.lines() {
-            if let Some(name) = l
-                .split(": ")
-                .nth(1)
-                .map(|n| n.split('@').next().unwrap_or(n))
-            {
-                if name.starts_with("uvd") && name.len() == 15 {
-                    let _ = run(Command::new("ip").args(["link", "del", name]));
-                }
+        // The daemon removes its plugin sockets when it stops; one it could not remove (it
+        // was killed) is left only if nobody serves it (Env::new checked nobody else did).
+        for d in ["ipvlan", "macvlan"] {
+            let sock = Path::new(PLUGIN_DIR).join(format!("uvlan-{d}.sock"));
+            if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+                let _ = std::fs::remove_file(&sock);
             }
+        }
+        self.cleanup_dirs();
+        // Every link of the test (the veth, TAPs, host interfaces) goes with its namespace.
+        for ns in [&self.host, &self.lan] {
+            let _ = run(Command::new("ip").args(["netns", "del", ns]));
         }
     }
 }
@@ -422,7 +474,7 @@ fn default_routes(env: &Env, ctr: &str) -> (String, String) {
 #[test]
 fn docker_remote_driver_end_to_end() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut env = Env::new();
+    let mut env = Env::new('a');
     let p0 = env.p0();
 
     // -- Option validation: uvlan network create's texts, nothing left behind.
@@ -690,13 +742,7 @@ fn docker_remote_driver_end_to_end() {
             "-n",
             "-e",
         ])
-        .args([
-            "-i",
-            &format!("{}p1", env.tag),
-            "-c",
-            "1",
-            "vlan 20 and arp",
-        ])
+        .args(["-i", &env.p1(), "-c", "1", "vlan 20 and arp"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -742,11 +788,153 @@ fn docker_remote_driver_end_to_end() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(left, 0, "state files left");
-    let links = text(&run(Command::new("ip").args(["-o", "link"])).stdout);
+    let links = env.host_ip(&["-o", "link"]);
     assert!(
         !links.lines().any(|l| l.contains(": uvd")),
-        "TAPs left in the root namespace: {links}"
+        "TAPs left in the daemon's namespace: {links}"
     );
     let log = env.read("uvlan.log");
     assert!(!log.contains("did not arrive"), "{log}");
+}
+
+/// A container's IPv4 address on network `net`, as Docker reports it.
+fn docker_addr(env: &Env, ctr: &str, net: &str) -> String {
+    let f = format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}");
+    env.ok(&["inspect", "-f", &f, ctr]).trim().to_string()
+}
+
+/// `docker network create -o uvlan.host_interface=IP` (issue 13) with the real dockerd: the
+/// host interface is made in the uvlan daemon's namespace (the test's private one, standing
+/// for the host), with a route per container; a container reaches the interface's address
+/// and the host reaches the container; both inspects show it; `docker rm` takes the route
+/// away and `docker network rm` the interface. Macvlan bridge on the veth, ipvlan l2 on a
+/// VLAN of it.
+#[test]
+fn docker_host_interface() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let env = Env::new('b');
+    let p0 = env.p0();
+    let root_links = text(&run(Command::new("ip").args(["-o", "link"])).stdout);
+
+    // The address must be an --aux-address, so that Docker's IPAM never gives it away.
+    let parent = format!("parent={p0}");
+    let no_aux = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-macvlan",
+        "--subnet",
+        "192.0.2.0/25",
+        "-o",
+        &parent,
+        "-o",
+        "uvlan.host_interface=192.0.2.126",
+        "uvt-x",
+    ]);
+    assert!(
+        no_aux.contains("--aux-address host=192.0.2.126"),
+        "{no_aux}"
+    );
+    assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
+
+    let vlan50 = format!("parent={p0}.50");
+    for (net, driver, parent, subnet, host_ip, extra) in [
+        (
+            "uvt-hm",
+            "uvlan-macvlan",
+            parent.as_str(),
+            "192.0.2.0/25",
+            "192.0.2.126",
+            None,
+        ),
+        (
+            "uvt-hi",
+            "uvlan-ipvlan",
+            vlan50.as_str(),
+            "198.51.100.0/24",
+            "198.51.100.250",
+            Some("ipvlan_mode=l2"),
+        ),
+    ] {
+        let aux = format!("host={host_ip}");
+        let opt = format!("uvlan.host_interface={host_ip}");
+        let mut args = vec![
+            "network",
+            "create",
+            "-d",
+            driver,
+            "--subnet",
+            subnet,
+            "--aux-address",
+            &aux,
+            "-o",
+            parent,
+            "-o",
+            &opt,
+        ];
+        if let Some(e) = extra {
+            args.extend_from_slice(&["-o", e]);
+        }
+        args.push(net);
+        env.ok(&args);
+        env.wait_for("the Docker name in uvlan network ls", || {
+            env.uvlan(&["network", "ls"]).contains(net)
+        });
+        let v = env.inspect(net);
+        let ifname = v["UvlanHostInterface"]["Name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{net}: no UvlanHostInterface: {v}"))
+            .to_string();
+        assert_eq!(
+            v["UvlanHostInterface"]["IPv4Address"],
+            format!("{host_ip}/32").as_str(),
+            "{v}"
+        );
+        let ipam = env.ok(&["network", "inspect", "-f", "{{json .IPAM.Config}}", net]);
+        let ipam: serde_json::Value = serde_json::from_str(&ipam).unwrap();
+        assert_eq!(ipam[0]["AuxiliaryAddresses"]["host"], host_ip, "{ipam}");
+        // In the daemon's namespace, never in the machine's own.
+        let addr_line = env.host_ip(&["-o", "addr", "show", "dev", &ifname]);
+        assert!(
+            addr_line.contains(&format!("inet {host_ip}/32")),
+            "{addr_line}"
+        );
+        let now_root = text(&run(Command::new("ip").args(["-o", "link"])).stdout);
+        assert!(
+            !now_root.contains(&format!(": {ifname}")) && !root_links.contains(&ifname),
+            "{ifname} in the root namespace"
+        );
+
+        let ctr = format!("{net}-c");
+        env.container(&ctr, net, &[]);
+        let c_addr = docker_addr(&env, &ctr, net);
+        assert!(!c_addr.is_empty() && c_addr != host_ip, "{c_addr}");
+        let routes = env.host_ip(&["route", "show"]);
+        assert!(
+            routes.contains(&format!("{c_addr} dev {ifname}")),
+            "no route to the container:\n{routes}"
+        );
+        env.assert_ping(&ctr, host_ip);
+        assert!(
+            env.host_ping(&c_addr),
+            "the host cannot ping {ctr} at {c_addr}\n{}",
+            env.logs()
+        );
+        let v = env.inspect(net);
+        assert_eq!(v["Containers"].as_object().map(|c| c.len()), Some(1), "{v}");
+
+        env.ok(&["rm", "-f", &ctr]);
+        let routes = env.host_ip(&["route", "show"]);
+        assert!(
+            !routes.contains(&format!("{c_addr} dev")),
+            "route to a removed container left:\n{routes}"
+        );
+        env.ok(&["network", "rm", net]);
+        let links = env.host_ip(&["-o", "link"]);
+        assert!(
+            !links.contains(&format!(": {ifname}")),
+            "{ifname} left: {links}"
+        );
+    }
+    assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
 }
