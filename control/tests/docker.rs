@@ -119,6 +119,9 @@ impl Env {
             ],
             vec!["-n", h, "link", "set", &p0, "up"],
             vec!["-n", lan, "link", "set", &p1, "up"],
+            // The LAN end sends like a wire: complete checksums (a veth peer's partial ones
+            // reach an XSK on the parent unfinished, see docs/performance.md).
+            vec!["netns", "exec", lan, "ethtool", "-K", &p1, "tx", "off"],
             vec!["-n", lan, "link", "set", "lo", "up"],
         ] {
             let o = run(Command::new("ip").args(&args));
@@ -937,4 +940,263 @@ fn docker_host_interface() {
         );
     }
     assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
+}
+
+/// dnsmasq serving DHCP only on the LAN side of the parent veth (`…p1` in the LAN
+/// namespace, which is the router 192.0.2.1/24), range 192.0.2.100–150, with short T1/T2
+/// so that renewals happen while the test runs; killed on drop.
+struct Dnsmasq {
+    child: Child,
+    leases: PathBuf,
+    log: PathBuf,
+}
+
+impl Dnsmasq {
+    fn start(env: &Env) -> Dnsmasq {
+        let (lan, p1) = (env.lan.clone(), env.p1());
+        let o =
+            run(Command::new("ip").args(["-n", &lan, "addr", "add", "192.0.2.1/24", "dev", &p1]));
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let leases = env.base.join("dnsmasq.leases");
+        let log = env.base.join("dnsmasq.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lan, "dnsmasq", "--keep-in-foreground"])
+            .args([
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--user=root",
+                "--pid-file=",
+            ])
+            .arg(format!("--interface={p1}"))
+            .args(["--bind-interfaces", "--dhcp-authoritative"])
+            .arg("--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,2m")
+            .args(["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"])
+            .arg("--dhcp-option=option:router,192.0.2.1")
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .arg(format!("--log-facility={}", log.display()))
+            .arg("--log-dhcp")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq (scripts/deps.sh --test installs dnsmasq-base)");
+        let d = Dnsmasq { child, leases, log };
+        let t = Instant::now();
+        while !d.log_text().contains("DHCP, IP range") {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "dnsmasq did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn leases_text(&self) -> String {
+        std::fs::read_to_string(&self.leases).unwrap_or_default()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (10 s at most) until the lease file satisfies `pred`; returns the last text.
+    fn wait_leases(&self, pred: impl Fn(&str) -> bool) -> String {
+        let t = Instant::now();
+        loop {
+            let text = self.leases_text();
+            if pred(&text) || t.elapsed() > Duration::from_secs(10) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (15 s at most) for `ok`.
+fn eventually(mut ok: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    loop {
+        if ok() {
+            return true;
+        }
+        if t.elapsed() > Duration::from_secs(15) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `docker network create --ipam-driver null -o uvlan.ipam=dhcp` (issue 17): the driver
+/// leases each endpoint's address from the LAN's DHCP server (dnsmasq) at CreateEndpoint and
+/// answers it to Docker, which puts it on the container's `eth0` and in its inspect; Join
+/// gives the server's router as gateway; the lease is renewed while the container runs and
+/// released when it goes. Macvlan (a chosen and a `--mac-address` MAC), then ipvlan l2 (one
+/// MAC for all: the client identifier tells them apart).
+#[test]
+fn docker_dhcp_ipam() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let env = Env::new('c');
+    let server = Dnsmasq::start(&env);
+    let parent = format!("parent={}", env.p0());
+
+    // Without the option a null IPAM stays refused; the option wants the null IPAM.
+    let null = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-macvlan",
+        "--ipam-driver",
+        "null",
+        "-o",
+        &parent,
+        "x1",
+    ]);
+    assert!(null.contains("ipv4 pool is empty"), "{null}");
+    let pool = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-macvlan",
+        "-o",
+        "uvlan.ipam=dhcp",
+        "-o",
+        &parent,
+        "x2",
+    ]);
+    assert!(
+        pool.contains("uvlan.ipam=dhcp needs --ipam-driver null"),
+        "{pool}"
+    );
+    let bad = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-macvlan",
+        "--ipam-driver",
+        "null",
+        "-o",
+        "uvlan.ipam=static",
+        "-o",
+        &parent,
+        "x3",
+    ]);
+    assert!(bad.contains("invalid uvlan.ipam value \"static\""), "{bad}");
+    assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
+
+    for (net, driver, extra) in [
+        ("uvt-dm", "uvlan-macvlan", None),
+        ("uvt-di", "uvlan-ipvlan", Some("ipvlan_mode=l2")),
+    ] {
+        let mut args = vec![
+            "network",
+            "create",
+            "-d",
+            driver,
+            "--ipam-driver",
+            "null",
+            "-o",
+            "uvlan.ipam=dhcp",
+            "-o",
+            &parent,
+        ];
+        if let Some(e) = extra {
+            args.extend_from_slice(&["-o", e]);
+        }
+        args.push(net);
+        env.ok(&args);
+        let (a, b) = (format!("{net}-a"), format!("{net}-b"));
+        env.container(&a, net, &[]);
+        let b_extra: &[&str] = if driver == "uvlan-macvlan" {
+            &["--mac-address", "02:00:00:00:00:42"]
+        } else {
+            &[]
+        };
+        env.container(&b, net, b_extra);
+        let mut addrs = Vec::new();
+        for ctr in [&a, &b] {
+            let ip = docker_addr(&env, ctr, net);
+            assert!(
+                ip.starts_with("192.0.2.1") && ip.len() == "192.0.2.100".len(),
+                "{ctr}: Docker's address {ip:?} is not from the server's range\n{}",
+                env.logs()
+            );
+            let plen = env.ok(&[
+                "inspect",
+                "-f",
+                &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPPrefixLen}}}}"),
+                ctr,
+            ]);
+            assert_eq!(plen.trim(), "24", "{ctr}");
+            let shown = env.exec_out(ctr, &["ip", "-o", "-4", "addr", "show", "eth0"]);
+            assert!(shown.contains(&format!("inet {ip}/24")), "{ctr}: {shown}");
+            assert_eq!(
+                default_routes(&env, ctr).0,
+                "default via 192.0.2.1 dev eth0",
+                "{ctr}"
+            );
+            env.assert_ping(ctr, "192.0.2.1");
+            let mac = env.exec_out(ctr, &["cat", "/sys/class/net/eth0/address"]);
+            let leases = server.wait_leases(|t| t.contains(&format!(" {ip} ")));
+            let line = leases
+                .lines()
+                .find(|l| l.contains(&format!(" {ip} ")))
+                .unwrap_or_else(|| panic!("{ip} not in the server's leases: {leases}"));
+            assert!(line.contains(mac.trim()), "{line} vs {mac}");
+            addrs.push(ip);
+        }
+        assert_ne!(addrs[0], addrs[1], "two endpoints, one address");
+        env.assert_ping(&a, &addrs[1]);
+        if driver == "uvlan-macvlan" {
+            let mac = env.exec_out(&b, &["cat", "/sys/class/net/eth0/address"]);
+            assert_eq!(mac.trim(), "02:00:00:00:00:42");
+        }
+        // uvlan's inspect: the endpoints with their addresses and leases.
+        let v = env.inspect(net);
+        assert_eq!(v["IPAM"]["Driver"], "dhcp", "{v}");
+        let eps = v["Containers"].as_object().cloned().unwrap_or_default();
+        assert_eq!(eps.len(), 2, "{v}");
+        for ip in &addrs {
+            let e = eps
+                .values()
+                .find(|e| e["IPv4Address"] == format!("{ip}/24").as_str())
+                .unwrap_or_else(|| panic!("{ip} not in uvlan's inspect: {v}"));
+            assert_eq!(e["UvlanDhcp"]["Server"], "192.0.2.1", "{e}");
+        }
+        // Renewed at T1 (3 s) while the containers run.
+        let renewed = format!("DHCP lease {} renewed", addrs[0]);
+        assert!(
+            eventually(|| env.read("uvlan.log").contains(&renewed)),
+            "no renewal of {}:\n{}\n{}",
+            addrs[0],
+            env.logs(),
+            server.log_text()
+        );
+        env.assert_ping(&a, "192.0.2.1");
+        // docker rm: Leave, then DeleteEndpoint releases the lease.
+        env.ok(&["rm", "-f", &a, &b]);
+        for ip in &addrs {
+            let leases = server.wait_leases(|t| !t.contains(&format!(" {ip} ")));
+            assert!(
+                !leases.contains(&format!(" {ip} ")),
+                "{ip} not released: {leases}\n{}\n{}",
+                server.log_text(),
+                env.logs()
+            );
+        }
+        env.ok(&["network", "rm", net]);
+    }
+    assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
+    let links = env.host_ip(&["-o", "link"]);
+    assert!(
+        !links.lines().any(|l| l.contains(": uvd")),
+        "TAPs left in the daemon's namespace: {links}"
+    );
 }

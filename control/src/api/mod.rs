@@ -495,7 +495,9 @@ pub enum Request {
         owner: String,
     },
     /// Declare an endpoint of a managed network with its addresses (Docker's
-    /// CreateEndpoint); answers its MAC (`""` for ipvlan: the port takes the parent's).
+    /// CreateEndpoint); answers its MAC (`""` for ipvlan: the port takes the parent's). On a
+    /// network with DHCP IPAM (`uvlan.ipam=dhcp`) the daemon leases the address first and
+    /// answers `{"MacAddress": MAC, "Address": "ADDR/LEN"}`.
     EndpointReserve {
         /// Network name or ID.
         network: String,
