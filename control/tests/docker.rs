@@ -16,7 +16,10 @@
 //! machine's own. Everything is stopped and removed at the end, even on failure.
 //!
 //! The seed documents' docker commands run with `-d uvlan-ipvlan` / `-d uvlan-macvlan`
-//! and give the documented results.
+//! and give the documented results. Two uvlan additions are tested through Docker too: the
+//! host interface (`-o uvlan.host_interface`, issue 13) and DHCP IPAM (`--ipam-driver null
+//! -o uvlan.ipam=dhcp`, issue 17) against dnsmasq on the LAN side of the parent (the LAN end
+//! sends with checksum offload off, as a wire does).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -1135,6 +1138,13 @@ fn docker_dhcp_ipam() {
                 ctr,
             ]);
             assert_eq!(plen.trim(), "24", "{ctr}");
+            let gw = env.ok(&[
+                "inspect",
+                "-f",
+                &format!("{{{{(index .NetworkSettings.Networks \"{net}\").Gateway}}}}"),
+                ctr,
+            ]);
+            assert_eq!(gw.trim(), "192.0.2.1", "{ctr}: Docker's gateway");
             let shown = env.exec_out(ctr, &["ip", "-o", "-4", "addr", "show", "eth0"]);
             assert!(shown.contains(&format!("inet {ip}/24")), "{ctr}: {shown}");
             assert_eq!(
@@ -1154,9 +1164,17 @@ fn docker_dhcp_ipam() {
         }
         assert_ne!(addrs[0], addrs[1], "two endpoints, one address");
         env.assert_ping(&a, &addrs[1]);
+        let mac = |c: &str| env.exec_out(c, &["cat", "/sys/class/net/eth0/address"]);
         if driver == "uvlan-macvlan" {
-            let mac = env.exec_out(&b, &["cat", "/sys/class/net/eth0/address"]);
-            assert_eq!(mac.trim(), "02:00:00:00:00:42");
+            assert_eq!(mac(&b).trim(), "02:00:00:00:00:42");
+        } else {
+            // One MAC (the parent's) for both: the client identifier tells them apart.
+            assert_eq!(mac(&a), mac(&b));
+        }
+        // Docker's own inspect lists both with the leased addresses.
+        let listed = env.ok(&["network", "inspect", "-f", "{{json .Containers}}", net]);
+        for ip in &addrs {
+            assert!(listed.contains(&format!("\"{ip}/24\"")), "{listed}");
         }
         // uvlan's inspect: the endpoints with their addresses and leases.
         let v = env.inspect(net);
@@ -1180,8 +1198,14 @@ fn docker_dhcp_ipam() {
             server.log_text()
         );
         env.assert_ping(&a, "192.0.2.1");
-        // docker rm: Leave, then DeleteEndpoint releases the lease.
-        env.ok(&["rm", "-f", &a, &b]);
+        // Leave, then DeleteEndpoint releases the lease: docker rm on the macvlan network,
+        // docker network disconnect and docker stop on the ipvlan one.
+        if driver == "uvlan-macvlan" {
+            env.ok(&["rm", "-f", &a, &b]);
+        } else {
+            env.ok(&["network", "disconnect", net, &a]);
+            env.ok(&["stop", "-t", "0", &b]);
+        }
         for ip in &addrs {
             let leases = server.wait_leases(|t| !t.contains(&format!(" {ip} ")));
             assert!(
@@ -1191,6 +1215,7 @@ fn docker_dhcp_ipam() {
                 env.logs()
             );
         }
+        let _ = env.docker(&["rm", "-f", &a, &b]);
         env.ok(&["network", "rm", net]);
     }
     assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
