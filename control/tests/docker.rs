@@ -945,6 +945,10 @@ fn docker_host_interface() {
     assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
 }
 
+/// The classless static routes (option 121) dnsmasq gives the client with MAC
+/// 02:00:00:00:00:42: a default route, and one more.
+const CLASSLESS: &str = "0.0.0.0/0,192.0.2.1,198.51.100.0/24,192.0.2.254";
+
 /// dnsmasq serving DHCP only on the LAN side of the parent veth (`…p1` in the LAN
 /// namespace, which is the router 192.0.2.1/24), range 192.0.2.100–150, with short T1/T2
 /// so that renewals happen while the test runs; killed on drop.
@@ -975,6 +979,11 @@ impl Dnsmasq {
             .arg("--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,2m")
             .args(["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"])
             .arg("--dhcp-option=option:router,192.0.2.1")
+            // The client with MAC 02:00:00:00:00:42 also gets classless routes (option 121).
+            .arg("--dhcp-host=02:00:00:00:00:42,set:cls")
+            .arg(format!(
+                "--dhcp-option=tag:cls,option:classless-static-route,{CLASSLESS}"
+            ))
             .arg(format!("--dhcp-leasefile={}", leases.display()))
             .arg(format!("--log-facility={}", log.display()))
             .arg("--log-dhcp")
@@ -1144,7 +1153,19 @@ fn docker_dhcp_ipam() {
                 &format!("{{{{(index .NetworkSettings.Networks \"{net}\").Gateway}}}}"),
                 ctr,
             ]);
-            assert_eq!(gw.trim(), "192.0.2.1", "{ctr}: Docker's gateway");
+            let mac = env.exec_out(ctr, &["cat", "/sys/class/net/eth0/address"]);
+            if mac.trim() == "02:00:00:00:00:42" {
+                // Classless routes replace the router (RFC 3442): Join answers them as
+                // StaticRoutes, and no Gateway.
+                assert_eq!(gw.trim(), "", "{ctr}: Docker's gateway");
+                let routes = env.exec_out(ctr, &["ip", "route"]);
+                assert!(
+                    routes.contains("198.51.100.0/24 via 192.0.2.254 dev eth0"),
+                    "{ctr}: {routes}"
+                );
+            } else {
+                assert_eq!(gw.trim(), "192.0.2.1", "{ctr}: Docker's gateway");
+            }
             let shown = env.exec_out(ctr, &["ip", "-o", "-4", "addr", "show", "eth0"]);
             assert!(shown.contains(&format!("inet {ip}/24")), "{ctr}: {shown}");
             assert_eq!(
@@ -1153,7 +1174,6 @@ fn docker_dhcp_ipam() {
                 "{ctr}"
             );
             env.assert_ping(ctr, "192.0.2.1");
-            let mac = env.exec_out(ctr, &["cat", "/sys/class/net/eth0/address"]);
             let leases = server.wait_leases(|t| t.contains(&format!(" {ip} ")));
             let line = leases
                 .lines()

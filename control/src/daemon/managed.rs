@@ -33,7 +33,7 @@ use uvlan_dataplane::wire::MacAddr;
 
 use crate::api::{
     AttachEndpoint, AttachInfo, DefaultRouteView, EndpointSpec, EnsureNetwork, ManagedEndpoint,
-    RouteSpec,
+    RouteSpec, RouteView,
 };
 use crate::ids;
 use crate::ipam::{EndpointAddr, EndpointAddrs};
@@ -113,6 +113,24 @@ fn route_view(r: Option<DefaultRoute>) -> Option<DefaultRouteView> {
             DefaultRoute::Dev => None,
         },
     })
+}
+
+/// A DHCP lease's classless static routes (option 121) for the front end: with them, RFC 3442
+/// has the client ignore the router, so they replace the IPv4 default route.
+fn with_lease_routes(mut info: AttachInfo, lease: Option<&crate::dhcp::Lease>) -> AttachInfo {
+    let Some(lease) = lease.filter(|l| !l.routes.is_empty()) else {
+        return info;
+    };
+    info.default_v4 = None;
+    info.routes = lease
+        .routes
+        .iter()
+        .map(|(dst, len, gw)| RouteView {
+            dst: format!("{dst}/{len}"),
+            via: (!gw.is_unspecified()).then(|| gw.to_string()),
+        })
+        .collect();
+    info
 }
 
 /// The reservation an attached endpoint goes back to on Leave (with its kept TAP's name and
@@ -560,8 +578,9 @@ impl Daemon {
                 .unwrap_or(0),
             default_v4: route_view(plan.v4),
             default_v6: route_view(plan.v6),
+            routes: Vec::new(),
         };
-        Ok(info)
+        Ok(with_lease_routes(info, rec.lease.as_ref()))
     }
 
     /// [`crate::api::Request::EndpointDetach`].

@@ -242,7 +242,8 @@ fn ipam_configs(data: Option<Vec<IpamData>>) -> Vec<IpamConfig> {
 
 /// The Join answer for an attached endpoint: Docker moves `SrcName` into the sandbox as
 /// `ethN`; l2/macvlan endpoints with a wire get `Gateway`s, l3/l3s ones a connected default
-/// route per family (so Docker adds no gateway bridge).
+/// route per family (so Docker adds no gateway bridge); a DHCP lease's classless routes
+/// become `StaticRoutes` (`RouteType` 0 with a `NextHop`, 1 on the link).
 pub fn join_answer(info: &AttachInfo) -> Value {
     let mut answer = json!({
         "InterfaceName": { "SrcName": info.ifname, "DstPrefix": "eth" },
@@ -262,6 +263,12 @@ pub fn join_answer(info: &AttachInfo) -> Value {
             }
             None => {}
         }
+    }
+    for r in &info.routes {
+        routes.push(match &r.via {
+            Some(gw) => json!({ "Destination": r.dst, "RouteType": 0, "NextHop": gw }),
+            None => json!({ "Destination": r.dst, "RouteType": 1 }),
+        });
     }
     if !routes.is_empty() {
         answer["StaticRoutes"] = Value::Array(routes);
@@ -851,6 +858,7 @@ mod tests {
             default_v6: v6.map(|v| DefaultRouteView {
                 via: v.map(str::to_string),
             }),
+            routes: Vec::new(),
         };
         let l2 = join_answer(&info(Some(Some("192.0.2.1")), Some(Some("2001:db8::1"))));
         assert_eq!(
@@ -866,6 +874,25 @@ mod tests {
         assert!(l3.get("Gateway").is_none());
         let internal = join_answer(&info(None, None));
         assert!(internal.get("Gateway").is_none() && internal.get("StaticRoutes").is_none());
+        // A DHCP lease's classless routes (which replace its router).
+        let mut dhcp = info(None, None);
+        dhcp.routes = vec![
+            crate::api::RouteView {
+                dst: "0.0.0.0/0".into(),
+                via: Some("192.0.2.1".into()),
+            },
+            crate::api::RouteView {
+                dst: "198.51.100.0/24".into(),
+                via: None,
+            },
+        ];
+        let dhcp = join_answer(&dhcp);
+        assert!(dhcp.get("Gateway").is_none(), "{dhcp}");
+        assert_eq!(
+            dhcp["StaticRoutes"],
+            json!([{"Destination": "0.0.0.0/0", "RouteType": 0, "NextHop": "192.0.2.1"},
+                   {"Destination": "198.51.100.0/24", "RouteType": 1}])
+        );
     }
 
     #[test]
@@ -878,6 +905,7 @@ mod tests {
             mtu: 1500,
             default_v4: None,
             default_v6: None,
+            routes: Vec::new(),
         };
         let a = serde_json::to_value(&attach).unwrap();
         let b = fake(move |r| match r {
