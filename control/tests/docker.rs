@@ -1055,7 +1055,7 @@ fn eventually(mut ok: impl FnMut() -> bool) -> bool {
 #[test]
 fn docker_dhcp_ipam() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let env = Env::new('c');
+    let mut env = Env::new('c');
     let server = Dnsmasq::start(&env);
     let parent = format!("parent={}", env.p0());
 
@@ -1218,6 +1218,18 @@ fn docker_dhcp_ipam() {
             server.log_text()
         );
         env.assert_ping(&a, "192.0.2.1");
+        if driver == "uvlan-macvlan" {
+            // The uvlan daemon killed and started again goes on from the stored leases.
+            env.stop_uvlan(libc::SIGKILL);
+            env.start_uvlan();
+            assert!(
+                eventually(|| env.read("uvlan.log").contains(&renewed)),
+                "no renewal after a restart:\n{}",
+                env.logs()
+            );
+            env.assert_ping(&a, "192.0.2.1");
+            env.assert_ping(&b, &addrs[0]);
+        }
         // Leave, then DeleteEndpoint releases the lease: docker rm on the macvlan network,
         // docker network disconnect and docker stop on the ipvlan one.
         if driver == "uvlan-macvlan" {
