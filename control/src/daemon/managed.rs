@@ -9,14 +9,17 @@
 //!
 //! Endpoint life cycle, keyed by the front end's key (Docker's endpoint ID, CNI's
 //! `CONTAINERID/IFNAME`):
-//! - reserve (Docker's CreateEndpoint): addresses and MAC are recorded;
+//! - reserve (Docker's CreateEndpoint): addresses and MAC are recorded; on a network with
+//!   DHCP IPAM (Docker's `-o uvlan.ipam=dhcp`) the address is first leased on a probe
+//!   (`probe`) and answered to the front end, and the lease is kept with the reservation;
 //! - attach (Docker's Join, CNI ADD): the TAP is made, either inside the namespace,
 //!   addressed and routed (CNI), or in the daemon's namespace for Docker to move into its
 //!   sandbox: the daemon then follows it there (by interface index and MAC), finishes the
 //!   settings that do not survive a move, and starts the address watcher;
 //! - detach (Docker's Leave): the endpoint goes back to reserved; its TAP is kept ("parked")
 //!   because Docker moves it back to the host namespace after Leave;
-//! - forget (Docker's DeleteEndpoint, CNI DEL): everything goes.
+//! - forget (Docker's DeleteEndpoint, CNI DEL): everything goes, a DHCP lease is released
+//!   (from the endpoint's interface if it is still attached, else from a probe).
 //!
 //! Detaching or forgetting what is not there succeeds (CNI DEL and Docker's retries are
 //! idempotent).
