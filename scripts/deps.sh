@@ -16,8 +16,9 @@ done
 # The runtimes test: containerd and ctr (Debian's containerd 1.6, also docker.io's runtime) and
 # podman 4.3 with its CNI backend, without the recommended extras (rootless helpers, buildah).
 # The capture and metrics tests read uvlan's output with real readers: tshark (pcapng) and
-# promtool (package prometheus: `promtool check metrics`). The DHCP test's server: dnsmasq
-# (dnsmasq-base, the binary without its system service), and nft (nftables) to filter it.
+# promtool (package prometheus: `promtool check metrics`). The DHCP tests' server (tests/dhcp.rs,
+# and the Docker test's DHCP case): dnsmasq (dnsmasq-base, the binary without its system
+# service), and nft (nftables) to filter it.
 if [ "${1:-}" = "--test" ]; then
   for pair in /usr/sbin/dockerd:docker.io /usr/bin/docker:docker.io /bin/busybox:busybox-static \
               /usr/lib/cni/host-local:containernetworking-plugins /usr/bin/containerd:containerd \

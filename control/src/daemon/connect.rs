@@ -105,6 +105,7 @@ impl Daemon {
             mtu: None,
             key: None,
             host_interface: true,
+            lease: None,
         };
         self.connect_locked(st, i, place, addrs, EpMac::Choose(mac))
     }
@@ -363,6 +364,7 @@ impl Daemon {
         (req_ip, req_ip6, req_mac): (Option<String>, Option<String>, Option<String>),
     ) -> Result<EndpointRecord, String> {
         let name = place.name.clone();
+        let given_lease = place.lease.clone();
         let net_id = st.nets[i].rec.id.clone();
         let inode = match place.host_name {
             Some(_) => 0,
@@ -488,7 +490,11 @@ impl Daemon {
         let rt = self
             .finish_endpoint(port, tap, ifindex, ns, up, &name, driver, watch, fast_veth)
             .map_err(|e| forget(self.fd_hint(e)))?;
-        if st.nets[i].rec.dhcp {
+        if let Some(lease) = given_lease {
+            // Leased before (Docker's CreateEndpoint): the front end puts the address on the
+            // interface, uvlan keeps the lease from here on.
+            rec.lease = Some(lease);
+        } else if st.nets[i].rec.dhcp {
             // The record keeps its `create` intent until the lease is on the interface: a
             // crash in between is rolled back at the next start.
             match self.lease_endpoint(&rt.netns, &rec) {

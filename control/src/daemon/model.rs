@@ -194,6 +194,9 @@ pub(super) struct EpPlace {
     /// `network connect --host`: the daemon's own namespace (see
     /// [`crate::store::EndpointRecord::host_interface`]).
     pub(super) host_interface: bool,
+    /// On a DHCP network: the lease the endpoint's address came from, leased before the
+    /// endpoint is made (Docker's CreateEndpoint, see `probe`); `None`: leased when made.
+    pub(super) lease: Option<crate::dhcp::Lease>,
 }
 
 impl EpPlace {
@@ -210,6 +213,7 @@ impl EpPlace {
             mtu: None,
             key: None,
             host_interface: false,
+            lease: None,
         }
     }
 }

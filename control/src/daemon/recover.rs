@@ -181,6 +181,7 @@ pub(super) fn resolve_intents(
                             created: ep.created.clone(),
                             host_name: ep.host_name.clone(),
                             endpoint_id: Some(ep.id.clone()),
+                            lease: ep.lease.clone(),
                         };
                         store.save_reserved(&rec.id, &r)?;
                         if let Some(m) = rec.managed.as_mut() {
