@@ -4,8 +4,9 @@
 # against the same measurement without a storm; nothing is asserted.
 #
 #   sudo bench/storm.sh [SECONDS (default 5)] [DRIVER (ipvlan|macvlan, default ipvlan)] [FLOODERS (default 1)]
+#   (ROUNDS=N: rounds of the four measurements, interleaved, default 3; medians compared)
 #
-# Four measurements of iperf3 TCP a -> b (-t SECONDS), one after the other:
+# Four measurements of iperf3 TCP a -> b (-t SECONDS), one after the other, ROUNDS times:
 #   quiet      no storm
 #   elsewhere  the storm (garbage) on a veth pair that has nothing to do with uvlan: what the
 #              flooder's CPU alone costs the others on this machine
@@ -18,7 +19,7 @@
 # The real `uvlan` binary (release, or $UVLAN_BIN) and daemon are used, in namespaces this
 # script creates and deletes; documentation addresses only.
 set -euo pipefail
-secs=${1:-5}; driver=${2:-ipvlan}; flooders=${3:-1}
+secs=${1:-5}; driver=${2:-ipvlan}; flooders=${3:-1}; rounds=${ROUNDS:-3}
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root (it creates namespaces)" >&2; exit 1; }
 if [ -n "${UVLAN_BIN:-}" ]; then
@@ -69,33 +70,44 @@ calm() {
     : >"$dir/flooders"
     cat "$dir"/flood.* | sed 's/^/    flooder: /'
 }
-sent_by_s() { # frames uvlan read from s, frames its TAP dropped
+sent_by_s() { # frames uvlan read from s, frames its TAP dropped, engine drops, loop wake-ups, flood pauses
     "$UV" stats --format json storm | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
 e = [e for e in r["networks"][0]["endpoints"] if e["name"].endswith("-s")][0]
-print(e["sent_frames"], e["tap_dropped"], sum(e.get("engine_drops", {}).values()))'
+w = (r.get("dataplane") or {}).get("workers", [])
+print(e["sent_frames"], e["tap_dropped"], sum(e.get("engine_drops", {}).values()),
+      sum(x["wakeups"] for x in w), sum(x.get("flood_pauses", 0) for x in w))'
 }
 
-quiet=$(tcp)
-echo "quiet:     TCP a->b $quiet Gbit/s"
-storm "$p-v" v0 garbage
-elsewhere=$(tcp)
-calm
-echo "elsewhere: TCP a->b $elsewhere Gbit/s (the flooder on an unrelated veth)"
-for kind in garbage broadcast; do
-    read -r r0 t0 d0 < <(sent_by_s)
-    storm "$p-s" eth0 "$kind"
-    got=$(tcp)
+# ROUNDS rounds of the four measurements, interleaved; the medians are compared.
+for round in $(seq "$rounds"); do
+    echo "round $round of $rounds"
+    q=$(tcp); echo "$q" >>"$dir/quiet"
+    echo "  quiet:     TCP a->b $q Gbit/s"
+    storm "$p-v" v0 garbage
+    e=$(tcp)
     calm
-    read -r r1 t1 d1 < <(sent_by_s)
-    echo "$kind: TCP a->b $got Gbit/s; uvlan read $((r1 - r0)) storm frames, dropped $((d1 - d0)) of them, the stormer's TAP dropped $((t1 - t0))"
-    eval "$kind=$got"
+    echo "$e" >>"$dir/elsewhere"
+    echo "  elsewhere: TCP a->b $e Gbit/s (the flooder on an unrelated veth)"
+    for kind in garbage broadcast; do
+        read -r r0 t0 d0 w0 f0 < <(sent_by_s)
+        storm "$p-s" eth0 "$kind"
+        got=$(tcp)
+        calm
+        read -r r1 t1 d1 w1 f1 < <(sent_by_s)
+        echo "$got" >>"$dir/$kind"
+        echo "  $kind: TCP a->b $got Gbit/s; uvlan read $((r1 - r0)) storm frames, dropped $((d1 - d0)) of them, the stormer's TAP dropped $((t1 - t0)); the loop woke $((w1 - w0)) times and paused the stormer $((f1 - f0)) times"
+    done
 done
-python3 - "$quiet" "$elsewhere" "$garbage" "$broadcast" "$driver" <<'EOF'
-import sys
-q, e, g, b = map(float, sys.argv[1:5])
-print(f"uvlan {sys.argv[5]}: throughput kept under a storm (ratio to quiet): "
+python3 - "$dir" "$driver" <<'EOF'
+import statistics, sys
+d = sys.argv[1]
+m = {k: statistics.median(float(x) for x in open(f"{d}/{k}").read().split())
+     for k in ("quiet", "elsewhere", "garbage", "broadcast")}
+q, e, g, b = m["quiet"], m["elsewhere"], m["garbage"], m["broadcast"]
+print(f"medians: quiet {q:.2f}, elsewhere {e:.2f}, garbage {g:.2f}, broadcast {b:.2f} Gbit/s")
+print(f"uvlan {sys.argv[2]}: throughput kept under a storm (ratio to quiet): "
       f"garbage {g / q:.2f}, broadcast {b / q:.2f}; the flooder elsewhere {e / q:.2f}")
 print(f"relative to the flooder elsewhere (uvlan's own share of the cost): "
       f"garbage {g / e:.2f}, broadcast {b / e:.2f}")

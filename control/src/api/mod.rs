@@ -612,6 +612,10 @@ pub struct WorkerStats {
     pub batch_frames: u64,
     /// Batches by size: 1, 2–3, 4–7, …, 512–1023, 1024 and more.
     pub batch_hist: Vec<u64>,
+    /// Times an endpoint's reads were paused because it flooded the loop with frames to
+    /// group addresses or frames the engine dropped (flood deferral).
+    #[serde(default)]
+    pub flood_pauses: u64,
 }
 
 /// Counters of one network in a [`StatsReport`].
