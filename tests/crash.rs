@@ -5,13 +5,17 @@
 //!
 //! - every endpoint is all or nothing: a namespace has an interface exactly when the
 //!   network lists an endpoint there, with the listed address, and that endpoint reaches
-//!   the others (traffic); Docker's TAPs exist exactly for endpoints the daemon holds;
+//!   the others (traffic); Docker's interfaces exist exactly for endpoints the daemon holds;
 //! - no IPv4 address is on two interfaces at once, in any namespace of the test.
 //!
 //! The Docker part speaks Docker's plugin protocol to the daemon's plugin socket and does
 //! what dockerd does around it (moving the TAP into the sandbox after Join and back after
 //! Leave), so no dockerd is needed; the CNI part runs the `uvlan-cni` binary as a runtime
 //! does, with the `static` IPAM plugin.
+//!
+//! With `UVLAN_TEST_FAST_PATH=on` every endpoint is a veth pair: Docker's and CNI's
+//! interfaces are checked to be veths (TAPs otherwise), and kills come later (see
+//! [`MAX_DELAY_FAST_MS`]).
 //!
 //! Iterations: `UVLAN_CRASH_ITERATIONS` (default 12; `bench/crash_injection.sh` runs more),
 //! seed: `UVLAN_CRASH_SEED` (default from the clock; printed, so a failure can be replayed).
