@@ -250,9 +250,8 @@ impl Daemon {
     }
 
     /// Creates an endpoint of network `i`: MAC, addresses (allocated or given), engine
-    /// port, TAP or fast-path veth pair (in the namespace, or in the daemon's namespace for the
-    /// front end to move),
-    /// dataplane, watcher, store. Nothing changes on error.
+    /// port, TAP or fast-path veth pair (in the namespace, or in the daemon's namespace for
+    /// the front end to move), dataplane, watcher, store. Nothing changes on error.
     pub(super) fn connect_locked(
         &self,
         st: &mut State,
@@ -349,8 +348,9 @@ impl Daemon {
     }
 
     /// The part of [`Daemon::connect_locked`] after the addresses are taken: the record with
-    /// its `create` intent, the engine port, the TAP (or veth pair), the dataplane and watcher, the settled
-    /// record. On error everything it did is undone (the caller gives the addresses back).
+    /// its `create` intent, the engine port, the TAP (or veth pair), the dataplane and
+    /// watcher, the settled record. On error everything it did is undone (the caller gives
+    /// the addresses back).
     #[allow(clippy::too_many_arguments)]
     fn make_endpoint(
         &self,
