@@ -251,8 +251,8 @@ impl Daemon {
     }
 
     /// Creates an endpoint of network `i`: MAC, addresses (allocated or given), engine
-    /// port, TAP (in the namespace, or in the daemon's namespace for the front end to move),
-    /// dataplane, watcher, store. Nothing changes on error.
+    /// port, TAP or fast-path veth pair (in the namespace, or in the daemon's namespace for
+    /// the front end to move), dataplane, watcher, store. Nothing changes on error.
     pub(super) fn connect_locked(
         &self,
         st: &mut State,
@@ -349,8 +349,9 @@ impl Daemon {
     }
 
     /// The part of [`Daemon::connect_locked`] after the addresses are taken: the record with
-    /// its `create` intent, the engine port, the TAP, the dataplane and watcher, the settled
-    /// record. On error everything it did is undone (the caller gives the addresses back).
+    /// its `create` intent, the engine port, the TAP (or veth pair), the dataplane and
+    /// watcher, the settled record. On error everything it did is undone (the caller gives
+    /// the addresses back).
     #[allow(clippy::too_many_arguments)]
     fn make_endpoint(
         &self,
@@ -439,9 +440,10 @@ impl Daemon {
             }
             why
         };
-        // Phase 1: `network connect` and `run` only (front ends' endpoints stay TAPs).
+        // Every endpoint but the host interface: `network connect`, `run`, Docker's Join
+        // (the veth end Docker moves) and CNI ADD.
         let fast = match options::fast_path_opt(&st.nets[i].rec.options) {
-            _ if place.key.is_some() || place.host_name.is_some() || place.host_interface => false,
+            _ if place.host_interface => false,
             // A network with a host interface keeps TAP endpoints (the fast path does not
             // serve the host interface yet).
             _ if st.nets[i].rec.endpoints.iter().any(|e| e.host_interface) => false,
@@ -472,6 +474,21 @@ impl Daemon {
                 let tap = endpoint::create_interface(&place.ns, &place.path, &plan)
                     .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
                 (tap, place.ns, true, true)
+            }
+            Some(host) if fast => {
+                let (tap, veth, idx) = endpoint::create_fast_for_move(host, &plan, &rec.id)
+                    .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
+                let here = match Netns::current() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        endpoint::destroy_tap(tap);
+                        endpoint::delete_fast_leftovers(&rec.id);
+                        return Err(forget(undo_port(self.fd_hint(e.to_string()))));
+                    }
+                };
+                fast_veth = Some(veth);
+                fast_idx = Some(idx);
+                (tap, here, false, false)
             }
             Some(host) => {
                 let tap = endpoint::create_for_move(host, &plan)

@@ -12,12 +12,16 @@
 //! - reserve (Docker's CreateEndpoint): addresses and MAC are recorded; on a network with
 //!   DHCP IPAM (Docker's `-o uvlan.ipam=dhcp`) the address is first leased on a probe
 //!   (`probe`) and answered to the front end, and the lease is kept with the reservation;
-//! - attach (Docker's Join, CNI ADD): the TAP is made, either inside the namespace,
+//! - attach (Docker's Join, CNI ADD): the interface is made, either inside the namespace,
 //!   addressed and routed (CNI), or in the daemon's namespace for Docker to move into its
 //!   sandbox: the daemon then follows it there (by interface index and MAC), finishes the
-//!   settings that do not survive a move, and starts the address watcher;
+//!   settings that do not survive a move, and starts the address watcher. It is a TAP, or,
+//!   with the fast path, one end of a veth pair whose other end stays in the daemon's
+//!   namespace (`endpoint::create_fast_interface`, `endpoint::create_fast_for_move`), as
+//!   for `network connect`;
 //! - detach (Docker's Leave): the endpoint goes back to reserved; its TAP is kept ("parked")
-//!   because Docker moves it back to the host namespace after Leave;
+//!   because Docker moves it back to the host namespace after Leave (a veth pair stays
+//!   without a descriptor, its programs detached);
 //! - forget (Docker's DeleteEndpoint, CNI DEL): everything goes, a DHCP lease is released
 //!   (from the endpoint's interface if it is still attached, else from a probe).
 //!
@@ -479,6 +483,8 @@ impl Daemon {
         // goes once the endpoint is made).
         let mut from_reserved = false;
         let mut lease = None;
+        // The endpoint ID of an earlier attachment under this key (Docker's Leave kept it).
+        let mut left_id = None;
         let (addrs, mac) = match &a.spec {
             Some(spec) => {
                 if spec.key != a.key {
@@ -515,6 +521,7 @@ impl Daemon {
                 };
                 from_reserved = true;
                 lease = r.lease.clone();
+                left_id = r.endpoint_id.clone();
                 (r.addrs, mac)
             }
         };
@@ -538,6 +545,11 @@ impl Daemon {
             host_interface: false,
             lease,
         };
+        // A fast-path endpoint's veth pair kept since that Leave is of no more use, and
+        // would hold the names the new one takes (its ID is Docker's endpoint ID again).
+        if let Some(id) = left_id.filter(|_| !st.nets[i].parked.contains_key(&a.key)) {
+            endpoint::delete_fast_leftovers(&id);
+        }
         let rec = self.connect_locked(&mut st, i, place, EpAddrs::Given(addrs), mac)?;
         if from_reserved {
             // The endpoint is settled: its reservation goes (a crash before this is finished
@@ -686,8 +698,12 @@ impl Daemon {
                 match st.nets[i].parked.remove(key) {
                     Some(tap) => endpoint::destroy_tap(tap),
                     None => {
+                        // A fast-path endpoint's veth pair, wherever its end is now.
+                        if let Some(id) = r.as_ref().and_then(|r| r.endpoint_id.as_ref()) {
+                            endpoint::delete_fast_leftovers(id);
+                        }
                         if let Some(name) = r.and_then(|r| r.host_name) {
-                            endpoint::delete_host_tap(&name);
+                            endpoint::delete_host_interface(&name);
                         }
                     }
                 }
@@ -706,7 +722,7 @@ impl Daemon {
                 endpoint::destroy_tap(tap);
             }
             if let Some(name) = host_name {
-                endpoint::delete_host_tap(&name);
+                endpoint::delete_host_interface(&name);
             }
         }
         let net = &st.nets[i].rec;
@@ -720,7 +736,12 @@ impl Daemon {
         Ok(changed)
     }
 
-    /// Takes an attached endpoint out of the engine and the dataplane but keeps its TAP.
+    /// Takes an attached endpoint out of the engine and the dataplane but keeps its TAP
+    /// (returned, for the caller to keep). A fast-path endpoint keeps its veth pair, which
+    /// needs no descriptor to live: its programs are detached (by `remove_tap`), its TAP
+    /// (the slow path) goes, the daemon's end is set down (the endpoint's end has no
+    /// carrier), and nothing is returned; forgetting the endpoint deletes the pair by the
+    /// names of its daemon-side end ([`endpoint::delete_fast_leftovers`]).
     fn park(&self, mut rt: EpRt) -> Option<Tap> {
         drop(rt.watcher.take());
         let tap = match self.dp.remove_tap(rt.port) {
@@ -734,7 +755,19 @@ impl Daemon {
         if let Ok(Err(e)) = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port)) {
             (self.log)(&format!("removing {port} from the engine: {e}"));
         }
-        tap
+        let Some(veth) = rt.fast_veth else {
+            return tap;
+        };
+        if let Some(t) = tap {
+            endpoint::destroy_tap(t);
+        }
+        let down = Netns::current()
+            .and_then(|here| Rtnl::open(&here))
+            .and_then(|mut r| r.link_set_up(veth, false));
+        if let Err(e) = down {
+            (self.log)(&format!("setting the veth of {port} down: {e}"));
+        }
+        None
     }
 
     /// [`crate::api::Request::EndpointList`].
