@@ -14,6 +14,9 @@
 #              header, unicast destinations nobody has) from an AF_PACKET socket, qdisc bypassed
 #   broadcast  endpoint s sends 64-byte UDP broadcasts the same way (every other endpoint
 #              receives each one, as with the kernel)
+# The kernel's own driver is measured the same way in each round, for reference (kernel
+# macvlan bridge, or ipvlan l2 bridge where the kernel has ipvlan, on a veth parent: endpoints
+# ks, ka, kb): what a storm costs the others with the kernel doing the forwarding.
 # FLOODERS processes of tests/flood.py send at once. The script also prints the storm's rate,
 # what uvlan read of it and how much the stormer's TAP queue dropped (`uvlan stats`).
 # The real `uvlan` binary (release, or $UVLAN_BIN) and daemon are used, in namespaces this
@@ -39,7 +42,7 @@ cleanup() {
     rm -rf "$dir"
 }
 trap cleanup EXIT
-for n in host s a b v; do ip netns add "$p-$n"; ip -n "$p-$n" link set lo up; done
+for n in host s a b v ks ka kb; do ip netns add "$p-$n"; ip -n "$p-$n" link set lo up; done
 ip netns exec "$p-host" "$UV" daemon --root "$UVLAN_ROOT" --socket "$UVLAN_SOCKET" 2>"$dir/daemon.log" &
 dpid=$!
 for _ in $(seq 100); do [ -S "$UVLAN_SOCKET" ] && break; sleep 0.05; done
@@ -50,11 +53,31 @@ for _ in $(seq 100); do [ -S "$UVLAN_SOCKET" ] && break; sleep 0.05; done
 # The unrelated veth pair for "elsewhere".
 ip -n "$p-v" link add v0 type veth peer name v1
 ip -n "$p-v" link set v0 up; ip -n "$p-v" link set v1 up
+# The kernel reference: three slaves of the kernel's driver on a veth parent in v.
+kdriver=$driver
+ip -n "$p-v" link add kp0 type veth peer name kp1
+ip -n "$p-v" link set kp0 up; ip -n "$p-v" link set kp1 up
+kernel_slave() { # name address namespace
+    if [ "$kdriver" = ipvlan ] &&
+        ip -n "$p-v" link add "$1" link kp0 type ipvlan mode l2 bridge 2>/dev/null; then :; else
+        kdriver=macvlan
+        ip -n "$p-v" link add "$1" link kp0 type macvlan mode bridge
+    fi
+    ip -n "$p-v" link set "$1" netns "$3"
+    ip -n "$3" link set "$1" name eth0
+    ip -n "$3" addr add "$2/24" dev eth0
+    ip -n "$3" link set eth0 up
+}
+kernel_slave ks0 192.0.2.9 "$p-ks"
+kernel_slave ka0 192.0.2.10 "$p-ka"
+kernel_slave kb0 192.0.2.20 "$p-kb"
+ip netns exec "$p-ka" ping -c 2 -q 192.0.2.20 >/dev/null
 ip netns exec "$p-a" ping -c 2 -q 192.0.2.20 >/dev/null
 
-tcp() { # -> Gbit/s a -> b
-    ip netns exec "$p-b" iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
-    ip netns exec "$p-a" iperf3 -c 192.0.2.20 -t "$secs" -J |
+tcp() { # [CLIENT_NS SERVER_NS] -> Gbit/s a -> b
+    local cl=${1:-$p-a} sv=${2:-$p-b}
+    ip netns exec "$sv" iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
+    ip netns exec "$cl" iperf3 -c 192.0.2.20 -t "$secs" -J |
         python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
 storm() { # ns iface kind: starts FLOODERS flooders for SECONDS + 2 s
@@ -99,16 +122,30 @@ for round in $(seq "$rounds"); do
         echo "$got" >>"$dir/$kind"
         echo "  $kind: TCP a->b $got Gbit/s; uvlan read $((r1 - r0)) storm frames, dropped $((d1 - d0)) of them, the stormer's TAP dropped $((t1 - t0)); the loop woke $((w1 - w0)) times and paused the stormer $((f1 - f0)) times"
     done
+    k=$(tcp "$p-ka" "$p-kb"); echo "$k" >>"$dir/kquiet"
+    echo "  kernel $kdriver, quiet: TCP a->b $k Gbit/s"
+    for kind in garbage broadcast; do
+        storm "$p-ks" eth0 "$kind"
+        k=$(tcp "$p-ka" "$p-kb")
+        calm
+        echo "$k" >>"$dir/k$kind"
+        echo "  kernel $kdriver, $kind: TCP a->b $k Gbit/s"
+    done
 done
-python3 - "$dir" "$driver" <<'EOF'
+python3 - "$dir" "$driver" "$kdriver" <<'EOF'
 import statistics, sys
 d = sys.argv[1]
 m = {k: statistics.median(float(x) for x in open(f"{d}/{k}").read().split())
-     for k in ("quiet", "elsewhere", "garbage", "broadcast")}
+     for k in ("quiet", "elsewhere", "garbage", "broadcast", "kquiet", "kgarbage", "kbroadcast")}
 q, e, g, b = m["quiet"], m["elsewhere"], m["garbage"], m["broadcast"]
+kq, kg, kb = m["kquiet"], m["kgarbage"], m["kbroadcast"]
+print(f"kernel {sys.argv[3]} medians: quiet {kq:.2f}, garbage {kg:.2f}, broadcast {kb:.2f} Gbit/s; "
+      f"kept under a storm: garbage {kg / kq:.2f}, broadcast {kb / kq:.2f}")
 print(f"medians: quiet {q:.2f}, elsewhere {e:.2f}, garbage {g:.2f}, broadcast {b:.2f} Gbit/s")
 print(f"uvlan {sys.argv[2]}: throughput kept under a storm (ratio to quiet): "
       f"garbage {g / q:.2f}, broadcast {b / q:.2f}; the flooder elsewhere {e / q:.2f}")
 print(f"relative to the flooder elsewhere (uvlan's own share of the cost): "
       f"garbage {g / e:.2f}, broadcast {b / e:.2f}")
+print(f"uvlan's share kept ÷ the kernel's share kept: garbage {(g / q) / (kg / kq):.2f}, "
+      f"broadcast {(b / q) / (kb / kq):.2f}")
 EOF
