@@ -8,7 +8,7 @@ use std::ops::Deref;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
-use uvlan_system_tests::World as Base;
+use uvlan_system_tests::{SuiteOptions, World as Base};
 
 const CNI_BIN: &str = env!("CARGO_BIN_EXE_uvlan-cni");
 const UPSTREAM: &str = "/usr/lib/cni";
@@ -240,9 +240,10 @@ fn cni_macvlan_conflist_with_host_local_and_tuning() {
     assert!(link.contains("mtu 1400"), "tuning applied on top: {link}");
     assert!(link.contains(mac), "{link} has {mac}");
     // A TAP, or with the fast path (`UVLAN_TEST_FAST_PATH=on`) a veth.
-    let kind = match std::env::var("UVLAN_TEST_FAST_PATH").as_deref() {
-        Ok("on") => " veth ",
-        _ => " tun ",
+    let kind = if SuiteOptions::from_env(&[]).fast_path_on() {
+        " veth "
+    } else {
+        " tun "
     };
     let detail = text(
         &w.exec("a", &["ip", "-d", "-o", "link", "show", "eth0"])
