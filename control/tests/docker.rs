@@ -470,6 +470,46 @@ impl Env {
         );
     }
 
+    /// The frames the fast path's cache carried from `net`'s endpoints (their
+    /// `fast_sent_frames` in `uvlan stats`, summed).
+    fn fast_frames(&self, net: &str) -> u64 {
+        let stats = self.uvlan(&["stats", "--format", "json", net]);
+        let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        v["networks"][0]["endpoints"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no endpoints in {stats}"))
+            .iter()
+            .map(|e| e["fast_sent_frames"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    /// Ten pings from `ctr` to `addr` on `net`: with the fast path the cache carries the
+    /// endpoints' frames (its counters grow by the echoes and replies, but for the first
+    /// ones the dataplane decides), without it nothing goes through a cache.
+    fn assert_cache_carries(&self, net: &str, ctr: &str, addr: &str) {
+        let before = self.fast_frames(net);
+        let o = self.exec(ctr, &["ping", "-q", "-A", "-c", "10", "-W", "2", addr]);
+        assert!(
+            o.status.success(),
+            "{ctr} cannot ping {addr}: {}\n{}",
+            text(&o.stdout),
+            self.logs()
+        );
+        let after = self.fast_frames(net);
+        if self.suite.fast_path_on() {
+            assert!(
+                after >= before + 10,
+                "{net}: the cache did not carry {ctr}'s pings: {before} → {after}\n{}",
+                self.logs()
+            );
+        } else {
+            assert_eq!(
+                after, 0,
+                "{net}: frames through a cache without the fast path"
+            );
+        }
+    }
+
     /// Asserts that no endpoint interface is left in the daemon's namespace: neither a TAP
     /// handed to Docker (`uvd…`) nor a fast-path pair's TAP or veth end (`uvs…`, `uvv…`).
     fn assert_no_endpoint_links(&self) {
@@ -689,6 +729,7 @@ fn docker_remote_driver_end_to_end() {
     env.assert_kind("uvt-a", "eth0", kind);
     env.assert_kind("uvt-b", "eth0", kind);
     env.assert_endpoint_kinds("uvt-l2", 2);
+    env.assert_cache_carries("uvt-l2", "uvt-a", "192.0.2.77");
     let l2 = env.inspect("uvt-l2");
     let containers = l2["Containers"].as_object().unwrap();
     assert_eq!(containers.len(), 2, "{l2}");
@@ -845,6 +886,8 @@ fn docker_remote_driver_end_to_end() {
     // The endpoints were adopted: with the fast path the veth pairs outlived the daemon.
     env.assert_endpoint_kinds("uvt-l2", 2);
     env.assert_endpoint_kinds("uvt-mv", 2);
+    env.assert_cache_carries("uvt-l2", "uvt-a", "192.0.2.77");
+    env.assert_cache_carries("uvt-mv", "uvt-ma", "203.0.113.3");
 
     // -- dockerd restarts: it stops the containers (Leave, DeleteEndpoint) and does not
     // re-create networks; uvlan kept them, and restarted containers work again.
