@@ -4,8 +4,9 @@
 //! ends: each depends on a narrow interface the daemon offers (the API's requests; for the
 //! Docker driver, [`crate::docker::DaemonApi`]), and only this module joins the two.
 //!
-//! Shutdown leaves every endpoint in place: TAPs are persistent, so the namespaces keep
-//! their `eth0` (without carrier) until the next daemon re-attaches and traffic resumes.
+//! Shutdown leaves every endpoint in place: TAPs are persistent and a fast-path endpoint's
+//! veth pair outlives the process, so the namespaces keep their `eth0` (without carrier, or
+//! forwarding nothing) until the next daemon re-attaches and traffic resumes.
 
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -266,7 +267,7 @@ pub fn run_daemon(
         root.display()
     ));
     serve_api(&listener, &stop, &daemon, &log);
-    log("stopping; endpoints stay in place (their TAPs are persistent)");
+    log("stopping; endpoints stay in place (their TAPs are persistent, fast-path veth pairs stay)");
     drop(plugin);
     let _ = std::fs::remove_file(socket);
     Ok(())

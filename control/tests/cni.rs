@@ -1,5 +1,5 @@
 //! The CNI plugin driven as a container runtime drives it (root): environment + stdin,
-//! the standard `host-local` IPAM and `tuning` plugins from Debian's
+//! the standard `host-local` and `static` IPAM and `tuning` plugins from Debian's
 //! containernetworking-plugins, and a conflist applied plugin by plugin (ADD in order with
 //! `prevResult` chaining, CHECK, DEL in reverse order), against a uvlan daemon the test
 //! runs in its own namespace (its parent is a veth the test made there).
@@ -8,7 +8,7 @@ use std::ops::Deref;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
-use uvlan_system_tests::World as Base;
+use uvlan_system_tests::{SuiteOptions, World as Base};
 
 const CNI_BIN: &str = env!("CARGO_BIN_EXE_uvlan-cni");
 const UPSTREAM: &str = "/usr/lib/cni";
@@ -35,7 +35,7 @@ impl Deref for World {
 
 impl World {
     fn new() -> World {
-        for p in ["host-local", "tuning"] {
+        for p in ["host-local", "static", "tuning"] {
             assert!(
                 std::path::Path::new(UPSTREAM).join(p).exists(),
                 "{UPSTREAM}/{p} is missing: run scripts/deps.sh --test (containernetworking-plugins)"
@@ -47,7 +47,7 @@ impl World {
         for name in ["uvlan-ipvlan", "uvlan-macvlan"] {
             std::os::unix::fs::symlink(CNI_BIN, bin.join(name)).unwrap();
         }
-        for name in ["host-local", "tuning"] {
+        for name in ["host-local", "static", "tuning"] {
             std::os::unix::fs::symlink(format!("{UPSTREAM}/{name}"), bin.join(name)).unwrap();
         }
         let h = w.ns("host");
@@ -240,9 +240,10 @@ fn cni_macvlan_conflist_with_host_local_and_tuning() {
     assert!(link.contains("mtu 1400"), "tuning applied on top: {link}");
     assert!(link.contains(mac), "{link} has {mac}");
     // A TAP, or with the fast path (`UVLAN_TEST_FAST_PATH=on`) a veth.
-    let kind = match std::env::var("UVLAN_TEST_FAST_PATH").as_deref() {
-        Ok("on") => " veth ",
-        _ => " tun ",
+    let kind = if SuiteOptions::from_env(&[]).fast_path_on() {
+        " veth "
+    } else {
+        " tun "
     };
     let detail = text(
         &w.exec("a", &["ip", "-d", "-o", "link", "show", "eth0"])
@@ -400,4 +401,55 @@ fn cni_ipvlan_l3_vlan_ipv6_status_gc_and_errors() {
     assert_eq!((code, v["code"].as_u64()), (1, Some(101)), "{v}");
     assert_eq!(w.plugin("DEL", &prev, "a", "eth0").0, 0);
     assert!(!w.networks().contains("uvt-cniip"), "{}", w.networks());
+}
+
+/// `static` IPAM (Debian's 1.1.1, which speaks up to CNI 1.0.0) under a 1.1.0
+/// configuration: ADD, then CHECK and DEL, which the IPAM plugin gets with the same
+/// configuration, `prevResult` included (the spec's delegation; `static`'s CHECK fails with
+/// "Required prevResult missing" without it), in the version negotiated with it.
+#[test]
+fn cni_static_ipam_check_gets_the_prev_result() {
+    let mut w = World::new();
+    w.0.netns("a");
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "uvt-cnist", "type": "uvlan-macvlan",
+        "master": "p0", "mode": "bridge",
+        "ipam": {
+            "type": "static",
+            "addresses": [
+                {"address": "192.0.2.10/24", "gateway": "192.0.2.1"},
+                {"address": "2001:db8:7::10/64"}
+            ],
+            "routes": [{"dst": "0.0.0.0/0"}]
+        }
+    });
+    let ra = w.plugin_ok("ADD", &conf, "a", "eth0");
+    assert_eq!(ra["cniVersion"], "1.1.0");
+    assert_eq!(ra["ips"][0]["address"], "192.0.2.10/24", "{ra}");
+    assert_eq!(ra["ips"][0]["gateway"], "192.0.2.1", "{ra}");
+    assert_eq!(ra["ips"][1]["address"], "2001:db8:7::10/64", "{ra}");
+    let shown = text(&w.exec("a", &["ip", "-o", "addr", "show", "eth0"]).stdout);
+    assert!(shown.contains("inet 192.0.2.10/24"), "{shown}");
+    let mut prev = conf.clone();
+    prev["prevResult"] = ra.clone();
+    let (code, v) = w.plugin("CHECK", &prev, "a", "eth0");
+    assert_eq!(code, 0, "CHECK: {v}\n{}", w.log());
+    // static compares the result with its configuration itself: a result whose gateway is
+    // not the configured one fails its CHECK (uvlan's own CHECK looks at addresses and the
+    // MAC only), so the prevResult really reached it.
+    let mut wrong = prev.clone();
+    wrong["prevResult"]["ips"][0]["gateway"] = json!("192.0.2.254");
+    let (code, v) = w.plugin("CHECK", &wrong, "a", "eth0");
+    assert_eq!(code, 1, "CHECK with a wrong gateway passed: {v}");
+    assert!(
+        v["msg"].as_str().unwrap_or_default().contains("static"),
+        "not static's error: {v}"
+    );
+    // DEL with the prevResult, twice (idempotent); the network goes with its last endpoint.
+    for _ in 0..2 {
+        let (code, v) = w.plugin("DEL", &prev, "a", "eth0");
+        assert_eq!(code, 0, "DEL: {v}");
+    }
+    assert!(!text(&w.exec("a", &["ip", "-o", "link"]).stdout).contains("eth0"));
+    assert!(!w.networks().contains("uvt-cnist"), "{}", w.networks());
 }

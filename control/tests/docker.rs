@@ -26,6 +26,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use uvlan_system_tests::SuiteOptions;
+
 const BIN: &str = env!("CARGO_BIN_EXE_uvlan");
 /// Debian's client, matching the 20.10 daemon (a newer client may be first on PATH).
 const DOCKER: &str = "/usr/bin/docker";
@@ -53,6 +55,9 @@ struct Env {
     lan: String,
     dockerd: Option<Child>,
     uvlan: Option<Child>,
+    /// The suite's daemon options (`UVLAN_TEST_FAST_PATH`, `UVLAN_TEST_IO`, ...), as the
+    /// other system suites run them.
+    suite: SuiteOptions,
 }
 
 impl Env {
@@ -86,6 +91,7 @@ impl Env {
             lan: format!("uvt{pid}d{case}"),
             dockerd: None,
             uvlan: None,
+            suite: SuiteOptions::from_env(&[]),
         };
         env.cleanup_dirs();
         std::fs::create_dir_all(&env.base).unwrap();
@@ -166,6 +172,7 @@ impl Env {
             .in_host(BIN)
             .args(["daemon", "--docker-plugin", "--docker-host"])
             .arg(format!("unix://{}", self.docker_sock().display()))
+            .args(self.suite.args())
             .env("UVLAN_ROOT", self.base.join("uvlan-root"))
             .env("UVLAN_SOCKET", self.base.join("uvlan.sock"))
             .stdin(Stdio::null())
@@ -178,6 +185,9 @@ impl Env {
             self.uvlan_cmd(&["network", "ls", "-q"]).status.success()
                 && Path::new(PLUGIN_DIR).join("uvlan-macvlan.sock").exists()
         });
+        if let Err(e) = self.suite.check_log(&self.read("uvlan.log")) {
+            panic!("{e}");
+        }
     }
 
     fn stop_uvlan(&mut self, sig: libc::c_int) {
@@ -416,6 +426,104 @@ impl Env {
         );
     }
 
+    /// The kind `ip -d link` shows for a container's endpoint: a TAP (` tun `), or with the
+    /// fast path (`UVLAN_TEST_FAST_PATH=on`) a veth (Join made the pair and dockerd moved
+    /// one end in). A network with a host interface keeps TAP endpoints in both modes.
+    fn endpoint_kind(&self) -> &'static str {
+        if self.suite.fast_path_on() {
+            " veth "
+        } else {
+            " tun "
+        }
+    }
+
+    /// Asserts that `ctr`'s interface `ifname` is of `kind` (as [`Env::endpoint_kind`]).
+    fn assert_kind(&self, ctr: &str, ifname: &str, kind: &str) {
+        let pid = self.ok(&["inspect", "-f", "{{.State.Pid}}", ctr]);
+        let o = run(Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", pid.trim()))
+            .args(["ip", "-d", "-o", "link", "show", ifname]));
+        let detail = text(&o.stdout);
+        assert!(
+            o.status.success() && detail.contains(kind),
+            "{ctr}: {ifname} is not a{kind}interface: {detail}{}",
+            text(&o.stderr)
+        );
+    }
+
+    /// Asserts how uvlan's inspect of `net` lists its `n` endpoints in
+    /// `UvlanWire.EndpointKinds`: each `veth+fast-path` with the fast path, else `tap`.
+    fn assert_endpoint_kinds(&self, net: &str, n: usize) {
+        let v = self.inspect(net);
+        let kinds = v["UvlanWire"]["EndpointKinds"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let want = if self.suite.fast_path_on() {
+            "veth+fast-path"
+        } else {
+            "tap"
+        };
+        assert!(
+            kinds.len() == n && kinds.values().all(|k| k == want),
+            "{net}: {n} endpoints of kind {want} expected: {kinds:?}"
+        );
+    }
+
+    /// The frames the fast path's cache carried from `net`'s endpoints (their
+    /// `fast_sent_frames` in `uvlan stats`, summed).
+    fn fast_frames(&self, net: &str) -> u64 {
+        let stats = self.uvlan(&["stats", "--format", "json", net]);
+        let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        v["networks"][0]["endpoints"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no endpoints in {stats}"))
+            .iter()
+            .map(|e| e["fast_sent_frames"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    /// Ten pings from `ctr` to `addr` on `net`: with the fast path the cache carries the
+    /// endpoints' frames (its counters grow by the echoes and replies, but for the first
+    /// ones the dataplane decides), without it nothing goes through a cache.
+    fn assert_cache_carries(&self, net: &str, ctr: &str, addr: &str) {
+        let before = self.fast_frames(net);
+        let o = self.exec(ctr, &["ping", "-q", "-A", "-c", "10", "-W", "2", addr]);
+        assert!(
+            o.status.success(),
+            "{ctr} cannot ping {addr}: {}\n{}",
+            text(&o.stdout),
+            self.logs()
+        );
+        let after = self.fast_frames(net);
+        if self.suite.fast_path_on() {
+            assert!(
+                after >= before + 10,
+                "{net}: the cache did not carry {ctr}'s pings: {before} → {after}\n{}",
+                self.logs()
+            );
+        } else {
+            assert_eq!(
+                after, 0,
+                "{net}: frames through a cache without the fast path"
+            );
+        }
+    }
+
+    /// Asserts that no endpoint interface is left in the daemon's namespace: neither a TAP
+    /// handed to Docker (`uvd…`) nor a fast-path pair's TAP or veth end (`uvs…`, `uvv…`).
+    fn assert_no_endpoint_links(&self) {
+        let links = self.host_ip(&["-o", "link"]);
+        let left: Vec<&str> = links
+            .lines()
+            .filter(|l| [": uvd", ": uvs", ": uvv"].iter().any(|p| l.contains(p)))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "endpoint interfaces left in the daemon's namespace: {left:#?}"
+        );
+    }
+
     /// Lazily unmounts everything dockerd left under the base directory, then removes it.
     fn cleanup_dirs(&self) {
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
@@ -617,6 +725,11 @@ fn docker_remote_driver_end_to_end() {
     );
     env.assert_ping("uvt-a", "192.0.2.77");
     env.assert_ping("uvt-b", "192.0.2.2");
+    let kind = env.endpoint_kind();
+    env.assert_kind("uvt-a", "eth0", kind);
+    env.assert_kind("uvt-b", "eth0", kind);
+    env.assert_endpoint_kinds("uvt-l2", 2);
+    env.assert_cache_carries("uvt-l2", "uvt-a", "192.0.2.77");
     let l2 = env.inspect("uvt-l2");
     let containers = l2["Containers"].as_object().unwrap();
     assert_eq!(containers.len(), 2, "{l2}");
@@ -703,6 +816,7 @@ fn docker_remote_driver_end_to_end() {
     ]);
     let eth1 = env.exec_out("uvt-a", &["ip", "-o", "addr", "show", "eth1"]);
     assert!(eth1.contains("inet 192.0.2.140/25"), "{eth1}");
+    env.assert_kind("uvt-a", "eth1", kind);
     env.assert_ping("uvt-a", "192.0.2.131");
     env.ok(&["network", "disconnect", "uvt-int", "uvt-a"]);
     let gone = env.exec("uvt-a", &["ip", "link", "show", "eth1"]);
@@ -725,6 +839,7 @@ fn docker_remote_driver_end_to_end() {
     env.container("uvt-mb", "uvt-mv", &["--mac-address", "02:00:00:00:00:09"]);
     env.assert_ping("uvt-ma", "203.0.113.3");
     let mv = env.inspect("uvt-mv");
+    env.assert_kind("uvt-ma", "eth0", kind);
     let macs: Vec<String> = mv["Containers"]
         .as_object()
         .unwrap()
@@ -768,6 +883,11 @@ fn docker_remote_driver_end_to_end() {
     env.assert_ping("uvt-a", "192.0.2.77");
     env.assert_ping("uvt-la", "198.51.100.200");
     env.assert_ping("uvt-ma", "203.0.113.3");
+    // The endpoints were adopted: with the fast path the veth pairs outlived the daemon.
+    env.assert_endpoint_kinds("uvt-l2", 2);
+    env.assert_endpoint_kinds("uvt-mv", 2);
+    env.assert_cache_carries("uvt-l2", "uvt-a", "192.0.2.77");
+    env.assert_cache_carries("uvt-mv", "uvt-ma", "203.0.113.3");
 
     // -- dockerd restarts: it stops the containers (Leave, DeleteEndpoint) and does not
     // re-create networks; uvlan kept them, and restarted containers work again.
@@ -783,6 +903,7 @@ fn docker_remote_driver_end_to_end() {
     env.ok(&["start", "uvt-a", "uvt-b", "uvt-ma", "uvt-mb"]);
     env.assert_ping("uvt-a", "192.0.2.77");
     env.assert_ping("uvt-mb", "203.0.113.2");
+    env.assert_kind("uvt-a", "eth0", kind);
 
     // -- docker rm / network rm clean up: no TAP, no state.
     env.ok(&[
@@ -794,11 +915,7 @@ fn docker_remote_driver_end_to_end() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(left, 0, "state files left");
-    let links = env.host_ip(&["-o", "link"]);
-    assert!(
-        !links.lines().any(|l| l.contains(": uvd")),
-        "TAPs left in the daemon's namespace: {links}"
-    );
+    env.assert_no_endpoint_links();
     let log = env.read("uvlan.log");
     assert!(!log.contains("did not arrive"), "{log}");
 }
@@ -913,6 +1030,8 @@ fn docker_host_interface() {
 
         let ctr = format!("{net}-c");
         env.container(&ctr, net, &[]);
+        // A network with a host interface keeps TAP endpoints, with the fast path too.
+        env.assert_kind(&ctr, "eth0", " tun ");
         let c_addr = docker_addr(&env, &ctr, net);
         assert!(!c_addr.is_empty() && c_addr != host_ip, "{c_addr}");
         let routes = env.host_ip(&["route", "show"]);
@@ -1183,6 +1302,7 @@ fn docker_dhcp_ipam() {
             addrs.push(ip);
         }
         assert_ne!(addrs[0], addrs[1], "two endpoints, one address");
+        env.assert_kind(&a, "eth0", env.endpoint_kind());
         env.assert_ping(&a, &addrs[1]);
         let mac = |c: &str| env.exec_out(c, &["cat", "/sys/class/net/eth0/address"]);
         if driver == "uvlan-macvlan" {
@@ -1251,9 +1371,5 @@ fn docker_dhcp_ipam() {
         env.ok(&["network", "rm", net]);
     }
     assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
-    let links = env.host_ip(&["-o", "link"]);
-    assert!(
-        !links.lines().any(|l| l.contains(": uvd")),
-        "TAPs left in the daemon's namespace: {links}"
-    );
+    env.assert_no_endpoint_links();
 }

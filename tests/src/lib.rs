@@ -86,6 +86,85 @@ pub fn plugin_call(
     serde_json::from_str(body).ok()
 }
 
+/// The daemon options a whole suite runs with, from the environment: the dataplane's I/O
+/// path (`UVLAN_TEST_IO=plain|uring|auto`), its worker count (`UVLAN_TEST_WORKERS=N`) and the
+/// fast path (`UVLAN_TEST_FAST_PATH=on|off|auto`); unset, the daemon's defaults. Every system
+/// suite that starts a daemon passes [`SuiteOptions::args`] and checks its log with
+/// [`SuiteOptions::check_log`] ([`World`] does; the Docker test, whose daemon runs beside a
+/// dockerd, too).
+#[derive(Debug, Clone, Default)]
+pub struct SuiteOptions {
+    io: String,
+    workers: String,
+    fast: String,
+}
+
+impl SuiteOptions {
+    /// The options from the environment; a test that picks its own `--io`, `--workers` or
+    /// `--fast-path` (one of `own`, the daemon arguments it passes) keeps it.
+    pub fn from_env(own: &[String]) -> SuiteOptions {
+        let pick = |var: &str, flag: &str| {
+            if own.iter().any(|a| a == flag) {
+                String::new()
+            } else {
+                std::env::var(var).unwrap_or_default()
+            }
+        };
+        SuiteOptions {
+            io: pick("UVLAN_TEST_IO", "--io"),
+            workers: pick("UVLAN_TEST_WORKERS", "--workers"),
+            fast: pick("UVLAN_TEST_FAST_PATH", "--fast-path"),
+        }
+    }
+
+    /// The daemon arguments (`--io`, `--workers`, `--fast-path`) for the options set.
+    pub fn args(&self) -> Vec<String> {
+        [
+            ("--io", &self.io),
+            ("--workers", &self.workers),
+            ("--fast-path", &self.fast),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .flat_map(|(f, v)| [f.to_string(), v.clone()])
+        .collect()
+    }
+
+    /// True when the suite asked for the fast path (`UVLAN_TEST_FAST_PATH=on`): new
+    /// endpoints are veth endpoints.
+    pub fn fast_path_on(&self) -> bool {
+        self.fast == "on"
+    }
+
+    /// Checks the daemon's log (`log`, read once its socket is up: the daemon logs both
+    /// before it listens) says it runs on the I/O path and with the fast path asked for, so
+    /// the suite really runs as it claims.
+    pub fn check_log(&self, log: &str) -> Result<(), String> {
+        let want = match self.io.as_str() {
+            "plain" => Some("epoll"),
+            "uring" => Some("io_uring"),
+            _ => None,
+        };
+        if let Some(word) = want {
+            if !log
+                .lines()
+                .any(|l| l.contains("dataplane:") && l.contains(word))
+            {
+                return Err(format!(
+                    "UVLAN_TEST_IO={}: the daemon does not say it uses {word}:\n{log}",
+                    self.io
+                ));
+            }
+        }
+        if self.fast_path_on() && !log.lines().any(|l| l.contains("fast path: on")) {
+            return Err(format!(
+                "UVLAN_TEST_FAST_PATH=on: the daemon does not say the fast path is on:\n{log}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A test world: a daemon with its own state, running in its own `host` namespace, and the
 /// namespaces the test makes. Dropping it kills the daemon and deletes everything.
 pub struct World {
@@ -198,27 +277,8 @@ impl World {
             cmd.args(["--wire-backend", b.arg()]);
         }
         cmd.args(&self.daemon_args);
-        // The dataplane's I/O path and worker count for the whole suite
-        // (`UVLAN_TEST_IO=plain|uring|auto`, `UVLAN_TEST_WORKERS=N`; unset: the defaults).
-        let io = std::env::var("UVLAN_TEST_IO").unwrap_or_default();
-        if !io.is_empty() {
-            cmd.args(["--io", &io]);
-        }
-        let workers = std::env::var("UVLAN_TEST_WORKERS").unwrap_or_default();
-        if !workers.is_empty() {
-            cmd.args(["--workers", &workers]);
-        }
-        // The fast path for the whole suite (`UVLAN_TEST_FAST_PATH=on|off|auto`; unset: the
-        // default, off). A test that picks its own `--fast-path` keeps it.
-        let fast = std::env::var("UVLAN_TEST_FAST_PATH").unwrap_or_default();
-        let fast = if self.daemon_args.iter().any(|a| a == "--fast-path") {
-            String::new()
-        } else {
-            fast
-        };
-        if !fast.is_empty() {
-            cmd.args(["--fast-path", &fast]);
-        }
+        let suite = SuiteOptions::from_env(&self.daemon_args);
+        cmd.args(suite.args());
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -235,28 +295,8 @@ impl World {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        // The daemon logs its I/O path before it listens: the suite really runs on the path
-        // it asked for.
-        let want = match io.as_str() {
-            "plain" => Some("epoll"),
-            "uring" => Some("io_uring"),
-            _ => None,
-        };
-        if let Some(word) = want {
-            let log = self.daemon_log();
-            assert!(
-                log.lines()
-                    .any(|l| l.contains("dataplane:") && l.contains(word)),
-                "UVLAN_TEST_IO={io}: the daemon does not say it uses {word}:\n{log}"
-            );
-        }
-        // Likewise for the fast path: `on` really makes veth endpoints.
-        if fast == "on" {
-            let log = self.daemon_log();
-            assert!(
-                log.lines().any(|l| l.contains("fast path: on")),
-                "UVLAN_TEST_FAST_PATH=on: the daemon does not say the fast path is on:\n{log}"
-            );
+        if let Err(e) = suite.check_log(&self.daemon_log()) {
+            panic!("{e}");
         }
     }
 

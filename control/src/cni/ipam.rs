@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::types::{best_common, code, CniError};
+use super::types::{best_common, code, CniError, CniResult};
 
 /// Finds plugin `name` in the `CNI_PATH` directories.
 pub fn find_plugin(name: &str, cni_path: &str) -> Result<PathBuf, CniError> {
@@ -145,14 +145,34 @@ pub fn version_from_answer(plugin: &Path, want: &str, v: &Value) -> Result<Strin
     })
 }
 
-/// The configuration handed to the IPAM plugin: the whole network configuration with
-/// `cniVersion` set to `version` (and a `prevResult` in the matching shape dropped, as IPAM
-/// plugins do not use it).
+/// The configuration handed to the IPAM plugin: the whole network configuration the main
+/// plugin got, `prevResult` included (the spec's delegation: CHECK and DEL, and an ADD in a
+/// chain, pass it on; `static`'s CHECK needs it), with `cniVersion` set to `version`, the
+/// one negotiated with the IPAM plugin. A `prevResult` of another version is rewritten in
+/// that version's shape (the plugin decodes it as its `cniVersion` says, and an older plugin
+/// knows no newer result); one this plugin cannot read goes unchanged, for the IPAM plugin
+/// to judge.
 pub fn delegated_config(conf: &Value, version: &str) -> Value {
     let mut c = conf.clone();
     if let Some(o) = c.as_object_mut() {
+        let conf_version = o
+            .get("cniVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(prev) = o.get_mut("prevResult") {
+            // A result without a version is in the configuration's (as libcni reads it).
+            let from = prev
+                .get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or(conf_version);
+            if from.as_deref() != Some(version) {
+                if let Ok(r) = CniResult::from_value(prev) {
+                    *prev = r.to_json(version);
+                }
+            }
+        }
         o.insert("cniVersion".to_string(), Value::String(version.to_string()));
-        o.remove("prevResult");
     }
     c
 }
@@ -179,11 +199,46 @@ mod tests {
     }
 
     #[test]
-    fn delegated_config_sets_the_version() {
-        let c = serde_json::json!({"cniVersion": "1.1.0", "name": "n", "prevResult": {}, "ipam": {"type": "host-local"}});
+    fn delegated_config_sets_the_version_and_keeps_the_prev_result() {
+        let prev = serde_json::json!({
+            "cniVersion": "1.1.0",
+            "interfaces": [{"name": "eth0", "mac": "02:00:00:00:00:01", "mtu": 1500,
+                            "sandbox": "/run/netns/x"}],
+            "ips": [{"address": "192.0.2.10/24", "gateway": "192.0.2.1", "interface": 0},
+                    {"address": "2001:db8::10/64", "interface": 0}],
+            "routes": [{"dst": "0.0.0.0/0"}]
+        });
+        let c = serde_json::json!({"cniVersion": "1.1.0", "name": "n", "prevResult": prev,
+                                   "ipam": {"type": "static"}});
+        // The same version: everything as the main plugin got it.
+        let same = delegated_config(&c, "1.1.0");
+        assert_eq!(same, c);
+        // Negotiated down to 1.0.0: the prevResult in 1.0.0's shape (no interface MTU).
         let d = delegated_config(&c, "1.0.0");
         assert_eq!(d["cniVersion"], "1.0.0");
-        assert!(d.get("prevResult").is_none());
-        assert_eq!(d["ipam"]["type"], "host-local");
+        assert_eq!(d["ipam"]["type"], "static");
+        assert_eq!(d["prevResult"]["cniVersion"], "1.0.0");
+        assert!(d["prevResult"]["interfaces"][0].get("mtu").is_none());
+        assert_eq!(d["prevResult"]["ips"][0]["gateway"], "192.0.2.1");
+        assert_eq!(d["prevResult"]["routes"][0]["dst"], "0.0.0.0/0");
+        // Down to 0.4.0: the addresses carry their family.
+        let old = delegated_config(&c, "0.4.0");
+        assert_eq!(old["prevResult"]["ips"][0]["version"], "4");
+        assert_eq!(old["prevResult"]["ips"][1]["version"], "6");
+        // A prevResult already in the negotiated version goes unchanged.
+        let mut v100 = c.clone();
+        v100["prevResult"]["cniVersion"] = "1.0.0".into();
+        assert_eq!(
+            delegated_config(&v100, "1.0.0")["prevResult"],
+            v100["prevResult"]
+        );
+        // A prevResult this plugin cannot read goes unchanged; none stays none.
+        let odd = serde_json::json!({"cniVersion": "1.1.0", "prevResult": {"ips": "x"}});
+        assert_eq!(
+            delegated_config(&odd, "1.0.0")["prevResult"],
+            odd["prevResult"]
+        );
+        let none = serde_json::json!({"cniVersion": "1.1.0", "name": "n"});
+        assert!(delegated_config(&none, "1.0.0").get("prevResult").is_none());
     }
 }
