@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
-use uvlan_control::api::{AttachInfo, DefaultRouteView, Request, Response};
+use uvlan_control::api::{AttachInfo, DefaultRouteView, Request, Response, RouteView};
 use uvlan_control::docker::driver::{handle, Backend};
 use uvlan_dataplane::fwd::Driver;
 
@@ -60,6 +60,18 @@ impl Backend for Double {
                     mtu: 1500,
                     default_v4: route(2, "192.0.2.1"),
                     default_v6: route(4, "2001:db8::1"),
+                    // A lease's classless routes (option 121), on the link or via a hop.
+                    routes: match (self.mode >> 6) & 3 {
+                        0 => Vec::new(),
+                        1 => vec![RouteView {
+                            dst: "198.51.100.0/24".into(),
+                            via: None,
+                        }],
+                        _ => vec![RouteView {
+                            dst: "203.0.113.0/24".into(),
+                            via: Some("192.0.2.1".into()),
+                        }],
+                    },
                 };
                 if self.mode & 3 == 1 {
                     json!("not an attach answer")
