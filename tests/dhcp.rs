@@ -415,8 +415,9 @@ fn leases_are_renewed_and_lost_on_a_nak() {
     w.uvlan_ok(&["network", "disconnect", "dh", &a]);
 }
 
-/// A daemon killed and started again goes on from the stored lease; with the server's
-/// unicast port filtered, RENEW gets no answer and the REBIND (broadcast) at T2 extends it.
+/// A daemon killed and started again goes on from the stored lease (confirmed by a
+/// broadcast INIT-REBOOT); with the server's unicast port filtered, RENEW gets no answer and
+/// the REBIND (broadcast) at T2 extends it.
 #[test]
 fn a_restarted_daemon_rebinds_its_stored_leases() {
     let mut w = World::new();
@@ -457,4 +458,176 @@ fn a_restarted_daemon_rebinds_its_stored_leases() {
     w.uvlan_ok(&["network", "disconnect", "dh", &a]);
     let leases = server.wait_leases(|t| !t.contains(&format!(" {ip} ")));
     assert!(!leases.contains(&format!(" {ip} ")), "{leases}");
+}
+
+/// Counts `needle` in `text`.
+fn count(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}
+
+/// The stored record of the endpoint in namespace `full` (its file and its JSON).
+fn endpoint_record(w: &World, full: &str) -> (PathBuf, serde_json::Value) {
+    let out = Command::new("find")
+        .arg(w.dir.join("root"))
+        .args(["-path", "*endpoints*", "-name", "*.json", "-type", "f"])
+        .output()
+        .expect("find");
+    for f in String::from_utf8_lossy(&out.stdout).lines() {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if v["name"] == full {
+            return (PathBuf::from(f), v);
+        }
+    }
+    panic!(
+        "no record for {full}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A daemon killed with SIGKILL confirms each stored lease with INIT-REBOOT when it starts
+/// again: a broadcast REQUEST, so it gets through while unicast to the server is filtered
+/// (a RENEW would not); the endpoint keeps its address, the server its lease, and renewal
+/// goes on once unicast passes again.
+#[test]
+fn a_killed_daemon_confirms_its_leases_with_init_reboot() {
+    let mut w = World::new();
+    let lan = w.lan(LanOptions::default());
+    let short = ["--dhcp-option=option:T1,4", "--dhcp-option=option:T2,100"];
+    let server = Dnsmasq::start_with(&w, &lan.gw, "dnsmasq", "192.0.2.100,192.0.2.150", &short);
+    w.create(&format!(
+        "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
+    ));
+    let a = w.connect("dh", "a", &[]);
+    let (ip, _) = endpoint(&w, "dh", &a).expect("a");
+    let ip = addr(&ip);
+    let acked = format!("DHCPACK(eth0) {ip} ");
+    sh_in(
+        &lan.gw,
+        &format!(
+            "nft add table ip uvdhcp && nft add chain ip uvdhcp input '{{ type filter hook \
+             input priority 0; }}' && nft add rule ip uvdhcp input ip daddr {GW_IP} udp dport \
+             67 drop"
+        ),
+    );
+    w.kill_daemon(libc::SIGKILL);
+    let acks_before = count(&server.log_text(), &acked);
+    let before = w.daemon_log().len();
+    w.start_daemon();
+    let confirmed = format!("DHCP lease {ip} confirmed after the restart (INIT-REBOOT)");
+    assert!(
+        eventually(|| w.daemon_log()[before..].contains(&confirmed)),
+        "no INIT-REBOOT:\n{}\n{}",
+        w.daemon_log(),
+        server.log_text()
+    );
+    assert!(
+        count(&server.log_text(), &acked) > acks_before,
+        "the server did not ACK the INIT-REBOOT:\n{}",
+        server.log_text()
+    );
+    assert!(ip_in(&a, "-4 addr show dev eth0").contains(&format!("{ip}/24")));
+    assert!(server.leases_text().contains(&format!(" {ip} ")));
+    assert!(
+        w.ping("a", GW_IP, 5),
+        "a keeps its address after the restart"
+    );
+    // Renewal goes on from the confirmed lease.
+    sh_in(&lan.gw, "nft delete table ip uvdhcp");
+    let renewed = format!("DHCP lease {ip} renewed");
+    assert!(
+        eventually(|| w.daemon_log()[before..].contains(&renewed)),
+        "no renewal after the restart:\n{}\n{}",
+        w.daemon_log(),
+        server.log_text()
+    );
+    let (_, rec) = endpoint_record(&w, &a);
+    assert_eq!(rec["lease"]["addr"], ip.as_str(), "{rec}");
+    w.uvlan_ok(&["network", "disconnect", "dh", &a]);
+}
+
+/// The server changed while the daemon was down: the INIT-REBOOT is NAKed, the endpoint
+/// takes a lease from the new server, and its new address is on eth0, in the store, in
+/// inspect and in the engine (ipvlan l2 delivers by address: the gateway reaches the new
+/// address, no longer the old one). A lease that ended while the daemon was down is not
+/// confirmed but asked for again.
+#[test]
+fn a_restarted_daemon_follows_a_nak_and_rediscovers_an_expired_lease() {
+    let mut w = World::new();
+    let lan = w.lan(LanOptions::default());
+    let first = Dnsmasq::start_with(&w, &lan.gw, "first", "192.0.2.100,192.0.2.150", &[]);
+    w.create(&format!(
+        "-d ipvlan -o parent={PARENT} -o ipvlan_mode=l2 --ipam-driver dhcp dh"
+    ));
+    let a = w.connect("dh", "a", &[]);
+    let b = w.connect("dh", "b", &[]);
+    let (ip_a, _) = endpoint(&w, "dh", &a).expect("a");
+    let ip_a = addr(&ip_a);
+    let (ip_b, _) = endpoint(&w, "dh", &b).expect("b");
+    let ip_b = addr(&ip_b);
+    w.kill_daemon(libc::SIGKILL);
+    drop(first);
+    let second = Dnsmasq::start_with(&w, &lan.gw, "second", "192.0.2.160,192.0.2.170", &[]);
+    // b's lease ended while the daemon was down (its record says so).
+    let (file, mut rec) = endpoint_record(&w, &b);
+    let obtained = rec["lease"]["obtained"].as_u64().expect("obtained");
+    rec["lease"]["obtained"] = serde_json::json!(obtained - 1000);
+    std::fs::write(&file, serde_json::to_vec_pretty(&rec).expect("json")).expect("write");
+    let before = w.daemon_log().len();
+    w.start_daemon();
+    let new_range = |s: &str| {
+        addr(s)
+            .strip_prefix("192.0.2.")
+            .and_then(|l| l.parse::<u8>().ok())
+            .is_some_and(|l| (160..=170).contains(&l))
+    };
+    for (full, old, why) in [
+        (&a, &ip_a, "the server refused it after the restart"),
+        (&b, &ip_b, "it expired"),
+    ] {
+        assert!(
+            eventually(|| endpoint(&w, "dh", full).is_some_and(|(s, _)| new_range(&s))),
+            "{full}: no new lease:\n{}\n{}",
+            w.daemon_log(),
+            second.log_text()
+        );
+        let log = w.daemon_log()[before..].to_string();
+        assert!(
+            log.contains(&format!("lost its DHCP lease of {old} ({why})")),
+            "{log}"
+        );
+        let (shown, _) = endpoint(&w, "dh", full).expect("endpoint");
+        let new_ip = addr(&shown);
+        let on_eth0 = ip_in(full, "-4 addr show dev eth0");
+        assert!(
+            on_eth0.contains(&shown) && !on_eth0.contains(&format!("{old}/")),
+            "{on_eth0}"
+        );
+        let (_, rec) = endpoint_record(&w, full);
+        assert_eq!(rec["lease"]["addr"], new_ip.as_str(), "{rec}");
+        assert!(second
+            .wait_leases(|t| t.contains(&new_ip))
+            .contains(&new_ip));
+        // The engine delivers the new address, not the old one.
+        let gw_ping = |to: &str| {
+            sh_in(
+                &lan.gw,
+                &format!("ping -c1 -W1 {to} >/dev/null && echo ok || true"),
+            )
+            .contains("ok")
+        };
+        assert!(
+            (0..5).any(|_| gw_ping(&new_ip)),
+            "the gateway does not reach {new_ip}"
+        );
+        assert!(!gw_ping(old), "the gateway still reaches {old}");
+    }
+    assert!(
+        second.log_text().contains("DHCPNAK"),
+        "{}",
+        second.log_text()
+    );
+    assert!(w.ping("a", GW_IP, 5));
+    w.uvlan_ok(&["network", "disconnect", "dh", &a]);
+    w.uvlan_ok(&["network", "disconnect", "dh", &b]);
 }

@@ -475,6 +475,60 @@ fn acquire_here(
     }
 }
 
+/// INIT-REBOOT (RFC 2131 3.2, 4.3.2): a client that remembers a lease asks to keep it with a
+/// broadcast REQUEST carrying the address as option 50, no server identifier and no
+/// `ciaddr`, from its own interface in `ns`; sent again after 1 and 2 s, within `bound`.
+/// An ACK confirms (or updates) the lease, a NAK says the address is wrong for this network;
+/// with no answer the client may keep the lease until it ends.
+pub fn reboot(
+    ns: &Netns,
+    c: &Client,
+    addr: Ipv4Addr,
+    bound: Duration,
+) -> Result<Renewal, DhcpError> {
+    ns.run(|| reboot_here(c, addr, bound))
+        .map_err(|e| DhcpError::Netns(e.to_string()))?
+}
+
+fn new_xid() -> Result<u32, DhcpError> {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(u32::from_ne_bytes(b))
+}
+
+fn reboot_here(c: &Client, addr: Ipv4Addr, bound: Duration) -> Result<Renewal, DhcpError> {
+    let fd = packet_socket(c.ifindex)?;
+    let xid = new_xid()?;
+    let mut req = request_base(c, xid, MessageType::Request);
+    req.opts_mut().insert(DhcpOption::RequestedIpAddress(addr));
+    let end = Instant::now() + bound;
+    let mut wait = Duration::from_secs(1);
+    while Instant::now() < end {
+        send_broadcast(&fd, c.ifindex, &req)?;
+        let until = (Instant::now() + wait).min(end);
+        if let Some(m) = recv_reply(&fd, xid, &c.mac, MessageType::Ack, until)? {
+            if m.opts().msg_type() == Some(MessageType::Nak) {
+                return Ok(Renewal::Nak);
+            }
+            if let Some(l) = lease_of(&m, &c.client_id) {
+                return Ok(Renewal::Ack(l));
+            }
+        }
+        wait = (wait * 2).min(Duration::from_secs(4));
+    }
+    Ok(Renewal::Silent)
+}
+
+/// A random pause of at most `max` (jitter before a first message, RFC 2131 4.1 and 4.4.1).
+pub fn jitter(max: Duration) -> Duration {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return Duration::ZERO;
+    }
+    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(u64::from_ne_bytes(b) % ms.saturating_add(1))
+}
+
 /// Resolves the next hop toward `dst` in `ns` (at most one second): a unicast sent right
 /// before its interface goes would otherwise wait in the ARP queue and die with it.
 fn resolve_next_hop(ns: &Netns, dst: Ipv4Addr) {

@@ -112,6 +112,8 @@ pub(super) struct RenewTimer {
     pub(super) generation: u64,
     /// Endpoint ID → when to try again after a silent RENEW or REBIND.
     pub(super) retry: HashMap<String, u64>,
+    /// Endpoint ID → when to confirm its stored lease with INIT-REBOOT (after a restart).
+    pub(super) reboot: HashMap<String, u64>,
     /// The daemon is gone: the thread ends.
     pub(super) stop: bool,
 }
