@@ -412,6 +412,17 @@ fn leases_are_renewed_and_lost_on_a_nak() {
         w.ping("a", GW_IP, 5),
         "a reaches the LAN with its new address"
     );
+    let (_, rec) = endpoint_record(&w, &a);
+    assert_eq!(
+        rec["lease"]["addr"],
+        new_ip.as_str(),
+        "the store has it: {rec}"
+    );
+    let reached = sh_in(
+        &lan.gw,
+        &format!("ping -c1 -W1 {new_ip} >/dev/null && echo ok || true"),
+    );
+    assert!(reached.contains("ok"), "the LAN reaches {new_ip}");
     w.uvlan_ok(&["network", "disconnect", "dh", &a]);
 }
 
@@ -630,4 +641,130 @@ fn a_restarted_daemon_follows_a_nak_and_rediscovers_an_expired_lease() {
     assert!(w.ping("a", GW_IP, 5));
     w.uvlan_ok(&["network", "disconnect", "dh", &a]);
     w.uvlan_ok(&["network", "disconnect", "dh", &b]);
+}
+
+/// `uvlan ARGS` started in the background.
+fn spawn_uvlan(w: &World, args: &[&str]) -> Child {
+    Command::new(uvlan_system_tests::uvlan_bin())
+        .args(args)
+        .env("UVLAN_SOCKET", w.socket())
+        .env("UVLAN_ROOT", w.dir.join("root"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn uvlan")
+}
+
+/// Eight connects at once on a DHCP network all get distinct leases, which the server
+/// records. dnsmasq pings an address for 3 s before it offers it, one DISCOVER at a time
+/// (eight DISCOVERs at once take it 24 s, beyond the client's 10 s bound): the daemon runs
+/// three acquisitions at a time, each bound from its turn.
+#[test]
+fn parallel_connects_get_distinct_leases() {
+    let mut w = World::new();
+    let lan = w.lan(LanOptions::default());
+    let server = Dnsmasq::start(&w, &lan.gw);
+    w.create(&format!(
+        "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
+    ));
+    let names: Vec<String> = (0..8).map(|k| w.netns(&format!("p{k}"))).collect();
+    let children: Vec<Child> = names
+        .iter()
+        .map(|n| spawn_uvlan(&w, &["network", "connect", "dh", n]))
+        .collect();
+    for (n, c) in names.iter().zip(children) {
+        let o = c.wait_with_output().expect("wait");
+        assert!(
+            o.status.success(),
+            "connect {n}: {}\n{}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            w.daemon_log(),
+            server.log_text()
+        );
+    }
+    let mut ips: Vec<String> = names
+        .iter()
+        .map(|n| addr(&endpoint(&w, "dh", n).expect("in inspect").0))
+        .collect();
+    assert!(ips.iter().all(|a| in_range(a)), "{ips:?}");
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 8, "distinct leases: {ips:?}");
+    let leases = server.wait_leases(|t| ips.iter().all(|a| t.contains(&format!(" {a} "))));
+    for a in &ips {
+        assert!(leases.contains(&format!(" {a} ")), "{a} not in\n{leases}");
+        let on = names
+            .iter()
+            .filter(|n| ip_in(n, "-4 addr show dev eth0").contains(&format!("{a}/24")))
+            .count();
+        assert_eq!(on, 1, "{a} is on exactly one eth0");
+    }
+    for n in &names {
+        w.uvlan_ok(&["network", "disconnect", "dh", n]);
+    }
+}
+
+/// A connect whose server does not answer holds no lock while it waits: `network ls` and
+/// `inspect` answer while it still runs (the endpoint it is making is not shown), and a
+/// daemon killed during the exchange rolls the endpoint back at its next start.
+#[test]
+fn a_slow_exchange_blocks_nobody_and_a_crash_in_it_is_rolled_back() {
+    let mut w = World::new();
+    let _lan = w.lan(LanOptions::default());
+    w.create(&format!(
+        "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
+    ));
+    let full = w.netns("slow");
+    let has_eth0 = |_: &World| ip_in(&full, "-o link show").contains("eth0");
+    let mut connect = spawn_uvlan(&w, &["network", "connect", "dh", &full]);
+    assert!(eventually(|| has_eth0(&w)), "the connect made no interface");
+    let t = Instant::now();
+    let ls = w.uvlan_ok(&["network", "ls"]);
+    let v = w.inspect("dh");
+    let answered = t.elapsed();
+    assert!(
+        connect.try_wait().expect("try_wait").is_none(),
+        "network ls waited for the connect (its exchange ran under the daemon's lock)"
+    );
+    eprintln!("network ls and inspect during the exchange: {answered:?}");
+    assert!(ls.contains("dh"), "{ls}");
+    assert!(
+        v["Containers"].as_object().is_some_and(|c| c.is_empty()),
+        "the pending endpoint is shown: {v}"
+    );
+    let o = w.uvlan(&["network", "disconnect", "dh", &full]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("still being connected"),
+        "{err}"
+    );
+    let o = connect.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("no DHCP server answered"),
+        "{err}"
+    );
+    assert!(!has_eth0(&w), "the failed connect left its interface");
+
+    // Killed during the exchange: the next start rolls the endpoint back.
+    let connect = spawn_uvlan(&w, &["network", "connect", "dh", &full]);
+    assert!(eventually(|| has_eth0(&w)), "the connect made no interface");
+    w.kill_daemon(libc::SIGKILL);
+    let o = connect.wait_with_output().expect("wait");
+    assert!(!o.status.success(), "a connect whose daemon died succeeded");
+    let before = w.daemon_log().len();
+    w.start_daemon();
+    assert!(
+        w.daemon_log()[before..].contains("rolled back its interrupted creation"),
+        "{}",
+        w.daemon_log()
+    );
+    assert!(!has_eth0(&w), "the interrupted connect left its interface");
+    let v = w.inspect("dh");
+    assert!(
+        v["Containers"].as_object().is_some_and(|c| c.is_empty()),
+        "{v}"
+    );
+    w.uvlan_ok(&["network", "rm", "dh"]);
 }

@@ -102,6 +102,24 @@ pub struct Daemon {
     pub(super) fast_path: std::sync::atomic::AtomicBool,
     /// The DHCP renewal thread's timer (`renew.rs`).
     pub(super) renew: RenewShared,
+    /// How many DHCP acquisitions (DISCOVER to ACK) run now ([`DHCP_SLOTS`] at most).
+    pub(super) dhcp_busy: (Mutex<usize>, std::sync::Condvar),
+}
+
+/// How many DHCP acquisitions the daemon runs at once; more wait for a turn (without the
+/// state lock), and their bound starts with it. dnsmasq pings each address for 3 s before it
+/// offers it, one DISCOVER at a time: three exchanges at once fit the client's 10 s bound.
+pub(super) const DHCP_SLOTS: usize = 3;
+
+/// A turn for one DHCP acquisition, given back on drop.
+pub(super) struct DhcpTurn<'a>(&'a (Mutex<usize>, std::sync::Condvar));
+
+impl Drop for DhcpTurn<'_> {
+    fn drop(&mut self) {
+        let (m, cv) = self.0;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        cv.notify_one();
+    }
 }
 
 /// The DHCP renewal thread's shared state (`renew.rs`).
@@ -234,7 +252,19 @@ impl Daemon {
             me: me.clone(),
             fast_path: std::sync::atomic::AtomicBool::new(false),
             renew: RenewShared::default(),
+            dhcp_busy: Default::default(),
         })
+    }
+
+    /// Waits for a turn to run a DHCP acquisition (see [`DHCP_SLOTS`]).
+    pub(super) fn dhcp_turn(&self) -> DhcpTurn<'_> {
+        let (m, cv) = &self.dhcp_busy;
+        let mut n = m.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= DHCP_SLOTS {
+            n = cv.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        DhcpTurn(&self.dhcp_busy)
     }
 
     /// Makes new `network connect` endpoints veth endpoints with the fast path (`on`), or

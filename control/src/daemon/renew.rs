@@ -202,6 +202,7 @@ impl Daemon {
         }
         let Some(lease) = &job.lease else {
             let client = client()?;
+            let _turn = self.dhcp_turn();
             return match dhcp::acquire(&ns, &client, None) {
                 Ok(l) => Ok(Renewal::Ack(l)),
                 Err(dhcp::DhcpError::NoOffer { .. } | dhcp::DhcpError::NoAck { .. }) => {
