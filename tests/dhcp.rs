@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use uvlan_system_tests::net::{ip_in, sh_in, EXT_IP, GW_IP, PARENT};
-use uvlan_system_tests::{LanOptions, World};
+use uvlan_system_tests::{LanOptions, VlanTrunk, World};
 
 /// dnsmasq serving DHCP only (no DNS) on `eth0` of namespace `ns`; killed on drop.
 struct Dnsmasq {
@@ -25,6 +25,19 @@ impl Dnsmasq {
 
     /// A server named `tag` (its files), handing out `range`, with extra arguments.
     fn start_with(w: &World, ns: &str, tag: &str, range: &str, extra: &[&str]) -> Dnsmasq {
+        Dnsmasq::start_on(w, ns, "eth0", tag, range, GW_IP, extra)
+    }
+
+    /// The same on interface `dev`, announcing `router`.
+    fn start_on(
+        w: &World,
+        ns: &str,
+        dev: &str,
+        tag: &str,
+        range: &str,
+        router: &str,
+        extra: &[&str],
+    ) -> Dnsmasq {
         let leases = w.dir.join(format!("{tag}.leases"));
         let log = w.dir.join(format!("{tag}.log"));
         let child = Command::new("ip")
@@ -35,14 +48,11 @@ impl Dnsmasq {
                 "--user=root",
                 "--pid-file=",
             ])
-            .args([
-                "--interface=eth0",
-                "--bind-interfaces",
-                "--dhcp-authoritative",
-            ])
+            .arg(format!("--interface={dev}"))
+            .args(["--bind-interfaces", "--dhcp-authoritative"])
             .arg(format!("--dhcp-range={range},255.255.255.0,2m"))
             .args(extra)
-            .arg(format!("--dhcp-option=option:router,{GW_IP}"))
+            .arg(format!("--dhcp-option=option:router,{router}"))
             .arg("--dhcp-option=option:dns-server,192.0.2.53")
             .arg(format!("--dhcp-leasefile={}", leases.display()))
             .arg(format!("--log-facility={}", log.display()))
@@ -767,4 +777,88 @@ fn a_slow_exchange_blocks_nobody_and_a_crash_in_it_is_rolled_back() {
         "{v}"
     );
     w.uvlan_ok(&["network", "rm", "dh"]);
+}
+
+/// The leased address of the endpoint in namespace `full`, checked to lie in `lo..=hi` of
+/// `net` (a /24 prefix written `A.B.C.`).
+fn leased_in(w: &World, net: &str, full: &str, prefix: &str, lo: u8, hi: u8) -> String {
+    let (cidr, _) = endpoint(w, net, full).expect("in inspect");
+    let a = addr(&cidr);
+    let last = a.strip_prefix(prefix).and_then(|l| l.parse::<u8>().ok());
+    assert!(
+        last.is_some_and(|l| (lo..=hi).contains(&l)),
+        "{full}: {cidr} is not from {prefix}{lo}-{hi}"
+    );
+    a
+}
+
+/// DHCP on a tagged parent (`up0.20`: the DISCOVERs leave tagged, the VLAN's own server
+/// answers, not the untagged one) and on macvlan `private` (leases, the LAN, but not each
+/// other) and `vepa` (each other through the switch's hairpin).
+#[test]
+fn tagged_parents_and_private_and_vepa_modes_lease_too() {
+    let mut w = World::new();
+    let lan = w.lan(LanOptions {
+        hairpin: true,
+        ..LanOptions::default()
+    });
+    // VLAN 20 behind a userspace trunk in gw (no 8021q here), with its own server.
+    w.ip("gw", "route del 198.51.100.0/24");
+    let _trunk = VlanTrunk::start(&lan.gw, "eth0", &[(20, "v20")]);
+    w.ip("gw", "link set v20 address 02:00:00:00:fe:20 up");
+    w.ip("gw", "addr add 198.51.100.1/24 dev v20");
+    let s20 = Dnsmasq::start_on(
+        &w,
+        &lan.gw,
+        "v20",
+        "vlan20",
+        "198.51.100.100,198.51.100.150",
+        "198.51.100.1",
+        &[],
+    );
+    let s0 = Dnsmasq::start(&w, &lan.gw);
+    w.create(&format!(
+        "-d macvlan -o parent={PARENT}.20 --ipam-driver dhcp d20"
+    ));
+    let a = w.connect("d20", "a", &[]);
+    let b = w.connect("d20", "b", &[]);
+    let ip_a = leased_in(&w, "d20", &a, "198.51.100.", 100, 150);
+    let ip_b = leased_in(&w, "d20", &b, "198.51.100.", 100, 150);
+    assert_ne!(ip_a, ip_b);
+    let leases = s20.wait_leases(|t| t.contains(&ip_a) && t.contains(&ip_b));
+    assert!(leases.contains(&ip_a) && leases.contains(&ip_b), "{leases}");
+    assert!(
+        !s0.log_text().contains("DHCPDISCOVER"),
+        "the untagged server saw a tagged DISCOVER:\n{}",
+        s0.log_text()
+    );
+    assert!(w.ping("a", "198.51.100.1", 5), "a → VLAN 20's gateway");
+    assert!(w.ping("a", &ip_b, 5), "a → b on VLAN 20");
+    for n in [&a, &b] {
+        w.uvlan_ok(&["network", "disconnect", "d20", n]);
+    }
+    w.uvlan_ok(&["network", "rm", "d20"]);
+
+    for (mode, each_other) in [("private", false), ("vepa", true)] {
+        w.create(&format!(
+            "-d macvlan -o parent={PARENT} -o macvlan_mode={mode} --ipam-driver dhcp m"
+        ));
+        let (pn, qn) = (format!("{mode}1"), format!("{mode}2"));
+        let p = w.connect("m", &pn, &[]);
+        let q = w.connect("m", &qn, &[]);
+        let ip_p = leased_in(&w, "m", &p, "192.0.2.", 100, 150);
+        let ip_q = leased_in(&w, "m", &q, "192.0.2.", 100, 150);
+        assert_ne!(ip_p, ip_q, "{mode}");
+        assert!(w.ping(&pn, GW_IP, 5), "{mode}: → the gateway");
+        assert!(w.ping(&qn, GW_IP, 5), "{mode}: → the gateway");
+        assert_eq!(
+            w.ping(&pn, &ip_q, if each_other { 5 } else { 2 }),
+            each_other,
+            "{mode}: endpoint to endpoint"
+        );
+        for n in [&p, &q] {
+            w.uvlan_ok(&["network", "disconnect", "m", n]);
+        }
+        w.uvlan_ok(&["network", "rm", "m"]);
+    }
 }
