@@ -225,6 +225,33 @@ fn macvlan_bridge_leases_from_the_lan() {
         !leases.contains(&format!(" {leased} ")),
         "run --rm released its lease:\n{leases}"
     );
+    // The command's /etc/resolv.conf lists the lease's DNS servers; the host's is untouched
+    // and no file is left behind.
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let name = format!("{}runrs", w.prefix);
+    let out = w.uvlan_ok(&[
+        "run",
+        "--net",
+        "dh",
+        "--name",
+        &name,
+        "--rm",
+        "--",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert!(out.contains("nameserver 192.0.2.53\n"), "{out}");
+    assert_eq!(out.matches("nameserver").count(), 1, "{out}");
+    assert_eq!(
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        host_resolv
+    );
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .expect("tmp")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("uvlan-resolv-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

@@ -334,10 +334,12 @@ impl Daemon {
             ip6: req.ip6.clone(),
         };
         let rec = self.connect_unlocking(st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
+        let dns = rec.lease.iter().flat_map(|l| &l.dns);
         Ok(RunInfo {
             netns: name,
-            netns_path: rec.netns_path,
-            ifname: rec.ifname,
+            netns_path: rec.netns_path.clone(),
+            ifname: rec.ifname.clone(),
+            dns: dns.map(|a| a.to_string()).collect(),
         })
     }
 
