@@ -9,8 +9,9 @@
 //! The rules, per intent:
 //! - `create` (connect, `run`, Docker's Join, CNI ADD; the client never got an answer): rolled
 //!   back. The interface is deleted (found by its mark, or, if the crash came between making
-//!   the TAP and marking it, as the unmarked TAP of the recorded name), then the record. A
-//!   reservation it came from stays.
+//!   the TAP and marking it, as the unmarked TAP of the recorded name, or, for a fast-path
+//!   endpoint, through the daemon's end of its veth pair, named from the endpoint's ID), then
+//!   the record. A reservation it came from stays.
 //! - `remove` (disconnect, `run --rm`, Docker's DeleteEndpoint or a Leave without a kept TAP,
 //!   CNI DEL): finished. The interface is deleted if it is still there, the namespace too
 //!   when `run --rm` asked for it, then the record.
@@ -104,6 +105,23 @@ pub(super) fn remove_interfaces(tag: &str, ep: &EndpointRecord, log: &Logger) ->
                     l.name,
                     ns.label()
                 )),
+            }
+        }
+    }
+    // A fast-path endpoint whose namespace end was not marked yet (a crash between making
+    // the veth pair and configuring it): the daemon's end is named from the endpoint's ID,
+    // and deleting it takes the peer along.
+    let (_, veth) = endpoint::fast_names(&ep.id);
+    if let Ok(mut rtnl) = Netns::current().and_then(|h| Rtnl::open(&h)) {
+        if let Ok(l) = rtnl.link_get(&veth) {
+            if l.kind.as_deref() == Some("veth") {
+                match rtnl.link_delete(l.index) {
+                    Ok(()) => n += 1,
+                    Err(e) => log(&format!(
+                        "endpoint {}: cannot delete its veth {veth}: {e}",
+                        ep.name
+                    )),
+                }
             }
         }
     }
