@@ -1,8 +1,11 @@
 //! `--ipam-driver dhcp` against a real DHCP server: dnsmasq in the LAN's gateway namespace
 //! (`gw`, on the switch the daemon's parent `up0` is plugged into), range 192.0.2.100–150.
-//! Endpoints on macvlan bridge and on ipvlan l2 lease distinct addresses the server records
-//! in its lease file, reach the LAN and beyond, give the lease back on disconnect; without a
-//! server `network connect` fails within its bound and leaves nothing behind.
+//! Endpoints on macvlan bridge, private and vepa, on ipvlan l2 and on a tagged parent lease
+//! distinct addresses the server records in its lease file, reach the LAN and beyond, give the
+//! lease back on disconnect; without a server `network connect` fails within its bound and
+//! leaves nothing behind, and blocks no other request while it waits. Leases are renewed,
+//! lost on a NAK and taken again; a restarted daemon confirms them (INIT-REBOOT) or follows a
+//! changed server; parallel connects and connects killed at random points are checked too.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
