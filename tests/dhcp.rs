@@ -708,16 +708,37 @@ fn parallel_connects_get_distinct_leases() {
     w.create(&format!(
         "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
     ));
-    let names: Vec<String> = (0..8).map(|k| w.netns(&format!("p{k}"))).collect();
+    connect_at_once(&mut w, &server, "dh", "p", 8);
+}
+
+/// The same on ipvlan l2, where all endpoints share the parent's MAC: dnsmasq picks the
+/// address it offers from the MAC, so endpoints asking together are offered the same one;
+/// the server NAKs all REQUESTs but the first, and the others start again (RFC 2131 3.1)
+/// and are offered another.
+#[test]
+fn parallel_ipvlan_connects_sharing_a_mac_get_distinct_leases() {
+    let mut w = World::new();
+    let lan = w.lan(LanOptions::default());
+    let server = Dnsmasq::start(&w, &lan.gw);
+    w.create(&format!(
+        "-d ipvlan -o parent={PARENT} -o ipvlan_mode=l2 --ipam-driver dhcp dh"
+    ));
+    connect_at_once(&mut w, &server, "dh", "i", 4);
+}
+
+/// Connects `n` new namespaces (`TAG0`, ...) to `net` at once; each gets its own lease, on
+/// its eth0 alone, and the server records them all.
+fn connect_at_once(w: &mut World, server: &Dnsmasq, net: &str, tag: &str, n: usize) {
+    let names: Vec<String> = (0..n).map(|k| w.netns(&format!("{tag}{k}"))).collect();
     let children: Vec<Child> = names
         .iter()
-        .map(|n| spawn_uvlan(&w, &["network", "connect", "dh", n]))
+        .map(|ns| spawn_uvlan(w, &["network", "connect", net, ns]))
         .collect();
-    for (n, c) in names.iter().zip(children) {
+    for (ns, c) in names.iter().zip(children) {
         let o = c.wait_with_output().expect("wait");
         assert!(
             o.status.success(),
-            "connect {n}: {}\n{}\n{}",
+            "connect {ns}: {}\n{}\n{}",
             String::from_utf8_lossy(&o.stderr),
             w.daemon_log(),
             server.log_text()
@@ -725,23 +746,23 @@ fn parallel_connects_get_distinct_leases() {
     }
     let mut ips: Vec<String> = names
         .iter()
-        .map(|n| addr(&endpoint(&w, "dh", n).expect("in inspect").0))
+        .map(|ns| addr(&endpoint(w, net, ns).expect("in inspect").0))
         .collect();
     assert!(ips.iter().all(|a| in_range(a)), "{ips:?}");
     ips.sort();
     ips.dedup();
-    assert_eq!(ips.len(), 8, "distinct leases: {ips:?}");
+    assert_eq!(ips.len(), n, "distinct leases: {ips:?}");
     let leases = server.wait_leases(|t| ips.iter().all(|a| t.contains(&format!(" {a} "))));
     for a in &ips {
         assert!(leases.contains(&format!(" {a} ")), "{a} not in\n{leases}");
         let on = names
             .iter()
-            .filter(|n| ip_in(n, "-4 addr show dev eth0").contains(&format!("{a}/24")))
+            .filter(|ns| ip_in(ns, "-4 addr show dev eth0").contains(&format!("{a}/24")))
             .count();
         assert_eq!(on, 1, "{a} is on exactly one eth0");
     }
-    for n in &names {
-        w.uvlan_ok(&["network", "disconnect", "dh", n]);
+    for ns in &names {
+        w.uvlan_ok(&["network", "disconnect", net, ns]);
     }
 }
 

@@ -402,17 +402,39 @@ pub fn acquire(ns: &Netns, c: &Client, requested: Option<Ipv4Addr>) -> Result<Le
 
 fn acquire_here(
     c: &Client,
-    requested: Option<Ipv4Addr>,
+    mut requested: Option<Ipv4Addr>,
     bound: Duration,
 ) -> Result<Lease, DhcpError> {
     let fd = packet_socket(c.ifindex)?;
-    let start = Instant::now();
-    let end = start + bound;
-    let xid: u32 = {
-        let mut b = [0u8; 4];
-        getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
-        u32::from_ne_bytes(b)
-    };
+    let end = Instant::now() + bound;
+    loop {
+        match acquire_once(&fd, c, requested, end, bound) {
+            // RFC 2131 3.1: a NAK to the REQUEST restarts the configuration process. Two
+            // ipvlan endpoints share a MAC, and a server that picks addresses from it (as
+            // dnsmasq does) offers both the same one: the loser asks again, after a random
+            // pause, and is offered another.
+            Err(DhcpError::NoAck { what: NAK_TEXT, .. })
+                if Instant::now() + Duration::from_secs(1) < end =>
+            {
+                requested = None;
+                std::thread::sleep(jitter(Duration::from_millis(500)));
+            }
+            other => return other,
+        }
+    }
+}
+
+const NAK_TEXT: &str = "refused it (NAK)";
+
+/// One DISCOVER/OFFER/REQUEST/ACK with a fresh transaction ID, until `end`.
+fn acquire_once(
+    fd: &OwnedFd,
+    c: &Client,
+    requested: Option<Ipv4Addr>,
+    end: Instant,
+    bound: Duration,
+) -> Result<Lease, DhcpError> {
+    let xid = new_xid()?;
     let mut discover = request_base(c, xid, MessageType::Discover);
     if let Some(r) = requested {
         discover
@@ -429,10 +451,10 @@ fn acquire_here(
                 sent,
             });
         }
-        send_broadcast(&fd, c.ifindex, &discover)?;
+        send_broadcast(fd, c.ifindex, &discover)?;
         sent += 1;
         let until = (Instant::now() + wait).min(end);
-        if let Some(m) = recv_reply(&fd, xid, &c.mac, MessageType::Offer, until)? {
+        if let Some(m) = recv_reply(fd, xid, &c.mac, MessageType::Offer, until)? {
             if m.opts().msg_type() == Some(MessageType::Offer) {
                 break m;
             }
@@ -456,14 +478,14 @@ fn acquire_here(
                 what: "did not confirm it in time",
             });
         }
-        send_broadcast(&fd, c.ifindex, &req)?;
+        send_broadcast(fd, c.ifindex, &req)?;
         let until = (Instant::now() + wait).min(end);
-        if let Some(m) = recv_reply(&fd, xid, &c.mac, MessageType::Ack, until)? {
+        if let Some(m) = recv_reply(fd, xid, &c.mac, MessageType::Ack, until)? {
             if m.opts().msg_type() == Some(MessageType::Nak) {
                 return Err(DhcpError::NoAck {
                     server,
                     addr,
-                    what: "refused it (NAK)",
+                    what: NAK_TEXT,
                 });
             }
             match lease_of(&m, &c.client_id) {

@@ -294,7 +294,7 @@ impl Daemon {
         let net_id = st.nets[i].rec.id.clone();
         let netname = st.nets[i].rec.name.clone();
         drop(st);
-        let turn = self.dhcp_turn();
+        let turn = self.dhcp_turn(rec.mac().map(|m| m.octets()).unwrap_or_default());
         std::thread::sleep(dhcp::jitter(CONNECT_JITTER));
         let leased = Netns::open_path(std::path::Path::new(&rec.netns_path))
             .map_err(|e| e.to_string())

@@ -102,23 +102,32 @@ pub struct Daemon {
     pub(super) fast_path: std::sync::atomic::AtomicBool,
     /// The DHCP renewal thread's timer (`renew.rs`).
     pub(super) renew: RenewShared,
-    /// How many DHCP acquisitions (DISCOVER to ACK) run now ([`DHCP_SLOTS`] at most).
-    pub(super) dhcp_busy: (Mutex<usize>, std::sync::Condvar),
+    /// The client MACs of the DHCP acquisitions (DISCOVER to ACK) running now.
+    pub(super) dhcp_busy: DhcpBusy,
 }
+
+/// The running DHCP acquisitions' MACs, and their wake-up.
+pub(super) type DhcpBusy = (Mutex<Vec<[u8; 6]>>, std::sync::Condvar);
 
 /// How many DHCP acquisitions the daemon runs at once; more wait for a turn (without the
 /// state lock), and their bound starts with it. dnsmasq pings each address for 3 s before it
 /// offers it, one DISCOVER at a time: three exchanges at once fit the client's 10 s bound.
+/// Acquisitions from one MAC (ipvlan endpoints share the parent's) take turns: a server
+/// that picks the address to offer from the MAC, as dnsmasq does, would offer them all the
+/// same one.
 pub(super) const DHCP_SLOTS: usize = 3;
 
 /// A turn for one DHCP acquisition, given back on drop.
-pub(super) struct DhcpTurn<'a>(&'a (Mutex<usize>, std::sync::Condvar));
+pub(super) struct DhcpTurn<'a>(&'a DhcpBusy, [u8; 6]);
 
 impl Drop for DhcpTurn<'_> {
     fn drop(&mut self) {
         let (m, cv) = self.0;
-        *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        cv.notify_one();
+        let mut busy = m.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = busy.iter().position(|b| *b == self.1) {
+            busy.swap_remove(i);
+        }
+        cv.notify_all();
     }
 }
 
@@ -132,6 +141,8 @@ pub(super) struct RenewTimer {
     pub(super) retry: HashMap<String, u64>,
     /// Endpoint ID → when to confirm its stored lease with INIT-REBOOT (after a restart).
     pub(super) reboot: HashMap<String, u64>,
+    /// The endpoints whose exchange runs now (on a `uvlan-dhcp-job` thread).
+    pub(super) busy: std::collections::HashSet<String>,
     /// The daemon is gone: the thread ends.
     pub(super) stop: bool,
 }
@@ -256,15 +267,15 @@ impl Daemon {
         })
     }
 
-    /// Waits for a turn to run a DHCP acquisition (see [`DHCP_SLOTS`]).
-    pub(super) fn dhcp_turn(&self) -> DhcpTurn<'_> {
+    /// Waits for a turn to run a DHCP acquisition from `mac` (see [`DHCP_SLOTS`]).
+    pub(super) fn dhcp_turn(&self, mac: [u8; 6]) -> DhcpTurn<'_> {
         let (m, cv) = &self.dhcp_busy;
-        let mut n = m.lock().unwrap_or_else(|e| e.into_inner());
-        while *n >= DHCP_SLOTS {
-            n = cv.wait(n).unwrap_or_else(|e| e.into_inner());
+        let mut busy = m.lock().unwrap_or_else(|e| e.into_inner());
+        while busy.len() >= DHCP_SLOTS || busy.contains(&mac) {
+            busy = cv.wait(busy).unwrap_or_else(|e| e.into_inner());
         }
-        *n += 1;
-        DhcpTurn(&self.dhcp_busy)
+        busy.push(mac);
+        DhcpTurn(&self.dhcp_busy, mac)
     }
 
     /// Makes new `network connect` endpoints veth endpoints with the fast path (`on`), or

@@ -4,8 +4,9 @@
 //! (broadcast), and at the lease's end, or on a NAK, the endpoint loses the address: it is
 //! removed from `eth0` (its routes go with it) and from the record, and discovery starts
 //! again (a DISCOVER after a random pause of up to 2 s, then every 30 s while nobody
-//! answers). The exchanges run without the daemon's lock, up to [`PARALLEL`] at a time;
-//! their outcome is applied under it, only if the endpoint still holds the same lease.
+//! answers). Each exchange runs on a short-lived thread of its own, without the daemon's
+//! lock, up to [`PARALLEL`] at a time, so a slow one holds no other lease back; its outcome
+//! is applied under the lock, only if the endpoint still holds the same lease.
 //!
 //! After a restart (a `kill -9` included) every stored lease is confirmed before it is
 //! renewed: INIT-REBOOT (RFC 2131 3.2), a broadcast REQUEST for the stored address without a
@@ -135,17 +136,19 @@ impl Daemon {
 
     /// The leases due at `now`, and the earliest later deadline.
     fn due_leases(&self, now: u64) -> (Vec<Job>, Option<u64>) {
-        let (retry, reboot) = {
+        let (retry, reboot, busy) = {
             let (m, _) = &*self.renew;
             let t = m.lock().unwrap_or_else(|e| e.into_inner());
-            (t.retry.clone(), t.reboot.clone())
+            (t.retry.clone(), t.reboot.clone(), t.busy.clone())
         };
         let st = self.lock();
         let mut jobs = Vec::new();
         let mut next: Option<u64> = None;
         for n in st.nets.iter().filter(|n| n.rec.dhcp) {
-            // An endpoint a connect is still making is not the thread's yet.
-            for ep in n.rec.endpoints.iter().filter(|e| e.intent.is_none()) {
+            // An endpoint a connect is still making is not the thread's yet; one whose
+            // exchange runs is looked at again when it ends.
+            let eps = n.rec.endpoints.iter();
+            for ep in eps.filter(|e| e.intent.is_none() && !busy.contains(&e.id)) {
                 let retry_at = retry.get(&ep.id).copied();
                 let planned = match &ep.lease {
                     Some(lease) => match (plan(lease, now, retry_at), reboot.get(&ep.id)) {
@@ -202,7 +205,7 @@ impl Daemon {
         }
         let Some(lease) = &job.lease else {
             let client = client()?;
-            let _turn = self.dhcp_turn();
+            let _turn = self.dhcp_turn(job.mac);
             return match dhcp::acquire(&ns, &client, None) {
                 Ok(l) => Ok(Renewal::Ack(l)),
                 Err(dhcp::DhcpError::NoOffer { .. } | dhcp::DhcpError::NoAck { .. }) => {
@@ -224,7 +227,9 @@ impl Daemon {
 
     /// Applies an exchange's outcome to the endpoint, if it still holds the same lease.
     fn apply_renewal(&self, job: &Job, outcome: Result<Renewal, String>, now: u64) {
-        if job.action == Action::Reboot {
+        {
+            // Whatever happened (an INIT-REBOOT, or an expiry before it), the stored lease
+            // needs no confirmation any more.
             let (m, _) = &*self.renew;
             let mut t = m.lock().unwrap_or_else(|e| e.into_inner());
             t.reboot.remove(&job.ep_id);
@@ -383,28 +388,47 @@ fn renew_loop(me: Weak<Daemon>, shared: RenewShared) {
             };
             let now = now_secs();
             let (jobs, next) = d.due_leases(now);
-            for chunk in jobs.chunks(PARALLEL) {
-                std::thread::scope(|s| {
-                    for job in chunk {
-                        let d = &d;
-                        let spawned = std::thread::Builder::new()
-                            .name("uvlan-dhcp-job".to_string())
-                            .spawn_scoped(s, move || {
-                                let outcome = d.run_job(job);
-                                d.apply_renewal(job, outcome, now);
-                            });
-                        if let Err(e) = spawned {
-                            (d.log)(&format!(
-                                "endpoint {}: cannot start a DHCP exchange: {e}",
-                                job.name
-                            ));
-                        }
+            // Each exchange on a thread of its own, [`PARALLEL`] at most; one that ends
+            // wakes this loop (its outcome moved deadlines, or a due job waits for a turn).
+            for job in jobs {
+                {
+                    let mut t = shared.0.lock().unwrap_or_else(|e| e.into_inner());
+                    if t.busy.len() >= PARALLEL {
+                        break;
                     }
-                });
-            }
-            if !jobs.is_empty() {
-                // Outcomes moved deadlines: look again at once.
-                continue;
+                    t.busy.insert(job.ep_id.clone());
+                }
+                let (d2, shared2, id, name) = (
+                    d.clone(),
+                    shared.clone(),
+                    job.ep_id.clone(),
+                    job.name.clone(),
+                );
+                let spawned = std::thread::Builder::new()
+                    .name("uvlan-dhcp-job".to_string())
+                    .spawn(move || {
+                        let outcome = d2.run_job(&job);
+                        d2.apply_renewal(&job, outcome, now);
+                        drop(d2);
+                        let (m, cv) = &*shared2;
+                        let mut t = m.lock().unwrap_or_else(|e| e.into_inner());
+                        t.busy.remove(&job.ep_id);
+                        t.generation += 1;
+                        cv.notify_all();
+                    });
+                if let Err(e) = spawned {
+                    shared
+                        .0
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .busy
+                        .remove(&id);
+                    (d.log)(&format!(
+                        "endpoint {name}: cannot start a DHCP exchange: {e} (tried again when \
+                         leases change or at the next deadline)"
+                    ));
+                    break;
+                }
             }
             next
         };
