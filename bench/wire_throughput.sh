@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Wire ↔ endpoint throughput through uvlan (the real daemon, release build, forced to AF_XDP
-# and then to AF_PACKET) against the kernel's macvlan, measured in the same run.
+# and then to AF_PACKET) against the kernel's macvlan and against the wire relay bound (the
+# same dataplane with the engine replaced by a fixed pairing, dataplane/examples/relay.rs,
+# TAP ↔ AF_XDP and TAP ↔ AF_PACKET), measured in the same run.
 # Root only; namespaces and veths only (nothing touches the real uplink); documentation
 # addresses only; everything is deleted on exit.
 #
@@ -10,10 +12,11 @@
 #   ns E: the endpoint eth0 192.0.2.10, MAC 02:00:00:00:00:10, macvlan bridge on up0:
 #         kernel:  ip link add … link up0 type macvlan mode bridge, moved into E
 #         uvlan:   uvlan network create -d macvlan -o parent=up0 …; uvlan network connect
+#         relay:   relay --tap E --parent up0 --mac 02:00:00:00:00:10 (run in H)
 # Measurements (iperf3, server in U, client in E), each RUNS times, median printed:
 #   TCP E→U, TCP U→E (-R): receiver Mbit/s
 #   UDP 64-byte payload E→U and U→E (-u -l 64 -b 0): datagrams delivered per second
-# Numbers are printed, never asserted; ratio = uvlan / kernel.
+# Numbers are printed, never asserted; ratios: uvlan / kernel, relay / kernel, uvlan / relay.
 #
 # Usage: bench/wire_throughput.sh [SECONDS_PER_RUN (default 5)] [RUNS (default 3)]
 set -euo pipefail
@@ -29,7 +32,9 @@ for t in iperf3 ethtool ip; do
 done
 
 cargo build -q --release -p uvlan-control --bin uvlan
+cargo build -q --release -p uvlan-dataplane --example relay
 uvlan=$PWD/target/release/uvlan
+relay=$PWD/target/release/examples/relay
 p="uvb$$"
 res=$(mktemp -d "/tmp/$p.XXXX")
 tmp=$res/run
@@ -60,6 +65,11 @@ topology() {
     ip -n "$p-U" addr add 192.0.2.254/24 dev eth0
     ip netns exec "$p-U" iperf3 -s -i 0 >/dev/null 2>&1 &
     iperf_pid=$!
+    # The server listens before anything measures.
+    for _ in $(seq 100); do
+        ip netns exec "$p-U" ss -ltn 2>/dev/null | grep -q ':5201 ' && break
+        sleep 0.05
+    done
 }
 
 # Median of the numbers on stdin.
@@ -68,7 +78,7 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[i
 # TCP receiver Mbit/s of one iperf3 run (args passed on).
 tcp() {
     ip netns exec "$p-E" iperf3 -c 192.0.2.254 -t "$secs" -f m "$@" 2>&1 |
-        awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i-1) }'
+        awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i-1) }' || true
 }
 
 # UDP 64-byte datagrams delivered per second of one iperf3 run.
@@ -77,7 +87,7 @@ udp() {
         awk '/receiver/ {
             split($3, iv, "-"); d = iv[2] - iv[1];
             for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\/[0-9]+$/) { split($i, lt, "/"); print int((lt[2] - lt[1]) / d) }
-        }'
+        }' || true
 }
 
 # Runs every measurement RUNS times; writes "tcp_up tcp_down udp_up udp_down" (medians)
@@ -130,9 +140,26 @@ uvlan_run() {
     cleanup
 }
 
+# The wire relay bound: uvlan's dataplane without the engine, TAP in E ↔ the wire of up0.
+relay_run() {
+    local backend=$1
+    topology
+    ip netns exec "$p-H" "$relay" --tap "$p-E" --parent up0 --host "$p-H" \
+        --mac 02:00:00:00:00:10 --wire-backend "$backend" >"$tmp/relay.out" 2>&1 &
+    daemon_pid=$!
+    for _ in $(seq 100); do grep -q "ready" "$tmp/relay.out" 2>/dev/null && break; sleep 0.05; done
+    grep -o 'wire on .*' "$tmp/relay.out" | sed 's/^/  relay: /' || true
+    ip -n "$p-E" link set eth0 address 02:00:00:00:00:10
+    ip -n "$p-E" addr add 192.0.2.10/24 dev eth0
+    ip -n "$p-E" link set eth0 up
+    measure "relay/$backend"
+    cleanup
+}
+
 echo "wire ↔ endpoint, macvlan bridge, ${secs}s × ${runs} runs per figure (medians); $(uname -r), $(nproc) vCPU"
 kernel
 for backend in af_xdp af_packet; do
+    relay_run "$backend"
     uvlan_run "$backend"
 done
 read -r k_tu k_td k_uu k_ud <"$res/kernel"
@@ -141,8 +168,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else pri
 printf '\n%-18s %14s %14s %16s %16s\n' "" "TCP E→U Mb/s" "TCP U→E Mb/s" "UDP64 E→U pps" "UDP64 U→E pps"
 printf '%-18s %14s %14s %16s %16s\n' "kernel macvlan" "$k_tu" "$k_td" "$k_uu" "$k_ud"
 for b in af_xdp af_packet; do
+    read -r r_tu r_td r_uu r_ud <"$res/relay_$b"
+    printf '%-18s %14s %14s %16s %16s\n' "relay $b" "$r_tu" "$r_td" "$r_uu" "$r_ud"
+    printf '%-18s %14s %14s %16s %16s\n' "  ÷ kernel" "$(ratio "$r_tu" "$k_tu")" \
+        "$(ratio "$r_td" "$k_td")" "$(ratio "$r_uu" "$k_uu")" "$(ratio "$r_ud" "$k_ud")"
     read -r u_tu u_td u_uu u_ud <"$res/uvlan_$b"
     printf '%-18s %14s %14s %16s %16s\n' "uvlan $b" "$u_tu" "$u_td" "$u_uu" "$u_ud"
-    printf '%-18s %14s %14s %16s %16s\n' "  ratio" "$(ratio "$u_tu" "$k_tu")" \
+    printf '%-18s %14s %14s %16s %16s\n' "  ÷ kernel" "$(ratio "$u_tu" "$k_tu")" \
         "$(ratio "$u_td" "$k_td")" "$(ratio "$u_uu" "$k_uu")" "$(ratio "$u_ud" "$k_ud")"
+    printf '%-18s %14s %14s %16s %16s\n' "  ÷ relay bound" "$(ratio "$u_tu" "$r_tu")" \
+        "$(ratio "$u_td" "$r_td")" "$(ratio "$u_uu" "$r_uu")" "$(ratio "$u_ud" "$r_ud")"
 done

@@ -19,8 +19,8 @@ done
 # The runtimes test: containerd and ctr (Debian's containerd 1.6, also docker.io's runtime) and
 # podman 4.3 with its CNI backend, without the recommended extras (rootless helpers, buildah).
 # The capture and metrics tests read uvlan's output with real readers: tshark (pcapng) and
-# promtool (package prometheus: `promtool check metrics`). The DHCP test filters its server
-# with nft (nftables).
+# promtool (package prometheus: `promtool check metrics`). The DHCP tests (tests/dhcp.rs, and
+# the Docker test's DHCP case) filter their server with nft (nftables).
 if [ "${1:-}" = "--test" ]; then
   for pair in /usr/sbin/dockerd:docker.io /usr/bin/docker:docker.io /bin/busybox:busybox-static \
               /usr/lib/cni/host-local:containernetworking-plugins /usr/bin/containerd:containerd \

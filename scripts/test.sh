@@ -15,9 +15,13 @@ cargo test --workspace --no-fail-fast --lib --bins --tests -- --test-threads="${
 # or sandboxes without io_uring. (The dataplane's own tests run every scenario on both.)
 UVLAN_TEST_IO=plain cargo test -p uvlan-system-tests --no-fail-fast --test wire --test matrix \
     --test lifecycle -- --test-threads="${UVLAN_TEST_THREADS:-2}"
-# The fast path: the suites whose endpoints `network connect` makes run once more with veth
-# endpoints and the kernel cache (`--fast-path on`); tests/fast_path.rs covers it on its own.
+# The fast path: the suites whose endpoints `network connect`, Docker's Join (through the
+# plugin socket) and CNI ADD make run once more with veth endpoints and the kernel cache
+# (`--fast-path on`); tests/fast_path.rs covers it on its own. The crash test's short run
+# (12 kills, each kind of operation) and the CNI tests take about 10 s together.
 UVLAN_TEST_FAST_PATH=on cargo test -p uvlan-system-tests --no-fail-fast --test matrix \
-    --test differential --test lifecycle --test wire --test observe \
+    --test differential --test lifecycle --test wire --test observe --test crash \
+    -- --test-threads="${UVLAN_TEST_THREADS:-2}"
+UVLAN_TEST_FAST_PATH=on cargo test -p uvlan-control --no-fail-fast --test cni \
     -- --test-threads="${UVLAN_TEST_THREADS:-2}"
 cargo test --workspace --doc

@@ -5,7 +5,7 @@
 //!
 //! - every endpoint is all or nothing: a namespace has an interface exactly when the
 //!   network lists an endpoint there, with the listed address, and that endpoint reaches
-//!   the others (traffic); Docker's TAPs exist exactly for endpoints the daemon holds;
+//!   the others (traffic); Docker's interfaces exist exactly for endpoints the daemon holds;
 //! - no IPv4 address is on two interfaces at once, in any namespace of the test.
 //!
 //! The Docker part speaks Docker's plugin protocol to the daemon's plugin socket and does
@@ -13,17 +13,20 @@
 //! Leave), so no dockerd is needed; the CNI part runs the `uvlan-cni` binary as a runtime
 //! does, with the `static` IPAM plugin.
 //!
+//! With `UVLAN_TEST_FAST_PATH=on` every endpoint is a veth pair: Docker's and CNI's
+//! interfaces are checked to be veths (TAPs otherwise), and kills come later (see
+//! [`MAX_DELAY_FAST_MS`]).
+//!
 //! Iterations: `UVLAN_CRASH_ITERATIONS` (default 12; `bench/crash_injection.sh` runs more),
 //! seed: `UVLAN_CRASH_SEED` (default from the clock; printed, so a failure can be replayed).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use uvlan_system_tests::{sh, uvlan_bin, World};
+use uvlan_system_tests::{plugin_call, sh, uvlan_bin, World};
 
 const UPSTREAM: &str = "/usr/lib/cni";
 /// The uvlan CLI's network (connect, disconnect, run) and its anchor endpoint.
@@ -36,6 +39,16 @@ const DOCKER_NET: &str = "d0cce7000000000000000000000000000000000000000000000000
 /// Kill delays after the client starts, in milliseconds (a client reaches the daemon
 /// within a few milliseconds, an operation takes a few more).
 const MAX_DELAY_MS: u64 = 30;
+/// The same with the fast path (`UVLAN_TEST_FAST_PATH=on`): a veth endpoint takes several
+/// times a TAP endpoint's time to make and remove (two program links, each waiting for an
+/// RCU grace period), so kills must also come after some operations finished.
+const MAX_DELAY_FAST_MS: u64 = 150;
+
+/// Whether the suite runs with the fast path (see `World::start_daemon`): endpoints of
+/// every kind are then veths.
+fn fast_path_on() -> bool {
+    std::env::var("UVLAN_TEST_FAST_PATH").is_ok_and(|v| v == "on")
+}
 
 struct Rng(u64);
 
@@ -54,25 +67,6 @@ impl Rng {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// One Docker plugin call (HTTP/1.1 over the plugin's unix socket); `None` when the
-/// daemon died under it.
-fn plugin_call(sock: &std::path::Path, method: &str, body: &Value) -> Option<Value> {
-    let mut s = UnixStream::connect(sock).ok()?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let body = body.to_string();
-    let req = format!(
-        "POST /{method} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let raw = text(&raw);
-    let (_, body) = raw.split_once("\r\n\r\n")?;
-    serde_json::from_str(body).ok()
 }
 
 /// What the test holds in each namespace it made.
@@ -197,7 +191,12 @@ impl Crash {
     /// Kills the daemon `delay` after `start` began the operation, waits for the client
     /// (`wait`), starts the daemon again. Returns whether the client reported success.
     fn crash_during(&mut self, op: &'static str, start: impl FnOnce(&Crash) -> Pending) -> bool {
-        let delay = Duration::from_millis(self.rng.below(MAX_DELAY_MS + 1));
+        let max = if fast_path_on() {
+            MAX_DELAY_FAST_MS
+        } else {
+            MAX_DELAY_MS
+        };
+        let delay = Duration::from_millis(self.rng.below(max + 1));
         let pending = start(self);
         std::thread::sleep(delay);
         self.w.kill_daemon(libc::SIGKILL);
@@ -409,8 +408,9 @@ impl Crash {
             }
             let full = self.w.ns(n);
             let ifs = self.interfaces(&full);
-            if let [(_, addrs)] = ifs.as_slice() {
+            if let [(ifname, addrs)] = ifs.as_slice() {
                 with_if += 1;
+                self.expect_kind(&full, ifname, &format!("after {what}: CNI"));
                 assert!(
                     listed.values().any(|a| addrs.contains(a)),
                     "after {what}: CNI container {full} has {addrs:?}, which no endpoint of \
@@ -426,6 +426,18 @@ impl Crash {
             listed.len(),
             "after {what}: CNI interfaces and endpoints differ ({listed:?})\n{}",
             log()
+        );
+    }
+
+    /// The kind of endpoint interface `ifname` in namespace `full`: a veth with the fast
+    /// path, else a TAP.
+    fn expect_kind(&self, full: &str, ifname: &str, what: &str) {
+        let link = self.ip(&["-n", full, "-d", "-o", "link", "show", "dev", ifname]);
+        let kind = if fast_path_on() { "veth" } else { "tun" };
+        assert!(
+            link.contains(&format!(" {kind} ")),
+            "{what}: {ifname} in {full} is no {kind}: {link}\n{}",
+            self.w.daemon_log()
         );
     }
 
@@ -517,6 +529,8 @@ impl Crash {
                 "after a Join: the TAP of the attached endpoint\n{}",
                 self.w.daemon_log()
             );
+            let h = self.w.ns("host");
+            self.expect_kind(&h, &host_tap, "after a Join");
             // dockerd moves it into the sandbox and names it eth0.
             let h = self.w.ns("host");
             for args in [

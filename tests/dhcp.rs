@@ -699,7 +699,7 @@ fn spawn_uvlan(w: &World, args: &[&str]) -> Child {
 /// Eight connects at once on a DHCP network all get distinct leases, which the server
 /// records. dnsmasq pings an address for 3 s before it offers it, one DISCOVER at a time
 /// (eight DISCOVERs at once take it 24 s, beyond the client's 10 s bound): the daemon runs
-/// three acquisitions at a time, each bound from its turn.
+/// two acquisitions at a time, each bound from its turn.
 #[test]
 fn parallel_connects_get_distinct_leases() {
     let mut w = World::new();

@@ -4,7 +4,8 @@
 //! invalidates: afterwards not one frame goes through the cache, and nothing is left in the
 //! daemon's namespace. Namespaces and addresses (192.0.2.0/24) are the test's own.
 
-use uvlan_system_tests::World;
+use serde_json::{json, Value};
+use uvlan_system_tests::{plugin_call, World};
 
 fn fast_counters(w: &World, net: &str, ep: &str) -> (u64, u64) {
     counters(w, net, ep, "fast_sent_frames", "fast_received_frames")
@@ -493,4 +494,307 @@ fn a_host_interface_and_fast_path_endpoints_do_not_mix_yet() {
     assert!(!kinds.contains("veth"), "{kinds}");
     let ping = w.exec("host", "ping -q -c 3 -i 0.2 198.51.100.20");
     assert!(ping.status.success(), "{}", w.daemon_log());
+}
+
+/// Runs `ip ARGS` and panics unless it succeeds.
+fn ip_ok(args: &[&str]) {
+    let o = uvlan_system_tests::sh(std::process::Command::new("ip").args(args));
+    assert!(
+        o.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// One call of Docker's plugin protocol that must succeed.
+fn docker(w: &World, sock: &std::path::Path, method: &str, body: Value) -> Value {
+    let v = plugin_call(sock, method, &body)
+        .unwrap_or_else(|| panic!("{method}: no answer\n{}", w.daemon_log()));
+    assert!(v.get("Err").is_none(), "{method}: {v}\n{}", w.daemon_log());
+    v
+}
+
+/// Runs the CNI plugin (installed as `uvlan-ipvlan` in the world's `bin`) as a runtime
+/// does, for container `ctr-NAME` in test namespace `name`; returns whether it succeeded
+/// and what it printed.
+fn cni(w: &World, cmd: &str, name: &str, conf: &Value) -> (bool, Value) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(w.dir.join("bin").join("uvlan-ipvlan"))
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", format!("ctr-{name}"))
+        .env("CNI_NETNS", format!("/run/netns/{}", w.ns(name)))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", w.dir.join("bin"))
+        .env("UVLAN_SOCKET", w.socket())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn uvlan-cni");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf.to_string().as_bytes())
+        .expect("write the configuration");
+    let out = child.wait_with_output().expect("uvlan-cni");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.success(), v)
+}
+
+/// The interfaces of test namespace `name` besides `lo`, with their kind (`ip -d`).
+fn links_of(w: &World, name: &str) -> Vec<String> {
+    let o = w.exec(name, "ip -d -o link show");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.contains(": lo: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The endpoints Docker's remote driver makes (through its plugin socket, with what dockerd
+/// does around the calls: moving the interface into the sandbox after Join and back after
+/// Leave) and those the CNI plugin makes, on fast-path networks: veths whose sibling traffic
+/// goes through the cache (its per-endpoint counters grow), with the same MAC as Docker's
+/// and CNI's answers; a `kill -9` and restart adopts them (a Docker endpoint also between
+/// Join and dockerd's move); Leave and DeleteEndpoint, and CNI DEL, leave nothing behind.
+/// Addresses: 198.51.100.0/24 (Docker), 203.0.113.0/24 (CNI).
+#[test]
+fn docker_and_cni_endpoints_are_veths_that_use_the_cache() {
+    const NID: &str = "fa57d0c0000000000000000000000000000000000000000000000000000000aa";
+    const CNI_NET: &str = "uvt-fpcni";
+    assert!(
+        std::path::Path::new("/usr/lib/cni/host-local").exists(),
+        "/usr/lib/cni/host-local is missing: run scripts/deps.sh --test \
+         (containernetworking-plugins)"
+    );
+    let mut w = World::without_daemon();
+    let plugins = w.dir.join("plugins");
+    let plugin_dir = plugins.display().to_string();
+    w.set_daemon_args(&[
+        "--fast-path",
+        "on",
+        "--docker-plugin",
+        "--docker-plugin-dir",
+        &plugin_dir,
+        "--docker-host",
+        "unix:///nonexistent/docker.sock",
+    ]);
+    w.start_daemon();
+    let sock = plugins.join("uvlan-macvlan.sock");
+    let host = w.ns("host");
+
+    // Docker: a macvlan network, two endpoints, each joined and moved into its sandbox.
+    docker(
+        &w,
+        &sock,
+        "NetworkDriver.CreateNetwork",
+        json!({
+            "NetworkID": NID,
+            "Options": {"com.docker.network.generic": {}},
+            "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "198.51.100.0/24",
+                          "Gateway": "198.51.100.1/24"}],
+            "IPv6Data": []
+        }),
+    );
+    let docker_net = &NID[..12];
+    let mut eps = Vec::new();
+    for i in 0..2 {
+        let eid = format!("fa57{i}{}", "0".repeat(59));
+        let sb = format!("dsb{i}");
+        let full = w.netns(&sb);
+        let addr = format!("198.51.100.1{i}/24");
+        let made = docker(
+            &w,
+            &sock,
+            "NetworkDriver.CreateEndpoint",
+            json!({"NetworkID": NID, "EndpointID": eid,
+                   "Interface": {"Address": addr, "AddressIPv6": "", "MacAddress": ""},
+                   "Options": {}}),
+        );
+        let mac = made["Interface"]["MacAddress"]
+            .as_str()
+            .expect("macvlan: the driver picks the MAC")
+            .to_string();
+        let key = format!("/run/netns/{full}");
+        let joined = docker(
+            &w,
+            &sock,
+            "NetworkDriver.Join",
+            json!({"NetworkID": NID, "EndpointID": eid, "SandboxKey": key, "Options": {}}),
+        );
+        let src = joined["InterfaceName"]["SrcName"]
+            .as_str()
+            .expect("SrcName")
+            .to_string();
+        let link = uvlan_system_tests::sh(
+            std::process::Command::new("ip").args(["-n", &host, "-d", "-o", "link", "show", &src]),
+        );
+        let link = String::from_utf8_lossy(&link.stdout).into_owned();
+        assert!(
+            link.contains(" veth ") && link.contains(&mac),
+            "Join's SrcName is a veth with the endpoint's MAC {mac}: {link}"
+        );
+        if i == 1 {
+            // The daemon dies between Join and dockerd's move: the restart adopts the pair
+            // still in its namespace (the same interface) and follows it into the sandbox.
+            let before = link.split(':').next().unwrap_or_default().to_string();
+            w.kill_daemon(libc::SIGKILL);
+            w.start_daemon();
+            let again = uvlan_system_tests::sh(
+                std::process::Command::new("ip").args(["-n", &host, "-o", "link", "show", &src]),
+            );
+            let again = String::from_utf8_lossy(&again.stdout).into_owned();
+            assert_eq!(
+                again.split(':').next().unwrap_or_default(),
+                before,
+                "adopted, not made again: {again}\n{}",
+                w.daemon_log()
+            );
+        }
+        // What dockerd does: move it, name it eth0, address it, bring it up.
+        ip_ok(&["-n", &host, "link", "set", "dev", &src, "netns", &full]);
+        ip_ok(&["-n", &full, "link", "set", "dev", &src, "name", "eth0"]);
+        ip_ok(&["-n", &full, "addr", "add", &addr, "dev", "eth0"]);
+        ip_ok(&["-n", &full, "link", "set", "dev", "eth0", "up"]);
+        eps.push((eid, sb, key, src));
+    }
+    assert!(
+        w.ping("dsb0", "198.51.100.11", 10),
+        "Docker's endpoints reach each other\n{}",
+        w.daemon_log()
+    );
+
+    // CNI: an ipvlan l2 network on a parent the test made, two containers.
+    ip_ok(&[
+        "-n", &host, "link", "add", "p0", "type", "veth", "peer", "name", "p1",
+    ]);
+    ip_ok(&["-n", &host, "link", "set", "p0", "up"]);
+    let bin = w.dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let cni_bin = uvlan_system_tests::uvlan_bin().with_file_name("uvlan-cni");
+    std::os::unix::fs::symlink(&cni_bin, bin.join("uvlan-ipvlan")).expect("symlink");
+    std::os::unix::fs::symlink("/usr/lib/cni/host-local", bin.join("host-local")).expect("symlink");
+    let ipam_dir = w.dir.join("ipam");
+    // host-local hands out .10, then .11.
+    let conf = || {
+        json!({
+            "cniVersion": "1.0.0", "name": CNI_NET, "type": "uvlan-ipvlan",
+            "master": "p0", "mode": "l2",
+            "ipam": {"type": "host-local", "dataDir": ipam_dir,
+                     "ranges": [[{"subnet": "203.0.113.0/24", "rangeStart": "203.0.113.10",
+                                  "rangeEnd": "203.0.113.11"}]]}
+        })
+    };
+    let mut results = Vec::new();
+    for i in 0..2 {
+        let name = format!("cni{i}");
+        w.netns(&name);
+        let (ok, result) = cni(&w, "ADD", &name, &conf());
+        assert!(ok, "CNI ADD: {result}\n{}", w.daemon_log());
+        let (_, mac) = eth0(&w, &name);
+        assert_eq!(result["interfaces"][0]["name"], "eth0", "{result}");
+        assert_eq!(result["ips"][0]["address"], format!("203.0.113.1{i}/24"));
+        assert_eq!(
+            result["interfaces"][0]["mac"]
+                .as_str()
+                .map(str::to_lowercase),
+            Some(mac),
+            "the result reports eth0's MAC: {result}"
+        );
+        let links = links_of(&w, &name);
+        assert!(
+            links.len() == 1 && links[0].contains(" veth "),
+            "CNI's eth0 is a veth: {links:?}"
+        );
+        results.push(result);
+    }
+    for (i, result) in results.iter().enumerate() {
+        let mut check = conf();
+        check["prevResult"] = result.clone();
+        let (ok, v) = cni(&w, "CHECK", &format!("cni{i}"), &check);
+        assert!(ok, "CNI CHECK: {v}");
+    }
+
+    // Both kinds through the cache; again after a kill -9 and a restart (adopted as they
+    // are: the same eth0).
+    let eth0s: Vec<(String, String)> = ["dsb0", "dsb1", "cni0", "cni1"]
+        .iter()
+        .map(|n| eth0(&w, n))
+        .collect();
+    for round in ["before", "after"] {
+        for (net, from, to, sender) in [
+            (docker_net, "dsb0", "198.51.100.11", eps[0].2.clone()),
+            (CNI_NET, "cni0", "203.0.113.11", "ctr-cni0/eth0".to_string()),
+        ] {
+            let kinds = w.inspect(net)["UvlanWire"]["EndpointKinds"].clone();
+            let kinds = kinds.as_object().cloned().unwrap_or_default();
+            assert!(
+                kinds.len() == 2 && kinds.values().all(|k| k == "veth+fast-path"),
+                "{round} the restart: {net}: {kinds:?}"
+            );
+            assert!(
+                w.ping(from, to, 6),
+                "{round} the restart: {from} reaches {to}\n{}",
+                w.daemon_log()
+            );
+            let (sent, _) = fast_counters(&w, net, &sender);
+            let pings = w.exec(from, &format!("ping -q -c 10 -i 0.2 {to}"));
+            assert!(pings.status.success(), "{}", w.daemon_log());
+            let (sent_now, _) = fast_counters(&w, net, &sender);
+            assert!(
+                sent_now >= sent + 8,
+                "{round} the restart: {from}'s frames went through the cache: {sent} → \
+                 {sent_now}"
+            );
+        }
+        if round == "before" {
+            w.kill_daemon(libc::SIGKILL);
+            w.start_daemon();
+        }
+    }
+    let now: Vec<(String, String)> = ["dsb0", "dsb1", "cni0", "cni1"]
+        .iter()
+        .map(|n| eth0(&w, n))
+        .collect();
+    assert_eq!(
+        now, eth0s,
+        "the same eth0s (index and MAC) after the restart"
+    );
+    let links = host_links(&w);
+    assert_eq!(
+        (
+            links.matches(": uvs").count(),
+            links.matches(": uvv").count()
+        ),
+        (4, 4),
+        "one TAP and one veth end per endpoint in the daemon's namespace: {links}"
+    );
+
+    // Docker's Leave, the move back, DeleteEndpoint; CNI's DEL: nothing is left.
+    for (eid, sb, _, src) in &eps {
+        let ep = json!({"NetworkID": NID, "EndpointID": eid});
+        docker(&w, &sock, "NetworkDriver.Leave", ep.clone());
+        let full = w.ns(sb);
+        ip_ok(&["-n", &full, "link", "set", "dev", "eth0", "down"]);
+        ip_ok(&["-n", &full, "link", "set", "dev", "eth0", "name", src]);
+        ip_ok(&["-n", &full, "link", "set", "dev", src, "netns", &host]);
+        docker(&w, &sock, "NetworkDriver.DeleteEndpoint", ep);
+        assert_eq!(links_of(&w, sb), Vec::<String>::new());
+    }
+    for (i, result) in results.iter().enumerate() {
+        let name = format!("cni{i}");
+        let mut del = conf();
+        del["prevResult"] = result.clone();
+        let (ok, v) = cni(&w, "DEL", &name, &del);
+        assert!(ok, "CNI DEL: {v}");
+        assert_eq!(links_of(&w, &name), Vec::<String>::new());
+    }
+    let links = host_links(&w);
+    assert!(
+        !links.contains(": uvs") && !links.contains(": uvv") && !links.contains(": uvd"),
+        "nothing left in the daemon's namespace: {links}"
+    );
 }

@@ -207,7 +207,7 @@ pub fn run_daemon(
     };
     let daemon = Daemon::start(store, Box::new(host), dp, log.clone(), fast)?;
     if fast {
-        log("fast path: on (new `network connect` endpoints are veth endpoints)");
+        log("fast path: on (new endpoints, of `network connect`, Docker and CNI alike, are veth endpoints)");
     }
     // Endpoints follow their parents' changes. The watcher is served by the process-wide
     // watcher hub (no thread of its own); declared after `daemon`, it is dropped first, and

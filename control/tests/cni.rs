@@ -239,6 +239,16 @@ fn cni_macvlan_conflist_with_host_local_and_tuning() {
     let mac = ra["interfaces"][0]["mac"].as_str().unwrap();
     assert!(link.contains("mtu 1400"), "tuning applied on top: {link}");
     assert!(link.contains(mac), "{link} has {mac}");
+    // A TAP, or with the fast path (`UVLAN_TEST_FAST_PATH=on`) a veth.
+    let kind = match std::env::var("UVLAN_TEST_FAST_PATH").as_deref() {
+        Ok("on") => " veth ",
+        _ => " tun ",
+    };
+    let detail = text(
+        &w.exec("a", &["ip", "-d", "-o", "link", "show", "eth0"])
+            .stdout,
+    );
+    assert!(detail.contains(kind), "eth0 is a{kind}interface: {detail}");
     let routes = text(&w.exec("a", &["ip", "route"]).stdout);
     assert!(
         routes.contains("default via 203.0.113.1 dev eth0"),

@@ -1,16 +1,25 @@
 //! A real dockerd (Debian's docker.io 20.10) with uvlan as its remote network driver (root).
 //!
-//! The test starts its own dockerd with an isolated data root, exec root, API socket and
-//! pid file (no iptables, no bridge, vfs storage), imports a busybox rootfs (no registry is
-//! reachable), and starts `uvlan daemon --docker-plugin` in the root namespace, where
-//! Docker's containers' parents are. Docker finds plugins only in `/run/docker/plugins`, so
-//! the plugin sockets are the default ones; the test refuses to run when another process
-//! serves them. Parents are a veth the test creates in the root namespace (`uvt<pid>p0`,
-//! its peer in the test namespace `uvt<pid>dk`), never a real interface. Everything is
-//! stopped and removed at the end, even on failure.
+//! Nothing here touches the root namespace's network. Each test makes a private network
+//! namespace (`uvt<pid>h<case>`) and starts both its own dockerd and `uvlan daemon
+//! --docker-plugin` in it with `nsenter --net=/run/netns/NAME`, which changes only the
+//! network namespace: the uvlan daemon stays in dockerd's mount namespace and sees the
+//! bind mounts of the containers' namespaces dockerd makes under its exec root (the
+//! `SandboxKey`s of Join). dockerd runs with an isolated data root, exec root, API socket
+//! and pid file (no iptables, no bridge, vfs storage); the test imports a busybox rootfs
+//! (no registry is reachable). Docker finds plugins only in `/run/docker/plugins` (a path on
+//! the file system, whatever the network namespace), so the plugin sockets are the default
+//! ones; the test refuses to run when another process serves them. The parent is a veth
+//! whose end `uvt<pid><case>p0` lives in the private namespace (the uvlan daemon's "host")
+//! and whose peer is in a LAN namespace (`uvt<pid>d<case>`); a host interface (`-o
+//! uvlan.host_interface`) puts its address and routes in the private namespace, never on the
+//! machine's own. Everything is stopped and removed at the end, even on failure.
 //!
 //! The seed documents' docker commands run with `-d uvlan-ipvlan` / `-d uvlan-macvlan`
-//! and give the documented results.
+//! and give the documented results. Two uvlan additions are tested through Docker too: the
+//! host interface (`-o uvlan.host_interface`, issue 13) and DHCP IPAM (`--ipam-driver null
+//! -o uvlan.ipam=dhcp`, issue 17) against dnsmasq on the LAN side of the parent (the LAN end
+//! sends with checksum offload off, as a wire does).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -36,13 +45,20 @@ fn run(cmd: &mut Command) -> Output {
 
 struct Env {
     base: PathBuf,
+    /// `uvt<pid><case>`: the parent veth's names.
     tag: String,
+    /// The private namespace dockerd and the uvlan daemon run in.
+    host: String,
+    /// The LAN namespace, holding the parent veth's peer.
+    lan: String,
     dockerd: Option<Child>,
     uvlan: Option<Child>,
 }
 
 impl Env {
-    fn new() -> Env {
+    /// The environment of one test; `case` (a lowercase letter) keeps the names of tests
+    /// of one process apart.
+    fn new(case: char) -> Env {
         // SAFETY: geteuid has no preconditions.
         assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
         for tool in [DOCKER, "/usr/sbin/dockerd", "/bin/busybox", "/usr/bin/tar"] {
@@ -60,11 +76,14 @@ impl Env {
                 sock.display()
             );
         }
-        let tag = format!("uvt{}", std::process::id());
+        let pid = std::process::id();
+        let tag = format!("uvt{pid}{case}");
         let base = std::env::temp_dir().join(format!("{tag}-docker"));
         let mut env = Env {
             base,
             tag,
+            host: format!("uvt{pid}h{case}"),
+            lan: format!("uvt{pid}d{case}"),
             dockerd: None,
             uvlan: None,
         };
@@ -81,21 +100,32 @@ impl Env {
         format!("{}p0", self.tag)
     }
 
-    fn peer_ns(&self) -> String {
-        format!("{}dk", self.tag)
+    fn p1(&self) -> String {
+        format!("{}p1", self.tag)
     }
 
-    /// The parent: a veth in the root namespace, its peer in a test namespace.
+    fn peer_ns(&self) -> String {
+        self.lan.clone()
+    }
+
+    /// The private namespace and the parent: a veth with one end there, its peer in the
+    /// LAN namespace. Nothing is made in the root namespace.
     fn topology(&self) {
-        let (p0, p1, ns) = (self.p0(), format!("{}p1", self.tag), self.peer_ns());
+        let (p0, p1, h, lan) = (self.p0(), self.p1(), &self.host, &self.lan);
         assert!(p0.len() <= 15 && p1.len() <= 15);
         for args in [
-            vec!["netns", "add", &ns],
-            vec!["link", "add", &p0, "type", "veth", "peer", "name", &p1],
-            vec!["link", "set", &p1, "netns", &ns],
-            vec!["link", "set", &p0, "up"],
-            vec!["-n", &ns, "link", "set", &p1, "up"],
-            vec!["-n", &ns, "link", "set", "lo", "up"],
+            vec!["netns", "add", h],
+            vec!["netns", "add", lan],
+            vec!["-n", h, "link", "set", "lo", "up"],
+            vec![
+                "-n", h, "link", "add", &p0, "type", "veth", "peer", "name", &p1, "netns", lan,
+            ],
+            vec!["-n", h, "link", "set", &p0, "up"],
+            vec!["-n", lan, "link", "set", &p1, "up"],
+            // The LAN end sends like a wire: complete checksums (a veth peer's partial ones
+            // reach an XSK on the parent unfinished, see docs/performance.md).
+            vec!["netns", "exec", lan, "ethtool", "-K", &p1, "tx", "off"],
+            vec!["-n", lan, "link", "set", "lo", "up"],
         ] {
             let o = run(Command::new("ip").args(&args));
             assert!(o.status.success(), "ip {args:?}: {}", text(&o.stderr));
@@ -106,9 +136,34 @@ impl Env {
         self.base.join("docker.sock")
     }
 
+    /// `prog` run in the private namespace, in the test's mount namespace: nsenter enters
+    /// the network namespace only and execs `prog` (the child's pid is `prog`'s).
+    fn in_host(&self, prog: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.host)).arg(prog);
+        c
+    }
+
+    /// `ip` in the private namespace.
+    fn host_ip(&self, args: &[&str]) -> String {
+        let o = run(Command::new("ip").args(["-n", &self.host]).args(args));
+        assert!(o.status.success(), "ip {args:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    }
+
+    /// Pings `addr` from the private namespace (a few tries, as [`Env::ping`]).
+    fn host_ping(&self, addr: &str) -> bool {
+        (0..4).any(|_| {
+            run(self.in_host("ping").args(["-c", "1", "-W", "1", addr]))
+                .status
+                .success()
+        })
+    }
+
     fn start_uvlan(&mut self) {
         let log = std::fs::File::create(self.base.join("uvlan.log")).unwrap();
-        let child = Command::new(BIN)
+        let child = self
+            .in_host(BIN)
             .args(["daemon", "--docker-plugin", "--docker-host"])
             .arg(format!("unix://{}", self.docker_sock().display()))
             .env("UVLAN_ROOT", self.base.join("uvlan-root"))
@@ -140,7 +195,8 @@ impl Env {
             .open(self.base.join("dockerd.log"))
             .unwrap();
         let b = &self.base;
-        let child = Command::new("/usr/sbin/dockerd")
+        let child = self
+            .in_host("/usr/sbin/dockerd")
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .args(["--storage-driver=vfs", "--data-root"])
             .arg(b.join("data"))
@@ -379,29 +435,31 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         if self.dockerd.is_some() {
-            for c in [
-                "uvt-a", "uvt-b", "uvt-la", "uvt-lb", "uvt-ia", "uvt-ib", "uvt-ma", "uvt-mb",
-            ] {
-                let _ = self.docker(&["rm", "-f", c]);
+            let ps = self.docker(&["ps", "-aq"]);
+            let ids: Vec<String> = text(&ps.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.iter().map(String::as_str));
+                let _ = self.docker(&args);
             }
         }
         self.stop_dockerd();
         self.stop_uvlan(libc::SIGTERM);
-        self.cleanup_dirs();
-        let _ = run(Command::new("ip").args(["link", "del", &self.p0()]));
-        let _ = run(Command::new("ip").args(["netns", "del", &self.peer_ns()]));
-        // TAPs the driver handed Docker are named uvd<12 hex>; none may be left.
-        let links = text(&run(Command::new("ip").args(["-o", "link"])).stdout);
-        for l in links.lines() {
-            if let Some(name) = l
-                .split(": ")
-                .nth(1)
-                .map(|n| n.split('@').next().unwrap_or(n))
-            {
-                if name.starts_with("uvd") && name.len() == 15 {
-                    let _ = run(Command::new("ip").args(["link", "del", name]));
-                }
+        // The daemon removes its plugin sockets when it stops; one it could not remove (it
+        // was killed) is left only if nobody serves it (Env::new checked nobody else did).
+        for d in ["ipvlan", "macvlan"] {
+            let sock = Path::new(PLUGIN_DIR).join(format!("uvlan-{d}.sock"));
+            if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+                let _ = std::fs::remove_file(&sock);
             }
+        }
+        self.cleanup_dirs();
+        // Every link of the test (the veth, TAPs, host interfaces) goes with its namespace.
+        for ns in [&self.host, &self.lan] {
+            let _ = run(Command::new("ip").args(["netns", "del", ns]));
         }
     }
 }
@@ -422,7 +480,7 @@ fn default_routes(env: &Env, ctr: &str) -> (String, String) {
 #[test]
 fn docker_remote_driver_end_to_end() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut env = Env::new();
+    let mut env = Env::new('a');
     let p0 = env.p0();
 
     // -- Option validation: uvlan network create's texts, nothing left behind.
@@ -690,13 +748,7 @@ fn docker_remote_driver_end_to_end() {
             "-n",
             "-e",
         ])
-        .args([
-            "-i",
-            &format!("{}p1", env.tag),
-            "-c",
-            "1",
-            "vlan 20 and arp",
-        ])
+        .args(["-i", &env.p1(), "-c", "1", "vlan 20 and arp"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -742,11 +794,466 @@ fn docker_remote_driver_end_to_end() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(left, 0, "state files left");
-    let links = text(&run(Command::new("ip").args(["-o", "link"])).stdout);
+    let links = env.host_ip(&["-o", "link"]);
     assert!(
         !links.lines().any(|l| l.contains(": uvd")),
-        "TAPs left in the root namespace: {links}"
+        "TAPs left in the daemon's namespace: {links}"
     );
     let log = env.read("uvlan.log");
     assert!(!log.contains("did not arrive"), "{log}");
+}
+
+/// A container's IPv4 address on network `net`, as Docker reports it.
+fn docker_addr(env: &Env, ctr: &str, net: &str) -> String {
+    let f = format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}");
+    env.ok(&["inspect", "-f", &f, ctr]).trim().to_string()
+}
+
+/// `docker network create -o uvlan.host_interface=IP` (issue 13) with the real dockerd: the
+/// host interface is made in the uvlan daemon's namespace (the test's private one, standing
+/// for the host), with a route per container; a container reaches the interface's address
+/// and the host reaches the container; both inspects show it; `docker rm` takes the route
+/// away and `docker network rm` the interface. Macvlan bridge on the veth, ipvlan l2 on a
+/// VLAN of it.
+#[test]
+fn docker_host_interface() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let env = Env::new('b');
+    let p0 = env.p0();
+    let root_links = text(&run(Command::new("ip").args(["-o", "link"])).stdout);
+
+    // The address must be an --aux-address, so that Docker's IPAM never gives it away.
+    let parent = format!("parent={p0}");
+    let no_aux = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-macvlan",
+        "--subnet",
+        "192.0.2.0/25",
+        "-o",
+        &parent,
+        "-o",
+        "uvlan.host_interface=192.0.2.126",
+        "uvt-x",
+    ]);
+    assert!(
+        no_aux.contains("--aux-address host=192.0.2.126"),
+        "{no_aux}"
+    );
+    assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
+
+    let vlan50 = format!("parent={p0}.50");
+    for (net, driver, parent, subnet, host_ip, extra) in [
+        (
+            "uvt-hm",
+            "uvlan-macvlan",
+            parent.as_str(),
+            "192.0.2.0/25",
+            "192.0.2.126",
+            None,
+        ),
+        (
+            "uvt-hi",
+            "uvlan-ipvlan",
+            vlan50.as_str(),
+            "198.51.100.0/24",
+            "198.51.100.250",
+            Some("ipvlan_mode=l2"),
+        ),
+    ] {
+        let aux = format!("host={host_ip}");
+        let opt = format!("uvlan.host_interface={host_ip}");
+        let mut args = vec![
+            "network",
+            "create",
+            "-d",
+            driver,
+            "--subnet",
+            subnet,
+            "--aux-address",
+            &aux,
+            "-o",
+            parent,
+            "-o",
+            &opt,
+        ];
+        if let Some(e) = extra {
+            args.extend_from_slice(&["-o", e]);
+        }
+        args.push(net);
+        env.ok(&args);
+        env.wait_for("the Docker name in uvlan network ls", || {
+            env.uvlan(&["network", "ls"]).contains(net)
+        });
+        let v = env.inspect(net);
+        let ifname = v["UvlanHostInterface"]["Name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{net}: no UvlanHostInterface: {v}"))
+            .to_string();
+        assert_eq!(
+            v["UvlanHostInterface"]["IPv4Address"],
+            format!("{host_ip}/32").as_str(),
+            "{v}"
+        );
+        let ipam = env.ok(&["network", "inspect", "-f", "{{json .IPAM.Config}}", net]);
+        let ipam: serde_json::Value = serde_json::from_str(&ipam).unwrap();
+        assert_eq!(ipam[0]["AuxiliaryAddresses"]["host"], host_ip, "{ipam}");
+        // In the daemon's namespace, never in the machine's own.
+        let addr_line = env.host_ip(&["-o", "addr", "show", "dev", &ifname]);
+        assert!(
+            addr_line.contains(&format!("inet {host_ip}/32")),
+            "{addr_line}"
+        );
+        let now_root = text(&run(Command::new("ip").args(["-o", "link"])).stdout);
+        assert!(
+            !now_root.contains(&format!(": {ifname}")) && !root_links.contains(&ifname),
+            "{ifname} in the root namespace"
+        );
+
+        let ctr = format!("{net}-c");
+        env.container(&ctr, net, &[]);
+        let c_addr = docker_addr(&env, &ctr, net);
+        assert!(!c_addr.is_empty() && c_addr != host_ip, "{c_addr}");
+        let routes = env.host_ip(&["route", "show"]);
+        assert!(
+            routes.contains(&format!("{c_addr} dev {ifname}")),
+            "no route to the container:\n{routes}"
+        );
+        env.assert_ping(&ctr, host_ip);
+        assert!(
+            env.host_ping(&c_addr),
+            "the host cannot ping {ctr} at {c_addr}\n{}",
+            env.logs()
+        );
+        let v = env.inspect(net);
+        assert_eq!(v["Containers"].as_object().map(|c| c.len()), Some(1), "{v}");
+
+        env.ok(&["rm", "-f", &ctr]);
+        let routes = env.host_ip(&["route", "show"]);
+        assert!(
+            !routes.contains(&format!("{c_addr} dev")),
+            "route to a removed container left:\n{routes}"
+        );
+        env.ok(&["network", "rm", net]);
+        let links = env.host_ip(&["-o", "link"]);
+        assert!(
+            !links.contains(&format!(": {ifname}")),
+            "{ifname} left: {links}"
+        );
+    }
+    assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
+}
+
+/// The classless static routes (option 121) dnsmasq gives the client with MAC
+/// 02:00:00:00:00:42: a default route, and one more.
+const CLASSLESS: &str = "0.0.0.0/0,192.0.2.1,198.51.100.0/24,192.0.2.254";
+
+/// dnsmasq serving DHCP only on the LAN side of the parent veth (`…p1` in the LAN
+/// namespace, which is the router 192.0.2.1/24), range 192.0.2.100–150, with short T1/T2
+/// so that renewals happen while the test runs; killed on drop.
+struct Dnsmasq {
+    child: Child,
+    leases: PathBuf,
+    log: PathBuf,
+}
+
+impl Dnsmasq {
+    fn start(env: &Env) -> Dnsmasq {
+        let (lan, p1) = (env.lan.clone(), env.p1());
+        let o =
+            run(Command::new("ip").args(["-n", &lan, "addr", "add", "192.0.2.1/24", "dev", &p1]));
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let leases = env.base.join("dnsmasq.leases");
+        let log = env.base.join("dnsmasq.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lan, "dnsmasq", "--keep-in-foreground"])
+            .args([
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--user=root",
+                "--pid-file=",
+            ])
+            .arg(format!("--interface={p1}"))
+            .args(["--bind-interfaces", "--dhcp-authoritative"])
+            .arg("--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,2m")
+            .args(["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"])
+            .arg("--dhcp-option=option:router,192.0.2.1")
+            // The client with MAC 02:00:00:00:00:42 also gets classless routes (option 121).
+            .arg("--dhcp-host=02:00:00:00:00:42,set:cls")
+            .arg(format!(
+                "--dhcp-option=tag:cls,option:classless-static-route,{CLASSLESS}"
+            ))
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .arg(format!("--log-facility={}", log.display()))
+            .arg("--log-dhcp")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq (scripts/deps.sh --test installs dnsmasq-base)");
+        let d = Dnsmasq { child, leases, log };
+        let t = Instant::now();
+        while !d.log_text().contains("DHCP, IP range") {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "dnsmasq did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn leases_text(&self) -> String {
+        std::fs::read_to_string(&self.leases).unwrap_or_default()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (10 s at most) until the lease file satisfies `pred`; returns the last text.
+    fn wait_leases(&self, pred: impl Fn(&str) -> bool) -> String {
+        let t = Instant::now();
+        loop {
+            let text = self.leases_text();
+            if pred(&text) || t.elapsed() > Duration::from_secs(10) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (15 s at most) for `ok`.
+fn eventually(mut ok: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    loop {
+        if ok() {
+            return true;
+        }
+        if t.elapsed() > Duration::from_secs(15) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `docker network create --ipam-driver null -o uvlan.ipam=dhcp` (issue 17): the driver
+/// leases each endpoint's address from the LAN's DHCP server (dnsmasq) at CreateEndpoint and
+/// answers it to Docker, which puts it on the container's `eth0` and in its inspect; Join
+/// gives the server's router as gateway; the lease is renewed while the container runs and
+/// released when it goes. Macvlan (a chosen and a `--mac-address` MAC), then ipvlan l2 (one
+/// MAC for all: the client identifier tells them apart).
+#[test]
+fn docker_dhcp_ipam() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut env = Env::new('c');
+    let server = Dnsmasq::start(&env);
+    let parent = format!("parent={}", env.p0());
+
+    // Without the option a null IPAM stays refused; the option wants the null IPAM.
+    let null = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-macvlan",
+        "--ipam-driver",
+        "null",
+        "-o",
+        &parent,
+        "x1",
+    ]);
+    assert!(null.contains("ipv4 pool is empty"), "{null}");
+    let pool = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-macvlan",
+        "-o",
+        "uvlan.ipam=dhcp",
+        "-o",
+        &parent,
+        "x2",
+    ]);
+    assert!(
+        pool.contains("uvlan.ipam=dhcp needs --ipam-driver null"),
+        "{pool}"
+    );
+    let bad = env.fail(&[
+        "network",
+        "create",
+        "-d",
+        "uvlan-macvlan",
+        "--ipam-driver",
+        "null",
+        "-o",
+        "uvlan.ipam=static",
+        "-o",
+        &parent,
+        "x3",
+    ]);
+    assert!(bad.contains("invalid uvlan.ipam value \"static\""), "{bad}");
+    assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
+
+    for (net, driver, extra) in [
+        ("uvt-dm", "uvlan-macvlan", None),
+        ("uvt-di", "uvlan-ipvlan", Some("ipvlan_mode=l2")),
+    ] {
+        let mut args = vec![
+            "network",
+            "create",
+            "-d",
+            driver,
+            "--ipam-driver",
+            "null",
+            "-o",
+            "uvlan.ipam=dhcp",
+            "-o",
+            &parent,
+        ];
+        if let Some(e) = extra {
+            args.extend_from_slice(&["-o", e]);
+        }
+        args.push(net);
+        env.ok(&args);
+        let (a, b) = (format!("{net}-a"), format!("{net}-b"));
+        env.container(&a, net, &[]);
+        let b_extra: &[&str] = if driver == "uvlan-macvlan" {
+            &["--mac-address", "02:00:00:00:00:42"]
+        } else {
+            &[]
+        };
+        env.container(&b, net, b_extra);
+        let mut addrs = Vec::new();
+        for ctr in [&a, &b] {
+            let ip = docker_addr(&env, ctr, net);
+            assert!(
+                ip.starts_with("192.0.2.1") && ip.len() == "192.0.2.100".len(),
+                "{ctr}: Docker's address {ip:?} is not from the server's range\n{}",
+                env.logs()
+            );
+            let plen = env.ok(&[
+                "inspect",
+                "-f",
+                &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPPrefixLen}}}}"),
+                ctr,
+            ]);
+            assert_eq!(plen.trim(), "24", "{ctr}");
+            let gw = env.ok(&[
+                "inspect",
+                "-f",
+                &format!("{{{{(index .NetworkSettings.Networks \"{net}\").Gateway}}}}"),
+                ctr,
+            ]);
+            let mac = env.exec_out(ctr, &["cat", "/sys/class/net/eth0/address"]);
+            if mac.trim() == "02:00:00:00:00:42" {
+                // Classless routes replace the router (RFC 3442): Join answers them as
+                // StaticRoutes, and no Gateway.
+                assert_eq!(gw.trim(), "", "{ctr}: Docker's gateway");
+                let routes = env.exec_out(ctr, &["ip", "route"]);
+                assert!(
+                    routes.contains("198.51.100.0/24 via 192.0.2.254 dev eth0"),
+                    "{ctr}: {routes}"
+                );
+            } else {
+                assert_eq!(gw.trim(), "192.0.2.1", "{ctr}: Docker's gateway");
+            }
+            let shown = env.exec_out(ctr, &["ip", "-o", "-4", "addr", "show", "eth0"]);
+            assert!(shown.contains(&format!("inet {ip}/24")), "{ctr}: {shown}");
+            assert_eq!(
+                default_routes(&env, ctr).0,
+                "default via 192.0.2.1 dev eth0",
+                "{ctr}"
+            );
+            env.assert_ping(ctr, "192.0.2.1");
+            let leases = server.wait_leases(|t| t.contains(&format!(" {ip} ")));
+            let line = leases
+                .lines()
+                .find(|l| l.contains(&format!(" {ip} ")))
+                .unwrap_or_else(|| panic!("{ip} not in the server's leases: {leases}"));
+            assert!(line.contains(mac.trim()), "{line} vs {mac}");
+            addrs.push(ip);
+        }
+        assert_ne!(addrs[0], addrs[1], "two endpoints, one address");
+        env.assert_ping(&a, &addrs[1]);
+        let mac = |c: &str| env.exec_out(c, &["cat", "/sys/class/net/eth0/address"]);
+        if driver == "uvlan-macvlan" {
+            assert_eq!(mac(&b).trim(), "02:00:00:00:00:42");
+        } else {
+            // One MAC (the parent's) for both: the client identifier tells them apart.
+            assert_eq!(mac(&a), mac(&b));
+        }
+        // Docker's own inspect lists both with the leased addresses.
+        let listed = env.ok(&["network", "inspect", "-f", "{{json .Containers}}", net]);
+        for ip in &addrs {
+            assert!(listed.contains(&format!("\"{ip}/24\"")), "{listed}");
+        }
+        // uvlan's inspect: the endpoints with their addresses and leases.
+        let v = env.inspect(net);
+        assert_eq!(v["IPAM"]["Driver"], "dhcp", "{v}");
+        let eps = v["Containers"].as_object().cloned().unwrap_or_default();
+        assert_eq!(eps.len(), 2, "{v}");
+        for ip in &addrs {
+            let e = eps
+                .values()
+                .find(|e| e["IPv4Address"] == format!("{ip}/24").as_str())
+                .unwrap_or_else(|| panic!("{ip} not in uvlan's inspect: {v}"));
+            assert_eq!(e["UvlanDhcp"]["Server"], "192.0.2.1", "{e}");
+        }
+        // Renewed at T1 (3 s) while the containers run.
+        let renewed = format!("DHCP lease {} renewed", addrs[0]);
+        assert!(
+            eventually(|| env.read("uvlan.log").contains(&renewed)),
+            "no renewal of {}:\n{}\n{}",
+            addrs[0],
+            env.logs(),
+            server.log_text()
+        );
+        env.assert_ping(&a, "192.0.2.1");
+        if driver == "uvlan-macvlan" {
+            // The uvlan daemon killed and started again goes on from the stored leases.
+            env.stop_uvlan(libc::SIGKILL);
+            env.start_uvlan();
+            assert!(
+                eventually(|| env.read("uvlan.log").contains(&renewed)),
+                "no renewal after a restart:\n{}",
+                env.logs()
+            );
+            env.assert_ping(&a, "192.0.2.1");
+            env.assert_ping(&b, &addrs[0]);
+        }
+        // Leave, then DeleteEndpoint releases the lease: docker rm on the macvlan network,
+        // docker network disconnect and docker stop on the ipvlan one.
+        if driver == "uvlan-macvlan" {
+            env.ok(&["rm", "-f", &a, &b]);
+        } else {
+            env.ok(&["network", "disconnect", net, &a]);
+            env.ok(&["stop", "-t", "0", &b]);
+        }
+        for ip in &addrs {
+            let leases = server.wait_leases(|t| !t.contains(&format!(" {ip} ")));
+            assert!(
+                !leases.contains(&format!(" {ip} ")),
+                "{ip} not released: {leases}\n{}\n{}",
+                server.log_text(),
+                env.logs()
+            );
+        }
+        let _ = env.docker(&["rm", "-f", &a, &b]);
+        env.ok(&["network", "rm", net]);
+    }
+    assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
+    let links = env.host_ip(&["-o", "link"]);
+    assert!(
+        !links.lines().any(|l| l.contains(": uvd")),
+        "TAPs left in the daemon's namespace: {links}"
+    );
 }

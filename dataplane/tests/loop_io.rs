@@ -1,8 +1,9 @@
 //! Root tests of the dataplane's workers and I/O paths (epoll, io_uring) under load: one
 //! flow keeps its order (1 and 2 workers, single and multiqueue TAPs), an io_uring read
 //! resumes after its buffer ring ran dry, a TAP removed with frames in flight is never
-//! written again (not even through a reused fd) and loses no buffer, and 1,000 idle TAPs do
-//! not wake the loop.
+//! written again (not even through a reused fd) and loses no buffer, 1,000 idle TAPs do
+//! not wake the loop, and a port flooding broadcasts is deferred (paused now and then, its
+//! frames in order) while unicast never is.
 //!
 //! Each test makes its own `uvl-<pid>-<n>…` namespaces (deleted on drop, also on failure),
 //! puts TAP endpoints in them and sends UDP from threads that enter those namespaces.
@@ -193,6 +194,82 @@ fn check_order(got: &[Vec<u32>], what: &str) -> usize {
     total
 }
 
+/// Sends `count` UDP broadcasts (to 192.0.2.255:5000, each carrying its sequence number)
+/// from `src_ns`; returns the sequence numbers the receiver in `dst_ns` got, in order.
+fn broadcast_flood(src_ns: &str, dst_ns: &str, count: u32) -> Vec<u32> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let rx = in_ns(dst_ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:5000").expect("bind receiver");
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = s.recv(&mut buf) {
+            if n >= 4 {
+                got.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+            }
+        }
+        got
+    });
+    ready_rx.recv().unwrap();
+    in_ns(src_ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_broadcast(true).unwrap();
+        let mut msg = [0u8; 32];
+        for q in 0..count {
+            msg[0..4].copy_from_slice(&q.to_be_bytes());
+            let _ = s.send_to(&msg, "192.0.2.255:5000");
+        }
+    })
+    .join()
+    .unwrap();
+    rx.join().unwrap()
+}
+
+/// Flood deferral: a port flooding broadcasts is paused (its reads stop for a millisecond,
+/// its frames wait in its TAP), its frames still arrive in order, and once the flood is
+/// over its unicast is read at once again.
+fn a_broadcast_flood_is_deferred_in_order(io: IoMode) {
+    let mut lab = Lab::new("uvl");
+    let dp = spawn(io, 1, 256);
+    let h = dp.handle();
+    let (a, b, pa, _pb) = pair(&mut lab, &h, false);
+    let got = broadcast_flood(&a, &b, 40_000);
+    let what = format!("{io:?}: broadcast flood");
+    for w in got.windows(2) {
+        assert!(w[0] < w[1], "{what}: reordered: {} then {}", w[0], w[1]);
+    }
+    let st = h.stats().unwrap();
+    let pauses: u64 = st.workers.iter().map(|w| w.flood_pauses).sum();
+    eprintln!(
+        "{what}: {} of 40000 broadcasts arrived in order; {pauses} pauses; read from a: {}",
+        got.len(),
+        st.port(pa).unwrap().rx_frames
+    );
+    assert!(
+        got.len() > 1000,
+        "{what}: only {} broadcasts arrived",
+        got.len()
+    );
+    assert!(pauses > 0, "{what}: the flooding port was never paused");
+    // Over: a's unicast goes through without waiting for anything.
+    assert!(
+        ping(&a, "192.0.2.2", 3),
+        "{what}: no unicast after the flood"
+    );
+}
+
+#[test]
+fn a_broadcast_flood_is_deferred_in_order_uring() {
+    a_broadcast_flood_is_deferred_in_order(IoMode::Uring);
+}
+
+#[test]
+fn a_broadcast_flood_is_deferred_in_order_plain() {
+    a_broadcast_flood_is_deferred_in_order(IoMode::Plain);
+}
+
 fn one_flow_keeps_its_order(io: IoMode, workers: usize, multi_queue: bool) {
     let mut lab = Lab::new("uvl");
     let dp = spawn(io, workers, 256);
@@ -215,6 +292,9 @@ fn one_flow_keeps_its_order(io: IoMode, workers: usize, multi_queue: bool) {
     assert!(total > 1000, "{what}: only {total} datagrams arrived");
     assert!(st.port(pa).unwrap().rx_frames >= total as u64);
     assert_eq!(st.workers.len(), workers);
+    // Unicast that is forwarded is never deferred, however fast it comes.
+    let pauses: u64 = st.workers.iter().map(|w| w.flood_pauses).sum();
+    assert_eq!(pauses, 0, "{what}: a unicast flow was paused as a flood");
     if multi_queue && workers > 1 {
         // 16 flows over 2 queues: both workers read some of them (each queue has its own).
         for (i, w) in st.workers.iter().enumerate() {

@@ -35,81 +35,11 @@ use uvlan_dataplane::run::{
 };
 use uvlan_dataplane::wire::{build, MacAddr};
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn run(cmd: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        ))
-    }
-}
-
-fn must(cmd: &[&str]) -> String {
-    run(cmd).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn ip(ns: &str, args: &[&str]) -> String {
-    let mut c = vec!["ip", "-n", ns];
-    c.extend_from_slice(args);
-    must(&c)
-}
-
-fn exec(ns: &str, args: &[&str]) -> Result<String, String> {
-    let mut c = vec!["ip", "netns", "exec", ns];
-    c.extend_from_slice(args);
-    run(&c)
-}
+mod common;
+use common::{exec, ip, must, run, Lab, NoRoutes};
 
 fn ns_path(ns: &str) -> PathBuf {
     PathBuf::from(format!("/run/netns/{ns}"))
-}
-
-/// Namespaces made by one test; all deleted on drop.
-struct Lab {
-    n: u32,
-    names: Vec<String>,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        Lab {
-            n: SEQ.fetch_add(1, Ordering::SeqCst),
-            names: Vec::new(),
-        }
-    }
-
-    fn ns(&mut self, name: &str) -> String {
-        let full = format!("uvt-{}-{}{}", std::process::id(), self.n, name);
-        let _ = run(&["ip", "netns", "del", &full]);
-        must(&["ip", "netns", "add", &full]);
-        self.names.push(full.clone());
-        ip(&full, &["link", "set", "lo", "up"]);
-        full
-    }
-
-    /// A short interface name unique to this test (≤ 15 bytes).
-    fn ifname(&self, suffix: &str) -> String {
-        let s = format!("uvt{}{}{}", std::process::id() % 100_000, self.n, suffix);
-        assert!(s.len() <= 15, "{s}");
-        s
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = run(&["ip", "netns", "del", n]);
-        }
-    }
 }
 
 /// A child process killed on drop.
@@ -119,15 +49,6 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// Routes nothing: for networks without a wire.
-struct NoRoutes;
-
-impl Resolver for NoRoutes {
-    fn resolve(&mut self, _ifindex: u32, _dst: IpAddr) -> NextHop {
-        NextHop::Unreachable
     }
 }
 
@@ -431,7 +352,7 @@ fn isolated_ipvlan_pair(
 
 both!(isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso);
 fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso(io: Io) {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvt");
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, b, pa, pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
@@ -489,7 +410,7 @@ fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso(io: Io) {
 
 both!(a_deleted_endpoint_tap_does_not_make_the_loop_spin);
 fn a_deleted_endpoint_tap_does_not_make_the_loop_spin(io: Io) {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvt");
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, b, _pa, pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
@@ -515,7 +436,7 @@ fn a_deleted_endpoint_tap_does_not_make_the_loop_spin(io: Io) {
 
 both!(isolated_ipvlan_private_flag_stops_port_to_port);
 fn isolated_ipvlan_private_flag_stops_port_to_port(io: Io) {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvt");
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, _b, _pa, _pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Private);
@@ -538,7 +459,7 @@ both!(captures_record_the_loops_frames_copies_and_drops);
 /// its reason; and forwarding goes on once the reader is gone.
 fn captures_record_the_loops_frames_copies_and_drops(io: Io) {
     use uvlan_dataplane::capture::{CaptureFilter, Direction, Fate};
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvt");
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, _b, pa, pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
@@ -626,7 +547,7 @@ both!(a_wire_copy_without_a_wire_is_recorded_tagged_on_the_networks_wire);
 /// network's wire interface with the tag it would have left with.
 fn a_wire_copy_without_a_wire_is_recorded_tagged_on_the_networks_wire(io: Io) {
     use uvlan_dataplane::capture::{CaptureFilter, Direction, Fate, WireFilter};
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvt");
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let a = lab.ns("a");
@@ -716,7 +637,7 @@ fn the_blind_relay_refuses_a_capture() {
 
 both!(isolated_ipvlan_l3_routes_between_subnets);
 fn isolated_ipvlan_l3_routes_between_subnets(io: Io) {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvt");
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let a = lab.ns("a");
@@ -758,7 +679,7 @@ fn isolated_ipvlan_l3_routes_between_subnets(io: Io) {
 
 both!(isolated_macvlan_bridge_pings_by_mac);
 fn isolated_macvlan_bridge_pings_by_mac(io: Io) {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvt");
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let a = lab.ns("a");
@@ -934,7 +855,7 @@ struct WireLab {
 /// host ns (parent `hif`, 192.0.2.1/24) —veth— upstream ns (`uif`, gateway 192.0.2.254/24,
 /// route to the ipvlan L3 subnet 198.51.100.0/24 via the host).
 fn wire_lab() -> WireLab {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvt");
     let host = lab.ns("h");
     let up = lab.ns("u");
     let hif = lab.ifname("h");
@@ -1674,7 +1595,7 @@ fn throughput_tap_to_tap_vs_kernel_macvlan(io: Io) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("uvt");
     let dp = spawn(io, RunOptions::default(), Box::new(NoRoutes));
     let h = dp.handle();
     let (a, b, _pa, _pb) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);

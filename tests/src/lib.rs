@@ -61,6 +61,31 @@ pub fn sh(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("spawn command")
 }
 
+/// One call of Docker's plugin protocol (HTTP/1.1 over the plugin's unix socket `sock`, as
+/// dockerd makes it): `method` (e.g. `NetworkDriver.Join`) with `body`; the JSON answer, or
+/// `None` when there is none (the daemon is not there, or died under the call).
+pub fn plugin_call(
+    sock: &Path,
+    method: &str,
+    body: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let body = body.to_string();
+    let req = format!(
+        "POST /{method} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (_, body) = raw.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
 /// A test world: a daemon with its own state, running in its own `host` namespace, and the
 /// namespaces the test makes. Dropping it kills the daemon and deletes everything.
 pub struct World {

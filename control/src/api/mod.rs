@@ -371,6 +371,17 @@ pub struct DefaultRouteView {
     pub via: Option<String>,
 }
 
+/// A route besides the default one that the front end adds for an endpoint (a DHCP
+/// lease's classless static routes, option 121).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteView {
+    /// `ADDR/LEN`.
+    pub dst: String,
+    /// The next hop; `None`: on the link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
 /// The answer to [`Request::EndpointAttach`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachInfo {
@@ -391,6 +402,10 @@ pub struct AttachInfo {
     /// The IPv6 default route the driver gives it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_v6: Option<DefaultRouteView>,
+    /// Further routes: a DHCP lease's classless static routes (option 121), which replace
+    /// the router as default route (RFC 3442: `default_v4` is then `None`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteView>,
 }
 
 /// One endpoint of a managed network, as [`Request::EndpointList`] reports it.
@@ -495,7 +510,9 @@ pub enum Request {
         owner: String,
     },
     /// Declare an endpoint of a managed network with its addresses (Docker's
-    /// CreateEndpoint); answers its MAC (`""` for ipvlan: the port takes the parent's).
+    /// CreateEndpoint); answers its MAC (`""` for ipvlan: the port takes the parent's). On a
+    /// network with DHCP IPAM (`uvlan.ipam=dhcp`) the daemon leases the address first and
+    /// answers `{"MacAddress": MAC, "Address": "ADDR/LEN"}`.
     EndpointReserve {
         /// Network name or ID.
         network: String,
@@ -612,6 +629,10 @@ pub struct WorkerStats {
     pub batch_frames: u64,
     /// Batches by size: 1, 2–3, 4–7, …, 512–1023, 1024 and more.
     pub batch_hist: Vec<u64>,
+    /// Times an endpoint's reads were paused because it flooded the loop with frames to
+    /// group addresses or frames the engine dropped (flood deferral).
+    #[serde(default)]
+    pub flood_pauses: u64,
 }
 
 /// Counters of one network in a [`StatsReport`].

@@ -119,7 +119,8 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
-    /// Endpoints that `network connect` makes from now on: `on` makes veth endpoints whose
+    /// Endpoints made from now on (by `network connect`, `run`, Docker's Join and CNI ADD):
+    /// `on` makes veth endpoints whose
     /// unicast to sibling endpoints the engine decided goes through an exact-match kernel
     /// cache (tcx, bpf_redirect_peer); `auto` does so when the kernel allows it; `off` keeps
     /// TAP endpoints.

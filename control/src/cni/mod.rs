@@ -6,8 +6,9 @@
 //! (`master`, `mode`, `mtu`, `mac`, `linkInContainer`, `ipam`) plus `flag` (ipvlan) and
 //! `vlan`, delegates IPAM to the standard IPAM plugins in `CNI_PATH`, and asks the uvlan
 //! daemon (`$UVLAN_SOCKET`, default `/run/uvlan/uvlan.sock`) to ensure the network (named
-//! after the configuration's `name`, managed by CNI) and attach the endpoint: a TAP named
-//! `CNI_IFNAME` in `CNI_NETNS`, with the IPAM result's addresses and routes. Endpoints are
+//! after the configuration's `name`, managed by CNI) and attach the endpoint: a TAP (with the
+//! daemon's fast path, one end of a veth pair) named `CNI_IFNAME` in `CNI_NETNS`, with the
+//! IPAM result's addresses and routes. Endpoints are
 //! keyed by `CONTAINERID/IFNAME`; DEL is idempotent and succeeds when the namespace is
 //! gone; the network goes away with its last endpoint.
 

@@ -259,10 +259,15 @@ impl Daemon {
             Ok(Err(e)) => (self.log)(&format!("removing {port} from the engine: {e}")),
             Err(e) => (self.log)(&format!("removing {port} from the engine: {e}")),
         }
-        if rt.fast_veth.is_some() {
-            // The veth pair goes with its endpoint end; the TAP is not persistent.
+        if let Some(veth) = rt.fast_veth {
+            // The veth pair goes with its endpoint end; the TAP is not persistent. The
+            // daemon's end too, in case the endpoint's end is not where the daemon last saw
+            // it (a front end moved it, and the daemon has not followed it yet).
             rt.gone.expect();
             endpoint::delete_link(&rt.netns, rt.ifindex);
+            if let Ok(here) = Netns::current() {
+                endpoint::delete_link(&here, veth);
+            }
             if let Some(t) = tap {
                 endpoint::destroy_tap(t);
             }

@@ -110,6 +110,7 @@ impl Daemon {
             mtu: None,
             key: None,
             host_interface: true,
+            lease: None,
         };
         self.connect_locked(st, i, place, addrs, EpMac::Choose(mac))
     }
@@ -255,9 +256,10 @@ impl Daemon {
     }
 
     /// Creates an endpoint of network `i`: MAC, addresses (allocated or given), engine
-    /// port, TAP (in the namespace, or in the daemon's namespace for the front end to move),
-    /// dataplane, watcher, store. Nothing changes on error. On a DHCP network the lease is
-    /// taken under the lock; [`Daemon::connect_unlocking`] takes it without.
+    /// port, TAP or fast-path veth pair (in the namespace, or in the daemon's namespace for
+    /// the front end to move), dataplane, watcher, store. Nothing changes on error. On a DHCP
+    /// network the lease is taken under the lock; [`Daemon::connect_unlocking`] takes it
+    /// without.
     pub(super) fn connect_locked(
         &self,
         st: &mut State,
@@ -470,10 +472,10 @@ impl Daemon {
     }
 
     /// The part of [`Daemon::connect_locked`] after the addresses are taken: the record with
-    /// its `create` intent, the engine port, the TAP, the dataplane and watcher, the settled
-    /// record. On error everything it did is undone (the caller gives the addresses back).
-    /// With `defer_lease` on a DHCP network it stops before the lease: the endpoint is in
-    /// the state with its intent, for [`Daemon::finish_lease`].
+    /// its `create` intent, the engine port, the TAP (or veth pair), the dataplane and
+    /// watcher, the settled record. On error everything it did is undone (the caller gives
+    /// the addresses back). With `defer_lease` on a DHCP network it stops before the lease:
+    /// the endpoint is in the state with its intent, for [`Daemon::finish_lease`].
     #[allow(clippy::too_many_arguments)]
     fn make_endpoint(
         &self,
@@ -488,6 +490,7 @@ impl Daemon {
         defer_lease: bool,
     ) -> Result<EndpointRecord, String> {
         let name = place.name.clone();
+        let given_lease = place.lease.clone();
         let net_id = st.nets[i].rec.id.clone();
         let inode = match place.host_name {
             Some(_) => 0,
@@ -562,9 +565,10 @@ impl Daemon {
             }
             why
         };
-        // Phase 1: `network connect` and `run` only (front ends' endpoints stay TAPs).
+        // Every endpoint but the host interface: `network connect`, `run`, Docker's Join
+        // (the veth end Docker moves) and CNI ADD.
         let fast = match options::fast_path_opt(&st.nets[i].rec.options) {
-            _ if place.key.is_some() || place.host_name.is_some() || place.host_interface => false,
+            _ if place.host_interface => false,
             // A network with a host interface keeps TAP endpoints (the fast path does not
             // serve the host interface yet).
             _ if st.nets[i].rec.endpoints.iter().any(|e| e.host_interface) => false,
@@ -596,6 +600,21 @@ impl Daemon {
                     .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
                 (tap, place.ns, true, true)
             }
+            Some(host) if fast => {
+                let (tap, veth, idx) = endpoint::create_fast_for_move(host, &plan, &rec.id)
+                    .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
+                let here = match Netns::current() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        endpoint::destroy_tap(tap);
+                        endpoint::delete_fast_leftovers(&rec.id);
+                        return Err(forget(undo_port(self.fd_hint(e.to_string()))));
+                    }
+                };
+                fast_veth = Some(veth);
+                fast_idx = Some(idx);
+                (tap, here, false, false)
+            }
             Some(host) => {
                 let tap = endpoint::create_for_move(host, &plan)
                     .map_err(|e| forget(undo_port(self.fd_hint(e))))?;
@@ -613,13 +632,16 @@ impl Daemon {
         let rt = self
             .finish_endpoint(port, tap, ifindex, ns, up, &name, driver, watch, fast_veth)
             .map_err(|e| forget(self.fd_hint(e)))?;
-        if st.nets[i].rec.dhcp && defer_lease {
+        if let Some(lease) = given_lease {
+            // Leased before (Docker's CreateEndpoint): the front end puts the address on the
+            // interface, uvlan keeps the lease from here on.
+            rec.lease = Some(lease);
+        } else if st.nets[i].rec.dhcp && defer_lease {
             // Pending: the lease is taken without the lock (`connect_unlocking`).
             st.nets[i].rec.endpoints.push(rec.clone());
             st.nets[i].eps.insert(rec.id.clone(), rt);
             return Ok(rec);
-        }
-        if st.nets[i].rec.dhcp {
+        } else if st.nets[i].rec.dhcp {
             // The record keeps its `create` intent until the lease is on the interface: a
             // crash in between is rolled back at the next start.
             match self.lease_endpoint(&rt.netns, &rec) {

@@ -23,6 +23,14 @@ impl Daemon {
             return Err(format!("network with name {} already exists", req.name));
         }
         let driver = options::parse_driver(&req.driver)?;
+        if req.managed.is_none() && req.options.contains_key(options::IPAM_OPT) {
+            return Err(format!(
+                "-o {} is Docker's spelling (docker network create --ipam-driver null -o {}=dhcp): \
+                 uvlan network create takes --ipam-driver dhcp",
+                options::IPAM_OPT,
+                options::IPAM_OPT
+            ));
+        }
         let id = match &req.id {
             Some(id) => id.clone(),
             None => ids::new_id().map_err(|e| format!("cannot generate a network ID: {e}"))?,

@@ -48,9 +48,7 @@ impl Daemon {
             Request::NetworkDelete { network, owner } => {
                 self.delete_managed(&network, &owner).map(Into::into)
             }
-            Request::EndpointReserve { network, spec } => {
-                self.reserve_endpoint(&network, &spec).map(Into::into)
-            }
+            Request::EndpointReserve { network, spec } => self.reserve_endpoint(&network, &spec),
             Request::EndpointAttach(a) => self
                 .attach_endpoint(&a)
                 .map_err(Self::fd_said)

@@ -296,6 +296,29 @@ pub fn create_fast_interface(
     plan: &IfPlan,
     ep_id: &str,
 ) -> Result<(Tap, u32, u32), String> {
+    create_fast(FastEnd::Inside(netns), plan, ep_id)
+}
+
+/// Like [`create_fast_interface`], but the endpoint's end of the veth pair stays in the
+/// daemon's namespace under `name`, for a front end to move into its sandbox (Docker), set
+/// as [`create_for_move`] sets a TAP: marked, MAC, MTU and ARP (they follow the device).
+pub fn create_fast_for_move(
+    name: &str,
+    plan: &IfPlan,
+    ep_id: &str,
+) -> Result<(Tap, u32, u32), String> {
+    create_fast(FastEnd::ForMove(name), plan, ep_id)
+}
+
+/// Where [`create_fast`] puts the endpoint's end of the veth pair.
+enum FastEnd<'a> {
+    /// `plan.ifname` in this namespace, configured whole.
+    Inside(&'a Netns),
+    /// This name in the daemon's namespace, for a front end to move.
+    ForMove(&'a str),
+}
+
+fn create_fast(end: FastEnd<'_>, plan: &IfPlan, ep_id: &str) -> Result<(Tap, u32, u32), String> {
     let (tap_name, veth_name) = fast_names(ep_id);
     let here = Netns::current().map_err(nerr("cannot open the daemon's namespace"))?;
     let mut rtnl = Rtnl::open(&here).map_err(nerr("cannot reach the daemon's namespace"))?;
@@ -305,25 +328,33 @@ pub fn create_fast_interface(
         ..TapOptions::default()
     })
     .map_err(|e| format!("cannot create the endpoint's TAP {tap_name}: {e}"))?;
+    let (peer_ns, peer_name) = match end {
+        FastEnd::Inside(ns) => (ns, plan.ifname.as_str()),
+        FastEnd::ForMove(name) => (&here, name),
+    };
     let build = |rtnl: &mut Rtnl| -> Result<(u32, u32), String> {
         quiet_up(&here, rtnl, &tap_name, tap.ifindex())?;
-        rtnl.link_add_veth(&veth_name, &plan.ifname, netns.fd())
+        rtnl.link_add_veth(&veth_name, peer_name, peer_ns.fd())
             .map_err(nerr("cannot create the endpoint's veth pair"))?;
         let veth = rtnl
             .link_get(&veth_name)
             .map_err(nerr("cannot find the endpoint's veth"))?
             .index;
         quiet_up(&here, rtnl, &veth_name, veth)?;
-        let idx = Rtnl::open(netns)
-            .and_then(|mut r| r.link_get(&plan.ifname))
+        let idx = Rtnl::open(peer_ns)
+            .and_then(|mut r| r.link_get(peer_name))
             .map_err(nerr("cannot find the endpoint's interface"))?
             .index;
-        configure_interface(netns, idx, plan)?;
+        match end {
+            FastEnd::Inside(ns) => configure_interface(ns, idx, plan)?,
+            FastEnd::ForMove(_) => set_for_move(rtnl, idx, plan)?,
+        }
         Ok((veth, idx))
     };
     match build(&mut rtnl) {
         Ok((veth, idx)) => Ok((tap, veth, idx)),
         Err(e) => {
+            // One end takes the other with it.
             if let Ok(l) = rtnl.link_get(&veth_name) {
                 let _ = rtnl.link_delete(l.index);
             }
@@ -386,8 +417,11 @@ pub fn adopt_fast_interface(
     }
 }
 
-/// Deletes whatever is left in the daemon's namespace under `ep_id`'s [`fast_names`] (the
-/// ends of a pair that did not survive whole), so that they can be made again.
+/// Deletes whatever is left in the daemon's namespace under `ep_id`'s [`fast_names`]: the
+/// daemon's end of the endpoint's veth pair (the endpoint's end goes with it, wherever it
+/// is, also one a crash left unmarked) and the TAP. Used for the ends of a pair that did
+/// not survive whole (so that they can be made again), for a rolled-back creation, and for
+/// a front end's endpoint that is forgotten after its Leave.
 pub fn delete_fast_leftovers(ep_id: &str) {
     let (tap_name, veth_name) = fast_names(ep_id);
     if let Ok(here) = Netns::current() {
@@ -496,18 +530,7 @@ pub fn create_for_move(name: &str, plan: &IfPlan) -> Result<Tap, String> {
     let set = || -> Result<(), String> {
         let here = Netns::current().map_err(nerr("cannot open the daemon's namespace"))?;
         let mut rtnl = Rtnl::open(&here).map_err(nerr("cannot reach the daemon's namespace"))?;
-        let idx = tap.ifindex();
-        rtnl.link_set_alias(idx, &plan.mark)
-            .map_err(nerr("cannot mark the endpoint's interface"))?;
-        rtnl.link_set_mac(idx, plan.mac.0)
-            .map_err(nerr("cannot set the endpoint's MAC"))?;
-        rtnl.link_set_mtu(idx, plan.mtu)
-            .map_err(nerr("cannot set the endpoint's MTU"))?;
-        if plan.noarp {
-            rtnl.link_set_arp(idx, false)
-                .map_err(nerr("cannot turn ARP off (ipvlan l3/l3s)"))?;
-        }
-        Ok(())
+        set_for_move(&mut rtnl, tap.ifindex(), plan)
     };
     match set() {
         Ok(()) => Ok(tap),
@@ -516,6 +539,22 @@ pub fn create_for_move(name: &str, plan: &IfPlan) -> Result<Tap, String> {
             Err(e)
         }
     }
+}
+
+/// The settings of an interface a front end moves that follow it across namespaces: its
+/// mark, MAC, MTU and ARP.
+fn set_for_move(rtnl: &mut Rtnl, idx: u32, plan: &IfPlan) -> Result<(), String> {
+    rtnl.link_set_alias(idx, &plan.mark)
+        .map_err(nerr("cannot mark the endpoint's interface"))?;
+    rtnl.link_set_mac(idx, plan.mac.0)
+        .map_err(nerr("cannot set the endpoint's MAC"))?;
+    rtnl.link_set_mtu(idx, plan.mtu)
+        .map_err(nerr("cannot set the endpoint's MTU"))?;
+    if plan.noarp {
+        rtnl.link_set_arp(idx, false)
+            .map_err(nerr("cannot turn ARP off (ipvlan l3/l3s)"))?;
+    }
+    Ok(())
 }
 
 /// Finishes an endpoint a front end moved into `netns` (interface `idx`): the settings that
@@ -740,13 +779,14 @@ fn on_event(dp: &dyn DataplaneApi, log: &Logger, port: PortId, label: &str, ev: 
     }
 }
 
-/// Deletes a TAP left in the daemon's namespace under `name` (Docker moves an endpoint's
-/// interface back there after Leave), if there is one.
-pub fn delete_host_tap(name: &str) {
+/// Deletes the interface left in the daemon's namespace under `name` (Docker moves an
+/// endpoint's interface back there after Leave), if there is one: a TAP, or a fast-path
+/// endpoint's veth (its peer, the daemon's end, goes with it).
+pub fn delete_host_interface(name: &str) {
     let Ok(here) = Netns::current() else { return };
     let Ok(mut r) = Rtnl::open(&here) else { return };
     if let Ok(l) = r.link_get(name) {
-        if l.kind.as_deref() == Some("tun") {
+        if matches!(l.kind.as_deref(), Some("tun" | "veth")) {
             let _ = r.link_delete(l.index);
         }
     }

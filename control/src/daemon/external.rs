@@ -110,10 +110,13 @@ pub fn external_status(rec: &NetworkRecord) -> BTreeMap<String, SubnetStatus> {
         .collect()
 }
 
-/// Marks a managed network in inspect: the owner label, and `IPAM.Driver` `external`.
+/// Marks a managed network in inspect: the owner label, and `IPAM.Driver` `external` (`dhcp`
+/// when uvlan leases its addresses, `uvlan.ipam=dhcp`).
 pub fn decorate_inspect(view: &mut NetworkResource, m: &Managed) {
     view.labels.insert(OWNER_LABEL.to_string(), m.owner.clone());
-    view.ipam.driver = "external".to_string();
+    if view.ipam.driver != "dhcp" {
+        view.ipam.driver = "external".to_string();
+    }
 }
 
 /// The error for a uvlan CLI operation on a managed network.

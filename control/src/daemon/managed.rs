@@ -9,14 +9,21 @@
 //!
 //! Endpoint life cycle, keyed by the front end's key (Docker's endpoint ID, CNI's
 //! `CONTAINERID/IFNAME`):
-//! - reserve (Docker's CreateEndpoint): addresses and MAC are recorded;
-//! - attach (Docker's Join, CNI ADD): the TAP is made, either inside the namespace,
+//! - reserve (Docker's CreateEndpoint): addresses and MAC are recorded; on a network with
+//!   DHCP IPAM (Docker's `-o uvlan.ipam=dhcp`) the address is first leased on a probe
+//!   (`probe`) and answered to the front end, and the lease is kept with the reservation;
+//! - attach (Docker's Join, CNI ADD): the interface is made, either inside the namespace,
 //!   addressed and routed (CNI), or in the daemon's namespace for Docker to move into its
 //!   sandbox: the daemon then follows it there (by interface index and MAC), finishes the
-//!   settings that do not survive a move, and starts the address watcher;
+//!   settings that do not survive a move, and starts the address watcher. It is a TAP, or,
+//!   with the fast path, one end of a veth pair whose other end stays in the daemon's
+//!   namespace (`endpoint::create_fast_interface`, `endpoint::create_fast_for_move`), as
+//!   for `network connect`;
 //! - detach (Docker's Leave): the endpoint goes back to reserved; its TAP is kept ("parked")
-//!   because Docker moves it back to the host namespace after Leave;
-//! - forget (Docker's DeleteEndpoint, CNI DEL): everything goes.
+//!   because Docker moves it back to the host namespace after Leave (a veth pair stays
+//!   without a descriptor, its programs detached);
+//! - forget (Docker's DeleteEndpoint, CNI DEL): everything goes, a DHCP lease is released
+//!   (from the endpoint's interface if it is still attached, else from a probe).
 //!
 //! Detaching or forgetting what is not there succeeds (CNI DEL and Docker's retries are
 //! idempotent).
@@ -33,7 +40,7 @@ use uvlan_dataplane::wire::MacAddr;
 
 use crate::api::{
     AttachEndpoint, AttachInfo, DefaultRouteView, EndpointSpec, EnsureNetwork, ManagedEndpoint,
-    RouteSpec,
+    RouteSpec, RouteView,
 };
 use crate::ids;
 use crate::ipam::{EndpointAddr, EndpointAddrs};
@@ -115,6 +122,24 @@ fn route_view(r: Option<DefaultRoute>) -> Option<DefaultRouteView> {
     })
 }
 
+/// A DHCP lease's classless static routes (option 121) for the front end: with them, RFC 3442
+/// has the client ignore the router, so they replace the IPv4 default route.
+fn with_lease_routes(mut info: AttachInfo, lease: Option<&crate::dhcp::Lease>) -> AttachInfo {
+    let Some(lease) = lease.filter(|l| !l.routes.is_empty()) else {
+        return info;
+    };
+    info.default_v4 = None;
+    info.routes = lease
+        .routes
+        .iter()
+        .map(|(dst, len, gw)| RouteView {
+            dst: format!("{dst}/{len}"),
+            via: (!gw.is_unspecified()).then(|| gw.to_string()),
+        })
+        .collect();
+    info
+}
+
 /// The reservation an attached endpoint goes back to on Leave (with its kept TAP's name and
 /// endpoint ID when `parked`).
 fn reservation_of(ep: &EndpointRecord, macvlan: bool, parked: bool) -> ReservedEndpoint {
@@ -130,6 +155,16 @@ fn reservation_of(ep: &EndpointRecord, macvlan: bool, parked: bool) -> ReservedE
         created: ep.created.clone(),
         host_name: ep.host_name.clone(),
         endpoint_id: parked.then(|| ep.id.clone()),
+        lease: ep.lease.clone(),
+    }
+}
+
+/// The answer to a reservation: its MAC, or with a DHCP lease `{"MacAddress": MAC,
+/// "Address": "ADDR/LEN"}`.
+fn reserved_answer(r: &ReservedEndpoint) -> serde_json::Value {
+    match (&r.lease, r.addrs.v4) {
+        (Some(_), Some(a)) => serde_json::json!({ "MacAddress": r.mac, "Address": a.cidr() }),
+        _ => serde_json::Value::String(r.mac.clone()),
     }
 }
 
@@ -235,12 +270,31 @@ impl Daemon {
         } else {
             None
         };
+        let ipam = match e.options.get(options::IPAM_OPT).map(String::as_str) {
+            None => NewIpam::External(e.subnets.clone()),
+            Some("dhcp") if e.subnets.is_empty() && !e.ipv6 => NewIpam::Dhcp,
+            Some("dhcp") => {
+                return Err(format!(
+                    "{}=dhcp: the LAN's DHCP server gives the addresses, so the network takes \
+                     no subnet and no IPv6: create it with --ipam-driver null and without \
+                     --subnet, --gateway, --ip-range, --aux-address and --ipv6",
+                    options::IPAM_OPT
+                ))
+            }
+            Some(other) => {
+                return Err(format!(
+                    "invalid {} value {other:?}: the only value is dhcp (with --ipam-driver \
+                     null)",
+                    options::IPAM_OPT
+                ))
+            }
+        };
         let new = NewNetwork {
             id: e.id.clone(),
             name: e.name.clone(),
             driver: e.driver.clone(),
             options: e.options.clone(),
-            ipam: NewIpam::External(e.subnets.clone()),
+            ipam,
             ipv6: e.ipv6,
             internal: e.internal,
             managed: Some(Managed {
@@ -300,12 +354,13 @@ impl Daemon {
         self.remove_locked(&mut st, i).map(|_| true)
     }
 
-    /// [`crate::api::Request::EndpointReserve`]: answers the MAC (`""` for ipvlan).
+    /// [`crate::api::Request::EndpointReserve`]: answers the MAC (`""` for ipvlan), or on a
+    /// DHCP network the MAC and the leased address (see [`reserved_answer`]).
     pub(super) fn reserve_endpoint(
         &self,
         network: &str,
         spec: &EndpointSpec,
-    ) -> Result<String, String> {
+    ) -> Result<serde_json::Value, String> {
         let mut st = self.lock();
         let i = Self::managed_index(&st, network)?;
         let rec = &st.nets[i].rec;
@@ -316,7 +371,7 @@ impl Daemon {
             .flat_map(|m| m.reserved.iter())
             .find(|r| r.key == spec.key)
         {
-            return Ok(r.mac.clone());
+            return Ok(reserved_answer(r));
         }
         if rec
             .endpoints
@@ -328,10 +383,17 @@ impl Daemon {
                 spec.key, rec.name
             ));
         }
-        let addrs = spec_addrs(rec, spec)?;
-        let mac = Self::choose_mac(&mut st, i, spec.mac.as_deref())?;
+        let dhcp = rec.dhcp;
+        if dhcp && (spec.address.is_some() || spec.address_v6.is_some()) {
+            return Err(format!(
+                "network {} leases its addresses from DHCP: an endpoint cannot be given one",
+                rec.name
+            ));
+        }
+        let mut addrs = spec_addrs(rec, spec)?;
+        let chosen = Self::choose_mac(&mut st, i, spec.mac.as_deref())?;
         let mac = if macvlan {
-            mac.to_string()
+            chosen.to_string()
         } else {
             String::new()
         };
@@ -342,6 +404,22 @@ impl Daemon {
                 spec.key
             ));
         }
+        // A DHCP network: the address is leased now, on a probe with the endpoint's MAC and
+        // ID, since Docker wants it in CreateEndpoint's answer (see `probe`).
+        let lease = match dhcp {
+            false => None,
+            true => {
+                let lease = self.probe_lease(&st, i, &spec.key, chosen).map_err(|e| {
+                    format!(
+                        "cannot lease an address for endpoint {} of network {}: {e}",
+                        ids::short_id(&spec.key),
+                        st.nets[i].rec.name
+                    )
+                })?;
+                addrs.v4 = crate::dhcp::endpoint_addr(&lease);
+                Some(lease)
+            }
+        };
         let r = ReservedEndpoint {
             key: spec.key.clone(),
             addrs,
@@ -350,15 +428,20 @@ impl Daemon {
             created: ids::now_rfc3339(),
             host_name: None,
             endpoint_id: None,
+            lease,
         };
         let net_id = st.nets[i].rec.id.clone();
-        self.store
-            .save_reserved(&net_id, &r)
-            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.store.save_reserved(&net_id, &r) {
+            if let Some(lease) = &r.lease {
+                self.probe_release(&st, i, &r.key, chosen, lease);
+            }
+            return Err(e.to_string());
+        }
+        let answer = reserved_answer(&r);
         if let Some(m) = st.nets[i].rec.managed.as_mut() {
             m.reserved.push(r);
         }
-        Ok(mac)
+        Ok(answer)
     }
 
     /// [`crate::api::Request::EndpointAttach`].
@@ -399,6 +482,9 @@ impl Daemon {
         // The endpoint's addresses and MAC: given now, or reserved earlier (the reservation
         // goes once the endpoint is made).
         let mut from_reserved = false;
+        let mut lease = None;
+        // The endpoint ID of an earlier attachment under this key (Docker's Leave kept it).
+        let mut left_id = None;
         let (addrs, mac) = match &a.spec {
             Some(spec) => {
                 if spec.key != a.key {
@@ -434,9 +520,18 @@ impl Daemon {
                     Err(_) => EpMac::Choose(None),
                 };
                 from_reserved = true;
+                lease = r.lease.clone();
+                left_id = r.endpoint_id.clone();
                 (r.addrs, mac)
             }
         };
+        if st.nets[i].rec.dhcp && lease.is_none() {
+            return Err(format!(
+                "endpoint {} of network {} has no DHCP lease (network {} leases its addresses \
+                 at CreateEndpoint): remove the container and run it again",
+                a.key, st.nets[i].rec.name, st.nets[i].rec.name
+            ));
+        }
         let place = EpPlace {
             ns,
             name: a.label.clone(),
@@ -448,7 +543,13 @@ impl Daemon {
             mtu: a.mtu,
             key: Some(a.key.clone()),
             host_interface: false,
+            lease,
         };
+        // A fast-path endpoint's veth pair kept since that Leave is of no more use, and
+        // would hold the names the new one takes (its ID is Docker's endpoint ID again).
+        if let Some(id) = left_id.filter(|_| !st.nets[i].parked.contains_key(&a.key)) {
+            endpoint::delete_fast_leftovers(&id);
+        }
         let rec = self.connect_locked(&mut st, i, place, EpAddrs::Given(addrs), mac)?;
         if from_reserved {
             // The endpoint is settled: its reservation goes (a crash before this is finished
@@ -492,8 +593,9 @@ impl Daemon {
                 .unwrap_or(0),
             default_v4: route_view(plan.v4),
             default_v6: route_view(plan.v6),
+            routes: Vec::new(),
         };
-        Ok(info)
+        Ok(with_lease_routes(info, rec.lease.as_ref()))
     }
 
     /// [`crate::api::Request::EndpointDetach`].
@@ -544,6 +646,10 @@ impl Daemon {
             self.store
                 .save_endpoint(&net_id, &marked)
                 .map_err(|e| e.to_string())?;
+            if forget {
+                // Its address is still on its interface, in the sandbox.
+                self.release_lease(&ep);
+            }
             match st.nets[i].eps.remove(&ep.id) {
                 Some(rt) if park => {
                     if let Some(tap) = self.park(rt) {
@@ -581,11 +687,23 @@ impl Daemon {
                     .managed
                     .as_ref()
                     .map(|m| m.reserved[k].clone());
+                // A DHCP lease goes back from a probe: the endpoint's interface, if any, has
+                // left its sandbox and with it its address.
+                if let Some((lease, mac)) = r.as_ref().and_then(|r| {
+                    let mac = r.mac.parse::<MacAddr>().unwrap_or(MacAddr::ZERO);
+                    r.lease.clone().map(|l| (l, mac))
+                }) {
+                    self.probe_release(&st, i, key, mac, &lease);
+                }
                 match st.nets[i].parked.remove(key) {
                     Some(tap) => endpoint::destroy_tap(tap),
                     None => {
+                        // A fast-path endpoint's veth pair, wherever its end is now.
+                        if let Some(id) = r.as_ref().and_then(|r| r.endpoint_id.as_ref()) {
+                            endpoint::delete_fast_leftovers(id);
+                        }
                         if let Some(name) = r.and_then(|r| r.host_name) {
-                            endpoint::delete_host_tap(&name);
+                            endpoint::delete_host_interface(&name);
                         }
                     }
                 }
@@ -604,7 +722,7 @@ impl Daemon {
                 endpoint::destroy_tap(tap);
             }
             if let Some(name) = host_name {
-                endpoint::delete_host_tap(&name);
+                endpoint::delete_host_interface(&name);
             }
         }
         let net = &st.nets[i].rec;
@@ -618,7 +736,12 @@ impl Daemon {
         Ok(changed)
     }
 
-    /// Takes an attached endpoint out of the engine and the dataplane but keeps its TAP.
+    /// Takes an attached endpoint out of the engine and the dataplane but keeps its TAP
+    /// (returned, for the caller to keep). A fast-path endpoint keeps its veth pair, which
+    /// needs no descriptor to live: its programs are detached (by `remove_tap`), its TAP
+    /// (the slow path) goes, the daemon's end is set down (the endpoint's end has no
+    /// carrier), and nothing is returned; forgetting the endpoint deletes the pair by the
+    /// names of its daemon-side end ([`endpoint::delete_fast_leftovers`]).
     fn park(&self, mut rt: EpRt) -> Option<Tap> {
         drop(rt.watcher.take());
         let tap = match self.dp.remove_tap(rt.port) {
@@ -632,7 +755,19 @@ impl Daemon {
         if let Ok(Err(e)) = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port)) {
             (self.log)(&format!("removing {port} from the engine: {e}"));
         }
-        tap
+        let Some(veth) = rt.fast_veth else {
+            return tap;
+        };
+        if let Some(t) = tap {
+            endpoint::destroy_tap(t);
+        }
+        let down = Netns::current()
+            .and_then(|here| Rtnl::open(&here))
+            .and_then(|mut r| r.link_set_up(veth, false));
+        if let Err(e) = down {
+            (self.log)(&format!("setting the veth of {port} down: {e}"));
+        }
+        None
     }
 
     /// [`crate::api::Request::EndpointList`].

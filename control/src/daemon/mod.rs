@@ -20,7 +20,9 @@
 //!   manages with its own IPAM;
 //! - the core: `follow` (endpoints take their parent's state), `attach` (an endpoint's port,
 //!   interface and teardown), `connect` (making an endpoint, the host interface and its
-//!   routes), `renew` (the DHCP renewal thread), `network` (a network in the
+//!   routes), `probe` (DHCP exchanges for an endpoint whose interface is not there: Docker's
+//!   CreateEndpoint and DeleteEndpoint), `renew` (the DHCP renewal thread), `network` (a
+//!   network in the
 //!   engine; restoring one), `parents` (following the host's parents), `create` (making a
 //!   network);
 //! - the operations: `cli_ops` (the uvlan CLI's), `managed` (the Docker driver's and the CNI
@@ -46,6 +48,7 @@ mod model;
 mod network;
 pub mod options;
 mod parents;
+mod probe;
 pub mod real;
 mod recover;
 mod renew;

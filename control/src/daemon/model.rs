@@ -111,11 +111,13 @@ pub(super) type DhcpBusy = (Mutex<Vec<[u8; 6]>>, std::sync::Condvar);
 
 /// How many DHCP acquisitions the daemon runs at once; more wait for a turn (without the
 /// state lock), and their bound starts with it. dnsmasq pings each address for 3 s before it
-/// offers it, one DISCOVER at a time: three exchanges at once fit the client's 10 s bound.
+/// offers it, one DISCOVER at a time, and a REQUEST waits behind the DISCOVERs before it:
+/// of two exchanges at once the second should be answered some 6 to 7 s into its bound of
+/// 10 s; with three, one connect of eight ran out of its bound on a loaded machine.
 /// Acquisitions from one MAC (ipvlan endpoints share the parent's) take turns: a server
 /// that picks the address to offer from the MAC, as dnsmasq does, would offer them all the
 /// same one.
-pub(super) const DHCP_SLOTS: usize = 3;
+pub(super) const DHCP_SLOTS: usize = 2;
 
 /// A turn for one DHCP acquisition, given back on drop.
 pub(super) struct DhcpTurn<'a>(&'a DhcpBusy, [u8; 6]);
@@ -225,6 +227,9 @@ pub(super) struct EpPlace {
     /// `network connect --host`: the daemon's own namespace (see
     /// [`crate::store::EndpointRecord::host_interface`]).
     pub(super) host_interface: bool,
+    /// On a DHCP network: the lease the endpoint's address came from, leased before the
+    /// endpoint is made (Docker's CreateEndpoint, see `probe`); `None`: leased when made.
+    pub(super) lease: Option<crate::dhcp::Lease>,
 }
 
 impl EpPlace {
@@ -241,6 +246,7 @@ impl EpPlace {
             mtu: None,
             key: None,
             host_interface: false,
+            lease: None,
         }
     }
 }

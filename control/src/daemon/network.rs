@@ -19,6 +19,10 @@ use super::model::{Daemon, EpRt, Net, NetRt, State};
 use super::options;
 use super::recover::{self, NsAt};
 
+/// A front end's endpoint interface found at restore: its TAP, its namespace, the ifindex of
+/// the daemon's end of its veth pair (a fast-path endpoint), the interface's ifindex.
+type Found = (Tap, Netns, Option<u32>, u32);
+
 impl Daemon {
     /// Registers the network (and its parent, if new) in the engine and opens the wire.
     pub(super) fn engine_add_network(
@@ -278,7 +282,7 @@ impl Daemon {
                 // A front end's TAP may be back in the daemon's namespace (Docker moves it
                 // there when it tears the sandbox down): remove it.
                 if let Some(h) = &e.host_name {
-                    endpoint::delete_host_tap(h);
+                    endpoint::delete_host_interface(h);
                 }
                 if let Err(err) = self.store.delete_endpoint(&rec.id, &e.id) {
                     (self.log)(&format!(
@@ -299,9 +303,13 @@ impl Daemon {
         net
     }
 
-    /// The TAP of a front end's endpoint found in its sandbox by its mark, re-attached, with
-    /// the sandbox; `None` when the sandbox or the TAP is gone.
-    fn find_moved(&self, ep: &EndpointRecord) -> Result<Option<(Tap, Netns)>, String> {
+    /// The interface of a front end's endpoint found in its sandbox by its mark, with the
+    /// sandbox: a TAP re-attached, or, while the fast path is on for its network (`fast`),
+    /// a whole veth pair adopted (a new TAP, the daemon's end's ifindex); `None` when the
+    /// sandbox or the interface is gone. A veth pair that is not whole, or met with the
+    /// fast path off, is deleted (`None`: a TAP cannot take its place in a sandbox the
+    /// front end already set up).
+    fn find_moved(&self, ep: &EndpointRecord, fast: bool) -> Result<Option<Found>, String> {
         let path = Path::new(&ep.netns_path);
         let ns = match recover::open_ns(path, 0) {
             NsAt::Same(ns) => ns,
@@ -317,9 +325,68 @@ impl Daemon {
         let Some(link) = link else {
             return Ok(None);
         };
+        if link.kind.as_deref() == Some("veth") {
+            if fast {
+                if let Some((tap, veth, idx)) =
+                    endpoint::adopt_fast_interface(&ns, &link.name, &ep.id)?
+                {
+                    return Ok(Some((tap, ns, Some(veth), idx)));
+                }
+            }
+            endpoint::delete_named(&ns, &link.name);
+            endpoint::delete_fast_leftovers(&ep.id);
+            return Ok(None);
+        }
         match endpoint::reattach_tap(path, &link.name)? {
-            Some(tap) => Ok(Some((tap, ns))),
+            Some(tap) => {
+                let idx = tap.ifindex();
+                Ok(Some((tap, ns, None, idx)))
+            }
             None => Ok(None),
+        }
+    }
+
+    /// The interface of a front end's endpoint that was not recorded in its sandbox yet
+    /// (see [`Daemon::restore_endpoint`]): still in the daemon's namespace under its host
+    /// name, a TAP re-attached, or a veth pair adopted while the fast path is on for its
+    /// network (`fast`; else, or when the pair is not whole, made again from `plan` as
+    /// a fast-path or TAP endpoint for the front end to move); else found in its sandbox
+    /// ([`Daemon::find_moved`]). `None` when it is nowhere.
+    fn find_unmoved(
+        &self,
+        ep: &EndpointRecord,
+        fast: bool,
+        plan: impl FnOnce() -> endpoint::IfPlan,
+    ) -> Result<Option<Found>, String> {
+        let here = Netns::current().map_err(|e| e.to_string())?;
+        if !endpoint::is_veth(&here, &ep.ifname) {
+            return match endpoint::reattach_host_tap(&ep.ifname)? {
+                Some(tap) => {
+                    let idx = tap.ifindex();
+                    Ok(Some((tap, here, None, idx)))
+                }
+                // Docker may have moved it into the sandbox before the daemon recorded the
+                // arrival: it carries the endpoint's mark there.
+                None => self.find_moved(ep, fast),
+            };
+        }
+        if fast {
+            if let Some((tap, veth, idx)) =
+                endpoint::adopt_fast_interface(&here, &ep.ifname, &ep.id)?
+            {
+                return Ok(Some((tap, here, Some(veth), idx)));
+            }
+        }
+        endpoint::delete_named(&here, &ep.ifname);
+        endpoint::delete_fast_leftovers(&ep.id);
+        let plan = plan();
+        if fast {
+            let (tap, veth, idx) = endpoint::create_fast_for_move(&ep.ifname, &plan, &ep.id)?;
+            Ok(Some((tap, here, Some(veth), idx)))
+        } else {
+            let tap = endpoint::create_for_move(&ep.ifname, &plan)?;
+            let idx = tap.ifindex();
+            Ok(Some((tap, here, None, idx)))
         }
     }
 
@@ -370,39 +437,47 @@ impl Daemon {
         };
         let path = Path::new(&ep.netns_path);
         let driver = options::parse_driver(&net.rec.driver)?;
-        // An endpoint the front end had not moved yet when the daemon stopped: its TAP is
-        // still in the daemon's namespace under its host name; follow it again.
+        // Fast-path endpoints (veth) of the previous daemon are adopted while the fast path
+        // is on for this network; one whose interface is gone is made again as `network
+        // connect` would make it now.
+        let fast = self.fast_path()
+            && !matches!(options::fast_path_opt(&net.rec.options), Ok(Some(false)));
+        // An endpoint the front end had not moved yet when the daemon stopped: its
+        // interface is still in the daemon's namespace under its host name; follow it again.
         if ep.netns_inode == 0 && ep.host_name.is_some() {
             let mac = ep
                 .mac()
                 .ok_or_else(|| format!("stored MAC {:?} is invalid", ep.mac))?;
-            let (tap, ns) = match endpoint::reattach_host_tap(&ep.ifname)? {
-                Some(tap) => (tap, Netns::current().map_err(|e| e.to_string())?),
-                // Docker may have moved it into the sandbox before the daemon recorded the
-                // arrival: it carries the endpoint's mark there.
-                None => match self.find_moved(ep)? {
-                    Some(found) => found,
-                    None => {
-                        (self.log)(&format!(
-                            "network {}: endpoint {}: its interface {} is neither in the \
-                             daemon's namespace nor in its sandbox; removing the endpoint",
-                            net.rec.name, ep.name, ep.ifname
-                        ));
-                        return Ok(None);
-                    }
-                },
+            let (port, info_mac, mtu, link_local) =
+                self.engine_add_port(rt.nid, driver, &net.rec.driver_config, ep, mac)?;
+            let undo_port = || {
+                let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
             };
-            let (port, info_mac, _, _) =
-                match self.engine_add_port(rt.nid, driver, &net.rec.driver_config, ep, mac) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        drop(tap);
-                        return Err(e);
-                    }
-                };
-            let ifindex = tap.ifindex();
+            let plan = || {
+                self.if_plan(
+                    net,
+                    driver,
+                    ep.ifname.clone(),
+                    info_mac,
+                    mtu,
+                    ep,
+                    link_local,
+                )
+            };
+            let found = self
+                .find_unmoved(ep, fast, plan)
+                .inspect_err(|_| undo_port())?;
+            let Some((tap, ns, veth, ifindex)) = found else {
+                undo_port();
+                (self.log)(&format!(
+                    "network {}: endpoint {}: its interface {} is neither in the daemon's \
+                     namespace nor in its sandbox; removing the endpoint",
+                    net.rec.name, ep.name, ep.ifname
+                ));
+                return Ok(None);
+            };
             let rt_ep =
-                self.finish_endpoint(port, tap, ifindex, ns, false, &ep.name, driver, false, None)?;
+                self.finish_endpoint(port, tap, ifindex, ns, false, &ep.name, driver, false, veth)?;
             self.spawn_follow(&net.rec.id, &ep.id, port, ifindex, info_mac);
             return Ok(Some(rt_ep));
         }
@@ -429,11 +504,6 @@ impl Daemon {
             let _ = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port));
             why
         };
-        // Fast-path endpoints (veth) of the previous daemon are adopted while the fast path
-        // is on for this network; one whose interface is gone is made again as `network
-        // connect` would make it now.
-        let fast = self.fast_path()
-            && !matches!(options::fast_path_opt(&net.rec.options), Ok(Some(false)));
         let plan = || {
             self.if_plan(
                 net,

@@ -14,6 +14,11 @@ pub const GENERIC_PREFIX: &str = "com.docker.network.";
 /// endpoints on this network; absent: as the daemon's `--fast-path` says.
 pub const FAST_PATH_OPT: &str = "uvlan.fast_path";
 
+/// Docker's spelling of `--ipam-driver dhcp`: `docker network create --ipam-driver null -o
+/// uvlan.ipam=dhcp` (Docker sends no IPAM driver name to a network driver, and its null IPAM
+/// gives no pool). Only a front end's network may carry it; `dhcp` is its only value.
+pub const IPAM_OPT: &str = "uvlan.ipam";
+
 /// The network's `uvlan.fast_path` option.
 pub fn fast_path_opt(opts: &BTreeMap<String, String>) -> Result<Option<bool>, String> {
     match opts.get(FAST_PATH_OPT).map(String::as_str) {
@@ -85,6 +90,7 @@ pub fn parse_driver_opts(
         if !known.contains(&key.as_str())
             && !key.starts_with(GENERIC_PREFIX)
             && key != FAST_PATH_OPT
+            && key != IPAM_OPT
         {
             return Err(format!(
                 "unknown {} option {key:?}: the known options are {} (and \

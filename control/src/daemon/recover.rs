@@ -9,14 +9,15 @@
 //! The rules, per intent:
 //! - `create` (connect, `run`, Docker's Join, CNI ADD; the client never got an answer): rolled
 //!   back. The interface is deleted (found by its mark, or, if the crash came between making
-//!   the TAP and marking it, as the unmarked TAP of the recorded name, or, for a fast-path
-//!   endpoint, through the daemon's end of its veth pair, named from the endpoint's ID), then
-//!   the record. A reservation it came from stays.
+//!   the TAP and marking it, as the unmarked TAP of the recorded name; a fast-path endpoint's
+//!   veth pair by its end in the daemon's namespace, marked or not), then the record. A
+//!   reservation it came from stays.
 //! - `remove` (disconnect, `run --rm`, Docker's DeleteEndpoint or a Leave without a kept TAP,
 //!   CNI DEL): finished. The interface is deleted if it is still there, the namespace too
 //!   when `run --rm` asked for it, then the record.
 //! - `park` (Docker's Leave): finished. The reservation was written before the intent; the
-//!   record goes and the TAP stays, for Docker to move back and DeleteEndpoint to remove.
+//!   record goes and the TAP (or a fast-path endpoint's veth pair) stays, for Docker to move
+//!   back and DeleteEndpoint to remove.
 //!
 //! An endpoint whose namespace is gone at start (its file missing, or now another
 //! namespace) is removed with a log line: the namespace took the interface with it
@@ -78,7 +79,9 @@ fn own_links(rtnl: &mut Rtnl, tag: &str, ep_id: &str, unmarked: Option<&str>) ->
 }
 
 /// Deletes every interface of endpoint `ep` still in the kernel: in its namespace and, for
-/// a TAP a front end moves, in the daemon's. Returns how many it deleted.
+/// a TAP a front end moves, in the daemon's; for a fast-path endpoint, the daemon's end of
+/// its veth pair, which takes the endpoint's end with it wherever it is (also one a crash
+/// left before it was marked). Returns how many it deleted.
 pub(super) fn remove_interfaces(tag: &str, ep: &EndpointRecord, log: &Logger) -> usize {
     let mut places: Vec<(Netns, Option<&str>)> = Vec::new();
     if let NsAt::Same(ns) = open_ns(Path::new(&ep.netns_path), ep.netns_inode) {
@@ -92,6 +95,14 @@ pub(super) fn remove_interfaces(tag: &str, ep: &EndpointRecord, log: &Logger) ->
         }
     }
     let mut n = 0;
+    let (_, veth_name) = endpoint::fast_names(&ep.id);
+    if let Ok(here) = Netns::current() {
+        let veth = Rtnl::open(&here).and_then(|mut r| r.link_get(&veth_name));
+        if veth.is_ok_and(|l| l.kind.as_deref() == Some("veth")) {
+            endpoint::delete_fast_leftovers(&ep.id);
+            n += 1;
+        }
+    }
     for (ns, unmarked) in places {
         let Ok(mut rtnl) = Rtnl::open(&ns) else {
             continue;
@@ -105,23 +116,6 @@ pub(super) fn remove_interfaces(tag: &str, ep: &EndpointRecord, log: &Logger) ->
                     l.name,
                     ns.label()
                 )),
-            }
-        }
-    }
-    // A fast-path endpoint whose namespace end was not marked yet (a crash between making
-    // the veth pair and configuring it): the daemon's end is named from the endpoint's ID,
-    // and deleting it takes the peer along.
-    let (_, veth) = endpoint::fast_names(&ep.id);
-    if let Ok(mut rtnl) = Netns::current().and_then(|h| Rtnl::open(&h)) {
-        if let Ok(l) = rtnl.link_get(&veth) {
-            if l.kind.as_deref() == Some("veth") {
-                match rtnl.link_delete(l.index) {
-                    Ok(()) => n += 1,
-                    Err(e) => log(&format!(
-                        "endpoint {}: cannot delete its veth {veth}: {e}",
-                        ep.name
-                    )),
-                }
             }
         }
     }
@@ -199,6 +193,7 @@ pub(super) fn resolve_intents(
                             created: ep.created.clone(),
                             host_name: ep.host_name.clone(),
                             endpoint_id: Some(ep.id.clone()),
+                            lease: ep.lease.clone(),
                         };
                         store.save_reserved(&rec.id, &r)?;
                         if let Some(m) = rec.managed.as_mut() {

@@ -144,6 +144,7 @@ impl Daemon {
                     batches: w.batches,
                     batch_frames: w.batch_frames,
                     batch_hist: w.batch_hist.to_vec(),
+                    flood_pauses: w.flood_pauses,
                 })
                 .collect(),
         });

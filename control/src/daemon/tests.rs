@@ -572,6 +572,35 @@ fn reserve(net: &str, key: &str, addr: &str, mac: Option<&str>) -> Request {
     }
 }
 
+/// Docker's spelling of DHCP IPAM, `-o uvlan.ipam=dhcp` (with the null IPAM, which sends no
+/// subnet), makes a Docker network a DHCP network; the uvlan CLI is sent to
+/// `--ipam-driver dhcp`; an endpoint of such a network cannot be given an address.
+#[test]
+fn uvlan_ipam_dhcp_is_dockers_spelling() {
+    let root = TempRoot::new("ipamopt");
+    let d = start(&root).unwrap();
+    let dhcp = [("parent", "eth1"), ("uvlan.ipam", "dhcp")];
+    let e = err(&d, create("c1", "macvlan", &dhcp, &[]));
+    assert!(
+        e.contains("uvlan network create takes --ipam-driver dhcp"),
+        "{e}"
+    );
+    let id = "ab".repeat(32);
+    let pool = [("192.0.2.0/24", "192.0.2.1/24")];
+    let e = err(&d, ensure(Some(&id), "docker", &dhcp, &pool));
+    assert!(e.contains("takes no subnet"), "{e}");
+    let bad = [("parent", "eth1"), ("uvlan.ipam", "static")];
+    let e = err(&d, ensure(Some(&id), "docker", &bad, &[]));
+    assert!(e.contains("invalid uvlan.ipam value \"static\""), "{e}");
+    assert_eq!(ok(&d, Request::NetworkLs), serde_json::json!([]));
+    ok(&d, ensure(Some(&id), "docker", &dhcp, &[]));
+    let v = inspect(&d, crate::ids::short_id(&id));
+    assert_eq!(v.ipam.driver, "dhcp");
+    assert!(v.ipam.config.is_empty(), "{:?}", v.ipam.config);
+    let e = err(&d, reserve(&id, &"cd".repeat(32), "192.0.2.5/24", None));
+    assert!(e.contains("leases its addresses from DHCP"), "{e}");
+}
+
 #[test]
 fn managed_networks_take_the_front_ends_ipam_and_refuse_the_cli() {
     let root = TempRoot::new("managed");

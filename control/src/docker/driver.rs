@@ -196,6 +196,16 @@ fn network_options(
     Ok((out, flags))
 }
 
+/// uvlan's option asking for DHCP IPAM (`-o uvlan.ipam=dhcp`, with `--ipam-driver null`).
+const IPAM_OPT: &str = "uvlan.ipam";
+
+/// Whether the IPv4 pools Docker sent are its null IPAM's (`0.0.0.0/0`) or none.
+fn null_v4(v4: Option<&[IpamData]>) -> bool {
+    v4.unwrap_or_default()
+        .iter()
+        .all(|d| d.pool.is_empty() || d.pool == "0.0.0.0/0")
+}
+
 /// Docker's ipvlan and macvlan drivers refuse a network whose IPAM gave no pool for a family
 /// it wants (`--ipam-driver null` gives `0.0.0.0/0` and `::/0`): `ipv4 pool is empty`,
 /// `ipv6 pool is empty` (moby `ipvlan_network.go`, `macvlan_network.go` CreateNetwork).
@@ -232,7 +242,8 @@ fn ipam_configs(data: Option<Vec<IpamData>>) -> Vec<IpamConfig> {
 
 /// The Join answer for an attached endpoint: Docker moves `SrcName` into the sandbox as
 /// `ethN`; l2/macvlan endpoints with a wire get `Gateway`s, l3/l3s ones a connected default
-/// route per family (so Docker adds no gateway bridge).
+/// route per family (so Docker adds no gateway bridge); a DHCP lease's classless routes
+/// become `StaticRoutes` (`RouteType` 0 with a `NextHop`, 1 on the link).
 pub fn join_answer(info: &AttachInfo) -> Value {
     let mut answer = json!({
         "InterfaceName": { "SrcName": info.ifname, "DstPrefix": "eth" },
@@ -252,6 +263,12 @@ pub fn join_answer(info: &AttachInfo) -> Value {
             }
             None => {}
         }
+    }
+    for r in &info.routes {
+        routes.push(match &r.via {
+            Some(gw) => json!({ "Destination": r.dst, "RouteType": 0, "NextHop": gw }),
+            None => json!({ "Destination": r.dst, "RouteType": 1 }),
+        });
     }
     if !routes.is_empty() {
         answer["StaticRoutes"] = Value::Array(routes);
@@ -332,12 +349,30 @@ fn create_network(b: &dyn Backend, driver: Driver, body: &[u8]) -> Result<Value,
     let r: CreateNetworkReq = parse(body, "CreateNetwork")?;
     check_id("network ID", &r.network_id)?;
     let (options, flags) = network_options(&r.options.unwrap_or_default())?;
-    refuse_null_pools(flags, r.ipv4.as_deref(), r.ipv6.as_deref())?;
-    let Flags { ipv6, internal, .. } = flags;
-    let mut subnets = ipam_configs(r.ipv4);
-    if ipv6 {
-        subnets.extend(ipam_configs(r.ipv6));
+    let mut subnets = Vec::new();
+    if options.get(IPAM_OPT).is_some_and(|v| v == "dhcp") {
+        // The LAN's DHCP server gives the addresses: Docker's IPAM must give none (the
+        // daemon checks the option's value, IPv6 and the network's other rules).
+        if !null_v4(r.ipv4.as_deref()) {
+            return Err(format!(
+                "{IPAM_OPT}=dhcp needs --ipam-driver null (and no --subnet): the LAN's DHCP \
+                 server gives the addresses, not Docker's IPAM"
+            ));
+        }
+        if flags.ipv6 {
+            return Err(format!(
+                "{IPAM_OPT}=dhcp leases IPv4 addresses only: --ipv6 cannot be used"
+            ));
+        }
+    } else if !options.contains_key(IPAM_OPT) {
+        // (Another value of the option: the daemon refuses it by name.)
+        refuse_null_pools(flags, r.ipv4.as_deref(), r.ipv6.as_deref())?;
+        subnets = ipam_configs(r.ipv4);
+        if flags.ipv6 {
+            subnets.extend(ipam_configs(r.ipv6));
+        }
     }
+    let Flags { ipv6, internal, .. } = flags;
     b.learn_names_now();
     let req = EnsureNetwork {
         id: Some(r.network_id.clone()),
@@ -368,20 +403,33 @@ fn create_endpoint(b: &dyn Backend, body: &[u8]) -> Result<Value, String> {
         gateway_v6: None,
         mac: nonempty(&iface.mac_address),
     };
-    let mac = call(
+    let reserved = call(
         b,
         Request::EndpointReserve {
             network: r.network_id,
             spec,
         },
     )?;
-    let mac = mac.as_str().unwrap_or_default();
-    // Docker already chose the addresses: only a MAC it did not send goes back (macvlan).
+    // The MAC, or on a DHCP network the MAC and the leased address.
+    let (mac, address) = match &reserved {
+        Value::Object(m) => (
+            m.get("MacAddress")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            m.get("Address").and_then(Value::as_str),
+        ),
+        other => (other.as_str().unwrap_or_default(), None),
+    };
+    // Docker fills in only what it did not send itself: a MAC it did not choose (macvlan),
+    // an address its (null) IPAM did not give.
+    let mut answer = serde_json::Map::new();
     if iface.mac_address.is_empty() && !mac.is_empty() {
-        Ok(json!({ "Interface": { "MacAddress": mac } }))
-    } else {
-        Ok(json!({ "Interface": {} }))
+        answer.insert("MacAddress".into(), json!(mac));
     }
+    if let Some(a) = address.filter(|_| iface.address.is_empty()) {
+        answer.insert("Address".into(), json!(a));
+    }
+    Ok(json!({ "Interface": answer }))
 }
 
 /// The directory Docker keeps its sandboxes' namespace files in: `<exec-root>/netns`
@@ -621,6 +669,104 @@ mod tests {
         }
     }
 
+    /// `--ipam-driver null -o uvlan.ipam=dhcp`: the null pool is accepted and no subnet is
+    /// sent; a real pool, IPv6, or no option at all are refused before the daemon is asked.
+    #[test]
+    fn dhcp_ipam_takes_the_null_pool_only() {
+        let create = |options: &str, v4: &str| {
+            let b = fake(|_| ok(json!(NID)));
+            let body = format!(
+                r#"{{"NetworkID":"{NID}","Options":{options},"IPv4Data":{v4},"IPv6Data":null}}"#
+            );
+            let r = handle(
+                &b,
+                Driver::Macvlan,
+                "NetworkDriver.CreateNetwork",
+                body.as_bytes(),
+            );
+            let seen = b.seen.lock().unwrap().clone();
+            (r.body["Err"].as_str().map(str::to_string), seen)
+        };
+        let null4 = r#"[{"AddressSpace":"null","Pool":"0.0.0.0/0"}]"#;
+        let real4 = r#"[{"Pool":"192.0.2.0/24","Gateway":"192.0.2.1/24"}]"#;
+        let dhcp = r#"{"com.docker.network.generic":{"parent":"eth0","uvlan.ipam":"dhcp"}}"#;
+        let (err, seen) = create(dhcp, null4);
+        assert_eq!(err, None);
+        let Request::NetworkEnsure(e) = &seen[0] else {
+            panic!("{seen:?}")
+        };
+        assert!(e.subnets.is_empty(), "{:?}", e.subnets);
+        assert_eq!(
+            e.options.get("uvlan.ipam").map(String::as_str),
+            Some("dhcp")
+        );
+        let (err, seen) = create(dhcp, real4);
+        assert!(err.unwrap().contains("needs --ipam-driver null"));
+        assert!(seen.is_empty());
+        let v6 = r#"{"com.docker.network.enable_ipv6":true,"com.docker.network.generic":{"uvlan.ipam":"dhcp"}}"#;
+        let (err, seen) = create(v6, null4);
+        assert!(err.unwrap().contains("--ipv6 cannot be used"));
+        assert!(seen.is_empty());
+        // Another value reaches the daemon, which refuses it by name.
+        let other = r#"{"com.docker.network.generic":{"uvlan.ipam":"static"}}"#;
+        assert_eq!(create(other, null4).1.len(), 1);
+        let plain = r#"{"com.docker.network.generic":{"parent":"eth0"}}"#;
+        assert_eq!(
+            create(plain, null4).0.as_deref(),
+            Some("ipv4 pool is empty")
+        );
+    }
+
+    /// On a DHCP network the daemon answers the leased address with the MAC; Docker gets
+    /// both when it sent neither, and its own when it sent them.
+    #[test]
+    fn create_endpoint_answers_a_leased_address() {
+        for (sent_mac, want) in [
+            (
+                "",
+                json!({"Interface": {"MacAddress": "02:aa:bb:cc:dd:ee", "Address": "192.0.2.120/24"}}),
+            ),
+            (
+                "02:aa:bb:cc:dd:ee",
+                json!({"Interface": {"Address": "192.0.2.120/24"}}),
+            ),
+        ] {
+            let b = fake(|_| {
+                ok(json!({"MacAddress": "02:aa:bb:cc:dd:ee", "Address": "192.0.2.120/24"}))
+            });
+            let body = format!(
+                r#"{{"NetworkID":"{NID}","EndpointID":"{EID}","Interface":{{"Address":"","AddressIPv6":"","MacAddress":"{sent_mac}"}},"Options":{{}}}}"#
+            );
+            let r = handle(
+                &b,
+                Driver::Macvlan,
+                "NetworkDriver.CreateEndpoint",
+                body.as_bytes(),
+            );
+            assert_eq!(r, Reply::ok(want));
+            let seen = b.seen.lock().unwrap();
+            let Request::EndpointReserve { spec, .. } = &seen[0] else {
+                panic!()
+            };
+            assert_eq!(spec.address, None);
+        }
+        // ipvlan: no MAC of its own.
+        let b = fake(|_| ok(json!({"MacAddress": "", "Address": "192.0.2.121/24"})));
+        let body = format!(
+            r#"{{"NetworkID":"{NID}","EndpointID":"{EID}","Interface":{{"Address":""}},"Options":{{}}}}"#
+        );
+        let r = handle(
+            &b,
+            Driver::Ipvlan,
+            "NetworkDriver.CreateEndpoint",
+            body.as_bytes(),
+        );
+        assert_eq!(
+            r,
+            Reply::ok(json!({"Interface": {"Address": "192.0.2.121/24"}}))
+        );
+    }
+
     #[test]
     fn daemon_errors_become_err_answers() {
         let b = fake(|_| Response::Error {
@@ -712,6 +858,7 @@ mod tests {
             default_v6: v6.map(|v| DefaultRouteView {
                 via: v.map(str::to_string),
             }),
+            routes: Vec::new(),
         };
         let l2 = join_answer(&info(Some(Some("192.0.2.1")), Some(Some("2001:db8::1"))));
         assert_eq!(
@@ -727,6 +874,25 @@ mod tests {
         assert!(l3.get("Gateway").is_none());
         let internal = join_answer(&info(None, None));
         assert!(internal.get("Gateway").is_none() && internal.get("StaticRoutes").is_none());
+        // A DHCP lease's classless routes (which replace its router).
+        let mut dhcp = info(None, None);
+        dhcp.routes = vec![
+            crate::api::RouteView {
+                dst: "0.0.0.0/0".into(),
+                via: Some("192.0.2.1".into()),
+            },
+            crate::api::RouteView {
+                dst: "198.51.100.0/24".into(),
+                via: None,
+            },
+        ];
+        let dhcp = join_answer(&dhcp);
+        assert!(dhcp.get("Gateway").is_none(), "{dhcp}");
+        assert_eq!(
+            dhcp["StaticRoutes"],
+            json!([{"Destination": "0.0.0.0/0", "RouteType": 0, "NextHop": "192.0.2.1"},
+                   {"Destination": "198.51.100.0/24", "RouteType": 1}])
+        );
     }
 
     #[test]
@@ -739,6 +905,7 @@ mod tests {
             mtu: 1500,
             default_v4: None,
             default_v6: None,
+            routes: Vec::new(),
         };
         let a = serde_json::to_value(&attach).unwrap();
         let b = fake(move |r| match r {

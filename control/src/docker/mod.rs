@@ -4,7 +4,9 @@
 //! exactly the built-in drivers' options.
 //!
 //! Docker does the IPAM: each Docker network is a managed uvlan network (see
-//! `daemon::managed`) with Docker's ID, subnets, gateways and endpoint addresses. At Join
+//! `daemon::managed`) with Docker's ID, subnets, gateways and endpoint addresses. The
+//! exception is `--ipam-driver null -o uvlan.ipam=dhcp`: the daemon leases each endpoint's
+//! address from the LAN's DHCP server at CreateEndpoint and the driver answers it to Docker. At Join
 //! the daemon makes a TAP in its own namespace, Docker moves it into the container and
 //! renames it `ethN`; the daemon keeps serving it (the fd follows the device) and follows it
 //! into the sandbox. Docker does not send network names: a network shows in `uvlan network

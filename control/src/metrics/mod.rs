@@ -179,6 +179,13 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "Returns of a dataplane worker from a blocking wait.",
     ),
     (
+        "dataplane_flood_pauses",
+        "counter",
+        "worker",
+        "Times an endpoint's reads were paused for a millisecond because it flooded the \
+         dataplane with frames to group addresses or frames the engine dropped.",
+    ),
+    (
         "dataplane_syscalls",
         "counter",
         "worker",
@@ -408,6 +415,7 @@ impl Collector for Snapshot {
             ("dataplane_frames_in", |w| w.frames_in),
             ("dataplane_frames_out", |w| w.frames_out),
             ("dataplane_batches", |w| w.batches),
+            ("dataplane_flood_pauses", |w| w.flood_pauses),
         ] {
             family(&mut enc, name, None, MetricType::Counter, &per_worker(f))?;
         }

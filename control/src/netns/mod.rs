@@ -382,6 +382,26 @@ impl Netns {
         Netns::open_name(name)
     }
 
+    /// Creates a namespace without a name: only the returned handle holds it (it goes, with
+    /// every interface in it, when the handle is dropped and nothing else uses it, even if
+    /// the process dies). The new namespace has only a down `lo`.
+    pub fn create_private(label: &str) -> Result<Netns> {
+        let made = spawn_scoped("uvlan-netns-new", || {
+            // SAFETY: unshare only affects this helper thread, which exits right after.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(NetnsError::Create {
+                    name: label.to_string(),
+                    step: "unshare(CLONE_NEWNET)",
+                    source: io::Error::last_os_error(),
+                });
+            }
+            Netns::open_path(Path::new("/proc/thread-self/ns/net"))
+        })?;
+        let mut ns = made?;
+        ns.label = label.to_string();
+        Ok(ns)
+    }
+
     /// Deletes the named namespace like `ip netns del NAME`: lazy unmount and unlink. The
     /// namespace itself disappears once no process, fd or mount holds it any more.
     pub fn delete(name: &str) -> Result<()> {

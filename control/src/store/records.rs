@@ -230,6 +230,10 @@ pub struct ReservedEndpoint {
     /// is this reservation's and keeps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_id: Option<String>,
+    /// On a Docker network with `uvlan.ipam=dhcp`: the lease leased at CreateEndpoint (its
+    /// address is `addrs`), given back (RELEASE) when the reservation goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::dhcp::Lease>,
 }
 
 impl ReservedEndpoint {

@@ -171,6 +171,7 @@ fn reservation(key: &str) -> ReservedEndpoint {
         created: crate::ids::now_rfc3339(),
         host_name: None,
         endpoint_id: None,
+        lease: None,
     }
 }
 

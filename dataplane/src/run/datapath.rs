@@ -890,6 +890,8 @@ impl Core {
     }
 
     /// A frame read from port `p`'s TAP, with the counters of the queue it came from.
+    /// Whether the frame was dropped or went to a group address (what flood deferral
+    /// counts: see `run/flood.rs`).
     pub(crate) fn ingress_port(
         &mut self,
         sink: &mut dyn TapSink,
@@ -898,7 +900,7 @@ impl Core {
         hdr: &VnetHdr,
         frame: &[u8],
         rx: Option<u16>,
-    ) {
+    ) -> bool {
         c.rx_frames += 1;
         c.rx_bytes += frame.len() as u64;
         if hdr.gso_type != VnetHdr::GSO_NONE {
@@ -908,7 +910,10 @@ impl Core {
             if let Some(n) = c.drops.get_mut(r.index()) {
                 *n += 1;
             }
+            return true;
         }
+        // A group address (the I/G bit of the destination): the kernel's broadcast path.
+        frame.first().is_some_and(|b| b & 1 == 1)
     }
 
     /// A frame received on parent `p`.

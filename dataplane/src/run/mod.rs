@@ -116,6 +116,7 @@
 //! [`RunError::Reentrant`] rather than deadlocking.
 
 mod datapath;
+mod flood;
 mod frame;
 mod parent;
 mod reactor;

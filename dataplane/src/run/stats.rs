@@ -162,6 +162,9 @@ pub struct LoopCounters {
     /// io_uring: TAP writes made at once with `writev` because every transmit buffer was
     /// in flight.
     pub sync_writes: u64,
+    /// Times a TAP port's reads were paused because it flooded the dataplane with frames to
+    /// group addresses or frames the engine dropped (flood deferral).
+    pub flood_pauses: u64,
 }
 
 impl LoopCounters {
@@ -196,6 +199,7 @@ impl LoopCounters {
         self.rearms += o.rearms;
         self.starved += o.starved;
         self.sync_writes += o.sync_writes;
+        self.flood_pauses += o.flood_pauses;
     }
 }
 

@@ -28,6 +28,7 @@ use crate::port::fast_path::{FastPath, KeyKind};
 use crate::port::tap::Tap;
 
 use super::datapath::{account_write, Core, PortTap, TxPort};
+use super::flood::{FloodGuard, Paused, FLOOD_PAUSE};
 use super::parent::{open_backend, ParentSlot, RxSource};
 use super::reactor::{Event, Reactor};
 use super::resolve::ParentView;
@@ -43,6 +44,8 @@ pub(crate) struct RxPort {
     pub(crate) queue: usize,
     /// Receive counters (the `rx_*` fields).
     pub(crate) c: PortCounters,
+    /// Whether the port floods (its reads are paused now and then).
+    flood: FloodGuard,
 }
 
 impl RxPort {
@@ -124,6 +127,8 @@ pub(crate) struct Worker {
     /// Ready sources left with frames after their budget (handled first next turn).
     carry_ports: Vec<u32>,
     carry_wires: Vec<u32>,
+    /// Ports whose reads are paused because they flood (`run/flood.rs`).
+    paused: Paused,
     arena: Arena,
     pub(crate) xin: XferIn,
     cmds: mpsc::Receiver<Cmd>,
@@ -167,6 +172,7 @@ impl Worker {
             wires: ReadySet::default(),
             carry_ports: Vec::new(),
             carry_wires: Vec::new(),
+            paused: Paused::default(),
             arena: Arena::default(),
             xin,
             cmds,
@@ -203,10 +209,21 @@ impl Worker {
     pub(crate) fn turn(&mut self) {
         let block = self.carry_ports.is_empty() && self.carry_wires.is_empty();
         self.events.clear();
-        self.reactor.wait(block, &mut self.events);
+        let timeout = self.paused.timeout(Instant::now());
+        self.reactor.wait(block, timeout, &mut self.events);
         self.lc.turns += 1;
         let turn = self.lc.turns;
-        self.core.io.now = Instant::now();
+        let now = Instant::now();
+        self.core.io.now = now;
+        // Paused ports whose pause is over are read again (their frames come as one batch).
+        while let Some(p) = self.paused.pop_due(now) {
+            if let Some(Some(rxp)) = self.rx.get_mut(p as usize) {
+                rxp.flood.resume();
+                if let Some(fd) = rxp.fd() {
+                    self.reactor.resume_tap(p, fd);
+                }
+            }
+        }
         self.ports.list.clear();
         self.wires.list.clear();
         // (By index and then cleared: the vectors keep their capacity, nothing allocates.)
@@ -312,13 +329,27 @@ impl Worker {
         let Some(Some(rxp)) = rx.get_mut(p.index()) else {
             return;
         };
-        let RxPort { tap, queue, c } = rxp;
+        let RxPort {
+            tap,
+            queue,
+            c,
+            flood,
+        } = rxp;
         let Some(q) = tap.queues.get(*queue) else {
             return;
         };
+        let mut deferrable = 0;
         let done = reactor.rx_tap(p.0, q, budget, &mut |sink, h, f, bid| {
-            core.ingress_port(sink, p, c, h, f, bid)
+            if core.ingress_port(sink, p, c, h, f, bid) {
+                deferrable += 1;
+            }
         });
+        if flood.after_batch(core.io.now, done.frames, deferrable, done.more) {
+            // It floods: its reads pause, its frames wait in its own TAP queue.
+            reactor.pause_tap(p.0, q.as_raw_fd());
+            self.paused.add(p.0, core.io.now + FLOOD_PAUSE);
+            self.lc.flood_pauses += 1;
+        }
         self.lc.note_batch(done.frames);
         if done.more {
             self.carry_ports.push(p.0);
@@ -543,8 +574,10 @@ impl Worker {
                 tap,
                 queue,
                 c: PortCounters::default(),
+                flood: FloodGuard::default(),
             },
         );
+        self.paused.reserve(self.rx.len());
         Ok(())
     }
 
@@ -560,6 +593,7 @@ impl Worker {
 
     /// Forgets a port here: stops reading it, drops its transmit entry.
     pub(crate) fn drop_port(&mut self, port: PortId) {
+        self.paused.remove(port.0);
         if let Some(slot) = self.rx.get_mut(port.index()) {
             if let Some(rxp) = slot.take() {
                 if let Some(fd) = rxp.fd() {

@@ -72,6 +72,19 @@ impl Lab {
         ip(&full, &["link", "set", "lo", "up"]);
         full
     }
+
+    /// A short interface name unique to this test (≤ 15 bytes).
+    pub fn ifname(&self, suffix: &str) -> String {
+        let s = format!(
+            "{}{}{}{}",
+            self.prefix,
+            std::process::id() % 100_000,
+            self.n,
+            suffix
+        );
+        assert!(s.len() <= 15, "{s}");
+        s
+    }
 }
 
 impl Drop for Lab {

@@ -17,6 +17,7 @@ pub(crate) mod uring;
 
 use std::io;
 use std::os::fd::RawFd;
+use std::time::Duration;
 
 use crate::offload::VnetHdr;
 use crate::port::tap::Tap;
@@ -117,6 +118,26 @@ impl Reactor {
         }
     }
 
+    /// Pauses the reads of port `port`'s TAP (`fd`): its frames wait in the TAP's queue,
+    /// frames already received are still handed out.
+    pub(crate) fn pause_tap(&mut self, port: u32, fd: RawFd) {
+        match self {
+            Reactor::Plain(p) => p.remove(fd),
+            Reactor::Uring(u) => u.pause_tap(port),
+        }
+    }
+
+    /// Reads port `port`'s TAP (`fd`) again after [`Reactor::pause_tap`].
+    pub(crate) fn resume_tap(&mut self, port: u32, fd: RawFd) {
+        match self {
+            Reactor::Plain(p) => {
+                // Fails only if the descriptor is registered already: then it is read.
+                let _ = p.add(fd, plain::token(plain::TAP, port));
+            }
+            Reactor::Uring(u) => u.resume_tap(port),
+        }
+    }
+
     /// Starts watching parent `parent`'s sockets.
     pub(crate) fn add_wire(&mut self, parent: u32, fds: &[RawFd]) -> io::Result<()> {
         match self {
@@ -145,12 +166,13 @@ impl Reactor {
         }
     }
 
-    /// Waits for events (`block`: until there is one; else only collects what is there),
-    /// after handing the kernel every write queued since the last wait.
-    pub(crate) fn wait(&mut self, block: bool, events: &mut Vec<Event>) {
+    /// Waits for events (`block`: until there is one, or `timeout` has passed; else only
+    /// collects what is there), after handing the kernel every write queued since the last
+    /// wait.
+    pub(crate) fn wait(&mut self, block: bool, timeout: Option<Duration>, events: &mut Vec<Event>) {
         match self {
-            Reactor::Plain(p) => p.wait(block, events),
-            Reactor::Uring(u) => u.wait(block, events),
+            Reactor::Plain(p) => p.wait(block, timeout, events),
+            Reactor::Uring(u) => u.wait(block, timeout, events),
         }
     }
 

@@ -103,7 +103,7 @@ impl Plain {
         usize::try_from(n).unwrap_or(0)
     }
 
-    pub(crate) fn wait(&mut self, block: bool, events: &mut Vec<Event>) {
+    pub(crate) fn wait(&mut self, block: bool, timeout: Option<Duration>, events: &mut Vec<Event>) {
         let mut n = 0;
         if block {
             if let Some(d) = self.busy {
@@ -113,7 +113,11 @@ impl Plain {
                 }
             }
             if n == 0 {
-                n = self.epoll_wait(-1);
+                // Milliseconds, rounded up (a paused port is read again no earlier than due).
+                let ms = timeout.map_or(-1, |t| {
+                    libc::c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
+                });
+                n = self.epoll_wait(ms);
                 self.lc.wakeups += 1;
             }
         } else {

@@ -60,6 +60,8 @@ struct TapRx {
     fifo: VecDeque<(u16, u32)>,
     /// An `Event::Tap` was reported since the last `rx_tap`.
     reported: bool,
+    /// Its reads are paused (flood deferral): the read is not re-armed.
+    paused: bool,
 }
 
 /// A parent's sockets this worker watches.
@@ -219,7 +221,7 @@ impl Uring {
         let Some(t) = self.taps.get_mut(port as usize) else {
             return;
         };
-        if !t.live || t.armed {
+        if !t.live || t.armed || t.paused {
             return;
         }
         t.armed = true;
@@ -254,6 +256,7 @@ impl Uring {
             t.live = true;
             t.armed = false;
             t.reported = false;
+            t.paused = false;
             t.fifo.clear();
             // Every provided buffer can be queued here at once (a slow turn, a capture
             // running): room for all of them now, so the hot path never grows the queue.
@@ -270,6 +273,40 @@ impl Uring {
             .ring
             .submitter()
             .register_sync_cancel(None, types::CancelBuilder::user_data(tag.encode()).all());
+    }
+
+    /// Stops reading port `port` until [`Uring::resume_tap`]: its multishot read is
+    /// cancelled and not re-armed; frames already received stay in its FIFO.
+    pub(crate) fn pause_tap(&mut self, port: u32) {
+        let Some(t) = self.taps.get_mut(port as usize) else {
+            return;
+        };
+        if !t.live || t.paused {
+            return;
+        }
+        t.paused = true;
+        if t.armed {
+            // Its last completion (-ECANCELED, or the end of the read) clears `armed`.
+            let tag = Tag::new(Kind::TapRead, port, t.gen);
+            self.cancel(tag);
+        }
+    }
+
+    /// Reads port `port` again after [`Uring::pause_tap`] (re-armed at the end of the turn;
+    /// frames queued meanwhile complete at once).
+    pub(crate) fn resume_tap(&mut self, port: u32) {
+        let Some(t) = self.taps.get_mut(port as usize) else {
+            return;
+        };
+        if !t.live || !t.paused {
+            return;
+        }
+        t.paused = false;
+        if !t.armed {
+            self.to_arm.push(port);
+        }
+        // Still armed: the cancelled read's last completion has not been collected; it
+        // re-arms the read when it is (see `on_cqe`).
     }
 
     pub(crate) fn remove_tap(&mut self, port: u32) {
@@ -379,7 +416,7 @@ impl Uring {
         }
     }
 
-    pub(crate) fn wait(&mut self, block: bool, events: &mut Vec<Event>) {
+    pub(crate) fn wait(&mut self, block: bool, timeout: Option<Duration>, events: &mut Vec<Event>) {
         if events.capacity() < self.cap {
             // Once, on the first wait (the worker's list is reused): room for every
             // completion the queue can hold, so a wait that collects many never allocates.
@@ -413,12 +450,13 @@ impl Uring {
                     self.enter(0);
                 }
             } else {
-                match self.coalesce.filter(|_| self.hot) {
-                    Some(limit) => {
+                match (self.coalesce.filter(|_| self.hot), timeout) {
+                    (Some(limit), t) => {
                         let batch = (self.budget / 2).clamp(1, self.max_want / 2);
-                        self.enter_for(writes + batch, limit);
+                        self.enter_for(writes + batch, t.map_or(limit, |t| t.min(limit)));
                     }
-                    None => self.enter(writes + 1),
+                    (None, Some(t)) => self.enter_for(writes + 1, t),
+                    (None, None) => self.enter(writes + 1),
                 }
                 self.lc.wakeups += 1;
             }
@@ -539,6 +577,8 @@ impl Uring {
                             self.to_arm.push(tag.slot)
                         }
                         r if r == -libc::EAGAIN || r == -libc::EINTR => self.to_arm.push(tag.slot),
+                        // Cancelled by a pause that is over already: read again.
+                        r if r == -libc::ECANCELED && !t.paused => self.to_arm.push(tag.slot),
                         r if r == -libc::ECANCELED => {}
                         r => events.push(Event::TapFailed(tag.slot, -r)),
                     }
@@ -649,7 +689,7 @@ impl Uring {
         while i < self.to_arm.len() {
             let port = self.to_arm.get(i).copied().unwrap_or(0);
             let (drop_it, arm) = match self.taps.get(port as usize) {
-                Some(t) if t.live && !t.armed => {
+                Some(t) if t.live && !t.armed && !t.paused => {
                     let ok = t.fifo.len() < self.budget && self.bufs.given() > 0;
                     (ok, ok)
                 }

@@ -1,0 +1,224 @@
+//! Flood deferral: a TAP port that floods the dataplane with frames that forward nowhere
+//! cheaply is read in batches on a timer instead of frame by frame.
+//!
+//! The kernel's drivers never let one slave's broadcasts or garbage cost the others much:
+//! a frame the driver drops is dropped in the sender's own context, and broadcast and
+//! multicast frames go to a backlog that a work item drains in batches
+//! (`ipvlan_multicast_enqueue` and `ipvlan_process_multicast` in `ipvlan_core.c`,
+//! `macvlan_broadcast_enqueue` and `macvlan_process_broadcast` in `macvlan.c`; their
+//! backlogs hold 1,000 frames, the rest is dropped). A userspace dataplane pays a wake-up
+//! for every frame that arrives alone: a storm of such frames from one endpoint (each one
+//! read, decided and dropped or flooded) turns the loop tens of thousands of times a second
+//! and takes the CPU the other endpoints' traffic needs.
+//!
+//! So a port whose batches, [`FLOOD_AFTER`] times in a row and each within [`FLOOD_GAP`]
+//! of the one before (or right after one that left frames unread), held only such frames (frames the engine dropped, and frames to a
+//! group address) is *paused*: its reads stop for [`FLOOD_PAUSE`], its frames wait in its
+//! own TAP queue (as the kernel's backlog, bounded by the TAP's `txqueuelen`: what does not
+//! fit is dropped and counted on that endpoint's TAP), and the next read takes them as one
+//! batch. A batch after a pause that still holds only such frames, and more than one,
+//! pauses the port again; anything else (a unicast frame forwarded, a lone frame) ends the
+//! deferral at once. Unicast traffic is never deferred, and a port's frames keep their
+//! order.
+
+use std::time::{Duration, Instant};
+
+/// Batches in a row, each of frames to groups or dropped only, that make a flood.
+pub(crate) const FLOOD_AFTER: u16 = 8;
+/// Batches further apart than this do not continue a flood.
+pub(crate) const FLOOD_GAP: Duration = Duration::from_micros(200);
+/// How long a flooding port's reads stop.
+pub(crate) const FLOOD_PAUSE: Duration = Duration::from_millis(1);
+
+/// One TAP port's flood state.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FloodGuard {
+    /// Batches in a row of group-addressed or dropped frames only, quickly one after another.
+    streak: u16,
+    /// When the port's last batch was served.
+    last: Option<Instant>,
+    /// The port was paused and its first batch since has not been seen.
+    resumed: bool,
+    /// The last batch left frames behind (the port sends faster than it is read).
+    behind: bool,
+}
+
+impl FloodGuard {
+    /// After a batch of `frames` frames read at `now`, of which `deferrable` went to a
+    /// group address or were dropped, and which left frames behind (`more`): whether the
+    /// port is to be paused now.
+    pub(crate) fn after_batch(
+        &mut self,
+        now: Instant,
+        frames: usize,
+        deferrable: usize,
+        more: bool,
+    ) -> bool {
+        if frames == 0 {
+            return false;
+        }
+        // Quick: soon after the last batch, or right after one that left frames behind
+        // (however long deciding that one took).
+        let quick = std::mem::replace(&mut self.behind, more)
+            || self
+                .last
+                .is_some_and(|l| now.saturating_duration_since(l) < FLOOD_GAP);
+        self.last = Some(now);
+        let resumed = std::mem::take(&mut self.resumed);
+        if deferrable < frames {
+            self.streak = 0;
+            return false;
+        }
+        if resumed {
+            // The frames that waited during the pause: still a flood if there were several.
+            if frames > 1 {
+                return true;
+            }
+            self.streak = 0;
+            return false;
+        }
+        self.streak = if quick {
+            self.streak.saturating_add(1)
+        } else {
+            1
+        };
+        self.streak >= FLOOD_AFTER
+    }
+
+    /// The port's reads start again (its pause is over).
+    pub(crate) fn resume(&mut self) {
+        self.resumed = true;
+    }
+}
+
+/// The paused ports of one worker and when each pause ends.
+#[derive(Debug, Default)]
+pub(crate) struct Paused {
+    list: Vec<(u32, Instant)>,
+}
+
+impl Paused {
+    /// Room for `n` paused ports without allocating on the frame path.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.list.reserve(n.saturating_sub(self.list.len()));
+    }
+
+    /// Port `port` is paused until `until`.
+    pub(crate) fn add(&mut self, port: u32, until: Instant) {
+        self.list.retain(|(p, _)| *p != port);
+        self.list.push((port, until));
+    }
+
+    /// Forgets port `port` (it is gone).
+    pub(crate) fn remove(&mut self, port: u32) {
+        self.list.retain(|(p, _)| *p != port);
+    }
+
+    /// How long a wait may last before the first pause ends (`None`: nothing is paused).
+    pub(crate) fn timeout(&self, now: Instant) -> Option<Duration> {
+        self.list
+            .iter()
+            .map(|(_, t)| t.saturating_duration_since(now))
+            .min()
+    }
+
+    /// Takes one port whose pause has ended by `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<u32> {
+        let i = self.list.iter().position(|(_, t)| *t <= now)?;
+        Some(self.list.swap_remove(i).0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(
+        g: &mut FloodGuard,
+        t0: Instant,
+        step: Duration,
+        batches: &[(usize, usize)],
+    ) -> Vec<bool> {
+        batches
+            .iter()
+            .enumerate()
+            .map(|(i, &(n, d))| g.after_batch(t0 + step * i as u32, n, d, false))
+            .collect()
+    }
+
+    #[test]
+    fn a_quick_run_of_broadcasts_or_drops_pauses_after_flood_after_batches() {
+        let mut g = FloodGuard::default();
+        let t0 = Instant::now();
+        let got = run(&mut g, t0, Duration::from_micros(30), &[(2, 2); 8]);
+        assert_eq!(got, [false, false, false, false, false, false, false, true]);
+    }
+
+    #[test]
+    fn unicast_slow_or_lone_batches_never_pause() {
+        let t0 = Instant::now();
+        // One forwarded unicast frame in each batch.
+        let mut g = FloodGuard::default();
+        assert!(!run(&mut g, t0, Duration::from_micros(30), &[(3, 2); 50]).contains(&true));
+        // Broadcasts, but further apart than FLOOD_GAP (ARP now and then).
+        let mut g = FloodGuard::default();
+        assert!(!run(&mut g, t0, FLOOD_GAP * 2, &[(1, 1); 50]).contains(&true));
+        // A unicast frame in between restarts the count.
+        let mut g = FloodGuard::default();
+        let mut b = vec![(1, 1); 7];
+        b.push((1, 0));
+        b.extend([(1, 1); 7]);
+        assert!(!run(&mut g, t0, Duration::from_micros(30), &b).contains(&true));
+    }
+
+    #[test]
+    fn batches_that_leave_frames_behind_continue_a_flood_however_slow() {
+        let t0 = Instant::now();
+        let mut g = FloodGuard::default();
+        let slow = FLOOD_GAP * 3;
+        let got: Vec<bool> = (0..8u32)
+            .map(|i| g.after_batch(t0 + slow * i, 64, 64, true))
+            .collect();
+        assert_eq!(got.iter().filter(|p| **p).count(), 1);
+        assert!(got[7]);
+    }
+
+    #[test]
+    fn after_a_pause_a_batch_of_several_pauses_again_and_a_lone_frame_ends_it() {
+        let t0 = Instant::now();
+        let mut g = FloodGuard::default();
+        assert!(run(&mut g, t0, Duration::from_micros(30), &[(2, 2); 8])[7]);
+        g.resume();
+        assert!(g.after_batch(t0 + FLOOD_PAUSE * 2, 40, 40, false));
+        g.resume();
+        assert!(!g.after_batch(t0 + FLOOD_PAUSE * 4, 1, 1, false));
+        // Counting starts over.
+        let got = run(
+            &mut g,
+            t0 + FLOOD_PAUSE * 5,
+            Duration::from_micros(30),
+            &[(2, 2); 8],
+        );
+        assert_eq!(got.iter().filter(|p| **p).count(), 1);
+        // Unicast among the frames that waited: not a flood any more.
+        g.resume();
+        assert!(!g.after_batch(t0 + FLOOD_PAUSE * 9, 40, 39, false));
+    }
+
+    #[test]
+    fn paused_ports_end_in_deadline_order_and_give_the_wait_its_timeout() {
+        let t0 = Instant::now();
+        let mut p = Paused::default();
+        assert_eq!(p.timeout(t0), None);
+        p.add(3, t0 + Duration::from_millis(2));
+        p.add(5, t0 + Duration::from_millis(1));
+        assert_eq!(p.timeout(t0), Some(Duration::from_millis(1)));
+        assert_eq!(p.pop_due(t0), None);
+        assert_eq!(p.pop_due(t0 + Duration::from_millis(1)), Some(5));
+        assert_eq!(p.pop_due(t0 + Duration::from_millis(1)), None);
+        p.add(3, t0 + Duration::from_millis(9));
+        assert_eq!(p.timeout(t0), Some(Duration::from_millis(9)));
+        p.remove(3);
+        assert_eq!(p.timeout(t0), None);
+    }
+}
