@@ -421,7 +421,10 @@ mod tests {
         let mut b = [0u8; 16];
         assert_eq!(silent.read(&mut b).unwrap(), 0);
         let waited = t.elapsed();
-        assert!(waited >= DEADLINE, "closed after {waited:?}, before its deadline");
+        assert!(
+            waited >= DEADLINE,
+            "closed after {waited:?}, before its deadline"
+        );
         drop(s); // joins the thread
     }
 }
