@@ -10,20 +10,22 @@ for pair in ip:iproute2 ping:iputils-ping tcpdump:tcpdump iperf3:iperf3 ethtool:
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
+# The macvlan-dhcp lab's (and the DHCP test's) server: dnsmasq (dnsmasq-base, the binary
+# without its system service; in /usr/sbin, which a user's PATH may lack).
+[ -e /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 # The Docker and CNI system tests: Debian's dockerd 20.10 and client (docker.io), a static
 # busybox for the test image (busybox-static), and the standard CNI plugins
 # (containernetworking-plugins: host-local, tuning in /usr/lib/cni).
 # The runtimes test: containerd and ctr (Debian's containerd 1.6, also docker.io's runtime) and
 # podman 4.3 with its CNI backend, without the recommended extras (rootless helpers, buildah).
 # The capture and metrics tests read uvlan's output with real readers: tshark (pcapng) and
-# promtool (package prometheus: `promtool check metrics`). The DHCP tests' server (tests/dhcp.rs,
-# and the Docker test's DHCP case): dnsmasq (dnsmasq-base, the binary without its system
-# service), and nft (nftables) to filter it.
+# promtool (package prometheus: `promtool check metrics`). The DHCP tests (tests/dhcp.rs, and
+# the Docker test's DHCP case) filter their server with nft (nftables).
 if [ "${1:-}" = "--test" ]; then
   for pair in /usr/sbin/dockerd:docker.io /usr/bin/docker:docker.io /bin/busybox:busybox-static \
               /usr/lib/cni/host-local:containernetworking-plugins /usr/bin/containerd:containerd \
               /usr/bin/ctr:containerd /usr/bin/tshark:tshark /usr/bin/promtool:prometheus \
-              /usr/sbin/dnsmasq:dnsmasq-base /usr/sbin/nft:nftables; do
+              /usr/sbin/nft:nftables; do
     path=${pair%%:*}; pkg=${pair#*:}
     [ -e "$path" ] || need+=("$pkg")
   done

@@ -402,17 +402,39 @@ pub fn acquire(ns: &Netns, c: &Client, requested: Option<Ipv4Addr>) -> Result<Le
 
 fn acquire_here(
     c: &Client,
-    requested: Option<Ipv4Addr>,
+    mut requested: Option<Ipv4Addr>,
     bound: Duration,
 ) -> Result<Lease, DhcpError> {
     let fd = packet_socket(c.ifindex)?;
-    let start = Instant::now();
-    let end = start + bound;
-    let xid: u32 = {
-        let mut b = [0u8; 4];
-        getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
-        u32::from_ne_bytes(b)
-    };
+    let end = Instant::now() + bound;
+    loop {
+        match acquire_once(&fd, c, requested, end, bound) {
+            // RFC 2131 3.1: a NAK to the REQUEST restarts the configuration process. Two
+            // ipvlan endpoints share a MAC, and a server that picks addresses from it (as
+            // dnsmasq does) offers both the same one: the loser asks again, after a random
+            // pause, and is offered another.
+            Err(DhcpError::NoAck { what: NAK_TEXT, .. })
+                if Instant::now() + Duration::from_secs(1) < end =>
+            {
+                requested = None;
+                std::thread::sleep(jitter(Duration::from_millis(500)));
+            }
+            other => return other,
+        }
+    }
+}
+
+const NAK_TEXT: &str = "refused it (NAK)";
+
+/// One DISCOVER/OFFER/REQUEST/ACK with a fresh transaction ID, until `end`.
+fn acquire_once(
+    fd: &OwnedFd,
+    c: &Client,
+    requested: Option<Ipv4Addr>,
+    end: Instant,
+    bound: Duration,
+) -> Result<Lease, DhcpError> {
+    let xid = new_xid()?;
     let mut discover = request_base(c, xid, MessageType::Discover);
     if let Some(r) = requested {
         discover
@@ -429,10 +451,10 @@ fn acquire_here(
                 sent,
             });
         }
-        send_broadcast(&fd, c.ifindex, &discover)?;
+        send_broadcast(fd, c.ifindex, &discover)?;
         sent += 1;
         let until = (Instant::now() + wait).min(end);
-        if let Some(m) = recv_reply(&fd, xid, &c.mac, MessageType::Offer, until)? {
+        if let Some(m) = recv_reply(fd, xid, &c.mac, MessageType::Offer, until)? {
             if m.opts().msg_type() == Some(MessageType::Offer) {
                 break m;
             }
@@ -456,14 +478,14 @@ fn acquire_here(
                 what: "did not confirm it in time",
             });
         }
-        send_broadcast(&fd, c.ifindex, &req)?;
+        send_broadcast(fd, c.ifindex, &req)?;
         let until = (Instant::now() + wait).min(end);
-        if let Some(m) = recv_reply(&fd, xid, &c.mac, MessageType::Ack, until)? {
+        if let Some(m) = recv_reply(fd, xid, &c.mac, MessageType::Ack, until)? {
             if m.opts().msg_type() == Some(MessageType::Nak) {
                 return Err(DhcpError::NoAck {
                     server,
                     addr,
-                    what: "refused it (NAK)",
+                    what: NAK_TEXT,
                 });
             }
             match lease_of(&m, &c.client_id) {
@@ -473,6 +495,60 @@ fn acquire_here(
         }
         wait = (wait * 2).min(Duration::from_secs(4));
     }
+}
+
+/// INIT-REBOOT (RFC 2131 3.2, 4.3.2): a client that remembers a lease asks to keep it with a
+/// broadcast REQUEST carrying the address as option 50, no server identifier and no
+/// `ciaddr`, from its own interface in `ns`; sent again after 1 and 2 s, within `bound`.
+/// An ACK confirms (or updates) the lease, a NAK says the address is wrong for this network;
+/// with no answer the client may keep the lease until it ends.
+pub fn reboot(
+    ns: &Netns,
+    c: &Client,
+    addr: Ipv4Addr,
+    bound: Duration,
+) -> Result<Renewal, DhcpError> {
+    ns.run(|| reboot_here(c, addr, bound))
+        .map_err(|e| DhcpError::Netns(e.to_string()))?
+}
+
+fn new_xid() -> Result<u32, DhcpError> {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(u32::from_ne_bytes(b))
+}
+
+fn reboot_here(c: &Client, addr: Ipv4Addr, bound: Duration) -> Result<Renewal, DhcpError> {
+    let fd = packet_socket(c.ifindex)?;
+    let xid = new_xid()?;
+    let mut req = request_base(c, xid, MessageType::Request);
+    req.opts_mut().insert(DhcpOption::RequestedIpAddress(addr));
+    let end = Instant::now() + bound;
+    let mut wait = Duration::from_secs(1);
+    while Instant::now() < end {
+        send_broadcast(&fd, c.ifindex, &req)?;
+        let until = (Instant::now() + wait).min(end);
+        if let Some(m) = recv_reply(&fd, xid, &c.mac, MessageType::Ack, until)? {
+            if m.opts().msg_type() == Some(MessageType::Nak) {
+                return Ok(Renewal::Nak);
+            }
+            if let Some(l) = lease_of(&m, &c.client_id) {
+                return Ok(Renewal::Ack(l));
+            }
+        }
+        wait = (wait * 2).min(Duration::from_secs(4));
+    }
+    Ok(Renewal::Silent)
+}
+
+/// A random pause of at most `max` (jitter before a first message, RFC 2131 4.1 and 4.4.1).
+pub fn jitter(max: Duration) -> Duration {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return Duration::ZERO;
+    }
+    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(u64::from_ne_bytes(b) % ms.saturating_add(1))
 }
 
 /// Resolves the next hop toward `dst` in `ns` (at most one second): a unicast sent right

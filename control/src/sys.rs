@@ -209,6 +209,56 @@ pub fn enter_netns(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Gives the calling process a mount namespace of its own (mounts no longer propagate back
+/// to the host's) in which `/etc/resolv.conf` shows `content`: a file written under `tmp`,
+/// bind-mounted over it and unlinked at once (the mount keeps it; nothing is left on the
+/// host). Only for a single-threaded process (the CLI before it runs a command).
+pub fn private_resolv_conf(content: &str, tmp: &std::path::Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: unshare takes a flag word; it changes only this (single-threaded) process.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let root = c"/";
+    // SAFETY: valid NUL-terminated path; null source, type and data are allowed for a
+    // propagation change.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let file = tmp.join(format!("uvlan-resolv-{}.conf", std::process::id()));
+    std::fs::write(&file, content)?;
+    let src = CString::new(file.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let dst = c"/etc/resolv.conf";
+    // SAFETY: both paths are valid NUL-terminated strings for the call's duration; null
+    // type and data are allowed for a bind mount.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    let err = (r != 0).then(io::Error::last_os_error);
+    let _ = std::fs::remove_file(&file);
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

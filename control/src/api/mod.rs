@@ -610,6 +610,10 @@ pub struct RunInfo {
     pub netns_path: String,
     /// The endpoint interface inside.
     pub ifname: String,
+    /// The DNS servers of the endpoint's DHCP lease (option 6), for the command's
+    /// `/etc/resolv.conf`; empty on other networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
 }
 
 #[cfg(test)]

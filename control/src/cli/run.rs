@@ -129,6 +129,23 @@ pub fn run(a: RunArgs) -> Result<i32, Failure> {
         f
     };
     enter_netns(&info.netns_path).map_err(|m| cleanup_on_error(Failure::msg(m)))?;
+    if !info.dns.is_empty() {
+        // As Docker writes a container's resolv.conf: the lease's DNS servers, for the
+        // command only (a mount namespace of its own; the host's file is untouched).
+        let text: String = info
+            .dns
+            .iter()
+            .map(|a| format!("nameserver {a}\n"))
+            .collect();
+        let text = format!("# the DHCP lease of {} (uvlan run)\n{text}", info.netns);
+        if let Err(e) = crate::sys::private_resolv_conf(&text, &std::env::temp_dir()) {
+            eprintln!(
+                "uvlan run: the command sees the host's /etc/resolv.conf, not the DHCP \
+                 lease's DNS servers ({}): {e}",
+                info.dns.join(", ")
+            );
+        }
+    }
     let mut cmd = Command::new(&a.cmd[0]);
     cmd.args(&a.cmd[1..]);
     if a.detach {

@@ -112,7 +112,18 @@ impl Daemon {
             None => st.space.status(&net.rec.id).map_err(|e| e.to_string())?,
             Some(_) => external::external_status(&net.rec),
         };
-        let mut view = NetworkResource::build(&net.rec, status, Self::wire_mode(net));
+        // An endpoint still leasing its address (`connect_unlocking`) is not shown yet.
+        let settled;
+        let rec = match net.rec.endpoints.iter().any(|e| e.intent.is_some()) {
+            false => &net.rec,
+            true => {
+                let mut r = net.rec.clone();
+                r.endpoints.retain(|e| e.intent.is_none());
+                settled = r;
+                &settled
+            }
+        };
+        let mut view = NetworkResource::build(rec, status, Self::wire_mode(net));
         for (id, rt) in &net.eps {
             if rt.fast_veth.is_some() {
                 view.uvlan_wire
@@ -136,7 +147,7 @@ impl Daemon {
     }
 
     pub(super) fn connect(&self, req: &Connect) -> Result<String, String> {
-        let mut st = self.lock();
+        let st = self.lock();
         let i = Self::find(&st, &req.network)?;
         if let Some(m) = &st.nets[i].rec.managed {
             return Err(external::refuse_cli(&st.nets[i].rec.name, m, "attached to"));
@@ -152,7 +163,7 @@ impl Daemon {
             ip: req.ip.clone(),
             ip6: req.ip6.clone(),
         };
-        let rec = self.connect_locked(&mut st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
+        let rec = self.connect_unlocking(st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
         Ok(rec.ifname)
     }
 
@@ -237,6 +248,13 @@ impl Daemon {
             ));
         };
         let ep = st.nets[i].rec.endpoints[k].clone();
+        if ep.intent.is_some() {
+            return Err(format!(
+                "container {netns} is still being connected to the network {} (its DHCP \
+                 exchange is running): try again when the connect has finished",
+                st.nets[i].rec.name
+            ));
+        }
         if delete_netns && !ep.owns_netns {
             return Err(format!(
                 "namespace {} was not created by \"uvlan run\"; use \"uvlan network \
@@ -302,7 +320,7 @@ impl Daemon {
     }
 
     pub(super) fn run_setup(&self, req: &Connect) -> Result<RunInfo, String> {
-        let mut st = self.lock();
+        let st = self.lock();
         let i = Self::find(&st, &req.network)?;
         let name = req.netns.clone();
         let ns = Netns::open_name(&name).map_err(|e| e.to_string())?;
@@ -315,11 +333,13 @@ impl Daemon {
             ip: req.ip.clone(),
             ip6: req.ip6.clone(),
         };
-        let rec = self.connect_locked(&mut st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
+        let rec = self.connect_unlocking(st, i, place, addrs, EpMac::Choose(req.mac.clone()))?;
+        let dns = rec.lease.iter().flat_map(|l| &l.dns);
         Ok(RunInfo {
             netns: name,
-            netns_path: rec.netns_path,
-            ifname: rec.ifname,
+            netns_path: rec.netns_path.clone(),
+            ifname: rec.ifname.clone(),
+            dns: dns.map(|a| a.to_string()).collect(),
         })
     }
 

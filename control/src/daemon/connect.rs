@@ -55,6 +55,11 @@ fn check_ifname(n: &str) -> Result<(), String> {
 /// network a host interface at once: `uvlan.host_interface=IP`, or `IP,IP6`.
 pub const HOST_INTERFACE_OPTION: &str = "uvlan.host_interface";
 
+/// The longest random pause before a connect's first DISCOVER (RFC 2131 4.4.1 asks for 1 to
+/// 10 s at boot; a connect is one client among running ones, and a short pause is enough to
+/// spread a burst of parallel connects).
+pub(super) const CONNECT_JITTER: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Daemon {
     /// Makes network `i`'s host interface (`network connect --host`, or the
     /// [`HOST_INTERFACE_OPTION`]): an endpoint in the daemon's own namespace named `ifname`
@@ -252,7 +257,9 @@ impl Daemon {
 
     /// Creates an endpoint of network `i`: MAC, addresses (allocated or given), engine
     /// port, TAP or fast-path veth pair (in the namespace, or in the daemon's namespace for
-    /// the front end to move), dataplane, watcher, store. Nothing changes on error.
+    /// the front end to move), dataplane, watcher, store. Nothing changes on error. On a DHCP
+    /// network the lease is taken under the lock; [`Daemon::connect_unlocking`] takes it
+    /// without.
     pub(super) fn connect_locked(
         &self,
         st: &mut State,
@@ -260,6 +267,121 @@ impl Daemon {
         place: EpPlace,
         addrs: EpAddrs,
         mac: EpMac,
+    ) -> Result<EndpointRecord, String> {
+        self.connect_inner(st, i, place, addrs, mac, false)
+    }
+
+    /// [`Daemon::connect_locked`] for the CLI (`network connect`, `run`): on a DHCP network
+    /// the endpoint is made and recorded with its `create` intent under the lock (so its
+    /// name, MAC and namespace are taken, and a crash from here on is rolled back at the next
+    /// start), then the lock is released for the exchange with the server (up to
+    /// [`dhcp::ACQUIRE_TIMEOUT`]; other requests go on meanwhile), after a random pause of up
+    /// to [`CONNECT_JITTER`] so that a burst of connects does not reach the server at once,
+    /// and at most [`super::model::DHCP_SLOTS`] at a time;
+    /// then, under the lock again, the lease is recorded and the intent cleared, or
+    /// everything is rolled back. Until then the endpoint is not shown by inspect, cannot be
+    /// disconnected and is not renewed.
+    pub(super) fn connect_unlocking(
+        &self,
+        mut st: std::sync::MutexGuard<'_, State>,
+        i: usize,
+        place: EpPlace,
+        addrs: EpAddrs,
+        mac: EpMac,
+    ) -> Result<EndpointRecord, String> {
+        if !st.nets[i].rec.dhcp {
+            return self.connect_locked(&mut st, i, place, addrs, mac);
+        }
+        let rec = self.connect_inner(&mut st, i, place, addrs, mac, true)?;
+        let net_id = st.nets[i].rec.id.clone();
+        let netname = st.nets[i].rec.name.clone();
+        drop(st);
+        let turn = self.dhcp_turn(rec.mac().map(|m| m.octets()).unwrap_or_default());
+        std::thread::sleep(dhcp::jitter(CONNECT_JITTER));
+        let leased = Netns::open_path(std::path::Path::new(&rec.netns_path))
+            .map_err(|e| e.to_string())
+            .and_then(|ns| match ns.inode() == rec.netns_inode {
+                true => Ok(ns),
+                false => Err(format!("{} is now another namespace", rec.netns_path)),
+            })
+            .and_then(|ns| self.lease_endpoint(&ns, &rec));
+        drop(turn);
+        let mut st = self.lock();
+        self.finish_lease(&mut st, &net_id, &netname, rec, leased)
+    }
+
+    /// The end of [`Daemon::connect_unlocking`], under the lock: the lease recorded, or the
+    /// pending endpoint rolled back.
+    fn finish_lease(
+        &self,
+        st: &mut State,
+        net_id: &str,
+        netname: &str,
+        mut rec: EndpointRecord,
+        leased: Result<(dhcp::Lease, crate::ipam::EndpointAddr), String>,
+    ) -> Result<EndpointRecord, String> {
+        let name = rec.name.clone();
+        let i = st.nets.iter().position(|n| n.rec.id == net_id);
+        let k = i.and_then(|i| {
+            let eps = &st.nets[i].rec.endpoints;
+            eps.iter()
+                .position(|e| e.id == rec.id && e.intent.is_some())
+        });
+        let (Some(i), Some(k)) = (i, k) else {
+            // Nothing removes a pending endpoint; should something have, its lease goes back.
+            if let Ok((lease, _)) = leased {
+                rec.lease = Some(lease);
+                self.release_lease(&rec);
+            }
+            return Err(format!(
+                "cannot connect {name} to network {netname}: the endpoint was removed while \
+                 it leased its address"
+            ));
+        };
+        let drop_pending = |st: &mut State, rec: &EndpointRecord, why: String| {
+            st.nets[i].rec.endpoints.remove(k);
+            match st.nets[i].eps.remove(&rec.id) {
+                Some(rt) => self.teardown_endpoint(rt),
+                None => {
+                    super::recover::remove_interfaces(&self.host_tag, rec, &self.log);
+                }
+            }
+            if let Err(e) = self.store.delete_endpoint(net_id, &rec.id) {
+                // The intent stays: the next start removes what is left.
+                (self.log)(&format!("endpoint {name}: {e}"));
+            }
+            self.freed_endpoint(st);
+            why
+        };
+        match leased {
+            Ok((lease, addr)) => {
+                rec.addrs.v4 = Some(addr);
+                rec.lease = Some(lease);
+                rec.intent = None;
+                if let Err(e) = self.store.save_endpoint(net_id, &rec) {
+                    self.release_lease(&rec);
+                    return Err(drop_pending(st, &rec, e.to_string()));
+                }
+                st.nets[i].rec.endpoints[k] = rec.clone();
+                self.renew_kick();
+                Ok(rec)
+            }
+            Err(e) => Err(drop_pending(
+                st,
+                &rec,
+                format!("cannot connect {name} to network {netname}: {e}; nothing was left behind"),
+            )),
+        }
+    }
+
+    fn connect_inner(
+        &self,
+        st: &mut State,
+        i: usize,
+        place: EpPlace,
+        addrs: EpAddrs,
+        mac: EpMac,
+        defer_lease: bool,
     ) -> Result<EndpointRecord, String> {
         let name = place.name.clone();
         let netname = st.nets[i].rec.name.clone();
@@ -341,6 +463,7 @@ impl Daemon {
             mac,
             addrs,
             (req_ip, req_ip6, req_mac),
+            defer_lease,
         );
         match made {
             Ok(rec) => Ok(rec),
@@ -351,7 +474,8 @@ impl Daemon {
     /// The part of [`Daemon::connect_locked`] after the addresses are taken: the record with
     /// its `create` intent, the engine port, the TAP (or veth pair), the dataplane and
     /// watcher, the settled record. On error everything it did is undone (the caller gives
-    /// the addresses back).
+    /// the addresses back). With `defer_lease` on a DHCP network it stops before the lease:
+    /// the endpoint is in the state with its intent, for [`Daemon::finish_lease`].
     #[allow(clippy::too_many_arguments)]
     fn make_endpoint(
         &self,
@@ -363,6 +487,7 @@ impl Daemon {
         mac: MacAddr,
         addrs: crate::ipam::EndpointAddrs,
         (req_ip, req_ip6, req_mac): (Option<String>, Option<String>, Option<String>),
+        defer_lease: bool,
     ) -> Result<EndpointRecord, String> {
         let name = place.name.clone();
         let given_lease = place.lease.clone();
@@ -511,6 +636,11 @@ impl Daemon {
             // Leased before (Docker's CreateEndpoint): the front end puts the address on the
             // interface, uvlan keeps the lease from here on.
             rec.lease = Some(lease);
+        } else if st.nets[i].rec.dhcp && defer_lease {
+            // Pending: the lease is taken without the lock (`connect_unlocking`).
+            st.nets[i].rec.endpoints.push(rec.clone());
+            st.nets[i].eps.insert(rec.id.clone(), rt);
+            return Ok(rec);
         } else if st.nets[i].rec.dhcp {
             // The record keeps its `create` intent until the lease is on the interface: a
             // crash in between is rolled back at the next start.

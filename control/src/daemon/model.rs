@@ -102,6 +102,35 @@ pub struct Daemon {
     pub(super) fast_path: std::sync::atomic::AtomicBool,
     /// The DHCP renewal thread's timer (`renew.rs`).
     pub(super) renew: RenewShared,
+    /// The client MACs of the DHCP acquisitions (DISCOVER to ACK) running now.
+    pub(super) dhcp_busy: DhcpBusy,
+}
+
+/// The running DHCP acquisitions' MACs, and their wake-up.
+pub(super) type DhcpBusy = (Mutex<Vec<[u8; 6]>>, std::sync::Condvar);
+
+/// How many DHCP acquisitions the daemon runs at once; more wait for a turn (without the
+/// state lock), and their bound starts with it. dnsmasq pings each address for 3 s before it
+/// offers it, one DISCOVER at a time, and a REQUEST waits behind the DISCOVERs before it:
+/// of two exchanges at once the second should be answered some 6 to 7 s into its bound of
+/// 10 s; with three, one connect of eight ran out of its bound on a loaded machine.
+/// Acquisitions from one MAC (ipvlan endpoints share the parent's) take turns: a server
+/// that picks the address to offer from the MAC, as dnsmasq does, would offer them all the
+/// same one.
+pub(super) const DHCP_SLOTS: usize = 2;
+
+/// A turn for one DHCP acquisition, given back on drop.
+pub(super) struct DhcpTurn<'a>(&'a DhcpBusy, [u8; 6]);
+
+impl Drop for DhcpTurn<'_> {
+    fn drop(&mut self) {
+        let (m, cv) = self.0;
+        let mut busy = m.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = busy.iter().position(|b| *b == self.1) {
+            busy.swap_remove(i);
+        }
+        cv.notify_all();
+    }
 }
 
 /// The DHCP renewal thread's shared state (`renew.rs`).
@@ -112,6 +141,10 @@ pub(super) struct RenewTimer {
     pub(super) generation: u64,
     /// Endpoint ID → when to try again after a silent RENEW or REBIND.
     pub(super) retry: HashMap<String, u64>,
+    /// Endpoint ID → when to confirm its stored lease with INIT-REBOOT (after a restart).
+    pub(super) reboot: HashMap<String, u64>,
+    /// The endpoints whose exchange runs now (on a `uvlan-dhcp-job` thread).
+    pub(super) busy: std::collections::HashSet<String>,
     /// The daemon is gone: the thread ends.
     pub(super) stop: bool,
 }
@@ -236,7 +269,19 @@ impl Daemon {
             me: me.clone(),
             fast_path: std::sync::atomic::AtomicBool::new(false),
             renew: RenewShared::default(),
+            dhcp_busy: Default::default(),
         })
+    }
+
+    /// Waits for a turn to run a DHCP acquisition from `mac` (see [`DHCP_SLOTS`]).
+    pub(super) fn dhcp_turn(&self, mac: [u8; 6]) -> DhcpTurn<'_> {
+        let (m, cv) = &self.dhcp_busy;
+        let mut busy = m.lock().unwrap_or_else(|e| e.into_inner());
+        while busy.len() >= DHCP_SLOTS || busy.contains(&mac) {
+            busy = cv.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        busy.push(mac);
+        DhcpTurn(&self.dhcp_busy, mac)
     }
 
     /// Makes new `network connect` endpoints veth endpoints with the fast path (`on`), or

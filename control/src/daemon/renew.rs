@@ -3,9 +3,19 @@
 //! until a lease changes. At T1 it RENEWs (unicast to the server), at T2 it REBINDs
 //! (broadcast), and at the lease's end, or on a NAK, the endpoint loses the address: it is
 //! removed from `eth0` (its routes go with it) and from the record, and discovery starts
-//! again (a DISCOVER at once, then every 30 s while nobody answers). The exchanges run
-//! without the daemon's lock; their outcome is applied under it, only if the endpoint still
-//! holds the same lease.
+//! again (a DISCOVER after a random pause of up to 2 s, then every 30 s while nobody
+//! answers). Each exchange runs on a short-lived thread of its own, without the daemon's
+//! lock, up to [`PARALLEL`] at a time, so a slow one holds no other lease back; its outcome
+//! is applied under the lock, only if the endpoint still holds the same lease.
+//!
+//! After a restart (a `kill -9` included) every stored lease is confirmed before it is
+//! renewed: INIT-REBOOT (RFC 2131 3.2), a broadcast REQUEST for the stored address without a
+//! server identifier. An ACK keeps it (or updates it); a NAK takes the address off `eth0`
+//! and starts discovery; silence keeps the lease until its T1 as before the restart. A lease
+//! that ended while the daemon was down is taken away and asked for again at once. The
+//! confirmations are spread over a random pause of up to 250 ms per lease beyond the first,
+//! at most 10 s (RFC 2131 4.4.1 asks for 1 to 10 s at boot), so that a daemon with many
+//! endpoints does not flood the server.
 
 use std::net::IpAddr;
 use std::sync::Weak;
@@ -20,6 +30,12 @@ use super::model::{Daemon, RenewShared};
 const RENEW_WAIT: Duration = Duration::from_secs(2);
 /// The shortest pause before a RENEW or REBIND that got no answer is sent again.
 const MIN_RETRY_SECS: u64 = 2;
+/// How long an INIT-REBOOT waits for the server in all (REQUEST sent at 0, 1 and 3 s).
+const REBOOT_WAIT: Duration = Duration::from_secs(4);
+/// How many exchanges the thread runs at once.
+const PARALLEL: usize = 8;
+/// The random pause before a DISCOVER for an endpoint that lost its lease.
+const LOST_JITTER: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Action {
@@ -28,6 +44,8 @@ enum Action {
     Expire,
     /// The endpoint lost its lease: ask for a new one (DISCOVER).
     Discover,
+    /// The daemon restarted: confirm the stored lease (INIT-REBOOT).
+    Reboot,
 }
 
 /// How long after a DISCOVER nobody answered (once the lease was lost) it is sent again.
@@ -80,6 +98,20 @@ fn now_secs() -> u64 {
 }
 
 impl Daemon {
+    /// At start: the stored leases of `ids` are to be confirmed with INIT-REBOOT, each after
+    /// a random pause (see the module docs).
+    pub(super) fn schedule_reboots(&self, ids: Vec<String>) {
+        let spread = Duration::from_millis(250 * ids.len().saturating_sub(1) as u64)
+            .min(Duration::from_secs(10));
+        let now = now_secs();
+        let (m, _) = &*self.renew;
+        let mut t = m.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            let at = now + dhcp::jitter(spread).as_secs();
+            t.reboot.insert(id, at);
+        }
+    }
+
     /// Tells the renewal thread that leases changed, starting it with the first one.
     pub(super) fn renew_kick(&self) {
         let (m, cv) = &*self.renew;
@@ -104,18 +136,27 @@ impl Daemon {
 
     /// The leases due at `now`, and the earliest later deadline.
     fn due_leases(&self, now: u64) -> (Vec<Job>, Option<u64>) {
-        let retry = {
+        let (retry, reboot, busy) = {
             let (m, _) = &*self.renew;
-            m.lock().unwrap_or_else(|e| e.into_inner()).retry.clone()
+            let t = m.lock().unwrap_or_else(|e| e.into_inner());
+            (t.retry.clone(), t.reboot.clone(), t.busy.clone())
         };
         let st = self.lock();
         let mut jobs = Vec::new();
         let mut next: Option<u64> = None;
         for n in st.nets.iter().filter(|n| n.rec.dhcp) {
-            for ep in &n.rec.endpoints {
+            // An endpoint a connect is still making is not the thread's yet; one whose
+            // exchange runs is looked at again when it ends.
+            let eps = n.rec.endpoints.iter();
+            for ep in eps.filter(|e| e.intent.is_none() && !busy.contains(&e.id)) {
                 let retry_at = retry.get(&ep.id).copied();
                 let planned = match &ep.lease {
-                    Some(lease) => plan(lease, now, retry_at),
+                    Some(lease) => match (plan(lease, now, retry_at), reboot.get(&ep.id)) {
+                        (Ok(Action::Expire), _) => Ok(Action::Expire),
+                        (_, Some(&at)) if at <= now => Ok(Action::Reboot),
+                        (_, Some(&at)) => Err(at),
+                        (p, None) => p,
+                    },
                     None => match retry_at {
                         Some(t) if t > now => Err(t),
                         _ => Ok(Action::Discover),
@@ -146,17 +187,25 @@ impl Daemon {
         }
         let ns =
             Netns::open_path(std::path::Path::new(&job.netns_path)).map_err(|e| e.to_string())?;
-        let Some(lease) = &job.lease else {
+        let client = || -> Result<dhcp::Client, String> {
             let ifindex = Rtnl::open(&ns)
                 .and_then(|mut r| r.link_get(&job.ifname))
                 .map_err(|e| e.to_string())?
                 .index;
-            let client = dhcp::Client {
+            Ok(dhcp::Client {
                 ifindex,
                 mac: job.mac,
                 client_id: dhcp::client_id_for(&job.ep_id),
                 hostname: Some(job.name.clone()).filter(|n| !n.contains('/')),
-            };
+            })
+        };
+        if let (Action::Reboot, Some(lease)) = (job.action, &job.lease) {
+            return dhcp::reboot(&ns, &client()?, lease.addr, REBOOT_WAIT)
+                .map_err(|e| e.to_string());
+        }
+        let Some(lease) = &job.lease else {
+            let client = client()?;
+            let _turn = self.dhcp_turn(job.mac);
             return match dhcp::acquire(&ns, &client, None) {
                 Ok(l) => Ok(Renewal::Ack(l)),
                 Err(dhcp::DhcpError::NoOffer { .. } | dhcp::DhcpError::NoAck { .. }) => {
@@ -178,6 +227,13 @@ impl Daemon {
 
     /// Applies an exchange's outcome to the endpoint, if it still holds the same lease.
     fn apply_renewal(&self, job: &Job, outcome: Result<Renewal, String>, now: u64) {
+        {
+            // Whatever happened (an INIT-REBOOT, or an expiry before it), the stored lease
+            // needs no confirmation any more.
+            let (m, _) = &*self.renew;
+            let mut t = m.lock().unwrap_or_else(|e| e.into_inner());
+            t.reboot.remove(&job.ep_id);
+        }
         let mut st = self.lock();
         let Some(i) = st.nets.iter().position(|n| n.rec.id == job.net_id) else {
             return;
@@ -200,6 +256,15 @@ impl Daemon {
         let mut rec = st.nets[i].rec.endpoints[k].clone();
         let old = job.lease.as_ref().map(|l| (l.addr, l.prefix_len));
         match outcome {
+            Renewal::Silent if job.action == Action::Reboot => {
+                (self.log)(&format!(
+                    "endpoint {}: no DHCP server answered the INIT-REBOOT for {}; the stored \
+                     lease is kept until its end and renewed at T1",
+                    job.name,
+                    old.map_or(std::net::Ipv4Addr::UNSPECIFIED, |o| o.0)
+                ));
+                return;
+            }
             Renewal::Silent => {
                 let at = match &job.lease {
                     Some(l) => retry_after(l, now),
@@ -228,6 +293,7 @@ impl Daemon {
                     match job.action {
                         Action::Rebind => "rebound",
                         Action::Discover => "obtained again",
+                        Action::Reboot => "confirmed after the restart (INIT-REBOOT)",
                         _ => "renewed",
                     },
                     new.lease_secs
@@ -247,6 +313,7 @@ impl Daemon {
                     job.name,
                     match job.action {
                         Action::Expire => "it expired",
+                        Action::Reboot => "the server refused it after the restart",
                         _ => "the server refused to extend it",
                     }
                 ));
@@ -256,10 +323,15 @@ impl Daemon {
         }
         {
             let (m, _) = &*self.renew;
-            m.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retry
-                .remove(&job.ep_id);
+            let mut t = m.lock().unwrap_or_else(|e| e.into_inner());
+            match &rec.lease {
+                Some(_) => t.retry.remove(&job.ep_id),
+                // A DISCOVER after a random pause (RFC 2131 4.4.1): endpoints that lose
+                // their leases together do not ask all at once.
+                None => t
+                    .retry
+                    .insert(job.ep_id.clone(), now + dhcp::jitter(LOST_JITTER).as_secs()),
+            };
         }
         if let Err(e) = self.store.save_endpoint(&job.net_id, &rec) {
             (self.log)(&format!("endpoint {}: {e}", job.name));
@@ -316,13 +388,47 @@ fn renew_loop(me: Weak<Daemon>, shared: RenewShared) {
             };
             let now = now_secs();
             let (jobs, next) = d.due_leases(now);
-            for job in &jobs {
-                let outcome = d.run_job(job);
-                d.apply_renewal(job, outcome, now);
-            }
-            if !jobs.is_empty() {
-                // Outcomes moved deadlines: look again at once.
-                continue;
+            // Each exchange on a thread of its own, [`PARALLEL`] at most; one that ends
+            // wakes this loop (its outcome moved deadlines, or a due job waits for a turn).
+            for job in jobs {
+                {
+                    let mut t = shared.0.lock().unwrap_or_else(|e| e.into_inner());
+                    if t.busy.len() >= PARALLEL {
+                        break;
+                    }
+                    t.busy.insert(job.ep_id.clone());
+                }
+                let (d2, shared2, id, name) = (
+                    d.clone(),
+                    shared.clone(),
+                    job.ep_id.clone(),
+                    job.name.clone(),
+                );
+                let spawned = std::thread::Builder::new()
+                    .name("uvlan-dhcp-job".to_string())
+                    .spawn(move || {
+                        let outcome = d2.run_job(&job);
+                        d2.apply_renewal(&job, outcome, now);
+                        drop(d2);
+                        let (m, cv) = &*shared2;
+                        let mut t = m.lock().unwrap_or_else(|e| e.into_inner());
+                        t.busy.remove(&job.ep_id);
+                        t.generation += 1;
+                        cv.notify_all();
+                    });
+                if let Err(e) = spawned {
+                    shared
+                        .0
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .busy
+                        .remove(&id);
+                    (d.log)(&format!(
+                        "endpoint {name}: cannot start a DHCP exchange: {e} (tried again when \
+                         leases change or at the next deadline)"
+                    ));
+                    break;
+                }
             }
             next
         };

@@ -102,10 +102,14 @@ impl Daemon {
             }
             // Parents may have changed while the daemon was down.
             daemon.reconcile_locked(&mut st);
-            // Leases go on being renewed (or expire) from where they were; endpoints that
-            // lost theirs go on asking for a new one.
+            // Stored leases are confirmed with INIT-REBOOT (or found expired and asked for
+            // again), then renewed from where they were; endpoints that lost theirs go on
+            // asking for a new one.
             let dhcp = st.nets.iter().filter(|n| n.rec.dhcp);
-            if dhcp.flat_map(|n| &n.rec.endpoints).next().is_some() {
+            let eps: Vec<_> = dhcp.flat_map(|n| &n.rec.endpoints).collect();
+            if !eps.is_empty() {
+                let leased = eps.iter().filter(|e| e.lease.is_some());
+                daemon.schedule_reboots(leased.map(|e| e.id.clone()).collect());
                 daemon.renew_kick();
             }
             for i in 0..st.nets.len() {

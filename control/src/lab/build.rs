@@ -20,6 +20,7 @@ impl Env {
         self.add_bridges(tb, log)?;
         self.add_vlan_access(tb, log)?;
         self.run_setup(tb)?;
+        self.start_dhcp_servers(tb, log)?;
         self.start_daemons(&hosts)?;
         self.create_networks(tb, &hosts, log)?;
         self.connect_endpoints(tb, &hosts, log)
@@ -138,6 +139,23 @@ impl Env {
                 interrupted()?;
                 self.sh(&n.name, c)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The DHCP servers (dnsmasq), each serving before this returns.
+    fn start_dhcp_servers(
+        &mut self,
+        tb: &Testbed,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<(), LabError> {
+        for (n, d) in tb.dhcp_server.iter().enumerate() {
+            interrupted()?;
+            self.start_dhcp_server(d, n)?;
+            log(&format!(
+                "  dhcp server on {}: {} - {}",
+                d.dev, d.range[0], d.range[1]
+            ));
         }
         Ok(())
     }

@@ -41,6 +41,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../testbeds/ipvlan-internal.toml"),
     ),
     (
+        "macvlan-dhcp",
+        include_str!("../../../testbeds/macvlan-dhcp.toml"),
+    ),
+    (
         "macvlan-bridge",
         include_str!("../../../testbeds/macvlan-bridge.toml"),
     ),

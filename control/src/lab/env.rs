@@ -44,6 +44,8 @@ struct UvlanCapturer {
 pub(super) struct Env {
     namespaces: Namespaces,
     daemons: Vec<(String, Child)>,
+    /// dnsmasq DHCP servers (`[[dhcp_server]]`), with their `NS/IF`.
+    dhcp_servers: Vec<(String, Child)>,
     access: Vec<VlanAccess>,
     captures: Vec<Capturer>,
     uvlan_captures: Vec<UvlanCapturer>,
@@ -147,7 +149,77 @@ impl Env {
             })
     }
 
-    /// Expands `{prefix}`, `{ns:NAME}` and `{mac:NAME}` / `{mac:NS/IF}`.
+    /// Starts DHCP server number `n` (`[[dhcp_server]]`): dnsmasq in the foreground, DHCP
+    /// only, on `spec.dev`, its lease file `dhcp-N.leases` and log `dhcp-N.log` in the state
+    /// directory (`{dhcp_leases:N}` in a command); serving (its range logged) before this
+    /// returns.
+    pub(super) fn start_dhcp_server(
+        &mut self,
+        spec: &super::schema::DhcpServerSpec,
+        n: usize,
+    ) -> Result<(), LabError> {
+        let (ns, ifn) = split_dev(&spec.dev).unwrap_or(("", ""));
+        let leases = self.dir.join(format!("dhcp-{n}.leases"));
+        let log = self.dir.join(format!("dhcp-{n}.log"));
+        let mask = std::net::Ipv4Addr::from(u32::MAX << (32 - u32::from(spec.prefix_len.min(32))));
+        let mut cmd = in_netns(&self.ns(ns), "dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--user=root",
+            "--pid-file=",
+            "--bind-interfaces",
+            "--dhcp-authoritative",
+        ])
+        .arg(format!("--interface={ifn}"))
+        .arg(format!(
+            "--dhcp-range={},{},{mask},{}",
+            spec.range[0], spec.range[1], spec.lease_secs
+        ))
+        .arg(format!("--dhcp-leasefile={}", leases.display()))
+        .arg(format!("--log-facility={}", log.display()))
+        .arg("--log-dhcp");
+        if let Some(r) = &spec.router {
+            cmd.arg(format!("--dhcp-option=option:router,{r}"));
+        }
+        if !spec.dns.is_empty() {
+            cmd.arg(format!(
+                "--dhcp-option=option:dns-server,{}",
+                spec.dns.join(",")
+            ));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let step = format!("start dnsmasq on {}", spec.dev);
+        let child = cmd.spawn().map_err(|e| LabError::Step {
+            step: step.clone(),
+            detail: format!("{e} (dnsmasq comes with Debian's dnsmasq-base: scripts/deps.sh)"),
+        })?;
+        self.dhcp_servers.push((spec.dev.clone(), child));
+        let t = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("DHCP, IP range") {
+                return Ok(());
+            }
+            let exited = self
+                .dhcp_servers
+                .last_mut()
+                .and_then(|(_, c)| c.try_wait().ok().flatten());
+            if exited.is_some() || t.elapsed() > Duration::from_secs(10) {
+                return Err(LabError::Step {
+                    step,
+                    detail: format!("it did not start serving:\n{text}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Expands `{prefix}`, `{ns:NAME}`, `{mac:NAME}` / `{mac:NS/IF}` and `{dhcp_leases:N}`
+    /// (the lease file of DHCP server number N, from 0).
     pub(super) fn expand(&self, s: &str) -> Result<String, LabError> {
         let mut out = String::with_capacity(s.len());
         let mut rest = s;
@@ -165,6 +237,12 @@ impl Env {
                 out.push_str(&self.ns(n));
             } else if let Some(d) = inner.strip_prefix("mac:") {
                 out.push_str(&self.mac(d)?);
+            } else if let Some(n) = inner
+                .strip_prefix("dhcp_leases:")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                let f = self.dir.join(format!("dhcp-{n}.leases"));
+                out.push_str(&f.display().to_string());
             } else {
                 out.push_str(&tail[..=j]);
             }
@@ -287,6 +365,7 @@ impl Env {
         Ok(Env {
             namespaces: Namespaces::new(format!("ulab{pid}-")),
             daemons: Vec::new(),
+            dhcp_servers: Vec::new(),
             access: Vec::new(),
             captures: Vec::new(),
             uvlan_captures: Vec::new(),
@@ -412,6 +491,9 @@ impl Drop for Env {
         for (_, d) in self.daemons.iter_mut() {
             nsutil::stop(d, libc::SIGTERM, Duration::from_secs(3));
         }
+        for (_, d) in self.dhcp_servers.iter_mut() {
+            nsutil::stop(d, libc::SIGTERM, Duration::from_secs(3));
+        }
         self.namespaces.delete_all();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -426,6 +508,7 @@ mod tests {
         let env = Env {
             namespaces: Namespaces::new("ulab1-"),
             daemons: Vec::new(),
+            dhcp_servers: Vec::new(),
             access: Vec::new(),
             captures: Vec::new(),
             uvlan_captures: Vec::new(),

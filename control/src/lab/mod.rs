@@ -32,6 +32,12 @@
 //! dev = "gw20/p0"            # (tcx programs: pop on ingress, push on egress)
 //! vid = 20
 //!
+//! [[dhcp_server]]            # dnsmasq (DHCP only) on a device, for --ipam-driver dhcp;
+//! dev = "gw20/p0"            # started after the setup commands, stopped with the lab
+//! range = ["192.168.20.100", "192.168.20.150"]   # prefix_len = 24, lease_secs = 3600
+//! router = "192.168.20.1"    # optional (option 3); dns = [...] (option 6)
+//!                            # its lease file in a command: {dhcp_leases:0}
+//!
 //! [[network]]
 //! host = "host"              # optional when there is a single host
 //! create = "network create -d ipvlan --subnet=192.168.20.0/24 -o parent=eth0.20 ipvlan20"

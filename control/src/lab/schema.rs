@@ -6,6 +6,38 @@ use serde::{Deserialize, Deserializer};
 /// The host name used when a testbed declares no `[[host]]`.
 pub const DEFAULT_HOST: &str = "host";
 
+/// A DHCP server: dnsmasq (DHCP only, no DNS) on one device of the testbed, started after
+/// the setup commands and stopped when the lab ends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpServerSpec {
+    /// `NAMESPACE/IFNAME` it serves (the device needs an address in the range's subnet,
+    /// given by a setup command).
+    pub dev: String,
+    /// The first and last address it hands out.
+    pub range: [String; 2],
+    /// The subnet mask's length (default 24).
+    #[serde(default = "default_prefix_len")]
+    pub prefix_len: u8,
+    /// The router it announces (option 3), if any.
+    #[serde(default)]
+    pub router: Option<String>,
+    /// The DNS servers it announces (option 6).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// The lease time in seconds (default 3600; dnsmasq's minimum is 120).
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u32,
+}
+
+fn default_prefix_len() -> u8 {
+    24
+}
+
+fn default_lease_secs() -> u32 {
+    3600
+}
+
 /// A testbed file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +72,9 @@ pub struct Testbed {
     /// VLAN access ports on devices of the testbed.
     #[serde(default)]
     pub vlan_access: Vec<VlanAccessSpec>,
+    /// DHCP servers (dnsmasq) on the LAN side, for networks with `--ipam-driver dhcp`.
+    #[serde(default)]
+    pub dhcp_server: Vec<DhcpServerSpec>,
     /// `uvlan` commands that create networks, in order.
     #[serde(default)]
     pub network: Vec<NetworkSpec>,

@@ -91,6 +91,58 @@ pub fn validate(tb: &Testbed) -> Result<(), LabError> {
             ));
         }
     }
+    for d in &tb.dhcp_server {
+        match split_dev(&d.dev) {
+            Some((ns, _)) if names.contains(&ns) && !hosts.contains(&ns) => {}
+            _ => {
+                return bad(format!(
+                    "dhcp_server dev {:?} must be NAMESPACE/IFNAME with a known namespace that \
+                     is not a uvlan host",
+                    d.dev
+                ))
+            }
+        }
+        let v4 = |a: &str| a.parse::<std::net::Ipv4Addr>().ok();
+        let (Some(first), Some(last)) = (v4(&d.range[0]), v4(&d.range[1])) else {
+            return bad(format!(
+                "dhcp_server {}: range {:?} must be two IPv4 addresses",
+                d.dev, d.range
+            ));
+        };
+        if first > last {
+            return bad(format!(
+                "dhcp_server {}: range starts at {first}, after its end {last}",
+                d.dev
+            ));
+        }
+        if !(8..=30).contains(&d.prefix_len) {
+            return bad(format!(
+                "dhcp_server {}: prefix_len {} is out of range 8..=30",
+                d.dev, d.prefix_len
+            ));
+        }
+        let mask = u32::MAX << (32 - u32::from(d.prefix_len));
+        if u32::from(first) & mask != u32::from(last) & mask {
+            return bad(format!(
+                "dhcp_server {}: {first} and {last} are not in one /{} subnet",
+                d.dev, d.prefix_len
+            ));
+        }
+        for a in d.router.iter().chain(&d.dns) {
+            if v4(a).is_none() {
+                return bad(format!(
+                    "dhcp_server {}: {a:?} is not an IPv4 address",
+                    d.dev
+                ));
+            }
+        }
+        if d.lease_secs < 120 {
+            return bad(format!(
+                "dhcp_server {}: lease_secs {} is below dnsmasq's minimum of 120",
+                d.dev, d.lease_secs
+            ));
+        }
+    }
     for n in &tb.network {
         if let Err(m) = tb.default_host(&n.host) {
             return bad(format!("network `{}`: {m}", n.create));
@@ -290,6 +342,30 @@ create = "network create -d ipvlan n"
         // A capture alone is a check.
         with("[[capture]]\nns = \"host\"\ndev = \"eth0\"\nfilter = \"icmp\"\nexpect = \"none\"\n")
             .unwrap();
+    }
+
+    #[test]
+    fn dhcp_servers_are_checked() {
+        let check = "[[check]]\nfrom = \"c1\"\nto = \"gw\"\nexpect = \"reach\"\n";
+        let with = |server: &str| {
+            parse(
+                "t",
+                &format!("{MINI}[[namespace]]\nname = \"gw\"\n[[dhcp_server]]\n{server}\n{check}"),
+            )
+        };
+        assert!(with("dev = \"gw/p0\"\nrange = [\"192.0.2.100\", \"192.0.2.150\"]").is_ok());
+        for (bad, says) in [
+            ("dev = \"nowhere/p0\"\nrange = [\"192.0.2.100\", \"192.0.2.150\"]", "known namespace"),
+            ("dev = \"host/eth0\"\nrange = [\"192.0.2.100\", \"192.0.2.150\"]", "not a uvlan host"),
+            ("dev = \"gw/p0\"\nrange = [\"192.0.2.150\", \"192.0.2.100\"]", "after its end"),
+            ("dev = \"gw/p0\"\nrange = [\"192.0.2.100\", \"198.51.100.1\"]", "one /24 subnet"),
+            ("dev = \"gw/p0\"\nrange = [\"192.0.2.100\", \"x\"]", "two IPv4"),
+            ("dev = \"gw/p0\"\nrange = [\"192.0.2.100\", \"192.0.2.150\"]\nrouter = \"2001:db8::1\"", "not an IPv4"),
+            ("dev = \"gw/p0\"\nrange = [\"192.0.2.100\", \"192.0.2.150\"]\nlease_secs = 60", "minimum"),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]
