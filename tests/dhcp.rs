@@ -988,3 +988,227 @@ fn a_dhcp_connect_killed_at_random_points_is_all_or_nothing() {
     eprintln!("{listed_n} connect(s) kept, {gone_n} rolled back");
     w.uvlan_ok(&["network", "rm", "dh"]);
 }
+
+/// Docker's network for the plugin-socket test.
+const DOCKER_NID: &str = "d4c90000000000000000000000000000000000000000000000000000000000aa";
+
+/// One call of Docker's plugin protocol to the macvlan driver of `w`'s daemon (see
+/// `plugin_call`); panics when there is no answer.
+fn docker_call(w: &World, method: &str, body: serde_json::Value) -> serde_json::Value {
+    let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
+    uvlan_system_tests::plugin_call(&sock, method, &body)
+        .unwrap_or_else(|| panic!("{method}: no answer\n{}", w.daemon_log()))
+}
+
+/// Docker's CreateEndpoint of endpoint `eid` with no address (Docker's null IPAM).
+fn docker_create_endpoint(w: &World, eid: &str) -> serde_json::Value {
+    docker_call(
+        w,
+        "NetworkDriver.CreateEndpoint",
+        serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
+               "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
+               "Options": {}}),
+    )
+}
+
+/// The reservation files (Docker's CreateEndpoint) in the daemon's store.
+fn reservation_files(w: &World) -> String {
+    let out = Command::new("find")
+        .arg(w.dir.join("root"))
+        .args(["-path", "*endpoints*", "-name", "reserved.*", "-type", "f"])
+        .output()
+        .expect("find");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A Docker endpoint `eid` whose CreateEndpoint exchange runs now: waits (bounded) until
+/// a DeleteEndpoint of it is refused as still being created (it answers at once, the state
+/// lock being free); false if it never was.
+fn wait_pending(w: &World, eid: &str) -> bool {
+    eventually(|| {
+        let v = docker_call(
+            w,
+            "NetworkDriver.DeleteEndpoint",
+            serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid}),
+        );
+        v["Err"]
+            .as_str()
+            .is_some_and(|e| e.contains("still being created"))
+    })
+}
+
+/// Docker's DHCP IPAM (`--ipam-driver null -o uvlan.ipam=dhcp`) through the plugin socket,
+/// without dockerd: while a CreateEndpoint's exchange gets no answer (no server on the LAN)
+/// `network ls`, `network inspect` and other plugin calls answer (the exchange holds no
+/// lock); the CreateEndpoint fails after its bound with the reason and leaves no
+/// reservation, and the network can be deleted. A daemon killed during such an exchange
+/// leaves no reservation either. With a server, CreateEndpoint answers a lease the server
+/// records, and DeleteEndpoint gives it back (the RELEASE runs without the lock too).
+#[test]
+fn docker_dhcp_exchanges_block_nobody_and_leave_nothing() {
+    let mut w = World::without_daemon();
+    let plugin_dir = w.dir.join("plugins").display().to_string();
+    w.set_daemon_args(&[
+        "--docker-plugin",
+        "--docker-plugin-dir",
+        &plugin_dir,
+        "--docker-host",
+        "unix:///nonexistent/docker.sock",
+    ]);
+    w.start_daemon();
+    let lan = w.lan(LanOptions::default());
+    let create_network = |w: &World| {
+        let v = docker_call(
+            w,
+            "NetworkDriver.CreateNetwork",
+            serde_json::json!({
+                "NetworkID": DOCKER_NID,
+                "Options": {"com.docker.network.generic":
+                            {"parent": PARENT, "uvlan.ipam": "dhcp"}},
+                "IPv4Data": [{"AddressSpace": "null", "Pool": "0.0.0.0/0"}],
+                "IPv6Data": []
+            }),
+        );
+        assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+    };
+    create_network(&w);
+    let links = |w: &World| ip_in(&w.ns("host"), "-o link show").lines().count();
+    let links_before = links(&w);
+
+    // No server: the exchange blocks nobody, fails after its bound and leaves nothing.
+    let eid = format!("d4c91{}", "0".repeat(59));
+    let started = Instant::now();
+    let creating = std::thread::spawn({
+        let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
+        let eid = eid.clone();
+        move || {
+            uvlan_system_tests::plugin_call(
+                &sock,
+                "NetworkDriver.CreateEndpoint",
+                &serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
+                       "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
+                       "Options": {}}),
+            )
+        }
+    });
+    assert!(
+        wait_pending(&w, &eid),
+        "no CreateEndpoint exchange seen running:\n{}",
+        w.daemon_log()
+    );
+    let ls = w.uvlan_ok(&["network", "ls"]);
+    let v = w.inspect(&DOCKER_NID[..12]);
+    // Another plugin call that takes the daemon's state lock: a second endpoint's
+    // DeleteEndpoint (nothing to delete).
+    let other = docker_call(
+        &w,
+        "NetworkDriver.DeleteEndpoint",
+        serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": format!("d4c92{}", "0".repeat(59))}),
+    );
+    assert!(
+        !creating.is_finished(),
+        "network ls, inspect and DeleteEndpoint waited for the CreateEndpoint exchange (it \
+         ran under the daemon's lock)"
+    );
+    eprintln!(
+        "answered during the exchange, {:?} after it began",
+        started.elapsed()
+    );
+    assert!(ls.contains(&DOCKER_NID[..12]), "{ls}");
+    assert!(
+        v["Containers"].as_object().is_none_or(|c| c.is_empty()),
+        "{v}"
+    );
+    assert!(other.get("Err").is_none(), "{other}");
+    let answer = creating.join().expect("thread").expect("an answer");
+    let err = answer["Err"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("no DHCP server answered") && err.contains("nothing was left behind"),
+        "{answer}"
+    );
+    assert_eq!(reservation_files(&w), "", "a reservation is left");
+    assert_eq!(links(&w), links_before, "the probe left an interface");
+    // The network is empty: Docker can delete it.
+    let v = docker_call(
+        &w,
+        "NetworkDriver.DeleteNetwork",
+        serde_json::json!({"NetworkID": DOCKER_NID}),
+    );
+    assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+
+    // Killed during the exchange: nothing is left after the restart.
+    create_network(&w);
+    let eid = format!("d4c93{}", "0".repeat(59));
+    let creating = std::thread::spawn({
+        let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
+        let eid = eid.clone();
+        move || {
+            uvlan_system_tests::plugin_call(
+                &sock,
+                "NetworkDriver.CreateEndpoint",
+                &serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
+                       "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
+                       "Options": {}}),
+            )
+        }
+    });
+    assert!(wait_pending(&w, &eid), "{}", w.daemon_log());
+    w.kill_daemon(libc::SIGKILL);
+    let answer = creating.join().expect("thread");
+    assert!(
+        answer.as_ref().is_none_or(|a| a.get("Err").is_some()),
+        "a CreateEndpoint whose daemon died succeeded: {answer:?}"
+    );
+    w.start_daemon();
+    assert_eq!(reservation_files(&w), "", "a reservation is left");
+    assert_eq!(links(&w), links_before, "an interface is left");
+
+    // With a server: the lease is answered, recorded, and given back at DeleteEndpoint.
+    let server = Dnsmasq::start_with(
+        &w,
+        &lan.gw,
+        "dnsmasq",
+        "192.0.2.100,192.0.2.150",
+        &["--no-ping"],
+    );
+    let eid = format!("d4c94{}", "0".repeat(59));
+    let made = docker_create_endpoint(&w, &eid);
+    let cidr = made["Interface"]["Address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no address: {made}\n{}", w.daemon_log()))
+        .to_string();
+    let a = addr(&cidr);
+    assert!(in_range(&a) && cidr.ends_with("/24"), "{made}");
+    assert!(
+        server
+            .wait_leases(|t| t.contains(&format!(" {a} ")))
+            .contains(&format!(" {a} ")),
+        "{}",
+        server.leases_text()
+    );
+    assert_ne!(reservation_files(&w), "", "the reservation is recorded");
+    let v = docker_call(
+        &w,
+        "NetworkDriver.DeleteEndpoint",
+        serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid}),
+    );
+    assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+    let leases = server.wait_leases(|t| !t.contains(&format!(" {a} ")));
+    assert!(
+        !leases.contains(&format!(" {a} ")),
+        "not released: {leases}"
+    );
+    assert!(
+        w.daemon_log().contains(&format!("DHCP lease {a} released")),
+        "{}",
+        w.daemon_log()
+    );
+    assert_eq!(reservation_files(&w), "", "a reservation is left");
+    assert_eq!(links(&w), links_before, "an interface is left");
+    let v = docker_call(
+        &w,
+        "NetworkDriver.DeleteNetwork",
+        serde_json::json!({"NetworkID": DOCKER_NID}),
+    );
+    assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+}
