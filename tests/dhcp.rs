@@ -538,8 +538,9 @@ fn endpoint_record(w: &World, full: &str) -> (PathBuf, serde_json::Value) {
 
 /// A daemon killed with SIGKILL confirms each stored lease with INIT-REBOOT when it starts
 /// again: a broadcast REQUEST, so it gets through while unicast to the server is filtered
-/// (a RENEW would not); the endpoint keeps its address, the server its lease, and renewal
-/// goes on once unicast passes again.
+/// (a RENEW would not); the endpoint keeps its address (put back on eth0 with its default
+/// route after the ACK: it was removed while the daemon was down), the server its lease,
+/// and renewal goes on once unicast passes again.
 #[test]
 fn a_killed_daemon_confirms_its_leases_with_init_reboot() {
     let mut w = World::new();
@@ -562,6 +563,10 @@ fn a_killed_daemon_confirms_its_leases_with_init_reboot() {
         ),
     );
     w.kill_daemon(libc::SIGKILL);
+    // The address leaves eth0 while the daemon is down (its default route with it): the
+    // ACK of the INIT-REBOOT puts both back.
+    ip_in(&a, &format!("addr del {ip}/24 dev eth0"));
+    assert!(!ip_in(&a, "-4 addr show dev eth0").contains(&ip));
     let acks_before = count(&server.log_text(), &acked);
     let before = w.daemon_log().len();
     w.start_daemon();
@@ -578,6 +583,15 @@ fn a_killed_daemon_confirms_its_leases_with_init_reboot() {
         server.log_text()
     );
     assert!(ip_in(&a, "-4 addr show dev eth0").contains(&format!("{ip}/24")));
+    assert!(
+        w.daemon_log()[before..].contains(&format!("{ip}/24 was no longer on eth0: put back")),
+        "{}",
+        w.daemon_log()
+    );
+    assert!(
+        ip_in(&a, "-4 route show default").contains(&format!("via {GW_IP}")),
+        "the default route is back"
+    );
     assert!(server.leases_text().contains(&format!(" {ip} ")));
     assert!(
         w.ping("a", GW_IP, 5),
