@@ -1051,15 +1051,8 @@ fn wait_pending(w: &World, eid: &str) -> bool {
     })
 }
 
-/// Docker's DHCP IPAM (`--ipam-driver null -o uvlan.ipam=dhcp`) through the plugin socket,
-/// without dockerd: while a CreateEndpoint's exchange gets no answer (no server on the LAN)
-/// `network ls`, `network inspect` and other plugin calls answer (the exchange holds no
-/// lock); the CreateEndpoint fails after its bound with the reason and leaves no
-/// reservation, and the network can be deleted. A daemon killed during such an exchange
-/// leaves no reservation either. With a server, CreateEndpoint answers a lease the server
-/// records, and DeleteEndpoint gives it back (the RELEASE runs without the lock too).
-#[test]
-fn docker_dhcp_exchanges_block_nobody_and_leave_nothing() {
+/// A world whose daemon serves Docker's plugin sockets (no dockerd), with the LAN.
+fn docker_world() -> (World, uvlan_system_tests::net::Lan) {
     let mut w = World::without_daemon();
     let plugin_dir = w.dir.join("plugins").display().to_string();
     w.set_daemon_args(&[
@@ -1071,20 +1064,266 @@ fn docker_dhcp_exchanges_block_nobody_and_leave_nothing() {
     ]);
     w.start_daemon();
     let lan = w.lan(LanOptions::default());
-    let create_network = |w: &World| {
-        let v = docker_call(
-            w,
-            "NetworkDriver.CreateNetwork",
-            serde_json::json!({
-                "NetworkID": DOCKER_NID,
-                "Options": {"com.docker.network.generic":
-                            {"parent": PARENT, "uvlan.ipam": "dhcp"}},
-                "IPv4Data": [{"AddressSpace": "null", "Pool": "0.0.0.0/0"}],
-                "IPv6Data": []
-            }),
-        );
-        assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+    (w, lan)
+}
+
+/// Docker's CreateNetwork of [`DOCKER_NID`]: macvlan on the parent, DHCP IPAM.
+fn create_network(w: &World) {
+    let v = docker_call(
+        w,
+        "NetworkDriver.CreateNetwork",
+        serde_json::json!({
+            "NetworkID": DOCKER_NID,
+            "Options": {"com.docker.network.generic":
+                        {"parent": PARENT, "uvlan.ipam": "dhcp"}},
+            "IPv4Data": [{"AddressSpace": "null", "Pool": "0.0.0.0/0"}],
+            "IPv6Data": []
+        }),
+    );
+    assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+}
+
+/// The reservations in the daemon's store: (the file's JSON) each.
+fn reservations(w: &World) -> Vec<serde_json::Value> {
+    reservation_files(w)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            serde_json::from_str(&text).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The addresses in the server's lease file.
+fn leased_addrs(server: &Dnsmasq) -> Vec<String> {
+    server
+        .leases_text()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect()
+}
+
+/// Docker's CreateEndpoint killed (SIGKILL) at a random moment of its DHCP exchange, then
+/// the daemon started again: the server keeps no lease the daemon does not hold in a
+/// reservation (an interrupted exchange's offer, written before its REQUEST, is given back
+/// at start), no reservation keeps an unfinished offer, and a CreateEndpoint that answered
+/// an address keeps it. Seed: `UVLAN_CRASH_SEED` (printed).
+#[test]
+fn a_docker_create_endpoint_killed_at_random_points_leaves_no_unknown_lease() {
+    let (mut w, lan) = docker_world();
+    // Without the 3 s ping check the exchange takes milliseconds, so kills land before, in
+    // and after it.
+    let server = Dnsmasq::start_with(
+        &w,
+        &lan.gw,
+        "dnsmasq",
+        "192.0.2.100,192.0.2.150",
+        &["--no-ping"],
+    );
+    create_network(&w);
+    let mut seed: u64 = std::env::var("UVLAN_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+        | 1;
+    eprintln!("seed {seed} (UVLAN_CRASH_SEED)");
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
     };
+    let (mut kept, mut gone) = (0, 0);
+    for k in 0..10 {
+        let eid = format!("d4c95{k:02}{}", "0".repeat(57));
+        let creating = std::thread::spawn({
+            let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
+            let eid = eid.clone();
+            move || {
+                uvlan_system_tests::plugin_call(
+                    &sock,
+                    "NetworkDriver.CreateEndpoint",
+                    &serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
+                           "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
+                           "Options": {}}),
+                )
+            }
+        });
+        std::thread::sleep(Duration::from_millis(next() % 150));
+        w.kill_daemon(libc::SIGKILL);
+        let answer = creating.join().expect("thread");
+        w.start_daemon();
+        let held = |w: &World| -> Vec<String> {
+            reservations(w)
+                .iter()
+                .filter_map(|r| r["lease"]["addr"].as_str().map(str::to_string))
+                .collect()
+        };
+        let unknown = |w: &World| {
+            let held = held(w);
+            leased_addrs(&server)
+                .into_iter()
+                .filter(|a| !held.contains(a))
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            eventually(|| unknown(&w).is_empty()),
+            "the server keeps leases the daemon does not know: {:?}\n{}\n{}",
+            unknown(&w),
+            w.daemon_log(),
+            server.log_text()
+        );
+        assert!(
+            reservations(&w).iter().all(|r| r.get("offered").is_none()),
+            "{:?}",
+            reservations(&w)
+        );
+        let answered = answer
+            .as_ref()
+            .and_then(|a| a["Interface"]["Address"].as_str().map(str::to_string));
+        if let Some(cidr) = &answered {
+            assert!(held(&w).contains(&addr(cidr)), "{cidr} answered, then lost");
+        }
+        if held(&w).is_empty() {
+            gone += 1;
+        } else {
+            kept += 1;
+            let v = docker_call(
+                &w,
+                "NetworkDriver.DeleteEndpoint",
+                serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid}),
+            );
+            assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+        }
+        assert_eq!(reservation_files(&w), "", "a reservation is left");
+    }
+    eprintln!("{kept} CreateEndpoint(s) kept, {gone} rolled back");
+    let log = w.daemon_log();
+    eprintln!(
+        "{} interrupted offer(s) given back at start",
+        log.matches("was interrupted in its DHCP exchange").count()
+    );
+}
+
+/// The server's ACKs never leave it (an nft rule in its namespace drops them; it records
+/// the lease all the same): a CreateEndpoint waiting for its ACK whose daemon is killed
+/// leaves a reservation with the offer it asked for, and the next start gives the address
+/// back (the lease leaves the server's file) and drops the reservation. Without a kill, the
+/// CreateEndpoint fails after its bound and gives the offer back itself.
+#[test]
+fn a_docker_lease_the_daemon_died_before_recording_is_given_back() {
+    let (mut w, lan) = docker_world();
+    let server = Dnsmasq::start_with(
+        &w,
+        &lan.gw,
+        "dnsmasq",
+        "192.0.2.100,192.0.2.150",
+        &["--no-ping"],
+    );
+    // dnsmasq writes the message type first: option 53, length 1, 5 (ACK), at the start of
+    // the options (UDP payload offset 240).
+    sh_in(
+        &lan.gw,
+        "nft add table ip uvdhcpack && nft add chain ip uvdhcpack output '{ type filter hook \
+         output priority 0; }' && nft add rule ip uvdhcpack output udp sport 67 \
+         @th,1984,16 0x3501 @th,2000,8 5 drop",
+    );
+    create_network(&w);
+    let spawn_create = |w: &World, eid: &str| {
+        let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
+        let eid = eid.to_string();
+        std::thread::spawn(move || {
+            uvlan_system_tests::plugin_call(
+                &sock,
+                "NetworkDriver.CreateEndpoint",
+                &serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
+                       "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
+                       "Options": {}}),
+            )
+        })
+    };
+
+    let eid = format!("d4c96{}", "0".repeat(59));
+    let creating = spawn_create(&w, &eid);
+    let leased = server.wait_leases(|t| !t.trim().is_empty());
+    let a = leased_addrs(&server).first().cloned().unwrap_or_else(|| {
+        panic!(
+            "the server leased nothing: {leased}\n{}\n{}",
+            w.daemon_log(),
+            server.log_text()
+        )
+    });
+    let offered: Vec<_> = reservations(&w)
+        .iter()
+        .filter_map(|r| r["offered"]["addr"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        offered,
+        std::slice::from_ref(&a),
+        "the offer is written before its REQUEST"
+    );
+    w.kill_daemon(libc::SIGKILL);
+    let answer = creating.join().expect("thread");
+    assert!(
+        answer.as_ref().is_none_or(|v| v.get("Err").is_some()),
+        "{answer:?}"
+    );
+    let before = w.daemon_log().len();
+    w.start_daemon();
+    assert!(
+        w.daemon_log()[before..].contains(&format!(
+            "was interrupted in its DHCP exchange: the offered {a} was given back, the \
+             reservation dropped"
+        )),
+        "{}",
+        w.daemon_log()
+    );
+    let leases = server.wait_leases(|t| !t.contains(&format!(" {a} ")));
+    assert!(
+        !leases.contains(&format!(" {a} ")),
+        "not released: {leases}"
+    );
+    assert_eq!(reservation_files(&w), "", "a reservation is left");
+
+    // No kill: the CreateEndpoint fails after its bound and gives the offer back.
+    let eid = format!("d4c97{}", "0".repeat(59));
+    let answer = docker_create_endpoint(&w, &eid);
+    let err = answer["Err"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("did not confirm it in time") && err.contains("nothing was left behind"),
+        "{answer}"
+    );
+    let a = err
+        .split("offered ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(in_range(&a), "{err}");
+    let leases = server.wait_leases(|t| !t.contains(&format!(" {a} ")));
+    assert!(
+        !leases.contains(&format!(" {a} ")),
+        "not released: {leases}"
+    );
+    assert_eq!(reservation_files(&w), "", "a reservation is left");
+    sh_in(&lan.gw, "nft delete table ip uvdhcpack");
+}
+
+/// Docker's DHCP IPAM (`--ipam-driver null -o uvlan.ipam=dhcp`) through the plugin socket,
+/// without dockerd: while a CreateEndpoint's exchange gets no answer (no server on the LAN)
+/// `network ls`, `network inspect` and other plugin calls answer (the exchange holds no
+/// lock); the CreateEndpoint fails after its bound with the reason and leaves no
+/// reservation, and the network can be deleted. A daemon killed during such an exchange
+/// leaves no reservation either. With a server, CreateEndpoint answers a lease the server
+/// records, and DeleteEndpoint gives it back (the RELEASE runs without the lock too).
+#[test]
+fn docker_dhcp_exchanges_block_nobody_and_leave_nothing() {
+    let (mut w, lan) = docker_world();
     create_network(&w);
     let links = |w: &World| ip_in(&w.ns("host"), "-o link show").lines().count();
     let links_before = links(&w);

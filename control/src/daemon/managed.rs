@@ -158,6 +158,7 @@ fn reservation_of(ep: &EndpointRecord, macvlan: bool, parked: bool) -> ReservedE
         host_name: ep.host_name.clone(),
         endpoint_id: parked.then(|| ep.id.clone()),
         lease: ep.lease.clone(),
+        offered: None,
     }
 }
 
@@ -425,6 +426,7 @@ impl Daemon {
             host_name: None,
             endpoint_id: None,
             lease: None,
+            offered: None,
         };
         let net_id = st.nets[i].rec.id.clone();
         self.store
@@ -441,16 +443,19 @@ impl Daemon {
     /// with the endpoint's MAC (`chosen`) and ID, since Docker wants it in CreateEndpoint's
     /// answer (see `probe.rs`). The probe is made under the lock and the endpoint's key and
     /// MAC held in memory ([`super::model::Net::pending`]); the exchange runs without the
-    /// lock; then, under it again, the reservation is recorded with its lease and the probe
-    /// removed. A daemon killed meanwhile leaves nothing: the probe goes with the process
-    /// and nothing was written.
+    /// lock, and before each REQUEST the reservation is written with the offer it asks for
+    /// ([`ReservedEndpoint::offered`]); then, under the lock again, the reservation is
+    /// recorded with its lease and the probe removed, or the offer given back and the
+    /// reservation dropped. A daemon killed meanwhile leaves no probe (it goes with the
+    /// process) and, at its next start, gives back the offer it was asking for
+    /// ([`Daemon::drop_interrupted_offers`]).
     fn reserve_leased(
         &self,
         mut st: std::sync::MutexGuard<'_, State>,
         i: usize,
         spec: &EndpointSpec,
         chosen: MacAddr,
-        mut addrs: EndpointAddrs,
+        addrs: EndpointAddrs,
     ) -> Result<serde_json::Value, String> {
         let net_id = st.nets[i].rec.id.clone();
         let netname = st.nets[i].rec.name.clone();
@@ -466,7 +471,34 @@ impl Daemon {
             .map_err(failed)?;
         st.nets[i].pending.insert(spec.key.clone(), chosen);
         drop(st);
-        let leased = self.probe_lease(&probe);
+        let mut r = ReservedEndpoint {
+            key: spec.key.clone(),
+            addrs,
+            mac: if macvlan {
+                chosen.to_string()
+            } else {
+                String::new()
+            },
+            req_mac: spec.mac.clone(),
+            created: ids::now_rfc3339(),
+            host_name: None,
+            endpoint_id: None,
+            lease: None,
+            offered: None,
+        };
+        // The last offer written to the store (its REQUEST may have reached the server).
+        let noted = std::sync::Mutex::new(None::<crate::dhcp::Lease>);
+        let note = |offer: &crate::dhcp::Lease| -> Result<(), String> {
+            let mut w = r.clone();
+            w.offered = Some(offer.clone());
+            self.store
+                .save_reserved(&net_id, &w)
+                .map_err(|e| e.to_string())?;
+            *noted.lock().unwrap_or_else(|e| e.into_inner()) = Some(offer.clone());
+            Ok(())
+        };
+        let leased = self.probe_lease(&probe, &note);
+        let noted = noted.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut st = self.lock();
         let i = st.nets.iter().position(|n| n.rec.id == net_id);
         if let Some(i) = i {
@@ -479,30 +511,17 @@ impl Daemon {
                 Err(("the network was removed meanwhile".to_string(), Some(lease)))
             }
             (Ok(lease), Some(i)) => {
-                addrs.v4 = crate::dhcp::endpoint_addr(&lease);
-                let r = ReservedEndpoint {
-                    key: spec.key.clone(),
-                    addrs,
-                    mac: if macvlan {
-                        chosen.to_string()
-                    } else {
-                        String::new()
-                    },
-                    req_mac: spec.mac.clone(),
-                    created: ids::now_rfc3339(),
-                    host_name: None,
-                    endpoint_id: None,
-                    lease: Some(lease),
-                };
+                r.addrs.v4 = crate::dhcp::endpoint_addr(&lease);
+                r.lease = Some(lease);
                 match self.store.save_reserved(&net_id, &r) {
                     Ok(()) => Ok((i, r)),
                     Err(e) => Err((e.to_string(), r.lease)),
                 }
             }
         };
+        self.drop_probe(probe);
         match recorded {
             Ok((i, r)) => {
-                self.drop_probe(probe);
                 let answer = reserved_answer(&r);
                 if let Some(m) = st.nets[i].rec.managed.as_mut() {
                     m.reserved.push(r);
@@ -510,11 +529,60 @@ impl Daemon {
                 Ok(answer)
             }
             Err((e, lease)) => {
-                self.drop_probe(probe);
-                if let Some(lease) = &lease {
+                // The lease, or the offer last asked for (the server may have confirmed
+                // it without the answer arriving in time), goes back.
+                if let Some(lease) = lease.as_ref().or(noted.as_ref()) {
                     self.release_reserved_lease(&st, i, &spec.key, chosen, lease);
                 }
+                if noted.is_some() {
+                    if let Err(e) = self.store.delete_reserved(&net_id, &spec.key) {
+                        (self.log)(&format!(
+                            "endpoint {}: {e} (the next start drops it)",
+                            ids::short_id(&spec.key)
+                        ));
+                    }
+                }
                 Err(format!("{}; nothing was left behind", failed(e)))
+            }
+        }
+    }
+
+    /// At start: reservations whose CreateEndpoint was interrupted in its DHCP exchange
+    /// (they still hold the offer they asked for, [`ReservedEndpoint::offered`]). The offered
+    /// address goes back (RELEASE from a probe: the server may have confirmed it), and the
+    /// reservation is dropped; Docker got no answer for it.
+    pub(super) fn drop_interrupted_offers(&self, st: &mut State) {
+        for i in 0..st.nets.len() {
+            let interrupted: Vec<ReservedEndpoint> = st.nets[i]
+                .rec
+                .managed
+                .iter()
+                .flat_map(|m| m.reserved.iter())
+                .filter(|r| r.offered.is_some())
+                .cloned()
+                .collect();
+            let net_id = st.nets[i].rec.id.clone();
+            for r in interrupted {
+                let mac = r.mac.parse::<MacAddr>().unwrap_or(MacAddr::ZERO);
+                if let Some(offer) = &r.offered {
+                    self.release_reserved_lease(st, Some(i), &r.key, mac, offer);
+                }
+                let done = match self.store.delete_reserved(&net_id, &r.key) {
+                    Ok(()) => "dropped".to_string(),
+                    Err(e) => format!("{e} (the next start tries again)"),
+                };
+                if let Some(m) = st.nets[i].rec.managed.as_mut() {
+                    m.reserved.retain(|x| x.key != r.key);
+                }
+                (self.log)(&format!(
+                    "network {}: endpoint {}: its CreateEndpoint was interrupted in its DHCP \
+                     exchange: the offered {} was given back, the reservation {done}",
+                    st.nets[i].rec.name,
+                    ids::short_id(&r.key),
+                    r.offered
+                        .as_ref()
+                        .map_or(String::new(), |o| o.addr.to_string()),
+                ));
             }
         }
     }

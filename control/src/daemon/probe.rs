@@ -14,8 +14,9 @@
 //! random pause as `network connect`'s does ([`Daemon::in_dhcp_turn`]), and a RELEASE may
 //! wait up to a second for the server's next hop. Nothing of a probe is written to the
 //! store: its port lives in the daemon's engine, its TAP in its namespace, so a daemon
-//! killed during the exchange leaves neither (nor a reservation: CreateEndpoint records it
-//! after the ACK).
+//! killed during the exchange leaves neither. CreateEndpoint writes the reservation before
+//! each REQUEST with the offer it asks for, and with its lease once it is ACKed: a start that
+//! finds a reservation still holding an offer gives that address back and drops it.
 
 use uvlan_dataplane::fwd::Engine;
 use uvlan_dataplane::wire::MacAddr;
@@ -129,9 +130,14 @@ impl Daemon {
     }
 
     /// Leases an address for the probe's endpoint before its interface exists (Docker's
-    /// CreateEndpoint): DISCOVER/OFFER/REQUEST/ACK, in a turn ([`Daemon::in_dhcp_turn`]).
+    /// CreateEndpoint): DISCOVER/OFFER/REQUEST/ACK, in a turn ([`Daemon::in_dhcp_turn`]),
+    /// with `note` told each offer before its REQUEST (see [`dhcp::acquire_noting`]).
     /// Called without the state lock.
-    pub(super) fn probe_lease(&self, p: &Probe) -> Result<dhcp::Lease, String> {
+    pub(super) fn probe_lease(
+        &self,
+        p: &Probe,
+        note: dhcp::OfferNote<'_>,
+    ) -> Result<dhcp::Lease, String> {
         let client = dhcp::Client {
             ifindex: p.ifindex,
             mac: p.mac.octets(),
@@ -139,7 +145,7 @@ impl Daemon {
             hostname: None,
         };
         let lease = self.in_dhcp_turn(p.mac.octets(), || {
-            dhcp::acquire(&p.rt.netns, &client, None).map_err(|e| e.to_string())
+            dhcp::acquire_noting(&p.rt.netns, &client, None, note).map_err(|e| e.to_string())
         })?;
         (self.log)(&format!(
             "endpoint {}: DHCP lease {}/{} from {} for {}s",
