@@ -187,7 +187,24 @@ struct Attached {
     veth: u32,
     tap: u32,
     kind: KeyKind,
-    _links: Vec<Link>,
+    links: Vec<Link>,
+}
+
+/// The program links of a port taken out of the fast path ([`FastPath::take`]): dropping
+/// them detaches the programs from whatever interfaces still exist.
+#[derive(Debug)]
+pub struct FastLinks(Vec<Link>);
+
+impl FastLinks {
+    /// Number of links (two for a port: its veth's and its TAP's).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// What was learned: the entry's ports, to account its counters when it goes.
@@ -321,7 +338,7 @@ impl FastPath {
                 veth,
                 tap,
                 kind,
-                _links: links,
+                links,
             },
         );
         Ok(())
@@ -330,15 +347,25 @@ impl FastPath {
     /// Detaches `port`'s programs (frames on its veth then reach nobody) and flushes the
     /// cache. Returns whether it was attached.
     pub fn detach(&self, port: PortId) -> bool {
-        let gone = self.state().ports.remove(&port);
-        let Some(a) = gone else {
-            return false;
-        };
+        // Closing a link on a live interface waits for an RCU grace period under RTNL.
+        self.take(port).is_some()
+    }
+
+    /// Like [`FastPath::detach`], but hands `port`'s two program links to the caller
+    /// instead of closing them. When this returns, the cache is empty and the partner
+    /// entries of the port's veth and TAP are gone: the programs still hanging on them
+    /// forward nothing (a frame on the veth finds no cache entry and no partner, and is
+    /// dropped; no other port's frame can reach it through the cache). The links only keep
+    /// the programs on the two interfaces: closed after the interfaces are deleted, they
+    /// cost nothing (the kernel detached them with the interface); closed while an
+    /// interface lives, each waits for an RCU grace period under RTNL. `None`: `port` had
+    /// no veth.
+    pub fn take(&self, port: PortId) -> Option<FastLinks> {
+        let a = self.state().ports.remove(&port)?;
         self.flush();
         let _ = self.links.delete(&a.veth.to_ne_bytes());
         let _ = self.links.delete(&a.tap.to_ne_bytes());
-        drop(a);
-        true
+        Some(FastLinks(a.links))
     }
 
     /// The ports with a veth.
