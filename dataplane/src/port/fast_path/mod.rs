@@ -53,7 +53,10 @@
 //! after any engine change and whenever a port's TAP or veth comes or goes, on the
 //! dataplane thread, after every worker switched to the new engine and before the command
 //! returns. No worker can insert an entry decided with the old engine afterwards (learning
-//! happens inside a batch; the switch happens between batches). The programs are attached
+//! happens inside a batch; the switch happens between batches). A port leaving the fast
+//! path ([`FastPath::take`]) loses its cache entries and its partner entries at once, so its
+//! programs forward nothing even while their links are still open; the daemon closes the
+//! links after deleting the interfaces, when the close costs no RCU grace period. The programs are attached
 //! with `bpf_link`: when the process dies the links close and the uvf ends forward nothing.
 //!
 //! Kernel facts relied on (Linux 6.18): `__sk_buff` len@0, vlan_present@20, ifindex@40,
