@@ -60,7 +60,8 @@ import statistics, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 3]
 def q(v):
     v = sorted(v)
-    return f"{statistics.median(v) * 1000:.0f} µs ({v[len(v) // 4] * 1000:.0f}–{v[3 * len(v) // 4] * 1000:.0f})"
+    lo, hi = v[len(v) // 4] * 1000, v[3 * len(v) // 4] * 1000
+    return f"{statistics.median(v) * 1000:.0f} µs ({lo:.0f}–{hi:.0f})"
 for i, name in enumerate(["first ping (new keys)", "second ping", "third ping"]):
     print(f"  {name:<22} {q([r[i] for r in rows])}")
 print(f"  first − third          {q([r[0] - r[2] for r in rows])}")

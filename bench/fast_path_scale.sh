@@ -12,7 +12,8 @@
 # interface deletions and link closes a fast-path disconnect finishes after its reply): the
 # figures are then each command's own latency rather than the rate of back-to-back commands.
 #
-# Usage: [UVLAN_BIN=path] bench/fast_path_scale.sh [N (default 750)] [MODES (default "on off")] [GAP]
+# Usage: [UVLAN_BIN=path] bench/fast_path_scale.sh [N (default 750)]
+#            [MODES (default "on off")] [GAP]
 set -euo pipefail
 n=${1:-750}
 modes=${2:-on off}

@@ -56,8 +56,9 @@
 //! happens inside a batch; the switch happens between batches). A port leaving the fast
 //! path ([`FastPath::take`]) loses its cache entries and its partner entries at once, so its
 //! programs forward nothing even while their links are still open; the daemon closes the
-//! links after deleting the interfaces, when the close costs no RCU grace period. The programs are attached
-//! with `bpf_link`: when the process dies the links close and the uvf ends forward nothing.
+//! links after deleting the interfaces, when the close costs no RCU grace period. The
+//! programs are attached with `bpf_link`: when the process dies the links close and the uvf
+//! ends forward nothing.
 //!
 //! Kernel facts relied on (Linux 6.18): `__sk_buff` len@0, vlan_present@20, ifindex@40,
 //! data@76, data_end@80; helpers `bpf_redirect` (23) and `bpf_redirect_peer` (155) return
