@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::fwd::{DropReason, ParentId, PortId};
-use crate::port::fast_path::{FastPath, KeyKind};
+use crate::port::fast_path::{FastLinks, FastPath, KeyKind};
 use crate::port::tap::Tap;
 
 use super::datapath::{account_write, Core, PortTap, TxPort};
@@ -1073,6 +1073,15 @@ impl Worker {
         };
         fp.attach(port, veth, tap, kind)?;
         Ok(())
+    }
+
+    pub(crate) fn cmd_take_fast_port(&mut self, port: PortId) -> Option<FastLinks> {
+        let links = self.core.fast.as_ref()?.take(port);
+        if let Some(fp) = &self.core.fast {
+            fp.forget(port);
+        }
+        self.fast_release_if_unused();
+        links
     }
 
     pub(crate) fn cmd_remove_fast_port(&mut self, port: PortId) -> bool {
