@@ -7,17 +7,25 @@
 # are printed, never asserted. Root; namespaces `uvfps*` it creates and deletes only;
 # addresses from 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24.
 #
-# Usage: bench/fast_path_scale.sh [N (default 750)] [MODES (default "on off")]
+# With GAP (seconds, e.g. 0.2), each command is timed alone and the next one starts GAP
+# later, so a command does not wait for the kernel work its predecessor left behind (the
+# interface deletions and link closes a fast-path disconnect finishes after its reply): the
+# figures are then each command's own latency rather than the rate of back-to-back commands.
+#
+# Usage: [UVLAN_BIN=path] bench/fast_path_scale.sh [N (default 750)]
+#            [MODES (default "on off")] [GAP]
 set -euo pipefail
 n=${1:-750}
 modes=${2:-on off}
+gap=${3:-}
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
     echo "fast_path_scale.sh: run as root (it creates namespaces)" >&2
     exit 1
 fi
-cargo build -q --bin uvlan
-bin=$PWD/target/debug/uvlan
+# UVLAN_BIN: another build of uvlan to measure (e.g. an older commit's, for a comparison).
+if [ -z "${UVLAN_BIN:-}" ]; then cargo build -q --bin uvlan; fi
+bin=${UVLAN_BIN:-$PWD/target/debug/uvlan}
 p=uvfps$$
 dir=$(mktemp -d /tmp/uvlan-fps.XXXXXX)
 dpid=
@@ -30,6 +38,23 @@ cleanup() {
 }
 trap cleanup EXIT
 ms() { echo "($2 - $1) * 1000 / $n" | bc -l | cut -c1-6; }
+# Runs `uvlan "$@"` once per endpoint (the endpoint's namespace last); prints the summed
+# time of the commands alone in seconds (all of it without GAP).
+each() {
+    local sum=0 a b i
+    local t0=$EPOCHREALTIME
+    for i in $(seq "$n"); do
+        a=$EPOCHREALTIME
+        "$bin" "$@" "$p$i" >/dev/null
+        b=$EPOCHREALTIME
+        if [ -n "$gap" ]; then
+            sum=$(echo "$sum + $b - $a" | bc -l)
+            sleep "$gap"
+        fi
+    done
+    if [ -z "$gap" ]; then sum=$(echo "$EPOCHREALTIME - $t0" | bc -l); fi
+    echo "$sum"
+}
 for mode in $modes; do
     ip netns add "${p}h"
     ip netns exec "${p}h" ip link set lo up
@@ -43,12 +68,10 @@ for mode in $modes; do
     fd0=$(ls "/proc/$dpid/fd" | wc -l)
     rss0=$(awk '/VmRSS/ {print $2}' "/proc/$dpid/status")
     for i in $(seq "$n"); do ip netns add "$p$i"; done
-    t0=$(date +%s.%N)
-    for i in $(seq "$n"); do "$bin" network connect n "$p$i" >/dev/null; done
-    t1=$(date +%s.%N)
+    t=$(each network connect n)
     fd1=$(ls "/proc/$dpid/fd" | wc -l)
     rss1=$(awk '/VmRSS/ {print $2}' "/proc/$dpid/status")
-    echo "fast path $mode, $n endpoints: $(ms "$t0" "$t1") ms per connect;" \
+    echo "fast path $mode, $n endpoints${gap:+, $gap s apart}: $(ms 0 "$t") ms per connect;" \
         "descriptors $fd0 -> $fd1 ($(echo "($fd1 - $fd0) / $n" | bc -l | cut -c1-5) per endpoint);" \
         "RSS $rss0 -> $rss1 KiB"
     for f in /proc/"$dpid"/fdinfo/*; do
@@ -57,10 +80,8 @@ for mode in $modes; do
                 tr -s '\t\n' '  ')"
         fi
     done
-    t0=$(date +%s.%N)
-    for i in $(seq "$n"); do "$bin" network disconnect n "$p$i" >/dev/null; done
-    t1=$(date +%s.%N)
-    echo "  $(ms "$t0" "$t1") ms per disconnect"
+    t=$(each network disconnect n)
+    echo "  $(ms 0 "$t") ms per disconnect"
     "$bin" network rm n >/dev/null
     kill "$dpid"
     wait "$dpid" || true

@@ -268,6 +268,10 @@ pub fn run_daemon(
     ));
     serve_api(&listener, &stop, &daemon, &log);
     log("stopping; endpoints stay in place (their TAPs are persistent, fast-path veth pairs stay)");
+    // Fast-path endpoints disconnected just before the stop: their interfaces go first.
+    if !crate::daemon::endpoint::wait_fast_closed(std::time::Duration::from_secs(10)) {
+        log("some fast-path interfaces were still being deleted at the stop");
+    }
     drop(plugin);
     let _ = std::fs::remove_file(socket);
     Ok(())

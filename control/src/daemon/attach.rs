@@ -179,6 +179,11 @@ impl Daemon {
                 return Err(e.to_string());
             }
         }
+        // Read now, not at the teardown (`TUNGETIFF` waits for RTNL).
+        let fast_names = match (fast_veth, tap.name()) {
+            (Some(_), Ok(t)) => endpoint::fast_names_of_tap(&t),
+            _ => Vec::new(),
+        };
         if let Err(e) = self.dp.add_tap(port, tap) {
             undo(None);
             return Err(format!(
@@ -203,6 +208,7 @@ impl Daemon {
                 reaper: None,
                 gone,
                 fast_veth,
+                fast_names: fast_names.clone(),
             };
             self.follow_on_attach(&rt, label);
             return Ok(rt);
@@ -230,6 +236,7 @@ impl Daemon {
             reaper: None,
             gone,
             fast_veth,
+            fast_names,
         };
         self.follow_on_attach(&rt, label);
         Ok(rt)
@@ -240,8 +247,17 @@ impl Daemon {
     /// rest of the work goes on on a short-lived thread (see [`endpoint::destroy_tap_async`]).
     pub(super) fn teardown_endpoint(&self, mut rt: EpRt) {
         drop(rt.reaper.take());
-        // A fast-path endpoint: `remove_tap` detaches its veth's program and empties the
-        // cache before it returns.
+        // A fast-path endpoint: `take_fast_port` empties the cache and unpairs its veth and
+        // TAP before it returns (its programs forward nothing from then on); their links
+        // are closed after the interfaces are gone, off this command's path.
+        let links = match rt.fast_veth.map(|_| self.dp.take_fast_port(rt.port)) {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                (self.log)(&format!("taking {} out of the fast path: {e}", rt.port));
+                None
+            }
+            None => None,
+        };
         let tap = match self.dp.remove_tap(rt.port) {
             Ok(t) => t,
             Err(e) => {
@@ -262,15 +278,19 @@ impl Daemon {
         if let Some(veth) = rt.fast_veth {
             // The veth pair goes with its endpoint end; the TAP is not persistent. The
             // daemon's end too, in case the endpoint's end is not where the daemon last saw
-            // it (a front end moved it, and the daemon has not followed it yet).
-            rt.gone.expect();
-            endpoint::delete_link(&rt.netns, rt.ifindex);
-            if let Ok(here) = Netns::current() {
-                endpoint::delete_link(&here, veth);
-            }
-            if let Some(t) = tap {
-                endpoint::destroy_tap(t);
-            }
+            // it (a front end moved it, and the daemon has not followed it yet). Returns
+            // once the TAP and both ends are deleted; the links close after the reply.
+            let gone = rt.gone.clone();
+            endpoint::destroy_fast_async(
+                rt.netns,
+                rt.ifindex,
+                veth,
+                tap,
+                links,
+                rt.fast_names,
+                gone.clone(),
+            );
+            gone.wait(GONE_WAIT);
             drop(rt.watcher.take());
             return;
         }

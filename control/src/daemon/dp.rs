@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use uvlan_dataplane::capture::{self, CaptureFilter, CaptureReader, CaptureTap};
 use uvlan_dataplane::fwd::{DropReason, Engine, Ingress, NoRoutes, ParentId, PortId, Routes};
+use uvlan_dataplane::port::fast_path::FastLinks;
 use uvlan_dataplane::port::tap::Tap;
 use uvlan_dataplane::trace::{trace, Trace};
 
@@ -52,6 +53,15 @@ pub trait DataplaneApi: Send + Sync {
             "this dataplane has no fast path ({})",
             self.describe()
         )))
+    }
+    /// Takes a port out of the fast path and hands its program links to the caller, to
+    /// close once its interfaces are deleted (see
+    /// `uvlan_dataplane::port::fast_path::FastPath::take`): when this returns, no frame
+    /// reaches the port through the cache. `None`: not a fast-path port (a dataplane without
+    /// the fast path has none).
+    fn take_fast_port(&self, port: PortId) -> Result<Option<FastLinks>, DpError> {
+        let _ = port;
+        Ok(None)
     }
     /// Opens the wire on a registered parent (reference counted); returns the mode in use.
     fn attach_parent(&self, parent: ParentId, ifname: &str) -> Result<String, DpError>;

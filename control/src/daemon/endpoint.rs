@@ -21,6 +21,7 @@ use crate::netns::{
     NetnsError, Route, Rtnl, IPV4_DEVCONF_ARP_NOTIFY,
 };
 use uvlan_dataplane::fwd::{Driver, Errno, IpvlanMode, PortId};
+use uvlan_dataplane::port::fast_path::FastLinks;
 use uvlan_dataplane::port::tap::{Tap, TapError, TapOptions};
 use uvlan_dataplane::wire::MacAddr;
 
@@ -276,6 +277,13 @@ pub fn fast_names(ep_id: &str) -> (String, String) {
     (format!("uvs{t}"), format!("uvv{t}"))
 }
 
+/// The names [`fast_names`] gave a fast-path endpoint whose TAP is named `tap`: the TAP's
+/// and the daemon's end of its veth.
+pub fn fast_names_of_tap(tap: &str) -> Vec<String> {
+    let veth = tap.strip_prefix("uvs").map(|rest| format!("uvv{rest}"));
+    std::iter::once(tap.to_string()).chain(veth).collect()
+}
+
 /// An interface of the daemon's namespace that must not talk by itself: IPv6 off, ARP off,
 /// up.
 fn quiet_up(here: &Netns, rtnl: &mut Rtnl, name: &str, idx: u32) -> Result<(), String> {
@@ -320,6 +328,8 @@ enum FastEnd<'a> {
 
 fn create_fast(end: FastEnd<'_>, plan: &IfPlan, ep_id: &str) -> Result<(Tap, u32, u32), String> {
     let (tap_name, veth_name) = fast_names(ep_id);
+    // A teardown of an endpoint with the same names may still be deleting them.
+    CLOSING.wait(Some(&[&tap_name, &veth_name]), CLOSING_WAIT);
     let here = Netns::current().map_err(nerr("cannot open the daemon's namespace"))?;
     let mut rtnl = Rtnl::open(&here).map_err(nerr("cannot reach the daemon's namespace"))?;
     let tap = Tap::create(&TapOptions {
@@ -658,6 +668,134 @@ pub fn destroy_tap_async(tap: Tap, gone: Arc<Gone>) {
         gone.done();
     }
 }
+
+/// Names of the daemon's namespace that a fast-path teardown is still deleting after its
+/// command returned ([`destroy_fast_async`]); a new pair under one of them waits.
+struct Closing {
+    names: Mutex<Vec<String>>,
+    cv: Condvar,
+}
+
+static CLOSING: Closing = Closing {
+    names: Mutex::new(Vec::new()),
+    cv: Condvar::new(),
+};
+
+/// How long a new fast-path pair waits for a teardown still deleting interfaces under its
+/// names; then it goes ahead (and fails with the kernel's error if a name is still taken).
+const CLOSING_WAIT: Duration = Duration::from_secs(10);
+
+impl Closing {
+    fn names(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, names: &[String]) {
+        self.names().extend(names.iter().cloned());
+    }
+
+    fn remove(&self, names: &[String]) {
+        let mut g = self.names();
+        for n in names {
+            if let Some(i) = g.iter().position(|x| x == n) {
+                g.swap_remove(i);
+            }
+        }
+        drop(g);
+        self.cv.notify_all();
+    }
+
+    /// Waits until none of `names` is being deleted (`None`: until nothing is), at most
+    /// `timeout`; true if so.
+    fn wait(&self, names: Option<&[&str]>, timeout: Duration) -> bool {
+        let busy = |g: &mut Vec<String>| match names {
+            Some(n) => g.iter().any(|x| n.contains(&x.as_str())),
+            None => !g.is_empty(),
+        };
+        let g = self.names();
+        let (mut g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |g| busy(g))
+            .unwrap_or_else(|p| p.into_inner());
+        !busy(&mut g)
+    }
+}
+
+/// Waits (at most `timeout`) until every fast-path teardown still running after its command
+/// returned has deleted its interfaces ([`destroy_fast_async`]); true if all did. The daemon
+/// calls it before it exits, so a stop leaves no half-deleted pair.
+pub fn wait_fast_closed(timeout: Duration) -> bool {
+    CLOSING.wait(None, timeout)
+}
+
+/// Deletes a fast-path endpoint's interfaces with as few RCU waits in a row as the kernel
+/// allows. The caller took the port out of the fast path first (`take_fast_port`: no cache
+/// entry and no partner entry is left, so its programs forward nothing). Two short-lived
+/// threads then delete, at the same time, the endpoint's end `ifindex` in `netns` (the veth
+/// pair goes with it; then the daemon's end `veth` if it is still there, when a front end
+/// moved the endpoint's end elsewhere) and the TAP; `gone` is told when both are deleted,
+/// and only then are `links` closed: the kernel detached the programs with the interfaces,
+/// so the closes cost nothing, whereas closing a link on a live interface waits for an RCU
+/// grace period under RTNL, which no other RTNL user can overlap. The caller waits for
+/// `gone` (bounded); should it stop waiting earlier, `names` (the TAP's and the daemon's
+/// veth end's) stay reserved until the deletions are done: a new pair under them
+/// ([`create_fast_interface`], [`create_fast_for_move`]) waits.
+pub fn destroy_fast_async(
+    netns: Netns,
+    ifindex: u32,
+    veth: u32,
+    tap: Option<Tap>,
+    links: Option<FastLinks>,
+    names: Vec<String>,
+    gone: Arc<Gone>,
+) {
+    gone.expect();
+    CLOSING.add(&names);
+    let work = Arc::new(Mutex::new(Some((netns, tap, links, names, gone))));
+    let run = move |work: &Mutex<Option<FastTeardown>>| {
+        let job = work.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some((netns, tap, links, names, gone)) = job else {
+            return;
+        };
+        // The TAP and the veth pair at the same time: each deletion waits for RCU (a grace
+        // period under RTNL for the program still attached, an RCU barrier after it), and
+        // the barriers overlap.
+        std::thread::scope(|s| {
+            if let Some(t) = tap {
+                let spawned = std::thread::Builder::new()
+                    .name("uvlan-fast-close".to_string())
+                    .spawn_scoped(s, move || destroy_tap(t));
+                // No thread: the closure and the TAP in it were dropped, closing it here.
+                drop(spawned);
+            }
+            delete_link(&netns, ifindex);
+            if let Ok(here) = Netns::current() {
+                delete_link(&here, veth);
+            }
+        });
+        gone.done();
+        // The kernel detached the programs with the interfaces: these closes cost nothing.
+        drop(links);
+        CLOSING.remove(&names);
+    };
+    let theirs = Arc::clone(&work);
+    let spawned = std::thread::Builder::new()
+        .name("uvlan-fast-close".to_string())
+        .spawn(move || run(&theirs));
+    if spawned.is_err() {
+        // No thread: the same work, here.
+        run(&work);
+    }
+}
+
+/// What [`destroy_fast_async`]'s thread deletes and whom it tells.
+type FastTeardown = (
+    Netns,
+    Option<Tap>,
+    Option<FastLinks>,
+    Vec<String>,
+    Arc<Gone>,
+);
 
 /// Re-attaches to an endpoint's persistent TAP after a restart. `Ok(None)` when the TAP no
 /// longer exists in the namespace (it must be created again).

@@ -60,6 +60,9 @@ pub(crate) struct EpRt {
     pub(super) gone: Arc<endpoint::Gone>,
     /// A fast-path endpoint (a veth): the ifindex of the daemon's end.
     pub(super) fast_veth: Option<u32>,
+    /// A fast-path endpoint: the names of its TAP and of the daemon's end of its veth
+    /// (reserved while a teardown deletes them after its command returned).
+    pub(super) fast_names: Vec<String>,
 }
 
 pub(super) struct Net {

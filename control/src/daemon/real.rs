@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use uvlan_dataplane::capture::{CaptureFilter, CaptureReader};
 use uvlan_dataplane::fwd::{Ingress, ParentId, PortId};
+use uvlan_dataplane::port::fast_path::FastLinks;
 use uvlan_dataplane::port::tap::Tap;
 use uvlan_dataplane::run::{Dataplane, DataplaneHandle, NextHop, Resolver, RunError, RunOptions};
 use uvlan_dataplane::trace::Trace;
@@ -107,6 +108,10 @@ impl DataplaneApi for RunDataplane {
 
     fn add_fast_port(&self, port: PortId, veth: u32) -> Result<(), DpError> {
         self.handle.add_fast_port(port, veth).map_err(dp_err)
+    }
+
+    fn take_fast_port(&self, port: PortId) -> Result<Option<FastLinks>, DpError> {
+        self.handle.take_fast_port(port).map_err(dp_err)
     }
 
     fn attach_parent(&self, parent: ParentId, ifname: &str) -> Result<String, DpError> {

@@ -138,6 +138,7 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
 use crate::fwd::{Engine, Ingress, ParentId, PortId};
+use crate::port::fast_path::FastLinks;
 use crate::port::tap::Tap;
 use crate::port::xsk::XdpOptions;
 use crate::trace::Trace;
@@ -854,6 +855,15 @@ impl DataplaneHandle {
     /// by removing the port from the engine). Returns whether it had a veth.
     pub fn remove_fast_port(&self, port: PortId) -> Result<bool, RunError> {
         self.call(move |w| Ok(w.cmd_remove_fast_port(port)))
+    }
+
+    /// Takes `port` out of the fast path like [`DataplaneHandle::remove_fast_port`], but
+    /// returns its program links instead of closing them (see
+    /// [`crate::port::fast_path::FastPath::take`]): the cache is empty and the port's veth
+    /// forwards nothing when this returns; the caller closes the links after deleting the
+    /// interfaces, off the command's path. `None`: it had no veth.
+    pub fn take_fast_port(&self, port: PortId) -> Result<Option<FastLinks>, RunError> {
+        self.call(move |w| Ok(w.cmd_take_fast_port(port)))
     }
 
     /// Forgets every cached next hop (e.g. after the host's routes or neighbours changed).

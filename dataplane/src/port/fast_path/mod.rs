@@ -53,8 +53,12 @@
 //! after any engine change and whenever a port's TAP or veth comes or goes, on the
 //! dataplane thread, after every worker switched to the new engine and before the command
 //! returns. No worker can insert an entry decided with the old engine afterwards (learning
-//! happens inside a batch; the switch happens between batches). The programs are attached
-//! with `bpf_link`: when the process dies the links close and the uvf ends forward nothing.
+//! happens inside a batch; the switch happens between batches). A port leaving the fast
+//! path ([`FastPath::take`]) loses its cache entries and its partner entries at once, so its
+//! programs forward nothing even while their links are still open; the daemon closes the
+//! links after deleting the interfaces, when the close costs no RCU grace period. The
+//! programs are attached with `bpf_link`: when the process dies the links close and the uvf
+//! ends forward nothing.
 //!
 //! Kernel facts relied on (Linux 6.18): `__sk_buff` len@0, vlan_present@20, ifindex@40,
 //! data@76, data_end@80; helpers `bpf_redirect` (23) and `bpf_redirect_peer` (155) return
@@ -187,7 +191,24 @@ struct Attached {
     veth: u32,
     tap: u32,
     kind: KeyKind,
-    _links: Vec<Link>,
+    links: Vec<Link>,
+}
+
+/// The program links of a port taken out of the fast path ([`FastPath::take`]): dropping
+/// them detaches the programs from whatever interfaces still exist.
+#[derive(Debug)]
+pub struct FastLinks(Vec<Link>);
+
+impl FastLinks {
+    /// Number of links (two for a port: its veth's and its TAP's).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// What was learned: the entry's ports, to account its counters when it goes.
@@ -321,7 +342,7 @@ impl FastPath {
                 veth,
                 tap,
                 kind,
-                _links: links,
+                links,
             },
         );
         Ok(())
@@ -330,15 +351,25 @@ impl FastPath {
     /// Detaches `port`'s programs (frames on its veth then reach nobody) and flushes the
     /// cache. Returns whether it was attached.
     pub fn detach(&self, port: PortId) -> bool {
-        let gone = self.state().ports.remove(&port);
-        let Some(a) = gone else {
-            return false;
-        };
+        // Closing a link on a live interface waits for an RCU grace period under RTNL.
+        self.take(port).is_some()
+    }
+
+    /// Like [`FastPath::detach`], but hands `port`'s two program links to the caller
+    /// instead of closing them. When this returns, the cache is empty and the partner
+    /// entries of the port's veth and TAP are gone: the programs still hanging on them
+    /// forward nothing (a frame on the veth finds no cache entry and no partner, and is
+    /// dropped; no other port's frame can reach it through the cache). The links only keep
+    /// the programs on the two interfaces: closed after the interfaces are deleted, they
+    /// cost nothing (the kernel detached them with the interface); closed while an
+    /// interface lives, each waits for an RCU grace period under RTNL. `None`: `port` had
+    /// no veth.
+    pub fn take(&self, port: PortId) -> Option<FastLinks> {
+        let a = self.state().ports.remove(&port)?;
         self.flush();
         let _ = self.links.delete(&a.veth.to_ne_bytes());
         let _ = self.links.delete(&a.tap.to_ne_bytes());
-        drop(a);
-        true
+        Some(FastLinks(a.links))
     }
 
     /// The ports with a veth.

@@ -27,7 +27,7 @@ impl FastPath {
                 veth,
                 tap: 0,
                 kind,
-                _links: Vec::new(),
+                links: Vec::new(),
             },
         );
     }
@@ -227,6 +227,31 @@ fn flush_removes_every_entry_and_keeps_the_counters() {
     let rx = c.iter().find(|(x, _, _)| *x == q).unwrap().2;
     assert_eq!((tx.frames, rx.frames), (1, 1));
     assert_eq!(tx.bytes, f.len() as u64);
+}
+
+#[test]
+fn take_leaves_the_programs_forwarding_nothing() {
+    let fp = FastPath::load(16).unwrap();
+    let (p, q) = (PortId(0), PortId(1));
+    fp.register(p, LO, KeyKind::Mac);
+    fp.register(q, 9, KeyKind::Mac);
+    fp.pair(LO, 77).unwrap();
+    let f = eth(B, A, 0x0800, &[0u8; 46]);
+    assert!(fp.learn(p, q, &f));
+    assert!(fp.learn(q, p, &eth(A, B, 0x0800, &[0u8; 46])));
+    assert_eq!(run(&fp, &f), TC_ACT_REDIRECT);
+    let links = fp.take(p).expect("p had a veth");
+    assert!(links.is_empty(), "registered without programs");
+    assert!(fp.is_empty(), "the cache is empty, in both directions");
+    assert!(!fp.has(p));
+    // The program still hanging on p's veth: no entry, no partner: dropped.
+    assert_eq!(run(&fp, &f), TC_ACT_SHOT);
+    assert_eq!(fp.stats().unwrap().no_link, 1);
+    assert!(
+        !fp.learn(q, p, &eth(A, B, 0x0800, &[0u8; 46])),
+        "nothing is learned toward p"
+    );
+    assert!(fp.take(p).is_none());
 }
 
 // ---- the agreement property -------------------------------------------------------------
