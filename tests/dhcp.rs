@@ -6,6 +6,9 @@
 //! leaves nothing behind, and blocks no other request while it waits. Leases are renewed,
 //! lost on a NAK and taken again; a restarted daemon confirms them (INIT-REBOOT) or follows a
 //! changed server; parallel connects and connects killed at random points are checked too.
+//! Docker's CreateEndpoint and DeleteEndpoint through the plugin socket (no dockerd): their
+//! exchanges block no other request, and neither a failure, a kill nor a lost ACK leaves a
+//! reservation or a lease the daemon does not know about.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
