@@ -6,6 +6,9 @@
 //! leaves nothing behind, and blocks no other request while it waits. Leases are renewed,
 //! lost on a NAK and taken again; a restarted daemon confirms them (INIT-REBOOT) or follows a
 //! changed server; parallel connects and connects killed at random points are checked too.
+//! Docker's CreateEndpoint and DeleteEndpoint through the plugin socket (no dockerd): their
+//! exchanges block no other request, and neither a failure, a kill nor a lost ACK leaves a
+//! reservation or a lease the daemon does not know about.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -538,8 +541,9 @@ fn endpoint_record(w: &World, full: &str) -> (PathBuf, serde_json::Value) {
 
 /// A daemon killed with SIGKILL confirms each stored lease with INIT-REBOOT when it starts
 /// again: a broadcast REQUEST, so it gets through while unicast to the server is filtered
-/// (a RENEW would not); the endpoint keeps its address, the server its lease, and renewal
-/// goes on once unicast passes again.
+/// (a RENEW would not); the endpoint keeps its address (put back on eth0 with its default
+/// route after the ACK: it was removed while the daemon was down), the server its lease,
+/// and renewal goes on once unicast passes again.
 #[test]
 fn a_killed_daemon_confirms_its_leases_with_init_reboot() {
     let mut w = World::new();
@@ -562,6 +566,10 @@ fn a_killed_daemon_confirms_its_leases_with_init_reboot() {
         ),
     );
     w.kill_daemon(libc::SIGKILL);
+    // The address leaves eth0 while the daemon is down (its default route with it): the
+    // ACK of the INIT-REBOOT puts both back.
+    ip_in(&a, &format!("addr del {ip}/24 dev eth0"));
+    assert!(!ip_in(&a, "-4 addr show dev eth0").contains(&ip));
     let acks_before = count(&server.log_text(), &acked);
     let before = w.daemon_log().len();
     w.start_daemon();
@@ -578,6 +586,15 @@ fn a_killed_daemon_confirms_its_leases_with_init_reboot() {
         server.log_text()
     );
     assert!(ip_in(&a, "-4 addr show dev eth0").contains(&format!("{ip}/24")));
+    assert!(
+        w.daemon_log()[before..].contains(&format!("{ip}/24 was no longer on eth0: put back")),
+        "{}",
+        w.daemon_log()
+    );
+    assert!(
+        ip_in(&a, "-4 route show default").contains(&format!("via {GW_IP}")),
+        "the default route is back"
+    );
     assert!(server.leases_text().contains(&format!(" {ip} ")));
     assert!(
         w.ping("a", GW_IP, 5),
@@ -987,4 +1004,467 @@ fn a_dhcp_connect_killed_at_random_points_is_all_or_nothing() {
     }
     eprintln!("{listed_n} connect(s) kept, {gone_n} rolled back");
     w.uvlan_ok(&["network", "rm", "dh"]);
+}
+
+/// Docker's network for the plugin-socket test.
+const DOCKER_NID: &str = "d4c90000000000000000000000000000000000000000000000000000000000aa";
+
+/// One call of Docker's plugin protocol to the macvlan driver of `w`'s daemon (see
+/// `plugin_call`); panics when there is no answer.
+fn docker_call(w: &World, method: &str, body: serde_json::Value) -> serde_json::Value {
+    let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
+    uvlan_system_tests::plugin_call(&sock, method, &body)
+        .unwrap_or_else(|| panic!("{method}: no answer\n{}", w.daemon_log()))
+}
+
+/// Docker's CreateEndpoint of endpoint `eid` with no address (Docker's null IPAM).
+fn docker_create_endpoint(w: &World, eid: &str) -> serde_json::Value {
+    docker_call(
+        w,
+        "NetworkDriver.CreateEndpoint",
+        serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
+               "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
+               "Options": {}}),
+    )
+}
+
+/// The reservation files (Docker's CreateEndpoint) in the daemon's store.
+fn reservation_files(w: &World) -> String {
+    let out = Command::new("find")
+        .arg(w.dir.join("root"))
+        .args(["-path", "*endpoints*", "-name", "reserved.*", "-type", "f"])
+        .output()
+        .expect("find");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A Docker endpoint `eid` whose CreateEndpoint exchange runs now: waits (bounded) until
+/// a DeleteEndpoint of it is refused as still being created (it answers at once, the state
+/// lock being free); false if it never was.
+fn wait_pending(w: &World, eid: &str) -> bool {
+    eventually(|| {
+        let v = docker_call(
+            w,
+            "NetworkDriver.DeleteEndpoint",
+            serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid}),
+        );
+        v["Err"]
+            .as_str()
+            .is_some_and(|e| e.contains("still being created"))
+    })
+}
+
+/// A world whose daemon serves Docker's plugin sockets (no dockerd), with the LAN.
+fn docker_world() -> (World, uvlan_system_tests::net::Lan) {
+    let mut w = World::without_daemon();
+    let plugin_dir = w.dir.join("plugins").display().to_string();
+    w.set_daemon_args(&[
+        "--docker-plugin",
+        "--docker-plugin-dir",
+        &plugin_dir,
+        "--docker-host",
+        "unix:///nonexistent/docker.sock",
+    ]);
+    w.start_daemon();
+    let lan = w.lan(LanOptions::default());
+    (w, lan)
+}
+
+/// Docker's CreateNetwork of [`DOCKER_NID`]: macvlan on the parent, DHCP IPAM.
+fn create_network(w: &World) {
+    let v = docker_call(
+        w,
+        "NetworkDriver.CreateNetwork",
+        serde_json::json!({
+            "NetworkID": DOCKER_NID,
+            "Options": {"com.docker.network.generic":
+                        {"parent": PARENT, "uvlan.ipam": "dhcp"}},
+            "IPv4Data": [{"AddressSpace": "null", "Pool": "0.0.0.0/0"}],
+            "IPv6Data": []
+        }),
+    );
+    assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+}
+
+/// The reservations in the daemon's store: (the file's JSON) each.
+fn reservations(w: &World) -> Vec<serde_json::Value> {
+    reservation_files(w)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            serde_json::from_str(&text).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The addresses in the server's lease file.
+fn leased_addrs(server: &Dnsmasq) -> Vec<String> {
+    server
+        .leases_text()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect()
+}
+
+/// Docker's CreateEndpoint killed (SIGKILL) at a random moment of its DHCP exchange, then
+/// the daemon started again: the server keeps no lease the daemon does not hold in a
+/// reservation (an interrupted exchange's offer, written before its REQUEST, is given back
+/// at start), no reservation keeps an unfinished offer, and a CreateEndpoint that answered
+/// an address keeps it. Seed: `UVLAN_CRASH_SEED` (printed).
+#[test]
+fn a_docker_create_endpoint_killed_at_random_points_leaves_no_unknown_lease() {
+    let (mut w, lan) = docker_world();
+    // Without the 3 s ping check the exchange takes milliseconds, so kills land before, in
+    // and after it.
+    let server = Dnsmasq::start_with(
+        &w,
+        &lan.gw,
+        "dnsmasq",
+        "192.0.2.100,192.0.2.150",
+        &["--no-ping"],
+    );
+    create_network(&w);
+    let mut seed: u64 = std::env::var("UVLAN_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+        | 1;
+    eprintln!("seed {seed} (UVLAN_CRASH_SEED)");
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut kept, mut gone) = (0, 0);
+    for k in 0..10 {
+        let eid = format!("d4c95{k:02}{}", "0".repeat(57));
+        let creating = std::thread::spawn({
+            let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
+            let eid = eid.clone();
+            move || {
+                uvlan_system_tests::plugin_call(
+                    &sock,
+                    "NetworkDriver.CreateEndpoint",
+                    &serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
+                           "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
+                           "Options": {}}),
+                )
+            }
+        });
+        std::thread::sleep(Duration::from_millis(next() % 150));
+        w.kill_daemon(libc::SIGKILL);
+        let answer = creating.join().expect("thread");
+        w.start_daemon();
+        let held = |w: &World| -> Vec<String> {
+            reservations(w)
+                .iter()
+                .filter_map(|r| r["lease"]["addr"].as_str().map(str::to_string))
+                .collect()
+        };
+        let unknown = |w: &World| {
+            let held = held(w);
+            leased_addrs(&server)
+                .into_iter()
+                .filter(|a| !held.contains(a))
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            eventually(|| unknown(&w).is_empty()),
+            "the server keeps leases the daemon does not know: {:?}\n{}\n{}",
+            unknown(&w),
+            w.daemon_log(),
+            server.log_text()
+        );
+        assert!(
+            reservations(&w).iter().all(|r| r.get("offered").is_none()),
+            "{:?}",
+            reservations(&w)
+        );
+        let answered = answer
+            .as_ref()
+            .and_then(|a| a["Interface"]["Address"].as_str().map(str::to_string));
+        if let Some(cidr) = &answered {
+            assert!(held(&w).contains(&addr(cidr)), "{cidr} answered, then lost");
+        }
+        if held(&w).is_empty() {
+            gone += 1;
+        } else {
+            kept += 1;
+            let v = docker_call(
+                &w,
+                "NetworkDriver.DeleteEndpoint",
+                serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid}),
+            );
+            assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+        }
+        assert_eq!(reservation_files(&w), "", "a reservation is left");
+    }
+    eprintln!("{kept} CreateEndpoint(s) kept, {gone} rolled back");
+    let log = w.daemon_log();
+    eprintln!(
+        "{} interrupted offer(s) given back at start",
+        log.matches("was interrupted in its DHCP exchange").count()
+    );
+}
+
+/// The server's ACKs never leave it (an nft rule in its namespace drops them; it records
+/// the lease all the same): a CreateEndpoint waiting for its ACK whose daemon is killed
+/// leaves a reservation with the offer it asked for, and the next start gives the address
+/// back (the lease leaves the server's file) and drops the reservation. Without a kill, the
+/// CreateEndpoint fails after its bound and gives the offer back itself.
+#[test]
+fn a_docker_lease_the_daemon_died_before_recording_is_given_back() {
+    let (mut w, lan) = docker_world();
+    let server = Dnsmasq::start_with(
+        &w,
+        &lan.gw,
+        "dnsmasq",
+        "192.0.2.100,192.0.2.150",
+        &["--no-ping"],
+    );
+    // dnsmasq writes the message type first: option 53, length 1, 5 (ACK), at the start of
+    // the options (UDP payload offset 240).
+    sh_in(
+        &lan.gw,
+        "nft add table ip uvdhcpack && nft add chain ip uvdhcpack output '{ type filter hook \
+         output priority 0; }' && nft add rule ip uvdhcpack output udp sport 67 \
+         @th,1984,16 0x3501 @th,2000,8 5 drop",
+    );
+    create_network(&w);
+    let spawn_create = |w: &World, eid: &str| {
+        let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
+        let eid = eid.to_string();
+        std::thread::spawn(move || {
+            uvlan_system_tests::plugin_call(
+                &sock,
+                "NetworkDriver.CreateEndpoint",
+                &serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
+                       "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
+                       "Options": {}}),
+            )
+        })
+    };
+
+    let eid = format!("d4c96{}", "0".repeat(59));
+    let creating = spawn_create(&w, &eid);
+    let leased = server.wait_leases(|t| !t.trim().is_empty());
+    let a = leased_addrs(&server).first().cloned().unwrap_or_else(|| {
+        panic!(
+            "the server leased nothing: {leased}\n{}\n{}",
+            w.daemon_log(),
+            server.log_text()
+        )
+    });
+    let offered: Vec<_> = reservations(&w)
+        .iter()
+        .filter_map(|r| r["offered"]["addr"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        offered,
+        std::slice::from_ref(&a),
+        "the offer is written before its REQUEST"
+    );
+    w.kill_daemon(libc::SIGKILL);
+    let answer = creating.join().expect("thread");
+    assert!(
+        answer.as_ref().is_none_or(|v| v.get("Err").is_some()),
+        "{answer:?}"
+    );
+    let before = w.daemon_log().len();
+    w.start_daemon();
+    assert!(
+        w.daemon_log()[before..].contains(&format!(
+            "was interrupted in its DHCP exchange: the offered {a} was given back, the \
+             reservation dropped"
+        )),
+        "{}",
+        w.daemon_log()
+    );
+    let leases = server.wait_leases(|t| !t.contains(&format!(" {a} ")));
+    assert!(
+        !leases.contains(&format!(" {a} ")),
+        "not released: {leases}"
+    );
+    assert_eq!(reservation_files(&w), "", "a reservation is left");
+
+    // No kill: the CreateEndpoint fails after its bound and gives the offer back.
+    let eid = format!("d4c97{}", "0".repeat(59));
+    let answer = docker_create_endpoint(&w, &eid);
+    let err = answer["Err"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("did not confirm it in time") && err.contains("nothing was left behind"),
+        "{answer}"
+    );
+    let a = err
+        .split("offered ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(in_range(&a), "{err}");
+    let leases = server.wait_leases(|t| !t.contains(&format!(" {a} ")));
+    assert!(
+        !leases.contains(&format!(" {a} ")),
+        "not released: {leases}"
+    );
+    assert_eq!(reservation_files(&w), "", "a reservation is left");
+    sh_in(&lan.gw, "nft delete table ip uvdhcpack");
+}
+
+/// Docker's DHCP IPAM (`--ipam-driver null -o uvlan.ipam=dhcp`) through the plugin socket,
+/// without dockerd: while a CreateEndpoint's exchange gets no answer (no server on the LAN)
+/// `network ls`, `network inspect` and other plugin calls answer (the exchange holds no
+/// lock); the CreateEndpoint fails after its bound with the reason and leaves no
+/// reservation, and the network can be deleted. A daemon killed during such an exchange
+/// leaves no reservation either. With a server, CreateEndpoint answers a lease the server
+/// records, and DeleteEndpoint gives it back (the RELEASE runs without the lock too).
+#[test]
+fn docker_dhcp_exchanges_block_nobody_and_leave_nothing() {
+    let (mut w, lan) = docker_world();
+    create_network(&w);
+    let links = |w: &World| ip_in(&w.ns("host"), "-o link show").lines().count();
+    let links_before = links(&w);
+
+    // No server: the exchange blocks nobody, fails after its bound and leaves nothing.
+    let eid = format!("d4c91{}", "0".repeat(59));
+    let started = Instant::now();
+    let creating = std::thread::spawn({
+        let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
+        let eid = eid.clone();
+        move || {
+            uvlan_system_tests::plugin_call(
+                &sock,
+                "NetworkDriver.CreateEndpoint",
+                &serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
+                       "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
+                       "Options": {}}),
+            )
+        }
+    });
+    assert!(
+        wait_pending(&w, &eid),
+        "no CreateEndpoint exchange seen running:\n{}",
+        w.daemon_log()
+    );
+    let ls = w.uvlan_ok(&["network", "ls"]);
+    let v = w.inspect(&DOCKER_NID[..12]);
+    // Another plugin call that takes the daemon's state lock: a second endpoint's
+    // DeleteEndpoint (nothing to delete).
+    let other = docker_call(
+        &w,
+        "NetworkDriver.DeleteEndpoint",
+        serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": format!("d4c92{}", "0".repeat(59))}),
+    );
+    assert!(
+        !creating.is_finished(),
+        "network ls, inspect and DeleteEndpoint waited for the CreateEndpoint exchange (it \
+         ran under the daemon's lock)"
+    );
+    eprintln!(
+        "answered during the exchange, {:?} after it began",
+        started.elapsed()
+    );
+    assert!(ls.contains(&DOCKER_NID[..12]), "{ls}");
+    assert!(
+        v["Containers"].as_object().is_none_or(|c| c.is_empty()),
+        "{v}"
+    );
+    assert!(other.get("Err").is_none(), "{other}");
+    let answer = creating.join().expect("thread").expect("an answer");
+    let err = answer["Err"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("no DHCP server answered") && err.contains("nothing was left behind"),
+        "{answer}"
+    );
+    assert_eq!(reservation_files(&w), "", "a reservation is left");
+    assert_eq!(links(&w), links_before, "the probe left an interface");
+    // The network is empty: Docker can delete it.
+    let v = docker_call(
+        &w,
+        "NetworkDriver.DeleteNetwork",
+        serde_json::json!({"NetworkID": DOCKER_NID}),
+    );
+    assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+
+    // Killed during the exchange: nothing is left after the restart.
+    create_network(&w);
+    let eid = format!("d4c93{}", "0".repeat(59));
+    let creating = std::thread::spawn({
+        let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
+        let eid = eid.clone();
+        move || {
+            uvlan_system_tests::plugin_call(
+                &sock,
+                "NetworkDriver.CreateEndpoint",
+                &serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
+                       "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
+                       "Options": {}}),
+            )
+        }
+    });
+    assert!(wait_pending(&w, &eid), "{}", w.daemon_log());
+    w.kill_daemon(libc::SIGKILL);
+    let answer = creating.join().expect("thread");
+    assert!(
+        answer.as_ref().is_none_or(|a| a.get("Err").is_some()),
+        "a CreateEndpoint whose daemon died succeeded: {answer:?}"
+    );
+    w.start_daemon();
+    assert_eq!(reservation_files(&w), "", "a reservation is left");
+    assert_eq!(links(&w), links_before, "an interface is left");
+
+    // With a server: the lease is answered, recorded, and given back at DeleteEndpoint.
+    let server = Dnsmasq::start_with(
+        &w,
+        &lan.gw,
+        "dnsmasq",
+        "192.0.2.100,192.0.2.150",
+        &["--no-ping"],
+    );
+    let eid = format!("d4c94{}", "0".repeat(59));
+    let made = docker_create_endpoint(&w, &eid);
+    let cidr = made["Interface"]["Address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no address: {made}\n{}", w.daemon_log()))
+        .to_string();
+    let a = addr(&cidr);
+    assert!(in_range(&a) && cidr.ends_with("/24"), "{made}");
+    assert!(
+        server
+            .wait_leases(|t| t.contains(&format!(" {a} ")))
+            .contains(&format!(" {a} ")),
+        "{}",
+        server.leases_text()
+    );
+    assert_ne!(reservation_files(&w), "", "the reservation is recorded");
+    let v = docker_call(
+        &w,
+        "NetworkDriver.DeleteEndpoint",
+        serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid}),
+    );
+    assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+    let leases = server.wait_leases(|t| !t.contains(&format!(" {a} ")));
+    assert!(
+        !leases.contains(&format!(" {a} ")),
+        "not released: {leases}"
+    );
+    assert!(
+        w.daemon_log().contains(&format!("DHCP lease {a} released")),
+        "{}",
+        w.daemon_log()
+    );
+    assert_eq!(reservation_files(&w), "", "a reservation is left");
+    assert_eq!(links(&w), links_before, "an interface is left");
+    let v = docker_call(
+        &w,
+        "NetworkDriver.DeleteNetwork",
+        serde_json::json!({"NetworkID": DOCKER_NID}),
+    );
+    assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
 }

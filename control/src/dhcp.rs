@@ -105,7 +105,19 @@ pub enum DhcpError {
     /// The message could not be encoded.
     #[error("cannot encode a DHCP message: {0}")]
     Encode(String),
+    /// The caller could not record the offer before the REQUEST (see [`acquire_noting`]).
+    #[error("cannot record the DHCP offer of {addr}: {why}")]
+    Record {
+        /// The offered address.
+        addr: Ipv4Addr,
+        /// The caller's reason.
+        why: String,
+    },
 }
+
+/// What [`acquire_noting`] tells its caller before each REQUEST: the offer it asks the
+/// server to confirm (a provisional lease: its address, prefix and server).
+pub type OfferNote<'a> = &'a (dyn Fn(&Lease) -> Result<(), String> + Sync);
 
 /// The client identifier of an endpoint: type 0 and the first 16 bytes of its ID (hex).
 pub fn client_id_for(endpoint_id: &str) -> Vec<u8> {
@@ -396,7 +408,19 @@ fn lease_of(ack: &Message, client_id: &[u8]) -> Option<Lease> {
 /// if given, within [`ACQUIRE_TIMEOUT`]. Configures nothing: the caller puts the lease on
 /// the interface.
 pub fn acquire(ns: &Netns, c: &Client, requested: Option<Ipv4Addr>) -> Result<Lease, DhcpError> {
-    ns.run(|| acquire_here(c, requested, ACQUIRE_TIMEOUT))
+    acquire_noting(ns, c, requested, &|_| Ok(()))
+}
+
+/// [`acquire`], calling `note` with each offer before it sends the REQUEST for it (and
+/// failing if `note` does): a caller that records the offer can give the address back
+/// should it die between the server's ACK and its own record of the lease.
+pub fn acquire_noting(
+    ns: &Netns,
+    c: &Client,
+    requested: Option<Ipv4Addr>,
+    note: OfferNote<'_>,
+) -> Result<Lease, DhcpError> {
+    ns.run(|| acquire_here(c, requested, ACQUIRE_TIMEOUT, note))
         .map_err(|e| DhcpError::Netns(e.to_string()))?
 }
 
@@ -404,11 +428,12 @@ fn acquire_here(
     c: &Client,
     mut requested: Option<Ipv4Addr>,
     bound: Duration,
+    note: OfferNote<'_>,
 ) -> Result<Lease, DhcpError> {
     let fd = packet_socket(c.ifindex)?;
     let end = Instant::now() + bound;
     loop {
-        match acquire_once(&fd, c, requested, end, bound) {
+        match acquire_once(&fd, c, requested, end, bound, note) {
             // RFC 2131 3.1: a NAK to the REQUEST restarts the configuration process. Two
             // ipvlan endpoints share a MAC, and a server that picks addresses from it (as
             // dnsmasq does) offers both the same one: the loser asks again, after a random
@@ -433,6 +458,7 @@ fn acquire_once(
     requested: Option<Ipv4Addr>,
     end: Instant,
     bound: Duration,
+    note: OfferNote<'_>,
 ) -> Result<Lease, DhcpError> {
     let xid = new_xid()?;
     let mut discover = request_base(c, xid, MessageType::Discover);
@@ -466,6 +492,20 @@ fn acquire_once(
         Some(DhcpOption::ServerIdentifier(s)) => *s,
         _ => offer.siaddr(),
     };
+    let offered = lease_of(&offer, &c.client_id).unwrap_or_else(|| Lease {
+        addr,
+        prefix_len: 24,
+        server_id: server,
+        router: None,
+        routes: Vec::new(),
+        dns: Vec::new(),
+        lease_secs: 0,
+        t1_secs: 0,
+        t2_secs: 0,
+        obtained: now_secs(),
+        client_id: hex(&c.client_id),
+    });
+    note(&offered).map_err(|why| DhcpError::Record { addr, why })?;
     let mut req = request_base(c, xid, MessageType::Request);
     req.opts_mut().insert(DhcpOption::RequestedIpAddress(addr));
     req.opts_mut().insert(DhcpOption::ServerIdentifier(server));

@@ -190,12 +190,15 @@ impl Daemon {
                 _ => false,
             };
             let reserved = n.rec.managed.iter().flat_map(|m| m.reserved.iter());
+            // Endpoints whose CreateEndpoint leases their address now hold their MAC too.
+            let pending = n.pending.iter().filter(|(_, m)| !m.is_zero());
             let macs = n
                 .rec
                 .endpoints
                 .iter()
                 .map(|ep| (ep.mac(), ep.name.clone()))
-                .chain(reserved.map(|r| (r.mac.parse().ok(), r.key.clone())));
+                .chain(reserved.map(|r| (r.mac.parse().ok(), r.key.clone())))
+                .chain(pending.map(|(k, m)| (Some(*m), k.clone())));
             for (mac, holder) in macs {
                 if let Some(m) = mac {
                     all.insert(m);
@@ -296,18 +299,31 @@ impl Daemon {
         let net_id = st.nets[i].rec.id.clone();
         let netname = st.nets[i].rec.name.clone();
         drop(st);
-        let turn = self.dhcp_turn(rec.mac().map(|m| m.octets()).unwrap_or_default());
-        std::thread::sleep(dhcp::jitter(CONNECT_JITTER));
-        let leased = Netns::open_path(std::path::Path::new(&rec.netns_path))
-            .map_err(|e| e.to_string())
-            .and_then(|ns| match ns.inode() == rec.netns_inode {
-                true => Ok(ns),
-                false => Err(format!("{} is now another namespace", rec.netns_path)),
-            })
-            .and_then(|ns| self.lease_endpoint(&ns, &rec));
-        drop(turn);
+        let mac = rec.mac().map(|m| m.octets()).unwrap_or_default();
+        let leased = self.in_dhcp_turn(mac, || {
+            Netns::open_path(std::path::Path::new(&rec.netns_path))
+                .map_err(|e| e.to_string())
+                .and_then(|ns| match ns.inode() == rec.netns_inode {
+                    true => Ok(ns),
+                    false => Err(format!("{} is now another namespace", rec.netns_path)),
+                })
+                .and_then(|ns| self.lease_endpoint(&ns, &rec))
+        });
         let mut st = self.lock();
         self.finish_lease(&mut st, &net_id, &netname, rec, leased)
+    }
+
+    /// Runs the DHCP acquisition `acquire` of client `mac`, which the caller runs without
+    /// the state lock (`network connect` and `run`, Docker's CreateEndpoint): it waits for a
+    /// turn (at most [`super::model::DHCP_SLOTS`] at a time, one per MAC), then pauses at
+    /// random for up to [`CONNECT_JITTER`], so that a burst of new endpoints does not reach
+    /// the server at once.
+    pub(super) fn in_dhcp_turn<T>(&self, mac: [u8; 6], acquire: impl FnOnce() -> T) -> T {
+        let turn = self.dhcp_turn(mac);
+        std::thread::sleep(dhcp::jitter(CONNECT_JITTER));
+        let out = acquire();
+        drop(turn);
+        out
     }
 
     /// The end of [`Daemon::connect_unlocking`], under the lock: the lease recorded, or the

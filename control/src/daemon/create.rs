@@ -158,6 +158,8 @@ impl Daemon {
             problem_ifindex: None,
             eps: HashMap::new(),
             parked: HashMap::new(),
+            pending: HashMap::new(),
+            releasing: Default::default(),
         });
         // A parent the engine already had may have changed since it was read.
         self.reconcile_locked(st);

@@ -11,7 +11,8 @@
 //! `CONTAINERID/IFNAME`):
 //! - reserve (Docker's CreateEndpoint): addresses and MAC are recorded; on a network with
 //!   DHCP IPAM (Docker's `-o uvlan.ipam=dhcp`) the address is first leased on a probe
-//!   (`probe`) and answered to the front end, and the lease is kept with the reservation;
+//!   (`probe`), without the state lock, and answered to the front end, and the lease is kept
+//!   with the reservation;
 //! - attach (Docker's Join, CNI ADD): the interface is made, either inside the namespace,
 //!   addressed and routed (CNI), or in the daemon's namespace for Docker to move into its
 //!   sandbox: the daemon then follows it there (by interface index and MAC), finishes the
@@ -23,7 +24,8 @@
 //!   because Docker moves it back to the host namespace after Leave (a veth pair stays
 //!   without a descriptor, its programs detached);
 //! - forget (Docker's DeleteEndpoint, CNI DEL): everything goes, a DHCP lease is released
-//!   (from the endpoint's interface if it is still attached, else from a probe).
+//!   (from the endpoint's interface if it is still attached, else from a probe, without the
+//!   state lock).
 //!
 //! Detaching or forgetting what is not there succeeds (CNI DEL and Docker's retries are
 //! idempotent).
@@ -156,6 +158,7 @@ fn reservation_of(ep: &EndpointRecord, macvlan: bool, parked: bool) -> ReservedE
         host_name: ep.host_name.clone(),
         endpoint_id: parked.then(|| ep.id.clone()),
         lease: ep.lease.clone(),
+        offered: None,
     }
 }
 
@@ -383,6 +386,13 @@ impl Daemon {
                 spec.key, rec.name
             ));
         }
+        if rec.managed.is_some() && st.nets[i].pending.contains_key(&spec.key) {
+            return Err(format!(
+                "endpoint {} of network {} is still being created (its DHCP exchange runs): \
+                 try again",
+                spec.key, rec.name
+            ));
+        }
         let dhcp = rec.dhcp;
         if dhcp && (spec.address.is_some() || spec.address_v6.is_some()) {
             return Err(format!(
@@ -390,7 +400,7 @@ impl Daemon {
                 rec.name
             ));
         }
-        let mut addrs = spec_addrs(rec, spec)?;
+        let addrs = spec_addrs(rec, spec)?;
         let chosen = Self::choose_mac(&mut st, i, spec.mac.as_deref())?;
         let mac = if macvlan {
             chosen.to_string()
@@ -404,22 +414,9 @@ impl Daemon {
                 spec.key
             ));
         }
-        // A DHCP network: the address is leased now, on a probe with the endpoint's MAC and
-        // ID, since Docker wants it in CreateEndpoint's answer (see `probe`).
-        let lease = match dhcp {
-            false => None,
-            true => {
-                let lease = self.probe_lease(&st, i, &spec.key, chosen).map_err(|e| {
-                    format!(
-                        "cannot lease an address for endpoint {} of network {}: {e}",
-                        ids::short_id(&spec.key),
-                        st.nets[i].rec.name
-                    )
-                })?;
-                addrs.v4 = crate::dhcp::endpoint_addr(&lease);
-                Some(lease)
-            }
-        };
+        if dhcp {
+            return self.reserve_leased(st, i, spec, chosen, addrs);
+        }
         let r = ReservedEndpoint {
             key: spec.key.clone(),
             addrs,
@@ -428,20 +425,198 @@ impl Daemon {
             created: ids::now_rfc3339(),
             host_name: None,
             endpoint_id: None,
-            lease,
+            lease: None,
+            offered: None,
         };
         let net_id = st.nets[i].rec.id.clone();
-        if let Err(e) = self.store.save_reserved(&net_id, &r) {
-            if let Some(lease) = &r.lease {
-                self.probe_release(&st, i, &r.key, chosen, lease);
-            }
-            return Err(e.to_string());
-        }
+        self.store
+            .save_reserved(&net_id, &r)
+            .map_err(|e| e.to_string())?;
         let answer = reserved_answer(&r);
         if let Some(m) = st.nets[i].rec.managed.as_mut() {
             m.reserved.push(r);
         }
         Ok(answer)
+    }
+
+    /// [`Daemon::reserve_endpoint`] on a DHCP network: the address is leased now, on a probe
+    /// with the endpoint's MAC (`chosen`) and ID, since Docker wants it in CreateEndpoint's
+    /// answer (see `probe.rs`). The probe is made under the lock and the endpoint's key and
+    /// MAC held in memory ([`super::model::Net::pending`]); the exchange runs without the
+    /// lock, and before each REQUEST the reservation is written with the offer it asks for
+    /// ([`ReservedEndpoint::offered`]); then, under the lock again, the reservation is
+    /// recorded with its lease and the probe removed, or the offer given back and the
+    /// reservation dropped. A daemon killed meanwhile leaves no probe (it goes with the
+    /// process) and, at its next start, gives back the offer it was asking for
+    /// ([`Daemon::drop_interrupted_offers`]).
+    fn reserve_leased(
+        &self,
+        mut st: std::sync::MutexGuard<'_, State>,
+        i: usize,
+        spec: &EndpointSpec,
+        chosen: MacAddr,
+        addrs: EndpointAddrs,
+    ) -> Result<serde_json::Value, String> {
+        let net_id = st.nets[i].rec.id.clone();
+        let netname = st.nets[i].rec.name.clone();
+        let macvlan = st.nets[i].rec.driver == Driver::Macvlan.as_str();
+        let failed = |e: String| {
+            format!(
+                "cannot lease an address for endpoint {} of network {netname}: {e}",
+                ids::short_id(&spec.key),
+            )
+        };
+        let probe = self
+            .make_probe(&st, i, &spec.key, chosen, EndpointAddrs::default())
+            .map_err(failed)?;
+        st.nets[i].pending.insert(spec.key.clone(), chosen);
+        drop(st);
+        let mut r = ReservedEndpoint {
+            key: spec.key.clone(),
+            addrs,
+            mac: if macvlan {
+                chosen.to_string()
+            } else {
+                String::new()
+            },
+            req_mac: spec.mac.clone(),
+            created: ids::now_rfc3339(),
+            host_name: None,
+            endpoint_id: None,
+            lease: None,
+            offered: None,
+        };
+        // The last offer written to the store (its REQUEST may have reached the server).
+        let noted = std::sync::Mutex::new(None::<crate::dhcp::Lease>);
+        let note = |offer: &crate::dhcp::Lease| -> Result<(), String> {
+            let mut w = r.clone();
+            w.offered = Some(offer.clone());
+            self.store
+                .save_reserved(&net_id, &w)
+                .map_err(|e| e.to_string())?;
+            *noted.lock().unwrap_or_else(|e| e.into_inner()) = Some(offer.clone());
+            Ok(())
+        };
+        let leased = self.probe_lease(&probe, &note);
+        let noted = noted.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.lock();
+        let i = st.nets.iter().position(|n| n.rec.id == net_id);
+        if let Some(i) = i {
+            st.nets[i].pending.remove(&spec.key);
+        }
+        let recorded = match (leased, i) {
+            (Err(e), _) => Err((e, None)),
+            // Nothing removes a network while it has a pending endpoint.
+            (Ok(lease), None) => {
+                Err(("the network was removed meanwhile".to_string(), Some(lease)))
+            }
+            (Ok(lease), Some(i)) => {
+                r.addrs.v4 = crate::dhcp::endpoint_addr(&lease);
+                r.lease = Some(lease);
+                match self.store.save_reserved(&net_id, &r) {
+                    Ok(()) => Ok((i, r)),
+                    Err(e) => Err((e.to_string(), r.lease)),
+                }
+            }
+        };
+        self.drop_probe(probe);
+        match recorded {
+            Ok((i, r)) => {
+                let answer = reserved_answer(&r);
+                if let Some(m) = st.nets[i].rec.managed.as_mut() {
+                    m.reserved.push(r);
+                }
+                Ok(answer)
+            }
+            Err((e, lease)) => {
+                // The lease, or the offer last asked for (the server may have confirmed
+                // it without the answer arriving in time), goes back.
+                if let Some(lease) = lease.as_ref().or(noted.as_ref()) {
+                    self.release_reserved_lease(&st, i, &spec.key, chosen, lease);
+                }
+                if noted.is_some() {
+                    if let Err(e) = self.store.delete_reserved(&net_id, &spec.key) {
+                        (self.log)(&format!(
+                            "endpoint {}: {e} (the next start drops it)",
+                            ids::short_id(&spec.key)
+                        ));
+                    }
+                }
+                Err(format!("{}; nothing was left behind", failed(e)))
+            }
+        }
+    }
+
+    /// At start: reservations whose CreateEndpoint was interrupted in its DHCP exchange
+    /// (they still hold the offer they asked for, [`ReservedEndpoint::offered`]). The offered
+    /// address goes back (RELEASE from a probe: the server may have confirmed it), and the
+    /// reservation is dropped; Docker got no answer for it.
+    pub(super) fn drop_interrupted_offers(&self, st: &mut State) {
+        for i in 0..st.nets.len() {
+            let interrupted: Vec<ReservedEndpoint> = st.nets[i]
+                .rec
+                .managed
+                .iter()
+                .flat_map(|m| m.reserved.iter())
+                .filter(|r| r.offered.is_some())
+                .cloned()
+                .collect();
+            let net_id = st.nets[i].rec.id.clone();
+            for r in interrupted {
+                let mac = r.mac.parse::<MacAddr>().unwrap_or(MacAddr::ZERO);
+                if let Some(offer) = &r.offered {
+                    self.release_reserved_lease(st, Some(i), &r.key, mac, offer);
+                }
+                let done = match self.store.delete_reserved(&net_id, &r.key) {
+                    Ok(()) => "dropped".to_string(),
+                    Err(e) => format!("{e} (the next start tries again)"),
+                };
+                if let Some(m) = st.nets[i].rec.managed.as_mut() {
+                    m.reserved.retain(|x| x.key != r.key);
+                }
+                (self.log)(&format!(
+                    "network {}: endpoint {}: its CreateEndpoint was interrupted in its DHCP \
+                     exchange: the offered {} was given back, the reservation {done}",
+                    st.nets[i].rec.name,
+                    ids::short_id(&r.key),
+                    r.offered
+                        .as_ref()
+                        .map_or(String::new(), |o| o.addr.to_string()),
+                ));
+            }
+        }
+    }
+
+    /// Gives back (RELEASE) `lease` of endpoint `key` of network `i` (if it still exists)
+    /// from a probe with `mac` holding the leased address. Failures are logged: the lease
+    /// then expires at the server.
+    fn release_reserved_lease(
+        &self,
+        st: &State,
+        i: Option<usize>,
+        key: &str,
+        mac: MacAddr,
+        lease: &crate::dhcp::Lease,
+    ) {
+        let addrs = EndpointAddrs {
+            v4: crate::dhcp::endpoint_addr(lease),
+            v6: None,
+        };
+        let probe = match i {
+            Some(i) => self.make_probe(st, i, key, mac, addrs),
+            None => Err("its network is gone".to_string()),
+        };
+        match probe {
+            Ok(p) => {
+                self.probe_release(&p, lease);
+                self.drop_probe(p);
+            }
+            Err(e) => (self.log)(&format!(
+                "endpoint {}: DHCP RELEASE of {}: {e} (the lease expires at the server)",
+                ids::short_id(key),
+                lease.addr
+            )),
+        }
     }
 
     /// [`crate::api::Request::EndpointAttach`].
@@ -455,6 +630,13 @@ impl Daemon {
             return Err(Self::managed_index(&st, &a.network)
                 .err()
                 .unwrap_or_default());
+        }
+        if st.nets[i].pending.contains_key(&a.key) || st.nets[i].releasing.contains(&a.key) {
+            return Err(format!(
+                "endpoint {} of network {} is being created or deleted (its DHCP exchange \
+                 runs): try again",
+                a.key, st.nets[i].rec.name
+            ));
         }
         if let Some(ep) = st.nets[i]
             .rec
@@ -607,11 +789,18 @@ impl Daemon {
         remove_empty_network: bool,
     ) -> Result<bool, String> {
         let mut st = self.lock();
-        let Some(i) = Self::find_exact(&st, network) else {
+        let Some(mut i) = Self::find_exact(&st, network) else {
             return Ok(false);
         };
         if st.nets[i].rec.managed.is_none() {
             return Err(Self::managed_index(&st, network).err().unwrap_or_default());
+        }
+        if st.nets[i].pending.contains_key(key) {
+            return Err(format!(
+                "endpoint {key} of network {} is still being created (its DHCP exchange runs): \
+                 try again",
+                st.nets[i].rec.name
+            ));
         }
         let mut changed = false;
         let mut host_name = None;
@@ -679,7 +868,14 @@ impl Daemon {
                 .managed
                 .as_ref()
                 .and_then(|m| m.reserved.iter().position(|r| r.key == key));
-            if let Some(k) = pos {
+            if let Some(mut k) = pos {
+                if st.nets[i].releasing.contains(key) {
+                    return Err(format!(
+                        "endpoint {key} of network {} is being deleted already (its DHCP lease \
+                         is being given back): try again",
+                        st.nets[i].rec.name
+                    ));
+                }
                 // The kernel first (its TAP), then the record: a crash in between leaves a
                 // reservation whose TAP is gone, and DeleteEndpoint's retry finishes it.
                 let r = st.nets[i]
@@ -688,12 +884,48 @@ impl Daemon {
                     .as_ref()
                     .map(|m| m.reserved[k].clone());
                 // A DHCP lease goes back from a probe: the endpoint's interface, if any, has
-                // left its sandbox and with it its address.
+                // left its sandbox and with it its address. The RELEASE can wait on the
+                // network (up to a second for the server's next hop), so it runs without the
+                // state lock; the reservation stays, its key busy, until it is sent.
                 if let Some((lease, mac)) = r.as_ref().and_then(|r| {
                     let mac = r.mac.parse::<MacAddr>().unwrap_or(MacAddr::ZERO);
                     r.lease.clone().map(|l| (l, mac))
                 }) {
-                    self.probe_release(&st, i, key, mac, &lease);
+                    let addrs = EndpointAddrs {
+                        v4: crate::dhcp::endpoint_addr(&lease),
+                        v6: None,
+                    };
+                    match self.make_probe(&st, i, key, mac, addrs) {
+                        Ok(p) => {
+                            st.nets[i].releasing.insert(key.to_string());
+                            drop(st);
+                            self.probe_release(&p, &lease);
+                            st = self.lock();
+                            self.drop_probe(p);
+                            // Nothing removes a network that holds a reservation, nor the
+                            // reservation of a busy key.
+                            let Some(j) = st.nets.iter().position(|n| n.rec.id == net_id) else {
+                                return Ok(true);
+                            };
+                            i = j;
+                            st.nets[i].releasing.remove(key);
+                            let pos = st.nets[i]
+                                .rec
+                                .managed
+                                .as_ref()
+                                .and_then(|m| m.reserved.iter().position(|r| r.key == key));
+                            let Some(pos) = pos else {
+                                return Ok(true);
+                            };
+                            k = pos;
+                        }
+                        Err(e) => (self.log)(&format!(
+                            "endpoint {}: DHCP RELEASE of {}: {e} (the lease expires at the \
+                             server)",
+                            ids::short_id(key),
+                            lease.addr
+                        )),
+                    }
                 }
                 match st.nets[i].parked.remove(key) {
                     Some(tap) => endpoint::destroy_tap(tap),

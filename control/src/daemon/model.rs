@@ -77,6 +77,13 @@ pub(super) struct Net {
     /// Managed networks: TAPs of endpoints a front end took out of their sandbox (Docker's
     /// Leave), by key, until the endpoint is forgotten (DeleteEndpoint).
     pub(super) parked: HashMap<String, Tap>,
+    /// Managed DHCP networks: endpoints whose CreateEndpoint leases their address now,
+    /// without the state lock (see `probe.rs`), by key, with the MAC they hold (zero on
+    /// ipvlan). Only in memory: a crash meanwhile leaves no trace of them.
+    pub(super) pending: HashMap<String, MacAddr>,
+    /// Managed DHCP networks: reservations whose DeleteEndpoint gives their lease back now,
+    /// without the state lock; the reservation stays until it is done.
+    pub(super) releasing: std::collections::HashSet<String>,
 }
 
 pub(super) struct State {

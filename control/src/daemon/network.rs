@@ -161,8 +161,13 @@ impl Daemon {
         }
         let net = &st.nets[i];
         let reserved = net.rec.managed.as_ref().map_or(0, |m| m.reserved.len());
-        if !net.rec.endpoints.is_empty() || reserved > 0 {
+        if !net.rec.endpoints.is_empty() || reserved > 0 || !net.pending.is_empty() {
             let reserved = net.rec.managed.iter().flat_map(|m| m.reserved.iter());
+            // Endpoints whose CreateEndpoint leases their address now.
+            let pending = net
+                .pending
+                .keys()
+                .map(|k| format!("name:\"(being created)\" id:{:?}", ids::short_id(k)));
             let eps: Vec<String> = net
                 .rec
                 .endpoints
@@ -172,6 +177,7 @@ impl Daemon {
                     reserved
                         .map(|r| format!("name:\"(not joined)\" id:{:?}", ids::short_id(&r.key))),
                 )
+                .chain(pending)
                 .collect();
             return Err(format!(
                 "error while removing network: network {} has active endpoints ({})",
@@ -226,6 +232,8 @@ impl Daemon {
                 problem_ifindex: None,
                 eps: HashMap::new(),
                 parked: HashMap::new(),
+                pending: HashMap::new(),
+                releasing: Default::default(),
             },
             Err(e) => {
                 let problem_ifindex = rec
@@ -247,6 +255,8 @@ impl Daemon {
                     problem_ifindex,
                     eps: HashMap::new(),
                     parked: HashMap::new(),
+                    pending: HashMap::new(),
+                    releasing: Default::default(),
                 };
             }
         };

@@ -8,6 +8,15 @@
 //! identity (the endpoint's MAC, and the client identifier made from its ID), so the server
 //! sees one client throughout. The namespace is held only by the daemon: it goes with the
 //! probe, or with the process if the daemon dies meanwhile.
+//!
+//! The probe is made and removed under the state lock, but the exchange runs without it
+//! (other requests and plugin calls go on meanwhile): an acquisition takes a turn and a
+//! random pause as `network connect`'s does ([`Daemon::in_dhcp_turn`]), and a RELEASE may
+//! wait up to a second for the server's next hop. Nothing of a probe is written to the
+//! store: its port lives in the daemon's engine, its TAP in its namespace, so a daemon
+//! killed during the exchange leaves neither. CreateEndpoint writes the reservation before
+//! each REQUEST with the offer it asks for, and with its lease once it is ACKed: a start that
+//! finds a reservation still holding an offer gives that address back and drops it.
 
 use uvlan_dataplane::fwd::Engine;
 use uvlan_dataplane::wire::MacAddr;
@@ -20,26 +29,36 @@ use crate::store::EndpointRecord;
 
 use super::dp::with_engine;
 use super::endpoint;
-use super::model::{Daemon, State};
+use super::model::{Daemon, EpRt, State};
 use super::options;
 
 /// The probe's interface name in its namespace.
 const PROBE_IFNAME: &str = "eth0";
 
+/// A probe of a DHCP network (see the module docs): made under the state lock, used without
+/// it, removed under it ([`Daemon::drop_probe`]).
+pub(super) struct Probe {
+    rt: EpRt,
+    /// Its interface in its namespace.
+    ifindex: u32,
+    /// The port's MAC: the endpoint's (macvlan) or the parent's (ipvlan).
+    mac: MacAddr,
+    /// The endpoint's key (its client identifier is made from it).
+    key: String,
+}
+
 impl Daemon {
-    /// Runs `f` on a probe of network `i` for endpoint `key` with `mac` (zero: the port's
-    /// own, as ipvlan's) and the addresses `addrs` configured (with the driver's routes);
-    /// `f` gets the namespace, the interface index and the port's MAC. The probe is gone when
-    /// this returns, whatever `f` answered.
-    fn with_probe<T>(
+    /// Makes a probe of network `i` for endpoint `key` with `mac` (zero: the port's own, as
+    /// ipvlan's) and the addresses `addrs` configured (with the driver's routes). Nothing is
+    /// left on error.
+    pub(super) fn make_probe(
         &self,
         st: &State,
         i: usize,
         key: &str,
         mac: MacAddr,
         addrs: EndpointAddrs,
-        f: impl FnOnce(&Netns, u32, MacAddr) -> Result<T, String>,
-    ) -> Result<T, String> {
+    ) -> Result<Probe, String> {
         let net = &st.nets[i];
         let Some(nid) = net.rt.as_ref().map(|r| r.nid) else {
             return Err(format!(
@@ -97,39 +116,40 @@ impl Daemon {
         let tap = endpoint::create_interface(&ns, &path, &plan).map_err(undo_port)?;
         let ifindex = tap.ifindex();
         let rt = self.finish_endpoint(port, tap, ifindex, ns, true, &label, driver, false, None)?;
-        let out = f(&rt.netns, ifindex, port_mac);
-        self.teardown_endpoint(rt);
-        out
+        Ok(Probe {
+            rt,
+            ifindex,
+            mac: port_mac,
+            key: key.to_string(),
+        })
     }
 
-    /// Leases an address for endpoint `key` of the DHCP network `i` before its interface
-    /// exists (Docker's CreateEndpoint): DISCOVER/OFFER/REQUEST/ACK on a probe with `mac`.
+    /// Removes a probe: its port, its TAP and with its descriptor its namespace.
+    pub(super) fn drop_probe(&self, p: Probe) {
+        self.teardown_endpoint(p.rt);
+    }
+
+    /// Leases an address for the probe's endpoint before its interface exists (Docker's
+    /// CreateEndpoint): DISCOVER/OFFER/REQUEST/ACK, in a turn ([`Daemon::in_dhcp_turn`]),
+    /// with `note` told each offer before its REQUEST (see [`dhcp::acquire_noting`]).
+    /// Called without the state lock.
     pub(super) fn probe_lease(
         &self,
-        st: &State,
-        i: usize,
-        key: &str,
-        mac: MacAddr,
+        p: &Probe,
+        note: dhcp::OfferNote<'_>,
     ) -> Result<dhcp::Lease, String> {
-        let lease = self.with_probe(
-            st,
-            i,
-            key,
-            mac,
-            EndpointAddrs::default(),
-            |ns, ifindex, m| {
-                let client = dhcp::Client {
-                    ifindex,
-                    mac: m.octets(),
-                    client_id: dhcp::client_id_for(key),
-                    hostname: None,
-                };
-                dhcp::acquire(ns, &client, None).map_err(|e| e.to_string())
-            },
-        )?;
+        let client = dhcp::Client {
+            ifindex: p.ifindex,
+            mac: p.mac.octets(),
+            client_id: dhcp::client_id_for(&p.key),
+            hostname: None,
+        };
+        let lease = self.in_dhcp_turn(p.mac.octets(), || {
+            dhcp::acquire_noting(&p.rt.netns, &client, None, note).map_err(|e| e.to_string())
+        })?;
         (self.log)(&format!(
             "endpoint {}: DHCP lease {}/{} from {} for {}s",
-            ids::short_id(key),
+            ids::short_id(&p.key),
             lease.addr,
             lease.prefix_len,
             lease.server_id,
@@ -138,33 +158,22 @@ impl Daemon {
         Ok(lease)
     }
 
-    /// Gives `lease` of endpoint `key` of network `i` back (RELEASE) from a probe with `mac`
-    /// holding the leased address (Docker's DeleteEndpoint, once the endpoint's interface has
-    /// left its sandbox). Failures are logged: the lease then expires at the server.
-    pub(super) fn probe_release(
-        &self,
-        st: &State,
-        i: usize,
-        key: &str,
-        mac: MacAddr,
-        lease: &dhcp::Lease,
-    ) {
-        let addrs = EndpointAddrs {
-            v4: dhcp::endpoint_addr(lease),
-            v6: None,
-        };
-        let sent = self.with_probe(st, i, key, mac, addrs, |ns, _, m| {
-            dhcp::release(ns, m.octets(), lease).map_err(|e| e.to_string())
-        });
+    /// Gives `lease` back (RELEASE) from a probe holding the leased address (Docker's
+    /// DeleteEndpoint, once the endpoint's interface has left its sandbox; or a reservation
+    /// that could not be recorded). May be called without the state lock (it can wait up to
+    /// a second for the server's next hop). Failures are logged: the lease then expires at
+    /// the server.
+    pub(super) fn probe_release(&self, p: &Probe, lease: &dhcp::Lease) {
+        let sent = dhcp::release(&p.rt.netns, p.mac.octets(), lease);
         match sent {
             Ok(()) => (self.log)(&format!(
                 "endpoint {}: DHCP lease {} released",
-                ids::short_id(key),
+                ids::short_id(&p.key),
                 lease.addr
             )),
             Err(e) => (self.log)(&format!(
                 "endpoint {}: DHCP RELEASE of {}: {e} (the lease expires at the server)",
-                ids::short_id(key),
+                ids::short_id(&p.key),
                 lease.addr
             )),
         }

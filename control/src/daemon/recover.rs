@@ -194,6 +194,7 @@ pub(super) fn resolve_intents(
                             host_name: ep.host_name.clone(),
                             endpoint_id: Some(ep.id.clone()),
                             lease: ep.lease.clone(),
+                            offered: None,
                         };
                         store.save_reserved(&rec.id, &r)?;
                         if let Some(m) = rec.managed.as_mut() {

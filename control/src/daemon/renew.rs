@@ -10,7 +10,9 @@
 //!
 //! After a restart (a `kill -9` included) every stored lease is confirmed before it is
 //! renewed: INIT-REBOOT (RFC 2131 3.2), a broadcast REQUEST for the stored address without a
-//! server identifier. An ACK keeps it (or updates it); a NAK takes the address off `eth0`
+//! server identifier. An ACK keeps it (or updates it), and puts the address and its routes
+//! back on the interface if they left it while the daemon was down; a NAK takes the address
+//! off `eth0`
 //! and starts discovery; silence keeps the lease until its T1 as before the restart. A lease
 //! that ended while the daemon was down is taken away and asked for again at once. The
 //! confirmations are spread over a random pause of up to 250 ms per lease beyond the first,
@@ -285,6 +287,19 @@ impl Daemon {
                             job.name, new.addr
                         ));
                     }
+                } else if job.action == Action::Reboot {
+                    // The address may have left the interface while the daemon was down.
+                    match restore_address(job, &new) {
+                        Ok(false) => {}
+                        Ok(true) => (self.log)(&format!(
+                            "endpoint {}: {}/{} was no longer on {}: put back with its routes",
+                            job.name, new.addr, new.prefix_len, job.ifname
+                        )),
+                        Err(e) => (self.log)(&format!(
+                            "endpoint {}: putting {}/{} back on {}: {e}",
+                            job.name, new.addr, new.prefix_len, job.ifname
+                        )),
+                    }
                 }
                 (self.log)(&format!(
                     "endpoint {}: DHCP lease {} {} for {}s",
@@ -351,26 +366,51 @@ fn readdress(job: &Job, new: Option<&Lease>) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     if let Some(l) = new {
-        r.addr_add(
-            ifindex,
-            IpAddr::V4(l.addr),
-            l.prefix_len,
-            AddrOptions::default(),
-        )
-        .map_err(|e| e.to_string())?;
-        if l.routes.is_empty() {
-            if let Some(g) = l.router {
-                r.route_replace(&Route::default_via(IpAddr::V4(g), Some(ifindex)))
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        for (dst, len, gw) in &l.routes {
-            let gw = (!gw.is_unspecified()).then_some(IpAddr::V4(*gw));
-            r.route_replace(&Route::to(IpAddr::V4(*dst), *len, gw, Some(ifindex)))
+        put_lease(&mut r, ifindex, l)?;
+    }
+    Ok(())
+}
+
+/// Puts lease `l`'s address on link `ifindex`, with its routes: the classless ones, else the
+/// router as default route.
+fn put_lease(r: &mut Rtnl, ifindex: u32, l: &Lease) -> Result<(), String> {
+    r.addr_add(
+        ifindex,
+        IpAddr::V4(l.addr),
+        l.prefix_len,
+        AddrOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    if l.routes.is_empty() {
+        if let Some(g) = l.router {
+            r.route_replace(&Route::default_via(IpAddr::V4(g), Some(ifindex)))
                 .map_err(|e| e.to_string())?;
         }
     }
+    for (dst, len, gw) in &l.routes {
+        let gw = (!gw.is_unspecified()).then_some(IpAddr::V4(*gw));
+        r.route_replace(&Route::to(IpAddr::V4(*dst), *len, gw, Some(ifindex)))
+            .map_err(|e| e.to_string())?;
+    }
     Ok(())
+}
+
+/// After an INIT-REBOOT's ACK: puts `lease`'s address back on the endpoint's interface, with
+/// its routes, when it is not there (removed while the daemon was down). Returns whether it
+/// had to.
+fn restore_address(job: &Job, lease: &Lease) -> Result<bool, String> {
+    let ns = Netns::open_path(std::path::Path::new(&job.netns_path)).map_err(|e| e.to_string())?;
+    let mut r = Rtnl::open(&ns).map_err(|e| e.to_string())?;
+    let ifindex = r.link_get(&job.ifname).map_err(|e| e.to_string())?.index;
+    let held = r.addr_list(Some(ifindex)).map_err(|e| e.to_string())?;
+    if held
+        .iter()
+        .any(|a| a.addr == IpAddr::V4(lease.addr) && a.prefix_len == lease.prefix_len)
+    {
+        return Ok(false);
+    }
+    put_lease(&mut r, ifindex, lease)?;
+    Ok(true)
 }
 
 fn renew_loop(me: Weak<Daemon>, shared: RenewShared) {

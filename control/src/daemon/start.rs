@@ -102,6 +102,7 @@ impl Daemon {
             }
             // Parents may have changed while the daemon was down.
             daemon.reconcile_locked(&mut st);
+            daemon.drop_interrupted_offers(&mut st);
             // Stored leases are confirmed with INIT-REBOOT (or found expired and asked for
             // again), then renewed from where they were; endpoints that lost theirs go on
             // asking for a new one.

@@ -601,6 +601,65 @@ fn uvlan_ipam_dhcp_is_dockers_spelling() {
     assert!(e.contains("leases its addresses from DHCP"), "{e}");
 }
 
+/// While a Docker endpoint's CreateEndpoint leases its address without the state lock
+/// (pending), its key and MAC stay taken: a second CreateEndpoint of it, another endpoint
+/// asking for its MAC, its DeleteEndpoint and deleting its network are refused; once it is
+/// done, the network can go.
+#[test]
+fn a_pending_dhcp_reservation_holds_its_key_and_mac() {
+    let root = TempRoot::new("pending");
+    let d = start(&root).unwrap();
+    let id = "ab".repeat(32);
+    let mut r = ensure(
+        Some(&id),
+        "docker",
+        &[("parent", "eth1"), ("uvlan.ipam", "dhcp")],
+        &[],
+    );
+    if let Request::NetworkEnsure(e) = &mut r {
+        e.driver = "macvlan".to_string();
+    }
+    ok(&d, r);
+    let key = "cd".repeat(32);
+    let mac = "02:42:c0:00:02:07";
+    {
+        let mut st = d.lock();
+        let i = st.nets.iter().position(|n| n.rec.id == id).unwrap();
+        st.nets[i].pending.insert(key.clone(), mac.parse().unwrap());
+    }
+    let reserve = |key: &str, mac: Option<&str>| Request::EndpointReserve {
+        network: id.clone(),
+        spec: crate::api::EndpointSpec {
+            key: key.to_string(),
+            mac: mac.map(str::to_string),
+            ..Default::default()
+        },
+    };
+    let e = err(&d, reserve(&key, None));
+    assert!(e.contains("is still being created"), "{e}");
+    let e = err(&d, reserve(&"ef".repeat(32), Some(mac)));
+    assert!(
+        e.contains(&format!("already used by endpoint {key}")),
+        "{e}"
+    );
+    let detach = Request::EndpointDetach {
+        network: id.clone(),
+        key: key.clone(),
+        forget: true,
+        remove_empty_network: false,
+    };
+    let e = err(&d, detach);
+    assert!(e.contains("is still being created"), "{e}");
+    let delete = Request::NetworkDelete {
+        network: id.clone(),
+        owner: "docker".to_string(),
+    };
+    let e = err(&d, delete.clone());
+    assert!(e.contains("(being created)"), "{e}");
+    d.lock().nets[0].pending.clear();
+    assert_eq!(ok(&d, delete), serde_json::json!(true));
+}
+
 #[test]
 fn managed_networks_take_the_front_ends_ipam_and_refuse_the_cli() {
     let root = TempRoot::new("managed");

@@ -44,6 +44,12 @@
 //! finishes every `remove` and `park` (see `daemon/recover.rs`), so a `kill -9` at any point
 //! leaves each endpoint either complete or without a trace.
 //!
+//! A reservation of a DHCP network plays the same part for Docker's CreateEndpoint, whose
+//! lease is taken before any interface exists: it is written with the offer it asks the
+//! server for ([`ReservedEndpoint::offered`]) before each REQUEST, and with its lease once
+//! the ACK is in. The next start gives back the address of every reservation that still
+//! holds an offer and drops it (`Daemon::drop_interrupted_offers`).
+//!
 //! # Corruption and missing files
 //! A file that cannot be read or parsed, or whose content contradicts its name, is a
 //! [`StoreError::Corrupt`] naming the file; a file or directory that must be there and is

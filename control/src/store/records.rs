@@ -234,6 +234,12 @@ pub struct ReservedEndpoint {
     /// address is `addrs`), given back (RELEASE) when the reservation goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<crate::dhcp::Lease>,
+    /// While CreateEndpoint's DHCP exchange runs: the offer it is asking the server to
+    /// confirm (written before the REQUEST is sent). A reservation that still has it at start
+    /// was interrupted: the daemon gives that address back (RELEASE) and drops the
+    /// reservation, so the server keeps no lease the daemon does not know about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered: Option<crate::dhcp::Lease>,
 }
 
 impl ReservedEndpoint {

@@ -172,6 +172,7 @@ fn reservation(key: &str) -> ReservedEndpoint {
         host_name: None,
         endpoint_id: None,
         lease: None,
+        offered: None,
     }
 }
 
