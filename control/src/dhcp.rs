@@ -620,7 +620,25 @@ fn resolve_next_hop(ns: &Netns, dst: Ipv4Addr) {
 /// which must still be on the interface, once the next hop is resolved). Best effort: the
 /// server answers nothing.
 pub fn release(ns: &Netns, mac: [u8; 6], lease: &Lease) -> Result<(), DhcpError> {
+    release_observed(ns, mac, lease, || ())
+}
+
+/// [`release`], calling `before_send` once the next hop is resolved, right before the
+/// RELEASE is sent (so the caller can tell the RELEASE from the ARP exchange before it);
+/// returns what `before_send` returned.
+pub fn release_observed<T>(
+    ns: &Netns,
+    mac: [u8; 6],
+    lease: &Lease,
+    before_send: impl FnOnce() -> T,
+) -> Result<T, DhcpError> {
     resolve_next_hop(ns, lease.server_id);
+    let seen = before_send();
+    send_release(ns, mac, lease)?;
+    Ok(seen)
+}
+
+fn send_release(ns: &Netns, mac: [u8; 6], lease: &Lease) -> Result<(), DhcpError> {
     let lease = lease.clone();
     ns.run(move || -> Result<(), DhcpError> {
         let z = Ipv4Addr::UNSPECIFIED;

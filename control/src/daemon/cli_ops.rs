@@ -271,7 +271,8 @@ impl Daemon {
             .save_endpoint(&net_id, &marked)
             .map_err(|e| e.to_string())?;
         // The lease goes back while the address is still on the interface.
-        self.release_lease(&ep);
+        let port = st.nets[i].eps.get(&ep.id).map(|rt| rt.port);
+        self.release_lease(&ep, port);
         match st.nets[i].eps.remove(&ep.id) {
             Some(rt) => self.teardown_endpoint(rt),
             // Not restored at start: its interface may still be there.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use uvlan_dataplane::fwd::{Driver, Engine, MacvlanMode};
+use uvlan_dataplane::fwd::{Driver, Engine, MacvlanMode, PortId};
 use uvlan_dataplane::wire::MacAddr;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -347,7 +347,7 @@ impl Daemon {
             // Nothing removes a pending endpoint; should something have, its lease goes back.
             if let Ok((lease, _)) = leased {
                 rec.lease = Some(lease);
-                self.release_lease(&rec);
+                self.release_lease(&rec, None);
             }
             return Err(format!(
                 "cannot connect {name} to network {netname}: the endpoint was removed while \
@@ -375,7 +375,8 @@ impl Daemon {
                 rec.lease = Some(lease);
                 rec.intent = None;
                 if let Err(e) = self.store.save_endpoint(net_id, &rec) {
-                    self.release_lease(&rec);
+                    let port = st.nets[i].eps.get(&rec.id).map(|rt| rt.port);
+                    self.release_lease(&rec, port);
                     return Err(drop_pending(st, &rec, e.to_string()));
                 }
                 st.nets[i].rec.endpoints[k] = rec.clone();
@@ -676,7 +677,7 @@ impl Daemon {
         }
         rec.intent = None;
         if let Err(e) = self.store.save_endpoint(&net_id, &rec) {
-            self.release_lease(&rec);
+            self.release_lease(&rec, Some(rt.port));
             self.teardown_endpoint(rt);
             return Err(forget(e.to_string()));
         }
@@ -804,20 +805,51 @@ impl Daemon {
     }
 
     /// Gives an endpoint's DHCP lease back (RELEASE), while its address is still on its
-    /// interface. Failures are logged: the lease then expires at the server.
-    pub(super) fn release_lease(&self, ep: &EndpointRecord) {
+    /// interface; with the endpoint's dataplane `port`, waits (a quarter of a second at most)
+    /// until the dataplane has read the RELEASE from the endpoint's queue, so that removing
+    /// the endpoint right after does not take the frame with it. Failures are logged: the
+    /// lease then expires at the server.
+    pub(super) fn release_lease(&self, ep: &EndpointRecord, port: Option<PortId>) {
         let Some(lease) = &ep.lease else {
             return;
         };
         let mac = ep.mac().map(|m| m.octets()).unwrap_or_default();
         let sent = Netns::open_path(std::path::Path::new(&ep.netns_path))
             .map_err(|e| e.to_string())
-            .and_then(|ns| dhcp::release(&ns, mac, lease).map_err(|e| e.to_string()));
-        if let Err(e) = sent {
-            (self.log)(&format!(
+            .and_then(|ns| {
+                dhcp::release_observed(&ns, mac, lease, || port.and_then(|p| self.port_read(p)))
+                    .map_err(|e| e.to_string())
+            });
+        match sent {
+            Ok(Some(before)) => {
+                if let Some(p) = port {
+                    self.wait_port_read(p, before);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => (self.log)(&format!(
                 "endpoint {}: DHCP RELEASE of {}: {e} (the lease expires at the server)",
                 ep.name, lease.addr
-            ));
+            )),
+        }
+    }
+
+    /// Frames the dataplane has read from port `p`'s TAP (`None`: no counters).
+    pub(super) fn port_read(&self, p: PortId) -> Option<u64> {
+        let stats = self.dp.stats().ok().flatten()?;
+        stats.port(p).map(|c| c.rx_frames)
+    }
+
+    /// Waits (250 ms at most) until the dataplane has read more than `before` frames from
+    /// port `p`: a frame just sent from the endpoint is then out of its queue.
+    pub(super) fn wait_port_read(&self, p: PortId, before: u64) {
+        let end = std::time::Instant::now() + std::time::Duration::from_millis(250);
+        while std::time::Instant::now() < end {
+            match self.port_read(p) {
+                Some(n) if n > before => return,
+                None => return,
+                Some(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
         }
     }
 

@@ -837,7 +837,8 @@ impl Daemon {
                 .map_err(|e| e.to_string())?;
             if forget {
                 // Its address is still on its interface, in the sandbox.
-                self.release_lease(&ep);
+                let port = st.nets[i].eps.get(&ep.id).map(|rt| rt.port);
+                self.release_lease(&ep, port);
             }
             match st.nets[i].eps.remove(&ep.id) {
                 Some(rt) if park => {

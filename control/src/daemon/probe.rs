@@ -164,9 +164,15 @@ impl Daemon {
     /// a second for the server's next hop). Failures are logged: the lease then expires at
     /// the server.
     pub(super) fn probe_release(&self, p: &Probe, lease: &dhcp::Lease) {
-        let sent = dhcp::release(&p.rt.netns, p.mac.octets(), lease);
+        let port = p.rt.port;
+        let sent =
+            dhcp::release_observed(&p.rt.netns, p.mac.octets(), lease, || self.port_read(port));
+        if let Ok(Some(before)) = sent {
+            // The probe goes right after: not before the dataplane has the RELEASE.
+            self.wait_port_read(port, before);
+        }
         match sent {
-            Ok(()) => (self.log)(&format!(
+            Ok(_) => (self.log)(&format!(
                 "endpoint {}: DHCP lease {} released",
                 ids::short_id(&p.key),
                 lease.addr
