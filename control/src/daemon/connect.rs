@@ -78,7 +78,9 @@ impl Daemon {
         options::host_interface_allowed(net)?;
         if st.nets[i].eps.values().any(|rt| rt.fast_veth.is_some()) {
             return Err(format!(
-                "network {} has fast-path (veth) endpoints, and a host interface does not work                  with them yet: create the network with -o {}=false, or run the daemon with                  --fast-path off",
+                "network {} has fast-path (veth) endpoints, and a host interface does not work \
+                 with them yet: create the network with -o {}=false, or run the daemon with \
+                 --fast-path off",
                 net.name,
                 options::FAST_PATH_OPT
             ));
