@@ -210,10 +210,17 @@ fn macvlan_bridge_leases_from_the_lan() {
         line.contains(&w.ns("a")),
         "lease {line:?} names the endpoint"
     );
-    // --ip asks for an address (option 50).
-    let c = w.connect("dh", "c", &["--ip", "192.0.2.140"]);
+    // --ip asks for an address (option 50): one the server has not leased to `a` (the
+    // server's own pick for `a` is random in the range, and a server offers something
+    // else for an address it has leased).
+    let wanted = if addr(&ip_a) == "192.0.2.140" {
+        "192.0.2.141"
+    } else {
+        "192.0.2.140"
+    };
+    let c = w.connect("dh", "c", &["--ip", wanted]);
     let (ip_c, _) = endpoint(&w, "dh", &c).expect("c");
-    assert_eq!(ip_c, "192.0.2.140/24");
+    assert_eq!(ip_c, format!("{wanted}/24"), "{}", server.log_text());
     // `run --rm`: the command sees its lease; it is released when the command ends.
     let name = format!("{}runrm", w.prefix);
     let out = w.uvlan_ok(&[
