@@ -44,6 +44,13 @@ fn ipam_driver(req: &CreateNetwork) -> Result<NewIpam, String> {
                         .to_string(),
                 );
             }
+            if !req.ipv4 {
+                return Err(
+                    "--ipv4=false cannot be used with --ipam-driver dhcp: uvlan's DHCP client \
+                     leases IPv4 addresses only"
+                        .to_string(),
+                );
+            }
             Ok(NewIpam::Dhcp)
         }
         Some("null") => Err("ipv4 pool is empty".to_string()),
@@ -62,6 +69,7 @@ impl Daemon {
             driver: req.driver.clone(),
             options: req.options.clone(),
             ipam: ipam_driver(req)?,
+            ipv4: req.ipv4,
             ipv6: req.ipv6,
             internal: req.internal,
             managed: None,
@@ -81,6 +89,7 @@ impl Daemon {
                 name: n.rec.name.clone(),
                 driver: n.rec.driver.clone(),
                 scope: "local".to_string(),
+                ipv4: n.rec.ipv4,
                 ipv6: n.rec.ipv6,
                 internal: n.rec.internal,
                 created: n.rec.created.clone(),
