@@ -272,9 +272,9 @@ pub struct CreateArgs {
     /// Reserve an address: NAME=IP (repeatable).
     #[arg(long = "aux-address", value_name = "NAME=IP")]
     pub aux_address: Vec<String>,
-    /// Enable or disable IPv4 address assignment (default true). `--ipv4=false` with
-    /// `--ipv6` makes an IPv6-only network: no IPv4 subnet, endpoints get IPv6 addresses
-    /// only. The value goes after `=`, as in Docker.
+    /// Enable or disable IPv4 address assignment. `--ipv4=false` with `--ipv6` makes an
+    /// IPv6-only network: no IPv4 subnet, endpoints get IPv6 addresses only. The value goes
+    /// after `=`, as in Docker.
     #[arg(
         long,
         value_name = "BOOL",
@@ -286,7 +286,7 @@ pub struct CreateArgs {
         action = clap::ArgAction::Set
     )]
     pub ipv4: bool,
-    /// Enable or disable IPv6 address assignment (default false; `--ipv6` alone enables it).
+    /// Enable or disable IPv6 address assignment (`--ipv6` alone enables it).
     #[arg(
         long,
         value_name = "BOOL",
