@@ -3,11 +3,14 @@
 //! IPv6 address and no IPv4 one, reach each other with `ping -6`, inspect says
 //! `"EnableIPv4": false`; `--ip` on such a network and the create refusals leave nothing.
 //! The same with the fast path (`uvlan daemon --fast-path on`): the kernel cache keys the
-//! whole IPv6 destination, so the pings go through it. Namespaces and addresses
-//! (2001:db8::/32) are the test's own.
+//! whole IPv6 destination, so the pings go through it. On the wire (the standard test LAN,
+//! parent `up0`), a non-internal IPv6-only network's endpoints get IPv6 default routes only
+//! and reach the LAN's gateway. Namespaces, links and addresses (2001:db8::/32) are the
+//! test's own.
 
 use serde_json::Value;
-use uvlan_system_tests::World;
+use uvlan_system_tests::net::{GW_IP6, PARENT};
+use uvlan_system_tests::{LanOptions, World};
 
 const NETWORKS: [(&str, &str, &str); 3] = [
     ("v6l2", "ipvlan", "ipvlan_mode=l2"),
@@ -197,5 +200,41 @@ fn ipv6_only_endpoints_use_the_fast_path() {
             "{net}: the echo requests and replies went through the cache: {before:?} -> \
              {after:?}"
         );
+    }
+}
+
+/// Non-internal, with a parent: l2 and macvlan endpoints get `default via` the IPv6 gateway
+/// and reach it, l3 ones `default dev eth0` for IPv6; no IPv4 route anywhere.
+#[test]
+fn ipv6_only_on_the_wire_routes_ipv6_only() {
+    let mut w = World::new();
+    let _lan = w.lan(LanOptions::default());
+    for (net, driver, opt) in NETWORKS {
+        w.create(&format!(
+            "-d {driver} --ipv4=false --ipv6 --subnet 2001:db8::/64 --gateway {GW_IP6} \
+             -o parent={PARENT} -o {opt} {net}"
+        ));
+        let name = format!("{net}w");
+        w.connect(net, &name, &["--ip6", "2001:db8::10"]);
+        let v4 = out(&w, &name, "ip -4 route show; ip -4 -o addr show dev eth0");
+        assert!(
+            v4.trim().is_empty(),
+            "{net}: no IPv4 route or address: {v4}"
+        );
+        let routes = out(&w, &name, "ip -6 route show default");
+        if net == "v6l3" {
+            assert!(
+                routes.contains("default dev eth0") && !routes.contains("via"),
+                "{net}: {routes}"
+            );
+        } else {
+            assert!(
+                routes.contains(&format!("default via {GW_IP6} dev eth0")),
+                "{net}: {routes}"
+            );
+            assert!(w.ping(&name, GW_IP6, 5), "{net}: the gateway over IPv6");
+        }
+        w.uvlan_ok(&["network", "disconnect", net, &w.ns(&name)]);
+        w.uvlan_ok(&["network", "rm", net]);
     }
 }
