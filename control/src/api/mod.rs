@@ -79,8 +79,7 @@ pub fn root_path(flag: Option<&Path>) -> PathBuf {
 }
 
 /// `uvlan network create`, after the CLI grouped the IPAM flags (as Docker's CLI does).
-/// The default request has IPv4 on, as `network create` without `--ipv4=false`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateNetwork {
     /// Network name.
     pub name: String,
@@ -92,9 +91,11 @@ pub struct CreateNetwork {
     /// The grouped `--subnet/--ip-range/--gateway/--aux-address` entries.
     #[serde(default)]
     pub ipam: Vec<IpamConfig>,
-    /// `--ipv4` (Docker 28; default true): `--ipv4=false` makes an IPv6-only network.
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
-    pub ipv4: bool,
+    /// `--ipv4` (Docker 28's `EnableIPv4`): `Some(false)` makes an IPv6-only network. `None`
+    /// (not given): the `-o com.docker.network.enable_ipv4` option if there is one, else
+    /// true. Given, it wins over the option, which is then not stored (as Docker does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<bool>,
     /// `--ipv6`.
     #[serde(default)]
     pub ipv6: bool,
@@ -104,21 +105,6 @@ pub struct CreateNetwork {
     /// `--ipam-driver`: `default` (uvlan's IPAM, also when absent) or `dhcp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam_driver: Option<String>,
-}
-
-impl Default for CreateNetwork {
-    fn default() -> Self {
-        CreateNetwork {
-            name: String::new(),
-            driver: String::new(),
-            options: BTreeMap::new(),
-            ipam: Vec::new(),
-            ipv4: true,
-            ipv6: false,
-            internal: false,
-            ipam_driver: None,
-        }
-    }
 }
 
 /// `true`: the serde default of the fields that are on unless said otherwise.

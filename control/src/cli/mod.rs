@@ -272,20 +272,20 @@ pub struct CreateArgs {
     /// Reserve an address: NAME=IP (repeatable).
     #[arg(long = "aux-address", value_name = "NAME=IP")]
     pub aux_address: Vec<String>,
-    /// Enable or disable IPv4 address assignment. `--ipv4=false` with `--ipv6` makes an
-    /// IPv6-only network: no IPv4 subnet, endpoints get IPv6 addresses only. The value goes
-    /// after `=`, as in Docker.
+    /// Enable or disable IPv4 address assignment (default: true, or the value of
+    /// `-o com.docker.network.enable_ipv4`). `--ipv4=false` with `--ipv6` makes an IPv6-only
+    /// network: no IPv4 subnet, endpoints get IPv6 addresses only. The value goes after `=`,
+    /// as in Docker.
     #[arg(
         long,
         value_name = "BOOL",
         num_args = 0..=1,
         require_equals = true,
-        default_value = "true",
         default_missing_value = "true",
         value_parser = parse_go_bool,
         action = clap::ArgAction::Set
     )]
-    pub ipv4: bool,
+    pub ipv4: Option<bool>,
     /// Enable or disable IPv6 address assignment (`--ipv6` alone enables it).
     #[arg(
         long,
@@ -502,11 +502,8 @@ fn socket() -> PathBuf {
 /// A boolean flag's value as Docker's CLI reads it (Go's `strconv.ParseBool`): `1`, `t`,
 /// `T`, `TRUE`, `true`, `True` and `0`, `f`, `F`, `FALSE`, `false`, `False`.
 pub fn parse_go_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(format!("strconv.ParseBool: parsing {s:?}: invalid syntax")),
-    }
+    crate::daemon::options::parse_go_bool(s)
+        .ok_or_else(|| format!("strconv.ParseBool: parsing {s:?}: invalid syntax"))
 }
 
 /// Splits `KEY=VALUE` at the first `=` (a value without `=` is `(KEY, "")`, as docker's
@@ -530,7 +527,7 @@ pub fn create_request(a: &CreateArgs) -> Result<CreateNetwork, String> {
         gateways: a.gateway.clone(),
         ip_ranges: a.ip_range.clone(),
         aux: a.aux_address.iter().map(|s| split_kv(s)).collect(),
-        ipv4: a.ipv4,
+        ipv4: a.ipv4.unwrap_or(true),
         ipv6: a.ipv6,
         want_gateway: true,
     };

@@ -14,31 +14,36 @@ fn create_args(args: &[&str]) -> CreateArgs {
     }
 }
 
-/// `--ipv4` is Docker's bool flag: on by default, `--ipv4=false` (or any Go boolean after
-/// `=`) turns it off, `--ipv4` alone is on, and a value after a blank is not the flag's (it
-/// is the network's name, as for Docker's CLI). `--ipv6` reads the same way.
+/// `--ipv4` is Docker's bool flag: not given by default (the daemon then takes true, or the
+/// `com.docker.network.enable_ipv4` option), `--ipv4=false` (or any Go boolean after `=`)
+/// turns it off, `--ipv4` alone is on, and a value after a blank is not the flag's (it is
+/// the network's name, as for Docker's CLI). `--ipv6` reads the same way.
 #[test]
 fn ipv4_flag_reads_like_dockers() {
     let a = create_args(&["-d", "macvlan", "n"]);
-    assert!(a.ipv4 && !a.ipv6);
+    assert_eq!((a.ipv4, a.ipv6), (None, false));
     let r = create_request(&a).unwrap();
-    assert!(r.ipv4 && !r.ipv6);
+    assert_eq!((r.ipv4, r.ipv6), (None, false));
     for off in ["false", "0", "f", "F", "FALSE", "False"] {
         let flag = format!("--ipv4={off}");
         let a = create_args(&["-d", "macvlan", &flag, "--ipv6", "n"]);
-        assert!(!a.ipv4 && a.ipv6, "{flag}");
+        assert_eq!((a.ipv4, a.ipv6), (Some(false), true), "{flag}");
         let r = create_request(&a).unwrap();
-        assert!(!r.ipv4 && r.ipv6, "{flag}");
+        assert_eq!((r.ipv4, r.ipv6), (Some(false), true), "{flag}");
     }
     for on in ["--ipv4", "--ipv4=true", "--ipv4=1", "--ipv4=T"] {
-        assert!(create_args(&["-d", "macvlan", on, "n"]).ipv4, "{on}");
+        assert_eq!(
+            create_args(&["-d", "macvlan", on, "n"]).ipv4,
+            Some(true),
+            "{on}"
+        );
     }
     assert!(!create_args(&["-d", "macvlan", "--ipv6=false", "n"]).ipv6);
     assert!(create_args(&["-d", "macvlan", "--ipv6=true", "n"]).ipv6);
     // `--ipv4 false`: the flag alone (on) and `false` is the name; with a name too, one
     // positional is left over, which clap refuses.
     let a = create_args(&["-d", "macvlan", "--ipv4", "false"]);
-    assert!(a.ipv4);
+    assert_eq!(a.ipv4, Some(true));
     assert_eq!(a.name, "false");
     let extra = [
         "uvlan", "network", "create", "-d", "macvlan", "--ipv4", "false", "n",
@@ -55,7 +60,7 @@ fn ipv4_flag_reads_like_dockers() {
     ];
     let e = Cli::try_parse_from(bad).unwrap_err().to_string();
     assert!(e.contains("strconv.ParseBool"), "{e}");
-    // The request's JSON carries ipv4 only when it is off (older daemons read it as on).
+    // The request's JSON carries ipv4 only when it was given (older daemons read it as on).
     let on = serde_json::to_string(&create_request(&create_args(&["-d", "macvlan", "n"])).unwrap())
         .unwrap();
     assert!(!on.contains("ipv4"), "{on}");
@@ -72,7 +77,7 @@ fn ipv4_flag_reads_like_dockers() {
     let back: CreateNetwork = serde_json::from_str(&text).unwrap();
     assert_eq!(back, off);
     let old: CreateNetwork = serde_json::from_str(r#"{"name":"n","driver":"macvlan"}"#).unwrap();
-    assert!(old.ipv4);
+    assert_eq!(old.ipv4, None);
 }
 
 #[test]

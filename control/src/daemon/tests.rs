@@ -124,7 +124,7 @@ fn create(name: &str, driver: &str, opts: &[(&str, &str)], subnets: &[&str]) -> 
                 ..IpamConfig::default()
             })
             .collect(),
-        ipv4: true,
+        ipv4: None,
         ipv6: false,
         internal: false,
         ipam_driver: None,
@@ -409,7 +409,7 @@ fn ipv6_only_network_create_inspect_restart() {
         let Request::NetworkCreate(mut c) = create(name, "macvlan", &[], subnets) else {
             unreachable!()
         };
-        c.ipv4 = ipv4;
+        c.ipv4 = Some(ipv4);
         c.ipv6 = ipv6;
         c.internal = true;
         Request::NetworkCreate(c)
@@ -474,6 +474,38 @@ fn ipv6_only_network_create_inspect_restart() {
             assert_eq!(err(&d, req.clone()), want, "{req:?}");
             assert_eq!(snapshot(&d, &root), before, "state changed after {req:?}");
         }
+
+        // Docker's driver option: used when --ipv4 is not given (and kept in Options),
+        // dropped when it is (--ipv4 wins); a value that is no boolean is Docker's error.
+        let with_opt = |name: &str, value: &str, given: Option<bool>| {
+            let Request::NetworkCreate(mut c) = v6only(name, &[], false, true) else {
+                unreachable!()
+            };
+            c.ipv4 = given;
+            c.options
+                .insert("com.docker.network.enable_ipv4".into(), value.into());
+            Request::NetworkCreate(c)
+        };
+        assert_eq!(
+            err(&d, with_opt("x", "no", None)),
+            "driver-opt \"com.docker.network.enable_ipv4\" is not a valid bool"
+        );
+        assert_eq!(snapshot(&d, &root), before);
+        ok(&d, with_opt("o1", "false", None));
+        let o1 = inspect(&d, "o1");
+        assert!(!o1.enable_ipv4 && o1.ipam.config.iter().all(|c| c.subnet.contains(':')));
+        assert_eq!(
+            o1.options
+                .get("com.docker.network.enable_ipv4")
+                .map(String::as_str),
+            Some("false")
+        );
+        ok(&d, with_opt("o2", "true", Some(false)));
+        let o2 = inspect(&d, "o2");
+        assert!(!o2.enable_ipv4);
+        assert!(o2.options.is_empty(), "{:?}", o2.options);
+        ok(&d, Request::NetworkRm { name: "o1".into() });
+        ok(&d, Request::NetworkRm { name: "o2".into() });
     }
     // After a restart: still IPv6-only, and the IPv4 pool it never took is still free.
     let d = start(&root).unwrap();
