@@ -408,6 +408,47 @@ fn isolated_ipvlan_l2_pings_both_ways_and_tcp_keeps_gso(io: Io) {
     assert!(matches!(h.stats(), Err(RunError::Stopped)));
 }
 
+both!(a_busy_polling_worker_forwards_without_sleeping_between_frames);
+/// `RunOptions::busy_poll` (`uvlan daemon --busy-poll`): a worker that spins 300 ms before it
+/// sleeps forwards pings sent 20 ms apart without sleeping between them (each frame arrives
+/// while it spins), where a worker that sleeps at once wakes for every one.
+fn a_busy_polling_worker_forwards_without_sleeping_between_frames(io: Io) {
+    let mut lab = Lab::new("uvt");
+    let opts = RunOptions {
+        busy_poll: Some(Duration::from_millis(300)),
+        ..RunOptions::default()
+    };
+    let dp = spawn(io, opts, Box::new(NoRoutes));
+    assert!(
+        dp.io_description().contains("spinning 300000 µs"),
+        "{}",
+        dp.io_description()
+    );
+    let h = dp.handle();
+    let (a, _, _, _) = isolated_ipvlan_pair(&mut lab, &h, IpvlanMode::L2, IpvlanFlag::Bridge);
+    assert_eq!(ping(&a, "192.0.2.2", 1), 1);
+    let sum = |st: &uvlan_dataplane::run::Stats| {
+        st.workers
+            .iter()
+            .fold((0, 0), |(w, f), l| (w + l.wakeups, f + l.frames_in))
+    };
+    let (w0, f0) = sum(&h.stats().unwrap());
+    let out = exec(
+        &a,
+        &["ping", "-c", "40", "-i", "0.02", "-W", "1", "192.0.2.2"],
+    )
+    .unwrap_or_else(|e| e);
+    assert_eq!(received(&out), 40, "{out}");
+    let (w1, f1) = sum(&h.stats().unwrap());
+    let (wakeups, frames) = (w1 - w0, f1 - f0);
+    assert!(frames >= 80, "{frames} frames read for 40 pings");
+    // Sleeping at once would mean a wake-up per request and per reply (80 or more).
+    assert!(
+        wakeups < frames / 4,
+        "{wakeups} wake-ups for {frames} frames"
+    );
+}
+
 both!(a_deleted_endpoint_tap_does_not_make_the_loop_spin);
 fn a_deleted_endpoint_tap_does_not_make_the_loop_spin(io: Io) {
     let mut lab = Lab::new("uvt");
