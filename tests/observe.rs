@@ -152,22 +152,23 @@ fn metrics_pass_promtool_and_grow_with_traffic() {
     assert!(!other.exists(), "refused before anything was made");
 }
 
-/// Runs `tcpdump -w FILE` on eth0 of `ns` (outgoing ICMP only) while `f` runs.
+/// Runs `tcpdump -w FILE` on eth0 of `ns` (outgoing ICMP only) while `f` runs, from the
+/// moment tcpdump says it listens (a fixed pause was too short on a loaded machine).
 fn tcpdump_while(w: &World, ns: &str, file: &Path, f: impl FnOnce()) {
-    let mut child = in_netns(&w.ns(ns), "tcpdump")
-        .args(["-i", "eth0", "-Q", "out", "-U", "-n", "-w"])
-        .arg(file)
-        .arg("icmp")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    // tcpdump opens its socket within a moment; then the traffic.
-    std::thread::sleep(Duration::from_millis(1500));
+    let file = file.display().to_string();
+    let t = nsutil::Tcpdump::start(
+        &w.ns(ns),
+        "eth0",
+        &["-Q", "out", "-U", "-n", "-w", &file, "icmp"],
+        std::fs::File::create("/dev/null").expect("/dev/null"),
+        "tcpdump -w",
+        Duration::from_secs(20),
+        &|| false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     f();
     std::thread::sleep(Duration::from_millis(300));
-    nsutil::stop(&mut child, libc::SIGINT, Duration::from_secs(5));
+    t.stop();
 }
 
 #[test]
