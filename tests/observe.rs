@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use uvlan_control::nsutil::{self, in_netns};
+use uvlan_control::nsutil;
 use uvlan_system_tests::World;
 
 /// The exposition from inside the daemon's namespace, in the Prometheus text format.
