@@ -355,7 +355,28 @@ fn a_capture_switches_fast_path_endpoints_to_the_slow_path() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("uvlan capture");
-    std::thread::sleep(Duration::from_millis(500));
+    // The pings once the capture runs (it says so on stderr when the daemon has started it
+    // and switched the ports to the slow path); stderr is kept for the summary.
+    let stderr = cap.stderr.take().expect("capture's stderr");
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("capturing on network") {
+                let _ = started_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    started
+        .recv_timeout(Duration::from_secs(20))
+        .expect("uvlan capture did not start within 20 s");
     let pings = w.exec("capa", "ping -q -c 5 -i 0.2 192.0.2.20");
     let during = fast_counters(&w, "fpcap", &a).0;
     // Interrupted as a user's Ctrl-C would.
@@ -369,7 +390,7 @@ fn a_capture_switches_fast_path_endpoints_to_the_slow_path() {
     let out = cap.wait_with_output().unwrap();
     assert!(pings.status.success(), "{}", w.daemon_log());
     let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = reader.join().expect("stderr reader");
     let captured: u64 = err
         .split(" frames captured")
         .next()
