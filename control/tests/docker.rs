@@ -26,6 +26,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use uvlan_system_tests::dnsmasq::{Dnsmasq, DnsmasqOptions};
 use uvlan_system_tests::SuiteOptions;
 
 const BIN: &str = env!("CARGO_BIN_EXE_uvlan");
@@ -1071,84 +1072,26 @@ const CLASSLESS: &str = "0.0.0.0/0,192.0.2.1,198.51.100.0/24,192.0.2.254";
 /// dnsmasq serving DHCP only on the LAN side of the parent veth (`…p1` in the LAN
 /// namespace, which is the router 192.0.2.1/24), range 192.0.2.100–150, with short T1/T2
 /// so that renewals happen while the test runs; killed on drop.
-struct Dnsmasq {
-    child: Child,
-    leases: PathBuf,
-    log: PathBuf,
-}
-
-impl Dnsmasq {
-    fn start(env: &Env) -> Dnsmasq {
-        let (lan, p1) = (env.lan.clone(), env.p1());
-        let o =
-            run(Command::new("ip").args(["-n", &lan, "addr", "add", "192.0.2.1/24", "dev", &p1]));
-        assert!(o.status.success(), "{}", text(&o.stderr));
-        let leases = env.base.join("dnsmasq.leases");
-        let log = env.base.join("dnsmasq.log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lan, "dnsmasq", "--keep-in-foreground"])
-            .args([
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--user=root",
-                "--pid-file=",
-            ])
-            .arg(format!("--interface={p1}"))
-            .args(["--bind-interfaces", "--dhcp-authoritative"])
-            .arg("--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,2m")
-            .args(["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"])
-            .arg("--dhcp-option=option:router,192.0.2.1")
+fn start_dnsmasq(env: &Env) -> Dnsmasq {
+    let (lan, p1) = (env.lan.clone(), env.p1());
+    let o = run(Command::new("ip").args(["-n", &lan, "addr", "add", "192.0.2.1/24", "dev", &p1]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let classless = format!("--dhcp-option=tag:cls,option:classless-static-route,{CLASSLESS}");
+    Dnsmasq::start(DnsmasqOptions {
+        ns: &lan,
+        dev: &p1,
+        dir: &env.base,
+        tag: "dnsmasq",
+        range: "192.0.2.100,192.0.2.150",
+        router: "192.0.2.1",
+        extra: &[
+            "--dhcp-option=option:T1,3",
+            "--dhcp-option=option:T2,100",
             // The client with MAC 02:00:00:00:00:42 also gets classless routes (option 121).
-            .arg("--dhcp-host=02:00:00:00:00:42,set:cls")
-            .arg(format!(
-                "--dhcp-option=tag:cls,option:classless-static-route,{CLASSLESS}"
-            ))
-            .arg(format!("--dhcp-leasefile={}", leases.display()))
-            .arg(format!("--log-facility={}", log.display()))
-            .arg("--log-dhcp")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dnsmasq (scripts/deps.sh --test installs dnsmasq-base)");
-        let d = Dnsmasq { child, leases, log };
-        let t = Instant::now();
-        while !d.log_text().contains("DHCP, IP range") {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "dnsmasq did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn leases_text(&self) -> String {
-        std::fs::read_to_string(&self.leases).unwrap_or_default()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (10 s at most) until the lease file satisfies `pred`; returns the last text.
-    fn wait_leases(&self, pred: impl Fn(&str) -> bool) -> String {
-        let t = Instant::now();
-        loop {
-            let text = self.leases_text();
-            if pred(&text) || t.elapsed() > Duration::from_secs(10) {
-                return text;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            "--dhcp-host=02:00:00:00:00:42,set:cls",
+            &classless,
+        ],
+    })
 }
 
 /// Waits (15 s at most) for `ok`.
@@ -1175,7 +1118,7 @@ fn eventually(mut ok: impl FnMut() -> bool) -> bool {
 fn docker_dhcp_ipam() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut env = Env::new('c');
-    let server = Dnsmasq::start(&env);
+    let server = start_dnsmasq(&env);
     let parent = format!("parent={}", env.p0());
 
     // Without the option a null IPAM stays refused; the option wants the null IPAM.

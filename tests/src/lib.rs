@@ -7,6 +7,7 @@
 //! [`uvlan_control::nsutil`]; what is here builds test worlds and topologies on top of it.
 
 pub mod capture;
+pub mod dnsmasq;
 pub mod net;
 pub mod trunk;
 
@@ -223,6 +224,31 @@ impl World {
             w.start_daemon();
         }
         w
+    }
+
+    /// A world whose daemon also serves Docker's plugin sockets in [`World::plugin_socket`]'s
+    /// folder, without dockerd (`--docker-host` names a socket that is not there); `extra`
+    /// are more daemon arguments (e.g. `--fast-path on`).
+    pub fn with_docker_plugin(extra: &[&str]) -> World {
+        let mut w = World::build(None, false);
+        let plugin_dir = w.dir.join("plugins").display().to_string();
+        let mut args = extra.to_vec();
+        args.extend_from_slice(&[
+            "--docker-plugin",
+            "--docker-plugin-dir",
+            &plugin_dir,
+            "--docker-host",
+            "unix:///nonexistent/docker.sock",
+        ]);
+        w.set_daemon_args(&args);
+        w.start_daemon();
+        w
+    }
+
+    /// The socket of the daemon's Docker plugin `driver` (`uvlan-macvlan`, `uvlan-ipvlan`)
+    /// in a world made with [`World::with_docker_plugin`].
+    pub fn plugin_socket(&self, driver: &str) -> PathBuf {
+        self.dir.join("plugins").join(format!("{driver}.sock"))
     }
 
     /// Arguments every later start of the daemon gets besides `--root` and `--socket`
