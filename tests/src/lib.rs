@@ -267,6 +267,28 @@ impl World {
         self.namespaces.add(name).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A parent with a wire behind it: the veth `p0` in the `host` namespace, its peer `p1`
+    /// in a new test namespace `w`, both up; the full name of `w`. Panics when `ip` fails.
+    pub fn wired_parent(&mut self) -> String {
+        let h = self.ns("host");
+        let wire = self.netns("w");
+        for args in [
+            vec![
+                "-n", &h, "link", "add", "p0", "type", "veth", "peer", "name", "p1", "netns", &wire,
+            ],
+            vec!["-n", &h, "link", "set", "p0", "up"],
+            vec!["-n", &wire, "link", "set", "p1", "up"],
+        ] {
+            let o = sh(Command::new("ip").args(&args));
+            assert!(
+                o.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        wire
+    }
+
     /// The daemon's socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("uvlan.sock")
