@@ -355,6 +355,15 @@ impl Env {
     }
 
     /// A failing docker command; returns its stderr.
+    /// `docker network create ARGS` (split on whitespace), which must fail with `want` in
+    /// its error.
+    fn create_refused(&self, args: &str, want: &str) {
+        let mut argv = vec!["network", "create"];
+        argv.extend(args.split_whitespace());
+        let err = self.fail(&argv);
+        assert!(err.contains(want), "docker network create {args}: {err}");
+    }
+
     fn fail(&self, args: &[&str]) -> String {
         let o = self.docker(args);
         assert!(
@@ -593,59 +602,21 @@ fn docker_remote_driver_end_to_end() {
     let p0 = env.p0();
 
     // -- Option validation: uvlan network create's texts, nothing left behind.
-    let bad_mode = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-ipvlan",
-        "-o",
-        "ipvlan_mode=l4",
-        "x1",
-    ]);
-    assert!(
-        bad_mode.contains(
-            "requested ipvlan mode 'l4' is not valid, 'l2' mode is the ipvlan driver default"
-        ),
-        "{bad_mode}"
+    env.create_refused(
+        "-d uvlan-ipvlan -o ipvlan_mode=l4 x1",
+        "requested ipvlan mode 'l4' is not valid, 'l2' mode is the ipvlan driver default",
     );
-    let typo = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-ipvlan",
-        "-o",
-        "ipvlan_mod=l3",
-        "x2",
-    ]);
-    assert!(
-        typo.contains("unknown ipvlan option \"ipvlan_mod\""),
-        "{typo}"
+    env.create_refused(
+        "-d uvlan-ipvlan -o ipvlan_mod=l3 x2",
+        "unknown ipvlan option \"ipvlan_mod\"",
     );
-    let missing = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-macvlan",
-        "-o",
-        "parent=uvtnosuch0.20",
-        "x3",
-    ]);
-    assert!(
-        missing.contains("-o parent interface was not found on the host: uvtnosuch0"),
-        "{missing}"
+    env.create_refused(
+        "-d uvlan-macvlan -o parent=uvtnosuch0.20 x3",
+        "-o parent interface was not found on the host: uvtnosuch0",
     );
-    let bad_flag = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-ipvlan",
-        "-o",
-        "ipvlan_flag=open",
-        "x4",
-    ]);
-    assert!(
-        bad_flag.contains("requested ipvlan flag 'open' is not valid"),
-        "{bad_flag}"
+    env.create_refused(
+        "-d uvlan-ipvlan -o ipvlan_flag=open x4",
+        "requested ipvlan flag 'open' is not valid",
     );
     // Null IPAM is refused as Docker's own drivers refuse it.
     for driver in ["uvlan-ipvlan", "uvlan-macvlan"] {
@@ -942,22 +913,12 @@ fn docker_host_interface() {
 
     // The address must be an --aux-address, so that Docker's IPAM never gives it away.
     let parent = format!("parent={p0}");
-    let no_aux = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-macvlan",
-        "--subnet",
-        "192.0.2.0/25",
-        "-o",
-        &parent,
-        "-o",
-        "uvlan.host_interface=192.0.2.126",
-        "uvt-x",
-    ]);
-    assert!(
-        no_aux.contains("--aux-address host=192.0.2.126"),
-        "{no_aux}"
+    env.create_refused(
+        &format!(
+            "-d uvlan-macvlan --subnet 192.0.2.0/25 -o {parent} -o \
+             uvlan.host_interface=192.0.2.126 uvt-x"
+        ),
+        "--aux-address host=192.0.2.126",
     );
     assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
 
@@ -1122,47 +1083,18 @@ fn docker_dhcp_ipam() {
     let parent = format!("parent={}", env.p0());
 
     // Without the option a null IPAM stays refused; the option wants the null IPAM.
-    let null = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-macvlan",
-        "--ipam-driver",
-        "null",
-        "-o",
-        &parent,
-        "x1",
-    ]);
-    assert!(null.contains("ipv4 pool is empty"), "{null}");
-    let pool = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-macvlan",
-        "-o",
-        "uvlan.ipam=dhcp",
-        "-o",
-        &parent,
-        "x2",
-    ]);
-    assert!(
-        pool.contains("uvlan.ipam=dhcp needs --ipam-driver null"),
-        "{pool}"
+    env.create_refused(
+        &format!("-d uvlan-macvlan --ipam-driver null -o {parent} x1"),
+        "ipv4 pool is empty",
     );
-    let bad = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-macvlan",
-        "--ipam-driver",
-        "null",
-        "-o",
-        "uvlan.ipam=static",
-        "-o",
-        &parent,
-        "x3",
-    ]);
-    assert!(bad.contains("invalid uvlan.ipam value \"static\""), "{bad}");
+    env.create_refused(
+        &format!("-d uvlan-macvlan -o uvlan.ipam=dhcp -o {parent} x2"),
+        "uvlan.ipam=dhcp needs --ipam-driver null",
+    );
+    env.create_refused(
+        &format!("-d uvlan-macvlan --ipam-driver null -o uvlan.ipam=static -o {parent} x3"),
+        "invalid uvlan.ipam value \"static\"",
+    );
     assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
 
     for (net, driver, extra) in [
