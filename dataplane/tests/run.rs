@@ -902,6 +902,40 @@ struct WireLab {
     hif: String,
 }
 
+impl WireLab {
+    /// Options of a dataplane in the host namespace: wire backend `backend`, XDP rings of
+    /// `ring_size` (the rest as the defaults).
+    fn options(&self, backend: WireBackend, ring_size: u32) -> RunOptions {
+        RunOptions {
+            netns: Some(ns_path(&self.host)),
+            wire_backend: backend,
+            xdp: XdpOptions {
+                ring_size,
+                ..XdpOptions::default()
+            },
+            ..RunOptions::default()
+        }
+    }
+
+    /// The parent: the host's interface (`hif`, [`HOST_MAC`], MTU 1500, up) with `addrs`.
+    fn parent(&self, addrs: Vec<IpAddr>) -> ParentSpec {
+        ParentSpec {
+            name: self.hif.clone(),
+            mac: HOST_MAC,
+            mtu: 1500,
+            up: true,
+            link_type: LinkType::Ether,
+            addrs,
+        }
+    }
+
+    /// Adds [`WireLab::parent`] with `addrs` to the engine of `h`; its id.
+    fn add_parent(&self, h: &DataplaneHandle, addrs: Vec<IpAddr>) -> ParentId {
+        let spec = self.parent(addrs);
+        h.with_engine(move |e| e.add_parent(spec)).unwrap().unwrap()
+    }
+}
+
 /// host ns (parent `hif`, 192.0.2.1/24) —veth— upstream ns (`uif`, gateway 192.0.2.254/24,
 /// route to the ipvlan L3 subnet 198.51.100.0/24 via the host).
 fn wire_lab() -> WireLab {
@@ -978,36 +1012,12 @@ fn wire_scenario(
         calls: Arc::clone(&calls),
         wrong_ifindex: Arc::clone(&wrong),
     };
-    let dp = spawn(
-        io,
-        RunOptions {
-            netns: Some(ns_path(&w.host)),
-            wire_backend: backend,
-            xdp: XdpOptions {
-                attach,
-                ring_size: 512,
-                ..XdpOptions::default()
-            },
-            kernel_gso,
-            ..RunOptions::default()
-        },
-        Box::new(resolver),
-    );
+    let mut opts = w.options(backend, 512);
+    opts.xdp.attach = attach;
+    opts.kernel_gso = kernel_gso;
+    let dp = spawn(io, opts, Box::new(resolver));
     let h = dp.handle();
-    let hif = w.hif.clone();
-    let parent: ParentId = h
-        .with_engine(move |e| {
-            e.add_parent(ParentSpec {
-                name: hif,
-                mac: HOST_MAC,
-                mtu: 1500,
-                up: true,
-                link_type: LinkType::Ether,
-                addrs: vec![v4("192.0.2.1")],
-            })
-        })
-        .unwrap()
-        .unwrap();
+    let parent: ParentId = w.add_parent(&h, vec![v4("192.0.2.1")]);
     let wire = move |vid| Master::Parent {
         parent,
         vid,
@@ -1260,17 +1270,10 @@ fn routed_egress_fates_are_engine_drops_and_trace_agrees(io: Io) {
         }),
     );
     let h = dp.handle();
-    let hif = w.hif.clone();
+    let spec = w.parent(vec![v4("192.0.2.1")]);
     let (parent, p1) = h
         .with_engine(move |e| {
-            let parent = e.add_parent(ParentSpec {
-                name: hif,
-                mac: HOST_MAC,
-                mtu: 1500,
-                up: true,
-                link_type: LinkType::Ether,
-                addrs: vec![v4("192.0.2.1")],
-            })?;
+            let parent = e.add_parent(spec)?;
             let n = e.add_network(NetworkSpec::new(
                 "l3",
                 Driver::Ipvlan,
@@ -1417,31 +1420,12 @@ both!(wire_macvlan_passthru_takes_every_unicast_frame);
 fn wire_macvlan_passthru_takes_every_unicast_frame(io: Io) {
     let mut w = wire_lab();
     let e = w.lab.ns("e");
-    let dp = spawn(
-        io,
-        RunOptions {
-            netns: Some(ns_path(&w.host)),
-            wire_backend: WireBackend::AfXdp,
-            xdp: XdpOptions {
-                ring_size: 256,
-                ..XdpOptions::default()
-            },
-            ..RunOptions::default()
-        },
-        Box::new(NoRoutes),
-    );
+    let dp = spawn(io, w.options(WireBackend::AfXdp, 256), Box::new(NoRoutes));
     let h = dp.handle();
-    let hif = w.hif.clone();
+    let spec = w.parent(vec![v4("192.0.2.1")]);
     let (parent, port) = h
         .with_engine(move |e| {
-            let parent = e.add_parent(ParentSpec {
-                name: hif,
-                mac: HOST_MAC,
-                mtu: 1500,
-                up: true,
-                link_type: LinkType::Ether,
-                addrs: vec![v4("192.0.2.1")],
-            })?;
+            let parent = e.add_parent(spec)?;
             let master = Master::Parent {
                 parent,
                 vid: None,
@@ -1498,63 +1482,15 @@ fn wire_macvlan_passthru_takes_every_unicast_frame(io: Io) {
 both!(wire_auto_falls_back_to_af_packet_when_xdp_is_taken);
 fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken(io: Io) {
     let w = wire_lab();
-    let dp = spawn(
-        io,
-        RunOptions {
-            netns: Some(ns_path(&w.host)),
-            xdp: XdpOptions {
-                ring_size: 64,
-                ..XdpOptions::default()
-            },
-            ..RunOptions::default()
-        },
-        Box::new(NoRoutes),
-    );
+    let dp = spawn(io, w.options(WireBackend::Auto, 64), Box::new(NoRoutes));
     let h = dp.handle();
-    let hif = w.hif.clone();
-    let parent = h
-        .with_engine(move |e| {
-            e.add_parent(ParentSpec {
-                name: hif,
-                mac: HOST_MAC,
-                mtu: 1500,
-                up: true,
-                link_type: LinkType::Ether,
-                addrs: vec![],
-            })
-        })
-        .unwrap()
-        .unwrap();
+    let parent = w.add_parent(&h, vec![]);
     // Someone else (here: a second dataplane) holds the XDP hook of the parent.
-    let other = spawn(
-        io,
-        RunOptions {
-            netns: Some(ns_path(&w.host)),
-            wire_backend: WireBackend::AfXdp,
-            xdp: XdpOptions {
-                ring_size: 64,
-                attach: XdpAttach::Generic,
-                ..XdpOptions::default()
-            },
-            ..RunOptions::default()
-        },
-        Box::new(NoRoutes),
-    );
+    let mut opts = w.options(WireBackend::AfXdp, 64);
+    opts.xdp.attach = XdpAttach::Generic;
+    let other = spawn(io, opts, Box::new(NoRoutes));
     let oh = other.handle();
-    let hif = w.hif.clone();
-    let op = oh
-        .with_engine(move |e| {
-            e.add_parent(ParentSpec {
-                name: hif,
-                mac: HOST_MAC,
-                mtu: 1500,
-                up: true,
-                link_type: LinkType::Ether,
-                addrs: vec![],
-            })
-        })
-        .unwrap()
-        .unwrap();
+    let op = w.add_parent(&oh, vec![]);
     oh.attach_parent(op, &w.hif)
         .expect("first dataplane takes the XDP hook");
     let st = h.attach_parent(parent, &w.hif).unwrap();
@@ -1568,34 +1504,9 @@ fn wire_auto_falls_back_to_af_packet_when_xdp_is_taken(io: Io) {
     assert!(!st.copy_socket);
     // Forcing AF_XDP fails with both reasons spelled out.
     drop(dp);
-    let forced = spawn(
-        io,
-        RunOptions {
-            netns: Some(ns_path(&w.host)),
-            wire_backend: WireBackend::AfXdp,
-            xdp: XdpOptions {
-                ring_size: 64,
-                ..XdpOptions::default()
-            },
-            ..RunOptions::default()
-        },
-        Box::new(NoRoutes),
-    );
+    let forced = spawn(io, w.options(WireBackend::AfXdp, 64), Box::new(NoRoutes));
     let fh = forced.handle();
-    let hif = w.hif.clone();
-    let fp = fh
-        .with_engine(move |e| {
-            e.add_parent(ParentSpec {
-                name: hif,
-                mac: HOST_MAC,
-                mtu: 1500,
-                up: true,
-                link_type: LinkType::Ether,
-                addrs: vec![],
-            })
-        })
-        .unwrap()
-        .unwrap();
+    let fp = w.add_parent(&fh, vec![]);
     let e = fh.attach_parent(fp, &w.hif).unwrap_err();
     eprintln!("{e}");
     assert!(matches!(e, RunError::Wire { .. }), "{e}");
