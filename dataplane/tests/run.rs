@@ -1225,6 +1225,13 @@ fn wire_scenario(
         Err(RunError::NotAttached(_))
     ));
     assert!(rx_vlan_offload(&w.host, &w.hif).ends_with(": on"));
+    // The XDP link's last reference may sit for a moment in a process another test thread
+    // is forking (its fd table copied between fork and exec): the detach follows when that
+    // copy goes.
+    let t = Instant::now();
+    while ip(&w.host, &["link", "show", &w.hif]).contains("xdp") && t.elapsed().as_secs() < 5 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         !ip(&w.host, &["link", "show", &w.hif]).contains("xdp"),
         "XDP program left attached"
