@@ -8,8 +8,11 @@
 # binary (release) and daemon are used, in namespaces this script creates and deletes;
 # documentation addresses only.
 #
-#   sudo [IO=auto|uring|plain] [WORKERS=N] [PEERS=1] bench/endpoint_throughput.sh \
+#   sudo [IO=auto|uring|plain] [WORKERS=N] [BUSY=US] [PEERS=1] bench/endpoint_throughput.sh \
 #        [SECONDS (default 5)] [RUNS (default 3)] [DRIVER (ipvlan|macvlan)]
+#
+# BUSY=US runs uvlan's daemon and the relay with `--busy-poll US` (a worker spins that long
+# for work before it sleeps; default 0: it sleeps at once).
 #
 # PEERS=1 adds the userspace switches a user could pick instead, in the same run: VDE
 # (`vde_switch`, `vde_plug2tap` in each namespace) and Open vSwitch's userspace datapath
@@ -27,7 +30,7 @@
 # the paths are measured one after the other in each run.
 set -euo pipefail
 secs=${1:-5}; runs=${2:-3}; driver=${3:-ipvlan}
-io=${IO:-auto}; workers=${WORKERS:-1}
+io=${IO:-auto}; workers=${WORKERS:-1}; busy=${BUSY:-0}
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root (it creates namespaces)" >&2; exit 1; }
 scripts/deps.sh
@@ -55,14 +58,14 @@ cleanup() {
 trap cleanup EXIT
 for n in host a b r1 r2 k k1 k2; do ip netns add "$p-$n"; ip -n "$p-$n" link set lo up; done
 ip netns exec "$p-host" "$UV" daemon --root "$UVLAN_ROOT" --socket "$UVLAN_SOCKET" \
-    --io "$io" --workers "$workers" 2>"$dir/daemon.log" &
+    --io "$io" --workers "$workers" --busy-poll "$busy" 2>"$dir/daemon.log" &
 dpid=$!
 for _ in $(seq 100); do [ -S "$UVLAN_SOCKET" ] && break; sleep 0.05; done
 "$UV" network create -d "$driver" --internal --subnet 192.0.2.0/24 bench >/dev/null
 "$UV" network connect --ip 192.0.2.10 bench "$p-a"
 "$UV" network connect --ip 192.0.2.20 bench "$p-b"
 # The relay bound: two TAPs (eth0 in r1 and r2), addressed like endpoints.
-"$RELAY" --io "$io" --workers "$workers" --tap "$p-r1" --tap "$p-r2" >"$dir/relay.out" 2>&1 &
+"$RELAY" --io "$io" --workers "$workers" --busy-poll "$busy" --tap "$p-r1" --tap "$p-r2" >"$dir/relay.out" 2>&1 &
 rpid=$!
 for _ in $(seq 100); do grep -q "ready" "$dir/relay.out" 2>/dev/null && break; sleep 0.05; done
 for i in 1 2; do

@@ -5,6 +5,11 @@
 #
 #   scripts/fuzz.sh [TARGET...]          (default: every target)
 #   RUNS=10000000 MAX_SECONDS=7200 scripts/fuzz.sh docker_http tap_frame
+#   SANITIZER=none scripts/fuzz.sh       (no AddressSanitizer: 2-4x the executions per second)
+#
+# The fuzzed code is safe Rust (no unsafe block on any target's path), so what a target can
+# find is a panic, an overflow (debug assertions are on), a timeout or unbounded memory; all of
+# those are found without AddressSanitizer too. SANITIZER defaults to address.
 #
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). The corpus grows in
 # <crate>/fuzz/corpus/TARGET (not committed; the committed seeds/ and testbeds/ start it); a
@@ -15,6 +20,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 RUNS=${RUNS:-10000000}
 MAX_SECONDS=${MAX_SECONDS:-14400}
+SANITIZER=${SANITIZER:-address}
 logs="$root/target/fuzz-logs"
 mkdir -p "$logs"
 
@@ -44,7 +50,7 @@ for t in "${targets[@]}"; do
     [ -n "${seeds[$t]:-}" ] && corpora+=("${seeds[$t]}")
     log="$logs/$t.log"
     start=$(date +%s)
-    if (cd "$dir" && nice -n 10 cargo +nightly fuzz run "$t" "${corpora[@]}" -- "${args[@]}") >"$log" 2>&1; then
+    if (cd "$dir" && nice -n 10 cargo +nightly fuzz run -s "$SANITIZER" "$t" "${corpora[@]}" -- "${args[@]}") >"$log" 2>&1; then
         result=ok
     else
         result="FAILED (see $log and ${crate[$t]}/fuzz/artifacts/$t)"

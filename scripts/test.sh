@@ -20,9 +20,11 @@ UVLAN_TEST_IO=plain cargo test -p uvlan-system-tests --no-fail-fast --test wire 
 # (`--fast-path on`); tests/fast_path.rs covers it on its own. The crash test's short run
 # (12 kills, each kind of operation) and the CNI tests take about 10 s together; the real
 # dockerd's test (Join makes the veth pair dockerd moves) about a minute; the DHCP tests
-# (leases through the cache-fronted endpoints, kills during exchanges) about 90 s.
+# (leases through the cache-fronted endpoints, kills during exchanges) about 90 s; the labs
+# (every testbed's daemon started with --fast-path on) about 100 s.
 UVLAN_TEST_FAST_PATH=on cargo test -p uvlan-system-tests --no-fail-fast --test matrix \
     --test differential --test lifecycle --test wire --test observe --test crash --test dhcp \
+    --test labs \
     -- --test-threads="${UVLAN_TEST_THREADS:-2}"
 UVLAN_TEST_FAST_PATH=on cargo test -p uvlan-control --no-fail-fast --test cni --test docker \
     -- --test-threads="${UVLAN_TEST_THREADS:-2}"

@@ -107,17 +107,8 @@ impl Crash {
             std::path::Path::new(UPSTREAM).join("static").exists(),
             "{UPSTREAM}/static is missing: run scripts/deps.sh --test (containernetworking-plugins)"
         );
-        let mut w = World::without_daemon();
-        let plugin = w.dir.join("plugins");
-        let plugin_dir = plugin.display().to_string();
-        w.set_daemon_args(&[
-            "--docker-plugin",
-            "--docker-plugin-dir",
-            &plugin_dir,
-            "--docker-host",
-            "unix:///nonexistent/docker.sock",
-        ]);
-        w.start_daemon();
+        let w = World::with_docker_plugin(&[]);
+        let plugin = w.plugin_socket("uvlan-ipvlan");
         // A parent for the CNI network (the CNI plugins need a master).
         let h = w.ns("host");
         for args in [
@@ -139,23 +130,14 @@ impl Crash {
         );
         std::os::unix::fs::symlink(&cni_bin, bin.join("uvlan-ipvlan")).unwrap();
         std::os::unix::fs::symlink(format!("{UPSTREAM}/static"), bin.join("static")).unwrap();
-        w.uvlan_ok(&[
-            "network",
-            "create",
-            "-d",
-            "ipvlan",
-            "--internal",
-            "--subnet",
-            "192.0.2.0/24",
-            NET,
-        ]);
+        w.create(&format!("-d ipvlan --internal --subnet 192.0.2.0/24 {NET}"));
         let mut c = Crash {
             w,
             rng: Rng(seed | 1),
             spaces: BTreeMap::new(),
             runs: Vec::new(),
             seq: 0,
-            plugin: plugin.join("uvlan-ipvlan.sock"),
+            plugin,
             tally: BTreeMap::new(),
         };
         let a = c.space("anchor", Role::Cli);

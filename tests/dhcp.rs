@@ -12,113 +12,92 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use uvlan_system_tests::dnsmasq::{Dnsmasq, DnsmasqOptions};
 use uvlan_system_tests::net::{ip_in, sh_in, EXT_IP, GW_IP, PARENT};
-use uvlan_system_tests::{LanOptions, VlanTrunk, World};
+use uvlan_system_tests::{Lan, LanOptions, VlanTrunk, World};
 
-/// dnsmasq serving DHCP only (no DNS) on `eth0` of namespace `ns`; killed on drop.
-struct Dnsmasq {
-    child: Child,
-    leases: PathBuf,
-    log: PathBuf,
+/// The LAN's DHCP server: dnsmasq on `eth0` of namespace `ns` (the gateway), handing out
+/// 192.0.2.100–150, announcing the gateway as router and 192.0.2.53 as DNS server, with
+/// `extra` arguments.
+fn dhcp_server(w: &World, ns: &str, extra: &[&str]) -> Dnsmasq {
+    dhcp_server_named(w, ns, "dnsmasq", "192.0.2.100,192.0.2.150", extra)
 }
 
-impl Dnsmasq {
-    fn start(w: &World, ns: &str) -> Dnsmasq {
-        Dnsmasq::start_with(w, ns, "dnsmasq", "192.0.2.100,192.0.2.150", &[])
-    }
-
-    /// A server named `tag` (its files), handing out `range`, with extra arguments.
-    fn start_with(w: &World, ns: &str, tag: &str, range: &str, extra: &[&str]) -> Dnsmasq {
-        Dnsmasq::start_on(w, ns, "eth0", tag, range, GW_IP, extra)
-    }
-
-    /// The same on interface `dev`, announcing `router`.
-    fn start_on(
-        w: &World,
-        ns: &str,
-        dev: &str,
-        tag: &str,
-        range: &str,
-        router: &str,
-        extra: &[&str],
-    ) -> Dnsmasq {
-        let leases = w.dir.join(format!("{tag}.leases"));
-        let log = w.dir.join(format!("{tag}.log"));
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "dnsmasq", "--keep-in-foreground"])
-            .args([
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--user=root",
-                "--pid-file=",
-            ])
-            .arg(format!("--interface={dev}"))
-            .args(["--bind-interfaces", "--dhcp-authoritative"])
-            .arg(format!("--dhcp-range={range},255.255.255.0,2m"))
-            .args(extra)
-            .arg(format!("--dhcp-option=option:router,{router}"))
-            .arg("--dhcp-option=option:dns-server,192.0.2.53")
-            .arg(format!("--dhcp-leasefile={}", leases.display()))
-            .arg(format!("--log-facility={}", log.display()))
-            .arg("--log-dhcp")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dnsmasq (scripts/deps.sh --test installs dnsmasq-base)");
-        let d = Dnsmasq { child, leases, log };
-        // Ready when it has logged its DHCP range.
-        let t = Instant::now();
-        while !d.log_text().contains("DHCP, IP range") {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "dnsmasq did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn leases_text(&self) -> String {
-        std::fs::read_to_string(&self.leases).unwrap_or_default()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (bounded) until the lease file satisfies `pred`; returns the last text.
-    fn wait_leases(&self, pred: impl Fn(&str) -> bool) -> String {
-        let t = Instant::now();
-        loop {
-            let text = self.leases_text();
-            if pred(&text) || t.elapsed() > Duration::from_secs(10) {
-                return text;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+/// The same named `tag` (its files), handing out `range`.
+fn dhcp_server_named(w: &World, ns: &str, tag: &str, range: &str, extra: &[&str]) -> Dnsmasq {
+    dhcp_server_on(w, ns, "eth0", tag, range, GW_IP, extra)
 }
 
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The same on interface `dev`, announcing `router`.
+fn dhcp_server_on(
+    w: &World,
+    ns: &str,
+    dev: &str,
+    tag: &str,
+    range: &str,
+    router: &str,
+    extra: &[&str],
+) -> Dnsmasq {
+    let mut args = vec!["--dhcp-option=option:dns-server,192.0.2.53"];
+    args.extend_from_slice(extra);
+    Dnsmasq::start(DnsmasqOptions {
+        ns,
+        dev,
+        dir: &w.dir,
+        tag,
+        range,
+        router,
+        extra: &args,
+    })
+}
+
+/// A world with the LAN, its DHCP server ([`dhcp_server`], with `extra` arguments) and the
+/// network `dh` on the parent with DHCP IPAM: `-d DRIVER -o parent=up0 OPTIONS
+/// --ipam-driver dhcp` (`driver` is `DRIVER OPTIONS`).
+fn dhcp_net(driver: &str, extra: &[&str]) -> (World, Lan, Dnsmasq) {
+    let mut w = World::new();
+    let lan = w.lan(LanOptions::default());
+    let server = dhcp_server(&w, &lan.gw, extra);
+    let (driver, options) = driver.split_once(' ').unwrap_or((driver, ""));
+    w.create(&format!(
+        "-d {driver} -o parent={PARENT} {options} --ipam-driver dhcp dh"
+    ));
+    (w, lan, server)
 }
 
 /// The endpoint of namespace `full` in inspect's `Containers`: (IPv4Address, MacAddress).
 fn endpoint(w: &World, net: &str, full: &str) -> Option<(String, String)> {
     let v = w.inspect(net);
-    let c = v["Containers"].as_object()?;
-    c.values().find(|e| e["Name"] == full).map(|e| {
-        (
-            e["IPv4Address"].as_str().unwrap_or_default().to_string(),
-            e["MacAddress"].as_str().unwrap_or_default().to_string(),
-        )
-    })
+    let e = container(&v, full)?;
+    Some((
+        e["IPv4Address"].as_str().unwrap_or_default().to_string(),
+        e["MacAddress"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+/// The entry of namespace `full` in the `Containers` of inspect's answer `v`.
+fn container<'v>(v: &'v serde_json::Value, full: &str) -> Option<&'v serde_json::Value> {
+    v["Containers"]
+        .as_object()?
+        .values()
+        .find(|e| e["Name"] == full)
+}
+
+/// The DHCP lease inspect shows for the endpoint of namespace `full` (`UvlanDhcp`; null
+/// when there is none).
+fn dhcp_lease(w: &World, net: &str, full: &str) -> serde_json::Value {
+    container(&w.inspect(net), full)
+        .map(|e| e["UvlanDhcp"].clone())
+        .unwrap_or_default()
+}
+
+/// The address (without its length) of the endpoint of namespace `full` in `net`'s inspect.
+fn address(w: &World, net: &str, full: &str) -> String {
+    let (cidr, _) = endpoint(w, net, full).unwrap_or_else(|| panic!("{full} is not in {net}"));
+    addr(&cidr)
 }
 
 /// The address part of `ADDR/LEN`.
@@ -126,10 +105,31 @@ fn addr(cidr: &str) -> String {
     cidr.split('/').next().unwrap_or_default().to_string()
 }
 
-fn in_range(a: &str) -> bool {
-    a.strip_prefix("192.0.2.")
+/// True when address `a` lies in `lo..=hi` of the /24 `prefix` (written `A.B.C.`).
+fn in_range_of(a: &str, prefix: &str, lo: u8, hi: u8) -> bool {
+    a.strip_prefix(prefix)
         .and_then(|l| l.parse::<u8>().ok())
-        .is_some_and(|l| (100..=150).contains(&l))
+        .is_some_and(|l| (lo..=hi).contains(&l))
+}
+
+/// True when address `a` is from the LAN server's range (192.0.2.100–150).
+fn in_range(a: &str) -> bool {
+    in_range_of(a, "192.0.2.", 100, 150)
+}
+
+/// True when `cidr`'s address is from the second server's range (192.0.2.160–170).
+fn in_second_range(cidr: &str) -> bool {
+    in_range_of(&addr(cidr), "192.0.2.", 160, 170)
+}
+
+/// Waits (bounded) until the server's lease file no longer holds address `a`; panics
+/// (saying `what` gave it back) when it still does.
+fn assert_released(server: &Dnsmasq, a: &str, what: &str) {
+    let leases = server.wait_leases(|t| !t.contains(&format!(" {a} ")));
+    assert!(
+        !leases.contains(&format!(" {a} ")),
+        "{what}: {a} not released:\n{leases}"
+    );
 }
 
 /// Two endpoints of `net` lease distinct addresses the server records, reach the gateway,
@@ -153,11 +153,7 @@ fn two_endpoints(w: &mut World, server: &Dnsmasq, net: &str) {
     );
     // inspect shows the lease: server, router, DNS servers.
     let v = w.inspect(net);
-    let lease = v["Containers"]
-        .as_object()
-        .and_then(|c| c.values().find(|e| e["Name"] == a.as_str()))
-        .map(|e| e["UvlanDhcp"].clone())
-        .unwrap_or_default();
+    let lease = dhcp_lease(w, net, &a);
     assert_eq!(lease["Server"], GW_IP, "{lease}");
     assert_eq!(lease["Router"], GW_IP, "{lease}");
     assert_eq!(lease["DNS"], serde_json::json!(["192.0.2.53"]), "{lease}");
@@ -190,12 +186,7 @@ fn two_endpoints(w: &mut World, server: &Dnsmasq, net: &str) {
 
 #[test]
 fn macvlan_bridge_leases_from_the_lan() {
-    let mut w = World::new();
-    let lan = w.lan(LanOptions::default());
-    let server = Dnsmasq::start(&w, &lan.gw);
-    w.create(&format!(
-        "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
-    ));
+    let (mut w, _lan, server) = dhcp_net("macvlan", &[]);
     two_endpoints(&mut w, &server, "dh");
     // Each macvlan endpoint asked with its own MAC.
     let (ip_a, mac_a) = endpoint(&w, "dh", &w.ns("a")).expect("a");
@@ -233,11 +224,7 @@ fn macvlan_bridge_leases_from_the_lan() {
         .map(addr)
         .unwrap_or_default();
     assert!(in_range(&leased), "{out}");
-    let leases = server.wait_leases(|t| !t.contains(&format!(" {leased} ")));
-    assert!(
-        !leases.contains(&format!(" {leased} ")),
-        "run --rm released its lease:\n{leases}"
-    );
+    assert_released(&server, &leased, "run --rm");
     // The command's /etc/resolv.conf lists the lease's DNS servers; the host's is untouched
     // and no file is left behind.
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -269,12 +256,7 @@ fn macvlan_bridge_leases_from_the_lan() {
 
 #[test]
 fn ipvlan_l2_endpoints_share_a_mac_but_not_a_lease() {
-    let mut w = World::new();
-    let lan = w.lan(LanOptions::default());
-    let server = Dnsmasq::start(&w, &lan.gw);
-    w.create(&format!(
-        "-d ipvlan -o parent={PARENT} -o ipvlan_mode=l2 --ipam-driver dhcp dh"
-    ));
+    let (mut w, _lan, server) = dhcp_net("ipvlan -o ipvlan_mode=l2", &[]);
     two_endpoints(&mut w, &server, "dh");
 }
 
@@ -282,69 +264,31 @@ fn ipvlan_l2_endpoints_share_a_mac_but_not_a_lease() {
 fn no_server_fails_cleanly_and_refusals() {
     let mut w = World::new();
     let _lan = w.lan(LanOptions::default());
-    // Docker-shaped refusals.
-    let o = w.uvlan(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "-o",
-        "parent=up0",
-        "--ipam-driver",
-        "dhcp",
-        "--subnet",
-        "192.0.2.0/24",
-        "x",
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("--ipam-driver dhcp"),
-        "{err}"
-    );
-    let o = w.uvlan(&[
-        "network",
-        "create",
-        "-d",
-        "ipvlan",
-        "-o",
-        "parent=up0",
-        "-o",
-        "ipvlan_mode=l3",
-        "--ipam-driver",
-        "dhcp",
-        "x",
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("ipvlan_mode=l2"),
-        "{err}"
-    );
-    let o = w.uvlan(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "--ipam-driver",
-        "dhcp",
-        "x",
-    ]);
-    assert!(!o.status.success());
-    let o = w.uvlan(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "-o",
-        "parent=up0",
-        "--ipam-driver",
-        "null",
-        "x",
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("ipv4 pool is empty"),
-        "{err}"
-    );
+    // Docker-shaped refusals (the third one with any reason).
+    for (args, reason) in [
+        (
+            "-d macvlan -o parent=up0 --ipam-driver dhcp --subnet 192.0.2.0/24 x",
+            "--ipam-driver dhcp",
+        ),
+        (
+            "-d ipvlan -o parent=up0 -o ipvlan_mode=l3 --ipam-driver dhcp x",
+            "ipvlan_mode=l2",
+        ),
+        ("-d macvlan --ipam-driver dhcp x", ""),
+        (
+            "-d macvlan -o parent=up0 --ipam-driver null x",
+            "ipv4 pool is empty",
+        ),
+    ] {
+        let mut argv = vec!["network", "create"];
+        argv.extend(args.split_whitespace());
+        let o = w.uvlan(&argv);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(reason),
+            "network create {args}: {err}"
+        );
+    }
     assert!(w.uvlan_ok(&["network", "ls", "-q"]).trim().is_empty());
 
     // No server on the LAN: connect fails with the reason and leaves nothing behind.
@@ -359,18 +303,18 @@ fn no_server_fails_cleanly_and_refusals() {
     assert!(endpoint(&w, "dh", &full).is_none(), "no endpoint left");
     let links = ip_in(&full, "-o link show");
     assert_eq!(links.lines().count(), 1, "only lo is left: {links}");
-    let store = w.dir.join("root");
-    let records = Command::new("find")
-        .arg(&store)
-        .args(["-path", "*endpoints*", "-type", "f"])
-        .output()
-        .expect("find");
-    assert!(
-        String::from_utf8_lossy(&records.stdout).trim().is_empty(),
-        "no endpoint record is left: {}",
-        String::from_utf8_lossy(&records.stdout)
-    );
+    let records = store_files(&w, "*");
+    assert!(records.is_empty(), "no endpoint record is left: {records}");
     w.uvlan_ok(&["network", "rm", "dh"]);
+}
+
+/// True when one ping (one second) from namespace `gw` to `to` is answered.
+fn gw_reaches(gw: &str, to: &str) -> bool {
+    sh_in(
+        gw,
+        &format!("ping -c1 -W1 {to} >/dev/null && echo ok || true"),
+    )
+    .contains("ok")
 }
 
 /// Waits (bounded) for `pred`; true when it held.
@@ -390,24 +334,12 @@ fn eventually(mut pred: impl FnMut() -> bool) -> bool {
 /// loses the address, and discovery starts again, which gives it one of the new server's.
 #[test]
 fn leases_are_renewed_and_lost_on_a_nak() {
-    let mut w = World::new();
-    let lan = w.lan(LanOptions::default());
     let short = ["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"];
-    let server = Dnsmasq::start_with(&w, &lan.gw, "first", "192.0.2.100,192.0.2.150", &short);
-    w.create(&format!(
-        "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
-    ));
+    let (mut w, lan, server) = dhcp_net("macvlan", &short);
     let a = w.connect("dh", "a", &[]);
-    let obtained = |w: &World| {
-        let v = w.inspect("dh");
-        v["Containers"]
-            .as_object()
-            .and_then(|c| c.values().find(|e| e["Name"] == a.as_str()))
-            .and_then(|e| e["UvlanDhcp"]["Obtained"].as_u64())
-    };
+    let obtained = |w: &World| dhcp_lease(w, "dh", &a)["Obtained"].as_u64();
     let first = obtained(&w).expect("a has a lease");
-    let (ip, _) = endpoint(&w, "dh", &a).expect("a");
-    let ip = addr(&ip);
+    let ip = address(&w, "dh", &a);
     let acks = |s: &Dnsmasq| {
         s.log_text()
             .matches(&format!("DHCPACK(eth0) {ip} "))
@@ -425,7 +357,7 @@ fn leases_are_renewed_and_lost_on_a_nak() {
     assert!(w.daemon_log().contains(&format!("DHCP lease {ip} renewed")));
     assert!(w.ping("a", GW_IP, 5), "a keeps its address");
     drop(server);
-    let second = Dnsmasq::start_with(&w, &lan.gw, "second", "192.0.2.160,192.0.2.170", &short);
+    let second = dhcp_server_named(&w, &lan.gw, "second", "192.0.2.160,192.0.2.170", &short);
     assert!(
         eventually(|| !ip_in(&a, "-4 addr show dev eth0").contains(&ip)),
         "the address survived a NAK:\n{}\n{}",
@@ -440,14 +372,8 @@ fn leases_are_renewed_and_lost_on_a_nak() {
     assert!(w
         .daemon_log()
         .contains(&format!("lost its DHCP lease of {ip}")));
-    let new_range = |s: &str| {
-        addr(s)
-            .strip_prefix("192.0.2.")
-            .and_then(|l| l.parse::<u8>().ok())
-            .is_some_and(|l| (160..=170).contains(&l))
-    };
     assert!(
-        eventually(|| endpoint(&w, "dh", &a).is_some_and(|(s, _)| new_range(&s))),
+        eventually(|| endpoint(&w, "dh", &a).is_some_and(|(s, _)| in_second_range(&s))),
         "no new lease after the NAK:\n{}\n{}",
         second.log_text(),
         w.daemon_log()
@@ -468,12 +394,38 @@ fn leases_are_renewed_and_lost_on_a_nak() {
         new_ip.as_str(),
         "the store has it: {rec}"
     );
-    let reached = sh_in(
-        &lan.gw,
-        &format!("ping -c1 -W1 {new_ip} >/dev/null && echo ok || true"),
-    );
-    assert!(reached.contains("ok"), "the LAN reaches {new_ip}");
+    assert!(gw_reaches(&lan.gw, &new_ip), "the LAN reaches {new_ip}");
     w.uvlan_ok(&["network", "disconnect", "dh", &a]);
+}
+
+/// Drops, in the gateway namespace `gw`, DHCP sent to the server's own address (unicast:
+/// RENEW, RELEASE); broadcasts (DISCOVER, REBIND, INIT-REBOOT) pass. Undone by
+/// [`pass_unicast_to_server`].
+fn drop_unicast_to_server(gw: &str) {
+    sh_in(
+        gw,
+        &format!(
+            "nft add table ip uvdhcp && nft add chain ip uvdhcp input '{{ type filter hook \
+             input priority 0; }}' && nft add rule ip uvdhcp input ip daddr {GW_IP} udp dport \
+             67 drop"
+        ),
+    );
+}
+
+/// Undoes [`drop_unicast_to_server`].
+fn pass_unicast_to_server(gw: &str) {
+    sh_in(gw, "nft delete table ip uvdhcp");
+}
+
+/// Waits (bounded) until the daemon has logged `line` after byte `from` of its log; panics
+/// with `what`, the daemon's log and `server`'s when it does not.
+fn wait_logged(w: &World, from: usize, line: &str, server: &Dnsmasq, what: &str) {
+    assert!(
+        eventually(|| w.daemon_log()[from..].contains(line)),
+        "{what}:\n{}\n{}",
+        w.daemon_log(),
+        server.log_text()
+    );
 }
 
 /// A daemon killed and started again goes on from the stored lease (confirmed by a
@@ -481,44 +433,30 @@ fn leases_are_renewed_and_lost_on_a_nak() {
 /// the REBIND (broadcast) at T2 extends it.
 #[test]
 fn a_restarted_daemon_rebinds_its_stored_leases() {
-    let mut w = World::new();
-    let lan = w.lan(LanOptions::default());
     let short = ["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,4"];
-    let server = Dnsmasq::start_with(&w, &lan.gw, "dnsmasq", "192.0.2.100,192.0.2.150", &short);
-    w.create(&format!(
-        "-d ipvlan -o parent={PARENT} --ipam-driver dhcp dh"
-    ));
+    let (mut w, lan, server) = dhcp_net("ipvlan", &short);
     let a = w.connect("dh", "a", &[]);
-    let (ip, _) = endpoint(&w, "dh", &a).expect("a");
-    let ip = addr(&ip);
+    let ip = address(&w, "dh", &a);
     // RENEW is unicast to the server's address: dropped; REBIND is broadcast: not.
-    sh_in(
-        &lan.gw,
-        &format!(
-            "nft add table ip uvdhcp && nft add chain ip uvdhcp input '{{ type filter hook \
-             input priority 0; }}' && nft add rule ip uvdhcp input ip daddr {GW_IP} udp dport \
-             67 drop"
-        ),
-    );
+    drop_unicast_to_server(&lan.gw);
     w.kill_daemon(libc::SIGKILL);
     let before = w.daemon_log().len();
     w.start_daemon();
-    let rebound = format!("DHCP lease {ip} rebound");
-    assert!(
-        eventually(|| w.daemon_log()[before..].contains(&rebound)),
-        "the restarted daemon did not rebind:\n{}\n{}",
-        w.daemon_log(),
-        server.log_text()
+    wait_logged(
+        &w,
+        before,
+        &format!("DHCP lease {ip} rebound"),
+        &server,
+        "the restarted daemon did not rebind",
     );
     assert!(
         w.ping("a", GW_IP, 5),
         "a keeps its address after the restart"
     );
     // RELEASE is unicast too.
-    sh_in(&lan.gw, "nft delete table ip uvdhcp");
+    pass_unicast_to_server(&lan.gw);
     w.uvlan_ok(&["network", "disconnect", "dh", &a]);
-    let leases = server.wait_leases(|t| !t.contains(&format!(" {ip} ")));
-    assert!(!leases.contains(&format!(" {ip} ")), "{leases}");
+    assert_released(&server, &ip, "disconnect");
 }
 
 /// Counts `needle` in `text`.
@@ -526,24 +464,28 @@ fn count(text: &str, needle: &str) -> usize {
     text.matches(needle).count()
 }
 
-/// The stored record of the endpoint in namespace `full` (its file and its JSON).
-fn endpoint_record(w: &World, full: &str) -> (PathBuf, serde_json::Value) {
+/// The files of the daemon's store below its endpoints whose name matches `name` (a `find
+/// -name` pattern), one a line.
+fn store_files(w: &World, name: &str) -> String {
     let out = Command::new("find")
         .arg(w.dir.join("root"))
-        .args(["-path", "*endpoints*", "-name", "*.json", "-type", "f"])
+        .args(["-path", "*endpoints*", "-name", name, "-type", "f"])
         .output()
         .expect("find");
-    for f in String::from_utf8_lossy(&out.stdout).lines() {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The stored record of the endpoint in namespace `full` (its file and its JSON).
+fn endpoint_record(w: &World, full: &str) -> (PathBuf, serde_json::Value) {
+    let files = store_files(w, "*.json");
+    for f in files.lines() {
         let text = std::fs::read_to_string(f).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         if v["name"] == full {
             return (PathBuf::from(f), v);
         }
     }
-    panic!(
-        "no record for {full}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    panic!("no record for {full}: {files}");
 }
 
 /// A daemon killed with SIGKILL confirms each stored lease with INIT-REBOOT when it starts
@@ -553,25 +495,12 @@ fn endpoint_record(w: &World, full: &str) -> (PathBuf, serde_json::Value) {
 /// and renewal goes on once unicast passes again.
 #[test]
 fn a_killed_daemon_confirms_its_leases_with_init_reboot() {
-    let mut w = World::new();
-    let lan = w.lan(LanOptions::default());
     let short = ["--dhcp-option=option:T1,4", "--dhcp-option=option:T2,100"];
-    let server = Dnsmasq::start_with(&w, &lan.gw, "dnsmasq", "192.0.2.100,192.0.2.150", &short);
-    w.create(&format!(
-        "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
-    ));
+    let (mut w, lan, server) = dhcp_net("macvlan", &short);
     let a = w.connect("dh", "a", &[]);
-    let (ip, _) = endpoint(&w, "dh", &a).expect("a");
-    let ip = addr(&ip);
+    let ip = address(&w, "dh", &a);
     let acked = format!("DHCPACK(eth0) {ip} ");
-    sh_in(
-        &lan.gw,
-        &format!(
-            "nft add table ip uvdhcp && nft add chain ip uvdhcp input '{{ type filter hook \
-             input priority 0; }}' && nft add rule ip uvdhcp input ip daddr {GW_IP} udp dport \
-             67 drop"
-        ),
-    );
+    drop_unicast_to_server(&lan.gw);
     w.kill_daemon(libc::SIGKILL);
     // The address leaves eth0 while the daemon is down (its default route with it): the
     // ACK of the INIT-REBOOT puts both back.
@@ -580,12 +509,12 @@ fn a_killed_daemon_confirms_its_leases_with_init_reboot() {
     let acks_before = count(&server.log_text(), &acked);
     let before = w.daemon_log().len();
     w.start_daemon();
-    let confirmed = format!("DHCP lease {ip} confirmed after the restart (INIT-REBOOT)");
-    assert!(
-        eventually(|| w.daemon_log()[before..].contains(&confirmed)),
-        "no INIT-REBOOT:\n{}\n{}",
-        w.daemon_log(),
-        server.log_text()
+    wait_logged(
+        &w,
+        before,
+        &format!("DHCP lease {ip} confirmed after the restart (INIT-REBOOT)"),
+        &server,
+        "no INIT-REBOOT",
     );
     assert!(
         count(&server.log_text(), &acked) > acks_before,
@@ -608,13 +537,13 @@ fn a_killed_daemon_confirms_its_leases_with_init_reboot() {
         "a keeps its address after the restart"
     );
     // Renewal goes on from the confirmed lease.
-    sh_in(&lan.gw, "nft delete table ip uvdhcp");
-    let renewed = format!("DHCP lease {ip} renewed");
-    assert!(
-        eventually(|| w.daemon_log()[before..].contains(&renewed)),
-        "no renewal after the restart:\n{}\n{}",
-        w.daemon_log(),
-        server.log_text()
+    pass_unicast_to_server(&lan.gw);
+    wait_logged(
+        &w,
+        before,
+        &format!("DHCP lease {ip} renewed"),
+        &server,
+        "no renewal after the restart",
     );
     let (_, rec) = endpoint_record(&w, &a);
     assert_eq!(rec["lease"]["addr"], ip.as_str(), "{rec}");
@@ -628,21 +557,14 @@ fn a_killed_daemon_confirms_its_leases_with_init_reboot() {
 /// confirmed but asked for again.
 #[test]
 fn a_restarted_daemon_follows_a_nak_and_rediscovers_an_expired_lease() {
-    let mut w = World::new();
-    let lan = w.lan(LanOptions::default());
-    let first = Dnsmasq::start_with(&w, &lan.gw, "first", "192.0.2.100,192.0.2.150", &[]);
-    w.create(&format!(
-        "-d ipvlan -o parent={PARENT} -o ipvlan_mode=l2 --ipam-driver dhcp dh"
-    ));
+    let (mut w, lan, first) = dhcp_net("ipvlan -o ipvlan_mode=l2", &[]);
     let a = w.connect("dh", "a", &[]);
     let b = w.connect("dh", "b", &[]);
-    let (ip_a, _) = endpoint(&w, "dh", &a).expect("a");
-    let ip_a = addr(&ip_a);
-    let (ip_b, _) = endpoint(&w, "dh", &b).expect("b");
-    let ip_b = addr(&ip_b);
+    let ip_a = address(&w, "dh", &a);
+    let ip_b = address(&w, "dh", &b);
     w.kill_daemon(libc::SIGKILL);
     drop(first);
-    let second = Dnsmasq::start_with(&w, &lan.gw, "second", "192.0.2.160,192.0.2.170", &[]);
+    let second = dhcp_server_named(&w, &lan.gw, "second", "192.0.2.160,192.0.2.170", &[]);
     // b's lease ended while the daemon was down (its record says so).
     let (file, mut rec) = endpoint_record(&w, &b);
     let obtained = rec["lease"]["obtained"].as_u64().expect("obtained");
@@ -650,18 +572,12 @@ fn a_restarted_daemon_follows_a_nak_and_rediscovers_an_expired_lease() {
     std::fs::write(&file, serde_json::to_vec_pretty(&rec).expect("json")).expect("write");
     let before = w.daemon_log().len();
     w.start_daemon();
-    let new_range = |s: &str| {
-        addr(s)
-            .strip_prefix("192.0.2.")
-            .and_then(|l| l.parse::<u8>().ok())
-            .is_some_and(|l| (160..=170).contains(&l))
-    };
     for (full, old, why) in [
         (&a, &ip_a, "the server refused it after the restart"),
         (&b, &ip_b, "it expired"),
     ] {
         assert!(
-            eventually(|| endpoint(&w, "dh", full).is_some_and(|(s, _)| new_range(&s))),
+            eventually(|| endpoint(&w, "dh", full).is_some_and(|(s, _)| in_second_range(&s))),
             "{full}: no new lease:\n{}\n{}",
             w.daemon_log(),
             second.log_text()
@@ -684,18 +600,11 @@ fn a_restarted_daemon_follows_a_nak_and_rediscovers_an_expired_lease() {
             .wait_leases(|t| t.contains(&new_ip))
             .contains(&new_ip));
         // The engine delivers the new address, not the old one.
-        let gw_ping = |to: &str| {
-            sh_in(
-                &lan.gw,
-                &format!("ping -c1 -W1 {to} >/dev/null && echo ok || true"),
-            )
-            .contains("ok")
-        };
         assert!(
-            (0..5).any(|_| gw_ping(&new_ip)),
+            (0..5).any(|_| gw_reaches(&lan.gw, &new_ip)),
             "the gateway does not reach {new_ip}"
         );
-        assert!(!gw_ping(old), "the gateway still reaches {old}");
+        assert!(!gw_reaches(&lan.gw, old), "the gateway still reaches {old}");
     }
     assert!(
         second.log_text().contains("DHCPNAK"),
@@ -726,12 +635,7 @@ fn spawn_uvlan(w: &World, args: &[&str]) -> Child {
 /// two acquisitions at a time, each bound from its turn.
 #[test]
 fn parallel_connects_get_distinct_leases() {
-    let mut w = World::new();
-    let lan = w.lan(LanOptions::default());
-    let server = Dnsmasq::start(&w, &lan.gw);
-    w.create(&format!(
-        "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
-    ));
+    let (mut w, _lan, server) = dhcp_net("macvlan", &[]);
     connect_at_once(&mut w, &server, "dh", "p", 8);
 }
 
@@ -741,12 +645,7 @@ fn parallel_connects_get_distinct_leases() {
 /// and are offered another.
 #[test]
 fn parallel_ipvlan_connects_sharing_a_mac_get_distinct_leases() {
-    let mut w = World::new();
-    let lan = w.lan(LanOptions::default());
-    let server = Dnsmasq::start(&w, &lan.gw);
-    w.create(&format!(
-        "-d ipvlan -o parent={PARENT} -o ipvlan_mode=l2 --ipam-driver dhcp dh"
-    ));
+    let (mut w, _lan, server) = dhcp_net("ipvlan -o ipvlan_mode=l2", &[]);
     connect_at_once(&mut w, &server, "dh", "i", 4);
 }
 
@@ -859,12 +758,32 @@ fn a_slow_exchange_blocks_nobody_and_a_crash_in_it_is_rolled_back() {
 fn leased_in(w: &World, net: &str, full: &str, prefix: &str, lo: u8, hi: u8) -> String {
     let (cidr, _) = endpoint(w, net, full).expect("in inspect");
     let a = addr(&cidr);
-    let last = a.strip_prefix(prefix).and_then(|l| l.parse::<u8>().ok());
     assert!(
-        last.is_some_and(|l| (lo..=hi).contains(&l)),
+        in_range_of(&a, prefix, lo, hi),
         "{full}: {cidr} is not from {prefix}{lo}-{hi}"
     );
     a
+}
+
+/// The random moments of the crash tests: a xorshift generator seeded from
+/// `UVLAN_CRASH_SEED`, or from the clock (the seed is printed, so a failure can be replayed).
+fn crash_rng() -> impl FnMut() -> u64 {
+    let mut seed: u64 = std::env::var("UVLAN_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+        | 1;
+    eprintln!("seed {seed} (UVLAN_CRASH_SEED)");
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
 }
 
 /// DHCP on a tagged parent (`up0.20`: the DISCOVERs leave tagged, the VLAN's own server
@@ -882,7 +801,7 @@ fn tagged_parents_and_private_and_vepa_modes_lease_too() {
     let _trunk = VlanTrunk::start(&lan.gw, "eth0", &[(20, "v20")]);
     w.ip("gw", "link set v20 address 02:00:00:00:fe:20 up");
     w.ip("gw", "addr add 198.51.100.1/24 dev v20");
-    let s20 = Dnsmasq::start_on(
+    let s20 = dhcp_server_on(
         &w,
         &lan.gw,
         "v20",
@@ -891,7 +810,7 @@ fn tagged_parents_and_private_and_vepa_modes_lease_too() {
         "198.51.100.1",
         &[],
     );
-    let s0 = Dnsmasq::start(&w, &lan.gw);
+    let s0 = dhcp_server(&w, &lan.gw, &[]);
     w.create(&format!(
         "-d macvlan -o parent={PARENT}.20 --ipam-driver dhcp d20"
     ));
@@ -944,36 +863,10 @@ fn tagged_parents_and_private_and_vepa_modes_lease_too() {
 /// success is listed. Seed: `UVLAN_CRASH_SEED` (printed).
 #[test]
 fn a_dhcp_connect_killed_at_random_points_is_all_or_nothing() {
-    let mut w = World::new();
-    let lan = w.lan(LanOptions::default());
     // Without dnsmasq's 3 s ping check an exchange takes milliseconds, so the kills land
     // before, in and after it.
-    let server = Dnsmasq::start_with(
-        &w,
-        &lan.gw,
-        "dnsmasq",
-        "192.0.2.100,192.0.2.150",
-        &["--no-ping"],
-    );
-    w.create(&format!(
-        "-d macvlan -o parent={PARENT} --ipam-driver dhcp dh"
-    ));
-    let mut seed: u64 = std::env::var("UVLAN_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        })
-        | 1;
-    eprintln!("seed {seed} (UVLAN_CRASH_SEED)");
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let (mut w, _lan, server) = dhcp_net("macvlan", &["--no-ping"]);
+    let mut next = crash_rng();
     let (mut listed_n, mut gone_n) = (0, 0);
     for k in 0..8 {
         let full = w.netns(&format!("k{k}"));
@@ -1019,30 +912,56 @@ const DOCKER_NID: &str = "d4c900000000000000000000000000000000000000000000000000
 /// One call of Docker's plugin protocol to the macvlan driver of `w`'s daemon (see
 /// `plugin_call`); panics when there is no answer.
 fn docker_call(w: &World, method: &str, body: serde_json::Value) -> serde_json::Value {
-    let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
+    let sock = w.plugin_socket("uvlan-macvlan");
     uvlan_system_tests::plugin_call(&sock, method, &body)
         .unwrap_or_else(|| panic!("{method}: no answer\n{}", w.daemon_log()))
 }
 
-/// Docker's CreateEndpoint of endpoint `eid` with no address (Docker's null IPAM).
+/// The body of Docker's CreateEndpoint of endpoint `eid` with no address (Docker's null
+/// IPAM).
+fn create_endpoint_body(eid: &str) -> serde_json::Value {
+    serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
+           "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
+           "Options": {}})
+}
+
+/// Docker's CreateEndpoint of endpoint `eid` with no address.
 fn docker_create_endpoint(w: &World, eid: &str) -> serde_json::Value {
+    docker_call(w, "NetworkDriver.CreateEndpoint", create_endpoint_body(eid))
+}
+
+/// Docker's CreateEndpoint of endpoint `eid` with no address, made on a thread: its answer,
+/// or `None` when there was none (the daemon died under the call).
+fn spawn_create_endpoint(w: &World, eid: &str) -> JoinHandle<Option<serde_json::Value>> {
+    let sock = w.plugin_socket("uvlan-macvlan");
+    let body = create_endpoint_body(eid);
+    std::thread::spawn(move || {
+        uvlan_system_tests::plugin_call(&sock, "NetworkDriver.CreateEndpoint", &body)
+    })
+}
+
+/// Docker's DeleteEndpoint of endpoint `eid`.
+fn docker_delete_endpoint(w: &World, eid: &str) -> serde_json::Value {
     docker_call(
         w,
-        "NetworkDriver.CreateEndpoint",
-        serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
-               "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
-               "Options": {}}),
+        "NetworkDriver.DeleteEndpoint",
+        serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid}),
     )
+}
+
+/// Docker's DeleteNetwork of [`DOCKER_NID`], which succeeds.
+fn docker_delete_network(w: &World) {
+    let v = docker_call(
+        w,
+        "NetworkDriver.DeleteNetwork",
+        serde_json::json!({"NetworkID": DOCKER_NID}),
+    );
+    assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
 }
 
 /// The reservation files (Docker's CreateEndpoint) in the daemon's store.
 fn reservation_files(w: &World) -> String {
-    let out = Command::new("find")
-        .arg(w.dir.join("root"))
-        .args(["-path", "*endpoints*", "-name", "reserved.*", "-type", "f"])
-        .output()
-        .expect("find");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    store_files(w, "reserved.*")
 }
 
 /// A Docker endpoint `eid` whose CreateEndpoint exchange runs now: waits (bounded) until
@@ -1050,11 +969,7 @@ fn reservation_files(w: &World) -> String {
 /// lock being free); false if it never was.
 fn wait_pending(w: &World, eid: &str) -> bool {
     eventually(|| {
-        let v = docker_call(
-            w,
-            "NetworkDriver.DeleteEndpoint",
-            serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid}),
-        );
+        let v = docker_delete_endpoint(w, eid);
         v["Err"]
             .as_str()
             .is_some_and(|e| e.contains("still being created"))
@@ -1062,17 +977,8 @@ fn wait_pending(w: &World, eid: &str) -> bool {
 }
 
 /// A world whose daemon serves Docker's plugin sockets (no dockerd), with the LAN.
-fn docker_world() -> (World, uvlan_system_tests::net::Lan) {
-    let mut w = World::without_daemon();
-    let plugin_dir = w.dir.join("plugins").display().to_string();
-    w.set_daemon_args(&[
-        "--docker-plugin",
-        "--docker-plugin-dir",
-        &plugin_dir,
-        "--docker-host",
-        "unix:///nonexistent/docker.sock",
-    ]);
-    w.start_daemon();
+fn docker_world() -> (World, Lan) {
+    let mut w = World::with_docker_plugin(&[]);
     let lan = w.lan(LanOptions::default());
     (w, lan)
 }
@@ -1124,46 +1030,13 @@ fn a_docker_create_endpoint_killed_at_random_points_leaves_no_unknown_lease() {
     let (mut w, lan) = docker_world();
     // Without the 3 s ping check the exchange takes milliseconds, so kills land before, in
     // and after it.
-    let server = Dnsmasq::start_with(
-        &w,
-        &lan.gw,
-        "dnsmasq",
-        "192.0.2.100,192.0.2.150",
-        &["--no-ping"],
-    );
+    let server = dhcp_server(&w, &lan.gw, &["--no-ping"]);
     create_network(&w);
-    let mut seed: u64 = std::env::var("UVLAN_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        })
-        | 1;
-    eprintln!("seed {seed} (UVLAN_CRASH_SEED)");
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = crash_rng();
     let (mut kept, mut gone) = (0, 0);
     for k in 0..10 {
         let eid = format!("d4c95{k:02}{}", "0".repeat(57));
-        let creating = std::thread::spawn({
-            let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
-            let eid = eid.clone();
-            move || {
-                uvlan_system_tests::plugin_call(
-                    &sock,
-                    "NetworkDriver.CreateEndpoint",
-                    &serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
-                           "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
-                           "Options": {}}),
-                )
-            }
-        });
+        let creating = spawn_create_endpoint(&w, &eid);
         std::thread::sleep(Duration::from_millis(next() % 150));
         w.kill_daemon(libc::SIGKILL);
         let answer = creating.join().expect("thread");
@@ -1203,11 +1076,7 @@ fn a_docker_create_endpoint_killed_at_random_points_leaves_no_unknown_lease() {
             gone += 1;
         } else {
             kept += 1;
-            let v = docker_call(
-                &w,
-                "NetworkDriver.DeleteEndpoint",
-                serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid}),
-            );
+            let v = docker_delete_endpoint(&w, &eid);
             assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
         }
         assert_eq!(reservation_files(&w), "", "a reservation is left");
@@ -1228,13 +1097,7 @@ fn a_docker_create_endpoint_killed_at_random_points_leaves_no_unknown_lease() {
 #[test]
 fn a_docker_lease_the_daemon_died_before_recording_is_given_back() {
     let (mut w, lan) = docker_world();
-    let server = Dnsmasq::start_with(
-        &w,
-        &lan.gw,
-        "dnsmasq",
-        "192.0.2.100,192.0.2.150",
-        &["--no-ping"],
-    );
+    let server = dhcp_server(&w, &lan.gw, &["--no-ping"]);
     // dnsmasq writes the message type first: option 53, length 1, 5 (ACK), at the start of
     // the options (UDP payload offset 240).
     sh_in(
@@ -1244,22 +1107,9 @@ fn a_docker_lease_the_daemon_died_before_recording_is_given_back() {
          @th,1984,16 0x3501 @th,2000,8 5 drop",
     );
     create_network(&w);
-    let spawn_create = |w: &World, eid: &str| {
-        let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
-        let eid = eid.to_string();
-        std::thread::spawn(move || {
-            uvlan_system_tests::plugin_call(
-                &sock,
-                "NetworkDriver.CreateEndpoint",
-                &serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
-                       "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
-                       "Options": {}}),
-            )
-        })
-    };
 
     let eid = format!("d4c96{}", "0".repeat(59));
-    let creating = spawn_create(&w, &eid);
+    let creating = spawn_create_endpoint(&w, &eid);
     let leased = server.wait_leases(|t| !t.trim().is_empty());
     let a = leased_addrs(&server).first().cloned().unwrap_or_else(|| {
         panic!(
@@ -1293,11 +1143,7 @@ fn a_docker_lease_the_daemon_died_before_recording_is_given_back() {
         "{}",
         w.daemon_log()
     );
-    let leases = server.wait_leases(|t| !t.contains(&format!(" {a} ")));
-    assert!(
-        !leases.contains(&format!(" {a} ")),
-        "not released: {leases}"
-    );
+    assert_released(&server, &a, "the start after the kill");
     assert_eq!(reservation_files(&w), "", "a reservation is left");
 
     // No kill: the CreateEndpoint fails after its bound and gives the offer back.
@@ -1315,11 +1161,7 @@ fn a_docker_lease_the_daemon_died_before_recording_is_given_back() {
         .unwrap_or_default()
         .to_string();
     assert!(in_range(&a), "{err}");
-    let leases = server.wait_leases(|t| !t.contains(&format!(" {a} ")));
-    assert!(
-        !leases.contains(&format!(" {a} ")),
-        "not released: {leases}"
-    );
+    assert_released(&server, &a, "the failed CreateEndpoint");
     assert_eq!(reservation_files(&w), "", "a reservation is left");
     sh_in(&lan.gw, "nft delete table ip uvdhcpack");
 }
@@ -1341,19 +1183,7 @@ fn docker_dhcp_exchanges_block_nobody_and_leave_nothing() {
     // No server: the exchange blocks nobody, fails after its bound and leaves nothing.
     let eid = format!("d4c91{}", "0".repeat(59));
     let started = Instant::now();
-    let creating = std::thread::spawn({
-        let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
-        let eid = eid.clone();
-        move || {
-            uvlan_system_tests::plugin_call(
-                &sock,
-                "NetworkDriver.CreateEndpoint",
-                &serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
-                       "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
-                       "Options": {}}),
-            )
-        }
-    });
+    let creating = spawn_create_endpoint(&w, &eid);
     assert!(
         wait_pending(&w, &eid),
         "no CreateEndpoint exchange seen running:\n{}",
@@ -1363,11 +1193,7 @@ fn docker_dhcp_exchanges_block_nobody_and_leave_nothing() {
     let v = w.inspect(&DOCKER_NID[..12]);
     // Another plugin call that takes the daemon's state lock: a second endpoint's
     // DeleteEndpoint (nothing to delete).
-    let other = docker_call(
-        &w,
-        "NetworkDriver.DeleteEndpoint",
-        serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": format!("d4c92{}", "0".repeat(59))}),
-    );
+    let other = docker_delete_endpoint(&w, &format!("d4c92{}", "0".repeat(59)));
     assert!(
         !creating.is_finished(),
         "network ls, inspect and DeleteEndpoint waited for the CreateEndpoint exchange (it \
@@ -1392,29 +1218,12 @@ fn docker_dhcp_exchanges_block_nobody_and_leave_nothing() {
     assert_eq!(reservation_files(&w), "", "a reservation is left");
     assert_eq!(links(&w), links_before, "the probe left an interface");
     // The network is empty: Docker can delete it.
-    let v = docker_call(
-        &w,
-        "NetworkDriver.DeleteNetwork",
-        serde_json::json!({"NetworkID": DOCKER_NID}),
-    );
-    assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+    docker_delete_network(&w);
 
     // Killed during the exchange: nothing is left after the restart.
     create_network(&w);
     let eid = format!("d4c93{}", "0".repeat(59));
-    let creating = std::thread::spawn({
-        let sock = w.dir.join("plugins").join("uvlan-macvlan.sock");
-        let eid = eid.clone();
-        move || {
-            uvlan_system_tests::plugin_call(
-                &sock,
-                "NetworkDriver.CreateEndpoint",
-                &serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid,
-                       "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": ""},
-                       "Options": {}}),
-            )
-        }
-    });
+    let creating = spawn_create_endpoint(&w, &eid);
     assert!(wait_pending(&w, &eid), "{}", w.daemon_log());
     w.kill_daemon(libc::SIGKILL);
     let answer = creating.join().expect("thread");
@@ -1427,13 +1236,7 @@ fn docker_dhcp_exchanges_block_nobody_and_leave_nothing() {
     assert_eq!(links(&w), links_before, "an interface is left");
 
     // With a server: the lease is answered, recorded, and given back at DeleteEndpoint.
-    let server = Dnsmasq::start_with(
-        &w,
-        &lan.gw,
-        "dnsmasq",
-        "192.0.2.100,192.0.2.150",
-        &["--no-ping"],
-    );
+    let server = dhcp_server(&w, &lan.gw, &["--no-ping"]);
     let eid = format!("d4c94{}", "0".repeat(59));
     let made = docker_create_endpoint(&w, &eid);
     let cidr = made["Interface"]["Address"]
@@ -1450,17 +1253,9 @@ fn docker_dhcp_exchanges_block_nobody_and_leave_nothing() {
         server.leases_text()
     );
     assert_ne!(reservation_files(&w), "", "the reservation is recorded");
-    let v = docker_call(
-        &w,
-        "NetworkDriver.DeleteEndpoint",
-        serde_json::json!({"NetworkID": DOCKER_NID, "EndpointID": eid}),
-    );
+    let v = docker_delete_endpoint(&w, &eid);
     assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
-    let leases = server.wait_leases(|t| !t.contains(&format!(" {a} ")));
-    assert!(
-        !leases.contains(&format!(" {a} ")),
-        "not released: {leases}"
-    );
+    assert_released(&server, &a, "DeleteEndpoint");
     assert!(
         w.daemon_log().contains(&format!("DHCP lease {a} released")),
         "{}",
@@ -1468,10 +1263,5 @@ fn docker_dhcp_exchanges_block_nobody_and_leave_nothing() {
     );
     assert_eq!(reservation_files(&w), "", "a reservation is left");
     assert_eq!(links(&w), links_before, "an interface is left");
-    let v = docker_call(
-        &w,
-        "NetworkDriver.DeleteNetwork",
-        serde_json::json!({"NetworkID": DOCKER_NID}),
-    );
-    assert_eq!(v, serde_json::json!({}), "{}", w.daemon_log());
+    docker_delete_network(&w);
 }

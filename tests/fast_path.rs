@@ -59,22 +59,11 @@ fn veth_endpoints_use_the_cache_and_disconnect_invalidates() {
         ("ipvlan", "ipvlan_mode=l2"),
     ] {
         let net = format!("fp{driver}");
-        w.uvlan_ok(&[
-            "network",
-            "create",
-            "-d",
-            driver,
-            "--internal",
-            "--subnet",
-            "192.0.2.0/24",
-            "-o",
-            opt,
-            &net,
-        ]);
-        let a = w.netns(&format!("{driver}a"));
-        let b = w.netns(&format!("{driver}b"));
-        w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", &net, &a]);
-        w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.20", &net, &b]);
+        w.create(&format!(
+            "-d {driver} --internal --subnet 192.0.2.0/24 -o {opt} {net}"
+        ));
+        let a = w.connect(&net, &format!("{driver}a"), &["--ip", "192.0.2.10"]);
+        let b = w.connect(&net, &format!("{driver}b"), &["--ip", "192.0.2.20"]);
         let inspect = w.inspect(&net);
         let kinds = &inspect["UvlanWire"]["EndpointKinds"];
         let kinds = kinds.as_object().expect("EndpointKinds");
@@ -134,20 +123,9 @@ fn veth_endpoints_use_the_cache_and_disconnect_invalidates() {
 #[test]
 fn kill_9_leaves_no_stale_cache_and_a_restart_recovers() {
     let mut w = World::with_daemon_args(&["--fast-path", "on"]);
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "--internal",
-        "--subnet",
-        "192.0.2.0/24",
-        "fpk9",
-    ]);
-    let a = w.netns("k9a");
-    let b = w.netns("k9b");
-    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "fpk9", &a]);
-    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.20", "fpk9", &b]);
+    w.create("-d macvlan --internal --subnet 192.0.2.0/24 fpk9");
+    let a = w.connect("fpk9", "k9a", &["--ip", "192.0.2.10"]);
+    let b = w.connect("fpk9", "k9b", &["--ip", "192.0.2.20"]);
     let pings = w.exec("k9a", "ping -q -c 5 -i 0.2 192.0.2.20");
     assert!(pings.status.success(), "{}", w.daemon_log());
     let (sent, _) = fast_counters(&w, "fpk9", &a);
@@ -262,18 +240,7 @@ fn kill_9_leaves_no_stale_cache_and_a_restart_recovers() {
 #[test]
 fn the_network_option_overrides_the_daemon_default() {
     let mut w = World::with_daemon_args(&["--fast-path", "on"]);
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "--internal",
-        "--subnet",
-        "192.0.2.0/24",
-        "-o",
-        "uvlan.fast_path=false",
-        "fpoff",
-    ]);
+    w.create("-d macvlan --internal --subnet 192.0.2.0/24 -o uvlan.fast_path=false fpoff");
     let a = w.netns("offa");
     w.uvlan_ok(&["network", "connect", "fpoff", &a]);
     let inspect = w.inspect("fpoff");
@@ -286,18 +253,7 @@ fn the_network_option_overrides_the_daemon_default() {
     w.uvlan_ok(&["network", "rm", "fpoff"]);
 
     let mut w = World::new();
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "ipvlan",
-        "--internal",
-        "--subnet",
-        "192.0.2.0/24",
-        "-o",
-        "uvlan.fast_path=true",
-        "fpon",
-    ]);
+    w.create("-d ipvlan --internal --subnet 192.0.2.0/24 -o uvlan.fast_path=true fpon");
     let b = w.netns("onb");
     let o = w.uvlan(&["network", "connect", "fpon", &b]);
     assert!(!o.status.success());
@@ -325,20 +281,9 @@ fn a_capture_switches_fast_path_endpoints_to_the_slow_path() {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     let mut w = World::with_daemon_args(&["--fast-path", "on"]);
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "--internal",
-        "--subnet",
-        "192.0.2.0/24",
-        "fpcap",
-    ]);
-    let a = w.netns("capa");
-    let b = w.netns("capb");
-    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "fpcap", &a]);
-    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.20", "fpcap", &b]);
+    w.create("-d macvlan --internal --subnet 192.0.2.0/24 fpcap");
+    let a = w.connect("fpcap", "capa", &["--ip", "192.0.2.10"]);
+    w.connect("fpcap", "capb", &["--ip", "192.0.2.20"]);
     // The cache learns a → b and b → a.
     let pings = w.exec("capa", "ping -q -c 5 -i 0.2 192.0.2.20");
     assert!(pings.status.success(), "{}", w.daemon_log());
@@ -355,7 +300,28 @@ fn a_capture_switches_fast_path_endpoints_to_the_slow_path() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("uvlan capture");
-    std::thread::sleep(Duration::from_millis(500));
+    // The pings once the capture runs (it says so on stderr when the daemon has started it
+    // and switched the ports to the slow path); stderr is kept for the summary.
+    let stderr = cap.stderr.take().expect("capture's stderr");
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("capturing on network") {
+                let _ = started_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    started
+        .recv_timeout(Duration::from_secs(20))
+        .expect("uvlan capture did not start within 20 s");
     let pings = w.exec("capa", "ping -q -c 5 -i 0.2 192.0.2.20");
     let during = fast_counters(&w, "fpcap", &a).0;
     // Interrupted as a user's Ctrl-C would.
@@ -369,7 +335,7 @@ fn a_capture_switches_fast_path_endpoints_to_the_slow_path() {
     let out = cap.wait_with_output().unwrap();
     assert!(pings.status.success(), "{}", w.daemon_log());
     let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = reader.join().expect("stderr reader");
     let captured: u64 = err
         .split(" frames captured")
         .next()
@@ -400,20 +366,9 @@ fn a_capture_switches_fast_path_endpoints_to_the_slow_path() {
 #[test]
 fn the_cache_never_skips_the_mtu_rule() {
     let mut w = World::with_daemon_args(&["--fast-path", "on"]);
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "--internal",
-        "--subnet",
-        "192.0.2.0/24",
-        "fpmtu",
-    ]);
-    let a = w.netns("mtua");
-    let b = w.netns("mtub");
-    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "fpmtu", &a]);
-    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.20", "fpmtu", &b]);
+    w.create("-d macvlan --internal --subnet 192.0.2.0/24 fpmtu");
+    let a = w.connect("fpmtu", "mtua", &["--ip", "192.0.2.10"]);
+    let b = w.connect("fpmtu", "mtub", &["--ip", "192.0.2.20"]);
     let set = w.exec("mtub", "ip link set eth0 mtu 1280");
     assert!(set.status.success());
     // The daemon follows the endpoint's MTU (an engine change, which empties the cache).
@@ -456,16 +411,7 @@ fn the_cache_never_skips_the_mtu_rule() {
 fn a_host_interface_and_fast_path_endpoints_do_not_mix_yet() {
     let mut w = World::with_daemon_args(&["--fast-path", "on"]);
     for (net, subnet) in [("fph1", "192.0.2.0/24"), ("fph2", "198.51.100.0/24")] {
-        w.uvlan_ok(&[
-            "network",
-            "create",
-            "-d",
-            "macvlan",
-            "--internal",
-            "--subnet",
-            subnet,
-            net,
-        ]);
+        w.create(&format!("-d macvlan --internal --subnet {subnet} {net}"));
     }
     let a = w.netns("fpha");
     w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "fph1", &a]);
@@ -570,20 +516,8 @@ fn docker_and_cni_endpoints_are_veths_that_use_the_cache() {
         "/usr/lib/cni/host-local is missing: run scripts/deps.sh --test \
          (containernetworking-plugins)"
     );
-    let mut w = World::without_daemon();
-    let plugins = w.dir.join("plugins");
-    let plugin_dir = plugins.display().to_string();
-    w.set_daemon_args(&[
-        "--fast-path",
-        "on",
-        "--docker-plugin",
-        "--docker-plugin-dir",
-        &plugin_dir,
-        "--docker-host",
-        "unix:///nonexistent/docker.sock",
-    ]);
-    w.start_daemon();
-    let sock = plugins.join("uvlan-macvlan.sock");
+    let mut w = World::with_docker_plugin(&["--fast-path", "on"]);
+    let sock = w.plugin_socket("uvlan-macvlan");
     let host = w.ns("host");
 
     // Docker: a macvlan network, two endpoints, each joined and moved into its sandbox.

@@ -52,15 +52,21 @@ fn send_from(from: &str, payload: &'static [u8]) {
     .expect("sender");
 }
 
-/// ipvlan L2 (C15): with a static neighbour for the host's address on the parent's MAC, an
-/// endpoint's UDP reaches a socket bound on the host's address, and not the wire.
-fn ipvlan_l2_reaches_the_host_socket(b: Backend) {
-    let mut w = World::with_backend(b);
+/// The LAN and a network of `driver` on the parent (192.0.2.0/24, gateway [`GW_IP`]) with
+/// endpoint `e1` (192.0.2.10), whose neighbour for the host's address is the host's MAC;
+/// sends `payload` from it to the host while the host listens for `wait`. What the host's
+/// socket received, and the lines of what the parent sent into the switch.
+fn send_to_the_host(
+    w: &mut World,
+    driver: &str,
+    payload: &'static [u8],
+    wait: Duration,
+) -> (Option<(Vec<u8>, SocketAddr)>, Vec<String>) {
     let lan = w.lan(LanOptions::default());
     w.create(&format!(
-        "-d ipvlan --subnet 192.0.2.0/24 --gateway {GW_IP} -o parent={PARENT} l2"
+        "-d {driver} --subnet 192.0.2.0/24 --gateway {GW_IP} -o parent={PARENT} net"
     ));
-    let e1 = w.connect("l2", "e1", &["--ip", "192.0.2.10"]);
+    let e1 = w.connect("net", "e1", &["--ip", "192.0.2.10"]);
     w.ip(
         "e1",
         &format!("neigh replace {HOST_IP} lladdr {HOST_MAC} dev eth0 nud permanent"),
@@ -72,10 +78,19 @@ fn ipvlan_l2_reaches_the_host_socket(b: Backend) {
         &["-Q", "in"],
         &format!("udp port {PORT}"),
     );
-    let got = host_listener(&w, Duration::from_secs(5));
-    send_from(&e1, b"to-the-host-l2");
+    let got = host_listener(w, wait);
+    send_from(&e1, payload);
     let got = got.recv().expect("listener");
-    let lines: Vec<String> = cap.stop().into_iter().filter(|l| !l.is_empty()).collect();
+    let lines = cap.stop().into_iter().filter(|l| !l.is_empty()).collect();
+    (got, lines)
+}
+
+/// ipvlan L2 (C15): with a static neighbour for the host's address on the parent's MAC, an
+/// endpoint's UDP reaches a socket bound on the host's address, and not the wire.
+fn ipvlan_l2_reaches_the_host_socket(b: Backend) {
+    let mut w = World::with_backend(b);
+    let (got, lines) =
+        send_to_the_host(&mut w, "ipvlan", b"to-the-host-l2", Duration::from_secs(5));
     let (data, from) = got.unwrap_or_else(|| {
         panic!(
             "the host's socket received nothing; stats:\n{}",
@@ -128,26 +143,8 @@ fn ipvlan_l3_reaches_the_host_socket(b: Backend) {
 /// leaves on the wire and the host's socket receives nothing.
 fn macvlan_keeps_the_frame_from_the_host(b: Backend) {
     let mut w = World::with_backend(b);
-    let lan = w.lan(LanOptions::default());
-    w.create(&format!(
-        "-d macvlan --subnet 192.0.2.0/24 --gateway {GW_IP} -o parent={PARENT} mv"
-    ));
-    let e1 = w.connect("mv", "e1", &["--ip", "192.0.2.10"]);
-    w.ip(
-        "e1",
-        &format!("neigh replace {HOST_IP} lladdr {HOST_MAC} dev eth0 nud permanent"),
-    );
-    // What the parent sends, seen where it enters the switch.
-    let cap = Capture::start(
-        &lan.sw,
-        HOST_PORT,
-        &["-Q", "in"],
-        &format!("udp port {PORT}"),
-    );
-    let got = host_listener(&w, Duration::from_secs(2));
-    send_from(&e1, b"to-the-host-mv");
-    let got = got.recv().expect("listener");
-    let lines: Vec<String> = cap.stop().into_iter().filter(|l| !l.is_empty()).collect();
+    let (got, lines) =
+        send_to_the_host(&mut w, "macvlan", b"to-the-host-mv", Duration::from_secs(2));
     assert!(
         got.is_none(),
         "the host received a macvlan port's frame: {got:?}"
@@ -158,18 +155,7 @@ fn macvlan_keeps_the_frame_from_the_host(b: Backend) {
     );
 }
 
-macro_rules! with_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod af_xdp {
-            $( #[test] fn $name() { super::$name(uvlan_system_tests::Backend::AfXdp) } )*
-        }
-        mod af_packet {
-            $( #[test] fn $name() { super::$name(uvlan_system_tests::Backend::AfPacket) } )*
-        }
-    };
-}
-
-with_both_backends!(
+uvlan_system_tests::with_both_backends!(
     ipvlan_l2_reaches_the_host_socket,
     ipvlan_l3_reaches_the_host_socket,
     macvlan_keeps_the_frame_from_the_host,

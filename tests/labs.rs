@@ -3,10 +3,11 @@
 //! must come out as the testbed expects. The embedded copies are what `uvlan lab NAME` runs
 //! from any directory; the default one runs without an argument.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
+use uvlan_system_tests::capture::tshark;
 use uvlan_system_tests::{require_root, sh, uvlan_bin};
 
 /// The tests here count what labs leave behind: one lab at a time.
@@ -114,30 +115,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// tshark's fields of every frame of `file`, one `Vec` per frame.
-fn tshark(file: &Path, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r")
-        .arg(file)
-        .args(["-T", "fields", "-E", "separator=|"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("tshark is needed (scripts/deps.sh --test installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.split('|').map(str::to_string).collect())
-        .collect()
 }
 
 /// The default lab's `[[uvlan_capture]]` of ipnet210 (with drops), kept by `--out DIR`: the

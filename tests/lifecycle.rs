@@ -59,17 +59,7 @@ fn disconnect_and_rm_leave_nothing_behind() {
         ("macvlan", "macvlan_mode=bridge"),
     ] {
         let net = format!("life{driver}");
-        w.uvlan_ok(&[
-            "network",
-            "create",
-            "-d",
-            driver,
-            "--subnet",
-            "192.0.2.0/24",
-            "-o",
-            opt,
-            &net,
-        ]);
+        w.create(&format!("-d {driver} --subnet 192.0.2.0/24 -o {opt} {net}"));
         let mut nss = Vec::new();
         for i in 0..3 {
             let ns = w.netns(&format!("{driver}{i}"));
@@ -110,16 +100,7 @@ fn disconnect_and_rm_leave_nothing_behind() {
 #[test]
 fn run_rm_removes_namespace_and_endpoint() {
     let w = World::new();
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "ipvlan",
-        "--internal",
-        "--subnet",
-        "198.51.100.0/24",
-        "runnet",
-    ]);
+    w.create("-d ipvlan --internal --subnet 198.51.100.0/24 runnet");
     let name = format!("{}runrm", w.prefix);
     let out = w.uvlan_ok(&[
         "run", "--net", "runnet", "--name", &name, "--rm", "--", "ip", "-4", "-o", "addr", "show",
@@ -149,20 +130,9 @@ fn run_rm_removes_namespace_and_endpoint() {
 #[test]
 fn kill_9_and_restart_keep_endpoints_and_traffic() {
     let mut w = World::new();
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "--internal",
-        "--subnet",
-        "203.0.113.0/24",
-        "k9",
-    ]);
-    let a = w.netns("k9a");
-    let b = w.netns("k9b");
-    w.uvlan_ok(&["network", "connect", "--ip", "203.0.113.10", "k9", &a]);
-    w.uvlan_ok(&["network", "connect", "--ip", "203.0.113.11", "k9", &b]);
+    w.create("-d macvlan --internal --subnet 203.0.113.0/24 k9");
+    w.connect("k9", "k9a", &["--ip", "203.0.113.10"]);
+    w.connect("k9", "k9b", &["--ip", "203.0.113.11"]);
     assert!(w.ping("k9a", "203.0.113.11", 4));
     let mac_before = link_macs(&w, "k9a");
     w.kill_daemon(libc::SIGKILL);
@@ -194,16 +164,7 @@ fn kill_9_and_restart_keep_endpoints_and_traffic() {
 #[test]
 fn namespaces_gone_or_unreachable_at_start() {
     let mut w = World::new();
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "ipvlan",
-        "--internal",
-        "--subnet",
-        "198.51.100.0/24",
-        "gone",
-    ]);
+    w.create("-d ipvlan --internal --subnet 198.51.100.0/24 gone");
     let a = w.netns("ga");
     let b = w.netns("gb");
     let c = w.netns("gc");

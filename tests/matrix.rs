@@ -122,18 +122,7 @@ fn macvlan_matrix() {
 #[test]
 fn macvlan_passthru_takes_one_endpoint_only() {
     let mut w = World::new();
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "--internal",
-        "--subnet",
-        "192.0.2.0/24",
-        "-o",
-        "macvlan_mode=passthru",
-        "pt",
-    ]);
+    w.create("-d macvlan --internal --subnet 192.0.2.0/24 -o macvlan_mode=passthru pt");
     let a = w.netns("pta");
     let b = w.netns("ptb");
     w.uvlan_ok(&["network", "connect", "pt", &a]);

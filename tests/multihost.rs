@@ -180,15 +180,4 @@ fn l3_across_two_hosts(bk: Backend) {
     tcp_echo(&b3, sa("198.51.100.140", 7000), &a3, 4 << 20).expect("TCP a3 ↔ b3");
 }
 
-macro_rules! with_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod af_xdp {
-            $( #[test] fn $name() { super::$name(uvlan_system_tests::Backend::AfXdp) } )*
-        }
-        mod af_packet {
-            $( #[test] fn $name() { super::$name(uvlan_system_tests::Backend::AfPacket) } )*
-        }
-    };
-}
-
-with_both_backends!(vlans_across_two_hosts, l3_across_two_hosts);
+uvlan_system_tests::with_both_backends!(vlans_across_two_hosts, l3_across_two_hosts);

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use uvlan_control::nsutil::{self, in_netns};
+use uvlan_control::nsutil;
+use uvlan_system_tests::capture::tshark;
 use uvlan_system_tests::World;
 
 /// The exposition from inside the daemon's namespace, in the Prometheus text format.
@@ -60,17 +61,7 @@ fn metrics_pass_promtool_and_grow_with_traffic() {
     // The dataplane's own counters (batches) must see the pings: no fast path.
     let mut w = World::with_daemon_args(&["--metrics", "127.0.0.1:9464", "--fast-path", "off"]);
     let (a, b) = (w.netns("a"), w.netns("b"));
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "ipvlan",
-        "--subnet",
-        "192.0.2.0/24",
-        "-o",
-        "ipvlan_mode=l2",
-        "m1",
-    ]);
+    w.create("-d ipvlan --subnet 192.0.2.0/24 -o ipvlan_mode=l2 m1");
     w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "m1", &a]);
     w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.11", "m1", &b]);
     assert!(w.ping("a", "192.0.2.11", 4));
@@ -152,22 +143,23 @@ fn metrics_pass_promtool_and_grow_with_traffic() {
     assert!(!other.exists(), "refused before anything was made");
 }
 
-/// Runs `tcpdump -w FILE` on eth0 of `ns` (outgoing ICMP only) while `f` runs.
+/// Runs `tcpdump -w FILE` on eth0 of `ns` (outgoing ICMP only) while `f` runs, from the
+/// moment tcpdump says it listens (a fixed pause was too short on a loaded machine).
 fn tcpdump_while(w: &World, ns: &str, file: &Path, f: impl FnOnce()) {
-    let mut child = in_netns(&w.ns(ns), "tcpdump")
-        .args(["-i", "eth0", "-Q", "out", "-U", "-n", "-w"])
-        .arg(file)
-        .arg("icmp")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    // tcpdump opens its socket within a moment; then the traffic.
-    std::thread::sleep(Duration::from_millis(1500));
+    let file = file.display().to_string();
+    let t = nsutil::Tcpdump::start(
+        &w.ns(ns),
+        "eth0",
+        &["-Q", "out", "-U", "-n", "-w", &file, "icmp"],
+        std::fs::File::create("/dev/null").expect("/dev/null"),
+        "tcpdump -w",
+        Duration::from_secs(20),
+        &|| false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     f();
     std::thread::sleep(Duration::from_millis(300));
-    nsutil::stop(&mut child, libc::SIGINT, Duration::from_secs(5));
+    t.stop();
 }
 
 #[test]
@@ -175,19 +167,9 @@ fn a_tcpdump_capture_replays_through_l3_bridge_then_private() {
     let mut w = World::new();
     let (a, b) = (w.netns("a"), w.netns("b"));
     let make = |w: &World, flag: &str| {
-        w.uvlan_ok(&[
-            "network",
-            "create",
-            "-d",
-            "ipvlan",
-            "--subnet",
-            "192.0.2.0/24",
-            "-o",
-            "ipvlan_mode=l3",
-            "-o",
-            &format!("ipvlan_flag={flag}"),
-            "l3net",
-        ]);
+        w.create(&format!(
+            "-d ipvlan --subnet 192.0.2.0/24 -o ipvlan_mode=l3 -o ipvlan_flag={flag} l3net"
+        ));
         w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "l3net", &a]);
         w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.11", "l3net", &b]);
     };
@@ -258,30 +240,6 @@ fn a_tcpdump_capture_replays_through_l3_bridge_then_private() {
     }
 }
 
-/// tshark's fields of every frame of `file`, one `Vec` per frame.
-fn tshark(file: &Path, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r")
-        .arg(file)
-        .args(["-T", "fields", "-E", "separator=|"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("tshark is needed (scripts/deps.sh --test installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.split('|').map(str::to_string).collect())
-        .collect()
-}
-
 /// Runs `uvlan capture ARGS -w -` (standard output to `file`) while `f` runs, and waits for
 /// it to end by itself (`-c`). Returns its standard error (the end-of-capture summary).
 fn uvlan_capture_while(w: &World, args: &[&str], file: &Path, f: impl FnOnce()) -> String {
@@ -344,17 +302,7 @@ fn live_capture_on_the_real_dataplane_reads_back_in_tshark() {
     };
     v4_only(&w, "a");
     v4_only(&w, "b");
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "ipvlan",
-        "--subnet",
-        "192.0.2.0/24",
-        "-o",
-        "ipvlan_mode=l2",
-        "capnet",
-    ]);
+    w.create("-d ipvlan --subnet 192.0.2.0/24 -o ipvlan_mode=l2 capnet");
     w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "capnet", &a]);
     w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.11", "capnet", &b]);
     // Neighbours resolved first: the capture then sees ICMP only.
@@ -408,19 +356,7 @@ fn live_capture_on_the_real_dataplane_reads_back_in_tshark() {
     let (c, d) = (w.netns("c"), w.netns("d"));
     v4_only(&w, "c");
     v4_only(&w, "d");
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "ipvlan",
-        "--subnet",
-        "198.51.100.0/24",
-        "-o",
-        "ipvlan_mode=l3",
-        "-o",
-        "ipvlan_flag=private",
-        "privnet",
-    ]);
+    w.create("-d ipvlan --subnet 198.51.100.0/24 -o ipvlan_mode=l3 -o ipvlan_flag=private privnet");
     w.uvlan_ok(&["network", "connect", "--ip", "198.51.100.10", "privnet", &c]);
     w.uvlan_ok(&["network", "connect", "--ip", "198.51.100.11", "privnet", &d]);
     let file = w.dir.join("drops.pcapng");
@@ -491,19 +427,7 @@ fn live_capture_of_the_wire(backend: uvlan_system_tests::Backend, workers: u16) 
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "ipvlan",
-        "--subnet",
-        "198.51.100.0/24",
-        "-o",
-        "ipvlan_mode=l2",
-        "-o",
-        "parent=up0.20",
-        "wnet",
-    ]);
+    w.create("-d ipvlan --subnet 198.51.100.0/24 -o ipvlan_mode=l2 -o parent=up0.20 wnet");
     w.uvlan_ok(&["network", "connect", "--ip", "198.51.100.10", "wnet", &c1]);
     assert!(w.ping("c1", "198.51.100.9", 4), "{}", w.daemon_log());
 

@@ -98,20 +98,7 @@ fn many_endpoints_reachable_few_threads_raised_fd_limit_and_restart() {
         "{log}"
     );
 
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "ipvlan",
-        "-o",
-        "ipvlan_mode=l2",
-        "--internal",
-        "--subnet",
-        "192.0.2.0/24",
-        "--subnet",
-        "198.51.100.0/24",
-        "scale",
-    ]);
+    w.create("-d ipvlan -o ipvlan_mode=l2 --internal --subnet 192.0.2.0/24 --subnet 198.51.100.0/24 scale");
     let name = |i: usize| format!("e{i}");
     let connect = |w: &mut World, i: usize| {
         let ns = w.netns(&name(i));
@@ -178,16 +165,7 @@ fn running_out_of_descriptors_is_named() {
     // A hard limit the daemon cannot raise (prlimit execs it in place).
     w.start_daemon_under(&["prlimit", "--nofile=64:64", "--"]);
     assert_eq!(nofile(w.daemon_pid()), ("64".to_string(), "64".to_string()));
-    w.uvlan_ok(&[
-        "network",
-        "create",
-        "-d",
-        "ipvlan",
-        "--internal",
-        "--subnet",
-        "203.0.113.0/24",
-        "few",
-    ]);
+    w.create("-d ipvlan --internal --subnet 203.0.113.0/24 few");
     let mut failure = None;
     for i in 0..40 {
         let ns = w.netns(&format!("f{i}"));

@@ -166,16 +166,32 @@ fn macvlan_bridge_on_the_wire(b: Backend) {
     host_checks(&w, "e1", "192.0.2.10");
 }
 
-/// `connect` options for e1 and e2: fixed addresses, and fixed MACs for macvlan (ipvlan
-/// ports carry the parent's MAC and refuse `--mac-address`, as Docker does).
-fn endpoint_opts(driver: &str) -> (Vec<&'static str>, Vec<&'static str>) {
+/// Network `net` of `driver` with option `opt` on the parent (192.0.2.0/24, gateway
+/// [`GW_IP`]), checked to run on backend `b`, with endpoints e1 (192.0.2.10) and e2
+/// (192.0.2.11) in namespaces named after the driver (`ma1`, `ma2`; `ip1`, `ip2`); macvlan
+/// ones with fixed MACs (ipvlan ports carry the parent's MAC and refuse `--mac-address`,
+/// as Docker does). Each endpoint's (namespace name, full name).
+fn two_endpoints(
+    w: &mut World,
+    b: Backend,
+    driver: &str,
+    opt: &str,
+    net: &str,
+) -> ((String, String), (String, String)) {
+    w.create(&format!(
+        "-d {driver} -o {opt} --subnet 192.0.2.0/24 --gateway {GW_IP} -o parent={PARENT} {net}"
+    ));
+    assert_backend(w, net, b);
+    let (n1, n2) = (format!("{}1", &driver[..2]), format!("{}2", &driver[..2]));
     let mut o1 = vec!["--ip", "192.0.2.10"];
     let mut o2 = vec!["--ip", "192.0.2.11"];
     if driver == "macvlan" {
         o1.extend(["--mac-address", E1_MAC]);
         o2.extend(["--mac-address", E2_MAC]);
     }
-    (o1, o2)
+    let e1 = w.connect(net, &n1, &o1);
+    let e2 = w.connect(net, &n2, &o2);
+    ((n1, e1), (n2, e2))
 }
 
 fn sh_flush_neigh(w: &World, name: &str) {
@@ -390,15 +406,7 @@ fn vepa_needs_a_hairpinning_switch(b: Backend) {
         ("ipvlan", "ipvlan_flag=vepa"),
     ] {
         let net = format!("{driver}-vepa");
-        w.create(&format!(
-            "-d {driver} -o {opt} --subnet 192.0.2.0/24 --gateway {GW_IP} -o parent={PARENT} \
-             {net}"
-        ));
-        assert_backend(&w, &net, b);
-        let (n1, n2) = (format!("{}1", &driver[..2]), format!("{}2", &driver[..2]));
-        let (o1, o2) = endpoint_opts(driver);
-        let e1 = w.connect(&net, &n1, &o1);
-        let e2 = w.connect(&net, &n2, &o2);
+        let ((n1, e1), (_, e2)) = two_endpoints(&mut w, b, driver, opt, &net);
         lan.hairpin(HOST_PORT, false);
         let r = ping_all(
             &[
@@ -458,15 +466,7 @@ fn private_never_delivers_port_to_port(b: Backend) {
         ("ipvlan", "ipvlan_flag=private"),
     ] {
         let net = format!("{driver}-priv");
-        w.create(&format!(
-            "-d {driver} -o {opt} --subnet 192.0.2.0/24 --gateway {GW_IP} -o parent={PARENT} \
-             {net}"
-        ));
-        assert_backend(&w, &net, b);
-        let (n1, n2) = (format!("{}1", &driver[..2]), format!("{}2", &driver[..2]));
-        let (o1, o2) = endpoint_opts(driver);
-        let e1 = w.connect(&net, &n1, &o1);
-        let e2 = w.connect(&net, &n2, &o2);
+        let ((_, e1), (_, e2)) = two_endpoints(&mut w, b, driver, opt, &net);
         let r = ping_all(
             &[
                 (e1.clone(), "192.0.2.11".into()),
@@ -847,18 +847,7 @@ fn endpoints_follow_the_parent(b: Backend) {
     assert_eq!(e2_mac(), E2_MAC);
 }
 
-macro_rules! with_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod af_xdp {
-            $( #[test] fn $name() { super::$name(uvlan_system_tests::Backend::AfXdp) } )*
-        }
-        mod af_packet {
-            $( #[test] fn $name() { super::$name(uvlan_system_tests::Backend::AfPacket) } )*
-        }
-    };
-}
-
-with_both_backends!(
+uvlan_system_tests::with_both_backends!(
     macvlan_bridge_on_the_wire,
     ipvlan_l2_on_the_wire,
     ipvlan_l3_on_the_wire,

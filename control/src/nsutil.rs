@@ -190,8 +190,8 @@ pub struct Tcpdump {
 }
 
 impl Tcpdump {
-    /// Starts `ip netns exec FULL tcpdump -i DEV ARGS` with its stdout going to `out`, and
-    /// waits until tcpdump reports that it is listening. `what` names the capture in errors
+    /// Starts `ip netns exec FULL tcpdump -i DEV --immediate-mode ARGS` with its stdout going
+    /// to `out`, and waits until tcpdump reports that it is listening. `what` names the capture in errors
     /// (`what` fails; `start what` cannot start). Gives up when tcpdump exits first, when
     /// `patience` has passed, or when `abort` says so ([`CmdError::Aborted`]).
     pub fn start(
@@ -203,8 +203,11 @@ impl Tcpdump {
         patience: Duration,
         abort: &dyn Fn() -> bool,
     ) -> Result<Tcpdump, CmdError> {
+        // --immediate-mode: without it libpcap hands frames over a ring block at a time, up
+        // to a second late, and the frames of a block not yet handed over when SIGINT comes
+        // are never printed.
         let mut child = in_netns(full, "tcpdump")
-            .args(["-i", dev])
+            .args(["-i", dev, "--immediate-mode"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)

@@ -76,6 +76,7 @@ fn make_dataplane(opts: &DaemonOptions) -> Result<Arc<dyn DataplaneApi>, DaemonE
         wire_backend: opts.wire_backend,
         io: opts.io,
         workers: opts.workers.max(1),
+        busy_poll: opts.busy_poll,
         ..RunOptions::default()
     })
     .map_err(DaemonError::Dataplane)?;
@@ -98,6 +99,9 @@ pub struct DaemonOptions {
     pub io: IoMode,
     /// Dataplane worker threads.
     pub workers: usize,
+    /// How long a worker spins for work before it sleeps (`--busy-poll`); `None`: it sleeps
+    /// at once.
+    pub busy_poll: Option<std::time::Duration>,
     /// Whether new endpoints are fast-path (veth) endpoints.
     pub fast_path: FastPathMode,
 }
@@ -139,6 +143,7 @@ impl Default for DaemonOptions {
             wire_backend: WireBackend::default(),
             io: IoMode::default(),
             workers: 1,
+            busy_poll: None,
             metrics: None,
             fast_path: FastPathMode::Off,
         }

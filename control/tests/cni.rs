@@ -50,18 +50,7 @@ impl World {
         for name in ["host-local", "static", "tuning"] {
             std::os::unix::fs::symlink(format!("{UPSTREAM}/{name}"), bin.join(name)).unwrap();
         }
-        let h = w.ns("host");
-        let wire = w.0.netns("w");
-        for args in [
-            vec![
-                "-n", &h, "link", "add", "p0", "type", "veth", "peer", "name", "p1", "netns", &wire,
-            ],
-            vec!["-n", &h, "link", "set", "p0", "up"],
-            vec!["-n", &wire, "link", "set", "p1", "up"],
-        ] {
-            let o = sh(Command::new("ip").args(&args));
-            assert!(o.status.success(), "ip {args:?}: {}", text(&o.stderr));
-        }
+        w.0.wired_parent();
         w
     }
 

@@ -26,6 +26,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use uvlan_system_tests::dnsmasq::{Dnsmasq, DnsmasqOptions};
 use uvlan_system_tests::SuiteOptions;
 
 const BIN: &str = env!("CARGO_BIN_EXE_uvlan");
@@ -354,6 +355,15 @@ impl Env {
     }
 
     /// A failing docker command; returns its stderr.
+    /// `docker network create ARGS` (split on whitespace), which must fail with `want` in
+    /// its error.
+    fn create_refused(&self, args: &str, want: &str) {
+        let mut argv = vec!["network", "create"];
+        argv.extend(args.split_whitespace());
+        let err = self.fail(&argv);
+        assert!(err.contains(want), "docker network create {args}: {err}");
+    }
+
     fn fail(&self, args: &[&str]) -> String {
         let o = self.docker(args);
         assert!(
@@ -592,59 +602,21 @@ fn docker_remote_driver_end_to_end() {
     let p0 = env.p0();
 
     // -- Option validation: uvlan network create's texts, nothing left behind.
-    let bad_mode = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-ipvlan",
-        "-o",
-        "ipvlan_mode=l4",
-        "x1",
-    ]);
-    assert!(
-        bad_mode.contains(
-            "requested ipvlan mode 'l4' is not valid, 'l2' mode is the ipvlan driver default"
-        ),
-        "{bad_mode}"
+    env.create_refused(
+        "-d uvlan-ipvlan -o ipvlan_mode=l4 x1",
+        "requested ipvlan mode 'l4' is not valid, 'l2' mode is the ipvlan driver default",
     );
-    let typo = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-ipvlan",
-        "-o",
-        "ipvlan_mod=l3",
-        "x2",
-    ]);
-    assert!(
-        typo.contains("unknown ipvlan option \"ipvlan_mod\""),
-        "{typo}"
+    env.create_refused(
+        "-d uvlan-ipvlan -o ipvlan_mod=l3 x2",
+        "unknown ipvlan option \"ipvlan_mod\"",
     );
-    let missing = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-macvlan",
-        "-o",
-        "parent=uvtnosuch0.20",
-        "x3",
-    ]);
-    assert!(
-        missing.contains("-o parent interface was not found on the host: uvtnosuch0"),
-        "{missing}"
+    env.create_refused(
+        "-d uvlan-macvlan -o parent=uvtnosuch0.20 x3",
+        "-o parent interface was not found on the host: uvtnosuch0",
     );
-    let bad_flag = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-ipvlan",
-        "-o",
-        "ipvlan_flag=open",
-        "x4",
-    ]);
-    assert!(
-        bad_flag.contains("requested ipvlan flag 'open' is not valid"),
-        "{bad_flag}"
+    env.create_refused(
+        "-d uvlan-ipvlan -o ipvlan_flag=open x4",
+        "requested ipvlan flag 'open' is not valid",
     );
     // Null IPAM is refused as Docker's own drivers refuse it.
     for driver in ["uvlan-ipvlan", "uvlan-macvlan"] {
@@ -941,22 +913,12 @@ fn docker_host_interface() {
 
     // The address must be an --aux-address, so that Docker's IPAM never gives it away.
     let parent = format!("parent={p0}");
-    let no_aux = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-macvlan",
-        "--subnet",
-        "192.0.2.0/25",
-        "-o",
-        &parent,
-        "-o",
-        "uvlan.host_interface=192.0.2.126",
-        "uvt-x",
-    ]);
-    assert!(
-        no_aux.contains("--aux-address host=192.0.2.126"),
-        "{no_aux}"
+    env.create_refused(
+        &format!(
+            "-d uvlan-macvlan --subnet 192.0.2.0/25 -o {parent} -o \
+             uvlan.host_interface=192.0.2.126 uvt-x"
+        ),
+        "--aux-address host=192.0.2.126",
     );
     assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
 
@@ -1071,84 +1033,26 @@ const CLASSLESS: &str = "0.0.0.0/0,192.0.2.1,198.51.100.0/24,192.0.2.254";
 /// dnsmasq serving DHCP only on the LAN side of the parent veth (`…p1` in the LAN
 /// namespace, which is the router 192.0.2.1/24), range 192.0.2.100–150, with short T1/T2
 /// so that renewals happen while the test runs; killed on drop.
-struct Dnsmasq {
-    child: Child,
-    leases: PathBuf,
-    log: PathBuf,
-}
-
-impl Dnsmasq {
-    fn start(env: &Env) -> Dnsmasq {
-        let (lan, p1) = (env.lan.clone(), env.p1());
-        let o =
-            run(Command::new("ip").args(["-n", &lan, "addr", "add", "192.0.2.1/24", "dev", &p1]));
-        assert!(o.status.success(), "{}", text(&o.stderr));
-        let leases = env.base.join("dnsmasq.leases");
-        let log = env.base.join("dnsmasq.log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lan, "dnsmasq", "--keep-in-foreground"])
-            .args([
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--user=root",
-                "--pid-file=",
-            ])
-            .arg(format!("--interface={p1}"))
-            .args(["--bind-interfaces", "--dhcp-authoritative"])
-            .arg("--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,2m")
-            .args(["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"])
-            .arg("--dhcp-option=option:router,192.0.2.1")
+fn start_dnsmasq(env: &Env) -> Dnsmasq {
+    let (lan, p1) = (env.lan.clone(), env.p1());
+    let o = run(Command::new("ip").args(["-n", &lan, "addr", "add", "192.0.2.1/24", "dev", &p1]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let classless = format!("--dhcp-option=tag:cls,option:classless-static-route,{CLASSLESS}");
+    Dnsmasq::start(DnsmasqOptions {
+        ns: &lan,
+        dev: &p1,
+        dir: &env.base,
+        tag: "dnsmasq",
+        range: "192.0.2.100,192.0.2.150",
+        router: "192.0.2.1",
+        extra: &[
+            "--dhcp-option=option:T1,3",
+            "--dhcp-option=option:T2,100",
             // The client with MAC 02:00:00:00:00:42 also gets classless routes (option 121).
-            .arg("--dhcp-host=02:00:00:00:00:42,set:cls")
-            .arg(format!(
-                "--dhcp-option=tag:cls,option:classless-static-route,{CLASSLESS}"
-            ))
-            .arg(format!("--dhcp-leasefile={}", leases.display()))
-            .arg(format!("--log-facility={}", log.display()))
-            .arg("--log-dhcp")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dnsmasq (scripts/deps.sh --test installs dnsmasq-base)");
-        let d = Dnsmasq { child, leases, log };
-        let t = Instant::now();
-        while !d.log_text().contains("DHCP, IP range") {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "dnsmasq did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn leases_text(&self) -> String {
-        std::fs::read_to_string(&self.leases).unwrap_or_default()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (10 s at most) until the lease file satisfies `pred`; returns the last text.
-    fn wait_leases(&self, pred: impl Fn(&str) -> bool) -> String {
-        let t = Instant::now();
-        loop {
-            let text = self.leases_text();
-            if pred(&text) || t.elapsed() > Duration::from_secs(10) {
-                return text;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            "--dhcp-host=02:00:00:00:00:42,set:cls",
+            &classless,
+        ],
+    })
 }
 
 /// Waits (15 s at most) for `ok`.
@@ -1175,51 +1079,22 @@ fn eventually(mut ok: impl FnMut() -> bool) -> bool {
 fn docker_dhcp_ipam() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut env = Env::new('c');
-    let server = Dnsmasq::start(&env);
+    let server = start_dnsmasq(&env);
     let parent = format!("parent={}", env.p0());
 
     // Without the option a null IPAM stays refused; the option wants the null IPAM.
-    let null = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-macvlan",
-        "--ipam-driver",
-        "null",
-        "-o",
-        &parent,
-        "x1",
-    ]);
-    assert!(null.contains("ipv4 pool is empty"), "{null}");
-    let pool = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-macvlan",
-        "-o",
-        "uvlan.ipam=dhcp",
-        "-o",
-        &parent,
-        "x2",
-    ]);
-    assert!(
-        pool.contains("uvlan.ipam=dhcp needs --ipam-driver null"),
-        "{pool}"
+    env.create_refused(
+        &format!("-d uvlan-macvlan --ipam-driver null -o {parent} x1"),
+        "ipv4 pool is empty",
     );
-    let bad = env.fail(&[
-        "network",
-        "create",
-        "-d",
-        "uvlan-macvlan",
-        "--ipam-driver",
-        "null",
-        "-o",
-        "uvlan.ipam=static",
-        "-o",
-        &parent,
-        "x3",
-    ]);
-    assert!(bad.contains("invalid uvlan.ipam value \"static\""), "{bad}");
+    env.create_refused(
+        &format!("-d uvlan-macvlan -o uvlan.ipam=dhcp -o {parent} x2"),
+        "uvlan.ipam=dhcp needs --ipam-driver null",
+    );
+    env.create_refused(
+        &format!("-d uvlan-macvlan --ipam-driver null -o uvlan.ipam=static -o {parent} x3"),
+        "invalid uvlan.ipam value \"static\"",
+    );
     assert_eq!(env.uvlan(&["network", "ls", "-q"]), "");
 
     for (net, driver, extra) in [

@@ -74,18 +74,7 @@ impl World {
         }
         std::os::unix::fs::symlink(format!("{UPSTREAM}/host-local"), bin.join("host-local"))
             .unwrap();
-        let h = base.ns("host");
-        let wire = base.netns("w");
-        for args in [
-            vec![
-                "-n", &h, "link", "add", "p0", "type", "veth", "peer", "name", "p1", "netns", &wire,
-            ],
-            vec!["-n", &h, "link", "set", "p0", "up"],
-            vec!["-n", &wire, "link", "set", "p1", "up"],
-        ] {
-            let o = run(Command::new("ip").args(&args));
-            assert!(o.status.success(), "ip {args:?}: {}", text(&o.stderr));
-        }
+        base.wired_parent();
         let w = World { base };
         w.rootfs();
         w

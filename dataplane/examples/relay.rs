@@ -10,6 +10,7 @@
 //!          --mac MAC (the endpoint's MAC, wire mode: the filter steers it to the relay)
 //!          --wire-backend auto|af_xdp|af_packet   --report SECS (default 1)
 //!          --coalesce MICROSECONDS (`RunOptions::coalesce`; 0: off)
+//!          --busy-poll MICROSECONDS (`RunOptions::busy_poll`; default 0: off)
 //! ```
 //!
 //! The TAPs are created (not addressed: the caller sets MAC, addresses and link state with
@@ -51,13 +52,14 @@ struct Args {
     wire: WireBackend,
     report: u64,
     coalesce: Option<u64>,
+    busy_poll: u64,
 }
 
 fn usage(e: &str) -> ! {
     eprintln!(
         "relay: {e}\nusage: relay --tap NS --tap NS | --tap NS --parent IF [--host NS] \
          [--mac MAC] [--io auto|uring|plain] [--workers N] [--batch N] [--ifname NAME] \
-         [--wire-backend auto|af_xdp|af_packet] [--report SECS] [--coalesce US]"
+         [--wire-backend auto|af_xdp|af_packet] [--report SECS] [--coalesce US] [--busy-poll US]"
     );
     std::process::exit(2)
 }
@@ -96,6 +98,7 @@ fn parse() -> Args {
             "--coalesce" => {
                 a.coalesce = Some(v().parse().unwrap_or_else(|_| usage("bad --coalesce")))
             }
+            "--busy-poll" => a.busy_poll = v().parse().unwrap_or_else(|_| usage("bad --busy-poll")),
             "--wire-backend" => {
                 a.wire = match v().as_str() {
                     "auto" => WireBackend::Auto,
@@ -193,6 +196,7 @@ fn main() {
                 Some(us) => Some(Duration::from_micros(us)),
                 None => RunOptions::default().coalesce,
             },
+            busy_poll: (a.busy_poll > 0).then(|| Duration::from_micros(a.busy_poll)),
             ..RunOptions::default()
         },
         Box::new(NoRoutes),

@@ -80,6 +80,18 @@ fn endpoint(h: &DataplaneHandle, dp: &str, port: PortId, ns: &str, tag: &str, ma
         .expect("add_fast_port");
 }
 
+/// A dataplane (no routes) running in namespace `dp_ns`.
+fn spawn_in(dp_ns: &str) -> Dataplane {
+    Dataplane::spawn(
+        RunOptions {
+            netns: Some(PathBuf::from(format!("/run/netns/{dp_ns}"))),
+            ..RunOptions::default()
+        },
+        Box::new(NoRoutes),
+    )
+    .expect("Dataplane::spawn")
+}
+
 fn ping(ns: &str, dst: &str, count: u32) -> u32 {
     let c = count.to_string();
     let out = exec(ns, &["ping", "-c", &c, "-i", "0.2", "-W", "1", dst]).unwrap_or_else(|e| e);
@@ -165,14 +177,7 @@ fn reach_then_disconnect_mode(driver: Driver, mode: IpvlanMode) {
     let dp_ns = lab.ns("dp");
     let a = lab.ns("a");
     let b = lab.ns("b");
-    let dp = Dataplane::spawn(
-        RunOptions {
-            netns: Some(PathBuf::from(format!("/run/netns/{dp_ns}"))),
-            ..RunOptions::default()
-        },
-        Box::new(NoRoutes),
-    )
-    .expect("Dataplane::spawn");
+    let dp = spawn_in(&dp_ns);
     let h = dp.handle();
     let (pa, pb, ma, mb) = pair_mode(&h, driver, mode);
     endpoint(&h, &dp_ns, pa, &a, "1", ma);
@@ -245,14 +250,7 @@ fn engine_changes_empty_the_cache_before_they_return() {
     let dp_ns = lab.ns("dp");
     let a = lab.ns("a");
     let b = lab.ns("b");
-    let dp = Dataplane::spawn(
-        RunOptions {
-            netns: Some(PathBuf::from(format!("/run/netns/{dp_ns}"))),
-            ..RunOptions::default()
-        },
-        Box::new(NoRoutes),
-    )
-    .expect("Dataplane::spawn");
+    let dp = spawn_in(&dp_ns);
     let h = dp.handle();
     let (pa, pb, ma, mb) = pair(&h, Driver::Macvlan);
     endpoint(&h, &dp_ns, pa, &a, "1", ma);
@@ -383,20 +381,10 @@ fn benchmark_slow_path_fast_path_kernel() {
         .unwrap_or(3);
     let mut lab = Lab::new("uvf");
     let dp_ns = lab.ns("dp");
-    let spawn = || {
-        Dataplane::spawn(
-            RunOptions {
-                netns: Some(PathBuf::from(format!("/run/netns/{dp_ns}"))),
-                ..RunOptions::default()
-            },
-            Box::new(NoRoutes),
-        )
-        .expect("Dataplane::spawn")
-    };
 
     // uvlan slow path: today's TAP endpoints (eth0 is the TAP, in the endpoint namespace).
     let (sa, sb) = (lab.ns("sa"), lab.ns("sb"));
-    let dp = spawn();
+    let dp = spawn_in(&dp_ns);
     let h = dp.handle();
     let (pa, pb, ma, mb) = pair(&h, Driver::Macvlan);
     for (p, ns, mac, addr) in [(pa, &sa, ma, "192.0.2.1/24"), (pb, &sb, mb, "192.0.2.2/24")] {
@@ -419,7 +407,7 @@ fn benchmark_slow_path_fast_path_kernel() {
 
     // uvlan fast path: veth endpoints.
     let (fa, fb) = (lab.ns("fa"), lab.ns("fb"));
-    let dp = spawn();
+    let dp = spawn_in(&dp_ns);
     let h = dp.handle();
     let (pa, pb, ma, mb) = pair(&h, Driver::Macvlan);
     endpoint(&h, &dp_ns, pa, &fa, "1", ma);

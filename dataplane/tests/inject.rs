@@ -78,6 +78,21 @@ fn frame(payload: &[u8], parent_mac: MacAddr) -> Vec<u8> {
     build::udp4(parent_mac, PEER_MAC, PEER, HOST, (1234, PORT), payload)
 }
 
+/// Puts the UDP pseudo-header sum (PEER → HOST) in the checksum field of `f`, one of
+/// [`frame`]'s, as a port with checksum offload writes a partial checksum.
+fn put_pseudo_header_sum(f: &mut [u8]) {
+    let ulen = (f.len() - 34) as u32;
+    let mut s: u32 = 17 + ulen;
+    for w in [PEER.octets(), HOST.octets()] {
+        s += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        s += u32::from(u16::from_be_bytes([w[2], w[3]]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    f[40..42].copy_from_slice(&(s as u16).to_be_bytes());
+}
+
 /// True for one of this test's UDP frames (the veth pair sends IPv6 chatter of its own).
 fn ours(f: &[u8]) -> bool {
     f.get(12..14) == Some(&[8, 0][..]) && f.get(36..38) == Some(&PORT.to_be_bytes()[..])
@@ -124,16 +139,7 @@ fn injected_frames_reach_the_host_and_not_uvlans_sockets() {
             // A partial checksum, as a port with checksum offload writes it: the pseudo-header
             // sum in place, NEEDS_CSUM in the header.
             let mut f = frame(b"partial", mac);
-            let ulen = (f.len() - 34) as u32;
-            let mut s: u32 = 17 + ulen;
-            for w in [PEER.octets(), HOST.octets()] {
-                s += u32::from(u16::from_be_bytes([w[0], w[1]]));
-                s += u32::from(u16::from_be_bytes([w[2], w[3]]));
-            }
-            while s > 0xffff {
-                s = (s & 0xffff) + (s >> 16);
-            }
-            f[40..42].copy_from_slice(&(s as u16).to_be_bytes());
+            put_pseudo_header_sum(&mut f);
             let h = VnetHdr {
                 flags: VnetHdr::F_NEEDS_CSUM,
                 csum_start: 34,
@@ -150,16 +156,7 @@ fn injected_frames_reach_the_host_and_not_uvlans_sockets() {
             // the host's socket (no UDP_GRO) gets one datagram per gso_size bytes.
             let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
             let mut g = frame(&payload, mac);
-            let ulen = (g.len() - 34) as u32;
-            let mut s: u32 = 17 + ulen;
-            for w in [PEER.octets(), HOST.octets()] {
-                s += u32::from(u16::from_be_bytes([w[0], w[1]]));
-                s += u32::from(u16::from_be_bytes([w[2], w[3]]));
-            }
-            while s > 0xffff {
-                s = (s & 0xffff) + (s >> 16);
-            }
-            g[40..42].copy_from_slice(&(s as u16).to_be_bytes());
+            put_pseudo_header_sum(&mut g);
             let gh = VnetHdr {
                 flags: VnetHdr::F_NEEDS_CSUM,
                 gso_type: VnetHdr::GSO_UDP_L4,

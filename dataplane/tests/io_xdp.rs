@@ -20,7 +20,7 @@ use uvlan_dataplane::offload::{kernel_gso_header, VnetHdr};
 use uvlan_dataplane::port::afpacket::{
     AfPacketOptions, AfPacketParent, AfPacketSocket, GsoTxSocket,
 };
-use uvlan_dataplane::port::xsk::{BindMode, XdpAttach, XdpMode, XdpOptions, XdpParent};
+use uvlan_dataplane::port::xsk::{BindMode, XdpAttach, XdpError, XdpMode, XdpOptions, XdpParent};
 use uvlan_dataplane::port::{RxFrame, Steering, WireIo, WireMode};
 use uvlan_dataplane::wire::PacketType;
 
@@ -173,6 +173,25 @@ impl Topo {
         f()
     }
 
+    /// Opens the parent (`hif`) in the host namespace with rings of 64 and `attach`.
+    fn open_xdp(&self, attach: XdpAttach) -> Result<XdpParent, XdpError> {
+        let opts = XdpOptions {
+            ring_size: 64,
+            attach,
+            ..Default::default()
+        };
+        self.within(&self.host, || XdpParent::open(&self.hif, &opts))
+    }
+
+    /// Runs `ping ARGS` (split on whitespace) in the peer namespace while `pump` drains the
+    /// test's sockets; how many answers it got, and its output.
+    fn ping_pumping(&self, args: &str, pump: impl FnMut()) -> (u32, String) {
+        let mut argv = vec!["ping"];
+        argv.extend(args.split_whitespace());
+        let out = run_pumping(self.peer_cmd(&argv), pump);
+        (received(&out), out)
+    }
+
     fn peer_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.peer]).args(args);
@@ -204,6 +223,17 @@ impl Seen {
     }
     fn clear(&mut self) {
         self.frames.clear();
+    }
+    /// The frames that carry `marker`.
+    fn marked(&self, marker: &'static [u8]) -> Vec<&(Vec<u8>, Option<PacketType>, bool, u32)> {
+        self.frames
+            .iter()
+            .filter(|(d, ..)| has_marker(marker)(d))
+            .collect()
+    }
+    /// The ARP replies to the peer that give `ip`'s MAC (its sender address).
+    fn arp_replies_for(&self, ip: Ipv4Addr) -> usize {
+        self.count(|f| arp_for(PEER4, 2)(f) && f[28..32] == ip.octets())
     }
 }
 
@@ -374,6 +404,20 @@ fn send_all(s: &mut AfPacketSocket, frames: &[Vec<u8>]) {
     s.flush().unwrap();
 }
 
+/// Sends three UDP frames tagged with VID 20 (marked `uvt-vid20`), then three with VID 30
+/// (`uvt-vid30`), from `peer`; returns both sets.
+fn send_vid_20_and_30(peer: &mut AfPacketSocket) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let v20: Vec<_> = (0..3)
+        .map(|i| tagged_udp(20, 1000 + i, b"uvt-vid20"))
+        .collect();
+    let v30: Vec<_> = (0..3)
+        .map(|i| tagged_udp(30, 2000 + i, b"uvt-vid30"))
+        .collect();
+    send_all(peer, &v20);
+    send_all(peer, &v30);
+    (v20, v30)
+}
+
 fn tagged_udp(vid: u16, sport: u16, marker: &[u8]) -> Vec<u8> {
     eth(
         HOST_MAC,
@@ -434,11 +478,8 @@ fn xdp_scenario(attach: XdpAttach, expect: XdpMode) {
     }
 
     // IPv4 to a steered address: the XSK gets it, the host never answers.
-    let out = run_pumping(
-        t.peer_cmd(&["ping", "-c", "3", "-i", "0.2", "-W", "1", "192.0.2.1"]),
-        pump!(),
-    );
-    assert_eq!(received(&out), 0, "host answered a steered ping: {out}");
+    let (answers, out) = t.ping_pumping("-c 3 -i 0.2 -W 1 192.0.2.1", pump!());
+    assert_eq!(answers, 0, "host answered a steered ping: {out}");
     assert_eq!(xsk.count(icmp4_echo_to(EP4)), 3, "{xsk:?}");
     assert_eq!(
         cp.count(icmp4_echo_to(EP4)),
@@ -446,11 +487,8 @@ fn xdp_scenario(attach: XdpAttach, expect: XdpMode) {
         "AF_PACKET saw a redirected frame"
     );
     // IPv4 to the host's own address is passed and answered.
-    let out = run_pumping(
-        t.peer_cmd(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "192.0.2.3"]),
-        pump!(),
-    );
-    assert_eq!(received(&out), 2, "host traffic broken: {out}");
+    let (answers, out) = t.ping_pumping("-c 2 -i 0.2 -W 1 192.0.2.3", pump!());
+    assert_eq!(answers, 2, "host traffic broken: {out}");
     assert_eq!(xsk.count(icmp4_echo_to(HOST4)), 0);
     assert_eq!(cp.count(icmp4_echo_to(HOST4)), 2);
 
@@ -461,70 +499,24 @@ fn xdp_scenario(attach: XdpAttach, expect: XdpMode) {
     assert_eq!(xsk.count(arp_for(EP4, 1)), 1);
     assert_eq!(cp.count(arp_for(EP4, 1)), 0);
     assert_eq!(cp.count(arp_for(HOST4, 1)), 1);
-    assert_eq!(
-        pr.count(|f| arp_for(PEER4, 2)(f) && f[28..32] == EP4.octets()),
-        0
-    );
-    assert_eq!(
-        pr.count(|f| arp_for(PEER4, 2)(f) && f[28..32] == HOST4.octets()),
-        1
-    );
+    assert_eq!(pr.arp_replies_for(EP4), 0);
+    assert_eq!(pr.arp_replies_for(HOST4), 1);
 
     // IPv6 to the endpoint (static neighbour) and NS for another endpoint address.
-    let out = run_pumping(
-        t.peer_cmd(&[
-            "ping",
-            "-6",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "2001:db8::1",
-        ]),
-        pump!(),
-    );
-    assert_eq!(received(&out), 0, "{out}");
+    let (answers, out) = t.ping_pumping("-6 -c 2 -i 0.2 -W 1 2001:db8::1", pump!());
+    assert_eq!(answers, 0, "{out}");
     assert_eq!(xsk.count(icmp6_to(EP6, 128)), 2);
-    let out = run_pumping(
-        t.peer_cmd(&["ping", "-6", "-c", "1", "-W", "1", "2001:db8::5"]),
-        pump!(),
-    );
-    assert_eq!(received(&out), 0, "{out}");
+    let (answers, out) = t.ping_pumping("-6 -c 1 -W 1 2001:db8::5", pump!());
+    assert_eq!(answers, 0, "{out}");
     assert!(xsk.count(ns_for(NS6)) >= 1, "NS for ::5 not redirected");
     assert_eq!(cp.count(ns_for(NS6)), 0);
-    let out = run_pumping(
-        t.peer_cmd(&[
-            "ping",
-            "-6",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "2001:db8::3",
-        ]),
-        pump!(),
-    );
-    assert_eq!(received(&out), 2, "{out}");
+    let (answers, out) = t.ping_pumping("-6 -c 2 -i 0.2 -W 1 2001:db8::3", pump!());
+    assert_eq!(answers, 2, "{out}");
 
     // 802.1Q: vid 20 is steered (the tag is in the frame the XSK gets), vid 30 is passed.
-    let v20: Vec<_> = (0..3)
-        .map(|i| tagged_udp(20, 1000 + i, b"uvt-vid20"))
-        .collect();
-    let v30: Vec<_> = (0..3)
-        .map(|i| tagged_udp(30, 2000 + i, b"uvt-vid30"))
-        .collect();
-    send_all(&mut peer, &v20);
-    send_all(&mut peer, &v30);
+    let (v20, v30) = send_vid_20_and_30(&mut peer);
     pump_for(Duration::from_millis(300), &mut pump!());
-    let got20: Vec<_> = xsk
-        .frames
-        .iter()
-        .filter(|(d, ..)| has_marker(b"uvt-vid20")(d))
-        .collect();
+    let got20 = xsk.marked(b"uvt-vid20");
     assert_eq!(got20.len(), 3);
     for (d, ..) in &got20 {
         assert_eq!(
@@ -535,11 +527,7 @@ fn xdp_scenario(attach: XdpAttach, expect: XdpMode) {
         assert!(v20.contains(d));
     }
     assert_eq!(xsk.count(has_marker(b"uvt-vid30")), 0);
-    let got30: Vec<_> = cp
-        .frames
-        .iter()
-        .filter(|(d, ..)| has_marker(b"uvt-vid30")(d))
-        .collect();
+    let got30 = cp.marked(b"uvt-vid30");
     assert_eq!(got30.len(), 3);
     for (d, _, restored, _) in &got30 {
         eprintln!("AF_PACKET vid-30 frame: tag restored from auxdata = {restored}");
@@ -614,11 +602,7 @@ fn xdp_scenario(attach: XdpAttach, expect: XdpMode) {
     assert!(parent.transmit_with_csum(&f, 34, 6).unwrap());
     parent.flush().unwrap();
     pump_for(Duration::from_millis(300), &mut pump!());
-    let got: Vec<_> = pr
-        .frames
-        .iter()
-        .filter(|(d, ..)| has_marker(b"uvt-csum-request")(d))
-        .collect();
+    let got = pr.marked(b"uvt-csum-request");
     assert_eq!(got.len(), 1);
     assert!(
         udp_csum_ok(&got[0].0),
@@ -637,11 +621,8 @@ fn xdp_scenario(attach: XdpAttach, expect: XdpMode) {
 
     // Removing the key hands .1 back to the host.
     maps.remove_ipv4(0, EP4).unwrap();
-    let out = run_pumping(
-        t.peer_cmd(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "192.0.2.1"]),
-        pump!(),
-    );
-    assert_eq!(received(&out), 2, "{out}");
+    let (answers, out) = t.ping_pumping("-c 2 -i 0.2 -W 1 192.0.2.1", pump!());
+    assert_eq!(answers, 2, "{out}");
     drop(parent);
     drop(copy);
     drop(peer);
@@ -660,57 +641,19 @@ fn xdp_generic_steers_endpoint_frames_and_passes_host_traffic() {
 #[test]
 fn xdp_auto_prefers_native_on_veth_and_falls_back_when_mtu_too_big() {
     let t = Topo::new(None);
-    let p = t.within(&t.host, || {
-        XdpParent::open(
-            &t.hif,
-            &XdpOptions {
-                ring_size: 64,
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    });
+    let p = t.open_xdp(XdpAttach::Auto).unwrap();
     assert_eq!(p.xdp_mode(), XdpMode::Native);
     drop(p);
     // Native XDP on veth needs the peer MTU <= 3506: ERANGE, then generic.
     sh(&["ip", "-n", &t.peer, "link", "set", &t.pif, "mtu", "4000"]);
-    let p = t.within(&t.host, || {
-        XdpParent::open(
-            &t.hif,
-            &XdpOptions {
-                ring_size: 64,
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    });
+    let p = t.open_xdp(XdpAttach::Auto).unwrap();
     assert_eq!(p.xdp_mode(), XdpMode::Generic);
     // A second attach while ours holds the hook is refused with a clear error.
-    let e = t
-        .within(&t.host, || {
-            XdpParent::open(
-                &t.hif,
-                &XdpOptions {
-                    ring_size: 64,
-                    attach: XdpAttach::Generic,
-                    ..Default::default()
-                },
-            )
-        })
-        .unwrap_err();
+    let e = t.open_xdp(XdpAttach::Generic).unwrap_err();
     assert!(e.to_string().contains("already holds this hook"), "{e}");
     drop(p);
     // After drop the link is gone: attaching again works.
-    let p = t.within(&t.host, || {
-        XdpParent::open(
-            &t.hif,
-            &XdpOptions {
-                ring_size: 64,
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    });
+    let p = t.open_xdp(XdpAttach::Auto).unwrap();
     let out = sh(&["ip", "-n", &t.host, "-d", "link", "show", &t.hif]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("xdpgeneric"));
     drop(p);
@@ -818,32 +761,13 @@ fn afpacket_fallback_hides_endpoint_frames_from_the_host() {
             }
         };
     }
-    let out = run_pumping(
-        t.peer_cmd(&["ping", "-c", "3", "-i", "0.2", "-W", "1", "192.0.2.1"]),
-        pump!(),
-    );
-    assert_eq!(received(&out), 0, "host answered a steered ping: {out}");
+    let (answers, out) = t.ping_pumping("-c 3 -i 0.2 -W 1 192.0.2.1", pump!());
+    assert_eq!(answers, 0, "host answered a steered ping: {out}");
     assert_eq!(got.count(icmp4_echo_to(EP4)), 3);
-    let out = run_pumping(
-        t.peer_cmd(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "192.0.2.3"]),
-        pump!(),
-    );
-    assert_eq!(received(&out), 2, "{out}");
-    let out = run_pumping(
-        t.peer_cmd(&[
-            "ping",
-            "-6",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "2001:db8::1",
-        ]),
-        pump!(),
-    );
-    assert_eq!(received(&out), 0, "{out}");
+    let (answers, out) = t.ping_pumping("-c 2 -i 0.2 -W 1 192.0.2.3", pump!());
+    assert_eq!(answers, 2, "{out}");
+    let (answers, out) = t.ping_pumping("-6 -c 2 -i 0.2 -W 1 2001:db8::1", pump!());
+    assert_eq!(answers, 0, "{out}");
     assert_eq!(got.count(icmp6_to(EP6, 128)), 2);
 
     // ARP for the endpoint is dropped from the host (no reply) but delivered to us.
@@ -851,35 +775,18 @@ fn afpacket_fallback_hides_endpoint_frames_from_the_host() {
     send_all(&mut peer, &[arp_request(EP4), arp_request(HOST4)]);
     pump_for(Duration::from_millis(300), &mut pump!());
     assert_eq!(got.count(arp_for(EP4, 1)), 1);
-    assert_eq!(
-        pr.count(|f| arp_for(PEER4, 2)(f) && f[28..32] == EP4.octets()),
-        0
-    );
-    assert_eq!(
-        pr.count(|f| arp_for(PEER4, 2)(f) && f[28..32] == HOST4.octets()),
-        1
-    );
+    assert_eq!(pr.arp_replies_for(EP4), 0);
+    assert_eq!(pr.arp_replies_for(HOST4), 1);
 
     // VLAN: at tc ingress the tag is in skb metadata; vid 20 is stolen, vid 30 passed.
     let before = parent.filter_stats().unwrap();
-    let v20: Vec<_> = (0..3)
-        .map(|i| tagged_udp(20, 1000 + i, b"uvt-vid20"))
-        .collect();
-    let v30: Vec<_> = (0..3)
-        .map(|i| tagged_udp(30, 2000 + i, b"uvt-vid30"))
-        .collect();
-    send_all(&mut peer, &v20);
-    send_all(&mut peer, &v30);
+    let (v20, v30) = send_vid_20_and_30(&mut peer);
     pump_for(Duration::from_millis(300), &mut pump!());
     let after = parent.filter_stats().unwrap();
     assert_eq!(after.hit_ipv4 - before.hit_ipv4, 3, "{before:?} {after:?}");
     assert_eq!(after.passed - before.passed, 3, "{before:?} {after:?}");
     for (marker, sent) in [(b"uvt-vid20", &v20), (b"uvt-vid30", &v30)] {
-        let seen: Vec<_> = got
-            .frames
-            .iter()
-            .filter(|(d, ..)| has_marker(marker)(d))
-            .collect();
+        let seen = got.marked(marker);
         assert_eq!(seen.len(), 3);
         for (d, _, restored, _) in seen {
             assert!(restored, "AF_PACKET should need auxdata to see the tag");
@@ -912,11 +819,8 @@ fn afpacket_fallback_hides_endpoint_frames_from_the_host() {
 
     // Dropping the parent detaches the tc program: the host answers .1 again.
     drop(parent);
-    let out = run_pumping(
-        t.peer_cmd(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "192.0.2.1"]),
-        || {},
-    );
-    assert_eq!(received(&out), 2, "{out}");
+    let (answers, out) = t.ping_pumping("-c 2 -i 0.2 -W 1 192.0.2.1", || {});
+    assert_eq!(answers, 2, "{out}");
 }
 
 #[test]

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{must, run};
+
 use uvlan_dataplane::port::tap::{
     Offloads, RxBatch, Tap, TapError, TapOptions, VnetHdr, MAX_FRAME_LEN,
 };
@@ -16,25 +19,6 @@ use uvlan_dataplane::port::tap::{
 const OUR_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
 const NS_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const OUR_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-
-fn run(cmd: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-fn must(cmd: &[&str]) -> String {
-    run(cmd).unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// A network namespace owned by the test; deleted on drop.
 struct TestNs {

@@ -1,9 +1,11 @@
-//! `tcpdump` in a test namespace: start, wait until it listens, stop, read the lines.
+//! `tcpdump` in a test namespace: start, wait until it listens, stop, read the lines; and
+//! `tshark` reading a capture file's fields back.
 //!
 //! tcpdump shows 802.1Q tags with `-e` even where the kernel moved them into packet metadata
 //! (it reads `PACKET_AUXDATA`), so it is the witness for tags on the wire.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 use uvlan_control::nsutil::Tcpdump;
 
@@ -106,6 +108,30 @@ pub fn vlan(line: &str) -> Option<u16> {
         .next()?
         .parse()
         .ok()
+}
+
+/// tshark's fields of every frame of `file`, one `Vec` per frame.
+pub fn tshark(file: &Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r")
+        .arg(file)
+        .args(["-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("tshark is needed (scripts/deps.sh --test installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! [`uvlan_control::nsutil`]; what is here builds test worlds and topologies on top of it.
 
 pub mod capture;
+pub mod dnsmasq;
 pub mod net;
 pub mod trunk;
 
@@ -225,6 +226,31 @@ impl World {
         w
     }
 
+    /// A world whose daemon also serves Docker's plugin sockets in [`World::plugin_socket`]'s
+    /// folder, without dockerd (`--docker-host` names a socket that is not there); `extra`
+    /// are more daemon arguments (e.g. `--fast-path on`).
+    pub fn with_docker_plugin(extra: &[&str]) -> World {
+        let mut w = World::build(None, false);
+        let plugin_dir = w.dir.join("plugins").display().to_string();
+        let mut args = extra.to_vec();
+        args.extend_from_slice(&[
+            "--docker-plugin",
+            "--docker-plugin-dir",
+            &plugin_dir,
+            "--docker-host",
+            "unix:///nonexistent/docker.sock",
+        ]);
+        w.set_daemon_args(&args);
+        w.start_daemon();
+        w
+    }
+
+    /// The socket of the daemon's Docker plugin `driver` (`uvlan-macvlan`, `uvlan-ipvlan`)
+    /// in a world made with [`World::with_docker_plugin`].
+    pub fn plugin_socket(&self, driver: &str) -> PathBuf {
+        self.dir.join("plugins").join(format!("{driver}.sock"))
+    }
+
     /// Arguments every later start of the daemon gets besides `--root` and `--socket`
     /// (e.g. `--docker-plugin`).
     pub fn set_daemon_args(&mut self, args: &[&str]) {
@@ -239,6 +265,28 @@ impl World {
     /// Creates namespace `name` (with `lo` up) and returns its full name.
     pub fn netns(&mut self, name: &str) -> String {
         self.namespaces.add(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A parent with a wire behind it: the veth `p0` in the `host` namespace, its peer `p1`
+    /// in a new test namespace `w`, both up; the full name of `w`. Panics when `ip` fails.
+    pub fn wired_parent(&mut self) -> String {
+        let h = self.ns("host");
+        let wire = self.netns("w");
+        for args in [
+            vec![
+                "-n", &h, "link", "add", "p0", "type", "veth", "peer", "name", "p1", "netns", &wire,
+            ],
+            vec!["-n", &h, "link", "set", "p0", "up"],
+            vec!["-n", &wire, "link", "set", "p1", "up"],
+        ] {
+            let o = sh(Command::new("ip").args(&args));
+            assert!(
+                o.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        wire
     }
 
     /// The daemon's socket.

@@ -43,6 +43,20 @@ impl Backend {
 /// Both backends: every wire test runs with each.
 pub const BACKENDS: [Backend; 2] = [Backend::AfXdp, Backend::AfPacket];
 
+/// Makes a test of each backend for each function `name(b: Backend)` named: `af_xdp::name`
+/// and `af_packet::name`.
+#[macro_export]
+macro_rules! with_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod af_xdp {
+            $( #[test] fn $name() { super::$name($crate::Backend::AfXdp) } )*
+        }
+        mod af_packet {
+            $( #[test] fn $name() { super::$name($crate::Backend::AfPacket) } )*
+        }
+    };
+}
+
 /// The daemon's parent interface in the `host` namespace.
 pub const PARENT: &str = "up0";
 /// The parent's MAC.

@@ -106,26 +106,12 @@ pub struct ClientStream {
 impl ClientStream {
     /// Writes one JSON line.
     pub fn write_line<T: Serialize>(&mut self, v: &T) -> io::Result<()> {
-        let mut line = serde_json::to_vec(v).map_err(io::Error::other)?;
-        line.push(b'\n');
-        self.stream.write_all(&line)
+        write_json_line(&self.stream, v)
     }
 
     /// Reads one JSON line; `Ok(None)` when the daemon closed the connection.
     pub fn read_line<T: serde::de::DeserializeOwned>(&mut self) -> io::Result<Option<T>> {
-        let mut line = String::new();
-        if self
-            .reader
-            .by_ref()
-            .take(MAX_REQUEST)
-            .read_line(&mut line)?
-            == 0
-        {
-            return Ok(None);
-        }
-        serde_json::from_str(&line)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        read_json_line(&mut self.reader)
     }
 }
 

@@ -59,6 +59,27 @@ pub use stats::*;
 /// Largest request line accepted, in bytes.
 pub const MAX_REQUEST: u64 = 1 << 20;
 
+/// Writes `v` as one JSON line on `stream` (both ends of a streaming request do).
+fn write_json_line<T: Serialize>(mut stream: &UnixStream, v: &T) -> io::Result<()> {
+    let mut line = serde_json::to_vec(v).map_err(io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)
+}
+
+/// Reads one line of at most [`MAX_REQUEST`] bytes from `reader` and decodes it; `Ok(None)`
+/// when the other end has shut its side down (both ends of a streaming request read so).
+fn read_json_line<T: serde::de::DeserializeOwned>(
+    reader: &mut BufReader<UnixStream>,
+) -> io::Result<Option<T>> {
+    let mut line = String::new();
+    if reader.by_ref().take(MAX_REQUEST).read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Default state directory.
 pub const DEFAULT_ROOT: &str = "/var/lib/uvlan";
 /// Default socket path.

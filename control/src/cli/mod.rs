@@ -119,6 +119,13 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
+    /// Before a dataplane worker sleeps, it spins this many microseconds looking for work
+    /// (0: never spins). Spinning saves the wake-up on the latency path when the worker has a
+    /// core of its own; on shared CPUs it takes time from the senders and receivers
+    /// (docs/performance.md, "Busy polling").
+    #[arg(long = "busy-poll", value_name = "MICROSECONDS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub busy_poll: u32,
     /// Endpoints made from now on (by `network connect`, `run`, Docker's Join and CNI ADD):
     /// `on` makes veth endpoints whose
     /// unicast to sibling endpoints the engine decided goes through an exact-match kernel
@@ -466,6 +473,8 @@ pub fn main() -> i32 {
                 metrics: a.metrics.map(|m| (m, a.metrics_allow_remote)),
                 io: a.io.into(),
                 workers: usize::from(a.workers),
+                busy_poll: (a.busy_poll > 0)
+                    .then(|| std::time::Duration::from_micros(u64::from(a.busy_poll))),
                 fast_path: a.fast_path.into(),
             };
             crate::service::run_daemon(&root, &socket, &opts, log)

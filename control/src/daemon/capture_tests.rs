@@ -15,6 +15,7 @@ use uvlan_dataplane::fwd::{
     Driver, DropReason, Ingress, IpvlanAttrs, IpvlanFlag, IpvlanMode, NoRoutes,
 };
 use uvlan_dataplane::wire::{build, MacAddr};
+use uvlan_system_tests::capture::tshark;
 
 use super::capture::{stream_capture, CapturePlan};
 use super::dp::EngineOnly;
@@ -66,30 +67,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// tshark's fields of every frame of `file`, one `Vec` per frame.
-fn tshark(file: &Path, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.args(["-r"])
-        .arg(file)
-        .args(["-T", "fields", "-E", "separator=|"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("tshark is needed (scripts/deps.sh --test installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.split('|').map(str::to_string).collect())
-        .collect()
 }
 
 /// tshark's interface name and description of every frame, one frame per line.

@@ -88,7 +88,8 @@ pub fn encode(enc: &mut DescriptorEncoder, help: &str, workers: &[WorkerStats]) 
 
 #[cfg(test)]
 mod tests {
-    use super::super::{openmetrics, prometheus_text, tests::sample};
+    use super::super::tests::{promtool_check, sample};
+    use super::super::{openmetrics, prometheus_text};
     use super::*;
 
     fn with_batches() -> crate::api::StatsReport {
@@ -151,33 +152,11 @@ mod tests {
     /// `promtool check metrics` accepts the histogram (in the text format it reads).
     #[test]
     fn promtool_accepts_the_histogram() {
-        use std::io::Write;
         let text = prometheus_text(&with_batches());
         assert!(
             text.contains("uvlan_dataplane_batch_size_bucket{worker=\"1\",le=\"+Inf\"} 7\n"),
             "{text}"
         );
-        let mut child = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("promtool is needed (scripts/deps.sh --test installs it): {e}")
-            });
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}\n{text}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        promtool_check(&text);
     }
 }

@@ -583,6 +583,11 @@ mod tests {
     /// accepts the exposition: names, help texts, types, units in the names.
     #[test]
     fn promtool_accepts_the_exposition() {
+        promtool_check(&prometheus_text(&sample()));
+    }
+
+    /// Panics unless `promtool check metrics` accepts `text`.
+    pub(super) fn promtool_check(text: &str) {
         use std::io::Write;
         let mut child = std::process::Command::new("promtool")
             .args(["check", "metrics"])
@@ -593,7 +598,6 @@ mod tests {
             .unwrap_or_else(|e| {
                 panic!("promtool is needed (scripts/deps.sh --test installs it): {e}")
             });
-        let text = prometheus_text(&sample());
         child
             .stdin
             .take()

@@ -53,6 +53,15 @@ impl Lab {
     }
 }
 
+/// A network's master: `parent` (its VLAN `vid`), with a wire.
+fn on_wire(parent: ParentId, vid: Option<u16>) -> Master {
+    Master::Parent {
+        parent,
+        vid,
+        wire: true,
+    }
+}
+
 fn parent_spec() -> ParentSpec {
     ParentSpec {
         name: "eth0".into(),
@@ -71,11 +80,7 @@ fn ipvlan_lab_on(master_vid: Option<u16>, mode: IpvlanMode, flag: IpvlanFlag, n:
         .add_network(NetworkSpec::new(
             "ipv",
             Driver::Ipvlan,
-            Master::Parent {
-                parent,
-                vid: master_vid,
-                wire: true,
-            },
+            on_wire(parent, master_vid),
         ))
         .unwrap();
     let mut p = Vec::new();
@@ -106,11 +111,7 @@ fn macvlan_lab(modes: &[MacvlanMode]) -> Lab {
         .add_network(NetworkSpec::new(
             "mv",
             Driver::Macvlan,
-            Master::Parent {
-                parent,
-                vid: None,
-                wire: true,
-            },
+            on_wire(parent, None),
         ))
         .unwrap();
     let mut p = Vec::new();
@@ -288,39 +289,15 @@ fn c5_loopback_or_non_ether_parent_einval_and_busy_parent_ebusy() {
         .unwrap();
     for p in [lo, ib] {
         let err = e
-            .add_network(NetworkSpec::new(
-                "n",
-                Driver::Ipvlan,
-                Master::Parent {
-                    parent: p,
-                    vid: None,
-                    wire: true,
-                },
-            ))
+            .add_network(NetworkSpec::new("n", Driver::Ipvlan, on_wire(p, None)))
             .unwrap_err();
         assert_eq!(err.errno, Errno::Einval);
     }
     let eth = e.add_parent(parent_spec()).unwrap();
-    e.add_network(NetworkSpec::new(
-        "a",
-        Driver::Macvlan,
-        Master::Parent {
-            parent: eth,
-            vid: None,
-            wire: true,
-        },
-    ))
-    .unwrap();
+    e.add_network(NetworkSpec::new("a", Driver::Macvlan, on_wire(eth, None)))
+        .unwrap();
     let err = e
-        .add_network(NetworkSpec::new(
-            "b",
-            Driver::Ipvlan,
-            Master::Parent {
-                parent: eth,
-                vid: None,
-                wire: true,
-            },
-        ))
+        .add_network(NetworkSpec::new("b", Driver::Ipvlan, on_wire(eth, None)))
         .unwrap_err();
     assert_eq!(err.errno, Errno::Ebusy);
     assert!(err.message.contains("Device is already in use"), "{err}");
@@ -328,11 +305,7 @@ fn c5_loopback_or_non_ether_parent_einval_and_busy_parent_ebusy() {
     e.add_network(NetworkSpec::new(
         "c",
         Driver::Ipvlan,
-        Master::Parent {
-            parent: eth,
-            vid: Some(20),
-            wire: true,
-        },
+        on_wire(eth, Some(20)),
     ))
     .unwrap();
     assert_eq!(e.network_ids().len(), 2);
@@ -426,15 +399,7 @@ fn c10_parent_addresses_on_a_slave_only_when_allowed() {
     let net = e
         .add_network(NetworkSpec {
             allow_parent_addrs: true,
-            ..NetworkSpec::new(
-                "k",
-                Driver::Ipvlan,
-                Master::Parent {
-                    parent,
-                    vid: None,
-                    wire: true,
-                },
-            )
+            ..NetworkSpec::new("k", Driver::Ipvlan, on_wire(parent, None))
         })
         .unwrap();
     let s = e
@@ -969,15 +934,7 @@ fn c38_host_side_slave_with_the_host_ip_talks_both_ways() {
         let net = e
             .add_network(NetworkSpec {
                 allow_parent_addrs: true,
-                ..NetworkSpec::new(
-                    "k",
-                    Driver::Ipvlan,
-                    Master::Parent {
-                        parent,
-                        vid: None,
-                        wire: true,
-                    },
-                )
+                ..NetworkSpec::new("k", Driver::Ipvlan, on_wire(parent, None))
             })
             .unwrap();
         let h = e
@@ -1195,11 +1152,7 @@ fn c43_passthru_shares_the_lower_mac_promisc_and_restores_on_delete() {
         .add_network(NetworkSpec::new(
             "pt",
             Driver::Macvlan,
-            Master::Parent {
-                parent,
-                vid: None,
-                wire: true,
-            },
+            on_wire(parent, None),
         ))
         .unwrap();
     let p = e
@@ -1712,33 +1665,21 @@ fn vlan_parent_tags_egress_and_accepts_only_its_vid() {
         .add_network(NetworkSpec::new(
             "v20",
             Driver::Macvlan,
-            Master::Parent {
-                parent,
-                vid: Some(20),
-                wire: true,
-            },
+            on_wire(parent, Some(20)),
         ))
         .unwrap();
     let n30 = e
         .add_network(NetworkSpec::new(
             "v30",
             Driver::Macvlan,
-            Master::Parent {
-                parent,
-                vid: Some(30),
-                wire: true,
-            },
+            on_wire(parent, Some(30)),
         ))
         .unwrap();
     let nun = e
         .add_network(NetworkSpec::new(
             "untagged",
             Driver::Macvlan,
-            Master::Parent {
-                parent,
-                vid: None,
-                wire: true,
-            },
+            on_wire(parent, None),
         ))
         .unwrap();
     let mut ports = Vec::new();

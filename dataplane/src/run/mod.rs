@@ -466,11 +466,17 @@ fn invalid(msg: String) -> io::Error {
 
 /// Which path the workers take, and the sentence that says so.
 fn choose_io(opts: &RunOptions) -> io::Result<(bool, String)> {
-    let workers = if opts.workers == 1 {
+    let mut workers = if opts.workers == 1 {
         "1 worker".to_string()
     } else {
         format!("{} workers", opts.workers)
     };
+    if let Some(d) = opts.busy_poll {
+        workers.push_str(&format!(
+            ", spinning {} µs before each sleep",
+            d.as_micros()
+        ));
+    }
     let uring = format!(
         "io_uring (multishot TAP reads into {} provided buffers per worker, batched writes, \
          one io_uring_enter per turn), {workers}",

@@ -236,6 +236,26 @@ fn dhcp_ipam_takes_the_null_pool_only() {
     );
 }
 
+/// Docker's CreateEndpoint of [`EID`] on a macvlan network with `address` and `mac` (empty:
+/// none) through `b`: the reply, and the endpoint the driver asked the daemon to reserve
+/// first.
+fn create_macvlan_endpoint(b: &Fake, address: &str, mac: &str) -> (Reply, EndpointSpec) {
+    let body = format!(
+        r#"{{"NetworkID":"{NID}","EndpointID":"{EID}","Interface":{{"Address":"{address}","AddressIPv6":"","MacAddress":"{mac}"}},"Options":{{}}}}"#
+    );
+    let r = handle(
+        b,
+        Driver::Macvlan,
+        "NetworkDriver.CreateEndpoint",
+        body.as_bytes(),
+    );
+    let seen = b.seen.lock().unwrap();
+    let Request::EndpointReserve { spec, .. } = &seen[0] else {
+        panic!()
+    };
+    (r, spec.clone())
+}
+
 /// On a DHCP network the daemon answers the leased address with the MAC; Docker gets
 /// both when it sent neither, and its own when it sent them.
 #[test]
@@ -252,20 +272,8 @@ fn create_endpoint_answers_a_leased_address() {
     ] {
         let b =
             fake(|_| ok(json!({"MacAddress": "02:aa:bb:cc:dd:ee", "Address": "192.0.2.120/24"})));
-        let body = format!(
-            r#"{{"NetworkID":"{NID}","EndpointID":"{EID}","Interface":{{"Address":"","AddressIPv6":"","MacAddress":"{sent_mac}"}},"Options":{{}}}}"#
-        );
-        let r = handle(
-            &b,
-            Driver::Macvlan,
-            "NetworkDriver.CreateEndpoint",
-            body.as_bytes(),
-        );
+        let (r, spec) = create_macvlan_endpoint(&b, "", sent_mac);
         assert_eq!(r, Reply::ok(want));
-        let seen = b.seen.lock().unwrap();
-        let Request::EndpointReserve { spec, .. } = &seen[0] else {
-            panic!()
-        };
         assert_eq!(spec.address, None);
     }
     // ipvlan: no MAC of its own.
@@ -341,20 +349,8 @@ fn create_endpoint_answers_a_mac_only_when_docker_sent_none() {
     ] {
         let chosen = chosen.to_string();
         let b = fake(move |_| ok(json!(chosen)));
-        let body = format!(
-            r#"{{"NetworkID":"{NID}","EndpointID":"{EID}","Interface":{{"Address":"192.0.2.2/24","AddressIPv6":"","MacAddress":"{sent}"}},"Options":{{}}}}"#
-        );
-        let r = handle(
-            &b,
-            Driver::Macvlan,
-            "NetworkDriver.CreateEndpoint",
-            body.as_bytes(),
-        );
+        let (r, spec) = create_macvlan_endpoint(&b, "192.0.2.2/24", sent);
         assert_eq!(r, Reply::ok(want));
-        let seen = b.seen.lock().unwrap();
-        let Request::EndpointReserve { spec, .. } = &seen[0] else {
-            panic!()
-        };
         assert_eq!(spec.address.as_deref(), Some("192.0.2.2/24"));
         assert_eq!(spec.address_v6, None);
         assert_eq!(spec.mac.as_deref(), (!sent.is_empty()).then_some(sent));
