@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# Many fast-path endpoints (not a test): connects N endpoints (default 750, the most the three
-# IPv4 documentation /24s give one network) to one internal macvlan network of a private
-# daemon, one `uvlan network connect` after the other, with `--fast-path on` and `off`, and
-# prints per connect and disconnect time, the daemon's descriptors per endpoint, its RSS and
-# the fast path's maps (type, sizes, memlock, from the daemon's /proc/PID/fdinfo). Numbers
-# are printed, never asserted. Root; namespaces `uvfps*` it creates and deletes only;
-# addresses from 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24.
+# Many fast-path endpoints (not a test): connects N endpoints (default 1,000) to one internal
+# macvlan network of a private daemon, one `uvlan network connect` after the other, with
+# `--fast-path on` and `off`, and prints per connect and disconnect time, the daemon's
+# descriptors per endpoint, its RSS and the fast path's maps (type, sizes, memlock, from the
+# daemon's /proc/PID/fdinfo). Numbers are printed, never asserted. Root; namespaces `uvfps*`
+# it creates and deletes only. The network is IPv6-only on 2001:db8::/64
+# (`--ipv4=false --ipv6`); with FAMILY=4 it is IPv4-only on 192.0.2.0/24, 198.51.100.0/24
+# and 203.0.113.0/24, which hold 750 endpoints at most.
 #
 # With GAP (seconds, e.g. 0.2), each command is timed alone and the next one starts GAP
 # later, so a command does not wait for the kernel work its predecessor left behind (the
 # interface deletions and link closes a fast-path disconnect finishes after its reply): the
 # figures are then each command's own latency rather than the rate of back-to-back commands.
 #
-# Usage: [UVLAN_BIN=path] bench/fast_path_scale.sh [N (default 750)]
+# Usage: [UVLAN_BIN=path] [FAMILY=6|4] bench/fast_path_scale.sh [N (default 1000)]
 #            [MODES (default "on off")] [GAP]
 set -euo pipefail
-n=${1:-750}
+n=${1:-1000}
+family=${FAMILY:-6}
+case $family in
+    6) subnets=(--ipv4=false --ipv6 --subnet 2001:db8::/64) ;;
+    4)
+        subnets=(--subnet 192.0.2.0/24 --subnet 198.51.100.0/24 --subnet 203.0.113.0/24)
+        if [ "$n" -gt 750 ]; then
+            echo "fast_path_scale.sh: FAMILY=4 holds 750 endpoints at most" >&2
+            exit 1
+        fi
+        ;;
+    *) echo "fast_path_scale.sh: FAMILY is 6 or 4" >&2; exit 1 ;;
+esac
 modes=${2:-on off}
 gap=${3:-}
 cd "$(dirname "$0")/.."
@@ -63,15 +76,14 @@ for mode in $modes; do
     dpid=$!
     while [ ! -S "$dir/$mode.sock" ]; do sleep 0.05; done
     export UVLAN_SOCKET=$dir/$mode.sock UVLAN_ROOT=$dir/$mode
-    "$bin" network create -d macvlan --internal --subnet 192.0.2.0/24 \
-        --subnet 198.51.100.0/24 --subnet 203.0.113.0/24 n >/dev/null
+    "$bin" network create -d macvlan --internal "${subnets[@]}" n >/dev/null
     fd0=$(ls "/proc/$dpid/fd" | wc -l)
     rss0=$(awk '/VmRSS/ {print $2}' "/proc/$dpid/status")
     for i in $(seq "$n"); do ip netns add "$p$i"; done
     t=$(each network connect n)
     fd1=$(ls "/proc/$dpid/fd" | wc -l)
     rss1=$(awk '/VmRSS/ {print $2}' "/proc/$dpid/status")
-    echo "fast path $mode, $n endpoints${gap:+, $gap s apart}: $(ms 0 "$t") ms per connect;" \
+    echo "fast path $mode, $n endpoints (IPv$family)${gap:+, $gap s apart}: $(ms 0 "$t") ms per connect;" \
         "descriptors $fd0 -> $fd1 ($(echo "($fd1 - $fd0) / $n" | bc -l | cut -c1-5) per endpoint);" \
         "RSS $rss0 -> $rss1 KiB"
     for f in /proc/"$dpid"/fdinfo/*; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark (not a test: it prints figures and never asserts): the control plane and the
-# dataplane with many endpoints on one internal ipvlan l2 network. For N = 2, 100 and 1,000
+# dataplane with many endpoints on one internal, IPv6-only ipvlan l2 network
+# (`--ipv4=false --ipv6 --subnet 2001:db8::/64`). For N = 2, 100 and 1,000
 # endpoints (override with SCALE_NS="2 100 1000"):
 #   - `uvlan network connect` and `network disconnect` time per operation (the CLI's process
 #     included), and the 10th against the 1,000th connect (median of the 5 around each), and
@@ -9,8 +10,8 @@
 #   - the daemon's RSS per endpoint, threads and file descriptors;
 #   - the idle daemon's CPU use and context switches per second (all its threads, over
 #     IDLE_SECS, default 10 s, from /proc/PID/stat and /proc/PID/task/*/status);
-#   - TCP and 64-byte UDP (iperf3, SECS each, default 3 s) and RTT p50/p99
-#     (`ping -i 0.01 -c 500`) between two of the endpoints;
+#   - TCP and 64-byte UDP over IPv6 (`iperf3 -6`, SECS each, default 3 s) and RTT p50/p99
+#     (`ping -6 -i 0.01 -c 500`) between two of the endpoints;
 # and at the largest N: disconnecting every endpoint and the RSS after that (memory given
 # back), connecting them again, the daemon's stop time (SIGTERM to exit; endpoints stay), its
 # restart time (until the API answers), and disconnecting every endpoint again.
@@ -18,9 +19,9 @@
 #   sudo bench/scale.sh
 #
 # The release binary is used. Namespaces carry a unique prefix and are deleted on exit (also
-# on failure or Ctrl-C). Addresses: 198.18.0.0/22, from the range RFC 2544 reserves for
-# benchmarks (1,000 endpoints do not fit in a documentation /24); the network is --internal,
-# so nothing leaves the namespaces.
+# on failure or Ctrl-C). Addresses: 2001:db8::/64 only (documentation addresses; 1,000
+# endpoints do not fit in a documentation IPv4 /24, so the network has no IPv4 at all); the
+# network is --internal, so nothing leaves the namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root (it creates namespaces)" >&2; exit 1; }
@@ -129,26 +130,27 @@ def ms(x):
     return f"{1000 * x:.2f} ms"
 
 def addr(i):
-    # Dynamic allocation: the gateway takes 198.18.0.1, endpoint i gets the (i+2)th address.
-    n = i + 2
-    return f"198.18.{n // 256}.{n % 256}"
+    # The endpoint's global IPv6 address on eth0 (the IPAM's dynamic choice).
+    out = run("ip", "netns", "exec", ns(i), "ip", "-6", "-o", "addr", "show", "dev", "eth0",
+              "scope", "global").stdout.split()
+    return out[out.index("inet6") + 1].split("/")[0]
 
 def traffic(a, b):
     dst = addr(b)
-    run("ip", "netns", "exec", ns(a), "ping", "-c", "3", "-i", "0.2", "-q", dst, check=False)
-    p = run("ip", "netns", "exec", ns(a), "ping", "-n", "-i", "0.01", "-c", "500", dst, check=False).stdout
+    run("ip", "netns", "exec", ns(a), "ping", "-6", "-c", "3", "-i", "0.2", "-q", dst, check=False)
+    p = run("ip", "netns", "exec", ns(a), "ping", "-6", "-n", "-i", "0.01", "-c", "500", dst, check=False).stdout
     rtts = sorted(float(l.split("time=")[1].split()[0]) for l in p.splitlines() if "time=" in l)
     q = lambda f: rtts[min(len(rtts) - 1, int(f * len(rtts)))] * 1000 if rtts else float("nan")
     srv = subprocess.Popen(["ip", "netns", "exec", ns(b), "iperf3", "-s", "-1", "-p", "5201"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)
     import json
-    t = json.loads(run("ip", "netns", "exec", ns(a), "iperf3", "-c", dst, "-t", SECS, "-J", check=False).stdout or "{}")
+    t = json.loads(run("ip", "netns", "exec", ns(a), "iperf3", "-6", "-c", dst, "-t", SECS, "-J", check=False).stdout or "{}")
     srv.wait()
     srv = subprocess.Popen(["ip", "netns", "exec", ns(b), "iperf3", "-s", "-1", "-p", "5201"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)
-    u = json.loads(run("ip", "netns", "exec", ns(a), "iperf3", "-c", dst, "-t", SECS, "-u", "-l", "64", "-b", "0", "-J", check=False).stdout or "{}")
+    u = json.loads(run("ip", "netns", "exec", ns(a), "iperf3", "-6", "-c", dst, "-t", SECS, "-u", "-l", "64", "-b", "0", "-J", check=False).stdout or "{}")
     srv.wait()
     try:
         tcp = t["end"]["sum_received"]["bits_per_second"] / 1e9
@@ -164,7 +166,7 @@ def traffic(a, b):
 d, _ = start_daemon()
 pid = d.pid
 uv("network", "create", "-d", "ipvlan", "-o", "ipvlan_mode=l2", "--internal",
-   "--subnet", "198.18.0.0/22", "scale")
+   "--ipv4=false", "--ipv6", "--subnet", "2001:db8::/64", "scale")
 rss0, thr0 = rss_kib(pid), threads(pid)
 print(f"empty daemon: RSS {rss0} KiB, {thr0} threads, {fds(pid)} fds")
 conn = []   # (index, seconds)
@@ -193,7 +195,7 @@ for n in NS:
     cpu, cs = idle(pid)
     print(f"  idle over {IDLE:.0f} s: CPU {cpu:.2f} %, {cs:.1f} context switches/s")
     tcp, udp, p50, p99, got = traffic(0, 1)
-    print(f"  endpoint 0 -> 1: TCP {tcp:.2f} Gbit/s, UDP-64 {udp:.0f} kpps delivered, "
+    print(f"  endpoint 0 -> 1 (IPv6): TCP {tcp:.2f} Gbit/s, UDP-64 {udp:.0f} kpps delivered, "
           f"RTT p50 {p50:.0f} us, p99 {p99:.0f} us ({got}/500 replies)")
     k = min(10, n - 1)
     ds = []

@@ -130,7 +130,7 @@ pub struct NetworkResource {
     /// `ipvlan` or `macvlan`.
     #[serde(rename = "Driver")]
     pub driver: String,
-    /// Always true.
+    /// False for an IPv6-only network (`--ipv4=false`).
     #[serde(rename = "EnableIPv4")]
     pub enable_ipv4: bool,
     /// `--ipv6`.
@@ -259,7 +259,7 @@ impl NetworkResource {
             created: rec.created.clone(),
             scope: "local".to_string(),
             driver: rec.driver.clone(),
-            enable_ipv4: true,
+            enable_ipv4: rec.ipv4,
             enable_ipv6: rec.ipv6,
             ipam: IpamView {
                 driver: if rec.dhcp { "dhcp" } else { "default" }.to_string(),

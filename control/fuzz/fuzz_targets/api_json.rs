@@ -22,7 +22,8 @@ fn network_checks(
     if let Ok(d) = parse_driver(driver) {
         let _ = parse_driver_opts(d, options);
     }
-    let _ = validate_config(ipam, ipv6);
+    let _ = validate_config(ipam, true, ipv6);
+    let _ = validate_config(ipam, false, ipv6);
 }
 
 fn mac(text: Option<&String>) {

@@ -112,6 +112,11 @@ pub struct CreateNetwork {
     /// The grouped `--subnet/--ip-range/--gateway/--aux-address` entries.
     #[serde(default)]
     pub ipam: Vec<IpamConfig>,
+    /// `--ipv4` (Docker 28's `EnableIPv4`): `Some(false)` makes an IPv6-only network. `None`
+    /// (not given): the `-o com.docker.network.enable_ipv4` option if there is one, else
+    /// true. Given, it wins over the option, which is then not stored (as Docker does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<bool>,
     /// `--ipv6`.
     #[serde(default)]
     pub ipv6: bool,
@@ -121,6 +126,16 @@ pub struct CreateNetwork {
     /// `--ipam-driver`: `default` (uvlan's IPAM, also when absent) or `dhcp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam_driver: Option<String>,
+}
+
+/// `true`: the serde default of the fields that are on unless said otherwise.
+fn yes() -> bool {
+    true
+}
+
+/// Whether a flag that defaults to on is on (it is then left out of the JSON).
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// `uvlan network connect`.
@@ -293,7 +308,7 @@ pub const OWNER_CNI: &str = "cni";
 /// A network a front end (the Docker remote driver, the CNI plugin) manages with its own
 /// IPAM: uvlan validates the driver options exactly as for `uvlan network create`, sets the
 /// network up in the engine, and takes the addresses the front end gives.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnsureNetwork {
     /// The network ID to use (Docker's); `None`: uvlan picks one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -312,6 +327,10 @@ pub struct EnsureNetwork {
     /// empty when the IPAM allocates per endpoint (CNI).
     #[serde(default)]
     pub subnets: Vec<IpamConfig>,
+    /// IPv4 enabled (default true; Docker 28's `com.docker.network.enable_ipv4`): when
+    /// false the network is IPv6-only and `subnets` holds no IPv4 subnet.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub ipv4: bool,
     /// IPv6 enabled.
     #[serde(default)]
     pub ipv6: bool,
@@ -322,6 +341,23 @@ pub struct EnsureNetwork {
     /// daemon's namespace (the CNI plugins' default for `master`) instead of no parent.
     #[serde(default)]
     pub parent_from_default_route: bool,
+}
+
+impl Default for EnsureNetwork {
+    fn default() -> Self {
+        EnsureNetwork {
+            id: None,
+            name: String::new(),
+            owner: String::new(),
+            driver: String::new(),
+            options: BTreeMap::new(),
+            subnets: Vec::new(),
+            ipv4: true,
+            ipv6: false,
+            internal: false,
+            parent_from_default_route: false,
+        }
+    }
 }
 
 /// An endpoint's addresses and MAC as a front end's IPAM chose them.
@@ -614,6 +650,9 @@ pub struct NetworkSummary {
     pub driver: String,
     /// Always `local`.
     pub scope: String,
+    /// IPv4 enabled (false with `--ipv4=false`).
+    #[serde(default = "yes")]
+    pub ipv4: bool,
     /// `--ipv6`.
     pub ipv6: bool,
     /// `--internal`.

@@ -279,8 +279,31 @@ pub struct CreateArgs {
     /// Reserve an address: NAME=IP (repeatable).
     #[arg(long = "aux-address", value_name = "NAME=IP")]
     pub aux_address: Vec<String>,
-    /// Enable IPv6.
-    #[arg(long)]
+    /// Enable or disable IPv4 address assignment (default: true, or the value of
+    /// `-o com.docker.network.enable_ipv4`). `--ipv4=false` with `--ipv6` makes an IPv6-only
+    /// network: no IPv4 subnet, endpoints get IPv6 addresses only. The value goes after `=`,
+    /// as in Docker.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_go_bool,
+        action = clap::ArgAction::Set
+    )]
+    pub ipv4: Option<bool>,
+    /// Enable or disable IPv6 address assignment (`--ipv6` alone enables it).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_go_bool,
+        action = clap::ArgAction::Set
+    )]
     pub ipv6: bool,
     /// IPAM driver: default (uvlan's own) or dhcp (each endpoint asks the parent's LAN for
     /// an IPv4 lease; needs a parent, no --subnet).
@@ -485,6 +508,13 @@ fn socket() -> PathBuf {
     api::socket_path(None)
 }
 
+/// A boolean flag's value as Docker's CLI reads it (Go's `strconv.ParseBool`): `1`, `t`,
+/// `T`, `TRUE`, `true`, `True` and `0`, `f`, `F`, `FALSE`, `false`, `False`.
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    crate::daemon::options::parse_go_bool(s)
+        .ok_or_else(|| format!("strconv.ParseBool: parsing {s:?}: invalid syntax"))
+}
+
 /// Splits `KEY=VALUE` at the first `=` (a value without `=` is `(KEY, "")`, as docker's
 /// map options).
 pub fn split_kv(s: &str) -> (String, String) {
@@ -506,6 +536,7 @@ pub fn create_request(a: &CreateArgs) -> Result<CreateNetwork, String> {
         gateways: a.gateway.clone(),
         ip_ranges: a.ip_range.clone(),
         aux: a.aux_address.iter().map(|s| split_kv(s)).collect(),
+        ipv4: a.ipv4.unwrap_or(true),
         ipv6: a.ipv6,
         want_gateway: true,
     };
@@ -516,6 +547,7 @@ pub fn create_request(a: &CreateArgs) -> Result<CreateNetwork, String> {
         driver,
         options,
         ipam,
+        ipv4: a.ipv4,
         ipv6: a.ipv6,
         internal: a.internal,
         ipam_driver: a.ipam_driver.clone(),
@@ -619,6 +651,7 @@ fn network(cmd: NetworkCmd) -> Result<i32, Failure> {
                             "CreatedAt": r.created,
                             "Driver": r.driver,
                             "ID": id,
+                            "IPv4": r.ipv4.to_string(),
                             "IPv6": r.ipv6.to_string(),
                             "Internal": r.internal.to_string(),
                             "Labels": "",

@@ -14,6 +14,72 @@ fn create_args(args: &[&str]) -> CreateArgs {
     }
 }
 
+/// `--ipv4` is Docker's bool flag: not given by default (the daemon then takes true, or the
+/// `com.docker.network.enable_ipv4` option), `--ipv4=false` (or any Go boolean after `=`)
+/// turns it off, `--ipv4` alone is on, and a value after a blank is not the flag's (it is
+/// the network's name, as for Docker's CLI). `--ipv6` reads the same way.
+#[test]
+fn ipv4_flag_reads_like_dockers() {
+    let a = create_args(&["-d", "macvlan", "n"]);
+    assert_eq!((a.ipv4, a.ipv6), (None, false));
+    let r = create_request(&a).unwrap();
+    assert_eq!((r.ipv4, r.ipv6), (None, false));
+    for off in ["false", "0", "f", "F", "FALSE", "False"] {
+        let flag = format!("--ipv4={off}");
+        let a = create_args(&["-d", "macvlan", &flag, "--ipv6", "n"]);
+        assert_eq!((a.ipv4, a.ipv6), (Some(false), true), "{flag}");
+        let r = create_request(&a).unwrap();
+        assert_eq!((r.ipv4, r.ipv6), (Some(false), true), "{flag}");
+    }
+    for on in ["--ipv4", "--ipv4=true", "--ipv4=1", "--ipv4=T"] {
+        assert_eq!(
+            create_args(&["-d", "macvlan", on, "n"]).ipv4,
+            Some(true),
+            "{on}"
+        );
+    }
+    assert!(!create_args(&["-d", "macvlan", "--ipv6=false", "n"]).ipv6);
+    assert!(create_args(&["-d", "macvlan", "--ipv6=true", "n"]).ipv6);
+    // `--ipv4 false`: the flag alone (on) and `false` is the name; with a name too, one
+    // positional is left over, which clap refuses.
+    let a = create_args(&["-d", "macvlan", "--ipv4", "false"]);
+    assert_eq!(a.ipv4, Some(true));
+    assert_eq!(a.name, "false");
+    let extra = [
+        "uvlan", "network", "create", "-d", "macvlan", "--ipv4", "false", "n",
+    ];
+    assert!(Cli::try_parse_from(extra).is_err());
+    let bad = [
+        "uvlan",
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--ipv4=no",
+        "n",
+    ];
+    let e = Cli::try_parse_from(bad).unwrap_err().to_string();
+    assert!(e.contains("strconv.ParseBool"), "{e}");
+    // The request's JSON carries ipv4 only when it was given (older daemons read it as on).
+    let on = serde_json::to_string(&create_request(&create_args(&["-d", "macvlan", "n"])).unwrap())
+        .unwrap();
+    assert!(!on.contains("ipv4"), "{on}");
+    let off = create_request(&create_args(&[
+        "-d",
+        "macvlan",
+        "--ipv4=false",
+        "--ipv6",
+        "n",
+    ]))
+    .unwrap();
+    let text = serde_json::to_string(&off).unwrap();
+    assert!(text.contains(r#""ipv4":false"#), "{text}");
+    let back: CreateNetwork = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, off);
+    let old: CreateNetwork = serde_json::from_str(r#"{"name":"n","driver":"macvlan"}"#).unwrap();
+    assert_eq!(old.ipv4, None);
+}
+
 #[test]
 fn cli_definition_is_consistent() {
     Cli::command().debug_assert();
@@ -123,6 +189,7 @@ fn ls_table_is_tabwriter_shaped_and_natural_sorted() {
         name: name.into(),
         driver: "macvlan".into(),
         scope: "local".into(),
+        ipv4: true,
         ipv6: false,
         internal: false,
         created: String::new(),

@@ -316,6 +316,7 @@ pub fn ensure_for(conf: &NetConf, driver: &str) -> Result<EnsureNetwork, CniErro
         driver: driver.to_string(),
         options,
         subnets: Vec::new(),
+        ipv4: true,
         ipv6: false,
         internal: false,
         parent_from_default_route: master.is_none(),

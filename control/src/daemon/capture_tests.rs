@@ -263,6 +263,7 @@ impl Rig {
                 subnet: "192.0.2.0/24".into(),
                 ..IpamConfig::default()
             }],
+            ipv4: None,
             ipv6: false,
             internal: false,
             ipam_driver: None,

@@ -25,7 +25,7 @@ fn process_start_time(pid: i32) -> Option<u64> {
 /// `--ipam-driver`: `default` (or absent) is uvlan's IPAM; `dhcp` leases each endpoint's
 /// IPv4 address from the parent's LAN and takes no subnet (the server's decides), no IPv6;
 /// `null` is refused as Docker's macvlan and ipvlan drivers refuse it.
-fn ipam_driver(req: &CreateNetwork) -> Result<NewIpam, String> {
+fn ipam_driver(req: &CreateNetwork, ipv4: bool) -> Result<NewIpam, String> {
     match req.ipam_driver.as_deref() {
         None | Some("" | "default") => Ok(NewIpam::Own(req.ipam.clone())),
         Some("dhcp") => {
@@ -44,6 +44,13 @@ fn ipam_driver(req: &CreateNetwork) -> Result<NewIpam, String> {
                         .to_string(),
                 );
             }
+            if !ipv4 {
+                return Err(
+                    "--ipv4=false cannot be used with --ipam-driver dhcp: uvlan's DHCP client \
+                     leases IPv4 addresses only"
+                        .to_string(),
+                );
+            }
             Ok(NewIpam::Dhcp)
         }
         Some("null") => Err("ipv4 pool is empty".to_string()),
@@ -55,13 +62,16 @@ fn ipam_driver(req: &CreateNetwork) -> Result<NewIpam, String> {
 
 impl Daemon {
     pub(super) fn create_network(&self, req: &CreateNetwork) -> Result<String, String> {
+        let mut options = req.options.clone();
+        let ipv4 = super::options::enable_ipv4(req.ipv4, &mut options)?;
         let mut st = self.lock();
         let new = NewNetwork {
             id: None,
             name: req.name.clone(),
             driver: req.driver.clone(),
-            options: req.options.clone(),
-            ipam: ipam_driver(req)?,
+            options,
+            ipam: ipam_driver(req, ipv4)?,
+            ipv4,
             ipv6: req.ipv6,
             internal: req.internal,
             managed: None,
@@ -81,6 +91,7 @@ impl Daemon {
                 name: n.rec.name.clone(),
                 driver: n.rec.driver.clone(),
                 scope: "local".to_string(),
+                ipv4: n.rec.ipv4,
                 ipv6: n.rec.ipv6,
                 internal: n.rec.internal,
                 created: n.rec.created.clone(),

@@ -44,11 +44,14 @@ impl Daemon {
         let (ipam, ipam_config) = match &req.ipam {
             NewIpam::Own(cfg) => (
                 space
-                    .create_network_from_config(&id, &req.name, cfg, req.ipv6, true)
+                    .create_network_from_config(&id, &req.name, cfg, req.ipv4, req.ipv6, true)
                     .map_err(|e| e.to_string())?,
                 cfg.clone(),
             ),
-            NewIpam::External(cfg) => (external::external_ipam(cfg)?, cfg.clone()),
+            NewIpam::External(cfg) => (
+                external::external_ipam(cfg, req.ipv4, req.ipv6)?,
+                cfg.clone(),
+            ),
             NewIpam::Dhcp => (Default::default(), Vec::new()),
         };
         let dhcp = matches!(req.ipam, NewIpam::Dhcp);
@@ -130,6 +133,7 @@ impl Daemon {
             driver: driver.as_str().to_string(),
             options: req.options.clone(),
             internal: req.internal,
+            ipv4: req.ipv4,
             ipv6: req.ipv6,
             ipam_config,
             ipam,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::inspect::NetworkResource;
-use crate::ipam::{IpamConfig, NetworkIpam, Prefix, SubnetAlloc, SubnetStatus};
+use crate::ipam::{IpamConfig, IpamError, NetworkIpam, Prefix, SubnetAlloc, SubnetStatus};
 use crate::store::{Managed, NetworkRecord};
 
 /// The inspect label naming a managed network's owner.
@@ -32,12 +32,19 @@ pub fn parse_bare_or_cidr(text: &str) -> Result<IpAddr, String> {
 }
 
 /// The allocation of a network whose front end did the IPAM: its subnets, gateways and aux
-/// addresses as given (checked for form and containment only).
-pub fn external_ipam(cfg: &[IpamConfig]) -> Result<NetworkIpam, String> {
+/// addresses as given (checked for form and containment only). An IPv6-only network
+/// (`ipv4` false) needs `ipv6` and takes no IPv4 subnet.
+pub fn external_ipam(cfg: &[IpamConfig], ipv4: bool, ipv6: bool) -> Result<NetworkIpam, String> {
+    if !ipv4 && !ipv6 {
+        return Err(IpamError::NoAddressFamily.to_string());
+    }
     let mut ipam = NetworkIpam::default();
     for c in cfg {
         let (_, subnet) = parse_cidr_addr(&c.subnet)
             .map_err(|e| format!("invalid subnet {:?}: {e}", c.subnet))?;
+        if !ipv4 && subnet.addr().is_ipv4() {
+            return Err(IpamError::Ipv4Disabled(c.subnet.clone()).to_string());
+        }
         let inside = |what: &str, a: IpAddr| {
             if subnet.contains(a) {
                 Ok(a)

@@ -178,6 +178,8 @@ pub(super) struct NewNetwork {
     pub(super) driver: String,
     pub(super) options: std::collections::BTreeMap<String, String>,
     pub(super) ipam: NewIpam,
+    /// False for an IPv6-only network (`--ipv4=false`).
+    pub(super) ipv4: bool,
     pub(super) ipv6: bool,
     pub(super) internal: bool,
     pub(super) managed: Option<crate::store::Managed>,

@@ -58,6 +58,37 @@ pub fn parse_driver(name: &str) -> Result<Driver, String> {
 }
 
 /// The error for a `network create` without `-d`.
+/// `-o com.docker.network.enable_ipv4=BOOL`: Docker's driver option for `--ipv4`.
+pub const ENABLE_IPV4_OPT: &str = "com.docker.network.enable_ipv4";
+
+/// A boolean as Go's `strconv.ParseBool` reads it (Docker's flags and driver options): `1`,
+/// `t`, `T`, `TRUE`, `true`, `True` and `0`, `f`, `F`, `FALSE`, `false`, `False`.
+pub fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether a network has IPv4, as Docker 28's daemon decides (`createNetwork`): `--ipv4`
+/// when given (the option is then removed from `options`, so it does not show in inspect),
+/// else the `-o com.docker.network.enable_ipv4` option, else true.
+pub fn enable_ipv4(
+    given: Option<bool>,
+    options: &mut std::collections::BTreeMap<String, String>,
+) -> Result<bool, String> {
+    if let Some(b) = given {
+        options.remove(ENABLE_IPV4_OPT);
+        return Ok(b);
+    }
+    match options.get(ENABLE_IPV4_OPT) {
+        None => Ok(true),
+        Some(v) => parse_go_bool(v)
+            .ok_or_else(|| format!("driver-opt {ENABLE_IPV4_OPT:?} is not a valid bool")),
+    }
+}
+
 pub fn missing_driver() -> String {
     "no network driver given: use -d ipvlan or -d macvlan (uvlan has no bridge driver, so \
      unlike docker it needs -d)"

@@ -124,6 +124,7 @@ fn create(name: &str, driver: &str, opts: &[(&str, &str)], subnets: &[&str]) -> 
                 ..IpamConfig::default()
             })
             .collect(),
+        ipv4: None,
         ipv6: false,
         internal: false,
         ipam_driver: None,
@@ -398,6 +399,168 @@ fn create_errors_have_dockers_texts_and_change_nothing() {
     ok(&d, create("ok", "ipvlan", &[], &["203.0.113.0/24"]));
 }
 
+/// `network create --ipv4=false --ipv6`: no IPv4 pool (the default 172.17.0.0/16 stays
+/// free), inspect and ls say IPv4 is off, the record keeps it across a restart; the
+/// refusals change nothing.
+#[test]
+fn ipv6_only_network_create_inspect_restart() {
+    let root = TempRoot::new("v6only");
+    let v6only = |name: &str, subnets: &[&str], ipv4: bool, ipv6: bool| {
+        let Request::NetworkCreate(mut c) = create(name, "macvlan", &[], subnets) else {
+            unreachable!()
+        };
+        c.ipv4 = Some(ipv4);
+        c.ipv6 = ipv6;
+        c.internal = true;
+        Request::NetworkCreate(c)
+    };
+    {
+        let d = start(&root).unwrap();
+        ok(&d, v6only("v6", &["2001:db8::/64"], false, true));
+        let v = inspect(&d, "v6");
+        assert!(!v.enable_ipv4 && v.enable_ipv6);
+        let subnets: Vec<&str> = v.ipam.config.iter().map(|c| c.subnet.as_str()).collect();
+        assert_eq!(subnets, ["2001:db8::/64"]);
+        assert_eq!(v.ipam.config[0].gateway.as_deref(), Some("2001:db8::1"));
+        assert_eq!(
+            v.status.ipam.subnets.keys().collect::<Vec<_>>(),
+            ["2001:db8::/64"]
+        );
+        let text = to_docker_json(&[v]);
+        assert!(text.contains("\"EnableIPv4\": false,"), "{text}");
+        let ls = ok(&d, Request::NetworkLs);
+        assert_eq!(ls[0]["ipv4"], false, "{ls}");
+        // A dual-stack network made next takes the first default IPv4 pool.
+        ok(&d, create("n4", "ipvlan", &[], &[]));
+        assert_eq!(inspect(&d, "n4").ipam.config[0].subnet, "172.17.0.0/16");
+        assert!(inspect(&d, "n4").enable_ipv4);
+        // The record says ipv4 false; a default record says nothing (old stores load).
+        let id = inspect(&d, "v6").id;
+        let file =
+            std::fs::read_to_string(root.0.join("networks").join(format!("{id}.json"))).unwrap();
+        assert!(file.contains("\"ipv4\": false"), "{file}");
+        let id4 = inspect(&d, "n4").id;
+        let file4 =
+            std::fs::read_to_string(root.0.join("networks").join(format!("{id4}.json"))).unwrap();
+        assert!(!file4.contains("ipv4"), "{file4}");
+
+        let before = snapshot(&d, &root);
+        let cases = [
+            (
+                v6only("x", &["2001:db8:1::/64"], false, false),
+                "IPv4 or IPv6 must be enabled".to_string(),
+            ),
+            (
+                v6only("x", &["2001:db8:1::/64", "192.0.2.0/24"], false, true),
+                "invalid network config: IPv4 is disabled (--ipv4=false) but subnet \
+                 192.0.2.0/24 is IPv4: drop the IPv4 --subnet (and its --ip-range, --gateway \
+                 and --aux-address), or enable IPv4"
+                    .to_string(),
+            ),
+            (
+                with_ipam(v6only("x", &[], false, true), "dhcp"),
+                "--ipv6 cannot be used with --ipam-driver dhcp: uvlan's DHCP client is IPv4 \
+                 only"
+                    .to_string(),
+            ),
+            (
+                with_ipam(v6only("x", &[], false, false), "dhcp"),
+                "--ipv4=false cannot be used with --ipam-driver dhcp: uvlan's DHCP client \
+                 leases IPv4 addresses only"
+                    .to_string(),
+            ),
+        ];
+        for (req, want) in cases {
+            assert_eq!(err(&d, req.clone()), want, "{req:?}");
+            assert_eq!(snapshot(&d, &root), before, "state changed after {req:?}");
+        }
+
+        // Docker's driver option: used when --ipv4 is not given (and kept in Options),
+        // dropped when it is (--ipv4 wins); a value that is no boolean is Docker's error.
+        let with_opt = |name: &str, value: &str, given: Option<bool>| {
+            let Request::NetworkCreate(mut c) = v6only(name, &[], false, true) else {
+                unreachable!()
+            };
+            c.ipv4 = given;
+            c.options
+                .insert("com.docker.network.enable_ipv4".into(), value.into());
+            Request::NetworkCreate(c)
+        };
+        assert_eq!(
+            err(&d, with_opt("x", "no", None)),
+            "driver-opt \"com.docker.network.enable_ipv4\" is not a valid bool"
+        );
+        assert_eq!(snapshot(&d, &root), before);
+        ok(&d, with_opt("o1", "false", None));
+        let o1 = inspect(&d, "o1");
+        assert!(!o1.enable_ipv4 && o1.ipam.config.iter().all(|c| c.subnet.contains(':')));
+        assert_eq!(
+            o1.options
+                .get("com.docker.network.enable_ipv4")
+                .map(String::as_str),
+            Some("false")
+        );
+        ok(&d, with_opt("o2", "true", Some(false)));
+        let o2 = inspect(&d, "o2");
+        assert!(!o2.enable_ipv4);
+        assert!(o2.options.is_empty(), "{:?}", o2.options);
+        ok(&d, Request::NetworkRm { name: "o1".into() });
+        ok(&d, Request::NetworkRm { name: "o2".into() });
+    }
+    // After a restart: still IPv6-only, and the IPv4 pool it never took is still free.
+    let d = start(&root).unwrap();
+    let v = inspect(&d, "v6");
+    assert!(!v.enable_ipv4 && v.enable_ipv6);
+    assert_eq!(v.ipam.config.len(), 1);
+    ok(&d, Request::NetworkRm { name: "n4".into() });
+    ok(&d, create("again", "ipvlan", &[], &[]));
+    assert_eq!(inspect(&d, "again").ipam.config[0].subnet, "172.17.0.0/16");
+}
+
+/// A front end's (Docker's) IPv6-only network: `ipv4` false in the ensure request, only
+/// the IPv6 subnet; an IPv4 subnet with it, or neither family, is refused; asking again
+/// with IPv4 on is another configuration.
+#[test]
+fn ensure_ipv6_only_network() {
+    let root = TempRoot::new("ensure-v6");
+    let d = start(&root).unwrap();
+    let id = "b".repeat(64);
+    let req = |subnets: &[(&str, &str)], ipv4: bool, ipv6: bool| {
+        let Request::NetworkEnsure(mut e) = ensure(Some(&id), "docker", &[], subnets) else {
+            unreachable!()
+        };
+        e.ipv4 = ipv4;
+        e.ipv6 = ipv6;
+        Request::NetworkEnsure(e)
+    };
+    let before = snapshot(&d, &root);
+    assert_eq!(
+        err(&d, req(&[("2001:db8::/64", "2001:db8::1")], false, false)),
+        "IPv4 or IPv6 must be enabled"
+    );
+    assert!(err(
+        &d,
+        req(
+            &[
+                ("192.0.2.0/24", "192.0.2.1"),
+                ("2001:db8::/64", "2001:db8::1")
+            ],
+            false,
+            true
+        )
+    )
+    .contains("IPv4 is disabled (--ipv4=false) but subnet 192.0.2.0/24 is IPv4"));
+    assert_eq!(snapshot(&d, &root), before);
+    ok(&d, req(&[("2001:db8::/64", "2001:db8::1")], false, true));
+    let v = inspect(&d, &id);
+    assert!(!v.enable_ipv4 && v.enable_ipv6);
+    assert_eq!(v.ipam.config.len(), 1);
+    // The same request again is the same network; with IPv4 on it is another one.
+    ok(&d, req(&[("2001:db8::/64", "2001:db8::1")], false, true));
+    let e = err(&d, req(&[("2001:db8::/64", "2001:db8::1")], true, true));
+    assert!(e.contains("ipv4 false instead of true"), "{e}");
+}
+
 #[test]
 fn parent_sharing_is_per_parent_and_vid() {
     let root = TempRoot::new("share");
@@ -554,6 +717,7 @@ fn ensure(
                 ..IpamConfig::default()
             })
             .collect(),
+        ipv4: true,
         ipv6: false,
         internal: false,
         parent_from_default_route: false,

@@ -83,6 +83,16 @@ pub enum IpamError {
     NoSubnetForAux(String),
 
     // ---- Daemon validation (`ValidateIPAM`) ----
+    /// `--ipv4=false` without `--ipv6`: a network with no address family (the text of
+    /// Docker's bridge driver; its macvlan and ipvlan drivers make such a network with no
+    /// address at all, which uvlan refuses).
+    #[error("IPv4 or IPv6 must be enabled")]
+    NoAddressFamily,
+    /// An IPv4 `--subnet` (with its `--ip-range`, `--gateway` and `--aux-address`) on a
+    /// network created with `--ipv4=false` (Docker ignores it; uvlan refuses rather than drop
+    /// the user's subnet).
+    #[error("invalid network config: IPv4 is disabled (--ipv4=false) but subnet {0} is IPv4: drop the IPv4 --subnet (and its --ip-range, --gateway and --aux-address), or enable IPv4")]
+    Ipv4Disabled(String),
     /// One or more problems in the grouped IPAM configuration.
     #[error("invalid network config:\n{}", join_errors(.0))]
     InvalidNetworkConfig(Vec<String>),

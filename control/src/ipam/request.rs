@@ -16,7 +16,8 @@ use super::error::IpamError;
 ///
 /// Each element is one flag occurrence (`--subnet A --subnet B` gives two). The CLI front end
 /// splits `--aux-address name=ip` at the first `=` (a value without `=` is `(name, "")`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The default request has IPv4 on and IPv6 off, as `network create` without flags.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpamRequest {
     /// `--subnet` values, in order. `0.0.0.0/N` / `::/N` ask for a /N from the default pools.
     pub subnets: Vec<String>,
@@ -26,11 +27,33 @@ pub struct IpamRequest {
     pub ip_ranges: Vec<String>,
     /// `--aux-address` values as `(name, address)`; a repeated name keeps the last address.
     pub aux: Vec<(String, String)>,
+    /// `--ipv4` (default true): allocate IPv4 (`--ipv4=false`: no IPv4 subnet, none given).
+    #[serde(default = "crate::ipam::request::yes")]
+    pub ipv4: bool,
     /// `--ipv6`: allocate IPv6 (v6 subnets are ignored without it).
     pub ipv6: bool,
     /// Whether the network wants a gateway chosen automatically when `--gateway` is absent.
     /// A gateway given with `--gateway` is reserved either way (every Docker version does).
     pub want_gateway: bool,
+}
+
+impl Default for IpamRequest {
+    fn default() -> Self {
+        IpamRequest {
+            subnets: Vec::new(),
+            gateways: Vec::new(),
+            ip_ranges: Vec::new(),
+            aux: Vec::new(),
+            ipv4: true,
+            ipv6: false,
+            want_gateway: false,
+        }
+    }
+}
+
+/// `true`, for `#[serde(default = ...)]` of fields that default to on.
+pub(crate) fn yes() -> bool {
+    true
 }
 
 /// One `IPAM.Config[]` entry in Docker's API shape. The CLI grouping produces these (with
@@ -196,15 +219,22 @@ impl ValidEntry {
 }
 
 /// A configuration that passed the daemon's validation, split by family (IPv4 entries then
-/// IPv6 entries, each in the given order). IPv6 entries are present only with `--ipv6`.
+/// IPv6 entries, each in the given order). IPv4 entries are present only with IPv4 on (the
+/// default), IPv6 entries only with `--ipv6`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidatedConfig {
     pub(crate) v4: Vec<ValidEntry>,
     pub(crate) v6: Vec<ValidEntry>,
+    pub(crate) ipv4: bool,
     pub(crate) ipv6: bool,
 }
 
 impl ValidatedConfig {
+    /// Whether IPv4 is enabled for the network (false with `--ipv4=false`).
+    pub fn ipv4(&self) -> bool {
+        self.ipv4
+    }
+
     /// Whether IPv6 is enabled for the network.
     pub fn ipv6(&self) -> bool {
         self.ipv6
@@ -227,8 +257,16 @@ fn address_problem(text: &str, subnet: &Prefix) -> Result<IpAddr, String> {
 
 /// The daemon's validation (Docker ≤ 27 `ValidateIPAM`): every problem of every entry is
 /// collected and reported together under `invalid network config:`. IPv6 entries are
-/// skipped (neither checked nor allocated) unless `ipv6` is set.
-pub fn validate_config(entries: &[IpamConfig], ipv6: bool) -> Result<ValidatedConfig, IpamError> {
+/// skipped (neither checked nor allocated) unless `ipv6` is set. Without `ipv4`
+/// (`--ipv4=false`, Docker 28) the network needs `ipv6` and takes no IPv4 entry.
+pub fn validate_config(
+    entries: &[IpamConfig],
+    ipv4: bool,
+    ipv6: bool,
+) -> Result<ValidatedConfig, IpamError> {
+    if !ipv4 && !ipv6 {
+        return Err(IpamError::NoAddressFamily);
+    }
     let mut errs: Vec<String> = Vec::new();
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
@@ -243,6 +281,9 @@ pub fn validate_config(entries: &[IpamConfig], ipv6: bool) -> Result<ValidatedCo
         let family = subnet.family();
         if family == Family::V6 && !ipv6 {
             continue;
+        }
+        if family == Family::V4 && !ipv4 {
+            return Err(IpamError::Ipv4Disabled(cfg.subnet.clone()));
         }
         let before = errs.len();
         if !subnet.is_masked() {
@@ -326,5 +367,5 @@ pub fn validate_config(entries: &[IpamConfig], ipv6: bool) -> Result<ValidatedCo
     if !errs.is_empty() {
         return Err(IpamError::InvalidNetworkConfig(errs));
     }
-    Ok(ValidatedConfig { v4, v6, ipv6 })
+    Ok(ValidatedConfig { v4, v6, ipv4, ipv6 })
 }

@@ -55,6 +55,10 @@ impl Req {
         self.0.ipv6 = true;
         self
     }
+    fn no_v4(mut self) -> Req {
+        self.0.ipv4 = false;
+        self
+    }
     fn no_gw(mut self) -> Req {
         self.0.want_gateway = false;
         self
@@ -263,7 +267,9 @@ fn api(subnet: &str, range: &str, gw: &str, aux: &[(&str, &str)]) -> IpamConfig 
 }
 
 fn validate_err(entries: &[IpamConfig], ipv6: bool) -> String {
-    validate_config(entries, ipv6).unwrap_err().to_string()
+    validate_config(entries, true, ipv6)
+        .unwrap_err()
+        .to_string()
 }
 
 /// The cases of moby's `TestValidateIPAM`, through the API-level entry point.
@@ -284,7 +290,7 @@ fn daemon_validation_texts() {
          * invalid gateway 2001:db8::1: parent subnet is an IPv4 block\n\
          * invalid auxiliary address DefaultGatewayIPv4: parent subnet is an IPv4 block"
     );
-    assert!(validate_config(&[api("2001:db8::/32", "", "", &[])], false).is_ok());
+    assert!(validate_config(&[api("2001:db8::/32", "", "", &[])], true, false).is_ok());
     assert_eq!(
         validate_err(&[api("foobar", "", "", &[])], false),
         "invalid network config:\ninvalid subnet foobar: invalid CIDR block notation"
@@ -327,7 +333,7 @@ fn daemon_validation_texts() {
         validate_err(&[api("10.0.0.0/8", "10.10.10.0/16", "", &[])], false),
         "invalid network config:\ninvalid ip-range 10.10.10.0/16: it should be 10.10.0.0/16"
     );
-    assert!(validate_config(&[], false).is_ok());
+    assert!(validate_config(&[], true, false).is_ok());
     assert!(validate_config(
         &[api(
             "10.0.0.0/8",
@@ -335,6 +341,7 @@ fn daemon_validation_texts() {
             "10.10.0.1",
             &[("DefaultGatewayIPv4", "10.10.0.1")]
         )],
+        true,
         false
     )
     .is_ok());
@@ -353,6 +360,72 @@ fn v6_subnet_without_ipv6_is_ignored() {
         create_err(&net(&["10.0.0.0/24", "2001:db8::1/64"]).v6()),
         "invalid network config:\ninvalid subnet 2001:db8::1/64: it should be 2001:db8::/64"
     );
+}
+
+// ---------------------------------------------------------------- IPv6-only (--ipv4=false)
+
+#[test]
+fn ipv6_only_allocates_no_ipv4() {
+    let mut s = space();
+    let n = create(&mut s, "a", &net(&["2001:db8::/64"]).v6().no_v4()).unwrap();
+    assert!(n.v4.is_empty(), "no IPv4 pool is taken: {:?}", n.v4);
+    assert_eq!(n.v6.len(), 1);
+    assert_eq!(n.v6[0].subnet.to_string(), "2001:db8::/64");
+    assert_eq!(n.v6[0].gateway.unwrap().to_string(), "2001:db8::1");
+    let e = dynamic(&mut s, "a");
+    assert!(e.v4.is_none());
+    assert_eq!(v6_of(&e), "2001:db8::2");
+    // The status lists the IPv6 subnet only, and the default IPv4 pool stays free for the
+    // next network (it gets the first one, as if the IPv6-only network did not exist).
+    assert_eq!(s.status("a").unwrap().len(), 1);
+    let b = create(&mut s, "b", &net(&[])).unwrap();
+    let mut fresh = space();
+    let first = create(&mut fresh, "x", &net(&[])).unwrap();
+    assert_eq!(b.v4[0].subnet, first.v4[0].subnet);
+    // Without a subnet, IPv6 comes from the default pools, IPv4 still not at all.
+    let c = create(&mut s, "c", &net(&[]).v6().no_v4()).unwrap();
+    assert!(c.v4.is_empty());
+    assert_eq!(c.v6.len(), 1);
+    // --ip on it: no IPv4 subnet holds the address.
+    assert_eq!(
+        with_ip(&mut s, "a", "192.0.2.5").unwrap_err().to_string(),
+        "invalid endpoint settings:\nno configured subnet contains IP address 192.0.2.5"
+    );
+}
+
+#[test]
+fn ipv6_only_refusals_leave_nothing() {
+    let mut s = space();
+    let before = s.clone();
+    // Neither family: the text of Docker's bridge driver.
+    let e = create(&mut s, "a", &net(&[]).no_v4()).unwrap_err();
+    assert_eq!(e, IpamError::NoAddressFamily);
+    assert_eq!(e.to_string(), "IPv4 or IPv6 must be enabled");
+    // An IPv4 subnet (with or without its gateway, range, aux address) and --ipv4=false.
+    for r in [
+        net(&["192.0.2.0/24", "2001:db8::/64"]).v6().no_v4(),
+        net(&["2001:db8::/64", "192.0.2.0/24"])
+            .gw(&["192.0.2.1"])
+            .range(&["192.0.2.128/25"])
+            .aux("x", "192.0.2.9")
+            .v6()
+            .no_v4(),
+        net(&["0.0.0.0/24"]).v6().no_v4(),
+    ] {
+        let e = create(&mut s, "a", &r).unwrap_err();
+        assert!(matches!(e, IpamError::Ipv4Disabled(_)), "{e:?}");
+        assert!(e.to_string().contains("--ipv4=false"), "{e}");
+    }
+    assert_eq!(
+        create(&mut s, "a", &net(&["192.0.2.0/24"]).v6().no_v4())
+            .unwrap_err()
+            .to_string(),
+        "invalid network config: IPv4 is disabled (--ipv4=false) but subnet 192.0.2.0/24 is \
+         IPv4: drop the IPv4 --subnet (and its --ip-range, --gateway and --aux-address), or \
+         enable IPv4"
+    );
+    assert_eq!(s, before);
+    assert!(s.network_ids().is_empty());
 }
 
 // ---------------------------------------------------------------- allocation errors

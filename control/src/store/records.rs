@@ -267,6 +267,16 @@ pub struct Managed {
     pub reserved: Vec<ReservedEndpoint>,
 }
 
+/// `true`, the serde default of [`NetworkRecord::ipv4`].
+fn yes() -> bool {
+    true
+}
+
+/// Whether [`NetworkRecord::ipv4`] has its default (it is then not written).
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 /// One network and its endpoints.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkRecord {
@@ -288,6 +298,10 @@ pub struct NetworkRecord {
     /// `--internal`.
     #[serde(default)]
     pub internal: bool,
+    /// IPv4 enabled: false for an IPv6-only network (`--ipv4=false`). Records written
+    /// before the flag existed have no field and are dual-stack or IPv4-only: true.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub ipv4: bool,
     /// `--ipv6`.
     #[serde(default)]
     pub ipv6: bool,

@@ -69,6 +69,7 @@ fn sample(id: &str) -> NetworkRecord {
         driver: "ipvlan".into(),
         options: Default::default(),
         internal: false,
+        ipv4: true,
         ipv6: false,
         ipam_config: Vec::new(),
         ipam: Default::default(),
@@ -83,6 +84,26 @@ fn sample(id: &str) -> NetworkRecord {
         managed: None,
         dhcp: false,
     }
+}
+
+/// `ipv4` false (an IPv6-only network) survives a write and a load; a record without the
+/// field (written before `--ipv4=false` existed) loads with IPv4 on.
+#[test]
+fn ipv4_flag_round_trips_and_defaults_to_on() {
+    let d = dir("ipv4");
+    let store = Store::open(&d.0).unwrap();
+    let id = crate::ids::new_id().unwrap();
+    let mut rec = sample(&id);
+    rec.ipv4 = false;
+    rec.ipv6 = true;
+    store.create_network(&rec).unwrap();
+    let loaded = store.load_networks(&mut |_| {}).unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert!(!loaded[0].ipv4 && loaded[0].ipv6);
+    let text = serde_json::to_string(&sample(&id)).unwrap();
+    assert!(!text.contains("ipv4"), "{text}");
+    let old: NetworkRecord = serde_json::from_str(&text).unwrap();
+    assert!(old.ipv4);
 }
 
 #[test]

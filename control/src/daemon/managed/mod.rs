@@ -188,6 +188,9 @@ fn config_diff(rec: &NetworkRecord, e: &EnsureNetwork) -> Option<String> {
             rec.internal, e.internal
         ));
     }
+    if rec.ipv4 != e.ipv4 {
+        return Some(format!("ipv4 {} instead of {}", rec.ipv4, e.ipv4));
+    }
     if rec.ipv6 != e.ipv6 {
         return Some(format!("ipv6 {} instead of {}", rec.ipv6, e.ipv6));
     }
@@ -277,12 +280,12 @@ impl Daemon {
         };
         let ipam = match e.options.get(options::IPAM_OPT).map(String::as_str) {
             None => NewIpam::External(e.subnets.clone()),
-            Some("dhcp") if e.subnets.is_empty() && !e.ipv6 => NewIpam::Dhcp,
+            Some("dhcp") if e.subnets.is_empty() && !e.ipv6 && e.ipv4 => NewIpam::Dhcp,
             Some("dhcp") => {
                 return Err(format!(
                     "{}=dhcp: the LAN's DHCP server gives the addresses, so the network takes \
                      no subnet and no IPv6: create it with --ipam-driver null and without \
-                     --subnet, --gateway, --ip-range, --aux-address and --ipv6",
+                     --subnet, --gateway, --ip-range, --aux-address, --ipv6 and --ipv4=false",
                     options::IPAM_OPT
                 ))
             }
@@ -300,6 +303,7 @@ impl Daemon {
             driver: e.driver.clone(),
             options: e.options.clone(),
             ipam,
+            ipv4: e.ipv4,
             ipv6: e.ipv6,
             internal: e.internal,
             managed: Some(Managed {

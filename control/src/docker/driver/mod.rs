@@ -364,15 +364,28 @@ fn create_network(b: &dyn Backend, driver: Driver, body: &[u8]) -> Result<Value,
                 "{IPAM_OPT}=dhcp leases IPv4 addresses only: --ipv6 cannot be used"
             ));
         }
+        if !flags.ipv4 {
+            return Err(format!(
+                "{IPAM_OPT}=dhcp leases IPv4 addresses only: --ipv4=false cannot be used"
+            ));
+        }
     } else if !options.contains_key(IPAM_OPT) {
         // (Another value of the option: the daemon refuses it by name.)
         refuse_null_pools(flags, r.ipv4.as_deref(), r.ipv6.as_deref())?;
-        subnets = ipam_configs(r.ipv4);
+        // With enable_ipv4=false (Docker 28's --ipv4=false) Docker's IPAM allocates no IPv4
+        // pool; an IPv4 pool sent anyway is not used, as Docker's own drivers do not.
+        if flags.ipv4 {
+            subnets = ipam_configs(r.ipv4);
+        }
         if flags.ipv6 {
             subnets.extend(ipam_configs(r.ipv6));
         }
     }
-    let Flags { ipv6, internal, .. } = flags;
+    let Flags {
+        ipv4,
+        ipv6,
+        internal,
+    } = flags;
     b.learn_names_now();
     let req = EnsureNetwork {
         id: Some(r.network_id.clone()),
@@ -381,6 +394,7 @@ fn create_network(b: &dyn Backend, driver: Driver, body: &[u8]) -> Result<Value,
         driver: driver.as_str().to_string(),
         options,
         subnets,
+        ipv4,
         ipv6,
         internal,
         parent_from_default_route: false,

@@ -143,6 +143,51 @@ fn null_ipam_is_refused_as_docker_drivers_do() {
     }
 }
 
+/// Docker 28's `--ipv4=false` reaches the daemon as an IPv6-only network: `ipv4` false, only
+/// the IPv6 pool as a subnet (an IPv4 pool sent anyway is not used); without the key (Docker
+/// before 28) and with it true, IPv4 stays on.
+#[test]
+fn enable_ipv4_false_is_passed_to_the_daemon() {
+    let create = |options: &str, v4: &str| {
+        let b = fake(|_| ok(json!(NID)));
+        let body = format!(
+            r#"{{"NetworkID":"{NID}","Options":{options},"IPv4Data":{v4},"IPv6Data":[{{"Pool":"2001:db8::/64","Gateway":"2001:db8::1/64"}}]}}"#
+        );
+        let r = handle(
+            &b,
+            Driver::Ipvlan,
+            "NetworkDriver.CreateNetwork",
+            body.as_bytes(),
+        );
+        assert_eq!(r.body["Err"].as_str(), None);
+        let seen = b.seen.lock().unwrap().clone();
+        let Some(Request::NetworkEnsure(e)) = seen.first() else {
+            panic!("{seen:?}")
+        };
+        e.clone()
+    };
+    let real4 = r#"[{"Pool":"192.0.2.0/24","Gateway":"192.0.2.1/24"}]"#;
+    let off = r#"{"com.docker.network.enable_ipv4":false,"com.docker.network.enable_ipv6":true}"#;
+    for v4 in ["[]", "null", real4] {
+        let e = create(off, v4);
+        assert!(!e.ipv4 && e.ipv6, "{e:?}");
+        let subnets: Vec<&str> = e.subnets.iter().map(|s| s.subnet.as_str()).collect();
+        assert_eq!(subnets, ["2001:db8::/64"]);
+    }
+    let on = r#"{"com.docker.network.enable_ipv4":true,"com.docker.network.enable_ipv6":true}"#;
+    let old = r#"{"com.docker.network.enable_ipv6":true}"#;
+    for opts in [on, old] {
+        let e = create(opts, real4);
+        assert!(e.ipv4 && e.ipv6, "{e:?}");
+        assert_eq!(e.subnets.len(), 2);
+    }
+    // The flag travels in the request's JSON only when it is off.
+    let json = serde_json::to_string(&Request::NetworkEnsure(create(off, "[]"))).unwrap();
+    assert!(json.contains(r#""ipv4":false"#), "{json}");
+    let json = serde_json::to_string(&Request::NetworkEnsure(create(old, real4))).unwrap();
+    assert!(!json.contains("ipv4"), "{json}");
+}
+
 /// `--ipam-driver null -o uvlan.ipam=dhcp`: the null pool is accepted and no subnet is
 /// sent; a real pool, IPv6, or no option at all are refused before the daemon is asked.
 #[test]

@@ -155,26 +155,27 @@ impl AddressSpace {
         req: &IpamRequest,
     ) -> Result<NetworkIpam, IpamError> {
         let entries = group_cli(req)?;
-        let cfg = validate_config(&entries, req.ipv6)?;
+        let cfg = validate_config(&entries, req.ipv4, req.ipv6)?;
         self.create_validated(net_id, net_name, &cfg, req.want_gateway)
     }
 
     /// `network create` from API-shaped entries (no CLI grouping): daemon validation, then
-    /// allocation.
+    /// allocation. `ipv4` is false for `--ipv4=false`.
     pub fn create_network_from_config(
         &mut self,
         net_id: &str,
         net_name: &str,
         entries: &[IpamConfig],
+        ipv4: bool,
         ipv6: bool,
         want_gateway: bool,
     ) -> Result<NetworkIpam, IpamError> {
-        let cfg = validate_config(entries, ipv6)?;
+        let cfg = validate_config(entries, ipv4, ipv6)?;
         self.create_validated(net_id, net_name, &cfg, want_gateway)
     }
 
-    /// Allocates a network: for each IPv4 entry (a default-pool subnet if there is none),
-    /// then each IPv6 entry when IPv6 is on (a default-pool /64 if there is none): the
+    /// Allocates a network: for each IPv4 entry when IPv4 is on (a default-pool subnet if
+    /// there is none), then each IPv6 entry when IPv6 is on (a default-pool /64 if there is none): the
     /// subnet's pool, then its gateway, then its aux addresses. On any error everything
     /// this call reserved is released.
     pub fn create_validated(
@@ -215,15 +216,17 @@ impl AddressSpace {
         want_gateway: bool,
     ) -> Result<NetworkIpam, IpamError> {
         let mut ipam = NetworkIpam::default();
-        let default_v4 = [ValidEntry::default_dynamic(Family::V4)];
-        let v4: &[ValidEntry] = if cfg.v4.is_empty() {
-            &default_v4
-        } else {
-            &cfg.v4
-        };
-        for entry in v4 {
-            let alloc = self.allocate_subnet(journal, net_id, entry, want_gateway)?;
-            ipam.v4.push(alloc);
+        if cfg.ipv4 {
+            let default_v4 = [ValidEntry::default_dynamic(Family::V4)];
+            let v4: &[ValidEntry] = if cfg.v4.is_empty() {
+                &default_v4
+            } else {
+                &cfg.v4
+            };
+            for entry in v4 {
+                let alloc = self.allocate_subnet(journal, net_id, entry, want_gateway)?;
+                ipam.v4.push(alloc);
+            }
         }
         if cfg.ipv6 {
             let default_v6 = [ValidEntry::default_dynamic(Family::V6)];

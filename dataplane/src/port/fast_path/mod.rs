@@ -39,7 +39,10 @@
 //! decision. The program also refuses (sends to the slow path) what the engine would judge
 //! differently: group destinations, a tag in skb metadata, an IPv4 header whose version,
 //! IHL or total length `ipvlan_get_L3_hdr` would refuse, an IPv6 header whose version is
-//! not 6, and headers not in the linear area.
+//! not 6, an IPv6 frame from `::` (`ipvlan_get_L3_hdr` keys an ICMPv6 neighbour
+//! solicitation from `::` by its target, not its destination), and headers not in the
+//! linear area. The ipvlan key holds the whole IPv6 destination, so IPv6-only endpoints are
+//! served like IPv4 ones.
 //!
 //! A hit counts the frame and its bytes in the entry (atomic adds) and calls
 //! `bpf_redirect_peer` to the target's uvf end: the frame enters the target's `eth0` with
@@ -141,7 +144,10 @@ pub fn cache_key(frame: &[u8], ifindex: u32, kind: KeyKind) -> Option<[u8; KEY_L
         }
         0x86dd => {
             let ip = frame.get(14..54)?;
-            if ip.first()? >> 4 != 6 {
+            // From `::`, ipvlan keys an ICMPv6 neighbour solicitation by its target, not by
+            // the destination (`ipvlan_get_L3_hdr`, IPVL_ICMPV6): no frame from `::` is
+            // keyed (only DAD sends them).
+            if ip.first()? >> 4 != 6 || ip.get(8..24)?.iter().all(|b| *b == 0) {
                 return None;
             }
             k.get_mut(20..36)?.copy_from_slice(ip.get(24..40)?);

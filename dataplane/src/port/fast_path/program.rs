@@ -132,12 +132,18 @@ pub fn assemble_veth(cache: &Map, links: &Map, stats: &Map) -> Result<Vec<Insn>,
     lookup(&mut a, cache, K);
     a.jmp_imm(Jmp::Ne, R0, 0, hit).ja(miss);
 
-    // IPv6: version 6, then the destination address.
+    // IPv6: version 6, a source other than `::` (from `::` ipvlan keys an NS by its
+    // target, not its destination: the slow path decides), then the destination address.
     a.bind(v6);
     need(&mut a, 54, miss);
     a.ldx(Size::B, R2, R7, 14)
         .alu_imm(Alu::Rsh, R2, 4)
         .jmp_imm(Jmp::Ne, R2, 6, miss)
+        .ldx(Size::W, R2, R7, 22);
+    for off in [26, 30, 34] {
+        a.ldx(Size::W, R3, R7, off).alu_reg(Alu::Or, R2, R3);
+    }
+    a.jmp_imm(Jmp::Eq, R2, 0, miss)
         .st_imm(Size::H, R10, K + 4, 0x86dd);
     for i in 0..4 {
         a.ldx(Size::W, R2, R7, 38 + 4 * i)

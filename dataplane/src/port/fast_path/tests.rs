@@ -183,6 +183,28 @@ fn l3_keys_check_the_headers_ipvlan_checks() {
     v5[14] = 0x50;
     assert_eq!(cache_key(&v5, LO, KeyKind::L3), None);
     assert_eq!(run(&fp, &v5), TC_ACT_SHOT);
+    // From `::`: ipvlan looks an ICMPv6 neighbour solicitation up by its target, not by its
+    // destination (`ipvlan_get_L3_hdr`, IPVL_ICMPV6), so an entry learned for the
+    // destination must not serve it, and it must not teach one (a unicast NS from `::` to
+    // d6 for another endpoint's target would otherwise send later frames to d6 there).
+    let mut ns = f6.clone();
+    ns[14 + 6] = 58;
+    ns[14 + 8..14 + 24].fill(0);
+    ns[54] = 135;
+    assert_eq!(cache_key(&ns, LO, KeyKind::L3), None);
+    assert_eq!(run(&fp, &ns), TC_ACT_SHOT);
+    // Any frame from `::` takes the slow path (only DAD sends them: rare).
+    let mut udp = f6.clone();
+    udp[14 + 8..14 + 24].fill(0);
+    assert_eq!(cache_key(&udp, LO, KeyKind::L3), None);
+    assert_eq!(run(&fp, &udp), TC_ACT_SHOT);
+    // One non-zero byte in the source address anywhere keys it again.
+    for i in 0..16 {
+        let mut f = udp.clone();
+        f[14 + 8 + i] = 1;
+        assert!(cache_key(&f, LO, KeyKind::L3).is_some(), "{i}");
+        assert_eq!(run(&fp, &f), TC_ACT_REDIRECT, "{i}");
+    }
 }
 
 #[test]
