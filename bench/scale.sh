@@ -12,7 +12,13 @@
 #     IDLE_SECS, default 10 s, from /proc/PID/stat and /proc/PID/task/*/status);
 #   - TCP and 64-byte UDP over IPv6 (`iperf3 -6`, SECS each, default 3 s) and RTT p50/p99
 #     (`ping -6 -i 0.01 -c 500`) between two of the endpoints;
-# and at the largest N: disconnecting every endpoint and the RSS after that (memory given
+# Each endpoint namespace gets `net.ipv6.conf.default.router_solicitations=0` before its
+# eth0 exists (KERNEL_RS=1 keeps the kernel's default, -1: solicit forever with a backoff):
+# an internal network has no router to answer, and ipvlan (as the kernel's) delivers each
+# solicitation to every other endpoint, so 1,000 endpoints soliciting cost O(N²) frames that
+# are the kernel's IPv6 traffic, not uvlan's cost (docs/performance.md, "IPv6-only, 1,000
+# endpoints"). DAD and MLD reports are sent once per endpoint as it comes up either way.
+# And at the largest N: disconnecting every endpoint and the RSS after that (memory given
 # back), connecting them again, the daemon's stop time (SIGTERM to exit; endpoints stay), its
 # restart time (until the API answers), and disconnecting every endpoint again.
 #
@@ -48,6 +54,7 @@ import os, statistics, subprocess, sys, time
 UV, P, DIR = os.environ["UV"], os.environ["p"], os.environ["dir"]
 NS = [int(x) for x in os.environ.get("SCALE_NS", "2 100 1000").split()]
 IDLE = float(os.environ.get("IDLE_SECS", "10"))
+KERNEL_RS = os.environ.get("KERNEL_RS", "0") == "1"
 SECS = os.environ.get("SECS", "3")
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -124,6 +131,12 @@ def make_ns(lo, hi):
     with open(f"{DIR}/add", "w") as f:
         for i in range(lo, hi):
             f.write(f"netns add {ns(i)}\n")
+            if not KERNEL_RS:
+                # No router solicitations from the endpoints (eth0 inherits `default`): an
+                # internal network has no router, and each solicitation goes to every other
+                # endpoint (see the header).
+                f.write(f"netns exec {ns(i)} sysctl -qw "
+                        "net.ipv6.conf.default.router_solicitations=0\n")
     run("ip", "-batch", f"{DIR}/add")
 
 def ms(x):

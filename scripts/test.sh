@@ -24,7 +24,7 @@ UVLAN_TEST_IO=plain cargo test -p uvlan-system-tests --no-fail-fast --test wire 
 # (every testbed's daemon started with --fast-path on) about 100 s.
 UVLAN_TEST_FAST_PATH=on cargo test -p uvlan-system-tests --no-fail-fast --test matrix \
     --test differential --test lifecycle --test wire --test observe --test crash --test dhcp \
-    --test labs \
+    --test labs --test ipv6_only \
     -- --test-threads="${UVLAN_TEST_THREADS:-2}"
 UVLAN_TEST_FAST_PATH=on cargo test -p uvlan-control --no-fail-fast --test cni --test docker \
     -- --test-threads="${UVLAN_TEST_THREADS:-2}"
