@@ -6,7 +6,8 @@
 # daemon's /proc/PID/fdinfo). Numbers are printed, never asserted. Root; namespaces `uvfps*`
 # it creates and deletes only. The network is IPv6-only on 2001:db8::/64
 # (`--ipv4=false --ipv6`); with FAMILY=4 it is IPv4-only on 192.0.2.0/24, 198.51.100.0/24
-# and 203.0.113.0/24, which hold 750 endpoints at most.
+# and 203.0.113.0/24, which hold 750 endpoints at most. The endpoint namespaces solicit no
+# routers (KERNEL_RS=1: the kernel's default), as in bench/scale.sh.
 #
 # With GAP (seconds, e.g. 0.2), each command is timed alone and the next one starts GAP
 # later, so a command does not wait for the kernel work its predecessor left behind (the
@@ -79,7 +80,14 @@ for mode in $modes; do
     "$bin" network create -d macvlan --internal "${subnets[@]}" n >/dev/null
     fd0=$(ls "/proc/$dpid/fd" | wc -l)
     rss0=$(awk '/VmRSS/ {print $2}' "/proc/$dpid/status")
-    for i in $(seq "$n"); do ip netns add "$p$i"; done
+    for i in $(seq "$n"); do
+        ip netns add "$p$i"
+        # No router solicitations from the endpoints (KERNEL_RS=1 keeps the kernel's
+        # forever-backoff): as in bench/scale.sh, an internal network has no router, and
+        # each solicitation reaches every other endpoint.
+        [ "${KERNEL_RS:-0}" = 1 ] ||
+            ip netns exec "$p$i" sysctl -qw net.ipv6.conf.default.router_solicitations=0
+    done
     t=$(each network connect n)
     fd1=$(ls "/proc/$dpid/fd" | wc -l)
     rss1=$(awk '/VmRSS/ {print $2}' "/proc/$dpid/status")
