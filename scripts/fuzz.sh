@@ -5,7 +5,7 @@
 #
 #   scripts/fuzz.sh [TARGET...]          (default: every target)
 #   RUNS=10000000 MAX_SECONDS=7200 scripts/fuzz.sh docker_http tap_frame
-#   SANITIZER=none scripts/fuzz.sh       (no AddressSanitizer: 2-4x the executions per second)
+#   SANITIZER=none scripts/fuzz.sh       (no AddressSanitizer: several times the executions per second)
 #
 # The fuzzed code is safe Rust (no unsafe block on any target's path), so what a target can
 # find is a panic, an overflow (debug assertions are on), a timeout or unbounded memory; all of
@@ -57,8 +57,8 @@ for t in "${targets[@]}"; do
         status=1
     fi
     secs=$(($(date +%s) - start))
-    runs=$(grep -oE 'Done [0-9]+ runs' "$log" | grep -oE '[0-9]+' || echo "?")
-    last=$(grep -E '^#[0-9]+' "$log" | tail -1)
+    runs=$(grep -aoE 'Done [0-9]+ runs' "$log" | grep -oE '[0-9]+' || echo "?")
+    last=$(grep -aE '^#[0-9]+' "$log" | tail -1)
     cov=$(grep -oE 'cov: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || echo "?")
     ft=$(grep -oE 'ft: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || echo "?")
     corp=$(grep -oE 'corp: [0-9]+/[0-9]+[a-zA-Z]*' <<<"$last" | cut -d' ' -f2 || echo "?")
