@@ -242,6 +242,18 @@ impl Daemon {
         Ok(rt)
     }
 
+    /// Takes `port`'s TAP back from the dataplane (`None` when it had none, or when the
+    /// dataplane refused, which is logged).
+    pub(super) fn take_tap_back(&self, port: PortId) -> Option<Tap> {
+        match self.dp.remove_tap(port) {
+            Ok(t) => t,
+            Err(e) => {
+                (self.log)(&format!("taking the TAP of {port} back: {e}"));
+                None
+            }
+        }
+    }
+
     /// Takes the endpoint out of the engine and the dataplane and destroys its TAP. Returns
     /// once the interface has left its namespace (with its addresses): the kernel's slower
     /// rest of the work goes on on a short-lived thread (see [`endpoint::destroy_tap_async`]).
@@ -258,13 +270,7 @@ impl Daemon {
             }
             None => None,
         };
-        let tap = match self.dp.remove_tap(rt.port) {
-            Ok(t) => t,
-            Err(e) => {
-                (self.log)(&format!("taking the TAP of {} back: {e}", rt.port));
-                None
-            }
-        };
+        let tap = self.take_tap_back(rt.port);
         let port = rt.port;
         match with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port)) {
             Ok(Ok(()))

@@ -181,21 +181,7 @@ pub(super) fn resolve_intents(
                     if !has {
                         // Written before the intent, so this cannot happen with this
                         // build's files; made again all the same from the endpoint.
-                        let r = ReservedEndpoint {
-                            key,
-                            addrs: ep.addrs,
-                            mac: if rec.driver == "macvlan" {
-                                ep.mac.clone()
-                            } else {
-                                String::new()
-                            },
-                            req_mac: ep.req_mac.clone(),
-                            created: ep.created.clone(),
-                            host_name: ep.host_name.clone(),
-                            endpoint_id: Some(ep.id.clone()),
-                            lease: ep.lease.clone(),
-                            offered: None,
-                        };
+                        let r = ReservedEndpoint::of_endpoint(&ep, rec.driver == "macvlan", true);
                         store.save_reserved(&rec.id, &r)?;
                         if let Some(m) = rec.managed.as_mut() {
                             m.reserved.push(r);

@@ -243,6 +243,27 @@ pub struct ReservedEndpoint {
 }
 
 impl ReservedEndpoint {
+    /// The reservation an attached endpoint goes back to on Docker's Leave: its key,
+    /// addresses, MAC (macvlan only; ipvlan ports take the parent's), lease, and with
+    /// `parked` its endpoint ID (the kept endpoint it names).
+    pub fn of_endpoint(ep: &EndpointRecord, macvlan: bool, parked: bool) -> ReservedEndpoint {
+        ReservedEndpoint {
+            key: ep.key.clone().unwrap_or_default(),
+            addrs: ep.addrs,
+            mac: if macvlan {
+                ep.mac.clone()
+            } else {
+                String::new()
+            },
+            req_mac: ep.req_mac.clone(),
+            created: ep.created.clone(),
+            host_name: ep.host_name.clone(),
+            endpoint_id: parked.then(|| ep.id.clone()),
+            lease: ep.lease.clone(),
+            offered: None,
+        }
+    }
+
     /// Whether `key` can name a reservation's file (Docker's endpoint IDs can): 1 to 200
     /// characters of `[A-Za-z0-9_.:-]`, not starting with a dot.
     pub fn key_is_storable(key: &str) -> bool {

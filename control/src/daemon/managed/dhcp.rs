@@ -36,21 +36,12 @@ impl Daemon {
             .map_err(failed)?;
         st.nets[i].pending.insert(spec.key.clone(), chosen);
         drop(st);
-        let mut r = ReservedEndpoint {
-            key: spec.key.clone(),
-            addrs,
-            mac: if macvlan {
-                chosen.to_string()
-            } else {
-                String::new()
-            },
-            req_mac: spec.mac.clone(),
-            created: ids::now_rfc3339(),
-            host_name: None,
-            endpoint_id: None,
-            lease: None,
-            offered: None,
+        let mac = if macvlan {
+            chosen.to_string()
+        } else {
+            String::new()
         };
+        let mut r = new_reservation(spec, addrs, mac);
         // The last offer written to the store (its REQUEST may have reached the server).
         let noted = std::sync::Mutex::new(None::<crate::dhcp::Lease>);
         let note = |offer: &crate::dhcp::Lease| -> Result<(), String> {

@@ -47,7 +47,7 @@ use crate::api::{
 use crate::ids;
 use crate::ipam::{EndpointAddr, EndpointAddrs};
 use crate::netns::{Netns, Rtnl, NETNS_RUN_DIR};
-use crate::store::{EndpointRecord, Intent, Managed, NetworkRecord, ReservedEndpoint};
+use crate::store::{Intent, Managed, NetworkRecord, ReservedEndpoint};
 
 use super::dp::with_engine;
 use super::endpoint::{self, CustomRoute, DefaultRoute};
@@ -142,22 +142,18 @@ fn with_lease_routes(mut info: AttachInfo, lease: Option<&crate::dhcp::Lease>) -
     info
 }
 
-/// The reservation an attached endpoint goes back to on Leave (with its kept TAP's name and
-/// endpoint ID when `parked`).
-fn reservation_of(ep: &EndpointRecord, macvlan: bool, parked: bool) -> ReservedEndpoint {
+/// A new reservation for `spec` (not yet joined, no lease): `mac` is the endpoint's own for
+/// macvlan, empty for ipvlan (the port takes the parent's).
+fn new_reservation(spec: &EndpointSpec, addrs: EndpointAddrs, mac: String) -> ReservedEndpoint {
     ReservedEndpoint {
-        key: ep.key.clone().unwrap_or_default(),
-        addrs: ep.addrs,
-        mac: if macvlan {
-            ep.mac.clone()
-        } else {
-            String::new()
-        },
-        req_mac: ep.req_mac.clone(),
-        created: ep.created.clone(),
-        host_name: ep.host_name.clone(),
-        endpoint_id: parked.then(|| ep.id.clone()),
-        lease: ep.lease.clone(),
+        key: spec.key.clone(),
+        addrs,
+        mac,
+        req_mac: spec.mac.clone(),
+        created: ids::now_rfc3339(),
+        host_name: None,
+        endpoint_id: None,
+        lease: None,
         offered: None,
     }
 }
@@ -423,17 +419,7 @@ impl Daemon {
         if dhcp {
             return self.reserve_leased(st, i, spec, chosen, addrs);
         }
-        let r = ReservedEndpoint {
-            key: spec.key.clone(),
-            addrs,
-            mac: mac.clone(),
-            req_mac: spec.mac.clone(),
-            created: ids::now_rfc3339(),
-            host_name: None,
-            endpoint_id: None,
-            lease: None,
-            offered: None,
-        };
+        let r = new_reservation(spec, addrs, mac.clone());
         let net_id = st.nets[i].rec.id.clone();
         self.store
             .save_reserved(&net_id, &r)
@@ -644,7 +630,7 @@ impl Daemon {
             // Leave: the reservation first, then the endpoint's intent (see the store's
             // docs): a crash before the intent leaves the endpoint attached (the stale
             // reservation goes on load); after it, the next start finishes the detach.
-            let reservation = (!forget).then(|| reservation_of(&ep, macvlan, park));
+            let reservation = (!forget).then(|| ReservedEndpoint::of_endpoint(&ep, macvlan, park));
             if let Some(r) = &reservation {
                 self.store
                     .save_reserved(&net_id, r)
@@ -803,13 +789,7 @@ impl Daemon {
     /// names of its daemon-side end ([`endpoint::delete_fast_leftovers`]).
     fn park(&self, mut rt: EpRt) -> Option<Tap> {
         drop(rt.watcher.take());
-        let tap = match self.dp.remove_tap(rt.port) {
-            Ok(t) => t,
-            Err(e) => {
-                (self.log)(&format!("taking the TAP of {} back: {e}", rt.port));
-                None
-            }
-        };
+        let tap = self.take_tap_back(rt.port);
         let port = rt.port;
         if let Ok(Err(e)) = with_engine(&*self.dp, move |e: &mut Engine| e.remove_port(port)) {
             (self.log)(&format!("removing {port} from the engine: {e}"));
