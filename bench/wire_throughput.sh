@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Wire ↔ endpoint throughput through uvlan (the real daemon, release build, forced to AF_XDP
-# and then to AF_PACKET) against the kernel's macvlan and against the wire relay bound (the
-# same dataplane with the engine replaced by a fixed pairing, dataplane/examples/relay.rs,
-# TAP ↔ AF_XDP and TAP ↔ AF_PACKET), measured in the same run.
+# and then to AF_PACKET; and on AF_XDP with the fast path, `--fast-path on`: a veth endpoint
+# whose decided unicast to and from the wire the kernel cache forwards) against the kernel's
+# macvlan and against the wire relay bound (the same dataplane with the engine replaced by a
+# fixed pairing, dataplane/examples/relay.rs, TAP ↔ AF_XDP and TAP ↔ AF_PACKET), measured in
+# the same run.
 # Root only; namespaces and veths only (nothing touches the real uplink); documentation
 # addresses only; everything is deleted on exit.
 #
@@ -12,6 +14,7 @@
 #   ns E: the endpoint eth0 192.0.2.10, MAC 02:00:00:00:00:10, macvlan bridge on up0:
 #         kernel:  ip link add … link up0 type macvlan mode bridge, moved into E
 #         uvlan:   uvlan network create -d macvlan -o parent=up0 …; uvlan network connect
+#                  (with --fast-path on: eth0 is a veth whose other end sits in H)
 #         relay:   relay --tap E --parent up0 --mac 02:00:00:00:00:10 (run in H)
 # Measurements (iperf3, server in U, client in E), each RUNS times, median printed:
 #   TCP E→U, TCP U→E (-R): receiver Mbit/s
@@ -122,11 +125,12 @@ kernel() {
 }
 
 uvlan_run() {
-    local backend=$1
+    local backend=$1 fast=${2:-off} name=uvlan/$1
+    [ "$fast" = on ] && name=uvlan/$1+fast
     topology
     mkdir -p "$tmp/root"
     ip netns exec "$p-H" "$uvlan" daemon --root "$tmp/root" --socket "$tmp/sock" \
-        --wire-backend "$backend" 2>"$tmp/daemon.log" &
+        --wire-backend "$backend" --fast-path "$fast" 2>"$tmp/daemon.log" &
     daemon_pid=$!
     for _ in $(seq 100); do [ -S "$tmp/sock" ] && break; sleep 0.05; done
     export UVLAN_SOCKET=$tmp/sock UVLAN_ROOT=$tmp/root
@@ -134,7 +138,10 @@ uvlan_run() {
         --gateway 192.0.2.254 bench >/dev/null
     "$uvlan" network inspect bench | grep '"Mode"' | sed 's/^ */  wire: /'
     "$uvlan" network connect --ip 192.0.2.10 --mac-address 02:00:00:00:00:10 bench "$p-E"
-    measure "uvlan/$backend"
+    measure "$name"
+    if [ "$fast" = on ]; then
+        "$uvlan" stats bench | grep -A3 "^fast path" | sed 's/^/  /' || true
+    fi
     "$uvlan" network disconnect bench "$p-E"
     "$uvlan" network rm bench >/dev/null
     cleanup
@@ -162,6 +169,7 @@ for backend in af_xdp af_packet; do
     relay_run "$backend"
     uvlan_run "$backend"
 done
+uvlan_run af_xdp on
 read -r k_tu k_td k_uu k_ud <"$res/kernel"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
@@ -179,3 +187,7 @@ for b in af_xdp af_packet; do
     printf '%-18s %14s %14s %16s %16s\n' "  ÷ relay bound" "$(ratio "$u_tu" "$r_tu")" \
         "$(ratio "$u_td" "$r_td")" "$(ratio "$u_uu" "$r_uu")" "$(ratio "$u_ud" "$r_ud")"
 done
+read -r f_tu f_td f_uu f_ud <"$res/uvlan_af_xdp+fast"
+printf '%-18s %14s %14s %16s %16s\n' "uvlan fast path" "$f_tu" "$f_td" "$f_uu" "$f_ud"
+printf '%-18s %14s %14s %16s %16s\n' "  ÷ kernel" "$(ratio "$f_tu" "$k_tu")" \
+    "$(ratio "$f_td" "$k_td")" "$(ratio "$f_uu" "$k_uu")" "$(ratio "$f_ud" "$k_ud")"

@@ -5,7 +5,9 @@
 //! daemon's namespace. Namespaces and addresses (192.0.2.0/24) are the test's own.
 
 use serde_json::{json, Value};
-use uvlan_system_tests::{plugin_call, World};
+use uvlan_system_tests::net::{has_xdp, ping_all, sa, tcp_echo, GW_IP, PARENT};
+use uvlan_system_tests::trunk::tcx_ingress_programs;
+use uvlan_system_tests::{plugin_call, Backend, LanOptions, World};
 
 fn fast_counters(w: &World, net: &str, ep: &str) -> (u64, u64) {
     counters(w, net, ep, "fast_sent_frames", "fast_received_frames")
@@ -113,6 +115,128 @@ fn veth_endpoints_use_the_cache_and_disconnect_invalidates() {
             "the daemon's ends are gone: {links}"
         );
     }
+}
+
+/// Wire ↔ endpoint through the cache (AF_XDP wire): the parent's XDP filter hands a frame
+/// whose key the engine decided for an endpoint to the parent's tcx program, which
+/// redirects it into the endpoint's `eth0`; the endpoint's frames for the wire leave
+/// through the parent's egress. The gateway on the LAN pings each endpoint and echoes TCP
+/// with it: the endpoint's cache counters grow both ways. A disconnect empties the cache:
+/// an endpoint connected next with the same MAC and address (a new veth) is reached at
+/// once. `kill -9` leaves no program on the parent (`bpf_link`s die with the daemon).
+#[test]
+fn wire_traffic_uses_the_cache_both_ways() {
+    let mut w = World::with_backend_and_args(Backend::AfXdp, &["--fast-path", "on"]);
+    let lan = w.lan(LanOptions::default());
+    let host = w.ns("host");
+    for (driver, opt, mac) in [
+        ("macvlan", "macvlan_mode=bridge", Some("02:00:00:00:00:10")),
+        ("ipvlan", "ipvlan_mode=l2", None),
+    ] {
+        let net = format!("fw{driver}");
+        w.create(&format!(
+            "-d {driver} --subnet 192.0.2.0/24 --gateway {GW_IP} -o {opt} -o parent={PARENT} {net}"
+        ));
+        let mut args = vec!["--ip", "192.0.2.10"];
+        if let Some(m) = mac {
+            args.extend(["--mac-address", m]);
+        }
+        let e = w.connect(&net, &format!("{driver}w1"), &args);
+        // The gateway forgets the MAC of the last network's endpoint at this address.
+        flush_neigh(&lan.gw);
+        let gw_to_e = || ping_all(&[(lan.gw.clone(), "192.0.2.10".into())], 6)[0];
+        assert!(gw_to_e(), "gw → e\n{}", w.daemon_log());
+        let pings = pings_from(&lan.gw, "192.0.2.10", 10);
+        assert!(pings, "gw → e, 10 pings\n{}", w.daemon_log());
+        let (sent, received) = fast_counters(&w, &net, &e);
+        assert!(
+            sent >= 8 && received >= 8,
+            "{driver}: the replies left and the requests arrived through the cache: \
+             sent {sent}, received {received}\n{}",
+            w.uvlan_ok(&["stats", &net])
+        );
+        assert!(
+            tcx_ingress_programs(&host, PARENT).expect("tcx query") >= 1,
+            "the wire program sits on the parent"
+        );
+        tcp_echo(&lan.gw, sa(GW_IP, 7000), &e, 4 << 20).expect("e ↔ gw TCP echo");
+        // Bytes, not frames: the endpoint's TCP segments leave as GSO super-frames.
+        let (sent, received) = counters(&w, &net, &e, "fast_sent_bytes", "fast_received_bytes");
+        assert!(
+            sent >= 4 << 20 && received >= 4 << 20,
+            "{driver}: the echo went through the cache both ways: sent {sent} B, received \
+             {received} B"
+        );
+
+        // Invalidation: the next endpoint has the same MAC and address, and a new veth.
+        w.uvlan_ok(&["network", "disconnect", &net, &e]);
+        let e2 = w.connect(&net, &format!("{driver}w2"), &args);
+        assert!(gw_to_e(), "{driver}: gw reaches the new endpoint at once");
+        let (_, received) = fast_counters(&w, &net, &e2);
+        assert!(pings_from(&lan.gw, "192.0.2.10", 5));
+        let (_, received_now) = fast_counters(&w, &net, &e2);
+        assert!(
+            received_now >= received + 4,
+            "{driver}: the new endpoint is served by the cache too"
+        );
+        w.uvlan_ok(&["network", "disconnect", &net, &e2]);
+        w.uvlan_ok(&["network", "rm", &net]);
+        assert_eq!(
+            tcx_ingress_programs(&host, PARENT).expect("tcx query"),
+            0,
+            "the wire program goes with the wire"
+        );
+    }
+
+    // kill -9 while the cache serves the wire: nothing stays on the parent.
+    w.create(&format!(
+        "-d macvlan --subnet 192.0.2.0/24 --gateway {GW_IP} -o parent={PARENT} fwk9"
+    ));
+    let e = w.connect("fwk9", "k9w", &["--ip", "192.0.2.10"]);
+    flush_neigh(&lan.gw);
+    assert!(ping_all(&[(lan.gw.clone(), "192.0.2.10".into())], 6)[0]);
+    assert!(pings_from(&lan.gw, "192.0.2.10", 5));
+    assert!(fast_counters(&w, "fwk9", &e).1 > 0, "the cache served e");
+    w.kill_daemon(libc::SIGKILL);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!has_xdp(&host, PARENT), "no XDP program after kill -9");
+    assert_eq!(
+        tcx_ingress_programs(&host, PARENT).expect("tcx query"),
+        0,
+        "no tcx program after kill -9"
+    );
+    assert!(
+        !pings_from(&lan.gw, "192.0.2.10", 2),
+        "no daemon, no forwarding"
+    );
+    w.start_daemon();
+    assert!(
+        ping_all(&[(lan.gw.clone(), "192.0.2.10".into())], 8)[0],
+        "a restart serves e again\n{}",
+        w.daemon_log()
+    );
+    w.uvlan_ok(&["network", "disconnect", "fwk9", &e]);
+    w.uvlan_ok(&["network", "rm", "fwk9"]);
+}
+
+/// Empties the neighbour table of namespace `full`.
+fn flush_neigh(full: &str) {
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "exec", full, "ip", "neigh", "flush", "all"])
+        .status();
+}
+
+/// `count` pings from namespace `full` to `addr`, 0.1 s apart: true when all were answered.
+fn pings_from(full: &str, addr: &str, count: u32) -> bool {
+    std::process::Command::new("ip")
+        .args([
+            "netns", "exec", full, "ping", "-n", "-q", "-i", "0.1", "-W", "1",
+        ])
+        .args(["-c", &count.to_string(), addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// `kill -9` with live traffic: the programs hang on `bpf_link`s the daemon owned, so they

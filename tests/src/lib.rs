@@ -205,6 +205,15 @@ impl World {
         w
     }
 
+    /// A world whose daemon is forced to wire backend `backend` and gets these extra
+    /// arguments (e.g. `--fast-path on`).
+    pub fn with_backend_and_args(backend: Backend, args: &[&str]) -> World {
+        let mut w = World::build(Some(backend), false);
+        w.set_daemon_args(args);
+        w.start_daemon();
+        w
+    }
+
     fn build(backend: Option<Backend>, daemon: bool) -> World {
         require_root();
         let prefix = prefix();

@@ -760,19 +760,9 @@ impl Core {
                     self.io.drops[r.index()] += 1;
                     return Some(r);
                 }
-                if let (Some(fp), Ingress::Port(p), [o]) =
-                    (&self.fast, ingress, self.out.as_slice())
-                {
-                    // Exactly one sibling port, no tag operation: the decision the cache may
-                    // repeat (`FastPath::learn` checks the rest). The cache does not apply the
-                    // MTU rule (`is_skb_forwardable`), so only a pair where nothing the sender
-                    // can send is too long for the receiver is learned: sender MTU ≤
-                    // receiver MTU (an MTU change is an engine change: it empties the cache).
-                    let mtu = |x| self.engine.port_mtu(x);
-                    if let (Target::Port(q), VlanOp::Keep) = (o.target, o.vlan) {
-                        if matches!((mtu(p), mtu(q)), (Some(a), Some(b)) if a <= b) {
-                            fp.learn(p, q, frame);
-                        }
+                if let (Some(fp), [o]) = (&self.fast, self.out.as_slice()) {
+                    if o.vlan == VlanOp::Keep {
+                        self.learn(fp, ingress, o.target, frame);
                     }
                 }
                 for i in 0..self.out.len() {
@@ -784,6 +774,50 @@ impl Core {
             }
             Decider::Engine => self.forward_captured(sink, ingress, from, hdr, frame),
             Decider::Relay => self.relay(sink, ingress, from, hdr, frame),
+        }
+    }
+
+    /// Offers the engine's decision that `frame` from `ingress` goes to exactly `target`
+    /// (and nowhere else, without tag operation) to the fast-path cache, when it is one the
+    /// cache may repeat (`FastPath` checks the frame and the ports): port → sibling port,
+    /// port → wire, wire → port. The cache does not apply the MTU rule
+    /// (`is_skb_forwardable`), so only a pair where nothing the sender can send is too long
+    /// for the receiver is learned: sender MTU ≤ receiver MTU (an MTU change is an engine
+    /// change: it empties the cache). A frame from the wire is only learned when it is
+    /// addressed to the receiving port's own MAC: the redirect delivers it as
+    /// `PACKET_HOST`, which is what the endpoint's `eth_type_trans` gives such a frame.
+    fn learn(&self, fp: &FastPath, ingress: Ingress, target: Target, frame: &[u8]) {
+        let mtu = |x| self.engine.port_mtu(x);
+        match (ingress, target) {
+            (Ingress::Port(p), Target::Port(q)) => {
+                if matches!((mtu(p), mtu(q)), (Some(a), Some(b)) if a <= b) {
+                    fp.learn(p, q, frame);
+                }
+            }
+            (Ingress::Port(p), Target::Wire(w)) => {
+                let (Some(parent), Some(Some(view))) =
+                    (self.engine.parent(w), self.io.views.get(w.index()))
+                else {
+                    return;
+                };
+                if matches!(mtu(p), Some(a) if a <= parent.mtu) {
+                    fp.learn_to_wire(p, view.ifindex, frame);
+                }
+            }
+            (Ingress::Wire(w), Target::Port(q)) => {
+                let (Some(Some(slot)), Some(port)) =
+                    (self.io.parents.get(w.index()), self.engine.port(q))
+                else {
+                    return;
+                };
+                let Some(cache) = slot.backend.wire_cache() else {
+                    return;
+                };
+                if slot.mtu <= port.mtu as usize && frame.get(..6) == Some(&port.mac.0[..]) {
+                    fp.learn_from_wire(slot.ifindex, cache, q, frame);
+                }
+            }
+            _ => {}
         }
     }
 

@@ -49,6 +49,15 @@ impl Backend {
         matches!(self, Backend::Xdp { xdp, .. } if xdp.xdp_mode() == XdpMode::Generic)
     }
 
+    /// The fast path's wire → endpoint cache of the XDP filter (`None`: AF_PACKET, whose
+    /// socket gets every frame before any program could take it).
+    pub(crate) fn wire_cache(&self) -> Option<&crate::port::bpf::Map> {
+        match self {
+            Backend::Xdp { xdp, .. } => xdp.wire_cache(),
+            Backend::Packet(_) => None,
+        }
+    }
+
     fn maps(&self) -> &FilterMaps {
         match self {
             Backend::Xdp { xdp, .. } => xdp.filter_maps(),

@@ -127,6 +127,9 @@ pub mod helper {
     /// `bpf_redirect_peer(ifindex, flags)`: tc ingress programs, to the ingress of the peer
     /// of the veth (or netkit) device `ifindex`, in the peer's namespace (kernel ≥ 5.10).
     pub const REDIRECT_PEER: i32 = 155;
+    /// `bpf_xdp_adjust_meta(xdp_md, delta)`: grows (negative delta) the metadata area in
+    /// front of the packet; 0 on success.
+    pub const XDP_ADJUST_META: i32 = 54;
 }
 
 const CLASS_LD: u8 = 0x00;

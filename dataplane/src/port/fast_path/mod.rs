@@ -73,7 +73,8 @@
 
 mod program;
 
-pub use program::{assemble_tap, assemble_veth};
+pub(crate) use program::xdp_prologue;
+pub use program::{assemble_tap, assemble_veth, assemble_wire};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -83,8 +84,14 @@ use crate::port::bpf::{AttachType, BpfError, Link, Map, MapType, Prog, ProgType,
 
 /// Length of a cache key.
 pub const KEY_LEN: usize = 36;
-/// Length of a cache value: target ifindex u32, reserved u32, packets u64, bytes u64.
+/// Length of a cache value: target ifindex u32, flags u32, packets u64, bytes u64.
 pub const VALUE_LEN: usize = 24;
+/// Value flag: the target is the parent (`bpf_redirect` to its egress), not a veth whose
+/// peer receives the frame.
+pub const FLAG_EGRESS: u32 = 1;
+/// First word of the XDP metadata the parent's XDP program leaves on a wire → endpoint hit
+/// for the parent's tcx program (the second word is the target veth's ifindex).
+pub const META_MAGIC: u32 = 0x7576_6c66;
 
 /// `TC_ACT_SHOT`.
 pub const TC_ACT_SHOT: u32 = 2;
@@ -217,17 +224,32 @@ impl FastLinks {
     }
 }
 
-/// What was learned: the entry's ports, to account its counters when it goes.
+/// What was learned: the entry's ports, to account its counters when it goes, and the map
+/// it lives in.
 #[derive(Debug, Clone, Copy)]
 struct Learned {
-    from: PortId,
-    to: PortId,
+    /// The sending port; `None`: the wire.
+    from: Option<PortId>,
+    /// The receiving port; `None`: the wire.
+    to: Option<PortId>,
+    /// `Some(parent ifindex)`: in that parent's wire cache; `None`: in the veth cache.
+    wire: Option<u32>,
+}
+
+/// A parent whose wire → endpoint decisions are cached: its XDP filter's cache (another
+/// handle on the map) and the tcx-ingress link of the program that finishes the redirect.
+#[derive(Debug)]
+struct WireCache {
+    map: Map,
+    /// `None` only in unit tests, which run the programs with `BPF_PROG_TEST_RUN`.
+    _link: Option<Link>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     ports: HashMap<PortId, Attached>,
     learned: HashMap<[u8; KEY_LEN], Learned>,
+    wires: HashMap<u32, WireCache>,
     /// Counters of entries already flushed: per sending port and per receiving port.
     gone_tx: HashMap<PortId, EntryCounters>,
     gone_rx: HashMap<PortId, EntryCounters>,
@@ -241,8 +263,41 @@ pub struct FastPath {
     stats: Map,
     veth_prog: Prog,
     tap_prog: Prog,
+    wire_prog: Prog,
     capacity: u32,
     state: Mutex<State>,
+}
+
+/// The counters of the entry under `key` in `map` (`None`: no entry).
+fn entry_in(map: &Map, key: &[u8; KEY_LEN]) -> Option<EntryCounters> {
+    let mut v = [0u8; VALUE_LEN];
+    match map.lookup(key, &mut v) {
+        Ok(true) => {
+            let mut f = [0u8; 8];
+            let mut b = [0u8; 8];
+            f.copy_from_slice(&v[8..16]);
+            b.copy_from_slice(&v[16..24]);
+            Some(EntryCounters {
+                frames: u64::from_ne_bytes(f),
+                bytes: u64::from_ne_bytes(b),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Moves the counters `c` of a deleted entry to its ports' flushed totals.
+fn account_gone(st: &mut State, l: Learned, c: EntryCounters) {
+    if let Some(from) = l.from {
+        let tx = st.gone_tx.entry(from).or_default();
+        tx.frames += c.frames;
+        tx.bytes += c.bytes;
+    }
+    if let Some(to) = l.to {
+        let rx = st.gone_rx.entry(to).or_default();
+        rx.frames += c.frames;
+        rx.bytes += c.bytes;
+    }
 }
 
 fn sum_percpu(buf: &[u8]) -> u64 {
@@ -282,12 +337,19 @@ impl FastPath {
             "uvlan_fp_tap",
             Some(AttachType::TcxIngress),
         )?;
+        let wire_prog = Prog::load(
+            ProgType::SchedCls,
+            &assemble_wire()?,
+            "uvlan_fp_wire",
+            Some(AttachType::TcxIngress),
+        )?;
         Ok(FastPath {
             cache,
             links,
             stats,
             veth_prog,
             tap_prog,
+            wire_prog,
             capacity,
             state: Mutex::new(State::default()),
         })
@@ -305,6 +367,11 @@ impl FastPath {
     /// The program on an endpoint's TAP.
     pub fn tap_prog(&self) -> &Prog {
         &self.tap_prog
+    }
+
+    /// The program on a parent whose wire decisions are cached.
+    pub fn wire_prog(&self) -> &Prog {
+        &self.wire_prog
     }
 
     /// Registers `veth ↔ tap` in the partner map without attaching anything (for tests of
@@ -407,17 +474,157 @@ impl FastPath {
         let Some(key) = cache_key(frame, a.veth, a.kind) else {
             return false;
         };
+        let target = b.veth;
+        self.insert_learned(
+            &mut st,
+            key,
+            target,
+            0,
+            Learned {
+                from: Some(from),
+                to: Some(to),
+                wire: None,
+            },
+        )
+    }
+
+    /// Learns the engine's decision that `frame` from port `from` goes onto the wire of the
+    /// parent `parent` (ifindex in the dataplane's namespace) and nowhere else, byte for
+    /// byte: a hit then leaves through the parent's egress (`bpf_redirect`), as
+    /// `dev_queue_xmit` on the lower device would send it. Returns whether an entry was
+    /// added.
+    pub fn learn_to_wire(&self, from: PortId, parent: u32, frame: &[u8]) -> bool {
+        let mut st = self.state();
+        let Some(a) = st.ports.get(&from) else {
+            return false;
+        };
+        let Some(key) = cache_key(frame, a.veth, a.kind) else {
+            return false;
+        };
+        self.insert_learned(
+            &mut st,
+            key,
+            parent,
+            FLAG_EGRESS,
+            Learned {
+                from: Some(from),
+                to: None,
+                wire: None,
+            },
+        )
+    }
+
+    /// Learns the engine's decision that `frame`, received on the wire of `parent` (ifindex
+    /// in the dataplane's namespace), goes to port `to` and nowhere else, unchanged, into
+    /// `wire_cache`: the cache of that parent's XDP filter, which then passes every hit with
+    /// metadata to the wire program ([`assemble_wire`]) on the parent. The first entry for
+    /// a parent attaches that program (tcx ingress); it stays until [`FastPath::drop_wire`]
+    /// or until the fast path goes. Frames carrying an 802.1Q or 802.1ad tag in their data
+    /// are never learned (the XDP prologue does not look them up). Returns whether an entry
+    /// was added.
+    pub fn learn_from_wire(&self, parent: u32, wire_cache: &Map, to: PortId, frame: &[u8]) -> bool {
+        let mut st = self.state();
+        let Some(b) = st.ports.get(&to) else {
+            return false;
+        };
+        if matches!(u16_at(frame, 12), Some(0x8100 | 0x88a8)) {
+            return false;
+        }
+        let Some(key) = cache_key(frame, parent, b.kind) else {
+            return false;
+        };
+        let target = b.veth;
+        if let std::collections::hash_map::Entry::Vacant(slot) = st.wires.entry(parent) {
+            let Ok(map) = wire_cache.try_clone() else {
+                return false;
+            };
+            // Attached before the first entry exists: no frame is passed with metadata
+            // that nothing on the parent would redirect.
+            let Ok(link) = Link::tcx_ingress(&self.wire_prog, parent) else {
+                return false;
+            };
+            slot.insert(WireCache {
+                map,
+                _link: Some(link),
+            });
+        }
+        self.insert_learned(
+            &mut st,
+            key,
+            target,
+            0,
+            Learned {
+                from: None,
+                to: Some(to),
+                wire: Some(parent),
+            },
+        )
+    }
+
+    /// Writes a learned entry into its map (the veth cache, or the wire cache of
+    /// `learned.wire`) unless the key is known; returns whether it was added.
+    fn insert_learned(
+        &self,
+        st: &mut State,
+        key: [u8; KEY_LEN],
+        target: u32,
+        flags: u32,
+        learned: Learned,
+    ) -> bool {
         if st.learned.contains_key(&key) {
             return false;
         }
+        let map = match learned.wire {
+            None => &self.cache,
+            Some(p) => match st.wires.get(&p) {
+                Some(w) => &w.map,
+                None => return false,
+            },
+        };
         let mut v = [0u8; VALUE_LEN];
-        v[..4].copy_from_slice(&b.veth.to_ne_bytes());
-        if self.cache.update(&key, &v, UpdateFlags::Any).is_err() {
+        v[..4].copy_from_slice(&target.to_ne_bytes());
+        v[4..8].copy_from_slice(&flags.to_ne_bytes());
+        if map.update(&key, &v, UpdateFlags::Any).is_err() {
             // Full (or the kernel refused): the slow path keeps serving the key.
             return false;
         }
-        st.learned.insert(key, Learned { from, to });
+        st.learned.insert(key, learned);
         true
+    }
+
+    /// Forgets the parent `parent` (its wire closes or is replaced): its learned entries go
+    /// (counted like a flush) and its wire program is detached. Returns whether it had any.
+    pub fn drop_wire(&self, parent: u32) -> bool {
+        let mut st = self.state();
+        let Some(w) = st.wires.get(&parent) else {
+            return false;
+        };
+        let keys: Vec<[u8; KEY_LEN]> = st
+            .learned
+            .iter()
+            .filter(|(_, l)| l.wire == Some(parent))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut gone = Vec::with_capacity(keys.len());
+        for k in keys {
+            let c = entry_in(&w.map, &k).unwrap_or_default();
+            let _ = w.map.delete(&k);
+            gone.push((k, c));
+        }
+        for (k, c) in gone {
+            if let Some(l) = st.learned.remove(&k) {
+                account_gone(&mut st, l, c);
+            }
+        }
+        st.wires.remove(&parent);
+        true
+    }
+
+    /// The parents whose wire decisions are cached (ifindexes).
+    pub fn wires(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.state().wires.keys().copied().collect();
+        v.sort();
+        v
     }
 
     /// Inserts an entry directly (tests of the program: the run loop only uses
@@ -429,22 +636,18 @@ impl FastPath {
         Ok(())
     }
 
-    /// The counters of the entry under `key` (`None`: no entry).
+    /// The counters of the veth-cache entry under `key` (`None`: no entry).
     pub fn entry(&self, key: &[u8; KEY_LEN]) -> Option<EntryCounters> {
-        let mut v = [0u8; VALUE_LEN];
-        match self.cache.lookup(key, &mut v) {
-            Ok(true) => {
-                let mut f = [0u8; 8];
-                let mut b = [0u8; 8];
-                f.copy_from_slice(&v[8..16]);
-                b.copy_from_slice(&v[16..24]);
-                Some(EntryCounters {
-                    frames: u64::from_ne_bytes(f),
-                    bytes: u64::from_ne_bytes(b),
-                })
-            }
-            _ => None,
-        }
+        entry_in(&self.cache, key)
+    }
+
+    /// The counters of a learned entry, wherever it lives.
+    fn learned_counters(&self, st: &State, key: &[u8; KEY_LEN], l: &Learned) -> EntryCounters {
+        let map = match l.wire {
+            None => Some(&self.cache),
+            Some(p) => st.wires.get(&p).map(|w| &w.map),
+        };
+        map.and_then(|m| entry_in(m, key)).unwrap_or_default()
     }
 
     /// Number of learned entries.
@@ -467,14 +670,18 @@ impl FastPath {
         let mut st = self.state();
         let learned = std::mem::take(&mut st.learned);
         for (key, l) in learned {
-            let c = self.entry(&key).unwrap_or_default();
-            let _ = self.cache.delete(&key);
-            let tx = st.gone_tx.entry(l.from).or_default();
-            tx.frames += c.frames;
-            tx.bytes += c.bytes;
-            let rx = st.gone_rx.entry(l.to).or_default();
-            rx.frames += c.frames;
-            rx.bytes += c.bytes;
+            let c = self.learned_counters(&st, &key, &l);
+            match l.wire {
+                None => {
+                    let _ = self.cache.delete(&key);
+                }
+                Some(p) => {
+                    if let Some(w) = st.wires.get(&p) {
+                        let _ = w.map.delete(&key);
+                    }
+                }
+            }
+            account_gone(&mut st, l, c);
         }
     }
 
@@ -497,13 +704,17 @@ impl FastPath {
             e.bytes += c.bytes;
         }
         for (key, l) in &st.learned {
-            let c = self.entry(key).unwrap_or_default();
-            let e = &mut out.entry(l.from).or_default().0;
-            e.frames += c.frames;
-            e.bytes += c.bytes;
-            let e = &mut out.entry(l.to).or_default().1;
-            e.frames += c.frames;
-            e.bytes += c.bytes;
+            let c = self.learned_counters(&st, key, l);
+            if let Some(from) = l.from {
+                let e = &mut out.entry(from).or_default().0;
+                e.frames += c.frames;
+                e.bytes += c.bytes;
+            }
+            if let Some(to) = l.to {
+                let e = &mut out.entry(to).or_default().1;
+                e.frames += c.frames;
+                e.bytes += c.bytes;
+            }
         }
         let mut v: Vec<_> = out.into_iter().map(|(p, (t, r))| (p, t, r)).collect();
         v.sort_by_key(|(p, _, _)| *p);
@@ -532,6 +743,15 @@ impl FastPath {
             slow_out,
             no_link,
         })
+    }
+}
+
+impl Drop for FastPath {
+    /// Deletes the wire caches' entries before the wire programs' links close: the parents'
+    /// XDP filters (which outlive the fast path) then pass nothing with metadata that no
+    /// program would redirect.
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

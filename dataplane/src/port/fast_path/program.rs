@@ -1,9 +1,9 @@
 //! The two fast-path programs, assembled instruction by instruction (see the module docs of
 //! `port::fast_path` for what they do and why).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
-use super::{STAT_HIT, STAT_MISS, STAT_NO_LINK, STAT_SLOW_OUT};
+use super::{FLAG_EGRESS, META_MAGIC, STAT_HIT, STAT_MISS, STAT_NO_LINK, STAT_SLOW_OUT};
 use crate::port::bpf::{helper, Alu, Asm, BpfError, Insn, Jmp, Label, Map, Reg, Size};
 
 // `__sk_buff` offsets.
@@ -12,8 +12,16 @@ const SKB_VLAN_PRESENT: i16 = 20;
 const SKB_IFINDEX: i16 = 40;
 const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
+const SKB_DATA_META: i16 = 140;
+// `xdp_md` offsets.
+const XDP_DATA: i16 = 0;
+const XDP_DATA_END: i16 = 4;
+const XDP_DATA_META: i16 = 8;
+const XDP_INGRESS_IFINDEX: i16 = 12;
 
 const TC_ACT_SHOT: i32 = 2;
+const TCX_NEXT: i32 = -1;
+const XDP_PASS: i32 = 2;
 
 // Stack layout (offsets from r10). The key is KEY_LEN (36) bytes:
 // ifindex:4 etype:2 pad:2 dst_mac:6 src_mac:6 addr:16.
@@ -35,8 +43,8 @@ fn count(a: &mut Asm, stats: &Map, idx: u32) {
         .bind(skip);
 }
 
-fn lookup(a: &mut Asm, map: &Map, key_off: i16) {
-    a.ld_map_fd(Reg::R1, map.as_fd())
+fn lookup(a: &mut Asm, map: BorrowedFd<'_>, key_off: i16) {
+    a.ld_map_fd(Reg::R1, map)
         .mov_reg(Reg::R2, Reg::R10)
         .alu_imm(Alu::Add, Reg::R2, key_off as i32)
         .call(helper::MAP_LOOKUP_ELEM);
@@ -56,7 +64,7 @@ fn to_partner(a: &mut Asm, links: &Map, stats: &Map, stat: u32) {
     let no_link = a.label();
     a.ldx(Size::W, Reg::R2, Reg::R6, SKB_IFINDEX)
         .stx(Size::W, Reg::R10, S_IDX, Reg::R2);
-    lookup(a, links, S_IDX);
+    lookup(a, links.as_fd(), S_IDX);
     a.jmp_imm(Jmp::Eq, Reg::R0, 0, no_link)
         .ldx(Size::W, Reg::R9, Reg::R0, 0);
     count(a, stats, stat);
@@ -78,8 +86,6 @@ pub fn assemble_veth(cache: &Map, links: &Map, stats: &Map) -> Result<Vec<Insn>,
     let mut a = Asm::new();
     let miss = a.label();
     let hit = a.label();
-    let v4 = a.label();
-    let v6 = a.label();
 
     a.mov_reg(R6, R1)
         .ldx(Size::W, R7, R6, SKB_DATA)
@@ -90,8 +96,57 @@ pub fn assemble_veth(cache: &Map, links: &Map, stats: &Map) -> Result<Vec<Insn>,
         .jmp_imm(Jmp::Ne, R3, 0, miss)
         .ldx(Size::B, R3, R7, 0)
         .jmp_imm(Jmp::Set, R3, 1, miss);
-    // Key: ifindex, 0, MACs, zero address (the macvlan form).
-    a.ldx(Size::W, R3, R6, SKB_IFINDEX)
+    key_lookup(&mut a, cache.as_fd(), KeyCtx::Skb, hit, miss);
+
+    // Hit: per-entry counters, then to the target's peer.
+    a.bind(hit)
+        .mov_reg(R9, R0)
+        .mov_imm(R1, 1)
+        .atomic_add(Size::DW, R9, 8, R1)
+        .ldx(Size::W, R1, R6, SKB_LEN)
+        .atomic_add(Size::DW, R9, 16, R1);
+    count(&mut a, stats, STAT_HIT);
+    // An entry learned from a decision for the wire sends the frame out of the parent
+    // (`bpf_redirect` to its egress); one for a sibling into the sibling's `eth0`.
+    let egress = a.label();
+    a.ldx(Size::W, R1, R9, 0)
+        .mov_imm(R2, 0)
+        .ldx(Size::W, R3, R9, 4)
+        .jmp_imm(Jmp::Set, R3, FLAG_EGRESS as i32, egress)
+        .call(helper::REDIRECT_PEER)
+        .exit()
+        .bind(egress)
+        .call(helper::REDIRECT)
+        .exit();
+
+    a.bind(miss);
+    to_partner(&mut a, links, stats, STAT_MISS);
+    Ok(a.finish()?)
+}
+
+/// Where the key's fields come from: an skb (tc) or an `xdp_md` (XDP).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyCtx {
+    /// `__sk_buff`: ifindex and length from the context.
+    Skb,
+    /// `xdp_md`: the ingress ifindex from the context, the length is `data_end - data`.
+    Xdp,
+}
+
+/// Builds the cache key of the frame at r7..r8 on the stack at `K` and looks it up in
+/// `cache`: first the macvlan form (ifindex, 0, MACs, zero address), then, for IPv4 and
+/// IPv6, the ipvlan form ([`super::cache_key`] is the same computation in Rust). Jumps to
+/// `hit` with r0 = the entry, or to `miss`. Expects r6 = ctx, r7 = packet start, r8 =
+/// packet end, 14 bytes present, the destination unicast and no tag; clobbers r0–r5.
+fn key_lookup(a: &mut Asm, cache: BorrowedFd<'_>, ctx: KeyCtx, hit: Label, miss: Label) {
+    use Reg::*;
+    let v4 = a.label();
+    let v6 = a.label();
+    let ifindex = match ctx {
+        KeyCtx::Skb => SKB_IFINDEX,
+        KeyCtx::Xdp => XDP_INGRESS_IFINDEX,
+    };
+    a.ldx(Size::W, R3, R6, ifindex)
         .stx(Size::W, R10, K, R3)
         .st_imm(Size::H, R10, K + 4, 0)
         .st_imm(Size::H, R10, K + 6, 0);
@@ -102,7 +157,7 @@ pub fn assemble_veth(cache: &Map, links: &Map, stats: &Map) -> Result<Vec<Insn>,
     for off in (20..36).step_by(4) {
         a.st_imm(Size::W, R10, K + off, 0);
     }
-    lookup(&mut a, cache, K);
+    lookup(a, cache, K);
     a.jmp_imm(Jmp::Ne, R0, 0, hit)
         .ldx(Size::H, R4, R7, 12)
         .be(R4, 16)
@@ -112,7 +167,7 @@ pub fn assemble_veth(cache: &Map, links: &Map, stats: &Map) -> Result<Vec<Insn>,
 
     // IPv4: the checks of ipvlan_get_L3_hdr, then the destination address.
     a.bind(v4);
-    need(&mut a, 34, miss);
+    need(a, 34, miss);
     a.ldx(Size::B, R2, R7, 14)
         .mov_reg(R3, R2)
         .alu_imm(Alu::Rsh, R3, 4)
@@ -122,20 +177,23 @@ pub fn assemble_veth(cache: &Map, links: &Map, stats: &Map) -> Result<Vec<Insn>,
         .alu_imm(Alu::Lsh, R2, 2)
         .ldx(Size::H, R3, R7, 16)
         .be(R3, 16)
-        .jmp_reg(Jmp::Lt, R3, R2, miss)
-        .ldx(Size::W, R5, R6, SKB_LEN)
-        .alu_imm(Alu::Sub, R5, 14)
+        .jmp_reg(Jmp::Lt, R3, R2, miss);
+    match ctx {
+        KeyCtx::Skb => a.ldx(Size::W, R5, R6, SKB_LEN),
+        KeyCtx::Xdp => a.mov_reg(R5, R8).alu_reg(Alu::Sub, R5, R7),
+    };
+    a.alu_imm(Alu::Sub, R5, 14)
         .jmp_reg(Jmp::Gt, R3, R5, miss)
         .st_imm(Size::H, R10, K + 4, 0x0800)
         .ldx(Size::W, R2, R7, 30)
         .stx(Size::W, R10, K + 20, R2);
-    lookup(&mut a, cache, K);
+    lookup(a, cache, K);
     a.jmp_imm(Jmp::Ne, R0, 0, hit).ja(miss);
 
     // IPv6: version 6, a source other than `::` (from `::` ipvlan keys an NS by its
     // target, not its destination: the slow path decides), then the destination address.
     a.bind(v6);
-    need(&mut a, 54, miss);
+    need(a, 54, miss);
     a.ldx(Size::B, R2, R7, 14)
         .alu_imm(Alu::Rsh, R2, 4)
         .jmp_imm(Jmp::Ne, R2, 6, miss)
@@ -149,24 +207,81 @@ pub fn assemble_veth(cache: &Map, links: &Map, stats: &Map) -> Result<Vec<Insn>,
         a.ldx(Size::W, R2, R7, 38 + 4 * i)
             .stx(Size::W, R10, K + 20 + 4 * i, R2);
     }
-    lookup(&mut a, cache, K);
+    lookup(a, cache, K);
     a.jmp_imm(Jmp::Ne, R0, 0, hit).ja(miss);
+}
 
-    // Hit: per-entry counters, then to the target's peer.
+/// The fast-path block the parent's XDP filter program starts with (see
+/// `port::xdp_filter`): an untagged unicast frame whose key is in `wire_cache` (the
+/// entries learned from the engine's wire → endpoint decisions) is counted in its entry,
+/// gets 8 bytes of XDP metadata ([`META_MAGIC`], the target veth's ifindex) and is passed
+/// (`XDP_PASS`) to the parent's tcx-ingress program ([`assemble_wire`]), which redirects
+/// it into the endpoint. Everything else, and a frame whose metadata cannot be added,
+/// continues at `next` with r6 = ctx and nothing else assumed.
+///
+/// The key uses the stack at `r10 - 40 .. r10 - 4`; the caller writes its own stack slots
+/// after `next` before it reads them.
+pub(crate) fn xdp_prologue(a: &mut Asm, wire_cache: BorrowedFd<'_>, next: Label) {
+    use Reg::*;
+    let hit = a.label();
+    a.mov_reg(R6, R1)
+        .ldx(Size::W, R7, R6, XDP_DATA)
+        .ldx(Size::W, R8, R6, XDP_DATA_END);
+    need(a, 14, next);
+    // Group destinations and tagged frames (in the data: generic XDP runs before the tag
+    // is moved to metadata) are never cached.
+    a.ldx(Size::B, R3, R7, 0)
+        .jmp_imm(Jmp::Set, R3, 1, next)
+        .ldx(Size::H, R4, R7, 12)
+        .be(R4, 16)
+        .jmp_imm(Jmp::Eq, R4, 0x8100, next)
+        .jmp_imm(Jmp::Eq, R4, 0x88a8, next);
+    key_lookup(a, wire_cache, KeyCtx::Xdp, hit, next);
+
     a.bind(hit)
         .mov_reg(R9, R0)
         .mov_imm(R1, 1)
         .atomic_add(Size::DW, R9, 8, R1)
-        .ldx(Size::W, R1, R6, SKB_LEN)
-        .atomic_add(Size::DW, R9, 16, R1);
-    count(&mut a, stats, STAT_HIT);
-    a.ldx(Size::W, R1, R9, 0)
+        .mov_reg(R1, R8)
+        .alu_reg(Alu::Sub, R1, R7)
+        .atomic_add(Size::DW, R9, 16, R1)
+        .ldx(Size::W, R9, R9, 0)
+        .mov_reg(R1, R6)
+        .mov_imm(R2, -8)
+        .call(helper::XDP_ADJUST_META)
+        .jmp_imm(Jmp::Ne, R0, 0, next)
+        .ldx(Size::W, R2, R6, XDP_DATA_META)
+        .ldx(Size::W, R3, R6, XDP_DATA)
+        .mov_reg(R4, R2)
+        .alu_imm(Alu::Add, R4, 8)
+        .jmp_reg(Jmp::Gt, R4, R3, next)
+        .st_imm(Size::W, R2, 0, META_MAGIC as i32)
+        .stx(Size::W, R2, 4, R9)
+        .mov_imm(R0, XDP_PASS)
+        .exit();
+}
+
+/// The program on the parent (tcx ingress) that finishes what [`xdp_prologue`] decided: a
+/// frame carrying the fast path's metadata goes to the target veth's peer with
+/// `bpf_redirect_peer`; any other frame continues (`TCX_NEXT`).
+pub fn assemble_wire() -> Result<Vec<Insn>, BpfError> {
+    use Reg::*;
+    let mut a = Asm::new();
+    let next = a.label();
+    a.ldx(Size::W, R2, R1, SKB_DATA_META)
+        .ldx(Size::W, R3, R1, SKB_DATA)
+        .mov_reg(R4, R2)
+        .alu_imm(Alu::Add, R4, 8)
+        .jmp_reg(Jmp::Gt, R4, R3, next)
+        .ldx(Size::W, R4, R2, 0)
+        .jmp_imm(Jmp::Ne, R4, META_MAGIC as i32, next)
+        .ldx(Size::W, R1, R2, 4)
         .mov_imm(R2, 0)
         .call(helper::REDIRECT_PEER)
+        .exit()
+        .bind(next)
+        .mov_imm(R0, TCX_NEXT)
         .exit();
-
-    a.bind(miss);
-    to_partner(&mut a, links, stats, STAT_MISS);
     Ok(a.finish()?)
 }
 

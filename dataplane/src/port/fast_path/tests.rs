@@ -31,7 +31,22 @@ impl FastPath {
             },
         );
     }
+
+    /// Registers a parent's wire cache without attaching the wire program.
+    fn register_wire(&self, parent: u32, map: &Map) {
+        self.state().wires.insert(
+            parent,
+            WireCache {
+                map: map.try_clone().unwrap(),
+                _link: None,
+            },
+        );
+    }
 }
+
+/// The parent ifindex of port → wire entries (the egress redirect is not followed under
+/// test-run: a hit is `TC_ACT_REDIRECT` whatever the target).
+const WIRE: u32 = 7;
 
 fn eth(dst: [u8; 6], src: [u8; 6], etype: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
@@ -355,10 +370,21 @@ fn random_frame(r: &mut Rng, macs: &[[u8; 6]], from: usize, n: usize) -> Vec<u8>
     eth(dst, src, etype, &payload)
 }
 
-/// Learns from the engine's decisions on random frames from each port, then replays fresh
-/// random frames through the program: every redirect must be the engine's decision.
-/// Returns (entries learned, redirects checked).
-fn agreement(engine: &Engine, ports: &[PortId], kind: KeyKind, seed: u64) -> (usize, usize) {
+/// What an agreement run learned and checked.
+#[derive(Debug, Default)]
+struct Agreed {
+    /// Entries learned for a sibling port.
+    to_port: usize,
+    /// Entries learned for the wire.
+    to_wire: usize,
+    /// Redirects compared with the engine.
+    checked: usize,
+}
+
+/// Learns from the engine's decisions on random frames from each port (as the datapath
+/// does: one sibling port or the wire, no tag operation), then replays fresh random frames
+/// through the program: every redirect must be the engine's decision.
+fn agreement(engine: &Engine, ports: &[PortId], kind: KeyKind, seed: u64) -> Agreed {
     let n = ports.len();
     let macs: Vec<[u8; 6]> = ports
         .iter()
@@ -367,7 +393,7 @@ fn agreement(engine: &Engine, ports: &[PortId], kind: KeyKind, seed: u64) -> (us
     let veth_of = |i: usize| 100 + i as u32;
     let mut out = Outputs::default();
     let mut r = Rng(seed);
-    let (mut learned, mut checked) = (0, 0);
+    let mut agreed = Agreed::default();
     for from in 0..n {
         let fp = FastPath::load(256).unwrap();
         for (i, p) in ports.iter().enumerate() {
@@ -381,14 +407,19 @@ fn agreement(engine: &Engine, ports: &[PortId], kind: KeyKind, seed: u64) -> (us
                 .decide(&f, Ingress::Port(p), &mut NoRoutes, &mut out)
                 .is_ok()
             {
-                if let [o] = out.as_slice() {
-                    if let (Target::Port(q), VlanOp::Keep) = (o.target, o.vlan) {
-                        learned += usize::from(fp.learn(p, q, &f));
-                    }
+                match out.as_slice() {
+                    [o] if o.vlan == VlanOp::Keep => match o.target {
+                        Target::Port(q) => agreed.to_port += usize::from(fp.learn(p, q, &f)),
+                        Target::Wire(_) => {
+                            agreed.to_wire += usize::from(fp.learn_to_wire(p, WIRE, &f));
+                        }
+                        _ => {}
+                    },
+                    _ => {}
                 }
             }
         }
-        let keys: Vec<([u8; KEY_LEN], PortId)> =
+        let keys: Vec<([u8; KEY_LEN], Option<PortId>)> =
             fp.state().learned.iter().map(|(k, l)| (*k, l.to)).collect();
         for _ in 0..600 {
             let f = random_frame(&mut r, &macs, from, n);
@@ -409,7 +440,7 @@ fn agreement(engine: &Engine, ports: &[PortId], kind: KeyKind, seed: u64) -> (us
                 assert_eq!(ret, TC_ACT_SHOT);
                 continue;
             }
-            let hit: Vec<PortId> = keys
+            let hit: Vec<Option<PortId>> = keys
                 .iter()
                 .zip(&before)
                 .filter(|((k, _), b)| fp.entry(k).unwrap().frames != **b)
@@ -421,10 +452,130 @@ fn agreement(engine: &Engine, ports: &[PortId], kind: KeyKind, seed: u64) -> (us
             assert!(decided.is_ok(), "cache hit but the engine drops {f:02x?}");
             let outs = out.as_slice();
             assert!(
-                matches!(outs, [o] if o.target == Target::Port(q) && o.vlan == VlanOp::Keep),
-                "cache sent {f:02x?} to {q}, the engine says {outs:?}"
+                matches!(outs, [o] if o.vlan == VlanOp::Keep && match q {
+                    Some(q) => o.target == Target::Port(q),
+                    None => matches!(o.target, Target::Wire(_)),
+                }),
+                "cache sent {f:02x?} to {q:?} (None: the wire), the engine says {outs:?}"
             );
-            checked += 1;
+            agreed.checked += 1;
+        }
+    }
+    agreed
+}
+
+/// The wire → endpoint half: learns from the engine's decisions on random frames received
+/// on the parent (as the datapath does: one port, no tag operation, addressed to that
+/// port's MAC), then replays fresh random frames through the parent's real XDP filter
+/// (fast-path prologue included): every frame the prologue hands to the fast path must be
+/// the engine's decision, with the target's veth in its metadata and the frame unchanged.
+/// Returns (entries learned, hits checked).
+fn wire_agreement(
+    engine: &Engine,
+    parent: crate::fwd::ParentId,
+    ports: &[PortId],
+    kind: KeyKind,
+    seed: u64,
+) -> (usize, usize) {
+    use crate::port::xdp_filter::{Filter, FilterMaps};
+    let n = ports.len();
+    let macs: Vec<[u8; 6]> = ports
+        .iter()
+        .map(|p| engine.port_info(*p).unwrap().mac.0)
+        .collect();
+    let veth_of = |i: usize| 100 + i as u32;
+    let filter = Filter::load_xdp(FilterMaps::create(64).unwrap(), 1).unwrap();
+    let cache = filter.wire_cache().unwrap();
+    let fp = FastPath::load(256).unwrap();
+    for (i, p) in ports.iter().enumerate() {
+        fp.register(*p, veth_of(i), kind);
+    }
+    // Under test-run an XDP frame arrives on lo.
+    fp.register_wire(LO, cache);
+    let mut out = Outputs::default();
+    let mut r = Rng(seed);
+    let mut learned = 0;
+    for _ in 0..2000 {
+        let from = r.below(n);
+        let f = random_frame(&mut r, &macs, from, n);
+        if engine
+            .decide(&f, Ingress::Wire(parent), &mut NoRoutes, &mut out)
+            .is_err()
+        {
+            continue;
+        }
+        if let [o] = out.as_slice() {
+            if let (Target::Port(q), VlanOp::Keep) = (o.target, o.vlan) {
+                let mac = engine.port_info(q).unwrap().mac.0;
+                if f.get(..6) == Some(&mac[..]) {
+                    learned += usize::from(fp.learn_from_wire(LO, cache, q, &f));
+                }
+            }
+        }
+    }
+    let keys: Vec<([u8; KEY_LEN], PortId)> = fp
+        .state()
+        .learned
+        .iter()
+        .map(|(k, l)| (*k, l.to.unwrap()))
+        .collect();
+    let count = |k: &[u8; KEY_LEN]| entry_in(cache, k).unwrap().frames;
+    let mut checked = 0;
+    for _ in 0..2000 {
+        let from = r.below(n);
+        let f = random_frame(&mut r, &macs, from, n);
+        if f.len() < 14 {
+            continue;
+        }
+        let before: Vec<u64> = keys.iter().map(|(k, _)| count(k)).collect();
+        let run = match filter.prog().test_run(&f, 1) {
+            Ok(run) => run,
+            Err(BpfError::Syscall { source, .. })
+                if source.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                continue
+            }
+            Err(e) => panic!("{e} on {f:02x?}"),
+        };
+        let hit: Vec<PortId> = keys
+            .iter()
+            .zip(&before)
+            .filter(|((k, _), b)| count(k) != **b)
+            .map(|((_, q), _)| *q)
+            .collect();
+        let decided = engine.decide(&f, Ingress::Wire(parent), &mut NoRoutes, &mut out);
+        match hit[..] {
+            [] => {
+                assert_ne!(
+                    run.data_out.get(..4),
+                    Some(&META_MAGIC.to_ne_bytes()[..]),
+                    "metadata without a hit on {f:02x?}"
+                );
+            }
+            [q] => {
+                assert_eq!(run.retval, 2, "a hit is XDP_PASS");
+                let i = ports.iter().position(|p| *p == q).unwrap();
+                let mut meta = META_MAGIC.to_ne_bytes().to_vec();
+                meta.extend_from_slice(&veth_of(i).to_ne_bytes());
+                assert_eq!(
+                    run.data_out.get(..8),
+                    Some(&meta[..]),
+                    "metadata of {f:02x?}"
+                );
+                assert_eq!(
+                    run.data_out.get(8..),
+                    Some(&f[..]),
+                    "the frame is unchanged"
+                );
+                assert!(decided.is_ok(), "cache hit but the engine drops {f:02x?}");
+                let outs = out.as_slice();
+                assert!(
+                    matches!(outs, [o] if o.target == Target::Port(q) && o.vlan == VlanOp::Keep),
+                    "cache sent {f:02x?} to {q}, the engine says {outs:?}"
+                );
+                checked += 1;
+            }
+            _ => panic!("one frame moved {} entries", hit.len()),
         }
     }
     (learned, checked)
@@ -440,8 +591,11 @@ fn with_v6(mut flat: sample::Flat) -> sample::Flat {
 #[test]
 fn cache_agrees_with_the_engine_macvlan_bridge() {
     let flat = sample::flat(Driver::Macvlan, IpvlanMode::L2, None, 4).unwrap();
-    let (learned, checked) = agreement(&flat.engine, &flat.ports, KeyKind::Mac, 1);
-    assert!(learned >= 4 && checked >= 200, "{learned} {checked}");
+    let a = agreement(&flat.engine, &flat.ports, KeyKind::Mac, 1);
+    assert!(
+        a.to_port >= 4 && a.to_wire >= 4 && a.checked >= 200,
+        "{a:?}"
+    );
 }
 
 #[test]
@@ -452,7 +606,52 @@ fn cache_agrees_with_the_engine_ipvlan_l2_and_l3_bridge() {
         (IpvlanMode::L3s, 4),
     ] {
         let flat = with_v6(sample::flat(Driver::Ipvlan, mode, None, 4).unwrap());
-        let (learned, checked) = agreement(&flat.engine, &flat.ports, KeyKind::L3, seed);
+        let a = agreement(&flat.engine, &flat.ports, KeyKind::L3, seed);
+        // L3 and L3S route what leaves for the wire (the host's tables): nothing to learn.
+        let to_wire = if mode == IpvlanMode::L2 { 4 } else { 0 };
+        assert!(
+            a.to_port >= 4 && a.to_wire >= to_wire && a.checked >= 100,
+            "{mode:?}: {a:?}"
+        );
+        if mode != IpvlanMode::L2 {
+            assert_eq!(a.to_wire, 0, "{mode:?}");
+        }
+    }
+}
+
+#[test]
+fn tagged_networks_agree_too() {
+    let flat = sample::flat(Driver::Macvlan, IpvlanMode::L2, Some(20), 3).unwrap();
+    let a = agreement(&flat.engine, &flat.ports, KeyKind::Mac, 5);
+    assert!(a.to_port >= 3 && a.checked >= 100, "{a:?}");
+    // Every frame for the wire of `eth0.20` gets a tag: none is learned.
+    assert_eq!(a.to_wire, 0);
+    let flat = with_v6(sample::flat(Driver::Ipvlan, IpvlanMode::L2, Some(20), 3).unwrap());
+    let a = agreement(&flat.engine, &flat.ports, KeyKind::L3, 6);
+    assert!(a.to_port >= 3 && a.checked >= 50, "{a:?}");
+    assert_eq!(a.to_wire, 0);
+    // From the wire, such a network's frames are tagged: none is learned either.
+    let (learned, _) = wire_agreement(&flat.engine, flat.parent, &flat.ports, KeyKind::L3, 7);
+    assert_eq!(learned, 0);
+}
+
+#[test]
+fn wire_to_endpoint_entries_agree_with_the_engine() {
+    let flat = sample::flat(Driver::Macvlan, IpvlanMode::L2, None, 4).unwrap();
+    let (learned, checked) =
+        wire_agreement(&flat.engine, flat.parent, &flat.ports, KeyKind::Mac, 11);
+    assert!(
+        learned >= 4 && checked >= 200,
+        "macvlan: {learned} {checked}"
+    );
+    for (mode, seed) in [
+        (IpvlanMode::L2, 12),
+        (IpvlanMode::L3, 13),
+        (IpvlanMode::L3s, 14),
+    ] {
+        let flat = with_v6(sample::flat(Driver::Ipvlan, mode, None, 4).unwrap());
+        let (learned, checked) =
+            wire_agreement(&flat.engine, flat.parent, &flat.ports, KeyKind::L3, seed);
         assert!(
             learned >= 4 && checked >= 100,
             "{mode:?}: {learned} {checked}"
@@ -461,17 +660,7 @@ fn cache_agrees_with_the_engine_ipvlan_l2_and_l3_bridge() {
 }
 
 #[test]
-fn tagged_networks_agree_too() {
-    let flat = sample::flat(Driver::Macvlan, IpvlanMode::L2, Some(20), 3).unwrap();
-    let (learned, checked) = agreement(&flat.engine, &flat.ports, KeyKind::Mac, 5);
-    assert!(learned >= 3 && checked >= 100, "{learned} {checked}");
-    let flat = with_v6(sample::flat(Driver::Ipvlan, IpvlanMode::L2, Some(20), 3).unwrap());
-    let (learned, checked) = agreement(&flat.engine, &flat.ports, KeyKind::L3, 6);
-    assert!(learned >= 3 && checked >= 50, "{learned} {checked}");
-}
-
-#[test]
-fn private_and_vepa_decisions_are_never_learned() {
+fn private_and_vepa_decisions_are_learned_only_for_the_wire() {
     for (mode, seed) in [(MacvlanMode::Private, 7), (MacvlanMode::Vepa, 8)] {
         let mut flat = sample::flat(Driver::Macvlan, IpvlanMode::L2, None, 3).unwrap();
         for p in flat.ports.clone() {
@@ -479,8 +668,9 @@ fn private_and_vepa_decisions_are_never_learned() {
                 .macvlan_changelink(p, MacvlanAttrs::new(mode, None))
                 .unwrap();
         }
-        let (learned, _) = agreement(&flat.engine, &flat.ports, KeyKind::Mac, seed);
-        assert_eq!(learned, 0, "{mode:?}");
+        let a = agreement(&flat.engine, &flat.ports, KeyKind::Mac, seed);
+        assert_eq!(a.to_port, 0, "{mode:?}");
+        assert!(a.to_wire >= 3 && a.checked >= 50, "{mode:?}: {a:?}");
     }
     for (flag, seed) in [(IpvlanFlag::Private, 9), (IpvlanFlag::Vepa, 10)] {
         for mode in [IpvlanMode::L2, IpvlanMode::L3] {
@@ -489,8 +679,8 @@ fn private_and_vepa_decisions_are_never_learned() {
             flat.engine
                 .ipvlan_changelink(p0, IpvlanAttrs::new(mode, flag))
                 .unwrap();
-            let (learned, _) = agreement(&flat.engine, &flat.ports, KeyKind::L3, seed);
-            assert_eq!(learned, 0, "{mode:?} {flag:?}");
+            let a = agreement(&flat.engine, &flat.ports, KeyKind::L3, seed);
+            assert_eq!(a.to_port, 0, "{mode:?} {flag:?}");
         }
     }
 }

@@ -76,6 +76,7 @@ pub use program::assemble;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::bpf::{AttachType, BpfError, Map, MapType, Prog, ProgType, UpdateFlags};
+use super::fast_path;
 
 /// Which hook the classifier is assembled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +154,8 @@ pub struct Filter {
     prog: Prog,
     maps: FilterMaps,
     xsks: Option<Map>,
+    /// XDP flavour: the fast path's wire → endpoint entries (see `port::fast_path`).
+    wire_cache: Option<Map>,
     flavor: Flavor,
 }
 
@@ -160,24 +163,38 @@ impl Filter {
     /// Assemble and load the XDP flavour with an XSKMAP of `queues` entries.
     pub fn load_xdp(maps: FilterMaps, queues: u32) -> Result<Filter, FilterError> {
         let xsks = Map::create(MapType::XskMap, 4, 4, queues.max(1), "uvlan_xsks")?;
-        let insns = assemble(Flavor::Xdp, &maps, Some(xsks.as_fd()))?;
+        let wire_cache = Map::create(
+            MapType::Hash,
+            fast_path::KEY_LEN as u32,
+            fast_path::VALUE_LEN as u32,
+            maps.mac.max_entries(),
+            "uvlan_fp_wire",
+        )?;
+        let insns = assemble(
+            Flavor::Xdp,
+            &maps,
+            Some(xsks.as_fd()),
+            Some(wire_cache.as_fd()),
+        )?;
         let prog = Prog::load(ProgType::Xdp, &insns, "uvlan_xdp", Some(AttachType::Xdp))?;
         Ok(Filter {
             prog,
             maps,
             xsks: Some(xsks),
+            wire_cache: Some(wire_cache),
             flavor: Flavor::Xdp,
         })
     }
 
     /// Assemble and load the tcx-ingress flavour.
     pub fn load_tc(maps: FilterMaps) -> Result<Filter, FilterError> {
-        let insns = assemble(Flavor::TcIngress, &maps, None)?;
+        let insns = assemble(Flavor::TcIngress, &maps, None, None)?;
         let prog = Prog::load(ProgType::SchedCls, &insns, "uvlan_tc", None)?;
         Ok(Filter {
             prog,
             maps,
             xsks: None,
+            wire_cache: None,
             flavor: Flavor::TcIngress,
         })
     }
@@ -190,6 +207,12 @@ impl Filter {
     /// The key and stats maps.
     pub fn maps(&self) -> &FilterMaps {
         &self.maps
+    }
+
+    /// The fast path's wire → endpoint cache the XDP flavour looks frames up in first
+    /// (`None` for the tc flavour).
+    pub fn wire_cache(&self) -> Option<&Map> {
+        self.wire_cache.as_ref()
     }
 
     /// The flavour.

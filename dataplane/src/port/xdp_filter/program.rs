@@ -78,13 +78,16 @@ fn copy16(a: &mut Asm, src_off: i16, dst_off: i16) {
     }
 }
 
-/// Assemble the classifier. `xsks` is required for [`Flavor::Xdp`].
+/// Assemble the classifier. `xsks` is required for [`Flavor::Xdp`]; with `wire_cache` the
+/// XDP flavour first offers each frame to the fast path's wire → endpoint entries
+/// (`port::fast_path`, whose prologue passes a hit to the parent's tcx program).
 ///
 /// Registers: r6 = ctx, r7 = packet start, r8 = packet end, r9 = L3 header.
 pub fn assemble(
     flavor: Flavor,
     maps: &FilterMaps,
     xsks: Option<BorrowedFd<'_>>,
+    wire_cache: Option<BorrowedFd<'_>>,
 ) -> Result<Vec<Insn>, FilterError> {
     use Reg::*;
     let xsks = match (flavor, xsks) {
@@ -117,6 +120,11 @@ pub fn assemble(
         Flavor::TcIngress => (SKB_DATA, SKB_DATA_END),
     };
 
+    if let (Flavor::Xdp, Some(cache)) = (flavor, wire_cache) {
+        let classify = a.label();
+        crate::port::fast_path::xdp_prologue(&mut a, cache, classify);
+        a.bind(classify).mov_reg(R1, R6);
+    }
     a.mov_reg(R6, R1)
         .ldx(Size::W, R7, R6, data)
         .ldx(Size::W, R8, R6, data_end);

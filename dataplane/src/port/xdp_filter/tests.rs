@@ -179,15 +179,17 @@ fn host_mac() -> [u8; 6] {
 fn program_is_small_and_loads() {
     let maps = FilterMaps::create(8).unwrap();
     let xsks = Map::create(MapType::XskMap, 4, 4, 1, "uvt_x").unwrap();
-    let n = assemble(Flavor::Xdp, &maps, Some(xsks.as_fd()))
+    let n = assemble(Flavor::Xdp, &maps, Some(xsks.as_fd()), None)
         .unwrap()
         .len();
     assert!(n > 50 && n < 300, "{n} insns");
-    let t = assemble(Flavor::TcIngress, &maps, None).unwrap().len();
+    let t = assemble(Flavor::TcIngress, &maps, None, None)
+        .unwrap()
+        .len();
     assert!(t > 50 && t < 300, "{t} insns");
     eprintln!("filter program: XDP {n} insns, tc {t} insns");
     assert!(matches!(
-        assemble(Flavor::Xdp, &maps, None),
+        assemble(Flavor::Xdp, &maps, None, None),
         Err(FilterError::NoXskMap)
     ));
     let _ = Rig::new();

@@ -402,6 +402,11 @@ impl XdpParent {
         self.filter.maps()
     }
 
+    /// The fast path's wire → endpoint cache the filter looks frames up in first.
+    pub fn wire_cache(&self) -> Option<&crate::port::bpf::Map> {
+        self.filter.wire_cache()
+    }
+
     /// The parent's RX VLAN offload flag as read at open time (`None`: not reported).
     /// When it is on, a hardware NIC strips 802.1Q tags into metadata that XDP cannot see,
     /// so VLAN-keyed steering would miss; see [`ethtool::set_rx_vlan_offload`]. (veth

@@ -671,6 +671,11 @@ impl Worker {
             broken: Arc::clone(&slot.broken_flag),
             owner: self.id,
         };
+        // A fresh filter has an empty wire cache: no registration of an earlier wire on
+        // the same interface may outlive it.
+        if let Some(fp) = &self.core.fast {
+            fp.drop_wire(slot.ifindex);
+        }
         set_at(&mut self.core.io.parents, parent.index(), slot);
         Ok((st, view))
     }
@@ -681,6 +686,11 @@ impl Worker {
             return;
         };
         if let Some(slot) = entry.take() {
+            // Its wire cache goes with its XDP filter: forget the entries and detach the
+            // wire program before the filter closes.
+            if let Some(fp) = &self.core.fast {
+                fp.drop_wire(slot.ifindex);
+            }
             self.retired_wire_syscalls += slot.backend.syscalls();
             self.reactor.remove_wire(parent.0, &slot.raw_fds());
         }
