@@ -1,5 +1,6 @@
-//! The **fast path**: an exact-match cache, in the kernel, of the engine's own port → port
-//! unicast decisions, for endpoints whose interface is a veth.
+//! The **fast path**: an exact-match cache, in the kernel, of the engine's own unicast
+//! decisions (port → port, port → wire, wire → port), for endpoints whose interface is a
+//! veth.
 //!
 //! # Shape of a fast-path endpoint
 //! ```text
@@ -7,9 +8,17 @@
 //!  eth0 (veth) ────────────────┼── uvf end (veth) ─ tcx ingress: program `veth`
 //!                              │        hit: bpf_redirect_peer(target uvf end) ─► other eth0
 //!                              │        miss: bpf_redirect(TAP) ─► the TAP's fd ─► engine
+//!                              │        hit for the wire: bpf_redirect(parent) ─► its egress
 //!                              │   TAP ─ tcx ingress: program `tap`
 //!                              │        frames the dataplane wrote: bpf_redirect(uvf end)
 //!                              │        (veth transmit: the peer eth0 receives them)
+//!                              │
+//!                              │   parent (AF_XDP wire) ─ XDP filter, prologue first:
+//!                              │        hit in the wire cache: 8 bytes of metadata
+//!                              │        (META_MAGIC, target uvf end), XDP_PASS
+//!                              │      ─ tcx ingress: program `wire`
+//!                              │        metadata: bpf_redirect_peer(target) ─► its eth0
+//!                              │        none: TCX_NEXT (the host's own frames)
 //! ```
 //! The slow path stays the TAP the run loop already reads and writes (io_uring, batches,
 //! `virtio_net_hdr` GSO pass-through); the TAP simply sits in the dataplane's namespace and
@@ -21,12 +30,29 @@
 //! `pkt_type` from the destination MAC exactly as the TAP endpoint does.
 //!
 //! # What is cached
-//! Only what the engine decided and what is safe to repeat without it: a frame from port P
-//! that the engine sent to exactly one sibling port Q (no VLAN operation), where both have a
-//! veth and the frame is unicast. The run loop learns the entry from that decision
-//! ([`FastPath::learn`]). The engine only decides `Port(Q)` from a port when no wire hop is
-//! needed (macvlan bridge, ipvlan bridge l2/l3): private and VEPA decisions go to the wire
-//! and are never learned. Keys ([`cache_key`]) are exact and per ingress port:
+//! Only what the engine decided and what is safe to repeat without it: a unicast frame
+//! that the engine sent to exactly one place, without VLAN operation:
+//! - from port P to a sibling port Q, both with a veth ([`FastPath::learn`]). The engine only
+//!   decides `Port(Q)` from a port when no wire hop is needed (macvlan bridge, ipvlan bridge
+//!   l2/l3).
+//! - from port P onto the wire of its parent, byte for byte ([`FastPath::learn_to_wire`]):
+//!   macvlan in every mode that sends to the lower device (`macvlan_queue_xmit`), ipvlan l2
+//!   (`ipvlan_xmit_mode_l2`). The entry carries [`FLAG_EGRESS`]: a hit is `bpf_redirect`ed
+//!   to the parent's egress, `dev_queue_xmit` on the lower device as the drivers do. ipvlan
+//!   l3/l3s route such frames through the host's tables (`Target::Routed`): never learned.
+//!   Networks on `eth0.N` tag them (`VlanOp::Push`): never learned.
+//! - from the wire of an AF_XDP parent to port Q ([`FastPath::learn_from_wire`]), when the
+//!   frame is addressed to Q's own MAC and carries no tag in its data. The entry lives in
+//!   that parent's XDP filter (`port::xdp_filter`), whose prologue ([`xdp_prologue`]) looks
+//!   every untagged unicast frame up before anything else; a hit leaves the filter with
+//!   `XDP_PASS` and the target in its XDP metadata, and the `wire` program on the parent's
+//!   tcx ingress `bpf_redirect_peer`s it into Q's `eth0` (`macvlan_handle_frame` and
+//!   `ipvlan_handle_frame` decide by the destination MAC, resp. the L3 destination, both in
+//!   the key). The AF_PACKET backend has no such cache: its socket receives every frame
+//!   before a program could take it.
+//!
+//! The run loop learns from the decision it just made. Keys ([`cache_key`]) are exact and
+//! per ingress interface (a port's veth end, or the parent):
 //!
 //! | port kind | key                                                             |
 //! |-----------|-----------------------------------------------------------------|
@@ -48,12 +74,14 @@
 //! `bpf_redirect_peer` to the target's uvf end: the frame enters the target's `eth0` with
 //! `pkt_type = PACKET_HOST` (`skb_scrub_packet`), which is what `eth_type_trans` gives for a
 //! unicast frame to the endpoint's own MAC (macvlan: the key's destination MAC is the
-//! target's; ipvlan: every endpoint has the parent's MAC). Like the slow path (a TAP write),
-//! it does not check the target's MTU.
+//! target's; ipvlan: every endpoint has the parent's MAC; from the wire: only frames to the
+//! target's MAC are learned). Like the slow path (a TAP write), it does not check the
+//! target's MTU, so the run loop only learns where the sender's MTU (the wire's: the
+//! parent's) is not above the receiver's.
 //!
 //! # Invalidation
-//! [`FastPath::flush`] deletes every entry (and keeps their counters): the run loop calls it
-//! after any engine change and whenever a port's TAP or veth comes or goes, on the
+//! [`FastPath::flush`] deletes every entry, in the veth cache and in every wire cache (and
+//! keeps their counters): the run loop calls it after any engine change and whenever a port's TAP or veth comes or goes, on the
 //! dataplane thread, after every worker switched to the new engine and before the command
 //! returns. No worker can insert an entry decided with the old engine afterwards (learning
 //! happens inside a batch; the switch happens between batches). A port leaving the fast
@@ -61,15 +89,20 @@
 //! programs forward nothing even while their links are still open; the daemon closes the
 //! links after deleting the interfaces, when the close costs no RCU grace period. The
 //! programs are attached with `bpf_link`: when the process dies the links close and the uvf
-//! ends forward nothing.
+//! ends forward nothing. A wire's cache and its `wire` program go with the wire
+//! ([`FastPath::drop_wire`], called when the dataplane closes or reopens it) or with the
+//! fast path (dropping [`FastPath`] flushes first); the parent's XDP filter and its cache
+//! are the wire's own (`bpf_link` too).
 //!
 //! Kernel facts relied on (Linux 6.18): `__sk_buff` len@0, vlan_present@20, ifindex@40,
-//! data@76, data_end@80; helpers `bpf_redirect` (23) and `bpf_redirect_peer` (155) return
-//! `TC_ACT_REDIRECT` (7); `bpf_redirect_peer` needs a veth whose peer is up and in another
+//! data@76, data_end@80, data_meta@140; `xdp_md` data@0, data_end@4, data_meta@8,
+//! ingress_ifindex@12; `bpf_xdp_adjust_meta` (54) and the metadata surviving `XDP_PASS`
+//! into the skb (native and generic XDP) up to tc ingress; helpers `bpf_redirect` (23) and
+//! `bpf_redirect_peer` (155) return `TC_ACT_REDIRECT` (7); `bpf_redirect_peer` needs a veth whose peer is up and in another
 //! namespace (else the frame is dropped); `BPF_ATOMIC | BPF_ADD` on map values.
 //!
-//! Files: this one holds keys, maps and the [`FastPath`] object; `program.rs` the two
-//! programs' assembly.
+//! Files: this one holds keys, maps and the [`FastPath`] object; `program.rs` the programs'
+//! assembly (the key lookup shared by the `veth` program and the XDP prologue).
 
 mod program;
 

@@ -50,6 +50,14 @@
 //! ARP is only keyed when it is Ethernet/IPv4 (`ptype 0x0800, hlen 6, plen 4`). The NS test
 //! needs the ICMPv6 header directly after the fixed IPv6 header (next header 58, type 135).
 //!
+//! # The fast path's prologue
+//! The XDP flavour starts with the fast path's block (`port::fast_path::xdp_prologue`): an
+//! untagged unicast frame whose key is in the filter's own wire cache ([`Filter::wire_cache`],
+//! entries the dataplane learned from the engine's wire → endpoint decisions) leaves with
+//! `XDP_PASS` and 8 bytes of XDP metadata for the fast path's tcx program on the parent;
+//! every other frame is classified as below. The cache is empty unless fast-path endpoints
+//! exist.
+//!
 //! # Statistics
 //! A per-CPU array of [`STAT_COUNT`] `u64` counters, summed by [`FilterMaps::stats`]. With
 //! an empty XSKMAP (as under `BPF_PROG_TEST_RUN`) a keyed frame falls back to `XDP_PASS`
