@@ -1154,3 +1154,51 @@ fn gso_tx_socket_hands_super_frames_to_the_kernel() {
     assert_eq!((s.frames, s.full, s.refused, s.down), (4, 0, 0, 1), "{s:?}");
     assert_eq!(gso.ifname(), t.hif);
 }
+
+/// Copy mode transmits at most one batch (32 frames) per `sendto` and answers `EAGAIN` when
+/// more is left: a flush must keep kicking while the kernel takes frames, or a burst leaves
+/// a backlog in the TX ring that only later frames push out, 32 at a time (a ping sent after
+/// a flood then waited behind it for good). One burst of a full ring and one flush: every
+/// frame reaches the peer, with no frame sent after it.
+#[test]
+fn xdp_copy_mode_flush_sends_a_whole_burst() {
+    let t = Topo::new(None);
+    let o = XdpOptions {
+        ring_size: 1024,
+        attach: XdpAttach::Native,
+        ..Default::default()
+    };
+    let mut p = t.within(&t.host, || XdpParent::open(&t.hif, &o).unwrap());
+    assert_eq!(p.bind_mode(), BindMode::Copy);
+    let rx = || -> u64 {
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &t.peer,
+            "cat",
+            &format!("/sys/class/net/{}/statistics/rx_packets", t.pif),
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let before = rx();
+    let frame = eth(
+        PEER_MAC,
+        None,
+        0x0800,
+        &ipv4_udp(EP4, PEER4, 9, b"uvt-burst", true),
+    );
+    let mut queued = 0u64;
+    for _ in 0..1000 {
+        if p.send(&frame).unwrap() {
+            queued += 1;
+        }
+    }
+    p.flush().unwrap();
+    assert!(queued >= 900, "{queued} of 1000 frames queued");
+    assert_eq!(
+        rx() - before,
+        queued,
+        "every queued frame left with the flush (nothing sent after it)"
+    );
+}

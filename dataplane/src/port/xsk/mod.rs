@@ -15,8 +15,10 @@
 //!   → `bind` with `XDP_USE_NEED_WAKEUP | XDP_COPY` (or `XDP_ZEROCOPY`) → XSKMAP update.
 //! - Ring indices are free-running `u32`s; the peer's index is read with Acquire and ours is
 //!   published with Release after the descriptors are written.
-//! - In copy mode the TX ring asks for a wakeup on every batch: one
-//!   `sendto(fd, NULL, 0, MSG_DONTWAIT)` per flush. The fill ring flag was never seen set,
+//! - In copy mode the TX ring asks for a wakeup on every batch: a
+//!   `sendto(fd, NULL, 0, MSG_DONTWAIT)` transmits at most 32 frames (`TX_BATCH_SIZE`) and
+//!   answers `EAGAIN` when more are left, so a flush kicks until the ring is empty or a kick
+//!   takes nothing. The fill ring flag was never seen set,
 //!   but is honoured (`recvfrom` kick).
 //! - Zero-copy on veth: `EOPNOTSUPP`; uvlan then binds in copy mode. Generic XDP only works
 //!   with copy mode.

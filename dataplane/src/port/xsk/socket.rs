@@ -421,8 +421,32 @@ impl Xsk {
         }
         if self.tx.needs_wakeup() && self.tx.free() < self.tx.size {
             self.kick()?;
+            if !self.zero_copy {
+                self.kick_while_taken()?;
+            }
         }
         self.reclaim();
+        Ok(())
+    }
+
+    /// Copy mode: one `sendto` transmits at most one batch (`TX_BATCH_SIZE`, 32 frames in
+    /// Linux 6.18) and answers `EAGAIN` when more is left. Frames left in the ring would only
+    /// move with the next flush, 32 per later frame: after a burst, a backlog of up to a
+    /// ring's worth would sit in front of every frame sent after it (a ping behind it never
+    /// left). So kick again while the kernel takes descriptors, until the ring is empty; a
+    /// kick that takes nothing (the device is busy) ends it, and the next flush tries again.
+    fn kick_while_taken(&mut self) -> io::Result<()> {
+        // Each kick that makes progress takes at least one descriptor; the bound is never
+        // reached unless the kernel takes them one at a time.
+        let mut left = self.tx.size;
+        while left > 0 && self.tx.free() < self.tx.size {
+            let before = self.tx.free();
+            self.kick()?;
+            if self.tx.free() == before {
+                break;
+            }
+            left -= 1;
+        }
         Ok(())
     }
 
