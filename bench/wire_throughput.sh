@@ -19,7 +19,10 @@
 # Measurements (iperf3, server in U, client in E), each RUNS times, median printed:
 #   TCP E→U, TCP U→E (-R): receiver Mbit/s
 #   UDP 64-byte payload E→U and U→E (-u -l 64 -b 0): datagrams delivered per second
-# Numbers are printed, never asserted; ratios: uvlan / kernel, relay / kernel, uvlan / relay.
+# Also the kernel's macvlan while uvlan's XDP filter sits on up0 (a daemon holding up0 for a
+# network without endpoints): what the program alone costs the kernel on a veth parent.
+# Numbers are printed, never asserted; ratios: uvlan / kernel, relay / kernel, uvlan / relay,
+# fast path / kernel with the XDP program.
 #
 # Usage: bench/wire_throughput.sh [SECONDS_PER_RUN (default 5)] [RUNS (default 3)]
 set -euo pipefail
@@ -113,14 +116,31 @@ measure() {
         >"$res/${name//\//_}"
 }
 
+# The kernel's macvlan; with "xdp", while a uvlan daemon (AF_XDP) holds up0 for a network
+# without endpoints: its XDP filter sits on up0 and passes every frame, which is what the
+# kernel pays for the program alone (a veth runs native XDP on a copy of each frame).
 kernel() {
+    local with=${1:-}
     topology
     ip -n "$p-H" link add name mvb link up0 address 02:00:00:00:00:10 type macvlan mode bridge
     ip -n "$p-H" link set mvb netns "$p-E"
     ip -n "$p-E" link set mvb name eth0
     ip -n "$p-E" link set eth0 up
     ip -n "$p-E" addr add 192.0.2.10/24 dev eth0
-    measure kernel
+    if [ "$with" = xdp ]; then
+        mkdir -p "$tmp/root"
+        ip netns exec "$p-H" "$uvlan" daemon --root "$tmp/root" --socket "$tmp/sock" \
+            --wire-backend af_xdp 2>"$tmp/daemon.log" &
+        daemon_pid=$!
+        for _ in $(seq 100); do [ -S "$tmp/sock" ] && break; sleep 0.05; done
+        UVLAN_SOCKET=$tmp/sock UVLAN_ROOT=$tmp/root "$uvlan" network create -d macvlan \
+            -o parent=up0 --subnet 198.51.100.0/24 idle >/dev/null
+        ip -n "$p-H" link show up0 | grep -q ' xdp' ||
+            { echo "wire_throughput.sh: no XDP program on up0" >&2; exit 1; }
+        measure kernel+xdp
+    else
+        measure kernel
+    fi
     cleanup
 }
 
@@ -165,6 +185,7 @@ relay_run() {
 
 echo "wire ↔ endpoint, macvlan bridge, ${secs}s × ${runs} runs per figure (medians); $(uname -r), $(nproc) vCPU"
 kernel
+kernel xdp
 for backend in af_xdp af_packet; do
     relay_run "$backend"
     uvlan_run "$backend"
@@ -187,7 +208,13 @@ for b in af_xdp af_packet; do
     printf '%-18s %14s %14s %16s %16s\n' "  ÷ relay bound" "$(ratio "$u_tu" "$r_tu")" \
         "$(ratio "$u_td" "$r_td")" "$(ratio "$u_uu" "$r_uu")" "$(ratio "$u_ud" "$r_ud")"
 done
+read -r x_tu x_td x_uu x_ud <"$res/kernel+xdp"
+printf '%-18s %14s %14s %16s %16s\n' "kernel, XDP on up0" "$x_tu" "$x_td" "$x_uu" "$x_ud"
+printf '%-18s %14s %14s %16s %16s\n' "  ÷ kernel" "$(ratio "$x_tu" "$k_tu")" \
+    "$(ratio "$x_td" "$k_td")" "$(ratio "$x_uu" "$k_uu")" "$(ratio "$x_ud" "$k_ud")"
 read -r f_tu f_td f_uu f_ud <"$res/uvlan_af_xdp+fast"
 printf '%-18s %14s %14s %16s %16s\n' "uvlan fast path" "$f_tu" "$f_td" "$f_uu" "$f_ud"
 printf '%-18s %14s %14s %16s %16s\n' "  ÷ kernel" "$(ratio "$f_tu" "$k_tu")" \
     "$(ratio "$f_td" "$k_td")" "$(ratio "$f_uu" "$k_uu")" "$(ratio "$f_ud" "$k_ud")"
+printf '%-18s %14s %14s %16s %16s\n' "  ÷ kernel+XDP" "$(ratio "$f_tu" "$x_tu")" \
+    "$(ratio "$f_td" "$x_td")" "$(ratio "$f_uu" "$x_uu")" "$(ratio "$f_ud" "$x_ud")"
