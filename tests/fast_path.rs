@@ -168,6 +168,19 @@ fn wire_traffic_uses_the_cache_both_ways() {
              {received} B"
         );
 
+        // The wire's row counts the cache's frames too.
+        let stats: Value =
+            serde_json::from_str(&w.uvlan_ok(&["stats", "--format", "json", &net])).unwrap();
+        let wire = &stats["wires"][0];
+        let (fs, fr) = (
+            wire["fast_sent_frames"].as_u64().unwrap_or(0),
+            wire["fast_received_frames"].as_u64().unwrap_or(0),
+        );
+        assert!(
+            fs >= 8 && fr >= 8 && wire["sent_frames"].as_u64() >= Some(fs),
+            "{driver}: the wire's row counts the cache's frames: {wire}"
+        );
+
         // Invalidation: the next endpoint has the same MAC and address, and a new veth.
         w.uvlan_ok(&["network", "disconnect", &net, &e]);
         let e2 = w.connect(&net, &format!("{driver}w2"), &args);

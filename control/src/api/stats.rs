@@ -137,11 +137,13 @@ pub struct WireStats {
     pub networks: Vec<String>,
     /// The backend in use.
     pub mode: String,
-    /// Frames received from the wire (steered to uvlan, or copied).
+    /// Frames received from the wire (steered to uvlan, or copied; and those the fast path's
+    /// cache took to an endpoint).
     pub received_frames: u64,
     /// Their bytes.
     pub received_bytes: u64,
-    /// Frames sent to the wire (a GSO super-frame handed to the kernel counts once).
+    /// Frames sent to the wire (a GSO super-frame handed to the kernel counts once; the fast
+    /// path's included).
     pub sent_frames: u64,
     /// Their bytes.
     pub sent_bytes: u64,
@@ -156,4 +158,10 @@ pub struct WireStats {
     /// master.
     #[serde(default)]
     pub to_host_frames: u64,
+    /// Of `sent_frames`: frames the fast path's cache sent from endpoints to the wire.
+    #[serde(default)]
+    pub fast_sent_frames: u64,
+    /// Of `received_frames`: frames the fast path's cache took from the wire to endpoints.
+    #[serde(default)]
+    pub fast_received_frames: u64,
 }

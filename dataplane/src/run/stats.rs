@@ -116,6 +116,15 @@ pub struct ParentCounters {
     pub io_errors: u64,
     /// The filter program's counters.
     pub filter: Option<FilterStats>,
+    /// Frames the fast path's cache sent from endpoints to this wire (never seen by the
+    /// dataplane, so not in `tx_frames`).
+    pub fast_tx_frames: u64,
+    /// Their bytes.
+    pub fast_tx_bytes: u64,
+    /// Frames the fast path's cache took from this wire to endpoints (not in `rx_steered`).
+    pub fast_rx_frames: u64,
+    /// Their bytes.
+    pub fast_rx_bytes: u64,
 }
 
 /// Number of buckets of [`LoopCounters::batch_hist`]: sizes 1, 2–3, 4–7, …, 512–1023,

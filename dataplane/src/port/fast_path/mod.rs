@@ -43,7 +43,7 @@
 //!   Networks on `eth0.N` tag them (`VlanOp::Push`): never learned.
 //! - from the wire of an AF_XDP parent to port Q ([`FastPath::learn_from_wire`]), when the
 //!   frame is addressed to Q's own MAC and carries no tag in its data. The entry lives in
-//!   that parent's XDP filter (`port::xdp_filter`), whose prologue ([`xdp_prologue`]) looks
+//!   that parent's XDP filter (`port::xdp_filter`), whose prologue (`xdp_prologue`) looks
 //!   every untagged unicast frame up before anything else; a hit leaves the filter with
 //!   `XDP_PASS` and the target in its XDP metadata, and the `wire` program on the parent's
 //!   tcx ingress `bpf_redirect_peer`s it into Q's `eth0` (`macvlan_handle_frame` and
@@ -267,6 +267,8 @@ struct Learned {
     to: Option<PortId>,
     /// `Some(parent ifindex)`: in that parent's wire cache; `None`: in the veth cache.
     wire: Option<u32>,
+    /// The parent whose wire is the entry's other end (to or from it), if any.
+    parent: Option<u32>,
 }
 
 /// A parent whose wire → endpoint decisions are cached: its XDP filter's cache (another
@@ -286,6 +288,8 @@ struct State {
     /// Counters of entries already flushed: per sending port and per receiving port.
     gone_tx: HashMap<PortId, EntryCounters>,
     gone_rx: HashMap<PortId, EntryCounters>,
+    /// Counters of flushed entries per parent: (sent to its wire, received from it).
+    gone_wire: HashMap<u32, (EntryCounters, EntryCounters)>,
 }
 
 /// The cache, its programs and the ports that use it; shared by the dataplane workers.
@@ -331,6 +335,16 @@ fn account_gone(st: &mut State, l: Learned, c: EntryCounters) {
         rx.frames += c.frames;
         rx.bytes += c.bytes;
     }
+    if let Some(p) = l.parent {
+        add_wire(st.gone_wire.entry(p).or_default(), &l, c);
+    }
+}
+
+/// Adds an entry's counters `c` to its parent's (sent to the wire, received from it).
+fn add_wire(w: &mut (EntryCounters, EntryCounters), l: &Learned, c: EntryCounters) {
+    let side = if l.to.is_none() { &mut w.0 } else { &mut w.1 };
+    side.frames += c.frames;
+    side.bytes += c.bytes;
 }
 
 fn sum_percpu(buf: &[u8]) -> u64 {
@@ -517,6 +531,7 @@ impl FastPath {
                 from: Some(from),
                 to: Some(to),
                 wire: None,
+                parent: None,
             },
         )
     }
@@ -543,6 +558,7 @@ impl FastPath {
                 from: Some(from),
                 to: None,
                 wire: None,
+                parent: Some(parent),
             },
         )
     }
@@ -590,6 +606,7 @@ impl FastPath {
                 from: None,
                 to: Some(to),
                 wire: Some(parent),
+                parent: Some(parent),
             },
         )
     }
@@ -650,6 +667,8 @@ impl FastPath {
             }
         }
         st.wires.remove(&parent);
+        // The next wire on this interface starts its counters afresh, as its row does.
+        st.gone_wire.remove(&parent);
         true
     }
 
@@ -747,6 +766,22 @@ impl FastPath {
                 let e = &mut out.entry(to).or_default().1;
                 e.frames += c.frames;
                 e.bytes += c.bytes;
+            }
+        }
+        let mut v: Vec<_> = out.into_iter().map(|(p, (t, r))| (p, t, r)).collect();
+        v.sort_by_key(|(p, _, _)| *p);
+        v
+    }
+
+    /// Frames and bytes the cache forwarded per parent (ifindex): (sent to its wire,
+    /// received from it), live entries and flushed ones together.
+    pub fn wire_counters(&self) -> Vec<(u32, EntryCounters, EntryCounters)> {
+        let st = self.state();
+        let mut out: HashMap<u32, (EntryCounters, EntryCounters)> = st.gone_wire.clone();
+        for (key, l) in &st.learned {
+            if let Some(p) = l.parent {
+                let c = self.learned_counters(&st, key, l);
+                add_wire(out.entry(p).or_default(), l, c);
             }
         }
         let mut v: Vec<_> = out.into_iter().map(|(p, (t, r))| (p, t, r)).collect();

@@ -261,7 +261,7 @@ pub(crate) fn xdp_prologue(a: &mut Asm, wire_cache: BorrowedFd<'_>, next: Label)
         .exit();
 }
 
-/// The program on the parent (tcx ingress) that finishes what [`xdp_prologue`] decided: a
+/// The program on the parent (tcx ingress) that finishes what `xdp_prologue` decided: a
 /// frame carrying the fast path's metadata goes to the target veth's peer with
 /// `bpf_redirect_peer`; any other frame continues (`TCX_NEXT`).
 pub fn assemble_wire() -> Result<Vec<Insn>, BpfError> {

@@ -684,3 +684,49 @@ fn private_and_vepa_decisions_are_learned_only_for_the_wire() {
         }
     }
 }
+
+#[test]
+fn wire_entries_count_per_parent_and_keep_their_counters_across_a_flush() {
+    use crate::port::xdp_filter::{Filter, FilterMaps};
+    let filter = Filter::load_xdp(FilterMaps::create(16).unwrap(), 1).unwrap();
+    let cache = filter.wire_cache().unwrap();
+    let fp = FastPath::load(16).unwrap();
+    let q = PortId(3);
+    fp.register(q, 100, KeyKind::Mac);
+    fp.register(PortId(4), LO, KeyKind::Mac);
+    fp.register_wire(LO, cache);
+    let from_wire = eth(B, A, 0x0800, &ipv4(Ipv4Addr::new(192, 0, 2, 2), 26));
+    assert!(fp.learn_from_wire(LO, cache, q, &from_wire));
+    // A frame to the wire from port 4 (its veth is lo under test-run).
+    let to_wire = eth(A, B, 0x0800, &ipv4(Ipv4Addr::new(192, 0, 2, 9), 26));
+    assert!(fp.learn_to_wire(PortId(4), WIRE, &to_wire));
+    for _ in 0..3 {
+        assert_eq!(filter.prog().test_run(&from_wire, 1).unwrap().retval, 2);
+    }
+    assert_eq!(run(&fp, &to_wire), TC_ACT_REDIRECT);
+    let sum = |v: Vec<(u32, EntryCounters, EntryCounters)>| -> Vec<(u32, u64, u64)> {
+        v.into_iter()
+            .map(|(p, t, r)| (p, t.frames, r.frames))
+            .collect()
+    };
+    assert_eq!(sum(fp.wire_counters()), vec![(LO, 0, 3), (WIRE, 1, 0)]);
+    fp.flush();
+    assert_eq!(
+        sum(fp.wire_counters()),
+        vec![(LO, 0, 3), (WIRE, 1, 0)],
+        "kept across a flush"
+    );
+    // The port's own totals carry them too.
+    let ports = fp.port_counters();
+    let of = |p: PortId| {
+        ports
+            .iter()
+            .find(|(x, _, _)| *x == p)
+            .map(|(_, t, r)| (t.frames, r.frames))
+    };
+    assert_eq!(of(q), Some((0, 3)));
+    assert_eq!(of(PortId(4)), Some((1, 0)));
+    // A wire dropped (closed or reopened) starts afresh.
+    assert!(fp.drop_wire(LO));
+    assert_eq!(sum(fp.wire_counters()), vec![(WIRE, 1, 0)]);
+}

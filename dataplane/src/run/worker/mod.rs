@@ -777,7 +777,28 @@ impl Worker {
             .parents
             .iter_mut()
             .enumerate()
-            .filter_map(|(i, p)| p.as_mut().map(|p| (ParentId(i as u32), p.counters())))
+            .filter_map(|(i, p)| {
+                p.as_mut()
+                    .map(|p| (ParentId(i as u32), p.counters(), p.ifindex))
+            })
+            .collect::<Vec<_>>();
+        let wire_fast = self
+            .core
+            .fast
+            .as_ref()
+            .map(|fp| fp.wire_counters())
+            .unwrap_or_default();
+        let parents = parents
+            .into_iter()
+            .map(|(id, mut c, ifindex)| {
+                if let Some((_, tx, rx)) = wire_fast.iter().find(|(i, _, _)| *i == ifindex) {
+                    c.fast_tx_frames = tx.frames;
+                    c.fast_tx_bytes = tx.bytes;
+                    c.fast_rx_frames = rx.frames;
+                    c.fast_rx_bytes = rx.bytes;
+                }
+                (id, c)
+            })
             .collect();
         let mut lc = self.lc;
         lc.add(&self.reactor.counters());
