@@ -120,16 +120,9 @@ fn build(imp: Impl, mode: &str) -> (World, Lan, Vec<String>) {
             }
         }
         Impl::Uvlan(_) => {
-            // The host interface does not serve fast-path endpoints yet: the shim's network
-            // keeps TAP endpoints whatever the daemon's --fast-path.
-            let fast = if shim {
-                " -o uvlan.fast_path=false"
-            } else {
-                ""
-            };
             w.create(&format!(
                 "-d macvlan -o macvlan_mode={mode} --subnet 192.0.2.0/24 --gateway {GW_IP} \
-                 -o parent={PARENT}{fast} mv"
+                 -o parent={PARENT} mv"
             ));
             for (name, ip, mac) in endpoints(mode) {
                 let mut opts = vec!["--ip", ip];

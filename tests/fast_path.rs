@@ -160,10 +160,13 @@ fn wire_traffic_uses_the_cache_both_ways() {
             "the wire program sits on the parent"
         );
         tcp_echo(&lan.gw, sa(GW_IP, 7000), &e, 4 << 20).expect("e ↔ gw TCP echo");
-        // Bytes, not frames: the endpoint's TCP segments leave as GSO super-frames.
+        // Bytes, not frames: the endpoint's TCP segments leave as GSO super-frames. Most of
+        // the 4 MiB each way, not all: any engine change meanwhile (the daemon follows the
+        // parent's addresses, for one) empties the cache, and a few frames then take the slow
+        // path until their key is learned again.
         let (sent, received) = counters(&w, &net, &e, "fast_sent_bytes", "fast_received_bytes");
         assert!(
-            sent >= 4 << 20 && received >= 4 << 20,
+            sent >= 3 << 20 && received >= 3 << 20,
             "{driver}: the echo went through the cache both ways: sent {sent} B, received \
              {received} B"
         );
@@ -541,42 +544,50 @@ fn the_cache_never_skips_the_mtu_rule() {
     assert!(stats.contains("mtu_exceeded"), "{stats}");
 }
 
-/// The host interface does not serve fast-path endpoints yet: it is refused on a network
-/// that has some (nothing is made), and endpoints connected to a network that has one are
-/// TAP endpoints.
+/// A host interface (always a TAP, in the daemon's namespace) and fast-path endpoints share a
+/// network, whichever comes first: the host reaches every endpoint and back through the
+/// dataplane (the cache only learns between veth endpoints), and two veth endpoints reach
+/// each other through the cache.
 #[test]
-fn a_host_interface_and_fast_path_endpoints_do_not_mix_yet() {
+fn a_host_interface_and_fast_path_endpoints_share_a_network() {
     let mut w = World::with_daemon_args(&["--fast-path", "on"]);
-    for (net, subnet) in [("fph1", "192.0.2.0/24"), ("fph2", "198.51.100.0/24")] {
-        w.create(&format!("-d macvlan --internal --subnet {subnet} {net}"));
-    }
-    let a = w.netns("fpha");
-    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "fph1", &a]);
-    let out = w.uvlan(&["network", "connect", "--host", "--ip", "192.0.2.2", "fph1"]);
-    assert!(!out.status.success(), "refused");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("fast-path"), "{err}");
-    assert!(
-        !host_links(&w).contains("uv-fph1"),
-        "nothing was made: {}",
-        host_links(&w)
+    w.create("-d macvlan --internal --subnet 192.0.2.0/24 fph");
+    let a = w.connect("fph", "fpha", &["--ip", "192.0.2.10"]);
+    w.uvlan_ok(&["network", "connect", "--host", "--ip", "192.0.2.2", "fph"]);
+    let b = w.connect("fph", "fphb", &["--ip", "192.0.2.20"]);
+    let inspect = w.inspect("fph");
+    let kinds = inspect["UvlanWire"]["EndpointKinds"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        kinds.values().filter(|k| *k == "veth+fast-path").count(),
+        2,
+        "both endpoints are veths: {kinds:?}"
     );
-    // A network with a host interface: its endpoints are TAPs.
-    w.uvlan_ok(&[
-        "network",
-        "connect",
-        "--host",
-        "--ip",
-        "198.51.100.2",
-        "fph2",
-    ]);
-    let b = w.netns("fphb");
-    w.uvlan_ok(&["network", "connect", "--ip", "198.51.100.20", "fph2", &b]);
-    let inspect = w.inspect("fph2");
-    let kinds = inspect["UvlanWire"]["EndpointKinds"].to_string();
-    assert!(!kinds.contains("veth"), "{kinds}");
-    let ping = w.exec("host", "ping -q -c 3 -i 0.2 198.51.100.20");
-    assert!(ping.status.success(), "{}", w.daemon_log());
+    assert_eq!(
+        kinds.values().filter(|k| *k == "tap").count(),
+        1,
+        "the host interface is a TAP: {kinds:?}"
+    );
+    for ip in ["192.0.2.10", "192.0.2.20"] {
+        let ping = w.exec("host", &format!("ping -q -c 3 -i 0.2 {ip}"));
+        assert!(ping.status.success(), "host → {ip}\n{}", w.daemon_log());
+    }
+    let ping = w.exec("fphb", "ping -q -c 3 -i 0.2 192.0.2.2");
+    assert!(ping.status.success(), "b → host\n{}", w.daemon_log());
+    let pings = w.exec("fpha", "ping -q -c 10 -i 0.2 192.0.2.20");
+    assert!(pings.status.success(), "a → b\n{}", w.daemon_log());
+    let (a_sent, _) = fast_counters(&w, "fph", &a);
+    let (_, b_received) = fast_counters(&w, "fph", &b);
+    assert!(
+        a_sent >= 8 && b_received >= 8,
+        "a → b through the cache: {a_sent} {b_received}"
+    );
+    w.uvlan_ok(&["network", "disconnect", "--host", "fph"]);
+    w.uvlan_ok(&["network", "disconnect", "fph", &a]);
+    w.uvlan_ok(&["network", "disconnect", "fph", &b]);
+    w.uvlan_ok(&["network", "rm", "fph"]);
 }
 
 /// Runs `ip ARGS` and panics unless it succeeds.

@@ -438,7 +438,7 @@ impl Env {
 
     /// The kind `ip -d link` shows for a container's endpoint: a TAP (` tun `), or with the
     /// fast path (`UVLAN_TEST_FAST_PATH=on`) a veth (Join made the pair and dockerd moved
-    /// one end in). A network with a host interface keeps TAP endpoints in both modes.
+    /// one end in), also on a network with a host interface.
     fn endpoint_kind(&self) -> &'static str {
         if self.suite.fast_path_on() {
             " veth "
@@ -992,8 +992,8 @@ fn docker_host_interface() {
 
         let ctr = format!("{net}-c");
         env.container(&ctr, net, &[]);
-        // A network with a host interface keeps TAP endpoints, with the fast path too.
-        env.assert_kind(&ctr, "eth0", " tun ");
+        // The container's endpoint is of the suite's kind beside the host interface too.
+        env.assert_kind(&ctr, "eth0", env.endpoint_kind());
         let c_addr = docker_addr(&env, &ctr, net);
         assert!(!c_addr.is_empty() && c_addr != host_ip, "{c_addr}");
         let routes = env.host_ip(&["route", "show"]);

@@ -76,15 +76,6 @@ impl Daemon {
     ) -> Result<EndpointRecord, String> {
         let net = &st.nets[i].rec;
         options::host_interface_allowed(net)?;
-        if st.nets[i].eps.values().any(|rt| rt.fast_veth.is_some()) {
-            return Err(format!(
-                "network {} has fast-path (veth) endpoints, and a host interface does not work \
-                 with them yet: create the network with -o {}=false, or run the daemon with \
-                 --fast-path off",
-                net.name,
-                options::FAST_PATH_OPT
-            ));
-        }
         if let Some(h) = net.endpoints.iter().find(|e| e.host_interface) {
             return Err(format!(
                 "network {} already has a host interface ({}); remove it with \"uvlan network \
@@ -588,9 +579,6 @@ impl Daemon {
         // (the veth end Docker moves) and CNI ADD.
         let fast = match options::fast_path_opt(&st.nets[i].rec.options) {
             _ if place.host_interface => false,
-            // A network with a host interface keeps TAP endpoints (the fast path does not
-            // serve the host interface yet).
-            _ if st.nets[i].rec.endpoints.iter().any(|e| e.host_interface) => false,
             Ok(None) => self.fast_path(),
             Ok(Some(false)) => false,
             Ok(Some(true)) if self.fast_path() => true,
