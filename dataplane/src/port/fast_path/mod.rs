@@ -646,24 +646,18 @@ impl FastPath {
     /// (counted like a flush) and its wire program is detached. Returns whether it had any.
     pub fn drop_wire(&self, parent: u32) -> bool {
         let mut st = self.state();
-        let Some(w) = st.wires.get(&parent) else {
+        if !st.wires.contains_key(&parent) {
             return false;
-        };
+        }
         let keys: Vec<[u8; KEY_LEN]> = st
             .learned
             .iter()
             .filter(|(_, l)| l.wire == Some(parent))
             .map(|(k, _)| *k)
             .collect();
-        let mut gone = Vec::with_capacity(keys.len());
         for k in keys {
-            let c = entry_in(&w.map, &k).unwrap_or_default();
-            let _ = w.map.delete(&k);
-            gone.push((k, c));
-        }
-        for (k, c) in gone {
             if let Some(l) = st.learned.remove(&k) {
-                account_gone(&mut st, l, c);
+                self.delete_learned(&mut st, &k, l);
             }
         }
         st.wires.remove(&parent);
@@ -722,19 +716,25 @@ impl FastPath {
         let mut st = self.state();
         let learned = std::mem::take(&mut st.learned);
         for (key, l) in learned {
-            let c = self.learned_counters(&st, &key, &l);
-            match l.wire {
-                None => {
-                    let _ = self.cache.delete(&key);
-                }
-                Some(p) => {
-                    if let Some(w) = st.wires.get(&p) {
-                        let _ = w.map.delete(&key);
-                    }
+            self.delete_learned(&mut st, &key, l);
+        }
+    }
+
+    /// Deletes the entry of a learned key (already taken out of `learned`) from its map and
+    /// moves its counters to the flushed totals.
+    fn delete_learned(&self, st: &mut State, key: &[u8; KEY_LEN], l: Learned) {
+        let c = self.learned_counters(st, key, &l);
+        match l.wire {
+            None => {
+                let _ = self.cache.delete(key);
+            }
+            Some(p) => {
+                if let Some(w) = st.wires.get(&p) {
+                    let _ = w.map.delete(key);
                 }
             }
-            account_gone(&mut st, l, c);
         }
+        account_gone(st, l, c);
     }
 
     /// Frames and bytes the cache forwarded, per port: (sent by it, delivered to it), live
