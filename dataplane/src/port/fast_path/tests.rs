@@ -370,6 +370,19 @@ fn random_frame(r: &mut Rng, macs: &[[u8; 6]], from: usize, n: usize) -> Vec<u8>
     eth(dst, src, etype, &payload)
 }
 
+/// The MACs of `ports`, in order.
+fn port_macs(engine: &Engine, ports: &[PortId]) -> Vec<[u8; 6]> {
+    ports
+        .iter()
+        .map(|p| engine.port_info(*p).unwrap().mac.0)
+        .collect()
+}
+
+/// The veth ifindex the agreement runs register port `i` with.
+fn veth_of(i: usize) -> u32 {
+    100 + i as u32
+}
+
 /// What an agreement run learned and checked.
 #[derive(Debug, Default)]
 struct Agreed {
@@ -386,11 +399,7 @@ struct Agreed {
 /// through the program: every redirect must be the engine's decision.
 fn agreement(engine: &Engine, ports: &[PortId], kind: KeyKind, seed: u64) -> Agreed {
     let n = ports.len();
-    let macs: Vec<[u8; 6]> = ports
-        .iter()
-        .map(|p| engine.port_info(*p).unwrap().mac.0)
-        .collect();
-    let veth_of = |i: usize| 100 + i as u32;
+    let macs = port_macs(engine, ports);
     let mut out = Outputs::default();
     let mut r = Rng(seed);
     let mut agreed = Agreed::default();
@@ -479,11 +488,7 @@ fn wire_agreement(
 ) -> (usize, usize) {
     use crate::port::xdp_filter::{Filter, FilterMaps};
     let n = ports.len();
-    let macs: Vec<[u8; 6]> = ports
-        .iter()
-        .map(|p| engine.port_info(*p).unwrap().mac.0)
-        .collect();
-    let veth_of = |i: usize| 100 + i as u32;
+    let macs = port_macs(engine, ports);
     let filter = Filter::load_xdp(FilterMaps::create(64).unwrap(), 1).unwrap();
     let cache = filter.wire_cache().unwrap();
     let fp = FastPath::load(256).unwrap();
