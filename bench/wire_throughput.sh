@@ -191,30 +191,35 @@ for backend in af_xdp af_packet; do
     uvlan_run "$backend"
 done
 uvlan_run af_xdp on
-read -r k_tu k_td k_uu k_ud <"$res/kernel"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
-printf '\n%-18s %14s %14s %16s %16s\n' "" "TCP E→U Mb/s" "TCP U→E Mb/s" "UDP64 E→U pps" "UDP64 U→E pps"
-printf '%-18s %14s %14s %16s %16s\n' "kernel macvlan" "$k_tu" "$k_td" "$k_uu" "$k_ud"
+# One table row: a label and four figures.
+row() { printf '%-18s %14s %14s %16s %16s\n' "$@"; }
+# The ratios of the medians in file $2 to those in file $3, labelled $1.
+ratios() {
+    local label=$1 a b c d e f g h
+    read -r a b c d <"$res/$2"
+    read -r e f g h <"$res/$3"
+    row "$label" "$(ratio "$a" "$e")" "$(ratio "$b" "$f")" "$(ratio "$c" "$g")" "$(ratio "$d" "$h")"
+}
+# The medians in file $2, labelled $1.
+figures() {
+    local label=$1 a b c d
+    read -r a b c d <"$res/$2"
+    row "$label" "$a" "$b" "$c" "$d"
+}
+printf '\n'
+row "" "TCP E→U Mb/s" "TCP U→E Mb/s" "UDP64 E→U pps" "UDP64 U→E pps"
+figures "kernel macvlan" kernel
 for b in af_xdp af_packet; do
-    read -r r_tu r_td r_uu r_ud <"$res/relay_$b"
-    printf '%-18s %14s %14s %16s %16s\n' "relay $b" "$r_tu" "$r_td" "$r_uu" "$r_ud"
-    printf '%-18s %14s %14s %16s %16s\n' "  ÷ kernel" "$(ratio "$r_tu" "$k_tu")" \
-        "$(ratio "$r_td" "$k_td")" "$(ratio "$r_uu" "$k_uu")" "$(ratio "$r_ud" "$k_ud")"
-    read -r u_tu u_td u_uu u_ud <"$res/uvlan_$b"
-    printf '%-18s %14s %14s %16s %16s\n' "uvlan $b" "$u_tu" "$u_td" "$u_uu" "$u_ud"
-    printf '%-18s %14s %14s %16s %16s\n' "  ÷ kernel" "$(ratio "$u_tu" "$k_tu")" \
-        "$(ratio "$u_td" "$k_td")" "$(ratio "$u_uu" "$k_uu")" "$(ratio "$u_ud" "$k_ud")"
-    printf '%-18s %14s %14s %16s %16s\n' "  ÷ relay bound" "$(ratio "$u_tu" "$r_tu")" \
-        "$(ratio "$u_td" "$r_td")" "$(ratio "$u_uu" "$r_uu")" "$(ratio "$u_ud" "$r_ud")"
+    figures "relay $b" "relay_$b"
+    ratios "  ÷ kernel" "relay_$b" kernel
+    figures "uvlan $b" "uvlan_$b"
+    ratios "  ÷ kernel" "uvlan_$b" kernel
+    ratios "  ÷ relay bound" "uvlan_$b" "relay_$b"
 done
-read -r x_tu x_td x_uu x_ud <"$res/kernel+xdp"
-printf '%-18s %14s %14s %16s %16s\n' "kernel, XDP on up0" "$x_tu" "$x_td" "$x_uu" "$x_ud"
-printf '%-18s %14s %14s %16s %16s\n' "  ÷ kernel" "$(ratio "$x_tu" "$k_tu")" \
-    "$(ratio "$x_td" "$k_td")" "$(ratio "$x_uu" "$k_uu")" "$(ratio "$x_ud" "$k_ud")"
-read -r f_tu f_td f_uu f_ud <"$res/uvlan_af_xdp+fast"
-printf '%-18s %14s %14s %16s %16s\n' "uvlan fast path" "$f_tu" "$f_td" "$f_uu" "$f_ud"
-printf '%-18s %14s %14s %16s %16s\n' "  ÷ kernel" "$(ratio "$f_tu" "$k_tu")" \
-    "$(ratio "$f_td" "$k_td")" "$(ratio "$f_uu" "$k_uu")" "$(ratio "$f_ud" "$k_ud")"
-printf '%-18s %14s %14s %16s %16s\n' "  ÷ kernel+XDP" "$(ratio "$f_tu" "$x_tu")" \
-    "$(ratio "$f_td" "$x_td")" "$(ratio "$f_uu" "$x_uu")" "$(ratio "$f_ud" "$x_ud")"
+figures "kernel, XDP on up0" kernel+xdp
+ratios "  ÷ kernel" kernel+xdp kernel
+figures "uvlan fast path" uvlan_af_xdp+fast
+ratios "  ÷ kernel" uvlan_af_xdp+fast kernel
+ratios "  ÷ kernel+XDP" uvlan_af_xdp+fast kernel+xdp
