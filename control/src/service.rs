@@ -71,9 +71,14 @@ fn stop_on_signals() -> std::io::Result<UnixStream> {
 
 /// The dataplane this build uses: the real workers, opening parents with the options'
 /// backend, on the options' I/O path.
-fn make_dataplane(opts: &DaemonOptions) -> Result<Arc<dyn DataplaneApi>, DaemonError> {
+/// `fast`: the fast path is on, so parents' XDP filters get its wire cache.
+fn make_dataplane(opts: &DaemonOptions, fast: bool) -> Result<Arc<dyn DataplaneApi>, DaemonError> {
     let dp = RunDataplane::spawn_with(RunOptions {
         wire_backend: opts.wire_backend,
+        xdp: uvlan_dataplane::port::xsk::XdpOptions {
+            wire_cache: fast,
+            ..Default::default()
+        },
         io: opts.io,
         workers: opts.workers.max(1),
         busy_poll: opts.busy_poll,
@@ -195,11 +200,6 @@ pub fn run_daemon(
     let _lock = store.lock()?;
     let host = RtnlHost::open().map_err(DaemonError::Host)?;
     let backend = opts.wire_backend;
-    let dp = make_dataplane(opts)?;
-    log(&format!(
-        "dataplane: {} (wire backend: {backend:?})",
-        dp.describe()
-    ));
     let fast = match opts.fast_path {
         FastPathMode::Off => false,
         mode => match fast_path_available() {
@@ -211,6 +211,11 @@ pub fn run_daemon(
             }
         },
     };
+    let dp = make_dataplane(opts, fast)?;
+    log(&format!(
+        "dataplane: {} (wire backend: {backend:?})",
+        dp.describe()
+    ));
     let daemon = Daemon::start(store, Box::new(host), dp, log.clone(), fast)?;
     if fast {
         log("fast path: on (new endpoints, of `network connect`, Docker and CNI alike, are veth endpoints)");

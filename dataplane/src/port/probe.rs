@@ -153,6 +153,7 @@ pub fn af_xdp(ifname: &str) -> Result<(XdpMode, BindMode), XdpError> {
         tx_checksum: true,
         map_capacity: 16,
         queues: Some(1),
+        wire_cache: false,
     };
     let p = XdpParent::open(ifname, &opts)?;
     Ok((p.xdp_mode(), p.bind_mode()))

@@ -489,7 +489,7 @@ fn wire_agreement(
     use crate::port::xdp_filter::{Filter, FilterMaps};
     let n = ports.len();
     let macs = port_macs(engine, ports);
-    let filter = Filter::load_xdp(FilterMaps::create(64).unwrap(), 1).unwrap();
+    let filter = Filter::load_xdp(FilterMaps::create(64).unwrap(), 1, true).unwrap();
     let cache = filter.wire_cache().unwrap();
     let fp = FastPath::load(256).unwrap();
     for (i, p) in ports.iter().enumerate() {
@@ -693,7 +693,7 @@ fn private_and_vepa_decisions_are_learned_only_for_the_wire() {
 #[test]
 fn wire_entries_count_per_parent_and_keep_their_counters_across_a_flush() {
     use crate::port::xdp_filter::{Filter, FilterMaps};
-    let filter = Filter::load_xdp(FilterMaps::create(16).unwrap(), 1).unwrap();
+    let filter = Filter::load_xdp(FilterMaps::create(16).unwrap(), 1, true).unwrap();
     let cache = filter.wire_cache().unwrap();
     let fp = FastPath::load(16).unwrap();
     let q = PortId(3);

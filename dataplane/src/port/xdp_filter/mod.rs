@@ -51,7 +51,7 @@
 //! needs the ICMPv6 header directly after the fixed IPv6 header (next header 58, type 135).
 //!
 //! # The fast path's prologue
-//! The XDP flavour starts with the fast path's block (`port::fast_path::xdp_prologue`): an
+//! With the fast path on (`XdpOptions::wire_cache`), the XDP flavour starts with the fast path's block (`port::fast_path::xdp_prologue`): an
 //! untagged unicast frame whose key is in the filter's own wire cache ([`Filter::wire_cache`],
 //! entries the dataplane learned from the engine's wire → endpoint decisions) leaves with
 //! `XDP_PASS` and 8 bytes of XDP metadata for the fast path's tcx program on the parent;
@@ -168,28 +168,37 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Assemble and load the XDP flavour with an XSKMAP of `queues` entries.
-    pub fn load_xdp(maps: FilterMaps, queues: u32) -> Result<Filter, FilterError> {
+    /// Assemble and load the XDP flavour with an XSKMAP of `queues` entries and, with
+    /// `wire_cache`, the fast path's wire cache looked up first (see the module docs).
+    pub fn load_xdp(
+        maps: FilterMaps,
+        queues: u32,
+        wire_cache: bool,
+    ) -> Result<Filter, FilterError> {
         let xsks = Map::create(MapType::XskMap, 4, 4, queues.max(1), "uvlan_xsks")?;
-        let wire_cache = Map::create(
-            MapType::Hash,
-            fast_path::KEY_LEN as u32,
-            fast_path::VALUE_LEN as u32,
-            maps.mac.max_entries(),
-            "uvlan_fp_wire",
-        )?;
+        let wire_cache = if wire_cache {
+            Some(Map::create(
+                MapType::Hash,
+                fast_path::KEY_LEN as u32,
+                fast_path::VALUE_LEN as u32,
+                maps.mac.max_entries(),
+                "uvlan_fp_wire",
+            )?)
+        } else {
+            None
+        };
         let insns = assemble(
             Flavor::Xdp,
             &maps,
             Some(xsks.as_fd()),
-            Some(wire_cache.as_fd()),
+            wire_cache.as_ref().map(|m| m.as_fd()),
         )?;
         let prog = Prog::load(ProgType::Xdp, &insns, "uvlan_xdp", Some(AttachType::Xdp))?;
         Ok(Filter {
             prog,
             maps,
             xsks: Some(xsks),
-            wire_cache: Some(wire_cache),
+            wire_cache,
             flavor: Flavor::Xdp,
         })
     }

@@ -89,7 +89,7 @@ impl Rig {
         let maps = FilterMaps::create(64).unwrap();
         let tc_maps = maps.try_clone().unwrap();
         Rig {
-            xdp: Filter::load_xdp(maps, 4).unwrap(),
+            xdp: Filter::load_xdp(maps, 4, true).unwrap(),
             tc: Filter::load_tc(tc_maps).unwrap(),
         }
     }

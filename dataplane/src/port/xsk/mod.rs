@@ -106,6 +106,10 @@ pub struct XdpOptions {
     pub map_capacity: u32,
     /// Override the number of RX queues (default: `ETHTOOL_GCHANNELS`).
     pub queues: Option<u32>,
+    /// Give the filter the fast path's wire cache and its prologue (`port::fast_path`):
+    /// only a dataplane whose endpoints may use the fast path needs them; without, the
+    /// filter looks nothing up for it. Default false.
+    pub wire_cache: bool,
 }
 
 impl Default for XdpOptions {
@@ -118,6 +122,7 @@ impl Default for XdpOptions {
             tx_checksum: true,
             map_capacity: 4096,
             queues: None,
+            wire_cache: false,
         }
     }
 }
@@ -279,7 +284,11 @@ impl XdpParent {
             Some(_) => return Err(XdpError::Options("queues must be at least 1".into())),
             None => ethtool::rx_queue_count(ifname).map_err(iferr)?,
         };
-        let filter = Filter::load_xdp(FilterMaps::create(opts.map_capacity)?, queues)?;
+        let filter = Filter::load_xdp(
+            FilterMaps::create(opts.map_capacity)?,
+            queues,
+            opts.wire_cache,
+        )?;
         let attach_err = |mode, source| XdpError::Attach {
             ifname: ifname.to_string(),
             mode,
