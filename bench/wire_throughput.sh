@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Wire ↔ endpoint throughput through uvlan (the real daemon, release build, forced to AF_XDP
-# and then to AF_PACKET; and on AF_XDP with the fast path, `--fast-path on`: a veth endpoint
+# and then to AF_PACKET; and on each with the fast path, `--fast-path on`: a veth endpoint
 # whose decided unicast to and from the wire the kernel cache forwards) against the kernel's
 # macvlan and against the wire relay bound (the same dataplane with the engine replaced by a
 # fixed pairing, dataplane/examples/relay.rs, TAP ↔ AF_XDP and TAP ↔ AF_PACKET), measured in
@@ -22,7 +22,7 @@
 # Also the kernel's macvlan while uvlan's XDP filter sits on up0 (a daemon holding up0 for a
 # network without endpoints): what the program alone costs the kernel on a veth parent.
 # Numbers are printed, never asserted; ratios: uvlan / kernel, relay / kernel, uvlan / relay,
-# fast path / kernel with the XDP program.
+# fast path / kernel, AF_XDP fast path / kernel with the XDP program.
 #
 # Usage: bench/wire_throughput.sh [SECONDS_PER_RUN (default 5)] [RUNS (default 3)]
 set -euo pipefail
@@ -191,6 +191,7 @@ for backend in af_xdp af_packet; do
     uvlan_run "$backend"
 done
 uvlan_run af_xdp on
+uvlan_run af_packet on
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 # One table row: a label and four figures.
@@ -220,6 +221,8 @@ for b in af_xdp af_packet; do
 done
 figures "kernel, XDP on up0" kernel+xdp
 ratios "  ÷ kernel" kernel+xdp kernel
-figures "uvlan fast path" uvlan_af_xdp+fast
+figures "fast path af_xdp" uvlan_af_xdp+fast
 ratios "  ÷ kernel" uvlan_af_xdp+fast kernel
 ratios "  ÷ kernel+XDP" uvlan_af_xdp+fast kernel+xdp
+figures "fast path af_packet" uvlan_af_packet+fast
+ratios "  ÷ kernel" uvlan_af_packet+fast kernel

@@ -810,11 +810,11 @@ impl Core {
                 else {
                     return;
                 };
-                let Some(cache) = slot.backend.wire_cache() else {
+                let Some((cache, hook)) = slot.backend.wire_cache() else {
                     return;
                 };
                 if slot.mtu <= port.mtu as usize && frame.get(..6) == Some(&port.mac.0[..]) {
-                    fp.learn_from_wire(slot.ifindex, cache, q, frame);
+                    fp.learn_from_wire(slot.ifindex, cache, hook, q, frame);
                 }
             }
             _ => {}

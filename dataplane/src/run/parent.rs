@@ -11,6 +11,7 @@ use crate::port::afpacket::{
     AfPacketOptions, AfPacketParent, AfPacketSocket, GsoTxSocket, Membership,
 };
 use crate::port::ethtool;
+use crate::port::fast_path::WireHook;
 use crate::port::inject::HostInjector;
 use crate::port::xdp_filter::{FilterError, FilterMaps, FilterStats};
 use crate::port::xsk::{XdpMode, XdpOptions, XdpParent};
@@ -49,12 +50,12 @@ impl Backend {
         matches!(self, Backend::Xdp { xdp, .. } if xdp.xdp_mode() == XdpMode::Generic)
     }
 
-    /// The fast path's wire → endpoint cache of the XDP filter (`None`: AF_PACKET, whose
-    /// socket gets every frame before any program could take it).
-    pub(crate) fn wire_cache(&self) -> Option<&crate::port::bpf::Map> {
+    /// The fast path's wire → endpoint cache of the wire's filter, and how its hits are
+    /// handed over (`None`: opened without the cache).
+    pub(crate) fn wire_cache(&self) -> Option<(&crate::port::bpf::Map, WireHook)> {
         match self {
-            Backend::Xdp { xdp, .. } => xdp.wire_cache(),
-            Backend::Packet(_) => None,
+            Backend::Xdp { xdp, .. } => xdp.wire_cache().map(|m| (m, WireHook::XdpMetadata)),
+            Backend::Packet(p) => p.wire_cache().map(|m| (m, WireHook::SocketMark)),
         }
     }
 
@@ -219,8 +220,13 @@ pub(crate) fn open_backend(
         Ok(Backend::Xdp { xdp, copy })
     };
     let open_packet = || -> Result<Backend, String> {
+        // The fast path's wire cache, asked for in the XDP options, serves this backend too.
+        let opts = AfPacketOptions {
+            wire_cache: xdp_opts.wire_cache,
+            ..pk_opts.clone()
+        };
         let mut p =
-            AfPacketParent::open(ifname, &pk_opts).map_err(|e| format!("AF_PACKET + tcx: {e}"))?;
+            AfPacketParent::open(ifname, &opts).map_err(|e| format!("AF_PACKET + tcx: {e}"))?;
         p.socket()
             .add_membership(Membership::AllMulti)
             .map_err(|e| format!("AF_PACKET: PACKET_MR_ALLMULTI: {e}"))?;

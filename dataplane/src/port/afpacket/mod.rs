@@ -22,7 +22,7 @@
 //!   own AF_PACKET and AF_XDP sends); frames with pkttype `PACKET_OUTGOING` or
 //!   `PACKET_LOOPBACK` that still arrive are counted and not delivered.
 //! - Every socket's classic BPF filter drops frames carrying
-//!   [`INJECT_MARK`](super::inject::INJECT_MARK): the frames uvlan itself hands to the host's
+//!   `INJECT_MARK` (`port::inject`): the frames uvlan itself hands to the host's
 //!   receive path through the parent (see [`super::inject`]), which packet taps see too.
 //! - `PACKET_STATISTICS` resets the kernel counters on every read; they are accumulated here.
 //! - `PACKET_ADD_MEMBERSHIP` with `PACKET_MR_UNICAST` adds a MAC to the NIC's unicast filter
@@ -43,8 +43,10 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::bpf::{BpfError, Link};
+use super::bpf::{BpfError, Link, Prog, ProgType};
 use super::ethtool;
+use super::fast_path;
+use super::inject::INJECT_MARK;
 use super::xdp_filter::{Filter, FilterError, FilterMaps, FilterStats};
 use super::{RxFrame, Steering, WireIo, WireMode};
 
@@ -111,6 +113,11 @@ pub struct AfPacketOptions {
     /// VLAN-keyed unicast to the host, and this socket (which sees the tag in auxdata) picks
     /// it up. Tagged frames XDP redirected never reach the socket.
     pub with_tagged: bool,
+    /// [`AfPacketParent`] only: give the tc filter the fast path's wire → endpoint cache
+    /// and the socket the eBPF filter that keeps the cache's frames from it
+    /// (`port::fast_path::assemble_wire_socket`), so the fast path can learn this wire's
+    /// decisions (see [`AfPacketParent::wire_cache`]).
+    pub wire_cache: bool,
 }
 
 impl Default for AfPacketOptions {
@@ -121,6 +128,7 @@ impl Default for AfPacketOptions {
             map_capacity: 4096,
             group_only: false,
             with_tagged: false,
+            wire_cache: false,
         }
     }
 }
@@ -210,10 +218,23 @@ pub struct AfPacketParent {
 }
 
 impl AfPacketParent {
-    /// Open the socket on `ifname`, then load and attach the tcx-ingress filter.
+    /// Open the socket on `ifname`, then load and attach the tcx-ingress filter (with
+    /// `opts.wire_cache`, after giving the socket the fast path's filter).
     pub fn open(ifname: &str, opts: &AfPacketOptions) -> Result<AfPacketParent, AfPacketError> {
         let sock = AfPacketSocket::open(ifname, opts)?;
-        let filter = Filter::load_tc(FilterMaps::create(opts.map_capacity)?)?;
+        let filter = Filter::load_tc(FilterMaps::create(opts.map_capacity)?, opts.wire_cache)?;
+        if let Some(cache) = filter.wire_cache() {
+            let insns =
+                fast_path::assemble_wire_socket(cache, INJECT_MARK).map_err(FilterError::from)?;
+            let prog = Prog::load(ProgType::SocketFilter, &insns, "uvlan_fp_sock", None)
+                .map_err(FilterError::from)?;
+            sock.attach_program(&prog)
+                .map_err(|source| AfPacketError::Socket {
+                    ifname: ifname.to_string(),
+                    step: "SO_ATTACH_BPF",
+                    source,
+                })?;
+        }
         let link = Link::tcx_ingress(filter.prog(), sock.ifindex()).map_err(|source| {
             AfPacketError::Attach {
                 ifname: ifname.to_string(),
@@ -241,6 +262,12 @@ impl AfPacketParent {
     /// The underlying socket, read-only.
     pub fn socket_ref(&self) -> &AfPacketSocket {
         &self.sock
+    }
+
+    /// The fast path's wire → endpoint cache (with [`AfPacketOptions::wire_cache`]): an
+    /// entry's frames are kept from the socket and redirected by the tc filter.
+    pub fn wire_cache(&self) -> Option<&super::bpf::Map> {
+        self.filter.wire_cache()
     }
 
     /// The tcx link.

@@ -266,6 +266,27 @@ impl AfPacketSocket {
         self.ignore_outgoing
     }
 
+    /// Replaces the socket's filter with the eBPF socket filter `prog` (`SO_ATTACH_BPF`);
+    /// the socket holds its own reference to the program.
+    pub fn attach_program(&self, prog: &crate::port::bpf::Prog) -> io::Result<()> {
+        let fd: libc::c_int = prog.as_fd().as_raw_fd();
+        // SAFETY: `fd` lives on the stack for the duration of the call; the kernel reads an
+        // int (the program's fd) from it.
+        let r = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_BPF,
+                (&fd as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn membership(&self, m: Membership, opt: libc::c_int) -> io::Result<()> {
         let mut mr = PacketMreq {
             mr_ifindex: self.ifindex as libc::c_int,

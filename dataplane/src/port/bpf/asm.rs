@@ -120,6 +120,9 @@ pub enum Jmp {
 pub mod helper {
     /// `bpf_map_lookup_elem(map, key)`.
     pub const MAP_LOOKUP_ELEM: i32 = 1;
+    /// `bpf_skb_load_bytes(skb, offset, to, len)`: copies `len` bytes of the packet from
+    /// `offset` (relative to `skb->data`) to `to`; 0 on success.
+    pub const SKB_LOAD_BYTES: i32 = 26;
     /// `bpf_redirect_map(map, key, flags)`; the low bits of `flags` are the fallback action.
     pub const REDIRECT_MAP: i32 = 51;
     /// `bpf_redirect(ifindex, flags)`: tc programs, to the egress of `ifindex` (flags 0).

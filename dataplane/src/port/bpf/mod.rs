@@ -382,6 +382,8 @@ impl AsFd for Map {
 /// The BPF program types uvlan loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgType {
+    /// `BPF_PROG_TYPE_SOCKET_FILTER` (`SO_ATTACH_BPF`).
+    SocketFilter = 1,
     /// `BPF_PROG_TYPE_SCHED_CLS` (tc / tcx).
     SchedCls = 3,
     /// `BPF_PROG_TYPE_XDP`.
@@ -505,6 +507,20 @@ impl Prog {
     /// `BPF_PROG_TEST_RUN`: run the program `repeat` times (≥ 1) over `data`. XDP and
     /// SCHED_CLS need `data.len() >= 14`.
     pub fn test_run(&self, data: &[u8], repeat: u32) -> Result<TestRun, BpfError> {
+        self.test_run_ctx(data, repeat, None)
+    }
+
+    /// [`Prog::test_run`] with a context: `ctx` (for skb programs a `struct __sk_buff`, of
+    /// which the kernel takes mark, priority, ifindex, cb, tstamp and a few more, the rest
+    /// zero) goes in, and comes back as the program left it (the kernel writes the fields it
+    /// takes, `cb` included). A socket filter sees the frame from its network header: the
+    /// kernel consumes the first 14 bytes as the Ethernet header.
+    pub fn test_run_ctx(
+        &self,
+        data: &[u8],
+        repeat: u32,
+        ctx: Option<&mut [u8]>,
+    ) -> Result<TestRun, BpfError> {
         // The kernel may grow the packet (e.g. adjust_head); leave headroom for the output.
         let mut out = vec![0u8; data.len() + 256];
         let mut a = Attr::new();
@@ -514,8 +530,17 @@ impl Prog {
             .ptr(16, data.as_ptr())
             .ptr(24, out.as_mut_ptr())
             .u32(32, repeat.max(1));
-        // SAFETY: the attr points at `data` (size_in bytes, read) and at `out` (size_out
-        // bytes, written, owned here); both outlive the call.
+        if let Some(c) = ctx {
+            let p = c.as_mut_ptr();
+            a.u32(40, c.len() as u32)
+                .u32(44, c.len() as u32)
+                .ptr(48, p)
+                .ptr(56, p);
+        }
+        // SAFETY: the attr points at `data` (size_in bytes, read), at `out` (size_out bytes,
+        // written, owned here) and, with a context, at the exclusively borrowed `ctx`, read
+        // and written in place (ctx_size_in = ctx_size_out = its length); all outlive the
+        // call.
         unsafe { sys_bpf(BPF_PROG_TEST_RUN, &mut a) }.map_err(|source| BpfError::Syscall {
             cmd: "PROG_TEST_RUN",
             source,

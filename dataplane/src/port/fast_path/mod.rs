@@ -19,6 +19,13 @@
 //!                              │      ─ tcx ingress: program `wire`
 //!                              │        metadata: bpf_redirect_peer(target) ─► its eth0
 //!                              │        none: TCX_NEXT (the host's own frames)
+//!                              │
+//!                              │   parent (AF_PACKET wire) ─ the wire socket's filter:
+//!                              │        hit in the wire cache: kept from the socket,
+//!                              │        marked in skb->cb (META_MAGIC, target uvf end)
+//!                              │      ─ tcx ingress: the wire's tc filter, prologue first:
+//!                              │        marked and a hit here too, same target:
+//!                              │        bpf_redirect_peer(target) ─► its eth0
 //! ```
 //! The slow path stays the TAP the run loop already reads and writes (io_uring, batches,
 //! `virtio_net_hdr` GSO pass-through); the TAP simply sits in the dataplane's namespace and
@@ -48,8 +55,16 @@
 //!   `XDP_PASS` and the target in its XDP metadata, and the `wire` program on the parent's
 //!   tcx ingress `bpf_redirect_peer`s it into Q's `eth0` (`macvlan_handle_frame` and
 //!   `ipvlan_handle_frame` decide by the destination MAC, resp. the L3 destination, both in
-//!   the key). The AF_PACKET backend has no such cache: its socket receives every frame
-//!   before a program could take it.
+//!   the key).
+//! - from the wire of an AF_PACKET parent to port Q, under the same conditions. Packet taps
+//!   run before tc ingress, so the wire socket would receive a frame the cache forwards:
+//!   its eBPF socket filter ([`assemble_wire_socket`]) looks every untagged unicast frame up
+//!   in the wire cache (here the cache of the wire's tc filter), keeps a hit from the socket
+//!   and marks it in `skb->cb`; the tc filter's prologue redirects a marked frame into Q's
+//!   `eth0` when its own lookup hits with the same target. The kernel clears `cb` before a
+//!   filter that uses it runs, so a frame is either delivered to the socket (unmarked) or
+//!   forwarded by the cache (marked, and still a hit at tc), never both; an entry deleted
+//!   between the two lookups loses that one frame.
 //!
 //! The run loop learns from the decision it just made. Keys ([`cache_key`]) are exact and
 //! per ingress interface (a port's veth end, or the parent):
@@ -106,8 +121,8 @@
 
 mod program;
 
-pub(crate) use program::xdp_prologue;
-pub use program::{assemble_tap, assemble_veth, assemble_wire};
+pub use program::{assemble_tap, assemble_veth, assemble_wire, assemble_wire_socket};
+pub(crate) use program::{tc_prologue, xdp_prologue};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -141,6 +156,17 @@ pub const STAT_SLOW_OUT: u32 = 2;
 pub const STAT_NO_LINK: u32 = 3;
 /// Number of stats slots.
 pub const STAT_COUNT: u32 = 4;
+
+/// How a parent's wire cache hands its hits over (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireHook {
+    /// AF_XDP wire: the XDP filter's prologue passes a hit with metadata; the fast path's
+    /// own `wire` program on the parent's tcx ingress redirects it.
+    XdpMetadata,
+    /// AF_PACKET wire: the socket's filter keeps a hit from the socket and marks it; the
+    /// wire's own tc filter redirects it (nothing more to attach).
+    SocketMark,
+}
 
 /// Which kind of key a port's decisions are learned under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -565,13 +591,21 @@ impl FastPath {
 
     /// Learns the engine's decision that `frame`, received on the wire of `parent` (ifindex
     /// in the dataplane's namespace), goes to port `to` and nowhere else, unchanged, into
-    /// `wire_cache`: the cache of that parent's XDP filter, which then passes every hit with
-    /// metadata to the wire program ([`assemble_wire`]) on the parent. The first entry for
-    /// a parent attaches that program (tcx ingress); it stays until [`FastPath::drop_wire`]
-    /// or until the fast path goes. Frames carrying an 802.1Q or 802.1ad tag in their data
+    /// `wire_cache`: the cache of that parent's filter. With [`WireHook::XdpMetadata`] the
+    /// XDP filter then passes every hit with metadata to the wire program
+    /// ([`assemble_wire`]) on the parent: the first entry for a parent attaches that
+    /// program (tcx ingress); it stays until [`FastPath::drop_wire`] or until the fast path
+    /// goes. With [`WireHook::SocketMark`] the wire's own tc filter redirects the hits. Frames carrying an 802.1Q or 802.1ad tag in their data
     /// are never learned (the XDP prologue does not look them up). Returns whether an entry
     /// was added.
-    pub fn learn_from_wire(&self, parent: u32, wire_cache: &Map, to: PortId, frame: &[u8]) -> bool {
+    pub fn learn_from_wire(
+        &self,
+        parent: u32,
+        wire_cache: &Map,
+        hook: WireHook,
+        to: PortId,
+        frame: &[u8],
+    ) -> bool {
         let mut st = self.state();
         let Some(b) = st.ports.get(&to) else {
             return false;
@@ -589,13 +623,14 @@ impl FastPath {
             };
             // Attached before the first entry exists: no frame is passed with metadata
             // that nothing on the parent would redirect.
-            let Ok(link) = Link::tcx_ingress(&self.wire_prog, parent) else {
-                return false;
+            let link = match hook {
+                WireHook::XdpMetadata => match Link::tcx_ingress(&self.wire_prog, parent) {
+                    Ok(link) => Some(link),
+                    Err(_) => return false,
+                },
+                WireHook::SocketMark => None,
             };
-            slot.insert(WireCache {
-                map,
-                _link: Some(link),
-            });
+            slot.insert(WireCache { map, _link: link });
         }
         self.insert_learned(
             &mut st,

@@ -8,8 +8,11 @@ use crate::port::bpf::{helper, Alu, Asm, BpfError, Insn, Jmp, Label, Map, Reg, S
 
 // `__sk_buff` offsets.
 const SKB_LEN: i16 = 0;
+const SKB_MARK: i16 = 8;
 const SKB_VLAN_PRESENT: i16 = 20;
 const SKB_IFINDEX: i16 = 40;
+const SKB_CB0: i16 = 48;
+const SKB_CB1: i16 = 52;
 const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
 const SKB_DATA_META: i16 = 140;
@@ -28,6 +31,13 @@ const XDP_PASS: i32 = 2;
 const K: i16 = -40;
 const S_IDX: i16 = -44;
 const S_STAT: i16 = -48;
+/// The socket filter's copy of the frame's first [`SOCK_COPY`] bytes (it has no direct
+/// packet access): `r10 - 106 .. r10 - 52`, so the copy sits 2 bytes past an 8-byte
+/// boundary as a received packet does (`NET_IP_ALIGN`) and the key's loads are aligned (the
+/// verifier checks stack alignment). `r10 - 112 .. r10 - 48` is zeroed first.
+const S_BUF: i16 = -106;
+const S_BUF_ZERO: i16 = -112;
+const SOCK_COPY: i32 = 54;
 
 fn count(a: &mut Asm, stats: &Map, idx: u32) {
     let skip = a.label();
@@ -55,6 +65,18 @@ fn need(a: &mut Asm, n: i32, fail: Label) {
     a.mov_reg(Reg::R2, Reg::R7)
         .alu_imm(Alu::Add, Reg::R2, n)
         .jmp_reg(Jmp::Gt, Reg::R2, Reg::R8, fail);
+}
+
+/// Go to `fail` unless the frame has `n` bytes: against `data_end` where the program reads
+/// the packet directly, against `skb->len` where it reads its copy on the stack.
+fn need_in(a: &mut Asm, ctx: KeyCtx, n: i32, fail: Label) {
+    match ctx {
+        KeyCtx::Skb | KeyCtx::Xdp => need(a, n, fail),
+        KeyCtx::Sock => {
+            a.ldx(Size::W, Reg::R2, Reg::R6, SKB_LEN)
+                .jmp_imm(Jmp::Lt, Reg::R2, n, fail);
+        }
+    }
 }
 
 /// Hand the frame to the partner interface of the one it arrived on (`links` map):
@@ -124,16 +146,21 @@ pub fn assemble_veth(cache: &Map, links: &Map, stats: &Map) -> Result<Vec<Insn>,
     Ok(a.finish()?)
 }
 
-/// Where the key's fields come from: an skb (tc) or an `xdp_md` (XDP).
+/// Where the key's fields come from: an skb (tc), an `xdp_md` (XDP) or an skb seen by a
+/// socket filter.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum KeyCtx {
     /// `__sk_buff`: ifindex and length from the context.
     Skb,
     /// `xdp_md`: the ingress ifindex from the context, the length is `data_end - data`.
     Xdp,
+    /// `__sk_buff` in a socket filter: ifindex and length from the context, the frame's
+    /// first bytes copied to the stack at r7 (zeros past its end).
+    Sock,
 }
 
-/// Builds the cache key of the frame at r7..r8 on the stack at `K` and looks it up in
+/// Builds the cache key of the frame at r7 (..r8, or `skb->len` long for
+/// [`KeyCtx::Sock`]) on the stack at `K` and looks it up in
 /// `cache`: first the macvlan form (ifindex, 0, MACs, zero address), then, for IPv4 and
 /// IPv6, the ipvlan form ([`super::cache_key`] is the same computation in Rust). Jumps to
 /// `hit` with r0 = the entry, or to `miss`. Expects r6 = ctx, r7 = packet start, r8 =
@@ -143,7 +170,7 @@ fn key_lookup(a: &mut Asm, cache: BorrowedFd<'_>, ctx: KeyCtx, hit: Label, miss:
     let v4 = a.label();
     let v6 = a.label();
     let ifindex = match ctx {
-        KeyCtx::Skb => SKB_IFINDEX,
+        KeyCtx::Skb | KeyCtx::Sock => SKB_IFINDEX,
         KeyCtx::Xdp => XDP_INGRESS_IFINDEX,
     };
     a.ldx(Size::W, R3, R6, ifindex)
@@ -167,7 +194,7 @@ fn key_lookup(a: &mut Asm, cache: BorrowedFd<'_>, ctx: KeyCtx, hit: Label, miss:
 
     // IPv4: the checks of ipvlan_get_L3_hdr, then the destination address.
     a.bind(v4);
-    need(a, 34, miss);
+    need_in(a, ctx, 34, miss);
     a.ldx(Size::B, R2, R7, 14)
         .mov_reg(R3, R2)
         .alu_imm(Alu::Rsh, R3, 4)
@@ -179,7 +206,7 @@ fn key_lookup(a: &mut Asm, cache: BorrowedFd<'_>, ctx: KeyCtx, hit: Label, miss:
         .be(R3, 16)
         .jmp_reg(Jmp::Lt, R3, R2, miss);
     match ctx {
-        KeyCtx::Skb => a.ldx(Size::W, R5, R6, SKB_LEN),
+        KeyCtx::Skb | KeyCtx::Sock => a.ldx(Size::W, R5, R6, SKB_LEN),
         KeyCtx::Xdp => a.mov_reg(R5, R8).alu_reg(Alu::Sub, R5, R7),
     };
     a.alu_imm(Alu::Sub, R5, 14)
@@ -193,7 +220,7 @@ fn key_lookup(a: &mut Asm, cache: BorrowedFd<'_>, ctx: KeyCtx, hit: Label, miss:
     // IPv6: version 6, a source other than `::` (from `::` ipvlan keys an NS by its
     // target, not its destination: the slow path decides), then the destination address.
     a.bind(v6);
-    need(a, 54, miss);
+    need_in(a, ctx, 54, miss);
     a.ldx(Size::B, R2, R7, 14)
         .alu_imm(Alu::Rsh, R2, 4)
         .jmp_imm(Jmp::Ne, R2, 6, miss)
@@ -281,6 +308,127 @@ pub fn assemble_wire() -> Result<Vec<Insn>, BpfError> {
         .exit()
         .bind(next)
         .mov_imm(R0, TCX_NEXT)
+        .exit();
+    Ok(a.finish()?)
+}
+
+/// Goes to `next` unless the frame at r7..r8 (r6 = an skb at tc ingress) carries the
+/// marker the wire socket filter ([`assemble_wire_socket`]) left on a hit, its own key
+/// lookup in `wire_cache` hits too, and the entry's target is the marker's. Then the hit
+/// is counted in the entry and the frame goes to the target veth's peer
+/// (`bpf_redirect_peer`).
+fn marked_redirect(a: &mut Asm, wire_cache: BorrowedFd<'_>, next: Label) {
+    use Reg::*;
+    let hit = a.label();
+    a.ldx(Size::W, R2, R6, SKB_CB0)
+        .jmp_imm(Jmp::Ne, R2, META_MAGIC as i32, next)
+        .ldx(Size::W, R7, R6, SKB_DATA)
+        .ldx(Size::W, R8, R6, SKB_DATA_END);
+    need(a, 14, next);
+    a.ldx(Size::W, R3, R6, SKB_VLAN_PRESENT)
+        .jmp_imm(Jmp::Ne, R3, 0, next)
+        .ldx(Size::B, R3, R7, 0)
+        .jmp_imm(Jmp::Set, R3, 1, next)
+        .ldx(Size::H, R4, R7, 12)
+        .be(R4, 16)
+        .jmp_imm(Jmp::Eq, R4, 0x8100, next)
+        .jmp_imm(Jmp::Eq, R4, 0x88a8, next);
+    key_lookup(a, wire_cache, KeyCtx::Skb, hit, next);
+    a.bind(hit)
+        .mov_reg(R9, R0)
+        .ldx(Size::W, R2, R9, 0)
+        .ldx(Size::W, R3, R6, SKB_CB1)
+        .jmp_reg(Jmp::Ne, R2, R3, next)
+        .mov_imm(R2, 0)
+        .stx(Size::W, R6, SKB_CB0, R2)
+        .mov_imm(R1, 1)
+        .atomic_add(Size::DW, R9, 8, R1)
+        .ldx(Size::W, R1, R6, SKB_LEN)
+        .atomic_add(Size::DW, R9, 16, R1)
+        .ldx(Size::W, R1, R9, 0)
+        .mov_imm(R2, 0)
+        .call(helper::REDIRECT_PEER)
+        .exit();
+}
+
+/// The fast-path block the AF_PACKET parent's tcx filter program (`port::xdp_filter`,
+/// tc flavour) starts with: a frame the wire socket filter marked as a hit, that hits here
+/// too with the same target, is redirected into the endpoint (see
+/// [`assemble_wire_socket`]); everything else continues at `next` with r6 = ctx and
+/// nothing else assumed.
+///
+/// The key uses the stack at `r10 - 40 .. r10 - 4`; the caller writes its own stack slots
+/// after `next` before it reads them.
+pub(crate) fn tc_prologue(a: &mut Asm, wire_cache: BorrowedFd<'_>, next: Label) {
+    a.mov_reg(Reg::R6, Reg::R1);
+    marked_redirect(a, wire_cache, next);
+}
+
+/// The socket filter (`SO_ATTACH_BPF`) of the AF_PACKET wire's socket when the fast path
+/// caches that wire's decisions. Packet taps run before tc ingress, so a frame the cache
+/// forwards must not reach the socket too:
+/// - a frame carrying [`INJECT_MARK`](crate::port::inject::INJECT_MARK) (uvlan handed it to
+///   the host itself) is dropped, as the classic filter does;
+/// - an untagged unicast frame whose key is in `wire_cache` is dropped from the socket and
+///   marked in `skb->cb` ([`META_MAGIC`], the entry's target veth): the parent's tcx
+///   program (`tc_prologue`) redirects a marked frame when its own lookup agrees;
+/// - everything else is delivered whole.
+///
+/// The kernel clears `cb` before it runs a filter that touches it
+/// (`bpf_prog_run_clear_cb`), so an unmarked frame never carries an old marker; a frame is
+/// then delivered once: to the socket, or (marked, and still a hit at tc) by the cache. An
+/// entry deleted between the two lookups loses that one frame (it is neither delivered nor
+/// redirected); one added between them is not used for the frame (no marker).
+///
+/// A socket filter cannot read the packet directly: it copies the frame's first 54 bytes
+/// (fewer for a shorter frame, zeros after) to the stack with `bpf_skb_load_bytes`. On a
+/// `SOCK_RAW` packet socket `skb->data` is the MAC header and `skb->len` the frame's length.
+pub fn assemble_wire_socket(wire_cache: &Map, inject_mark: u32) -> Result<Vec<Insn>, BpfError> {
+    use Reg::*;
+    let mut a = Asm::new();
+    let accept = a.label();
+    let drop = a.label();
+    let hit = a.label();
+    let copy = a.label();
+    a.mov_reg(R6, R1)
+        .ldx(Size::W, R2, R6, SKB_MARK)
+        .jmp_imm(Jmp::Eq, R2, inject_mark as i32, drop)
+        .ldx(Size::W, R2, R6, SKB_LEN)
+        .jmp_imm(Jmp::Lt, R2, 14, accept)
+        .ldx(Size::W, R3, R6, SKB_VLAN_PRESENT)
+        .jmp_imm(Jmp::Ne, R3, 0, accept);
+    for off in (S_BUF_ZERO..-48).step_by(8) {
+        a.st_imm(Size::DW, R10, off, 0);
+    }
+    a.mov_reg(R4, R2)
+        .jmp_imm(Jmp::Le, R4, SOCK_COPY, copy)
+        .mov_imm(R4, SOCK_COPY)
+        .bind(copy)
+        .mov_reg(R1, R6)
+        .mov_imm(R2, 0)
+        .mov_reg(R3, R10)
+        .alu_imm(Alu::Add, R3, S_BUF as i32)
+        .call(helper::SKB_LOAD_BYTES)
+        .jmp_imm(Jmp::Ne, R0, 0, accept)
+        .mov_reg(R7, R10)
+        .alu_imm(Alu::Add, R7, S_BUF as i32)
+        .ldx(Size::B, R3, R7, 0)
+        .jmp_imm(Jmp::Set, R3, 1, accept)
+        .ldx(Size::H, R4, R7, 12)
+        .be(R4, 16)
+        .jmp_imm(Jmp::Eq, R4, 0x8100, accept)
+        .jmp_imm(Jmp::Eq, R4, 0x88a8, accept);
+    key_lookup(&mut a, wire_cache.as_fd(), KeyCtx::Sock, hit, accept);
+    a.bind(hit)
+        .mov_imm(R2, META_MAGIC as i32)
+        .stx(Size::W, R6, SKB_CB0, R2)
+        .ldx(Size::W, R2, R0, 0)
+        .stx(Size::W, R6, SKB_CB1, R2)
+        .bind(drop)
+        .mov_imm(R0, 0)
+        .exit()
+        .bind(accept)
+        .mov_imm(R0, -1)
         .exit();
     Ok(a.finish()?)
 }

@@ -473,11 +473,138 @@ fn agreement(engine: &Engine, ports: &[PortId], kind: KeyKind, seed: u64) -> Agr
     agreed
 }
 
+/// A parent's filter as the datapath loads it with the wire cache: the XDP filter (AF_XDP
+/// wire), or the tc filter with the wire socket's filter (AF_PACKET wire).
+struct WireRig {
+    filter: crate::port::xdp_filter::Filter,
+    /// `Some`: the AF_PACKET wire's socket filter.
+    sock: Option<Prog>,
+}
+
+/// What a wire's programs did with one frame: the veth they handed it to (`None`: to the
+/// slow path), and the frame as the redirect takes it.
+struct WireRun {
+    handed: Option<u32>,
+    frame: Vec<u8>,
+}
+
+/// Length of `struct __sk_buff` (Linux 6.18) for test-run contexts.
+const SKB_CTX_LEN: usize = 192;
+
+impl WireRig {
+    fn new(hook: WireHook) -> WireRig {
+        use crate::port::xdp_filter::{Filter, FilterMaps};
+        let maps = FilterMaps::create(64).unwrap();
+        match hook {
+            WireHook::XdpMetadata => WireRig {
+                filter: Filter::load_xdp(maps, 1, true).unwrap(),
+                sock: None,
+            },
+            WireHook::SocketMark => {
+                let filter = Filter::load_tc(maps, true).unwrap();
+                let insns = assemble_wire_socket(
+                    filter.wire_cache().unwrap(),
+                    crate::port::inject::INJECT_MARK,
+                )
+                .unwrap();
+                let sock = Prog::load(ProgType::SocketFilter, &insns, "uvt_fp_sock", None).unwrap();
+                WireRig {
+                    filter,
+                    sock: Some(sock),
+                }
+            }
+        }
+    }
+
+    fn cache(&self) -> &Map {
+        self.filter.wire_cache().unwrap()
+    }
+
+    /// Runs `f` through the programs as the parent receives it. `Ok(None)`: the kernel
+    /// refuses such a frame under test-run.
+    fn run(&self, f: &[u8]) -> Result<Option<WireRun>, BpfError> {
+        let refused = |e: &BpfError| matches!(e, BpfError::Syscall { source, .. } if source.raw_os_error() == Some(libc::EINVAL));
+        let Some(sock) = &self.sock else {
+            let run = match self.filter.prog().test_run(f, 1) {
+                Ok(run) => run,
+                Err(e) if refused(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if run.data_out.get(..4) != Some(&META_MAGIC.to_ne_bytes()[..]) {
+                return Ok(Some(WireRun {
+                    handed: None,
+                    frame: run.data_out,
+                }));
+            }
+            assert_eq!(run.retval, 2, "a hit is XDP_PASS");
+            let mut veth = [0u8; 4];
+            veth.copy_from_slice(&run.data_out[4..8]);
+            return Ok(Some(WireRun {
+                handed: Some(u32::from_ne_bytes(veth)),
+                frame: run.data_out[8..].to_vec(),
+            }));
+        };
+        // A socket filter sees the frame from skb->data, which test-run puts behind a
+        // 14-byte Ethernet header it consumes: give it one, so the filter sees the frame
+        // whole, as on a SOCK_RAW packet socket.
+        let mut wrapped = vec![0u8; 12];
+        wrapped.extend_from_slice(&0x0800u16.to_be_bytes());
+        wrapped.extend_from_slice(f);
+        let mut ctx = [0u8; SKB_CTX_LEN];
+        let run = match sock.test_run_ctx(&wrapped, 1, Some(&mut ctx)) {
+            Ok(run) => run,
+            Err(e) if refused(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let word =
+            |c: &[u8], at: usize| u32::from_ne_bytes([c[at], c[at + 1], c[at + 2], c[at + 3]]);
+        let marked = word(&ctx, 48) == META_MAGIC;
+        match run.retval {
+            0 => assert!(
+                marked,
+                "the socket filter dropped an unmarked frame {f:02x?}"
+            ),
+            u32::MAX => assert!(!marked, "a frame both delivered and marked {f:02x?}"),
+            r => panic!("socket filter returned {r} for {f:02x?}"),
+        }
+        let handed = marked.then(|| word(&ctx, 52));
+        // The tc filter gets the skb with the filter's cb (the kernel keeps it in between).
+        let mut tc_ctx = [0u8; SKB_CTX_LEN];
+        tc_ctx[48..56].copy_from_slice(&ctx[48..56]);
+        let run = match self.filter.prog().test_run_ctx(f, 1, Some(&mut tc_ctx)) {
+            Ok(run) => run,
+            Err(e) if refused(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        assert_eq!(
+            run.retval == TC_ACT_REDIRECT,
+            marked,
+            "tc redirects exactly the marked frames: {f:02x?}"
+        );
+        if !marked {
+            // A forged marker (stale cb) never redirects a frame the cache does not hold.
+            let mut forged = [0u8; SKB_CTX_LEN];
+            forged[48..52].copy_from_slice(&META_MAGIC.to_ne_bytes());
+            forged[52..56].copy_from_slice(&veth_of(0).to_ne_bytes());
+            let again = self.filter.prog().test_run_ctx(f, 1, Some(&mut forged))?;
+            assert_ne!(
+                again.retval, TC_ACT_REDIRECT,
+                "a forged marker moved {f:02x?}"
+            );
+        }
+        Ok(Some(WireRun {
+            handed,
+            frame: run.data_out,
+        }))
+    }
+}
+
 /// The wire → endpoint half: learns from the engine's decisions on random frames received
 /// on the parent (as the datapath does: one port, no tag operation, addressed to that
-/// port's MAC), then replays fresh random frames through the parent's real XDP filter
-/// (fast-path prologue included): every frame the prologue hands to the fast path must be
-/// the engine's decision, with the target's veth in its metadata and the frame unchanged.
+/// port's MAC), then replays fresh random frames through the parent's real programs as the
+/// wire `hook` loads them (the XDP filter with its fast-path prologue; or the AF_PACKET
+/// socket's filter, then the tc filter with its prologue): every frame they hand to the
+/// fast path must be the engine's decision, go to the target's veth and be unchanged.
 /// Returns (entries learned, hits checked).
 fn wire_agreement(
     engine: &Engine,
@@ -485,17 +612,17 @@ fn wire_agreement(
     ports: &[PortId],
     kind: KeyKind,
     seed: u64,
+    hook: WireHook,
 ) -> (usize, usize) {
-    use crate::port::xdp_filter::{Filter, FilterMaps};
     let n = ports.len();
     let macs = port_macs(engine, ports);
-    let filter = Filter::load_xdp(FilterMaps::create(64).unwrap(), 1, true).unwrap();
-    let cache = filter.wire_cache().unwrap();
+    let rig = WireRig::new(hook);
+    let cache = rig.cache();
     let fp = FastPath::load(256).unwrap();
     for (i, p) in ports.iter().enumerate() {
         fp.register(*p, veth_of(i), kind);
     }
-    // Under test-run an XDP frame arrives on lo.
+    // Under test-run a frame arrives on lo.
     fp.register_wire(LO, cache);
     let mut out = Outputs::default();
     let mut r = Rng(seed);
@@ -513,7 +640,7 @@ fn wire_agreement(
             if let (Target::Port(q), VlanOp::Keep) = (o.target, o.vlan) {
                 let mac = engine.port_info(q).unwrap().mac.0;
                 if f.get(..6) == Some(&mac[..]) {
-                    learned += usize::from(fp.learn_from_wire(LO, cache, q, &f));
+                    learned += usize::from(fp.learn_from_wire(LO, cache, hook, q, &f));
                 }
             }
         }
@@ -533,14 +660,8 @@ fn wire_agreement(
             continue;
         }
         let before: Vec<u64> = keys.iter().map(|(k, _)| count(k)).collect();
-        let run = match filter.prog().test_run(&f, 1) {
-            Ok(run) => run,
-            Err(BpfError::Syscall { source, .. })
-                if source.raw_os_error() == Some(libc::EINVAL) =>
-            {
-                continue
-            }
-            Err(e) => panic!("{e} on {f:02x?}"),
+        let Some(run) = rig.run(&f).unwrap_or_else(|e| panic!("{e} on {f:02x?}")) else {
+            continue;
         };
         let hit: Vec<PortId> = keys
             .iter()
@@ -550,28 +671,11 @@ fn wire_agreement(
             .collect();
         let decided = engine.decide(&f, Ingress::Wire(parent), &mut NoRoutes, &mut out);
         match hit[..] {
-            [] => {
-                assert_ne!(
-                    run.data_out.get(..4),
-                    Some(&META_MAGIC.to_ne_bytes()[..]),
-                    "metadata without a hit on {f:02x?}"
-                );
-            }
+            [] => assert_eq!(run.handed, None, "handed over without a hit: {f:02x?}"),
             [q] => {
-                assert_eq!(run.retval, 2, "a hit is XDP_PASS");
                 let i = ports.iter().position(|p| *p == q).unwrap();
-                let mut meta = META_MAGIC.to_ne_bytes().to_vec();
-                meta.extend_from_slice(&veth_of(i).to_ne_bytes());
-                assert_eq!(
-                    run.data_out.get(..8),
-                    Some(&meta[..]),
-                    "metadata of {f:02x?}"
-                );
-                assert_eq!(
-                    run.data_out.get(8..),
-                    Some(&f[..]),
-                    "the frame is unchanged"
-                );
+                assert_eq!(run.handed, Some(veth_of(i)), "target of {f:02x?}");
+                assert_eq!(run.frame, f, "the frame is unchanged");
                 assert!(decided.is_ok(), "cache hit but the engine drops {f:02x?}");
                 let outs = out.as_slice();
                 assert!(
@@ -636,15 +740,27 @@ fn tagged_networks_agree_too() {
     assert!(a.to_port >= 3 && a.checked >= 50, "{a:?}");
     assert_eq!(a.to_wire, 0);
     // From the wire, such a network's frames are tagged: none is learned either.
-    let (learned, _) = wire_agreement(&flat.engine, flat.parent, &flat.ports, KeyKind::L3, 7);
+    let (learned, _) = wire_agreement(
+        &flat.engine,
+        flat.parent,
+        &flat.ports,
+        KeyKind::L3,
+        7,
+        WireHook::XdpMetadata,
+    );
     assert_eq!(learned, 0);
 }
 
-#[test]
-fn wire_to_endpoint_entries_agree_with_the_engine() {
+fn wire_entries_agree(hook: WireHook) {
     let flat = sample::flat(Driver::Macvlan, IpvlanMode::L2, None, 4).unwrap();
-    let (learned, checked) =
-        wire_agreement(&flat.engine, flat.parent, &flat.ports, KeyKind::Mac, 11);
+    let (learned, checked) = wire_agreement(
+        &flat.engine,
+        flat.parent,
+        &flat.ports,
+        KeyKind::Mac,
+        11,
+        hook,
+    );
     assert!(
         learned >= 4 && checked >= 200,
         "macvlan: {learned} {checked}"
@@ -655,13 +771,54 @@ fn wire_to_endpoint_entries_agree_with_the_engine() {
         (IpvlanMode::L3s, 14),
     ] {
         let flat = with_v6(sample::flat(Driver::Ipvlan, mode, None, 4).unwrap());
-        let (learned, checked) =
-            wire_agreement(&flat.engine, flat.parent, &flat.ports, KeyKind::L3, seed);
+        let (learned, checked) = wire_agreement(
+            &flat.engine,
+            flat.parent,
+            &flat.ports,
+            KeyKind::L3,
+            seed,
+            hook,
+        );
         assert!(
             learned >= 4 && checked >= 100,
             "{mode:?}: {learned} {checked}"
         );
     }
+}
+
+#[test]
+fn wire_to_endpoint_entries_agree_with_the_engine() {
+    wire_entries_agree(WireHook::XdpMetadata);
+}
+
+#[test]
+fn af_packet_wire_entries_agree_with_the_engine() {
+    wire_entries_agree(WireHook::SocketMark);
+}
+
+#[test]
+fn the_wire_socket_filter_drops_injected_frames() {
+    let rig = WireRig::new(WireHook::SocketMark);
+    let f = eth(B, A, 0x0800, &ipv4(Ipv4Addr::new(192, 0, 2, 2), 26));
+    let mut wrapped = vec![0u8; 12];
+    wrapped.extend_from_slice(&0x0800u16.to_be_bytes());
+    wrapped.extend_from_slice(&f);
+    let sock = rig.sock.as_ref().unwrap();
+    let mut ctx = [0u8; SKB_CTX_LEN];
+    assert_eq!(
+        sock.test_run_ctx(&wrapped, 1, Some(&mut ctx))
+            .unwrap()
+            .retval,
+        u32::MAX
+    );
+    let mut ctx = [0u8; SKB_CTX_LEN];
+    ctx[8..12].copy_from_slice(&crate::port::inject::INJECT_MARK.to_ne_bytes());
+    assert_eq!(
+        sock.test_run_ctx(&wrapped, 1, Some(&mut ctx))
+            .unwrap()
+            .retval,
+        0
+    );
 }
 
 #[test]
@@ -701,7 +858,7 @@ fn wire_entries_count_per_parent_and_keep_their_counters_across_a_flush() {
     fp.register(PortId(4), LO, KeyKind::Mac);
     fp.register_wire(LO, cache);
     let from_wire = eth(B, A, 0x0800, &ipv4(Ipv4Addr::new(192, 0, 2, 2), 26));
-    assert!(fp.learn_from_wire(LO, cache, q, &from_wire));
+    assert!(fp.learn_from_wire(LO, cache, WireHook::XdpMetadata, q, &from_wire));
     // A frame to the wire from port 4 (its veth is lo under test-run).
     let to_wire = eth(A, B, 0x0800, &ipv4(Ipv4Addr::new(192, 0, 2, 9), 26));
     assert!(fp.learn_to_wire(PortId(4), WIRE, &to_wire));

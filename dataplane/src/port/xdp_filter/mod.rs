@@ -58,6 +58,13 @@
 //! every other frame is classified as below. The cache is empty unless fast-path endpoints
 //! exist.
 //!
+//! The tc flavour (AF_PACKET wire) cannot take a frame away from the wire socket: packet
+//! taps run before tc ingress. There the wire socket's own filter
+//! (`port::fast_path::assemble_wire_socket`) looks every frame up in the cache first, keeps
+//! a hit from the socket and marks it in `skb->cb`; the tc prologue
+//! (`port::fast_path::tc_prologue`) redirects a marked frame into its endpoint when its
+//! own lookup agrees. Unmarked frames are classified as below.
+//!
 //! # Statistics
 //! A per-CPU array of [`STAT_COUNT`] `u64` counters, summed by [`FilterMaps::stats`]. With
 //! an empty XSKMAP (as under `BPF_PROG_TEST_RUN`) a keyed frame falls back to `XDP_PASS`
@@ -156,13 +163,24 @@ pub struct FilterStats {
     /// Matches on the all-unicast flag.
     pub hit_all_unicast: u64,
 }
+/// The fast path's wire → endpoint cache of a filter, as large as its key maps.
+fn new_wire_cache(maps: &FilterMaps) -> Result<Map, BpfError> {
+    Map::create(
+        MapType::Hash,
+        fast_path::KEY_LEN as u32,
+        fast_path::VALUE_LEN as u32,
+        maps.mac.max_entries(),
+        "uvlan_fp_wire",
+    )
+}
+
 /// A loaded filter program together with its maps (and the XSKMAP for the XDP flavour).
 #[derive(Debug)]
 pub struct Filter {
     prog: Prog,
     maps: FilterMaps,
     xsks: Option<Map>,
-    /// XDP flavour: the fast path's wire → endpoint entries (see `port::fast_path`).
+    /// The fast path's wire → endpoint entries (see `port::fast_path`).
     wire_cache: Option<Map>,
     flavor: Flavor,
 }
@@ -177,13 +195,7 @@ impl Filter {
     ) -> Result<Filter, FilterError> {
         let xsks = Map::create(MapType::XskMap, 4, 4, queues.max(1), "uvlan_xsks")?;
         let wire_cache = if wire_cache {
-            Some(Map::create(
-                MapType::Hash,
-                fast_path::KEY_LEN as u32,
-                fast_path::VALUE_LEN as u32,
-                maps.mac.max_entries(),
-                "uvlan_fp_wire",
-            )?)
+            Some(new_wire_cache(&maps)?)
         } else {
             None
         };
@@ -203,15 +215,27 @@ impl Filter {
         })
     }
 
-    /// Assemble and load the tcx-ingress flavour.
-    pub fn load_tc(maps: FilterMaps) -> Result<Filter, FilterError> {
-        let insns = assemble(Flavor::TcIngress, &maps, None, None)?;
+    /// Assemble and load the tcx-ingress flavour; with `wire_cache`, the fast path's wire
+    /// cache and the prologue that redirects the frames the wire socket's filter marked
+    /// (see the module docs).
+    pub fn load_tc(maps: FilterMaps, wire_cache: bool) -> Result<Filter, FilterError> {
+        let wire_cache = if wire_cache {
+            Some(new_wire_cache(&maps)?)
+        } else {
+            None
+        };
+        let insns = assemble(
+            Flavor::TcIngress,
+            &maps,
+            None,
+            wire_cache.as_ref().map(|m| m.as_fd()),
+        )?;
         let prog = Prog::load(ProgType::SchedCls, &insns, "uvlan_tc", None)?;
         Ok(Filter {
             prog,
             maps,
             xsks: None,
-            wire_cache: None,
+            wire_cache,
             flavor: Flavor::TcIngress,
         })
     }
@@ -226,8 +250,8 @@ impl Filter {
         &self.maps
     }
 
-    /// The fast path's wire → endpoint cache the XDP flavour looks frames up in first
-    /// (`None` for the tc flavour).
+    /// The fast path's wire → endpoint cache the program looks frames up in first (`None`
+    /// when loaded without it).
     pub fn wire_cache(&self) -> Option<&Map> {
         self.wire_cache.as_ref()
     }

@@ -78,9 +78,10 @@ fn copy16(a: &mut Asm, src_off: i16, dst_off: i16) {
     }
 }
 
-/// Assemble the classifier. `xsks` is required for [`Flavor::Xdp`]; with `wire_cache` the
-/// XDP flavour first offers each frame to the fast path's wire → endpoint entries
-/// (`port::fast_path`, whose prologue passes a hit to the parent's tcx program).
+/// Assemble the classifier. `xsks` is required for [`Flavor::Xdp`]; with `wire_cache`
+/// each frame is first offered to the fast path's wire → endpoint entries
+/// (`port::fast_path`): the XDP flavour's prologue passes a hit to the parent's tcx
+/// program, the tc flavour's redirects a frame the wire socket's filter marked as a hit.
 ///
 /// Registers: r6 = ctx, r7 = packet start, r8 = packet end, r9 = L3 header.
 pub fn assemble(
@@ -120,9 +121,12 @@ pub fn assemble(
         Flavor::TcIngress => (SKB_DATA, SKB_DATA_END),
     };
 
-    if let (Flavor::Xdp, Some(cache)) = (flavor, wire_cache) {
+    if let Some(cache) = wire_cache {
         let classify = a.label();
-        crate::port::fast_path::xdp_prologue(&mut a, cache, classify);
+        match flavor {
+            Flavor::Xdp => crate::port::fast_path::xdp_prologue(&mut a, cache, classify),
+            Flavor::TcIngress => crate::port::fast_path::tc_prologue(&mut a, cache, classify),
+        }
         a.bind(classify).mov_reg(R1, R6);
     }
     a.mov_reg(R6, R1)

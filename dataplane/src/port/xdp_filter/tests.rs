@@ -90,7 +90,7 @@ impl Rig {
         let tc_maps = maps.try_clone().unwrap();
         Rig {
             xdp: Filter::load_xdp(maps, 4, true).unwrap(),
-            tc: Filter::load_tc(tc_maps).unwrap(),
+            tc: Filter::load_tc(tc_maps, false).unwrap(),
         }
     }
     fn maps(&self) -> &FilterMaps {

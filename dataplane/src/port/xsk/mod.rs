@@ -108,7 +108,8 @@ pub struct XdpOptions {
     pub queues: Option<u32>,
     /// Give the filter the fast path's wire cache and its prologue (`port::fast_path`):
     /// only a dataplane whose endpoints may use the fast path needs them; without, the
-    /// filter looks nothing up for it. Default false.
+    /// filter looks nothing up for it. Default false. The dataplane applies it to the
+    /// AF_PACKET fallback too (`AfPacketOptions::wire_cache`).
     pub wire_cache: bool,
 }
 
