@@ -128,9 +128,9 @@ pub struct DaemonArgs {
     pub busy_poll: u32,
     /// Endpoints made from now on (by `network connect`, `run`, Docker's Join and CNI ADD):
     /// `on` makes veth endpoints whose
-    /// unicast to sibling endpoints the engine decided goes through an exact-match kernel
-    /// cache (tcx, bpf_redirect_peer); `auto` does so when the kernel allows it; `off` keeps
-    /// TAP endpoints.
+    /// unicast the engine decided (to sibling endpoints, to and from the wire) goes through
+    /// an exact-match kernel cache (tcx, bpf_redirect_peer); `auto` does so when the kernel
+    /// allows it; `off` keeps TAP endpoints.
     #[arg(
         long = "fast-path",
         value_enum,

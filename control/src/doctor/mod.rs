@@ -428,7 +428,7 @@ fn parents(s: &Scratch, checks: &mut Vec<Check>, plan: &mut Vec<String>) {
     checks.push(check("tcx", "tcx", st, d));
     let (st, d) = pass_fail(
         &s.fast_path,
-        "the cache program (tcx, bpf_redirect_peer) loads and attaches to a veth",
+        "the cache programs load (tcx, bpf_redirect_peer, a socket filter); one attaches to a veth",
     );
     checks.push(check("fast_path", "fast path", st, d));
     let (st, d) = pass_fail(&s.af_packet, "a parent opened (socket and tcx filter)");

@@ -84,6 +84,9 @@ pub enum ProbeError {
     /// The fast-path programs could not be set up.
     #[error(transparent)]
     FastPath(#[from] super::fast_path::FastPathError),
+    /// A wire filter program or its maps could not be set up.
+    #[error(transparent)]
+    Filter(#[from] super::xdp_filter::FilterError),
     /// The interface could not be found.
     #[error("interface {ifname}: {source}")]
     Interface {
@@ -134,10 +137,18 @@ pub fn tcx(ifname: &str) -> Result<(), ProbeError> {
 
 /// Loads the fast-path programs (`port::fast_path`: the verifier accepts
 /// `bpf_redirect_peer` and atomic adds) and attaches the veth one at tcx ingress of `ifname`
-/// (a veth), then detaches it.
+/// (a veth), then detaches it. Also loads what the wires' caches add with the fast path on:
+/// the AF_PACKET wire's tc filter with its prologue, and its socket filter
+/// (`bpf_skb_load_bytes`, `skb->cb` writes).
 pub fn fast_path(ifname: &str) -> Result<(), ProbeError> {
+    use super::xdp_filter::{Filter, FilterMaps};
     let fp = super::fast_path::FastPath::load(4)?;
     Link::tcx_ingress(fp.veth_prog(), ifindex(ifname)?)?;
+    let tc = Filter::load_tc(FilterMaps::create(4)?, true)?;
+    if let Some(cache) = tc.wire_cache() {
+        let insns = super::fast_path::assemble_wire_socket(cache, super::inject::INJECT_MARK)?;
+        Prog::load(ProgType::SocketFilter, &insns, "uvlan_probe", None)?;
+    }
     Ok(())
 }
 
