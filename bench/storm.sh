@@ -5,6 +5,9 @@
 #
 #   sudo bench/storm.sh [SECONDS (default 5)] [DRIVER (ipvlan|macvlan, default ipvlan)] [FLOODERS (default 1)]
 #   (ROUNDS=N: rounds of the four measurements, interleaved, default 3; medians compared)
+#   (FAST=on: the daemon runs with `--fast-path on`: veth endpoints, a -> b through the
+#   kernel cache; the storm still takes the slow path: garbage is dropped by the engine and
+#   broadcasts are written to every other endpoint)
 #
 # Four measurements of iperf3 TCP a -> b (-t SECONDS), one after the other, ROUNDS times:
 #   quiet      no storm
@@ -43,7 +46,8 @@ cleanup() {
 }
 trap cleanup EXIT
 for n in host s a b v ks ka kb; do ip netns add "$p-$n"; ip -n "$p-$n" link set lo up; done
-ip netns exec "$p-host" "$UV" daemon --root "$UVLAN_ROOT" --socket "$UVLAN_SOCKET" 2>"$dir/daemon.log" &
+ip netns exec "$p-host" "$UV" daemon --root "$UVLAN_ROOT" --socket "$UVLAN_SOCKET" \
+    --fast-path "${FAST:-off}" 2>"$dir/daemon.log" &
 dpid=$!
 for _ in $(seq 100); do [ -S "$UVLAN_SOCKET" ] && break; sleep 0.05; done
 "$UV" network create -d "$driver" --internal --subnet 192.0.2.0/24 storm >/dev/null
