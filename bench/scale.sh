@@ -9,7 +9,9 @@
 #     work, which other load on the machine inflates less than wall time);
 #   - the daemon's RSS per endpoint, threads and file descriptors;
 #   - the idle daemon's CPU use and context switches per second (all its threads, over
-#     IDLE_SECS, default 10 s, from /proc/PID/stat and /proc/PID/task/*/status);
+#     IDLE_SECS, default 10 s, from /proc/PID/stat and /proc/PID/task/*/status): right after
+#     the last connect, and again once no endpoint has sent a frame for 3 s (the endpoints'
+#     DAD and MLD reports, which their kernels repeat for a few seconds, have ended);
 #   - TCP and 64-byte UDP over IPv6 (`iperf3 -6`, SECS each, default 3 s) and RTT p50/p99
 #     (`ping -6 -i 0.01 -c 500`) between two of the endpoints;
 # Each endpoint namespace gets `net.ipv6.conf.default.router_solicitations=0` before its
@@ -127,6 +129,27 @@ def idle(pid):
     c1, x1, t1 = cpu_ticks(pid), ctxt(pid), time.perf_counter()
     return 100.0 * (c1 - c0) / TICK / (t1 - t0), (x1 - x0) / (t1 - t0)
 
+def frames_read():
+    # Frames the dataplane read from every endpoint so far (`uvlan stats`).
+    import json
+    r = json.loads(uv("stats", "--format", "json").stdout)
+    return sum(e.get("sent_frames", 0) for n in r.get("networks", []) for e in n.get("endpoints", []))
+
+def settle(limit=120.0):
+    # Waits until the endpoints' own start-up traffic (DAD, MLD reports, which the kernel
+    # repeats for a few seconds after each join) has ended: no frame read from any endpoint
+    # for 3 s in a row. Returns (seconds waited, frames read meanwhile).
+    t, f0 = time.perf_counter(), frames_read()
+    last, quiet_since = f0, time.perf_counter()
+    while time.perf_counter() - t < limit:
+        time.sleep(1)
+        f = frames_read()
+        if f != last:
+            last, quiet_since = f, time.perf_counter()
+        elif time.perf_counter() - quiet_since >= 3:
+            break
+    return time.perf_counter() - t, last - f0
+
 def make_ns(lo, hi):
     with open(f"{DIR}/add", "w") as f:
         for i in range(lo, hi):
@@ -206,7 +229,13 @@ for n in NS:
     print(f"  daemon: RSS {rss} KiB ({(rss - rss0) / n:.1f} KiB per endpoint), "
           f"{threads(pid)} threads, {fds(pid)} fds ({(fds(pid)) / n:.2f} per endpoint)")
     cpu, cs = idle(pid)
-    print(f"  idle over {IDLE:.0f} s: CPU {cpu:.2f} %, {cs:.1f} context switches/s")
+    print(f"  idle over {IDLE:.0f} s right after the last connect: CPU {cpu:.2f} %, "
+          f"{cs:.1f} context switches/s")
+    waited, frames = settle()
+    cpu, cs = idle(pid)
+    print(f"  idle over {IDLE:.0f} s once nothing is sent ({frames} frames of the endpoints' "
+          f"start-up traffic read in the {waited:.0f} s before): CPU {cpu:.2f} %, "
+          f"{cs:.1f} context switches/s")
     tcp, udp, p50, p99, got = traffic(0, 1)
     print(f"  endpoint 0 -> 1 (IPv6): TCP {tcp:.2f} Gbit/s, UDP-64 {udp:.0f} kpps delivered, "
           f"RTT p50 {p50:.0f} us, p99 {p99:.0f} us ({got}/500 replies)")
