@@ -20,7 +20,9 @@
 #   TCP E→U, TCP U→E (-R): receiver Mbit/s
 #   UDP 64-byte payload E→U and U→E (-u -l 64 -b 0): datagrams delivered per second
 # Also the kernel's macvlan while uvlan's XDP filter sits on up0 (a daemon holding up0 for a
-# network without endpoints): what the program alone costs the kernel on a veth parent.
+# network without endpoints): what the program alone costs the kernel on a veth parent; and
+# the kernel and the AF_PACKET fast path with U's TX offloads on (its TCP then reaches the
+# parent as GSO frames, as a NIC's GRO hands them up; an XSK cannot take such frames).
 # Numbers are printed, never asserted; ratios: uvlan / kernel, relay / kernel, uvlan / relay,
 # fast path / kernel, AF_XDP fast path / kernel with the XDP program.
 #
@@ -58,6 +60,9 @@ cleanup() {
 }
 trap 'cleanup; rm -rf "$res"' EXIT
 
+# The namespaces and the parent; TX checksum offload on the peer U is off (an XSK needs
+# complete checksums) unless $peer_tx is "on".
+peer_tx=off
 topology() {
     mkdir -p "$tmp"
     for n in H U E; do
@@ -67,7 +72,7 @@ topology() {
     ip -n "$p-H" link add name up0 type veth peer name eth0 netns "$p-U"
     ip -n "$p-H" link set up0 address 02:00:00:00:01:01 up
     ip -n "$p-U" link set eth0 address 02:00:00:00:fe:01 up
-    ip netns exec "$p-U" ethtool -K eth0 tx off >/dev/null
+    ip netns exec "$p-U" ethtool -K eth0 tx "$peer_tx" >/dev/null
     ip -n "$p-U" addr add 192.0.2.254/24 dev eth0
     ip netns exec "$p-U" iperf3 -s -i 0 >/dev/null 2>&1 &
     iperf_pid=$!
@@ -138,6 +143,8 @@ kernel() {
         ip -n "$p-H" link show up0 | grep -q ' xdp' ||
             { echo "wire_throughput.sh: no XDP program on up0" >&2; exit 1; }
         measure kernel+xdp
+    elif [ "$with" = txon ]; then
+        measure kernel+txon
     else
         measure kernel
     fi
@@ -147,6 +154,7 @@ kernel() {
 uvlan_run() {
     local backend=$1 fast=${2:-off} name=uvlan/$1
     [ "$fast" = on ] && name=uvlan/$1+fast
+    [ "${3:-}" = txon ] && name=$name+txon
     topology
     mkdir -p "$tmp/root"
     ip netns exec "$p-H" "$uvlan" daemon --root "$tmp/root" --socket "$tmp/sock" \
@@ -192,6 +200,12 @@ for backend in af_xdp af_packet; do
 done
 uvlan_run af_xdp on
 uvlan_run af_packet on
+# With the peer's TX offloads on, its TCP reaches the parent as GSO frames (as a NIC's GRO
+# hands them up): the AF_PACKET fast path and the kernel again (an XSK cannot take such frames).
+peer_tx=on
+kernel txon
+uvlan_run af_packet on txon
+peer_tx=off
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 # One table row: a label and four figures.
@@ -226,3 +240,6 @@ ratios "  ÷ kernel" uvlan_af_xdp+fast kernel
 ratios "  ÷ kernel+XDP" uvlan_af_xdp+fast kernel+xdp
 figures "fast path af_packet" uvlan_af_packet+fast
 ratios "  ÷ kernel" uvlan_af_packet+fast kernel
+figures "kernel, peer tx on" kernel+txon
+figures "fp af_packet tx on" uvlan_af_packet+fast+txon
+ratios "  ÷ kernel tx on" uvlan_af_packet+fast+txon kernel+txon

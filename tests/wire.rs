@@ -8,8 +8,9 @@
 
 use uvlan_system_tests::capture::{dst_mac, src_mac, vlan};
 use uvlan_system_tests::net::{
-    ethtool_feature, has_xdp, link_json, mtu, neigh_mac, neigh_state, ping_all, sa, tcp_echo,
-    EXT_IP, EXT_NET, GW_IP, GW_IP6, GW_MAC, HOST_IP, HOST_IP6, HOST_MAC, HOST_PORT, PARENT,
+    ethtool_feature, has_xdp, link_json, mtu, neigh_mac, neigh_state, ping_all, sa, sh_in,
+    tcp_echo, EXT_IP, EXT_NET, GW_IP, GW_IP6, GW_MAC, HOST_IP, HOST_IP6, HOST_MAC, HOST_PORT,
+    PARENT,
 };
 use uvlan_system_tests::trunk::tcx_ingress_programs;
 use uvlan_system_tests::{Backend, Capture, LanOptions, VlanTrunk, World};
@@ -845,6 +846,33 @@ fn endpoints_follow_the_parent(b: Backend) {
         "e1 → gateway after the late parent"
     );
     assert_eq!(e2_mac(), E2_MAC);
+}
+
+/// A frame sent on this host can reach the parent with its TCP or UDP checksum left to the
+/// device (`CHECKSUM_PARTIAL`). Here the switch port facing the host keeps its TX checksum
+/// offload on (segmentation off, so the gateway's segments reach `up0` one by one), so the
+/// gateway's segments arrive that way. The AF_PACKET wire is told so
+/// (`TP_STATUS_CSUMNOTREADY`) and completes the checksum before the engine sees the frame:
+/// the TCP echo between the gateway and a TAP endpoint arrives intact both ways. (An XSK gets
+/// no such flag: the AF_XDP wire needs complete checksums on a veth parent, as
+/// `docs/performance.md` says under "Notes for veth parents".)
+#[test]
+fn af_packet_completes_checksums_left_to_the_device() {
+    let mut w = World::with_backend(Backend::AfPacket);
+    let lan = w.lan(LanOptions::default());
+    sh_in(
+        &lan.sw,
+        &format!("ethtool -K {HOST_PORT} tx on tso off >/dev/null"),
+    );
+    w.create(&format!(
+        "-d macvlan --subnet 192.0.2.0/24 --gateway {GW_IP} -o parent={PARENT} cs"
+    ));
+    assert_backend(&w, "cs", Backend::AfPacket);
+    let e1 = w.connect("cs", "e1", &["--ip", "192.0.2.10", "--mac-address", E1_MAC]);
+    tcp_echo(&lan.gw, sa(GW_IP, 7003), &e1, 1 << 20)
+        .expect("e1 ↔ gateway TCP with the gateway's checksums left to the device");
+    w.uvlan_ok(&["network", "disconnect", "cs", &e1]);
+    w.uvlan_ok(&["network", "rm", "cs"]);
 }
 
 uvlan_system_tests::with_both_backends!(

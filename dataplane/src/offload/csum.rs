@@ -143,6 +143,27 @@ pub fn complete_partial_csum(
     Ok(csum)
 }
 
+/// Completes the TCP or UDP checksum of a frame whose sender left it to the device
+/// (`CHECKSUM_PARTIAL`: the field holds the pseudo-header sum), as `skb_checksum_help` does,
+/// when only a flag says so (an AF_PACKET socket's `TP_STATUS_CSUMNOTREADY`, which comes
+/// without `csum_start`): the checksum starts at the L4 header found by parsing (Ethernet,
+/// VLAN tags, IPv4, or IPv6 and its extension headers) and ends at the IP packet's end
+/// (Ethernet padding excluded). Returns false, frame unchanged, for anything else (another
+/// protocol, a fragment, a header that does not parse).
+pub fn complete_l4_csum(frame: &mut [u8]) -> bool {
+    let Ok(ip) = super::parse::ip(frame) else {
+        return false;
+    };
+    let offset = match ip.proto {
+        super::parse::PROTO_TCP => 16,
+        super::parse::PROTO_UDP => 6,
+        _ => return false,
+    };
+    frame
+        .get_mut(..ip.end)
+        .is_some_and(|f| complete_partial_csum(f, ip.l4, offset).is_ok())
+}
+
 /// Recomputes the IPv4 header checksum of the header starting at `frame[l3]` (its length
 /// taken from IHL) and stores it. Returns the stored checksum.
 pub fn fix_ipv4_header_csum(frame: &mut [u8], l3: usize) -> Result<u16, OffloadError> {

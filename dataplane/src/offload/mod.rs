@@ -36,8 +36,8 @@ mod segment;
 mod vnet;
 
 pub use csum::{
-    complete_partial_csum, fix_ipv4_header_csum, internet_checksum, ones_complement_add,
-    ones_complement_sum, pseudo_header_sum_v4, pseudo_header_sum_v6,
+    complete_l4_csum, complete_partial_csum, fix_ipv4_header_csum, internet_checksum,
+    ones_complement_add, ones_complement_sum, pseudo_header_sum_v4, pseudo_header_sum_v6,
 };
 pub use gro::{Gro, GroStats};
 pub use segment::{check_csum_start, kernel_gso_header, Segmenter};

@@ -473,6 +473,41 @@ fn partial_csum_with_vlan_tag_udp_v4_and_v6() {
 }
 
 #[test]
+fn l4_csum_completed_from_the_flag_alone() {
+    for v6 in [false, true] {
+        for vlan in [None, Some(100)] {
+            for spec in [
+                Spec::udp(v6, pattern(333, 7)),
+                Spec::tcp(v6, pattern(1200, 3)),
+            ] {
+                let spec = Spec { vlan, ..spec };
+                let mut f = spec.build(Fill::Partial);
+                assert!(complete_l4_csum(&mut f), "v6 {v6} vlan {vlan:?}");
+                assert_eq!(f, spec.build(Fill::Full), "v6 {v6} vlan {vlan:?}");
+                check(&f);
+            }
+        }
+    }
+    // A short datagram padded to Ethernet's minimum: the padding is not summed.
+    let spec = Spec::udp(false, pattern(2, 1));
+    let mut f = spec.build(Fill::Partial);
+    let mut full = spec.build(Fill::Full);
+    f.resize(60, 0);
+    full.resize(60, 0);
+    assert!(complete_l4_csum(&mut f));
+    assert_eq!(f, full);
+    // Neither TCP nor UDP, or not IP: unchanged.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+    arp.resize(42, 0);
+    let before = arp.clone();
+    assert!(!complete_l4_csum(&mut arp));
+    assert_eq!(arp, before);
+    let mut short = vec![0u8; 10];
+    assert!(!complete_l4_csum(&mut short));
+}
+
+#[test]
 fn partial_csum_bounds() {
     let mut f = vec![0u8; 40];
     assert_eq!(
@@ -1122,6 +1157,8 @@ proptest! {
         let mut b = bytes.clone();
         let _ = complete_partial_csum(&mut b, usize::from(hdr.csum_start), usize::from(hdr.csum_offset));
         let _ = fix_ipv4_header_csum(&mut b, usize::from(hdr.hdr_len % 64));
+        let mut b = bytes.clone();
+        let _ = complete_l4_csum(&mut b);
     }
 
     #[test]
@@ -1145,6 +1182,7 @@ proptest! {
         let mut g = Gro::new();
         g.push_batch([f.as_slice(), f.as_slice(), spec.build(Fill::Full).as_slice()],
                      &mut |_: &VnetHdr, _: &[u8]| {});
+        let _ = complete_l4_csum(&mut f);
     }
 
     #[test]

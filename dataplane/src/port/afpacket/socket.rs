@@ -19,6 +19,7 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_MR_PROMISC: u16 = 1;
 const PACKET_MR_ALLMULTI: u16 = 2;
 const PACKET_MR_UNICAST: u16 = 3;
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 const PKT_OUTGOING: u8 = 4;
@@ -68,6 +69,9 @@ pub struct AfPacketStats {
     pub rx_vlan_restored: u64,
     /// Frames larger than `buf_size` (dropped).
     pub rx_truncated: u64,
+    /// Frames whose TCP or UDP checksum the sender had left to the device
+    /// (`TP_STATUS_CSUMNOTREADY`), completed here.
+    pub rx_csum_completed: u64,
     /// `PACKET_OUTGOING` frames seen and ignored.
     pub rx_outgoing_ignored: u64,
     /// `PACKET_LOOPBACK` frames seen and ignored.
@@ -453,9 +457,17 @@ impl AfPacketSocket {
             }
             _ => HEADROOM..HEADROOM + len,
         };
-        let Some(data) = buf.get(range) else {
+        let Some(data) = buf.get_mut(range) else {
             return 0;
         };
+        // A frame sent on this host (a veth peer with TX checksum offload on) can arrive with
+        // its TCP or UDP checksum left to the device; nothing downstream would complete it.
+        if aux.is_some_and(|a| a.tp_status & TP_STATUS_CSUMNOTREADY != 0)
+            && crate::offload::complete_l4_csum(data)
+        {
+            self.stats.rx_csum_completed += 1;
+        }
+        let data = &*data;
         self.stats.rx_frames += 1;
         self.stats.rx_bytes += data.len() as u64;
         if restored {
