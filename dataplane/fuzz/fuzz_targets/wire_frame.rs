@@ -1,6 +1,8 @@
 //! A receive batch from a parent's wire (AF_XDP or AF_PACKET ring): the input is cut into
 //! frames (a 2-byte little-endian length before each; the first input byte picks the route
-//! stage's answer). Each frame is decided as coming from the wire and as looped back from
+//! stage's answer, and its top bit says the frames come flagged `TP_STATUS_CSUMNOTREADY`,
+//! so the AF_PACKET socket's checksum completion runs on them first). Each frame is decided
+//! as coming from the wire and as looped back from
 //! the host; each output to a port gets the run loop's VLAN edit and goes through that port's
 //! GRO, which is flushed at the end of the batch, as the run loop does; the first frame is
 //! also traced.
@@ -16,7 +18,7 @@ mod common;
 use common::{edit, routes, topology};
 use libfuzzer_sys::fuzz_target;
 use uvlan_dataplane::fwd::{Ingress, Outputs, Target};
-use uvlan_dataplane::offload::{Gro, Segmenter, VnetHdr};
+use uvlan_dataplane::offload::{complete_l4_csum, Gro, Segmenter, VnetHdr};
 
 fn check_gro_output(h: &VnetHdr, f: &[u8], again: &mut Segmenter) {
     assert!(f.len() <= 65535 + 22, "a {}-byte GRO frame", f.len());
@@ -48,6 +50,15 @@ fuzz_target!(|data: &[u8]| {
         let (frame, tail) = tail.split_at(n);
         rest = tail;
         first.get_or_insert(frame);
+        let completed;
+        let frame = if knobs & 0x80 != 0 {
+            let mut f = frame.to_vec();
+            complete_l4_csum(&mut f);
+            completed = f;
+            completed.as_slice()
+        } else {
+            frame
+        };
         for ing in [Ingress::Wire(t.parent), Ingress::WireLoopback(t.parent)] {
             if t.engine
                 .decide(frame, ing, &mut routes(knobs), &mut out)
