@@ -21,9 +21,16 @@
 //! - `PACKET_IGNORE_OUTGOING` (4.20+) hides the host's own transmissions (including uvlan's
 //!   own AF_PACKET and AF_XDP sends); frames with pkttype `PACKET_OUTGOING` or
 //!   `PACKET_LOOPBACK` that still arrive are counted and not delivered.
-//! - Every socket's classic BPF filter drops frames carrying
-//!   `INJECT_MARK` (`port::inject`): the frames uvlan itself hands to the host's
-//!   receive path through the parent (see [`super::inject`]), which packet taps see too.
+//! - Every socket's filter drops frames carrying `INJECT_MARK` (`port::inject`): the frames
+//!   uvlan itself hands to the host's receive path through the parent (see
+//!   [`super::inject`]), which packet taps see too. The filter is classic BPF, except on an
+//!   [`AfPacketParent`] opened with [`AfPacketOptions::wire_cache`]: there it is the fast
+//!   path's eBPF socket filter, which also keeps the frames the cache forwards from the
+//!   socket (`port::fast_path`).
+//! - A frame sent on this host (a veth peer with TX checksum offload on) can arrive with its
+//!   TCP or UDP checksum left to the device; `PACKET_AUXDATA` flags it
+//!   (`TP_STATUS_CSUMNOTREADY`) and the socket completes the checksum before handing the
+//!   frame on.
 //! - `PACKET_STATISTICS` resets the kernel counters on every read; they are accumulated here.
 //! - `PACKET_ADD_MEMBERSHIP` with `PACKET_MR_UNICAST` adds a MAC to the NIC's unicast filter
 //!   (as the kernel macvlan driver does); memberships are dropped when the socket closes.
