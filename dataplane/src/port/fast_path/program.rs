@@ -67,6 +67,18 @@ fn need(a: &mut Asm, n: i32, fail: Label) {
         .jmp_reg(Jmp::Gt, Reg::R2, Reg::R8, fail);
 }
 
+/// Go to `fail` when the frame at r7 (14 bytes present) has a group destination or an
+/// 802.1Q/802.1ad tag in its data: such frames are never cached. Clobbers r3, r4.
+fn untagged_unicast(a: &mut Asm, fail: Label) {
+    use Reg::*;
+    a.ldx(Size::B, R3, R7, 0)
+        .jmp_imm(Jmp::Set, R3, 1, fail)
+        .ldx(Size::H, R4, R7, 12)
+        .be(R4, 16)
+        .jmp_imm(Jmp::Eq, R4, 0x8100, fail)
+        .jmp_imm(Jmp::Eq, R4, 0x88a8, fail);
+}
+
 /// Go to `fail` unless the frame has `n` bytes: against `data_end` where the program reads
 /// the packet directly, against `skb->len` where it reads its copy on the stack.
 fn need_in(a: &mut Asm, ctx: KeyCtx, n: i32, fail: Label) {
@@ -255,14 +267,8 @@ pub(crate) fn xdp_prologue(a: &mut Asm, wire_cache: BorrowedFd<'_>, next: Label)
         .ldx(Size::W, R7, R6, XDP_DATA)
         .ldx(Size::W, R8, R6, XDP_DATA_END);
     need(a, 14, next);
-    // Group destinations and tagged frames (in the data: generic XDP runs before the tag
-    // is moved to metadata) are never cached.
-    a.ldx(Size::B, R3, R7, 0)
-        .jmp_imm(Jmp::Set, R3, 1, next)
-        .ldx(Size::H, R4, R7, 12)
-        .be(R4, 16)
-        .jmp_imm(Jmp::Eq, R4, 0x8100, next)
-        .jmp_imm(Jmp::Eq, R4, 0x88a8, next);
+    // Tags in the data: generic XDP runs before the tag is moved to metadata.
+    untagged_unicast(a, next);
     key_lookup(a, wire_cache, KeyCtx::Xdp, hit, next);
 
     a.bind(hit)
@@ -312,27 +318,27 @@ pub fn assemble_wire() -> Result<Vec<Insn>, BpfError> {
     Ok(a.finish()?)
 }
 
-/// Goes to `next` unless the frame at r7..r8 (r6 = an skb at tc ingress) carries the
-/// marker the wire socket filter ([`assemble_wire_socket`]) left on a hit, its own key
-/// lookup in `wire_cache` hits too, and the entry's target is the marker's. Then the hit
-/// is counted in the entry and the frame goes to the target veth's peer
-/// (`bpf_redirect_peer`).
-fn marked_redirect(a: &mut Asm, wire_cache: BorrowedFd<'_>, next: Label) {
+/// The fast-path block the AF_PACKET parent's tcx filter program (`port::xdp_filter`,
+/// tc flavour) starts with: a frame that carries the marker the wire socket filter
+/// ([`assemble_wire_socket`]) left on a hit, whose own key lookup in `wire_cache` hits too
+/// with the marker's target, is counted in the entry and goes to the target veth's peer
+/// (`bpf_redirect_peer`); everything else continues at `next` with r6 = ctx and nothing
+/// else assumed.
+///
+/// The key uses the stack at `r10 - 40 .. r10 - 4`; the caller writes its own stack slots
+/// after `next` before it reads them.
+pub(crate) fn tc_prologue(a: &mut Asm, wire_cache: BorrowedFd<'_>, next: Label) {
     use Reg::*;
     let hit = a.label();
-    a.ldx(Size::W, R2, R6, SKB_CB0)
+    a.mov_reg(R6, R1)
+        .ldx(Size::W, R2, R6, SKB_CB0)
         .jmp_imm(Jmp::Ne, R2, META_MAGIC as i32, next)
         .ldx(Size::W, R7, R6, SKB_DATA)
         .ldx(Size::W, R8, R6, SKB_DATA_END);
     need(a, 14, next);
     a.ldx(Size::W, R3, R6, SKB_VLAN_PRESENT)
-        .jmp_imm(Jmp::Ne, R3, 0, next)
-        .ldx(Size::B, R3, R7, 0)
-        .jmp_imm(Jmp::Set, R3, 1, next)
-        .ldx(Size::H, R4, R7, 12)
-        .be(R4, 16)
-        .jmp_imm(Jmp::Eq, R4, 0x8100, next)
-        .jmp_imm(Jmp::Eq, R4, 0x88a8, next);
+        .jmp_imm(Jmp::Ne, R3, 0, next);
+    untagged_unicast(a, next);
     key_lookup(a, wire_cache, KeyCtx::Skb, hit, next);
     a.bind(hit)
         .mov_reg(R9, R0)
@@ -349,19 +355,6 @@ fn marked_redirect(a: &mut Asm, wire_cache: BorrowedFd<'_>, next: Label) {
         .mov_imm(R2, 0)
         .call(helper::REDIRECT_PEER)
         .exit();
-}
-
-/// The fast-path block the AF_PACKET parent's tcx filter program (`port::xdp_filter`,
-/// tc flavour) starts with: a frame the wire socket filter marked as a hit, that hits here
-/// too with the same target, is redirected into the endpoint (see
-/// [`assemble_wire_socket`]); everything else continues at `next` with r6 = ctx and
-/// nothing else assumed.
-///
-/// The key uses the stack at `r10 - 40 .. r10 - 4`; the caller writes its own stack slots
-/// after `next` before it reads them.
-pub(crate) fn tc_prologue(a: &mut Asm, wire_cache: BorrowedFd<'_>, next: Label) {
-    a.mov_reg(Reg::R6, Reg::R1);
-    marked_redirect(a, wire_cache, next);
 }
 
 /// The socket filter (`SO_ATTACH_BPF`) of the AF_PACKET wire's socket when the fast path
@@ -411,13 +404,8 @@ pub fn assemble_wire_socket(wire_cache: &Map, inject_mark: u32) -> Result<Vec<In
         .call(helper::SKB_LOAD_BYTES)
         .jmp_imm(Jmp::Ne, R0, 0, accept)
         .mov_reg(R7, R10)
-        .alu_imm(Alu::Add, R7, S_BUF as i32)
-        .ldx(Size::B, R3, R7, 0)
-        .jmp_imm(Jmp::Set, R3, 1, accept)
-        .ldx(Size::H, R4, R7, 12)
-        .be(R4, 16)
-        .jmp_imm(Jmp::Eq, R4, 0x8100, accept)
-        .jmp_imm(Jmp::Eq, R4, 0x88a8, accept);
+        .alu_imm(Alu::Add, R7, S_BUF as i32);
+    untagged_unicast(&mut a, accept);
     key_lookup(&mut a, wire_cache.as_fd(), KeyCtx::Sock, hit, accept);
     a.bind(hit)
         .mov_imm(R2, META_MAGIC as i32)

@@ -194,11 +194,7 @@ impl Filter {
         wire_cache: bool,
     ) -> Result<Filter, FilterError> {
         let xsks = Map::create(MapType::XskMap, 4, 4, queues.max(1), "uvlan_xsks")?;
-        let wire_cache = if wire_cache {
-            Some(new_wire_cache(&maps)?)
-        } else {
-            None
-        };
+        let wire_cache = wire_cache.then(|| new_wire_cache(&maps)).transpose()?;
         let insns = assemble(
             Flavor::Xdp,
             &maps,
@@ -219,11 +215,7 @@ impl Filter {
     /// cache and the prologue that redirects the frames the wire socket's filter marked
     /// (see the module docs).
     pub fn load_tc(maps: FilterMaps, wire_cache: bool) -> Result<Filter, FilterError> {
-        let wire_cache = if wire_cache {
-            Some(new_wire_cache(&maps)?)
-        } else {
-            None
-        };
+        let wire_cache = wire_cache.then(|| new_wire_cache(&maps)).transpose()?;
         let insns = assemble(
             Flavor::TcIngress,
             &maps,
