@@ -22,6 +22,7 @@ mod closed_set;
 mod config;
 mod decide;
 pub mod observe;
+mod prefilter;
 mod route;
 pub mod sample;
 mod types;
@@ -33,6 +34,7 @@ pub use config::{
     MACVLAN_DEFAULT_BC_QUEUE_LEN,
 };
 pub use decide::Ingress;
+pub use prefilter::{Prefilter, PREFILTER_REASONS};
 pub use route::{NextHop, NoRoutes, Routes};
 pub use types::{
     Driver, IpvlanFlag, IpvlanMode, MacvlanMode, McFilter, NetworkId, ParentId, PortId,

@@ -31,6 +31,7 @@ pub mod fast_path;
 pub mod inject;
 pub mod probe;
 pub mod tap;
+pub mod tap_filter;
 pub mod uring;
 pub mod vlan_access;
 pub mod xdp_filter;

@@ -1,0 +1,78 @@
+//! Drops the engine decides from a frame's Ethernet header alone, for one sending port.
+//!
+//! Some ports drop whole classes of frames whatever else the frame holds: an ipvlan L2 port
+//! on a network with no wire drops every unicast frame it does not switch locally, an ipvlan
+//! L3 port every frame that is neither ARP nor IP. [`Engine::port_prefilter`] names such a
+//! class for a port, as a [`Prefilter`]; the dataplane hands it to the kernel (a socket
+//! filter on the port's TAP, `port::tap_filter`) so that those frames are dropped in the
+//! sender's own context and never cost the dataplane a read. A prefilter drops a frame only
+//! when [`Engine::decide`] would drop it for the same [`DropReason`] with the engine in its
+//! present state; the dataplane asks again after every change of the engine. The agreement
+//! of the kernel program with the engine is tested frame by frame (`port::tap_filter`).
+
+use super::config::{Engine, Master};
+use super::types::{Driver, IpvlanFlag, IpvlanMode, MacvlanMode, PortId};
+use super::verdict::DropReason;
+
+/// A class of frames one port's transmit path always drops, decidable from the Ethernet
+/// header (destination, source, EtherType, and whether a VLAN tag is present).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Prefilter {
+    /// ipvlan L2 on a network with no wire (`ipvlan_xmit_mode_l2`): a unicast frame whose
+    /// destination MAC is not its source MAC (any unicast frame with the `vepa` flag) goes to
+    /// `dev_queue_xmit(phy_dev)`, and there is no wire: [`DropReason::NoWire`]. Group frames
+    /// are flooded and a frame to its own source MAC is looked up locally: both pass.
+    IpvlanL2NoWire {
+        /// The network has the `vepa` flag (no local switching by destination MAC).
+        vepa: bool,
+    },
+    /// ipvlan L3/L3S (`ipvlan_xmit_mode_l3` → `ipvlan_process_outbound`): a frame whose
+    /// EtherType is none of ARP, IPv4 and IPv6 (a tagged frame included) has no L3 key, is
+    /// not switched, and is dropped: [`DropReason::L3Multicast`] with a group destination,
+    /// [`DropReason::L3NonIp`] otherwise.
+    IpvlanL3NonIp,
+    /// A macvlan port not in bridge mode on a network with no wire (`macvlan_queue_xmit`):
+    /// every frame goes to the lower device (`xmit_world`), and there is none:
+    /// [`DropReason::NoWire`].
+    MacvlanNoWire,
+}
+
+/// The reasons a [`Prefilter`] drops for, in the order of their counters.
+pub const PREFILTER_REASONS: [DropReason; 3] = [
+    DropReason::NoWire,
+    DropReason::L3NonIp,
+    DropReason::L3Multicast,
+];
+
+impl Engine {
+    /// The class of frames `port` sends that the engine drops whatever else they hold, if
+    /// there is one now (see the module docs). `None` when the port or its network is
+    /// unknown, the port is down (then the engine drops everything as
+    /// [`DropReason::PortDown`]), the network's master is down ([`DropReason::ParentDown`]),
+    /// or nothing can be told from the header alone (macvlan bridge, which looks the
+    /// destination up; ipvlan L2 on a network with a wire, which sends unicast there).
+    pub fn port_prefilter(&self, port: PortId) -> Option<Prefilter> {
+        let p = self.port(port)?;
+        let net = self.network(p.network)?;
+        if !p.up || !self.master_up(net) {
+            return None;
+        }
+        let no_wire = match net.master {
+            Master::Parent { wire, .. } => !wire,
+            Master::Isolated { .. } => true,
+        };
+        match net.driver {
+            Driver::Ipvlan => match net.ipvlan_mode {
+                IpvlanMode::L2 if no_wire => Some(Prefilter::IpvlanL2NoWire {
+                    vepa: net.ipvlan_flag == IpvlanFlag::Vepa,
+                }),
+                IpvlanMode::L2 => None,
+                IpvlanMode::L3 | IpvlanMode::L3s => Some(Prefilter::IpvlanL3NonIp),
+            },
+            Driver::Macvlan if no_wire && p.macvlan_mode != MacvlanMode::Bridge => {
+                Some(Prefilter::MacvlanNoWire)
+            }
+            Driver::Macvlan => None,
+        }
+    }
+}
