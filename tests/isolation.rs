@@ -155,11 +155,14 @@ fn frames_longer_than_the_receivers_mtu_are_dropped_and_counted() {
     }
 }
 
+/// macvlan bridge: its destination lookup keeps the frames from the TAP's prefilter (which
+/// would drop them before they are queued on an internal ipvlan L2 network), so the flood
+/// fills the TAP's queue.
 #[test]
 fn a_flood_overflowing_a_tap_queue_shows_in_the_endpoints_counters() {
     let mut w = World::new();
     let (a, b) = (w.netns("a"), w.netns("b"));
-    create(&w, "ipvlan", "cnt");
+    create(&w, "macvlan", "cnt");
     w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "cnt", &a]);
     w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.11", "cnt", &b]);
     assert!(w.ping("a", "192.0.2.11", 4));
@@ -270,4 +273,205 @@ fn a_storm_from_one_endpoint_does_not_stop_the_others() {
         &format!("while kill -0 {pid} 2>/dev/null; do sleep 0.2; done"),
     );
     assert!(w.ping("y", "192.0.2.11", 4));
+}
+
+/// `flood.py nowhere --count total` from `name`: (frames sent, frames refused), which add up.
+fn flood_counts(w: &World, name: &str, total: u64) -> (u64, u64) {
+    let out = flood(w, name, "nowhere", &format!("--count {total}"));
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let num = |i: usize| -> u64 {
+        words
+            .get(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("flood.py said {out:?}"))
+    };
+    let (sent, refused) = (num(1), num(words.len() - 2));
+    assert_eq!(sent + refused, total, "{out}");
+    (sent, refused)
+}
+
+/// `uvlan stats --format json`'s loop counters: frames the dataplane read, all workers.
+fn frames_in(w: &World, net: &str) -> u64 {
+    let s = w.uvlan_ok(&["stats", "--format", "json", net]);
+    let v: Value = serde_json::from_str(&s).unwrap();
+    v["dataplane"]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| n(x, "frames_in"))
+        .sum()
+}
+
+/// Starts `uvlan capture ARGS` and returns once it says it captures; the caller interrupts
+/// it ([`stop_capture`]).
+fn start_capture(
+    w: &World,
+    args: &[&str],
+) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    use std::process::{Command, Stdio};
+    let mut cap = Command::new(uvlan_system_tests::uvlan_bin())
+        .arg("capture")
+        .args(args)
+        .env("UVLAN_SOCKET", w.socket())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("uvlan capture");
+    let stderr = cap.stderr.take().expect("capture's stderr");
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("capturing on network") {
+                let _ = started_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    started
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("uvlan capture did not start within 20 s");
+    (cap, reader)
+}
+
+/// Interrupts a capture as Ctrl-C would; returns how many frames it says it captured.
+fn stop_capture(cap: std::process::Child, reader: std::thread::JoinHandle<String>) -> u64 {
+    use std::time::{Duration, Instant};
+    let mut cap = cap;
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &cap.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && cap.try_wait().is_ok_and(|s| s.is_none()) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = cap.kill();
+    let _ = cap.wait();
+    let err = reader.join().expect("stderr reader");
+    err.split(" frames captured")
+        .next()
+        .and_then(|h| h.rsplit(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no capture summary: {err}"))
+}
+
+/// The TAP's prefilter (`uvlan daemon --tap-filter`, on by default): on an internal ipvlan L2
+/// network, unicast an endpoint sends to a MAC that is not its own goes nowhere (no wire), so
+/// the kernel drops it in the sender's context before the TAP queues it. It is counted as the
+/// engine's `no_wire` and as `prefiltered`, never as the TAP queue's, and the dataplane reads
+/// none of it; the endpoints' own traffic passes. While a capture runs the filters come off
+/// and every frame reaches the dataplane (and the capture, with its verdict); after it they
+/// are back.
+#[test]
+fn a_taps_prefilter_drops_for_the_engine_and_steps_aside_for_a_capture() {
+    let mut w = World::new();
+    let (a, b) = (w.netns("a"), w.netns("b"));
+    create(&w, "ipvlan", "pre");
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "pre", &a]);
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.11", "pre", &b]);
+    assert!(w.ping("a", "192.0.2.11", 4), "{}", w.daemon_log());
+    let t = w.uvlan_ok(&["stats", "pre"]);
+    assert!(t.contains("TAP prefilters: 2 endpoint(s)"), "{t}");
+
+    const N: u64 = 5_000;
+    let before = ep_stats(&w, "pre", "a");
+    let read0 = frames_in(&w, "pre");
+    let (tx0, _) = tap_own_drops(&w, "a");
+    // A frame the filter drops is refused to the sender (ENOBUFS: the qdisc is bypassed),
+    // as one a full queue drops.
+    let (_, refused) = flood_counts(&w, "a", N);
+    assert_eq!(refused, N, "the TAP refused every frame");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = ep_stats(&w, "pre", "a");
+    let (tx1, _) = tap_own_drops(&w, "a");
+    let pre = n(&after, "prefiltered") - n(&before, "prefiltered");
+    let no_wire = engine_drop(&after, "no_wire") - engine_drop(&before, "no_wire");
+    let read = frames_in(&w, "pre") - read0;
+    eprintln!("prefilter: {pre} of {N}, no_wire {no_wire}, read {read}");
+    assert_eq!(pre, N, "the prefilter dropped every frame: {after:#}");
+    assert_eq!(no_wire, N, "as the engine's no_wire: {after:#}");
+    assert!(
+        read < 100,
+        "the dataplane read {read} frames of a prefiltered flood"
+    );
+    // The TAP counts them in its tx_dropped; uvlan does not call them queue drops.
+    assert!(tx1 - tx0 >= N, "the TAP's own counter: {}", tx1 - tx0);
+    assert_eq!(
+        n(&after, "tap_dropped"),
+        n(&before, "tap_dropped"),
+        "{after:#}"
+    );
+    assert!(
+        n(&after, "sent_frames") - n(&before, "sent_frames") >= N,
+        "{after:#}"
+    );
+    let t = w.uvlan_ok(&["stats", "pre"]);
+    assert!(t.contains("of which by its TAP's prefilter"), "{t}");
+    assert!(w.ping("a", "192.0.2.11", 2), "a and b still talk");
+
+    // A capture with --drops sees every frame with its verdict: the filters step aside.
+    let (cap, reader) = start_capture(&w, &["pre", "--drops"]);
+    const C: u64 = 300;
+    let mid = ep_stats(&w, "pre", "a");
+    let (sent, _) = flood_counts(&w, "a", C);
+    assert_eq!(sent, C, "the TAP queued every frame while the capture ran");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let during = ep_stats(&w, "pre", "a");
+    let captured = stop_capture(cap, reader);
+    assert_eq!(
+        n(&during, "prefiltered"),
+        n(&mid, "prefiltered"),
+        "no prefilter while the capture ran: {during:#}"
+    );
+    assert!(
+        engine_drop(&during, "no_wire") - engine_drop(&mid, "no_wire") >= C,
+        "the engine read and dropped them: {during:#}"
+    );
+    assert!(
+        captured >= C,
+        "the capture saw {captured} of {C} dropped frames"
+    );
+
+    // The capture is over: a turn of the loop (a ping) puts the filters back.
+    assert!(w.ping("a", "192.0.2.11", 2));
+    let last = ep_stats(&w, "pre", "a");
+    let (_, refused) = flood_counts(&w, "a", N);
+    assert_eq!(refused, N);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let end = ep_stats(&w, "pre", "a");
+    assert_eq!(
+        n(&end, "prefiltered") - n(&last, "prefiltered"),
+        N,
+        "the prefilter is back after the capture: {end:#}"
+    );
+}
+
+/// `--tap-filter off`: the dataplane reads such frames and the engine drops them, as before.
+#[test]
+fn tap_filter_off_leaves_every_frame_to_the_dataplane() {
+    let mut w = World::with_daemon_args(&["--tap-filter", "off"]);
+    let (a, b) = (w.netns("a"), w.netns("b"));
+    create(&w, "ipvlan", "nopre");
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.10", "nopre", &a]);
+    w.uvlan_ok(&["network", "connect", "--ip", "192.0.2.11", "nopre", &b]);
+    assert!(w.ping("a", "192.0.2.11", 2));
+    let t = w.uvlan_ok(&["stats", "nopre"]);
+    assert!(t.contains("TAP prefilters: 0 endpoint(s)"), "{t}");
+    let before = ep_stats(&w, "nopre", "a");
+    let (sent, _) = flood_counts(&w, "a", 500);
+    assert_eq!(sent, 500, "nothing refused without a prefilter");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = ep_stats(&w, "nopre", "a");
+    assert_eq!(n(&after, "prefiltered"), 0, "{after:#}");
+    assert!(
+        engine_drop(&after, "no_wire") - engine_drop(&before, "no_wire") >= 500,
+        "{after:#}"
+    );
 }

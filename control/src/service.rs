@@ -82,6 +82,7 @@ fn make_dataplane(opts: &DaemonOptions, fast: bool) -> Result<Arc<dyn DataplaneA
         io: opts.io,
         workers: opts.workers.max(1),
         busy_poll: opts.busy_poll,
+        tap_filter: opts.tap_filter,
         ..RunOptions::default()
     })
     .map_err(DaemonError::Dataplane)?;
@@ -109,6 +110,9 @@ pub struct DaemonOptions {
     pub busy_poll: Option<std::time::Duration>,
     /// Whether new endpoints are fast-path (veth) endpoints.
     pub fast_path: FastPathMode,
+    /// Whether endpoints' TAPs get prefilters (`--tap-filter`, see
+    /// `uvlan_dataplane::port::tap_filter`).
+    pub tap_filter: bool,
 }
 
 /// `uvlan daemon --fast-path`.
@@ -151,6 +155,7 @@ impl Default for DaemonOptions {
             busy_poll: None,
             metrics: None,
             fast_path: FastPathMode::Off,
+            tap_filter: true,
         }
     }
 }

@@ -35,6 +35,13 @@ pub struct LoopStats {
     pub commands: u64,
     /// One entry per worker, worker 0 first.
     pub workers: Vec<WorkerStats>,
+    /// Endpoints whose TAP carries a prefilter now (`uvlan daemon --tap-filter`).
+    #[serde(default)]
+    pub tap_filters: usize,
+    /// The last prefilter failure, if any (those endpoints' frames are read and dropped by
+    /// the engine as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_filter_error: Option<String>,
 }
 
 /// One dataplane worker's loop counters.
@@ -80,8 +87,9 @@ pub struct NetworkStats {
 pub struct EndpointStats {
     /// The endpoint's name (its namespace, as inspect shows it).
     pub name: String,
-    /// Frames the endpoint sent (read from its TAP, or forwarded by the fast path's kernel
-    /// cache; a GSO super-frame counts once).
+    /// Frames the endpoint sent (read from its TAP, dropped by its TAP's prefilter for the
+    /// engine, or forwarded by the fast path's kernel cache; a GSO super-frame counts
+    /// once).
     pub sent_frames: u64,
     /// Their bytes.
     pub sent_bytes: u64,
@@ -112,9 +120,15 @@ pub struct EndpointStats {
     #[serde(default)]
     pub tap_dropped: u64,
     /// Frames the endpoint sent that the forwarding engine dropped, by reason (the
-    /// `DropReason` names `uvlan trace` prints; non-zero only).
+    /// `DropReason` names `uvlan trace` prints; non-zero only). Includes
+    /// [`prefiltered`](EndpointStats::prefiltered).
     #[serde(default)]
     pub engine_drops: BTreeMap<String, u64>,
+    /// Of `engine_drops`, frames the TAP's prefilter dropped in the kernel for the engine
+    /// before uvlan read them (`uvlan daemon --tap-filter`); counted in `sent_frames`, not
+    /// in `sent_bytes`, and not in `tap_dropped`.
+    #[serde(default)]
+    pub prefiltered: u64,
     /// Frames for the endpoint that uvlan could not write (its queue full, interface down).
     #[serde(default)]
     pub undelivered: u64,

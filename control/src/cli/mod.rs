@@ -138,6 +138,29 @@ pub struct DaemonArgs {
         default_value = "off"
     )]
     pub fast_path: FastPathArg,
+    /// `on`: each endpoint's TAP gets an eBPF filter that drops, in the sender's own context,
+    /// the frames the engine drops whatever else they hold (unicast from an ipvlan L2 or
+    /// non-bridge macvlan endpoint of an internal network, non-IP from ipvlan L3), counted
+    /// as the engine's drops; it comes off while a capture runs. `off`: the dataplane reads
+    /// and drops them.
+    #[arg(
+        long = "tap-filter",
+        value_enum,
+        value_name = "on|off",
+        default_value = "on"
+    )]
+    pub tap_filter: OnOff,
+}
+
+/// An on/off daemon switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// On.
+    #[value(name = "on")]
+    On,
+    /// Off.
+    #[value(name = "off")]
+    Off,
 }
 
 /// `uvlan daemon --fast-path`.
@@ -476,6 +499,7 @@ pub fn main() -> i32 {
                 busy_poll: (a.busy_poll > 0)
                     .then(|| std::time::Duration::from_micros(u64::from(a.busy_poll))),
                 fast_path: a.fast_path.into(),
+                tap_filter: a.tap_filter == OnOff::On,
             };
             crate::service::run_daemon(&root, &socket, &opts, log)
                 .map(|()| 0)

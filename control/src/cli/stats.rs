@@ -119,6 +119,10 @@ pub fn render(r: &StatsReport) -> String {
                 row(format!("engine: {reason}"), *v);
             }
             row(
+                "  of which by its TAP's prefilter, unread".into(),
+                e.prefiltered,
+            );
+            row(
                 "undelivered (its TAP refused the write)".into(),
                 e.undelivered,
             );
@@ -188,6 +192,10 @@ pub fn render(r: &StatsReport) -> String {
                 w.syscalls,
                 per(w.syscalls),
             ));
+        }
+        out.push_str(&format!("TAP prefilters: {} endpoint(s)\n", d.tap_filters));
+        if let Some(e) = &d.tap_filter_error {
+            out.push_str(&format!("TAP prefilter error: {e}\n"));
         }
     }
     out.push('\n');
@@ -292,10 +300,13 @@ mod tests {
                 batch_frames: 1000,
                 ..Default::default()
             }],
+            tap_filters: 2,
+            tap_filter_error: None,
         });
         let t = render(&r);
         assert!(t.contains("dataplane: io_uring (…), 1 worker\n"), "{t}");
         assert!(t.contains("worker 0: 1000 frames in, 990 out;"), "{t}");
+        assert!(t.contains("TAP prefilters: 2 endpoint(s)\n"), "{t}");
         assert!(
             t.contains("50 system calls (0.050 per frame in); mean batch 100.0"),
             "{t}"

@@ -61,7 +61,12 @@ impl Daemon {
                         .map(|(_, tx, rx)| (*tx, *rx))
                 });
                 let (ftx, frx) = fast.unwrap_or_default();
-                let tap = rt.map(|rt| tap_drops(&rt.netns, rt.ifindex)).unwrap_or(0);
+                // The TAP counts its prefilter's drops in its tx_dropped: they are the
+                // engine's (in `c.drops`), not the queue's.
+                let tap = rt
+                    .map(|rt| tap_drops(&rt.netns, rt.ifindex))
+                    .unwrap_or(0)
+                    .saturating_sub(c.rx_filtered);
                 let engine_drops: BTreeMap<String, u64> = c
                     .drop_reasons()
                     .map(|(r, n)| (r.as_str().to_string(), n))
@@ -70,13 +75,17 @@ impl Daemon {
                 // and the cache's (which the dataplane never sees) together.
                 ns.endpoints.push(EndpointStats {
                     name: ep.name.clone(),
-                    sent_frames: c.rx_frames.saturating_add(ftx.frames),
+                    sent_frames: c
+                        .rx_frames
+                        .saturating_add(c.rx_filtered)
+                        .saturating_add(ftx.frames),
                     sent_bytes: c.rx_bytes.saturating_add(ftx.bytes),
                     received_frames: c.tx_frames.saturating_add(frx.frames),
                     received_bytes: c.tx_bytes.saturating_add(frx.bytes),
                     dropped: tap + c.dropped() + c.tx_dropped,
                     tap_dropped: tap,
                     engine_drops,
+                    prefiltered: c.rx_filtered,
                     undelivered: c.tx_dropped,
                     fast_sent_frames: ftx.frames,
                     fast_sent_bytes: ftx.bytes,
@@ -149,6 +158,8 @@ impl Daemon {
                     flood_pauses: w.flood_pauses,
                 })
                 .collect(),
+            tap_filters: s.tap_filters,
+            tap_filter_error: s.tap_filter_error.clone(),
         });
         Ok(report)
     }

@@ -153,7 +153,7 @@ pub use crate::fwd::NextHop;
 
 use self::datapath::{Core, Decider, Io};
 use self::reactor::{plain::Plain, uring::Uring, Reactor};
-use self::worker::{Mailbox, Shared, Worker};
+use self::worker::{Mailbox, Shared, SharedFilters, Worker};
 use self::xfer::{Lane, LaneOut, XferIn, XferOut};
 
 /// Looks up next hops in the host's routing and neighbour tables (the control plane
@@ -256,6 +256,12 @@ pub struct RunOptions {
     /// slow wait ends it at once, and a lone frame (a ping) never waits. io_uring only
     /// (`epoll_wait` counts in milliseconds). Default 100 µs; `None` or zero: never linger.
     pub coalesce: Option<Duration>,
+    /// Give each TAP a prefilter ([`crate::port::tap_filter`]): frames the engine would drop
+    /// whatever else they hold (a port's unicast on an internal ipvlan L2 network, non-IP on
+    /// ipvlan L3) are dropped by the kernel in the sender's context, counted as the
+    /// engine's drops, instead of being read and decided. Off while a capture runs, and in
+    /// the blind relay. Default true.
+    pub tap_filter: bool,
     /// The blind relay instead of the engine (the benchmark's bound for this design):
     /// every frame from a port goes to every other port with a TAP and every attached wire,
     /// every frame from a wire to every port with a TAP, unchanged. Ports and parents must
@@ -278,6 +284,7 @@ impl Default for RunOptions {
             rx_buffers: 256,
             busy_poll: None,
             coalesce: Some(Duration::from_micros(100)),
+            tap_filter: true,
             relay: false,
         }
     }
@@ -553,6 +560,7 @@ impl Dataplane {
         let shared = Arc::new(Shared {
             opts: opts.clone(),
             io: io_text.clone(),
+            filters: SharedFilters::default(),
             mail: txs
                 .iter()
                 .zip(bells.iter())
@@ -834,7 +842,11 @@ impl DataplaneHandle {
             if w.core.decider == Decider::Relay {
                 return Err(RunError::CaptureInRelay);
             }
-            w.on_all(move |x| x.core.io.rec.tap.attach(session.clone()));
+            // Every frame must reach the dataplane: the TAPs' prefilters come off.
+            w.on_all(move |x| {
+                x.core.io.rec.tap.attach(session.clone());
+                x.sync_tap_filters();
+            });
             // Every frame must be seen with its verdict: while a capture is attached the
             // workers learn nothing into the fast-path cache (`Core::forward`), and the
             // entries learned before are dropped now, after every worker has attached, so

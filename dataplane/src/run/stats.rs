@@ -50,8 +50,13 @@ pub struct PortCounters {
     /// Frames that could not be written (queue full, interface down, errors).
     pub tx_dropped: u64,
     /// Frames read from this TAP that the engine dropped, by [`DropReason`] (indexed by
-    /// [`DropReason::index`]; the same drops are in [`Stats::drops`], all ports together).
+    /// [`DropReason::index`]; the same drops are in [`Stats::drops`], all ports together),
+    /// and those the TAP's prefilter dropped for the engine before they were read
+    /// ([`PortCounters::rx_filtered`]).
     pub drops: [u64; DropReason::COUNT],
+    /// Of `drops`, frames the TAP's prefilter ([`crate::port::tap_filter`]) dropped in the
+    /// kernel, for the reason the engine would have: never read, so not in `rx_frames`.
+    pub rx_filtered: u64,
 }
 
 impl PortCounters {
@@ -235,6 +240,11 @@ pub struct Stats {
     pub workers: Vec<LoopCounters>,
     /// The fast path's counters, once a port has a veth.
     pub fast_path: Option<FastPathReport>,
+    /// Ports whose TAP carries a prefilter now ([`crate::port::tap_filter`]).
+    pub tap_filters: usize,
+    /// The last prefilter failure (making its counter map, loading or attaching a program),
+    /// if any: those ports' frames are read and dropped by the engine as before.
+    pub tap_filter_error: Option<String>,
 }
 
 /// Counters of the fast path (see [`crate::port::fast_path`]).

@@ -292,6 +292,7 @@ impl Worker {
         let mut io_drops = [0u64; IoDrop::COUNT];
         let mut st = Stats {
             io: self.shared.io.clone(),
+            tap_filter_error: self.shared.filters.error(),
             fast_path: self.core.fast.as_ref().map(|fp| FastPathReport {
                 programs: fp.stats().unwrap_or_default(),
                 entries: fp.len(),
@@ -315,6 +316,7 @@ impl Worker {
                         c.rx_bytes += r.rx_bytes;
                         c.rx_gso_frames += r.rx_gso_frames;
                         c.rx_errors += r.rx_errors;
+                        c.rx_filtered += r.rx_filtered;
                         for (a, b) in c.drops.iter_mut().zip(r.drops.iter()) {
                             *a += b;
                         }
@@ -340,6 +342,7 @@ impl Worker {
             st.io_errors += s.io_errors;
             st.iterations += s.lc.turns;
             st.commands += s.commands;
+            st.tap_filters += s.tap_filters_on;
             st.workers.push(s.lc);
         }
         // Ports with a TAP: every worker has a transmit entry for each.

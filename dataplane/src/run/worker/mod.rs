@@ -36,6 +36,10 @@ use super::xfer::XferIn;
 use super::{Cmd, IoDrop, LoopCounters, PortCounters, RunOptions};
 
 mod commands;
+mod prefilter;
+
+use prefilter::FilterState;
+pub(crate) use prefilter::SharedFilters;
 
 /// Capacity of the fast-path cache (entries; one per sender and destination key).
 const FAST_PATH_ENTRIES: u32 = 65536;
@@ -48,6 +52,8 @@ pub(crate) struct RxPort {
     pub(crate) c: PortCounters,
     /// Whether the port floods (its reads are paused now and then).
     flood: FloodGuard,
+    /// The TAP's prefilter (kept by the reader of queue 0).
+    filter: FilterState,
 }
 
 impl RxPort {
@@ -67,6 +73,8 @@ pub(crate) struct Shared {
     pub(crate) opts: RunOptions,
     pub(crate) io: String,
     pub(crate) mail: Vec<Mailbox>,
+    /// The TAP prefilters' counter map and last error.
+    pub(crate) filters: SharedFilters,
 }
 
 /// Wire frames of one receive call, copied out of the backend's buffers so they can be
@@ -136,6 +144,8 @@ pub(crate) struct Worker {
     cmds: mpsc::Receiver<Cmd>,
     bell: Arc<OwnedFd>,
     pub(crate) stop: bool,
+    /// A capture holds this worker's TAP prefilters off (see `prefilter.rs`).
+    filters_held: bool,
     pub(crate) lc: LoopCounters,
     pub(crate) commands: u64,
     pub(crate) shared: Arc<Shared>,
@@ -180,6 +190,7 @@ impl Worker {
             cmds,
             bell,
             stop: false,
+            filters_held: false,
             lc: LoopCounters::default(),
             commands: 0,
             shared,
@@ -281,6 +292,10 @@ impl Worker {
         core.io.lc.syscalls += rung;
         // Capture readers with new records are woken once per turn.
         core.io.rec.tap.end_batch();
+        if self.filters_held && self.core.io.rec.tap.is_idle() {
+            // The last capture ended: the prefilters go back on.
+            self.sync_tap_filters();
+        }
         // Reads held back for want of buffers need no extra turn: the buffers are either in a
         // FIFO (carried over) or held by submitted writes, whose completions end the wait.
         self.reactor.end_turn();
@@ -336,6 +351,7 @@ impl Worker {
             queue,
             c,
             flood,
+            ..
         } = rxp;
         let Some(q) = tap.queues.get(*queue) else {
             return;
@@ -577,9 +593,11 @@ impl Worker {
                 queue,
                 c: PortCounters::default(),
                 flood: FloodGuard::default(),
+                filter: FilterState::Unknown,
             },
         );
         self.paused.reserve(self.rx.len());
+        self.start_tap_filter(port);
         Ok(())
     }
 
@@ -595,6 +613,7 @@ impl Worker {
 
     /// Forgets a port here: stops reading it, drops its transmit entry.
     pub(crate) fn drop_port(&mut self, port: PortId) {
+        self.stop_tap_filter(port);
         self.paused.remove(port.0);
         if let Some(slot) = self.rx.get_mut(port.index()) {
             if let Some(rxp) = slot.take() {
@@ -752,14 +771,23 @@ impl Worker {
                 }
             }
         }
+        // A change of the engine may change what a port's TAP may drop by itself.
+        self.sync_tap_filters();
     }
 
     /// This worker's counters: (port index, rx part, tx part), drops, its loop counters.
     pub(crate) fn local_stats(&mut self) -> LocalStats {
         let mut ports = Vec::new();
+        let mut drops = self.core.io.drops;
         let n = self.core.io.ports.len().max(self.rx.len());
         for i in 0..n {
-            let rx = self.rx.get(i).and_then(Option::as_ref).map(|r| r.c);
+            let rx = self.rx.get(i).and_then(Option::as_ref).map(|r| {
+                let mut c = r.c;
+                if r.queue == 0 {
+                    self.add_filter_counts(PortId(i as u32), &mut c, &mut drops);
+                }
+                c
+            });
             let tx = self
                 .core
                 .io
@@ -819,7 +847,8 @@ impl Worker {
         LocalStats {
             ports,
             parents,
-            drops: self.core.io.drops,
+            drops,
+            tap_filters_on: self.tap_filters_on(),
             io_drops: self.core.io.io_drops,
             io_errors,
             lc,
@@ -838,6 +867,8 @@ pub(crate) struct LocalStats {
     pub(crate) ports: Vec<(PortId, Option<PortCounters>, Option<PortCounters>)>,
     pub(crate) parents: Vec<(ParentId, super::ParentCounters)>,
     pub(crate) drops: [u64; DropReason::COUNT],
+    /// Ports whose TAP carries a prefilter (read here).
+    pub(crate) tap_filters_on: usize,
     pub(crate) io_drops: [u64; IoDrop::COUNT],
     pub(crate) io_errors: u64,
     pub(crate) lc: LoopCounters,

@@ -1,0 +1,179 @@
+//! The TAP prefilters of the ports a worker reads (see [`crate::port::tap_filter`]): the
+//! worker that reads a TAP's first queue keeps its filter equal to the engine's present
+//! [`Prefilter`] for the port, or none while a capture runs (every frame must then reach the
+//! dataplane and be seen with its verdict) or with [`RunOptions::tap_filter`] off.
+
+use std::os::fd::AsFd;
+use std::sync::Mutex;
+use std::sync::OnceLock;
+
+use crate::fwd::{PortId, Prefilter, PREFILTER_REASONS};
+use crate::port::tap_filter::{set_tap_filter, TapFilters};
+
+use super::{PortCounters, RunOptions, Worker};
+
+/// What a TAP carries now, as far as this worker knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum FilterState {
+    /// Not known (a TAP just added: a persistent TAP may still carry an earlier daemon's).
+    #[default]
+    Unknown,
+    /// No filter.
+    Off,
+    /// This rule's filter.
+    On(Prefilter),
+    /// Loading or attaching this rule's filter failed; not tried again for the same rule.
+    Failed(Prefilter),
+}
+
+/// The workers' shared prefilter state: the counter map, made on first use.
+#[derive(Debug, Default)]
+pub(crate) struct SharedFilters {
+    filters: OnceLock<Option<TapFilters>>,
+    /// The last failure (making the map, loading or attaching a program), for `uvlan stats`.
+    error: Mutex<Option<String>>,
+}
+
+impl SharedFilters {
+    fn get(&self, opts: &RunOptions) -> Option<&TapFilters> {
+        if !opts.tap_filter || opts.relay {
+            return None;
+        }
+        self.filters
+            .get_or_init(|| match TapFilters::new() {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    self.failed(format!("no TAP prefilters: {e}"));
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    fn failed(&self, what: String) {
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
+    }
+
+    /// The last failure, if any.
+    pub(crate) fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Worker {
+    /// Makes the filter of `port`'s TAP what it should be now, if this worker reads the
+    /// TAP's first queue.
+    pub(crate) fn sync_tap_filter(&mut self, port: PortId) {
+        let capturing = !self.core.io.rec.tap.is_idle();
+        let shared = std::sync::Arc::clone(&self.shared);
+        let Some(rx) = self.rx.get_mut(port.index()).and_then(Option::as_mut) else {
+            return;
+        };
+        if rx.queue != 0 {
+            return;
+        }
+        let filters = shared.filters.get(&shared.opts);
+        let want = match filters {
+            Some(_) if !capturing => self.core.engine.port_prefilter(port),
+            _ => None,
+        };
+        let Some(tap) = rx.tap.queues.first() else {
+            return;
+        };
+        rx.filter = match (want, rx.filter) {
+            (None, FilterState::Off | FilterState::Failed(_)) => rx.filter,
+            (None, _) => match set_tap_filter(tap.as_fd(), None) {
+                Ok(()) => FilterState::Off,
+                Err(e) => {
+                    shared
+                        .filters
+                        .failed(format!("detaching the prefilter of {port}: {e}"));
+                    FilterState::Off
+                }
+            },
+            (Some(r), FilterState::On(now) | FilterState::Failed(now)) if now == r => rx.filter,
+            (Some(r), _) => {
+                let loaded = filters.map(|f| f.load(r, port.0));
+                match loaded {
+                    Some(Ok(Some(prog))) => match set_tap_filter(tap.as_fd(), Some(&prog)) {
+                        Ok(()) => FilterState::On(r),
+                        Err(e) => {
+                            shared
+                                .filters
+                                .failed(format!("attaching the prefilter of {port}: {e}"));
+                            FilterState::Failed(r)
+                        }
+                    },
+                    Some(Err(e)) => {
+                        shared
+                            .filters
+                            .failed(format!("loading the prefilter of {port}: {e}"));
+                        FilterState::Failed(r)
+                    }
+                    // A slot past the counter map: no filter for this port.
+                    _ => FilterState::Failed(r),
+                }
+            }
+        };
+    }
+
+    /// [`Worker::sync_tap_filter`] for every port this worker reads; remembers whether a
+    /// capture holds the filters off.
+    pub(crate) fn sync_tap_filters(&mut self) {
+        self.filters_held = !self.core.io.rec.tap.is_idle();
+        for i in 0..self.rx.len() {
+            if matches!(self.rx.get(i), Some(Some(_))) {
+                self.sync_tap_filter(PortId(i as u32));
+            }
+        }
+    }
+
+    /// A new TAP read here: its slot's counters start from zero, then its filter is set.
+    pub(crate) fn start_tap_filter(&mut self, port: PortId) {
+        let shared = std::sync::Arc::clone(&self.shared);
+        if let Some(f) = shared.filters.get(&shared.opts) {
+            if matches!(self.rx.get(port.index()), Some(Some(rx)) if rx.queue == 0) {
+                f.reset(port.0);
+            }
+        }
+        self.sync_tap_filter(port);
+    }
+
+    /// A port leaves this worker: its TAP (a persistent one outlives it) keeps no filter.
+    pub(crate) fn stop_tap_filter(&mut self, port: PortId) {
+        if let Some(Some(rx)) = self.rx.get(port.index()) {
+            if rx.queue == 0 && matches!(rx.filter, FilterState::On(_) | FilterState::Unknown) {
+                if let Some(tap) = rx.tap.queues.first() {
+                    let _ = set_tap_filter(tap.as_fd(), None);
+                }
+            }
+        }
+    }
+
+    /// Adds the drops `port`'s filter counted to its receive counters (`c`, the worker's
+    /// `drops` too): the engine's drops by reason, as if the dataplane had read them.
+    pub(crate) fn add_filter_counts(&self, port: PortId, c: &mut PortCounters, drops: &mut [u64]) {
+        let Some(f) = self.shared.filters.get(&self.shared.opts) else {
+            return;
+        };
+        let counts = f.counts(port.0);
+        for (reason, n) in PREFILTER_REASONS.iter().zip(counts) {
+            if let Some(d) = c.drops.get_mut(reason.index()) {
+                *d += n;
+            }
+            if let Some(d) = drops.get_mut(reason.index()) {
+                *d += n;
+            }
+            c.rx_filtered += n;
+        }
+    }
+
+    /// Ports whose TAP carries a filter now (read here).
+    pub(crate) fn tap_filters_on(&self) -> usize {
+        self.rx
+            .iter()
+            .flatten()
+            .filter(|r| matches!(r.filter, FilterState::On(_)))
+            .count()
+    }
+}
