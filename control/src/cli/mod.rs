@@ -139,8 +139,9 @@ pub struct DaemonArgs {
     )]
     pub fast_path: FastPathArg,
     /// `on`: each endpoint's TAP gets an eBPF filter that drops, in the sender's own context,
-    /// the frames the engine drops whatever else they hold (unicast from an ipvlan L2 or
-    /// non-bridge macvlan endpoint of an internal network, non-IP from ipvlan L3), counted
+    /// the frames the engine drops whatever else they hold (on an internal network: unicast
+    /// from an ipvlan L2 endpoint, or from a macvlan one to a MAC no bridge-mode endpoint
+    /// has; non-IP from ipvlan L3), counted
     /// as the engine's drops; it comes off while a capture runs. `off`: the dataplane reads
     /// and drops them.
     #[arg(

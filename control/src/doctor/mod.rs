@@ -255,6 +255,17 @@ pub fn report(f: &Findings) -> Report {
                     offload_names(Offloads::DEFAULT)
                 ),
             ));
+            let (st, d) = match &t.prefilter {
+                Ok(()) => (
+                    Status::Ok,
+                    "a prefilter attaches to a TAP (TUNSETFILTEREBPF)".to_string(),
+                ),
+                Err(e) => (
+                    Status::Limited,
+                    format!("{e}: the dataplane reads and drops what a prefilter would"),
+                ),
+            };
+            checks.push(check("tap_filter", "TAP prefilter", st, d));
             plan.push(if t.offloads.is_empty() {
                 "endpoints: TAPs without offloads (senders checksum and segment every frame)"
                     .to_string()
@@ -273,6 +284,12 @@ pub fn report(f: &Findings) -> Report {
             checks.push(check(
                 "offloads",
                 "vnet_hdr offloads",
+                Status::Skipped,
+                "no TAP".to_string(),
+            ));
+            checks.push(check(
+                "tap_filter",
+                "TAP prefilter",
                 Status::Skipped,
                 "no TAP".to_string(),
             ));

@@ -37,6 +37,7 @@ fn all_good() -> Scratch {
     Scratch {
         tap: Ok(TapProbe {
             offloads: Offloads::DEFAULT,
+            prefilter: Ok(()),
         }),
         veth: Ok(()),
         bpf: Ok(()),
@@ -82,6 +83,7 @@ fn everything_there_works_and_says_what_uvlan_does() {
         "netns",
         "tun",
         "offloads",
+        "tap_filter",
         "bpf",
         "af_xdp",
         "tcx",
@@ -182,6 +184,7 @@ fn io_uring_refusals_and_partial_offloads_are_named() {
     let mut s = all_good();
     s.tap = Ok(TapProbe {
         offloads: Offloads::CSUM,
+        prefilter: Err("TUNSETFILTEREBPF: Invalid argument".into()),
     });
     let mut f = findings(Some(Ok(s)), true);
     f.io_uring = IoUringProbe {
@@ -192,6 +195,7 @@ fn io_uring_refusals_and_partial_offloads_are_named() {
     let r = report(&f);
     assert!(r.works);
     assert_eq!(status(&r, "offloads"), Status::Limited);
+    assert_eq!(status(&r, "tap_filter"), Status::Limited);
     assert_eq!(status(&r, "io_uring"), Status::Missing);
     let text = r.text();
     assert!(

@@ -11,8 +11,9 @@
 //! of the kernel program with the engine is tested frame by frame (`port::tap_filter`).
 
 use super::config::{Engine, Master};
-use super::types::{Driver, IpvlanFlag, IpvlanMode, MacvlanMode, PortId};
+use super::types::{Driver, IpvlanFlag, IpvlanMode, MacvlanMode, NetworkId, PortId};
 use super::verdict::DropReason;
+use crate::wire::MacAddr;
 
 /// A class of frames one port's transmit path always drops, decidable from the Ethernet
 /// header (destination, source, EtherType, and whether a VLAN tag is present).
@@ -35,6 +36,15 @@ pub enum Prefilter {
     /// every frame goes to the lower device (`xmit_world`), and there is none:
     /// [`DropReason::NoWire`].
     MacvlanNoWire,
+    /// A macvlan port in bridge mode on a network with no wire (`macvlan_queue_xmit`): a
+    /// unicast frame whose destination is not one of the network's bridge-mode ports
+    /// ([`Engine::bridge_macs`]; `macvlan_hash_lookup` misses, or finds a port in another
+    /// mode) goes to the lower device, and there is none: [`DropReason::NoWire`]. Group
+    /// frames are flooded: they pass.
+    MacvlanBridgeNoWire {
+        /// The network, whose bridge-mode MACs the filter looks up.
+        network: NetworkId,
+    },
 }
 
 /// The reasons a [`Prefilter`] drops for, in the order of their counters.
@@ -72,7 +82,44 @@ impl Engine {
             Driver::Macvlan if no_wire && p.macvlan_mode != MacvlanMode::Bridge => {
                 Some(Prefilter::MacvlanNoWire)
             }
+            Driver::Macvlan if no_wire => {
+                Some(Prefilter::MacvlanBridgeNoWire { network: p.network })
+            }
             Driver::Macvlan => None,
         }
+    }
+
+    /// The destination MACs a bridge-mode macvlan port of `network` reaches locally
+    /// (`macvlan_hash_lookup` finds a port in bridge mode): every MAC the
+    /// [`Prefilter::MacvlanBridgeNoWire`] filter must pass. Empty for an unknown network.
+    pub fn bridge_macs(&self, network: NetworkId) -> Vec<MacAddr> {
+        let Some(net) = self.network(network) else {
+            return Vec::new();
+        };
+        net.macs
+            .iter()
+            .filter(|(_, p)| {
+                self.port(**p)
+                    .is_some_and(|p| p.macvlan_mode == MacvlanMode::Bridge)
+            })
+            .map(|(m, _)| *m)
+            .collect()
+    }
+
+    /// The networks with no wire that have a macvlan port (those a
+    /// [`Prefilter::MacvlanBridgeNoWire`] may name).
+    pub fn bridge_prefilter_networks(&self) -> Vec<NetworkId> {
+        self.network_ids()
+            .into_iter()
+            .filter(|n| {
+                self.network(*n).is_some_and(|net| {
+                    net.driver == Driver::Macvlan
+                        && match net.master {
+                            Master::Parent { wire, .. } => !wire,
+                            Master::Isolated { .. } => true,
+                        }
+                })
+            })
+            .collect()
     }
 }

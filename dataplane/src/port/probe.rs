@@ -41,11 +41,14 @@ pub fn in_scratch_netns<T: Send>(f: impl FnOnce() -> T + Send) -> io::Result<T> 
 }
 
 /// What opening a TAP gave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TapProbe {
     /// The offloads the kernel accepted of those uvlan asks for ([`Offloads::DEFAULT`]),
     /// after the fallback ladder. The TAP always has a vnet header (`IFF_VNET_HDR`).
     pub offloads: Offloads,
+    /// Whether a TAP prefilter ([`super::tap_filter`]) loads and attaches
+    /// (`TUNSETFILTEREBPF`), or why not.
+    pub prefilter: Result<(), String>,
 }
 
 /// Creates a TAP (with a vnet header, uvlan's default offloads, not persistent) in the
@@ -57,7 +60,21 @@ pub fn tap() -> Result<TapProbe, TapError> {
     })?;
     Ok(TapProbe {
         offloads: tap.offloads(),
+        prefilter: tap_prefilter(&tap).map_err(|e| e.to_string()),
     })
+}
+
+/// Loads a TAP prefilter, attaches it to `tap` and detaches it again.
+fn tap_prefilter(tap: &Tap) -> Result<(), ProbeError> {
+    use super::tap_filter::{set_tap_filter, TapFilters};
+    use std::os::fd::AsFd;
+    let filters = TapFilters::new()?;
+    if let Some(prog) = filters.load(crate::fwd::Prefilter::IpvlanL3NonIp, 0)? {
+        let attach = |p| set_tap_filter(tap.as_fd(), p).map_err(ProbeError::TapFilter);
+        attach(Some(&prog))?;
+        attach(None)?;
+    }
+    Ok(())
 }
 
 /// The smallest program that verifies: `r0 = ret; exit`.
@@ -87,6 +104,9 @@ pub enum ProbeError {
     /// A wire filter program or its maps could not be set up.
     #[error(transparent)]
     Filter(#[from] super::xdp_filter::FilterError),
+    /// `TUNSETFILTEREBPF` refused the prefilter.
+    #[error("TUNSETFILTEREBPF: {0}")]
+    TapFilter(#[source] io::Error),
     /// The interface could not be found.
     #[error("interface {ifname}: {source}")]
     Interface {

@@ -257,10 +257,10 @@ pub struct RunOptions {
     /// (`epoll_wait` counts in milliseconds). Default 100 µs; `None` or zero: never linger.
     pub coalesce: Option<Duration>,
     /// Give each TAP a prefilter ([`crate::port::tap_filter`]): frames the engine would drop
-    /// whatever else they hold (a port's unicast on an internal ipvlan L2 network, non-IP on
-    /// ipvlan L3) are dropped by the kernel in the sender's context, counted as the
-    /// engine's drops, instead of being read and decided. Off while a capture runs, and in
-    /// the blind relay. Default true.
+    /// whatever else they hold (a port's unicast to nowhere on an internal ipvlan L2 or
+    /// macvlan network, non-IP on ipvlan L3) are dropped by the kernel in the sender's
+    /// context, counted as the engine's drops, instead of being read and decided. Off while
+    /// a capture runs, and in the blind relay. Default true.
     pub tap_filter: bool,
     /// The blind relay instead of the engine (the benchmark's bound for this design):
     /// every frame from a port goes to every other port with a TAP and every attached wire,

@@ -179,6 +179,10 @@ pub enum MapType {
     XskMap = 17,
 }
 
+/// `BPF_F_NO_PREALLOC`: a hash map allocates its entries as they are added (for
+/// [`Map::create_with_flags`]).
+pub const BPF_F_NO_PREALLOC: u32 = 1;
+
 /// Flags for [`Map::update`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateFlags {
@@ -235,6 +239,18 @@ impl Map {
         max_entries: u32,
         name: &str,
     ) -> Result<Map, BpfError> {
+        Self::create_with_flags(map_type, key_size, value_size, max_entries, 0, name)
+    }
+
+    /// [`Map::create`] with `map_flags` (e.g. [`BPF_F_NO_PREALLOC`]).
+    pub fn create_with_flags(
+        map_type: MapType,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+        name: &str,
+    ) -> Result<Map, BpfError> {
         let ncpus = if map_type == MapType::PercpuArray {
             possible_cpus().map_err(|source| BpfError::Syscall {
                 cmd: "MAP_CREATE (reading possible CPUs)",
@@ -248,6 +264,7 @@ impl Map {
             .u32(4, key_size)
             .u32(8, value_size)
             .u32(12, max_entries)
+            .u32(16, map_flags)
             .name(28, name);
         // SAFETY: MAP_CREATE stores no pointers in the attr.
         let r = unsafe { sys_bpf(BPF_MAP_CREATE, &mut a) }.map_err(|source| BpfError::Syscall {

@@ -17,6 +17,10 @@
 //! tested by running random frames through the program (`BPF_PROG_TEST_RUN`) and the engine
 //! (`tests.rs`).
 //!
+//! A bridge-mode macvlan port's filter looks the destination up in its network's map of
+//! bridge-mode MACs ([`TapFilters::sync_bridge_macs`], kept equal to the engine's after every
+//! change). A map an update failed on is not used: those ports get no filter.
+//!
 //! Visibility: every drop is counted by reason in a shared counter map, per port slot
 //! ([`TapFilters::counts`]); the dataplane adds the counts to the port's engine drops, so
 //! `uvlan stats` and the metrics show them as the engine's own. While a capture runs, the
@@ -30,18 +34,23 @@
 //! IpvlanL3NonIp:   untagged ARP/IPv4/IPv6 → pass; else drop l3_multicast (group dst)
 //!                  or l3_non_ip
 //! MacvlanNoWire:   drop no_wire
+//! MacvlanBridgeNoWire: group dst → pass; dst in the network's bridge-mode MAC map → pass;
+//!                  else drop no_wire
 //! drop: counters[slot * 3 + reason] += 1; return 0.  pass: return skb->len
 //! ```
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::{Arc, Mutex};
 
-use crate::fwd::{DropReason, Prefilter, PREFILTER_REASONS};
+use crate::fwd::{DropReason, Engine, NetworkId, Prefilter, PREFILTER_REASONS};
 use crate::port::bpf::{helper, Alu, Asm, BpfError, Insn, Jmp, Label, Map, MapType, Prog};
-use crate::port::bpf::{ProgType, Reg, Size};
+use crate::port::bpf::{ProgType, Reg, Size, UpdateFlags, BPF_F_NO_PREALLOC};
+use crate::wire::MacAddr;
 
 /// Port slots ([`crate::fwd::PortId::index`]) the counter map has room for; a port with a
 /// higher slot gets no filter (the engine drops its frames as before).
@@ -53,9 +62,36 @@ const NREASONS: u32 = PREFILTER_REASONS.len() as u32;
 const SKB_LEN: i16 = 0;
 const SKB_VLAN_PRESENT: i16 = 20;
 // Stack: the 14-byte header at r10-16 (each field loaded below is aligned, as the verifier
-// demands on the stack), the counter key at r10-20.
+// demands on the stack), a bridge-MAC key at r10-24 (8 bytes), the counter key at r10-28.
 const HDR: i16 = -16;
-const KEY: i16 = -20;
+const MKEY: i16 = -24;
+const KEY: i16 = -28;
+
+/// Bridge-mode MACs one network's map holds at most.
+const BRIDGE_MACS: u32 = 65_536;
+
+/// The lookup key of a bridge-mode MAC: the MAC and two zero bytes.
+fn mac_key(m: MacAddr) -> [u8; 8] {
+    let [a, b, c, d, e, f] = m.0;
+    [a, b, c, d, e, f, 0, 0]
+}
+
+/// One network's bridge-mode MACs, in a hash map the filters of its bridge-mode ports look
+/// destinations up in, and the same set as uvlan last wrote it.
+#[derive(Debug)]
+struct BridgeMacs {
+    map: Map,
+    written: HashSet<MacAddr>,
+    /// An update failed: the map may miss a MAC, so no filter may use it.
+    broken: bool,
+}
+
+#[derive(Debug, Default)]
+struct Nets {
+    maps: HashMap<NetworkId, BridgeMacs>,
+    /// The engine the maps were last made equal to (held, so its address is not reused).
+    engine: Option<Arc<Engine>>,
+}
 
 /// The counter index of a prefilter's drop reason: its place in [`PREFILTER_REASONS`]
 /// (every reason a [`Prefilter`] drops for is there; `tests.rs` checks the table).
@@ -67,10 +103,12 @@ fn reason_index(reason: DropReason) -> u32 {
     }
 }
 
-/// The counter map every port's filter counts its drops in, and the programs' factory.
+/// The counter map every port's filter counts its drops in, the networks' bridge-mode MAC
+/// maps, and the programs' factory.
 #[derive(Debug)]
 pub struct TapFilters {
     counters: Map,
+    nets: Mutex<Nets>,
 }
 
 impl TapFilters {
@@ -78,7 +116,72 @@ impl TapFilters {
     pub fn new() -> Result<TapFilters, BpfError> {
         Ok(TapFilters {
             counters: Map::create(MapType::Array, 4, 8, SLOTS * NREASONS, "uvlan_tapfilt")?,
+            nets: Mutex::new(Nets::default()),
         })
+    }
+
+    fn nets(&self) -> std::sync::MutexGuard<'_, Nets> {
+        self.nets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes every network's bridge-mode MAC map equal to `engine`'s
+    /// ([`Engine::bridge_macs`]): MACs are added before stale ones go. Nothing to do when
+    /// `engine` is the one last synced (every worker calls this after a change).
+    pub fn sync_bridge_macs(&self, engine: &Arc<Engine>) {
+        let mut nets = self.nets();
+        if nets.engine.as_ref().is_some_and(|e| Arc::ptr_eq(e, engine)) {
+            return;
+        }
+        nets.engine = Some(Arc::clone(engine));
+        let wanted = engine.bridge_prefilter_networks();
+        nets.maps.retain(|n, _| wanted.contains(n));
+        for n in wanted {
+            let macs: HashSet<MacAddr> = engine.bridge_macs(n).into_iter().collect();
+            let entry = match nets.maps.entry(n) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    match Map::create_with_flags(
+                        MapType::Hash,
+                        8,
+                        4,
+                        BRIDGE_MACS,
+                        BPF_F_NO_PREALLOC,
+                        "uvlan_tapbrmac",
+                    ) {
+                        Ok(map) => v.insert(BridgeMacs {
+                            map,
+                            written: HashSet::new(),
+                            broken: false,
+                        }),
+                        Err(_) => continue,
+                    }
+                }
+            };
+            for m in macs.difference(&entry.written) {
+                if entry
+                    .map
+                    .update(&mac_key(*m), &[1, 0, 0, 0], UpdateFlags::Any)
+                    .is_err()
+                {
+                    entry.broken = true;
+                }
+            }
+            for m in entry.written.difference(&macs) {
+                let _ = entry.map.delete(&mac_key(*m));
+            }
+            entry.written = macs;
+        }
+    }
+
+    /// Whether a filter for `rule` can be made now (a bridge-mode rule needs its network's
+    /// map, complete).
+    pub fn usable(&self, rule: Prefilter) -> bool {
+        match rule {
+            Prefilter::MacvlanBridgeNoWire { network } => {
+                self.nets().maps.get(&network).is_some_and(|b| !b.broken)
+            }
+            _ => true,
+        }
     }
 
     /// Assembles the filter of the port in `slot` for `rule`.
@@ -135,6 +238,31 @@ impl TapFilters {
             Prefilter::MacvlanNoWire => {
                 self.drop(&mut a, slot, DropReason::NoWire);
             }
+            Prefilter::MacvlanBridgeNoWire { network } => {
+                let nets = self.nets();
+                let Some(macs) = nets.maps.get(&network).filter(|b| !b.broken) else {
+                    return Err(BpfError::Size {
+                        what: "bridge-mode MAC map",
+                        map: format!("network {network}"),
+                        expected: 1,
+                        got: 0,
+                    });
+                };
+                // A group destination is flooded (`macvlan_broadcast`).
+                a.ldx(Size::B, R3, R10, HDR).jmp_imm(Jmp::Set, R3, 1, pass);
+                for off in [0, 2, 4] {
+                    a.ldx(Size::H, R3, R10, HDR + off)
+                        .stx(Size::H, R10, MKEY + off, R3);
+                }
+                a.st_imm(Size::H, R10, MKEY + 6, 0)
+                    .ld_map_fd(R1, macs.map.as_fd())
+                    .mov_reg(R2, R10)
+                    .alu_imm(Alu::Add, R2, MKEY as i32)
+                    .call(helper::MAP_LOOKUP_ELEM)
+                    .jmp_imm(Jmp::Ne, R0, 0, pass);
+                drop(nets);
+                self.drop(&mut a, slot, DropReason::NoWire);
+            }
         }
         a.bind(pass).ldx(Size::W, R0, R6, SKB_LEN).exit();
         Ok(a.finish()?)
@@ -158,9 +286,9 @@ impl TapFilters {
     }
 
     /// Loads the filter of the port in `slot` for `rule` (`None` when `slot` is past
-    /// [`SLOTS`]).
+    /// [`SLOTS`], or `rule` is not [`usable`](TapFilters::usable)).
     pub fn load(&self, rule: Prefilter, slot: u32) -> Result<Option<Prog>, BpfError> {
-        if slot >= SLOTS {
+        if slot >= SLOTS || !self.usable(rule) {
             return Ok(None);
         }
         let insns = self.assemble(rule, slot)?;
@@ -191,11 +319,9 @@ impl TapFilters {
         }
         for i in 0..NREASONS {
             let key = slot * NREASONS + i;
-            let _ = self.counters.update(
-                &key.to_ne_bytes(),
-                &0u64.to_ne_bytes(),
-                crate::port::bpf::UpdateFlags::Any,
-            );
+            let _ = self
+                .counters
+                .update(&key.to_ne_bytes(), &0u64.to_ne_bytes(), UpdateFlags::Any);
         }
     }
 }

@@ -207,6 +207,7 @@ fn run(prog: &Prog, frame: &[u8]) -> u32 {
 fn agree(n: &Net, filters: &TapFilters, seed: u64, frames: usize) -> [u64; 3] {
     let mut rng = Rng(seed | 1);
     let mut out = Outputs::default();
+    filters.sync_bridge_macs(&std::sync::Arc::new(n.engine.clone()));
     let mut dropped = [0u64; 3];
     for (slot, &p) in n.ports.iter().enumerate() {
         let Some(rule) = n.engine.port_prefilter(p) else {
@@ -314,16 +315,79 @@ fn macvlan_without_a_wire_drops_everything_but_bridge_mode() {
             n.engine.port_prefilter(n.ports[1]),
             Some(Prefilter::MacvlanNoWire)
         );
-        // Bridge mode looks the destination up: nothing to tell from the header.
-        assert_eq!(n.engine.port_prefilter(n.ports[2]), None);
+        // Bridge mode looks the destination up in the network's bridge-mode MACs.
+        let net = n.engine.port_info(n.ports[2]).unwrap().network;
+        assert_eq!(
+            n.engine.port_prefilter(n.ports[2]),
+            Some(Prefilter::MacvlanBridgeNoWire { network: net })
+        );
+        assert_eq!(n.engine.bridge_macs(net), vec![mac(2)]);
         let d = agree(&n, &filters, 0x77, 2000);
-        assert!(d[0] > 3000, "{at:?}: {d:?}");
+        assert!(d[0] > 4000, "{at:?}: {d:?}");
     }
     let n = net(Kind::Macvlan([Private, Vepa, Bridge]), Where::Wire);
     assert!(n
         .ports
         .iter()
         .all(|p| n.engine.port_prefilter(*p).is_none()));
+}
+
+/// A bridge-mode port's filter follows the network's bridge-mode MACs: a sibling added is
+/// reached once the map is synced with the engine that has it, one removed is dropped again.
+#[test]
+fn macvlan_bridge_filters_follow_the_siblings() {
+    use MacvlanMode::Bridge;
+    let filters = TapFilters::new().unwrap();
+    let mut n = net(Kind::Macvlan([Bridge, Bridge, Bridge]), Where::Isolated);
+    let d = agree(&n, &filters, 0x99, 2000);
+    assert!(d[0] > 1000, "{d:?}");
+    let net = n.engine.port_info(n.ports[0]).unwrap().network;
+    let rule = n.engine.port_prefilter(n.ports[0]).unwrap();
+    let sync = |e: &Engine| filters.sync_bridge_macs(&std::sync::Arc::new(e.clone()));
+    sync(&n.engine);
+    let prog = filters.load(rule, 0).unwrap().unwrap();
+    let to = |m: MacAddr| {
+        let mut f = m.0.to_vec();
+        f.extend_from_slice(&mac(0).0);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[0u8; 46]);
+        f
+    };
+    let newcomer = MacAddr([0x02, 0, 0, 2, 0, 7]);
+    assert_eq!(run(&prog, &to(mac(1))) as usize, 60, "a sibling is reached");
+    assert_eq!(run(&prog, &to(newcomer)), 0, "nobody has it yet");
+    let c = n
+        .engine
+        .add_macvlan_port(
+            LinkRef::Network(net),
+            "p3",
+            MacvlanAttrs::new(Bridge, Some(newcomer)),
+        )
+        .unwrap();
+    n.engine.set_port_up(c, true).unwrap();
+    sync(&n.engine);
+    assert_eq!(run(&prog, &to(newcomer)) as usize, 60, "synced: reached");
+    n.engine.remove_port(c).unwrap();
+    sync(&n.engine);
+    assert_eq!(run(&prog, &to(newcomer)), 0, "removed: no_wire again");
+    let mut out = Outputs::default();
+    assert_eq!(
+        n.engine.decide(
+            &to(newcomer),
+            Ingress::Port(n.ports[0]),
+            &mut NoRoutes,
+            &mut out
+        ),
+        Err(DropReason::NoWire)
+    );
+    // A network that goes has no map: its rule is not usable.
+    n.engine.remove_port(n.ports[0]).unwrap();
+    n.engine.remove_port(n.ports[1]).unwrap();
+    n.engine.remove_port(n.ports[2]).unwrap();
+    n.engine.remove_network(net).unwrap();
+    sync(&n.engine);
+    assert!(!filters.usable(rule));
+    assert!(filters.load(rule, 0).unwrap().is_none());
 }
 
 #[test]

@@ -74,7 +74,13 @@ impl Worker {
         }
         let filters = shared.filters.get(&shared.opts);
         let want = match filters {
-            Some(_) if !capturing => self.core.engine.port_prefilter(port),
+            Some(f) if !capturing => {
+                f.sync_bridge_macs(&self.core.engine);
+                self.core
+                    .engine
+                    .port_prefilter(port)
+                    .filter(|r| f.usable(*r))
+            }
             _ => None,
         };
         let Some(tap) = rx.tap.queues.first() else {
