@@ -4,8 +4,7 @@
 //! dataplane and be seen with its verdict) or with [`RunOptions::tap_filter`] off.
 
 use std::os::fd::AsFd;
-use std::sync::Mutex;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 
 use crate::fwd::{PortId, Prefilter, PREFILTER_REASONS};
 use crate::port::tap_filter::{set_tap_filter, TapFilters};
@@ -26,28 +25,54 @@ pub(crate) enum FilterState {
     Failed(Prefilter),
 }
 
-/// The workers' shared prefilter state: the counter map, made on first use.
+/// The workers' shared prefilter state: the counter map and the bridge-MAC maps, made when a
+/// port first needs them and released when the engine has no port left (the daemon then
+/// holds no descriptor for them).
 #[derive(Debug, Default)]
 pub(crate) struct SharedFilters {
-    filters: OnceLock<Option<TapFilters>>,
+    filters: Mutex<Filters>,
     /// The last failure (making the map, loading or attaching a program), for `uvlan stats`.
     error: Mutex<Option<String>>,
 }
 
+#[derive(Debug, Default)]
+struct Filters {
+    now: Option<Arc<TapFilters>>,
+    /// Making the counter map failed: not tried again.
+    cannot: bool,
+}
+
 impl SharedFilters {
-    fn get(&self, opts: &RunOptions) -> Option<&TapFilters> {
+    fn filters(&self) -> std::sync::MutexGuard<'_, Filters> {
+        self.filters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The prefilters' maps, made now if needed (`None`: prefilters are off or cannot be made).
+    fn get(&self, opts: &RunOptions) -> Option<Arc<TapFilters>> {
         if !opts.tap_filter || opts.relay {
             return None;
         }
-        self.filters
-            .get_or_init(|| match TapFilters::new() {
-                Ok(f) => Some(f),
+        let mut f = self.filters();
+        if f.now.is_none() && !f.cannot {
+            match TapFilters::new() {
+                Ok(t) => f.now = Some(Arc::new(t)),
                 Err(e) => {
+                    f.cannot = true;
                     self.failed(format!("no TAP prefilters: {e}"));
-                    None
                 }
-            })
-            .as_ref()
+            }
+        }
+        f.now.clone()
+    }
+
+    /// The prefilters' maps if they exist.
+    fn existing(&self) -> Option<Arc<TapFilters>> {
+        self.filters().now.clone()
+    }
+
+    /// Releases the maps (no port left).
+    fn release(&self) {
+        self.filters().now = None;
     }
 
     fn failed(&self, what: String) {
@@ -65,7 +90,7 @@ impl Worker {
     /// TAP's first queue.
     pub(crate) fn sync_tap_filter(&mut self, port: PortId) {
         let capturing = !self.core.io.rec.tap.is_idle();
-        let shared = std::sync::Arc::clone(&self.shared);
+        let shared = Arc::clone(&self.shared);
         let Some(rx) = self.rx.get_mut(port.index()).and_then(Option::as_mut) else {
             return;
         };
@@ -73,7 +98,7 @@ impl Worker {
             return;
         }
         let filters = shared.filters.get(&shared.opts);
-        let want = match filters {
+        let want = match &filters {
             Some(f) if !capturing => {
                 f.sync_bridge_macs(&self.core.engine);
                 self.core
@@ -99,7 +124,7 @@ impl Worker {
             },
             (Some(r), FilterState::On(now) | FilterState::Failed(now)) if now == r => rx.filter,
             (Some(r), _) => {
-                let loaded = filters.map(|f| f.load(r, port.0));
+                let loaded = filters.as_ref().map(|f| f.load(r, port.0));
                 match loaded {
                     Some(Ok(Some(prog))) => match set_tap_filter(tap.as_fd(), Some(&prog)) {
                         Ok(()) => FilterState::On(r),
@@ -127,6 +152,14 @@ impl Worker {
     /// capture holds the filters off.
     pub(crate) fn sync_tap_filters(&mut self) {
         self.filters_held = !self.core.io.rec.tap.is_idle();
+        if self.core.engine.port_ids().is_empty() {
+            // No port left anywhere: the maps go (a TAP that still carries a filter keeps
+            // what its program uses).
+            self.shared.filters.release();
+        } else if let Some(f) = self.shared.filters.existing() {
+            // Networks that went lose their bridge-MAC maps even with no port read here.
+            f.sync_bridge_macs(&self.core.engine);
+        }
         for i in 0..self.rx.len() {
             if matches!(self.rx.get(i), Some(Some(_))) {
                 self.sync_tap_filter(PortId(i as u32));
@@ -136,7 +169,7 @@ impl Worker {
 
     /// A new TAP read here: its slot's counters start from zero, then its filter is set.
     pub(crate) fn start_tap_filter(&mut self, port: PortId) {
-        let shared = std::sync::Arc::clone(&self.shared);
+        let shared = Arc::clone(&self.shared);
         if let Some(f) = shared.filters.get(&shared.opts) {
             if matches!(self.rx.get(port.index()), Some(Some(rx)) if rx.queue == 0) {
                 f.reset(port.0);
@@ -159,7 +192,7 @@ impl Worker {
     /// Adds the drops `port`'s filter counted to its receive counters (`c`, the worker's
     /// `drops` too): the engine's drops by reason, as if the dataplane had read them.
     pub(crate) fn add_filter_counts(&self, port: PortId, c: &mut PortCounters, drops: &mut [u64]) {
-        let Some(f) = self.shared.filters.get(&self.shared.opts) else {
+        let Some(f) = self.shared.filters.existing() else {
             return;
         };
         let counts = f.counts(port.0);
