@@ -462,4 +462,14 @@ fn prefilter_round(driver: &str) {
         N,
         "the prefilter is back after the capture: {end:#}"
     );
+    // The global counters keep a's drops after a goes (counters only grow).
+    let global = |w: &World| -> u64 {
+        let s = w.uvlan_ok(&["stats", "--format", "json"]);
+        let v: Value = serde_json::from_str(&s).unwrap();
+        v["drops"]["no_wire"].as_u64().unwrap_or(0)
+    };
+    let total = global(&w);
+    assert!(total >= engine_drop(&end, "no_wire"), "{total}");
+    w.uvlan_ok(&["network", "disconnect", "pre", &a]);
+    assert!(global(&w) >= total, "no_wire fell from {total} when a left");
 }

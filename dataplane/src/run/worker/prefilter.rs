@@ -132,6 +132,8 @@ impl Worker {
                             shared
                                 .filters
                                 .failed(format!("attaching the prefilter of {port}: {e}"));
+                            // Whatever the TAP carried before must not stay.
+                            let _ = set_tap_filter(tap.as_fd(), None);
                             FilterState::Failed(r)
                         }
                     },
@@ -139,10 +141,14 @@ impl Worker {
                         shared
                             .filters
                             .failed(format!("loading the prefilter of {port}: {e}"));
+                        let _ = set_tap_filter(tap.as_fd(), None);
                         FilterState::Failed(r)
                     }
                     // A slot past the counter map: no filter for this port.
-                    _ => FilterState::Failed(r),
+                    _ => {
+                        let _ = set_tap_filter(tap.as_fd(), None);
+                        FilterState::Failed(r)
+                    }
                 }
             }
         };
@@ -178,14 +184,27 @@ impl Worker {
         self.sync_tap_filter(port);
     }
 
-    /// A port leaves this worker: its TAP (a persistent one outlives it) keeps no filter.
+    /// A port leaves this worker: its TAP (a persistent one outlives it) keeps no filter, and
+    /// the drops its filter counted stay in the worker's totals (which only ever grow).
     pub(crate) fn stop_tap_filter(&mut self, port: PortId) {
-        if let Some(Some(rx)) = self.rx.get(port.index()) {
-            if rx.queue == 0 && matches!(rx.filter, FilterState::On(_) | FilterState::Unknown) {
-                if let Some(tap) = rx.tap.queues.first() {
-                    let _ = set_tap_filter(tap.as_fd(), None);
+        let Some(Some(rx)) = self.rx.get(port.index()) else {
+            return;
+        };
+        if rx.queue != 0 {
+            return;
+        }
+        if matches!(rx.filter, FilterState::On(_) | FilterState::Unknown) {
+            if let Some(tap) = rx.tap.queues.first() {
+                let _ = set_tap_filter(tap.as_fd(), None);
+            }
+        }
+        if let Some(f) = self.shared.filters.existing() {
+            for (reason, n) in PREFILTER_REASONS.iter().zip(f.counts(port.0)) {
+                if let Some(d) = self.core.io.drops.get_mut(reason.index()) {
+                    *d += n;
                 }
             }
+            f.reset(port.0);
         }
     }
 
