@@ -9,6 +9,7 @@
 //! test's own.
 
 use serde_json::Value;
+use uvlan_system_tests::capture::Capture;
 use uvlan_system_tests::net::{GW_IP6, PARENT};
 use uvlan_system_tests::{LanOptions, World};
 
@@ -162,6 +163,54 @@ fn ipv6_only_endpoints_reach_each_other() {
         3,
         "{ls}"
     );
+}
+
+/// Each endpoint gets only the IP multicast groups its stack joined, as the kernel's ipvlan
+/// and macvlan filters deliver (`ipvlan_set_multicast_mac_filter`, `macvlan_set_mac_lists`):
+/// a neighbour solicitation for an address nobody has reaches no sibling; an all-multicast
+/// sibling gets it; once a sibling takes that address (its stack joins the solicited-node
+/// group) the solicitation reaches it and the address answers.
+#[test]
+fn endpoints_receive_only_the_multicast_groups_they_joined() {
+    let mut w = World::new();
+    for (i, (net, driver, opt)) in [NETWORKS[0], NETWORKS[2]].into_iter().enumerate() {
+        let n = 11 + i;
+        create(&w, net, driver, opt, n);
+        let [(a, _), (b, fb)] = two_endpoints(&mut w, net);
+        let c = format!("{net}c");
+        let fc = w.netns(&c);
+        w.uvlan_ok(&["network", "connect", net, &fc]);
+        out(&w, &c, "ip link set dev eth0 allmulticast on");
+        let target = format!("2001:db8:{n}::77");
+        // Neighbour solicitations for the target go to ff02::1:ff00:77.
+        let filter = "ether dst 33:33:ff:00:00:77";
+        // -p: tcpdump must not make the interface promiscuous (that opens its filter).
+        let cap_b = Capture::start(&fb, "eth0", &["-p"], filter);
+        let cap_c = Capture::start(&fc, "eth0", &["-p"], filter);
+        let pings = out(&w, &a, &format!("ping -6 -n -c 3 -W 1 {target}"));
+        assert!(
+            !pings.contains(" 0% packet loss"),
+            "{net}: nobody has it: {pings}"
+        );
+        let (seen_b, seen_c) = (cap_b.stop(), cap_c.stop());
+        assert!(
+            seen_b.is_empty(),
+            "{net}: b did not join the group, so it gets none of it: {seen_b:#?}"
+        );
+        assert!(
+            !seen_c.is_empty(),
+            "{net}: c is all-multicast, so it gets every group"
+        );
+        out(
+            &w,
+            &b,
+            &format!("ip -6 addr add {target}/64 dev eth0 nodad"),
+        );
+        assert!(
+            w.ping(&a, &target, 5),
+            "{net}: b joined the solicited-node group with the address: a reaches it"
+        );
+    }
 }
 
 /// Counters of endpoint `ep` (the namespace's full name) in `uvlan stats --format json`.

@@ -65,10 +65,10 @@ impl Drop for Capture {
 }
 
 /// tcpdump's output as one string per frame: lines that start with whitespace continue the
-/// previous frame.
+/// previous frame; blank lines are no frame.
 pub fn records(out: &str) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
-    for l in out.lines() {
+    for l in out.lines().filter(|l| !l.trim().is_empty()) {
         match v.last_mut() {
             Some(last) if l.starts_with(char::is_whitespace) => {
                 last.push(' ');

@@ -20,7 +20,7 @@ use crate::netns::{
     set_ipv6_disabled, AddrEvent, AddrGenMode, AddrOptions, AddrWatcher, LinkInfo, Netns,
     NetnsError, Route, Rtnl, IPV4_DEVCONF_ARP_NOTIFY,
 };
-use uvlan_dataplane::fwd::{Driver, Errno, IpvlanMode, PortId};
+use uvlan_dataplane::fwd::{Driver, Errno, IpvlanMode, McFilter, PortId};
 use uvlan_dataplane::port::fast_path::FastLinks;
 use uvlan_dataplane::port::tap::{Tap, TapError, TapOptions};
 use uvlan_dataplane::wire::MacAddr;
@@ -823,6 +823,11 @@ pub fn delete_link(netns: &Netns, idx: u32) {
 /// events ipvlan's notifiers see: `ipvlan_addr4_event`/`ipvlan_addr6_event` and
 /// `ipvlan_device_event` in `ipvlan_main.c`; `docs/conformance.md` C9–C12). First owner wins: an
 /// address another port holds is refused by the engine and logged as a conflict.
+///
+/// It also mirrors the interface's multicast groups into the port's filter, as the kernel
+/// drivers fill theirs from the slave's address lists (`ipvlan_set_multicast_mac_filter`,
+/// `macvlan_set_mac_lists`), where the kernel announces group changes; elsewhere the port
+/// keeps accepting every group.
 pub fn start_watcher(
     dp: Arc<dyn DataplaneApi>,
     log: Logger,
@@ -836,7 +841,7 @@ pub fn start_watcher(
     if let Ok(mtu) = Rtnl::open(netns).and_then(|mut r| r.link_get_by_index(ifindex)) {
         follow_mtu(&*dp, &log, port, &label, mtu.mtu);
     }
-    AddrWatcher::start(netns, ifindex, move |ev| {
+    AddrWatcher::start_with_multicast(netns, ifindex, move |ev| {
         if matches!(ev, AddrEvent::LinkRemoved { .. }) && gone.expected() {
             // A teardown removes it: nothing to mirror or log.
             gone.done();
@@ -873,6 +878,15 @@ fn follow_mtu(dp: &dyn DataplaneApi, log: &Logger, port: PortId, label: &str, mt
 
 fn on_event(dp: &dyn DataplaneApi, log: &Logger, port: PortId, label: &str, ev: AddrEvent) {
     match ev {
+        AddrEvent::Multicast { all, groups, .. } => {
+            let filter = McFilter::from_ip_groups(all, &groups);
+            match with_engine(dp, move |e| e.set_port_mc_filter(port, filter)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.errno == Errno::Enodev => {}
+                Ok(Err(e)) => log(&format!("{label}: cannot follow its multicast groups: {e}")),
+                Err(e) => log(&format!("{label}: cannot follow its multicast groups: {e}")),
+            }
+        }
         AddrEvent::LinkMtu { mtu, .. } => follow_mtu(dp, log, port, label, mtu),
         AddrEvent::AddrAdded(a) => {
             let addr = a.addr;

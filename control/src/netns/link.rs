@@ -83,6 +83,10 @@ pub struct LinkInfo {
     /// the queue had no room for (uvlan never read them) and `rx_dropped` frames written
     /// to it that its stack refused.
     pub drops: Option<LinkDrops>,
+    /// Promiscuous or all-multicast, by a user's flag (`IFF_PROMISC`, `IFF_ALLMULTI`) or a
+    /// listener's count (`IFLA_PROMISCUITY`, `IFLA_ALLMULTI`): the device accepts every
+    /// multicast group (`ipvlan_set_multicast_mac_filter`, `macvlan_set_mac_lists`).
+    pub all_multicast: bool,
 }
 
 /// A link's own drop counters (`IFLA_STATS64`).
@@ -129,9 +133,14 @@ impl LinkInfo {
             alias: None,
             link: None,
             drops: None,
+            all_multicast: m.header.flags.bits() & (libc::IFF_PROMISC | libc::IFF_ALLMULTI) as u32
+                != 0,
         };
         for a in &m.attributes {
             match a {
+                LinkAttribute::Promiscuity(n) | LinkAttribute::AllMulticast(n) if *n > 0 => {
+                    info.all_multicast = true
+                }
                 LinkAttribute::IfName(n) => info.name = n.clone(),
                 LinkAttribute::Address(mac) => info.mac = <[u8; 6]>::try_from(&mac[..]).ok(),
                 LinkAttribute::Mtu(mtu) => info.mtu = *mtu,

@@ -164,6 +164,172 @@ impl Rtnl {
     }
 }
 
+// ---- multicast groups (message types netlink-packet-route does not know) -------------------
+
+/// `RTM_NEWMULTICAST`: a device joined an IP multicast group (notification, Linux 6.11+).
+const RTM_NEWMULTICAST: u16 = 56;
+/// `RTM_DELMULTICAST`: a device left one.
+const RTM_DELMULTICAST: u16 = 57;
+/// `RTM_GETMULTICAST`: the dump request, and the type of its replies.
+const RTM_GETMULTICAST: u16 = 58;
+/// `IFA_MULTICAST`: the group address.
+const IFA_MULTICAST: u16 = 7;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+/// Netlink header and `struct ifaddrmsg`.
+const NLMSG_HDR: usize = 16;
+const IFADDRMSG: usize = 8;
+
+/// The rtnetlink groups that carry multicast group changes (`RTNLGRP_IPV4_MCADDR`,
+/// `RTNLGRP_IPV6_MCADDR`; a kernel before 6.11 refuses them).
+pub(super) const MCADDR_GROUPS: [u32; 2] = [37, 38];
+
+/// A device's IP multicast group, joined or left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct McNote {
+    /// Joined (`RTM_NEWMULTICAST`, or a dump entry) or left (`RTM_DELMULTICAST`).
+    pub joined: bool,
+    /// The device.
+    pub ifindex: u32,
+    /// The group.
+    pub group: std::net::IpAddr,
+}
+
+/// The netlink messages in one datagram as (type, sequence number, the whole message),
+/// skipping what does not fit; never panics.
+fn raw_messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+    let mut off = 0usize;
+    std::iter::from_fn(move || {
+        let rest = buf.get(off..)?;
+        let len = u32::from_ne_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let msg = rest.get(..len).filter(|_| len >= NLMSG_HDR)?;
+        let ty = u16::from_ne_bytes(msg.get(4..6)?.try_into().ok()?);
+        let seq = u32::from_ne_bytes(msg.get(8..12)?.try_into().ok()?);
+        off = off.saturating_add((len + 3) & !3);
+        Some((ty, seq, msg))
+    })
+}
+
+/// The group of one `RTM_*MULTICAST` message (`struct ifaddrmsg`, then `IFA_MULTICAST`).
+fn mc_note(ty: u16, msg: &[u8]) -> Option<McNote> {
+    let joined = match ty {
+        RTM_NEWMULTICAST | RTM_GETMULTICAST => true,
+        RTM_DELMULTICAST => false,
+        _ => return None,
+    };
+    let body = msg.get(NLMSG_HDR..)?;
+    let family = i32::from(*body.first()?);
+    let ifindex = u32::from_ne_bytes(body.get(4..8)?.try_into().ok()?);
+    let mut attrs = body.get(IFADDRMSG..)?;
+    while attrs.len() >= 4 {
+        let alen = usize::from(u16::from_ne_bytes(attrs[..2].try_into().ok()?));
+        let aty = u16::from_ne_bytes(attrs[2..4].try_into().ok()?);
+        let data = attrs.get(4..alen.max(4))?;
+        if aty == IFA_MULTICAST {
+            let group = match (family, data.len()) {
+                (libc::AF_INET, 4) => std::net::IpAddr::from(<[u8; 4]>::try_from(data).ok()?),
+                (libc::AF_INET6, 16) => std::net::IpAddr::from(<[u8; 16]>::try_from(data).ok()?),
+                _ => return None,
+            };
+            return Some(McNote {
+                joined,
+                ifindex,
+                group,
+            });
+        }
+        attrs = attrs.get((alen + 3) & !3..).unwrap_or_default();
+    }
+    None
+}
+
+/// The multicast group changes in one notification datagram.
+pub(super) fn parse_mc_notes(buf: &[u8]) -> Vec<McNote> {
+    raw_messages(buf)
+        .filter_map(|(ty, _, msg)| mc_note(ty, msg))
+        .collect()
+}
+
+impl Rtnl {
+    /// The IPv4 and IPv6 multicast groups link `ifindex` has joined (`RTM_GETMULTICAST`
+    /// dumps), or `None` on a kernel that cannot dump one of the families (before 6.11
+    /// for IPv4).
+    pub fn multicast_groups(&mut self, ifindex: u32) -> Result<Option<Vec<std::net::IpAddr>>> {
+        let mut out = Vec::new();
+        for family in [libc::AF_INET6, libc::AF_INET] {
+            match self.dump_multicast(family as u8, ifindex) {
+                Ok(g) => out.extend(g),
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(Some(Vec::new())),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::EAFNOSUPPORT)
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(self.netlink_err("dump multicast groups", e)),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn dump_multicast(&mut self, family: u8, ifindex: u32) -> io::Result<Vec<std::net::IpAddr>> {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let seq = self.seq;
+        let mut req = Vec::with_capacity(NLMSG_HDR + IFADDRMSG);
+        req.extend_from_slice(&((NLMSG_HDR + IFADDRMSG) as u32).to_ne_bytes());
+        req.extend_from_slice(&RTM_GETMULTICAST.to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req.extend_from_slice(&seq.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req.extend_from_slice(&[family, 0, 0, 0]);
+        req.extend_from_slice(&ifindex.to_ne_bytes());
+        let kernel = SocketAddr::new(0, 0);
+        loop {
+            match self.sock.send_to(&req, &kernel, 0) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let mut groups = Vec::new();
+        loop {
+            self.buf.clear();
+            self.buf.reserve(RECV_BUF);
+            match self.sock.recv(&mut self.buf, 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for (ty, s, msg) in raw_messages(&self.buf) {
+                if s != seq {
+                    continue; // a stale reply to an earlier, abandoned request
+                }
+                match ty {
+                    NLMSG_DONE => return Ok(groups),
+                    NLMSG_ERROR => {
+                        let code = msg
+                            .get(NLMSG_HDR..NLMSG_HDR + 4)
+                            .and_then(|b| b.try_into().ok())
+                            .map(i32::from_ne_bytes)
+                            .unwrap_or(-libc::EPROTO);
+                        return if code == 0 {
+                            Ok(groups)
+                        } else {
+                            Err(io::Error::from_raw_os_error(-code))
+                        };
+                    }
+                    _ => {
+                        if let Some(n) = mc_note(ty, msg).filter(|n| n.ifindex == ifindex) {
+                            groups.push(n.group);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Splits a datagram into netlink messages and decodes them. Messages of types the
 /// decoder does not know are skipped; a malformed length is an error.
 pub(super) fn parse_messages(
@@ -210,6 +376,71 @@ fn hint_for(errno: Option<i32>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `RTM_*MULTICAST` message: header, `ifaddrmsg`, then `attrs` (type, payload).
+    fn mc_msg(ty: u16, family: u8, ifindex: u32, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = vec![family, 0, 0, 0];
+        body.extend_from_slice(&ifindex.to_ne_bytes());
+        for (aty, data) in attrs {
+            body.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+            body.extend_from_slice(&aty.to_ne_bytes());
+            body.extend_from_slice(data);
+            while body.len() % 4 != 0 {
+                body.push(0);
+            }
+        }
+        let mut m = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn multicast_notifications_parse_and_bad_bytes_do_not_panic() {
+        let v6: std::net::Ipv6Addr = "ff02::1:ff00:5".parse().unwrap();
+        let mut dgram = mc_msg(
+            RTM_NEWMULTICAST,
+            libc::AF_INET6 as u8,
+            7,
+            &[(6, &[0; 16]), (IFA_MULTICAST, &v6.octets())],
+        );
+        dgram.extend(mc_msg(
+            RTM_DELMULTICAST,
+            libc::AF_INET as u8,
+            8,
+            &[(IFA_MULTICAST, &[224, 0, 0, 251])],
+        ));
+        // Wrong length for the family: skipped.
+        dgram.extend(mc_msg(
+            RTM_NEWMULTICAST,
+            libc::AF_INET as u8,
+            9,
+            &[(IFA_MULTICAST, &[1; 16])],
+        ));
+        assert_eq!(
+            parse_mc_notes(&dgram),
+            vec![
+                McNote {
+                    joined: true,
+                    ifindex: 7,
+                    group: v6.into()
+                },
+                McNote {
+                    joined: false,
+                    ifindex: 8,
+                    group: "224.0.0.251".parse().unwrap()
+                },
+            ]
+        );
+        // Every truncation and a corrupted attribute length: no panic.
+        for n in 0..dgram.len() {
+            let _ = parse_mc_notes(&dgram[..n]);
+        }
+        let mut bad = dgram.clone();
+        bad[24] = 0xff;
+        let _ = parse_mc_notes(&bad);
+    }
 
     #[test]
     fn parse_messages_rejects_bad_lengths_without_panicking() {

@@ -256,6 +256,12 @@ pub enum McFilter {
     All,
     /// Exactly these group MACs (plus broadcast).
     Groups(Vec<crate::wire::MacAddr>),
+    /// The groups an endpoint's IP stacks joined, as the daemon learns them from netlink
+    /// (`RTM_NEWMULTICAST`): a group MAC in the ranges IP multicast maps to
+    /// ([`MacAddr::is_ip_group`](crate::wire::MacAddr::is_ip_group)) passes only when it is
+    /// listed; every other multicast passes, because a group joined at the link layer alone
+    /// (`PACKET_ADD_MEMBERSHIP`, `ip maddr add`) is announced by no notification.
+    IpJoined(Vec<crate::wire::MacAddr>),
 }
 
 impl McFilter {
@@ -265,6 +271,72 @@ impl McFilter {
         match self {
             McFilter::All => true,
             McFilter::Groups(g) => dst.is_broadcast() || g.contains(dst),
+            McFilter::IpJoined(g) => !dst.is_ip_group() || g.contains(dst),
         }
+    }
+
+    /// The filter of a device whose IP stacks joined `groups` (IPv4 and IPv6 multicast
+    /// addresses; unicast ones are ignored), or [`McFilter::All`] when it is promiscuous or
+    /// all-multicast (`ipvlan_set_multicast_mac_filter`, `macvlan_set_mac_lists`).
+    pub fn from_ip_groups(all: bool, groups: &[std::net::IpAddr]) -> McFilter {
+        if all {
+            return McFilter::All;
+        }
+        let mut macs: Vec<crate::wire::MacAddr> = groups
+            .iter()
+            .filter_map(|g| crate::wire::MacAddr::for_ip_group(*g))
+            .collect();
+        macs.sort_unstable();
+        macs.dedup();
+        McFilter::IpJoined(macs)
+    }
+}
+
+#[cfg(test)]
+mod mc_filter_tests {
+    use super::McFilter;
+    use crate::wire::MacAddr;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ip_groups_map_as_the_kernel_maps_them() {
+        // ipv6_eth_mc_map: 33:33 and the last four bytes.
+        assert_eq!(
+            MacAddr::for_ip_group(ip("ff02::1:ff00:5")),
+            Some(MacAddr([0x33, 0x33, 0xff, 0x00, 0x00, 0x05]))
+        );
+        // ip_eth_mc_map: 01:00:5e and the low 23 bits (the top bit of the second byte goes).
+        assert_eq!(
+            MacAddr::for_ip_group(ip("239.129.2.3")),
+            Some(MacAddr([0x01, 0x00, 0x5e, 0x01, 0x02, 0x03]))
+        );
+        assert_eq!(MacAddr::for_ip_group(ip("192.0.2.1")), None);
+        assert_eq!(MacAddr::for_ip_group(ip("2001:db8::1")), None);
+    }
+
+    #[test]
+    fn an_ip_joined_filter_passes_listed_groups_broadcast_and_non_ip_groups_only() {
+        let f = McFilter::from_ip_groups(false, &[ip("ff02::1"), ip("224.0.0.1"), ip("ff01::1")]);
+        assert_eq!(
+            f,
+            McFilter::IpJoined(vec![
+                MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]),
+                MacAddr([0x33, 0x33, 0, 0, 0, 1]),
+            ])
+        );
+        assert!(f.accepts(&MacAddr::BROADCAST));
+        assert!(f.accepts(&MacAddr([0x33, 0x33, 0, 0, 0, 1])));
+        assert!(f.accepts(&MacAddr([0x01, 0x00, 0x5e, 0, 0, 1])));
+        // Unjoined IP groups do not pass.
+        assert!(!f.accepts(&MacAddr([0x33, 0x33, 0xff, 0, 0, 5])));
+        assert!(!f.accepts(&MacAddr([0x01, 0x00, 0x5e, 0, 0, 0xfb])));
+        // Link-layer groups uvlan cannot see pass (LLDP, and 01:00:5e with the 25th bit set).
+        assert!(f.accepts(&MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x0e])));
+        assert!(f.accepts(&MacAddr([0x01, 0x00, 0x5e, 0x80, 0, 1])));
+        assert_eq!(McFilter::from_ip_groups(true, &[]), McFilter::All);
     }
 }

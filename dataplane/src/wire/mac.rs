@@ -61,6 +61,33 @@ impl MacAddr {
     pub fn octets(&self) -> [u8; 6] {
         self.0
     }
+
+    /// The group MAC an IP multicast address maps to on Ethernet, as the kernel's
+    /// `ip_eth_mc_map` (`01:00:5e` and the low 23 bits, RFC 1112 §6.4) and
+    /// `ipv6_eth_mc_map` (`33:33` and the low 32 bits, RFC 2464 §7) compute it; `None` for
+    /// a unicast address.
+    pub fn for_ip_group(group: std::net::IpAddr) -> Option<MacAddr> {
+        match group {
+            std::net::IpAddr::V4(a) if a.is_multicast() => {
+                let o = a.octets();
+                Some(MacAddr([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]))
+            }
+            std::net::IpAddr::V6(a) if a.is_multicast() => {
+                let o = a.octets();
+                Some(MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]]))
+            }
+            _ => None,
+        }
+    }
+
+    /// In one of the two ranges IP multicast maps to (`01:00:5e:00:00:00/25`,
+    /// `33:33:00:00:00:00/16`).
+    #[inline]
+    pub fn is_ip_group(&self) -> bool {
+        let b = self.0;
+        (b[0] == 0x01 && b[1] == 0x00 && b[2] == 0x5e && b[3] & 0x80 == 0)
+            || (b[0] == 0x33 && b[1] == 0x33)
+    }
 }
 
 impl std::hash::Hash for MacAddr {

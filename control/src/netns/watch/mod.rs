@@ -35,7 +35,7 @@
 //! only talk to the dataplane thread, which never waits for the daemon's lock.)
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -49,7 +49,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::Socket;
 
 use super::hub::{self, lock, take_locked, Hub, Source, Token};
-use super::nl::{open_socket, parse_messages};
+use super::nl::{open_socket, parse_mc_notes, parse_messages, McNote, MCADDR_GROUPS};
 use super::{AddrInfo, Netns, NetnsError, Result, Rtnl};
 
 /// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR`.
@@ -112,6 +112,24 @@ pub enum AddrEvent {
         /// The new MTU.
         mtu: u32,
     },
+    /// The multicast groups the link accepts, reported at start and after every change
+    /// (only by a watcher started with [`AddrWatcher::start_with_multicast`], and only on a
+    /// kernel that announces group changes: Linux 6.11 and later).
+    Multicast {
+        /// The watched interface.
+        ifindex: u32,
+        /// Promiscuous or all-multicast: every group passes.
+        all: bool,
+        /// The IPv4 and IPv6 groups its stacks joined, sorted.
+        groups: Vec<IpAddr>,
+    },
+}
+
+/// What a shared notification socket delivers to the watchers of one interface.
+#[derive(Clone, Debug)]
+enum Note {
+    Rt(RouteNetlinkMessage),
+    Mc(McNote),
 }
 
 // ---- the mirrored state of one link --------------------------------------------------------
@@ -122,6 +140,11 @@ struct State {
     mtu: Option<u32>,
     gone: bool,
     addrs: HashSet<(IpAddr, u8)>,
+    /// The multicast state, when it is watched and known: promiscuous or all-multicast,
+    /// and the joined groups.
+    mc: Option<(bool, BTreeSet<IpAddr>)>,
+    /// The last [`AddrEvent::Multicast`] reported.
+    mc_told: Option<(bool, BTreeSet<IpAddr>)>,
 }
 
 /// A fresh read of one link.
@@ -131,11 +154,14 @@ enum Snap {
         up: bool,
         mtu: u32,
         addrs: Vec<AddrInfo>,
+        /// Promiscuous or all-multicast, and the joined groups (when they are watched and
+        /// the kernel can dump them).
+        mc: Option<(bool, Vec<IpAddr>)>,
     },
 }
 
-/// Reads link `ifindex` and its addresses.
-fn read_link(rtnl: &Mutex<Rtnl>, ifindex: u32) -> Result<Snap> {
+/// Reads link `ifindex` and its addresses (and its multicast groups if `mc`).
+fn read_link(rtnl: &Mutex<Rtnl>, ifindex: u32, mc: bool) -> Result<Snap> {
     let mut rtnl = lock(rtnl);
     let link = match rtnl.link_get_by_index(ifindex) {
         Ok(l) => l,
@@ -143,10 +169,17 @@ fn read_link(rtnl: &Mutex<Rtnl>, ifindex: u32) -> Result<Snap> {
         Err(e) => return Err(e),
     };
     let addrs = rtnl.addr_list(Some(ifindex))?;
+    let mc = if mc {
+        rtnl.multicast_groups(ifindex)?
+            .map(|g| (link.all_multicast, g))
+    } else {
+        None
+    };
     Ok(Snap::Present {
         up: link.is_up(),
         mtu: link.mtu,
         addrs,
+        mc,
     })
 }
 
@@ -158,6 +191,22 @@ impl State {
             mtu: None,
             gone: false,
             addrs: HashSet::new(),
+            mc: None,
+            mc_told: None,
+        }
+    }
+
+    /// Reports the multicast state if it is known and differs from the last report.
+    fn tell_mc(&mut self, emit: &mut dyn FnMut(AddrEvent)) {
+        if self.mc.is_some() && self.mc != self.mc_told {
+            self.mc_told = self.mc.clone();
+            if let Some((all, groups)) = &self.mc {
+                emit(AddrEvent::Multicast {
+                    ifindex: self.ifindex,
+                    all: *all,
+                    groups: groups.iter().copied().collect(),
+                });
+            }
         }
     }
 
@@ -206,8 +255,11 @@ impl State {
                 self.link_gone(emit);
                 return;
             }
-            Snap::Present { up, mtu, addrs } => {
+            Snap::Present { up, mtu, addrs, mc } => {
                 self.set_mtu(mtu, emit);
+                if let Some((all, groups)) = mc {
+                    self.mc = Some((all, groups.into_iter().collect()));
+                }
                 (up, addrs)
             }
         };
@@ -230,6 +282,7 @@ impl State {
         for a in now {
             self.add(a, emit);
         }
+        self.tell_mc(emit);
     }
 
     fn link_gone(&mut self, emit: &mut dyn FnMut(AddrEvent)) {
@@ -237,13 +290,32 @@ impl State {
             self.gone = true;
             self.up = None;
             self.addrs.clear();
+            if let Some((_, groups)) = self.mc.as_mut() {
+                groups.clear();
+            }
             emit(AddrEvent::LinkRemoved {
                 ifindex: self.ifindex,
             });
         }
     }
 
-    fn handle(&mut self, msg: &RouteNetlinkMessage, emit: &mut dyn FnMut(AddrEvent)) {
+    fn handle(&mut self, note: &Note, emit: &mut dyn FnMut(AddrEvent)) {
+        let msg = match note {
+            Note::Rt(msg) => msg,
+            Note::Mc(n) => {
+                if n.ifindex == self.ifindex {
+                    if let Some((_, groups)) = self.mc.as_mut() {
+                        if n.joined {
+                            groups.insert(n.group);
+                        } else {
+                            groups.remove(&n.group);
+                        }
+                    }
+                    self.tell_mc(emit);
+                }
+                return;
+            }
+        };
         match msg {
             RouteNetlinkMessage::NewAddress(m) if m.header.index == self.ifindex => {
                 if let Some(a) = AddrInfo::from_message(m) {
@@ -264,6 +336,10 @@ impl State {
                     }
                 }
                 self.set_up(up, emit);
+                if let Some((all, _)) = self.mc.as_mut() {
+                    *all = super::LinkInfo::from_message(m).all_multicast;
+                    self.tell_mc(emit);
+                }
             }
             RouteNetlinkMessage::DelLink(m) if m.header.index == self.ifindex => {
                 self.link_gone(emit);
@@ -273,8 +349,12 @@ impl State {
     }
 }
 
-/// The interface a link or address notification is about.
-fn message_ifindex(msg: &RouteNetlinkMessage) -> Option<u32> {
+/// The interface a link, address or multicast notification is about.
+fn message_ifindex(note: &Note) -> Option<u32> {
+    let msg = match note {
+        Note::Rt(msg) => msg,
+        Note::Mc(n) => return Some(n.ifindex),
+    };
     match msg {
         RouteNetlinkMessage::NewAddress(m) | RouteNetlinkMessage::DelAddress(m) => {
             Some(m.header.index)
@@ -292,6 +372,9 @@ type OnChange = Box<dyn FnMut() + Send>;
 /// One [`AddrWatcher`] as the hub sees it.
 struct AddrSlot {
     ifindex: u32,
+    /// Multicast groups are watched (asked for, and the socket is subscribed to them); set
+    /// once the socket is known, before the initial read.
+    multicast: AtomicBool,
     /// Cleared by drop, a fatal socket error, a failed re-read or a panicking callback.
     running: AtomicBool,
     /// Held while the callback runs (see the module documentation).
@@ -307,7 +390,7 @@ struct AddrInner {
 
 #[derive(Default)]
 struct Starting {
-    pending: Vec<RouteNetlinkMessage>,
+    pending: Vec<Note>,
     /// Notifications were lost (`ENOBUFS`) while starting: read the state again.
     lost: bool,
 }
@@ -337,7 +420,10 @@ fn run_events(
 
 impl AddrSlot {
     /// One notification about this watcher's interface (hub thread).
-    fn deliver(&self, msg: &RouteNetlinkMessage) {
+    fn deliver(&self, msg: &Note) {
+        if matches!(msg, Note::Mc(_)) && !self.multicast.load(Ordering::SeqCst) {
+            return;
+        }
         let mut g = lock(&self.inner);
         let g = &mut *g;
         if let Some(st) = g.starting.as_mut() {
@@ -365,7 +451,7 @@ impl AddrSlot {
             st.pending.clear();
             return;
         }
-        let snap = read_link(rtnl, self.ifindex);
+        let snap = read_link(rtnl, self.ifindex, self.multicast.load(Ordering::SeqCst));
         let mut g = lock(&self.inner);
         let g = &mut *g;
         match snap {
@@ -402,7 +488,7 @@ impl AddrSlot {
                 // Part of what arrived meanwhile is missing: read again.
                 st.pending.clear();
             }
-            snap = read_link(rtnl, self.ifindex)?;
+            snap = read_link(rtnl, self.ifindex, self.multicast.load(Ordering::SeqCst))?;
         }
     }
 }
@@ -500,23 +586,37 @@ struct NlSock {
     key: SockKey,
     token: Token,
     sock: Socket,
+    /// Subscribed to multicast group changes ([`MCADDR_GROUPS`]).
+    multicast: bool,
     members: Mutex<Members>,
 }
 
 /// What one read of a socket gave.
 enum Recv {
-    Data(Vec<RouteNetlinkMessage>),
+    Data(Vec<Note>),
     Lost,
     Empty,
     Fatal,
 }
 
+/// `SOL_NETLINK`.
+const SOL_NETLINK: libc::c_int = 270;
+
 fn set_rcvbuf(fd: RawFd, opt: libc::c_int, bytes: libc::c_int) -> io::Result<()> {
+    set_sockopt_int(fd, libc::SOL_SOCKET, opt, bytes)
+}
+
+fn set_sockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    bytes: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: passes a valid c_int and its size; the fd is kept open by the caller.
     let r = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
+            level,
             opt,
             (&bytes as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
@@ -563,10 +663,17 @@ impl NlSock {
         if set_rcvbuf(fd, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
             let _ = set_rcvbuf(fd, libc::SO_RCVBUF, RCVBUF);
         }
+        // The address watchers' socket also hears multicast group changes where the kernel
+        // announces them (6.11 and later; an older one refuses the groups).
+        let multicast = key.groups == GROUPS
+            && MCADDR_GROUPS.iter().all(|g| {
+                set_sockopt_int(fd, SOL_NETLINK, libc::NETLINK_ADD_MEMBERSHIP, *g as i32).is_ok()
+            });
         Ok(NlSock {
             key,
             token: hub.token(),
             sock,
+            multicast,
             members: Mutex::new(Members::default()),
         })
     }
@@ -634,19 +741,22 @@ impl NlSock {
                 }
                 // A malformed datagram is skipped (it still counts as a change).
                 let msgs = parse_messages(&buf).unwrap_or_default();
-                return Recv::Data(
-                    msgs.into_iter()
-                        .filter_map(|m| match m.payload {
-                            NetlinkPayload::InnerMessage(inner) => Some(inner),
-                            _ => None,
-                        })
-                        .collect(),
-                );
+                let mut notes: Vec<Note> = msgs
+                    .into_iter()
+                    .filter_map(|m| match m.payload {
+                        NetlinkPayload::InnerMessage(inner) => Some(Note::Rt(inner)),
+                        _ => None,
+                    })
+                    .collect();
+                if self.multicast {
+                    notes.extend(parse_mc_notes(&buf).into_iter().map(Note::Mc));
+                }
+                return Recv::Data(notes);
             }
         })
     }
 
-    fn dispatch(&self, msg: &RouteNetlinkMessage) {
+    fn dispatch(&self, msg: &Note) {
         let Some(ifindex) = message_ifindex(msg) else {
             return;
         };
@@ -665,7 +775,9 @@ impl Source for NlSock {
         loop {
             match self.recv() {
                 Recv::Data(msgs) => {
-                    changed = true;
+                    // Multicast group changes alone are no change for the change watchers
+                    // (a malformed datagram, with no message, still counts as one).
+                    changed |= msgs.is_empty() || msgs.iter().any(|m| matches!(m, Note::Rt(_)));
                     // After a loss the re-read below supersedes what is still queued.
                     if !lost {
                         for m in &msgs {
@@ -757,17 +869,40 @@ impl AddrWatcher {
         ifindex: u32,
         on_event: impl FnMut(AddrEvent) + Send + 'static,
     ) -> Result<AddrWatcher> {
+        Self::start_opts(ns, ifindex, false, Box::new(on_event))
+    }
+
+    /// Like [`AddrWatcher::start`], and also reports the link's multicast groups
+    /// ([`AddrEvent::Multicast`]: once at start, then after every change) where the kernel
+    /// announces group changes; elsewhere it reports none.
+    pub fn start_with_multicast(
+        ns: &Netns,
+        ifindex: u32,
+        on_event: impl FnMut(AddrEvent) + Send + 'static,
+    ) -> Result<AddrWatcher> {
+        Self::start_opts(ns, ifindex, true, Box::new(on_event))
+    }
+
+    fn start_opts(
+        ns: &Netns,
+        ifindex: u32,
+        multicast: bool,
+        on_event: OnEvent,
+    ) -> Result<AddrWatcher> {
         let slot = Arc::new(AddrSlot {
             ifindex,
+            multicast: AtomicBool::new(false),
             running: AtomicBool::new(true),
             inner: Mutex::new(AddrInner {
                 starting: Some(Starting::default()),
                 state: State::new(ifindex),
-                on_event: Some(Box::new(on_event)),
+                on_event: Some(on_event),
             }),
         });
         // Subscribe first, then read: nothing is missed, and duplicates are filtered.
         let sock = NlSock::join(ns, GROUPS, &Member::Addr(slot.clone()))?;
+        slot.multicast
+            .store(multicast && sock.multicast, Ordering::SeqCst);
         // From here on, dropping `w` undoes the subscription.
         let w = AddrWatcher {
             ifindex,
@@ -777,7 +912,7 @@ impl AddrWatcher {
         // The initial read uses a request socket of its own, closed once started (so a
         // watched namespace costs one descriptor: the shared notification socket).
         let rtnl = Mutex::new(Rtnl::open(ns)?);
-        let first = match read_link(&rtnl, ifindex)? {
+        let first = match read_link(&rtnl, ifindex, w.slot.multicast.load(Ordering::SeqCst))? {
             // The initial read must find the link: report a bad ifindex to the caller.
             Snap::Gone => {
                 return Err(NetnsError::LinkNotFound {

@@ -534,3 +534,78 @@ fn drop_waits_for_its_own_running_callback() {
         "drop returned while its callback was running"
     );
 }
+
+/// The next [`AddrEvent::Multicast`] on `rx` that `want` accepts (other events are skipped).
+fn next_mc(rx: &Receiver<AddrEvent>, want: impl Fn(bool, &[IpAddr]) -> bool) -> Vec<IpAddr> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(AddrEvent::Multicast { all, groups, .. }) if want(all, &groups) => return groups,
+            Ok(_) => {}
+            Err(e) => panic!("no matching Multicast event within {WAIT:?}: {e}"),
+        }
+    }
+}
+
+/// Whether this kernel announces multicast group changes (6.11 and later).
+fn kernel_announces_groups() -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = rel
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (major, minor) >= (6, 11)
+}
+
+#[test]
+fn a_multicast_watcher_follows_the_groups_its_link_joins_and_leaves() {
+    if !kernel_announces_groups() {
+        eprintln!("skipped: this kernel announces no multicast group changes (before 6.11)");
+        return;
+    }
+    let _s = hub::test_serial();
+    let t = TestNs::new("mc", 1);
+    let i0 = t.ifindex("d0");
+    let (plain, rp) = AddrWatcher::channel(t.ns(), i0).unwrap();
+    let (tx, rm) = mpsc::channel();
+    let mc = AddrWatcher::start_with_multicast(t.ns(), i0, move |ev| {
+        let _ = tx.send(ev);
+    })
+    .unwrap();
+    assert!(mc.slot.multicast.load(Ordering::SeqCst));
+    assert!(!plain.slot.multicast.load(Ordering::SeqCst));
+    // At start: the all-nodes groups every IPv6 device joins.
+    let first = next_mc(&rm, |_, _| true);
+    assert!(first.contains(&ip("ff02::1")), "{first:?}");
+
+    // An address joins its solicited-node group; removing it leaves the group.
+    let sol = ip("ff02::1:ff00:5");
+    t.ip(&["addr", "add", "2001:db8::5/64", "dev", "d0", "nodad"]);
+    next_mc(&rm, |all, g| !all && g.contains(&sol));
+    t.ip(&["addr", "del", "2001:db8::5/64", "dev", "d0"]);
+    next_mc(&rm, |all, g| !all && !g.contains(&sol));
+    // An IPv4 group joined by the link coming up (224.0.0.1, all hosts).
+    t.ip(&["link", "set", "d0", "up"]);
+    next_mc(&rm, |_, g| g.contains(&ip("224.0.0.1")));
+    // All-multicast opens the filter, and closing it closes it again.
+    t.ip(&["link", "set", "d0", "allmulticast", "on"]);
+    next_mc(&rm, |all, _| all);
+    t.ip(&["link", "set", "d0", "allmulticast", "off"]);
+    next_mc(&rm, |all, _| !all);
+
+    // The watcher that did not ask saw the same changes without a Multicast event.
+    drop((mc, plain));
+    let seen: Vec<AddrEvent> = rp.try_iter().collect();
+    assert!(
+        seen.iter().any(|e| matches!(e, AddrEvent::LinkUp { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, AddrEvent::Multicast { .. })),
+        "{seen:?}"
+    );
+}
