@@ -177,7 +177,7 @@ impl Engine {
             sources: Vec::new(),
             bc_queue_len: None,
         };
-        let pid = PortId(slot_insert(&mut self.ports, port));
+        let pid = PortId(slot_insert(&mut self.ports, std::sync::Arc::new(port)));
         self.network_mut(nid)?.ports.push(pid);
         Ok(pid)
     }

@@ -312,7 +312,7 @@ impl Engine {
                 p.mac = mac;
             }
         }
-        let pid = PortId(slot_insert(&mut self.ports, port));
+        let pid = PortId(slot_insert(&mut self.ports, std::sync::Arc::new(port)));
         let net = self.network_mut(nid)?;
         net.ports.push(pid);
         if mode == MacvlanMode::Passthru {

@@ -88,7 +88,9 @@ pub struct NetworkInfo {
 pub struct Engine {
     pub(crate) parents: Vec<Option<Parent>>,
     pub(crate) networks: Vec<Option<Network>>,
-    pub(crate) ports: Vec<Option<Port>>,
+    /// Shared between the engine's copies (each publication is one): changing a port copies
+    /// that port only (`Arc::make_mut`), so a copy costs the same whatever the number of ports.
+    pub(crate) ports: Vec<Option<std::sync::Arc<Port>>>,
     mac_seq: u64,
 }
 
@@ -122,7 +124,7 @@ impl Engine {
 
     #[inline]
     pub(crate) fn port(&self, id: PortId) -> Option<&Port> {
-        self.ports.get(id.index()).and_then(Option::as_ref)
+        self.ports.get(id.index()).and_then(Option::as_deref)
     }
 
     fn parent_mut(&mut self, id: ParentId) -> Result<&mut Parent, ConfigError> {
@@ -148,7 +150,7 @@ impl Engine {
 
     fn port_mut(&mut self, id: PortId) -> Result<&mut Port, ConfigError> {
         match self.ports.get_mut(id.index()).and_then(Option::as_mut) {
-            Some(p) => Ok(p),
+            Some(p) => Ok(std::sync::Arc::make_mut(p)),
             None => err(Errno::Enodev, format!("no port {id}")),
         }
     }

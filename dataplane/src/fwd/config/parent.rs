@@ -326,7 +326,7 @@ impl Engine {
             if driver == Driver::Ipvlan || passthru {
                 for p in ports {
                     if let Some(Some(port)) = self.ports.get_mut(p.index()) {
-                        port.mac = mac;
+                        std::sync::Arc::make_mut(port).mac = mac;
                     }
                 }
             }
@@ -345,6 +345,7 @@ impl Engine {
             let (driver, ports) = (net.driver, net.ports.clone());
             for p in ports {
                 if let Some(Some(port)) = self.ports.get_mut(p.index()) {
+                    let port = std::sync::Arc::make_mut(port);
                     match driver {
                         Driver::Ipvlan => port.mtu = mtu,
                         Driver::Macvlan => port.mtu = port.mtu.min(mtu),

@@ -70,6 +70,12 @@ impl Engine {
         self.port(id).map(|p| p.mtu)
     }
 
+    /// A port's name and network, without copying anything (what the run loop compares on
+    /// every publication to see whether a port it serves is still the same port).
+    pub fn port_ident(&self, id: PortId) -> Option<(&str, NetworkId)> {
+        self.port(id).map(|p| (p.name.as_str(), p.network))
+    }
+
     /// Facts about a port.
     pub fn port_info(&self, id: PortId) -> Option<PortInfo> {
         let p = self.port(id)?;

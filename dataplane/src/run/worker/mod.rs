@@ -725,8 +725,8 @@ impl Worker {
             let keep = match self.core.io.ports.get(i).and_then(Option::as_ref) {
                 None => true,
                 Some(t) => engine
-                    .port_info(PortId(i as u32))
-                    .is_some_and(|info| info.name == t.tap.name && info.network == t.tap.network),
+                    .port_ident(PortId(i as u32))
+                    .is_some_and(|(name, network)| name == t.tap.name && network == t.tap.network),
             };
             if !keep {
                 // The port is gone: forget its TAP (a persistent TAP stays in its namespace).

@@ -89,6 +89,16 @@ impl Worker {
     /// Makes the filter of `port`'s TAP what it should be now, if this worker reads the
     /// TAP's first queue.
     pub(crate) fn sync_tap_filter(&mut self, port: PortId) {
+        let filters = self.shared.filters.get(&self.shared.opts);
+        if let Some(f) = &filters {
+            f.sync_bridge_macs(&self.core.engine);
+        }
+        self.sync_tap_filter_with(port, filters.as_ref());
+    }
+
+    /// [`Worker::sync_tap_filter`] with the maps already at hand and their bridge MACs
+    /// already synced to the engine.
+    fn sync_tap_filter_with(&mut self, port: PortId, filters: Option<&Arc<TapFilters>>) {
         let capturing = !self.core.io.rec.tap.is_idle();
         let shared = Arc::clone(&self.shared);
         let Some(rx) = self.rx.get_mut(port.index()).and_then(Option::as_mut) else {
@@ -97,15 +107,12 @@ impl Worker {
         if rx.queue != 0 {
             return;
         }
-        let filters = shared.filters.get(&shared.opts);
-        let want = match &filters {
-            Some(f) if !capturing => {
-                f.sync_bridge_macs(&self.core.engine);
-                self.core
-                    .engine
-                    .port_prefilter(port)
-                    .filter(|r| f.usable(*r))
-            }
+        let want = match filters {
+            Some(f) if !capturing => self
+                .core
+                .engine
+                .port_prefilter(port)
+                .filter(|r| f.usable(*r)),
             _ => None,
         };
         let Some(tap) = rx.tap.queues.first() else {
@@ -166,9 +173,18 @@ impl Worker {
             // Networks that went lose their bridge-MAC maps even with no port read here.
             f.sync_bridge_macs(&self.core.engine);
         }
+        // The maps once for all ports (one lock, one look at the engine's bridge MACs), and
+        // only when this worker reads a port (they are made on first use).
+        if !self.rx.iter().any(Option::is_some) {
+            return;
+        }
+        let filters = self.shared.filters.get(&self.shared.opts);
+        if let Some(f) = &filters {
+            f.sync_bridge_macs(&self.core.engine);
+        }
         for i in 0..self.rx.len() {
             if matches!(self.rx.get(i), Some(Some(_))) {
-                self.sync_tap_filter(PortId(i as u32));
+                self.sync_tap_filter_with(PortId(i as u32), filters.as_ref());
             }
         }
     }
