@@ -16,10 +16,11 @@
 #     (`ping -6 -i 0.01 -c 500`) between two of the endpoints;
 # Each endpoint namespace gets `net.ipv6.conf.default.router_solicitations=0` before its
 # eth0 exists (KERNEL_RS=1 keeps the kernel's default, -1: solicit forever with a backoff):
-# an internal network has no router to answer, and ipvlan (as the kernel's) delivers each
-# solicitation to every other endpoint, so 1,000 endpoints soliciting cost O(N²) frames that
-# are the kernel's IPv6 traffic, not uvlan's cost (docs/performance.md, "IPv6-only, 1,000
-# endpoints"). DAD and MLD reports are sent once per endpoint as it comes up either way.
+# an internal network has no router to answer. Since endpoints have the kernel's multicast
+# filter, a solicitation (to ff02::2) reaches no other endpoint, but each is still a frame the
+# dataplane reads, which is the kernel's IPv6 traffic, not uvlan's cost (docs/performance.md,
+# "IPv6-only, 1,000 endpoints"). MLD reports are sent once per endpoint as it comes up
+# either way.
 # And at the largest N: disconnecting every endpoint and the RSS after that (memory given
 # back), connecting them again, the daemon's stop time (SIGTERM to exit; endpoints stay), its
 # restart time (until the API answers), and disconnecting every endpoint again.

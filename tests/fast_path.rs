@@ -5,6 +5,7 @@
 //! daemon's namespace. Namespaces and addresses (192.0.2.0/24) are the test's own.
 
 use serde_json::{json, Value};
+use uvlan_system_tests::capture::{Captured, LiveCapture};
 use uvlan_system_tests::net::{has_xdp, ping_all, sa, tcp_echo, GW_IP, PARENT};
 use uvlan_system_tests::trunk::tcx_ingress_programs;
 use uvlan_system_tests::{plugin_call, Backend, LanOptions, World};
@@ -433,8 +434,6 @@ fn the_network_option_overrides_the_daemon_default() {
 /// with their verdicts; once the capture ends, the cache carries them again.
 #[test]
 fn a_capture_switches_fast_path_endpoints_to_the_slow_path() {
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
     let mut w = World::with_daemon_args(&["--fast-path", "on"]);
     w.create("-d macvlan --internal --subnet 192.0.2.0/24 fpcap");
     let a = w.connect("fpcap", "capa", &["--ip", "192.0.2.10"]);
@@ -447,56 +446,16 @@ fn a_capture_switches_fast_path_endpoints_to_the_slow_path() {
 
     // The capture runs until it is interrupted; 5 pings make 20 records (each request and
     // reply inbound at its sender, outbound at its receiver).
-    let mut cap = Command::new(uvlan_system_tests::uvlan_bin())
-        .args(["capture", "fpcap"])
-        .env("UVLAN_SOCKET", w.socket())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("uvlan capture");
-    // The pings once the capture runs (it says so on stderr when the daemon has started it
-    // and switched the ports to the slow path); stderr is kept for the summary.
-    let stderr = cap.stderr.take().expect("capture's stderr");
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.starts_with("capturing on network") {
-                let _ = started_tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    started
-        .recv_timeout(Duration::from_secs(20))
-        .expect("uvlan capture did not start within 20 s");
+    let cap = LiveCapture::start(&w.socket(), &["fpcap"]);
     let pings = w.exec("capa", "ping -q -c 5 -i 0.2 192.0.2.20");
     let during = fast_counters(&w, "fpcap", &a).0;
     // Interrupted as a user's Ctrl-C would.
-    let _ = Command::new("kill")
-        .args(["-INT", &cap.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && cap.try_wait().is_ok_and(|s| s.is_none()) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = cap.wait_with_output().unwrap();
+    let Captured {
+        frames: captured,
+        text,
+        log: err,
+    } = cap.stop();
     assert!(pings.status.success(), "{}", w.daemon_log());
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = reader.join().expect("stderr reader");
-    let captured: u64 = err
-        .split(" frames captured")
-        .next()
-        .and_then(|h| h.rsplit(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no summary: {err}\n{text}"));
     assert!(
         captured >= 20,
         "the capture saw every frame of the fast-path endpoints ({captured}): {err}\n{text}"

@@ -6,6 +6,7 @@
 //! nothing here is timed.
 
 use serde_json::Value;
+use uvlan_system_tests::capture::LiveCapture;
 use uvlan_system_tests::World;
 
 /// `tests/flood.py` (AF_PACKET, qdisc bypassed) run inside namespace `name`.
@@ -304,66 +305,6 @@ fn frames_in(w: &World, net: &str) -> u64 {
         .sum()
 }
 
-/// Starts `uvlan capture ARGS` and returns once it says it captures; the caller interrupts
-/// it ([`stop_capture`]).
-fn start_capture(
-    w: &World,
-    args: &[&str],
-) -> (std::process::Child, std::thread::JoinHandle<String>) {
-    use std::process::{Command, Stdio};
-    let mut cap = Command::new(uvlan_system_tests::uvlan_bin())
-        .arg("capture")
-        .args(args)
-        .env("UVLAN_SOCKET", w.socket())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("uvlan capture");
-    let stderr = cap.stderr.take().expect("capture's stderr");
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.starts_with("capturing on network") {
-                let _ = started_tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    started
-        .recv_timeout(std::time::Duration::from_secs(20))
-        .expect("uvlan capture did not start within 20 s");
-    (cap, reader)
-}
-
-/// Interrupts a capture as Ctrl-C would; returns how many frames it says it captured.
-fn stop_capture(cap: std::process::Child, reader: std::thread::JoinHandle<String>) -> u64 {
-    use std::time::{Duration, Instant};
-    let mut cap = cap;
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &cap.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && cap.try_wait().is_ok_and(|s| s.is_none()) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = cap.kill();
-    let _ = cap.wait();
-    let err = reader.join().expect("stderr reader");
-    err.split(" frames captured")
-        .next()
-        .and_then(|h| h.rsplit(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no capture summary: {err}"))
-}
-
 /// The TAP's prefilter (`uvlan daemon --tap-filter`, on by default): on an internal ipvlan L2
 /// or macvlan bridge network, unicast an endpoint sends to a MAC no endpoint has goes nowhere
 /// (no wire), so the kernel drops it in the sender's context before the TAP queues it. It is
@@ -428,14 +369,14 @@ fn prefilter_round(driver: &str) {
     }
 
     // A capture with --drops sees every frame with its verdict: the filters step aside.
-    let (cap, reader) = start_capture(&w, &["pre", "--drops"]);
+    let cap = LiveCapture::start(&w.socket(), &["pre", "--drops"]);
     const C: u64 = 300;
     let mid = ep_stats(&w, "pre", "a");
     let (sent, _) = flood_counts(&w, "a", C);
     assert_eq!(sent, C, "the TAP queued every frame while the capture ran");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let during = ep_stats(&w, "pre", "a");
-    let captured = stop_capture(cap, reader);
+    let captured = cap.stop().frames;
     assert_eq!(
         n(&during, "prefiltered"),
         n(&mid, "prefiltered"),

@@ -13,3 +13,6 @@ pub mod port;
 pub mod run;
 pub mod trace;
 pub mod wire;
+
+#[cfg(test)]
+mod test_rng;

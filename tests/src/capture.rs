@@ -134,6 +134,98 @@ pub fn tshark(file: &Path, fields: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A running `uvlan capture` (the CLI), started by [`LiveCapture::start`] once it says it
+/// captures; [`LiveCapture::stop`] interrupts it as Ctrl-C would. Its output is read while it
+/// runs, so a long capture never blocks on a full pipe.
+pub struct LiveCapture {
+    child: std::process::Child,
+    out: std::thread::JoinHandle<String>,
+    err: std::thread::JoinHandle<String>,
+}
+
+/// What a stopped [`LiveCapture`] said.
+pub struct Captured {
+    /// The frame count of its summary (`N frames captured`).
+    pub frames: u64,
+    /// Its records (stdout).
+    pub text: String,
+    /// Its messages (stderr), the summary included.
+    pub log: String,
+}
+
+/// Reads `from` to its end on a thread; `started` is told when a line starts with `mark`.
+fn read_lines(
+    from: impl std::io::Read + Send + 'static,
+    mark: Option<(&'static str, std::sync::mpsc::Sender<()>)>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if let Some((m, tx)) = &mark {
+                if line.starts_with(m) {
+                    let _ = tx.send(());
+                }
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    })
+}
+
+impl LiveCapture {
+    /// Runs `uvlan capture ARGS` against the daemon at `socket` and returns once it says
+    /// "capturing on network" (the daemon has started it); panics after 20 s.
+    pub fn start(socket: &Path, args: &[&str]) -> LiveCapture {
+        use std::process::Stdio;
+        let mut child = Command::new(crate::uvlan_bin())
+            .arg("capture")
+            .args(args)
+            .env("UVLAN_SOCKET", socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("uvlan capture");
+        let (tx, started) = std::sync::mpsc::channel();
+        let err = read_lines(
+            child.stderr.take().expect("capture's stderr"),
+            Some(("capturing on network", tx)),
+        );
+        let out = read_lines(child.stdout.take().expect("capture's stdout"), None);
+        started
+            .recv_timeout(Duration::from_secs(20))
+            .expect("uvlan capture did not start within 20 s");
+        LiveCapture { child, out, err }
+    }
+
+    /// Interrupts the capture (SIGINT, as Ctrl-C) and returns what it said; panics when it
+    /// printed no summary.
+    pub fn stop(mut self) -> Captured {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline
+            && self.child.try_wait().is_ok_and(|s| s.is_none())
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let text = self.out.join().expect("stdout reader");
+        let log = self.err.join().expect("stderr reader");
+        let frames = log
+            .split(" frames captured")
+            .next()
+            .and_then(|h| h.rsplit(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no capture summary: {log}\n{text}"));
+        Captured { frames, text, log }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,18 @@ pub fn port_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(0xc612_0001 + i as u32)
 }
 
+/// An up Ethernet parent `eth0` with MTU 1500, MAC `mac` and the host addresses `addrs`.
+pub fn eth0(mac: MacAddr, addrs: Vec<IpAddr>) -> ParentSpec {
+    ParentSpec {
+        name: "eth0".into(),
+        mac,
+        mtu: 1500,
+        up: true,
+        link_type: LinkType::Ether,
+        addrs,
+    }
+}
+
 /// An engine with one network.
 #[derive(Debug, Clone)]
 pub struct Flat {
@@ -41,14 +53,7 @@ pub fn flat(
     n: usize,
 ) -> Result<Flat, ConfigError> {
     let mut engine = Engine::new();
-    let parent = engine.add_parent(ParentSpec {
-        name: "eth0".into(),
-        mac: PARENT_MAC,
-        mtu: 1500,
-        up: true,
-        link_type: LinkType::Ether,
-        addrs: vec![],
-    })?;
+    let parent = engine.add_parent(eth0(PARENT_MAC, vec![]))?;
     let network = engine.add_network(NetworkSpec::new(
         "sample",
         driver,

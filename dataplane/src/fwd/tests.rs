@@ -63,14 +63,7 @@ fn on_wire(parent: ParentId, vid: Option<u16>) -> Master {
 }
 
 fn parent_spec() -> ParentSpec {
-    ParentSpec {
-        name: "eth0".into(),
-        mac: M,
-        mtu: 1500,
-        up: true,
-        link_type: LinkType::Ether,
-        addrs: vec![IpAddr::V4(HOST_IP)],
-    }
+    super::sample::eth0(M, vec![IpAddr::V4(HOST_IP)])
 }
 
 fn ipvlan_lab_on(master_vid: Option<u16>, mode: IpvlanMode, flag: IpvlanFlag, n: usize) -> Lab {

@@ -48,14 +48,10 @@ fn port_v6(n: usize, i: usize) -> Ipv6Addr {
 fn build_topo(t: &Topo) -> Built {
     let mut e = Engine::new();
     let parent = e
-        .add_parent(ParentSpec {
-            name: "eth0".into(),
-            mac: M,
-            mtu: 1500,
-            up: true,
-            link_type: LinkType::Ether,
-            addrs: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 254))],
-        })
+        .add_parent(crate::fwd::sample::eth0(
+            M,
+            vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 254))],
+        ))
         .unwrap();
     let mut nets = Vec::new();
     let mut ports = Vec::new();

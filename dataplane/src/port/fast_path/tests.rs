@@ -12,6 +12,7 @@ use crate::fwd::{
     Driver, Engine, Ingress, IpvlanAttrs, IpvlanFlag, IpvlanMode, MacvlanAttrs, MacvlanMode,
     NoRoutes, Outputs, Target, VlanOp,
 };
+use crate::test_rng::Rng;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const LO: u32 = 1;
@@ -293,24 +294,6 @@ fn take_leaves_the_programs_forwarding_nothing() {
 
 // ---- the agreement property -------------------------------------------------------------
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len())]
-    }
-}
-
 fn v6_of(i: usize) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + i as u16)
 }
@@ -326,7 +309,7 @@ fn random_frame(r: &mut Rng, macs: &[[u8; 6]], from: usize, n: usize) -> Vec<u8>
         [0x02, 9, 9, 9, 9, 9],
     ]);
     let dst = r.pick(&dsts);
-    let src = match r.below(4) {
+    let src = match r.index(4) {
         0 => [0x02, 8, 8, 8, 8, 8],
         1 => PARENT_MAC.0,
         _ => macs[from],
@@ -336,36 +319,36 @@ fn random_frame(r: &mut Rng, macs: &[[u8; 6]], from: usize, n: usize) -> Vec<u8>
     ]);
     let mut payload = match etype {
         0x0800 => {
-            let dst = if r.below(5) == 0 {
-                Ipv4Addr::new(203, 0, 113, r.below(4) as u8)
+            let dst = if r.index(5) == 0 {
+                Ipv4Addr::new(203, 0, 113, r.index(4) as u8)
             } else {
-                sample::port_ip(r.below(n))
+                sample::port_ip(r.index(n))
             };
-            let mut p = ipv4(dst, r.below(40));
-            if r.below(6) == 0 {
+            let mut p = ipv4(dst, r.index(40));
+            if r.index(6) == 0 {
                 p[0] = r.next() as u8;
             }
-            if r.below(6) == 0 {
-                p[2..4].copy_from_slice(&(r.below(120) as u16).to_be_bytes());
+            if r.index(6) == 0 {
+                p[2..4].copy_from_slice(&(r.index(120) as u16).to_be_bytes());
             }
             p
         }
         0x86dd => {
-            let dst = if r.below(5) == 0 {
+            let dst = if r.index(5) == 0 {
                 Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 1)
             } else {
-                v6_of(r.below(n))
+                v6_of(r.index(n))
             };
-            let mut p = ipv6(dst, r.below(40));
-            if r.below(6) == 0 {
+            let mut p = ipv6(dst, r.index(40));
+            if r.index(6) == 0 {
                 p[0] = r.next() as u8;
             }
             p
         }
-        _ => (0..r.below(60)).map(|_| r.next() as u8).collect(),
+        _ => (0..r.index(60)).map(|_| r.next() as u8).collect(),
     };
-    if r.below(8) == 0 {
-        payload.truncate(r.below(payload.len() + 1));
+    if r.index(8) == 0 {
+        payload.truncate(r.index(payload.len() + 1));
     }
     eth(dst, src, etype, &payload)
 }
@@ -628,7 +611,7 @@ fn wire_agreement(
     let mut r = Rng(seed);
     let mut learned = 0;
     for _ in 0..2000 {
-        let from = r.below(n);
+        let from = r.index(n);
         let f = random_frame(&mut r, &macs, from, n);
         if engine
             .decide(&f, Ingress::Wire(parent), &mut NoRoutes, &mut out)
@@ -654,7 +637,7 @@ fn wire_agreement(
     let count = |k: &[u8; KEY_LEN]| entry_in(cache, k).unwrap().frames;
     let mut checked = 0;
     for _ in 0..2000 {
-        let from = r.below(n);
+        let from = r.index(n);
         let f = random_frame(&mut r, &macs, from, n);
         if f.len() < 14 {
             continue;

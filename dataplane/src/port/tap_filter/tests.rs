@@ -5,9 +5,10 @@
 
 use super::*;
 use crate::fwd::{
-    Driver, Engine, Ingress, IpvlanAttrs, IpvlanFlag, IpvlanMode, LinkRef, LinkType, MacvlanAttrs,
-    MacvlanMode, Master, NetworkSpec, NoRoutes, Outputs, ParentSpec, PortId,
+    Driver, Engine, Ingress, IpvlanAttrs, IpvlanFlag, IpvlanMode, LinkRef, MacvlanAttrs,
+    MacvlanMode, Master, NetworkSpec, NoRoutes, Outputs, PortId,
 };
+use crate::test_rng::Rng;
 use crate::wire::MacAddr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -50,14 +51,7 @@ enum Where {
 fn net(kind: Kind, at: Where) -> Net {
     let mut engine = Engine::new();
     let parent = engine
-        .add_parent(ParentSpec {
-            name: "eth0".into(),
-            mac: M,
-            mtu: 1500,
-            up: true,
-            link_type: LinkType::Ether,
-            addrs: vec![],
-        })
+        .add_parent(crate::fwd::sample::eth0(M, vec![]))
         .unwrap();
     let master = match at {
         Where::Isolated => Master::Isolated { mac: M, mtu: 1500 },
@@ -100,25 +94,13 @@ fn net(kind: Kind, at: Where) -> Net {
     Net { engine, ports }
 }
 
-/// xorshift64*: reproducible random frames without a dependency in the test.
-struct Rng(u64);
+/// Random frames for the agreement tests.
+trait Frames {
+    fn mac(&mut self, own: MacAddr, peers: &[MacAddr]) -> [u8; 6];
+    fn frame(&mut self, own: MacAddr, peers: &[MacAddr]) -> Vec<u8>;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-
+impl Frames for Rng {
     fn mac(&mut self, own: MacAddr, peers: &[MacAddr]) -> [u8; 6] {
         match self.below(7) {
             0 => own.0,
