@@ -216,6 +216,10 @@ impl Names<'_> {
                  queue the packet, uvlan drops it"
                     .to_string()
             }
+            Detail::NotJoined { port, group } => format!(
+                "{} skipped: its multicast filter does not hold {group} (not joined)",
+                self.port(port)
+            ),
             Detail::Note(n) => n.to_string(),
             Detail::Suppressed(r) => format!("no output here ({})", r.as_str()),
             Detail::Out(o) => self.output(&o),

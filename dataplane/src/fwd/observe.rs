@@ -113,6 +113,14 @@ pub enum Detail {
     },
     /// The next hop's neighbour entry (`Mac` or `Pending`).
     Neighbour(NextHop),
+    /// An up port that a group frame skips: its multicast filter does not hold the group
+    /// (`mac_filters`, `mc_filter`; the endpoint has not joined it).
+    NotJoined {
+        /// The port.
+        port: PortId,
+        /// The group.
+        group: MacAddr,
+    },
     /// A narrative note.
     Note(&'static str),
     /// An output that the network cannot have (no wire): discarded.

@@ -544,6 +544,19 @@ fn c18_multicast_reaches_members_and_promisc_siblings_plus_wire() {
     let v = l.v(&f, 0);
     assert_eq!(l.ports(&v), vec![1, 3]);
     assert!(v.reaches_wire());
+    // The trace names the port the group skipped, and why.
+    let t = crate::trace::trace(&l.e, &f, Ingress::Port(l.p[0]), &mut gw());
+    let skipped: Vec<&str> = t
+        .steps
+        .iter()
+        .filter(|s| s.text.contains("skipped"))
+        .map(|s| s.text.as_str())
+        .collect();
+    assert_eq!(skipped.len(), 1, "{t}");
+    assert!(
+        skipped[0].contains("does not hold 01:00:5e:00:00:fb (not joined)"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -1323,6 +1336,24 @@ fn c52_external_broadcast_reaches_every_non_source_macvlan_and_the_lower() {
     let v = l.wire(&build::ra(X, "fe80::1".parse().unwrap()));
     assert_eq!(&build::ra(X, "fe80::1".parse().unwrap())[0..6], &group.0);
     assert_eq!(l.ports(&v), vec![0, 2]);
+}
+
+#[test]
+fn macvlan_group_frames_skip_bridge_ports_that_did_not_join_and_the_trace_says_so() {
+    let mut l = macvlan_lab(&[MB, MB, MB]);
+    let group = MacAddr([0x33, 0x33, 0xff, 0, 0, 0x77]);
+    l.e.set_port_mc_filter(l.p[2], McFilter::from_ip_groups(false, &[]))
+        .unwrap();
+    let f = udp(group, mmac(0), v4(0), v4(1));
+    let v = l.v(&f, 0);
+    assert_eq!(l.ports(&v), vec![1], "{v:?}");
+    // A broadcast still reaches it (both drivers always accept broadcast).
+    assert_eq!(l.ports(&l.v(&bcast_udp(mmac(0), v4(0)), 0)), vec![1, 2]);
+    let t = crate::trace::trace(&l.e, &f, Ingress::Port(l.p[0]), &mut gw());
+    assert!(
+        format!("{t}").contains("does not hold 33:33:ff:00:00:77 (not joined)"),
+        "{t}"
+    );
 }
 
 #[test]

@@ -13,7 +13,19 @@ impl<T: Tracer, R: Routes + ?Sized> Cx<'_, T, R> {
                 continue;
             }
             let Some(port) = self.e.port(p) else { continue };
-            if !port.up || !port.mc.accepts(&dst) {
+            if !port.up {
+                continue;
+            }
+            if !port.mc.accepts(&dst) {
+                step!(
+                    self.t,
+                    FlagCheck,
+                    "ipvlan_process_multicast",
+                    Detail::NotJoined {
+                        port: p,
+                        group: dst
+                    }
+                );
                 continue;
             }
             self.emit_port(p, pt, "ipvlan_process_multicast");

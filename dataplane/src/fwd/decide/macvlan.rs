@@ -30,7 +30,19 @@ impl<T: Tracer, R: Routes + ?Sized> Cx<'_, T, R> {
                 continue;
             }
             let Some(port) = self.e.port(p) else { continue };
-            if !port.up || !modes.contains(&port.macvlan_mode) || !port.mc.accepts(&dst) {
+            if !port.up || !modes.contains(&port.macvlan_mode) {
+                continue;
+            }
+            if !port.mc.accepts(&dst) {
+                step!(
+                    self.t,
+                    FlagCheck,
+                    "macvlan_broadcast",
+                    Detail::NotJoined {
+                        port: p,
+                        group: dst
+                    }
+                );
                 continue;
             }
             self.emit_port(p, pt, "macvlan_broadcast");
