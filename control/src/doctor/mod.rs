@@ -266,6 +266,21 @@ pub fn report(f: &Findings) -> Report {
                 ),
             };
             checks.push(check("tap_filter", "TAP prefilter", st, d));
+            let (st, d) = match f.scratch.as_ref().map(|s| s.as_ref().map(|s| &s.multicast)) {
+                Some(Ok(Ok(()))) => (
+                    Status::Ok,
+                    "endpoints get only the groups they join (RTM_NEWMULTICAST)".to_string(),
+                ),
+                Some(Ok(Err(e))) => (
+                    Status::Limited,
+                    format!(
+                        "{e}: endpoints get every multicast group (their stacks drop what they \
+                         did not join)"
+                    ),
+                ),
+                _ => (Status::Skipped, "not tried".to_string()),
+            };
+            checks.push(check("mc_filter", "multicast filters", st, d));
             plan.push(if t.offloads.is_empty() {
                 "endpoints: TAPs without offloads (senders checksum and segment every frame)"
                     .to_string()
@@ -290,6 +305,12 @@ pub fn report(f: &Findings) -> Report {
             checks.push(check(
                 "tap_filter",
                 "TAP prefilter",
+                Status::Skipped,
+                "no TAP".to_string(),
+            ));
+            checks.push(check(
+                "mc_filter",
+                "multicast filters",
                 Status::Skipped,
                 "no TAP".to_string(),
             ));

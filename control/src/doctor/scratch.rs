@@ -43,6 +43,9 @@ pub struct Scratch {
     pub af_xdp: Result<(XdpMode, BindMode), String>,
     /// The AF_PACKET parent (socket and tcx filter) opens.
     pub af_packet: Result<(), String>,
+    /// Endpoints' multicast filters can follow their groups (the kernel announces and lists
+    /// them).
+    pub multicast: Result<(), String>,
     /// The kernel's own drivers, by module name.
     pub kernel: Vec<KernelDriver>,
 }
@@ -214,6 +217,7 @@ pub fn run() -> io::Result<Scratch> {
             Err(e) => Err(format!("not tried: {e}")),
         };
         let af_packet = on_veth(&|| text(probe::af_packet(VETH)));
+        let multicast = crate::netns::multicast_filter_support();
         let kernel = match &mut nl {
             Ok(nl) => kernel_drivers(nl, lower.as_ref().ok().copied()),
             Err(e) => ["ipvlan", "macvlan", "8021q", "dummy"]
@@ -234,6 +238,7 @@ pub fn run() -> io::Result<Scratch> {
             fast_path,
             af_xdp,
             af_packet,
+            multicast,
             kernel,
         }
     })

@@ -47,6 +47,7 @@ fn all_good() -> Scratch {
         fast_path: Ok(()),
         af_xdp: Ok((XdpMode::Native, BindMode::Copy)),
         af_packet: Ok(()),
+        multicast: Ok(()),
         kernel: vec![
             KernelDriver {
                 module: "ipvlan",
@@ -84,6 +85,7 @@ fn everything_there_works_and_says_what_uvlan_does() {
         "tun",
         "offloads",
         "tap_filter",
+        "mc_filter",
         "bpf",
         "af_xdp",
         "tcx",
@@ -186,6 +188,7 @@ fn io_uring_refusals_and_partial_offloads_are_named() {
         offloads: Offloads::CSUM,
         prefilter: Err("TUNSETFILTEREBPF: Invalid argument".into()),
     });
+    s.multicast = Err("the kernel announces no multicast group changes".into());
     let mut f = findings(Some(Ok(s)), true);
     f.io_uring = IoUringProbe {
         ring: Err(io::Error::from_raw_os_error(libc::EPERM)),
@@ -196,6 +199,12 @@ fn io_uring_refusals_and_partial_offloads_are_named() {
     assert!(r.works);
     assert_eq!(status(&r, "offloads"), Status::Limited);
     assert_eq!(status(&r, "tap_filter"), Status::Limited);
+    assert_eq!(status(&r, "mc_filter"), Status::Limited);
+    assert!(
+        r.text().contains("endpoints get every multicast group"),
+        "{}",
+        r.text()
+    );
     assert_eq!(status(&r, "io_uring"), Status::Missing);
     let text = r.text();
     assert!(

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 pub use addr::{AddrFlags, AddrInfo, AddrOptions};
 pub use exit::ExitWatcher;
 pub use link::{AddrGenMode, LinkDrops, LinkInfo, OperState, IPV4_DEVCONF_ARP_NOTIFY};
-pub use nl::Rtnl;
+pub use nl::{multicast_filter_support, Rtnl};
 pub use route::{NeighState, Neighbour, Route, RouteKind, RouteLookup};
 pub use sysctl::{set_accept_dad, set_arp_notify, set_ipv6_disabled, sysctl_read, sysctl_write};
 pub use watch::{AddrEvent, AddrWatcher, ChangeWatcher, RouteWatcher};

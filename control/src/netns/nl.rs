@@ -242,6 +242,47 @@ fn mc_note(ty: u16, msg: &[u8]) -> Option<McNote> {
     None
 }
 
+/// Whether endpoints can have the kernel's multicast filters here: the kernel announces
+/// group changes (the [`MCADDR_GROUPS`] can be joined) and lists both families' groups
+/// (`RTM_GETMULTICAST`), as Linux 6.11 and later do. Probed in the calling thread's
+/// namespace; the error says what is missing.
+pub fn multicast_filter_support() -> std::result::Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let sock =
+        Socket::new(NETLINK_ROUTE).map_err(|e| format!("cannot open a netlink socket: {e}"))?;
+    for g in MCADDR_GROUPS {
+        let group = g as libc::c_int;
+        // SAFETY: passes a valid c_int and its size on a socket `sock` keeps open.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_NETLINK,
+                libc::NETLINK_ADD_MEMBERSHIP,
+                (&group as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(format!(
+                "the kernel announces no multicast group changes (rtnetlink group {g}: {}; \
+                 Linux 6.11 and later do)",
+                io::Error::last_os_error()
+            ));
+        }
+    }
+    let ns = Netns::current().map_err(|e| e.to_string())?;
+    let mut rtnl = Rtnl::open(&ns).map_err(|e| e.to_string())?;
+    match rtnl.multicast_groups(1) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(
+            "the kernel cannot list an interface's multicast groups (RTM_GETMULTICAST for \
+             IPv4 and IPv6; Linux 6.11 and later can)"
+                .to_string(),
+        ),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The multicast group changes in one notification datagram.
 pub(super) fn parse_mc_notes(buf: &[u8]) -> Vec<McNote> {
     raw_messages(buf)

@@ -599,9 +599,6 @@ enum Recv {
     Fatal,
 }
 
-/// `SOL_NETLINK`.
-const SOL_NETLINK: libc::c_int = 270;
-
 fn set_rcvbuf(fd: RawFd, opt: libc::c_int, bytes: libc::c_int) -> io::Result<()> {
     set_sockopt_int(fd, libc::SOL_SOCKET, opt, bytes)
 }
@@ -667,7 +664,13 @@ impl NlSock {
         // announces them (6.11 and later; an older one refuses the groups).
         let multicast = key.groups == GROUPS
             && MCADDR_GROUPS.iter().all(|g| {
-                set_sockopt_int(fd, SOL_NETLINK, libc::NETLINK_ADD_MEMBERSHIP, *g as i32).is_ok()
+                set_sockopt_int(
+                    fd,
+                    libc::SOL_NETLINK,
+                    libc::NETLINK_ADD_MEMBERSHIP,
+                    *g as i32,
+                )
+                .is_ok()
             });
         Ok(NlSock {
             key,
