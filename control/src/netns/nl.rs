@@ -243,7 +243,7 @@ fn mc_note(ty: u16, msg: &[u8]) -> Option<McNote> {
 }
 
 /// Whether endpoints can have the kernel's multicast filters here: the kernel announces
-/// group changes (the [`MCADDR_GROUPS`] can be joined) and lists both families' groups
+/// group changes (rtnetlink groups 37 and 38 can be joined) and lists both families' groups
 /// (`RTM_GETMULTICAST`), as Linux 6.11 and later do. Probed in the calling thread's
 /// namespace; the error says what is missing.
 pub fn multicast_filter_support() -> std::result::Result<(), String> {
