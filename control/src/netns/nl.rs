@@ -223,8 +223,11 @@ fn mc_note(ty: u16, msg: &[u8]) -> Option<McNote> {
     let mut attrs = body.get(IFADDRMSG..)?;
     while attrs.len() >= 4 {
         let alen = usize::from(u16::from_ne_bytes(attrs[..2].try_into().ok()?));
+        if alen < 4 {
+            return None; // a malformed attribute: it would never advance
+        }
         let aty = u16::from_ne_bytes(attrs[2..4].try_into().ok()?);
-        let data = attrs.get(4..alen.max(4))?;
+        let data = attrs.get(4..alen)?;
         if aty == IFA_MULTICAST {
             let group = match (family, data.len()) {
                 (libc::AF_INET, 4) => std::net::IpAddr::from(<[u8; 4]>::try_from(data).ok()?),
@@ -481,6 +484,12 @@ mod tests {
         let mut bad = dgram.clone();
         bad[24] = 0xff;
         let _ = parse_mc_notes(&bad);
+        // An attribute length below its own header ends the message (no endless loop).
+        for alen in 0..4u16 {
+            let mut short = dgram.clone();
+            short[24..26].copy_from_slice(&alen.to_ne_bytes());
+            assert_eq!(parse_mc_notes(&short).len(), 1, "alen {alen}");
+        }
     }
 
     #[test]
