@@ -865,15 +865,8 @@ impl DataplaneHandle {
     /// TAP, already added and in the same namespace, becomes its slow path. The programs are
     /// loaded on first use and attached with `bpf_link` (they go when the process does).
     /// The cache is flushed.
-    ///
-    /// The programs are attached on the calling thread, which must be in the dataplane's
-    /// namespace: each tcx attach waits for an RCU grace period under RTNL (12–16 ms here;
-    /// two of them cannot overlap), and the workers keep forwarding meanwhile instead of
-    /// stalling for both.
     pub fn add_fast_port(&self, port: PortId, veth: u32) -> Result<(), RunError> {
-        let (fp, tap, kind) = self.call(move |w| w.cmd_fast_port_parts(port))?;
-        fp.attach(port, veth, tap, kind)?;
-        Ok(())
+        self.call(move |w| w.cmd_add_fast_port(port, veth))
     }
 
     /// Detaches `port`'s veth programs and flushes the cache (also done by `remove_tap` and

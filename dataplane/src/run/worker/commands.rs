@@ -238,13 +238,7 @@ impl Worker {
         }
     }
 
-    /// What attaching `port` to the fast path needs: the fast path (loaded on first use and
-    /// shared with every worker), the ifindex of the port's TAP and how its decisions are
-    /// keyed.
-    pub(crate) fn cmd_fast_port_parts(
-        &mut self,
-        port: PortId,
-    ) -> Result<(Arc<FastPath>, u32, KeyKind), RunError> {
+    pub(crate) fn cmd_add_fast_port(&mut self, port: PortId, veth: u32) -> Result<(), RunError> {
         let Some(info) = self.core.engine.port_info(port) else {
             return Err(RunError::NoSuchPort(port));
         };
@@ -266,7 +260,8 @@ impl Worker {
         } else {
             KeyKind::L3
         };
-        Ok((fp, tap, kind))
+        fp.attach(port, veth, tap, kind)?;
+        Ok(())
     }
 
     pub(crate) fn cmd_take_fast_port(&mut self, port: PortId) -> Option<FastLinks> {
