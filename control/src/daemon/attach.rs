@@ -213,7 +213,7 @@ impl Daemon {
             self.follow_on_attach(&rt, label);
             return Ok(rt);
         }
-        let watcher = match endpoint::start_watcher(
+        let watcher = match super::mirror::start_watcher(
             self.dp.clone(),
             self.log.clone(),
             &ns,
@@ -420,7 +420,7 @@ impl Daemon {
             Some(rt) => rt.gone.clone(),
             None => return Ok(true),
         };
-        let watcher = endpoint::start_watcher(
+        let watcher = super::mirror::start_watcher(
             self.dp.clone(),
             self.log.clone(),
             &ns,

@@ -44,6 +44,7 @@ mod external;
 mod follow;
 pub mod host;
 mod managed;
+mod mirror;
 mod model;
 mod network;
 pub mod options;

@@ -254,24 +254,18 @@ pub fn multicast_filter_support() -> std::result::Result<(), String> {
     let sock =
         Socket::new(NETLINK_ROUTE).map_err(|e| format!("cannot open a netlink socket: {e}"))?;
     for g in MCADDR_GROUPS {
-        let group = g as libc::c_int;
-        // SAFETY: passes a valid c_int and its size on a socket `sock` keeps open.
-        let r = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_NETLINK,
-                libc::NETLINK_ADD_MEMBERSHIP,
-                (&group as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        set_sockopt_int(
+            sock.as_raw_fd(),
+            libc::SOL_NETLINK,
+            libc::NETLINK_ADD_MEMBERSHIP,
+            g as libc::c_int,
+        )
+        .map_err(|e| {
+            format!(
+                "the kernel announces no multicast group changes (rtnetlink group {g}: {e}; \
+                 Linux 6.11 and later do)"
             )
-        };
-        if r != 0 {
-            return Err(format!(
-                "the kernel announces no multicast group changes (rtnetlink group {g}: {}; \
-                 Linux 6.11 and later do)",
-                io::Error::last_os_error()
-            ));
-        }
+        })?;
     }
     let ns = Netns::current().map_err(|e| e.to_string())?;
     let mut rtnl = Rtnl::open(&ns).map_err(|e| e.to_string())?;
@@ -284,6 +278,29 @@ pub fn multicast_filter_support() -> std::result::Result<(), String> {
         ),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// `setsockopt` of one `c_int` option.
+pub(super) fn set_sockopt_int(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    bytes: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: passes a valid c_int and its size; the fd is kept open by the caller.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The multicast group changes in one notification datagram.

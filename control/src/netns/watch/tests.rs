@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::netns::ExitWatcher;
+use std::collections::HashSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicUsize;

@@ -16,16 +16,8 @@ impl<T: Tracer, R: Routes + ?Sized> Cx<'_, T, R> {
             if !port.up {
                 continue;
             }
-            if !port.mc.accepts(&dst) {
-                step!(
-                    self.t,
-                    FlagCheck,
-                    "ipvlan_process_multicast",
-                    Detail::NotJoined {
-                        port: p,
-                        group: dst
-                    }
-                );
+            let joined = port.mc.accepts(&dst);
+            if !self.joined("ipvlan_process_multicast", p, dst, joined) {
                 continue;
             }
             self.emit_port(p, pt, "ipvlan_process_multicast");

@@ -33,16 +33,8 @@ impl<T: Tracer, R: Routes + ?Sized> Cx<'_, T, R> {
             if !port.up || !modes.contains(&port.macvlan_mode) {
                 continue;
             }
-            if !port.mc.accepts(&dst) {
-                step!(
-                    self.t,
-                    FlagCheck,
-                    "macvlan_broadcast",
-                    Detail::NotJoined {
-                        port: p,
-                        group: dst
-                    }
-                );
+            let joined = port.mc.accepts(&dst);
+            if !self.joined("macvlan_broadcast", p, dst, joined) {
                 continue;
             }
             self.emit_port(p, pt, "macvlan_broadcast");

@@ -362,6 +362,21 @@ impl<T: Tracer, R: Routes + ?Sized> Cx<'_, T, R> {
         step!(self.t, FlagCheck, kernel, Detail::Check { what, holds });
         holds
     }
+
+    /// Whether port `p`'s multicast filter holds `group` (`joined`); the trace names a port
+    /// the group skips.
+    #[inline]
+    fn joined(&mut self, kernel: &'static str, p: PortId, group: MacAddr, joined: bool) -> bool {
+        if !joined {
+            step!(
+                self.t,
+                FlagCheck,
+                kernel,
+                Detail::NotJoined { port: p, group }
+            );
+        }
+        joined
+    }
 }
 
 impl Engine {
