@@ -319,6 +319,15 @@ fn a_taps_prefilter_drops_for_the_engine_and_steps_aside_for_a_capture() {
     }
 }
 
+/// `flood_counts` from endpoint `name` of network `net`, with its stats read before and
+/// 300 ms after (the dataplane has caught up): (before, (sent, refused), after).
+fn flood_between_stats(w: &World, net: &str, name: &str, total: u64) -> (Value, (u64, u64), Value) {
+    let before = ep_stats(w, net, name);
+    let counts = flood_counts(w, name, total);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    (before, counts, ep_stats(w, net, name))
+}
+
 fn prefilter_round(driver: &str) {
     let mut w = World::new();
     let (a, b) = (w.netns("a"), w.netns("b"));
@@ -330,15 +339,12 @@ fn prefilter_round(driver: &str) {
     assert!(t.contains("TAP prefilters: 2 endpoint(s)"), "{driver}: {t}");
 
     const N: u64 = 5_000;
-    let before = ep_stats(&w, "pre", "a");
     let read0 = frames_in(&w, "pre");
     let (tx0, _) = tap_own_drops(&w, "a");
     // A frame the filter drops is refused to the sender (ENOBUFS: the qdisc is bypassed),
     // as one a full queue drops.
-    let (_, refused) = flood_counts(&w, "a", N);
+    let (before, (_, refused), after) = flood_between_stats(&w, "pre", "a", N);
     assert_eq!(refused, N, "the TAP refused every frame");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let after = ep_stats(&w, "pre", "a");
     let (tx1, _) = tap_own_drops(&w, "a");
     let pre = n(&after, "prefiltered") - n(&before, "prefiltered");
     let no_wire = engine_drop(&after, "no_wire") - engine_drop(&before, "no_wire");
@@ -371,11 +377,8 @@ fn prefilter_round(driver: &str) {
     // A capture with --drops sees every frame with its verdict: the filters step aside.
     let cap = LiveCapture::start(&w.socket(), &["pre", "--drops"]);
     const C: u64 = 300;
-    let mid = ep_stats(&w, "pre", "a");
-    let (sent, _) = flood_counts(&w, "a", C);
+    let (mid, (sent, _), during) = flood_between_stats(&w, "pre", "a", C);
     assert_eq!(sent, C, "the TAP queued every frame while the capture ran");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let during = ep_stats(&w, "pre", "a");
     let captured = cap.stop().frames;
     assert_eq!(
         n(&during, "prefiltered"),
@@ -393,11 +396,8 @@ fn prefilter_round(driver: &str) {
 
     // The capture is over: a turn of the loop (a ping) puts the filters back.
     assert!(w.ping("a", "192.0.2.11", 2));
-    let last = ep_stats(&w, "pre", "a");
-    let (_, refused) = flood_counts(&w, "a", N);
+    let (last, (_, refused), end) = flood_between_stats(&w, "pre", "a", N);
     assert_eq!(refused, N);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let end = ep_stats(&w, "pre", "a");
     assert_eq!(
         n(&end, "prefiltered") - n(&last, "prefiltered"),
         N,
