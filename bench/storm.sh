@@ -8,6 +8,9 @@
 #   (TAP_FILTER=off: the daemon runs with `--tap-filter off`: the garbage, which an internal
 #   ipvlan L2 network drops as no_wire, is read and dropped by the engine instead of by each
 #   TAP's prefilter in the flooder's context; default on, the daemon's default)
+#   (STORM_SHARE=PERCENT: the daemon's `--storm-share`, the share of the dataplane's time a
+#   flooding endpoint may take; default 10, the daemon's default; 100 keeps only flood
+#   deferral's fixed 1 ms pauses)
 #   (FAST=on: the daemon runs with `--fast-path on`: veth endpoints, a -> b through the
 #   kernel cache; the storm still takes the slow path: garbage is dropped by the engine and
 #   broadcasts are written to every other endpoint)
@@ -50,7 +53,8 @@ cleanup() {
 trap cleanup EXIT
 for n in host s a b v ks ka kb; do ip netns add "$p-$n"; ip -n "$p-$n" link set lo up; done
 ip netns exec "$p-host" "$UV" daemon --root "$UVLAN_ROOT" --socket "$UVLAN_SOCKET" \
-    --fast-path "${FAST:-off}" --tap-filter "${TAP_FILTER:-on}" 2>"$dir/daemon.log" &
+    --fast-path "${FAST:-off}" --tap-filter "${TAP_FILTER:-on}" \
+    --storm-share "${STORM_SHARE:-10}" 2>"$dir/daemon.log" &
 dpid=$!
 for _ in $(seq 100); do [ -S "$UVLAN_SOCKET" ] && break; sleep 0.05; done
 "$UV" network create -d "$driver" --internal --subnet 192.0.2.0/24 storm >/dev/null

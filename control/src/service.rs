@@ -83,6 +83,7 @@ fn make_dataplane(opts: &DaemonOptions, fast: bool) -> Result<Arc<dyn DataplaneA
         workers: opts.workers.max(1),
         busy_poll: opts.busy_poll,
         tap_filter: opts.tap_filter,
+        storm_share: opts.storm_share,
         ..RunOptions::default()
     })
     .map_err(DaemonError::Dataplane)?;
@@ -113,6 +114,9 @@ pub struct DaemonOptions {
     /// Whether endpoints' TAPs get prefilters (`--tap-filter`, see
     /// `uvlan_dataplane::port::tap_filter`).
     pub tap_filter: bool,
+    /// Storm control: the share of a worker's time, in percent, a flooding endpoint may take
+    /// (`--storm-share`, `uvlan_dataplane::run::RunOptions::storm_share`).
+    pub storm_share: u8,
 }
 
 /// `uvlan daemon --fast-path`.
@@ -156,6 +160,7 @@ impl Default for DaemonOptions {
             metrics: None,
             fast_path: FastPathMode::Off,
             tap_filter: true,
+            storm_share: RunOptions::default().storm_share,
         }
     }
 }

@@ -151,6 +151,13 @@ pub struct DaemonArgs {
         default_value = "on"
     )]
     pub tap_filter: OnOff,
+    /// Storm control: the share of a dataplane worker's time, in percent, that one endpoint
+    /// may take while it floods (broadcasts, multicasts or frames the engine drops, batch
+    /// after batch); what it sends beyond that waits, then is dropped, in its own TAP queue
+    /// (its `tap_dropped`). 100: only the fixed 1 ms pauses of flood deferral.
+    #[arg(long = "storm-share", value_name = "PERCENT", default_value_t = 10,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub storm_share: u8,
 }
 
 /// An on/off daemon switch.
@@ -501,6 +508,7 @@ pub fn main() -> i32 {
                     .then(|| std::time::Duration::from_micros(u64::from(a.busy_poll))),
                 fast_path: a.fast_path.into(),
                 tap_filter: a.tap_filter == OnOff::On,
+                storm_share: a.storm_share,
             };
             crate::service::run_daemon(&root, &socket, &opts, log)
                 .map(|()| 0)

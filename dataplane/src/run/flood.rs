@@ -16,10 +16,23 @@
 //! group address) is *paused*: its reads stop for [`FLOOD_PAUSE`], its frames wait in its
 //! own TAP queue (as the kernel's backlog, bounded by the TAP's `txqueuelen`: what does not
 //! fit is dropped and counted on that endpoint's TAP), and the next read takes them as one
-//! batch. A batch after a pause that still holds only such frames, and more than one,
-//! pauses the port again; anything else (a unicast frame forwarded, a lone frame) ends the
-//! deferral at once. Unicast traffic is never deferred, and a port's frames keep their
+//! batch. A batch after a pause that still holds only such frames, and more than one (or
+//! leaves some behind), pauses the port again, as does a lone one followed quickly by
+//! another such batch; anything else (a unicast frame forwarded, a lone frame and then
+//! quiet) ends the deferral at once. Unicast traffic is never deferred, and a port's frames keep their
 //! order.
+//!
+//! Storm control: a paused port's share of its worker is bounded. The cost of each batch
+//! it is read for after a pause (its decisions and its writes, which for a TAP include the
+//! receivers' stacks: the kernel runs them in the writer's context) is measured, and its
+//! next pause lasts `(100 − share) / share` times that cost (at least [`FLOOD_PAUSE`]), so
+//! a flood gets at most `share` percent of the worker's time however much each of its
+//! frames costs (a broadcast to 1,000 ports costs 1,000 writes). The kernel's drivers bound
+//! a flood with their 1,000-frame backlogs and make the sender pay for the rest; here what
+//! the port sends beyond its share waits, then is dropped, in its own TAP queue (counted
+//! on that endpoint as `tap_dropped`), as the frames beyond a switch's storm-control level.
+//! A pause lasts at most [`FLOOD_PAUSE_MAX`], so a port flooding a network of many ports
+//! may take more than its share there.
 
 use std::time::{Duration, Instant};
 
@@ -27,8 +40,24 @@ use std::time::{Duration, Instant};
 pub(crate) const FLOOD_AFTER: u16 = 8;
 /// Batches further apart than this do not continue a flood.
 pub(crate) const FLOOD_GAP: Duration = Duration::from_micros(200);
-/// How long a flooding port's reads stop.
+/// How long a flooding port's reads stop, at least.
 pub(crate) const FLOOD_PAUSE: Duration = Duration::from_millis(1);
+/// How long they stop at most, whatever its last batch cost (so a port that floods a large
+/// network still has its frames read ten times a second).
+pub(crate) const FLOOD_PAUSE_MAX: Duration = Duration::from_millis(100);
+
+/// The default share of a worker's time a flooding port may take, in percent
+/// ([`crate::run::RunOptions::storm_share`]).
+pub(crate) const STORM_SHARE: u8 = 10;
+
+/// How long a flooding port pauses after a batch that cost `cost` of its worker's time, so
+/// that it gets at most `share` percent (1..=100) of that time: `(100 − share) / share`
+/// times the cost, between [`FLOOD_PAUSE`] and [`FLOOD_PAUSE_MAX`] (100: always
+/// [`FLOOD_PAUSE`]).
+pub(crate) fn storm_pause(cost: Duration, share: u8) -> Duration {
+    let share = u32::from(share.clamp(1, 100));
+    (cost.saturating_mul(100 - share) / share).clamp(FLOOD_PAUSE, FLOOD_PAUSE_MAX)
+}
 
 /// One TAP port's flood state.
 #[derive(Debug, Default, Clone, Copy)]
@@ -41,6 +70,10 @@ pub(crate) struct FloodGuard {
     resumed: bool,
     /// The last batch left frames behind (the port sends faster than it is read).
     behind: bool,
+    /// Its reads are paused now (frames already read are still served: they hold buffers).
+    paused: bool,
+    /// What the batches served since its last pause ended (or began) cost the worker.
+    spent: Duration,
 }
 
 impl FloodGuard {
@@ -70,11 +103,14 @@ impl FloodGuard {
             return false;
         }
         if resumed {
-            // The frames that waited during the pause: still a flood if there were several.
-            if frames > 1 {
+            // The frames that waited during the pause: still a flood if there were several
+            // (or more wait behind them).
+            if frames > 1 || more {
                 return true;
             }
-            self.streak = 0;
+            // A lone frame (the first completions after a pause may come one by one): the
+            // flood goes on if the next batch follows quickly with such frames only.
+            self.streak = FLOOD_AFTER - 1;
             return false;
         }
         self.streak = if quick {
@@ -85,9 +121,34 @@ impl FloodGuard {
         self.streak >= FLOOD_AFTER
     }
 
+    /// Whether the cost of the port's next batch counts toward its next pause: it is paused
+    /// (frames read before the pause are still served), or the batch is its first since.
+    pub(crate) fn measuring(&self) -> bool {
+        self.resumed || self.paused
+    }
+
+    /// Whether the port's reads are paused now.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Its reads pause now.
+    pub(crate) fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    /// Adds a batch's cost to what the port spent since its last pause ended; returns the
+    /// sum (what its pause is measured by).
+    pub(crate) fn charge(&mut self, cost: Duration) -> Duration {
+        self.spent = self.spent.saturating_add(cost);
+        self.spent
+    }
+
     /// The port's reads start again (its pause is over).
     pub(crate) fn resume(&mut self) {
         self.resumed = true;
+        self.paused = false;
+        self.spent = Duration::ZERO;
     }
 }
 
@@ -203,6 +264,63 @@ mod tests {
         // Unicast among the frames that waited: not a flood any more.
         g.resume();
         assert!(!g.after_batch(t0 + FLOOD_PAUSE * 9, 40, 39, false));
+        // A lone frame that leaves others behind: still a flood.
+        assert!(
+            run(
+                &mut g,
+                t0 + FLOOD_PAUSE * 10,
+                Duration::from_micros(30),
+                &[(2, 2); 8]
+            )[7]
+        );
+        g.resume();
+        assert!(g.after_batch(t0 + FLOOD_PAUSE * 12, 1, 1, true));
+        // A lone frame, then quickly another batch of such frames: still a flood.
+        g.resume();
+        let t = t0 + FLOOD_PAUSE * 14;
+        assert!(!g.after_batch(t, 1, 1, false));
+        assert!(g.after_batch(t + Duration::from_micros(30), 3, 3, false));
+        // A lone frame, then quiet: over (the next quick run counts from one again).
+        g.resume();
+        let t = t0 + FLOOD_PAUSE * 16;
+        assert!(!g.after_batch(t, 1, 1, false));
+        let got = run(
+            &mut g,
+            t + FLOOD_GAP * 2,
+            Duration::from_micros(30),
+            &[(2, 2); 8],
+        );
+        assert_eq!(got, [false, false, false, false, false, false, false, true]);
+    }
+
+    #[test]
+    fn a_flood_gets_at_most_its_share_of_the_worker() {
+        let us = Duration::from_micros;
+        // A cheap batch: the minimum pause.
+        assert_eq!(storm_pause(us(10), 10), FLOOD_PAUSE);
+        // 400 µs of writes at a 10 % share: 3.6 ms of pause, so 400 / (400 + 3,600) = 10 %.
+        assert_eq!(storm_pause(us(400), 10), us(3_600));
+        assert_eq!(storm_pause(us(400), 50), FLOOD_PAUSE);
+        assert_eq!(storm_pause(us(2_000), 50), us(2_000));
+        assert_eq!(storm_pause(us(2_000), 100), FLOOD_PAUSE);
+        // Out of range: clamped, never a division by zero.
+        assert_eq!(storm_pause(us(100), 0), us(9_900));
+        assert_eq!(storm_pause(us(100), 200), FLOOD_PAUSE);
+        assert_eq!(storm_pause(us(20_000), 10), FLOOD_PAUSE_MAX);
+        assert_eq!(storm_pause(Duration::MAX, 10), FLOOD_PAUSE_MAX);
+        // The guard says which batches' cost counts: those served while the port is
+        // paused, and its first since; a pause ending starts the sum over.
+        let mut g = FloodGuard::default();
+        assert!(!g.measuring());
+        g.pause();
+        assert!(g.measuring() && g.is_paused());
+        assert_eq!(g.charge(us(30)), us(30));
+        assert_eq!(g.charge(us(50)), us(80));
+        g.resume();
+        assert!(g.measuring() && !g.is_paused());
+        assert_eq!(g.charge(us(20)), us(20));
+        g.after_batch(Instant::now(), 3, 3, false);
+        assert!(!g.measuring());
     }
 
     #[test]

@@ -262,6 +262,13 @@ pub struct RunOptions {
     /// context, counted as the engine's drops, instead of being read and decided. Off while
     /// a capture runs, and in the blind relay. Default true.
     pub tap_filter: bool,
+    /// Storm control: the share of its worker's time, in percent (1..=100), that a TAP port
+    /// may take while it floods (only group-addressed frames or frames the engine drops,
+    /// batch after batch: see flood deferral in `docs/reliability.md`). After each batch
+    /// read from such a port, its reads pause for `(100 − share) / share` times what the
+    /// batch cost (1–100 ms); what it sends meanwhile waits, then is dropped, in its own TAP
+    /// queue. 100 keeps only the fixed 1 ms pause. Default 10.
+    pub storm_share: u8,
     /// The blind relay instead of the engine (the benchmark's bound for this design):
     /// every frame from a port goes to every other port with a TAP and every attached wire,
     /// every frame from a wire to every port with a TAP, unchanged. Ports and parents must
@@ -285,6 +292,7 @@ impl Default for RunOptions {
             busy_poll: None,
             coalesce: Some(Duration::from_micros(100)),
             tap_filter: true,
+            storm_share: flood::STORM_SHARE,
             relay: false,
         }
     }
@@ -526,6 +534,12 @@ impl Dataplane {
             return Err(invalid(format!(
                 "RunOptions.workers {} must be in 1..=64",
                 opts.workers
+            )));
+        }
+        if !(1..=100).contains(&opts.storm_share) {
+            return Err(invalid(format!(
+                "RunOptions.storm_share {} must be a percentage in 1..=100",
+                opts.storm_share
             )));
         }
         if !(2..=32768).contains(&opts.rx_buffers) || !opts.rx_buffers.is_power_of_two() {

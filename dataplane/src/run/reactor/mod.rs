@@ -127,6 +127,13 @@ impl Reactor {
         }
     }
 
+    /// Whether [`Reactor::rx_tap`] reads the TAP itself (the plain path), rather than
+    /// handing out frames read already (io_uring's completions): a paused port's frames are
+    /// then left in its TAP queue.
+    pub(crate) fn reads_anew(&self) -> bool {
+        matches!(self, Reactor::Plain(_))
+    }
+
     /// Reads port `port`'s TAP (`fd`) again after [`Reactor::pause_tap`].
     pub(crate) fn resume_tap(&mut self, port: u32, fd: RawFd) {
         match self {
@@ -208,6 +215,11 @@ impl Reactor {
     /// Before commands run (they may close fds): every queued write goes to the kernel now,
     /// while its fd is still the one it was queued for.
     pub(crate) fn before_commands(&mut self) {
+        self.submit_now();
+    }
+
+    /// Every queued write goes to the kernel now (io_uring; the plain path writes at once).
+    pub(crate) fn submit_now(&mut self) {
         if let Reactor::Uring(u) = self {
             u.submit_now();
         }

@@ -28,7 +28,7 @@ use crate::port::fast_path::{FastLinks, FastPath, KeyKind};
 use crate::port::tap::Tap;
 
 use super::datapath::{account_write, Core, PortTap, TxPort};
-use super::flood::{FloodGuard, Paused, FLOOD_PAUSE};
+use super::flood::{storm_pause, FloodGuard, Paused, FLOOD_PAUSE};
 use super::parent::{open_backend, ParentSlot, RxSource};
 use super::reactor::{Event, Reactor};
 use super::resolve::ParentView;
@@ -357,19 +357,44 @@ impl Worker {
             return;
         };
         let mut deferrable = 0;
+        // Storm control: while the port floods, what its batches cost sets its next pause.
+        // The writes other ports queued before go out first, so they are not charged to it.
+        let t0 = flood.measuring().then(|| {
+            reactor.submit_now();
+            Instant::now()
+        });
         let done = reactor.rx_tap(p.0, q, budget, &mut |sink, h, f, bid| {
             if core.ingress_port(sink, p, c, h, f, bid) {
                 deferrable += 1;
             }
         });
-        if flood.after_batch(core.io.now, done.frames, deferrable, done.more) {
+        if flood.after_batch(core.io.now, done.frames, deferrable, done.more) && !flood.is_paused()
+        {
             // It floods: its reads pause, its frames wait in its own TAP queue.
             reactor.pause_tap(p.0, q.as_raw_fd());
-            self.paused.add(p.0, core.io.now + FLOOD_PAUSE);
+            flood.pause();
             self.lc.flood_pauses += 1;
         }
+        let paused = flood.is_paused();
+        if paused {
+            let until = match t0 {
+                Some(t0) => {
+                    // What the batch cost: its decisions and its writes (the receivers'
+                    // stacks run in them), added to what its earlier ones since the last
+                    // pause cost.
+                    reactor.submit_now();
+                    let t1 = Instant::now();
+                    let spent = flood.charge(t1.saturating_duration_since(t0));
+                    t1 + storm_pause(spent, self.shared.opts.storm_share)
+                }
+                None => core.io.now + FLOOD_PAUSE,
+            };
+            self.paused.add(p.0, until);
+        }
         self.lc.note_batch(done.frames);
-        if done.more {
+        // A paused port is served on only while frames already read wait (io_uring's
+        // completions hold buffers); the plain path would read its TAP anew.
+        if done.more && !(paused && reactor.reads_anew()) {
             self.carry_ports.push(p.0);
         }
         if let Some(e) = done.error {
