@@ -270,9 +270,10 @@ fn a_broadcast_flood_is_deferred_in_order_plain() {
     a_broadcast_flood_is_deferred_in_order(IoMode::Plain);
 }
 
-/// Storm control: the same broadcast flood from a port held to 1 % of the worker's time is
-/// read less than from one held only by the fixed 1 ms pauses (100 %), and what is read
-/// still arrives in order.
+/// Storm control: while another port has frames to forward (b sends unicast all along),
+/// the same broadcast flood from a port held to 1 % of the worker's time is read less than
+/// from one held only by the fixed 1 ms pauses (100 %), and what is read still arrives in
+/// order.
 fn storm_control_holds_a_flooding_port_to_its_share(io: IoMode) {
     let read = |share: u8| {
         let mut lab = Lab::new("uvl");
@@ -287,7 +288,21 @@ fn storm_control_holds_a_flooding_port_to_its_share(io: IoMode) {
         .expect("Dataplane::spawn");
         let h = dp.handle();
         let (a, b, pa, _pb) = pair(&mut lab, &h, false);
+        // The other port's traffic: unicast from b to a, every 100 µs, during the flood.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let other = {
+            let stop = std::sync::Arc::clone(&stop);
+            in_ns(&b, move || {
+                let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = s.send_to(b"other", "192.0.2.1:9");
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            })
+        };
         let got = broadcast_flood(&a, &b, 40_000);
+        stop.store(true, Ordering::Relaxed);
+        other.join().unwrap();
         let what = format!("{io:?}, storm share {share} %");
         for w in got.windows(2) {
             assert!(w[0] < w[1], "{what}: reordered: {} then {}", w[0], w[1]);

@@ -154,7 +154,8 @@ pub struct DaemonArgs {
     /// Storm control: the share of a dataplane worker's time, in percent, that one endpoint
     /// may take while it floods (broadcasts, multicasts or frames the engine drops, batch
     /// after batch); what it sends beyond that waits, then is dropped, in its own TAP queue
-    /// (its `tap_dropped`). 100: only the fixed 1 ms pauses of flood deferral.
+    /// (its `tap_dropped`). Only while other endpoints or the wire have frames to forward.
+    /// 100: only the fixed 1 ms pauses of flood deferral.
     #[arg(long = "storm-share", value_name = "PERCENT", default_value_t = 10,
           value_parser = clap::value_parser!(u8).range(1..=100))]
     pub storm_share: u8,

@@ -32,7 +32,10 @@
 //! the port sends beyond its share waits, then is dropped, in its own TAP queue (counted
 //! on that endpoint as `tap_dropped`), as the frames beyond a switch's storm-control level.
 //! A pause lasts at most [`FLOOD_PAUSE_MAX`], so a port flooding a network of many ports
-//! may take more than its share there.
+//! may take more than its share there. Storm control is work-conserving: it holds a flood
+//! back only while other ports or wires have frames to forward (some were read since the
+//! port's last pause ended); a flood alone (a multicast throughput test) keeps the minimum
+//! pause.
 
 use std::time::{Duration, Instant};
 
@@ -74,6 +77,10 @@ pub(crate) struct FloodGuard {
     paused: bool,
     /// What the batches served since its last pause ended (or began) cost the worker.
     spent: Duration,
+    /// The worker's frames read (from every port and wire) when its last batch ended.
+    seen: u64,
+    /// Other ports or wires had frames read since its last pause ended.
+    contended: bool,
 }
 
 impl FloodGuard {
@@ -144,11 +151,32 @@ impl FloodGuard {
         self.spent
     }
 
+    /// Before a batch of `frames` frames is counted: `total`, what the worker has read so
+    /// far. Frames read since this port's last batch were someone else's.
+    pub(crate) fn note_others(&mut self, total: u64, frames: usize) {
+        if total > self.seen {
+            self.contended = true;
+        }
+        self.seen = total.saturating_add(frames as u64);
+    }
+
+    /// The share of the worker the port may take now: `share` while others have frames to
+    /// forward (some were read since its last pause ended); 100 % otherwise (storm control
+    /// is work-conserving: a flood alone is held only by the minimum pause).
+    pub(crate) fn share(&self, share: u8) -> u8 {
+        if self.contended {
+            share
+        } else {
+            100
+        }
+    }
+
     /// The port's reads start again (its pause is over).
     pub(crate) fn resume(&mut self) {
         self.resumed = true;
         self.paused = false;
         self.spent = Duration::ZERO;
+        self.contended = false;
     }
 }
 
@@ -321,6 +349,28 @@ mod tests {
         assert_eq!(g.charge(us(20)), us(20));
         g.after_batch(Instant::now(), 3, 3, false);
         assert!(!g.measuring());
+    }
+
+    #[test]
+    fn storm_control_holds_a_flood_back_only_while_others_have_frames() {
+        let mut g = FloodGuard::default();
+        g.note_others(0, 64);
+        g.pause();
+        g.resume();
+        // Only its own frames were read since: alone, the minimum pause.
+        g.note_others(64, 64);
+        assert_eq!(g.share(10), 100);
+        g.note_others(128, 64);
+        assert_eq!(g.share(10), 100);
+        // Someone else's frame in between: its share, until the next pause ends.
+        g.note_others(193, 64);
+        assert_eq!(g.share(10), 10);
+        g.note_others(257, 64);
+        assert_eq!(g.share(10), 10);
+        g.resume();
+        assert_eq!(g.share(10), 100);
+        g.note_others(321, 64);
+        assert_eq!(g.share(10), 100);
     }
 
     #[test]

@@ -267,7 +267,8 @@ pub struct RunOptions {
     /// batch after batch: see flood deferral in `docs/reliability.md`). After each batch
     /// read from such a port, its reads pause for `(100 − share) / share` times what the
     /// batch cost (1–100 ms); what it sends meanwhile waits, then is dropped, in its own TAP
-    /// queue. 100 keeps only the fixed 1 ms pause. Default 10.
+    /// queue. Work-conserving: only while other ports or wires have frames read meanwhile.
+    /// 100 keeps only the fixed 1 ms pause. Default 10.
     pub storm_share: u8,
     /// The blind relay instead of the engine (the benchmark's bound for this design):
     /// every frame from a port goes to every other port with a TAP and every attached wire,

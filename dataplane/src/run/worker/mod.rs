@@ -368,6 +368,7 @@ impl Worker {
                 deferrable += 1;
             }
         });
+        flood.note_others(self.lc.frames_in, done.frames);
         if flood.after_batch(core.io.now, done.frames, deferrable, done.more) && !flood.is_paused()
         {
             // It floods: its reads pause, its frames wait in its own TAP queue.
@@ -385,7 +386,7 @@ impl Worker {
                     reactor.submit_now();
                     let t1 = Instant::now();
                     let spent = flood.charge(t1.saturating_duration_since(t0));
-                    t1 + storm_pause(spent, self.shared.opts.storm_share)
+                    t1 + storm_pause(spent, flood.share(self.shared.opts.storm_share))
                 }
                 None => core.io.now + FLOOD_PAUSE,
             };
