@@ -276,6 +276,19 @@ fn a_storm_from_one_endpoint_does_not_stop_the_others() {
         &format!("while kill -0 {pid} 2>/dev/null; do sleep 0.2; done"),
     );
     assert!(w.ping("y", "192.0.2.11", 4));
+    // The broadcasts made s a flood (its reads were paused); x and y never were.
+    let st = ep_stats(&w, "storm", "s");
+    assert!(
+        n(&st, "flood_pauses") > 0,
+        "{st:#} {}",
+        w.uvlan_ok(&["stats", "--format", "json"])
+    );
+    for quiet in ["x", "y"] {
+        let st = ep_stats(&w, "storm", quiet);
+        assert_eq!(n(&st, "flood_pauses"), 0, "{quiet}: {st:#}");
+    }
+    let t = w.uvlan_ok(&["stats", "storm"]);
+    assert!(t.contains("storm control (reads paused"), "{t}");
 }
 
 /// `flood.py nowhere --count total` from `name`: (frames sent, frames refused), which add up.

@@ -132,6 +132,12 @@ pub struct EndpointStats {
     /// Frames for the endpoint that uvlan could not write (its queue full, interface down).
     #[serde(default)]
     pub undelivered: u64,
+    /// Times the dataplane paused reading the endpoint's TAP because it flooded (broadcasts,
+    /// multicasts or frames the engine drops, batch after batch; storm control, `uvlan
+    /// daemon --storm-share`). What it sent meanwhile waited in its TAP queue; what did not
+    /// fit is in [`tap_dropped`](EndpointStats::tap_dropped).
+    #[serde(default)]
+    pub flood_pauses: u64,
 }
 
 impl EndpointStats {

@@ -132,6 +132,25 @@ pub fn render(r: &StatsReport) -> String {
         out.push('\n');
         out.push_str(&table(&why));
     }
+    let mut storm = vec![["NETWORK", "ENDPOINT", "PAUSED AS A FLOOD"]
+        .map(String::from)
+        .to_vec()];
+    for n in &r.networks {
+        for e in n.endpoints.iter().filter(|e| e.flood_pauses > 0) {
+            storm.push(vec![
+                n.name.clone(),
+                e.name.clone(),
+                format!("{} time(s)", e.flood_pauses),
+            ]);
+        }
+    }
+    if storm.len() > 1 {
+        out.push_str(
+            "\nstorm control (reads paused while an endpoint floods; what did not fit its TAP \
+             queue meanwhile is in its tap queue drops; uvlan daemon --storm-share):\n",
+        );
+        out.push_str(&table(&storm));
+    }
     let mut wires = vec![[
         "PARENT",
         "NETWORKS",
@@ -312,5 +331,15 @@ mod tests {
             "{t}"
         );
         assert!(t.lines().last().unwrap().starts_with("l3_group_dst"), "{t}");
+        // Storm control: only endpoints that were paused are listed.
+        assert!(!t.contains("storm control"), "{t}");
+        r.networks[1].endpoints[0].flood_pauses = 5;
+        let t = render(&r);
+        assert!(t.contains("\nstorm control (reads paused"), "{t}");
+        let rows: Vec<&str> = t.lines().filter(|l| l.contains("time(s)")).collect();
+        assert_eq!(rows.len(), 1, "{t}");
+        assert!(rows[0].starts_with("net2      c2         5 time(s)"), "{t}");
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["networks"][1]["endpoints"][0]["flood_pauses"], 5);
     }
 }

@@ -86,6 +86,7 @@ impl Daemon {
                     tap_dropped: tap,
                     engine_drops,
                     prefiltered: c.rx_filtered,
+                    flood_pauses: c.rx_flood_pauses,
                     undelivered: c.tx_dropped,
                     fast_sent_frames: ftx.frames,
                     fast_sent_bytes: ftx.bytes,

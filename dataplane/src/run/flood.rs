@@ -12,7 +12,8 @@
 //! and takes the CPU the other endpoints' traffic needs.
 //!
 //! So a port whose batches, [`FLOOD_AFTER`] times in a row and each within [`FLOOD_GAP`]
-//! of the one before (or right after one that left frames unread), held only such frames (frames the engine dropped, and frames to a
+//! of the one before (or right after a full one or one that left frames unread), held only
+//! such frames (frames the engine dropped, and frames to a
 //! group address) is *paused*: its reads stop for [`FLOOD_PAUSE`], its frames wait in its
 //! own TAP queue (as the kernel's backlog, bounded by the TAP's `txqueuelen`: what does not
 //! fit is dropped and counted on that endpoint's TAP), and the next read takes them as one
@@ -85,7 +86,7 @@ pub(crate) struct FloodGuard {
 
 impl FloodGuard {
     /// After a batch of `frames` frames read at `now`, of which `deferrable` went to a
-    /// group address or were dropped, and which left frames behind (`more`): whether the
+    /// group address or were dropped, and which left frames behind or was full (`more`): whether the
     /// port is to be paused now.
     pub(crate) fn after_batch(
         &mut self,

@@ -57,6 +57,10 @@ pub struct PortCounters {
     /// Of `drops`, frames the TAP's prefilter ([`crate::port::tap_filter`]) dropped in the
     /// kernel, for the reason the engine would have: never read, so not in `rx_frames`.
     pub rx_filtered: u64,
+    /// Times this TAP's reads were paused because it flooded the dataplane (flood
+    /// deferral and storm control, `RunOptions::storm_share`): what it sent meanwhile
+    /// waited in its TAP queue, and what did not fit there is in the TAP's own drops.
+    pub rx_flood_pauses: u64,
 }
 
 impl PortCounters {

@@ -317,6 +317,7 @@ impl Worker {
                         c.rx_gso_frames += r.rx_gso_frames;
                         c.rx_errors += r.rx_errors;
                         c.rx_filtered += r.rx_filtered;
+                        c.rx_flood_pauses += r.rx_flood_pauses;
                         for (a, b) in c.drops.iter_mut().zip(r.drops.iter()) {
                             *a += b;
                         }

@@ -369,11 +369,14 @@ impl Worker {
             }
         });
         flood.note_others(self.lc.frames_in, done.frames);
-        if flood.after_batch(core.io.now, done.frames, deferrable, done.more) && !flood.is_paused()
-        {
+        // Behind: frames were left unread, or the batch was full (io_uring keeps no more
+        // than a batch read ahead, so a full one says as much).
+        let behind = done.more || done.frames >= budget;
+        if flood.after_batch(core.io.now, done.frames, deferrable, behind) && !flood.is_paused() {
             // It floods: its reads pause, its frames wait in its own TAP queue.
             reactor.pause_tap(p.0, q.as_raw_fd());
             flood.pause();
+            c.rx_flood_pauses += 1;
             self.lc.flood_pauses += 1;
         }
         let paused = flood.is_paused();
