@@ -100,6 +100,14 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "Bytes of those frames.",
     ),
     (
+        "endpoint_flood_pauses",
+        "counter",
+        "network, endpoint",
+        "Times the endpoint's reads were paused because it flooded the dataplane with \
+         broadcasts, multicasts or frames the engine drops (flood deferral and storm control, \
+         uvlan daemon --storm-share).",
+    ),
+    (
         "wire_info",
         "gauge",
         "parent, mode",
@@ -267,7 +275,7 @@ impl Collector for Snapshot {
             .collect();
         family(&mut enc, "endpoints", None, MetricType::Gauge, &eps)?;
         type Pick = fn(&crate::api::EndpointStats) -> u64;
-        let per_ep: [(&str, Option<Unit>, Pick); 9] = [
+        let per_ep: [(&str, Option<Unit>, Pick); 10] = [
             ("endpoint_tx_packets", None, |e| e.sent_frames),
             ("endpoint_tx", Some(Unit::Bytes), |e| e.sent_bytes),
             ("endpoint_rx_packets", None, |e| e.received_frames),
@@ -285,6 +293,7 @@ impl Collector for Snapshot {
             ("endpoint_fast_path_rx", Some(Unit::Bytes), |e| {
                 e.fast_received_bytes
             }),
+            ("endpoint_flood_pauses", None, |e| e.flood_pauses),
         ];
         for (name, unit, pick) in per_ep {
             let rows: Vec<_> = r
