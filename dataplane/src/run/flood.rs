@@ -13,15 +13,14 @@
 //!
 //! So a port whose batches, [`FLOOD_AFTER`] times in a row and each within [`FLOOD_GAP`]
 //! of the one before (or right after a full one or one that left frames unread), held only
-//! such frames (frames the engine dropped, and frames to a
-//! group address) is *paused*: its reads stop for [`FLOOD_PAUSE`], its frames wait in its
-//! own TAP queue (as the kernel's backlog, bounded by the TAP's `txqueuelen`: what does not
-//! fit is dropped and counted on that endpoint's TAP), and the next read takes them as one
-//! batch. A batch after a pause that still holds only such frames, and more than one (or
-//! leaves some behind), pauses the port again, as does a lone one followed quickly by
-//! another such batch; anything else (a unicast frame forwarded, a lone frame and then
-//! quiet) ends the deferral at once. Unicast traffic is never deferred, and a port's frames keep their
-//! order.
+//! such frames (frames the engine dropped, and frames to a group address) is *paused*: its
+//! reads stop for [`FLOOD_PAUSE`], its frames wait in its own TAP queue (as the kernel's
+//! backlog, bounded by the TAP's `txqueuelen`: what does not fit is dropped and counted on
+//! that endpoint's TAP), and the next read takes them as one batch. A batch after a pause
+//! that still holds only such frames, and more than one (or leaves some behind), pauses the
+//! port again, as does a lone one followed quickly by another such batch; anything else (a
+//! unicast frame forwarded, a lone frame and then quiet) ends the deferral at once. Unicast
+//! traffic is never deferred, and a port's frames keep their order.
 //!
 //! Storm control: a paused port's share of its worker is bounded. The cost of each batch
 //! it is read for after a pause (its decisions and its writes, which for a TAP include the
@@ -86,8 +85,8 @@ pub(crate) struct FloodGuard {
 
 impl FloodGuard {
     /// After a batch of `frames` frames read at `now`, of which `deferrable` went to a
-    /// group address or were dropped, and which left frames behind or was full (`more`): whether the
-    /// port is to be paused now.
+    /// group address or were dropped, and which left frames behind or was full (`more`):
+    /// whether the port is to be paused now.
     pub(crate) fn after_batch(
         &mut self,
         now: Instant,
