@@ -34,16 +34,16 @@ fn ns_path(ns: &str) -> PathBuf {
 const ISO_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x10, 0x01]);
 
 fn spawn(io: IoMode, workers: usize, rx_buffers: usize) -> Dataplane {
-    Dataplane::spawn(
-        RunOptions {
-            io,
-            workers,
-            rx_buffers,
-            ..RunOptions::default()
-        },
-        Box::new(NoRoutes),
-    )
-    .expect("Dataplane::spawn")
+    spawn_with(RunOptions {
+        io,
+        workers,
+        rx_buffers,
+        ..RunOptions::default()
+    })
+}
+
+fn spawn_with(opts: RunOptions) -> Dataplane {
+    Dataplane::spawn(opts, Box::new(NoRoutes)).expect("Dataplane::spawn")
 }
 
 fn network(e: &mut Engine, name: &str) -> Result<NetworkId, ConfigError> {
@@ -277,15 +277,11 @@ fn a_broadcast_flood_is_deferred_in_order_plain() {
 fn storm_control_holds_a_flooding_port_to_its_share(io: IoMode) {
     let read = |share: u8| {
         let mut lab = Lab::new("uvl");
-        let dp = Dataplane::spawn(
-            RunOptions {
-                io,
-                storm_share: share,
-                ..RunOptions::default()
-            },
-            Box::new(NoRoutes),
-        )
-        .expect("Dataplane::spawn");
+        let dp = spawn_with(RunOptions {
+            io,
+            storm_share: share,
+            ..RunOptions::default()
+        });
         let h = dp.handle();
         let (a, b, pa, _pb) = pair(&mut lab, &h, false);
         // The other port's traffic: unicast from b to a, every 100 µs, during the flood.
