@@ -142,6 +142,15 @@ fn wire_traffic_through_the_cache(backend: Backend) {
     let mut w = World::with_backend_and_args(backend, &["--fast-path", "on"]);
     let lan = w.lan(LanOptions::default());
     let host = w.ns("host");
+    // A kernel that refuses bpf_xdp_adjust_meta to XDP programs leaves an AF_XDP parent
+    // without the wire cache: the daemon says so, and frames from the wire take the slow
+    // path (they must still arrive, and none through the cache); frames to the wire still
+    // leave through it.
+    let from_wire_cached = !(backend == Backend::AfXdp
+        && w.daemon_log().contains("AF_XDP parents take the slow path"));
+    // The direction whose counter shows the cache at work: from the wire where it is
+    // cached, else to the wire.
+    let cached = |(sent, received): (u64, u64)| if from_wire_cached { received } else { sent };
     for (driver, opt, mac) in [
         ("macvlan", "macvlan_mode=bridge", Some("02:00:00:00:00:10")),
         ("ipvlan", "ipvlan_mode=l2", None),
@@ -163,14 +172,27 @@ fn wire_traffic_through_the_cache(backend: Backend) {
         assert!(pings, "gw → e, 10 pings\n{}", w.daemon_log());
         let (sent, received) = fast_counters(&w, &net, &e);
         assert!(
-            sent >= 8 && received >= 8,
-            "{driver}: the replies left and the requests arrived through the cache: \
-             sent {sent}, received {received}\n{}",
+            sent >= 8
+                && if from_wire_cached {
+                    received >= 8
+                } else {
+                    received == 0
+                },
+            "{driver}: the replies left and the requests arrived through the cache (from the \
+             wire: {from_wire_cached}): sent {sent}, received {received}\n{}",
             w.uvlan_ok(&["stats", &net])
         );
+        // The wire program finishes on the parent what the wire cache decided: there is
+        // none without a cache.
+        let on_parent = tcx_ingress_programs(&host, PARENT).expect("tcx query");
         assert!(
-            tcx_ingress_programs(&host, PARENT).expect("tcx query") >= 1,
-            "the wire program sits on the parent"
+            if from_wire_cached {
+                on_parent >= 1
+            } else {
+                on_parent == 0
+            },
+            "the wire program sits on the parent when the wire has a cache (from the wire: \
+             {from_wire_cached}): {on_parent} tcx programs"
         );
         tcp_echo(&lan.gw, sa(GW_IP, 7000), &e, 4 << 20).expect("e ↔ gw TCP echo");
         // Bytes, not frames: the endpoint's TCP segments leave as GSO super-frames. Most of
@@ -179,9 +201,14 @@ fn wire_traffic_through_the_cache(backend: Backend) {
         // path until their key is learned again.
         let (sent, received) = counters(&w, &net, &e, "fast_sent_bytes", "fast_received_bytes");
         assert!(
-            sent >= 3 << 20 && received >= 3 << 20,
-            "{driver}: the echo went through the cache both ways: sent {sent} B, received \
-             {received} B"
+            sent >= 3 << 20
+                && if from_wire_cached {
+                    received >= 3 << 20
+                } else {
+                    received == 0
+                },
+            "{driver}: the echo went through the cache both ways (from the wire: \
+             {from_wire_cached}): sent {sent} B, received {received} B"
         );
 
         // The wire's row counts the cache's frames too.
@@ -193,7 +220,9 @@ fn wire_traffic_through_the_cache(backend: Backend) {
             wire["fast_received_frames"].as_u64().unwrap_or(0),
         );
         assert!(
-            fs >= 8 && fr >= 8 && wire["sent_frames"].as_u64() >= Some(fs),
+            fs >= 8
+                && if from_wire_cached { fr >= 8 } else { fr == 0 }
+                && wire["sent_frames"].as_u64() >= Some(fs),
             "{driver}: the wire's row counts the cache's frames: {wire}"
         );
 
@@ -201,11 +230,11 @@ fn wire_traffic_through_the_cache(backend: Backend) {
         w.uvlan_ok(&["network", "disconnect", &net, &e]);
         let e2 = w.connect(&net, &format!("{driver}w2"), &args);
         assert!(gw_to_e(), "{driver}: gw reaches the new endpoint at once");
-        let (_, received) = fast_counters(&w, &net, &e2);
+        let before = cached(fast_counters(&w, &net, &e2));
         assert!(pings_from(&lan.gw, "192.0.2.10", 5));
-        let (_, received_now) = fast_counters(&w, &net, &e2);
+        let now = cached(fast_counters(&w, &net, &e2));
         assert!(
-            received_now >= received + 4,
+            now >= before + 4,
             "{driver}: the new endpoint is served by the cache too"
         );
         w.uvlan_ok(&["network", "disconnect", &net, &e2]);
@@ -225,7 +254,10 @@ fn wire_traffic_through_the_cache(backend: Backend) {
     flush_neigh(&lan.gw);
     assert!(ping_all(&[(lan.gw.clone(), "192.0.2.10".into())], 6)[0]);
     assert!(pings_from(&lan.gw, "192.0.2.10", 5));
-    assert!(fast_counters(&w, "fwk9", &e).1 > 0, "the cache served e");
+    assert!(
+        cached(fast_counters(&w, "fwk9", &e)) > 0,
+        "the cache served e"
+    );
     w.kill_daemon(libc::SIGKILL);
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(!has_xdp(&host, PARENT), "no XDP program after kill -9");

@@ -229,6 +229,13 @@ pub fn run_daemon(
     let daemon = Daemon::start(store, Box::new(host), dp, log.clone(), fast)?;
     if fast {
         log("fast path: on (new endpoints, of `network connect`, Docker and CNI alike, are veth endpoints)");
+        if !uvlan_dataplane::port::probe::xdp_metadata() {
+            log(
+                "fast path: wire → endpoint frames of AF_XDP parents take the slow path (this \
+                 kernel refuses bpf_xdp_adjust_meta to XDP programs; AF_PACKET parents keep \
+                 their wire cache)",
+            );
+        }
     }
     // Endpoints follow their parents' changes. The watcher is served by the process-wide
     // watcher hub (no thread of its own); declared after `daemon`, it is dropped first, and

@@ -117,6 +117,26 @@ pub enum ProbeError {
     },
 }
 
+/// Whether this kernel lets XDP programs call `bpf_xdp_adjust_meta`, which the fast path's
+/// XDP prologue needs to hand a cached frame's target to its tcx program on the parent
+/// (asked once per process: loads a four-instruction XDP program calling it). Some kernels
+/// refuse the helper to XDP programs ("program of this type cannot use helper
+/// bpf_xdp_adjust_meta#54"); there an AF_XDP parent's filter is loaded without the wire
+/// cache (`xdp_filter::Filter::load_xdp`) and wire → endpoint frames take the slow path.
+pub fn xdp_metadata() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let mut a = Asm::new();
+        a.mov_imm(Reg::R2, -8)
+            .call(crate::port::bpf::helper::XDP_ADJUST_META)
+            .mov_imm(Reg::R0, XDP_PASS)
+            .exit();
+        a.finish().is_ok_and(|insns| {
+            Prog::load(ProgType::Xdp, &insns, "uvlan_probe", Some(AttachType::Xdp)).is_ok()
+        })
+    })
+}
+
 /// Loads a trivial XDP program and a trivial tc program (`BPF_PROG_LOAD`) and unloads them.
 pub fn bpf() -> Result<(), ProbeError> {
     Prog::load(ProgType::Xdp, &pass(XDP_PASS)?, "uvlan_probe", None)?;

@@ -188,13 +188,18 @@ pub struct Filter {
 impl Filter {
     /// Assemble and load the XDP flavour with an XSKMAP of `queues` entries and, with
     /// `wire_cache`, the fast path's wire cache looked up first (see the module docs).
+    /// A kernel that refuses `bpf_xdp_adjust_meta` to XDP programs
+    /// ([`crate::port::probe::xdp_metadata`]) gets the filter without the wire cache
+    /// ([`Filter::wire_cache`] is `None`): wire → endpoint frames then take the slow path.
     pub fn load_xdp(
         maps: FilterMaps,
         queues: u32,
         wire_cache: bool,
     ) -> Result<Filter, FilterError> {
         let xsks = Map::create(MapType::XskMap, 4, 4, queues.max(1), "uvlan_xsks")?;
-        let wire_cache = wire_cache.then(|| new_wire_cache(&maps)).transpose()?;
+        let wire_cache = (wire_cache && crate::port::probe::xdp_metadata())
+            .then(|| new_wire_cache(&maps))
+            .transpose()?;
         let insns = assemble(
             Flavor::Xdp,
             &maps,
