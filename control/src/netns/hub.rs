@@ -1,6 +1,7 @@
 //! The watcher hub: one process-wide thread that waits in `epoll_wait`, without a timeout, on
 //! every file descriptor the watchers of [`super::watch`] need (one netlink socket per
-//! namespace and group set, one pidfd per watched process) and runs their callbacks.
+//! group set for all watched namespaces, one pidfd per watched process) and runs their
+//! callbacks.
 //!
 //! The thread starts with the first watcher and then lives as long as the process. It wakes
 //! up only when something it waits on is ready (a notification arrived, a process exited)

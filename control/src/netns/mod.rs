@@ -34,7 +34,7 @@ mod watch;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -221,6 +221,20 @@ impl Netns {
         self.fd.as_fd()
     }
 
+    /// A second handle on the same namespace.
+    pub fn try_clone(&self) -> Result<Netns> {
+        let fd = self.fd.try_clone().map_err(|source| NetnsError::Enter {
+            ns: self.label.clone(),
+            source,
+        })?;
+        Ok(Netns {
+            fd,
+            label: self.label.clone(),
+            name: self.name.clone(),
+            inode: self.inode,
+        })
+    }
+
     /// The network namespace of the calling thread.
     pub fn current() -> Result<Netns> {
         let path = Path::new("/proc/thread-self/ns/net");
@@ -286,33 +300,6 @@ impl Netns {
         Ok(Netns {
             fd,
             label: path.display().to_string(),
-            name: None,
-            inode: meta.ino(),
-        })
-    }
-
-    /// The namespace of socket `sock` (`SIOCGSKNETNS`): a handle on it without keeping one
-    /// open beside the socket.
-    pub(crate) fn of_socket(sock: RawFd, label: &str) -> Result<Netns> {
-        // SAFETY: SIOCGSKNETNS takes no argument and returns a new fd (or -1); `sock` is an
-        // open socket the caller keeps open for the call.
-        let r = unsafe { libc::ioctl(sock, SIOCGSKNETNS) };
-        if r < 0 {
-            return Err(NetnsError::Enter {
-                ns: label.to_string(),
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: `r` is a fresh fd returned by the ioctl, owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(r) };
-        let file = File::from(fd);
-        let meta = file.metadata().map_err(|source| NetnsError::Enter {
-            ns: label.to_string(),
-            source,
-        })?;
-        Ok(Netns {
-            fd: file.into(),
-            label: label.to_string(),
             name: None,
             inode: meta.ino(),
         })
@@ -537,9 +524,6 @@ fn path_cstring(path: &Path) -> io::Result<CString> {
 
 /// NS_GET_NSTYPE (`_IO(0xb7, 0x3)`): which kind of namespace an nsfs fd refers to.
 const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
-
-/// `SIOCGSKNETNS` (linux/sockios.h): a socket's network namespace as a new fd.
-const SIOCGSKNETNS: libc::Ioctl = 0x894C;
 
 fn is_netns_fd(fd: &OwnedFd) -> bool {
     // SAFETY: NS_GET_NSTYPE takes no argument; on a non-nsfs fd it fails with ENOTTY.

@@ -3,18 +3,20 @@
 //! routes or links in a namespace ([`ChangeWatcher`]). Process exits
 //! ([`ExitWatcher`](super::ExitWatcher), `netns/exit.rs`) share the same hub and rules.
 //!
-//! # One thread for all of them
+//! # One thread and one socket for all of them
 //! Every watcher is served by the watcher hub (`netns/hub.rs`): one process-wide thread,
-//! started with the first watcher, that waits in `epoll_wait` without a timeout. Watchers of
-//! the same namespace (keyed by the device and inode of its nsfs file) and the same kind of
-//! notifications share one netlink socket, which closes with its last watcher; the hub reads
-//! it and hands each address or link notification to the watchers of that interface index
-//! only. Nothing wakes up while nothing happens.
+//! started with the first watcher, that waits in `epoll_wait` without a timeout. All
+//! watchers of the same kind of notifications share one netlink socket, whatever namespace
+//! they watch: it hears every watched namespace at once (`NETLINK_LISTEN_ALL_NSID`, see
+//! `watch/listen.rs`), so the kernel's cost of a notification does not grow with the number
+//! of watched namespaces. The hub reads it and hands each address or link notification to
+//! the watchers of that namespace and interface index only. The socket closes with its
+//! last watcher. Nothing wakes up while nothing happens.
 //!
 //! # Callbacks
 //! Callbacks (after the initial report of [`AddrWatcher::start`]) run on the hub thread, one
 //! at a time: a slow callback delays every other watcher's. Meanwhile notifications wait in
-//! the socket buffers (enlarged to 1 MiB where allowed); if one overflows anyway
+//! the socket buffers (enlarged to 8 MiB where allowed); if one overflows anyway
 //! (`ENOBUFS`), every watcher of that socket re-reads the state and reports the difference,
 //! as before. Keep callbacks short. A callback may start and drop watchers, its own
 //! included; a panic in a callback stops that watcher only.
@@ -34,23 +36,15 @@
 //! while holding a lock that **its own** callback takes. (The daemon's endpoint watchers
 //! only talk to the dataplane thread, which never waits for the daemon's lock.)
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, LazyLock, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
-use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::Socket;
 
-use super::hub::{self, lock, take_locked, Hub, Source, Token};
-use super::nl::{
-    open_socket, parse_mc_notes, parse_messages, set_sockopt_int, McNote, MCADDR_GROUPS,
-};
+use super::hub::{self, lock, take_locked, Hub};
+use super::nl::McNote;
 use super::{AddrInfo, Netns, NetnsError, Result, Rtnl};
 
 /// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR`.
@@ -58,29 +52,8 @@ const GROUPS: u32 = 0x1 | 0x10 | 0x100;
 /// `RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE`.
 const ROUTE_GROUPS: u32 = 0x4 | 0x40 | 0x400;
 /// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR` (shared with the address
-/// watchers of the same namespace).
+/// watchers).
 const LINK_GROUPS: u32 = GROUPS;
-/// Receive buffer of a shared notification socket: room for the notifications that pile up
-/// while the hub runs other watchers' callbacks.
-const RCVBUF: libc::c_int = 1 << 20;
-/// Datagrams read from one socket per wake-up before the hub serves the others (the epoll
-/// set is level-triggered: the rest is read on the next round).
-const BURST: usize = 256;
-/// After `ENOBUFS`, datagrams discarded at most before re-reading the state.
-const DRAIN_MAX: usize = 64 * BURST;
-/// Receive buffer for one datagram.
-const RECV_BUF: usize = 64 * 1024;
-
-/// The shared notification sockets, by namespace and groups.
-static SOCKS: LazyLock<Mutex<HashMap<SockKey, Arc<NlSock>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-/// How many times a shared socket reported lost notifications (`ENOBUFS`).
-static RESYNCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// The hub thread's receive buffer.
-    static RECV: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(RECV_BUF));
-}
 
 /// A change seen on the watched link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -283,308 +256,6 @@ impl ChangeSlot {
     }
 }
 
-// ---- shared notification sockets -----------------------------------------------------------
-
-/// A namespace (device and inode of its nsfs file) and a set of multicast groups.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct SockKey {
-    dev: u64,
-    ino: u64,
-    groups: u32,
-}
-
-impl SockKey {
-    fn of(ns: &Netns, groups: u32) -> Result<SockKey> {
-        // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `st` is a writable stat buffer and the fd is owned by `ns` for the call.
-        if unsafe { libc::fstat(ns.fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(NetnsError::Watch {
-                op: "read the namespace file's inode (fstat)",
-                source: io::Error::last_os_error(),
-            });
-        }
-        Ok(SockKey {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            groups,
-        })
-    }
-}
-
-enum Member {
-    Addr(Arc<AddrSlot>),
-    Change(Arc<ChangeSlot>),
-}
-
-#[derive(Default)]
-struct Members {
-    addr: HashMap<u32, Vec<Arc<AddrSlot>>>,
-    change: Vec<Arc<ChangeSlot>>,
-}
-
-impl Members {
-    fn add(&mut self, m: &Member) {
-        match m {
-            Member::Addr(s) => self.addr.entry(s.ifindex).or_default().push(s.clone()),
-            Member::Change(c) => self.change.push(c.clone()),
-        }
-    }
-
-    fn remove(&mut self, m: &Member) {
-        match m {
-            Member::Addr(s) => {
-                if let Some(v) = self.addr.get_mut(&s.ifindex) {
-                    v.retain(|x| !Arc::ptr_eq(x, s));
-                    if v.is_empty() {
-                        self.addr.remove(&s.ifindex);
-                    }
-                }
-            }
-            Member::Change(c) => self.change.retain(|x| !Arc::ptr_eq(x, c)),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.addr.is_empty() && self.change.is_empty()
-    }
-}
-
-/// One netlink socket subscribed to `key.groups` in one namespace, shared by its watchers.
-struct NlSock {
-    key: SockKey,
-    token: Token,
-    sock: Socket,
-    /// Subscribed to multicast group changes ([`MCADDR_GROUPS`]).
-    multicast: bool,
-    members: Mutex<Members>,
-}
-
-/// What one read of a socket gave.
-enum Recv {
-    Data(Vec<Note>),
-    Lost,
-    Empty,
-    Fatal,
-}
-
-fn set_rcvbuf(fd: RawFd, opt: libc::c_int, bytes: libc::c_int) -> io::Result<()> {
-    set_sockopt_int(fd, libc::SOL_SOCKET, opt, bytes)
-}
-
-impl NlSock {
-    /// Adds `member` to the socket of `(ns, groups)`, opening it if there is none.
-    fn join(ns: &Netns, groups: u32, member: &Member) -> Result<Arc<NlSock>> {
-        let hub = hub::hub()?;
-        let key = SockKey::of(ns, groups)?;
-        if let Some(s) = lock(&SOCKS).get(&key) {
-            lock(&s.members).add(member);
-            return Ok(s.clone());
-        }
-        // Opened without holding the table (it takes a helper thread in the namespace).
-        let fresh = Arc::new(NlSock::open(hub, ns, key)?);
-        let mut socks = lock(&SOCKS);
-        if let Some(s) = socks.get(&key) {
-            // Another thread opened one meanwhile: use it (ours closes).
-            lock(&s.members).add(member);
-            return Ok(s.clone());
-        }
-        lock(&fresh.members).add(member);
-        hub.add(fresh.token, fresh.sock.as_raw_fd(), fresh.clone())
-            .map_err(|source| NetnsError::Watch {
-                op: "register a netlink socket with the watcher hub (epoll_ctl)",
-                source,
-            })?;
-        socks.insert(key, fresh.clone());
-        Ok(fresh)
-    }
-
-    fn open(hub: &Hub, ns: &Netns, key: SockKey) -> Result<NlSock> {
-        let sock = open_socket(ns, key.groups)?;
-        let fd = sock.as_raw_fd();
-        // Best effort: SO_RCVBUFFORCE needs CAP_NET_ADMIN; SO_RCVBUF is capped by
-        // net.core.rmem_max.
-        if set_rcvbuf(fd, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
-            let _ = set_rcvbuf(fd, libc::SO_RCVBUF, RCVBUF);
-        }
-        // The address watchers' socket also hears multicast group changes where the kernel
-        // announces them (6.11 and later; an older one refuses the groups).
-        let multicast = key.groups == GROUPS
-            && MCADDR_GROUPS.iter().all(|g| {
-                set_sockopt_int(
-                    fd,
-                    libc::SOL_NETLINK,
-                    libc::NETLINK_ADD_MEMBERSHIP,
-                    *g as i32,
-                )
-                .is_ok()
-            });
-        Ok(NlSock {
-            key,
-            token: hub.token(),
-            sock,
-            multicast,
-            members: Mutex::new(Members::default()),
-        })
-    }
-
-    /// Removes `member`; the last one out closes the socket (at once, or when a read of it
-    /// on the hub thread that is under way ends).
-    fn leave(&self, member: &Member) {
-        let removed = {
-            let mut socks = lock(&SOCKS);
-            let empty = {
-                let mut m = lock(&self.members);
-                m.remove(member);
-                m.is_empty()
-            };
-            if !empty {
-                return;
-            }
-            if let Some(h) = hub::get() {
-                h.remove(self.token);
-            }
-            match socks.get(&self.key) {
-                Some(s) if std::ptr::eq(Arc::as_ptr(s), self) => socks.remove(&self.key),
-                _ => None,
-            }
-        };
-        drop(removed);
-    }
-
-    /// A fatal socket error: the watchers stop, and the next one opens a fresh socket.
-    fn fail(&self) {
-        {
-            let m = lock(&self.members);
-            for s in m.addr.values().flatten() {
-                s.running.store(false, Ordering::SeqCst);
-            }
-            for c in &m.change {
-                c.running.store(false, Ordering::SeqCst);
-            }
-        }
-        let removed = {
-            let mut socks = lock(&SOCKS);
-            match socks.get(&self.key) {
-                Some(s) if std::ptr::eq(Arc::as_ptr(s), self) => socks.remove(&self.key),
-                _ => None,
-            }
-        };
-        if let Some(h) = hub::get() {
-            h.remove(self.token);
-        }
-        drop(removed);
-    }
-
-    fn recv(&self) -> Recv {
-        RECV.with(|b| {
-            let mut buf = b.borrow_mut();
-            loop {
-                buf.clear();
-                buf.reserve(RECV_BUF);
-                match self.sock.recv(&mut *buf, libc::MSG_DONTWAIT) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Recv::Empty,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Recv::Lost,
-                    Err(_) => return Recv::Fatal,
-                }
-                // A malformed datagram is skipped (it still counts as a change).
-                let msgs = parse_messages(&buf).unwrap_or_default();
-                let mut notes: Vec<Note> = msgs
-                    .into_iter()
-                    .filter_map(|m| match m.payload {
-                        NetlinkPayload::InnerMessage(inner) => Some(Note::Rt(inner)),
-                        _ => None,
-                    })
-                    .collect();
-                if self.multicast {
-                    notes.extend(parse_mc_notes(&buf).into_iter().map(Note::Mc));
-                }
-                return Recv::Data(notes);
-            }
-        })
-    }
-
-    fn dispatch(&self, msg: &Note) {
-        let Some(ifindex) = message_ifindex(msg) else {
-            return;
-        };
-        let slots = lock(&self.members).addr.get(&ifindex).cloned();
-        for s in slots.into_iter().flatten() {
-            s.deliver(msg);
-        }
-    }
-}
-
-impl Source for NlSock {
-    fn ready(&self) {
-        let mut changed = false;
-        let mut lost = false;
-        let mut reads = 0usize;
-        loop {
-            match self.recv() {
-                Recv::Data(msgs) => {
-                    // Multicast group changes alone are no change for the change watchers
-                    // (a malformed datagram, with no message, still counts as one).
-                    changed |= msgs.is_empty() || msgs.iter().any(|m| matches!(m, Note::Rt(_)));
-                    // After a loss the re-read below supersedes what is still queued.
-                    if !lost {
-                        for m in &msgs {
-                            self.dispatch(m);
-                        }
-                    }
-                }
-                Recv::Lost => {
-                    changed = true;
-                    lost = true;
-                }
-                Recv::Empty => break,
-                Recv::Fatal => {
-                    self.fail();
-                    return;
-                }
-            }
-            reads += 1;
-            if reads >= if lost { DRAIN_MAX } else { BURST } {
-                break;
-            }
-        }
-        if lost {
-            RESYNCS.fetch_add(1, Ordering::Relaxed);
-            let slots: Vec<Arc<AddrSlot>> = lock(&self.members)
-                .addr
-                .values()
-                .flatten()
-                .cloned()
-                .collect();
-            // A request socket for the re-read, opened in the namespace of this one (no
-            // descriptor is kept for it between losses, which are rare).
-            let rtnl = Netns::of_socket(self.sock.as_raw_fd(), "(watched namespace)")
-                .and_then(|ns| Rtnl::open(&ns));
-            match rtnl {
-                Ok(r) => {
-                    let r = Mutex::new(r);
-                    for s in slots {
-                        s.resync(&r);
-                    }
-                }
-                Err(_) => {
-                    for s in slots {
-                        s.stop();
-                    }
-                }
-            }
-        }
-        if changed {
-            let slots = lock(&self.members).change.clone();
-            for c in slots {
-                c.fire();
-            }
-        }
-    }
-}
-
 // ---- AddrWatcher -----------------------------------------------------------------------------
 
 /// Watches one link's addresses and up/down state until dropped.
@@ -594,11 +265,11 @@ impl Source for NlSock {
 /// so the consumer sees a consistent sequence; if the kernel drops notifications
 /// (`ENOBUFS`), the watcher re-reads the state and reports the difference.
 ///
-/// All watchers share the watcher hub's thread and, per namespace, one netlink socket (see
+/// All watchers share the watcher hub's thread and one netlink socket (see
 /// the module documentation for what callbacks may do and what drop waits for).
 pub struct AddrWatcher {
     ifindex: u32,
-    sock: Arc<NlSock>,
+    chan: Arc<NsChan>,
     slot: Arc<AddrSlot>,
 }
 
@@ -650,17 +321,17 @@ impl AddrWatcher {
             }),
         });
         // Subscribe first, then read: nothing is missed, and duplicates are filtered.
-        let sock = NlSock::join(ns, GROUPS, &Member::Addr(slot.clone()))?;
+        let chan = NsChan::join(ns, GROUPS, &Member::Addr(slot.clone()))?;
         slot.multicast
-            .store(multicast && sock.multicast, Ordering::SeqCst);
+            .store(multicast && chan.listener.multicast, Ordering::SeqCst);
         // From here on, dropping `w` undoes the subscription.
         let w = AddrWatcher {
             ifindex,
-            sock,
+            chan,
             slot,
         };
         // The initial read uses a request socket of its own, closed once started (so a
-        // watched namespace costs one descriptor: the shared notification socket).
+        // watched namespace costs one descriptor: the handle that keeps it and its id).
         let rtnl = Mutex::new(Rtnl::open(ns)?);
         let first = match read_link(&rtnl, ifindex, w.slot.multicast.load(Ordering::SeqCst))? {
             // The initial read must find the link: report a bad ifindex to the caller.
@@ -703,7 +374,7 @@ impl Drop for AddrWatcher {
     fn drop(&mut self) {
         self.slot.running.store(false, Ordering::SeqCst);
         let released = take_locked(&self.slot.inner, |g| g.on_event.take()).flatten();
-        self.sock.leave(&Member::Addr(self.slot.clone()));
+        self.chan.leave(&Member::Addr(self.slot.clone()));
         drop(released);
     }
 }
@@ -717,7 +388,7 @@ impl Drop for AddrWatcher {
 /// addresses the slaves follow). Runs on the watcher hub until dropped (see the module
 /// documentation).
 pub struct ChangeWatcher {
-    sock: Arc<NlSock>,
+    chan: Arc<NsChan>,
     slot: Arc<ChangeSlot>,
 }
 
@@ -751,8 +422,8 @@ impl ChangeWatcher {
             running: AtomicBool::new(true),
             on_change: Mutex::new(Some(Box::new(on_change))),
         });
-        let sock = NlSock::join(ns, groups, &Member::Change(slot.clone()))?;
-        Ok(ChangeWatcher { sock, slot })
+        let chan = NsChan::join(ns, groups, &Member::Change(slot.clone()))?;
+        Ok(ChangeWatcher { chan, slot })
     }
 
     /// True while the watcher delivers changes (it stops only on drop, a fatal socket error
@@ -767,12 +438,14 @@ impl Drop for ChangeWatcher {
     fn drop(&mut self) {
         self.slot.running.store(false, Ordering::SeqCst);
         let released = take_locked(&self.slot.on_change, Option::take).flatten();
-        self.sock.leave(&Member::Change(self.slot.clone()));
+        self.chan.leave(&Member::Change(self.slot.clone()));
         drop(released);
     }
 }
 
+mod listen;
 mod state;
+use listen::{Member, NsChan};
 use state::{message_ifindex, read_link, Snap, State};
 
 #[cfg(test)]

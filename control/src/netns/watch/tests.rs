@@ -6,6 +6,7 @@ use super::*;
 use crate::netns::ExitWatcher;
 use std::collections::HashSet;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -136,13 +137,12 @@ fn tasks() -> Vec<String> {
         .collect()
 }
 
-fn sock_of(ns: &Netns, groups: u32) -> Option<Arc<NlSock>> {
-    let key = SockKey::of(ns, groups).unwrap();
-    lock(&SOCKS).get(&key).cloned()
+fn chan_of(ns: &Netns, groups: u32) -> Option<Arc<NsChan>> {
+    listen::chan_of(ns, groups)
 }
 
 #[test]
-fn hundreds_of_watchers_share_one_thread_and_one_socket_per_namespace() {
+fn hundreds_of_watchers_in_three_namespaces_share_one_thread_and_one_socket() {
     let _s = hub::test_serial();
     let nss: Vec<TestNs> = (0..3).map(|i| TestNs::new(&format!("m{i}"), 10)).collect();
     let hub = hub::hub().unwrap();
@@ -176,16 +176,24 @@ fn hundreds_of_watchers_share_one_thread_and_one_socket_per_namespace() {
         1,
         "{threads:?}"
     );
-    // One socket per namespace, shared by its 100 watchers.
-    let mut weak: Vec<Weak<NlSock>> = Vec::new();
+    // One channel per namespace, shared by its 100 watchers, and one socket for all three.
+    let mut weak: Vec<Weak<NsChan>> = Vec::new();
     for (i, t) in nss.iter().enumerate() {
-        let s = sock_of(t.ns(), GROUPS).expect("socket of the namespace");
+        let c = chan_of(t.ns(), GROUPS).expect("channel of the namespace");
         for (w, _) in &watchers[i * 100..(i + 1) * 100] {
-            assert!(Arc::ptr_eq(&w.sock, &s));
+            assert!(Arc::ptr_eq(&w.chan, &c));
         }
-        weak.push(Arc::downgrade(&s));
+        weak.push(Arc::downgrade(&c));
     }
-    assert_eq!(hub.source_count(), sources_before + 3);
+    let sock = listen::listener_of(GROUPS).expect("the shared socket");
+    for (w, _) in &watchers {
+        assert!(Arc::ptr_eq(&w.chan.listener, &sock));
+    }
+    // The harness may run a test that holds a watcher meanwhile: then the socket was there
+    // before.
+    assert!(hub.source_count() <= sources_before + 1);
+    let weak_sock = Arc::downgrade(&sock);
+    drop(sock);
 
     // An address on ns 0's d3 reaches the 10 watchers of d3; then one on d4 reaches
     // d4's, and by then d3's got nothing more (notifications are handled in order).
@@ -206,16 +214,20 @@ fn hundreds_of_watchers_share_one_thread_and_one_socket_per_namespace() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(hub_wakeups(), w0, "the hub woke up while nothing happened");
 
-    // Dropping needs no wake-up of the hub (no command, no poll timeout), and the last
-    // watcher of a namespace closes its socket.
+    // Dropping needs no wake-up of the hub (no command, no poll timeout), the last watcher
+    // of a namespace closes its channel (and the namespace handle), and the last channel
+    // the socket.
     for (w, _) in &watchers {
         assert!(w.is_running());
     }
     drop(watchers);
     assert_eq!(hub_wakeups(), w0, "dropping woke the hub up");
     for (w, t) in weak.iter().zip(&nss) {
-        assert!(w.upgrade().is_none(), "socket still open");
-        assert!(sock_of(t.ns(), GROUPS).is_none());
+        assert!(w.upgrade().is_none(), "channel still open");
+        assert!(chan_of(t.ns(), GROUPS).is_none());
+    }
+    if sources_before == hub.source_count() {
+        assert!(weak_sock.upgrade().is_none(), "socket still open");
     }
     assert_eq!(hub.source_count(), sources_before);
 }
@@ -235,11 +247,11 @@ fn events_reach_only_the_watchers_of_their_interface() {
         c2.fetch_add(1, Ordering::SeqCst);
     })
     .unwrap();
-    // The link watcher and the address watchers of a namespace share one socket.
+    // The link watcher and the address watchers of a namespace share one channel.
     for w in [&b0, &a1, &a2] {
-        assert!(Arc::ptr_eq(&a0.sock, &w.sock));
+        assert!(Arc::ptr_eq(&a0.chan, &w.chan));
     }
-    assert!(Arc::ptr_eq(&a0.sock, &links.sock));
+    assert!(Arc::ptr_eq(&a0.chan, &links.chan));
     for (rx, idx) in [(&ra0, i0), (&rb0, i0), (&ra1, i1), (&ra2, i2)] {
         assert_eq!(next(rx), AddrEvent::LinkDown { ifindex: idx });
     }
@@ -284,7 +296,62 @@ fn events_reach_only_the_watchers_of_their_interface() {
     );
     assert!(a2.is_running(), "a deleted link does not stop its watcher");
     drop((a0, b0, a1, a2, links));
-    assert!(sock_of(t.ns(), GROUPS).is_none());
+    assert!(chan_of(t.ns(), GROUPS).is_none());
+}
+
+#[test]
+fn a_socket_hears_only_the_namespaces_its_own_watchers_watch() {
+    let _s = hub::test_serial();
+    let (a, b) = (TestNs::new("ha", 1), TestNs::new("hb", 1));
+    let (ia, ib) = (a.ifindex("d0"), b.ifindex("d0"));
+    // Routes watched in a; addresses and links in a and b.
+    let (rtx, rrx) = mpsc::channel();
+    let routes = ChangeWatcher::routes(a.ns(), move || rtx.send(()).unwrap()).unwrap();
+    let (wa, rxa) = AddrWatcher::channel(a.ns(), ia).unwrap();
+    let (wb, rxb) = AddrWatcher::channel(b.ns(), ib).unwrap();
+    assert!(Arc::ptr_eq(&wa.chan.listener, &wb.chan.listener));
+    assert!(!Arc::ptr_eq(&routes.chan.listener, &wa.chan.listener));
+    assert_eq!(next(&rxa), AddrEvent::LinkDown { ifindex: ia });
+    assert_eq!(next(&rxb), AddrEvent::LinkDown { ifindex: ib });
+    let route_sock = routes.chan.listener.clone();
+
+    // A route in b: the route socket hears nothing (b has no id in its home), and the hub
+    // is woken only by the address socket's notifications of b.
+    b.ip(&["link", "set", "d0", "up"]);
+    b.ip(&["addr", "add", "198.51.100.1/24", "dev", "d0"]);
+    b.ip(&["route", "add", "203.0.113.0/24", "dev", "d0"]);
+    assert_eq!(next(&rxb), AddrEvent::LinkUp { ifindex: ib });
+    assert_eq!(added(next(&rxb)), ip("198.51.100.1"));
+    let w0 = hub_wakeups();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(hub_wakeups(), w0, "the hub woke up for b's route");
+    assert_eq!(
+        rrx.try_recv(),
+        Err(TryRecvError::Empty),
+        "a's route watcher heard b"
+    );
+    let mut buf = [0u8; 64];
+    // SAFETY: recv writes at most 64 bytes into `buf`; the socket is kept open by
+    // `route_sock`.
+    let r = unsafe {
+        libc::recv(
+            route_sock.sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    assert_eq!(r, -1, "b's notifications queued on the route socket");
+
+    // The same in a reaches a's route watcher; a's address watcher saw none of b's events.
+    a.ip(&["link", "set", "d0", "up"]);
+    a.ip(&["addr", "add", "198.51.100.2/24", "dev", "d0"]);
+    a.ip(&["route", "add", "203.0.113.0/24", "dev", "d0"]);
+    rrx.recv_timeout(WAIT)
+        .expect("a's route watcher was not called");
+    assert_eq!(next(&rxa), AddrEvent::LinkUp { ifindex: ia });
+    assert_eq!(added(next(&rxa)), ip("198.51.100.2"));
+    drop((routes, wa, wb));
 }
 
 #[test]
@@ -317,8 +384,8 @@ fn lost_notifications_make_every_watcher_of_the_socket_read_again() {
     })
     .unwrap();
     in_rx.recv_timeout(WAIT).expect("hub stalled");
-    set_rcvbuf(w.sock.sock.as_raw_fd(), libc::SO_RCVBUF, 1).unwrap();
-    let resyncs = RESYNCS.load(Ordering::SeqCst);
+    listen::set_rcvbuf(w.chan.listener.sock.as_raw_fd(), libc::SO_RCVBUF, 1).unwrap();
+    let resyncs = listen::RESYNCS.load(Ordering::SeqCst);
     // The hub is stalled: every earlier call of the link watcher is over.
     while crx.try_recv().is_ok() {}
     for a in &old {
@@ -339,7 +406,7 @@ fn lost_notifications_make_every_watcher_of_the_socket_read_again() {
         }
     }
     assert!(
-        RESYNCS.load(Ordering::SeqCst) > resyncs,
+        listen::RESYNCS.load(Ordering::SeqCst) > resyncs,
         "the buffer did not overflow: the re-read path was not tested"
     );
     crx.recv_timeout(WAIT)
@@ -498,7 +565,7 @@ fn no_callback_after_drop_while_watchers_come_and_go_under_traffic() {
         "no event was delivered by the hub: the test raced nothing"
     );
     assert_eq!(late.load(Ordering::SeqCst), 0, "callbacks after drop");
-    assert!(sock_of(t.ns(), GROUPS).is_none());
+    assert!(chan_of(t.ns(), GROUPS).is_none());
 }
 
 #[test]
