@@ -76,18 +76,6 @@ struct Home {
     next: AtomicI32,
 }
 
-impl Home {
-    fn new() -> Result<Home> {
-        let ns = Netns::create_private("(uvlan watcher namespace)")?;
-        let rtnl = Mutex::new(Rtnl::open(&ns)?);
-        Ok(Home {
-            ns,
-            rtnl,
-            next: AtomicI32::new(1),
-        })
-    }
-}
-
 fn nsid_msg(ns: &Netns, id: Option<i32>) -> NsidMessage {
     let mut m = NsidMessage::default();
     m.attributes
@@ -99,6 +87,16 @@ fn nsid_msg(ns: &Netns, id: Option<i32>) -> NsidMessage {
 }
 
 impl Home {
+    fn new() -> Result<Home> {
+        let ns = Netns::create_private("(uvlan watcher namespace)")?;
+        let rtnl = Mutex::new(Rtnl::open(&ns)?);
+        Ok(Home {
+            ns,
+            rtnl,
+            next: AtomicI32::new(1),
+        })
+    }
+
     /// The id of `ns` in the home, given now if it has none.
     fn nsid_of(&self, ns: &Netns) -> Result<i32> {
         let mut rtnl = lock(&self.rtnl);
