@@ -14,6 +14,18 @@
 //! (A namespace keeps its id while it lives: once unwatched, it is heard and ignored until
 //! the socket closes with its last watcher.)
 //!
+//! # No notification from before a watcher started
+//! A socket of its own, opened when its watcher starts, holds only what happens after that.
+//! A shared socket may still hold notifications of the same namespace from before: those of
+//! an earlier watcher there, not yet read by the hub (an interface still down before its
+//! `link set up`). Delivered to the new watcher after its initial read, they would briefly
+//! undo what that read found. So every join is an *epoch*: under the listener's read lock,
+//! the joining thread reads whatever the socket holds into a backlog for the hub (tagged
+//! with the epoch that ends), starts the next epoch, and adds its watcher with it. The hub
+//! reads the backlog before the socket, under the same lock, so the order of notifications
+//! is kept, and hands a notification only to the watchers whose epoch is not later than
+//! the notification's.
+//!
 //! Per namespace and group set a [`NsChan`] holds the watchers and a handle on the
 //! namespace, which keeps it (and so its id) alive while it is watched, as the namespace's
 //! own socket did before.
@@ -24,7 +36,7 @@
 //! sockets at 1,000 endpoints (3.8 % of all samples in a profile of connects at that scale).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -52,6 +64,9 @@ const BURST: usize = 256;
 const DRAIN_MAX: usize = 64 * BURST;
 /// Receive buffer for one datagram.
 const RECV_BUF: usize = 64 * 1024;
+
+/// The epoch of a watcher, or of a notification (see the module documentation).
+type Epoch = u64;
 
 /// The shared notification sockets, by groups.
 static LISTENERS: LazyLock<Mutex<HashMap<u32, Arc<Listener>>>> =
@@ -145,17 +160,22 @@ pub(super) enum Member {
     Change(Arc<ChangeSlot>),
 }
 
+/// The watchers of one namespace, each with the epoch it joined in.
 #[derive(Default)]
 pub(super) struct Members {
-    pub(super) addr: HashMap<u32, Vec<Arc<AddrSlot>>>,
-    pub(super) change: Vec<Arc<ChangeSlot>>,
+    pub(super) addr: HashMap<u32, Vec<(Epoch, Arc<AddrSlot>)>>,
+    pub(super) change: Vec<(Epoch, Arc<ChangeSlot>)>,
 }
 
 impl Members {
-    fn add(&mut self, m: &Member) {
+    fn add(&mut self, m: &Member, since: Epoch) {
         match m {
-            Member::Addr(s) => self.addr.entry(s.ifindex).or_default().push(s.clone()),
-            Member::Change(c) => self.change.push(c.clone()),
+            Member::Addr(s) => self
+                .addr
+                .entry(s.ifindex)
+                .or_default()
+                .push((since, s.clone())),
+            Member::Change(c) => self.change.push((since, c.clone())),
         }
     }
 
@@ -163,13 +183,13 @@ impl Members {
         match m {
             Member::Addr(s) => {
                 if let Some(v) = self.addr.get_mut(&s.ifindex) {
-                    v.retain(|x| !Arc::ptr_eq(x, s));
+                    v.retain(|(_, x)| !Arc::ptr_eq(x, s));
                     if v.is_empty() {
                         self.addr.remove(&s.ifindex);
                     }
                 }
             }
-            Member::Change(c) => self.change.retain(|x| !Arc::ptr_eq(x, c)),
+            Member::Change(c) => self.change.retain(|(_, x)| !Arc::ptr_eq(x, c)),
         }
     }
 
@@ -178,10 +198,10 @@ impl Members {
     }
 
     fn stop_all(&self) {
-        for s in self.addr.values().flatten() {
+        for (_, s) in self.addr.values().flatten() {
             s.running.store(false, Ordering::SeqCst);
         }
-        for c in &self.change {
+        for (_, c) in &self.change {
             c.running.store(false, Ordering::SeqCst);
         }
     }
@@ -208,13 +228,32 @@ pub(super) struct Listener {
     /// Subscribed to multicast group changes ([`MCADDR_GROUPS`]).
     pub(super) multicast: bool,
     chans: Mutex<HashMap<i32, Arc<NsChan>>>,
+    /// Taken to read the socket (the hub) or to start an epoch (a join).
+    read: Mutex<ReadState>,
 }
 
-/// What one read of a socket gave.
+/// What the listener's read lock guards.
+#[derive(Default)]
+struct ReadState {
+    /// The current epoch: the number of joins so far.
+    epoch: Epoch,
+    /// What joins read from the socket before the hub did, oldest first.
+    backlog: VecDeque<Drained>,
+}
+
+/// One read of the socket by a join, kept for the hub.
+enum Drained {
+    /// A datagram, the id of the namespace it is about, and the epoch it was read in.
+    Data(Vec<u8>, Option<i32>, Epoch),
+    /// Notifications were lost (`ENOBUFS`).
+    Lost,
+}
+
+/// What one read of a socket (or of its backlog) gave.
 enum Recv {
-    /// The namespace id (none: the home's own) and the notifications, if the namespace
-    /// is watched.
-    Data(Option<Arc<NsChan>>, Vec<Note>),
+    /// The channel of the namespace (if it is watched), its notifications, and the epoch
+    /// they were read in.
+    Data(Option<Arc<NsChan>>, Vec<Note>, Epoch),
     Lost,
     Empty,
     Fatal,
@@ -247,6 +286,12 @@ impl NsChan {
             }
         };
         let nsid = listener.home.nsid_of(ns)?;
+        // A new epoch, under the read lock: what the socket holds now (from before this
+        // watcher started) is read into the backlog and never reaches this watcher.
+        let mut read = lock(&listener.read);
+        let drained = listener.drain(&mut read);
+        read.epoch += 1;
+        let since = read.epoch;
         let mut chans = lock(&listener.chans);
         let chan = match chans.get(&nsid) {
             Some(c) => c.clone(),
@@ -261,7 +306,14 @@ impl NsChan {
                 c
             }
         };
-        lock(&chan.members).add(member);
+        lock(&chan.members).add(member, since);
+        drop(chans);
+        drop(read);
+        if drained {
+            // The socket may have nothing left to wake the hub for: ask it to read the
+            // backlog.
+            hub.defer(listener.clone());
+        }
         Ok(chan)
     }
 
@@ -301,13 +353,17 @@ impl NsChan {
         drop(removed);
     }
 
-    fn dispatch(&self, msg: &Note) {
+    /// Hands `msg`, read in `epoch`, to the address watchers of its interface that joined
+    /// no later.
+    fn dispatch(&self, msg: &Note, epoch: Epoch) {
         let Some(ifindex) = message_ifindex(msg) else {
             return;
         };
         let slots = lock(&self.members).addr.get(&ifindex).cloned();
-        for s in slots.into_iter().flatten() {
-            s.deliver(msg);
+        for (since, s) in slots.into_iter().flatten() {
+            if since <= epoch {
+                s.deliver(msg);
+            }
         }
     }
 
@@ -317,7 +373,7 @@ impl NsChan {
             .addr
             .values()
             .flatten()
-            .cloned()
+            .map(|(_, s)| s.clone())
             .collect();
         if slots.is_empty() {
             return;
@@ -339,10 +395,13 @@ impl NsChan {
         }
     }
 
-    fn fire_changes(&self) {
+    /// Calls the change watchers that joined no later than `epoch`.
+    fn fire_changes(&self, epoch: Epoch) {
         let slots = lock(&self.members).change.clone();
-        for c in slots {
-            c.fire();
+        for (since, c) in slots {
+            if since <= epoch {
+                c.fire();
+            }
         }
     }
 }
@@ -379,6 +438,7 @@ impl Listener {
             sock,
             multicast,
             chans: Mutex::new(HashMap::new()),
+            read: Mutex::new(ReadState::default()),
         })
     }
 
@@ -402,38 +462,79 @@ impl Listener {
         drop(removed);
     }
 
-    fn recv(&self) -> Recv {
+    /// Reads what the socket holds into the backlog (a join, under the read lock); true if
+    /// anything was read.
+    fn drain(&self, read: &mut ReadState) -> bool {
+        let mut any = false;
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            match recv_with_nsid(self.sock.as_raw_fd(), &mut buf) {
+                Ok((len, nsid)) => {
+                    read.backlog
+                        .push_back(Drained::Data(buf[..len].to_vec(), nsid, read.epoch))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    read.backlog.push_back(Drained::Lost)
+                }
+                // Empty, or an error the hub meets on its next read.
+                Err(_) => return any,
+            }
+            any = true;
+        }
+    }
+
+    /// The next datagram: from the backlog first, then from the socket (hub thread); true
+    /// if it came from the backlog.
+    fn recv(&self) -> (Recv, bool) {
         RECV.with(|b| {
             let mut buf = b.borrow_mut();
-            loop {
-                let (len, nsid) = match recv_with_nsid(self.sock.as_raw_fd(), &mut buf) {
-                    Ok(r) => r,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Recv::Empty,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Recv::Lost,
-                    Err(_) => return Recv::Fatal,
-                };
-                let chan = nsid.and_then(|id| lock(&self.chans).get(&id).cloned());
-                let Some(chan) = chan else {
-                    // A namespace nobody watches any more (or the home's own `lo`).
-                    return Recv::Data(None, Vec::new());
-                };
-                let buf = &buf[..len];
-                // A malformed datagram is skipped (it still counts as a change).
-                let msgs = parse_messages(buf).unwrap_or_default();
-                let mut notes: Vec<Note> = msgs
-                    .into_iter()
-                    .filter_map(|m| match m.payload {
-                        NetlinkPayload::InnerMessage(inner) => Some(Note::Rt(inner)),
-                        _ => None,
-                    })
-                    .collect();
-                if self.multicast {
-                    notes.extend(parse_mc_notes(buf).into_iter().map(Note::Mc));
+            let (drained, len, nsid, epoch) = {
+                let mut read = lock(&self.read);
+                match read.backlog.pop_front() {
+                    Some(Drained::Data(bytes, nsid, epoch)) => (Some(bytes), 0, nsid, epoch),
+                    Some(Drained::Lost) => return (Recv::Lost, true),
+                    None => loop {
+                        match recv_with_nsid(self.sock.as_raw_fd(), &mut buf) {
+                            Ok((len, nsid)) => break (None, len, nsid, read.epoch),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                return (Recv::Empty, false)
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                                return (Recv::Lost, false)
+                            }
+                            Err(_) => return (Recv::Fatal, false),
+                        }
+                    },
                 }
-                return Recv::Data(Some(chan), notes);
-            }
+            };
+            let from_backlog = drained.is_some();
+            let chan = nsid.and_then(|id| lock(&self.chans).get(&id).cloned());
+            let Some(chan) = chan else {
+                // A namespace nobody watches any more (or the home's own `lo`).
+                return (Recv::Data(None, Vec::new(), epoch), from_backlog);
+            };
+            let buf = drained.as_deref().unwrap_or(&buf[..len]);
+            (Recv::Data(Some(chan), self.notes(buf), epoch), from_backlog)
         })
+    }
+
+    /// The notifications of one datagram. A malformed datagram gives none (it still counts
+    /// as a change).
+    fn notes(&self, buf: &[u8]) -> Vec<Note> {
+        let msgs = parse_messages(buf).unwrap_or_default();
+        let mut notes: Vec<Note> = msgs
+            .into_iter()
+            .filter_map(|m| match m.payload {
+                NetlinkPayload::InnerMessage(inner) => Some(Note::Rt(inner)),
+                _ => None,
+            })
+            .collect();
+        if self.multicast {
+            notes.extend(parse_mc_notes(buf).into_iter().map(Note::Mc));
+        }
+        notes
     }
 }
 
@@ -483,27 +584,32 @@ fn recv_with_nsid(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<i32>)>
 
 impl Source for Listener {
     fn ready(&self) {
-        let mut changed: Vec<Arc<NsChan>> = Vec::new();
+        // The channels that changed, each with the latest epoch a change was read in.
+        let mut changed: Vec<(Arc<NsChan>, Epoch)> = Vec::new();
         let mut lost = false;
         let mut reads = 0usize;
         loop {
-            match self.recv() {
-                Recv::Data(Some(chan), msgs) => {
+            let (recv, from_backlog) = self.recv();
+            match recv {
+                Recv::Data(Some(chan), msgs, epoch) => {
                     // After a loss the re-read below supersedes what is still queued.
                     if !lost {
                         // Multicast group changes alone are no change for the change
                         // watchers (a malformed datagram, with no message, still counts).
                         let change =
                             msgs.is_empty() || msgs.iter().any(|m| matches!(m, Note::Rt(_)));
-                        if change && !changed.iter().any(|c| Arc::ptr_eq(c, &chan)) {
-                            changed.push(chan.clone());
+                        if change {
+                            match changed.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &chan)) {
+                                Some((_, e)) => *e = (*e).max(epoch),
+                                None => changed.push((chan.clone(), epoch)),
+                            }
                         }
                         for m in &msgs {
-                            chan.dispatch(m);
+                            chan.dispatch(m, epoch);
                         }
                     }
                 }
-                Recv::Data(None, _) => {}
+                Recv::Data(None, ..) => {}
                 Recv::Lost => lost = true,
                 Recv::Empty => break,
                 Recv::Fatal => {
@@ -511,7 +617,11 @@ impl Source for Listener {
                     return;
                 }
             }
-            reads += 1;
+            // The backlog is always read to its end (nothing else would wake the hub for
+            // it); the socket's readiness brings the hub back for what it still holds.
+            if !from_backlog {
+                reads += 1;
+            }
             if reads >= if lost { DRAIN_MAX } else { BURST } {
                 break;
             }
@@ -520,13 +630,16 @@ impl Source for Listener {
             RESYNCS.fetch_add(1, Ordering::Relaxed);
             // Which namespace lost what is unknown: every watcher reads again, and every
             // change watcher is called.
-            changed = lock(&self.chans).values().cloned().collect();
-            for c in &changed {
+            changed = lock(&self.chans)
+                .values()
+                .map(|c| (c.clone(), Epoch::MAX))
+                .collect();
+            for (c, _) in &changed {
                 c.resync();
             }
         }
-        for c in changed {
-            c.fire_changes();
+        for (c, epoch) in changed {
+            c.fire_changes(epoch);
         }
     }
 }

@@ -417,6 +417,74 @@ fn lost_notifications_make_every_watcher_of_the_socket_read_again() {
     child.wait().unwrap();
 }
 
+/// Stalls the hub thread in a callback until the returned sender sends (or is dropped).
+fn stall_hub() -> (ExitWatcher, mpsc::Sender<()>, std::process::Child) {
+    let (in_tx, in_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let child = Command::new("true").spawn().unwrap();
+    let stall = ExitWatcher::start(child.id() as i32, move || {
+        let _ = in_tx.send(());
+        let _ = go_rx.recv();
+    })
+    .unwrap();
+    in_rx.recv_timeout(WAIT).expect("hub stalled");
+    (stall, go_tx, child)
+}
+
+#[test]
+fn a_new_watcher_never_hears_what_happened_before_it_started() {
+    let _s = hub::test_serial();
+    let t = TestNs::new("ep", 1);
+    let i0 = t.ifindex("d0");
+    // An earlier watcher of the link: the namespace is heard on the shared socket.
+    let (old, orx) = AddrWatcher::channel(t.ns(), i0).unwrap();
+    assert_eq!(next(&orx), AddrEvent::LinkDown { ifindex: i0 });
+    let changes = Arc::new(AtomicUsize::new(0));
+    let c2 = changes.clone();
+    let old_links = ChangeWatcher::links(t.ns(), || {}).unwrap();
+    // A watcher of another namespace keeps the shared socket open throughout.
+    let other = TestNs::new("eo", 1);
+    let (keep, krx) = AddrWatcher::channel(other.ns(), other.ifindex("d0")).unwrap();
+    assert!(Arc::ptr_eq(&keep.chan.listener, &old_links.chan.listener));
+    assert!(matches!(next(&krx), AddrEvent::LinkDown { .. }));
+
+    // While the hub is stalled, the link changes, its watchers go, and new ones start: the
+    // socket still holds every notification from before they started.
+    let (stall, go, mut child) = stall_hub();
+    t.batch(
+        "link set d0 up\naddr add 192.0.2.7/24 dev d0\naddr del 192.0.2.7/24 dev d0\n\
+         link set d0 down\nlink set d0 up\n",
+    );
+    drop((old, old_links));
+    let (new, nrx) = AddrWatcher::channel(t.ns(), i0).unwrap();
+    assert!(Arc::ptr_eq(&keep.chan.listener, &new.chan.listener));
+    let links = ChangeWatcher::links(t.ns(), move || {
+        c2.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    // Its initial read: the link is up, without an address.
+    assert_eq!(next(&nrx), AddrEvent::LinkUp { ifindex: i0 });
+    go.send(()).unwrap();
+
+    // The first thing the new watchers hear is what happens after they started.
+    t.ip(&["addr", "add", "198.51.100.9/32", "dev", "d0"]);
+    assert_eq!(added(next(&nrx)), ip("198.51.100.9"));
+    assert_eq!(nrx.try_recv(), Err(TryRecvError::Empty));
+    let deadline = std::time::Instant::now() + WAIT;
+    while changes.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "link watcher not called"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t.ip(&["link", "set", "d0", "down"]);
+    assert_eq!(next(&nrx), AddrEvent::LinkDown { ifindex: i0 });
+    assert!(new.is_running() && links.is_running() && keep.is_running());
+    drop(stall);
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_callback_can_drop_its_own_watcher_and_others() {
     let _s = hub::test_serial();
