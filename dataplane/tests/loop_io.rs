@@ -583,3 +583,87 @@ fn a_thousand_idle_taps_do_not_wake_the_loop_uring() {
 fn a_thousand_idle_taps_do_not_wake_the_loop_plain() {
     a_thousand_idle_taps_do_not_wake_the_loop(IoMode::Plain);
 }
+
+/// Waits until the workers report `n` TAPs carrying a prefilter; the count at the deadline.
+fn tap_filters(h: &DataplaneHandle, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = h.stats().unwrap().tap_filters;
+        if now == n || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A publication re-examines only the ports it changed (`worker/prefilter.rs`, `SyncStamp`),
+/// yet each TAP's prefilter still follows its own port: off while the port is down, back
+/// when it is up, untouched by changes of other ports, on for a port that changed in other
+/// ways.
+fn a_taps_prefilter_follows_its_own_port(io: IoMode) {
+    let mut lab = Lab::new("uvl");
+    let dp = spawn(io, 1, 256);
+    let h = dp.handle();
+    let (a, _b, pa, pb) = pair(&mut lab, &h, false);
+    assert_eq!(
+        tap_filters(&h, 2),
+        2,
+        "both TAPs filter on an isolated L2 network"
+    );
+    h.with_engine(move |e| e.set_port_up(pa, false))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        tap_filters(&h, 1),
+        1,
+        "a's filter comes off while a is down"
+    );
+    // Ports that come and go (one slot, reused) change nothing for a and b.
+    let net = h
+        .with_engine(move |e| e.port_info(pb).map(|i| i.network))
+        .unwrap()
+        .unwrap();
+    for i in 0..20 {
+        h.with_engine(move |e| {
+            let c = port(e, net, &format!("c{i}"), "192.0.2.50")?;
+            e.remove_port(c)
+        })
+        .unwrap()
+        .unwrap();
+    }
+    assert_eq!(
+        tap_filters(&h, 1),
+        1,
+        "other ports' changes left a's filter off"
+    );
+    h.with_engine(move |e| e.set_port_up(pa, true))
+        .unwrap()
+        .unwrap();
+    assert_eq!(tap_filters(&h, 2), 2, "a's filter is back once a is up");
+    h.with_engine(move |e| e.add_port_addr(pb, IpAddr::V4("192.0.2.3".parse().unwrap())))
+        .unwrap()
+        .unwrap();
+    h.with_engine(move |e| e.set_port_up(pb, false))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        tap_filters(&h, 1),
+        1,
+        "b's filter follows b after b changed"
+    );
+    h.with_engine(move |e| e.set_port_up(pb, true))
+        .unwrap()
+        .unwrap();
+    assert_eq!(tap_filters(&h, 2), 2);
+    assert!(ping(&a, "192.0.2.2", 2), "a and b still talk");
+}
+
+#[test]
+fn a_taps_prefilter_follows_its_own_port_uring() {
+    a_taps_prefilter_follows_its_own_port(IoMode::Uring);
+}
+
+#[test]
+fn a_taps_prefilter_follows_its_own_port_plain() {
+    a_taps_prefilter_follows_its_own_port(IoMode::Plain);
+}

@@ -28,12 +28,14 @@ pub mod sample;
 mod types;
 mod verdict;
 
+pub(crate) use config::Port;
 pub use config::{
     ConfigError, Engine, Errno, IpvlanAttrs, LinkRef, LinkType, MacaddrMode, MacvlanAttrs, Master,
     NetworkInfo, NetworkSpec, Owner, ParentInfo, ParentSpec, PortInfo, WireKey,
     MACVLAN_DEFAULT_BC_QUEUE_LEN,
 };
 pub use decide::Ingress;
+pub(crate) use prefilter::NetFilterKey;
 pub use prefilter::{Prefilter, PREFILTER_REASONS};
 pub use route::{NextHop, NoRoutes, Routes};
 pub use types::{

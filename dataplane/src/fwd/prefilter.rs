@@ -10,7 +10,7 @@
 //! present state; the dataplane asks again after every change of the engine. The agreement
 //! of the kernel program with the engine is tested frame by frame (`port::tap_filter`).
 
-use super::config::{Engine, Master};
+use super::config::{Engine, Master, Port};
 use super::types::{Driver, IpvlanFlag, IpvlanMode, MacvlanMode, NetworkId, PortId};
 use super::verdict::DropReason;
 use crate::wire::MacAddr;
@@ -54,6 +54,37 @@ pub const PREFILTER_REASONS: [DropReason; 3] = [
     DropReason::L3Multicast,
 ];
 
+/// Everything of a network (and its master) a port's [`Prefilter`] depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NetFilterKey {
+    master_up: bool,
+    no_wire: bool,
+    driver: Driver,
+    ipvlan_mode: IpvlanMode,
+    ipvlan_flag: IpvlanFlag,
+}
+
+/// The prefilter of port `p` on a network with key `k` (see [`Engine::port_prefilter`]).
+fn prefilter_with(p: &Port, k: NetFilterKey) -> Option<Prefilter> {
+    if !p.up || !k.master_up {
+        return None;
+    }
+    match k.driver {
+        Driver::Ipvlan => match k.ipvlan_mode {
+            IpvlanMode::L2 if k.no_wire => Some(Prefilter::IpvlanL2NoWire {
+                vepa: k.ipvlan_flag == IpvlanFlag::Vepa,
+            }),
+            IpvlanMode::L2 => None,
+            IpvlanMode::L3 | IpvlanMode::L3s => Some(Prefilter::IpvlanL3NonIp),
+        },
+        Driver::Macvlan if k.no_wire && p.macvlan_mode != MacvlanMode::Bridge => {
+            Some(Prefilter::MacvlanNoWire)
+        }
+        Driver::Macvlan if k.no_wire => Some(Prefilter::MacvlanBridgeNoWire { network: p.network }),
+        Driver::Macvlan => None,
+    }
+}
+
 impl Engine {
     /// The class of frames `port` sends that the engine drops whatever else they hold, if
     /// there is one now (see the module docs). `None` when the port or its network is
@@ -63,30 +94,23 @@ impl Engine {
     /// destination up; ipvlan L2 on a network with a wire, which sends unicast there).
     pub fn port_prefilter(&self, port: PortId) -> Option<Prefilter> {
         let p = self.port(port)?;
-        let net = self.network(p.network)?;
-        if !p.up || !self.master_up(net) {
-            return None;
-        }
-        let no_wire = match net.master {
-            Master::Parent { wire, .. } => !wire,
-            Master::Isolated { .. } => true,
-        };
-        match net.driver {
-            Driver::Ipvlan => match net.ipvlan_mode {
-                IpvlanMode::L2 if no_wire => Some(Prefilter::IpvlanL2NoWire {
-                    vepa: net.ipvlan_flag == IpvlanFlag::Vepa,
-                }),
-                IpvlanMode::L2 => None,
-                IpvlanMode::L3 | IpvlanMode::L3s => Some(Prefilter::IpvlanL3NonIp),
+        prefilter_with(p, self.net_filter_key(p.network)?)
+    }
+
+    /// What [`Engine::port_prefilter`] reads of a network: the same port with the same key
+    /// has the same prefilter, so a caller that kept both may skip asking again.
+    pub(crate) fn net_filter_key(&self, id: NetworkId) -> Option<NetFilterKey> {
+        let net = self.network(id)?;
+        Some(NetFilterKey {
+            master_up: self.master_up(net),
+            no_wire: match net.master {
+                Master::Parent { wire, .. } => !wire,
+                Master::Isolated { .. } => true,
             },
-            Driver::Macvlan if no_wire && p.macvlan_mode != MacvlanMode::Bridge => {
-                Some(Prefilter::MacvlanNoWire)
-            }
-            Driver::Macvlan if no_wire => {
-                Some(Prefilter::MacvlanBridgeNoWire { network: p.network })
-            }
-            Driver::Macvlan => None,
-        }
+            driver: net.driver,
+            ipvlan_mode: net.ipvlan_mode,
+            ipvlan_flag: net.ipvlan_flag,
+        })
     }
 
     /// The destination MACs a bridge-mode macvlan port of `network` reaches locally

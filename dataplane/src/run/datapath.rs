@@ -83,6 +83,9 @@ pub(crate) struct TxPort {
     gro: Gro,
     /// Transmit counters (the `tx_*` fields).
     pub(crate) c: PortCounters,
+    /// The engine's port this TAP was last found to belong to (`Worker::resync`); a `Weak`
+    /// keeps its address from being reused, so an equal address is the same, unchanged port.
+    pub(crate) engine_port: std::sync::Weak<crate::fwd::Port>,
 }
 
 impl TxPort {
@@ -93,6 +96,7 @@ impl TxPort {
             gen,
             gro: Gro::new(),
             c: PortCounters::default(),
+            engine_port: std::sync::Weak::new(),
         }
     }
 
@@ -104,6 +108,7 @@ impl TxPort {
             gen,
             gro,
             c,
+            ..
         } = self;
         let t = tap.queues.get(*queue).or_else(|| tap.queues.first())?;
         Some((

@@ -127,6 +127,14 @@ impl Engine {
         self.ports.get(id.index()).and_then(Option::as_deref)
     }
 
+    /// The shared copy of a port. Ports change only through `Arc::make_mut`, which moves a
+    /// port that anyone else holds (an `Arc` or a `Weak`) to a new allocation: a caller that
+    /// keeps a `Weak` of it tells a changed or replaced port by its address.
+    #[inline]
+    pub(crate) fn port_arc(&self, id: PortId) -> Option<&std::sync::Arc<Port>> {
+        self.ports.get(id.index()).and_then(Option::as_ref)
+    }
+
     fn parent_mut(&mut self, id: ParentId) -> Result<&mut Parent, ConfigError> {
         match self.parents.get_mut(id.index()).and_then(Option::as_mut) {
             Some(p) => Ok(p),

@@ -54,6 +54,8 @@ pub(crate) struct RxPort {
     flood: FloodGuard,
     /// The TAP's prefilter (kept by the reader of queue 0).
     filter: FilterState,
+    /// What that filter was last made for (`prefilter.rs`): unchanged, the sync skips it.
+    synced: Option<prefilter::SyncStamp>,
 }
 
 impl RxPort {
@@ -623,6 +625,7 @@ impl Worker {
                 c: PortCounters::default(),
                 flood: FloodGuard::default(),
                 filter: FilterState::Unknown,
+                synced: None,
             },
         );
         self.paused.reserve(self.rx.len());
@@ -751,11 +754,21 @@ impl Worker {
         let engine = Arc::clone(&self.core.engine);
         let n = self.core.io.ports.len().max(self.rx.len());
         for i in 0..n {
-            let keep = match self.core.io.ports.get(i).and_then(Option::as_ref) {
+            let keep = match self.core.io.ports.get_mut(i).and_then(Option::as_mut) {
                 None => true,
-                Some(t) => engine
-                    .port_ident(PortId(i as u32))
-                    .is_some_and(|(name, network)| name == t.tap.name && network == t.tap.network),
+                Some(t) => match engine.port_arc(PortId(i as u32)) {
+                    None => false,
+                    // The very port the TAP was last matched with (name and network are the
+                    // same): no string to compare, whatever the number of ports.
+                    Some(a) if std::ptr::eq(t.engine_port.as_ptr(), Arc::as_ptr(a)) => true,
+                    Some(a) => {
+                        let same = a.name == t.tap.name && a.network == t.tap.network;
+                        if same {
+                            t.engine_port = Arc::downgrade(a);
+                        }
+                        same
+                    }
+                },
             };
             if !keep {
                 // The port is gone: forget its TAP (a persistent TAP stays in its namespace).

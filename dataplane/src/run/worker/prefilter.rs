@@ -4,9 +4,9 @@
 //! dataplane and be seen with its verdict) or with [`RunOptions::tap_filter`] off.
 
 use std::os::fd::AsFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
-use crate::fwd::{PortId, Prefilter, PREFILTER_REASONS};
+use crate::fwd::{NetFilterKey, Port, PortId, Prefilter, PREFILTER_REASONS};
 use crate::port::tap_filter::{set_tap_filter, TapFilters};
 
 use super::{PortCounters, RunOptions, Worker};
@@ -23,6 +23,59 @@ pub(crate) enum FilterState {
     On(Prefilter),
     /// Loading or attaching this rule's filter failed; not tried again for the same rule.
     Failed(Prefilter),
+}
+
+/// What a TAP's filter was last made for: the engine's port, its network's
+/// [`NetFilterKey`], whether a capture held the filter off, and the maps. The engine's
+/// prefilter for the port is a function of the first two ([`Engine::port_prefilter`]), so
+/// with all four unchanged the sync has nothing to do, and a publication costs the ports it
+/// changed, not every port. A `Weak` keeps each address from being reused by another port
+/// or map. A macvlan bridge rule also depends on its network's MAC map staying usable
+/// (`TapFilters::usable`), which this does not see: such a port is always looked at.
+#[derive(Debug)]
+pub(crate) struct SyncStamp {
+    port: Weak<Port>,
+    net: NetFilterKey,
+    capturing: bool,
+    filters: Option<Weak<TapFilters>>,
+    /// False for a rule that depends on more than the above.
+    complete: bool,
+}
+
+impl SyncStamp {
+    fn new(
+        port: &Arc<Port>,
+        net: NetFilterKey,
+        capturing: bool,
+        filters: Option<&Arc<TapFilters>>,
+        rule: Option<Prefilter>,
+    ) -> SyncStamp {
+        SyncStamp {
+            port: Arc::downgrade(port),
+            net,
+            capturing,
+            filters: filters.map(Arc::downgrade),
+            complete: !matches!(rule, Some(Prefilter::MacvlanBridgeNoWire { .. })),
+        }
+    }
+
+    fn matches(
+        &self,
+        port: &Arc<Port>,
+        net: NetFilterKey,
+        capturing: bool,
+        filters: Option<&Arc<TapFilters>>,
+    ) -> bool {
+        self.complete
+            && std::ptr::eq(self.port.as_ptr(), Arc::as_ptr(port))
+            && self.net == net
+            && self.capturing == capturing
+            && match (&self.filters, filters) {
+                (None, None) => true,
+                (Some(w), Some(f)) => std::ptr::eq(w.as_ptr(), Arc::as_ptr(f)),
+                _ => false,
+            }
+    }
 }
 
 /// The workers' shared prefilter state: the counter map and the bridge-MAC maps, made when a
@@ -100,19 +153,28 @@ impl Worker {
     /// already synced to the engine.
     fn sync_tap_filter_with(&mut self, port: PortId, filters: Option<&Arc<TapFilters>>) {
         let capturing = !self.core.io.rec.tap.is_idle();
-        let shared = Arc::clone(&self.shared);
+        let shared = &self.shared;
+        let engine = &self.core.engine;
         let Some(rx) = self.rx.get_mut(port.index()).and_then(Option::as_mut) else {
             return;
         };
         if rx.queue != 0 {
             return;
         }
+        // The port and its network's key: the same as at the last sync (and the same
+        // capture state and maps), the filter is already what it should be.
+        let now = engine
+            .port_arc(port)
+            .and_then(|p| Some((p, engine.net_filter_key(p.network)?)));
+        if let (Some(st), Some((p, key))) = (&rx.synced, now) {
+            if st.matches(p, key, capturing, filters) {
+                return;
+            }
+        }
+        let rule = engine.port_prefilter(port);
+        rx.synced = now.map(|(p, key)| SyncStamp::new(p, key, capturing, filters, rule));
         let want = match filters {
-            Some(f) if !capturing => self
-                .core
-                .engine
-                .port_prefilter(port)
-                .filter(|r| f.usable(*r)),
+            Some(f) if !capturing => rule.filter(|r| f.usable(*r)),
             _ => None,
         };
         let Some(tap) = rx.tap.queues.first() else {
