@@ -75,7 +75,7 @@ static LISTENERS: LazyLock<Mutex<HashMap<u32, Arc<Listener>>>> =
 pub(super) static RESYNCS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
-    /// The hub thread's receive buffer.
+    /// The receive buffer of the hub thread (and of a thread that joins, for its drain).
     static RECV: RefCell<Vec<u8>> = RefCell::new(vec![0; RECV_BUF]);
 }
 
@@ -463,25 +463,33 @@ impl Listener {
     }
 
     /// Reads what the socket holds into the backlog (a join, under the read lock); true if
-    /// anything was read.
+    /// anything was read. After [`DRAIN_MAX`] datagrams (notifications arriving as fast as
+    /// they are read) the rest counts as lost: every watcher then reads its state again,
+    /// which is right whatever epoch the rest belongs to.
     fn drain(&self, read: &mut ReadState) -> bool {
-        let mut any = false;
-        let mut buf = vec![0u8; RECV_BUF];
-        loop {
-            match recv_with_nsid(self.sock.as_raw_fd(), &mut buf) {
-                Ok((len, nsid)) => {
-                    read.backlog
-                        .push_back(Drained::Data(buf[..len].to_vec(), nsid, read.epoch))
+        RECV.with(|b| {
+            let mut buf = b.borrow_mut();
+            let mut reads = 0usize;
+            loop {
+                if reads >= DRAIN_MAX {
+                    read.backlog.push_back(Drained::Lost);
+                    return true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    read.backlog.push_back(Drained::Lost)
+                match recv_with_nsid(self.sock.as_raw_fd(), &mut buf) {
+                    Ok((len, nsid)) => {
+                        read.backlog
+                            .push_back(Drained::Data(buf[..len].to_vec(), nsid, read.epoch))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        read.backlog.push_back(Drained::Lost)
+                    }
+                    // Empty, or an error the hub meets on its next read.
+                    Err(_) => return reads > 0,
                 }
-                // Empty, or an error the hub meets on its next read.
-                Err(_) => return any,
+                reads += 1;
             }
-            any = true;
-        }
+        })
     }
 
     /// The next datagram: from the backlog first, then from the socket (hub thread); true
