@@ -286,6 +286,8 @@ impl NsChan {
             }
         };
         let nsid = listener.home.nsid_of(ns)?;
+        // Made before the read lock, so nothing fails once the backlog may hold something.
+        let handle = ns.try_clone()?;
         // A new epoch, under the read lock: what the socket holds now (from before this
         // watcher started) is read into the backlog and never reaches this watcher.
         let mut read = lock(&listener.read);
@@ -298,7 +300,7 @@ impl NsChan {
             None => {
                 let c = Arc::new(NsChan {
                     nsid,
-                    ns: ns.try_clone()?,
+                    ns: handle,
                     listener: listener.clone(),
                     members: Mutex::new(Members::default()),
                 });
