@@ -610,9 +610,12 @@ fn a_taps_prefilter_follows_its_own_port(io: IoMode) {
         2,
         "both TAPs filter on an isolated L2 network"
     );
-    h.with_engine(move |e| e.set_port_up(pa, false))
-        .unwrap()
-        .unwrap();
+    let set_up = |p: PortId, up: bool| {
+        h.with_engine(move |e| e.set_port_up(p, up))
+            .unwrap()
+            .unwrap()
+    };
+    set_up(pa, false);
     assert_eq!(
         tap_filters(&h, 1),
         1,
@@ -636,24 +639,18 @@ fn a_taps_prefilter_follows_its_own_port(io: IoMode) {
         1,
         "other ports' changes left a's filter off"
     );
-    h.with_engine(move |e| e.set_port_up(pa, true))
-        .unwrap()
-        .unwrap();
+    set_up(pa, true);
     assert_eq!(tap_filters(&h, 2), 2, "a's filter is back once a is up");
     h.with_engine(move |e| e.add_port_addr(pb, IpAddr::V4("192.0.2.3".parse().unwrap())))
         .unwrap()
         .unwrap();
-    h.with_engine(move |e| e.set_port_up(pb, false))
-        .unwrap()
-        .unwrap();
+    set_up(pb, false);
     assert_eq!(
         tap_filters(&h, 1),
         1,
         "b's filter follows b after b changed"
     );
-    h.with_engine(move |e| e.set_port_up(pb, true))
-        .unwrap()
-        .unwrap();
+    set_up(pb, true);
     assert_eq!(tap_filters(&h, 2), 2);
     assert!(ping(&a, "192.0.2.2", 2), "a and b still talk");
 }

@@ -355,6 +355,20 @@ fn a_socket_hears_only_the_namespaces_its_own_watchers_watch() {
     drop((routes, wa, wb));
 }
 
+/// Stalls the hub thread in a callback until the returned sender sends (or is dropped).
+fn stall_hub() -> (ExitWatcher, mpsc::Sender<()>, std::process::Child) {
+    let (in_tx, in_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let child = Command::new("true").spawn().unwrap();
+    let stall = ExitWatcher::start(child.id() as i32, move || {
+        let _ = in_tx.send(());
+        let _ = go_rx.recv();
+    })
+    .unwrap();
+    in_rx.recv_timeout(WAIT).expect("hub stalled");
+    (stall, go_tx, child)
+}
+
 #[test]
 fn lost_notifications_make_every_watcher_of_the_socket_read_again() {
     let _s = hub::test_serial();
@@ -376,15 +390,7 @@ fn lost_notifications_make_every_watcher_of_the_socket_read_again() {
     }
 
     // Stall the hub in a slow callback, overflow the socket's (shrunk) buffer, release.
-    let (in_tx, in_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let mut child = Command::new("true").spawn().unwrap();
-    let stall = ExitWatcher::start(child.id() as i32, move || {
-        let _ = in_tx.send(());
-        let _ = go_rx.recv();
-    })
-    .unwrap();
-    in_rx.recv_timeout(WAIT).expect("hub stalled");
+    let (stall, go_tx, mut child) = stall_hub();
     listen::set_rcvbuf(w.chan.listener.sock.as_raw_fd(), libc::SO_RCVBUF, 1).unwrap();
     let resyncs = listen::RESYNCS.load(Ordering::SeqCst);
     // The hub is stalled: every earlier call of the link watcher is over.
@@ -415,20 +421,6 @@ fn lost_notifications_make_every_watcher_of_the_socket_read_again() {
     assert!(w.is_running() && links.is_running());
     drop(stall);
     child.wait().unwrap();
-}
-
-/// Stalls the hub thread in a callback until the returned sender sends (or is dropped).
-fn stall_hub() -> (ExitWatcher, mpsc::Sender<()>, std::process::Child) {
-    let (in_tx, in_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let child = Command::new("true").spawn().unwrap();
-    let stall = ExitWatcher::start(child.id() as i32, move || {
-        let _ = in_tx.send(());
-        let _ = go_rx.recv();
-    })
-    .unwrap();
-    in_rx.recv_timeout(WAIT).expect("hub stalled");
-    (stall, go_tx, child)
 }
 
 #[test]
