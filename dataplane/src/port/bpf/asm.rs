@@ -363,6 +363,28 @@ impl Asm {
         self.push(Insn::new(0, Reg::R0, Reg::R0, 0, 0))
     }
 
+    /// `r0 = bpf_map_lookup_elem(map, r10 + key_off)`: the value's address, or 0 when the
+    /// key at `r10 + key_off` is not in `map` (r1–r5 clobbered).
+    pub fn map_lookup(&mut self, map: BorrowedFd<'_>, key_off: i16) -> &mut Self {
+        self.ld_map_fd(Reg::R1, map)
+            .mov_reg(Reg::R2, Reg::R10)
+            .alu_imm(Alu::Add, Reg::R2, key_off as i32)
+            .call(helper::MAP_LOOKUP_ELEM)
+    }
+
+    /// Adds 1 to the `u64` counter a per-CPU array `map` holds at the index stored (as a
+    /// `u32`) at `r10 + key_off`, when the index is in range. Not atomic: only this CPU writes
+    /// its copy of a per-CPU value (r0–r5 clobbered).
+    pub fn count_percpu(&mut self, map: BorrowedFd<'_>, key_off: i16) -> &mut Self {
+        let skip = self.label();
+        self.map_lookup(map, key_off)
+            .jmp_imm(Jmp::Eq, Reg::R0, 0, skip)
+            .ldx(Size::DW, Reg::R1, Reg::R0, 0)
+            .alu_imm(Alu::Add, Reg::R1, 1)
+            .stx(Size::DW, Reg::R0, 0, Reg::R1)
+            .bind(skip)
+    }
+
     /// Resolve labels and return the instructions.
     pub fn finish(self) -> Result<Vec<Insn>, AsmError> {
         if let Some(e) = self.error {

@@ -40,24 +40,8 @@ const S_BUF_ZERO: i16 = -112;
 const SOCK_COPY: i32 = 54;
 
 fn count(a: &mut Asm, stats: &Map, idx: u32) {
-    let skip = a.label();
     a.st_imm(Size::W, Reg::R10, S_STAT, idx as i32)
-        .ld_map_fd(Reg::R1, stats.as_fd())
-        .mov_reg(Reg::R2, Reg::R10)
-        .alu_imm(Alu::Add, Reg::R2, S_STAT as i32)
-        .call(helper::MAP_LOOKUP_ELEM)
-        .jmp_imm(Jmp::Eq, Reg::R0, 0, skip)
-        .ldx(Size::DW, Reg::R1, Reg::R0, 0)
-        .alu_imm(Alu::Add, Reg::R1, 1)
-        .stx(Size::DW, Reg::R0, 0, Reg::R1)
-        .bind(skip);
-}
-
-fn lookup(a: &mut Asm, map: BorrowedFd<'_>, key_off: i16) {
-    a.ld_map_fd(Reg::R1, map)
-        .mov_reg(Reg::R2, Reg::R10)
-        .alu_imm(Alu::Add, Reg::R2, key_off as i32)
-        .call(helper::MAP_LOOKUP_ELEM);
+        .count_percpu(stats.as_fd(), S_STAT);
 }
 
 /// Go to `fail` unless `r7 + n <= data_end (r8)`.
@@ -98,7 +82,7 @@ fn to_partner(a: &mut Asm, links: &Map, stats: &Map, stat: u32) {
     let no_link = a.label();
     a.ldx(Size::W, Reg::R2, Reg::R6, SKB_IFINDEX)
         .stx(Size::W, Reg::R10, S_IDX, Reg::R2);
-    lookup(a, links.as_fd(), S_IDX);
+    a.map_lookup(links.as_fd(), S_IDX);
     a.jmp_imm(Jmp::Eq, Reg::R0, 0, no_link)
         .ldx(Size::W, Reg::R9, Reg::R0, 0);
     count(a, stats, stat);
@@ -196,7 +180,7 @@ fn key_lookup(a: &mut Asm, cache: BorrowedFd<'_>, ctx: KeyCtx, hit: Label, miss:
     for off in (20..36).step_by(4) {
         a.st_imm(Size::W, R10, K + off, 0);
     }
-    lookup(a, cache, K);
+    a.map_lookup(cache, K);
     a.jmp_imm(Jmp::Ne, R0, 0, hit)
         .ldx(Size::H, R4, R7, 12)
         .be(R4, 16)
@@ -226,7 +210,7 @@ fn key_lookup(a: &mut Asm, cache: BorrowedFd<'_>, ctx: KeyCtx, hit: Label, miss:
         .st_imm(Size::H, R10, K + 4, 0x0800)
         .ldx(Size::W, R2, R7, 30)
         .stx(Size::W, R10, K + 20, R2);
-    lookup(a, cache, K);
+    a.map_lookup(cache, K);
     a.jmp_imm(Jmp::Ne, R0, 0, hit).ja(miss);
 
     // IPv6: version 6, a source other than `::` (from `::` ipvlan keys an NS by its
@@ -246,7 +230,7 @@ fn key_lookup(a: &mut Asm, cache: BorrowedFd<'_>, ctx: KeyCtx, hit: Label, miss:
         a.ldx(Size::W, R2, R7, 38 + 4 * i)
             .stx(Size::W, R10, K + 20 + 4 * i, R2);
     }
-    lookup(a, cache, K);
+    a.map_lookup(cache, K);
     a.jmp_imm(Jmp::Ne, R0, 0, hit).ja(miss);
 }
 

@@ -255,10 +255,7 @@ impl TapFilters {
                         .stx(Size::H, R10, MKEY + off, R3);
                 }
                 a.st_imm(Size::H, R10, MKEY + 6, 0)
-                    .ld_map_fd(R1, macs.map.as_fd())
-                    .mov_reg(R2, R10)
-                    .alu_imm(Alu::Add, R2, MKEY as i32)
-                    .call(helper::MAP_LOOKUP_ELEM)
+                    .map_lookup(macs.map.as_fd(), MKEY)
                     .jmp_imm(Jmp::Ne, R0, 0, pass);
                 drop(nets);
                 self.drop(&mut a, slot, DropReason::NoWire);
@@ -273,10 +270,7 @@ impl TapFilters {
         let idx = reason_index(reason);
         let done: Label = a.label();
         a.st_imm(Size::W, Reg::R10, KEY, (slot * NREASONS + idx) as i32)
-            .ld_map_fd(Reg::R1, self.counters.as_fd())
-            .mov_reg(Reg::R2, Reg::R10)
-            .alu_imm(Alu::Add, Reg::R2, KEY as i32)
-            .call(helper::MAP_LOOKUP_ELEM)
+            .map_lookup(self.counters.as_fd(), KEY)
             .jmp_imm(Jmp::Eq, Reg::R0, 0, done)
             .mov_imm(Reg::R1, 1)
             .atomic_add(Size::DW, Reg::R0, 0, Reg::R1)

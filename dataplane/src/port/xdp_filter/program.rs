@@ -33,30 +33,8 @@ const K_SRC: i16 = -56; // vid:2 mac:6
 const K_ALLU: i16 = -60; // vid:2 pad:2
 
 fn count(a: &mut Asm, stats: BorrowedFd<'_>, idx: u32) {
-    a.st_imm(Size::W, Reg::R10, S_STAT, idx as i32);
-    count_stored(a, stats);
-}
-
-/// Increment the counter whose index is already stored at `r10 + S_STAT`.
-fn count_stored(a: &mut Asm, stats: BorrowedFd<'_>) {
-    let skip = a.label();
-    a.ld_map_fd(Reg::R1, stats)
-        .mov_reg(Reg::R2, Reg::R10)
-        .alu_imm(Alu::Add, Reg::R2, S_STAT as i32)
-        .call(helper::MAP_LOOKUP_ELEM)
-        .jmp_imm(Jmp::Eq, Reg::R0, 0, skip)
-        .ldx(Size::DW, Reg::R1, Reg::R0, 0)
-        .alu_imm(Alu::Add, Reg::R1, 1)
-        .stx(Size::DW, Reg::R0, 0, Reg::R1)
-        .bind(skip);
-}
-
-/// `r0 = lookup(map, r10 + key_off)`.
-fn lookup(a: &mut Asm, map: BorrowedFd<'_>, key_off: i16) {
-    a.ld_map_fd(Reg::R1, map)
-        .mov_reg(Reg::R2, Reg::R10)
-        .alu_imm(Alu::Add, Reg::R2, key_off as i32)
-        .call(helper::MAP_LOOKUP_ELEM);
+    a.st_imm(Size::W, Reg::R10, S_STAT, idx as i32)
+        .count_percpu(stats, S_STAT);
 }
 
 /// Fail to `pass` unless `base + need <= data_end (r8)`.
@@ -173,17 +151,17 @@ pub fn assemble(
         .stx(Size::H, R10, K_MAC + 2, R2)
         .ldx(Size::W, R2, R7, 2)
         .stx(Size::W, R10, K_MAC + 4, R2);
-    lookup(&mut a, maps.mac.as_fd(), K_MAC);
+    a.map_lookup(maps.mac.as_fd(), K_MAC);
     a.jmp_imm(Jmp::Ne, R0, 0, hit_mac);
     // The whole VLAN's unicast (passthru), then the source MAC (source mode). The source MAC
     // is copied in 2-byte pieces so every packet and stack access stays naturally aligned.
-    lookup(&mut a, maps.allu.as_fd(), K_ALLU);
+    a.map_lookup(maps.allu.as_fd(), K_ALLU);
     a.jmp_imm(Jmp::Ne, R0, 0, hit_allu);
     for off in [6i16, 8, 10] {
         a.ldx(Size::H, R2, R7, off)
             .stx(Size::H, R10, K_SRC + 2 + (off - 6), R2);
     }
-    lookup(&mut a, maps.src.as_fd(), K_SRC);
+    a.map_lookup(maps.src.as_fd(), K_SRC);
     a.jmp_imm(Jmp::Ne, R0, 0, hit_src)
         .ldx(Size::W, R4, R10, S_ETYPE)
         .jmp_imm(Jmp::Eq, R4, 0x0800, l_ipv4)
@@ -201,7 +179,7 @@ pub fn assemble(
     a.bind(l_ipv4);
     need(&mut a, R9, 20, pass);
     a.ldx(Size::W, R2, R9, 16).stx(Size::W, R10, K_IP4 + 4, R2);
-    lookup(&mut a, maps.ip4.as_fd(), K_IP4);
+    a.map_lookup(maps.ip4.as_fd(), K_IP4);
     a.jmp_imm(Jmp::Ne, R0, 0, hit_ipv4).ja(pass);
 
     // ARP target (Ethernet/IPv4 only).
@@ -212,14 +190,14 @@ pub fn assemble(
         .jmp_imm(Jmp::Ne, R2, 0x0800_0604, pass)
         .ldx(Size::W, R2, R9, 24)
         .stx(Size::W, R10, K_IP4 + 4, R2);
-    lookup(&mut a, maps.ip4.as_fd(), K_IP4);
+    a.map_lookup(maps.ip4.as_fd(), K_IP4);
     a.jmp_imm(Jmp::Ne, R0, 0, hit_arp).ja(pass);
 
     // IPv6 destination, then NS target.
     a.bind(l_ipv6);
     need(&mut a, R9, 40, pass);
     copy16(&mut a, 24, K_IP6 + 4);
-    lookup(&mut a, maps.ip6.as_fd(), K_IP6);
+    a.map_lookup(maps.ip6.as_fd(), K_IP6);
     a.jmp_imm(Jmp::Ne, R0, 0, hit_ipv6);
     a.bind(l_ns);
     need(&mut a, R9, 64, pass);
@@ -228,7 +206,7 @@ pub fn assemble(
         .ldx(Size::B, R2, R9, 40)
         .jmp_imm(Jmp::Ne, R2, 135, pass);
     copy16(&mut a, 48, K_IP6 + 4);
-    lookup(&mut a, maps.ip6.as_fd(), K_IP6);
+    a.map_lookup(maps.ip6.as_fd(), K_IP6);
     a.jmp_imm(Jmp::Ne, R0, 0, hit_ns).ja(pass);
 
     // Each hit records which key matched, then shares one counting block.
@@ -239,7 +217,7 @@ pub fn assemble(
             .ja(count_hit);
     }
     a.bind(count_hit);
-    count_stored(&mut a, stats);
+    a.count_percpu(stats, S_STAT);
 
     a.bind(matched);
     match (flavor, xsks) {
