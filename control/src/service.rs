@@ -229,11 +229,12 @@ pub fn run_daemon(
     let daemon = Daemon::start(store, Box::new(host), dp, log.clone(), fast)?;
     if fast {
         log("fast path: on (new endpoints, of `network connect`, Docker and CNI alike, are veth endpoints)");
-        if !uvlan_dataplane::port::probe::xdp_metadata() {
+        if backend != WireBackend::AfPacket && !uvlan_dataplane::port::probe::xdp_metadata() {
             log(
                 "fast path: wire → endpoint frames of AF_XDP parents take the slow path (this \
                  kernel refuses bpf_xdp_adjust_meta to XDP programs; AF_PACKET parents keep \
-                 their wire cache)",
+                 their wire cache: start the daemon with `--wire-backend af_packet` to use \
+                 them)",
             );
         }
     }

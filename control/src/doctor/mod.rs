@@ -469,7 +469,8 @@ fn parents(s: &Scratch, checks: &mut Vec<Check>, plan: &mut Vec<String>) {
     } else {
         "the cache programs load (tcx, bpf_redirect_peer, a socket filter); one attaches to a \
          veth; on AF_XDP parents wire → endpoint frames take the slow path (this kernel refuses \
-         bpf_xdp_adjust_meta to XDP programs)"
+         bpf_xdp_adjust_meta to XDP programs; `uvlan daemon --wire-backend af_packet` gives \
+         parents a wire cache that does not need it)"
     };
     let (st, d) = pass_fail(&s.fast_path, fast_ok);
     checks.push(check("fast_path", "fast path", st, d));
