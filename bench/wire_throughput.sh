@@ -26,10 +26,19 @@
 # Numbers are printed, never asserted; ratios: uvlan / kernel, relay / kernel, uvlan / relay,
 # fast path / kernel, AF_XDP fast path / kernel with the XDP program.
 #
-# Usage: bench/wire_throughput.sh [SECONDS_PER_RUN (default 5)] [RUNS (default 3)]
+# Usage: [ROWS="…"] [ROUNDS=N] bench/wire_throughput.sh [SECONDS_PER_RUN (default 5)] [RUNS (default 3)]
+#   ROWS: the implementations to measure, in this order, of: kernel kernel+xdp relay/af_xdp
+#         uvlan/af_xdp relay/af_packet uvlan/af_packet uvlan/af_xdp+fast uvlan/af_packet+fast
+#         kernel+txon uvlan/af_packet+fast+txon (default: all of them)
+#   ROUNDS: how many times the rows run, one round after the other (default 1), so that a
+#         slow minute of the machine falls on every row; each figure is the median of its
+#         ROUNDS × RUNS runs.
 set -euo pipefail
 secs=${1:-5}
 runs=${2:-3}
+rounds=${ROUNDS:-1}
+rows=${ROWS:-kernel kernel+xdp relay/af_xdp uvlan/af_xdp relay/af_packet uvlan/af_packet \
+uvlan/af_xdp+fast uvlan/af_packet+fast kernel+txon uvlan/af_packet+fast+txon}
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
     echo "wire_throughput.sh: run as root (it creates namespaces and veths)" >&2
@@ -101,23 +110,24 @@ udp() {
         }' || true
 }
 
-# Runs every measurement RUNS times; writes "tcp_up tcp_down udp_up udp_down" (medians)
-# to $res/NAME.
+# Runs every measurement RUNS times; adds the figures to the samples of NAME (all rounds)
+# and writes "tcp_up tcp_down udp_up udp_down" (the medians of those samples) to $res/NAME.
 measure() {
-    local name=$1 a b c d
+    local name=$1 a b c d f
+    f=$res/samples/${name//\//_}
+    mkdir -p "$res/samples"
     # Wait until the endpoint reaches the peer (ARP, daemon attach).
     for _ in $(seq 50); do
         ip netns exec "$p-E" ping -c 1 -W 1 192.0.2.254 >/dev/null 2>&1 && break
         sleep 0.2
     done
-    : >"$tmp/tu"; : >"$tmp/td"; : >"$tmp/uu"; : >"$tmp/ud"
     for i in $(seq "$runs"); do
         a=$(tcp); b=$(tcp -R); c=$(udp); d=$(udp -R)
         echo "  $name run $i/$runs: TCP E→U ${a:-?} Mbit/s, U→E ${b:-?} Mbit/s; UDP 64 B E→U ${c:-?} pps, U→E ${d:-?} pps"
-        echo "${a:-nan}" >>"$tmp/tu"; echo "${b:-nan}" >>"$tmp/td"
-        echo "${c:-nan}" >>"$tmp/uu"; echo "${d:-nan}" >>"$tmp/ud"
+        echo "${a:-nan}" >>"$f.tu"; echo "${b:-nan}" >>"$f.td"
+        echo "${c:-nan}" >>"$f.uu"; echo "${d:-nan}" >>"$f.ud"
     done
-    echo "$(median <"$tmp/tu") $(median <"$tmp/td") $(median <"$tmp/uu") $(median <"$tmp/ud")" \
+    echo "$(median <"$f.tu") $(median <"$f.td") $(median <"$f.uu") $(median <"$f.ud")" \
         >"$res/${name//\//_}"
 }
 
@@ -191,21 +201,28 @@ relay_run() {
     cleanup
 }
 
-echo "wire ↔ endpoint, macvlan bridge, ${secs}s × ${runs} runs per figure (medians); $(uname -r), $(nproc) vCPU"
-kernel
-kernel xdp
-for backend in af_xdp af_packet; do
-    relay_run "$backend"
-    uvlan_run "$backend"
+# Measures one row of $rows.
+run_row() {
+    case $1 in
+        kernel) kernel ;;
+        kernel+xdp) kernel xdp ;;
+        relay/af_xdp | relay/af_packet) relay_run "${1#relay/}" ;;
+        uvlan/af_xdp | uvlan/af_packet) uvlan_run "${1#uvlan/}" ;;
+        uvlan/af_xdp+fast | uvlan/af_packet+fast) uvlan_run "$(basename "${1%+fast}")" on ;;
+        # With the peer's TX offloads on, its TCP reaches the parent as GSO frames (as a
+        # NIC's GRO hands them up): the AF_PACKET fast path and the kernel again (an XSK
+        # cannot take such frames).
+        kernel+txon) peer_tx=on; kernel txon; peer_tx=off ;;
+        uvlan/af_packet+fast+txon) peer_tx=on; uvlan_run af_packet on txon; peer_tx=off ;;
+        *) echo "wire_throughput.sh: unknown row $1 (see ROWS in the usage)" >&2; exit 1 ;;
+    esac
+}
+
+echo "wire ↔ endpoint, macvlan bridge, ${secs}s × ${runs} runs × ${rounds} rounds per figure (medians); $(uname -r), $(nproc) vCPU"
+for round in $(seq "$rounds"); do
+    [ "$rounds" -gt 1 ] && echo "round $round/$rounds"
+    for r in $rows; do run_row "$r"; done
 done
-uvlan_run af_xdp on
-uvlan_run af_packet on
-# With the peer's TX offloads on, its TCP reaches the parent as GSO frames (as a NIC's GRO
-# hands them up): the AF_PACKET fast path and the kernel again (an XSK cannot take such frames).
-peer_tx=on
-kernel txon
-uvlan_run af_packet on txon
-peer_tx=off
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 # One table row: a label and four figures.
@@ -213,6 +230,7 @@ row() { printf '%-18s %14s %14s %16s %16s\n' "$@"; }
 # The ratios of the medians in file $2 to those in file $3, labelled $1.
 ratios() {
     local label=$1 a b c d e f g h
+    [ -f "$res/$2" ] && [ -f "$res/$3" ] || return 0
     read -r a b c d <"$res/$2"
     read -r e f g h <"$res/$3"
     row "$label" "$(ratio "$a" "$e")" "$(ratio "$b" "$f")" "$(ratio "$c" "$g")" "$(ratio "$d" "$h")"
@@ -220,6 +238,7 @@ ratios() {
 # The medians in file $2, labelled $1.
 figures() {
     local label=$1 a b c d
+    [ -f "$res/$2" ] || return 0
     read -r a b c d <"$res/$2"
     row "$label" "$a" "$b" "$c" "$d"
 }
