@@ -8,11 +8,15 @@
 # binary (release) and daemon are used, in namespaces this script creates and deletes;
 # documentation addresses only.
 #
-#   sudo [IO=auto|uring|plain] [WORKERS=N] [BUSY=US] [PEERS=1] bench/endpoint_throughput.sh \
+#   sudo [IO=auto|uring|plain] [WORKERS=N] [BUSY=US] [PEERS=1] [FAST=1] bench/endpoint_throughput.sh \
 #        [SECONDS (default 5)] [RUNS (default 3)] [DRIVER (ipvlan|macvlan)]
 #
 # BUSY=US runs uvlan's daemon and the relay with `--busy-poll US` (a worker spins that long
 # for work before it sleeps; default 0: it sleeps at once).
+#
+# FAST=1 adds uvlan's fast path in the same run: a second daemon, started with `--fast-path
+# on`, whose two endpoints on a network of the same driver are veth endpoints (the kernel
+# cache forwards their decided unicast; see docs/performance.md, "Fast path").
 #
 # PEERS=1 adds the userspace switches a user could pick instead, in the same run: VDE
 # (`vde_switch`, `vde_plug2tap` in each namespace) and Open vSwitch's userspace datapath
@@ -47,6 +51,7 @@ cleanup() {
     set +e
     [ -n "${dpid:-}" ] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null
     [ -n "${rpid:-}" ] && kill "$rpid" 2>/dev/null && wait "$rpid" 2>/dev/null
+    [ -n "${fpid:-}" ] && kill "$fpid" 2>/dev/null && wait "$fpid" 2>/dev/null
     for f in "$dir"/vde_plug*.pid "$dir"/vde_switch.pid "$dir"/ovs-*/ovs-vswitchd.pid \
              "$dir"/ovs-*/ovsdb-server.pid; do
         [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null
@@ -82,6 +87,22 @@ for i in 1 2; do
     ip -n "$p-k$i" addr add "192.0.2.$((10 + i))/24" dev "mv$i"
     ip -n "$p-k$i" link set "mv$i" up
 done
+# The fast path (FAST=1): a daemon of its own with `--fast-path on`, two veth endpoints.
+fast=${FAST:-0}
+if [ "$fast" = 1 ]; then
+    for n in fhost f1 f2; do ip netns add "$p-$n"; ip -n "$p-$n" link set lo up; done
+    ip netns exec "$p-fhost" "$UV" daemon --root "$dir/froot" --socket "$dir/fsock" \
+        --io "$io" --workers "$workers" --busy-poll "$busy" --fast-path on 2>"$dir/fdaemon.log" &
+    fpid=$!
+    for _ in $(seq 100); do [ -S "$dir/fsock" ] && break; sleep 0.05; done
+    fuv() { UVLAN_ROOT=$dir/froot UVLAN_SOCKET=$dir/fsock "$UV" "$@"; }
+    fuv network create -d "$driver" --internal --subnet 192.0.2.0/24 fbench >/dev/null
+    fuv network connect --ip 192.0.2.71 fbench "$p-f1"
+    fuv network connect --ip 192.0.2.72 fbench "$p-f2"
+    ip netns exec "$p-f1" ping -c 2 -q 192.0.2.72 >/dev/null
+    fuv network inspect fbench | grep -q 'veth+fast-path' ||
+        { echo "endpoint_throughput.sh: the fast-path daemon made no veth endpoints" >&2; exit 1; }
+fi
 # The userspace peers (PEERS=1): VDE and Open vSwitch's userspace datapath, without and
 # with userspace TSO. Their daemons run inside namespaces of this bench with their sockets,
 # databases and logs under its temporary directory, so nothing reaches the host.
@@ -201,13 +222,17 @@ print("%.0f %.0f" % (t[len(t)//2], t[max(0, int(len(t)*0.99)-1)]) if t else "- -
 }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 col() { cut -d' ' -f"$2" "$dir/$1" | median; }
-: >"$dir/u"; : >"$dir/r"; : >"$dir/k"; : >"$dir/v"; : >"$dir/o"; : >"$dir/t"
+: >"$dir/u"; : >"$dir/r"; : >"$dir/k"; : >"$dir/f"; : >"$dir/v"; : >"$dir/o"; : >"$dir/t"
 echo "per run: TCP Gbit/s, UDP-64 kpps delivered, ping p50/p99 µs, system calls per frame (counters / perf)"
 for i in $(seq "$runs"); do
     measure uvlan "$p-a" "$p-b" 192.0.2.10 >>"$dir/u"
     measure relay "$p-r1" "$p-r2" 192.0.2.31 >>"$dir/r"
     measure kernel "$p-k1" "$p-k2" 192.0.2.11 >>"$dir/k"
     echo "run $i/$runs: uvlan $(tail -1 "$dir/u") | relay $(tail -1 "$dir/r") | kernel $(tail -1 "$dir/k")"
+    if [ "$fast" = 1 ]; then
+        measure fast "$p-f1" "$p-f2" 192.0.2.71 >>"$dir/f"
+        echo "   fast path: $(tail -1 "$dir/f")"
+    fi
     if [ "$peers" = 1 ]; then
         measure vde "$p-v1" "$p-v2" 192.0.2.41 >>"$dir/v"
         measure ovs "$p-o1" "$p-o2" 192.0.2.51 >>"$dir/o"
@@ -215,7 +240,7 @@ for i in $(seq "$runs"); do
         echo "   peers: vde $(tail -1 "$dir/v") | ovs $(tail -1 "$dir/o") | ovs+tso $(tail -1 "$dir/t")"
     fi
 done
-fs="u r k"; [ "$peers" = 1 ] && fs="u r k v o t"
+fs="u r k"; [ "$fast" = 1 ] && fs="$fs f"; [ "$peers" = 1 ] && fs="$fs v o t"
 for f in $fs; do
     read -r "${f}t" "${f}u" "${f}p" "${f}q" "${f}s" "${f}f" <<<"$(col $f 1) $(col $f 2) $(col $f 3) $(col $f 4) $(col $f 5) $(col $f 6)"
 done
@@ -228,6 +253,13 @@ r = lambda a, b: '%.2f' % (a / b) if b else '-'
 print('ratios: uvlan/kernel TCP %s UDP %s | uvlan/bound TCP %s UDP %s | bound/kernel TCP %s UDP %s' % (
     r($ut, $kt), r($uu, $ku), r($ut, $rt), r($uu, $ru), r($rt, $kt), r($ru, $ku)))
 print('ping p50: uvlan - kernel = %+.0f µs, relay - kernel = %+.0f µs' % ($up - $kp, $rp - $kp))"
+if [ "$fast" = 1 ]; then
+    echo "  uvlan fast path:        TCP $ft Gbit/s, UDP-64 $fu kpps, ping p50 $fp µs p99 $fq µs"
+    python3 -c "
+r = lambda a, b: '%.2f' % (a / b) if b else '-'
+print('ratios: fast path/kernel TCP %s UDP %s ping p50 %s | fast path/slow path TCP %s UDP %s' % (
+    r($ft, $kt), r($fu, $ku), r($fp, $kp), r($ft, $ut), r($fu, $uu)))"
+fi
 if [ "$peers" = 1 ]; then
     echo "  VDE:                    TCP $vt Gbit/s, UDP-64 $vu kpps, ping p50 $vp µs p99 $vq µs"
     echo "  OVS userspace:          TCP $ot Gbit/s, UDP-64 $ou kpps, ping p50 $op µs p99 $oq µs"
