@@ -13,6 +13,7 @@
 #     IDLE_SECS, default 10 s, from /proc/PID/stat and /proc/PID/task/*/status): right after
 #     the last connect, and again once no endpoint has sent a frame for 3 s (the endpoints'
 #     DAD and MLD reports, which their kernels repeat for a few seconds, have ended);
+#   - with TIMES=FILE, every connect's time (ms, one per line, in order) written to FILE;
 #   - TCP and 64-byte UDP over IPv6 (`iperf3 -6`, SECS each, default 3 s) and RTT p50/p99
 #     (`ping -6 -i 0.01 -c 500`) between two of the endpoints;
 # Each endpoint namespace gets `net.ipv6.conf.default.router_solicitations=0` before its
@@ -259,8 +260,15 @@ for n in NS:
           f"control-plane CPU {ms(dcpu)} per disconnect")
 
 def around(i):
-    w = conn[max(0, i - 3):i + 2]
+    # The 5 connects centred on #i (conn[i - 1]); the last 5 when #i is one of the last two.
+    start = max(0, min(i - 3, len(conn) - 5))
+    w = conn[start:start + 5]
     return statistics.median(w) if w else float("nan")
+
+if os.environ.get("TIMES"):
+    # TIMES=FILE: every connect's time in ms, one per line, in order.
+    with open(os.environ["TIMES"], "w") as f:
+        f.writelines(f"{t * 1000:.3f}\n" for t in conn)
 
 if len(conn) >= 1000:
     a, b = around(10), around(1000)
