@@ -208,7 +208,7 @@ run_row() {
         kernel+xdp) kernel xdp ;;
         relay/af_xdp | relay/af_packet) relay_run "${1#relay/}" ;;
         uvlan/af_xdp | uvlan/af_packet) uvlan_run "${1#uvlan/}" ;;
-        uvlan/af_xdp+fast | uvlan/af_packet+fast) uvlan_run "$(basename "${1%+fast}")" on ;;
+        uvlan/af_xdp+fast | uvlan/af_packet+fast) b=${1#uvlan/}; uvlan_run "${b%+fast}" on ;;
         # With the peer's TX offloads on, its TCP reaches the parent as GSO frames (as a
         # NIC's GRO hands them up): the AF_PACKET fast path and the kernel again (an XSK
         # cannot take such frames).
